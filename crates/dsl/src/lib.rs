@@ -1,0 +1,1 @@
+//! Tenure's segment language (work in progress: see issue 5).
