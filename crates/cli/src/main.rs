@@ -1,1 +1,43 @@
-fn main() {}
+//! The `tenure` command: a thin layer that parses arguments, validates them into
+//! a plan, calls the library crates and maps their errors to exit codes
+//! (0 ok, 1 runtime failure, 2 bad input).
+
+mod cmd;
+mod exit;
+mod progress;
+
+use clap::{Parser, Subcommand};
+
+/// Tenure: retention analytics on a bucket of Parquet.
+///
+/// Ingest events into date-partitioned Parquet on object storage, then ask who
+/// came back, where buyers drop out, and who your best customers are.
+///
+/// Quick start:
+///
+///   tenure gen --users 10000 --days 60 --to ./store
+///
+///   tenure ingest events.ndjson --to ./store
+#[derive(Parser)]
+#[command(name = "tenure", version, about, long_about, max_term_width = 100)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    Ingest(cmd::ingest::IngestArgs),
+    Compact(cmd::compact::CompactArgs),
+    Gen(cmd::gen::GenArgs),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Ingest(a) => cmd::ingest::run(a),
+        Command::Compact(a) => cmd::compact::run(a),
+        Command::Gen(a) => cmd::gen::run(a),
+    };
+    std::process::exit(exit::report(result));
+}

@@ -1,1 +1,17 @@
-//! placeholder
+//! Tenure's event model, shared by every crate that reads or writes events.
+//!
+//! The column names and types here are a contract: ingest writes them, the engine
+//! reads them, and DuckDB or Spark users read the same Parquet files directly. The
+//! manifest format (which files are committed) lives here for the same reason.
+#![deny(missing_docs)]
+
+mod config;
+mod event;
+mod manifest;
+
+pub use config::{Config, ConfigError, IngestConfig, PropertyType};
+pub use event::{columns, event_schema, DeclaredProperty, REVENUE_SCALE};
+pub use manifest::{
+    FileEntry, Snapshot, SourceEntry, StoreLayout, UsersEntry, MANIFEST_PREFIX, STAGING_PREFIX,
+    USERS_PREFIX,
+};

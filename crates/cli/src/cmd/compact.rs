@@ -1,0 +1,55 @@
+//! `tenure compact`: merge small files per partition.
+
+use clap::Args;
+use tenure_ingest::{Store, compact};
+use tenure_schema::Config;
+
+use crate::progress::count_bar;
+
+/// Merge each date partition's small files into large sorted ones.
+///
+/// The swap is one manifest commit: readers of the table see the old files or
+/// the new ones, never both and never neither. Run it after many small ingests
+/// (for example after a day of `tenure serve` flushes).
+///
+/// Example:
+///
+///   tenure compact --data ./store
+#[derive(Args)]
+pub struct CompactArgs {
+    /// Store URL.
+    #[arg(long, value_name = "URL")]
+    pub data: String,
+    /// Only these partitions (YYYY-MM-DD, repeatable).
+    #[arg(long, value_name = "DATE")]
+    pub date: Vec<String>,
+    /// Most rows per output file.
+    #[arg(long, value_name = "N", default_value_t = Config::default().ingest.file_rows)]
+    pub file_rows: usize,
+}
+
+/// Runs the command.
+pub fn run(args: CompactArgs) -> anyhow::Result<()> {
+    let store = Store::open(&args.data)?;
+    let mut cfg = Config::default().ingest;
+    cfg.file_rows = args.file_rows.max(1);
+    let bar = count_bar(0, "compact");
+    let dates = (!args.date.is_empty()).then_some(args.date.as_slice());
+    let s = compact(store, &cfg, dates, |done, total| {
+        bar.set_length(total);
+        bar.set_position(done);
+    });
+    bar.finish_and_clear();
+    let s = s?;
+    for n in &s.notes {
+        eprintln!("note: {n}");
+    }
+    match s.version {
+        Some(v) => eprintln!(
+            "compacted {} partition(s): {} files -> {} files, {} rows; committed manifest version {v}",
+            s.partitions, s.files_before, s.files_after, s.rows
+        ),
+        None => eprintln!("nothing to compact"),
+    }
+    Ok(())
+}

@@ -1,0 +1,6 @@
+//! One module per subcommand; each holds its clap `Args` (whose doc comments are
+//! the help text) and a `run` function.
+
+pub mod compact;
+pub mod gen;
+pub mod ingest;

@@ -1,0 +1,66 @@
+//! Errors of the ingest crate.
+
+/// What can go wrong while ingesting, committing or compacting.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// The store URL could not be opened.
+    #[error("cannot open store {url}: {message}")]
+    BadStoreUrl {
+        /// The URL.
+        url: String,
+        /// Why.
+        message: String,
+    },
+    /// An input could not be read.
+    #[error("cannot read {input}: {source}")]
+    Input {
+        /// The input's name.
+        input: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The input (or the arguments) are wrong as a whole, not just one record.
+    #[error("{0}")]
+    BadInput(String),
+    /// More records were rejected than `--max-bad` allows.
+    #[error("{rejected} records rejected, more than --max-bad {max_bad}; nothing was committed (see {dead_letter})")]
+    TooManyBad {
+        /// Rejected records.
+        rejected: u64,
+        /// The limit.
+        max_bad: u64,
+        /// Where the rejects were written.
+        dead_letter: String,
+    },
+    /// The store holds something Tenure cannot read.
+    #[error("corrupt store {url}: {message}")]
+    Corrupt {
+        /// The store.
+        url: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The object store failed.
+    #[error("object store: {0}")]
+    Store(#[from] object_store::Error),
+    /// Reading or writing Parquet failed.
+    #[error("parquet: {0}")]
+    Parquet(#[from] parquet::errors::ParquetError),
+    /// An Arrow kernel failed.
+    #[error("arrow: {0}")]
+    Arrow(#[from] arrow_schema::ArrowError),
+    /// Another writer committed the same input at the same time.
+    #[error("{0}")]
+    Conflict(String),
+}
+
+impl IngestError {
+    /// True when the user's input or arguments are at fault (exit code 2), false
+    /// for runtime failures (exit code 1).
+    pub fn is_bad_input(&self) -> bool {
+        matches!(
+            self,
+            Self::BadStoreUrl { .. } | Self::Input { .. } | Self::BadInput(_) | Self::TooManyBad { .. }
+        )
+    }
+}

@@ -1,0 +1,106 @@
+//! Blocking access to the object store for the (CPU-bound, synchronous) ingest
+//! pipeline: each call runs on a small shared tokio runtime.
+
+use std::sync::LazyLock;
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use object_store::{ObjectMeta, PutMode, PutOptions, PutPayload};
+
+use crate::{IngestError, Store};
+
+static RUNTIME: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("tenure-io")
+        .enable_all()
+        .build()
+        .expect("tokio runtime for object store IO")
+});
+
+/// Runs a future to completion on the IO runtime. Must not be called from inside
+/// another tokio runtime.
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    RUNTIME.block_on(f)
+}
+
+/// A store with blocking operations on root-relative paths.
+#[derive(Clone, Debug)]
+pub struct Io {
+    /// The store.
+    pub store: Store,
+}
+
+impl Io {
+    /// Wraps a store.
+    pub fn new(store: Store) -> Self {
+        Self { store }
+    }
+
+    /// Reads a whole object.
+    pub fn get(&self, rel: &str) -> Result<Bytes, IngestError> {
+        let p = self.store.path(rel);
+        Ok(block_on(async { self.store.inner.get(&p).await?.bytes().await })?)
+    }
+
+    /// Reads a whole object, or `None` if it does not exist.
+    pub fn get_opt(&self, rel: &str) -> Result<Option<Bytes>, IngestError> {
+        match self.get(rel) {
+            Ok(b) => Ok(Some(b)),
+            Err(IngestError::Store(object_store::Error::NotFound { .. })) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Writes (or overwrites) an object atomically.
+    pub fn put(&self, rel: &str, data: Vec<u8>) -> Result<(), IngestError> {
+        let p = self.store.path(rel);
+        block_on(self.store.inner.put(&p, PutPayload::from(data)))?;
+        Ok(())
+    }
+
+    /// Creates an object only if it does not exist yet; `false` if it already did.
+    /// This conditional put is what makes manifest commits safe between writers.
+    pub fn put_if_absent(&self, rel: &str, data: Vec<u8>) -> Result<bool, IngestError> {
+        let p = self.store.path(rel);
+        let opts = PutOptions {
+            mode: PutMode::Create,
+            ..Default::default()
+        };
+        match block_on(self.store.inner.put_opts(&p, PutPayload::from(data), opts)) {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Moves an object (atomic on local disk; copy then delete on object stores).
+    /// `Ok(false)` when the source is already gone.
+    pub fn rename(&self, from: &str, to: &str) -> Result<bool, IngestError> {
+        let (f, t) = (self.store.path(from), self.store.path(to));
+        match block_on(self.store.inner.rename(&f, &t)) {
+            Ok(()) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Deletes an object; a missing one is fine.
+    pub fn delete(&self, rel: &str) -> Result<(), IngestError> {
+        let p = self.store.path(rel);
+        match block_on(self.store.inner.delete(&p)) {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Lists every object under a prefix, with paths made root-relative.
+    pub fn list(&self, prefix: &str) -> Result<Vec<(String, ObjectMeta)>, IngestError> {
+        let p = self.store.path(prefix);
+        let metas: Vec<ObjectMeta> = block_on(self.store.inner.list(Some(&p)).try_collect())?;
+        Ok(metas
+            .into_iter()
+            .map(|m| (self.store.relative(&m.location), m))
+            .collect())
+    }
+}

@@ -1,0 +1,549 @@
+//! An ingest transaction: decode inputs, validate, buffer by date partition,
+//! stage files, then commit them all in one manifest version.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::Path;
+use std::time::{Instant, UNIX_EPOCH};
+
+use arrow_schema::SchemaRef;
+use hashbrown::HashSet;
+use tenure_schema::{Config, DeclaredProperty, IngestConfig, Snapshot, SourceEntry, event_schema};
+use xxhash_rust::xxh3::Xxh3;
+
+use crate::columns::EventColumns;
+use crate::deadletter::DeadLetters;
+use crate::decode::{self, Location, RawEvent, Sink};
+use crate::io::Io;
+use crate::manifest;
+use crate::parquet_out::writer_properties;
+use crate::timestamp::{DAY_MICROS, date_string};
+use crate::users::UserDict;
+use crate::validate::{PropertyNames, TimeBounds, validate};
+use crate::writer::{Job, Writer};
+use crate::{IngestError, Store, recover};
+
+/// Input formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// One JSON object per line (flat events or Segment messages).
+    Ndjson,
+    /// Comma-separated values with a header row.
+    Csv,
+    /// Apache Parquet.
+    Parquet,
+}
+
+impl Format {
+    /// Guesses the format from a file name.
+    pub fn from_path(path: &str) -> Option<Self> {
+        let lower = path.to_ascii_lowercase();
+        let lower = lower.strip_suffix(".gz").unwrap_or(&lower);
+        if lower.ends_with(".ndjson") || lower.ends_with(".jsonl") || lower.ends_with(".json") {
+            Some(Self::Ndjson)
+        } else if lower.ends_with(".csv") {
+            Some(Self::Csv)
+        } else if lower.ends_with(".parquet") || lower.ends_with(".pq") {
+            Some(Self::Parquet)
+        } else {
+            None
+        }
+    }
+}
+
+/// Options of one ingest run.
+#[derive(Debug, Clone, Default)]
+pub struct IngestOptions {
+    /// Project configuration (declared properties, limits).
+    pub config: Config,
+    /// Fail (and commit nothing) when more records than this are rejected.
+    pub max_bad: Option<u64>,
+    /// Input format when it cannot be guessed from the name (stdin).
+    pub format: Option<Format>,
+}
+
+/// Counters reported at the end of a run.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Counters {
+    /// Records read (accepted, rejected and duplicates).
+    pub read: u64,
+    /// Events written.
+    pub written: u64,
+    /// Records rejected.
+    pub rejected: u64,
+    /// Records dropped because their `event_id` was already seen in this commit.
+    pub duplicates: u64,
+    /// Inputs read.
+    pub inputs: u64,
+    /// Inputs skipped because they were ingested before.
+    pub skipped_inputs: u64,
+    /// Input bytes read.
+    pub bytes: u64,
+    /// Parquet files written.
+    pub files: u64,
+}
+
+/// What a finished run reports.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Summary {
+    /// Counters.
+    pub counters: Counters,
+    /// Manifest version committed, if anything was committed.
+    pub version: Option<u64>,
+    /// Where rejected records went, if any.
+    pub dead_letter: Option<String>,
+    /// Notes for the user (skipped inputs, empty files, recovery).
+    pub notes: Vec<String>,
+    /// Wall time, seconds.
+    pub elapsed_secs: f64,
+}
+
+impl Summary {
+    /// Events written per second.
+    pub fn events_per_sec(&self) -> f64 {
+        self.counters.written as f64 / self.elapsed_secs.max(1e-9)
+    }
+}
+
+/// Called with the number of input bytes consumed, for progress bars.
+pub type Progress = Box<dyn FnMut(u64) + Send>;
+
+/// An open ingest transaction.
+pub struct Ingest {
+    pub(crate) io: Io,
+    pub(crate) txn: String,
+    pub(crate) base: Snapshot,
+    pub(crate) declared: Vec<DeclaredProperty>,
+    names: PropertyNames,
+    schema: SchemaRef,
+    cfg: IngestConfig,
+    max_bad: Option<u64>,
+    default_format: Option<Format>,
+    pub(crate) users: UserDict,
+    seen: HashSet<u128, foldhash::fast::FixedState>,
+    bufs: HashMap<i64, EventColumns>,
+    buffered: usize,
+    writer: Writer,
+    bounds: TimeBounds,
+    ingested_at: i64,
+    pub(crate) counters: Counters,
+    pub(crate) dead: DeadLetters,
+    pub(crate) sources: Vec<SourceEntry>,
+    pub(crate) notes: Vec<String>,
+    /// Set when a streamed input turned out to be ingested already: commit nothing.
+    pub(crate) discard: bool,
+    file_seq: u32,
+    progress: Option<Progress>,
+    /// A write failure met while decoding; surfaced after the current input.
+    pending_error: Option<IngestError>,
+    pub(crate) started: Instant,
+}
+
+impl Ingest {
+    /// Opens a transaction on `store`: recovers what an earlier crash left, loads
+    /// the newest snapshot and the users dictionary.
+    pub fn begin(store: Store, opts: IngestOptions) -> Result<Self, IngestError> {
+        let started = Instant::now();
+        let io = Io::new(store);
+        let mut notes = recover::recover(&io)?;
+        let base = manifest::load_latest(&io)?;
+        let declared = if base.version == 0 {
+            opts.config.properties.clone()
+        } else {
+            if !opts.config.properties.is_empty() && opts.config.properties != base.properties {
+                return Err(IngestError::BadInput(format!(
+                    "the store's declared properties are {} but the config declares {}; a store keeps the properties of its first ingest",
+                    describe(&base.properties),
+                    describe(&opts.config.properties)
+                )));
+            }
+            base.properties.clone()
+        };
+        let segments = base
+            .users
+            .segments
+            .iter()
+            .map(|s| io.get(s))
+            .collect::<Result<Vec<_>, _>>()?;
+        let users = UserDict::from_segments(&segments, base.users.count)?;
+        let schema = event_schema(&declared);
+        let txn = uuid::Uuid::now_v7().simple().to_string();
+        let writer = Writer::start(io.clone(), txn.clone(), writer_properties(&opts.config.ingest, &schema));
+        if !notes.is_empty() {
+            notes.insert(0, "recovered from an interrupted run:".into());
+        }
+        Ok(Self {
+            names: PropertyNames::from_declared(&declared),
+            schema,
+            cfg: opts.config.ingest.clone(),
+            max_bad: opts.max_bad,
+            default_format: opts.format,
+            users,
+            seen: HashSet::default(),
+            bufs: HashMap::new(),
+            buffered: 0,
+            writer,
+            bounds: TimeBounds::now(),
+            ingested_at: chrono::Utc::now().timestamp_micros(),
+            counters: Counters::default(),
+            dead: DeadLetters::default(),
+            sources: Vec::new(),
+            notes,
+            discard: false,
+            file_seq: 0,
+            progress: None,
+            pending_error: None,
+            io,
+            txn,
+            base,
+            declared,
+            started,
+        })
+    }
+
+    /// Sets a progress callback (input bytes consumed).
+    pub fn set_progress(&mut self, p: Progress) {
+        self.progress = Some(p);
+    }
+
+    /// The transaction id.
+    pub fn txn(&self) -> &str {
+        &self.txn
+    }
+
+    /// The declared properties in force.
+    pub fn declared(&self) -> &[DeclaredProperty] {
+        &self.declared
+    }
+
+    /// Counters so far.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    fn known_source(&self, hash: &str) -> Option<&SourceEntry> {
+        self.base
+            .sources
+            .iter()
+            .chain(&self.sources)
+            .find(|s| s.hash == hash)
+    }
+
+    /// Ingests one file, unless the same content was ingested before.
+    pub fn add_file(&mut self, path: &Path) -> Result<(), IngestError> {
+        let name = path.display().to_string();
+        let input_err = |source| IngestError::Input {
+            input: name.clone(),
+            source,
+        };
+        let meta = std::fs::metadata(path).map_err(input_err)?;
+        if meta.is_dir() {
+            return Err(IngestError::BadInput(format!("{name} is a directory; pass files or a glob such as '{name}/*.ndjson'")));
+        }
+        let mtime = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map(|d| d.as_secs() as i64);
+        let format = Format::from_path(&name).or(self.default_format).ok_or_else(|| {
+            IngestError::BadInput(format!(
+                "cannot tell the format of {name}; name it .ndjson, .csv or .parquet or pass --format"
+            ))
+        })?;
+        if let Some(prev) = self
+            .base
+            .sources
+            .iter()
+            .find(|s| s.name == name && s.bytes == meta.len() && s.mtime == mtime && mtime.is_some())
+        {
+            self.counters.skipped_inputs += 1;
+            self.notes.push(format!("{name}: already ingested (transaction {}), skipped", prev.txn));
+            self.tick(meta.len());
+            return Ok(());
+        }
+        if meta.len() == 0 {
+            self.notes.push(format!("{name}: empty file, nothing to ingest"));
+            self.counters.inputs += 1;
+            return Ok(());
+        }
+        // Hash first, so that the same content under another name (a copy, a
+        // re-download) is recognised before any of it is decoded.
+        let hash = hash_file(path).map_err(input_err)?;
+        if let Some(prev) = self.known_source(&hash) {
+            self.counters.skipped_inputs += 1;
+            self.notes.push(format!(
+                "{name}: same content as {} (transaction {}), skipped",
+                prev.name, prev.txn
+            ));
+            self.tick(meta.len());
+            return Ok(());
+        }
+        let before = self.counters.written;
+        let file = std::fs::File::open(path).map_err(input_err)?;
+        self.decode(file, &name, format).map_err(input_err)?;
+        self.counters.inputs += 1;
+        self.counters.bytes += meta.len();
+        let rows = self.counters.written - before;
+        self.sources.push(SourceEntry {
+            hash,
+            name,
+            bytes: meta.len(),
+            mtime,
+            rows,
+            txn: self.txn.clone(),
+        });
+        Ok(())
+    }
+
+    /// Ingests a stream (stdin). If its content turns out to have been ingested
+    /// before, the whole transaction is discarded at commit.
+    pub fn add_reader(&mut self, reader: impl Read, name: &str) -> Result<(), IngestError> {
+        let format = self.default_format.unwrap_or(Format::Ndjson);
+        let mut hashing = HashingReader {
+            inner: reader,
+            hasher: Xxh3::new(),
+            bytes: 0,
+        };
+        let before = self.counters.written;
+        self.decode(&mut hashing, name, format)
+            .map_err(|source| IngestError::Input {
+                input: name.to_string(),
+                source,
+            })?;
+        let hash = format!("{:032x}", hashing.hasher.digest128());
+        let bytes = hashing.bytes;
+        self.counters.inputs += 1;
+        self.counters.bytes += bytes;
+        if bytes == 0 {
+            self.notes.push(format!("{name}: empty input, nothing to ingest"));
+            return Ok(());
+        }
+        if let Some(prev) = self.known_source(&hash) {
+            self.notes.push(format!(
+                "{name}: same content as {} (transaction {}); nothing committed",
+                prev.name, prev.txn
+            ));
+            self.counters.skipped_inputs += 1;
+            self.discard = true;
+            return Ok(());
+        }
+        self.sources.push(SourceEntry {
+            hash,
+            name: name.to_string(),
+            bytes,
+            mtime: None,
+            rows: self.counters.written - before,
+            txn: self.txn.clone(),
+        });
+        Ok(())
+    }
+
+    fn decode(&mut self, reader: impl Read, name: &str, format: Format) -> std::io::Result<()> {
+        let mut progress = self.progress.take();
+        let mut on_bytes = |n: u64| {
+            if let Some(p) = progress.as_mut() {
+                p(n)
+            }
+        };
+        let names = self.names.clone();
+        let result = match format {
+            Format::Ndjson => decode::json::read_ndjson(reader, name, &names, self.cfg.max_line_bytes, self, &mut on_bytes),
+            Format::Csv => decode::csv::read_csv(reader, name, &names, self.cfg.max_line_bytes, self, &mut on_bytes),
+            Format::Parquet => decode::parquet::read_parquet(reader, name, &names, self, &mut on_bytes),
+        };
+        self.progress = progress;
+        result?;
+        self.io_error()
+    }
+
+    /// Reports progress in events rather than bytes (generated input).
+    pub fn tick_events(&mut self, n: u64) {
+        self.tick(n);
+    }
+
+    fn tick(&mut self, n: u64) {
+        if let Some(p) = self.progress.as_mut() {
+            p(n);
+        }
+    }
+
+    fn io_error(&mut self) -> std::io::Result<()> {
+        match self.pending_error.take() {
+            Some(e) => Err(std::io::Error::other(e.to_string())),
+            None => Ok(()),
+        }
+    }
+
+    /// Adds one already-decoded event (used by the generator and the HTTP server).
+    pub fn push(&mut self, ev: &RawEvent<'_>, loc: Location<'_>) {
+        self.accept(ev, loc, &[]);
+    }
+
+    /// Records a generated source (for `tenure gen`), so re-running it is a no-op.
+    pub fn add_synthetic_source(&mut self, hash: String, name: String, rows: u64) -> bool {
+        if self.known_source(&hash).is_some() {
+            self.discard = true;
+            self.notes.push(format!("{name}: generated before with the same parameters; nothing committed"));
+            return false;
+        }
+        self.sources.push(SourceEntry {
+            hash,
+            name,
+            bytes: 0,
+            mtime: None,
+            rows,
+            txn: self.txn.clone(),
+        });
+        true
+    }
+
+    /// Is a source with this hash already committed?
+    pub fn has_source(&self, hash: &str) -> bool {
+        self.known_source(hash).is_some()
+    }
+
+    fn flush_day(&mut self, day: i64) -> Result<(), IngestError> {
+        let Some(mut cols) = self.bufs.remove(&day) else {
+            return Ok(());
+        };
+        let rows = cols.rows();
+        if rows == 0 {
+            return Ok(());
+        }
+        self.buffered -= rows;
+        let batch = cols.finish();
+        self.file_seq += 1;
+        self.counters.files += 1;
+        self.writer.send(Job {
+            date: date_string(day),
+            name: format!("part-{}-{:05}.parquet", self.txn, self.file_seq),
+            batch,
+        })
+    }
+
+    /// Flushes every buffer and waits for the writer; returns the staged files.
+    pub(crate) fn finish_files(&mut self) -> Result<Vec<tenure_schema::FileEntry>, IngestError> {
+        if let Some(e) = self.pending_error.take() {
+            return Err(e);
+        }
+        let mut days: Vec<i64> = self.bufs.keys().copied().collect();
+        days.sort_unstable();
+        for day in days {
+            self.flush_day(day)?;
+        }
+        let mut files = self.writer.finish()?;
+        files.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(files)
+    }
+
+    pub(crate) fn max_bad(&self) -> Option<u64> {
+        self.max_bad
+    }
+
+    pub(crate) fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+}
+
+fn describe(props: &[DeclaredProperty]) -> String {
+    if props.is_empty() {
+        return "(none)".into();
+    }
+    props
+        .iter()
+        .map(|p| format!("{}:{:?}", p.name, p.ty).to_lowercase())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl Sink for Ingest {
+    fn accept(&mut self, raw: &RawEvent<'_>, loc: Location<'_>, line: &[u8]) {
+        self.counters.read += 1;
+        let ev = match validate(raw, &self.declared, self.bounds) {
+            Ok(ev) => ev,
+            Err(reason) => {
+                self.counters.read -= 1;
+                self.reject(loc, &reason, line);
+                return;
+            }
+        };
+        let generated;
+        let event_id = match &ev.event_id {
+            Some(id) => {
+                if !self.seen.insert(xxhash_rust::xxh3::xxh3_128(id.as_bytes())) {
+                    self.counters.duplicates += 1;
+                    return;
+                }
+                id.as_ref()
+            }
+            None => {
+                generated = uuid::Uuid::now_v7().hyphenated().to_string();
+                generated.as_str()
+            }
+        };
+        let key = self.users.key(&ev.user_id);
+        let day = ev.ts.div_euclid(DAY_MICROS);
+        let cols = self
+            .bufs
+            .entry(day)
+            .or_insert_with(|| EventColumns::new(self.schema.clone(), &self.declared, self.ingested_at));
+        cols.push(&ev, event_id, key);
+        let full = cols.rows() >= self.cfg.file_rows;
+        self.buffered += 1;
+        self.counters.written += 1;
+        if self.pending_error.is_some() {
+            return;
+        }
+        let flush = if full {
+            Some(day)
+        } else if self.buffered >= self.cfg.buffer_rows {
+            self.bufs
+                .iter()
+                .max_by_key(|(_, c)| c.rows())
+                .map(|(d, _)| *d)
+        } else {
+            None
+        };
+        if let Some(d) = flush {
+            if let Err(e) = self.flush_day(d) {
+                self.pending_error = Some(e);
+            }
+        }
+    }
+
+    fn reject(&mut self, loc: Location<'_>, reason: &str, raw: &[u8]) {
+        self.counters.read += 1;
+        self.counters.rejected += 1;
+        self.dead.push(loc, reason, raw);
+    }
+}
+
+struct HashingReader<R> {
+    inner: R,
+    hasher: Xxh3,
+    bytes: u64,
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+}
+
+/// xxh3-128 of a file's content, hex.
+pub fn hash_file(path: &Path) -> std::io::Result<String> {
+    let mut f = std::fs::File::open(path)?;
+    let mut h = Xxh3::new();
+    let mut buf = vec![0u8; 4 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(format!("{:032x}", h.digest128()))
+}

@@ -1,0 +1,133 @@
+//! Opening an object store from a URL or a plain path.
+
+use std::sync::{Arc, LazyLock, Mutex};
+
+use object_store::{ObjectStore, local::LocalFileSystem, memory::InMemory, path::Path};
+
+use crate::IngestError;
+
+/// A store root: the object store and the prefix under which the table lives.
+#[derive(Clone)]
+pub struct Store {
+    /// The object store.
+    pub inner: Arc<dyn ObjectStore>,
+    /// Root prefix inside it (empty for a local directory).
+    pub root: Path,
+    /// The URL the user gave, for messages.
+    pub url: String,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("url", &self.url).finish()
+    }
+}
+
+/// `memory://name` stores live for the process, so that several commands in one
+/// test (or one `tenure run`) can share them.
+static MEMORY_STORES: LazyLock<Mutex<std::collections::HashMap<String, Arc<InMemory>>>> =
+    LazyLock::new(Default::default);
+
+impl Store {
+    /// Opens a store from a plain local path, `file://`, `memory://`, `s3://`,
+    /// `gs://` or `az://` URL. Cloud credentials and endpoints come from the
+    /// standard environment variables (`AWS_ENDPOINT`, `AWS_ACCESS_KEY_ID`, ...).
+    pub fn open(url: &str) -> Result<Self, IngestError> {
+        let bad = |message: String| IngestError::BadStoreUrl {
+            url: url.to_string(),
+            message,
+        };
+        if let Some(rest) = url.strip_prefix("memory://") {
+            let (name, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            let store = MEMORY_STORES
+                .lock()
+                .expect("memory store registry")
+                .entry(name.to_string())
+                .or_default()
+                .clone();
+            return Ok(Self {
+                inner: store,
+                root: Path::from(prefix),
+                url: url.to_string(),
+            });
+        }
+        let local = if let Some(rest) = url.strip_prefix("file://") {
+            Some(rest.to_string())
+        } else if !url.contains("://") {
+            Some(url.to_string())
+        } else {
+            None
+        };
+        if let Some(dir) = local {
+            if dir.is_empty() {
+                return Err(bad("empty path".into()));
+            }
+            std::fs::create_dir_all(&dir).map_err(|e| bad(format!("cannot create {dir}: {e}")))?;
+            let fs = LocalFileSystem::new_with_prefix(&dir)
+                .map_err(|e| bad(e.to_string()))?
+                .with_automatic_cleanup(true);
+            return Ok(Self {
+                inner: Arc::new(fs),
+                root: Path::default(),
+                url: url.to_string(),
+            });
+        }
+        let parsed = url::Url::parse(url).map_err(|e| bad(e.to_string()))?;
+        let bucket = parsed
+            .host_str()
+            .ok_or_else(|| bad("missing bucket".into()))?;
+        let root = Path::from(parsed.path().trim_matches('/'));
+        let inner: Arc<dyn ObjectStore> = match parsed.scheme() {
+            "s3" | "s3a" => Arc::new(
+                object_store::aws::AmazonS3Builder::from_env()
+                    .with_bucket_name(bucket)
+                    .build()
+                    .map_err(|e| bad(e.to_string()))?,
+            ),
+            "gs" => Arc::new(
+                object_store::gcp::GoogleCloudStorageBuilder::from_env()
+                    .with_bucket_name(bucket)
+                    .build()
+                    .map_err(|e| bad(e.to_string()))?,
+            ),
+            "az" | "abfs" | "abfss" => Arc::new(
+                object_store::azure::MicrosoftAzureBuilder::from_env()
+                    .with_container_name(bucket)
+                    .build()
+                    .map_err(|e| bad(e.to_string()))?,
+            ),
+            other => {
+                return Err(bad(format!(
+                    "unsupported scheme `{other}`; use a local path, file://, memory://, s3://, gs:// or az://"
+                )));
+            }
+        };
+        Ok(Self {
+            inner,
+            root,
+            url: url.to_string(),
+        })
+    }
+
+    /// A path under the root.
+    pub fn path(&self, rel: &str) -> Path {
+        if self.root.as_ref().is_empty() {
+            Path::from(rel)
+        } else {
+            Path::from(format!("{}/{rel}", self.root))
+        }
+    }
+
+    /// The path relative to the root, as the manifest records it.
+    pub fn relative(&self, path: &Path) -> String {
+        let full = path.as_ref();
+        let root = self.root.as_ref();
+        if root.is_empty() {
+            full.to_string()
+        } else {
+            full.strip_prefix(root)
+                .map(|s| s.trim_start_matches('/').to_string())
+                .unwrap_or_else(|| full.to_string())
+        }
+    }
+}

@@ -1,0 +1,364 @@
+//! Validation: a [`RawEvent`] becomes a [`ValidEvent`] or a reason for rejecting it.
+
+use std::borrow::Cow;
+
+use tenure_schema::{DeclaredProperty, PropertyType, REVENUE_SCALE};
+
+use crate::decimal::parse_decimal;
+use crate::decode::{RawEvent, Scalar};
+use crate::timestamp::{self, DAY_MICROS};
+
+/// Declared property names, for routing properties to their columns.
+#[derive(Debug, Clone, Default)]
+pub struct PropertyNames {
+    names: Vec<String>,
+}
+
+impl PropertyNames {
+    /// From the declared names, in declaration order.
+    pub fn new(names: &[String]) -> Self {
+        Self {
+            names: names.to_vec(),
+        }
+    }
+
+    /// From declared properties.
+    pub fn from_declared(declared: &[DeclaredProperty]) -> Self {
+        Self {
+            names: declared.iter().map(|p| p.name.clone()).collect(),
+        }
+    }
+
+    /// Index of a declared property. Linear: projects declare a handful.
+    pub fn index(&self, name: &str) -> Option<usize> {
+        self.names.iter().position(|n| n == name)
+    }
+
+    /// Number of declared properties.
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    /// No declared properties?
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+}
+
+/// A typed value of a declared property.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Typed<'a> {
+    /// Absent or null.
+    Null,
+    /// Text.
+    Str(Cow<'a, str>),
+    /// Integer.
+    Int(i64),
+    /// Float.
+    Float(f64),
+    /// Boolean.
+    Bool(bool),
+    /// Timestamp, microseconds.
+    Micros(i64),
+    /// Decimal scaled by 100.
+    Decimal(i128),
+}
+
+/// An event that passed validation, ready to be appended to columns.
+#[derive(Debug)]
+pub struct ValidEvent<'a> {
+    /// Event id; `None` means "generate one" (the source had none).
+    pub event_id: Option<Cow<'a, str>>,
+    /// User id.
+    pub user_id: Cow<'a, str>,
+    /// Event name.
+    pub event: Cow<'a, str>,
+    /// Timestamp, UTC microseconds.
+    pub ts: i64,
+    /// Revenue, in cents.
+    pub revenue: Option<i128>,
+    /// A/B variant.
+    pub variant: Option<Cow<'a, str>>,
+    /// Declared properties, by declaration index.
+    pub declared: Vec<Typed<'a>>,
+    /// Other properties as a JSON object (empty when there are none).
+    pub properties: String,
+}
+
+/// The accepted time range: not before 2000, not more than a day past now.
+#[derive(Debug, Clone, Copy)]
+pub struct TimeBounds {
+    /// Earliest accepted timestamp.
+    pub min: i64,
+    /// Latest accepted timestamp.
+    pub max: i64,
+}
+
+impl TimeBounds {
+    /// 2000-01-01 to now plus one day.
+    pub fn now() -> Self {
+        let now = chrono::Utc::now().timestamp_micros();
+        Self {
+            min: timestamp::days_from_civil(2000, 1, 1) * DAY_MICROS,
+            max: now + DAY_MICROS,
+        }
+    }
+}
+
+fn text<'a>(field: &str, v: &Scalar<'a>) -> Result<Option<Cow<'a, str>>, String> {
+    match v {
+        Scalar::Null => Ok(None),
+        Scalar::Str(s) => Ok(Some(s.clone())),
+        Scalar::Num(n) if !n.contains(['.', 'e', 'E']) => Ok(Some(n.clone())),
+        other => Err(format!("`{field}` must be a string, got {}", kind(other))),
+    }
+}
+
+fn kind(v: &Scalar<'_>) -> &'static str {
+    match v {
+        Scalar::Null => "null",
+        Scalar::Bool(_) => "a boolean",
+        Scalar::Num(_) => "a number",
+        Scalar::Str(_) => "a string",
+        Scalar::Json(j) if j.starts_with('[') => "an array",
+        Scalar::Json(_) => "an object",
+        Scalar::Micros(_) => "a timestamp",
+    }
+}
+
+fn parse_ts(field: &str, v: &Scalar<'_>) -> Result<Option<i64>, String> {
+    match v {
+        Scalar::Null => Ok(None),
+        Scalar::Micros(m) => Ok(Some(*m)),
+        Scalar::Str(s) => timestamp::parse_text(s)
+            .or_else(|| timestamp::parse_epoch(s))
+            .map(Some)
+            .ok_or_else(|| format!("unparseable timestamp `{field}`: {s:?}")),
+        Scalar::Num(n) => timestamp::parse_epoch(n)
+            .map(Some)
+            .ok_or_else(|| format!("unparseable timestamp `{field}`: {n}")),
+        other => Err(format!("`{field}` must be a timestamp, got {}", kind(other))),
+    }
+}
+
+fn decimal(field: &str, v: &Scalar<'_>) -> Result<Option<i128>, String> {
+    match v {
+        Scalar::Null => Ok(None),
+        Scalar::Num(n) => parse_decimal(n, REVENUE_SCALE as u32, 18)
+            .map(Some)
+            .map_err(|e| format!("`{field}`: {e}")),
+        Scalar::Str(s) if !s.trim().is_empty() => parse_decimal(s, REVENUE_SCALE as u32, 18)
+            .map(Some)
+            .map_err(|e| format!("`{field}`: {e}")),
+        Scalar::Str(_) => Ok(None),
+        other => Err(format!("`{field}` must be a number, got {}", kind(other))),
+    }
+}
+
+fn typed<'a>(p: &DeclaredProperty, v: &Scalar<'a>) -> Result<Typed<'a>, String> {
+    let name = p.name.as_str();
+    let bad = || format!("`{name}` must be {:?}, got {}", p.ty, kind(v)).to_lowercase();
+    if v.is_null() {
+        return Ok(Typed::Null);
+    }
+    Ok(match p.ty {
+        PropertyType::String => match v {
+            Scalar::Str(s) => Typed::Str(s.clone()),
+            Scalar::Num(n) => Typed::Str(n.clone()),
+            Scalar::Bool(b) => Typed::Str(Cow::Borrowed(if *b { "true" } else { "false" })),
+            _ => return Err(bad()),
+        },
+        PropertyType::Int => match v {
+            Scalar::Num(n) | Scalar::Str(n) => {
+                Typed::Int(n.trim().parse().map_err(|_| format!("`{name}` must be an integer, got {n:?}"))?)
+            }
+            _ => return Err(bad()),
+        },
+        PropertyType::Float => match v {
+            Scalar::Num(n) | Scalar::Str(n) => {
+                let f: f64 = n.trim().parse().map_err(|_| format!("`{name}` must be a number, got {n:?}"))?;
+                if !f.is_finite() {
+                    return Err(format!("`{name}` must be a finite number"));
+                }
+                Typed::Float(f)
+            }
+            _ => return Err(bad()),
+        },
+        PropertyType::Bool => match v {
+            Scalar::Bool(b) => Typed::Bool(*b),
+            Scalar::Str(s) if s == "true" || s == "false" => Typed::Bool(s == "true"),
+            _ => return Err(bad()),
+        },
+        PropertyType::Timestamp => match parse_ts(name, v)? {
+            Some(m) => Typed::Micros(m),
+            None => Typed::Null,
+        },
+        PropertyType::Decimal => match decimal(name, v)? {
+            Some(d) => Typed::Decimal(d),
+            None => Typed::Null,
+        },
+    })
+}
+
+/// Validates one event. `declared` must be the properties `raw` was decoded with.
+pub fn validate<'a>(
+    raw: &RawEvent<'a>,
+    declared: &[DeclaredProperty],
+    bounds: TimeBounds,
+) -> Result<ValidEvent<'a>, String> {
+    let kind = match &raw.kind {
+        None | Some(Scalar::Null) => None,
+        Some(k) => text("type", k)?,
+    };
+    let user_id = match raw.user_id.as_ref().map(|v| text("user_id", v)).transpose()?.flatten() {
+        Some(u) => Some(u),
+        None => raw
+            .anonymous_id
+            .as_ref()
+            .map(|v| text("anonymousId", v))
+            .transpose()?
+            .flatten(),
+    };
+    let user_id = match user_id {
+        Some(u) if !u.is_empty() => u,
+        Some(_) => return Err("`user_id` is empty".into()),
+        None => return Err("missing `user_id` (or `userId` / `anonymousId`)".into()),
+    };
+    let named = raw.event.as_ref().map(|v| text("event", v)).transpose()?.flatten();
+    let event = match kind.as_deref() {
+        None | Some("track") => named.ok_or("missing `event`")?,
+        Some(k @ ("page" | "screen")) => named.unwrap_or(Cow::Owned(k.to_string())),
+        Some(k @ ("identify" | "group" | "alias")) => Cow::Owned(k.to_string()),
+        Some(other) => {
+            return Err(format!(
+                "unknown message `type` {other:?}; expected track, page, screen, identify, group or alias"
+            ));
+        }
+    };
+    if event.is_empty() {
+        return Err("`event` is empty".into());
+    }
+    let ts = match &raw.ts {
+        Some(v) => parse_ts("ts", v)?.ok_or("missing `ts` (or `timestamp`)")?,
+        None => return Err("missing `ts` (or `timestamp`)".into()),
+    };
+    if ts < bounds.min {
+        return Err(format!(
+            "timestamp {} is before 2000-01-01",
+            timestamp::date_string(ts.div_euclid(DAY_MICROS))
+        ));
+    }
+    if ts > bounds.max {
+        return Err(format!(
+            "timestamp {} is more than a day in the future",
+            timestamp::date_string(ts.div_euclid(DAY_MICROS))
+        ));
+    }
+    let event_id = match &raw.event_id {
+        Some(v) => text("event_id", v)?.filter(|s| !s.is_empty()),
+        None => None,
+    };
+    let revenue = match &raw.revenue {
+        Some(v) => decimal("revenue", v)?,
+        None => None,
+    };
+    let variant = match &raw.variant {
+        Some(Scalar::Bool(b)) => Some(Cow::Borrowed(if *b { "true" } else { "false" })),
+        Some(v) => text("variant", v)?,
+        None => None,
+    };
+    let mut typed_values = Vec::with_capacity(declared.len());
+    for (p, v) in declared.iter().zip(&raw.declared) {
+        typed_values.push(match v {
+            Some(v) => typed(p, v)?,
+            None => Typed::Null,
+        });
+    }
+    let mut properties = String::new();
+    if !raw.extra.is_empty() {
+        properties.push('{');
+        for (i, (k, v)) in raw.extra.iter().enumerate() {
+            if i > 0 {
+                properties.push(',');
+            }
+            crate::decode::write_json_string(k, &mut properties);
+            properties.push(':');
+            v.write_json(&mut properties);
+        }
+        properties.push('}');
+    }
+    Ok(ValidEvent {
+        event_id,
+        user_id,
+        event,
+        ts,
+        revenue,
+        variant,
+        declared: typed_values,
+        properties,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::json::parse_event;
+
+    fn check(line: &str) -> Result<ValidEvent<'_>, String> {
+        let declared = vec![DeclaredProperty {
+            name: "quantity".into(),
+            ty: PropertyType::Int,
+        }];
+        let names = PropertyNames::from_declared(&declared);
+        let raw = parse_event(line, &names)?;
+        // Validation borrows from the line, which outlives this call.
+        let v = validate(&raw, &declared, TimeBounds::now())?;
+        Ok(ValidEvent {
+            event_id: v.event_id.map(|c| Cow::Owned(c.into_owned())),
+            user_id: Cow::Owned(v.user_id.into_owned()),
+            event: Cow::Owned(v.event.into_owned()),
+            variant: v.variant.map(|c| Cow::Owned(c.into_owned())),
+            declared: vec![],
+            ..v
+        })
+    }
+
+    #[test]
+    fn accepts_flat_and_segment_events() {
+        let v = check(r#"{"user_id":42,"event":"view","ts":1767225600,"x":{"a":1}}"#).unwrap();
+        assert_eq!(v.user_id, "42");
+        assert_eq!(v.properties, r#"{"x":{"a":1}}"#);
+        let v = check(r#"{"type":"page","anonymousId":"a","timestamp":"2026-01-01T00:00:00Z","properties":{"revenue":"3.10"}}"#).unwrap();
+        assert_eq!(v.event, "page");
+        assert_eq!(v.revenue, Some(310));
+        assert_eq!(v.properties, "");
+        let v = check(r#"{"type":"identify","userId":"u","timestamp":"2026-01-01T00:00:00Z","traits":{"plan":"pro"}}"#).unwrap();
+        assert_eq!(v.event, "identify");
+        assert_eq!(v.properties, r#"{"plan":"pro"}"#);
+    }
+
+    #[test]
+    fn rejects_with_reasons() {
+        let cases = [
+            (r#"{"event":"view","ts":"2026-01-01"}"#, "missing `user_id`"),
+            (r#"{"user_id":"u","ts":"2026-01-01"}"#, "missing `event`"),
+            (r#"{"user_id":"u","event":"view"}"#, "missing `ts`"),
+            (r#"{"user_id":"u","event":"view","ts":"soon"}"#, "unparseable timestamp"),
+            (r#"{"user_id":"u","event":"view","ts":"1999-12-31T23:59:59Z"}"#, "before 2000"),
+            (r#"{"user_id":"u","event":"view","ts":"2999-01-01"}"#, "in the future"),
+            (r#"{"user_id":["u"],"event":"view","ts":"2026-01-01"}"#, "`user_id` must be a string, got an array"),
+            (r#"{"user_id":"u","event":7.5,"ts":"2026-01-01"}"#, "`event` must be a string"),
+            (r#"{"user_id":"u","event":"buy","ts":"2026-01-01","revenue":"lots"}"#, "not a number"),
+            (r#"{"user_id":"u","event":"buy","ts":"2026-01-01","revenue":1.001}"#, "decimal places"),
+            (r#"{"user_id":"u","event":"buy","ts":"2026-01-01","quantity":"two"}"#, "`quantity` must be an integer"),
+            (r#"{"user_id":"u","event":"buy","ts":"2026-01-01","quantity":true}"#, "`quantity` must be int"),
+            (r#"{"type":"fly","userId":"u","timestamp":"2026-01-01"}"#, "unknown message `type`"),
+            (r#"{"user_id":"","event":"x","ts":"2026-01-01"}"#, "`user_id` is empty"),
+            (r#"{"user_id":"u","event":"x","ts":"2026-01-01","properties":[1]}"#, "must be an object"),
+        ];
+        for (line, want) in cases {
+            let err = check(line).err().unwrap_or_else(|| panic!("accepted {line}"));
+            assert!(err.contains(want), "{line}: {err}");
+        }
+    }
+}
