@@ -74,6 +74,8 @@ fn is_keyword(rule: Rule) -> bool {
             | Rule::times_kw
             | Rule::segment_kw
             | Rule::and_op
+            | Rule::open_paren
+            | Rule::close_paren
     )
 }
 
@@ -165,7 +167,14 @@ fn build_expr(pair: Pair<'_, Rule>) -> Result<Expr, DslError> {
 fn build_primary(pair: Pair<'_, Rule>) -> Result<Expr, DslError> {
     let span = span_of(&pair);
     match pair.as_rule() {
-        Rule::expr => build_expr(pair),
+        Rule::group => {
+            // The group's span includes its parentheses.
+            let inner = content(pair).next().ok_or_else(|| missing(span))?;
+            Ok(Expr {
+                span,
+                ..build_expr(inner)?
+            })
+        }
         Rule::did => build_did(pair),
         Rule::segment_ref => {
             let name = next(&mut pair.into_inner(), span)?;
@@ -306,9 +315,8 @@ fn build_term(pair: Pair<'_, Rule>) -> Result<Term, DslError> {
             })
         }
         Rule::mean_call => {
-            let mut inner = pair.into_inner();
-            let _fn = next(&mut inner, span)?;
-            let metric = next(&mut inner, span)?;
+            let mut inner = content(pair).filter(|p| p.as_rule() != Rule::mean_fn);
+            let metric = inner.next().ok_or_else(|| missing(span))?;
             TermKind::Mean(Spanned {
                 node: metric.as_str().to_owned(),
                 span: span_of(&metric),
@@ -530,7 +538,7 @@ fn describe_expected(positives: &[Rule]) -> String {
     let starts_condition = positives.iter().any(|r| {
         matches!(
             r,
-            Rule::did | Rule::segment_ref | Rule::condition | Rule::not_op | Rule::expr
+            Rule::did | Rule::did_kw | Rule::segment_ref | Rule::condition | Rule::expr
         )
     });
     for rule in positives {
@@ -540,7 +548,12 @@ fn describe_expected(positives: &[Rule]) -> String {
             Rule::or_op => "`or`",
             Rule::not_op if starts_condition => "a condition",
             Rule::not_op => "`not`",
-            Rule::did | Rule::segment_ref | Rule::condition | Rule::expr => "a condition",
+            Rule::did | Rule::did_kw | Rule::segment_ref | Rule::condition | Rule::expr => {
+                "a condition"
+            }
+            Rule::open_paren if starts_condition => "a condition",
+            Rule::open_paren => "`(`",
+            Rule::close_paren => "`)`",
             Rule::eq_op
             | Rule::ne_op
             | Rule::lt_op
@@ -616,7 +629,19 @@ fn syntax_hint(src: &str, pos: usize, found: &str) -> Option<String> {
     if matches!(lower.as_str(), "like" | "contains") {
         return Some("text matching is not supported; use `=` or `in (...)`".into());
     }
-    let near = suggest::similar(&lower, KEYWORDS.iter().copied());
+    let mut near = suggest::similar(&lower, KEYWORDS.iter().copied());
+    if near.is_empty() {
+        // `dd purchase`: the misspelt keyword parsed as a name, and the error
+        // is only noticed at the next word.
+        let previous = before
+            .rsplit(|c: char| !(c.is_alphanumeric() || c == '_'))
+            .next()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        if !KEYWORDS.contains(&previous.as_str()) {
+            near = suggest::similar(&previous, KEYWORDS.iter().copied());
+        }
+    }
     (!near.is_empty()).then(|| {
         let quoted: Vec<String> = near.iter().map(|k| format!("`{k}`")).collect();
         format!("did you mean {}?", quoted.join(" or "))

@@ -307,6 +307,29 @@ const BUILTIN_NAMES: &[&str] = &[
     "m_score",
 ];
 
+/// Suggestions for a misspelt metric, with the one-letter alias first where
+/// there is one (`Freq` -> `F` or `frequency`).
+fn metric_suggestions<'c>(
+    name: &str,
+    candidates: impl IntoIterator<Item = &'c str>,
+) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for s in suggest::similar(name, candidates) {
+        let alias = match s.as_str() {
+            "recency" => Some("R"),
+            "frequency" => Some("F"),
+            "monetary" => Some("M"),
+            _ => None,
+        };
+        for candidate in alias.into_iter().chain([s.as_str()]) {
+            if !out.iter().any(|o| o == candidate) {
+                out.push(candidate.to_owned());
+            }
+        }
+    }
+    out
+}
+
 fn builtin(name: &str) -> Option<Subject> {
     let feature = match name.to_ascii_lowercase().as_str() {
         "r" | "recency" => Feature::Recency,
@@ -404,7 +427,7 @@ impl Ctx<'_, '_> {
                             kind: NameKind::Metric,
                             name: metric.node.clone(),
                             expected: "`R`, `F` or `M`: means exist for the RFM metrics".into(),
-                            suggestions: suggest::similar(&metric.node, candidates),
+                            suggestions: metric_suggestions(&metric.node, candidates),
                             hint: None,
                         });
                     }
@@ -439,7 +462,7 @@ impl Ctx<'_, '_> {
         let near_builtin = if explicit {
             Vec::new()
         } else {
-            suggest::similar(name, BUILTIN_NAMES.iter().copied())
+            metric_suggestions(name, BUILTIN_NAMES.iter().copied())
         };
         match declared {
             None if near_builtin.is_empty() => {
@@ -475,7 +498,7 @@ impl Ctx<'_, '_> {
                     } else {
                         "a metric (R, F, M, recency, first_seen, lifecycle, ...) or a declared property".into()
                     },
-                    suggestions: suggest::similar(name, candidates),
+                    suggestions: metric_suggestions(name, candidates),
                     hint: None,
                 })
             }
