@@ -1,0 +1,918 @@
+//! Reading per-arm statistics from `--from-summary` files, so a readout can be
+//! reproduced from the numbers printed in someone else's report.
+//!
+//! Two forms are accepted, each for proportions or means:
+//!
+//! ```text
+//! arm,users,conversions          arm,users,sum,sum_squares
+//! A,28,14                        A,3407,1396.87,52377.9767
+//! B,30,16                        B,3461,2422.7,134698.29
+//!
+//! [{"arm": "A", "users": 28, "conversions": 14},
+//!  {"arm": "B", "users": 30, "conversions": 16}]
+//! ```
+//!
+//! Columns may come in any order; arm names may be quoted (`"A, old"`). Both parsers
+//! are hand-written (a few hundred lines instead of two dependencies) so that every
+//! error can name the exact line and column and suggest the intended column name.
+
+use crate::{ArmData, ArmSummary, ParseError, StatsError};
+
+/// The known fields, and which metric shape each set describes.
+const PROPORTION_FIELDS: [&str; 3] = ["arm", "users", "conversions"];
+const MEAN_FIELDS: [&str; 4] = ["arm", "users", "sum", "sum_squares"];
+const ALL_FIELDS: [&str; 5] = ["arm", "users", "conversions", "sum", "sum_squares"];
+
+/// Reads a summary in either form, telling them apart by the first non-blank
+/// character (`[` starts JSON).
+pub fn parse_summary(text: &str) -> Result<Vec<ArmSummary>, StatsError> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    if text.trim_start().starts_with('[') {
+        parse_summary_json(text)
+    } else {
+        parse_summary_csv(text)
+    }
+}
+
+/// Closest known field name within two edits, for "did you mean" hints.
+fn suggest(name: &str) -> Option<&'static str> {
+    fn distance(a: &str, b: &str) -> usize {
+        let b: Vec<char> = b.chars().collect();
+        let mut row: Vec<usize> = (0..=b.len()).collect();
+        for (i, ca) in a.chars().enumerate() {
+            let mut prev = row[0];
+            row[0] = i + 1;
+            for (j, cb) in b.iter().enumerate() {
+                let cur = row[j + 1];
+                row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+                prev = cur;
+            }
+        }
+        row[b.len()]
+    }
+    ALL_FIELDS
+        .iter()
+        .map(|f| (distance(name, f), *f))
+        .filter(|(d, _)| *d <= 2)
+        .min()
+        .map(|(_, f)| f)
+}
+
+fn unknown_field(line: usize, column: usize, name: &str) -> ParseError {
+    let hint = match suggest(name) {
+        Some(s) => format!(", did you mean `{s}`?"),
+        None => String::new(),
+    };
+    ParseError::new(
+        line,
+        column,
+        format!(
+            "unknown column `{name}`{hint} (expected `arm,users,conversions` or \
+             `arm,users,sum,sum_squares`)"
+        ),
+    )
+}
+
+/// Which metric shape a set of field names describes.
+fn kind_of(fields: &[&str]) -> Option<bool> {
+    let mut sorted: Vec<&str> = fields.to_vec();
+    sorted.sort_unstable();
+    let mut p = PROPORTION_FIELDS.to_vec();
+    p.sort_unstable();
+    let mut m = MEAN_FIELDS.to_vec();
+    m.sort_unstable();
+    if sorted == p {
+        Some(true)
+    } else if sorted == m {
+        Some(false)
+    } else {
+        None
+    }
+}
+
+/// Field values of one arm as read, with positions for error messages.
+struct RawArm {
+    line: usize,
+    arm: (usize, String),
+    users: Option<(usize, String)>,
+    conversions: Option<(usize, String)>,
+    sum: Option<(usize, String)>,
+    sum_squares: Option<(usize, String)>,
+}
+
+fn parse_count(line: usize, (col, text): (usize, &str), field: &str) -> Result<u64, ParseError> {
+    text.parse::<u64>().map_err(|_| {
+        ParseError::new(
+            line,
+            col,
+            format!("`{field}` must be a whole number of users, found `{text}`"),
+        )
+    })
+}
+
+fn parse_number(line: usize, (col, text): (usize, &str), field: &str) -> Result<f64, ParseError> {
+    match text.parse::<f64>() {
+        Ok(v) if v.is_finite() => Ok(v),
+        _ => Err(ParseError::new(
+            line,
+            col,
+            format!("`{field}` must be a finite number, found `{text}`"),
+        )),
+    }
+}
+
+fn field((col, text): &(usize, String)) -> (usize, &str) {
+    (*col, text.as_str())
+}
+
+/// Turns raw fields into checked arms; shared by both forms.
+fn build_arms(raw: Vec<RawArm>, proportion: bool) -> Result<Vec<ArmSummary>, StatsError> {
+    let mut arms: Vec<ArmSummary> = Vec::with_capacity(raw.len());
+    for r in raw {
+        let (arm_col, arm) = r.arm;
+        if arm.trim().is_empty() {
+            return Err(ParseError::new(r.line, arm_col, "the arm name is empty").into());
+        }
+        if arms.iter().any(|a| a.arm == arm) {
+            return Err(ParseError::new(
+                r.line,
+                arm_col,
+                format!("arm `{arm}` appears twice; give each arm one row"),
+            )
+            .into());
+        }
+        let missing = |f: &str| ParseError::new(r.line, 1, format!("missing `{f}`"));
+        let users_field = r.users.as_ref().ok_or_else(|| missing("users"))?;
+        let users = parse_count(r.line, field(users_field), "users")?;
+        let (data, check_col) = if proportion {
+            let conv_field = r
+                .conversions
+                .as_ref()
+                .ok_or_else(|| missing("conversions"))?;
+            let conversions = parse_count(r.line, field(conv_field), "conversions")?;
+            (ArmData::Proportion { users, conversions }, conv_field.0)
+        } else {
+            let sum_field = r.sum.as_ref().ok_or_else(|| missing("sum"))?;
+            let sq_field = r
+                .sum_squares
+                .as_ref()
+                .ok_or_else(|| missing("sum_squares"))?;
+            let sum = parse_number(r.line, field(sum_field), "sum")?;
+            let sum_squares = parse_number(r.line, field(sq_field), "sum_squares")?;
+            (
+                ArmData::Mean {
+                    n: users,
+                    sum,
+                    sum_squares,
+                },
+                sq_field.0,
+            )
+        };
+        if let Err(StatsError::InvalidArm { arm, problem }) = data.validate(&arm) {
+            return Err(
+                ParseError::new(r.line, check_col, format!("arm `{arm}`: {problem}")).into(),
+            );
+        }
+        arms.push(ArmSummary { arm, data });
+    }
+    Ok(arms)
+}
+
+/// Splits one CSV line into (1-based column, field) pairs, honouring double quotes
+/// with `""` as an escaped quote. Unquoted fields are trimmed.
+fn csv_fields(line_no: usize, line: &str) -> Result<Vec<(usize, String)>, ParseError> {
+    let chars: Vec<char> = line.chars().collect();
+    let mut fields = Vec::new();
+    let mut i = 0;
+    loop {
+        // Skip leading blanks so the column points at the value itself.
+        while i < chars.len() && (chars[i] == ' ' || chars[i] == '\t') {
+            i += 1;
+        }
+        let start = i + 1;
+        let mut value = String::new();
+        if i < chars.len() && chars[i] == '"' {
+            i += 1;
+            loop {
+                match chars.get(i) {
+                    None => {
+                        return Err(ParseError::new(line_no, start, "unterminated quoted field"));
+                    }
+                    Some('"') if chars.get(i + 1) == Some(&'"') => {
+                        value.push('"');
+                        i += 2;
+                    }
+                    Some('"') => {
+                        i += 1;
+                        break;
+                    }
+                    Some(c) => {
+                        value.push(*c);
+                        i += 1;
+                    }
+                }
+            }
+            while i < chars.len() && (chars[i] == ' ' || chars[i] == '\t') {
+                i += 1;
+            }
+            if i < chars.len() && chars[i] != ',' {
+                return Err(ParseError::new(
+                    line_no,
+                    i + 1,
+                    "unexpected text after a quoted field; expected `,`",
+                ));
+            }
+        } else {
+            while i < chars.len() && chars[i] != ',' {
+                value.push(chars[i]);
+                i += 1;
+            }
+            value = value.trim_end().to_string();
+        }
+        fields.push((start, value));
+        if i < chars.len() && chars[i] == ',' {
+            i += 1;
+        } else {
+            return Ok(fields);
+        }
+    }
+}
+
+/// Reads the CSV form. The header names the columns (any order); every other
+/// non-blank line is one arm.
+pub fn parse_summary_csv(text: &str) -> Result<Vec<ArmSummary>, StatsError> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let mut lines = text
+        .split('\n')
+        .enumerate()
+        .map(|(i, l)| (i + 1, l.strip_suffix('\r').unwrap_or(l)))
+        .filter(|(_, l)| !l.trim().is_empty());
+    let Some((header_line, header)) = lines.next() else {
+        return Err(ParseError::new(
+            1,
+            1,
+            "empty summary; expected a header `arm,users,conversions` or `arm,users,sum,sum_squares`",
+        )
+        .into());
+    };
+    let header_fields = csv_fields(header_line, header)?;
+    let mut names: Vec<&'static str> = Vec::new();
+    for (col, name) in &header_fields {
+        let lower = name.to_ascii_lowercase();
+        let Some(known) = ALL_FIELDS.iter().find(|f| **f == lower) else {
+            return Err(unknown_field(header_line, *col, name).into());
+        };
+        if names.contains(known) {
+            return Err(ParseError::new(
+                header_line,
+                *col,
+                format!("column `{known}` appears twice"),
+            )
+            .into());
+        }
+        names.push(known);
+    }
+    let Some(proportion) = kind_of(&names) else {
+        return Err(ParseError::new(
+            header_line,
+            1,
+            format!(
+                "header `{}` mixes or lacks columns; expected `arm,users,conversions` \
+                 (proportions) or `arm,users,sum,sum_squares` (means)",
+                names.join(",")
+            ),
+        )
+        .into());
+    };
+
+    let mut raw = Vec::new();
+    for (line_no, line) in lines {
+        let fields = csv_fields(line_no, line)?;
+        if fields.len() != names.len() {
+            let col = fields
+                .get(names.len())
+                .map_or(line.chars().count() + 1, |(c, _)| *c);
+            return Err(ParseError::new(
+                line_no,
+                col,
+                format!(
+                    "expected {} fields like the header, found {}",
+                    names.len(),
+                    fields.len()
+                ),
+            )
+            .into());
+        }
+        let mut r = RawArm {
+            line: line_no,
+            arm: (1, String::new()),
+            users: None,
+            conversions: None,
+            sum: None,
+            sum_squares: None,
+        };
+        for (name, (col, value)) in names.iter().zip(&fields) {
+            let slot = (*col, value.clone());
+            match *name {
+                "arm" => r.arm = (*col, value.clone()),
+                "users" => r.users = Some(slot),
+                "conversions" => r.conversions = Some(slot),
+                "sum" => r.sum = Some(slot),
+                _ => r.sum_squares = Some(slot),
+            }
+        }
+        raw.push(r);
+    }
+    if raw.is_empty() {
+        return Err(ParseError::new(header_line + 1, 1, "no arms after the header").into());
+    }
+    build_arms(raw, proportion)
+}
+
+/// A JSON value with the position where it starts.
+#[derive(Debug)]
+struct Json {
+    line: usize,
+    column: usize,
+    value: JsonValue,
+}
+
+#[derive(Debug)]
+enum JsonValue {
+    Null,
+    Bool,
+    /// The literal text, so integers can be checked exactly.
+    Number(String),
+    String(String),
+    Array(Vec<Json>),
+    Object(Members),
+}
+
+impl JsonValue {
+    fn describe(&self) -> &'static str {
+        match self {
+            JsonValue::Null => "null",
+            JsonValue::Bool => "a boolean",
+            JsonValue::Number(_) => "a number",
+            JsonValue::String(_) => "a string",
+            JsonValue::Array(_) => "an array",
+            JsonValue::Object(_) => "an object",
+        }
+    }
+}
+
+/// An object's members in document order.
+type Members = Vec<(String, Json)>;
+
+/// A small strict JSON reader (RFC 8259) that tracks line and column.
+struct JsonReader<'a> {
+    chars: std::iter::Peekable<std::str::Chars<'a>>,
+    line: usize,
+    column: usize,
+    depth: usize,
+}
+
+/// Nesting deeper than this is not a summary; refusing it keeps recursion bounded.
+const MAX_DEPTH: usize = 64;
+
+impl JsonReader<'_> {
+    fn error(&self, message: impl Into<String>) -> ParseError {
+        ParseError::new(self.line, self.column, message)
+    }
+
+    fn bump(&mut self) -> Option<char> {
+        let c = self.chars.next()?;
+        if c == '\n' {
+            self.line += 1;
+            self.column = 1;
+        } else {
+            self.column += 1;
+        }
+        Some(c)
+    }
+
+    fn skip_ws(&mut self) {
+        while let Some(c) = self.chars.peek() {
+            if matches!(c, ' ' | '\t' | '\n' | '\r') {
+                self.bump();
+            } else {
+                break;
+            }
+        }
+    }
+
+    fn expect(&mut self, want: char) -> Result<(), ParseError> {
+        self.skip_ws();
+        match self.chars.peek() {
+            Some(&c) if c == want => {
+                self.bump();
+                Ok(())
+            }
+            Some(&c) => Err(self.error(format!("expected `{want}`, found `{c}`"))),
+            None => Err(self.error(format!("expected `{want}`, found the end of the file"))),
+        }
+    }
+
+    fn value(&mut self) -> Result<Json, ParseError> {
+        self.skip_ws();
+        let (line, column) = (self.line, self.column);
+        let value = match self.chars.peek().copied() {
+            None => return Err(self.error("expected a value, found the end of the file")),
+            Some('[') => {
+                self.nest()?;
+                self.bump();
+                let mut items = Vec::new();
+                self.skip_ws();
+                if self.chars.peek() == Some(&']') {
+                    self.bump();
+                } else {
+                    loop {
+                        items.push(self.value()?);
+                        self.skip_ws();
+                        match self.bump() {
+                            Some(',') => continue,
+                            Some(']') => break,
+                            Some(c) => {
+                                return Err(ParseError::new(
+                                    self.line,
+                                    self.column - 1,
+                                    format!("expected `,` or `]`, found `{c}`"),
+                                ));
+                            }
+                            None => return Err(self.error("unterminated array")),
+                        }
+                    }
+                }
+                self.depth -= 1;
+                JsonValue::Array(items)
+            }
+            Some('{') => {
+                self.nest()?;
+                self.bump();
+                let mut members = Vec::new();
+                self.skip_ws();
+                if self.chars.peek() == Some(&'}') {
+                    self.bump();
+                } else {
+                    loop {
+                        self.skip_ws();
+                        let key = self.value()?;
+                        let JsonValue::String(name) = key.value else {
+                            return Err(ParseError::new(
+                                key.line,
+                                key.column,
+                                format!("expected a key in quotes, found {}", key.value.describe()),
+                            ));
+                        };
+                        self.expect(':')?;
+                        let v = self.value()?;
+                        members.push((name, v));
+                        self.skip_ws();
+                        match self.bump() {
+                            Some(',') => continue,
+                            Some('}') => break,
+                            Some(c) => {
+                                return Err(ParseError::new(
+                                    self.line,
+                                    self.column - 1,
+                                    format!("expected `,` or `}}`, found `{c}`"),
+                                ));
+                            }
+                            None => return Err(self.error("unterminated object")),
+                        }
+                    }
+                }
+                self.depth -= 1;
+                JsonValue::Object(members)
+            }
+            Some('"') => JsonValue::String(self.string()?),
+            Some(c) if c == '-' || c.is_ascii_digit() => {
+                let mut text = String::new();
+                while let Some(&c) = self.chars.peek() {
+                    if c.is_ascii_digit() || matches!(c, '-' | '+' | '.' | 'e' | 'E') {
+                        text.push(c);
+                        self.bump();
+                    } else {
+                        break;
+                    }
+                }
+                if !valid_json_number(&text) {
+                    return Err(ParseError::new(
+                        line,
+                        column,
+                        format!("`{text}` is not a valid number"),
+                    ));
+                }
+                JsonValue::Number(text)
+            }
+            Some(c) if c.is_ascii_alphabetic() => {
+                let mut word = String::new();
+                while let Some(&c) = self.chars.peek() {
+                    if c.is_ascii_alphanumeric() {
+                        word.push(c);
+                        self.bump();
+                    } else {
+                        break;
+                    }
+                }
+                match word.as_str() {
+                    "null" => JsonValue::Null,
+                    "true" | "false" => JsonValue::Bool,
+                    _ => {
+                        return Err(ParseError::new(
+                            line,
+                            column,
+                            format!("unexpected `{word}`; strings need double quotes"),
+                        ));
+                    }
+                }
+            }
+            Some(c) => return Err(self.error(format!("unexpected `{c}`"))),
+        };
+        Ok(Json {
+            line,
+            column,
+            value,
+        })
+    }
+
+    fn nest(&mut self) -> Result<(), ParseError> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            Err(self.error("nested too deeply"))
+        } else {
+            Ok(())
+        }
+    }
+
+    fn string(&mut self) -> Result<String, ParseError> {
+        let (line, column) = (self.line, self.column);
+        self.bump();
+        let mut out = String::new();
+        loop {
+            match self.bump() {
+                None => return Err(ParseError::new(line, column, "unterminated string")),
+                Some('"') => return Ok(out),
+                Some('\\') => {
+                    let c = self
+                        .bump()
+                        .ok_or_else(|| self.error("unterminated string"))?;
+                    match c {
+                        '"' => out.push('"'),
+                        '\\' => out.push('\\'),
+                        '/' => out.push('/'),
+                        'b' => out.push('\u{8}'),
+                        'f' => out.push('\u{c}'),
+                        'n' => out.push('\n'),
+                        'r' => out.push('\r'),
+                        't' => out.push('\t'),
+                        'u' => {
+                            let hi = self.hex4()?;
+                            let code = if (0xD800..0xDC00).contains(&hi) {
+                                // A surrogate pair spells one character.
+                                if self.bump() != Some('\\') || self.bump() != Some('u') {
+                                    return Err(self.error("unpaired surrogate in \\u escape"));
+                                }
+                                let lo = self.hex4()?;
+                                if !(0xDC00..0xE000).contains(&lo) {
+                                    return Err(self.error("unpaired surrogate in \\u escape"));
+                                }
+                                0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00)
+                            } else {
+                                hi
+                            };
+                            out.push(
+                                char::from_u32(code)
+                                    .ok_or_else(|| self.error("invalid \\u escape"))?,
+                            );
+                        }
+                        other => return Err(self.error(format!("invalid escape `\\{other}`"))),
+                    }
+                }
+                Some(c) if (c as u32) < 0x20 => {
+                    return Err(self.error("control character inside a string"));
+                }
+                Some(c) => out.push(c),
+            }
+        }
+    }
+
+    fn hex4(&mut self) -> Result<u32, ParseError> {
+        let mut v = 0;
+        for _ in 0..4 {
+            let d = self
+                .bump()
+                .and_then(|c| c.to_digit(16))
+                .ok_or_else(|| self.error("expected four hex digits after \\u"))?;
+            v = v * 16 + d;
+        }
+        Ok(v)
+    }
+}
+
+/// The JSON number grammar: `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`.
+fn valid_json_number(s: &str) -> bool {
+    let b = s.as_bytes();
+    let mut i = 0;
+    let digits = |i: &mut usize| {
+        let start = *i;
+        while *i < b.len() && b[*i].is_ascii_digit() {
+            *i += 1;
+        }
+        *i > start
+    };
+    if b.get(i) == Some(&b'-') {
+        i += 1;
+    }
+    if b.get(i) == Some(&b'0') {
+        i += 1;
+    } else if !digits(&mut i) {
+        return false;
+    }
+    if b.get(i) == Some(&b'.') {
+        i += 1;
+        if !digits(&mut i) {
+            return false;
+        }
+    }
+    if matches!(b.get(i), Some(b'e' | b'E')) {
+        i += 1;
+        if matches!(b.get(i), Some(b'+' | b'-')) {
+            i += 1;
+        }
+        if !digits(&mut i) {
+            return false;
+        }
+    }
+    i == b.len()
+}
+
+/// Reads the JSON form: an array of objects with the same keys as the CSV header.
+/// Keys may come in any order; every object must describe the same metric shape.
+pub fn parse_summary_json(text: &str) -> Result<Vec<ArmSummary>, StatsError> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let mut reader = JsonReader {
+        chars: text.chars().peekable(),
+        line: 1,
+        column: 1,
+        depth: 0,
+    };
+    let doc = reader.value()?;
+    reader.skip_ws();
+    if let Some(&c) = reader.chars.peek() {
+        return Err(reader
+            .error(format!("unexpected `{c}` after the array"))
+            .into());
+    }
+    let JsonValue::Array(items) = doc.value else {
+        return Err(ParseError::new(
+            doc.line,
+            doc.column,
+            format!("expected an array of arms, found {}", doc.value.describe()),
+        )
+        .into());
+    };
+    if items.is_empty() {
+        return Err(ParseError::new(doc.line, doc.column, "the array has no arms").into());
+    }
+    let mut owned: Vec<(usize, usize, Members)> = Vec::new();
+    for item in items {
+        let JsonValue::Object(members) = item.value else {
+            return Err(ParseError::new(
+                item.line,
+                item.column,
+                format!(
+                    "expected an object for an arm, found {}",
+                    item.value.describe()
+                ),
+            )
+            .into());
+        };
+        owned.push((item.line, item.column, members));
+    }
+    let mut proportion: Option<bool> = None;
+    let mut raw = Vec::new();
+    for (line, column, members) in &owned {
+        let mut names: Vec<&'static str> = Vec::new();
+        let mut r = RawArm {
+            line: *line,
+            arm: (*column, String::new()),
+            users: None,
+            conversions: None,
+            sum: None,
+            sum_squares: None,
+        };
+        for (key, v) in members {
+            let Some(known) = ALL_FIELDS.iter().find(|f| **f == key.as_str()) else {
+                return Err(unknown_field(v.line, v.column, key).into());
+            };
+            if names.contains(known) {
+                return Err(ParseError::new(
+                    v.line,
+                    v.column,
+                    format!("key `{key}` appears twice"),
+                )
+                .into());
+            }
+            names.push(known);
+            match (&v.value, *known) {
+                (JsonValue::String(s), "arm") => r.arm = (v.column, s.clone()),
+                (JsonValue::Number(n), field) if field != "arm" => {
+                    let slot = Some((v.column, n.clone()));
+                    match field {
+                        "users" => r.users = slot,
+                        "conversions" => r.conversions = slot,
+                        "sum" => r.sum = slot,
+                        _ => r.sum_squares = slot,
+                    }
+                }
+                (other, field) => {
+                    let want = if field == "arm" {
+                        "a string"
+                    } else {
+                        "a number"
+                    };
+                    return Err(ParseError::new(
+                        v.line,
+                        v.column,
+                        format!("`{field}` must be {want}, found {}", other.describe()),
+                    )
+                    .into());
+                }
+            }
+            // Report number problems on the value's own line.
+            r.line = v.line;
+        }
+        let Some(kind) = kind_of(&names) else {
+            return Err(ParseError::new(
+                *line,
+                *column,
+                format!(
+                    "an arm has keys {names:?}; expected arm, users and conversions \
+                     (proportions) or arm, users, sum and sum_squares (means)"
+                ),
+            )
+            .into());
+        };
+        if let Some(first) = proportion
+            && first != kind
+        {
+            return Err(ParseError::new(
+                *line,
+                *column,
+                "this arm's keys describe a different metric shape than the first arm's",
+            )
+            .into());
+        }
+        proportion = Some(kind);
+        raw.push(r);
+    }
+    build_arms(raw, proportion.unwrap_or(true))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> ParseError {
+        match parse_summary(text).unwrap_err() {
+            StatsError::Parse(e) => e,
+            other => panic!("not a parse error: {other}"),
+        }
+    }
+
+    #[test]
+    fn csv_proportions() {
+        let arms = parse_summary("arm,users,conversions\nA,28,14\nB,30,16\n").unwrap();
+        assert_eq!(arms.len(), 2);
+        assert_eq!(arms[1].arm, "B");
+        assert_eq!(
+            arms[1].data,
+            ArmData::Proportion {
+                users: 30,
+                conversions: 16
+            }
+        );
+    }
+
+    #[test]
+    fn csv_means_any_column_order_crlf_and_quotes() {
+        let text = "\u{feff}users, arm, sum_squares, sum\r\n3407,\"A, old\",52377.9767,1396.87\r\n\r\n3461,B,134698.29,2422.7\r\n";
+        let arms = parse_summary(text).unwrap();
+        assert_eq!(arms[0].arm, "A, old");
+        assert_eq!(
+            arms[0].data,
+            ArmData::Mean {
+                n: 3407,
+                sum: 1396.87,
+                sum_squares: 52377.9767
+            }
+        );
+    }
+
+    #[test]
+    fn csv_errors_name_line_and_column() {
+        let e = err("arm,users,conversions\nA,28,14\nB,thirty,16\n");
+        assert_eq!((e.line, e.column), (3, 3));
+        assert!(e.message.contains("`users` must be a whole number"), "{e}");
+
+        let e = err("arm,users,conversion\nA,1,1\n");
+        assert_eq!((e.line, e.column), (1, 11));
+        assert!(e.message.contains("did you mean `conversions`?"), "{e}");
+
+        let e = err("arm,users,conversions\nA,10,11\n");
+        assert_eq!((e.line, e.column), (2, 6));
+        assert!(e.message.contains("cannot exceed users"), "{e}");
+
+        let e = err("arm,users,conversions\nA,10,1,7\n");
+        assert_eq!((e.line, e.column), (2, 8));
+
+        let e = err("arm,users,sum\nA,10,1\n");
+        assert_eq!(e.line, 1);
+        assert!(e.message.contains("mixes or lacks"), "{e}");
+
+        let e = err("arm,users,conversions\nA,10,1\nA,10,2\n");
+        assert!(e.message.contains("appears twice"), "{e}");
+
+        let e = err("arm,users,conversions\n\"A,10,1\n");
+        assert_eq!((e.line, e.column), (2, 1));
+
+        let e = err("arm,users,conversions\n");
+        assert!(e.message.contains("no arms"), "{e}");
+        assert_eq!(err("").line, 1);
+    }
+
+    #[test]
+    fn json_both_shapes() {
+        let arms = parse_summary(
+            r#"[{"arm": "A", "users": 28, "conversions": 14},
+                {"conversions": 16, "users": 30, "arm": "B\u00e9"}]"#,
+        )
+        .unwrap();
+        assert_eq!(arms[1].arm, "Bé");
+        let arms = parse_summary_json(
+            r#"[{"arm":"A","users":3407,"sum":1396.87,"sum_squares":52377.9767},
+                {"arm":"B","users":3461,"sum":2422.7,"sum_squares":1.3469829e5}]"#,
+        )
+        .unwrap();
+        assert_eq!(
+            arms[1].data,
+            ArmData::Mean {
+                n: 3461,
+                sum: 2422.7,
+                sum_squares: 134698.29
+            }
+        );
+    }
+
+    #[test]
+    fn json_errors_name_line_and_column() {
+        let e = err("[\n  {\"arm\": \"A\", \"users\": 28.5, \"conversions\": 14}\n]");
+        assert_eq!((e.line, e.column), (2, 25));
+        assert!(e.message.contains("whole number"), "{e}");
+
+        let e = err("[{\"arm\": \"A\", \"user\": 28, \"conversions\": 14}]");
+        assert!(e.message.contains("did you mean `users`?"), "{e}");
+
+        let e = err(
+            "[{\"arm\": \"A\", \"users\": 28, \"conversions\": 14},\n {\"arm\": \"B\", \"users\": 3, \"sum\": 1, \"sum_squares\": 1}]",
+        );
+        assert_eq!(e.line, 2);
+        assert!(e.message.contains("different metric shape"), "{e}");
+
+        let e = err("[{\"arm\": A}]");
+        assert_eq!((e.line, e.column), (1, 10));
+
+        let e = err("[{\"arm\": \"A\", \"users\": 2, \"conversions\": 1} x]");
+        assert!(e.message.contains("expected `,` or `]`"), "{e}");
+
+        let e = err("[{\"arm\": \"A\", \"users\": \"2\", \"conversions\": 1}]");
+        assert!(
+            e.message.contains("must be a number, found a string"),
+            "{e}"
+        );
+
+        let e = err("[01]");
+        assert!(e.message.contains("not a valid number"), "{e}");
+
+        let e = err(&format!("{}{}", "[".repeat(100), "]".repeat(100)));
+        assert!(e.message.contains("nested too deeply"), "{e}");
+
+        assert!(err("[]").message.contains("no arms"));
+        assert!(
+            err("[{\"arm\": \"A\", \"users\": 2, \"conversions\": 1}] extra")
+                .message
+                .contains("after the array")
+        );
+    }
+
+    #[test]
+    fn json_number_grammar() {
+        for ok in ["0", "-0", "12", "1.5", "1e5", "1E+5", "-2.5e-3"] {
+            assert!(valid_json_number(ok), "{ok}");
+        }
+        for bad in ["", "-", "01", "1.", ".5", "1e", "+1", "1.2.3", "1-2"] {
+            assert!(!valid_json_number(bad), "{bad}");
+        }
+    }
+}
