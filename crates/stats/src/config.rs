@@ -107,9 +107,103 @@ impl Default for TuningParameter {
     }
 }
 
+/// A setting word the CLI or a job file gave that is not one of the accepted ones.
+fn unknown_word(setting: &'static str, value: &str, accepted: &[&str]) -> StatsError {
+    StatsError::InvalidSetting {
+        setting,
+        value: value.to_string(),
+        expected: format!("one of {}", accepted.join(", ")),
+    }
+}
+
+impl Difference {
+    /// The stable name used in flags and JSON: `relative` or `absolute`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Difference::Relative => "relative",
+            Difference::Absolute => "absolute",
+        }
+    }
+}
+
+impl std::str::FromStr for Difference {
+    type Err = StatsError;
+
+    fn from_str(s: &str) -> Result<Self, StatsError> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "relative" => Ok(Difference::Relative),
+            "absolute" => Ok(Difference::Absolute),
+            _ => Err(unknown_word("difference", s, &["relative", "absolute"])),
+        }
+    }
+}
+
+impl Sided {
+    /// The stable name used in flags and JSON: `two`, `greater` or `less`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Sided::Two => "two",
+            Sided::Greater => "greater",
+            Sided::Less => "less",
+        }
+    }
+}
+
+impl std::str::FromStr for Sided {
+    type Err = StatsError;
+
+    fn from_str(s: &str) -> Result<Self, StatsError> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "two" | "two-sided" => Ok(Sided::Two),
+            "greater" => Ok(Sided::Greater),
+            "less" => Ok(Sided::Less),
+            _ => Err(unknown_word("sided", s, &["two", "greater", "less"])),
+        }
+    }
+}
+
+/// Parses an expected split such as `50:50`, `1:1:2` or `0.3:0.7` into weights (any
+/// positive scale; [`check_srm`](crate::check_srm) normalises them).
+pub fn parse_split(text: &str) -> Result<Vec<f64>, StatsError> {
+    let bad = || StatsError::InvalidSetting {
+        setting: "split",
+        value: text.to_string(),
+        expected: "positive weights separated by `:`, such as 50:50".to_string(),
+    };
+    let weights = text
+        .split(':')
+        .map(|part| part.trim().parse::<f64>().map_err(|_| bad()))
+        .collect::<Result<Vec<f64>, _>>()?;
+    if weights.len() < 2 || weights.iter().any(|w| !w.is_finite() || *w <= 0.0) {
+        return Err(bad());
+    }
+    Ok(weights)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn words_round_trip() {
+        for d in [Difference::Relative, Difference::Absolute] {
+            assert_eq!(d.as_str().parse::<Difference>().unwrap(), d);
+        }
+        for s in [Sided::Two, Sided::Greater, Sided::Less] {
+            assert_eq!(s.as_str().parse::<Sided>().unwrap(), s);
+        }
+        let e = "both".parse::<Sided>().unwrap_err().to_string();
+        assert_eq!(e, "invalid sided both: one of two, greater, less");
+    }
+
+    #[test]
+    fn splits() {
+        assert_eq!(parse_split("50:50").unwrap(), vec![50.0, 50.0]);
+        assert_eq!(parse_split(" 1 : 2 : 1 ").unwrap(), vec![1.0, 2.0, 1.0]);
+        for bad in ["50", "50:", "a:b", "50:0", "-1:2", "inf:1"] {
+            assert!(parse_split(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn alpha_range_is_enforced() {

@@ -20,6 +20,34 @@ pub enum Correction {
     BenjaminiHochberg,
 }
 
+impl Correction {
+    /// The stable name used in flags and JSON: `none`, `holm` or `bh`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Correction::None => "none",
+            Correction::HolmBonferroni => "holm",
+            Correction::BenjaminiHochberg => "bh",
+        }
+    }
+}
+
+impl std::str::FromStr for Correction {
+    type Err = StatsError;
+
+    fn from_str(s: &str) -> Result<Self, StatsError> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "none" => Ok(Correction::None),
+            "holm" | "holm-bonferroni" => Ok(Correction::HolmBonferroni),
+            "bh" | "benjamini-hochberg" => Ok(Correction::BenjaminiHochberg),
+            _ => Err(StatsError::InvalidSetting {
+                setting: "correction",
+                value: s.to_string(),
+                expected: "one of none, holm, bh".to_string(),
+            }),
+        }
+    }
+}
+
 /// Adjusts `p_values` (in the caller's order; the result is in the same order).
 /// Every p-value must lie in [0, 1].
 ///
@@ -121,6 +149,18 @@ mod tests {
             adjust_p_values(&[0.5, 0.9, 0.7], Correction::HolmBonferroni).unwrap(),
             vec![1.0, 1.0, 1.0]
         );
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for c in [
+            Correction::None,
+            Correction::HolmBonferroni,
+            Correction::BenjaminiHochberg,
+        ] {
+            assert_eq!(c.as_str().parse::<Correction>().unwrap(), c);
+        }
+        assert!("bonferroni".parse::<Correction>().is_err());
     }
 
     #[test]

@@ -70,6 +70,21 @@ pub enum NoResult {
     Overflow,
 }
 
+impl NoResult {
+    /// A stable snake_case identifier for JSON and CSV, next to the sentence that
+    /// `Display` gives.
+    pub fn code(&self) -> &'static str {
+        match self {
+            NoResult::EmptyArm { .. } => "empty_arm",
+            NoResult::TooFewUsers { .. } => "too_few_users",
+            NoResult::AllOrNothing { .. } => "all_or_nothing",
+            NoResult::ZeroVariance { .. } => "zero_variance",
+            NoResult::ZeroControlMean => "zero_control_mean",
+            NoResult::Overflow => "overflow",
+        }
+    }
+}
+
 impl fmt::Display for NoResult {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {

@@ -21,6 +21,14 @@ pub enum StatsError {
         /// What would have been accepted.
         expected: String,
     },
+    /// A metric whose arms cannot be compared (too few, duplicated, mixed shapes).
+    #[error("metric `{metric}`: {problem}")]
+    InvalidMetric {
+        /// The metric's name.
+        metric: String,
+        /// What is wrong with its arms.
+        problem: String,
+    },
     /// Per-arm statistics that cannot describe real data.
     #[error("arm `{arm}`: {problem}")]
     InvalidArm {

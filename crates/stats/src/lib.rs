@@ -27,14 +27,16 @@ mod dist;
 mod effect;
 mod error;
 mod frequentist;
+mod json;
 mod parse;
 mod readout;
 mod sequential;
 mod srm;
 mod summary;
+mod verdict;
 
 pub use bayesian::{BayesianEstimate, GaussianPrior, bayesian};
-pub use config::{Alpha, Difference, Sided, TuningParameter};
+pub use config::{Alpha, Difference, Sided, TuningParameter, parse_split};
 pub use correction::{Correction, adjust_p_values};
 pub use effect::{Estimate, Interval, NoResult, Role};
 pub use error::{ParseError, StatsError};

@@ -9,6 +9,9 @@
 //! can render them as a table, CSV or JSON without reaching back in here.
 
 use crate::effect::{Estimate, Interval, NoResult};
+use crate::verdict::{
+    VerdictContext, control_verdict, no_result_verdict, srm_verdict, treatment_verdict,
+};
 use crate::{
     Alpha, ArmData, ArmSummary, BayesianEstimate, Correction, Difference, MetricKind, Sided,
     SrmCheck, SrmStatus, StatsError, TuningParameter, adjust_p_values, bayesian, check_srm,
@@ -169,8 +172,8 @@ impl ArmReadout {
 }
 
 fn invalid(metric: &str, problem: String) -> StatsError {
-    StatsError::InvalidArm {
-        arm: format!("(metric {metric})"),
+    StatsError::InvalidMetric {
+        metric: metric.to_string(),
         problem,
     }
 }
@@ -279,20 +282,7 @@ fn empty_row(metric: &str, arm: &ArmSummary, is_control: bool) -> ArmReadout {
 
 fn control_row(metric: &str, arm: &ArmSummary, kind: MetricKind) -> ArmReadout {
     let mut row = empty_row(metric, arm, true);
-    let users = plural(row.users, "user");
-    row.verdict = match (row.value, kind) {
-        (None, _) => format!("Control {} (baseline): no users", arm.arm),
-        (Some(v), MetricKind::Proportion) => format!(
-            "Control {} (baseline): {} conversion, {users}",
-            arm.arm,
-            percent(v)
-        ),
-        (Some(v), MetricKind::Mean) => format!(
-            "Control {} (baseline): mean {}, {users}",
-            arm.arm,
-            significant_digits(v, false)
-        ),
-    };
+    row.verdict = control_verdict(&arm.arm, row.users, row.value, kind);
     row
 }
 
@@ -323,7 +313,7 @@ fn treatment_row(
     match estimate {
         Err(reason) => {
             row.no_result = Some(reason);
-            row.verdict = format!("{}: no result, {reason}", treatment_label(&arm.arm));
+            row.verdict = no_result_verdict(&arm.arm, reason);
         }
         Ok(e) => {
             row.lift = Some(e.effect);
@@ -368,178 +358,6 @@ fn apply_correction(out: &mut [MetricReadout], config: &ReadoutConfig) -> Result
         }
     }
     Ok(())
-}
-
-fn treatment_label(arm: &str) -> String {
-    let lower = arm.to_lowercase();
-    if lower.starts_with("treatment") || lower.starts_with("variant") {
-        let mut chars = arm.chars();
-        match chars.next() {
-            Some(first) => first.to_uppercase().chain(chars).collect(),
-            None => String::new(),
-        }
-    } else {
-        format!("Treatment {arm}")
-    }
-}
-
-/// What a treatment's sentence needs to know about its metric.
-#[derive(Clone, Copy)]
-struct VerdictContext {
-    difference: Difference,
-    kind: MetricKind,
-    sequential: bool,
-    mismatch: bool,
-}
-
-fn treatment_verdict(row: &ArmReadout, context: VerdictContext, config: &ReadoutConfig) -> String {
-    let lift = row.lift.unwrap_or(0.0);
-    let fmt = |x: f64| format_effect(x, context.difference, context.kind);
-    let direction = if fmt(lift) == fmt(0.0) {
-        "shows no difference"
-    } else if lift > 0.0 {
-        "is better"
-    } else {
-        "is worse"
-    };
-    let level = format!("{} %", trim_number(config.alpha.confidence_percent(), 1));
-    let kind = if context.sequential {
-        "sequential CI"
-    } else {
-        "CI"
-    };
-    let interval = match (row.ci_lower, row.ci_upper) {
-        (Some(l), Some(u)) => format!("{level} {kind} {} to {}", fmt(l), fmt(u)),
-        (Some(l), None) => format!("{level} {kind} lower bound {}", fmt(l)),
-        (None, Some(u)) => format!("{level} {kind} upper bound {}", fmt(u)),
-        (None, None) => format!("{level} {kind} unbounded"),
-    };
-    let p = row.p_value.unwrap_or(1.0);
-    let p_text = match row.p_value_adjusted {
-        Some(adj) => format!("p = {}, adjusted {}", format_p(p), format_p(adj)),
-        None => format!("p = {}", format_p(p)),
-    };
-    let significance = if row.significant == Some(true) {
-        "significant"
-    } else {
-        "not significant"
-    };
-    let mut text = format!(
-        "{} {direction}: {} ({interval}), {significance} ({p_text})",
-        treatment_label(&row.arm),
-        fmt(lift)
-    );
-    if let Some(ctw) = row.chance_to_win {
-        text.push_str(&format!(", chance to win {}", percent(ctw)));
-    }
-    if context.mismatch {
-        text.push_str("; sample ratio mismatch, do not trust this result");
-    }
-    text
-}
-
-fn srm_verdict(srm: &SrmCheck) -> String {
-    let split = srm
-        .expected_shares
-        .iter()
-        .map(|s| trim_number(s * 100.0, 1))
-        .collect::<Vec<_>>()
-        .join(":");
-    let users = srm
-        .users
-        .iter()
-        .map(u64::to_string)
-        .collect::<Vec<_>>()
-        .join(" vs ");
-    match srm.status {
-        SrmStatus::Ok => format!(
-            "Traffic split consistent with {split} ({users} users, SRM p = {})",
-            format_p(srm.p_value)
-        ),
-        SrmStatus::Mismatch => format!(
-            "Sample ratio mismatch: {users} users is not a {split} split (p = {:.1e} < 0.001); \
-             check assignment and tracking before trusting any result",
-            srm.p_value
-        ),
-        SrmStatus::NotEnoughTraffic => format!(
-            "Not enough traffic to check the split: an arm has fewer than {} users ({users})",
-            crate::srm::SRM_MIN_USERS
-        ),
-    }
-}
-
-fn plural(n: u64, word: &str) -> String {
-    if n == 1 {
-        format!("1 {word}")
-    } else {
-        format!("{n} {word}s")
-    }
-}
-
-/// A fraction as a percentage with one decimal: 0.5 → "50.0 %".
-fn percent(x: f64) -> String {
-    format!("{:.1} %", x * 100.0)
-}
-
-/// A number with up to `decimals` decimals and no trailing zeros: 50 → "50".
-fn trim_number(x: f64, decimals: usize) -> String {
-    let s = format!("{x:.decimals$}");
-    if s.contains('.') {
-        s.trim_end_matches('0').trim_end_matches('.').to_string()
-    } else {
-        s
-    }
-}
-
-/// Three significant digits, optionally with an explicit sign.
-fn significant_digits(x: f64, signed: bool) -> String {
-    let decimals = if x == 0.0 {
-        1
-    } else {
-        (2 - x.abs().log10().floor() as i64).clamp(0, 12) as usize
-    };
-    let s = if signed {
-        format!("{x:+.decimals$}")
-    } else {
-        format!("{x:.decimals$}")
-    };
-    strip_negative_zero(s)
-}
-
-/// `-0.0` reads as a decrease; a rounded zero is shown unsigned.
-fn strip_negative_zero(s: String) -> String {
-    let digits_are_zero = s.chars().filter(|c| c.is_ascii_digit()).all(|c| c == '0');
-    if digits_are_zero {
-        s.trim_start_matches(['+', '-']).to_string()
-    } else {
-        s
-    }
-}
-
-/// The effect in the unit users expect: percent for a lift, percentage points for
-/// a difference of conversion rates, three significant digits for a difference of
-/// means.
-fn format_effect(x: f64, difference: Difference, kind: MetricKind) -> String {
-    match (difference, kind) {
-        (Difference::Relative, _) => {
-            format!("{} %", strip_negative_zero(format!("{:+.1}", x * 100.0)))
-        }
-        (Difference::Absolute, MetricKind::Proportion) => {
-            format!("{} pp", strip_negative_zero(format!("{:+.1}", x * 100.0)))
-        }
-        (Difference::Absolute, MetricKind::Mean) => significant_digits(x, true),
-    }
-}
-
-/// p-values as people quote them: two decimals, three below 0.01, and a floor.
-fn format_p(p: f64) -> String {
-    if p >= 0.01 {
-        format!("{p:.2}")
-    } else if p >= 0.001 {
-        format!("{p:.3}")
-    } else {
-        "< 0.001".to_string()
-    }
 }
 
 #[cfg(test)]
@@ -739,25 +557,5 @@ mod tests {
         assert!(readout(&one("m", mixed), &ReadoutConfig::default()).is_err());
         let dup = vec![prop("A", 10, 1), prop("A", 10, 2)];
         assert!(readout(&one("m", dup), &ReadoutConfig::default()).is_err());
-    }
-
-    #[test]
-    fn number_formatting() {
-        assert_eq!(format_p(0.80707), "0.81");
-        assert_eq!(format_p(0.0042), "0.004");
-        assert_eq!(format_p(0.00002), "< 0.001");
-        assert_eq!(significant_digits(0.04538, true), "+0.0454");
-        assert_eq!(significant_digits(1234.6, true), "+1235");
-        assert_eq!(significant_digits(-0.00001, true), "-0.0000100");
-        assert_eq!(
-            format_effect(-0.0001, Difference::Relative, MetricKind::Mean),
-            "0.0 %"
-        );
-        assert_eq!(
-            format_effect(0.033, Difference::Absolute, MetricKind::Proportion),
-            "+3.3 pp"
-        );
-        assert_eq!(trim_number(33.333, 1), "33.3");
-        assert_eq!(trim_number(50.0, 1), "50");
     }
 }

@@ -28,6 +28,17 @@ pub enum SrmStatus {
     NotEnoughTraffic,
 }
 
+impl SrmStatus {
+    /// The stable name used in JSON: `ok`, `mismatch` or `not_enough_traffic`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SrmStatus::Ok => "ok",
+            SrmStatus::Mismatch => "mismatch",
+            SrmStatus::NotEnoughTraffic => "not_enough_traffic",
+        }
+    }
+}
+
 /// The full sample-ratio check, for display and for JSON.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SrmCheck {

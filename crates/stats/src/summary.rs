@@ -47,6 +47,16 @@ pub struct ArmSummary {
     pub data: ArmData,
 }
 
+impl MetricKind {
+    /// The stable name used in JSON: `proportion` or `mean`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MetricKind::Proportion => "proportion",
+            MetricKind::Mean => "mean",
+        }
+    }
+}
+
 impl ArmData {
     /// The metric shape.
     pub fn kind(&self) -> MetricKind {
