@@ -34,7 +34,8 @@ pub(crate) fn edit_distance(a: &str, b: &str) -> usize {
 /// How close `candidate` is to `name`, or `None` if it is not a plausible typo.
 ///
 /// Plausible: an edit distance of at most a third of the name's length (at least
-/// 1), or one being a prefix of the other with at least 3 characters in common.
+/// 1), one being a prefix of the other with at least 3 characters in common, or
+/// a shared start of at least 4 characters and half the name.
 fn closeness(name: &str, candidate: &str) -> Option<usize> {
     // Very long inputs are not typos of short names; skip the quadratic work.
     if name.len() > 64 {
@@ -49,6 +50,11 @@ fn closeness(name: &str, candidate: &str) -> Option<usize> {
     let shorter = n.len().min(c.len());
     if shorter >= 3 && (c.starts_with(&n) || n.starts_with(&c)) {
         return Some(limit + 1);
+    }
+    // A long shared start is a strong hint too (`champs` for `champions`).
+    let common = n.chars().zip(c.chars()).take_while(|(a, b)| a == b).count();
+    if common >= 4 && common * 2 >= n.chars().count() {
+        return Some(limit + 2);
     }
     None
 }
