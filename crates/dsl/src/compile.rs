@@ -217,6 +217,29 @@ mod tests {
     }
 
     #[test]
+    fn means_compile_to_columns_or_window_aggregates() {
+        let resolved = Resolver::new(&Catalog::default())
+            .parse("R < mean(R)")
+            .unwrap();
+        let column = compile(&resolved, &CompileContext::new(0)).unwrap();
+        assert_eq!(column.to_string(), "recency < mean_recency");
+        let ctx = CompileContext {
+            as_of: 0,
+            means: MeanSource::Window(datafusion_expr::test::function_stub::avg_udaf()),
+        };
+        let window = compile(&resolved, &ctx).unwrap();
+        let Expr::BinaryExpr(binary) = &window else {
+            panic!("{window:?}")
+        };
+        let Expr::WindowFunction(w) = &*binary.right else {
+            panic!("{window:?}")
+        };
+        assert_eq!(w.fun.name(), "avg");
+        assert_eq!(w.params.args, vec![ident("recency")]);
+        assert!(w.params.partition_by.is_empty() && w.params.order_by.is_empty());
+    }
+
+    #[test]
     fn long_chains_compile_to_shallow_trees() {
         let chain = vec!["F > 1"; 1024].join(" or ");
         let expr = compiled(&chain);

@@ -185,8 +185,16 @@ impl DslError {
             | DslError::BadLiteral { expected, .. }
             | DslError::UnknownName { expected, .. }
             | DslError::Type { expected, .. } => Some(expected),
+            DslError::NearMissOperator { .. } => {
+                Some("`and`, `or`, `not` or a comparison (`=`, `!=`, `<`, `<=`, `>`, `>=`)")
+            }
+            DslError::SegmentCycle { .. } => {
+                Some("a reference to a segment that does not lead back to this one")
+            }
+            DslError::DuplicateSegment { .. } => Some("a name not used by another segment"),
+            DslError::Limit { .. } => Some("a simpler expression"),
             DslError::InFile { error, .. } => error.expected(),
-            _ => None,
+            DslError::Compile { .. } | DslError::Io { .. } => None,
         }
     }
 
