@@ -6,8 +6,8 @@ use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use tenure_ingest::decode::json::parse_event;
-use tenure_ingest::gen::GenSpec;
-use tenure_ingest::gen_write::{gen_config, write_ndjson};
+use tenure_ingest::generator::GenSpec;
+use tenure_ingest::generator_write::{gen_config, write_ndjson};
 use tenure_ingest::validate::{PropertyNames, TimeBounds, validate};
 use tenure_ingest::{Ingest, IngestOptions, Store};
 

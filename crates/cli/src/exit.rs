@@ -34,8 +34,7 @@ pub fn report(result: anyhow::Result<()>) -> i32 {
 fn is_bad_input(err: &anyhow::Error) -> bool {
     err.chain().any(|c| {
         c.downcast_ref::<BadInput>().is_some()
-            || c
-                .downcast_ref::<tenure_ingest::IngestError>()
+            || c.downcast_ref::<tenure_ingest::IngestError>()
                 .is_some_and(|e| e.is_bad_input())
             || c.downcast_ref::<tenure_schema::ConfigError>().is_some()
     })

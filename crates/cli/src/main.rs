@@ -29,7 +29,7 @@ struct Cli {
 enum Command {
     Ingest(cmd::ingest::IngestArgs),
     Compact(cmd::compact::CompactArgs),
-    Gen(cmd::gen::GenArgs),
+    Gen(cmd::generate::GenArgs),
 }
 
 fn main() {
@@ -37,7 +37,7 @@ fn main() {
     let result = match cli.command {
         Command::Ingest(a) => cmd::ingest::run(a),
         Command::Compact(a) => cmd::compact::run(a),
-        Command::Gen(a) => cmd::gen::run(a),
+        Command::Gen(a) => cmd::generate::run(a),
     };
     std::process::exit(exit::report(result));
 }

@@ -9,12 +9,15 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 pub fn bytes_bar(total: Option<u64>, what: &str) -> ProgressBar {
     let bar = match total {
         Some(t) => ProgressBar::new(t).with_style(
-            ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
-                .expect("valid template")
-                .progress_chars("=> "),
+            ProgressStyle::with_template(
+                "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
         ),
         None => ProgressBar::new_spinner().with_style(
-            ProgressStyle::with_template("{spinner} {msg} {bytes} {bytes_per_sec}").expect("valid template"),
+            ProgressStyle::with_template("{spinner} {msg} {bytes} {bytes_per_sec}")
+                .expect("valid template"),
         ),
     };
     bar.set_message(what.to_string());
@@ -24,9 +27,11 @@ pub fn bytes_bar(total: Option<u64>, what: &str) -> ProgressBar {
 /// A bar over `total` items.
 pub fn count_bar(total: u64, what: &str) -> ProgressBar {
     let bar = ProgressBar::new(total).with_style(
-        ProgressStyle::with_template("{msg} [{bar:30}] {human_pos}/{human_len} {per_sec} eta {eta}")
-            .expect("valid template")
-            .progress_chars("=> "),
+        ProgressStyle::with_template(
+            "{msg} [{bar:30}] {human_pos}/{human_len} {per_sec} eta {eta}",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
     );
     bar.set_message(what.to_string());
     hide_unless_terminal(bar)

@@ -15,7 +15,9 @@ fn tenure() -> Command {
 }
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fixtures")
+        .join(name)
 }
 
 /// Event ids of the committed table, and the files under `events/`.
@@ -23,11 +25,25 @@ fn committed(store: &Path) -> (Vec<String>, Vec<String>, Vec<String>) {
     let io = Io::new(Store::open(store.to_str().unwrap()).unwrap());
     let snap = manifest::load_latest(&io).unwrap();
     let mut ids = Vec::new();
-    for f in &snap.files {
-        let data = io.get(&f.path).unwrap();
-        for b in ParquetRecordBatchReaderBuilder::try_new(data).unwrap().build().unwrap() {
+    // Read as any reader does: a committed file not yet moved into place is read
+    // from its staged path.
+    let paths =
+        tenure_ingest::io::block_on(tenure_store::readable_paths(&io.store, &snap)).unwrap();
+    for path in &paths {
+        let data = io.get(path).unwrap();
+        for b in ParquetRecordBatchReaderBuilder::try_new(data)
+            .unwrap()
+            .build()
+            .unwrap()
+        {
             let b = b.unwrap();
-            let col = b.column_by_name("event_id").unwrap().as_any().downcast_ref::<StringArray>().unwrap().clone();
+            let col = b
+                .column_by_name("event_id")
+                .unwrap()
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .unwrap()
+                .clone();
             ids.extend((0..col.len()).map(|i| col.value(i).to_string()));
         }
     }
@@ -36,13 +52,20 @@ fn committed(store: &Path) -> (Vec<String>, Vec<String>, Vec<String>) {
     let mut present = Vec::new();
     let mut stack = vec![store.join("events")];
     while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
         for e in rd {
             let p = e.unwrap().path();
             if p.is_dir() {
                 stack.push(p);
             } else {
-                present.push(p.strip_prefix(store).unwrap().to_string_lossy().into_owned());
+                present.push(
+                    p.strip_prefix(store)
+                        .unwrap()
+                        .to_string_lossy()
+                        .into_owned(),
+                );
             }
         }
     }
@@ -54,7 +77,12 @@ fn input_ids(path: &Path) -> Vec<String> {
     std::fs::read_to_string(path)
         .unwrap()
         .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["event_id"].as_str().unwrap().to_string())
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["event_id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
         .collect()
 }
 
@@ -64,7 +92,10 @@ fn help_teaches_with_examples() {
         let out = tenure().args([cmd, "--help"]).output().unwrap();
         assert!(out.status.success());
         let text = String::from_utf8(out.stdout).unwrap();
-        assert!(text.contains("Example"), "{cmd} --help has examples:\n{text}");
+        assert!(
+            text.contains("Example"),
+            "{cmd} --help has examples:\n{text}"
+        );
         assert!(text.contains("tenure "), "{text}");
     }
 }
@@ -73,7 +104,11 @@ fn help_teaches_with_examples() {
 fn exit_codes_distinguish_bad_input() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("s");
-    let out = tenure().args(["ingest", "/no/such/file.ndjson", "--to"]).arg(&store).output().unwrap();
+    let out = tenure()
+        .args(["ingest", "/no/such/file.ndjson", "--to"])
+        .arg(&store)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no such file"));
     let out = tenure()
@@ -83,10 +118,18 @@ fn exit_codes_distinguish_bad_input() {
         .arg(&store)
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("more than --max-bad 2"), "{err}");
-    let out = tenure().args(["ingest", "x.ndjson", "--to", "ftp://host/x"]).output().unwrap();
+    let out = tenure()
+        .args(["ingest", "x.ndjson", "--to", "ftp://host/x"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let out = tenure()
         .args(["ingest"])
@@ -97,9 +140,22 @@ fn exit_codes_distinguish_bad_input() {
         .arg(&store)
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let err = String::from_utf8_lossy(&out.stderr);
-    for word in ["read 10", "written 9", "rejected 0", "duplicates 1", "files 2", "elapsed", "events/s"] {
+    for word in [
+        "read 10",
+        "written 9",
+        "rejected 0",
+        "duplicates 1",
+        "files 2",
+        "elapsed",
+        "events/s",
+    ] {
         assert!(err.contains(word), "summary has {word}: {err}");
     }
 }
@@ -138,7 +194,9 @@ fn crash_at_random_points_then_rerun_stores_each_event_once() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("in.ndjson");
     let status = tenure()
-        .args(["gen", "--users", "3000", "--days", "30", "--seed", "11", "--to"])
+        .args([
+            "gen", "--users", "3000", "--days", "30", "--seed", "11", "--to",
+        ])
         .arg(&input)
         .status()
         .unwrap();
@@ -151,7 +209,12 @@ fn crash_at_random_points_then_rerun_stores_each_event_once() {
     std::fs::write(&config, "[ingest]\nbuffer_rows = 2000\nfile_rows = 1000\n").unwrap();
     let ingest = |store: &Path, fault: Option<&str>| {
         let mut c = tenure();
-        c.args(["ingest"]).arg(&input).arg("--to").arg(store).arg("--config").arg(&config);
+        c.args(["ingest"])
+            .arg(&input)
+            .arg("--to")
+            .arg(store)
+            .arg("--config")
+            .arg(&config);
         if let Some(f) = fault {
             c.env("TENURE_FAULT", f);
         }
@@ -176,7 +239,9 @@ fn crash_at_random_points_then_rerun_stores_each_event_once() {
     // Deterministic "random" kill times (a fixed LCG), so failures reproduce.
     let mut x: u64 = 0x5eed;
     for round in 0..8 {
-        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         let frac = (x >> 33) as f64 / (1u64 << 31) as f64;
         let delay = full.mul_f64(frac * 1.1);
         let mut child = ingest(&store, None).spawn().unwrap();
@@ -185,26 +250,47 @@ fn crash_at_random_points_then_rerun_stores_each_event_once() {
         let _ = child.wait();
         let (ids, listed, present) = committed(&store);
         // Whatever happened, no duplicates are visible and only whole commits are.
-        assert!(ids.is_empty() || ids.len() == want.len(), "round {round}: partial commit of {} events", ids.len());
-        assert!(present.iter().all(|p| listed.contains(p)), "round {round}: uncommitted files visible");
+        assert!(
+            ids.is_empty() || ids.len() == want.len(),
+            "round {round}: partial commit of {} events",
+            ids.len()
+        );
+        assert!(
+            present.iter().all(|p| listed.contains(p)),
+            "round {round}: uncommitted files visible"
+        );
         if !ids.is_empty() {
             break;
         }
     }
-    for fault in ["before-users", "before-commit", "after-commit", "mid-publish"] {
+    for fault in [
+        "before-users",
+        "before-commit",
+        "after-commit",
+        "mid-publish",
+    ] {
         let fresh = dir.path().join(format!("store-{fault}"));
         let st = ingest(&fresh, Some(fault)).status().unwrap();
         assert!(!st.success(), "{fault}: the fault point was reached");
         let (ids, listed, present) = committed(&fresh);
         let committed_already = fault == "after-commit" || fault == "mid-publish";
         assert_eq!(!ids.is_empty(), committed_already, "{fault}");
-        assert!(present.iter().all(|p| listed.contains(p)), "{fault}: uncommitted files visible");
+        assert!(
+            present.iter().all(|p| listed.contains(p)),
+            "{fault}: uncommitted files visible"
+        );
         let st = ingest(&fresh, None).status().unwrap();
         assert!(st.success());
         let (mut ids, listed, present) = committed(&fresh);
         ids.sort();
-        assert_eq!(ids, want, "{fault}: exactly the input's events after the rerun");
-        assert_eq!(listed, present, "{fault}: events/ holds exactly the committed files");
+        assert_eq!(
+            ids, want,
+            "{fault}: exactly the input's events after the rerun"
+        );
+        assert_eq!(
+            listed, present,
+            "{fault}: events/ holds exactly the committed files"
+        );
     }
     // Finish the randomly killed store too.
     let st = ingest(&store, None).status().unwrap();
@@ -222,15 +308,35 @@ fn crash_at_random_points_then_rerun_stores_each_event_once() {
 #[test]
 fn duckdb_reads_the_store_back() {
     let Ok(python) = std::env::var("TENURE_TEST_PYTHON") else {
-        assert!(std::env::var("CI").is_err(), "CI must provide DuckDB (TENURE_TEST_PYTHON)");
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI must provide DuckDB (TENURE_TEST_PYTHON)"
+        );
         eprintln!("skipped: set TENURE_TEST_PYTHON to a python with duckdb");
         return;
     };
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("in.ndjson");
-    assert!(tenure().args(["gen", "--users", "2000", "--days", "20", "--to"]).arg(&input).status().unwrap().success());
+    assert!(
+        tenure()
+            .args(["gen", "--users", "2000", "--days", "20", "--to"])
+            .arg(&input)
+            .status()
+            .unwrap()
+            .success()
+    );
     let store = dir.path().join("store");
-    assert!(tenure().arg("ingest").arg(&input).arg("--to").arg(&store).stderr(Stdio::null()).status().unwrap().success());
+    assert!(
+        tenure()
+            .arg("ingest")
+            .arg(&input)
+            .arg("--to")
+            .arg(&store)
+            .stderr(Stdio::null())
+            .status()
+            .unwrap()
+            .success()
+    );
     let out = Command::new(python)
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../benches/duckdb_check.py"))
         .arg(&store)
@@ -238,6 +344,10 @@ fn duckdb_reads_the_store_back() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(text.contains("duckdb: rows="), "{text}");
 }

@@ -35,7 +35,6 @@ pub struct EventColumns {
     properties: StringBuilder,
     ingested_at: i64,
     rows: usize,
-    bytes: usize,
 }
 
 impl EventColumns {
@@ -48,7 +47,9 @@ impl EventColumns {
                 PropertyType::Int => DeclaredBuilder::Int(Int64Builder::new()),
                 PropertyType::Float => DeclaredBuilder::Float(Float64Builder::new()),
                 PropertyType::Bool => DeclaredBuilder::Bool(BooleanBuilder::new()),
-                PropertyType::Timestamp => DeclaredBuilder::Micros(TimestampMicrosecondBuilder::new()),
+                PropertyType::Timestamp => {
+                    DeclaredBuilder::Micros(TimestampMicrosecondBuilder::new())
+                }
                 PropertyType::Decimal => DeclaredBuilder::Decimal(Decimal128Builder::new()),
             })
             .collect();
@@ -65,18 +66,12 @@ impl EventColumns {
             properties: StringBuilder::new(),
             ingested_at,
             rows: 0,
-            bytes: 0,
         }
     }
 
     /// Rows buffered.
     pub fn rows(&self) -> usize {
         self.rows
-    }
-
-    /// Approximate bytes buffered (string payloads plus fixed columns).
-    pub fn bytes(&self) -> usize {
-        self.bytes
     }
 
     /// Appends one validated event with its user key and event id.
@@ -105,7 +100,6 @@ impl EventColumns {
             self.properties.append_value(&ev.properties);
         }
         self.rows += 1;
-        self.bytes += 64 + event_id.len() + ev.user_id.len() + ev.event.len() + ev.properties.len();
     }
 
     /// Finishes the buffered rows into a batch and resets the builders.
@@ -146,7 +140,6 @@ impl EventColumns {
                 .with_timezone(ts_tz),
         ));
         self.rows = 0;
-        self.bytes = 0;
         RecordBatch::try_new(self.schema.clone(), cols).expect("columns match the event schema")
     }
 }

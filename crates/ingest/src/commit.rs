@@ -44,19 +44,22 @@ impl Ingest {
                 ));
             }
             self.io.put(&path, text.into_bytes())?;
-            Some(format!("{}/{path}", self.io.store.url.trim_end_matches('/')))
+            Some(format!(
+                "{}/{path}",
+                self.io.store.url.trim_end_matches('/')
+            ))
         } else {
             None
         };
-        if let Some(max_bad) = self.max_bad() {
-            if rejected > max_bad {
-                self.abandon();
-                return Err(IngestError::TooManyBad {
-                    rejected,
-                    max_bad,
-                    dead_letter: dead_letter.unwrap_or_default(),
-                });
-            }
+        if let Some(max_bad) = self.max_bad()
+            && rejected > max_bad
+        {
+            self.abandon();
+            return Err(IngestError::TooManyBad {
+                rejected,
+                max_bad,
+                dead_letter: dead_letter.unwrap_or_default(),
+            });
         }
         let mut summary = Summary {
             counters: self.counters.clone(),
@@ -81,11 +84,13 @@ impl Ingest {
 
     /// Deletes everything this transaction staged.
     fn abandon(&mut self) {
-        if let Ok(list) = self.io.list(&format!("{}/{}", tenure_schema::STAGING_PREFIX, self.txn)) {
+        let staging = format!("{}/{}", tenure_schema::STAGING_PREFIX, self.txn);
+        if let Ok(list) = self.io.list(&staging) {
             for (rel, _) in list {
                 let _ = self.io.delete(&rel);
             }
         }
+        self.io.store.remove_empty_dirs(&staging);
     }
 
     fn commit_files(&mut self, mut files: Vec<FileEntry>) -> Result<u64, IngestError> {
@@ -93,7 +98,8 @@ impl Ingest {
         let mut segment = None;
         if !self.users.added().is_empty() {
             let rel = StoreLayout::users_segment(&self.txn);
-            self.io.put(&rel, encode_segment(self.users.base(), self.users.added())?)?;
+            self.io
+                .put(&rel, encode_segment(self.users.base(), self.users.added())?)?;
             segment = Some(rel);
         }
         fault_point("before-commit");
@@ -123,6 +129,7 @@ impl Ingest {
                 .sources
                 .iter()
                 .find(|s| theirs.sources.iter().any(|t| t.hash == s.hash))
+                .cloned()
             {
                 self.abandon();
                 return Err(IngestError::Conflict(format!(
@@ -147,7 +154,12 @@ impl Ingest {
         segment: Option<&str>,
     ) -> Result<(Vec<FileEntry>, u64), IngestError> {
         let mut their_users = std::collections::HashMap::new();
-        for seg in theirs.users.segments.iter().filter(|s| !base.users.segments.contains(s)) {
+        for seg in theirs
+            .users
+            .segments
+            .iter()
+            .filter(|s| !base.users.segments.contains(s))
+        {
             for (k, id) in decode_segment(self.io.get(seg)?)? {
                 their_users.insert(id, k);
             }
@@ -181,7 +193,8 @@ impl Ingest {
             out.push(f);
         }
         if let Some(seg) = segment {
-            self.io.put(seg, encode_segment(theirs.users.count as u32, &still_new)?)?;
+            self.io
+                .put(seg, encode_segment(theirs.users.count as u32, &still_new)?)?;
         }
         Ok((out, still_new.len() as u64))
     }
@@ -197,7 +210,13 @@ fn remap_keys(batch: &RecordBatch, first: u32, remap: &[u32]) -> Result<RecordBa
     let new: UInt32Array = keys
         .values()
         .iter()
-        .map(|&k| if k >= first { remap[(k - first) as usize] } else { k })
+        .map(|&k| {
+            if k >= first {
+                remap[(k - first) as usize]
+            } else {
+                k
+            }
+        })
         .collect::<Vec<_>>()
         .into();
     let mut cols = batch.columns().to_vec();
@@ -216,8 +235,10 @@ pub fn publish(io: &Io, files: &[FileEntry], txn: &str) -> Result<(), IngestErro
         }
         io.rename(&f.staged, &f.path)?;
     }
-    for (rel, _) in io.list(&format!("{}/{txn}", tenure_schema::STAGING_PREFIX))? {
+    let staging = format!("{}/{txn}", tenure_schema::STAGING_PREFIX);
+    for (rel, _) in io.list(&staging)? {
         io.delete(&rel)?;
     }
+    io.store.remove_empty_dirs(&staging);
     Ok(())
 }

@@ -24,7 +24,8 @@ impl DeadLetters {
     pub fn push(&mut self, loc: Location<'_>, reason: &str, raw: &[u8]) {
         self.count += 1;
         if self.first.len() < 10 {
-            self.first.push(format!("{}:{}: {reason}", loc.input, loc.line));
+            self.first
+                .push(format!("{}:{}: {reason}", loc.input, loc.line));
         }
         if self.buf.len() > MAX_BYTES {
             self.dropped += 1;
@@ -32,7 +33,8 @@ impl DeadLetters {
         }
         self.buf.push_str("{\"input\":");
         write_json_string(loc.input, &mut self.buf);
-        self.buf.push_str(&format!(",\"line\":{},\"reason\":", loc.line));
+        self.buf
+            .push_str(&format!(",\"line\":{},\"reason\":", loc.line));
         write_json_string(reason, &mut self.buf);
         self.buf.push_str(",\"raw\":");
         let raw = &raw[..raw.len().min(MAX_RAW)];

@@ -35,9 +35,7 @@ pub fn parse_decimal(text: &str, scale: u32, precision: u32) -> Result<i128, Str
         let cut = (-shift) as usize;
         let keep = digits.len().saturating_sub(cut);
         if digits[keep..].bytes().any(|b| b != b'0') {
-            return Err(format!(
-                "`{text}` has more than {scale} decimal places"
-            ));
+            return Err(format!("`{text}` has more than {scale} decimal places"));
         }
         (&digits[..keep], 0)
     } else {
@@ -74,9 +72,21 @@ mod tests {
 
     #[test]
     fn refuses_what_it_cannot_keep_exactly() {
-        assert!(parse_decimal("1.005", 2, 18).unwrap_err().contains("decimal places"));
-        assert!(parse_decimal("1e30", 2, 18).unwrap_err().contains("too large"));
-        assert!(parse_decimal("abc", 2, 18).unwrap_err().contains("not a number"));
+        assert!(
+            parse_decimal("1.005", 2, 18)
+                .unwrap_err()
+                .contains("decimal places")
+        );
+        assert!(
+            parse_decimal("1e30", 2, 18)
+                .unwrap_err()
+                .contains("too large")
+        );
+        assert!(
+            parse_decimal("abc", 2, 18)
+                .unwrap_err()
+                .contains("not a number")
+        );
         assert!(parse_decimal("", 2, 18).is_err());
         assert!(parse_decimal("1.2.3", 2, 18).is_err());
     }

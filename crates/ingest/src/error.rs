@@ -3,14 +3,9 @@
 /// What can go wrong while ingesting, committing or compacting.
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
-    /// The store URL could not be opened.
-    #[error("cannot open store {url}: {message}")]
-    BadStoreUrl {
-        /// The URL.
-        url: String,
-        /// Why.
-        message: String,
-    },
+    /// The store could not be opened or read.
+    #[error(transparent)]
+    Store(#[from] tenure_store::StoreError),
     /// An input could not be read.
     #[error("cannot read {input}: {source}")]
     Input {
@@ -23,7 +18,9 @@ pub enum IngestError {
     #[error("{0}")]
     BadInput(String),
     /// More records were rejected than `--max-bad` allows.
-    #[error("{rejected} records rejected, more than --max-bad {max_bad}; nothing was committed (see {dead_letter})")]
+    #[error(
+        "{rejected} records rejected, more than --max-bad {max_bad}; nothing was committed (see {dead_letter})"
+    )]
     TooManyBad {
         /// Rejected records.
         rejected: u64,
@@ -42,7 +39,7 @@ pub enum IngestError {
     },
     /// The object store failed.
     #[error("object store: {0}")]
-    Store(#[from] object_store::Error),
+    ObjectStore(#[from] object_store::Error),
     /// Reading or writing Parquet failed.
     #[error("parquet: {0}")]
     Parquet(#[from] parquet::errors::ParquetError),
@@ -60,7 +57,10 @@ impl IngestError {
     pub fn is_bad_input(&self) -> bool {
         matches!(
             self,
-            Self::BadStoreUrl { .. } | Self::Input { .. } | Self::BadInput(_) | Self::TooManyBad { .. }
+            Self::Store(tenure_store::StoreError::BadUrl { .. })
+                | Self::Input { .. }
+                | Self::BadInput(_)
+                | Self::TooManyBad { .. }
         )
     }
 }

@@ -5,7 +5,7 @@ use std::sync::LazyLock;
 
 use bytes::Bytes;
 use futures::TryStreamExt;
-use object_store::{ObjectMeta, PutMode, PutOptions, PutPayload};
+use object_store::{ObjectMeta, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 
 use crate::{IngestError, Store};
 
@@ -40,14 +40,16 @@ impl Io {
     /// Reads a whole object.
     pub fn get(&self, rel: &str) -> Result<Bytes, IngestError> {
         let p = self.store.path(rel);
-        Ok(block_on(async { self.store.inner.get(&p).await?.bytes().await })?)
+        Ok(block_on(async {
+            self.store.inner.get(&p).await?.bytes().await
+        })?)
     }
 
     /// Reads a whole object, or `None` if it does not exist.
     pub fn get_opt(&self, rel: &str) -> Result<Option<Bytes>, IngestError> {
         match self.get(rel) {
             Ok(b) => Ok(Some(b)),
-            Err(IngestError::Store(object_store::Error::NotFound { .. })) => Ok(None),
+            Err(IngestError::ObjectStore(object_store::Error::NotFound { .. })) => Ok(None),
             Err(e) => Err(e),
         }
     }

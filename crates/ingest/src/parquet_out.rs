@@ -63,9 +63,11 @@ pub fn sort_batch(batch: &RecordBatch) -> Result<RecordBatch, IngestError> {
 
 /// Min and max `ts` of a batch.
 pub fn ts_range(batch: &RecordBatch) -> (i64, i64) {
-    let ts = batch
-        .column_by_name(columns::TS)
-        .and_then(|c| c.as_any().downcast_ref::<TimestampMicrosecondArray>().cloned());
+    let ts = batch.column_by_name(columns::TS).and_then(|c| {
+        c.as_any()
+            .downcast_ref::<TimestampMicrosecondArray>()
+            .cloned()
+    });
     match ts {
         Some(ts) if !ts.is_empty() => (
             arrow_arith::aggregate::min(&ts).unwrap_or(0),

@@ -25,7 +25,8 @@ pub fn recover(io: &Io) -> Result<Vec<String>, IngestError> {
     let mut notes = Vec::new();
     let snap = manifest::load_latest(io)?;
     let present: HashSet<String> = io.list("events")?.into_iter().map(|(rel, _)| rel).collect();
-    let mut by_txn: std::collections::BTreeMap<&str, Vec<tenure_schema::FileEntry>> = Default::default();
+    let mut by_txn: std::collections::BTreeMap<&str, Vec<tenure_schema::FileEntry>> =
+        Default::default();
     for f in &snap.files {
         if !present.contains(&f.path) {
             by_txn.entry(&f.txn).or_default().push(f.clone());
@@ -33,7 +34,10 @@ pub fn recover(io: &Io) -> Result<Vec<String>, IngestError> {
     }
     for (txn, files) in by_txn {
         publish(io, &files, txn)?;
-        notes.push(format!("moved {} committed file(s) of transaction {txn} into place", files.len()));
+        notes.push(format!(
+            "moved {} committed file(s) of transaction {txn} into place",
+            files.len()
+        ));
     }
     let removed: HashSet<&str> = snap.removed.iter().map(String::as_str).collect();
     let mut garbage = 0;
@@ -44,7 +48,9 @@ pub fn recover(io: &Io) -> Result<Vec<String>, IngestError> {
         }
     }
     if garbage > 0 {
-        notes.push(format!("deleted {garbage} file(s) that compaction had replaced"));
+        notes.push(format!(
+            "deleted {garbage} file(s) that compaction had replaced"
+        ));
     }
     let committed: HashSet<&str> = snap.files.iter().map(|f| f.txn.as_str()).collect();
     let now = chrono::Utc::now();
@@ -60,8 +66,18 @@ pub fn recover(io: &Io) -> Result<Vec<String>, IngestError> {
             abandoned += 1;
         }
     }
+    if let Some(dir) = &io.store.local_dir
+        && let Ok(rd) = std::fs::read_dir(dir.join(STAGING_PREFIX))
+    {
+        for e in rd.flatten() {
+            let rel = format!("{STAGING_PREFIX}/{}", e.file_name().to_string_lossy());
+            io.store.remove_empty_dirs(&rel);
+        }
+    }
     if abandoned > 0 {
-        notes.push(format!("removed {abandoned} staged file(s) of finished or abandoned transactions"));
+        notes.push(format!(
+            "removed {abandoned} staged file(s) of finished or abandoned transactions"
+        ));
     }
     Ok(notes)
 }

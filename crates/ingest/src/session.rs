@@ -168,7 +168,11 @@ impl Ingest {
         let users = UserDict::from_segments(&segments, base.users.count)?;
         let schema = event_schema(&declared);
         let txn = uuid::Uuid::now_v7().simple().to_string();
-        let writer = Writer::start(io.clone(), txn.clone(), writer_properties(&opts.config.ingest, &schema));
+        let writer = Writer::start(
+            io.clone(),
+            txn.clone(),
+            writer_properties(&opts.config.ingest, &schema),
+        );
         if !notes.is_empty() {
             notes.insert(0, "recovered from an interrupted run:".into());
         }
@@ -238,7 +242,9 @@ impl Ingest {
         };
         let meta = std::fs::metadata(path).map_err(input_err)?;
         if meta.is_dir() {
-            return Err(IngestError::BadInput(format!("{name} is a directory; pass files or a glob such as '{name}/*.ndjson'")));
+            return Err(IngestError::BadInput(format!(
+                "{name} is a directory; pass files or a glob such as '{name}/*.ndjson'"
+            )));
         }
         let mtime = meta
             .modified()
@@ -250,19 +256,20 @@ impl Ingest {
                 "cannot tell the format of {name}; name it .ndjson, .csv or .parquet or pass --format"
             ))
         })?;
-        if let Some(prev) = self
-            .base
-            .sources
-            .iter()
-            .find(|s| s.name == name && s.bytes == meta.len() && s.mtime == mtime && mtime.is_some())
-        {
+        if let Some(prev) = self.base.sources.iter().find(|s| {
+            s.name == name && s.bytes == meta.len() && s.mtime == mtime && mtime.is_some()
+        }) {
             self.counters.skipped_inputs += 1;
-            self.notes.push(format!("{name}: already ingested (transaction {}), skipped", prev.txn));
+            self.notes.push(format!(
+                "{name}: already ingested (transaction {}), skipped",
+                prev.txn
+            ));
             self.tick(meta.len());
             return Ok(());
         }
         if meta.len() == 0 {
-            self.notes.push(format!("{name}: empty file, nothing to ingest"));
+            self.notes
+                .push(format!("{name}: empty file, nothing to ingest"));
             self.counters.inputs += 1;
             return Ok(());
         }
@@ -270,11 +277,12 @@ impl Ingest {
         // re-download) is recognised before any of it is decoded.
         let hash = hash_file(path).map_err(input_err)?;
         if let Some(prev) = self.known_source(&hash) {
-            self.counters.skipped_inputs += 1;
-            self.notes.push(format!(
+            let note = format!(
                 "{name}: same content as {} (transaction {}), skipped",
                 prev.name, prev.txn
-            ));
+            );
+            self.counters.skipped_inputs += 1;
+            self.notes.push(note);
             self.tick(meta.len());
             return Ok(());
         }
@@ -315,14 +323,16 @@ impl Ingest {
         self.counters.inputs += 1;
         self.counters.bytes += bytes;
         if bytes == 0 {
-            self.notes.push(format!("{name}: empty input, nothing to ingest"));
+            self.notes
+                .push(format!("{name}: empty input, nothing to ingest"));
             return Ok(());
         }
         if let Some(prev) = self.known_source(&hash) {
-            self.notes.push(format!(
+            let note = format!(
                 "{name}: same content as {} (transaction {}); nothing committed",
                 prev.name, prev.txn
-            ));
+            );
+            self.notes.push(note);
             self.counters.skipped_inputs += 1;
             self.discard = true;
             return Ok(());
@@ -347,9 +357,25 @@ impl Ingest {
         };
         let names = self.names.clone();
         let result = match format {
-            Format::Ndjson => decode::json::read_ndjson(reader, name, &names, self.cfg.max_line_bytes, self, &mut on_bytes),
-            Format::Csv => decode::csv::read_csv(reader, name, &names, self.cfg.max_line_bytes, self, &mut on_bytes),
-            Format::Parquet => decode::parquet::read_parquet(reader, name, &names, self, &mut on_bytes),
+            Format::Ndjson => decode::json::read_ndjson(
+                reader,
+                name,
+                &names,
+                self.cfg.max_line_bytes,
+                self,
+                &mut on_bytes,
+            ),
+            Format::Csv => decode::csv::read_csv(
+                reader,
+                name,
+                &names,
+                self.cfg.max_line_bytes,
+                self,
+                &mut on_bytes,
+            ),
+            Format::Parquet => {
+                decode::parquet::read_parquet(reader, name, &names, self, &mut on_bytes)
+            }
         };
         self.progress = progress;
         result?;
@@ -383,7 +409,9 @@ impl Ingest {
     pub fn add_synthetic_source(&mut self, hash: String, name: String, rows: u64) -> bool {
         if self.known_source(&hash).is_some() {
             self.discard = true;
-            self.notes.push(format!("{name}: generated before with the same parameters; nothing committed"));
+            self.notes.push(format!(
+                "{name}: generated before with the same parameters; nothing committed"
+            ));
             return false;
         }
         self.sources.push(SourceEntry {
@@ -483,10 +511,9 @@ impl Sink for Ingest {
         };
         let key = self.users.key(&ev.user_id);
         let day = ev.ts.div_euclid(DAY_MICROS);
-        let cols = self
-            .bufs
-            .entry(day)
-            .or_insert_with(|| EventColumns::new(self.schema.clone(), &self.declared, self.ingested_at));
+        let cols = self.bufs.entry(day).or_insert_with(|| {
+            EventColumns::new(self.schema.clone(), &self.declared, self.ingested_at)
+        });
         cols.push(&ev, event_id, key);
         let full = cols.rows() >= self.cfg.file_rows;
         self.buffered += 1;
@@ -504,10 +531,10 @@ impl Sink for Ingest {
         } else {
             None
         };
-        if let Some(d) = flush {
-            if let Err(e) = self.flush_day(d) {
-                self.pending_error = Some(e);
-            }
+        if let Some(d) = flush
+            && let Err(e) = self.flush_day(d)
+        {
+            self.pending_error = Some(e);
         }
     }
 

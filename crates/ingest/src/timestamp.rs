@@ -76,7 +76,11 @@ pub fn parse_text(s: &str) -> Option<i64> {
     if b.len() == 10 {
         return Some(day * DAY_MICROS);
     }
-    if b.len() < 19 || !(b[10] == b'T' || b[10] == b't' || b[10] == b' ') || b[13] != b':' || b[16] != b':' {
+    if b.len() < 19
+        || !(b[10] == b'T' || b[10] == b't' || b[10] == b' ')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
         return fallback(s);
     }
     let h = digits(&b[11..13])?;
@@ -190,7 +194,10 @@ mod tests {
         assert_eq!(parse_text("2026-01-01T00:00:01Z"), Some(base + MICROS));
         assert_eq!(parse_text("2026-01-01 00:00:01"), Some(base + MICROS));
         assert_eq!(parse_text("2026-01-01T00:00:00.5Z"), Some(base + 500_000));
-        assert_eq!(parse_text("2026-01-01T00:00:00.1234567Z"), Some(base + 123_456));
+        assert_eq!(
+            parse_text("2026-01-01T00:00:00.1234567Z"),
+            Some(base + 123_456)
+        );
         assert_eq!(parse_text("2026-01-01T09:00:00+09:00"), Some(base));
         assert_eq!(parse_text("2025-12-31T19:00:00-0500"), Some(base));
         assert_eq!(parse_text("Thu, 01 Jan 2026 00:00:00 +0000"), Some(base));
@@ -198,7 +205,15 @@ mod tests {
 
     #[test]
     fn rejects_nonsense() {
-        for s in ["", "yesterday", "2026-13-01", "2026-02-30", "2026-01-01T25:00:00Z", "2026-01-01T00:00:00.Z", "2026-01-01T00:00:00+99:00"] {
+        for s in [
+            "",
+            "yesterday",
+            "2026-13-01",
+            "2026-02-30",
+            "2026-01-01T25:00:00Z",
+            "2026-01-01T00:00:00.Z",
+            "2026-01-01T00:00:00+99:00",
+        ] {
             assert_eq!(parse_text(s), None, "{s}");
         }
     }
@@ -207,8 +222,14 @@ mod tests {
     fn epoch_units_by_magnitude() {
         assert_eq!(parse_epoch("1767225600"), Some(1_767_225_600 * MICROS));
         assert_eq!(parse_epoch("1767225600000"), Some(1_767_225_600 * MICROS));
-        assert_eq!(parse_epoch("1767225600000000"), Some(1_767_225_600 * MICROS));
-        assert_eq!(parse_epoch("1767225600.5"), Some(1_767_225_600 * MICROS + 500_000));
+        assert_eq!(
+            parse_epoch("1767225600000000"),
+            Some(1_767_225_600 * MICROS)
+        );
+        assert_eq!(
+            parse_epoch("1767225600.5"),
+            Some(1_767_225_600 * MICROS + 500_000)
+        );
         assert_eq!(parse_epoch("abc"), None);
     }
 }

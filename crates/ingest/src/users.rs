@@ -46,12 +46,16 @@ impl UserDict {
                     .column(0)
                     .as_any()
                     .downcast_ref::<UInt32Array>()
-                    .ok_or_else(|| IngestError::BadInput("users segment: bad user_key column".into()))?;
+                    .ok_or_else(|| {
+                        IngestError::BadInput("users segment: bad user_key column".into())
+                    })?;
                 let ids = batch
                     .column(1)
                     .as_any()
                     .downcast_ref::<StringArray>()
-                    .ok_or_else(|| IngestError::BadInput("users segment: bad user_id column".into()))?;
+                    .ok_or_else(|| {
+                        IngestError::BadInput("users segment: bad user_id column".into())
+                    })?;
                 for i in 0..batch.num_rows() {
                     map.insert(ids.value(i).into(), keys.value(i));
                 }
@@ -134,7 +138,9 @@ pub fn decode_segment(data: Bytes) -> Result<Vec<(u32, String)>, IngestError> {
         let keys = batch.column(0).as_any().downcast_ref::<UInt32Array>();
         let ids = batch.column(1).as_any().downcast_ref::<StringArray>();
         let (Some(keys), Some(ids)) = (keys, ids) else {
-            return Err(IngestError::BadInput("users segment has unexpected columns".into()));
+            return Err(IngestError::BadInput(
+                "users segment has unexpected columns".into(),
+            ));
         };
         for i in 0..keys.len() {
             out.push((keys.value(i), ids.value(i).to_string()));

@@ -137,7 +137,10 @@ fn parse_ts(field: &str, v: &Scalar<'_>) -> Result<Option<i64>, String> {
         Scalar::Num(n) => timestamp::parse_epoch(n)
             .map(Some)
             .ok_or_else(|| format!("unparseable timestamp `{field}`: {n}")),
-        other => Err(format!("`{field}` must be a timestamp, got {}", kind(other))),
+        other => Err(format!(
+            "`{field}` must be a timestamp, got {}",
+            kind(other)
+        )),
     }
 }
 
@@ -169,14 +172,19 @@ fn typed<'a>(p: &DeclaredProperty, v: &Scalar<'a>) -> Result<Typed<'a>, String> 
             _ => return Err(bad()),
         },
         PropertyType::Int => match v {
-            Scalar::Num(n) | Scalar::Str(n) => {
-                Typed::Int(n.trim().parse().map_err(|_| format!("`{name}` must be an integer, got {n:?}"))?)
-            }
+            Scalar::Num(n) | Scalar::Str(n) => Typed::Int(
+                n.trim()
+                    .parse()
+                    .map_err(|_| format!("`{name}` must be an integer, got {n:?}"))?,
+            ),
             _ => return Err(bad()),
         },
         PropertyType::Float => match v {
             Scalar::Num(n) | Scalar::Str(n) => {
-                let f: f64 = n.trim().parse().map_err(|_| format!("`{name}` must be a number, got {n:?}"))?;
+                let f: f64 = n
+                    .trim()
+                    .parse()
+                    .map_err(|_| format!("`{name}` must be a number, got {n:?}"))?;
                 if !f.is_finite() {
                     return Err(format!("`{name}` must be a finite number"));
                 }
@@ -210,7 +218,13 @@ pub fn validate<'a>(
         None | Some(Scalar::Null) => None,
         Some(k) => text("type", k)?,
     };
-    let user_id = match raw.user_id.as_ref().map(|v| text("user_id", v)).transpose()?.flatten() {
+    let user_id = match raw
+        .user_id
+        .as_ref()
+        .map(|v| text("user_id", v))
+        .transpose()?
+        .flatten()
+    {
         Some(u) => Some(u),
         None => raw
             .anonymous_id
@@ -224,7 +238,12 @@ pub fn validate<'a>(
         Some(_) => return Err("`user_id` is empty".into()),
         None => return Err("missing `user_id` (or `userId` / `anonymousId`)".into()),
     };
-    let named = raw.event.as_ref().map(|v| text("event", v)).transpose()?.flatten();
+    let named = raw
+        .event
+        .as_ref()
+        .map(|v| text("event", v))
+        .transpose()?
+        .flatten();
     let event = match kind.as_deref() {
         None | Some("track") => named.ok_or("missing `event`")?,
         Some(k @ ("page" | "screen")) => named.unwrap_or(Cow::Owned(k.to_string())),
@@ -343,21 +362,59 @@ mod tests {
             (r#"{"event":"view","ts":"2026-01-01"}"#, "missing `user_id`"),
             (r#"{"user_id":"u","ts":"2026-01-01"}"#, "missing `event`"),
             (r#"{"user_id":"u","event":"view"}"#, "missing `ts`"),
-            (r#"{"user_id":"u","event":"view","ts":"soon"}"#, "unparseable timestamp"),
-            (r#"{"user_id":"u","event":"view","ts":"1999-12-31T23:59:59Z"}"#, "before 2000"),
-            (r#"{"user_id":"u","event":"view","ts":"2999-01-01"}"#, "in the future"),
-            (r#"{"user_id":["u"],"event":"view","ts":"2026-01-01"}"#, "`user_id` must be a string, got an array"),
-            (r#"{"user_id":"u","event":7.5,"ts":"2026-01-01"}"#, "`event` must be a string"),
-            (r#"{"user_id":"u","event":"buy","ts":"2026-01-01","revenue":"lots"}"#, "not a number"),
-            (r#"{"user_id":"u","event":"buy","ts":"2026-01-01","revenue":1.001}"#, "decimal places"),
-            (r#"{"user_id":"u","event":"buy","ts":"2026-01-01","quantity":"two"}"#, "`quantity` must be an integer"),
-            (r#"{"user_id":"u","event":"buy","ts":"2026-01-01","quantity":true}"#, "`quantity` must be int"),
-            (r#"{"type":"fly","userId":"u","timestamp":"2026-01-01"}"#, "unknown message `type`"),
-            (r#"{"user_id":"","event":"x","ts":"2026-01-01"}"#, "`user_id` is empty"),
-            (r#"{"user_id":"u","event":"x","ts":"2026-01-01","properties":[1]}"#, "must be an object"),
+            (
+                r#"{"user_id":"u","event":"view","ts":"soon"}"#,
+                "unparseable timestamp",
+            ),
+            (
+                r#"{"user_id":"u","event":"view","ts":"1999-12-31T23:59:59Z"}"#,
+                "before 2000",
+            ),
+            (
+                r#"{"user_id":"u","event":"view","ts":"2999-01-01"}"#,
+                "in the future",
+            ),
+            (
+                r#"{"user_id":["u"],"event":"view","ts":"2026-01-01"}"#,
+                "`user_id` must be a string, got an array",
+            ),
+            (
+                r#"{"user_id":"u","event":7.5,"ts":"2026-01-01"}"#,
+                "`event` must be a string",
+            ),
+            (
+                r#"{"user_id":"u","event":"buy","ts":"2026-01-01","revenue":"lots"}"#,
+                "not a number",
+            ),
+            (
+                r#"{"user_id":"u","event":"buy","ts":"2026-01-01","revenue":1.001}"#,
+                "decimal places",
+            ),
+            (
+                r#"{"user_id":"u","event":"buy","ts":"2026-01-01","quantity":"two"}"#,
+                "`quantity` must be an integer",
+            ),
+            (
+                r#"{"user_id":"u","event":"buy","ts":"2026-01-01","quantity":true}"#,
+                "`quantity` must be int",
+            ),
+            (
+                r#"{"type":"fly","userId":"u","timestamp":"2026-01-01"}"#,
+                "unknown message `type`",
+            ),
+            (
+                r#"{"user_id":"","event":"x","ts":"2026-01-01"}"#,
+                "`user_id` is empty",
+            ),
+            (
+                r#"{"user_id":"u","event":"x","ts":"2026-01-01","properties":[1]}"#,
+                "must be an object",
+            ),
         ];
         for (line, want) in cases {
-            let err = check(line).err().unwrap_or_else(|| panic!("accepted {line}"));
+            let err = check(line)
+                .err()
+                .unwrap_or_else(|| panic!("accepted {line}"));
             assert!(err.contains(want), "{line}: {err}");
         }
     }

@@ -8,9 +8,9 @@ use arrow_array::RecordBatch;
 use parquet::file::properties::WriterProperties;
 use tenure_schema::{FileEntry, StoreLayout};
 
+use crate::IngestError;
 use crate::io::Io;
 use crate::parquet_out::{encode, sort_batch, ts_range};
-use crate::IngestError;
 
 /// A batch of one partition to be written as one file.
 pub struct Job {
@@ -47,9 +47,10 @@ impl Writer {
     pub fn send(&mut self, job: Job) -> Result<(), IngestError> {
         let tx = self.tx.as_ref().expect("writer already finished");
         if tx.send(job).is_err() {
-            return Err(self.finish().err().unwrap_or_else(|| {
-                IngestError::BadInput("writer thread stopped".into())
-            }));
+            return Err(self
+                .finish()
+                .err()
+                .unwrap_or_else(|| IngestError::BadInput("writer thread stopped".into())));
         }
         Ok(())
     }
@@ -58,15 +59,20 @@ impl Writer {
     pub fn finish(&mut self) -> Result<Vec<FileEntry>, IngestError> {
         self.tx.take();
         match self.handle.take() {
-            Some(h) => h.join().unwrap_or_else(|_| {
-                Err(IngestError::BadInput("writer thread panicked".into()))
-            }),
+            Some(h) => h
+                .join()
+                .unwrap_or_else(|_| Err(IngestError::BadInput("writer thread panicked".into()))),
             None => Ok(Vec::new()),
         }
     }
 }
 
-fn run(io: Io, txn: String, props: WriterProperties, rx: Receiver<Job>) -> Result<Vec<FileEntry>, IngestError> {
+fn run(
+    io: Io,
+    txn: String,
+    props: WriterProperties,
+    rx: Receiver<Job>,
+) -> Result<Vec<FileEntry>, IngestError> {
     let mut files = Vec::new();
     for job in rx {
         let sorted = sort_batch(&job.batch)?;

@@ -5,13 +5,22 @@ mod common;
 use std::io::Write;
 
 use common::*;
-use tenure_ingest::gen::GenSpec;
-use tenure_ingest::gen_write;
+use tenure_ingest::generator::GenSpec;
+use tenure_ingest::generator_write;
 use tenure_ingest::{Ingest, IngestError, IngestOptions, Store};
 use tenure_schema::Config;
 
 const COLUMNS: &[&str] = &[
-    "event_id", "user_id", "user_key", "event", "ts", "revenue", "variant", "country", "item_id", "properties",
+    "event_id",
+    "user_id",
+    "user_key",
+    "event",
+    "ts",
+    "revenue",
+    "variant",
+    "country",
+    "item_id",
+    "properties",
 ];
 
 fn fixture_config() -> Config {
@@ -25,7 +34,11 @@ fn opts(config: Config) -> IngestOptions {
     }
 }
 
-fn ingest_files(url: &str, files: &[&std::path::Path], o: IngestOptions) -> Result<tenure_ingest::Summary, IngestError> {
+fn ingest_files(
+    url: &str,
+    files: &[&std::path::Path],
+    o: IngestOptions,
+) -> Result<tenure_ingest::Summary, IngestError> {
     let mut ing = Ingest::begin(Store::open(url)?, o)?;
     for f in files {
         ing.add_file(f)?;
@@ -37,20 +50,42 @@ fn ingest_files(url: &str, files: &[&std::path::Path], o: IngestOptions) -> Resu
 fn fixture_ingests_to_exactly_the_expected_rows() {
     let dir = tempfile::tempdir().unwrap();
     let url = dir.path().to_str().unwrap();
-    let s = ingest_files(url, &[&fixture("ingest/events.ndjson")], opts(fixture_config())).unwrap();
-    assert_eq!((s.counters.read, s.counters.written, s.counters.duplicates, s.counters.rejected), (10, 9, 1, 0));
+    let s = ingest_files(
+        url,
+        &[&fixture("ingest/events.ndjson")],
+        opts(fixture_config()),
+    )
+    .unwrap();
+    assert_eq!(
+        (
+            s.counters.read,
+            s.counters.written,
+            s.counters.duplicates,
+            s.counters.rejected
+        ),
+        (10, 9, 1, 0)
+    );
     assert_eq!(s.version, Some(1));
     let expected = std::fs::read_to_string(fixture("ingest/expected.csv")).unwrap();
     let mut want = expected.lines();
     let header = want.next().unwrap();
     assert_eq!(header, format!("date,{}", COLUMNS.join(",")));
-    assert_eq!(table_lines(url, COLUMNS), want.map(String::from).collect::<Vec<_>>());
+    assert_eq!(
+        table_lines(url, COLUMNS),
+        want.map(String::from).collect::<Vec<_>>()
+    );
     // Hive-style partitions with the committed files and nothing else.
     let files = files_under_events(dir.path());
     assert_eq!(files.len(), 2, "{files:?}");
     assert!(files[0].starts_with("events/date=2026-03-01/part-"));
     assert!(files[1].starts_with("events/date=2026-03-02/part-"));
-    assert!(!dir.path().join("_tenure/staging").exists() || std::fs::read_dir(dir.path().join("_tenure/staging")).unwrap().next().is_none());
+    assert!(
+        !dir.path().join("_tenure/staging").exists()
+            || std::fs::read_dir(dir.path().join("_tenure/staging"))
+                .unwrap()
+                .next()
+                .is_none()
+    );
     let snap = snapshot(url);
     assert_eq!(snap.users.count, 4);
     assert_eq!(snap.rows(), 9);
@@ -60,19 +95,38 @@ fn fixture_ingests_to_exactly_the_expected_rows() {
 fn files_carry_zstd_statistics_and_sort_order() {
     let dir = tempfile::tempdir().unwrap();
     let url = dir.path().to_str().unwrap();
-    ingest_files(url, &[&fixture("ingest/events.ndjson")], opts(fixture_config())).unwrap();
+    ingest_files(
+        url,
+        &[&fixture("ingest/events.ndjson")],
+        opts(fixture_config()),
+    )
+    .unwrap();
     let snap = snapshot(url);
     let data = std::fs::read(dir.path().join(&snap.files[1].path)).unwrap();
-    let reader = parquet::file::serialized_reader::SerializedFileReader::new(bytes::Bytes::from(data)).unwrap();
+    let reader =
+        parquet::file::serialized_reader::SerializedFileReader::new(bytes::Bytes::from(data))
+            .unwrap();
     use parquet::file::reader::FileReader;
     let md = reader.metadata();
-    assert!(md.file_metadata().created_by().unwrap().starts_with("tenure "));
+    assert!(
+        md.file_metadata()
+            .created_by()
+            .unwrap()
+            .starts_with("tenure ")
+    );
     let rg = md.row_group(0);
     let sorting = rg.sorting_columns().expect("sorting columns recorded");
     assert_eq!(sorting.len(), 2);
     for col in rg.columns() {
-        assert!(matches!(col.compression(), parquet::basic::Compression::ZSTD(_)));
-        assert!(col.statistics().is_some(), "{} has statistics", col.column_path());
+        assert!(matches!(
+            col.compression(),
+            parquet::basic::Compression::ZSTD(_)
+        ));
+        assert!(
+            col.statistics().is_some(),
+            "{} has statistics",
+            col.column_path()
+        );
     }
 }
 
@@ -95,13 +149,21 @@ fn bad_records_go_to_the_dead_letter_with_line_and_reason() {
     assert_eq!(s.counters.rejected, want.len() as u64);
     assert_eq!(s.counters.written, 2);
     let dl = s.dead_letter.expect("dead letter written");
-    let path = dir.path().join(dl.strip_prefix(url).unwrap().trim_start_matches('/'));
+    let path = dir
+        .path()
+        .join(dl.strip_prefix(url).unwrap().trim_start_matches('/'));
     let text = std::fs::read_to_string(path).unwrap();
-    let got: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let got: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(got.len(), want.len());
     for (g, (line, reason)) in got.iter().zip(&want) {
         assert_eq!(g["line"], *line, "{g}");
-        assert!(g["reason"].as_str().unwrap().contains(reason), "line {line}: {g}");
+        assert!(
+            g["reason"].as_str().unwrap().contains(reason),
+            "line {line}: {g}"
+        );
         assert!(g["input"].as_str().unwrap().ends_with("bad.ndjson"));
     }
     assert_eq!(event_ids(url), ["b1", "b2"]);
@@ -158,9 +220,16 @@ fn reingesting_the_same_input_adds_nothing() {
 fn a_store_keeps_its_declared_properties() {
     let dir = tempfile::tempdir().unwrap();
     let url = dir.path().to_str().unwrap();
-    ingest_files(url, &[&fixture("ingest/events.ndjson")], opts(fixture_config())).unwrap();
+    ingest_files(
+        url,
+        &[&fixture("ingest/events.ndjson")],
+        opts(fixture_config()),
+    )
+    .unwrap();
     let other = Config::parse("[properties]\ncountry = \"int\"\n").unwrap();
-    let err = Ingest::begin(Store::open(url).unwrap(), opts(other)).err().unwrap();
+    let err = Ingest::begin(Store::open(url).unwrap(), opts(other))
+        .err()
+        .unwrap();
     assert!(err.to_string().contains("declared properties"), "{err}");
 }
 
@@ -180,13 +249,18 @@ fn ndjson_csv_and_parquet_inputs_store_the_same_events() {
     let nd = dir.path().join("g.ndjson");
     let csv = dir.path().join("g.csv");
     let pq = dir.path().join("g.parquet");
-    let n = gen_write::write_ndjson(&spec, std::fs::File::create(&nd).unwrap()).unwrap();
-    gen_write::write_csv(&spec, std::fs::File::create(&csv).unwrap()).unwrap();
-    gen_write::write_parquet(&spec, std::fs::File::create(&pq).unwrap()).unwrap();
+    let n = generator_write::write_ndjson(&spec, std::fs::File::create(&nd).unwrap()).unwrap();
+    generator_write::write_csv(&spec, std::fs::File::create(&csv).unwrap()).unwrap();
+    generator_write::write_parquet(&spec, std::fs::File::create(&pq).unwrap()).unwrap();
     let mut tables = Vec::new();
     for (name, f) in [("nd", &nd), ("csv", &csv), ("pq", &pq)] {
         let url = dir.path().join(name);
-        let s = ingest_files(url.to_str().unwrap(), &[f], opts(gen_write::gen_config())).unwrap();
+        let s = ingest_files(
+            url.to_str().unwrap(),
+            &[f],
+            opts(generator_write::gen_config()),
+        )
+        .unwrap();
         assert_eq!(s.counters.written, n, "{name}");
         assert_eq!(s.counters.rejected, 0, "{name}");
         tables.push(table_lines(url.to_str().unwrap(), COLUMNS));
@@ -195,7 +269,13 @@ fn ndjson_csv_and_parquet_inputs_store_the_same_events() {
     assert_eq!(tables[0], tables[2]);
     // And generating straight into a store gives the same table too.
     let url = dir.path().join("direct");
-    gen_write::ingest_generated(&spec, Store::open(url.to_str().unwrap()).unwrap(), IngestOptions::default(), None).unwrap();
+    generator_write::ingest_generated(
+        &spec,
+        Store::open(url.to_str().unwrap()).unwrap(),
+        IngestOptions::default(),
+        None,
+    )
+    .unwrap();
     assert_eq!(table_lines(url.to_str().unwrap(), COLUMNS), tables[0]);
 }
 
@@ -207,18 +287,38 @@ fn rows_are_sorted_and_user_keys_dense_and_consistent() {
     // Tiny buffers force many files per partition.
     o.config.ingest.buffer_rows = 500;
     o.config.ingest.file_rows = 300;
-    gen_write::ingest_generated(&gen_spec(400), Store::open(url).unwrap(), o, None).unwrap();
+    generator_write::ingest_generated(&gen_spec(400), Store::open(url).unwrap(), o, None).unwrap();
     let mut key_of = std::collections::HashMap::new();
     let mut max_key = 0;
     for (_, b) in read_table(url) {
-        let keys = b.column_by_name("user_key").unwrap().as_any().downcast_ref::<arrow_array::UInt32Array>().unwrap().clone();
-        let ts = b.column_by_name("ts").unwrap().as_any().downcast_ref::<arrow_array::TimestampMicrosecondArray>().unwrap().clone();
-        let ids = b.column_by_name("user_id").unwrap().as_any().downcast_ref::<arrow_array::StringArray>().unwrap().clone();
+        let keys = b
+            .column_by_name("user_key")
+            .unwrap()
+            .as_any()
+            .downcast_ref::<arrow_array::UInt32Array>()
+            .unwrap()
+            .clone();
+        let ts = b
+            .column_by_name("ts")
+            .unwrap()
+            .as_any()
+            .downcast_ref::<arrow_array::TimestampMicrosecondArray>()
+            .unwrap()
+            .clone();
+        let ids = b
+            .column_by_name("user_id")
+            .unwrap()
+            .as_any()
+            .downcast_ref::<arrow_array::StringArray>()
+            .unwrap()
+            .clone();
         for i in 0..b.num_rows() {
             if i > 0 {
                 assert!((keys.value(i - 1), ts.value(i - 1)) <= (keys.value(i), ts.value(i)));
             }
-            let k = *key_of.entry(ids.value(i).to_string()).or_insert(keys.value(i));
+            let k = *key_of
+                .entry(ids.value(i).to_string())
+                .or_insert(keys.value(i));
             assert_eq!(k, keys.value(i), "one key per user");
             max_key = max_key.max(k);
         }
@@ -249,16 +349,34 @@ fn concurrent_writers_both_commit_and_agree_on_user_keys() {
     ia.add_file(&a).unwrap();
     ib.add_file(&b).unwrap();
     assert_eq!(ia.commit().unwrap().version, Some(1));
-    assert_eq!(ib.commit().unwrap().version, Some(2), "B rebases onto A's commit");
+    assert_eq!(
+        ib.commit().unwrap().version,
+        Some(2),
+        "B rebases onto A's commit"
+    );
     let snap = snapshot(url);
     assert_eq!(snap.rows(), 100);
     assert_eq!(snap.users.count, 75);
     let mut key_of = std::collections::HashMap::new();
     for (_, batch) in read_table(url) {
-        let keys = batch.column_by_name("user_key").unwrap().as_any().downcast_ref::<arrow_array::UInt32Array>().unwrap().clone();
-        let ids = batch.column_by_name("user_id").unwrap().as_any().downcast_ref::<arrow_array::StringArray>().unwrap().clone();
+        let keys = batch
+            .column_by_name("user_key")
+            .unwrap()
+            .as_any()
+            .downcast_ref::<arrow_array::UInt32Array>()
+            .unwrap()
+            .clone();
+        let ids = batch
+            .column_by_name("user_id")
+            .unwrap()
+            .as_any()
+            .downcast_ref::<arrow_array::StringArray>()
+            .unwrap()
+            .clone();
         for i in 0..batch.num_rows() {
-            let k = *key_of.entry(ids.value(i).to_string()).or_insert(keys.value(i));
+            let k = *key_of
+                .entry(ids.value(i).to_string())
+                .or_insert(keys.value(i));
             assert_eq!(k, keys.value(i), "{} has one key", ids.value(i));
         }
     }
@@ -269,7 +387,11 @@ fn concurrent_writers_both_commit_and_agree_on_user_keys() {
     let mut ic = Ingest::begin(Store::open(url).unwrap(), IngestOptions::default()).unwrap();
     assert_eq!(ic.counters().written, 0);
     let c = dir.path().join("c.ndjson");
-    std::fs::write(&c, "{\"user_id\":\"user70\",\"event\":\"x\",\"ts\":\"2026-02-03\"}\n").unwrap();
+    std::fs::write(
+        &c,
+        "{\"user_id\":\"user70\",\"event\":\"x\",\"ts\":\"2026-02-03\"}\n",
+    )
+    .unwrap();
     ic.add_file(&c).unwrap();
     ic.commit().unwrap();
     assert_eq!(snapshot(url).users.count, 75);
@@ -289,7 +411,10 @@ fn the_same_input_racing_twice_commits_once() {
     let err = ib.commit().unwrap_err();
     assert!(matches!(err, IngestError::Conflict(_)), "{err}");
     assert_eq!(snapshot(url).rows(), 9);
-    assert_eq!(files_under_events(dir.path().join("store").as_path()).len(), 2);
+    assert_eq!(
+        files_under_events(dir.path().join("store").as_path()).len(),
+        2
+    );
 }
 
 #[test]
@@ -299,12 +424,26 @@ fn compaction_merges_partitions_without_changing_rows() {
     let mut o = IngestOptions::default();
     o.config.ingest.buffer_rows = 400;
     o.config.ingest.file_rows = 200;
-    gen_write::ingest_generated(&gen_spec(300), Store::open(url).unwrap(), o, None).unwrap();
+    generator_write::ingest_generated(&gen_spec(300), Store::open(url).unwrap(), o, None).unwrap();
     let before = snapshot(url);
     let mut rows_before = table_lines(url, COLUMNS);
     rows_before.sort();
-    assert!(before.files.len() > before.files.iter().map(|f| &f.date).collect::<std::collections::HashSet<_>>().len());
-    let s = tenure_ingest::compact(Store::open(url).unwrap(), &Default::default(), None, |_, _| {}).unwrap();
+    assert!(
+        before.files.len()
+            > before
+                .files
+                .iter()
+                .map(|f| &f.date)
+                .collect::<std::collections::HashSet<_>>()
+                .len()
+    );
+    let s = tenure_ingest::compact(
+        Store::open(url).unwrap(),
+        &Default::default(),
+        None,
+        |_, _| {},
+    )
+    .unwrap();
     assert!(s.files_after < s.files_before);
     let after = snapshot(url);
     assert_eq!(after.version, before.version + 1);
@@ -318,14 +457,25 @@ fn compaction_merges_partitions_without_changing_rows() {
     committed.sort();
     assert_eq!(files_under_events(dir.path()), committed);
     // Nothing left to do the second time.
-    let s = tenure_ingest::compact(Store::open(url).unwrap(), &Default::default(), None, |_, _| {}).unwrap();
+    let s = tenure_ingest::compact(
+        Store::open(url).unwrap(),
+        &Default::default(),
+        None,
+        |_, _| {},
+    )
+    .unwrap();
     assert_eq!(s.version, None);
 }
 
 #[test]
 fn memory_store_round_trip() {
     let url = "memory://ingest-test/root";
-    let s = ingest_files(url, &[&fixture("ingest/events.ndjson")], opts(fixture_config())).unwrap();
+    let s = ingest_files(
+        url,
+        &[&fixture("ingest/events.ndjson")],
+        opts(fixture_config()),
+    )
+    .unwrap();
     assert_eq!(s.counters.written, 9);
     assert_eq!(event_ids(url).len(), 9);
 }
@@ -335,8 +485,20 @@ fn generating_the_same_spec_twice_commits_once() {
     let dir = tempfile::tempdir().unwrap();
     let url = dir.path().to_str().unwrap();
     let spec = gen_spec(50);
-    let a = gen_write::ingest_generated(&spec, Store::open(url).unwrap(), IngestOptions::default(), None).unwrap();
-    let b = gen_write::ingest_generated(&spec, Store::open(url).unwrap(), IngestOptions::default(), None).unwrap();
+    let a = generator_write::ingest_generated(
+        &spec,
+        Store::open(url).unwrap(),
+        IngestOptions::default(),
+        None,
+    )
+    .unwrap();
+    let b = generator_write::ingest_generated(
+        &spec,
+        Store::open(url).unwrap(),
+        IngestOptions::default(),
+        None,
+    )
+    .unwrap();
     assert!(a.version.is_some());
     assert_eq!(b.version, None);
     assert_eq!(snapshot(url).rows(), a.counters.written);
@@ -347,8 +509,13 @@ fn generating_the_same_spec_twice_commits_once() {
 #[test]
 fn s3_store_round_trip_with_conditional_commits() {
     let Ok(bucket) = std::env::var("TENURE_TEST_S3_BUCKET") else {
-        assert!(std::env::var("CI").is_err(), "CI must provide an S3-compatible server");
-        eprintln!("skipped: set TENURE_TEST_S3_BUCKET and AWS_ENDPOINT to run against an S3 server");
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI must provide an S3-compatible server"
+        );
+        eprintln!(
+            "skipped: set TENURE_TEST_S3_BUCKET and AWS_ENDPOINT to run against an S3 server"
+        );
         return;
     };
     let url = format!("s3://{bucket}/t-{}", uuid_like());
@@ -356,13 +523,28 @@ fn s3_store_round_trip_with_conditional_commits() {
     let s = ingest_files(&url, &[&f], opts(fixture_config())).unwrap();
     assert_eq!(s.version, Some(1));
     let expected = std::fs::read_to_string(fixture("ingest/expected.csv")).unwrap();
-    assert_eq!(table_lines(&url, COLUMNS), expected.lines().skip(1).map(String::from).collect::<Vec<_>>());
+    assert_eq!(
+        table_lines(&url, COLUMNS),
+        expected
+            .lines()
+            .skip(1)
+            .map(String::from)
+            .collect::<Vec<_>>()
+    );
     // Two writers racing on S3: the conditional put refuses the loser's version.
     let dir = tempfile::tempdir().unwrap();
     let a = dir.path().join("a.ndjson");
-    std::fs::write(&a, "{\"user_id\":\"zed\",\"event\":\"x\",\"ts\":\"2026-02-03\"}\n").unwrap();
+    std::fs::write(
+        &a,
+        "{\"user_id\":\"zed\",\"event\":\"x\",\"ts\":\"2026-02-03\"}\n",
+    )
+    .unwrap();
     let b = dir.path().join("b.ndjson");
-    std::fs::write(&b, "{\"user_id\":\"amy\",\"event\":\"y\",\"ts\":\"2026-02-04\"}\n").unwrap();
+    std::fs::write(
+        &b,
+        "{\"user_id\":\"amy\",\"event\":\"y\",\"ts\":\"2026-03-02T08:00:00Z\"}\n",
+    )
+    .unwrap();
     let mut ia = Ingest::begin(Store::open(&url).unwrap(), IngestOptions::default()).unwrap();
     let mut ib = Ingest::begin(Store::open(&url).unwrap(), IngestOptions::default()).unwrap();
     ia.add_file(&a).unwrap();
@@ -372,11 +554,23 @@ fn s3_store_round_trip_with_conditional_commits() {
     let snap = snapshot(&url);
     assert_eq!(snap.rows(), 11);
     assert_eq!(snap.users.count, 6);
-    let s = tenure_ingest::compact(Store::open(&url).unwrap(), &Default::default(), None, |_, _| {}).unwrap();
+    let s = tenure_ingest::compact(
+        Store::open(&url).unwrap(),
+        &Default::default(),
+        None,
+        |_, _| {},
+    )
+    .unwrap();
     assert_eq!(s.version, Some(4));
     assert_eq!(snapshot(&url).rows(), 11);
 }
 
 fn uuid_like() -> String {
-    format!("{}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos())
+    format!(
+        "{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    )
 }

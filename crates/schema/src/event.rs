@@ -86,8 +86,16 @@ mod tests {
         assert_eq!(
             names,
             [
-                "event_id", "user_id", "user_key", "event", "ts", "revenue", "variant", "country",
-                "properties", "ingested_at"
+                "event_id",
+                "user_id",
+                "user_key",
+                "event",
+                "ts",
+                "revenue",
+                "variant",
+                "country",
+                "properties",
+                "ingested_at"
             ]
         );
     }

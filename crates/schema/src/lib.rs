@@ -10,8 +10,8 @@ mod event;
 mod manifest;
 
 pub use config::{Config, ConfigError, IngestConfig, PropertyType};
-pub use event::{columns, event_schema, DeclaredProperty, REVENUE_SCALE};
+pub use event::{DeclaredProperty, REVENUE_SCALE, columns, event_schema};
 pub use manifest::{
-    FileEntry, Snapshot, SourceEntry, StoreLayout, UsersEntry, MANIFEST_PREFIX, STAGING_PREFIX,
-    USERS_PREFIX,
+    FileEntry, MANIFEST_PREFIX, STAGING_PREFIX, Snapshot, SourceEntry, StoreLayout, USERS_PREFIX,
+    UsersEntry,
 };

@@ -2,5 +2,5 @@
 //! the help text) and a `run` function.
 
 pub mod compact;
-pub mod gen;
+pub mod generate;
 pub mod ingest;

@@ -46,7 +46,11 @@ pub fn read_csv<R: Read>(
     let headers = match rdr.byte_headers() {
         Ok(h) => h.clone(),
         Err(e) => {
-            sink.reject(Location { input, line: 1 }, &format!("unreadable CSV header: {e}"), &[]);
+            sink.reject(
+                Location { input, line: 1 },
+                &format!("unreadable CSV header: {e}"),
+                &[],
+            );
             return Ok(());
         }
     };
@@ -55,7 +59,11 @@ pub fn read_csv<R: Read>(
         match std::str::from_utf8(h) {
             Ok(s) => header_names.push(s.trim().to_string()),
             Err(_) => {
-                sink.reject(Location { input, line: 1 }, "CSV header is not valid UTF-8", h);
+                sink.reject(
+                    Location { input, line: 1 },
+                    "CSV header is not valid UTF-8",
+                    h,
+                );
                 return Ok(());
             }
         }
@@ -71,7 +79,9 @@ pub fn read_csv<R: Read>(
             Err(e) => {
                 let line = e.position().map(|p| p.line()).unwrap_or(line);
                 let reason = match e.kind() {
-                    csv::ErrorKind::UnequalLengths { expected_len, len, .. } => {
+                    csv::ErrorKind::UnequalLengths {
+                        expected_len, len, ..
+                    } => {
                         format!("row has {len} fields, the header has {expected_len}")
                     }
                     _ => format!("malformed CSV: {e}"),
@@ -102,7 +112,11 @@ pub fn read_csv<R: Read>(
             }
         }
         if let Some((i, at)) = bad_utf8 {
-            sink.reject(loc, &format!("invalid UTF-8 in column `{}` at byte {at}", header_names[i]), raw);
+            sink.reject(
+                loc,
+                &format!("invalid UTF-8 in column `{}` at byte {at}", header_names[i]),
+                raw,
+            );
             continue;
         }
         let mut ev = RawEvent::with_declared(names.len());

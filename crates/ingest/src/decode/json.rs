@@ -88,9 +88,7 @@ impl<'de> Visitor<'de> for EventVisitor<'_> {
                     }
                     Some(b'n') => {}
                     _ => {
-                        return Err(de::Error::custom(format!(
-                            "`{key}` must be an object"
-                        )));
+                        return Err(de::Error::custom(format!("`{key}` must be an object")));
                     }
                 },
                 k if ENVELOPE.contains(&k) => {}
@@ -136,11 +134,7 @@ pub fn parse_event<'a>(text: &'a str, names: &PropertyNames) -> Result<RawEvent<
 fn describe_json_error(e: &serde_json::Error) -> String {
     // serde_json's messages carry "at line 1 column N"; the line is ours to report.
     let msg = e.to_string();
-    let msg = msg
-        .split(" at line ")
-        .next()
-        .unwrap_or(&msg)
-        .to_string();
+    let msg = msg.split(" at line ").next().unwrap_or(&msg).to_string();
     if e.column() > 0 {
         format!("malformed JSON: {msg} (column {})", e.column())
     } else {
@@ -177,13 +171,27 @@ pub fn read_ndjson<R: Read>(
             match memchr::memchr(b'\n', &buf) {
                 Some(i) => {
                     line_no += 1;
-                    sink.reject(Location { input, line: line_no }, &too_long, &[]);
+                    sink.reject(
+                        Location {
+                            input,
+                            line: line_no,
+                        },
+                        &too_long,
+                        &[],
+                    );
                     pos = i + 1;
                     skipping = false;
                 }
                 None if eof => {
                     line_no += 1;
-                    sink.reject(Location { input, line: line_no }, &too_long, &[]);
+                    sink.reject(
+                        Location {
+                            input,
+                            line: line_no,
+                        },
+                        &too_long,
+                        &[],
+                    );
                     break;
                 }
                 None => {
@@ -200,7 +208,16 @@ pub fn read_ndjson<R: Read>(
                 None => break,
             };
             line_no += 1;
-            handle_line(line, Location { input, line: line_no }, names, max_line, sink);
+            handle_line(
+                line,
+                Location {
+                    input,
+                    line: line_no,
+                },
+                names,
+                max_line,
+                sink,
+            );
             pos = next;
         }
         buf.drain(..pos);
@@ -215,13 +232,23 @@ pub fn read_ndjson<R: Read>(
     Ok(())
 }
 
-fn handle_line(line: &[u8], loc: Location<'_>, names: &PropertyNames, max_line: usize, sink: &mut dyn Sink) {
+fn handle_line(
+    line: &[u8],
+    loc: Location<'_>,
+    names: &PropertyNames,
+    max_line: usize,
+    sink: &mut dyn Sink,
+) {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     if line.iter().all(u8::is_ascii_whitespace) {
         return;
     }
     if line.len() > max_line {
-        sink.reject(loc, &format!("line longer than {max_line} bytes"), &line[..line.len().min(256)]);
+        sink.reject(
+            loc,
+            &format!("line longer than {max_line} bytes"),
+            &line[..line.len().min(256)],
+        );
         return;
     }
     let text = match std::str::from_utf8(line) {

@@ -23,16 +23,28 @@ enum Column {
 impl Column {
     fn from_array(a: &ArrayRef) -> Result<Self, String> {
         let cast = |to: &DataType| {
-            arrow_cast::cast(a, to).map_err(|e| format!("cannot read column of type {}: {e}", a.data_type()))
+            arrow_cast::cast(a, to)
+                .map_err(|e| format!("cannot read column of type {}: {e}", a.data_type()))
         };
         Ok(match a.data_type() {
-            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Dictionary(_, _) => {
-                Column::Text(downcast(cast(&DataType::Utf8)?))
-            }
-            DataType::Boolean => Column::Bool(a.as_any().downcast_ref::<BooleanArray>().cloned().ok_or("bad boolean column")?),
+            DataType::Utf8
+            | DataType::LargeUtf8
+            | DataType::Utf8View
+            | DataType::Dictionary(_, _) => Column::Text(downcast(cast(&DataType::Utf8)?)),
+            DataType::Boolean => Column::Bool(
+                a.as_any()
+                    .downcast_ref::<BooleanArray>()
+                    .cloned()
+                    .ok_or("bad boolean column")?,
+            ),
             DataType::Timestamp(_, _) | DataType::Date32 | DataType::Date64 => {
                 let t = cast(&DataType::Timestamp(TimeUnit::Microsecond, None))?;
-                Column::Micros(t.as_any().downcast_ref::<TimestampMicrosecondArray>().cloned().ok_or("bad timestamp column")?)
+                Column::Micros(
+                    t.as_any()
+                        .downcast_ref::<TimestampMicrosecondArray>()
+                        .cloned()
+                        .ok_or("bad timestamp column")?,
+                )
             }
             t if t.is_numeric() => Column::Num(downcast(cast(&DataType::Utf8)?)),
             other => return Err(format!("unsupported column type {other}")),
@@ -59,7 +71,10 @@ impl Column {
 }
 
 fn downcast(a: ArrayRef) -> StringArray {
-    a.as_any().downcast_ref::<StringArray>().cloned().expect("cast to Utf8 gives a StringArray")
+    a.as_any()
+        .downcast_ref::<StringArray>()
+        .cloned()
+        .expect("cast to Utf8 gives a StringArray")
 }
 
 /// Reads a Parquet file (fully buffered: Parquet needs its footer first).
@@ -76,14 +91,22 @@ pub fn read_parquet<R: Read>(
     let builder = match ParquetRecordBatchReaderBuilder::try_new(Bytes::from(data)) {
         Ok(b) => b.with_batch_size(8192),
         Err(e) => {
-            sink.reject(Location { input, line: 0 }, &format!("not a readable Parquet file: {e}"), &[]);
+            sink.reject(
+                Location { input, line: 0 },
+                &format!("not a readable Parquet file: {e}"),
+                &[],
+            );
             return Ok(());
         }
     };
     let reader = match builder.build() {
         Ok(r) => r,
         Err(e) => {
-            sink.reject(Location { input, line: 0 }, &format!("not a readable Parquet file: {e}"), &[]);
+            sink.reject(
+                Location { input, line: 0 },
+                &format!("not a readable Parquet file: {e}"),
+                &[],
+            );
             return Ok(());
         }
     };
@@ -92,7 +115,14 @@ pub fn read_parquet<R: Read>(
         let batch = match batch {
             Ok(b) => b,
             Err(e) => {
-                sink.reject(Location { input, line: row + 1 }, &format!("unreadable row group: {e}"), &[]);
+                sink.reject(
+                    Location {
+                        input,
+                        line: row + 1,
+                    },
+                    &format!("unreadable row group: {e}"),
+                    &[],
+                );
                 return Ok(());
             }
         };
@@ -102,7 +132,14 @@ pub fn read_parquet<R: Read>(
             match Column::from_array(&Arc::clone(array)) {
                 Ok(c) => cols.push((field.name().clone(), c)),
                 Err(reason) => {
-                    sink.reject(Location { input, line: row + 1 }, &format!("column `{}`: {reason}", field.name()), &[]);
+                    sink.reject(
+                        Location {
+                            input,
+                            line: row + 1,
+                        },
+                        &format!("column `{}`: {reason}", field.name()),
+                        &[],
+                    );
                     return Ok(());
                 }
             }
@@ -125,12 +162,12 @@ pub fn read_parquet<R: Read>(
                     "ts" | "timestamp" => ev.ts = Some(v),
                     "user_key" | "ingested_at" | "date" => {}
                     "properties" => {
-                        if let Scalar::Str(text) = &v {
-                            if let Err(reason) = add_json_properties(&mut ev, names, text) {
-                                sink.reject(Location { input, line: row }, &reason, &[]);
-                                rejected = true;
-                                break;
-                            }
+                        if let Scalar::Str(Cow::Borrowed(text)) = v
+                            && let Err(reason) = add_json_properties(&mut ev, names, text)
+                        {
+                            sink.reject(Location { input, line: row }, &reason, &[]);
+                            rejected = true;
+                            break;
                         }
                     }
                     _ => ev.set_property(names, Cow::Borrowed(name.as_str()), v),
@@ -146,9 +183,14 @@ pub fn read_parquet<R: Read>(
 }
 
 /// A `properties` JSON column (as Tenure itself writes) is unpacked again.
-fn add_json_properties<'a>(ev: &mut RawEvent<'a>, names: &PropertyNames, text: &'a str) -> Result<(), String> {
+fn add_json_properties<'a>(
+    ev: &mut RawEvent<'a>,
+    names: &PropertyNames,
+    text: &'a str,
+) -> Result<(), String> {
     let map: std::collections::BTreeMap<&'a str, &'a serde_json::value::RawValue> =
-        serde_json::from_str(text).map_err(|e| format!("`properties` is not a JSON object: {e}"))?;
+        serde_json::from_str(text)
+            .map_err(|e| format!("`properties` is not a JSON object: {e}"))?;
     for (k, v) in map {
         ev.set_property(names, Cow::Borrowed(k), Scalar::from_json(v.get())?);
     }

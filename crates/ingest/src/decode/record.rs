@@ -121,7 +121,12 @@ impl<'a> RawEvent<'a> {
 
     /// Routes a property (top-level field of a flat event, or a key of Segment's
     /// `properties`/`traits`) to its column or to the JSON bag.
-    pub fn set_property(&mut self, names: &crate::validate::PropertyNames, key: Cow<'a, str>, value: Scalar<'a>) {
+    pub fn set_property(
+        &mut self,
+        names: &crate::validate::PropertyNames,
+        key: Cow<'a, str>,
+        value: Scalar<'a>,
+    ) {
         match key.as_ref() {
             "revenue" => self.revenue = Some(value),
             "variant" => self.variant = Some(value),

@@ -12,7 +12,9 @@ use tenure_ingest::{Store, manifest};
 use tenure_schema::Snapshot;
 
 pub fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fixtures")
+        .join(name)
 }
 
 /// The committed snapshot of a store.
@@ -25,9 +27,15 @@ pub fn read_table(url: &str) -> Vec<(String, RecordBatch)> {
     let io = Io::new(Store::open(url).unwrap());
     let snap = manifest::load_latest(&io).unwrap();
     let mut out = Vec::new();
-    for f in &snap.files {
-        let data = io.get(&f.path).unwrap();
-        for b in ParquetRecordBatchReaderBuilder::try_new(data).unwrap().build().unwrap() {
+    let paths =
+        tenure_ingest::io::block_on(tenure_store::readable_paths(&io.store, &snap)).unwrap();
+    for (f, path) in snap.files.iter().zip(&paths) {
+        let data = io.get(path).unwrap();
+        for b in ParquetRecordBatchReaderBuilder::try_new(data)
+            .unwrap()
+            .build()
+            .unwrap()
+        {
             out.push((f.date.clone(), b.unwrap()));
         }
     }
@@ -39,15 +47,28 @@ pub fn read_table(url: &str) -> Vec<(String, RecordBatch)> {
 pub fn table_lines(url: &str, columns: &[&str]) -> Vec<String> {
     let opts = FormatOptions::default()
         .with_null("")
-        .with_timestamp_tz_format(Some("%Y-%m-%dT%H:%M:%S%.6fZ"));
+        .with_timestamp_format(Some("%Y-%m-%dT%H:%M:%S%.6fZ"));
     let mut lines = Vec::new();
     for (date, batch) in read_table(url) {
-        let fmts: Vec<_> = columns
+        // Timestamps are stored in UTC; drop the zone name for formatting.
+        let naive = arrow_schema::DataType::Timestamp(arrow_schema::TimeUnit::Microsecond, None);
+        let cols: Vec<_> = columns
             .iter()
             .map(|c| {
-                let col = batch.column_by_name(c).unwrap_or_else(|| panic!("no column {c}"));
-                ArrayFormatter::try_new(col.as_ref(), &opts).unwrap()
+                let col = batch
+                    .column_by_name(c)
+                    .unwrap_or_else(|| panic!("no column {c}"));
+                match col.data_type() {
+                    arrow_schema::DataType::Timestamp(_, Some(_)) => {
+                        arrow_cast::cast(col, &naive).unwrap()
+                    }
+                    _ => col.clone(),
+                }
             })
+            .collect();
+        let fmts: Vec<_> = cols
+            .iter()
+            .map(|c| ArrayFormatter::try_new(c.as_ref(), &opts).unwrap())
             .collect();
         for i in 0..batch.num_rows() {
             let mut line = date.clone();
@@ -73,7 +94,10 @@ pub fn event_ids(url: &str) -> Vec<String> {
     let mut ids = Vec::new();
     for (_, b) in read_table(url) {
         let col = b.column_by_name("event_id").unwrap();
-        let col = col.as_any().downcast_ref::<arrow_array::StringArray>().unwrap();
+        let col = col
+            .as_any()
+            .downcast_ref::<arrow_array::StringArray>()
+            .unwrap();
         for i in 0..col.len() {
             ids.push(col.value(i).to_string());
         }
@@ -95,7 +119,12 @@ pub fn files_under_events(dir: &Path) -> Vec<String> {
             if p.is_dir() {
                 stack.push(p);
             } else {
-                out.push(p.strip_prefix(dir).unwrap().to_string_lossy().replace('\\', "/"));
+                out.push(
+                    p.strip_prefix(dir)
+                        .unwrap()
+                        .to_string_lossy()
+                        .replace('\\', "/"),
+                );
             }
         }
     }

@@ -4,8 +4,8 @@ use std::fs::File;
 
 use anyhow::Context;
 use clap::Args;
-use tenure_ingest::gen::GenSpec;
-use tenure_ingest::gen_write::{ingest_generated, write_csv, write_ndjson, write_parquet};
+use tenure_ingest::generator::GenSpec;
+use tenure_ingest::generator_write::{ingest_generated, write_csv, write_ndjson, write_parquet};
 use tenure_ingest::{IngestOptions, Store};
 
 use crate::exit::BadInput;
@@ -48,7 +48,12 @@ pub struct GenArgs {
 pub fn run(args: GenArgs) -> anyhow::Result<()> {
     let start = tenure_ingest::timestamp::parse_text(&args.start)
         .filter(|t| t % tenure_ingest::timestamp::DAY_MICROS == 0)
-        .ok_or_else(|| BadInput(format!("--start must be a date (YYYY-MM-DD), got {}", args.start)))?;
+        .ok_or_else(|| {
+            BadInput(format!(
+                "--start must be a date (YYYY-MM-DD), got {}",
+                args.start
+            ))
+        })?;
     if args.days == 0 || args.users == 0 {
         return Err(BadInput("--users and --days must be at least 1".into()).into());
     }
@@ -74,17 +79,31 @@ pub fn run(args: GenArgs) -> anyhow::Result<()> {
     let n = if args.to == "-" {
         write_ndjson(&spec, std::io::stdout().lock())?
     } else if lower.ends_with(".ndjson") || lower.ends_with(".jsonl") || lower.ends_with(".json") {
-        write_ndjson(&spec, File::create(&args.to).with_context(|| format!("cannot create {}", args.to))?)?
+        write_ndjson(
+            &spec,
+            File::create(&args.to).with_context(|| format!("cannot create {}", args.to))?,
+        )?
     } else if lower.ends_with(".csv") {
-        write_csv(&spec, File::create(&args.to).with_context(|| format!("cannot create {}", args.to))?)?
+        write_csv(
+            &spec,
+            File::create(&args.to).with_context(|| format!("cannot create {}", args.to))?,
+        )?
     } else if lower.ends_with(".parquet") {
-        write_parquet(&spec, File::create(&args.to).with_context(|| format!("cannot create {}", args.to))?)?
+        write_parquet(
+            &spec,
+            File::create(&args.to).with_context(|| format!("cannot create {}", args.to))?,
+        )?
     } else {
         let store = Store::open(&args.to)?;
         // About eleven events per user over 90 days; the bar is a guide, not a promise.
         let bar = count_bar(args.users * 11 * args.days.min(90) as u64 / 90, "gen");
         let b = bar.clone();
-        let summary = ingest_generated(&spec, store, IngestOptions::default(), Some(Box::new(move |n| b.inc(n))));
+        let summary = ingest_generated(
+            &spec,
+            store,
+            IngestOptions::default(),
+            Some(Box::new(move |n| b.inc(n))),
+        );
         bar.finish_and_clear();
         let summary = summary?;
         crate::cmd::ingest::print_summary(&summary, false)?;

@@ -4,7 +4,7 @@ use std::sync::{Arc, LazyLock, Mutex};
 
 use object_store::{ObjectStore, local::LocalFileSystem, memory::InMemory, path::Path};
 
-use crate::IngestError;
+use crate::StoreError;
 
 /// A store root: the object store and the prefix under which the table lives.
 #[derive(Clone)]
@@ -15,6 +15,9 @@ pub struct Store {
     pub root: Path,
     /// The URL the user gave, for messages.
     pub url: String,
+    /// The directory, when the store is on local disk (object stores have no
+    /// directories, but a local file system keeps empty ones after renames).
+    pub local_dir: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for Store {
@@ -32,8 +35,8 @@ impl Store {
     /// Opens a store from a plain local path, `file://`, `memory://`, `s3://`,
     /// `gs://` or `az://` URL. Cloud credentials and endpoints come from the
     /// standard environment variables (`AWS_ENDPOINT`, `AWS_ACCESS_KEY_ID`, ...).
-    pub fn open(url: &str) -> Result<Self, IngestError> {
-        let bad = |message: String| IngestError::BadStoreUrl {
+    pub fn open(url: &str) -> Result<Self, StoreError> {
+        let bad = |message: String| StoreError::BadUrl {
             url: url.to_string(),
             message,
         };
@@ -49,6 +52,7 @@ impl Store {
                 inner: store,
                 root: Path::from(prefix),
                 url: url.to_string(),
+                local_dir: None,
             });
         }
         let local = if let Some(rest) = url.strip_prefix("file://") {
@@ -70,6 +74,7 @@ impl Store {
                 inner: Arc::new(fs),
                 root: Path::default(),
                 url: url.to_string(),
+                local_dir: Some(std::path::PathBuf::from(&dir)),
             });
         }
         let parsed = url::Url::parse(url).map_err(|e| bad(e.to_string()))?;
@@ -106,6 +111,7 @@ impl Store {
             inner,
             root,
             url: url.to_string(),
+            local_dir: None,
         })
     }
 
@@ -115,6 +121,23 @@ impl Store {
             Path::from(rel)
         } else {
             Path::from(format!("{}/{rel}", self.root))
+        }
+    }
+
+    /// Removes a local directory tree under the root if it holds no files (only
+    /// empty directories left behind by renames); a no-op on object stores.
+    pub fn remove_empty_dirs(&self, rel: &str) {
+        fn only_dirs(p: &std::path::Path) -> bool {
+            std::fs::read_dir(p).is_ok_and(|rd| {
+                rd.flatten()
+                    .all(|e| e.path().is_dir() && only_dirs(&e.path()))
+            })
+        }
+        if let Some(dir) = &self.local_dir {
+            let p = dir.join(rel);
+            if only_dirs(&p) {
+                let _ = std::fs::remove_dir_all(&p);
+            }
         }
     }
 

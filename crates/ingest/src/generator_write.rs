@@ -5,14 +5,16 @@ use std::borrow::Cow;
 use std::io::Write;
 use std::sync::Arc;
 
-use arrow_array::builder::{Decimal128Builder, StringBuilder, TimestampMicrosecondBuilder, UInt32Builder};
+use arrow_array::builder::{
+    Decimal128Builder, StringBuilder, TimestampMicrosecondBuilder, UInt32Builder,
+};
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, TimeUnit};
 use parquet::arrow::ArrowWriter;
 use tenure_schema::{Config, DeclaredProperty, PropertyType};
 
 use crate::decode::{Location, RawEvent, Scalar};
-use crate::gen::{GenEvent, GenSpec, generate};
+use crate::generator::{GenEvent, GenSpec, generate};
 use crate::session::{Ingest, IngestOptions, Summary};
 use crate::{IngestError, Store};
 
@@ -37,7 +39,11 @@ pub fn write_ndjson(spec: &GenSpec, w: impl Write) -> std::io::Result<u64> {
             if let Some(r) = e.revenue_text() {
                 write!(w, ",\"revenue\":{r}")?;
             }
-            write!(w, ",\"variant\":\"{}\",\"country\":\"{}\"", e.variant, e.country)?;
+            write!(
+                w,
+                ",\"variant\":\"{}\",\"country\":\"{}\"",
+                e.variant, e.country
+            )?;
             if let Some(i) = e.item_id {
                 write!(w, ",\"item_id\":{i}")?;
             }
@@ -58,7 +64,10 @@ pub fn write_ndjson(spec: &GenSpec, w: impl Write) -> std::io::Result<u64> {
 /// Writes CSV with a header row.
 pub fn write_csv(spec: &GenSpec, w: impl Write) -> std::io::Result<u64> {
     let mut w = std::io::BufWriter::with_capacity(1 << 20, w);
-    writeln!(w, "event_id,user_id,event,ts,revenue,variant,country,item_id")?;
+    writeln!(
+        w,
+        "event_id,user_id,event,ts,revenue,variant,country,item_id"
+    )?;
     let mut n = 0;
     let mut err = None;
     generate(spec, |e| {
@@ -121,7 +130,11 @@ impl ParquetChunk {
             Field::new("event_id", DataType::Utf8, false),
             Field::new("user_id", DataType::Utf8, false),
             Field::new("event", DataType::Utf8, false),
-            Field::new("ts", DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())), false),
+            Field::new(
+                "ts",
+                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                false,
+            ),
             Field::new("revenue", DataType::Decimal128(18, 2), true),
             Field::new("variant", DataType::Utf8, false),
             Field::new("country", DataType::Utf8, false),
@@ -147,7 +160,12 @@ impl ParquetChunk {
             Arc::new(self.user_id.finish()),
             Arc::new(self.event.finish()),
             Arc::new(self.ts.finish().with_timezone("UTC")),
-            Arc::new(self.revenue.finish().with_precision_and_scale(18, 2).expect("decimal")),
+            Arc::new(
+                self.revenue
+                    .finish()
+                    .with_precision_and_scale(18, 2)
+                    .expect("decimal"),
+            ),
             Arc::new(self.variant.finish()),
             Arc::new(self.country.finish()),
             Arc::new(self.item_id.finish()),
@@ -245,8 +263,14 @@ pub fn ingest_generated(
             }
         }
         rows += 1;
-        ingest.push(&ev, Location { input: "gen", line: rows });
-        if rows % 65_536 == 0 {
+        ingest.push(
+            &ev,
+            Location {
+                input: "gen",
+                line: rows,
+            },
+        );
+        if rows.is_multiple_of(65_536) {
             ingest.tick_events(65_536);
         }
     });

@@ -94,7 +94,8 @@ impl GenEvent {
 
     /// Revenue as decimal text (`12.34`).
     pub fn revenue_text(&self) -> Option<String> {
-        self.revenue_cents.map(|c| format!("{}.{:02}", c / 100, c % 100))
+        self.revenue_cents
+            .map(|c| format!("{}.{:02}", c / 100, c % 100))
     }
 
     /// Timestamp as RFC 3339 with milliseconds.
@@ -197,7 +198,9 @@ pub fn generate(spec: &GenSpec, mut emit: impl FnMut(&GenEvent)) {
                 continue;
             }
             let day_start = (spec.start_day + day as i64) * DAY_MICROS;
-            let mut ts = day_start + (st.rng.below(86_000) as i64) * MICROS + st.rng.below(1000) as i64 * 1000;
+            let mut ts = day_start
+                + (st.rng.below(86_000) as i64) * MICROS
+                + st.rng.below(1000) as i64 * 1000;
             let mut ev = GenEvent {
                 user: u as u64,
                 seq: 0,
@@ -208,7 +211,12 @@ pub fn generate(spec: &GenSpec, mut emit: impl FnMut(&GenEvent)) {
                 country: st.country,
                 item_id: None,
             };
-            let mut out = |st: &mut UserState, ev: &mut GenEvent, event: u8, ts: i64, item: Option<u32>, rev: Option<i64>| {
+            let mut out = |st: &mut UserState,
+                           ev: &mut GenEvent,
+                           event: u8,
+                           ts: i64,
+                           item: Option<u32>,
+                           rev: Option<i64>| {
                 ev.seq = st.seq;
                 st.seq += 1;
                 ev.event = event;
@@ -238,7 +246,14 @@ pub fn generate(spec: &GenSpec, mut emit: impl FnMut(&GenEvent)) {
                     if st.rng.f() < buy {
                         ts += (5 + st.rng.below(120) as i64) * MICROS;
                         let dollars = (3.6 + 0.7 * st.rng.normal()).exp().max(1.0);
-                        out(st, &mut ev, 4, ts, Some(item), Some((dollars * 100.0).round() as i64));
+                        out(
+                            st,
+                            &mut ev,
+                            4,
+                            ts,
+                            Some(item),
+                            Some((dollars * 100.0).round() as i64),
+                        );
                     }
                 }
             }
@@ -270,9 +285,15 @@ mod tests {
         assert_eq!(signups, 2000, "every user signs up once");
         let purchases = a.iter().filter(|e| e.event == 4).count();
         assert!(purchases > 100, "{purchases}");
-        assert!(a.iter().all(|e| (e.event == 4) == e.revenue_cents.is_some()));
+        assert!(
+            a.iter()
+                .all(|e| (e.event == 4) == e.revenue_cents.is_some())
+        );
         let end = (GenSpec::DEFAULT_START + 31) * DAY_MICROS;
-        assert!(a.iter().all(|e| e.ts >= GenSpec::DEFAULT_START * DAY_MICROS && e.ts < end));
+        assert!(
+            a.iter()
+                .all(|e| e.ts >= GenSpec::DEFAULT_START * DAY_MICROS && e.ts < end)
+        );
         let mut other = spec();
         other.seed = 8;
         let mut c = Vec::new();
