@@ -4,6 +4,7 @@
 
 mod cmd;
 mod exit;
+mod output;
 mod progress;
 
 use clap::{Parser, Subcommand};
@@ -30,6 +31,7 @@ enum Command {
     Ingest(cmd::ingest::IngestArgs),
     Compact(cmd::compact::CompactArgs),
     Gen(cmd::generate::GenArgs),
+    Retention(Box<cmd::retention::RetentionArgs>),
 }
 
 fn main() {
@@ -38,6 +40,7 @@ fn main() {
         Command::Ingest(a) => cmd::ingest::run(a),
         Command::Compact(a) => cmd::compact::run(a),
         Command::Gen(a) => cmd::generate::run(a),
+        Command::Retention(a) => cmd::retention::run(*a),
     };
     std::process::exit(exit::report(result));
 }

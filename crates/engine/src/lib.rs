@@ -1,3 +1,16 @@
-//! Tenure's analytics engine on DataFusion (retention, funnels, RFM, lifecycle,
-//! KPIs). Work starts with issue 3; the crate exists now so the workspace's
-//! dependency graph (and its one DataFusion build) is in place.
+//! Tenure's analytics engine on DataFusion.
+//!
+//! The events table is registered from the committed manifest ([`Events`]); the
+//! per-user analyses (retention, lifecycle, KPIs) share one kernel
+//! ([`activity`]) that folds a single scan into bitmaps indexed by the dense
+//! integer `user_key`, instead of a hash `GROUP BY` on users.
+#![deny(missing_docs)]
+
+pub mod activity;
+pub mod calendar;
+mod error;
+pub mod retention;
+pub mod table;
+
+pub use error::{EngineError, Result};
+pub use table::{Events, OpenOptions};

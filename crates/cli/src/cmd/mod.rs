@@ -1,6 +1,8 @@
 //! One module per subcommand; each holds its clap `Args` (whose doc comments are
 //! the help text) and a `run` function.
 
+pub mod common;
 pub mod compact;
 pub mod generate;
 pub mod ingest;
+pub mod retention;

@@ -1,0 +1,102 @@
+//! Arguments every analysis shares, and turning them into engine options.
+
+use chrono::TimeZone;
+use chrono_tz::Tz;
+use clap::Args;
+use tenure_engine::{Events, OpenOptions};
+
+use crate::exit::BadInput;
+use crate::output::OutputFormat;
+
+/// Where the data is, which part of it, and how to print the answer.
+#[derive(Args, Debug, Clone)]
+pub struct AnalysisArgs {
+    /// Store URL (a local directory, file://, memory://, s3://, gs://, az://).
+    #[arg(long, value_name = "URL")]
+    pub data: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: OutputFormat,
+    /// Also write the rows to this file or URL (.json, .csv or .parquet).
+    #[arg(long, value_name = "URL")]
+    pub out: Option<String>,
+    /// Only events from this date or instant on (YYYY-MM-DD in --tz, or RFC 3339).
+    #[arg(long, value_name = "WHEN")]
+    pub from: Option<String>,
+    /// Only events up to this date (inclusive) or before this instant.
+    #[arg(long, value_name = "WHEN")]
+    pub to: Option<String>,
+    /// Time zone of days, weeks and months (IANA name).
+    #[arg(long, default_value = "UTC")]
+    pub tz: String,
+    /// Worker threads (default: TENURE_THREADS, else all cores).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+}
+
+/// Parses a date (local midnight in `tz`, or the next midnight when `end_of_day`)
+/// or an RFC 3339 instant, to UTC microseconds.
+pub fn parse_when(s: &str, tz: Tz, end_of_day: bool) -> anyhow::Result<i64> {
+    if let Ok(d) = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+        let d = if end_of_day {
+            d + chrono::Duration::days(1)
+        } else {
+            d
+        };
+        let t = tz
+            .from_local_datetime(&d.and_hms_opt(0, 0, 0).expect("midnight"))
+            .earliest()
+            .ok_or_else(|| BadInput(format!("{s} has no midnight in {tz}")))?;
+        return Ok(t.timestamp_micros());
+    }
+    tenure_ingest::timestamp::parse_text(s).ok_or_else(|| {
+        BadInput(format!(
+            "`{s}` is not a date (YYYY-MM-DD) or an RFC 3339 instant"
+        ))
+        .into()
+    })
+}
+
+impl AnalysisArgs {
+    /// The time zone.
+    pub fn tz(&self) -> anyhow::Result<Tz> {
+        Ok(tenure_engine::calendar::parse_tz(&self.tz)?)
+    }
+
+    /// Opens the store with the range and threads asked for.
+    pub async fn open(&self) -> anyhow::Result<Events> {
+        let tz = self.tz()?;
+        let from = self
+            .from
+            .as_deref()
+            .map(|s| parse_when(s, tz, false))
+            .transpose()?;
+        let to = self
+            .to
+            .as_deref()
+            .map(|s| parse_when(s, tz, true))
+            .transpose()?;
+        if let (Some(a), Some(b)) = (from, to)
+            && b <= a
+        {
+            return Err(BadInput("--to is not after --from".into()).into());
+        }
+        Ok(Events::open(
+            &self.data,
+            OpenOptions {
+                threads: self.threads,
+                from,
+                to,
+            },
+        )
+        .await?)
+    }
+
+    /// A tokio runtime sized for the analysis.
+    pub fn runtime(&self) -> anyhow::Result<tokio::runtime::Runtime> {
+        Ok(tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(tenure_engine::table::thread_count(self.threads))
+            .enable_all()
+            .build()?)
+    }
+}

@@ -1,0 +1,185 @@
+//! `tenure retention`: cohort retention.
+
+use std::fmt::Write as _;
+
+use clap::Args;
+use datafusion::logical_expr::{Expr, col, lit};
+use tenure_engine::retention::{Mode, RetentionSpec, retention};
+
+use crate::cmd::common::{AnalysisArgs, parse_when};
+use crate::output::{self, OutputFormat};
+
+/// Cohort retention: of the users whose first start event fell in a period,
+/// how many did a return event k periods later.
+///
+/// Cells that have not fully elapsed by --as-of (default: the end of the day of
+/// the newest event) are marked incomplete and left out of the averages, never
+/// shown as low numbers. Averages weight cohorts by size.
+///
+/// Columns (csv/json): kind (cohort|average), cohort (period start, ISO date),
+/// period (k), period_label, cohort_size, users, rate, complete.
+///
+/// Examples:
+///
+///   tenure retention --data ./store --period week
+///
+///   tenure retention --data ./store --period day --start-event signup --return-event purchase
+///
+///   tenure retention --data s3://bucket/t --period month --mode bracket --brackets 0,1-3,4-6 --format csv
+#[derive(Args)]
+pub struct RetentionArgs {
+    #[command(flatten)]
+    pub common: AnalysisArgs,
+    /// Cohort period: day, week (ISO, Monday start) or month.
+    #[arg(long, default_value = "week")]
+    pub period: String,
+    /// Event that puts a user in a cohort (default: any event).
+    #[arg(long, value_name = "EVENT")]
+    pub start_event: Option<String>,
+    /// Extra condition on start events, a SQL boolean expression over event
+    /// columns (e.g. "country = 'JP'").
+    #[arg(long, value_name = "SQL")]
+    pub start_where: Option<String>,
+    /// Event that counts as a return (default: any event).
+    #[arg(long, value_name = "EVENT")]
+    pub return_event: Option<String>,
+    /// Extra condition on return events (e.g. "revenue > 100").
+    #[arg(long, value_name = "SQL")]
+    pub return_where: Option<String>,
+    /// n-day (exactly period k), unbounded (k or later), or bracket.
+    #[arg(long, default_value = "n-day")]
+    pub mode: String,
+    /// Period ranges for --mode bracket, e.g. 0,1-3,4-7.
+    #[arg(long)]
+    pub brackets: Option<String>,
+    /// Cells ending after this date (inclusive) or instant are incomplete.
+    #[arg(long, value_name = "WHEN")]
+    pub as_of: Option<String>,
+}
+
+/// Builds `event = name AND (where)` over the events schema.
+pub async fn condition(
+    events: &tenure_engine::Events,
+    event: Option<&str>,
+    sql: Option<&str>,
+) -> anyhow::Result<Option<Expr>> {
+    let mut e = event.map(|n| col("event").eq(lit(n.to_string())));
+    if let Some(sql) = sql {
+        let df = events.ctx.table("events").await?;
+        let parsed = events
+            .ctx
+            .parse_sql_expr(sql, df.schema())
+            .map_err(|err| crate::exit::BadInput(format!("bad condition `{sql}`: {err}")))?;
+        e = Some(match e {
+            Some(e) => e.and(parsed),
+            None => parsed,
+        });
+    }
+    Ok(e)
+}
+
+/// Runs the command.
+pub fn run(args: RetentionArgs) -> anyhow::Result<()> {
+    let rt = args.common.runtime()?;
+    let result = rt.block_on(async {
+        let tz = args.common.tz()?;
+        let period = args.period.parse()?;
+        let mode = Mode::parse(&args.mode, args.brackets.as_deref())?;
+        let as_of = args
+            .as_of
+            .as_deref()
+            .map(|s| parse_when(s, tz, true))
+            .transpose()?;
+        let events = args.common.open().await?;
+        let spec = RetentionSpec {
+            period,
+            tz,
+            start: condition(
+                &events,
+                args.start_event.as_deref(),
+                args.start_where.as_deref(),
+            )
+            .await?,
+            ret: condition(
+                &events,
+                args.return_event.as_deref(),
+                args.return_where.as_deref(),
+            )
+            .await?,
+            mode,
+            as_of,
+        };
+        anyhow::Ok(retention(&events, &spec).await?)
+    })?;
+    let rows = output::to_rows(
+        &[
+            "kind",
+            "cohort",
+            "period",
+            "period_label",
+            "cohort_size",
+            "users",
+            "rate",
+            "complete",
+        ],
+        &result.rows,
+    )?;
+    if let Some(out) = &args.common.out {
+        output::write_out(&rows, out)?;
+    }
+    output::print(&rows, args.common.format, || triangle(&result))?;
+    if args.common.format == OutputFormat::Table && result.rows.iter().all(|r| r.cohort_size == 0) {
+        eprintln!(
+            "hint: no user has a start event in the range; check --start-event and --from/--to"
+        );
+    }
+    Ok(())
+}
+
+/// The familiar retention triangle: one line per cohort, one column per period.
+fn triangle(r: &tenure_engine::retention::Retention) -> String {
+    let labels: Vec<&str> = {
+        let mut seen: Vec<&str> = Vec::new();
+        for row in &r.rows {
+            if row.kind == "average" {
+                seen.push(&row.period_label);
+            }
+        }
+        seen
+    };
+    let mut out = String::new();
+    let _ = write!(out, "{:<12} {:>9}", format!("{} of", r.period), "users");
+    for l in &labels {
+        let _ = write!(
+            out,
+            " {:>7}",
+            format!("{}{l}", &r.period[..1].to_uppercase())
+        );
+    }
+    out.push('\n');
+    let mut current: Option<&str> = None;
+    for row in &r.rows {
+        let key = row.cohort.as_deref().unwrap_or("average");
+        if current != Some(key) {
+            if current.is_some() {
+                out.push('\n');
+            }
+            current = Some(key);
+            let size = if row.kind == "average" {
+                String::new()
+            } else {
+                row.cohort_size.to_string()
+            };
+            let _ = write!(out, "{key:<12} {size:>9}");
+        }
+        let cell = match (row.complete, row.rate) {
+            (true, Some(rate)) => format!("{:.1}%", rate * 100.0),
+            (true, None) => "-".into(),
+            (false, _) => "…".into(),
+        };
+        let _ = write!(out, " {cell:>7}");
+    }
+    out.push('\n');
+    out.push_str("(… = period not complete yet)\n");
+    out
+}

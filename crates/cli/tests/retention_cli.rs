@@ -1,0 +1,171 @@
+//! `tenure retention` on the hand-checked fixture (fixtures/retention/README.md).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn tenure() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_tenure"))
+}
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fixtures/retention")
+        .join(name)
+}
+
+fn store() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let st = tenure()
+        .arg("ingest")
+        .arg(fixture("events.ndjson"))
+        .arg("--to")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    dir
+}
+
+fn run(store: &Path, args: &[&str]) -> String {
+    let out = tenure()
+        .args(["retention", "--data"])
+        .arg(store)
+        .args(args)
+        .args(["--format", "csv"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn fixture_results_match_the_hand_worked_tables() {
+    let dir = store();
+    let cases: &[(&str, &[&str])] = &[
+        ("expected_week_utc.csv", &["--period", "week"]),
+        (
+            "expected_week_tokyo.csv",
+            &["--period", "week", "--tz", "Asia/Tokyo"],
+        ),
+        ("expected_week_unbounded.csv", &["--mode", "unbounded"]),
+        (
+            "expected_week_bracket.csv",
+            &["--mode", "bracket", "--brackets", "0,1-2"],
+        ),
+        (
+            "expected_week_signup_purchase.csv",
+            &["--start-event", "signup", "--return-event", "purchase"],
+        ),
+    ];
+    for (file, args) in cases {
+        let want = std::fs::read_to_string(fixture(file)).unwrap();
+        assert_eq!(run(dir.path(), args), want, "{file}");
+    }
+}
+
+#[test]
+fn conditions_as_of_and_ranges() {
+    let dir = store();
+    // Only purchases over 10 count as returns: a3 (30) and c2 (12.5), not d2 (7).
+    let csv = run(
+        dir.path(),
+        &[
+            "--return-event",
+            "purchase",
+            "--return-where",
+            "revenue > 10",
+        ],
+    );
+    assert!(csv.contains("cohort,2026-03-02,2,2,3,2,"), "{csv}");
+    // As of the end of 03-22, W3 (ending 03-23) is complete but W4 is not.
+    let csv = run(dir.path(), &["--as-of", "2026-03-22"]);
+    assert!(
+        csv.contains("cohort,2026-03-02,2,2,3,2,0.6666666666666666,true"),
+        "{csv}"
+    );
+    assert!(csv.contains("cohort,2026-03-02,3,3,3,,,false"), "{csv}");
+    // A range drops the weeks outside it entirely.
+    let csv = run(dir.path(), &["--from", "2026-03-23"]);
+    assert!(
+        csv.lines()
+            .nth(1)
+            .unwrap()
+            .starts_with("cohort,2026-03-23,0,0,2,2,"),
+        "{csv}"
+    );
+    // Daily periods: a's first day holds one user (a), who returns a week later.
+    let csv = run(dir.path(), &["--period", "day"]);
+    assert!(csv.contains("cohort,2026-03-02,7,7,1,1,1.0,true"), "{csv}");
+}
+
+#[test]
+fn bad_requests_exit_2_with_a_reason() {
+    let dir = store();
+    for (args, want) in [
+        (&["--period", "year"][..], "unknown period"),
+        (&["--mode", "bracket"][..], "needs --brackets"),
+        (
+            &["--mode", "bracket", "--brackets", "3-1"][..],
+            "ends before it starts",
+        ),
+        (&["--tz", "Mars/Olympus"][..], "unknown time zone"),
+        (&["--return-where", "revenue >"][..], "bad condition"),
+        (&["--from", "last week"][..], "not a date"),
+    ] {
+        let out = tenure()
+            .args(["retention", "--data"])
+            .arg(dir.path())
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn json_rows_and_triangle() {
+    let dir = store();
+    let out = tenure()
+        .args(["retention", "--data"])
+        .arg(dir.path())
+        .args(["--format", "json"])
+        .output()
+        .unwrap();
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rows[0]["cohort"], "2026-03-02");
+    assert_eq!(rows[0]["cohort_size"], 3);
+    assert_eq!(rows[0]["complete"], true);
+    let out = tenure()
+        .args(["retention", "--data"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("2026-03-02"), "{text}");
+    assert!(text.contains("33.3%"), "{text}");
+    assert!(text.contains("average"), "{text}");
+    // --out writes the same rows to a file.
+    let out_file = dir.path().join("r.csv");
+    let st = tenure()
+        .args(["retention", "--data"])
+        .arg(dir.path())
+        .args(["--format", "csv", "--out"])
+        .arg(&out_file)
+        .output()
+        .unwrap();
+    assert!(st.status.success());
+    assert_eq!(
+        std::fs::read_to_string(&out_file).unwrap(),
+        String::from_utf8(st.stdout).unwrap()
+    );
+}

@@ -1,0 +1,34 @@
+//! Errors of the engine.
+
+/// What can go wrong while planning or running an analysis.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The request itself is wrong (unknown event, bad range, bad option).
+    #[error("{0}")]
+    BadRequest(String),
+    /// The store could not be opened or read.
+    #[error(transparent)]
+    Store(#[from] tenure_store::StoreError),
+    /// DataFusion failed.
+    #[error(transparent)]
+    DataFusion(#[from] datafusion::error::DataFusionError),
+    /// Arrow failed.
+    #[error(transparent)]
+    Arrow(#[from] datafusion::arrow::error::ArrowError),
+}
+
+impl EngineError {
+    /// True when the user's request is at fault (exit code 2).
+    pub fn is_bad_request(&self) -> bool {
+        matches!(
+            self,
+            Self::BadRequest(_)
+                | Self::Store(tenure_store::StoreError::BadUrl { .. })
+                | Self::DataFusion(datafusion::error::DataFusionError::Plan(_))
+                | Self::DataFusion(datafusion::error::DataFusionError::SchemaError(..))
+        )
+    }
+}
+
+/// Result with [`EngineError`].
+pub type Result<T, E = EngineError> = std::result::Result<T, E>;

@@ -1,0 +1,150 @@
+//! The events table as DataFusion sees it: exactly the files of the newest
+//! committed manifest version (never a directory listing), pruned by date
+//! before anything is read.
+
+use std::sync::Arc;
+
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
+use datafusion::execution::context::SessionContext;
+use datafusion::prelude::SessionConfig;
+use tenure_schema::{Snapshot, event_schema};
+use tenure_store::Store;
+
+use crate::{EngineError, Result};
+
+/// Options for opening the events table.
+#[derive(Debug, Clone, Default)]
+pub struct OpenOptions {
+    /// Worker threads (DataFusion target partitions); 0 means the number of cores.
+    pub threads: usize,
+    /// Only events at or after this instant (UTC µs).
+    pub from: Option<i64>,
+    /// Only events before this instant (UTC µs).
+    pub to: Option<i64>,
+}
+
+/// An opened store: its committed snapshot and a DataFusion session with the
+/// table `events` registered.
+pub struct Events {
+    /// The store.
+    pub store: Store,
+    /// The committed snapshot read.
+    pub snapshot: Snapshot,
+    /// A session with `events` registered.
+    pub ctx: SessionContext,
+    /// Smallest and largest `ts` of the files in range (UTC µs), if any.
+    pub ts_range: Option<(i64, i64)>,
+    /// Files registered (after date pruning).
+    pub files: usize,
+    /// The range asked for.
+    pub options: OpenOptions,
+}
+
+/// Threads to use: the option, else `TENURE_THREADS`, else the number of cores.
+pub fn thread_count(requested: usize) -> usize {
+    if requested > 0 {
+        return requested;
+    }
+    std::env::var("TENURE_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2)
+        })
+}
+
+impl Events {
+    /// Opens the store at `url` and registers its committed files as `events`.
+    pub async fn open(url: &str, options: OpenOptions) -> Result<Self> {
+        let store = Store::open(url)?;
+        let snapshot = tenure_store::load_latest(&store).await?;
+        let threads = thread_count(options.threads);
+        let mut config = SessionConfig::new()
+            .with_target_partitions(threads)
+            .with_information_schema(false);
+        // Statistics would cost a footer read per file at registration; the
+        // manifest already knows rows and time ranges.
+        config.options_mut().execution.collect_statistics = false;
+        let ctx = SessionContext::new_with_config(config);
+        // Files are addressed under a private scheme mapped to this store, so a
+        // local directory, a memory store and a bucket prefix all look alike.
+        let base = url::Url::parse("tenure://store").expect("static URL");
+        ctx.register_object_store(&base, store.inner.clone());
+        let paths = tenure_store::readable_paths(&store, &snapshot).await?;
+        let mut urls = Vec::new();
+        let mut range: Option<(i64, i64)> = None;
+        for (f, path) in snapshot.files.iter().zip(&paths) {
+            if options.to.is_some_and(|t| f.min_ts >= t)
+                || options.from.is_some_and(|t| f.max_ts < t)
+            {
+                continue;
+            }
+            let full = store.path(path);
+            urls.push(ListingTableUrl::parse(format!("tenure://store/{full}"))?);
+            range = Some(match range {
+                None => (f.min_ts, f.max_ts),
+                Some((a, b)) => (a.min(f.min_ts), b.max(f.max_ts)),
+            });
+        }
+        if let (Some((a, b)), Some(from)) = (range, options.from) {
+            range = Some((a.max(from), b));
+        }
+        if let (Some((a, b)), Some(to)) = (range, options.to) {
+            range = Some((a, b.min(to - 1)));
+        }
+        let schema = event_schema(&snapshot.properties);
+        let files = urls.len();
+        if urls.is_empty() {
+            ctx.register_batch(
+                "events",
+                datafusion::arrow::record_batch::RecordBatch::new_empty(schema),
+            )?;
+        } else {
+            let opts = ListingOptions::new(Arc::new(ParquetFormat::default()))
+                .with_file_extension(".parquet");
+            let config = ListingTableConfig::new_with_multi_paths(urls)
+                .with_listing_options(opts)
+                .with_schema(schema);
+            ctx.register_table("events", Arc::new(ListingTable::try_new(config)?))?;
+        }
+        Ok(Self {
+            store,
+            snapshot,
+            ctx,
+            ts_range: range,
+            files,
+            options,
+        })
+    }
+
+    /// Properties declared in the store (typed columns).
+    pub fn has_column(&self, name: &str) -> bool {
+        event_schema(&self.snapshot.properties)
+            .index_of(name)
+            .is_ok()
+    }
+
+    /// Number of user keys (users dictionary size).
+    pub fn users(&self) -> usize {
+        self.snapshot.users.count as usize
+    }
+
+    /// An error for an empty selection.
+    pub fn empty_error(&self) -> EngineError {
+        EngineError::BadRequest(format!(
+            "no events in {}{}",
+            self.store.url,
+            if self.options.from.is_some() || self.options.to.is_some() {
+                " in the requested range"
+            } else {
+                ""
+            }
+        ))
+    }
+}
