@@ -1,0 +1,207 @@
+//! The flusher: commits closed WAL segments to the store through the normal
+//! ingest path (one `Ingest` transaction per group of segments), records their
+//! `messageId`s for the dedup window, then deletes them.
+//!
+//! Each segment is recorded in the manifest as a synthetic source named by its
+//! (writer, sequence range). A crash after the commit but before the deletion
+//! replays the segment at the next start; the manifest already knows it, so
+//! nothing is committed twice.
+
+use std::borrow::Cow;
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::mpsc::{self, RecvTimeoutError, TryRecvError};
+use std::time::{Duration, Instant};
+
+use tenure_ingest::decode::{Location, Scalar, json::parse_event};
+use tenure_ingest::validate::PropertyNames;
+use tenure_ingest::{Ingest, IngestOptions, Store};
+
+use crate::dedup::DedupFiles;
+use crate::message::kind_name;
+use crate::metrics::Metrics;
+use crate::wal::Wal;
+use crate::wal::record::{SEGMENT_HEADER, events, read_records};
+use crate::wal::segment::{Segment, sync_dir};
+
+/// Failed commits are retried this many times once the server is stopping;
+/// after that the segments stay in the WAL for the next start.
+const RETRIES_AT_SHUTDOWN: u32 = 3;
+
+pub(crate) struct Flusher {
+    pub store: Store,
+    pub opts: IngestOptions,
+    pub wal: Arc<Wal>,
+    pub metrics: Arc<Metrics>,
+    pub dedup_files: DedupFiles,
+    /// A commit takes segments up to about this many bytes.
+    pub group_bytes: u64,
+    pub max_record: usize,
+}
+
+/// What the flusher left behind when it stopped.
+#[derive(Debug, Default)]
+pub(crate) struct FlushEnd {
+    pub left: usize,
+    pub last_error: Option<String>,
+}
+
+impl Flusher {
+    /// Runs until the writer hangs up and everything is committed (or commits
+    /// keep failing at shutdown).
+    pub(crate) fn run(mut self, rx: mpsc::Receiver<Segment>) -> FlushEnd {
+        let mut pending: VecDeque<Segment> = VecDeque::new();
+        let mut hung_up = false;
+        let mut failures = 0u32;
+        loop {
+            if pending.is_empty() {
+                if hung_up {
+                    return FlushEnd::default();
+                }
+                match rx.recv() {
+                    Ok(s) => pending.push_back(s),
+                    Err(_) => hung_up = true,
+                }
+                continue;
+            }
+            loop {
+                match rx.try_recv() {
+                    Ok(s) => pending.push_back(s),
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => {
+                        hung_up = true;
+                        break;
+                    }
+                }
+            }
+            let mut group = Vec::new();
+            let mut bytes = 0;
+            while let Some(s) = pending.front() {
+                if !group.is_empty() && bytes + s.bytes > self.group_bytes {
+                    break;
+                }
+                bytes += s.bytes;
+                group.push(pending.pop_front().expect("front exists"));
+            }
+            match self.flush(&group) {
+                Ok(()) => failures = 0,
+                Err(e) => {
+                    failures += 1;
+                    self.metrics.flush_failures.fetch_add(1, Relaxed);
+                    eprintln!(
+                        "tenure-server: commit of {} WAL segment(s) failed (attempt {failures}), will retry: {e}",
+                        group.len()
+                    );
+                    for s in group.into_iter().rev() {
+                        pending.push_front(s);
+                    }
+                    if hung_up && failures >= RETRIES_AT_SHUTDOWN {
+                        return FlushEnd {
+                            left: pending.len(),
+                            last_error: Some(e),
+                        };
+                    }
+                    let backoff = Duration::from_millis(100 << failures.min(7));
+                    match rx.recv_timeout(backoff) {
+                        Ok(s) => pending.push_back(s),
+                        Err(RecvTimeoutError::Timeout) => {}
+                        Err(RecvTimeoutError::Disconnected) => hung_up = true,
+                    }
+                }
+            }
+        }
+    }
+
+    fn flush(&mut self, group: &[Segment]) -> Result<(), String> {
+        let started = Instant::now();
+        let mut ingest =
+            Ingest::begin(self.store.clone(), self.opts.clone()).map_err(|e| e.to_string())?;
+        let names = PropertyNames::from_declared(ingest.declared());
+        let mut ids = Vec::new();
+        let mut skipped = 0u64;
+        for seg in group {
+            let data = std::fs::read(&seg.path)
+                .map_err(|e| format!("cannot read {}: {e}", seg.path.display()))?;
+            let body = data.get(SEGMENT_HEADER..).unwrap_or_default();
+            let (records, _) = read_records(body, self.max_record);
+            let hash = seg.source_hash();
+            let known = ingest.has_source(&hash);
+            let name = seg.source_name();
+            let mut rows = 0u64;
+            for rec in records.iter().filter(|r| r.seq <= seg.last_seq) {
+                for ev in events(rec.payload).map_err(|e| format!("{name}: {e}"))? {
+                    if !ev.generated {
+                        ids.push(xxhash_rust::xxh3::xxh3_64(ev.id.as_bytes()));
+                    }
+                    if known {
+                        continue;
+                    }
+                    // Checked when received; a failure here means the store's
+                    // declared properties changed under a running server.
+                    let mut raw = match parse_event(ev.json, &names) {
+                        Ok(r) => r,
+                        Err(reason) => {
+                            eprintln!("tenure-server: {name} seq {}: {reason}", rec.seq);
+                            skipped += 1;
+                            continue;
+                        }
+                    };
+                    raw.ts = Some(Scalar::Micros(ev.ts));
+                    raw.event_id = Some(Scalar::Str(Cow::Borrowed(ev.id)));
+                    if let Some(k) = kind_name(ev.kind) {
+                        raw.kind = Some(Scalar::Str(Cow::Borrowed(k)));
+                    }
+                    ingest.push(
+                        &raw,
+                        Location {
+                            input: &name,
+                            line: rec.seq,
+                        },
+                    );
+                    rows += 1;
+                }
+            }
+            if !known {
+                ingest.add_synthetic_source(hash, name, rows);
+            }
+        }
+        let summary = ingest.commit().map_err(|e| e.to_string())?;
+        if summary.counters.rejected > 0 || skipped > 0 {
+            eprintln!(
+                "tenure-server: {} event(s) refused at commit (see {})",
+                summary.counters.rejected + skipped,
+                summary.dead_letter.as_deref().unwrap_or("the log above")
+            );
+        }
+        let now = chrono::Utc::now().timestamp();
+        let first = &group[0];
+        self.dedup_files
+            .record(
+                &format!("{:032x}-{:020}", first.writer, first.first_seq),
+                &ids,
+                now,
+            )
+            .map_err(|e| format!("cannot record committed message ids: {e}"))?;
+        for seg in group {
+            // Released only by the attempt that deletes it, so a retry after a
+            // partial deletion does not count a segment twice.
+            match std::fs::remove_file(&seg.path) {
+                Ok(()) => self.wal.release(seg.bytes),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(format!("cannot delete {}: {e}", seg.path.display())),
+            }
+        }
+        if let Some(dir) = group[0].path.parent() {
+            let _ = sync_dir(dir);
+        }
+        self.metrics
+            .flushed
+            .fetch_add(summary.counters.written, Relaxed);
+        self.metrics.flushes.fetch_add(1, Relaxed);
+        self.metrics
+            .flush_latency
+            .observe(started.elapsed().as_secs_f64());
+        Ok(())
+    }
+}

@@ -1,0 +1,331 @@
+//! The HTTP surface: routing, write-key authentication, body limits, gzip, and
+//! turning decode and WAL outcomes into Segment-style responses.
+
+use std::convert::Infallible;
+use std::io::Read;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Instant;
+
+use base64::Engine;
+use bytes::Bytes;
+use http::header::{AUTHORIZATION, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE};
+use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+
+use crate::App;
+use crate::config::BadEventPolicy;
+use crate::message::{self, BodyError, Context, Endpoint};
+use crate::wal::Refused;
+
+type Resp = Response<Full<Bytes>>;
+
+/// hyper's service function.
+pub(crate) async fn handle(app: Arc<App>, req: Request<Incoming>) -> Result<Resp, Infallible> {
+    let started = Instant::now();
+    let resp = route(&app, req, started).await;
+    app.metrics.response(resp.status().as_u16());
+    Ok(resp)
+}
+
+async fn route(app: &App, req: Request<Incoming>, started: Instant) -> Resp {
+    let path = req.uri().path().to_string();
+    let endpoint = Endpoint::from_path(&path);
+    match (req.method(), path.as_str(), endpoint) {
+        (&Method::GET | &Method::HEAD, "/health", _) => health(app),
+        (&Method::GET, "/metrics", _) => Response::builder()
+            .header(CONTENT_TYPE, "text/plain; version=0.0.4")
+            .body(Full::new(Bytes::from(app.metrics.render())))
+            .expect("static response"),
+        (&Method::POST, _, Some(ep)) => track(app, ep, req, started).await,
+        (_, "/health" | "/metrics", _) | (_, _, Some(_)) => {
+            error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
+        }
+        _ => error(
+            StatusCode::NOT_FOUND,
+            "no such endpoint; use POST /v1/batch, /v1/track, /v1/identify or /v1/page",
+        ),
+    }
+}
+
+fn health(app: &App) -> Resp {
+    let m = &app.metrics;
+    let (status, state) = match app.wal.broken() {
+        Some(_) => (StatusCode::SERVICE_UNAVAILABLE, "wal-broken"),
+        None => (StatusCode::OK, "ok"),
+    };
+    let body = serde_json::json!({
+        "status": state,
+        "wal_bytes": m.wal_bytes.load(Relaxed),
+        "queue_bytes": m.queue_bytes.load(Relaxed),
+        "acked": m.acked.load(Relaxed),
+        "flushed": m.flushed.load(Relaxed),
+    });
+    json(status, body.to_string())
+}
+
+async fn track(app: &App, ep: Endpoint, req: Request<Incoming>, started: Instant) -> Resp {
+    if !authorized(&app.keys, req.headers()) {
+        let mut r = error(
+            StatusCode::UNAUTHORIZED,
+            "missing or unknown write key (send it as the HTTP Basic user name)",
+        );
+        r.headers_mut().insert(
+            http::header::WWW_AUTHENTICATE,
+            http::HeaderValue::from_static("Basic realm=\"tenure\""),
+        );
+        return r;
+    }
+    // Bound the memory held by bodies: beyond this many requests in progress,
+    // push back before reading another body.
+    let Ok(_permit) = app.inflight.clone().try_acquire_owned() else {
+        return busy(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many requests in progress",
+        );
+    };
+    let max = app.cfg.max_body_bytes;
+    let declared_len = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared_len.is_some_and(|n| n > max as u64) {
+        return too_large(max);
+    }
+    let gzip = match req.headers().get(CONTENT_ENCODING).map(|v| v.to_str()) {
+        None => false,
+        Some(Ok(v)) if v.eq_ignore_ascii_case("identity") => false,
+        Some(Ok(v)) if v.eq_ignore_ascii_case("gzip") => true,
+        Some(_) => {
+            return error(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported Content-Encoding; send gzip or plain JSON",
+            );
+        }
+    };
+    let read = Limited::new(req.into_body(), max).collect();
+    let body = match tokio::time::timeout(app.cfg.request_timeout, read).await {
+        Err(_) => {
+            return error(
+                StatusCode::REQUEST_TIMEOUT,
+                "the request body did not arrive in time",
+            );
+        }
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => return too_large(max),
+        Ok(Err(e)) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!("cannot read the body: {e}"),
+            );
+        }
+        Ok(Ok(c)) => c.to_bytes(),
+    };
+    let body = if gzip {
+        match gunzip(&body, max) {
+            Ok(b) => Bytes::from(b),
+            Err(Gunzip::TooLarge) => return too_large(max),
+            Err(Gunzip::Bad(e)) => {
+                return error(StatusCode::BAD_REQUEST, &format!("invalid gzip body: {e}"));
+            }
+        }
+    } else {
+        body
+    };
+    let Ok(text) = std::str::from_utf8(&body) else {
+        return error(StatusCode::BAD_REQUEST, "the body is not UTF-8 JSON");
+    };
+    let received_at = chrono::Utc::now();
+    let cx = Context {
+        names: &app.names,
+        declared: &app.declared,
+        bounds: tenure_ingest::validate::TimeBounds::now(),
+        max_event_bytes: app.cfg.max_event_bytes,
+        received_at: received_at.timestamp_micros(),
+    };
+    let decoded = match message::decode(text, ep, &cx) {
+        Ok(d) => d,
+        Err(BodyError::Malformed(m)) => return error(StatusCode::BAD_REQUEST, &m),
+        Err(BodyError::EventTooLarge { index, bytes }) => {
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!(
+                    "message {index} is {bytes} bytes, more than the {} allowed per message; nothing was stored",
+                    app.cfg.max_event_bytes
+                ),
+            );
+        }
+    };
+    let m = &app.metrics;
+    let total = decoded.accepted.len() + decoded.rejected.len();
+    m.received.fetch_add(total as u64, Relaxed);
+    m.rejected.fetch_add(decoded.rejected.len() as u64, Relaxed);
+    let refuse = !decoded.rejected.is_empty() && app.cfg.bad_events == BadEventPolicy::RefuseBatch;
+    let mut stored = 0;
+    if !decoded.accepted.is_empty() && !refuse {
+        let ticket = match app.wal.submit(&decoded.accepted, received_at.timestamp()) {
+            Ok(t) => t,
+            Err(Refused::QueueFull) => {
+                return busy(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "the write-ahead log queue is full",
+                );
+            }
+            Err(Refused::WalFull) => {
+                return busy(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the write-ahead log is full: the store is not keeping up",
+                );
+            }
+            Err(Refused::ShuttingDown) => {
+                return busy(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the server is shutting down",
+                );
+            }
+            Err(Refused::Broken(e)) => return busy(StatusCode::SERVICE_UNAVAILABLE, &e),
+        };
+        let dups = ticket.duplicates;
+        if let Err(e) = ticket.durable().await {
+            return busy(StatusCode::SERVICE_UNAVAILABLE, &e);
+        }
+        stored = decoded.accepted.len() - dups;
+        m.acked.fetch_add(decoded.accepted.len() as u64, Relaxed);
+        m.duplicates.fetch_add(dups as u64, Relaxed);
+        m.ack_latency.observe(started.elapsed().as_secs_f64());
+    }
+    if decoded.rejected.is_empty() {
+        return json(StatusCode::OK, r#"{"success":true}"#.to_string());
+    }
+    let message = if refuse {
+        "invalid messages; nothing from this request was stored"
+    } else {
+        "invalid messages were dropped; the others were stored"
+    };
+    let body = serde_json::json!({
+        "success": false,
+        "error": message,
+        "stored": stored,
+        "errors": decoded.rejected,
+    });
+    json(StatusCode::BAD_REQUEST, body.to_string())
+}
+
+/// The write key: the user name of HTTP Basic authentication (Segment sends
+/// `base64("<key>:")`).
+fn write_key(headers: &HeaderMap) -> Option<Vec<u8>> {
+    let v = headers.get(AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, rest) = v.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(rest.trim())
+        .ok()?;
+    let user = decoded.split(|&b| b == b':').next()?;
+    Some(user.to_vec())
+}
+
+fn authorized(keys: &[Vec<u8>], headers: &HeaderMap) -> bool {
+    let Some(given) = write_key(headers) else {
+        return false;
+    };
+    // Compare against every key, in time independent of where they differ.
+    keys.iter().fold(false, |found, k| {
+        let same = k.len() == given.len()
+            && k.iter().zip(&given).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0;
+        found | same
+    })
+}
+
+enum Gunzip {
+    TooLarge,
+    Bad(std::io::Error),
+}
+
+/// Decompresses a gzip body, refusing to inflate it past `max` bytes (a small
+/// body can expand a thousandfold).
+fn gunzip(data: &[u8], max: usize) -> Result<Vec<u8>, Gunzip> {
+    let mut out = Vec::with_capacity((data.len() * 4).min(max + 1));
+    flate2::read::MultiGzDecoder::new(data)
+        .take(max as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(Gunzip::Bad)?;
+    if out.len() > max {
+        return Err(Gunzip::TooLarge);
+    }
+    Ok(out)
+}
+
+fn json(status: StatusCode, body: String) -> Resp {
+    Response::builder()
+        .status(status)
+        .header(CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .expect("static response parts")
+}
+
+fn error(status: StatusCode, message: &str) -> Resp {
+    json(
+        status,
+        serde_json::json!({"success": false, "error": message}).to_string(),
+    )
+}
+
+fn too_large(max: usize) -> Resp {
+    error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        &format!("the body is larger than {max} bytes (after decompression); nothing was stored"),
+    )
+}
+
+/// 429 or 503 with a `Retry-After`, which Segment's libraries honour.
+fn busy(status: StatusCode, message: &str) -> Resp {
+    let mut r = error(status, message);
+    r.headers_mut().insert(
+        http::header::RETRY_AFTER,
+        http::HeaderValue::from_static("1"),
+    );
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn basic(v: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(AUTHORIZATION, v.parse().unwrap());
+        h
+    }
+
+    #[test]
+    fn write_key_from_basic_auth() {
+        let keys = vec![b"k1".to_vec(), b"other".to_vec()];
+        let enc = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        assert!(authorized(&keys, &basic(&format!("Basic {}", enc("k1:")))));
+        assert!(authorized(
+            &keys,
+            &basic(&format!("basic {}", enc("other")))
+        ));
+        assert!(!authorized(&keys, &basic(&format!("Basic {}", enc("k2:")))));
+        assert!(!authorized(&keys, &basic(&format!("Basic {}", enc("k:")))));
+        assert!(!authorized(
+            &keys,
+            &basic(&format!("Bearer {}", enc("k1:")))
+        ));
+        assert!(!authorized(&keys, &basic("Basic !!!")));
+        assert!(!authorized(&keys, &HeaderMap::new()));
+    }
+
+    #[test]
+    fn gunzip_is_bounded() {
+        use std::io::Write;
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(&vec![b'a'; 100_000]).unwrap();
+        let z = e.finish().unwrap();
+        assert_eq!(gunzip(&z, 100_000).ok().unwrap().len(), 100_000);
+        assert!(matches!(gunzip(&z, 99_999), Err(Gunzip::TooLarge)));
+        assert!(matches!(gunzip(b"not gzip", 100), Err(Gunzip::Bad(_))));
+    }
+}

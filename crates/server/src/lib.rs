@@ -1,0 +1,325 @@
+//! Tenure's HTTP ingest service: a Segment-compatible tracking API
+//! (`POST /v1/batch`, `/v1/track`, `/v1/identify`, `/v1/page`, ...) that
+//! acknowledges an event only once it is fsynced to a local write-ahead log,
+//! and commits the log to the store through the normal ingest path.
+//!
+//! The moving parts, each in its own module:
+//! - `http`: routing, write keys, body limits, gzip, responses;
+//! - `message`: Segment payloads, clock-skew correction, validation;
+//! - `wal`: records, segments, recovery, and the writer thread that groups the
+//!   fsyncs of concurrent requests;
+//! - `flush`: the thread that commits closed segments (one `Ingest`
+//!   transaction each time) and deletes them;
+//! - `dedup`: the `messageId` window, kept across restarts.
+//!
+//! The CLI calls [`serve`] (or [`Server::bind`] then [`Server::run`] when it
+//! needs the bound address first).
+#![deny(missing_docs)]
+
+mod config;
+mod dedup;
+mod error;
+mod flush;
+mod http;
+mod message;
+mod metrics;
+mod wal;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::thread::JoinHandle;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tenure_ingest::IngestOptions;
+use tenure_ingest::validate::PropertyNames;
+use tenure_schema::DeclaredProperty;
+use tokio::net::TcpListener;
+
+pub use config::{BadEventPolicy, ServerConfig};
+pub use error::ServerError;
+
+use dedup::{Dedup, DedupFiles};
+use flush::{FlushEnd, Flusher};
+use metrics::Metrics;
+use wal::{Limits, Wal};
+
+/// State shared by every request.
+pub(crate) struct App {
+    pub cfg: ServerConfig,
+    pub keys: Vec<Vec<u8>>,
+    pub names: PropertyNames,
+    pub declared: Vec<DeclaredProperty>,
+    pub wal: Arc<Wal>,
+    pub metrics: Arc<Metrics>,
+    pub inflight: Arc<tokio::sync::Semaphore>,
+}
+
+/// What a server did, reported when it stops.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServeReport {
+    /// Messages received with a valid write key.
+    pub received: u64,
+    /// Messages acknowledged (durable in the WAL; duplicates included).
+    pub acked: u64,
+    /// Messages rejected as invalid.
+    pub rejected: u64,
+    /// Messages dropped as duplicates.
+    pub duplicates: u64,
+    /// Events committed to the store (recovered ones included).
+    pub flushed: u64,
+    /// Notes from start-up recovery (torn tails dropped, segments replayed).
+    pub recovery: Vec<String>,
+}
+
+/// A server bound to its address, recovered, not yet serving.
+pub struct Server {
+    listener: TcpListener,
+    app: Arc<App>,
+    writer: JoinHandle<()>,
+    flusher: JoinHandle<FlushEnd>,
+    recovery: Vec<String>,
+    // Held for the server's life: a second server on the same WAL would corrupt it.
+    _lock: std::fs::File,
+}
+
+/// Binds, recovers, serves until `shutdown` resolves, then flushes and commits
+/// everything acknowledged. The whole life of `tenure serve`.
+pub async fn serve(
+    config: ServerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<ServeReport, ServerError> {
+    Server::bind(config).await?.run(shutdown).await
+}
+
+fn wal_err(path: &Path) -> impl FnOnce(std::io::Error) -> ServerError + '_ {
+    move |source| ServerError::Wal {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+impl Server {
+    /// Checks the configuration and the store, takes the WAL directory's lock,
+    /// recovers what an earlier run left in the WAL (queued for commit right
+    /// away), and binds the listen address.
+    pub async fn bind(config: ServerConfig) -> Result<Self, ServerError> {
+        config.validate()?;
+        let store = tenure_ingest::Store::open(&config.store_url)?;
+        let base = tenure_store::load_latest(&store).await?;
+        let declared = if base.version == 0 {
+            config.ingest.properties.clone()
+        } else {
+            if !config.ingest.properties.is_empty() && config.ingest.properties != base.properties {
+                return Err(ServerError::Config(format!(
+                    "the store {} declares other properties than the config; a store keeps the properties of its first ingest",
+                    store.url
+                )));
+            }
+            base.properties.clone()
+        };
+        let dir = config.wal_dir.clone();
+        std::fs::create_dir_all(&dir).map_err(wal_err(&dir))?;
+        let lock_path = dir.join("LOCK");
+        let lock = std::fs::File::create(&lock_path).map_err(wal_err(&lock_path))?;
+        if lock.try_lock().is_err() {
+            return Err(ServerError::Config(format!(
+                "the WAL directory {} is in use by another server",
+                dir.display()
+            )));
+        }
+        let max_record = config.max_body_bytes * 2 + 4096;
+        let now = chrono::Utc::now().timestamp();
+        let window = config.dedup_window.as_secs() as i64;
+        let max_ids = config.dedup_max_entries;
+        let (recovered, dedup, dedup_files) = {
+            let dir = dir.clone();
+            tokio::task::spawn_blocking(move || {
+                let recovered = wal::segment::recover(&dir, max_record).map_err(wal_err(&dir))?;
+                let mut dedup = Dedup::new(window, max_ids);
+                let ids_dir = dir.join("dedup");
+                let files = DedupFiles::load(ids_dir.clone(), window, max_ids, now, &mut dedup)
+                    .map_err(wal_err(&ids_dir))?;
+                Ok::<_, ServerError>((recovered, dedup, files))
+            })
+            .await
+            .expect("recovery task")?
+        };
+        let mut notes = recovered.notes.clone();
+        if !recovered.segments.is_empty() {
+            notes.push(format!(
+                "{} WAL segment(s) with {} event(s) from an earlier run queued for commit",
+                recovered.segments.len(),
+                recovered.events
+            ));
+        }
+        for n in &notes {
+            eprintln!("tenure-server: recovery: {n}");
+        }
+        let metrics = Arc::new(Metrics::new());
+        let limits = Limits {
+            flush_bytes: config.flush_bytes,
+            flush_age: config.flush_age,
+            max_wal_bytes: config.max_wal_bytes,
+            max_queue_bytes: config.max_queue_bytes,
+        };
+        let recovered_bytes = recovered.segments.iter().map(|s| s.bytes).sum();
+        let wal = Arc::new(Wal::new(
+            dir.clone(),
+            limits,
+            dedup,
+            recovered_bytes,
+            metrics.clone(),
+        ));
+        wal.seed_dedup(&recovered.ids, now);
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| ServerError::Bind {
+                    addr: config.listen,
+                    source,
+                })?;
+
+        let (seg_tx, seg_rx) = std::sync::mpsc::channel();
+        for s in recovered.segments {
+            seg_tx.send(s).expect("receiver alive");
+        }
+        let flusher = Flusher {
+            store,
+            opts: IngestOptions {
+                config: config.ingest.clone(),
+                max_bad: None,
+                format: None,
+            },
+            wal: wal.clone(),
+            metrics: metrics.clone(),
+            dedup_files,
+            group_bytes: config.flush_bytes,
+            max_record,
+        };
+        let flusher = std::thread::Builder::new()
+            .name("tenure-flush".into())
+            .spawn(move || flusher.run(seg_rx))
+            .map_err(wal_err(&dir))?;
+        let writer = {
+            let wal = wal.clone();
+            std::thread::Builder::new()
+                .name("tenure-wal".into())
+                .spawn(move || wal.run_writer(seg_tx))
+                .map_err(wal_err(&dir))?
+        };
+        let app = Arc::new(App {
+            keys: config
+                .write_keys
+                .iter()
+                .map(|k| k.as_bytes().to_vec())
+                .collect(),
+            names: PropertyNames::from_declared(&declared),
+            declared,
+            inflight: Arc::new(tokio::sync::Semaphore::new(config.max_inflight_requests)),
+            wal,
+            metrics,
+            cfg: config,
+        });
+        Ok(Self {
+            listener,
+            app,
+            writer,
+            flusher,
+            recovery: notes,
+            _lock: lock,
+        })
+    }
+
+    /// The address the server listens on (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// Serves until `shutdown` resolves; then stops accepting, lets open
+    /// requests finish (up to the configured grace), writes and fsyncs what is
+    /// queued, and commits every WAL segment before returning.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<ServeReport, ServerError> {
+        let Self {
+            listener,
+            app,
+            writer,
+            flusher,
+            recovery,
+            _lock,
+        } = self;
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        let mut shutdown = std::pin::pin!(shutdown);
+        loop {
+            tokio::select! {
+                conn = listener.accept() => {
+                    let stream = match conn {
+                        Ok((s, _)) => s,
+                        Err(e) => {
+                            // Out of file descriptors and the like: wait, do not spin.
+                            eprintln!("tenure-server: accept failed: {e}");
+                            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    };
+                    let _ = stream.set_nodelay(true);
+                    let timeout = app.cfg.request_timeout;
+                    let app = app.clone();
+                    let svc = service_fn(move |req| http::handle(app.clone(), req));
+                    let conn = hyper::server::conn::http1::Builder::new()
+                        .timer(TokioTimer::new())
+                        .header_read_timeout(timeout)
+                        .serve_connection(TokioIo::new(stream), svc);
+                    let conn = graceful.watch(conn);
+                    tokio::spawn(async move {
+                        let _ = conn.await;
+                    });
+                }
+                () = &mut shutdown => break,
+            }
+        }
+        drop(listener);
+        if tokio::time::timeout(app.cfg.shutdown_grace, graceful.shutdown())
+            .await
+            .is_err()
+        {
+            eprintln!(
+                "tenure-server: some requests were still open after the shutdown grace period"
+            );
+        }
+        app.wal.close();
+        let end = tokio::task::spawn_blocking(move || {
+            let _ = writer.join();
+            flusher.join().unwrap_or_else(|_| FlushEnd {
+                left: 1,
+                last_error: Some("the flusher panicked".into()),
+            })
+        })
+        .await
+        .expect("join task");
+        let m = &app.metrics;
+        let report = ServeReport {
+            received: m.received.load(Relaxed),
+            acked: m.acked.load(Relaxed),
+            rejected: m.rejected.load(Relaxed),
+            duplicates: m.duplicates.load(Relaxed),
+            flushed: m.flushed.load(Relaxed),
+            recovery,
+        };
+        if end.left > 0 {
+            return Err(ServerError::Uncommitted {
+                segments: end.left,
+                message: end.last_error.unwrap_or_default(),
+            });
+        }
+        Ok(report)
+    }
+}
