@@ -32,6 +32,9 @@ enum Command {
     Compact(cmd::compact::CompactArgs),
     Gen(cmd::generate::GenArgs),
     Retention(Box<cmd::retention::RetentionArgs>),
+    Ltv(Box<cmd::ltv::LtvArgs>),
+    Lifecycle(Box<cmd::lifecycle::LifecycleArgs>),
+    Kpi(Box<cmd::kpi::KpiArgs>),
 }
 
 fn main() {
@@ -41,6 +44,9 @@ fn main() {
         Command::Compact(a) => cmd::compact::run(a),
         Command::Gen(a) => cmd::generate::run(a),
         Command::Retention(a) => cmd::retention::run(*a),
+        Command::Ltv(a) => cmd::ltv::run(*a),
+        Command::Lifecycle(a) => cmd::lifecycle::run(*a),
+        Command::Kpi(a) => cmd::kpi::run(*a),
     };
     std::process::exit(exit::report(result));
 }

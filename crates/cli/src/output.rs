@@ -129,6 +129,51 @@ pub fn csv(rows: &Rows) -> String {
     out
 }
 
+/// A plain aligned table of rows.
+pub fn table(rows: &Rows) -> String {
+    use std::fmt::Write as _;
+    if rows.rows.is_empty() {
+        return "(no rows)\n".into();
+    }
+    let cells: Vec<Vec<String>> = rows
+        .rows
+        .iter()
+        .map(|r| {
+            r.iter()
+                .map(|v| match v {
+                    Value::Number(n) if n.is_f64() => format!("{:.4}", n.as_f64().unwrap_or(0.0)),
+                    other => cell(other),
+                })
+                .collect()
+        })
+        .collect();
+    let widths: Vec<usize> = rows
+        .columns
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            cells
+                .iter()
+                .map(|r| r[i].len())
+                .chain([h.len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for (h, w) in rows.columns.iter().zip(&widths) {
+        let _ = write!(out, "{h:<w$}  ");
+    }
+    out.push('\n');
+    for r in &cells {
+        for (c, w) in r.iter().zip(&widths) {
+            let _ = write!(out, "{c:>w$}  ");
+        }
+        out.push('\n');
+    }
+    out
+}
+
 /// Prints rows to stdout in `format`, with `human` used for the table view.
 pub fn print(
     rows: &Rows,

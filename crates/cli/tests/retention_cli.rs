@@ -31,8 +31,12 @@ fn store() -> tempfile::TempDir {
 }
 
 fn run(store: &Path, args: &[&str]) -> String {
+    run_cmd("retention", store, args)
+}
+
+fn run_cmd(cmd: &str, store: &Path, args: &[&str]) -> String {
     let out = tenure()
-        .args(["retention", "--data"])
+        .args([cmd, "--data"])
         .arg(store)
         .args(args)
         .args(["--format", "csv"])
@@ -168,4 +172,27 @@ fn json_rows_and_triangle() {
         std::fs::read_to_string(&out_file).unwrap(),
         String::from_utf8(st.stdout).unwrap()
     );
+}
+
+#[test]
+fn ltv_lifecycle_and_kpis_match_the_hand_worked_tables() {
+    let dir = store();
+    let cases: &[(&str, &str, &[&str])] = &[
+        ("ltv", "expected_ltv_week.csv", &[]),
+        ("lifecycle", "expected_lifecycle_week.csv", &[]),
+        ("lifecycle", "expected_stages.csv", &["--stages"]),
+        ("kpi", "expected_kpi_week.csv", &["--period", "week"]),
+    ];
+    for (cmd, file, args) in cases {
+        let want = std::fs::read_to_string(fixture(file)).unwrap();
+        assert_eq!(run_cmd(cmd, dir.path(), args), want, "{cmd} {file}");
+    }
+    // As of the end of 03-16 only a and c have purchased... and nothing after counts.
+    let csv = run_cmd(
+        "lifecycle",
+        dir.path(),
+        &["--stages", "--as-of", "2026-03-16"],
+    );
+    assert!(csv.contains("activity,active,1,"), "{csv}");
+    assert!(csv.contains("activity,none,2,"), "{csv}");
 }

@@ -182,6 +182,11 @@ impl Calendar {
         (d < n).then_some(d)
     }
 
+    /// UTC microseconds of the start of local day `d` (counted from `first_day`).
+    pub fn day_start(&self, d: usize) -> i64 {
+        self.day_starts[d]
+    }
+
     /// End of the local day that contains `ts` (UTC microseconds).
     pub fn end_of_day(&self, ts: i64) -> i64 {
         match self.local_day(ts) {

@@ -9,8 +9,12 @@
 pub mod activity;
 pub mod calendar;
 mod error;
+pub mod kpi;
+pub mod lifecycle;
+pub mod ltv;
 pub mod retention;
 pub mod table;
+pub mod userstats;
 
 pub use error::{EngineError, Result};
 pub use table::{Events, OpenOptions};

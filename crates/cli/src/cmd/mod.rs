@@ -5,4 +5,7 @@ pub mod common;
 pub mod compact;
 pub mod generate;
 pub mod ingest;
+pub mod kpi;
+pub mod lifecycle;
+pub mod ltv;
 pub mod retention;

@@ -1,0 +1,202 @@
+//! Lifecycle: per-user stages as of a date, and PostHog-style per-period counts
+//! of new, returning, resurrecting and dormant users.
+//!
+//! Stages (thresholds configurable, in whole days):
+//! - tenure, by days since first seen: new (0-7), growing (8-30), mature (31-90),
+//!   veteran (over 90);
+//! - activity, by days since last purchase: active (0-30), cooling (31-90),
+//!   silent (91-180), churned (over 180); `none` for users who never purchased.
+//!
+//! Per period p (any event counts as activity): new = first active in p;
+//! returning = active in p and p-1; resurrecting = active in p, not in p-1, but
+//! active before; dormant = active in p-1 and not in p (PostHog plots these as
+//! negative; here they are a positive count with status `dormant`).
+
+use crate::activity::{self, ActivitySpec, bit, first_bit};
+use crate::calendar::{Calendar, DAY_MICROS, Period};
+use crate::table::Events;
+use crate::userstats::{NEVER, UserStats};
+use crate::{EngineError, Result};
+
+/// Stage boundaries, in whole days (upper bounds, inclusive).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Thresholds {
+    /// new / growing / mature upper bounds by days since first seen.
+    pub tenure: [i64; 3],
+    /// active / cooling / silent upper bounds by days since last purchase.
+    pub activity: [i64; 3],
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        Self {
+            tenure: [7, 30, 90],
+            activity: [30, 90, 180],
+        }
+    }
+}
+
+impl Thresholds {
+    /// Parses `a,b,c` (ascending days) for one axis.
+    pub fn parse_axis(s: &str) -> Result<[i64; 3]> {
+        let v: Vec<i64> = s
+            .split(',')
+            .map(|x| x.trim().trim_end_matches('d').parse::<i64>())
+            .collect::<Result<_, _>>()
+            .map_err(|_| {
+                EngineError::BadRequest(format!(
+                    "thresholds `{s}`: expected three day counts like 7,30,90"
+                ))
+            })?;
+        match v.as_slice() {
+            [a, b, c] if 0 <= *a && a < b && b < c => Ok([*a, *b, *c]),
+            _ => Err(EngineError::BadRequest(format!(
+                "thresholds `{s}`: expected three ascending day counts like 7,30,90"
+            ))),
+        }
+    }
+}
+
+/// Names of the tenure stages.
+pub const TENURE: [&str; 4] = ["new", "growing", "mature", "veteran"];
+/// Names of the activity stages (plus `none`).
+pub const ACTIVITY: [&str; 5] = ["active", "cooling", "silent", "churned", "none"];
+
+/// Whole days from `t` to `as_of` (floor).
+pub fn days_between(t: i64, as_of: i64) -> i64 {
+    (as_of - t).div_euclid(DAY_MICROS)
+}
+
+fn bucket(days: i64, bounds: &[i64; 3]) -> usize {
+    bounds.iter().position(|b| days <= *b).unwrap_or(3)
+}
+
+/// Tenure stage of a user (index into [`TENURE`]), if seen by `as_of`.
+pub fn tenure_stage(stats: &UserStats, u: usize, as_of: i64, t: &Thresholds) -> Option<usize> {
+    let f = stats.first_seen[u];
+    (f != NEVER && f <= as_of).then(|| bucket(days_between(f, as_of), &t.tenure))
+}
+
+/// Activity stage of a user (index into [`ACTIVITY`]), if seen by `as_of`.
+pub fn activity_stage(stats: &UserStats, u: usize, as_of: i64, t: &Thresholds) -> Option<usize> {
+    if stats.first_seen[u] == NEVER || stats.first_seen[u] > as_of {
+        return None;
+    }
+    let l = stats.last_purchase[u];
+    Some(if l == NEVER {
+        4
+    } else {
+        bucket(days_between(l, as_of), &t.activity)
+    })
+}
+
+/// One stage count.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct StageRow {
+    /// `tenure` or `activity`.
+    pub axis: &'static str,
+    /// Stage name.
+    pub stage: &'static str,
+    /// Users in it.
+    pub users: u64,
+    /// Share of all users seen.
+    pub share: f64,
+}
+
+/// Counts users per stage as of `as_of` (stats must not include later events).
+pub fn stage_counts(stats: &UserStats, as_of: i64, t: &Thresholds) -> Vec<StageRow> {
+    let mut tenure = [0u64; 4];
+    let mut activity = [0u64; 5];
+    for u in 0..stats.len() {
+        if let Some(s) = tenure_stage(stats, u, as_of, t) {
+            tenure[s] += 1;
+        }
+        if let Some(s) = activity_stage(stats, u, as_of, t) {
+            activity[s] += 1;
+        }
+    }
+    let total: u64 = tenure.iter().sum();
+    let share = |n: u64| {
+        if total == 0 {
+            0.0
+        } else {
+            n as f64 / total as f64
+        }
+    };
+    TENURE
+        .iter()
+        .zip(tenure)
+        .map(|(s, n)| StageRow {
+            axis: "tenure",
+            stage: s,
+            users: n,
+            share: share(n),
+        })
+        .chain(ACTIVITY.iter().zip(activity).map(|(s, n)| StageRow {
+            axis: "activity",
+            stage: s,
+            users: n,
+            share: share(n),
+        }))
+        .collect()
+}
+
+/// One per-period count.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct PeriodRow {
+    /// Period start (ISO date).
+    pub period: String,
+    /// new, returning, resurrecting or dormant.
+    pub status: &'static str,
+    /// Users.
+    pub users: u64,
+    /// Has the period fully elapsed?
+    pub complete: bool,
+}
+
+/// Per-period lifecycle counts. `from` limits the periods reported, not the
+/// history: "new" means first seen ever, not first seen in the range.
+pub async fn periods(
+    events: &Events,
+    period: Period,
+    tz: chrono_tz::Tz,
+    from: Option<i64>,
+) -> Result<Vec<PeriodRow>> {
+    let (min_ts, max_ts) = events.ts_range.ok_or_else(|| events.empty_error())?;
+    let cal = Calendar::new(period, tz, min_ts, max_ts)?;
+    let act = activity::scan(events, &cal, &ActivitySpec::default()).await?;
+    let n = cal.periods();
+    let mut counts = vec![[0u64; 4]; n];
+    for u in 0..act.users {
+        let bits = act.start_of(u);
+        let Some(f) = first_bit(bits) else { continue };
+        for (p, c) in counts.iter_mut().enumerate().skip(f) {
+            let now = bit(bits, p);
+            let prev = p > 0 && bit(bits, p - 1);
+            match (now, prev) {
+                (true, _) if p == f => c[0] += 1,
+                (true, true) => c[1] += 1,
+                (true, false) => c[2] += 1,
+                (false, true) => c[3] += 1,
+                (false, false) => {}
+            }
+        }
+    }
+    let as_of = cal.end_of_day(max_ts);
+    let first_reported = from.and_then(|t| cal.period_of(t)).unwrap_or(0) as usize;
+    let mut rows = Vec::new();
+    for (p, c) in counts.iter().enumerate().skip(first_reported) {
+        for (i, status) in ["new", "returning", "resurrecting", "dormant"]
+            .iter()
+            .enumerate()
+        {
+            rows.push(PeriodRow {
+                period: cal.start_date(p).to_string(),
+                status,
+                users: c[i],
+                complete: cal.end_utc(p) <= as_of,
+            });
+        }
+    }
+    Ok(rows)
+}
