@@ -1,0 +1,384 @@
+//! In-process tests of the HTTP API with a real HTTP client: authentication,
+//! limits, bad input, gzip, dedup, back-pressure, and that every acknowledged
+//! event comes back from the store's Parquet.
+
+mod common;
+
+use std::io::Write;
+use std::time::Duration;
+
+use common::*;
+use tenure_server::BadEventPolicy;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const TS: &str = "2026-01-05T10:00:00Z";
+const TS_MICROS: i64 = 1_767_607_200_000_000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_events_come_back_from_parquet() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Running::start(config(dir.path())).await;
+    let c = client();
+    // Concurrent batches share fsyncs; each must still be acknowledged.
+    let mut tasks = Vec::new();
+    for b in 0..20 {
+        let c = c.clone();
+        let url = srv.url("/v1/batch");
+        tasks.push(tokio::spawn(async move {
+            let msgs = (0..50)
+                .map(|i| track(&format!("m{b}-{i}"), &format!("u{i}"), "view_item", TS))
+                .collect();
+            post(&c, &url, batch(msgs)).await
+        }));
+    }
+    for t in tasks {
+        let (status, body) = t.await.unwrap();
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["success"], true);
+    }
+    // Single-message endpoints set the type; identify and page need no event name.
+    let (s, _) = post(
+        &c,
+        &srv.url("/v1/identify"),
+        r#"{"userId":"u1","messageId":"id-1","traits":{"plan":"pro"},"timestamp":"2026-01-05T10:00:00Z"}"#,
+    )
+    .await;
+    assert_eq!(s, 200);
+    let (s, _) = post(
+        &c,
+        &srv.url("/v1/page"),
+        r#"{"anonymousId":"a9","messageId":"page-1","name":"Home","timestamp":"2026-01-05T10:00:00Z"}"#,
+    )
+    .await;
+    assert_eq!(s, 200);
+    let (s, _) = post(
+        &c,
+        &srv.url("/v1/track"),
+        r#"{"userId":"u2","messageId":"tr-1","event":"purchase","properties":{"revenue":"12.50"},"timestamp":"2026-01-05T10:00:00Z"}"#,
+    )
+    .await;
+    assert_eq!(s, 200);
+    let report = srv.stop().await.unwrap();
+    assert_eq!(report.acked, 1003);
+    assert_eq!(report.flushed, 1003);
+
+    let rows = stored_async(&dir.path().join("store")).await;
+    assert_eq!(rows.len(), 1003);
+    let counts = id_counts(&rows);
+    assert!(counts.values().all(|&n| n == 1));
+    let r = rows.iter().find(|r| r.event_id == "m7-3").unwrap();
+    assert_eq!((r.user_id.as_str(), r.event.as_str(), r.ts), ("u3", "view_item", TS_MICROS));
+    let props: serde_json::Value = serde_json::from_str(r.properties.as_deref().unwrap()).unwrap();
+    assert_eq!(props, serde_json::json!({"plan": "pro", "n": 1}));
+    let r = rows.iter().find(|r| r.event_id == "id-1").unwrap();
+    assert_eq!(r.event, "identify");
+    let r = rows.iter().find(|r| r.event_id == "page-1").unwrap();
+    assert_eq!((r.event.as_str(), r.user_id.as_str()), ("page", "a9"));
+    // The WAL is empty after a clean stop.
+    let left: Vec<_> = std::fs::read_dir(dir.path().join("wal"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "wal"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clock_skew_is_corrected_with_sent_at() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Running::start(config(dir.path())).await;
+    // The client's clock is ten years off, but the event happened 60 s before
+    // sending: it is stored as 60 s before the server received it.
+    let body = r#"{"batch":[{"userId":"u","event":"e","messageId":"skew","timestamp":"2036-01-01T00:00:00Z"}],"sentAt":"2036-01-01T00:01:00Z"}"#;
+    let before = chrono::Utc::now().timestamp_micros();
+    let (s, b) = post(&client(), &srv.url("/v1/batch"), body).await;
+    let after = chrono::Utc::now().timestamp_micros();
+    assert_eq!(s, 200, "{b}");
+    srv.stop().await.unwrap();
+    let rows = stored_async(&dir.path().join("store")).await;
+    let ts = rows[0].ts;
+    assert!(ts >= before - 60_000_000 && ts <= after - 60_000_000, "{ts}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_or_missing_write_key_is_401_and_stores_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Running::start(config(dir.path())).await;
+    let c = client();
+    let body = batch(vec![track("k1", "u", "e", TS)]);
+    let r = c
+        .post(srv.url("/v1/batch"))
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(r.headers().contains_key("www-authenticate"));
+    let r = c
+        .post(srv.url("/v1/batch"))
+        .header("authorization", basic("wrong"))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let report = srv.stop().await.unwrap();
+    assert_eq!((report.received, report.acked), (0, 0));
+    assert!(stored_async(&dir.path().join("store")).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_bodies_and_messages_are_413() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.max_body_bytes = 10_000;
+    cfg.max_event_bytes = 2_000;
+    let srv = Running::start(cfg).await;
+    let c = client();
+    // A body over the limit.
+    let msgs = (0..100)
+        .map(|i| track(&format!("big{i}"), "u", "e", TS))
+        .collect();
+    let (s, _) = post(&c, &srv.url("/v1/batch"), batch(msgs)).await;
+    assert_eq!(s, 413);
+    // One message over the per-message limit refuses the request.
+    let mut big = track("huge", "u", "e", TS);
+    big["properties"]["blob"] = serde_json::Value::String("x".repeat(3000));
+    let (s, b) = post(
+        &c,
+        &srv.url("/v1/batch"),
+        batch(vec![track("ok", "u", "e", TS), big]),
+    )
+    .await;
+    assert_eq!(s, 413, "{b}");
+    assert!(b["error"].as_str().unwrap().contains("message 1"), "{b}");
+    // A small gzip body that inflates past the limit.
+    let mut z = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    z.write_all(&vec![b' '; 1_000_000]).unwrap();
+    let r = c
+        .post(srv.url("/v1/batch"))
+        .header("authorization", basic(KEY))
+        .header("content-encoding", "gzip")
+        .body(z.finish().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    let report = srv.stop().await.unwrap();
+    assert_eq!(report.acked, 0);
+    assert!(stored_async(&dir.path().join("store")).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_and_partly_invalid_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Running::start(config(dir.path())).await;
+    let c = client();
+    let (s, b) = post(&c, &srv.url("/v1/batch"), "{not json").await;
+    assert_eq!(s, 400);
+    assert!(b["error"].as_str().unwrap().contains("batch"), "{b}");
+    let (s, b) = post(&c, &srv.url("/v1/track"), r#"{"userId":"u","event":}"#).await;
+    assert_eq!(s, 400);
+    assert_eq!(b["errors"][0]["index"], 0);
+    assert!(b["errors"][0]["reason"].as_str().unwrap().contains("malformed JSON"));
+    // Messages 1 and 3 are bad; 0 and 2 are kept (the default policy).
+    let msgs = vec![
+        track("good-0", "u", "e", TS),
+        serde_json::json!({"type":"track","messageId":"bad-1","event":"e","timestamp":TS}),
+        track("good-2", "u", "e", TS),
+        track("bad-3", "u", "e", "yesterday-ish"),
+    ];
+    let (s, b) = post(&c, &srv.url("/v1/batch"), batch(msgs)).await;
+    assert_eq!(s, 400, "{b}");
+    assert_eq!(b["stored"], 2);
+    let errs = b["errors"].as_array().unwrap();
+    assert_eq!(errs.len(), 2);
+    assert_eq!(errs[0]["index"], 1);
+    assert!(errs[0]["reason"].as_str().unwrap().contains("user_id"));
+    assert_eq!(errs[1]["index"], 3);
+    assert!(errs[1]["reason"].as_str().unwrap().contains("timestamp"));
+    let report = srv.stop().await.unwrap();
+    // Messages only: the unparseable body was refused as a whole.
+    assert_eq!(report.rejected, 3);
+    let mut ids: Vec<_> = stored_async(&dir.path().join("store"))
+        .await
+        .into_iter()
+        .map(|r| r.event_id)
+        .collect();
+    ids.sort();
+    assert_eq!(ids, ["good-0", "good-2"]);
+
+    // The same batch under the refusing policy stores nothing.
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.bad_events = BadEventPolicy::RefuseBatch;
+    let srv = Running::start(cfg).await;
+    let msgs = vec![
+        track("good-0", "u", "e", TS),
+        serde_json::json!({"type":"track","event":"e","timestamp":TS}),
+    ];
+    let (s, b) = post(&c, &srv.url("/v1/batch"), batch(msgs)).await;
+    assert_eq!(s, 400);
+    assert_eq!(b["stored"], 0);
+    assert_eq!(b["errors"][0]["index"], 1);
+    srv.stop().await.unwrap();
+    assert!(stored_async(&dir.path().join("store")).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gzip_bodies_and_duplicate_message_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Running::start(config(dir.path())).await;
+    let c = client();
+    let body = batch(vec![
+        track("d1", "u", "e", TS),
+        track("d2", "u", "e", TS),
+        track("d1", "u", "e", TS),
+    ]);
+    let mut z = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    z.write_all(body.as_bytes()).unwrap();
+    let r = c
+        .post(srv.url("/v1/batch"))
+        .header("authorization", basic(KEY))
+        .header("content-encoding", "gzip")
+        .body(z.finish().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // A retry of the same messages is acknowledged and dropped.
+    let (s, _) = post(&c, &srv.url("/v1/batch"), body).await;
+    assert_eq!(s, 200);
+    let report = srv.stop().await.unwrap();
+    assert_eq!(report.duplicates, 4);
+    // After a restart the committed ids are still remembered.
+    let srv = Running::start(config(dir.path())).await;
+    let (s, _) = post(
+        &c,
+        &srv.url("/v1/batch"),
+        batch(vec![track("d2", "u", "e", TS), track("d3", "u", "e", TS)]),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let report = srv.stop().await.unwrap();
+    assert_eq!(report.duplicates, 1);
+    let rows = stored_async(&dir.path().join("store")).await;
+    let counts = id_counts(&rows);
+    assert_eq!(counts.len(), 3);
+    assert!(counts.values().all(|&n| n == 1), "{counts:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_metrics_and_unknown_routes() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Running::start(config(dir.path())).await;
+    let c = client();
+    let (s, _) = post(&c, &srv.url("/v1/batch"), batch(vec![track("h1", "u", "e", TS)])).await;
+    assert_eq!(s, 200);
+    let r = c.get(srv.url("/health")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let h: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(h["status"], "ok");
+    let text = c.get(srv.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    for line in [
+        "tenure_events_received_total 1",
+        "tenure_events_acked_total 1",
+        "tenure_events_rejected_total 0",
+        // the batch and the /health call
+        "tenure_http_responses_total{status=\"200\"} 2",
+        "tenure_flush_seconds_count",
+        "tenure_wal_bytes",
+    ] {
+        assert!(text.contains(line), "{line} missing in\n{text}");
+    }
+    assert_eq!(c.get(srv.url("/v2/nope")).send().await.unwrap().status(), 404);
+    assert_eq!(c.get(srv.url("/v1/batch")).send().await.unwrap().status(), 405);
+    srv.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_clients_time_out_and_inflight_bound_pushes_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.max_inflight_requests = 1;
+    cfg.request_timeout = Duration::from_millis(800);
+    let srv = Running::start(cfg).await;
+    // A client that sends its headers and half its body, then stalls.
+    let mut slow = tokio::net::TcpStream::connect(srv.addr).await.unwrap();
+    let head = format!(
+        "POST /v1/batch HTTP/1.1\r\nhost: x\r\nauthorization: {}\r\ncontent-length: 100\r\n\r\n{{\"batch\":",
+        basic(KEY)
+    );
+    slow.write_all(head.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // It holds the only request slot: the next request is pushed back.
+    let r = client()
+        .post(srv.url("/v1/batch"))
+        .header("authorization", basic(KEY))
+        .body(batch(vec![track("s1", "u", "e", TS)]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    assert!(r.headers().contains_key("retry-after"));
+    // The slow one gets 408 once its time is up, and the slot is free again.
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), slow.read(&mut buf))
+        .await
+        .expect("the server answers the slow client")
+        .unwrap();
+    let resp = String::from_utf8_lossy(&buf[..n]);
+    assert!(resp.starts_with("HTTP/1.1 408"), "{resp}");
+    drop(slow);
+    let (s, _) = post(&client(), &srv.url("/v1/batch"), batch(vec![track("s2", "u", "e", TS)])).await;
+    assert_eq!(s, 200);
+    srv.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_down_fills_the_wal_then_503_and_nothing_acked_is_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.flush_bytes = 4_000;
+    cfg.max_wal_bytes = 20_000;
+    let srv = Running::start(cfg.clone()).await;
+    // Break the store: an unreadable manifest makes every commit fail.
+    let bogus = dir
+        .path()
+        .join("store")
+        .join(tenure_schema::StoreLayout::manifest(1));
+    std::fs::create_dir_all(bogus.parent().unwrap()).unwrap();
+    std::fs::write(&bogus, b"not a manifest").unwrap();
+    let c = client();
+    let mut acked = Vec::new();
+    let mut got_503 = false;
+    for b in 0..200 {
+        let msgs = (0..5)
+            .map(|i| track(&format!("w{b}-{i}"), "u", "e", TS))
+            .collect();
+        let (s, body) = post(&c, &srv.url("/v1/batch"), batch(msgs)).await;
+        match s {
+            200 => acked.extend((0..5).map(|i| format!("w{b}-{i}"))),
+            503 => {
+                got_503 = true;
+                break;
+            }
+            other => panic!("{other}: {body}"),
+        }
+    }
+    assert!(got_503, "the WAL bound was never reached");
+    assert!(!acked.is_empty());
+    // Stopping cannot commit; the WAL keeps everything for the next start.
+    let err = srv.stop().await.unwrap_err();
+    assert!(matches!(err, tenure_server::ServerError::Uncommitted { .. }), "{err}");
+    std::fs::remove_file(&bogus).unwrap();
+    let srv = Running::start(cfg).await;
+    let report = srv.stop().await.unwrap();
+    assert!(!report.recovery.is_empty());
+    let rows = stored_async(&dir.path().join("store")).await;
+    let counts = id_counts(&rows);
+    for id in &acked {
+        assert_eq!(counts.get(id), Some(&1), "{id}");
+    }
+    assert_eq!(rows.len(), acked.len());
+}
