@@ -1,0 +1,128 @@
+//! Shared by the engine's property tests: random events, a store made from
+//! them through the normal ingest path, and calendar arithmetic written
+//! independently of the engine's.
+
+#![allow(dead_code)]
+
+use chrono::{Datelike, NaiveDate};
+use proptest::prelude::*;
+use tenure_engine::calendar::Period;
+use tenure_ingest::decode::{Location, RawEvent, Scalar};
+use tenure_ingest::{Ingest, IngestOptions, Store};
+
+pub const DAY: i64 = 86_400_000_000;
+pub const BASE: i64 = 20_513 * DAY; // 2026-03-01, a Sunday
+
+#[derive(Debug, Clone)]
+pub struct Ev {
+    pub user: u8,
+    pub name: &'static str,
+    pub ts: i64,
+    pub revenue: Option<i64>,
+}
+
+pub fn events() -> impl Strategy<Value = Vec<Ev>> {
+    prop::collection::vec(
+        (
+            0u8..12,
+            prop::sample::select(vec!["a", "b", "purchase"]),
+            0i64..70 * DAY,
+            1i64..10_000,
+        ),
+        1..60,
+    )
+    .prop_map(|v| {
+        v.into_iter()
+            .map(|(user, name, off, cents)| Ev {
+                user,
+                name,
+                revenue: (name == "purchase").then_some(cents),
+                // Snap some events to midnight, the edge of every period.
+                ts: BASE + if off % 3 == 0 { off / DAY * DAY } else { off },
+            })
+            .collect()
+    })
+}
+
+pub fn date(ts: i64) -> NaiveDate {
+    chrono::DateTime::from_timestamp_micros(ts)
+        .unwrap()
+        .date_naive()
+}
+
+/// Period start of a date, written independently of the engine's calendar.
+pub fn start(period: Period, d: NaiveDate) -> NaiveDate {
+    match period {
+        Period::Day => d,
+        Period::Week => d - chrono::Days::new(d.weekday().num_days_from_monday() as u64),
+        Period::Month => NaiveDate::from_ymd_opt(d.year(), d.month(), 1).unwrap(),
+    }
+}
+
+pub fn index(period: Period, first: NaiveDate, d: NaiveDate) -> i64 {
+    let s = start(period, d);
+    match period {
+        Period::Day => (s - first).num_days(),
+        Period::Week => (s - first).num_days() / 7,
+        Period::Month => {
+            (s.year() as i64 * 12 + s.month0() as i64)
+                - (first.year() as i64 * 12 + first.month0() as i64)
+        }
+    }
+}
+
+pub fn nth_start(period: Period, first: NaiveDate, k: i64) -> NaiveDate {
+    match period {
+        Period::Day => first + chrono::Days::new(k as u64),
+        Period::Week => first + chrono::Days::new(7 * k as u64),
+        Period::Month => first + chrono::Months::new(k as u32),
+    }
+}
+
+pub fn micros(d: NaiveDate) -> i64 {
+    d.and_hms_opt(0, 0, 0).unwrap().and_utc().timestamp_micros()
+}
+
+pub fn store_of(evs: &[Ev], name: &str) -> String {
+    let url = format!("memory://{name}");
+    let mut ing = Ingest::begin(Store::open(&url).unwrap(), IngestOptions::default()).unwrap();
+    for (i, e) in evs.iter().enumerate() {
+        let user = format!("user{}", e.user);
+        let rev = e.revenue.map(|c| format!("{}.{:02}", c / 100, c % 100));
+        let raw = RawEvent {
+            user_id: Some(Scalar::Str(user.as_str().into())),
+            event: Some(Scalar::Str(e.name.into())),
+            ts: Some(Scalar::Micros(e.ts)),
+            revenue: rev.as_deref().map(|r| Scalar::Num(r.into())),
+            ..Default::default()
+        };
+        ing.push(
+            &raw,
+            Location {
+                input: "prop",
+                line: i as u64 + 1,
+            },
+        );
+    }
+    ing.add_synthetic_source(name.to_string(), name.to_string(), evs.len() as u64);
+    ing.commit().unwrap();
+    url
+}
+
+static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// A fresh in-memory store holding `evs`.
+pub fn fresh_store(evs: &[Ev], prefix: &str) -> String {
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    store_of(evs, &format!("{prefix}-{n}"))
+}
+
+/// Runs an async engine call on a fresh 2-thread runtime.
+pub fn block<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
