@@ -42,7 +42,8 @@ pub struct Activity {
 }
 
 impl Activity {
-    fn new(users: usize, periods: usize, separate_return: bool) -> Self {
+    /// Empty bitmaps for `users` and `periods` (separate return bits if asked).
+    pub fn new(users: usize, periods: usize, separate_return: bool) -> Self {
         let words = periods.div_ceil(64).max(1);
         Self {
             periods,
@@ -51,6 +52,11 @@ impl Activity {
             start: vec![0; users * words],
             ret: separate_return.then(|| vec![0; users * words]),
         }
+    }
+
+    /// Marks user `u` active (start and return) in period `p`.
+    pub fn set(&mut self, u: usize, p: usize) {
+        self.start[u * self.words + p / 64] |= 1 << (p % 64);
     }
 
     /// The start bits of user `u`.
