@@ -84,6 +84,7 @@ fn end_to_end(c: &mut Criterion) {
         ret: None,
         mode: Mode::NDay,
         as_of: None,
+        by: None,
     };
     let mut g = c.benchmark_group("retention");
     g.sample_size(20);

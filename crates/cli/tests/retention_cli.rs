@@ -64,6 +64,7 @@ fn fixture_results_match_the_hand_worked_tables() {
             "expected_week_bracket.csv",
             &["--mode", "bracket", "--brackets", "0,1-2"],
         ),
+        ("expected_week_by_event.csv", &["--by", "event"]),
         (
             "expected_week_signup_purchase.csv",
             &["--start-event", "signup", "--return-event", "purchase"],
@@ -88,26 +89,26 @@ fn conditions_as_of_and_ranges() {
             "revenue > 10",
         ],
     );
-    assert!(csv.contains("cohort,2026-03-02,2,2,3,2,"), "{csv}");
+    assert!(csv.contains("cohort,,2026-03-02,2,2,3,2,"), "{csv}");
     // As of the end of 03-22, W3 (ending 03-23) is complete but W4 is not.
     let csv = run(dir.path(), &["--as-of", "2026-03-22"]);
     assert!(
-        csv.contains("cohort,2026-03-02,2,2,3,2,0.6666666666666666,true"),
+        csv.contains("cohort,,2026-03-02,2,2,3,2,0.6666666666666666,true"),
         "{csv}"
     );
-    assert!(csv.contains("cohort,2026-03-02,3,3,3,,,false"), "{csv}");
+    assert!(csv.contains("cohort,,2026-03-02,3,3,3,,,false"), "{csv}");
     // A range drops the weeks outside it entirely.
     let csv = run(dir.path(), &["--from", "2026-03-23"]);
     assert!(
         csv.lines()
             .nth(1)
             .unwrap()
-            .starts_with("cohort,2026-03-23,0,0,2,2,"),
+            .starts_with("cohort,,2026-03-23,0,0,2,2,"),
         "{csv}"
     );
     // Daily periods: a's first day holds one user (a), who returns a week later.
     let csv = run(dir.path(), &["--period", "day"]);
-    assert!(csv.contains("cohort,2026-03-02,7,7,1,1,1.0,true"), "{csv}");
+    assert!(csv.contains("cohort,,2026-03-02,7,7,1,1,1.0,true"), "{csv}");
 }
 
 #[test]
@@ -123,6 +124,7 @@ fn bad_requests_exit_2_with_a_reason() {
         (&["--tz", "Mars/Olympus"][..], "unknown time zone"),
         (&["--return-where", "revenue >"][..], "bad condition"),
         (&["--from", "last week"][..], "not a date"),
+        (&["--by", "nosuch"][..], "cannot break down by `nosuch`"),
     ] {
         let out = tenure()
             .args(["retention", "--data"])

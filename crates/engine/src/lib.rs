@@ -7,6 +7,7 @@
 #![deny(missing_docs)]
 
 pub mod activity;
+pub mod breakdown;
 pub mod calendar;
 mod error;
 pub mod kpi;

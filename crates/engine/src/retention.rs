@@ -95,6 +95,8 @@ pub struct RetentionSpec {
     /// Cells ending after this instant are incomplete; default: the end of the
     /// day (in `tz`) of the newest event.
     pub as_of: Option<i64>,
+    /// Split cohorts by this column's value at each user's first start event.
+    pub by: Option<String>,
 }
 
 /// One row of the result.
@@ -102,6 +104,8 @@ pub struct RetentionSpec {
 pub struct RetentionRow {
     /// `cohort` for a cohort's cell, `average` for the size-weighted average.
     pub kind: &'static str,
+    /// Breakdown value (with `by`), else `None`.
+    pub group: Option<String>,
     /// Cohort period start (ISO date); `None` on average rows.
     pub cohort: Option<String>,
     /// Period index k (or bracket index in bracket mode).
@@ -143,7 +147,29 @@ pub async fn retention(events: &Events, spec: &RetentionSpec) -> Result<Retentio
     )
     .await?;
     let as_of = spec.as_of.unwrap_or_else(|| cal.end_of_day(max_ts));
-    Ok(from_activity(&act, &cal, &spec.mode, as_of))
+    let Some(by) = &spec.by else {
+        return Ok(from_activity(&act, &cal, &spec.mode, as_of));
+    };
+    let groups = crate::breakdown::by_first_start(events, by, spec.start.as_ref()).await?;
+    let per_group = grouped(&act, &cal, &spec.mode, as_of, groups.labels.len(), |u| {
+        groups
+            .of_user
+            .get(u)
+            .filter(|g| **g != u32::MAX)
+            .map(|g| *g as usize)
+    });
+    let mut rows = Vec::new();
+    for (label, mut part) in groups.labels.iter().zip(per_group) {
+        for r in &mut part {
+            r.group = Some(label.clone());
+        }
+        rows.extend(part);
+    }
+    Ok(Retention {
+        period: period_name(cal.period),
+        rows,
+        as_of,
+    })
 }
 
 /// The retention table from per-user bitmaps (public for tests and benches).
@@ -153,13 +179,40 @@ pub fn from_activity(
     mode: &Mode,
     as_of: i64,
 ) -> Retention {
+    let mut rows = grouped(act, cal, mode, as_of, 1, |_| Some(0));
+    Retention {
+        period: period_name(cal.period),
+        rows: rows.pop().unwrap_or_default(),
+        as_of,
+    }
+}
+
+fn period_name(p: Period) -> &'static str {
+    match p {
+        Period::Day => "day",
+        Period::Week => "week",
+        Period::Month => "month",
+    }
+}
+
+/// Rows per group in one pass over the users; `group_of(u)` is the user's
+/// group in `0..groups`, or `None` to leave the user out.
+pub fn grouped(
+    act: &activity::Activity,
+    cal: &Calendar,
+    mode: &Mode,
+    as_of: i64,
+    groups: usize,
+    group_of: impl Fn(usize) -> Option<usize>,
+) -> Vec<Vec<RetentionRow>> {
     let n = cal.periods();
     let columns: Vec<(u32, u32)> = match mode {
         Mode::Bracket(b) => b.clone(),
         _ => (0..n as u32).map(|k| (k, k)).collect(),
     };
-    let mut sizes = vec![0u64; n];
-    let mut cells = vec![0u64; n * columns.len()];
+    let w = columns.len();
+    let mut sizes = vec![0u64; groups * n];
+    let mut cells = vec![0u64; groups * n * w];
     let highest = |bits: &[u64]| {
         bits.iter()
             .enumerate()
@@ -168,12 +221,14 @@ pub fn from_activity(
             .map(|(i, w)| i * 64 + 63 - w.leading_zeros() as usize)
     };
     for u in 0..act.users {
+        let Some(g) = group_of(u) else { continue };
         let Some(c) = first_bit(act.start_of(u)) else {
             continue;
         };
-        sizes[c] += 1;
+        sizes[g * n + c] += 1;
         let r = act.return_of(u);
-        let row = &mut cells[c * columns.len()..(c + 1) * columns.len()];
+        let base = (g * n + c) * w;
+        let row = &mut cells[base..base + w];
         match mode {
             Mode::NDay => {
                 for (k, cell) in row.iter_mut().enumerate().take(n - c) {
@@ -200,58 +255,57 @@ pub fn from_activity(
             }
         }
     }
-    let mut rows = Vec::new();
-    let mut avg_size = vec![0u64; columns.len()];
-    let mut avg_users = vec![0u64; columns.len()];
-    for c in 0..n {
+    let mut out = Vec::with_capacity(groups);
+    for g in 0..groups {
+        let mut rows = Vec::new();
+        let mut avg_size = vec![0u64; w];
+        let mut avg_users = vec![0u64; w];
+        for c in 0..n {
+            let size = sizes[g * n + c];
+            for (j, &(lo, hi)) in columns.iter().enumerate() {
+                let last = c + hi as usize;
+                if c + lo as usize >= n {
+                    break;
+                }
+                // A cell is complete when its last period has ended by `as_of`.
+                let complete = last < n && cal.end_utc(last) <= as_of;
+                let users = cells[(g * n + c) * w + j];
+                if complete {
+                    avg_size[j] += size;
+                    avg_users[j] += users;
+                }
+                rows.push(RetentionRow {
+                    kind: "cohort",
+                    group: None,
+                    cohort: Some(cal.start_date(c).to_string()),
+                    period: j as u32,
+                    period_label: label(lo, hi),
+                    cohort_size: size,
+                    users: complete.then_some(users),
+                    rate: (complete && size > 0).then(|| users as f64 / size as f64),
+                    complete,
+                });
+            }
+        }
         for (j, &(lo, hi)) in columns.iter().enumerate() {
-            let last = c + hi as usize;
-            if c + lo as usize >= n {
+            if j >= n {
                 break;
             }
-            // A cell is complete when its last period has ended by `as_of`.
-            let complete = last < n && cal.end_utc(last) <= as_of;
-            let users = cells[c * columns.len() + j];
-            if complete {
-                avg_size[j] += sizes[c];
-                avg_users[j] += users;
-            }
             rows.push(RetentionRow {
-                kind: "cohort",
-                cohort: Some(cal.start_date(c).to_string()),
+                kind: "average",
+                group: None,
+                cohort: None,
                 period: j as u32,
                 period_label: label(lo, hi),
-                cohort_size: sizes[c],
-                users: complete.then_some(users),
-                rate: (complete && sizes[c] > 0).then(|| users as f64 / sizes[c] as f64),
-                complete,
+                cohort_size: avg_size[j],
+                users: (avg_size[j] > 0).then_some(avg_users[j]),
+                rate: (avg_size[j] > 0).then(|| avg_users[j] as f64 / avg_size[j] as f64),
+                complete: avg_size[j] > 0,
             });
         }
+        out.push(rows);
     }
-    for (j, &(lo, hi)) in columns.iter().enumerate() {
-        if j >= n {
-            break;
-        }
-        rows.push(RetentionRow {
-            kind: "average",
-            cohort: None,
-            period: j as u32,
-            period_label: label(lo, hi),
-            cohort_size: avg_size[j],
-            users: (avg_size[j] > 0).then_some(avg_users[j]),
-            rate: (avg_size[j] > 0).then(|| avg_users[j] as f64 / avg_size[j] as f64),
-            complete: avg_size[j] > 0,
-        });
-    }
-    Retention {
-        period: match cal.period {
-            Period::Day => "day",
-            Period::Week => "week",
-            Period::Month => "month",
-        },
-        rows,
-        as_of,
-    }
+    out
 }
 
 fn label(lo: u32, hi: u32) -> String {

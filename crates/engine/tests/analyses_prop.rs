@@ -34,7 +34,7 @@ proptest! {
     #[test]
     fn ltv_matches_naive(evs in events(), period in periods()) {
         let url = fresh_store(&evs, "ltv-prop");
-        let spec = RetentionSpec { period, tz: chrono_tz::Tz::UTC, start: None, ret: None, mode: Mode::NDay, as_of: None };
+        let spec = RetentionSpec { period, tz: chrono_tz::Tz::UTC, start: None, ret: None, mode: Mode::NDay, as_of: None, by: None };
         let got: BTreeMap<(String, u32), (u64, Option<String>)> = block(async {
             let events = Events::open(&url, OpenOptions { threads: 2, ..Default::default() }).await.unwrap();
             tenure_engine::ltv::ltv(&events, &spec).await.unwrap()

@@ -112,6 +112,7 @@ proptest! {
             ret: ret_ev.map(|s| datafusion::prelude::col("event").eq(datafusion::prelude::lit(s))),
             mode: mode.clone(),
             as_of: None,
+            by: None,
         };
         let got: BTreeMap<(String, u32), (u64, Option<u64>)> = engine(&url, &spec)
             .into_iter()

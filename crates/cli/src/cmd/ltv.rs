@@ -60,6 +60,7 @@ pub fn run(args: LtvArgs) -> anyhow::Result<()> {
                 .as_deref()
                 .map(|s| parse_when(s, tz, true))
                 .transpose()?,
+            by: None,
         };
         anyhow::Ok(tenure_engine::ltv::ltv(&events, &spec).await?)
     })?;

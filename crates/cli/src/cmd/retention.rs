@@ -16,7 +16,8 @@ use crate::output::{self, OutputFormat};
 /// the newest event) are marked incomplete and left out of the averages, never
 /// shown as low numbers. Averages weight cohorts by size.
 ///
-/// Columns (csv/json): kind (cohort|average), cohort (period start, ISO date),
+/// Columns (csv/json): kind (cohort|average), group (the --by value, else
+/// empty), cohort (period start, ISO date),
 /// period (k), period_label, cohort_size, users, rate, complete.
 ///
 /// Examples:
@@ -55,6 +56,10 @@ pub struct RetentionArgs {
     /// Cells ending after this date (inclusive) or instant are incomplete.
     #[arg(long, value_name = "WHEN")]
     pub as_of: Option<String>,
+    /// Split cohorts by a column's value at each user's first start event
+    /// (e.g. variant, country).
+    #[arg(long, value_name = "COLUMN")]
+    pub by: Option<String>,
 }
 
 /// Builds `event = name AND (where)` over the events schema.
@@ -108,12 +113,14 @@ pub fn run(args: RetentionArgs) -> anyhow::Result<()> {
             .await?,
             mode,
             as_of,
+            by: args.by.clone(),
         };
         anyhow::Ok(retention(&events, &spec).await?)
     })?;
     let rows = output::to_rows(
         &[
             "kind",
+            "group",
             "cohort",
             "period",
             "period_label",
@@ -136,29 +143,44 @@ pub fn run(args: RetentionArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The familiar retention triangle: one line per cohort, one column per period.
+/// The familiar retention triangle: one line per cohort, one column per
+/// period; one triangle per group with --by.
 fn triangle(r: &tenure_engine::retention::Retention) -> String {
-    let labels: Vec<&str> = {
-        let mut seen: Vec<&str> = Vec::new();
-        for row in &r.rows {
-            if row.kind == "average" {
-                seen.push(&row.period_label);
-            }
+    let mut groups: Vec<Option<&str>> = Vec::new();
+    for row in &r.rows {
+        if !groups.contains(&row.group.as_deref()) {
+            groups.push(row.group.as_deref());
         }
-        seen
-    };
+    }
     let mut out = String::new();
-    let _ = write!(out, "{:<12} {:>9}", format!("{} of", r.period), "users");
+    for g in groups {
+        let rows: Vec<_> = r
+            .rows
+            .iter()
+            .filter(|row| row.group.as_deref() == g)
+            .collect();
+        if let Some(g) = g {
+            let _ = writeln!(out, "== {g}");
+        }
+        one_triangle(&rows, r.period, &mut out);
+    }
+    out.push_str("(… = period not complete yet)\n");
+    out
+}
+
+fn one_triangle(rows: &[&tenure_engine::retention::RetentionRow], period: &str, out: &mut String) {
+    let labels: Vec<&str> = rows
+        .iter()
+        .filter(|r| r.kind == "average")
+        .map(|r| r.period_label.as_str())
+        .collect();
+    let _ = write!(out, "{:<12} {:>9}", format!("{period} of"), "users");
     for l in &labels {
-        let _ = write!(
-            out,
-            " {:>7}",
-            format!("{}{l}", &r.period[..1].to_uppercase())
-        );
+        let _ = write!(out, " {:>7}", format!("{}{l}", &period[..1].to_uppercase()));
     }
     out.push('\n');
     let mut current: Option<&str> = None;
-    for row in &r.rows {
+    for row in rows {
         let key = row.cohort.as_deref().unwrap_or("average");
         if current != Some(key) {
             if current.is_some() {
@@ -180,6 +202,4 @@ fn triangle(r: &tenure_engine::retention::Retention) -> String {
         let _ = write!(out, " {cell:>7}");
     }
     out.push('\n');
-    out.push_str("(… = period not complete yet)\n");
-    out
 }
