@@ -35,6 +35,7 @@ enum Command {
     Ltv(Box<cmd::ltv::LtvArgs>),
     Lifecycle(Box<cmd::lifecycle::LifecycleArgs>),
     Kpi(Box<cmd::kpi::KpiArgs>),
+    Sql(Box<cmd::sql::SqlArgs>),
 }
 
 fn main() {
@@ -47,6 +48,7 @@ fn main() {
         Command::Ltv(a) => cmd::ltv::run(*a),
         Command::Lifecycle(a) => cmd::lifecycle::run(*a),
         Command::Kpi(a) => cmd::kpi::run(*a),
+        Command::Sql(a) => cmd::sql::run(*a),
     };
     std::process::exit(exit::report(result));
 }

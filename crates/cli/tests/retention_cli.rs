@@ -198,3 +198,34 @@ fn ltv_lifecycle_and_kpis_match_the_hand_worked_tables() {
     assert!(csv.contains("activity,active,1,"), "{csv}");
     assert!(csv.contains("activity,none,2,"), "{csv}");
 }
+
+#[test]
+fn retention_is_usable_from_sql() {
+    let dir = store();
+    let out = tenure()
+        .args(["sql", "--data"])
+        .arg(dir.path())
+        .args([
+            "--format",
+            "csv",
+            "SELECT cohort, period, users FROM retention('week', 'signup', 'purchase') WHERE kind = 'cohort' AND cohort_size > 0 AND complete ORDER BY cohort, period",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        "cohort,period,users\n2026-03-02,0,0\n2026-03-02,1,0\n2026-03-02,2,2\n2026-03-02,3,0\n2026-03-23,0,0\n"
+    );
+    let out = tenure()
+        .args(["sql", "--data"])
+        .arg(dir.path())
+        .args(["SELECT nope FROM events"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}

@@ -14,6 +14,7 @@ pub mod kpi;
 pub mod lifecycle;
 pub mod ltv;
 pub mod retention;
+pub mod sql;
 pub mod table;
 pub mod userstats;
 

@@ -28,6 +28,7 @@ pub struct OpenOptions {
 
 /// An opened store: its committed snapshot and a DataFusion session with the
 /// table `events` registered.
+#[derive(Clone)]
 pub struct Events {
     /// The store.
     pub store: Store,

@@ -9,3 +9,4 @@ pub mod kpi;
 pub mod lifecycle;
 pub mod ltv;
 pub mod retention;
+pub mod sql;

@@ -1,0 +1,76 @@
+//! `tenure sql`: SQL over the committed events, with Tenure's table functions.
+
+use clap::Args;
+use datafusion::arrow::util::pretty::pretty_format_batches;
+
+use crate::cmd::common::AnalysisArgs;
+use crate::output::OutputFormat;
+
+/// Run a SQL query over the store's committed events (table `events`).
+///
+/// Table functions: retention(period [, start_event [, return_event [, mode]]])
+/// returns the rows of `tenure retention` (UTC), so retention composes with SQL.
+/// --from/--to limit the events every table sees.
+///
+/// Examples:
+///
+///   tenure sql --data ./store "SELECT event, count(*) FROM events GROUP BY event"
+///
+///   tenure sql --data ./store "SELECT cohort, rate FROM retention('week') WHERE period = 1"
+///
+///   tenure sql --data ./store --format csv "SELECT * FROM retention('month', 'signup', 'purchase')"
+#[derive(Args)]
+pub struct SqlArgs {
+    #[command(flatten)]
+    pub common: AnalysisArgs,
+    /// The query.
+    pub query: String,
+}
+
+/// Runs the command.
+pub fn run(args: SqlArgs) -> anyhow::Result<()> {
+    if args.common.out.is_some() {
+        return Err(crate::exit::BadInput(
+            "tenure sql does not take --out; redirect its output instead".into(),
+        )
+        .into());
+    }
+    let rt = args.common.runtime()?;
+    let batches = rt.block_on(async {
+        let events = args.common.open().await?;
+        tenure_engine::sql::register_functions(&events);
+        let df = events
+            .ctx
+            .sql(&args.query)
+            .await
+            .map_err(|e| crate::exit::BadInput(format!("{e}")))?;
+        anyhow::Ok(df.collect().await?)
+    })?;
+    let mut out: Vec<u8> = Vec::new();
+    match args.common.format {
+        OutputFormat::Table => {
+            out.extend(pretty_format_batches(&batches)?.to_string().into_bytes())
+        }
+        OutputFormat::Csv => {
+            let mut w = datafusion::arrow::csv::WriterBuilder::new()
+                .with_header(true)
+                .build(&mut out);
+            for b in &batches {
+                w.write(b)?;
+            }
+        }
+        OutputFormat::Json => {
+            let mut w = datafusion::arrow::json::ArrayWriter::new(&mut out);
+            for b in &batches {
+                w.write(b)?;
+            }
+            w.finish()?;
+        }
+    }
+    if !out.ends_with(b"\n") {
+        out.push(b'\n');
+    }
+    use std::io::Write;
+    std::io::stdout().lock().write_all(&out)?;
+    Ok(())
+}
