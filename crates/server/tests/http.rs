@@ -67,7 +67,10 @@ async fn acknowledged_events_come_back_from_parquet() {
     let counts = id_counts(&rows);
     assert!(counts.values().all(|&n| n == 1));
     let r = rows.iter().find(|r| r.event_id == "m7-3").unwrap();
-    assert_eq!((r.user_id.as_str(), r.event.as_str(), r.ts), ("u3", "view_item", TS_MICROS));
+    assert_eq!(
+        (r.user_id.as_str(), r.event.as_str(), r.ts),
+        ("u3", "view_item", TS_MICROS)
+    );
     let props: serde_json::Value = serde_json::from_str(r.properties.as_deref().unwrap()).unwrap();
     assert_eq!(props, serde_json::json!({"plan": "pro", "n": 1}));
     let r = rows.iter().find(|r| r.event_id == "id-1").unwrap();
@@ -97,7 +100,10 @@ async fn clock_skew_is_corrected_with_sent_at() {
     srv.stop().await.unwrap();
     let rows = stored_async(&dir.path().join("store")).await;
     let ts = rows[0].ts;
-    assert!(ts >= before - 60_000_000 && ts <= after - 60_000_000, "{ts}");
+    assert!(
+        ts >= before - 60_000_000 && ts <= after - 60_000_000,
+        "{ts}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -180,7 +186,12 @@ async fn malformed_and_partly_invalid_batches() {
     let (s, b) = post(&c, &srv.url("/v1/track"), r#"{"userId":"u","event":}"#).await;
     assert_eq!(s, 400);
     assert_eq!(b["errors"][0]["index"], 0);
-    assert!(b["errors"][0]["reason"].as_str().unwrap().contains("malformed JSON"));
+    assert!(
+        b["errors"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("malformed JSON")
+    );
     // Messages 1 and 3 are bad; 0 and 2 are kept (the default policy).
     let msgs = vec![
         track("good-0", "u", "e", TS),
@@ -273,13 +284,25 @@ async fn health_metrics_and_unknown_routes() {
     let dir = tempfile::tempdir().unwrap();
     let srv = Running::start(config(dir.path())).await;
     let c = client();
-    let (s, _) = post(&c, &srv.url("/v1/batch"), batch(vec![track("h1", "u", "e", TS)])).await;
+    let (s, _) = post(
+        &c,
+        &srv.url("/v1/batch"),
+        batch(vec![track("h1", "u", "e", TS)]),
+    )
+    .await;
     assert_eq!(s, 200);
     let r = c.get(srv.url("/health")).send().await.unwrap();
     assert_eq!(r.status(), 200);
     let h: serde_json::Value = r.json().await.unwrap();
     assert_eq!(h["status"], "ok");
-    let text = c.get(srv.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let text = c
+        .get(srv.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     for line in [
         "tenure_events_received_total 1",
         "tenure_events_acked_total 1",
@@ -291,8 +314,14 @@ async fn health_metrics_and_unknown_routes() {
     ] {
         assert!(text.contains(line), "{line} missing in\n{text}");
     }
-    assert_eq!(c.get(srv.url("/v2/nope")).send().await.unwrap().status(), 404);
-    assert_eq!(c.get(srv.url("/v1/batch")).send().await.unwrap().status(), 405);
+    assert_eq!(
+        c.get(srv.url("/v2/nope")).send().await.unwrap().status(),
+        404
+    );
+    assert_eq!(
+        c.get(srv.url("/v1/batch")).send().await.unwrap().status(),
+        405
+    );
     srv.stop().await.unwrap();
 }
 
@@ -330,7 +359,12 @@ async fn slow_clients_time_out_and_inflight_bound_pushes_back() {
     let resp = String::from_utf8_lossy(&buf[..n]);
     assert!(resp.starts_with("HTTP/1.1 408"), "{resp}");
     drop(slow);
-    let (s, _) = post(&client(), &srv.url("/v1/batch"), batch(vec![track("s2", "u", "e", TS)])).await;
+    let (s, _) = post(
+        &client(),
+        &srv.url("/v1/batch"),
+        batch(vec![track("s2", "u", "e", TS)]),
+    )
+    .await;
     assert_eq!(s, 200);
     srv.stop().await.unwrap();
 }
@@ -370,7 +404,10 @@ async fn store_down_fills_the_wal_then_503_and_nothing_acked_is_lost() {
     assert!(!acked.is_empty());
     // Stopping cannot commit; the WAL keeps everything for the next start.
     let err = srv.stop().await.unwrap_err();
-    assert!(matches!(err, tenure_server::ServerError::Uncommitted { .. }), "{err}");
+    assert!(
+        matches!(err, tenure_server::ServerError::Uncommitted { .. }),
+        "{err}"
+    );
     std::fs::remove_file(&bogus).unwrap();
     let srv = Running::start(cfg).await;
     let report = srv.stop().await.unwrap();

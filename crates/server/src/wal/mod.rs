@@ -267,10 +267,10 @@ impl Wal {
                 o.seg.bytes >= self.limits.flush_bytes
                     || o.opened.elapsed() >= self.limits.flush_age
             });
-            if due || roll || closing {
-                if let Some(o) = open.take() {
-                    let _ = segments.send(o.seg);
-                }
+            if (due || roll || closing)
+                && let Some(o) = open.take()
+            {
+                let _ = segments.send(o.seg);
             }
             if closing && self.lock().queue.is_empty() {
                 return;

@@ -20,10 +20,7 @@ pub const KEY: &str = "test-key";
 
 /// A config for tests: loopback port 0, small limits, fast commits.
 pub fn config(dir: &Path) -> ServerConfig {
-    let mut c = ServerConfig::new(
-        dir.join("store").display().to_string(),
-        dir.join("wal"),
-    );
+    let mut c = ServerConfig::new(dir.join("store").display().to_string(), dir.join("wal"));
     c.listen = SocketAddr::from(([127, 0, 0, 1], 0));
     c.write_keys = vec![KEY.to_string()];
     c.flush_bytes = 64 << 10;
@@ -146,8 +143,7 @@ fn strings(batch: &arrow_array::RecordBatch, name: &str) -> Vec<Option<String>> 
 pub fn stored(store_dir: &Path) -> Vec<Row> {
     let store = tenure_ingest::Store::open(&store_dir.display().to_string()).unwrap();
     let snap = tenure_ingest::io::block_on(tenure_store::load_latest(&store)).unwrap();
-    let paths =
-        tenure_ingest::io::block_on(tenure_store::readable_paths(&store, &snap)).unwrap();
+    let paths = tenure_ingest::io::block_on(tenure_store::readable_paths(&store, &snap)).unwrap();
     let mut out = Vec::new();
     for p in paths {
         let data = bytes::Bytes::from(std::fs::read(store_dir.join(&p)).unwrap());
