@@ -36,6 +36,8 @@ enum Command {
     Lifecycle(Box<cmd::lifecycle::LifecycleArgs>),
     Kpi(Box<cmd::kpi::KpiArgs>),
     Sql(Box<cmd::sql::SqlArgs>),
+    Segment(Box<cmd::segment::SegmentArgs>),
+    Rfm(Box<cmd::segment::RfmArgs>),
 }
 
 fn main() {
@@ -49,6 +51,8 @@ fn main() {
         Command::Lifecycle(a) => cmd::lifecycle::run(*a),
         Command::Kpi(a) => cmd::kpi::run(*a),
         Command::Sql(a) => cmd::sql::run(*a),
+        Command::Segment(a) => cmd::segment::run(*a),
+        Command::Rfm(a) => cmd::segment::run_rfm(*a),
     };
     std::process::exit(exit::report(result));
 }

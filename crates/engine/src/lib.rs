@@ -10,6 +10,7 @@ pub mod activity;
 pub mod breakdown;
 pub mod calendar;
 mod error;
+pub mod features;
 pub mod kpi;
 pub mod lifecycle;
 pub mod ltv;

@@ -9,4 +9,5 @@ pub mod kpi;
 pub mod lifecycle;
 pub mod ltv;
 pub mod retention;
+pub mod segment;
 pub mod sql;

@@ -1,0 +1,443 @@
+//! `tenure segment` and `tenure rfm`: segments in Tenure's language over the
+//! per-user feature table.
+
+use std::collections::BTreeSet;
+
+use anyhow::Context;
+use clap::Args;
+use datafusion::logical_expr::{col, lit};
+use datafusion::prelude::SessionContext;
+use tenure_dsl::{
+    Catalog, CompileContext, DslError, Feature, Resolver, Segment, SegmentLibrary,
+    SegmentLibraryBuilder,
+};
+use tenure_engine::features::{FeatureSpec, feature_table, users_table};
+use tenure_engine::lifecycle::Thresholds;
+use tenure_engine::userstats::PurchaseSpec;
+use tenure_engine::{Events, OpenOptions};
+
+use crate::cmd::common::{AnalysisArgs, parse_when};
+use crate::exit::BadInput;
+use crate::output;
+
+/// Count, list or explain the users matching a segment expression.
+///
+/// Atoms: R / recency (whole days since the last purchase), F / frequency
+/// (purchases), M / monetary (purchase revenue), first_seen, last_seen,
+/// lifecycle, r_score / f_score / m_score (quintiles 1-5), mean(R|F|M), user
+/// properties (latest value), `did <event> [>= N times] [within 30d]`, and
+/// `@name` for segments from --segments files. Operators: and, or, not, = != <
+/// <= > >=, in (...), between ... and .... Durations: h, d, w.
+///
+/// Examples:
+///
+///   tenure segment --data ./store 'R < 30d and F >= 3' --count
+///
+///   tenure segment --data ./store 'did purchase >= 2 times within 30d' --users --format csv
+///
+///   tenure segment --explain 'lifecycle = silent or (R between 31d and 90d and F >= 2)'
+#[derive(Args)]
+pub struct SegmentArgs {
+    /// The segment expression.
+    pub expr: String,
+    /// Store URL (not needed with --explain).
+    #[arg(long, value_name = "URL")]
+    pub data: Option<String>,
+    /// Print the number of matching users.
+    #[arg(long, conflicts_with = "users")]
+    pub count: bool,
+    /// List the matching users (user_key, user_id and the features used).
+    #[arg(long)]
+    pub users: bool,
+    /// Show the resolved tree, the features it needs and the DataFusion plan.
+    #[arg(long)]
+    pub explain: bool,
+    /// Segment files defining @names (repeatable).
+    #[arg(long, value_name = "FILE")]
+    pub segments: Vec<String>,
+    /// Evaluate as of this date (inclusive) or instant; default: the newest event.
+    #[arg(long, value_name = "WHEN")]
+    pub as_of: Option<String>,
+    /// Name of the purchase event.
+    #[arg(long, default_value = "purchase")]
+    pub purchase_event: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: crate::output::OutputFormat,
+    /// Also write the rows to this file or URL (.json, .csv or .parquet).
+    #[arg(long, value_name = "URL")]
+    pub out: Option<String>,
+    /// Time zone for dates given as YYYY-MM-DD.
+    #[arg(long, default_value = "UTC")]
+    pub tz: String,
+    /// Worker threads.
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+}
+
+/// A DSL error rendered with its caret, as a bad-input error.
+fn dsl_error(e: DslError, source: &str) -> anyhow::Error {
+    let text = e.render(source);
+    BadInput(
+        text.strip_prefix("error: ")
+            .unwrap_or(&text)
+            .trim_end()
+            .to_string(),
+    )
+    .into()
+}
+
+fn library(files: &[String], catalog: &Catalog) -> anyhow::Result<SegmentLibrary> {
+    let mut b = SegmentLibraryBuilder::default();
+    for f in files {
+        let text =
+            std::fs::read_to_string(f).with_context(|| format!("cannot read segment file {f}"))?;
+        b.add_source(f, &text).map_err(|e| dsl_error(e, &text))?;
+    }
+    b.build(catalog).map_err(|e| BadInput(e.to_string()).into())
+}
+
+fn catalog_of(events: Option<&Events>) -> Catalog {
+    Catalog {
+        properties: events.map(|e| {
+            let mut p: BTreeSet<String> = e
+                .snapshot
+                .properties
+                .iter()
+                .map(|p| p.name.clone())
+                .collect();
+            p.insert("variant".into());
+            p
+        }),
+        events: None,
+    }
+}
+
+async fn open_as_of(
+    data: &str,
+    as_of: Option<i64>,
+    threads: usize,
+) -> anyhow::Result<(Events, i64)> {
+    let events = Events::open(
+        data,
+        OpenOptions {
+            threads,
+            to: as_of,
+            ..Default::default()
+        },
+    )
+    .await?;
+    let (_, max_ts) = events.ts_range.ok_or_else(|| events.empty_error())?;
+    Ok((events, as_of.map_or(max_ts, |t| t - 1)))
+}
+
+/// Runs `tenure segment`.
+pub fn run(args: SegmentArgs) -> anyhow::Result<()> {
+    let tz = tenure_engine::calendar::parse_tz(&args.tz)?;
+    let as_of = args
+        .as_of
+        .as_deref()
+        .map(|s| parse_when(s, tz, true))
+        .transpose()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(tenure_engine::table::thread_count(args.threads))
+        .enable_all()
+        .build()?;
+    if args.explain && args.data.is_none() {
+        let catalog = catalog_of(None);
+        let lib = library(&args.segments, &catalog)?;
+        let seg = Segment::new(
+            &args.expr,
+            &Resolver::new(&catalog).with_library(&lib),
+            &CompileContext::new(as_of.unwrap_or(0)),
+        )
+        .map_err(|e| dsl_error(e, &args.expr))?;
+        return rt.block_on(explain(&seg, None));
+    }
+    let data = args
+        .data
+        .clone()
+        .ok_or_else(|| BadInput("--data is required (except with --explain)".into()))?;
+    rt.block_on(async {
+        let (events, as_of) = open_as_of(&data, as_of, args.threads).await?;
+        let catalog = catalog_of(Some(&events));
+        let lib = library(&args.segments, &catalog)?;
+        let seg = Segment::new(
+            &args.expr,
+            &Resolver::new(&catalog).with_library(&lib),
+            &CompileContext::new(as_of),
+        )
+        .map_err(|e| dsl_error(e, &args.expr))?;
+        let spec = FeatureSpec {
+            as_of,
+            purchase: PurchaseSpec {
+                event: args.purchase_event.clone(),
+            },
+            thresholds: Thresholds::default(),
+            buyers_only: false,
+        };
+        let table = feature_table(&events, &seg.features, &spec).await?;
+        if args.explain {
+            return explain(&seg, Some(table)).await;
+        }
+        let ctx = SessionContext::new();
+        ctx.register_batch("features", table)?;
+        let matched = ctx.table("features").await?.filter(seg.expr.clone())?;
+        if args.users {
+            let users = users_table(&events)
+                .await?
+                .with_column_renamed("user_key", "uk")?;
+            let batches = matched.collect().await?;
+            let ctx2 = events.ctx.clone();
+            ctx2.register_batch(
+                "matched",
+                datafusion::arrow::compute::concat_batches(
+                    &batches.first().map(|b| b.schema()).unwrap_or_else(|| {
+                        std::sync::Arc::new(datafusion::arrow::datatypes::Schema::empty())
+                    }),
+                    &batches,
+                )?,
+            )?;
+            let joined = ctx2
+                .table("matched")
+                .await?
+                .join(
+                    users,
+                    datafusion::common::JoinType::Left,
+                    &["user_key"],
+                    &["uk"],
+                    None,
+                )?
+                .sort(vec![col("user_key").sort(true, false)])?;
+            let mut names = vec![col("user_key"), col("user_id")];
+            names.extend(
+                seg.features
+                    .iter()
+                    .map(|f: &Feature| datafusion::logical_expr::ident(f.column_name())),
+            );
+            let out = joined.select(names)?.collect().await?;
+            print_batches(&out, args.format, args.out.as_deref())
+        } else {
+            let n = matched.count().await?;
+            let total = ctx.table("features").await?.count().await?;
+            let rows = output::Rows {
+                columns: vec![
+                    "segment".into(),
+                    "users".into(),
+                    "total_users".into(),
+                    "share".into(),
+                ],
+                rows: vec![vec![
+                    args.expr.clone().into(),
+                    (n as u64).into(),
+                    (total as u64).into(),
+                    serde_json::json!(if total > 0 {
+                        n as f64 / total as f64
+                    } else {
+                        0.0
+                    }),
+                ]],
+            };
+            if let Some(out) = &args.out {
+                output::write_out(&rows, out)?;
+            }
+            if args.count && args.format == output::OutputFormat::Table {
+                println!("{n}");
+                Ok(())
+            } else {
+                output::print(&rows, args.format, || output::table(&rows))
+            }
+        }
+    })
+}
+
+async fn explain(
+    seg: &Segment,
+    table: Option<datafusion::arrow::record_batch::RecordBatch>,
+) -> anyhow::Result<()> {
+    println!("resolved:\n  {}", seg.resolved);
+    println!("features:");
+    for f in &seg.features {
+        println!("  {} ({})", f.column_name(), f.data_type());
+    }
+    println!("filter:\n  {}", seg.expr);
+    let schema = std::sync::Arc::new(tenure_dsl::feature_schema(seg.features.iter()));
+    let table =
+        table.unwrap_or_else(|| datafusion::arrow::record_batch::RecordBatch::new_empty(schema));
+    let ctx = SessionContext::new();
+    ctx.register_batch("features", table)?;
+    let plan = ctx
+        .table("features")
+        .await?
+        .filter(seg.expr.clone())?
+        .aggregate(
+            vec![],
+            vec![datafusion::functions_aggregate::count::count(lit(1)).alias("users")],
+        )?;
+    let explained = plan.explain(false, false)?.collect().await?;
+    println!(
+        "{}",
+        datafusion::arrow::util::pretty::pretty_format_batches(&explained)?
+    );
+    Ok(())
+}
+
+fn print_batches(
+    batches: &[datafusion::arrow::record_batch::RecordBatch],
+    format: output::OutputFormat,
+    out_url: Option<&str>,
+) -> anyhow::Result<()> {
+    let mut buf: Vec<u8> = Vec::new();
+    match format {
+        output::OutputFormat::Table => buf.extend(
+            datafusion::arrow::util::pretty::pretty_format_batches(batches)?
+                .to_string()
+                .into_bytes(),
+        ),
+        output::OutputFormat::Csv => {
+            let mut w = datafusion::arrow::csv::WriterBuilder::new()
+                .with_header(true)
+                .build(&mut buf);
+            for b in batches {
+                w.write(b)?;
+            }
+        }
+        output::OutputFormat::Json => {
+            let mut w = datafusion::arrow::json::ArrayWriter::new(&mut buf);
+            for b in batches {
+                w.write(b)?;
+            }
+            w.finish()?;
+        }
+    }
+    if !buf.ends_with(b"\n") {
+        buf.push(b'\n');
+    }
+    if let Some(url) = out_url {
+        return Err(BadInput(format!(
+            "--out {url}: use --format and redirect the output for --users"
+        ))
+        .into());
+    }
+    use std::io::Write;
+    std::io::stdout().lock().write_all(&buf)?;
+    Ok(())
+}
+
+/// RFM scores and the distribution of users over a segment set.
+///
+/// R = whole days since the last purchase, F = purchases, M = purchase revenue,
+/// as of --as-of (default: the newest event); scores 1-5 by quintiles among
+/// buyers (R: more recent scores higher). Each segment of the set (one
+/// `segment name = ...` per line of the files) gets its user count and share.
+///
+/// The population is customers: users with at least one purchase by --as-of.
+///
+/// Columns: segment, users, share (of customers).
+///
+/// Examples:
+///
+///   tenure rfm --data ./store
+///
+///   tenure rfm --data ./store --segments queries/rfm_classic.seg --format csv
+#[derive(Args)]
+pub struct RfmArgs {
+    #[command(flatten)]
+    pub common: AnalysisArgs,
+    /// Segment set files (default: queries/rfm_segments.seg, the English set).
+    #[arg(long, value_name = "FILE")]
+    pub segments: Vec<String>,
+    /// As of this date (inclusive) or instant.
+    #[arg(long, value_name = "WHEN")]
+    pub as_of: Option<String>,
+    /// Name of the purchase event.
+    #[arg(long, default_value = "purchase")]
+    pub purchase_event: String,
+}
+
+/// Runs `tenure rfm`.
+pub fn run_rfm(args: RfmArgs) -> anyhow::Result<()> {
+    let tz = args.common.tz()?;
+    let as_of = args
+        .as_of
+        .as_deref()
+        .map(|s| parse_when(s, tz, true))
+        .transpose()?;
+    let files = if args.segments.is_empty() {
+        vec![default_segment_file("rfm_segments.seg")?]
+    } else {
+        args.segments.clone()
+    };
+    let rt = args.common.runtime()?;
+    let rows = rt.block_on(async {
+        let (events, as_of) = open_as_of(&args.common.data, as_of, args.common.threads).await?;
+        let catalog = catalog_of(Some(&events));
+        let lib = library(&files, &catalog)?;
+        let ctx = CompileContext::new(as_of);
+        let mut features: BTreeSet<Feature> =
+            [Feature::Recency, Feature::Frequency, Feature::Monetary].into();
+        let mut compiled = Vec::new();
+        for s in lib.segments() {
+            features.extend(tenure_dsl::features(&s.expr));
+            compiled.push((
+                s.name.clone(),
+                tenure_dsl::compile(&s.expr, &ctx).map_err(|e| dsl_error(e, &s.source))?,
+            ));
+        }
+        let spec = FeatureSpec {
+            as_of,
+            purchase: PurchaseSpec {
+                event: args.purchase_event.clone(),
+            },
+            thresholds: Thresholds::default(),
+            buyers_only: true,
+        };
+        let table = feature_table(&events, &features, &spec).await?;
+        let total = table.num_rows();
+        let sctx = SessionContext::new();
+        sctx.register_batch("features", table)?;
+        let mut rows = Vec::new();
+        for (name, expr) in compiled {
+            let n = sctx.table("features").await?.filter(expr)?.count().await?;
+            rows.push(vec![
+                name.into(),
+                (n as u64).into(),
+                serde_json::json!(if total > 0 {
+                    n as f64 / total as f64
+                } else {
+                    0.0
+                }),
+            ]);
+        }
+        rows.push(vec![
+            "(customers)".into(),
+            (total as u64).into(),
+            serde_json::json!(1.0),
+        ]);
+        anyhow::Ok(rows)
+    })?;
+    let rows = output::Rows {
+        columns: vec!["segment".into(), "users".into(), "share".into()],
+        rows,
+    };
+    if let Some(out) = &args.common.out {
+        output::write_out(&rows, out)?;
+    }
+    output::print(&rows, args.common.format, || output::table(&rows))
+}
+
+/// Finds a shipped segment file: next to the binary's repository (queries/),
+/// or in the current directory.
+fn default_segment_file(name: &str) -> anyhow::Result<String> {
+    let candidates = [
+        std::path::PathBuf::from("queries").join(name),
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../queries")
+            .join(name),
+    ];
+    candidates
+        .iter()
+        .find(|p| p.exists())
+        .map(|p| p.display().to_string())
+        .ok_or_else(|| BadInput(format!("cannot find queries/{name}; pass --segments FILE")).into())
+}

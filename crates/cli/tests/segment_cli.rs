@@ -1,0 +1,146 @@
+//! `tenure segment` and `tenure rfm` on the hand-checked retention fixture
+//! (fixtures/retention/README.md; as of the newest event, 2026-03-30 09:00 UTC).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn tenure() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_tenure"))
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn store() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let st = tenure()
+        .arg("ingest")
+        .arg(root().join("fixtures/retention/events.ndjson"))
+        .arg("--to")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(st.status.success());
+    dir
+}
+
+fn count(store: &Path, expr: &str) -> String {
+    let out = tenure()
+        .args(["segment", "--data"])
+        .arg(store)
+        .args([expr, "--count"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{expr}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+#[test]
+fn counts_match_the_hand_worked_users() {
+    let dir = store();
+    for (expr, want) in [
+        // R: a 7 days, c 13, d 0; b and e never bought.
+        ("R < 30d and F >= 1", "3"),
+        ("R < 10d", "2"),
+        ("not did purchase", "2"),
+        ("did view >= 1 times", "2"),
+        // e's view on 03-24 10:00 is within the 7 days up to 03-30 09:00; a's is not.
+        ("did view within 7d", "1"),
+        ("M >= 12.5", "2"),
+        // d and e were first seen 7 days (and 7 days 4 hours) before: both "new".
+        ("lifecycle = new", "2"),
+        // Only d's first event is within the last 7 days (the bound is inclusive).
+        ("first_seen within 7d", "1"),
+        ("lifecycle = growing or F = 0", "4"),
+    ] {
+        assert_eq!(count(dir.path(), expr), want, "{expr}");
+    }
+}
+
+#[test]
+fn users_listing_names_users_and_features() {
+    let dir = store();
+    let out = tenure()
+        .args(["segment", "--data"])
+        .arg(dir.path())
+        .args(["R < 30d", "--users", "--format", "csv"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        "user_key,user_id,recency\n0,a,7\n2,c,13\n3,d,0\n"
+    );
+}
+
+#[test]
+fn errors_point_at_the_input_and_exit_2() {
+    let dir = store();
+    for (expr, want) in [
+        ("Freq > 2", "did you mean `F`"),
+        ("R == 3", "use `=`"),
+        ("F < 30d", ""),
+    ] {
+        let out = tenure()
+            .args(["segment", "--data"])
+            .arg(dir.path())
+            .args([expr, "--count"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{expr}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains('^'), "{expr}: caret in {err}");
+        assert!(err.contains(want), "{expr}: {err}");
+    }
+}
+
+#[test]
+fn explain_needs_no_data() {
+    let out = tenure()
+        .args(["segment", "--explain", "R < 30d and F >= 3"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("recency < Int64(30) AND frequency >= Int64(3)"),
+        "{text}"
+    );
+    assert!(text.contains("physical_plan"), "{text}");
+}
+
+#[test]
+fn rfm_partitions_customers_into_the_english_set() {
+    let dir = store();
+    let out = tenure()
+        .args(["rfm", "--data"])
+        .arg(dir.path())
+        .arg("--segments")
+        .arg(root().join("queries/rfm_segments.seg"))
+        .args(["--format", "json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let customers = rows.iter().find(|r| r["segment"] == "(customers)").unwrap()["users"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(customers, 3, "a, c and d bought");
+    let in_segments: u64 = rows
+        .iter()
+        .filter(|r| r["segment"] != "(customers)")
+        .map(|r| r["users"].as_u64().unwrap())
+        .sum();
+    assert_eq!(
+        in_segments, customers,
+        "each customer is in exactly one segment: {rows:?}"
+    );
+}
