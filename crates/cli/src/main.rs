@@ -38,6 +38,7 @@ enum Command {
     Sql(Box<cmd::sql::SqlArgs>),
     Segment(Box<cmd::segment::SegmentArgs>),
     Rfm(Box<cmd::segment::RfmArgs>),
+    Serve(Box<tenure_server::serve_cmd::ServeArgs>),
 }
 
 fn main() {
@@ -53,6 +54,14 @@ fn main() {
         Command::Sql(a) => cmd::sql::run(*a),
         Command::Segment(a) => cmd::segment::run(*a),
         Command::Rfm(a) => cmd::segment::run_rfm(*a),
+        Command::Serve(a) => tenure_server::serve_cmd::run(*a)
+            .map(|r| {
+                eprintln!(
+                    "stopped; received {}, acknowledged {}, rejected {}, duplicates {}, committed {}",
+                    r.received, r.acked, r.rejected, r.duplicates, r.flushed
+                )
+            })
+            .map_err(Into::into),
     };
     std::process::exit(exit::report(result));
 }

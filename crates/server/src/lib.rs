@@ -23,6 +23,7 @@ mod flush;
 mod http;
 mod message;
 mod metrics;
+pub mod serve_cmd;
 mod wal;
 
 use std::future::Future;

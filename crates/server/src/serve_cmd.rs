@@ -1,0 +1,121 @@
+//! The `serve` command's arguments and runner, shared by the `tenure serve`
+//! subcommand and the standalone `tenure-server` binary.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::{BadEventPolicy, ServeReport, Server, ServerConfig, ServerError};
+
+/// Segment-compatible HTTP ingest into a Tenure store.
+///
+/// Apps and servers send events with Segment or RudderStack libraries pointed
+/// at this address; each event is acknowledged only once it is fsynced to the
+/// write-ahead log, and committed to the store by size or age. SIGTERM flushes
+/// and commits before exiting.
+///
+/// Example:
+///
+///   tenure serve --to ./store --wal ./wal --write-key dev-key
+#[derive(clap::Args, Debug)]
+pub struct ServeArgs {
+    /// Store to commit events to (a path or an object-store URL).
+    #[arg(long)]
+    pub to: String,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Write-ahead log directory (local disk).
+    #[arg(long)]
+    pub wal: PathBuf,
+    /// Accepted write key (repeatable).
+    #[arg(long = "write-key", required = true)]
+    pub write_keys: Vec<String>,
+    /// Project configuration (declared properties, Parquet limits).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Largest request body in bytes, after gzip.
+    #[arg(long)]
+    pub max_body_bytes: Option<usize>,
+    /// Largest message in bytes.
+    #[arg(long)]
+    pub max_event_bytes: Option<usize>,
+    /// Refuse a whole request when any of its messages is invalid.
+    #[arg(long)]
+    pub refuse_partial_batches: bool,
+    /// Commit once this many WAL bytes are waiting.
+    #[arg(long)]
+    pub flush_bytes: Option<u64>,
+    /// Commit at the latest this many milliseconds after acknowledging.
+    #[arg(long)]
+    pub flush_age_ms: Option<u64>,
+    /// Uncommitted WAL bytes beyond which requests get 503.
+    #[arg(long)]
+    pub max_wal_bytes: Option<u64>,
+    /// Queued bytes beyond which requests get 429.
+    #[arg(long)]
+    pub max_queue_bytes: Option<usize>,
+    /// Requests in progress beyond which requests get 429.
+    #[arg(long)]
+    pub max_inflight: Option<usize>,
+    /// Dedup window for messageIds, in seconds.
+    #[arg(long)]
+    pub dedup_window_secs: Option<u64>,
+}
+
+/// The server configuration these arguments describe.
+pub fn config(a: ServeArgs) -> Result<ServerConfig, String> {
+    let mut c = ServerConfig::new(a.to, a.wal);
+    c.listen = a.listen;
+    c.write_keys = a.write_keys;
+    if let Some(p) = a.config {
+        c.ingest = tenure_schema::Config::load(&p).map_err(|e| e.to_string())?;
+    }
+    if a.refuse_partial_batches {
+        c.bad_events = BadEventPolicy::RefuseBatch;
+    }
+    c.max_body_bytes = a.max_body_bytes.unwrap_or(c.max_body_bytes);
+    c.max_event_bytes = a.max_event_bytes.unwrap_or(c.max_event_bytes);
+    c.flush_bytes = a.flush_bytes.unwrap_or(c.flush_bytes);
+    if let Some(ms) = a.flush_age_ms {
+        c.flush_age = Duration::from_millis(ms);
+    }
+    c.max_wal_bytes = a.max_wal_bytes.unwrap_or(c.max_wal_bytes);
+    c.max_queue_bytes = a.max_queue_bytes.unwrap_or(c.max_queue_bytes);
+    c.max_inflight_requests = a.max_inflight.unwrap_or(c.max_inflight_requests);
+    if let Some(s) = a.dedup_window_secs {
+        c.dedup_window = Duration::from_secs(s);
+    }
+    Ok(c)
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn signalled() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = term => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+/// Binds, prints the address, serves until SIGTERM or Ctrl-C, then flushes.
+/// Must not be called from inside a tokio runtime.
+pub fn run(args: ServeArgs) -> Result<ServeReport, ServerError> {
+    let cfg = config(args).map_err(ServerError::Config)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| ServerError::Config(e.to_string()))?;
+    rt.block_on(async {
+        let server = Server::bind(cfg).await?;
+        println!("listening on http://{}", server.local_addr());
+        server.run(signalled()).await
+    })
+}
