@@ -60,7 +60,24 @@ pub async fn feature_table(
     features: &BTreeSet<Feature>,
     spec: &FeatureSpec,
 ) -> Result<RecordBatch> {
-    let stats = userstats::scan(events, &spec.purchase).await?;
+    // When nothing needs first/last seen and the whole history up to the newest
+    // event is in range, every user key is in the population (each was assigned
+    // from a committed event), so only purchase rows need to be read.
+    let whole_history = events.options.from.is_none()
+        && events.options.to.is_none()
+        && events.ts_range.is_some_and(|(_, max)| spec.as_of >= max);
+    let needs_seen = features.iter().any(|f| {
+        matches!(
+            f,
+            Feature::FirstSeen | Feature::LastSeen | Feature::Lifecycle(LifecycleAxis::Tenure)
+        )
+    });
+    let purchases_only = whole_history && !needs_seen;
+    let mut stats = userstats::scan_with(events, &spec.purchase, purchases_only).await?;
+    if purchases_only {
+        // Everyone in the dictionary was seen by `as_of`.
+        stats.first_seen.iter_mut().for_each(|t| *t = i64::MIN + 1);
+    }
     let users: Vec<usize> = (0..stats.len())
         .filter(|&u| stats.first_seen[u] != NEVER && stats.first_seen[u] <= spec.as_of)
         .filter(|&u| !spec.buyers_only || stats.purchases[u] > 0)

@@ -105,9 +105,23 @@ pub(crate) fn range_filter(
 
 /// Scans the events once.
 pub async fn scan(events: &Events, purchase: &PurchaseSpec) -> Result<UserStats> {
+    scan_with(events, purchase, false).await
+}
+
+/// Like [`scan`]; with `purchases_only`, reads purchase events only (a small
+/// fraction of the rows) and leaves `first_seen`/`last_seen` describing
+/// purchases, so callers must not use them.
+pub async fn scan_with(
+    events: &Events,
+    purchase: &PurchaseSpec,
+    purchases_only: bool,
+) -> Result<UserStats> {
     let users = events.users();
-    let df = range_filter(events, events.ctx.table("events").await?)?;
+    let mut df = range_filter(events, events.ctx.table("events").await?)?;
     let is_purchase: Expr = col("event").eq(lit(purchase.event.clone()));
+    if purchases_only {
+        df = df.filter(is_purchase.clone())?;
+    }
     let df = df.select(vec![
         col("user_key"),
         col("ts"),

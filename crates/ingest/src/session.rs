@@ -1,7 +1,6 @@
 //! An ingest transaction: decode inputs, validate, buffer by date partition,
 //! stage files, then commit them all in one manifest version.
 
-use std::collections::HashMap;
 use std::io::Read;
 use std::path::Path;
 use std::time::{Instant, UNIX_EPOCH};
@@ -121,7 +120,8 @@ pub struct Ingest {
     default_format: Option<Format>,
     pub(crate) users: UserDict,
     seen: HashSet<u128, foldhash::fast::FixedState>,
-    bufs: HashMap<i64, EventColumns>,
+    // A fast hash: this map is looked up once per event.
+    bufs: hashbrown::HashMap<i64, EventColumns, foldhash::fast::FixedState>,
     buffered: usize,
     writer: Writer,
     bounds: TimeBounds,
@@ -184,7 +184,7 @@ impl Ingest {
             default_format: opts.format,
             users,
             seen: HashSet::default(),
-            bufs: HashMap::new(),
+            bufs: Default::default(),
             buffered: 0,
             writer,
             bounds: TimeBounds::now(),

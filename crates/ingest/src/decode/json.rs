@@ -160,10 +160,8 @@ pub fn read_ndjson<R: Read>(
     // When a line outgrows `max_line` we stop buffering it and skip to its end.
     let mut skipping = false;
     loop {
-        let start = buf.len();
-        buf.resize(start + CHUNK, 0);
-        let n = read_full(&mut reader, &mut buf[start..])?;
-        buf.truncate(start + n);
+        // Appends without zeroing the buffer first.
+        let n = (&mut reader).take(CHUNK as u64).read_to_end(&mut buf)?;
         on_bytes(n as u64);
         let eof = n == 0;
         let mut pos = 0;
@@ -266,22 +264,6 @@ fn handle_line(
         Ok(ev) => sink.accept(&ev, loc, line),
         Err(reason) => sink.reject(loc, &reason, line),
     }
-}
-
-fn read_full<R: Read>(r: &mut R, mut buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut total = 0;
-    while !buf.is_empty() {
-        match r.read(buf) {
-            Ok(0) => break,
-            Ok(n) => {
-                total += n;
-                buf = &mut buf[n..];
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(total)
 }
 
 #[cfg(test)]
