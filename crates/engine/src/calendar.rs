@@ -50,6 +50,8 @@ pub struct Calendar {
     day_period: Vec<u32>,
     /// Local start date of each period, plus the start of the one after the last.
     period_starts: Vec<NaiveDate>,
+    /// Every local day is exactly 24 hours (UTC): a division finds the day.
+    uniform_days: bool,
 }
 
 fn local_midnight_utc(tz: Tz, d: NaiveDate) -> i64 {
@@ -130,6 +132,7 @@ impl Calendar {
             tz,
             period,
             first_day: first_period,
+            uniform_days: day_starts.windows(2).all(|w| w[1] - w[0] == DAY_MICROS),
             day_starts,
             day_period,
             period_starts,
@@ -166,6 +169,10 @@ impl Calendar {
         let first = self.day_starts[0];
         if ts < first {
             return None;
+        }
+        if self.uniform_days {
+            let d = ((ts - first) / DAY_MICROS) as usize;
+            return (d < self.day_period.len()).then_some(d);
         }
         let mut d = ((ts - first) / DAY_MICROS) as usize;
         let n = self.day_period.len();
