@@ -117,6 +117,16 @@ fn files_carry_zstd_statistics_and_sort_order() {
     let rg = md.row_group(0);
     let sorting = rg.sorting_columns().expect("sorting columns recorded");
     assert_eq!(sorting.len(), 2);
+    let ts = rg
+        .columns()
+        .iter()
+        .find(|c| c.column_path().string() == "ts")
+        .unwrap();
+    assert!(
+        ts.encodings()
+            .any(|e| e == parquet::basic::Encoding::DELTA_BINARY_PACKED),
+        "ts is delta-encoded"
+    );
     for col in rg.columns() {
         assert!(matches!(
             col.compression(),
