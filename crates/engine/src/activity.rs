@@ -106,13 +106,7 @@ pub async fn scan(events: &Events, cal: &Calendar, spec: &ActivitySpec) -> Resul
     let users = events.users();
     let periods = cal.periods();
     let separate = spec.start.is_some() || spec.ret.is_some();
-    let mut df = events.ctx.table("events").await?;
-    if let Some(from) = events.options.from {
-        df = df.filter(col("ts").gt_eq(lit_ts(from)))?;
-    }
-    if let Some(to) = events.options.to {
-        df = df.filter(col("ts").lt(lit_ts(to)))?;
-    }
+    let mut df = events.in_range().await?;
     let mut select = vec![col("user_key"), col("ts")];
     if separate {
         let s = spec.start.clone().unwrap_or(lit(true));
@@ -139,13 +133,6 @@ pub async fn scan(events: &Events, cal: &Calendar, spec: &ActivitySpec) -> Resul
         }
     }
     Ok(acc.unwrap_or_else(|| Activity::new(users, periods, separate)))
-}
-
-fn lit_ts(t: i64) -> Expr {
-    lit(datafusion::scalar::ScalarValue::TimestampMicrosecond(
-        Some(t),
-        Some("UTC".into()),
-    ))
 }
 
 async fn fold(

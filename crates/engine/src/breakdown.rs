@@ -10,7 +10,6 @@ use datafusion::logical_expr::{Expr, cast, col, ident};
 use futures::StreamExt;
 
 use crate::table::Events;
-use crate::userstats::range_filter;
 use crate::{EngineError, Result};
 
 /// Label of users whose value is null.
@@ -33,7 +32,7 @@ pub async fn by_first_start(events: &Events, column: &str, start: Option<&Expr>)
         )));
     }
     let users = events.users();
-    let mut df = range_filter(events, events.ctx.table("events").await?)?;
+    let mut df = events.in_range().await?;
     if let Some(s) = start {
         df = df.filter(s.clone())?;
     }

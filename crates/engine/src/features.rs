@@ -18,7 +18,7 @@ use tenure_dsl::{Feature, LifecycleAxis, Metric};
 
 use crate::lifecycle::{self, ACTIVITY, TENURE, Thresholds};
 use crate::table::Events;
-use crate::userstats::{self, NEVER, PurchaseSpec, UserStats, range_filter};
+use crate::userstats::{self, NEVER, PurchaseSpec, UserStats};
 use crate::{EngineError, Result};
 
 /// Options of the feature table.
@@ -200,7 +200,9 @@ async fn latest_property(
         )));
     }
     let n = events.users();
-    let df = range_filter(events, events.ctx.table("events").await?)?
+    let df = events
+        .in_range()
+        .await?
         .filter(ident(name).is_not_null())?
         .select(vec![
             col("user_key"),
@@ -243,7 +245,9 @@ async fn event_counts(
     as_of: i64,
 ) -> Result<ArrayRef> {
     let n = events.users();
-    let df = range_filter(events, events.ctx.table("events").await?)?
+    let df = events
+        .in_range()
+        .await?
         .filter(col("event").eq(lit(event.to_string())))?
         .select(vec![col("user_key"), col("ts")])?;
     let since = within.map(|w| as_of - w).unwrap_or(i64::MIN);

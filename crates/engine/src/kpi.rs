@@ -25,7 +25,7 @@ use crate::Result;
 use crate::activity::{self, ActivitySpec, bit};
 use crate::calendar::{Calendar, DAY_MICROS, Period};
 use crate::table::Events;
-use crate::userstats::{self, NEVER, PurchaseSpec, range_filter};
+use crate::userstats::{self, NEVER, PurchaseSpec};
 
 /// One KPI value.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -133,7 +133,9 @@ pub async fn kpis(events: &Events, spec: &KpiSpec) -> Result<Vec<KpiRow>> {
     // Revenue and orders per reporting period.
     let mut revenue = vec![0i128; np];
     let mut orders = vec![0u64; np];
-    let df = range_filter(events, events.ctx.table("events").await?)?
+    let df = events
+        .in_range()
+        .await?
         .filter(is_purchase)?
         .select(vec![col("ts"), col("revenue")])?;
     let mut stream = df.execute_stream().await?;

@@ -12,7 +12,7 @@ use crate::activity::{self, ActivitySpec, first_bit};
 use crate::calendar::Calendar;
 use crate::retention::RetentionSpec;
 use crate::table::Events;
-use crate::userstats::{cents, range_filter};
+use crate::userstats::cents;
 use crate::{EngineError, Result};
 
 /// One row.
@@ -57,7 +57,9 @@ pub async fn ltv(events: &Events, spec: &RetentionSpec) -> Result<Vec<LtvRow>> {
             sizes[c as usize] += 1;
         }
     }
-    let df = range_filter(events, events.ctx.table("events").await?)?
+    let df = events
+        .in_range()
+        .await?
         .filter(col("revenue").is_not_null())?
         .select(vec![col("user_key"), col("ts"), col("revenue")])?;
     let mut cells = vec![0i128; n * n];

@@ -124,6 +124,26 @@ impl Events {
         })
     }
 
+    /// The `events` table limited to the requested range (`--from`/`--to`):
+    /// every per-user pass starts from this.
+    pub async fn in_range(&self) -> Result<datafusion::dataframe::DataFrame> {
+        use datafusion::logical_expr::{col, lit};
+        let ts = |t: i64| {
+            lit(datafusion::scalar::ScalarValue::TimestampMicrosecond(
+                Some(t),
+                Some("UTC".into()),
+            ))
+        };
+        let mut df = self.ctx.table("events").await?;
+        if let Some(from) = self.options.from {
+            df = df.filter(col("ts").gt_eq(ts(from)))?;
+        }
+        if let Some(to) = self.options.to {
+            df = df.filter(col("ts").lt(ts(to)))?;
+        }
+        Ok(df)
+    }
+
     /// Properties declared in the store (typed columns).
     pub fn has_column(&self, name: &str) -> bool {
         event_schema(&self.snapshot.properties)

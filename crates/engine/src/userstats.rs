@@ -84,25 +84,6 @@ impl UserStats {
     }
 }
 
-pub(crate) fn range_filter(
-    events: &Events,
-    mut df: datafusion::dataframe::DataFrame,
-) -> Result<datafusion::dataframe::DataFrame> {
-    let ts = |t: i64| {
-        lit(datafusion::scalar::ScalarValue::TimestampMicrosecond(
-            Some(t),
-            Some("UTC".into()),
-        ))
-    };
-    if let Some(from) = events.options.from {
-        df = df.filter(col("ts").gt_eq(ts(from)))?;
-    }
-    if let Some(to) = events.options.to {
-        df = df.filter(col("ts").lt(ts(to)))?;
-    }
-    Ok(df)
-}
-
 /// Scans the events once.
 pub async fn scan(events: &Events, purchase: &PurchaseSpec) -> Result<UserStats> {
     scan_with(events, purchase, false).await
@@ -117,7 +98,7 @@ pub async fn scan_with(
     purchases_only: bool,
 ) -> Result<UserStats> {
     let users = events.users();
-    let mut df = range_filter(events, events.ctx.table("events").await?)?;
+    let mut df = events.in_range().await?;
     let is_purchase: Expr = col("event").eq(lit(purchase.event.clone()));
     if purchases_only {
         df = df.filter(is_purchase.clone())?;
