@@ -11,6 +11,7 @@ pub mod breakdown;
 pub mod calendar;
 mod error;
 pub mod features;
+pub mod funnel;
 pub mod kpi;
 pub mod lifecycle;
 pub mod ltv;

@@ -3,6 +3,7 @@
 
 pub mod common;
 pub mod compact;
+pub mod funnel;
 pub mod generate;
 pub mod ingest;
 pub mod kpi;

@@ -1,0 +1,373 @@
+//! `tenure funnel`: step-by-step conversion with ClickHouse `windowFunnel`
+//! semantics.
+
+use std::fmt::Write as _;
+
+use clap::Args;
+use tenure_engine::funnel::{self, Exclusion, FunnelSpec, Modes, Step};
+use tenure_engine::{Events, OpenOptions};
+
+use crate::cmd::common::{AnalysisArgs, parse_when};
+use crate::exit::BadInput;
+use crate::output;
+
+/// Funnel: how many users went through the steps in order, each within
+/// --window of their step-1 event.
+///
+/// Default mode is ClickHouse's windowFunnel: a chain may start at any step-1
+/// event; each next step must happen no earlier than the previous one (equal
+/// timestamps count) and at most --window after the chain's step-1 event (the
+/// boundary is inclusive); a user's level is the deepest step any chain
+/// reached. --mode adds, comma-separated: strict_order (any other event inside
+/// a started chain stops it), strict_increase (steps need strictly later
+/// timestamps), strict_deduplication (a repeated step stops the chain),
+/// first_touch (only the user's first step-1 event starts a chain).
+///
+/// Steps are event names, each optionally with a condition, a SQL boolean
+/// expression over the event's columns: `purchase where revenue > 100`.
+/// --from/--to limit when users enter (their step-1 event); later steps count
+/// up to the window past --to.
+///
+/// Columns (csv/json): group (the --by value; `all` without --by; `(none)` for
+/// null), step (1-based), event, users, drop_off, conversion_from_previous,
+/// conversion_from_first, median_seconds_to_convert, p90_seconds_to_convert
+/// (from the previous step, over the users who reached the step; quantiles
+/// interpolate linearly). With --histogram: group, step, event, bucket,
+/// from_seconds, to_seconds, users.
+///
+/// Examples:
+///
+///   tenure funnel --data ./store --steps view_item,add_to_cart,checkout,purchase --window 7d
+///
+///   tenure funnel --data ./store --steps view_item,purchase --window 1d --by variant --format json
+///
+///   tenure funnel --data ./store --steps "view_item,purchase where revenue > 100" --window 3d --mode strict_order
+///
+///   tenure funnel --data ./store --steps view_item,add_to_cart,purchase --window 7d --exclude remove_from_cart:2-3 --hold item_id
+#[derive(Args)]
+pub struct FunnelArgs {
+    #[command(flatten)]
+    pub common: AnalysisArgs,
+    /// Steps, comma-separated, each `event` or `event where <SQL condition>`.
+    #[arg(long, value_name = "STEPS")]
+    pub steps: String,
+    /// Window from the step-1 event: a number and s, m, h, d or w (e.g. 7d).
+    #[arg(long, default_value = "7d")]
+    pub window: String,
+    /// Modes, comma-separated: default, strict_order, strict_increase,
+    /// strict_deduplication, first_touch.
+    #[arg(long, default_value = "default")]
+    pub mode: String,
+    /// Break down by a column's value at the step-1 event (e.g. variant).
+    #[arg(long, value_name = "COLUMN")]
+    pub by: Option<String>,
+    /// An event that must not happen between two steps: `event[:FROM-TO]`
+    /// (steps 1-based; default between the first and the last step).
+    /// Repeatable.
+    #[arg(long, value_name = "EVENT[:FROM-TO]")]
+    pub exclude: Vec<String>,
+    /// Every step of a chain must have the same value of this column
+    /// (e.g. item_id).
+    #[arg(long, value_name = "COLUMN")]
+    pub hold: Option<String>,
+    /// Print the time-to-convert histogram instead of the steps.
+    #[arg(long)]
+    pub histogram: bool,
+}
+
+/// Parses `7d`, `36h`, `90m`, `3600s`, `2w` to microseconds.
+pub fn parse_window(s: &str) -> anyhow::Result<i64> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).ok_or_else(|| {
+        BadInput(format!(
+            "window `{s}` needs a unit: s, m, h, d or w (e.g. 7d)"
+        ))
+    })?;
+    let (num, unit) = t.split_at(split);
+    let n: i64 = num.parse().map_err(|_| {
+        BadInput(format!(
+            "window `{s}`: expected a whole number then s, m, h, d or w"
+        ))
+    })?;
+    let secs = match unit.trim() {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3_600,
+        "d" => 86_400,
+        "w" => 7 * 86_400,
+        u => {
+            return Err(BadInput(format!(
+                "window `{s}`: unknown unit `{u}`; use s, m, h, d or w"
+            ))
+            .into());
+        }
+    };
+    if n <= 0 {
+        return Err(BadInput(format!("window `{s}` must be positive")).into());
+    }
+    n.checked_mul(secs * 1_000_000)
+        .ok_or_else(|| BadInput(format!("window `{s}` is too long")).into())
+}
+
+/// Splits on commas outside quotes and parentheses.
+pub fn split_steps(s: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let (mut depth, mut quote) = (0i32, None::<char>);
+    for c in s.chars() {
+        match (quote, c) {
+            (Some(q), _) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, '\'' | '"') => quote = Some(c),
+            (None, '(') => depth += 1,
+            (None, ')') => depth -= 1,
+            (None, ',') if depth == 0 => {
+                out.push(std::mem::take(&mut cur));
+                continue;
+            }
+            _ => {}
+        }
+        cur.push(c);
+    }
+    out.push(cur);
+    out.into_iter().map(|p| p.trim().to_string()).collect()
+}
+
+/// Parses `event [where <SQL>]` into a step, the condition checked against
+/// the events table.
+pub async fn parse_step(events: &Events, text: &str) -> anyhow::Result<Step> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Err(BadInput("empty funnel step (two commas in a row?)".into()).into());
+    }
+    let lower = text.to_ascii_lowercase();
+    let (name, cond) = match lower.find(" where ") {
+        Some(at) => (text[..at].trim(), Some(text[at + 7..].trim())),
+        None => (text, None),
+    };
+    if name.is_empty() || name.contains(char::is_whitespace) {
+        return Err(BadInput(format!(
+            "funnel step `{text}`: expected `event` or `event where <condition>`"
+        ))
+        .into());
+    }
+    let condition = match cond {
+        None => None,
+        Some(sql) => {
+            let df = events.ctx.table("events").await?;
+            Some(events.ctx.parse_sql_expr(sql, df.schema()).map_err(|e| {
+                BadInput(format!("funnel step `{text}`: bad condition `{sql}`: {e}"))
+            })?)
+        }
+    };
+    Ok(Step {
+        event: name.to_string(),
+        condition,
+        label: text.to_string(),
+    })
+}
+
+/// The funnel spec from the command's flags, and the store opened so that
+/// steps after the range end still count.
+pub async fn spec_and_events(
+    common: &AnalysisArgs,
+    steps: &str,
+    window: &str,
+    mode: &str,
+    by: Option<&str>,
+    exclude: &[String],
+    hold: Option<&str>,
+) -> anyhow::Result<(FunnelSpec, Events)> {
+    let window_us = parse_window(window)?;
+    let modes = Modes::parse(mode).map_err(|e| BadInput(e.to_string()))?;
+    let tz = common.tz()?;
+    let from = common
+        .from
+        .as_deref()
+        .map(|s| parse_when(s, tz, false))
+        .transpose()?;
+    let to = common
+        .to
+        .as_deref()
+        .map(|s| parse_when(s, tz, true))
+        .transpose()?;
+    if let (Some(a), Some(b)) = (from, to)
+        && b <= a
+    {
+        return Err(BadInput("--to is not after --from".into()).into());
+    }
+    // Steps may follow entry by up to the window (inclusive) past --to.
+    let events = Events::open(
+        &common.data,
+        OpenOptions {
+            threads: common.threads,
+            from,
+            to: to.map(|t| t.saturating_add(window_us).saturating_add(1)),
+        },
+    )
+    .await?;
+    let texts = split_steps(steps);
+    if texts.len() > funnel::MAX_STEPS {
+        return Err(BadInput(format!(
+            "{} steps: a funnel has at most {}",
+            texts.len(),
+            funnel::MAX_STEPS
+        ))
+        .into());
+    }
+    let mut parsed = Vec::new();
+    for t in &texts {
+        parsed.push(parse_step(&events, t).await?);
+    }
+    let mut exclusions = Vec::new();
+    for x in exclude {
+        let (ev, range) = match x.rsplit_once(':') {
+            Some((e, r)) if r.contains('-') => (e, Some(r)),
+            _ => (x.as_str(), None),
+        };
+        let (from_step, to_step) = match range {
+            None => (1, parsed.len()),
+            Some(r) => {
+                let (a, b) = r.split_once('-').expect("checked");
+                let p = |v: &str| {
+                    v.trim().parse::<usize>().map_err(|_| {
+                        BadInput(format!(
+                            "--exclude `{x}`: expected EVENT:FROM-TO with step numbers, e.g. remove_from_cart:2-3"
+                        ))
+                    })
+                };
+                (p(a)?, p(b)?)
+            }
+        };
+        exclusions.push(Exclusion {
+            step: parse_step(&events, ev).await?,
+            from_step,
+            to_step,
+        });
+    }
+    let spec = FunnelSpec {
+        steps: parsed,
+        window_us,
+        modes,
+        exclusions,
+        by: by.map(str::to_string),
+        user_groups: None,
+        hold: hold.map(str::to_string),
+        entry_from: from,
+        entry_to: to,
+    };
+    Ok((spec, events))
+}
+
+/// Runs the command.
+pub fn run(args: FunnelArgs) -> anyhow::Result<()> {
+    let rt = args.common.runtime()?;
+    let (rows, hist) = rt.block_on(async {
+        let (spec, events) = spec_and_events(
+            &args.common,
+            &args.steps,
+            &args.window,
+            &args.mode,
+            args.by.as_deref(),
+            &args.exclude,
+            args.hold.as_deref(),
+        )
+        .await?;
+        funnel::funnel(&events, &spec).await.map_err(|e| match e {
+            tenure_engine::EngineError::BadRequest(m) => BadInput(m).into(),
+            other => anyhow::Error::from(other),
+        })
+    })?;
+    if args.histogram {
+        let table = output::to_rows(
+            &[
+                "group",
+                "step",
+                "event",
+                "bucket",
+                "from_seconds",
+                "to_seconds",
+                "users",
+            ],
+            &hist,
+        )?;
+        if let Some(out) = &args.common.out {
+            output::write_out(&table, out)?;
+        }
+        return output::print(&table, args.common.format, || output::table(&table));
+    }
+    let table = output::to_rows(
+        &[
+            "group",
+            "step",
+            "event",
+            "users",
+            "drop_off",
+            "conversion_from_previous",
+            "conversion_from_first",
+            "median_seconds_to_convert",
+            "p90_seconds_to_convert",
+        ],
+        &rows,
+    )?;
+    if let Some(out) = &args.common.out {
+        output::write_out(&table, out)?;
+    }
+    output::print(&table, args.common.format, || render(&rows))
+}
+
+/// Human form of a duration in seconds.
+fn human(secs: f64) -> String {
+    let s = secs.round() as i64;
+    if s < 60 {
+        format!("{s}s")
+    } else if s < 3_600 {
+        format!("{}m{:02}s", s / 60, s % 60)
+    } else if s < 86_400 {
+        format!("{}h{:02}m", s / 3_600, s % 3_600 / 60)
+    } else {
+        format!("{}d{:02}h", s / 86_400, s % 86_400 / 3_600)
+    }
+}
+
+/// The table view: per group, one line per step with a bar.
+pub fn render(rows: &[funnel::FunnelRow]) -> String {
+    const WIDTH: usize = 30;
+    let mut s = String::new();
+    let label_w = rows
+        .iter()
+        .map(|r| r.event.chars().count())
+        .max()
+        .unwrap_or(5)
+        .min(40);
+    let mut current: Option<&str> = None;
+    for r in rows {
+        if current != Some(r.group.as_str()) {
+            if current.is_some() {
+                s.push('\n');
+            }
+            let _ = writeln!(s, "{}", r.group);
+            current = Some(&r.group);
+        }
+        let share = r.conversion_from_first.unwrap_or(0.0);
+        let filled = (share * WIDTH as f64).round() as usize;
+        let bar: String = "█".repeat(filled) + &"░".repeat(WIDTH - filled.min(WIDTH));
+        let event: String = r.event.chars().take(label_w).collect();
+        let _ = write!(
+            s,
+            "  {:>2} {:<label_w$} {bar} {:>9} {:>6.1}%",
+            r.step,
+            event,
+            r.users,
+            share * 100.0
+        );
+        if let Some(p) = r.conversion_from_previous {
+            let _ = write!(s, "  {:>5.1}% of previous", p * 100.0);
+        }
+        if let Some(m) = r.median_seconds_to_convert {
+            let _ = write!(s, ", median {}", human(m));
+        }
+        s.push('\n');
+    }
+    s
+}

@@ -1,0 +1,223 @@
+//! `tenure funnel` on the hand-worked fixture (fixtures/funnel/README.md), and
+//! its answers to bad input.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn tenure() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_tenure"))
+}
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fixtures/funnel")
+        .join(name)
+}
+
+fn store() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let st = tenure()
+        .arg("ingest")
+        .arg(fixture("events.ndjson"))
+        .arg("--config")
+        .arg(fixture("config.toml"))
+        .arg("--to")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    dir
+}
+
+fn funnel(dir: &Path, extra: &[&str]) -> std::process::Output {
+    tenure()
+        .arg("funnel")
+        .arg("--data")
+        .arg(dir)
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+const STEPS: &[&str] = &[
+    "--steps",
+    "view_item,add_to_cart,purchase",
+    "--window",
+    "1h",
+    "--format",
+    "csv",
+];
+
+#[test]
+fn every_mode_matches_the_hand_worked_fixture() {
+    let dir = store();
+    let cases: &[(&str, &[&str])] = &[
+        ("expected_default_by_variant.csv", &["--by", "variant"]),
+        ("expected_strict_order.csv", &["--mode", "strict_order"]),
+        (
+            "expected_strict_increase.csv",
+            &["--mode", "strict_increase"],
+        ),
+        (
+            "expected_strict_deduplication.csv",
+            &["--mode", "strict_deduplication"],
+        ),
+        ("expected_first_touch.csv", &["--mode", "first-touch"]),
+        (
+            "expected_exclude.csv",
+            &["--exclude", "remove_from_cart:2-3"],
+        ),
+        ("expected_hold.csv", &["--hold", "item_id"]),
+        (
+            "expected_range.csv",
+            &["--from", "2026-03-02", "--to", "2026-03-02"],
+        ),
+    ];
+    for (file, extra) in cases {
+        let mut args = STEPS.to_vec();
+        args.extend_from_slice(extra);
+        let out = funnel(dir.path(), &args);
+        assert!(
+            out.status.success(),
+            "{file}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let want = std::fs::read_to_string(fixture(file)).unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            want,
+            "{file} ({extra:?})"
+        );
+    }
+}
+
+#[test]
+fn shared_step_names_and_histogram() {
+    let dir = store();
+    let out = funnel(
+        dir.path(),
+        &[
+            "--steps",
+            "view_item,view_item",
+            "--window",
+            "1h",
+            "--format",
+            "csv",
+        ],
+    );
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        std::fs::read_to_string(fixture("expected_shared_name.csv")).unwrap()
+    );
+    let mut args = STEPS.to_vec();
+    args.extend_from_slice(&["--by", "variant", "--histogram"]);
+    let out = funnel(dir.path(), &args);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let nonempty: Vec<&str> = text
+        .lines()
+        .enumerate()
+        .filter(|(i, l)| *i == 0 || !l.ends_with(",0"))
+        .map(|(_, l)| l)
+        .collect();
+    let want = std::fs::read_to_string(fixture("expected_histogram.csv")).unwrap();
+    assert_eq!(nonempty, want.lines().collect::<Vec<_>>());
+}
+
+#[test]
+fn conditions_json_and_table_views() {
+    let dir = store();
+    // Only u14's purchase is after 00:15 on D+1: a condition on the step.
+    let out = funnel(
+        dir.path(),
+        &[
+            "--steps",
+            "view_item, purchase where ts > '2026-03-03T00:15:00Z'",
+            "--window",
+            "1h",
+            "--format",
+            "json",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = doc.as_array().expect("an array of rows");
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[1]["users"], 1);
+    assert_eq!(
+        rows[1]["event"],
+        "purchase where ts > '2026-03-03T00:15:00Z'"
+    );
+    assert_eq!(rows[1]["median_seconds_to_convert"], 3000.0);
+    let out = funnel(
+        dir.path(),
+        &[
+            "--steps",
+            "view_item,add_to_cart,purchase",
+            "--window",
+            "1h",
+        ],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("█"), "{text}");
+    assert!(text.contains("73.3%"), "{text}"); // 11 of 15
+}
+
+#[test]
+fn bad_input_is_exit_2_with_a_reason() {
+    let dir = store();
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["--steps", "view_item,purchase", "--window", "7"],
+            "needs a unit",
+        ),
+        (
+            &["--steps", "view_item,purchase", "--window", "7y"],
+            "unknown unit",
+        ),
+        (
+            &["--steps", "view_item,purchase", "--window", "0d"],
+            "must be positive",
+        ),
+        (
+            &["--steps", "view_item,purchase", "--mode", "strict"],
+            "unknown funnel mode",
+        ),
+        (
+            &["--steps", "view_item,purchase", "--by", "colour"],
+            "not a column",
+        ),
+        (
+            &["--steps", "view_item,purchase", "--exclude", "x:3-1"],
+            "need 1 <= from < to",
+        ),
+        (
+            &["--steps", "view_item,purchase", "--exclude", "x:a-b"],
+            "EVENT:FROM-TO",
+        ),
+        (&["--steps", "view_item,,purchase"], "empty funnel step"),
+        (
+            &["--steps", "view_item,purchase where revenue >"],
+            "bad condition",
+        ),
+        (&["--steps", "view item,purchase"], "expected `event`"),
+    ];
+    for (args, want) in cases {
+        let out = funnel(dir.path(), args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
+    let many = vec!["e"; 33].join(",");
+    let out = funnel(dir.path(), &["--steps", &many]);
+    assert_eq!(out.status.code(), Some(2));
+}
