@@ -45,8 +45,8 @@
 
 use std::collections::HashMap;
 
-use datafusion::arrow::array::{Array, AsArray, BooleanArray, StringArray};
-use datafusion::arrow::datatypes::{DataType, TimestampMicrosecondType, UInt32Type};
+use datafusion::arrow::array::{Array, AsArray, BooleanArray, DictionaryArray};
+use datafusion::arrow::datatypes::{DataType, Int32Type, TimestampMicrosecondType, UInt32Type};
 use datafusion::logical_expr::{Expr, cast, col, ident, lit};
 use datafusion::physical_plan::SendableRecordBatchStream;
 use futures::StreamExt;
@@ -314,10 +314,10 @@ pub async fn user_levels(events: &Events, spec: &FunnelSpec) -> Result<UserLevel
     }
     let with_grp = spec.by.is_some();
     if let Some(by) = &spec.by {
-        select.push(cast(ident(by), DataType::Utf8).alias("__grp"));
+        select.push(cast(ident(by), dict_type()).alias("__grp"));
     }
     if let Some(h) = &spec.hold {
-        select.push(cast(ident(h), DataType::Utf8).alias("__hold"));
+        select.push(cast(ident(h), dict_type()).alias("__hold"));
     }
     let df = df.select(select)?;
     let streams = df.execute_stream_partitioned().await?;
@@ -389,14 +389,16 @@ async fn gather(mut stream: SendableRecordBatchStream, shape: Shape) -> Result<G
             }
         }
         let mut next = 2 + flags;
-        let mut string_col = |wanted: bool| -> Option<&StringArray> {
+        let mut dict_col = |wanted: bool| -> Option<BatchIds> {
             wanted.then(|| {
                 next += 1;
-                batch.column(next - 1).as_string::<i32>()
+                batch.column(next - 1).as_dictionary::<Int32Type>()
             })
         };
-        let grp_col = string_col(shape.grp);
-        let hold_col = string_col(shape.hold);
+        let grp_col = dict_col(shape.grp);
+        let hold_col = dict_col(shape.hold);
+        let grp_map = grp_col.map(|c| grp_ids.map_values(c));
+        let hold_map = hold_col.map(|c| hold_ids.map_values(c));
         for i in 0..n {
             let m = mask[i];
             // Rows matching no step are "other events", which only strict order
@@ -407,17 +409,17 @@ async fn gather(mut stream: SendableRecordBatchStream, shape: Shape) -> Result<G
             g.key.push(keys[i]);
             g.ts.push(ts[i]);
             g.mask.push(m);
-            if let Some(c) = grp_col {
+            if let (Some(c), Some(map)) = (grp_col, &grp_map) {
                 // Only a step-1 event's value is ever used.
                 g.grp.push(if m & 1 == 1 {
-                    grp_ids.id(c, i)
+                    grp_ids.id(c, map, i)
                 } else {
                     u32::MAX
                 });
             }
-            if let Some(c) = hold_col {
+            if let (Some(c), Some(map)) = (hold_col, &hold_map) {
                 g.hold.push(if c.is_valid(i) {
-                    hold_ids.id(c, i)
+                    hold_ids.id(c, map, i)
                 } else {
                     u32::MAX
                 });
@@ -429,42 +431,57 @@ async fn gather(mut stream: SendableRecordBatchStream, shape: Shape) -> Result<G
     Ok(g)
 }
 
-/// Numbers the distinct values of a string column (null included) in the
-/// order met; the last value is remembered, since a user's rows come together.
+type BatchIds<'a> = &'a DictionaryArray<Int32Type>;
+
+fn dict_type() -> DataType {
+    DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8))
+}
+
+/// Numbers the distinct values of a dictionary column (null included) in the
+/// order met. Each batch's dictionary is mapped once; rows then only look up
+/// their key.
 #[derive(Default)]
 struct Interner {
     ids: HashMap<String, u32>,
     null: Option<u32>,
     values: Vec<Option<String>>,
-    last: Option<(usize, u32)>,
 }
 
 impl Interner {
-    fn id(&mut self, c: &StringArray, i: usize) -> u32 {
+    /// Ids of a batch's dictionary values.
+    fn map_values(&mut self, c: &DictionaryArray<Int32Type>) -> Vec<u32> {
+        let values = c.values().as_string::<i32>();
+        (0..values.len())
+            .map(|j| {
+                if values.is_null(j) {
+                    return self.null_id();
+                }
+                let v = values.value(j);
+                match self.ids.get(v) {
+                    Some(&id) => id,
+                    None => {
+                        let id = self.values.len() as u32;
+                        self.values.push(Some(v.to_string()));
+                        self.ids.insert(v.to_string(), id);
+                        id
+                    }
+                }
+            })
+            .collect()
+    }
+
+    fn null_id(&mut self) -> u32 {
+        *self.null.get_or_insert_with(|| {
+            self.values.push(None);
+            self.values.len() as u32 - 1
+        })
+    }
+
+    fn id(&mut self, c: &DictionaryArray<Int32Type>, map: &[u32], i: usize) -> u32 {
         if c.is_null(i) {
-            return *self.null.get_or_insert_with(|| {
-                self.values.push(None);
-                self.values.len() as u32 - 1
-            });
+            return self.null_id();
         }
-        let v = c.value(i);
-        if let Some((len, id)) = self.last
-            && len == v.len()
-            && self.values[id as usize].as_deref() == Some(v)
-        {
-            return id;
-        }
-        let id = match self.ids.get(v) {
-            Some(&id) => id,
-            None => {
-                let id = self.values.len() as u32;
-                self.values.push(Some(v.to_string()));
-                self.ids.insert(v.to_string(), id);
-                id
-            }
-        };
-        self.last = Some((v.len(), id));
-        id
+        map[c.keys().value(i) as usize]
     }
 
     fn into_values(self) -> Vec<Option<String>> {

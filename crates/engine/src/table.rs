@@ -10,7 +10,7 @@ use datafusion::datasource::listing::{
 };
 use datafusion::execution::context::SessionContext;
 use datafusion::prelude::SessionConfig;
-use tenure_schema::{Snapshot, event_schema};
+use tenure_schema::{Snapshot, event_schema, stored_schema};
 use tenure_store::Store;
 
 use crate::{EngineError, Result};
@@ -99,7 +99,7 @@ impl Events {
         if let (Some((a, b)), Some(to)) = (range, options.to) {
             range = Some((a, b.min(to - 1)));
         }
-        let schema = event_schema(&snapshot.properties);
+        let schema = stored_schema(&snapshot.properties);
         let files = urls.len();
         if urls.is_empty() {
             ctx.register_batch(

@@ -8,7 +8,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use tenure_schema::{FileEntry, Snapshot, StoreLayout, columns};
 
 use crate::io::Io;
-use crate::parquet_out::{encode, sort_batch, writer_properties};
+use crate::parquet_out::{encode, sort_batch, to_stored, writer_properties};
 use crate::session::{Ingest, Summary};
 use crate::users::{decode_segment, encode_segment};
 use crate::{IngestError, manifest};
@@ -184,8 +184,11 @@ impl Ingest {
             let data = self.io.get(&f.staged)?;
             let batches = ParquetRecordBatchReaderBuilder::try_new(data)?
                 .build()?
+                .into_iter()
+                .map(|b| to_stored(&b?))
                 .collect::<Result<Vec<_>, _>>()?;
-            let batch = arrow_select::concat::concat_batches(self.schema(), &batches)?;
+            let stored = tenure_schema::stored_schema(&self.declared);
+            let batch = arrow_select::concat::concat_batches(&stored, &batches)?;
             let batch = remap_keys(&batch, first, &remap)?;
             let bytes = encode(&sort_batch(&batch)?, props.clone())?;
             f.bytes = bytes.len() as u64;

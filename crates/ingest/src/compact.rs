@@ -6,11 +6,11 @@ use std::collections::{BTreeMap, HashSet};
 
 use arrow_array::RecordBatch;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use tenure_schema::{FileEntry, IngestConfig, StoreLayout, event_schema};
+use tenure_schema::{FileEntry, IngestConfig, StoreLayout, event_schema, stored_schema};
 
 use crate::commit::{fault_point, publish};
 use crate::io::Io;
-use crate::parquet_out::{encode, sort_batch, ts_range, writer_properties};
+use crate::parquet_out::{encode, sort_batch, to_stored, ts_range, writer_properties};
 use crate::{IngestError, Store, manifest, recover};
 
 /// What compaction did.
@@ -46,6 +46,7 @@ pub fn compact(
     };
     let base = manifest::load_latest(&io)?;
     let schema = event_schema(&base.properties);
+    let stored = stored_schema(&base.properties);
     let props = writer_properties(cfg, &schema);
     let mut by_date: BTreeMap<&str, Vec<&FileEntry>> = BTreeMap::new();
     for f in &base.files {
@@ -67,10 +68,12 @@ pub fn compact(
         for f in files {
             let data = io.get(&f.path)?;
             for b in ParquetRecordBatchReaderBuilder::try_new(data)?.build()? {
-                batches.push(b?);
+                // Files written before event/variant were stored as
+                // dictionaries come back as strings: one type for all.
+                batches.push(to_stored(&b?)?);
             }
         }
-        let merged = arrow_select::concat::concat_batches(&schema, &batches)?;
+        let merged = arrow_select::concat::concat_batches(&stored, &batches)?;
         drop(batches);
         let sorted = sort_batch(&merged)?;
         drop(merged);

@@ -81,10 +81,35 @@ pub fn ts_range(batch: &RecordBatch) -> (i64, i64) {
     }
 }
 
+/// The batch with [`tenure_schema::DICTIONARY_COLUMNS`] cast to dictionaries,
+/// as they are stored (a no-op for batches read back from the store).
+pub fn to_stored(batch: &RecordBatch) -> Result<RecordBatch, IngestError> {
+    let schema = batch.schema();
+    let mut fields = Vec::with_capacity(schema.fields().len());
+    let mut cols = Vec::with_capacity(schema.fields().len());
+    for (f, c) in schema.fields().iter().zip(batch.columns()) {
+        if tenure_schema::DICTIONARY_COLUMNS.contains(&f.name().as_str())
+            && !matches!(f.data_type(), arrow_schema::DataType::Dictionary(..))
+        {
+            let ty = tenure_schema::dictionary_type();
+            cols.push(arrow_cast::cast(c, &ty)?);
+            fields.push(arrow_schema::Field::new(f.name(), ty, f.is_nullable()));
+        } else {
+            cols.push(c.clone());
+            fields.push(f.as_ref().clone());
+        }
+    }
+    Ok(RecordBatch::try_new(
+        std::sync::Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone())),
+        cols,
+    )?)
+}
+
 /// Encodes a sorted batch as one Parquet file in memory. Files are bounded by
 /// `file_rows`, so a single PUT of the finished bytes is both simple and atomic:
 /// no multipart upload can be left half-done by a crash.
 pub fn encode(batch: &RecordBatch, props: WriterProperties) -> Result<Vec<u8>, IngestError> {
+    let batch = &to_stored(batch)?;
     let mut out = Vec::with_capacity(batch.get_array_memory_size() / 4);
     let mut w = ArrowWriter::try_new(&mut out, batch.schema(), Some(props))?;
     w.write(batch)?;

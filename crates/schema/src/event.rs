@@ -71,6 +71,37 @@ pub fn event_schema(declared: &[DeclaredProperty]) -> SchemaRef {
     Arc::new(Schema::new(fields))
 }
 
+/// Columns stored dictionary-encoded *and typed* as Arrow dictionaries
+/// (`Dictionary(Int32, Utf8)`): few distinct values, read on every pass. The
+/// Arrow schema embedded in each file makes readers hand back dictionary arrays
+/// (keys into a handful of names) instead of decoding every row's string, which
+/// is most of what a filter like `event = 'purchase'` costs. DuckDB, Spark and
+/// Polars see ordinary string columns.
+pub const DICTIONARY_COLUMNS: &[&str] = &[columns::EVENT, columns::VARIANT];
+
+/// The type a dictionary column is stored and read as.
+pub fn dictionary_type() -> DataType {
+    DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8))
+}
+
+/// The schema of the stored files and of the table readers see: the event
+/// schema with [`DICTIONARY_COLUMNS`] typed as dictionaries.
+pub fn stored_schema(declared: &[DeclaredProperty]) -> SchemaRef {
+    let base = event_schema(declared);
+    let fields: Vec<Field> = base
+        .fields()
+        .iter()
+        .map(|f| {
+            if DICTIONARY_COLUMNS.contains(&f.name().as_str()) {
+                Field::new(f.name(), dictionary_type(), f.is_nullable())
+            } else {
+                f.as_ref().clone()
+            }
+        })
+        .collect();
+    Arc::new(Schema::new(fields))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

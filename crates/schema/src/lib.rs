@@ -10,7 +10,10 @@ mod event;
 mod manifest;
 
 pub use config::{Config, ConfigError, IngestConfig, PropertyType};
-pub use event::{DeclaredProperty, REVENUE_SCALE, columns, event_schema};
+pub use event::{
+    DICTIONARY_COLUMNS, DeclaredProperty, REVENUE_SCALE, columns, dictionary_type, event_schema,
+    stored_schema,
+};
 pub use manifest::{
     FileEntry, MANIFEST_PREFIX, STAGING_PREFIX, Snapshot, SourceEntry, StoreLayout, USERS_PREFIX,
     UsersEntry,
