@@ -57,8 +57,8 @@ use crate::{EngineError, Result};
 
 /// Most steps a funnel may have (as ClickHouse's `windowFunnel`).
 pub const MAX_STEPS: usize = 32;
-/// Most exclusions a funnel may have.
-pub const MAX_EXCLUSIONS: usize = 32;
+/// Most steps and exclusions together (one bit each per event row).
+pub const MAX_STEPS_AND_EXCLUSIONS: usize = 32;
 
 /// One funnel step: an event name and an optional condition on its columns.
 #[derive(Debug, Clone)]
@@ -225,7 +225,7 @@ const EXCL: u8 = 64;
 struct Gathered {
     key: Vec<u32>,
     ts: Vec<i64>,
-    mask: Vec<u64>,
+    mask: Vec<u32>,
     grp: Vec<u32>,
     hold: Vec<u32>,
     grp_labels: Vec<Option<String>>,
@@ -245,9 +245,9 @@ impl FunnelSpec {
                 "the funnel window must be positive".into(),
             ));
         }
-        if self.exclusions.len() > MAX_EXCLUSIONS {
+        if self.steps.len() + self.exclusions.len() > MAX_STEPS_AND_EXCLUSIONS {
             return Err(EngineError::BadRequest(format!(
-                "at most {MAX_EXCLUSIONS} exclusions"
+                "at most {MAX_STEPS_AND_EXCLUSIONS} steps and exclusions together"
             )));
         }
         for x in &self.exclusions {
@@ -290,21 +290,9 @@ fn matcher(s: &Step) -> Expr {
 pub async fn user_levels(events: &Events, spec: &FunnelSpec) -> Result<UserLevels> {
     spec.validate(events)?;
     let users = events.users();
-    let mut df = events.in_range().await?;
-    if !spec.modes.strict_order {
-        let mut names: Vec<Expr> = Vec::new();
-        for s in spec
-            .steps
-            .iter()
-            .chain(spec.exclusions.iter().map(|x| &x.step))
-        {
-            let l = lit(s.event.clone());
-            if !names.contains(&l) {
-                names.push(l);
-            }
-        }
-        df = df.filter(col("event").in_list(names, false))?;
-    }
+    let df = events.in_range().await?;
+    // No `event IN (...)` filter: rows matching no step are skipped while
+    // gathering, and a filter would copy every surviving column once more.
     let mut select = vec![col("user_key"), col("ts")];
     for (i, s) in spec.steps.iter().enumerate() {
         select.push(matcher(s).alias(format!("__step{i}")));
@@ -375,14 +363,11 @@ async fn gather(mut stream: SendableRecordBatchStream, shape: Shape) -> Result<G
                 shape.users
             )));
         }
-        let mut mask = vec![0u64; n];
+        // Bits 0..steps are the steps, then one bit per exclusion.
+        let mut mask = vec![0u32; n];
         for f in 0..flags {
             let b: &BooleanArray = batch.column(2 + f).as_boolean();
-            let bit = if f < shape.steps {
-                1u64 << f
-            } else {
-                1u64 << (32 + f - shape.steps)
-            };
+            let bit = 1u32 << f;
             // `is_true()` columns have no nulls.
             for i in b.values().set_indices() {
                 mask[i] |= bit;
@@ -538,7 +523,9 @@ fn fold_users(
         }
     }
 
-    // Counting sort by user key.
+    // Counting sort by user key, then fold: each thread owns a contiguous
+    // range of user keys, places its rows (reading every partition's keys,
+    // sequentially) and folds its users.
     let total: usize = parts.iter().map(|p| p.key.len()).sum();
     if total > u32::MAX as usize {
         return Err(EngineError::BadRequest(
@@ -554,44 +541,7 @@ fn fold_users(
     for i in 0..users {
         offsets[i + 1] += offsets[i];
     }
-    let mut cursor: Vec<u32> = offsets[..users].to_vec();
-    let mut ts = vec![0i64; total];
-    let mut mask = vec![0u64; total];
-    let mut grp = if shape.grp {
-        vec![0u32; total]
-    } else {
-        Vec::new()
-    };
-    let mut hold = if shape.hold {
-        vec![0u32; total]
-    } else {
-        Vec::new()
-    };
-    for p in &parts {
-        for i in 0..p.key.len() {
-            let c = &mut cursor[p.key[i] as usize];
-            let at = *c as usize;
-            *c += 1;
-            ts[at] = p.ts[i];
-            mask[at] = p.mask[i];
-            if shape.grp {
-                grp[at] = p.grp[i];
-            }
-            if shape.hold {
-                hold[at] = p.hold[i];
-            }
-        }
-    }
-    drop(parts);
-
-    let rows = Rows {
-        ts: &ts,
-        mask: &mask,
-        grp: &grp,
-        hold: &hold,
-    };
     let params = Params::of(spec);
-    // Fold users in a few contiguous chunks, one per thread.
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2)
@@ -607,19 +557,50 @@ fn fold_users(
             .zip(group.chunks_mut(chunk))
             .zip((0..users).step_by(chunk))
         {
-            let offsets = &offsets;
-            let params = &params;
-            let rows = &rows;
+            let (offsets, params, parts) = (&offsets, &params, &parts);
             handles.push(s.spawn(move || {
+                let end = start + lv.len();
+                let base = offsets[start];
+                let len = (offsets[end] - base) as usize;
+                let mut cursor: Vec<u32> = offsets[start..end].iter().map(|o| o - base).collect();
+                let mut ts = vec![0i64; len];
+                let mut mask = vec![0u32; len];
+                let mut grp = if shape.grp { vec![0u32; len] } else { Vec::new() };
+                let mut hold = if shape.hold { vec![0u32; len] } else { Vec::new() };
+                for p in parts.iter() {
+                    for (i, &k) in p.key.iter().enumerate() {
+                        let k = k as usize;
+                        if k < start || k >= end {
+                            continue;
+                        }
+                        let c = &mut cursor[k - start];
+                        let at = *c as usize;
+                        *c += 1;
+                        ts[at] = p.ts[i];
+                        mask[at] = p.mask[i];
+                        if shape.grp {
+                            grp[at] = p.grp[i];
+                        }
+                        if shape.hold {
+                            hold[at] = p.hold[i];
+                        }
+                    }
+                }
+                let rows = Rows {
+                    ts: &ts,
+                    mask: &mask,
+                    grp: &grp,
+                    hold: &hold,
+                };
                 let mut scratch = Scratch::default();
                 let mut conv_us = Vec::new();
                 let mut conv_len = Vec::with_capacity(lv.len());
                 for (j, (l, g)) in lv.iter_mut().zip(gr.iter_mut()).enumerate() {
                     let u = start + j;
-                    let range = offsets[u] as usize..offsets[u + 1] as usize;
+                    let range = (offsets[u] - base) as usize..(offsets[u + 1] - base) as usize;
                     let before = conv_us.len();
                     if !range.is_empty() {
-                        let out = fold_user(rows, range, params, &mut scratch);
+                        let out = fold_user(&rows, range, params, &mut scratch);
                         *l = out.level;
                         if out.level > 0 {
                             *g = out.group;
@@ -636,6 +617,7 @@ fn fold_users(
             conv.push(h.join().expect("funnel fold thread panicked"));
         }
     });
+    drop(parts);
     let mut conv_us = Vec::new();
     let mut conv_offsets = Vec::with_capacity(users + 1);
     conv_offsets.push(0u32);
@@ -684,7 +666,7 @@ fn fold_users(
 
 struct Rows<'a> {
     ts: &'a [i64],
-    mask: &'a [u64],
+    mask: &'a [u32],
     grp: &'a [u32],
     hold: &'a [u32],
 }
@@ -762,6 +744,7 @@ fn fold_user(
 ) -> Outcome {
     let entries = &mut scratch.entries;
     entries.clear();
+    let step_bits = if p.steps >= 32 { u32::MAX } else { (1u32 << p.steps) - 1 };
     for r in range {
         let m = rows.mask[r];
         let ts = rows.ts[r];
@@ -782,7 +765,7 @@ fn fold_user(
             }
             continue;
         }
-        let mut steps = m as u32;
+        let mut steps = m & step_bits;
         while steps != 0 {
             let i = steps.trailing_zeros() as u8;
             steps &= steps - 1;
@@ -796,7 +779,7 @@ fn fold_user(
                 grp,
             });
         }
-        let mut ex = (m >> 32) as u32;
+        let mut ex = m.checked_shr(p.steps as u32).unwrap_or(0);
         while ex != 0 {
             let j = ex.trailing_zeros() as u8;
             ex &= ex - 1;
