@@ -37,6 +37,7 @@ fn is_bad_input(err: &anyhow::Error) -> bool {
             || c.downcast_ref::<tenure_ingest::IngestError>()
                 .is_some_and(|e| e.is_bad_input())
             || c.downcast_ref::<tenure_schema::ConfigError>().is_some()
+            || c.downcast_ref::<tenure_stats::StatsError>().is_some()
             || c.downcast_ref::<tenure_engine::EngineError>()
                 .is_some_and(|e| e.is_bad_request())
             || c.downcast_ref::<tenure_store::StoreError>()

@@ -39,6 +39,7 @@ enum Command {
     Sql(Box<cmd::sql::SqlArgs>),
     Segment(Box<cmd::segment::SegmentArgs>),
     Rfm(Box<cmd::segment::RfmArgs>),
+    Abtest(Box<cmd::abtest::AbtestArgs>),
     Serve(Box<tenure_server::serve_cmd::ServeArgs>),
 }
 
@@ -56,6 +57,7 @@ fn main() {
         Command::Sql(a) => cmd::sql::run(*a),
         Command::Segment(a) => cmd::segment::run(*a),
         Command::Rfm(a) => cmd::segment::run_rfm(*a),
+        Command::Abtest(a) => cmd::abtest::run(*a),
         Command::Serve(a) => tenure_server::serve_cmd::run(*a)
             .map(|r| {
                 eprintln!(

@@ -6,6 +6,7 @@
 //! integer `user_key`, instead of a hash `GROUP BY` on users.
 #![deny(missing_docs)]
 
+pub mod abtest;
 pub mod activity;
 pub mod breakdown;
 pub mod calendar;

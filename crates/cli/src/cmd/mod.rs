@@ -1,6 +1,7 @@
 //! One module per subcommand; each holds its clap `Args` (whose doc comments are
 //! the help text) and a `run` function.
 
+pub mod abtest;
 pub mod common;
 pub mod compact;
 pub mod funnel;

@@ -76,7 +76,7 @@ pub struct SegmentArgs {
 }
 
 /// A DSL error rendered with its caret, as a bad-input error.
-fn dsl_error(e: DslError, source: &str) -> anyhow::Error {
+pub(crate) fn dsl_error(e: DslError, source: &str) -> anyhow::Error {
     let text = e.render(source);
     BadInput(
         text.strip_prefix("error: ")
@@ -87,7 +87,7 @@ fn dsl_error(e: DslError, source: &str) -> anyhow::Error {
     .into()
 }
 
-fn library(files: &[String], catalog: &Catalog) -> anyhow::Result<SegmentLibrary> {
+pub(crate) fn library(files: &[String], catalog: &Catalog) -> anyhow::Result<SegmentLibrary> {
     let mut b = SegmentLibraryBuilder::default();
     for f in files {
         let text =
@@ -97,7 +97,7 @@ fn library(files: &[String], catalog: &Catalog) -> anyhow::Result<SegmentLibrary
     b.build(catalog).map_err(|e| BadInput(e.to_string()).into())
 }
 
-fn catalog_of(events: Option<&Events>) -> Catalog {
+pub(crate) fn catalog_of(events: Option<&Events>) -> Catalog {
     Catalog {
         properties: events.map(|e| {
             let mut p: BTreeSet<String> = e

@@ -1,0 +1,407 @@
+//! `tenure abtest`: A/B readouts, from events (`--data` and `--metric`) or from
+//! per-arm numbers in a report (`--from-summary`).
+//!
+//! The arguments become a validated plan (metric specs, split, control, test
+//! settings) before any data is read; the engine computes the per-arm statistics
+//! (`tenure_engine::abtest`), `tenure_stats::readout` does the statistics, and
+//! this module renders the rows.
+
+mod metric;
+mod render;
+
+use anyhow::Context;
+use clap::Args;
+use tenure_dsl::{CompileContext, Resolver, Segment};
+use tenure_engine::Events;
+use tenure_engine::abtest::{self, ColumnSums, Exposures};
+use tenure_engine::features::FeatureSpec;
+use tenure_engine::lifecycle::Thresholds;
+use tenure_engine::userstats::PurchaseSpec;
+use tenure_stats::{
+    ArmData, ArmSummary, Correction, Difference, MetricSummary, ReadoutConfig, Sided,
+    TuningParameter,
+};
+
+use crate::cmd::common::AnalysisArgs;
+use crate::cmd::segment::{catalog_of, dsl_error, library};
+use crate::exit::BadInput;
+use crate::output::{self, OutputFormat};
+pub use metric::{Metric, MetricSpec, parse_metric};
+
+/// Read an A/B test: per metric and arm, users, value, lift with its confidence
+/// interval, p-value, a sample-ratio check and a verdict in plain words.
+///
+/// Arms. A user's arm is the value of the --by column (default: variant) on
+/// their events in range; their exposure is the earliest event carrying it.
+/// Users whose events carry more than one arm are reported and excluded from
+/// every metric; users with no value are not in the test. Metrics count only a
+/// user's events from their exposure on, and every user of an arm is in its
+/// denominator (a count or sum of 0 when they did nothing). Arms are sorted by
+/// name; --split gives one weight per arm in that order; the control is the
+/// first arm unless --control names another.
+///
+/// Metrics (repeat --metric for several):
+///
+///   count:<event>        events per user (a mean metric)
+///
+///   sum:<column>         per-user sum of a numeric column, e.g. sum:revenue
+///                        (a mean metric; decimal columns are summed exactly)
+///
+///   segment:<expr>       share of the arm's users matching a segment
+///                        expression (see tenure segment), as of the newest
+///                        event in range, over events since exposure
+///
+///   funnel:a>b>c within 7d   share of the arm's users completing the funnel
+///
+/// --from-summary FILE reads per-arm numbers instead of events, one metric per
+/// file (CSV with the header arm,users,conversions or arm,users,sum,sum_squares,
+/// or a JSON array of objects with those keys); the first arm is the control
+/// unless --control says otherwise. Use - for stdin.
+///
+/// The default test is GrowthBook's: unpooled Welch t-test on the relative lift
+/// (delta method), two-sided, alpha 0.05. The sample-ratio check is a
+/// chi-square test against --split, flagged at p < 0.001 ("not enough traffic"
+/// under 8 users per arm).
+///
+/// Columns (csv/json), one row per metric and arm: metric, kind
+/// (proportion|mean), arm, is_control, users, conversions (proportions), sum and
+/// sum_squares (means), value (conversion rate or mean), difference
+/// (relative|absolute), lift (relative lift as a fraction, or absolute
+/// difference; null on the control row), std_error, ci_lower and ci_upper (null
+/// when unbounded), p_value, p_value_adjusted (with --correction),
+/// significant, chance_to_win, risk_control and risk_treatment (with
+/// --bayesian), no_result (why a treatment has no result: empty_arm,
+/// too_few_users, all_or_nothing, zero_variance, zero_control_mean, overflow),
+/// verdict, srm_status (ok|mismatch|not_enough_traffic), srm_p_value,
+/// srm_verdict, alpha, sided, sequential (N*, or null), correction,
+/// multi_arm_users (users excluded for seeing several arms; null with
+/// --from-summary).
+///
+/// Examples:
+///
+///   tenure abtest --data ./store --metric count:purchase --metric sum:revenue
+///
+///   tenure abtest --data ./store --metric 'segment:did purchase >= 2 times' --bayesian
+///
+///   tenure abtest --data ./store --by variant --control A --split 50:50 --metric sum:revenue --difference absolute --format json
+///
+///   tenure abtest --from-summary signup.csv --sequential 10000
+#[derive(Args)]
+#[command(verbatim_doc_comment)]
+pub struct AbtestArgs {
+    /// Store URL (a local directory, file://, memory://, s3://, gs://, az://).
+    #[arg(long, value_name = "URL", required_unless_present = "from_summary")]
+    pub data: Option<String>,
+    /// Column whose value names a user's arm.
+    #[arg(long, value_name = "COLUMN", default_value = "variant")]
+    pub by: String,
+    /// A metric: count:<event>, sum:<column>, segment:<expr> or
+    /// funnel:<a>b>c> within <duration> (repeatable).
+    #[arg(long = "metric", value_name = "SPEC", required_unless_present = "from_summary")]
+    pub metrics: Vec<String>,
+    /// Per-arm numbers (CSV or JSON) instead of events; one metric per file
+    /// (repeatable; - for stdin).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["data", "metrics"])]
+    pub from_summary: Vec<String>,
+    /// The control arm (default: the first arm).
+    #[arg(long, value_name = "ARM")]
+    pub control: Option<String>,
+    /// Expected traffic split, one weight per arm in arm order (default: equal).
+    #[arg(long, value_name = "WEIGHTS")]
+    pub split: Option<String>,
+    /// relative (lift, the default) or absolute (treatment minus control).
+    #[arg(long, value_name = "KIND", default_value = "relative")]
+    pub difference: String,
+    /// Alternative hypothesis: two, greater or less.
+    #[arg(long, value_name = "SIDE", default_value = "two")]
+    pub sided: String,
+    /// Sequential testing (confidence sequences, valid under peeking), tuned for
+    /// N* total users (default N* 5000).
+    #[arg(long, value_name = "N*", num_args = 0..=1, default_missing_value = "5000")]
+    pub sequential: Option<f64>,
+    /// Add the Bayesian chance to win and risk (flat prior).
+    #[arg(long)]
+    pub bayesian: bool,
+    /// Multiple-testing correction across metrics and arms: none, holm or bh.
+    #[arg(long, value_name = "METHOD", default_value = "none")]
+    pub correction: String,
+    /// Significance level (the CI covers 1 - alpha).
+    #[arg(long, default_value_t = 0.05)]
+    pub alpha: f64,
+    /// Segment files defining @names for segment: metrics (repeatable).
+    #[arg(long, value_name = "FILE")]
+    pub segments: Vec<String>,
+    /// Name of the purchase event (R, F, M in segment: metrics).
+    #[arg(long, value_name = "EVENT", default_value = "purchase")]
+    pub purchase_event: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: OutputFormat,
+    /// Also write the rows to this file or URL (.json, .csv or .parquet).
+    #[arg(long, value_name = "URL")]
+    pub out: Option<String>,
+    /// Only events from this date or instant on (YYYY-MM-DD in --tz, or RFC 3339).
+    #[arg(long, value_name = "WHEN")]
+    pub from: Option<String>,
+    /// Only events up to this date (inclusive) or before this instant.
+    #[arg(long, value_name = "WHEN")]
+    pub to: Option<String>,
+    /// Time zone of --from and --to dates (IANA name).
+    #[arg(long, default_value = "UTC")]
+    pub tz: String,
+    /// Worker threads (default: TENURE_THREADS, else all cores).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+}
+
+/// Runs `tenure abtest`.
+pub fn run(args: AbtestArgs) -> anyhow::Result<()> {
+    let config = readout_config(&args)?;
+    let (summaries, exposures) = if args.from_summary.is_empty() {
+        let metrics = args
+            .metrics
+            .iter()
+            .map(|m| parse_metric(m))
+            .collect::<Result<Vec<_>, _>>()?;
+        if metrics
+            .iter()
+            .any(|m| matches!(m.spec, MetricSpec::Funnel { .. }))
+        {
+            return Err(BadInput(
+                "funnel: metrics need the funnel engine (issue 4), which is not in this \
+                 build yet; use count:, sum: or segment: metrics meanwhile"
+                    .into(),
+            )
+            .into());
+        }
+        let (summaries, exposures) = from_events(&args, &metrics)?;
+        (summaries, Some(exposures))
+    } else {
+        (read_summaries(&args.from_summary)?, None)
+    };
+    check_arms(&summaries, &config)?;
+    let readouts = tenure_stats::readout(&summaries, &config)?;
+    let rows = render::rows(&readouts, &summaries, exposures.as_ref());
+    if let Some(out) = &args.out {
+        output::write_out(&rows, out)?;
+    }
+    output::print(&rows, args.format, || {
+        render::table(&readouts, &summaries, exposures.as_ref())
+    })
+}
+
+/// The test settings, checked before any data is read.
+fn readout_config(args: &AbtestArgs) -> anyhow::Result<ReadoutConfig> {
+    Ok(ReadoutConfig {
+        alpha: tenure_stats::Alpha::new(args.alpha)?,
+        difference: args.difference.parse::<Difference>()?,
+        sided: args.sided.parse::<Sided>()?,
+        sequential: args.sequential.map(TuningParameter::new).transpose()?,
+        bayesian: args.bayesian,
+        correction: args.correction.parse::<Correction>()?,
+        control: args.control.clone(),
+        split: args
+            .split
+            .as_deref()
+            .map(tenure_stats::parse_split)
+            .transpose()?,
+    })
+}
+
+/// Reads `--from-summary` files; each is one metric named by its path.
+fn read_summaries(files: &[String]) -> anyhow::Result<Vec<MetricSummary>> {
+    let mut out = Vec::new();
+    for file in files {
+        let text = if file == "-" {
+            std::io::read_to_string(std::io::stdin()).context("cannot read the summary on stdin")?
+        } else {
+            std::fs::read_to_string(file).with_context(|| format!("cannot read {file}"))?
+        };
+        let arms = tenure_stats::parse_summary(&text)
+            .map_err(|e| BadInput(format!("--from-summary {file}: {e}")))?;
+        out.push(MetricSummary {
+            name: file.clone(),
+            arms,
+        });
+    }
+    Ok(out)
+}
+
+/// Problems the readout would also find, said in terms of the flags.
+fn check_arms(summaries: &[MetricSummary], config: &ReadoutConfig) -> anyhow::Result<()> {
+    for m in summaries {
+        let names: Vec<&str> = m.arms.iter().map(|a| a.arm.as_str()).collect();
+        if let Some(empty) = m.arms.iter().find(|a| a.data.users() == 0) {
+            return Err(BadInput(format!(
+                "{}: arm `{}` has no users, so there is nothing to compare; \
+                 check the arm name and the numbers",
+                m.name, empty.arm
+            ))
+            .into());
+        }
+        if let Some(c) = &config.control
+            && !names.contains(&c.as_str())
+        {
+            return Err(BadInput(format!(
+                "--control `{c}` is not an arm of {}; its arms are {}",
+                m.name,
+                names.join(", ")
+            ))
+            .into());
+        }
+        if let Some(w) = &config.split
+            && w.len() != names.len()
+        {
+            return Err(BadInput(format!(
+                "--split has {} weights but {} has {} arms ({}); give one weight per arm, \
+                 in that order",
+                w.len(),
+                m.name,
+                names.len(),
+                names.join(", ")
+            ))
+            .into());
+        }
+    }
+    Ok(())
+}
+
+/// Assigns arms, then computes every metric's per-arm statistics.
+fn from_events(
+    args: &AbtestArgs,
+    metrics: &[Metric],
+) -> anyhow::Result<(Vec<MetricSummary>, Exposures)> {
+    let common = AnalysisArgs {
+        data: args.data.clone().unwrap_or_default(),
+        format: args.format,
+        out: args.out.clone(),
+        from: args.from.clone(),
+        to: args.to.clone(),
+        tz: args.tz.clone(),
+        threads: args.threads,
+    };
+    let rt = common.runtime()?;
+    rt.block_on(async {
+        let events = common.open().await?;
+        let (_, as_of) = events.ts_range.ok_or_else(|| events.empty_error())?;
+        // Segment expressions are checked before the scans start.
+        let catalog = catalog_of(Some(&events));
+        let lib = library(&args.segments, &catalog)?;
+        let resolver = Resolver::new(&catalog).with_library(&lib);
+        let mut segments = Vec::new();
+        for m in metrics {
+            if let MetricSpec::Segment { expr } = &m.spec {
+                segments.push(
+                    Segment::new(expr, &resolver, &CompileContext::new(as_of))
+                        .map_err(|e| dsl_error(e, expr))?,
+                );
+            }
+        }
+        let exposures = abtest::exposures(&events, &args.by).await?;
+        if exposures.arms.len() < 2 {
+            return Err(BadInput(match exposures.arms.as_slice() {
+                [] => format!(
+                    "no event in range has a `{}` value, so no user is in an arm; \
+                     check --by and --from/--to",
+                    args.by
+                ),
+                [one] => format!(
+                    "every user with a `{}` value is in arm `{one}`; an A/B test needs at \
+                     least two arms",
+                    args.by
+                ),
+                _ => unreachable!("fewer than two arms"),
+            })
+            .into());
+        }
+        let restricted = exposures.restrict(&events).await?;
+        let feature_spec = FeatureSpec {
+            as_of,
+            purchase: PurchaseSpec {
+                event: args.purchase_event.clone(),
+            },
+            thresholds: Thresholds::default(),
+            buyers_only: false,
+        };
+        let mut segments = segments.into_iter();
+        let mut out = Vec::new();
+        for m in metrics {
+            let arms: Vec<ArmSummary> = match &m.spec {
+                MetricSpec::Count { event } => {
+                    let counts = abtest::event_counts(&restricted, event).await?;
+                    if counts.iter().all(|&c| c == 0) {
+                        check_event_exists(&events, event).await?;
+                    }
+                    exposures.exact_mean(&counts, 0)?
+                }
+                MetricSpec::Sum { column } => {
+                    match abtest::column_sums(&restricted, column).await? {
+                        ColumnSums::Exact { values, scale } => {
+                            exposures.exact_mean(&values, scale)?
+                        }
+                        ColumnSums::Float(values) => exposures.float_mean(&values),
+                    }
+                }
+                MetricSpec::Segment { .. } => {
+                    let segment = segments.next().expect("one compiled segment per metric");
+                    let matches =
+                        abtest::segment_matches(&restricted, &segment, &feature_spec).await?;
+                    exposures.proportion(&matches)
+                }
+                MetricSpec::Funnel { .. } => unreachable!("refused before reading data"),
+            };
+            out.push(MetricSummary {
+                name: m.text.clone(),
+                arms,
+            });
+        }
+        anyhow::Ok((out, exposures))
+    })
+}
+
+/// An event name that never occurs in range is most likely a typo: say so, with
+/// the nearest names, rather than read out a metric that is 0 everywhere.
+async fn check_event_exists(events: &Events, event: &str) -> anyhow::Result<()> {
+    use datafusion::arrow::array::{Array, AsArray};
+    use datafusion::logical_expr::col;
+    let batches = events
+        .in_range()
+        .await?
+        .select(vec![col("event")])?
+        .distinct()?
+        .collect()
+        .await?;
+    let mut names: Vec<String> = batches
+        .iter()
+        .flat_map(|b| {
+            let a = b.column(0).as_string::<i32>();
+            (0..a.len()).map(|i| a.value(i).to_string()).collect::<Vec<_>>()
+        })
+        .collect();
+    if names.iter().any(|n| n == event) {
+        return Ok(());
+    }
+    names.sort();
+    let hint = names
+        .iter()
+        .map(|n| (metric::distance(n, event), n))
+        .filter(|(d, _)| *d <= 2)
+        .min()
+        .map(|(_, n)| format!("did you mean `{n}`? "))
+        .unwrap_or_default();
+    Err(BadInput(format!(
+        "count:{event}: no `{event}` events in range; {hint}(events: {})",
+        names.join(", ")
+    ))
+    .into())
+}
+
+/// An arm's raw numbers: conversions, or sum and sum of squares.
+fn raw_numbers(data: &ArmData) -> (Option<u64>, Option<f64>, Option<f64>) {
+    match *data {
+        ArmData::Proportion { conversions, .. } => (Some(conversions), None, None),
+        ArmData::Mean {
+            sum, sum_squares, ..
+        } => (None, Some(sum), Some(sum_squares)),
+    }
+}

@@ -1,0 +1,225 @@
+//! The `--metric` specs of `tenure abtest`, parsed and checked before any data
+//! is read: `count:<event>`, `sum:<column>`, `segment:<expression>` and
+//! `funnel:<a>b>c> within <duration>`.
+
+use crate::exit::BadInput;
+
+/// What a metric measures per user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MetricSpec {
+    /// Number of `event` events per user (a mean metric).
+    Count {
+        /// Event name.
+        event: String,
+    },
+    /// Sum of a numeric column per user (a mean metric).
+    Sum {
+        /// Column name.
+        column: String,
+    },
+    /// Share of users matching a segment expression (a conversion metric).
+    Segment {
+        /// The expression, in the segment language.
+        expr: String,
+    },
+    /// Share of users completing every step within the window (a conversion
+    /// metric).
+    Funnel {
+        /// Event names, in order.
+        steps: Vec<String>,
+        /// Conversion window in microseconds.
+        window_micros: i64,
+        /// The window as written (`7d`).
+        window: String,
+    },
+}
+
+/// A parsed `--metric`, with the text it came from (its name in the readout).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Metric {
+    /// The spec as the user wrote it.
+    pub text: String,
+    /// What it measures.
+    pub spec: MetricSpec,
+}
+
+const KINDS: [&str; 4] = ["count", "sum", "segment", "funnel"];
+
+const FORMS: &str = "count:<event>, sum:<column>, segment:<expression> or \
+                     funnel:<step>><step>... within <duration>";
+
+fn bad(text: &str, problem: impl std::fmt::Display) -> BadInput {
+    BadInput(format!("--metric `{text}`: {problem}"))
+}
+
+/// Levenshtein distance, for "did you mean" hints on metric kinds.
+pub(super) fn distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
+/// Parses one `--metric` value.
+pub fn parse_metric(text: &str) -> Result<Metric, BadInput> {
+    let Some((kind, rest)) = text.split_once(':') else {
+        return Err(bad(
+            text,
+            format!("a metric is kind:argument, one of {FORMS}"),
+        ));
+    };
+    let kind_lower = kind.trim().to_ascii_lowercase();
+    let rest = rest.trim();
+    let need = |what: &str| {
+        if rest.is_empty() {
+            Err(bad(text, format!("`{kind_lower}:` needs {what} after the colon")))
+        } else {
+            Ok(rest.to_string())
+        }
+    };
+    let spec = match kind_lower.as_str() {
+        "count" => MetricSpec::Count {
+            event: need("an event name")?,
+        },
+        "sum" => MetricSpec::Sum {
+            column: need("a column name, such as revenue")?,
+        },
+        "segment" => MetricSpec::Segment {
+            expr: need("a segment expression, such as `did purchase`")?,
+        },
+        "funnel" => parse_funnel(text, rest)?,
+        _ => {
+            let hint = KINDS
+                .iter()
+                .map(|k| (distance(&kind_lower, k), *k))
+                .filter(|(d, _)| *d <= 2)
+                .min()
+                .map(|(_, k)| format!("; did you mean `{k}:`?"))
+                .unwrap_or_default();
+            return Err(bad(
+                text,
+                format!("unknown metric kind `{kind}`{hint} (expected {FORMS})"),
+            ));
+        }
+    };
+    Ok(Metric {
+        text: text.to_string(),
+        spec,
+    })
+}
+
+fn parse_funnel(text: &str, rest: &str) -> Result<MetricSpec, BadInput> {
+    let lower = rest.to_ascii_lowercase();
+    let Some(at) = lower.rfind(" within ") else {
+        return Err(bad(
+            text,
+            "a funnel needs a conversion window, e.g. `funnel:view_item>purchase within 7d`",
+        ));
+    };
+    let window = rest[at + " within ".len()..].trim().to_string();
+    let window_micros = parse_window(&window).ok_or_else(|| {
+        bad(
+            text,
+            format!(
+                "`{window}` is not a conversion window; use a whole number of hours, days or \
+                 weeks, such as 12h, 7d or 2w"
+            ),
+        )
+    })?;
+    let steps: Vec<String> = rest[..at].split('>').map(|s| s.trim().to_string()).collect();
+    if let Some(i) = steps.iter().position(String::is_empty) {
+        return Err(bad(
+            text,
+            format!("step {} is empty; steps are event names separated by `>`", i + 1),
+        ));
+    }
+    if steps.len() < 2 {
+        return Err(bad(
+            text,
+            "a funnel needs at least two steps separated by `>` (for a single event, use \
+             `segment:did <event>`)",
+        ));
+    }
+    Ok(MetricSpec::Funnel {
+        steps,
+        window_micros,
+        window,
+    })
+}
+
+/// `12h`, `7d`, `2w` in microseconds; the segment language's duration units.
+fn parse_window(text: &str) -> Option<i64> {
+    let unit_at = text.find(|c: char| !c.is_ascii_digit())?;
+    let (digits, unit) = text.split_at(unit_at);
+    let n: i64 = digits.parse().ok().filter(|&n| n > 0)?;
+    let hours = match unit.trim() {
+        "h" => 1,
+        "d" => 24,
+        "w" => 24 * 7,
+        _ => return None,
+    };
+    n.checked_mul(hours)?.checked_mul(3_600_000_000)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_parse() {
+        assert_eq!(
+            parse_metric("count:purchase").unwrap().spec,
+            MetricSpec::Count {
+                event: "purchase".into()
+            }
+        );
+        assert_eq!(
+            parse_metric("sum: revenue").unwrap().spec,
+            MetricSpec::Sum {
+                column: "revenue".into()
+            }
+        );
+        assert_eq!(
+            parse_metric("segment:F >= 2 and did view").unwrap().spec,
+            MetricSpec::Segment {
+                expr: "F >= 2 and did view".into()
+            }
+        );
+        assert_eq!(
+            parse_metric("funnel:view_item > add_to_cart>purchase within 7d")
+                .unwrap()
+                .spec,
+            MetricSpec::Funnel {
+                steps: vec!["view_item".into(), "add_to_cart".into(), "purchase".into()],
+                window_micros: 7 * 86_400_000_000,
+                window: "7d".into(),
+            }
+        );
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        let e = parse_metric("cout:purchase").unwrap_err().0;
+        assert!(e.contains("unknown metric kind `cout`; did you mean `count:`?"), "{e}");
+        let e = parse_metric("revenue").unwrap_err().0;
+        assert!(e.contains("kind:argument"), "{e}");
+        assert!(parse_metric("sum:").unwrap_err().0.contains("needs a column"));
+        let e = parse_metric("funnel:a>b").unwrap_err().0;
+        assert!(e.contains("conversion window"), "{e}");
+        let e = parse_metric("funnel:a>>b within 7d").unwrap_err().0;
+        assert!(e.contains("step 2 is empty"), "{e}");
+        let e = parse_metric("funnel:a within 7d").unwrap_err().0;
+        assert!(e.contains("at least two steps"), "{e}");
+        let e = parse_metric("funnel:a>b within 7 days").unwrap_err().0;
+        assert!(e.contains("not a conversion window"), "{e}");
+        assert!(parse_metric("funnel:a>b within 0d").is_err());
+    }
+}
