@@ -63,6 +63,9 @@ pub struct Exposures {
     pub multiple: u64,
     /// Users with events in range but no arm value (not in the test).
     pub unassigned: u64,
+    /// Values seen only on users who saw more than one arm: arms without users
+    /// of their own, left out of the readout.
+    pub shared_only: Vec<String>,
 }
 
 /// Reads every user's arm from `column` (see the module docs).
@@ -131,8 +134,7 @@ pub async fn exposures(events: &Events, column: &str) -> Result<Exposures> {
     for (r, &a) in order.iter().enumerate() {
         rank[a as usize] = r as u32;
     }
-    let arms: Vec<String> = order.iter().map(|&a| names[a as usize].clone()).collect();
-    let mut users = vec![0u64; arms.len()];
+    let mut users = vec![0u64; names.len()];
     let (mut multiple, mut unassigned) = (0, 0);
     for u in 0..n {
         match arm[u] {
@@ -150,14 +152,34 @@ pub async fn exposures(events: &Events, column: &str) -> Result<Exposures> {
             }
         }
     }
+    // A value seen only by users who also saw another arm leaves an arm without
+    // users of its own: it is named, not read out as an empty arm.
+    let mut arms = Vec::new();
+    let mut kept_users = Vec::new();
+    let mut shared_only = Vec::new();
+    let mut renumber = vec![UNASSIGNED; names.len()];
+    for (r, &a) in order.iter().enumerate() {
+        let name = names[a as usize].clone();
+        if users[r] == 0 {
+            shared_only.push(name);
+        } else {
+            renumber[r] = arms.len() as u32;
+            arms.push(name);
+            kept_users.push(users[r]);
+        }
+    }
+    for a in arm.iter_mut().filter(|a| (**a as usize) < names.len()) {
+        *a = renumber[*a as usize];
+    }
     Ok(Exposures {
         column: column.to_string(),
         arms,
         arm_of: arm,
         exposed_at: Arc::new(first_ts),
-        users,
+        users: kept_users,
         multiple,
         unassigned,
+        shared_only,
     })
 }
 
@@ -167,8 +189,10 @@ impl Exposures {
     /// funnels) sees only what happened to users while in the experiment.
     pub async fn restrict(&self, events: &Events) -> Result<Events> {
         let all = events.ctx.table_provider("events").await?;
-        let ctx =
-            SessionContext::new_with_config_rt(events.ctx.copied_config(), events.ctx.runtime_env());
+        let ctx = SessionContext::new_with_config_rt(
+            events.ctx.copied_config(),
+            events.ctx.runtime_env(),
+        );
         ctx.register_table("events_all", all)?;
         let exposed_at = ScalarUDF::from(ExposedAt::new(self.exposed_at.clone()));
         let view = ctx
@@ -339,7 +363,10 @@ pub async fn column_sums(restricted: &Events, column: &str) -> Result<ColumnSums
         .in_range()
         .await?
         .filter(ident(column).is_not_null())?
-        .select(vec![col("user_key"), cast(ident(column), target).alias("v")])?;
+        .select(vec![
+            col("user_key"),
+            cast(ident(column), target).alias("v"),
+        ])?;
     let mut exact = vec![0i128; if scale.is_some() { n } else { 0 }];
     let mut float = vec![0f64; if scale.is_none() { n } else { 0 }];
     let mut stream = df.execute_stream().await?;
@@ -445,7 +472,10 @@ impl ScalarUDFImpl for ExposedAt {
     }
 
     fn return_type(&self, _args: &[DataType]) -> datafusion::error::Result<DataType> {
-        Ok(DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())))
+        Ok(DataType::Timestamp(
+            TimeUnit::Microsecond,
+            Some("UTC".into()),
+        ))
     }
 
     fn invoke_with_args(

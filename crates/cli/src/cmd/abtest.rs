@@ -97,7 +97,11 @@ pub struct AbtestArgs {
     pub by: String,
     /// A metric: count:<event>, sum:<column>, segment:<expr> or
     /// funnel:<a>b>c> within <duration> (repeatable).
-    #[arg(long = "metric", value_name = "SPEC", required_unless_present = "from_summary")]
+    #[arg(
+        long = "metric",
+        value_name = "SPEC",
+        required_unless_present = "from_summary"
+    )]
     pub metrics: Vec<String>,
     /// Per-arm numbers (CSV or JSON) instead of events; one metric per file
     /// (repeatable; - for stdin).
@@ -375,7 +379,9 @@ async fn check_event_exists(events: &Events, event: &str) -> anyhow::Result<()> 
         .iter()
         .flat_map(|b| {
             let a = b.column(0).as_string::<i32>();
-            (0..a.len()).map(|i| a.value(i).to_string()).collect::<Vec<_>>()
+            (0..a.len())
+                .map(|i| a.value(i).to_string())
+                .collect::<Vec<_>>()
         })
         .collect();
     if names.iter().any(|n| n == event) {

@@ -80,7 +80,10 @@ pub fn parse_metric(text: &str) -> Result<Metric, BadInput> {
     let rest = rest.trim();
     let need = |what: &str| {
         if rest.is_empty() {
-            Err(bad(text, format!("`{kind_lower}:` needs {what} after the colon")))
+            Err(bad(
+                text,
+                format!("`{kind_lower}:` needs {what} after the colon"),
+            ))
         } else {
             Ok(rest.to_string())
         }
@@ -134,11 +137,17 @@ fn parse_funnel(text: &str, rest: &str) -> Result<MetricSpec, BadInput> {
             ),
         )
     })?;
-    let steps: Vec<String> = rest[..at].split('>').map(|s| s.trim().to_string()).collect();
+    let steps: Vec<String> = rest[..at]
+        .split('>')
+        .map(|s| s.trim().to_string())
+        .collect();
     if let Some(i) = steps.iter().position(String::is_empty) {
         return Err(bad(
             text,
-            format!("step {} is empty; steps are event names separated by `>`", i + 1),
+            format!(
+                "step {} is empty; steps are event names separated by `>`",
+                i + 1
+            ),
         ));
     }
     if steps.len() < 2 {
@@ -208,10 +217,18 @@ mod tests {
     #[test]
     fn mistakes_are_named() {
         let e = parse_metric("cout:purchase").unwrap_err().0;
-        assert!(e.contains("unknown metric kind `cout`; did you mean `count:`?"), "{e}");
+        assert!(
+            e.contains("unknown metric kind `cout`; did you mean `count:`?"),
+            "{e}"
+        );
         let e = parse_metric("revenue").unwrap_err().0;
         assert!(e.contains("kind:argument"), "{e}");
-        assert!(parse_metric("sum:").unwrap_err().0.contains("needs a column"));
+        assert!(
+            parse_metric("sum:")
+                .unwrap_err()
+                .0
+                .contains("needs a column")
+        );
         let e = parse_metric("funnel:a>b").unwrap_err().0;
         assert!(e.contains("conversion window"), "{e}");
         let e = parse_metric("funnel:a>>b within 7d").unwrap_err().0;

@@ -123,6 +123,14 @@ pub fn table(
                 plural(e.multiple, "user saw", "users saw")
             ));
         }
+        if !e.shared_only.is_empty() {
+            let names: Vec<String> = e.shared_only.iter().map(|a| format!("`{a}`")).collect();
+            out.push_str(&format!(
+                "; {} {} only on those users (left out)",
+                if names.len() == 1 { "arm" } else { "arms" },
+                names.join(", ")
+            ));
+        }
         if e.unassigned > 0 {
             out.push_str(&format!(
                 "; {} no `{}` (not in the test)",

@@ -1,0 +1,600 @@
+//! `tenure abtest`: GrowthBook's published figures through --from-summary, the
+//! hand-checked fixture (fixtures/abtest/README.md), bad input, and per-arm
+//! statistics from random events against a naive computation.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn tenure() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_tenure"))
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn ingest(file: &Path) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let out = tenure()
+        .arg("ingest")
+        .arg(file)
+        .arg("--to")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    dir
+}
+
+fn fixture_store() -> tempfile::TempDir {
+    ingest(&root().join("fixtures/abtest/events.ndjson"))
+}
+
+fn run(args: &[&str]) -> Output {
+    tenure().arg("abtest").args(args).output().unwrap()
+}
+
+fn json_rows(args: &[&str]) -> Vec<Value> {
+    let mut all = args.to_vec();
+    all.extend(["--format", "json"]);
+    let out = run(&all);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    match serde_json::from_slice(&out.stdout).unwrap() {
+        Value::Array(rows) => rows,
+        other => panic!("not an array: {other}"),
+    }
+}
+
+fn row<'a>(rows: &'a [Value], metric: &str, arm: &str) -> &'a Value {
+    rows.iter()
+        .find(|r| r["metric"] == metric && r["arm"] == arm)
+        .unwrap_or_else(|| panic!("no row {metric}/{arm} in {rows:?}"))
+}
+
+/// A number rounded to `decimals`, as printed in the issue.
+fn fixed(v: &Value, decimals: usize) -> String {
+    let x = v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"));
+    format!("{x:.decimals$}")
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
+const PROPORTIONS_CSV: &str = "arm,users,conversions\nA,28,14\nB,30,16\n";
+const PROPORTIONS_JSON: &str = r#"[{"arm": "A", "users": 28, "conversions": 14},
+ {"arm": "B", "users": 30, "conversions": 16}]"#;
+const MEANS_CSV: &str =
+    "arm,users,sum,sum_squares\nA,3407,1396.87,52377.9767\nB,3461,2422.7,134698.29\n";
+const MEANS_JSON: &str = r#"[{"arm": "A", "users": 3407, "sum": 1396.87, "sum_squares": 52377.9767},
+ {"arm": "B", "users": 3461, "sum": 2422.7, "sum_squares": 134698.29}]"#;
+
+#[test]
+fn growthbook_figures_through_from_summary() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, text) in [("p.csv", PROPORTIONS_CSV), ("p.json", PROPORTIONS_JSON)] {
+        let file = write(dir.path(), name, text);
+        let rows = json_rows(&["--from-summary", &file]);
+        let b = row(&rows, &file, "B");
+        assert_eq!(fixed(&b["lift"], 5), "0.06667", "{name}");
+        assert_eq!(fixed(&b["ci_lower"], 5), "-0.47767", "{name}");
+        assert_eq!(fixed(&b["ci_upper"], 5), "0.61101", "{name}");
+        assert_eq!(fixed(&b["p_value"], 5), "0.80707", "{name}");
+        assert_eq!(b["kind"], "proportion");
+        assert_eq!(b["conversions"], 16);
+        assert_eq!(row(&rows, &file, "A")["is_control"], true);
+        assert_eq!(b["multi_arm_users"], Value::Null);
+    }
+    for (name, text) in [("m.csv", MEANS_CSV), ("m.json", MEANS_JSON)] {
+        let file = write(dir.path(), name, text);
+        let rows = json_rows(&["--from-summary", &file]);
+        let b = row(&rows, &file, "B");
+        assert_eq!(fixed(&b["lift"], 5), "0.70732", "{name}");
+        assert_eq!(fixed(&b["ci_lower"], 5), "-0.03526", "{name}");
+        assert_eq!(fixed(&b["ci_upper"], 5), "1.44989", "{name}");
+        assert_eq!(fixed(&b["p_value"], 5), "0.06191", "{name}");
+        assert_eq!(b["difference"], "relative");
+
+        let rows = json_rows(&["--from-summary", &file, "--difference", "absolute"]);
+        let b = row(&rows, &file, "B");
+        assert_eq!(fixed(&b["lift"], 5), "0.29000", "{name}");
+        assert_eq!(fixed(&b["ci_lower"], 5), "0.04538", "{name}");
+        assert_eq!(fixed(&b["ci_upper"], 5), "0.53462", "{name}");
+        assert_eq!(fixed(&b["p_value"], 5), "0.02016", "{name}");
+        assert_eq!(b["significant"], true);
+    }
+}
+
+#[test]
+fn sample_ratio_mismatch_is_flagged() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, text) in [
+        ("srm.csv", "arm,users,conversions\nA,1000,100\nB,1200,130\n"),
+        (
+            "srm.json",
+            r#"[{"arm":"A","users":1000,"conversions":100},{"arm":"B","users":1200,"conversions":130}]"#,
+        ),
+    ] {
+        let file = write(dir.path(), name, text);
+        let rows = json_rows(&["--from-summary", &file, "--split", "50:50"]);
+        for r in &rows {
+            assert_eq!(fixed(&r["srm_p_value"], 9), "0.000020079", "{name}");
+            assert_eq!(r["srm_status"], "mismatch");
+        }
+        let b = row(&rows, &file, "B");
+        assert!(
+            b["verdict"]
+                .as_str()
+                .unwrap()
+                .ends_with("do not trust this result"),
+            "{b}"
+        );
+        let table = run(&["--from-summary", &file]);
+        let text = String::from_utf8(table.stdout).unwrap();
+        assert!(
+            text.contains("Sample ratio mismatch: 1000 vs 1200 users is not a 50:50 split"),
+            "{text}"
+        );
+    }
+    // The same users at the split they were assigned with are fine.
+    let file = write(
+        dir.path(),
+        "uneven.csv",
+        "arm,users,conversions\nA,1000,100\nB,1200,130\n",
+    );
+    let rows = json_rows(&["--from-summary", &file, "--split", "5:6"]);
+    assert_eq!(rows[0]["srm_status"], "ok");
+}
+
+#[test]
+fn fixture_statistics_match_the_hand_work() {
+    let store = fixture_store();
+    let data = store.path().to_str().unwrap();
+    let rows = json_rows(&[
+        "--data",
+        data,
+        "--metric",
+        "count:purchase",
+        "--metric",
+        "sum:revenue",
+        "--metric",
+        "segment:F >= 2",
+        "--metric",
+        "segment:did purchase",
+    ]);
+    assert_eq!(rows.len(), 8);
+    let stats = |metric: &str, arm: &str| {
+        let r = row(&rows, metric, arm);
+        (
+            r["users"].as_u64().unwrap(),
+            r["sum"].as_f64(),
+            r["sum_squares"].as_f64(),
+            r["conversions"].as_u64(),
+        )
+    };
+    assert_eq!(
+        stats("count:purchase", "A"),
+        (3, Some(3.0), Some(5.0), None)
+    );
+    assert_eq!(
+        stats("count:purchase", "B"),
+        (3, Some(4.0), Some(10.0), None)
+    );
+    assert_eq!(
+        stats("sum:revenue", "A"),
+        (3, Some(18.75), Some(250.8125), None)
+    );
+    assert_eq!(
+        stats("sum:revenue", "B"),
+        (3, Some(15.0), Some(113.0), None)
+    );
+    assert_eq!(stats("segment:F >= 2", "A"), (3, None, None, Some(1)));
+    assert_eq!(stats("segment:F >= 2", "B"), (3, None, None, Some(1)));
+    assert_eq!(stats("segment:did purchase", "A"), (3, None, None, Some(2)));
+    assert_eq!(stats("segment:did purchase", "B"), (3, None, None, Some(2)));
+    for r in &rows {
+        assert_eq!(r["multi_arm_users"], 1);
+        assert_eq!(r["srm_status"], "not_enough_traffic");
+    }
+    let b = row(&rows, "count:purchase", "B");
+    assert_eq!(fixed(&b["lift"], 5), "0.33333");
+    assert_eq!(fixed(&b["std_error"], 6), "1.170628");
+    assert_eq!(fixed(&b["p_value"], 5), "0.79210");
+    assert_eq!(fixed(&b["ci_lower"], 5), "-3.13258");
+    assert_eq!(fixed(&b["ci_upper"], 5), "3.79925");
+
+    let rows = json_rows(&[
+        "--data",
+        data,
+        "--metric",
+        "sum:revenue",
+        "--difference",
+        "absolute",
+        "--control",
+        "A",
+    ]);
+    let b = row(&rows, "sum:revenue", "B");
+    assert_eq!(fixed(&b["lift"], 5), "-1.25000");
+    assert_eq!(fixed(&b["std_error"], 6), "5.348286");
+    assert_eq!(fixed(&b["p_value"], 5), "0.83000");
+    assert_eq!(fixed(&b["ci_lower"], 5), "-18.10651");
+    assert_eq!(fixed(&b["ci_upper"], 5), "15.60651");
+
+    // B as control turns the lift around; the table names who is excluded.
+    let out = run(&[
+        "--data",
+        data,
+        "--metric",
+        "count:purchase",
+        "--control",
+        "B",
+        "--bayesian",
+    ]);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.starts_with(
+            "Arms from `variant`: A 3 users, B 3 users; 1 user saw more than one arm \
+             (excluded); 1 user has no `variant` (not in the test)"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("B (control)"), "{text}");
+    assert!(text.contains("chance to win"), "{text}");
+    assert!(text.contains("Treatment A is worse: -25.0 %"), "{text}");
+}
+
+#[test]
+fn csv_and_out_files_carry_the_documented_columns() {
+    let store = fixture_store();
+    let dir = tempfile::tempdir().unwrap();
+    let out_file = dir.path().join("readout.csv");
+    let out = run(&[
+        "--data",
+        store.path().to_str().unwrap(),
+        "--metric",
+        "count:purchase",
+        "--format",
+        "csv",
+        "--out",
+        out_file.to_str().unwrap(),
+    ]);
+    assert!(out.status.success());
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let header = "metric,kind,arm,is_control,users,conversions,sum,sum_squares,value,difference,\
+                  lift,std_error,ci_lower,ci_upper,p_value,p_value_adjusted,significant,\
+                  chance_to_win,risk_control,risk_treatment,no_result,verdict,srm_status,\
+                  srm_p_value,srm_verdict,alpha,sided,sequential,correction,multi_arm_users";
+    assert_eq!(stdout.lines().next(), Some(header));
+    assert_eq!(stdout.lines().count(), 3);
+    assert_eq!(std::fs::read_to_string(&out_file).unwrap(), stdout);
+}
+
+fn fails_with(args: &[&str], want: &str) {
+    let out = run(args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+    assert!(err.contains(want), "{args:?}: expected `{want}` in {err}");
+}
+
+#[test]
+fn bad_input_exits_2_with_a_reason() {
+    let store = fixture_store();
+    let data = store.path().to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let good = write(dir.path(), "good.csv", PROPORTIONS_CSV);
+
+    fails_with(
+        &["--data", data, "--metric", "cout:purchase"],
+        "unknown metric kind `cout`; did you mean `count:`?",
+    );
+    fails_with(
+        &["--data", data, "--metric", "revenue"],
+        "a metric is kind:argument",
+    );
+    fails_with(
+        &["--from-summary", &good, "--split", "50-50"],
+        "invalid split 50-50",
+    );
+    fails_with(
+        &[
+            "--data",
+            data,
+            "--metric",
+            "count:purchase",
+            "--split",
+            "1:1:1",
+        ],
+        "--split has 3 weights but count:purchase has 2 arms (A, B)",
+    );
+    fails_with(
+        &[
+            "--data",
+            data,
+            "--metric",
+            "count:purchase",
+            "--control",
+            "C",
+        ],
+        "--control `C` is not an arm of count:purchase; its arms are A, B",
+    );
+    fails_with(
+        &["--from-summary", &good, "--control", "Z"],
+        "is not an arm",
+    );
+    let empty = write(
+        dir.path(),
+        "empty.csv",
+        "arm,users,conversions\nA,28,14\nB,0,0\n",
+    );
+    fails_with(&["--from-summary", &empty], "arm `B` has no users");
+    let malformed = write(
+        dir.path(),
+        "bad.csv",
+        "arm,users,conversions\nA,28,14\nB,thirty,16\n",
+    );
+    fails_with(
+        &["--from-summary", &malformed],
+        "line 3, column 3: `users` must be a whole number",
+    );
+    let malformed = write(dir.path(), "bad.json", "[{\"arm\": \"A\", \"user\": 3}]");
+    fails_with(&["--from-summary", &malformed], "did you mean `users`?");
+    let one_arm = write(dir.path(), "one.csv", "arm,users,conversions\nA,28,14\n");
+    fails_with(&["--from-summary", &one_arm], "at least two arms");
+    fails_with(
+        &["--data", data, "--metric", "count:purchas"],
+        "no `purchas` events in range; did you mean `purchase`?",
+    );
+    fails_with(
+        &["--data", data, "--metric", "sum:event"],
+        "cannot sum `event`: not a numeric column",
+    );
+    fails_with(
+        &["--data", data, "--metric", "segment:Freq > 2"],
+        "did you mean `F`",
+    );
+    fails_with(
+        &[
+            "--data",
+            data,
+            "--metric",
+            "count:purchase",
+            "--by",
+            "colour",
+        ],
+        "cannot read arms from `colour`",
+    );
+    fails_with(
+        &[
+            "--data",
+            data,
+            "--metric",
+            "count:purchase",
+            "--sided",
+            "both",
+        ],
+        "invalid sided both",
+    );
+    fails_with(
+        &[
+            "--data",
+            data,
+            "--metric",
+            "count:purchase",
+            "--alpha",
+            "0.7",
+        ],
+        "invalid alpha",
+    );
+    fails_with(
+        &["--data", data, "--metric", "funnel:view>purchase within 1x"],
+        "not a conversion window",
+    );
+    fails_with(&["--metric", "count:purchase"], "--data");
+    fails_with(
+        &["--data", data, "--from-summary", &good],
+        "cannot be used with",
+    );
+    // A test where only one arm has users.
+    let single = write(
+        dir.path(),
+        "single.ndjson",
+        "{\"event_id\":\"1\",\"user_id\":\"x\",\"event\":\"view\",\"ts\":\"2026-04-01T00:00:00Z\",\"variant\":\"A\"}\n",
+    );
+    let single_store = ingest(Path::new(&single));
+    fails_with(
+        &[
+            "--data",
+            single_store.path().to_str().unwrap(),
+            "--metric",
+            "count:view",
+        ],
+        "every user with a `variant` value is in arm `A`",
+    );
+}
+
+/// A small deterministic generator (xorshift64*), so failures reproduce.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+struct Event {
+    user: u64,
+    event: &'static str,
+    ts: u64,
+    variant: Option<&'static str>,
+    cents: Option<i128>,
+}
+
+/// Exact cents as the decimal text a float is read from.
+fn cents_text(c: i128, scale: usize) -> String {
+    let sign = if c < 0 { "-" } else { "" };
+    let digits = format!("{:0>width$}", c.unsigned_abs(), width = scale + 1);
+    let (int, frac) = digits.split_at(digits.len() - scale);
+    format!("{sign}{int}.{frac}")
+}
+
+/// Per-arm statistics from random events equal a naive computation: arms by the
+/// distinct variants of each user, exposure as the earliest variant event,
+/// metrics over events from the exposure on, users with nothing counted as 0.
+#[test]
+fn per_arm_statistics_match_a_naive_computation() {
+    for seed in [1u64, 7, 42, 2026] {
+        let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+        let users = 30 + rng.below(30);
+        let mut events = Vec::new();
+        for user in 0..users {
+            for _ in 0..1 + rng.below(8) {
+                let variant = match rng.below(10) {
+                    0..=3 => None,
+                    4..=6 => Some("A"),
+                    7..=8 => Some(if user % 3 == 0 { "C" } else { "A" }),
+                    _ => Some("B"),
+                };
+                // Most users keep one arm: B users see only B; mixing comes from
+                // A/C users and the occasional B.
+                let variant = if user % 2 == 1 && variant.is_some() {
+                    Some("B")
+                } else {
+                    variant
+                };
+                let event = ["view", "add_to_cart", "purchase"][rng.below(3) as usize];
+                let cents =
+                    (event == "purchase" && rng.below(4) > 0).then(|| rng.below(100_000) as i128);
+                events.push(Event {
+                    user,
+                    event,
+                    // Few distinct minutes, so ties with the exposure happen.
+                    ts: 1_775_000_000 + 60 * rng.below(40),
+                    variant,
+                    cents,
+                });
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let mut text = String::new();
+        for (i, e) in events.iter().enumerate() {
+            let mut obj = serde_json::json!({
+                "event_id": format!("e{i}"),
+                "user_id": format!("u{}", e.user),
+                "event": e.event,
+                "ts": e.ts,
+            });
+            if let Some(v) = e.variant {
+                obj["variant"] = v.into();
+            }
+            if let Some(c) = e.cents {
+                obj["revenue"] = serde_json::from_str(&cents_text(c, 2)).unwrap();
+            }
+            text.push_str(&obj.to_string());
+            text.push('\n');
+        }
+        let file = write(dir.path(), "events.ndjson", &text);
+        let store = ingest(Path::new(&file));
+
+        // The naive computation.
+        let mut arms_of: BTreeMap<u64, BTreeSet<&str>> = BTreeMap::new();
+        let mut exposed: BTreeMap<u64, u64> = BTreeMap::new();
+        for e in &events {
+            if let Some(v) = e.variant {
+                arms_of.entry(e.user).or_default().insert(v);
+                let t = exposed.entry(e.user).or_insert(e.ts);
+                *t = (*t).min(e.ts);
+            }
+        }
+        let arm = |u: u64| {
+            arms_of
+                .get(&u)
+                .filter(|s| s.len() == 1)
+                .map(|s| *s.iter().next().unwrap())
+        };
+        let multiple = arms_of.values().filter(|s| s.len() > 1).count() as u64;
+        // arm -> (users, purchases sum, squares, cents sum, squares, users with >= 2)
+        let mut want: BTreeMap<&str, (u64, i128, i128, i128, i128, u64)> = BTreeMap::new();
+        for u in 0..users {
+            let Some(a) = arm(u) else { continue };
+            let since = exposed[&u];
+            let mine = events.iter().filter(|e| e.user == u && e.ts >= since);
+            let (mut count, mut cents) = (0i128, 0i128);
+            for e in mine {
+                if e.event == "purchase" {
+                    count += 1;
+                }
+                cents += e.cents.unwrap_or(0);
+            }
+            let w = want.entry(a).or_default();
+            w.0 += 1;
+            w.1 += count;
+            w.2 += count * count;
+            w.3 += cents;
+            w.4 += cents * cents;
+            w.5 += u64::from(count >= 2);
+        }
+        if want.len() < 2 {
+            continue;
+        }
+
+        let rows = json_rows(&[
+            "--data",
+            store.path().to_str().unwrap(),
+            "--metric",
+            "count:purchase",
+            "--metric",
+            "sum:revenue",
+            "--metric",
+            "segment:did purchase >= 2 times",
+        ]);
+        assert_eq!(rows.len(), 3 * want.len(), "seed {seed}");
+        for (a, w) in &want {
+            let count = row(&rows, "count:purchase", a);
+            assert_eq!(count["users"], w.0, "seed {seed} arm {a}");
+            assert_eq!(count["sum"].as_f64(), Some(w.1 as f64), "seed {seed}");
+            assert_eq!(
+                count["sum_squares"].as_f64(),
+                Some(w.2 as f64),
+                "seed {seed}"
+            );
+            assert_eq!(count["multi_arm_users"], multiple, "seed {seed}");
+            let sum = row(&rows, "sum:revenue", a);
+            assert_eq!(sum["users"], w.0, "seed {seed} arm {a}");
+            let exact = |c: i128, scale| cents_text(c, scale).parse::<f64>().unwrap();
+            assert_eq!(
+                sum["sum"].as_f64(),
+                Some(exact(w.3, 2)),
+                "seed {seed} arm {a}"
+            );
+            assert_eq!(
+                sum["sum_squares"].as_f64(),
+                Some(exact(w.4, 4)),
+                "seed {seed} arm {a}"
+            );
+            let seg = row(&rows, "segment:did purchase >= 2 times", a);
+            assert_eq!(seg["users"], w.0, "seed {seed} arm {a}");
+            assert_eq!(seg["conversions"], w.5, "seed {seed} arm {a}");
+        }
+    }
+}
