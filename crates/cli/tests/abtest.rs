@@ -174,8 +174,12 @@ fn fixture_statistics_match_the_hand_work() {
         "segment:F >= 2",
         "--metric",
         "segment:did purchase",
+        "--metric",
+        "funnel:view>purchase within 1d",
+        "--metric",
+        "funnel:view > purchase where (revenue > 5) within 3d",
     ]);
-    assert_eq!(rows.len(), 8);
+    assert_eq!(rows.len(), 12);
     let stats = |metric: &str, arm: &str| {
         let r = row(&rows, metric, arm);
         (
@@ -205,6 +209,18 @@ fn fixture_statistics_match_the_hand_work() {
     assert_eq!(stats("segment:F >= 2", "B"), (3, None, None, Some(1)));
     assert_eq!(stats("segment:did purchase", "A"), (3, None, None, Some(2)));
     assert_eq!(stats("segment:did purchase", "B"), (3, None, None, Some(2)));
+    let funnel = "funnel:view>purchase within 1d";
+    assert_eq!(stats(funnel, "A"), (3, None, None, Some(2)));
+    assert_eq!(stats(funnel, "B"), (3, None, None, Some(1)));
+    let big = "funnel:view > purchase where (revenue > 5) within 3d";
+    assert_eq!(stats(big, "A"), (3, None, None, Some(1)));
+    assert_eq!(stats(big, "B"), (3, None, None, Some(1)));
+    let b = row(&rows, funnel, "B");
+    assert_eq!(fixed(&b["lift"], 5), "-0.50000");
+    assert_eq!(fixed(&b["std_error"], 6), "0.456435");
+    assert_eq!(fixed(&b["p_value"], 5), "0.33485");
+    assert_eq!(fixed(&b["ci_lower"], 5), "-1.76727");
+    assert_eq!(fixed(&b["ci_upper"], 5), "0.76727");
     for r in &rows {
         assert_eq!(r["multi_arm_users"], 1);
         assert_eq!(r["srm_status"], "not_enough_traffic");
@@ -255,6 +271,33 @@ fn fixture_statistics_match_the_hand_work() {
     assert!(text.contains("B (control)"), "{text}");
     assert!(text.contains("chance to win"), "{text}");
     assert!(text.contains("Treatment A is worse: -25.0 %"), "{text}");
+}
+
+/// With --to 2026-04-01 only u1, u2, u7 (A, its B events come later) and u4,
+/// u5 (B) are exposed; u7's purchase 24h05m after its view misses a 1d window,
+/// u5's converts (fixtures/abtest/README.md).
+#[test]
+fn ranges_limit_exposure_and_funnel_entry() {
+    let store = fixture_store();
+    let rows = json_rows(&[
+        "--data",
+        store.path().to_str().unwrap(),
+        "--to",
+        "2026-04-01",
+        "--metric",
+        "funnel:view>purchase within 1d",
+        "--metric",
+        "count:purchase",
+    ]);
+    let funnel = "funnel:view>purchase within 1d";
+    assert_eq!(row(&rows, funnel, "A")["users"], 3);
+    assert_eq!(row(&rows, funnel, "A")["conversions"], 1);
+    assert_eq!(row(&rows, funnel, "B")["users"], 2);
+    assert_eq!(row(&rows, funnel, "B")["conversions"], 1);
+    assert_eq!(row(&rows, funnel, "B")["multi_arm_users"], 0);
+    // Purchases by the end of 04-01: u1 1 (A); u5 1 (B).
+    assert_eq!(row(&rows, "count:purchase", "A")["sum"], 1.0);
+    assert_eq!(row(&rows, "count:purchase", "B")["sum"], 1.0);
 }
 
 #[test]
@@ -401,7 +444,7 @@ fn bad_input_exits_2_with_a_reason() {
     );
     fails_with(
         &["--data", data, "--metric", "funnel:view>purchase within 1x"],
-        "not a conversion window",
+        "unknown unit `x`",
     );
     fails_with(&["--metric", "count:purchase"], "--data");
     fails_with(

@@ -12,9 +12,10 @@ mod render;
 use anyhow::Context;
 use clap::Args;
 use tenure_dsl::{CompileContext, Resolver, Segment};
-use tenure_engine::Events;
 use tenure_engine::abtest::{self, ColumnSums, Exposures};
 use tenure_engine::features::FeatureSpec;
+use tenure_engine::funnel::{self, FunnelSpec, Modes};
+use tenure_engine::{Events, OpenOptions};
 use tenure_engine::lifecycle::Thresholds;
 use tenure_engine::userstats::PurchaseSpec;
 use tenure_stats::{
@@ -22,7 +23,8 @@ use tenure_stats::{
     TuningParameter,
 };
 
-use crate::cmd::common::AnalysisArgs;
+use crate::cmd::common::{AnalysisArgs, parse_when};
+use crate::cmd::funnel::parse_step;
 use crate::cmd::segment::{catalog_of, dsl_error, library};
 use crate::exit::BadInput;
 use crate::output::{self, OutputFormat};
@@ -51,7 +53,10 @@ pub use metric::{Metric, MetricSpec, parse_metric};
 ///                        expression (see tenure segment), as of the newest
 ///                        event in range, over events since exposure
 ///
-///   funnel:a>b>c within 7d   share of the arm's users completing the funnel
+///   funnel:a>b>c within 7d   share of the arm's users who complete the funnel
+///                        (tenure funnel's default windowFunnel mode; users
+///                        enter in range, from their exposure on; a step may
+///                        carry a condition: purchase where (revenue > 100))
 ///
 /// --from-summary FILE reads per-arm numbers instead of events, one metric per
 /// file (CSV with the header arm,users,conversions or arm,users,sum,sum_squares,
@@ -167,17 +172,6 @@ pub fn run(args: AbtestArgs) -> anyhow::Result<()> {
             .iter()
             .map(|m| parse_metric(m))
             .collect::<Result<Vec<_>, _>>()?;
-        if metrics
-            .iter()
-            .any(|m| matches!(m.spec, MetricSpec::Funnel { .. }))
-        {
-            return Err(BadInput(
-                "funnel: metrics need the funnel engine (issue 4), which is not in this \
-                 build yet; use count:, sum: or segment: metrics meanwhile"
-                    .into(),
-            )
-            .into());
-        }
         let (summaries, exposures) = from_events(&args, &metrics)?;
         (summaries, Some(exposures))
     } else {
@@ -286,6 +280,17 @@ fn from_events(
     };
     let rt = common.runtime()?;
     rt.block_on(async {
+        let tz = common.tz()?;
+        let from = common
+            .from
+            .as_deref()
+            .map(|s| parse_when(s, tz, false))
+            .transpose()?;
+        let to = common
+            .to
+            .as_deref()
+            .map(|s| parse_when(s, tz, true))
+            .transpose()?;
         let events = common.open().await?;
         let (_, as_of) = events.ts_range.ok_or_else(|| events.empty_error())?;
         // Segment expressions are checked before the scans start.
@@ -352,7 +357,50 @@ fn from_events(
                         abtest::segment_matches(&restricted, &segment, &feature_spec).await?;
                     exposures.proportion(&matches)
                 }
-                MetricSpec::Funnel { .. } => unreachable!("refused before reading data"),
+                MetricSpec::Funnel {
+                    steps,
+                    window_micros,
+                } => {
+                    // Users enter in range; later steps count until entry + window,
+                    // even past --to, as in `tenure funnel`.
+                    let later = match to {
+                        None => restricted.clone(),
+                        Some(t) => {
+                            let wider = Events::open(
+                                &common.data,
+                                OpenOptions {
+                                    threads: common.threads,
+                                    from,
+                                    to: Some(t.saturating_add(*window_micros).saturating_add(1)),
+                                },
+                            )
+                            .await?;
+                            exposures.restrict(&wider).await?
+                        }
+                    };
+                    let mut parsed = Vec::new();
+                    for step in steps {
+                        parsed.push(parse_step(&later, step).await?);
+                    }
+                    let spec = FunnelSpec {
+                        steps: parsed,
+                        window_us: *window_micros,
+                        modes: Modes::default(),
+                        exclusions: Vec::new(),
+                        by: None,
+                        user_groups: None,
+                        hold: None,
+                        entry_from: from,
+                        entry_to: to,
+                    };
+                    let levels = funnel::user_levels(&later, &spec).await?;
+                    let converted: Vec<bool> = levels
+                        .level
+                        .iter()
+                        .map(|&l| usize::from(l) == steps.len())
+                        .collect();
+                    exposures.proportion(&converted)
+                }
             };
             out.push(MetricSummary {
                 name: m.text.clone(),

@@ -25,12 +25,10 @@ pub enum MetricSpec {
     /// Share of users completing every step within the window (a conversion
     /// metric).
     Funnel {
-        /// Event names, in order.
+        /// Steps in order, each `event` or `event where (<SQL condition>)`.
         steps: Vec<String>,
         /// Conversion window in microseconds.
         window_micros: i64,
-        /// The window as written (`7d`).
-        window: String,
     },
 }
 
@@ -128,26 +126,17 @@ fn parse_funnel(text: &str, rest: &str) -> Result<MetricSpec, BadInput> {
         ));
     };
     let window = rest[at + " within ".len()..].trim().to_string();
-    let window_micros = parse_window(&window).ok_or_else(|| {
+    let window_micros = crate::cmd::funnel::parse_window(&window).map_err(|e| {
         bad(
             text,
-            format!(
-                "`{window}` is not a conversion window; use a whole number of hours, days or \
-                 weeks, such as 12h, 7d or 2w"
-            ),
+            format!("{e} (a whole number of seconds, minutes, hours, days or weeks)"),
         )
     })?;
-    let steps: Vec<String> = rest[..at]
-        .split('>')
-        .map(|s| s.trim().to_string())
-        .collect();
+    let steps = split_steps(&rest[..at]);
     if let Some(i) = steps.iter().position(String::is_empty) {
         return Err(bad(
             text,
-            format!(
-                "step {} is empty; steps are event names separated by `>`",
-                i + 1
-            ),
+            format!("step {} is empty; steps are event names separated by `>`", i + 1),
         ));
     }
     if steps.len() < 2 {
@@ -157,25 +146,45 @@ fn parse_funnel(text: &str, rest: &str) -> Result<MetricSpec, BadInput> {
              `segment:did <event>`)",
         ));
     }
+    if steps.len() > tenure_engine::funnel::MAX_STEPS {
+        return Err(bad(
+            text,
+            format!(
+                "{} steps: a funnel has at most {}",
+                steps.len(),
+                tenure_engine::funnel::MAX_STEPS
+            ),
+        ));
+    }
     Ok(MetricSpec::Funnel {
         steps,
         window_micros,
-        window,
     })
 }
 
-/// `12h`, `7d`, `2w` in microseconds; the segment language's duration units.
-fn parse_window(text: &str) -> Option<i64> {
-    let unit_at = text.find(|c: char| !c.is_ascii_digit())?;
-    let (digits, unit) = text.split_at(unit_at);
-    let n: i64 = digits.parse().ok().filter(|&n| n > 0)?;
-    let hours = match unit.trim() {
-        "h" => 1,
-        "d" => 24,
-        "w" => 24 * 7,
-        _ => return None,
-    };
-    n.checked_mul(hours)?.checked_mul(3_600_000_000)
+/// Splits funnel steps on `>` outside quotes and parentheses, so a step's
+/// condition can compare: `purchase where (revenue > 100)`.
+fn split_steps(s: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let (mut depth, mut quote) = (0i32, None::<char>);
+    for c in s.chars() {
+        match (quote, c) {
+            (Some(q), _) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, '\'' | '"') => quote = Some(c),
+            (None, '(') => depth += 1,
+            (None, ')') => depth -= 1,
+            (None, '>') if depth == 0 => {
+                out.push(std::mem::take(&mut cur).trim().to_string());
+                continue;
+            }
+            _ => {}
+        }
+        cur.push(c);
+    }
+    out.push(cur.trim().to_string());
+    out
 }
 
 #[cfg(test)]
@@ -209,9 +218,16 @@ mod tests {
             MetricSpec::Funnel {
                 steps: vec!["view_item".into(), "add_to_cart".into(), "purchase".into()],
                 window_micros: 7 * 86_400_000_000,
-                window: "7d".into(),
             }
         );
+        let MetricSpec::Funnel { steps, .. } =
+            parse_metric("funnel:view > purchase where (revenue > 100) within 90m")
+                .unwrap()
+                .spec
+        else {
+            panic!("not a funnel")
+        };
+        assert_eq!(steps, ["view", "purchase where (revenue > 100)"]);
     }
 
     #[test]
@@ -236,7 +252,7 @@ mod tests {
         let e = parse_metric("funnel:a within 7d").unwrap_err().0;
         assert!(e.contains("at least two steps"), "{e}");
         let e = parse_metric("funnel:a>b within 7 days").unwrap_err().0;
-        assert!(e.contains("not a conversion window"), "{e}");
+        assert!(e.contains("unknown unit `days`"), "{e}");
         assert!(parse_metric("funnel:a>b within 0d").is_err());
     }
 }
