@@ -15,9 +15,9 @@ use tenure_dsl::{CompileContext, Resolver, Segment};
 use tenure_engine::abtest::{self, ColumnSums, Exposures};
 use tenure_engine::features::FeatureSpec;
 use tenure_engine::funnel::{self, FunnelSpec, Modes};
-use tenure_engine::{Events, OpenOptions};
 use tenure_engine::lifecycle::Thresholds;
 use tenure_engine::userstats::PurchaseSpec;
+use tenure_engine::{Events, OpenOptions};
 use tenure_stats::{
     ArmData, ArmSummary, Correction, Difference, MetricSummary, ReadoutConfig, Sided,
     TuningParameter,

@@ -136,7 +136,10 @@ fn parse_funnel(text: &str, rest: &str) -> Result<MetricSpec, BadInput> {
     if let Some(i) = steps.iter().position(String::is_empty) {
         return Err(bad(
             text,
-            format!("step {} is empty; steps are event names separated by `>`", i + 1),
+            format!(
+                "step {} is empty; steps are event names separated by `>`",
+                i + 1
+            ),
         ));
     }
     if steps.len() < 2 {
