@@ -415,11 +415,12 @@ fn from_events(
 /// the nearest names, rather than read out a metric that is 0 everywhere.
 async fn check_event_exists(events: &Events, event: &str) -> anyhow::Result<()> {
     use datafusion::arrow::array::{Array, AsArray};
-    use datafusion::logical_expr::col;
+    use datafusion::arrow::datatypes::DataType;
+    use datafusion::logical_expr::{cast, col};
     let batches = events
         .in_range()
         .await?
-        .select(vec![col("event")])?
+        .select(vec![cast(col("event"), DataType::Utf8).alias("event")])?
         .distinct()?
         .collect()
         .await?;
