@@ -87,8 +87,8 @@ pub(crate) fn treatment_verdict(
     };
     let p = row.p_value.unwrap_or(1.0);
     let p_text = match row.p_value_adjusted {
-        Some(adj) => format!("p = {}, adjusted {}", format_p(p), format_p(adj)),
-        None => format!("p = {}", format_p(p)),
+        Some(adj) => format!("{}, adjusted {}", p_is(p), format_p(adj)),
+        None => p_is(p),
     };
     let significance = if row.significant == Some(true) {
         "significant"
@@ -124,8 +124,8 @@ pub(crate) fn srm_verdict(srm: &SrmCheck) -> String {
         .join(" vs ");
     match srm.status {
         SrmStatus::Ok => format!(
-            "Traffic split consistent with {split} ({users} users, SRM p = {})",
-            format_p(srm.p_value)
+            "Traffic split consistent with {split} ({users} users, SRM {})",
+            p_is(srm.p_value)
         ),
         SrmStatus::Mismatch => format!(
             "Sample ratio mismatch: {users} users is not a {split} split (p = {:.1e} < 0.001); \
@@ -202,6 +202,16 @@ fn format_effect(x: f64, difference: Difference, kind: MetricKind) -> String {
     }
 }
 
+/// "p = 0.81", or "p < 0.001" below the floor (never "p = < 0.001").
+fn p_is(p: f64) -> String {
+    let text = format_p(p);
+    if text.starts_with('<') {
+        format!("p {text}")
+    } else {
+        format!("p = {text}")
+    }
+}
+
 /// p-values as people quote them: two decimals, three below 0.01, and a floor.
 fn format_p(p: f64) -> String {
     if p >= 0.01 {
@@ -222,6 +232,8 @@ mod tests {
         assert_eq!(format_p(0.80707), "0.81");
         assert_eq!(format_p(0.0042), "0.004");
         assert_eq!(format_p(0.00002), "< 0.001");
+        assert_eq!(p_is(0.00002), "p < 0.001");
+        assert_eq!(p_is(0.0042), "p = 0.004");
         assert_eq!(significant_digits(0.04538, true), "+0.0454");
         assert_eq!(significant_digits(1234.6, true), "+1235");
         assert_eq!(significant_digits(-0.00001, true), "-0.0000100");

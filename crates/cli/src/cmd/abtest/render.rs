@@ -214,8 +214,10 @@ fn metric_block(m: &MetricReadout, summary: &MetricSummary) -> String {
                     .map(|c| format!("{:.1} %", 100.0 * c))
                     .unwrap_or_default(),
             );
-            line.push(r.risk_control.map(effect).unwrap_or_default());
-            line.push(r.risk_treatment.map(effect).unwrap_or_default());
+            // Risks are expected losses, magnitudes in the effect's unit.
+            let risk = |x: f64| effect(x).trim_start_matches(['+', '-']).to_string();
+            line.push(r.risk_control.map(risk).unwrap_or_default());
+            line.push(r.risk_treatment.map(risk).unwrap_or_default());
         }
         if r.no_result.is_some() {
             line[3] = "no result".to_string();
