@@ -641,3 +641,46 @@ fn per_arm_statistics_match_a_naive_computation() {
         }
     }
 }
+
+/// The test settings reach the readout: one-sided p is half the two-sided p
+/// (the lift is positive), a sequential CI is wider than the fixed one, and a
+/// correction adjusts every treatment p-value across metrics.
+#[test]
+fn test_settings_reach_the_readout() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write(dir.path(), "p.csv", PROPORTIONS_CSV);
+    let m = write(dir.path(), "m.csv", MEANS_CSV);
+    let two = json_rows(&["--from-summary", &p]);
+    let greater = json_rows(&["--from-summary", &p, "--sided", "greater"]);
+    let (two, greater) = (row(&two, &p, "B"), row(&greater, &p, "B"));
+    let half = two["p_value"].as_f64().unwrap() / 2.0;
+    assert!((greater["p_value"].as_f64().unwrap() - half).abs() < 1e-9);
+    assert_eq!(greater["ci_upper"], Value::Null);
+    assert_eq!(greater["sided"], "greater");
+
+    let seq = json_rows(&["--from-summary", &p, "--sequential"]);
+    let seq = row(&seq, &p, "B");
+    assert_eq!(seq["sequential"], 5000.0);
+    assert!(seq["ci_lower"].as_f64().unwrap() < two["ci_lower"].as_f64().unwrap());
+    assert!(seq["ci_upper"].as_f64().unwrap() > two["ci_upper"].as_f64().unwrap());
+
+    let rows = json_rows(&[
+        "--from-summary",
+        &p,
+        "--from-summary",
+        &m,
+        "--correction",
+        "holm",
+    ]);
+    assert_eq!(rows.len(), 4);
+    let (a, b) = (row(&rows, &p, "B"), row(&rows, &m, "B"));
+    // Holm with two p-values: the smaller doubled, the larger kept (monotone).
+    let (pa, pb) = (
+        a["p_value"].as_f64().unwrap(),
+        b["p_value"].as_f64().unwrap(),
+    );
+    assert!((b["p_value_adjusted"].as_f64().unwrap() - 2.0 * pb).abs() < 1e-12);
+    assert!((a["p_value_adjusted"].as_f64().unwrap() - pa.max(2.0 * pb)).abs() < 1e-12);
+    assert_eq!(a["correction"], "holm");
+    assert_eq!(row(&rows, &p, "A")["p_value_adjusted"], Value::Null);
+}
