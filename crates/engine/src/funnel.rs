@@ -565,8 +565,16 @@ fn fold_users(
                 let mut cursor: Vec<u32> = offsets[start..end].iter().map(|o| o - base).collect();
                 let mut ts = vec![0i64; len];
                 let mut mask = vec![0u32; len];
-                let mut grp = if shape.grp { vec![0u32; len] } else { Vec::new() };
-                let mut hold = if shape.hold { vec![0u32; len] } else { Vec::new() };
+                let mut grp = if shape.grp {
+                    vec![0u32; len]
+                } else {
+                    Vec::new()
+                };
+                let mut hold = if shape.hold {
+                    vec![0u32; len]
+                } else {
+                    Vec::new()
+                };
                 for p in parts.iter() {
                     for (i, &k) in p.key.iter().enumerate() {
                         let k = k as usize;
@@ -744,7 +752,11 @@ fn fold_user(
 ) -> Outcome {
     let entries = &mut scratch.entries;
     entries.clear();
-    let step_bits = if p.steps >= 32 { u32::MAX } else { (1u32 << p.steps) - 1 };
+    let step_bits = if p.steps >= 32 {
+        u32::MAX
+    } else {
+        (1u32 << p.steps) - 1
+    };
     for r in range {
         let m = rows.mask[r];
         let ts = rows.ts[r];
@@ -889,9 +901,11 @@ pub fn fold_entries(entries: &[Entry], p: &Params, st: &mut FoldState) -> Outcom
             if n == 1 {
                 return best;
             }
-        } else if p.modes.strict_deduplication && st.chains[idx].is_some() {
-            return best;
-        } else if p.modes.strict_order && first_event && st.chains[idx - 1].is_none() {
+        } else if (p.modes.strict_deduplication && st.chains[idx].is_some())
+            || (p.modes.strict_order && first_event && st.chains[idx - 1].is_none())
+        {
+            // A repeated step (deduplication) or a step before its previous
+            // one (strict order) ends the search at the deepest level so far.
             return best;
         } else if let Some((first, prev, g)) = st.chains[idx - 1] {
             let mut matched = ts <= first.saturating_add(p.window);

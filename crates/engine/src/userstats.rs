@@ -110,6 +110,9 @@ pub async fn scan_with(
         col("revenue"),
     ])?;
     let streams = df.execute_stream_partitioned().await?;
+    if purchases_only {
+        return fold_purchases(streams, users).await;
+    }
     let mut tasks = Vec::new();
     for mut stream in streams {
         tasks.push(tokio::spawn(async move {
@@ -161,6 +164,67 @@ pub async fn scan_with(
         }
     }
     Ok(acc.unwrap_or_else(|| UserStats::new(users)))
+}
+
+/// The purchases-only pass: purchase rows are a small fraction, so each
+/// partition keeps its rows (key, time, revenue) and one dense fold follows,
+/// instead of a dense array set per partition and a merge over every user.
+async fn fold_purchases(
+    streams: Vec<datafusion::physical_plan::SendableRecordBatchStream>,
+    users: usize,
+) -> Result<UserStats> {
+    let mut tasks = Vec::new();
+    for mut stream in streams {
+        tasks.push(tokio::spawn(async move {
+            let mut rows: Vec<(u32, i64, i128)> = Vec::new();
+            while let Some(batch) = stream.next().await {
+                let batch = batch?;
+                let keys = batch.column(0).as_primitive::<UInt32Type>().values();
+                let ts = batch
+                    .column(1)
+                    .as_primitive::<TimestampMicrosecondType>()
+                    .values();
+                let purchase = batch.column(2).as_boolean();
+                let revenue = batch.column(3).as_primitive::<Decimal128Type>();
+                for i in 0..batch.num_rows() {
+                    if keys[i] as usize >= users {
+                        return Err(EngineError::BadRequest(
+                            "user_key beyond the users dictionary".into(),
+                        ));
+                    }
+                    if purchase.is_valid(i) && purchase.value(i) {
+                        let r = if revenue.is_valid(i) {
+                            revenue.value(i)
+                        } else {
+                            0
+                        };
+                        rows.push((keys[i], ts[i], r));
+                    }
+                }
+            }
+            Ok::<_, EngineError>(rows)
+        }));
+    }
+    let mut st = UserStats::new(users);
+    for t in tasks {
+        let rows = t
+            .await
+            .map_err(|e| EngineError::BadRequest(format!("scan task failed: {e}")))??;
+        for (k, t, r) in rows {
+            let u = k as usize;
+            if st.first_purchase[u] == NEVER || t < st.first_purchase[u] {
+                st.first_purchase[u] = t;
+            }
+            st.last_purchase[u] = st.last_purchase[u].max(t);
+            st.purchases[u] += 1;
+            st.revenue[u] += r;
+        }
+    }
+    // Callers of the purchases-only pass must not use first/last seen; keep
+    // them describing purchases, as documented.
+    st.first_seen.clone_from(&st.first_purchase);
+    st.last_seen.clone_from(&st.last_purchase);
+    Ok(st)
 }
 
 /// Cents as an exact decimal string (`-12.05`).

@@ -184,7 +184,6 @@ impl Ingest {
             let data = self.io.get(&f.staged)?;
             let batches = ParquetRecordBatchReaderBuilder::try_new(data)?
                 .build()?
-                .into_iter()
                 .map(|b| to_stored(&b?))
                 .collect::<Result<Vec<_>, _>>()?;
             let stored = tenure_schema::stored_schema(&self.declared);
