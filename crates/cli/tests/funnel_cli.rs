@@ -173,6 +173,42 @@ fn conditions_json_and_table_views() {
 }
 
 #[test]
+fn breakdown_by_segment() {
+    // Buyers (F >= 1) are everyone who entered but u15 and u16 (README).
+    let dir = store();
+    let mut args = STEPS.to_vec();
+    args.extend_from_slice(&["--by-segment", "F >= 1"]);
+    let out = funnel(dir.path(), &args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let got: Vec<String> = text
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').take(4).collect::<Vec<_>>().join(","))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            "in: F >= 1,1,view_item,13",
+            "in: F >= 1,2,add_to_cart,13",
+            "in: F >= 1,3,purchase,11",
+            "not in: F >= 1,1,view_item,2",
+            "not in: F >= 1,2,add_to_cart,2",
+            "not in: F >= 1,3,purchase,0",
+        ]
+    );
+    let mut args = STEPS.to_vec();
+    args.extend_from_slice(&["--by-segment", "F >= 1 &&"]);
+    let out = funnel(dir.path(), &args);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains('^'));
+}
+
+#[test]
 fn bad_input_is_exit_2_with_a_reason() {
     let dir = store();
     let cases: &[(&[&str], &str)] = &[

@@ -44,6 +44,9 @@ use crate::output;
 ///   tenure funnel --data ./store --steps "view_item,purchase where revenue > 100" --window 3d --mode strict_order
 ///
 ///   tenure funnel --data ./store --steps view_item,add_to_cart,purchase --window 7d --exclude remove_from_cart:2-3 --hold item_id
+///
+///   tenure funnel --data ./store --steps view_item,purchase --window 7d --by-segment 'F >= 2'
+
 #[derive(Args)]
 pub struct FunnelArgs {
     #[command(flatten)]
@@ -70,6 +73,14 @@ pub struct FunnelArgs {
     /// (e.g. item_id).
     #[arg(long, value_name = "COLUMN")]
     pub hold: Option<String>,
+    /// Break down by a segment instead: users in it vs not (segment language,
+    /// see `tenure segment`), evaluated as of the end of the entry range
+    /// (--to, else the newest event).
+    #[arg(long, value_name = "EXPR", conflicts_with = "by")]
+    pub by_segment: Option<String>,
+    /// Segment files defining @names for --by-segment (repeatable).
+    #[arg(long, value_name = "FILE")]
+    pub segments: Vec<String>,
     /// Print the time-to-convert histogram instead of the steps.
     #[arg(long)]
     pub histogram: bool,
@@ -263,7 +274,7 @@ pub async fn spec_and_events(
 pub fn run(args: FunnelArgs) -> anyhow::Result<()> {
     let rt = args.common.runtime()?;
     let (rows, hist) = rt.block_on(async {
-        let (spec, events) = spec_and_events(
+        let (mut spec, events) = spec_and_events(
             &args.common,
             &args.steps,
             &args.window,
@@ -273,6 +284,9 @@ pub fn run(args: FunnelArgs) -> anyhow::Result<()> {
             args.hold.as_deref(),
         )
         .await?;
+        if let Some(expr) = &args.by_segment {
+            spec.user_groups = Some(segment_groups(&args, expr, spec.entry_to).await?);
+        }
         funnel::funnel(&events, &spec).await.map_err(|e| match e {
             tenure_engine::EngineError::BadRequest(m) => BadInput(m).into(),
             other => anyhow::Error::from(other),
@@ -314,6 +328,47 @@ pub fn run(args: FunnelArgs) -> anyhow::Result<()> {
         output::write_out(&table, out)?;
     }
     output::print(&table, args.common.format, || render(&rows))
+}
+
+/// Each user's group for `--by-segment`: 0 in the segment, 1 not.
+async fn segment_groups(
+    args: &FunnelArgs,
+    expr: &str,
+    entry_to: Option<i64>,
+) -> anyhow::Result<(Vec<u32>, Vec<String>)> {
+    use crate::cmd::segment::{catalog_of, dsl_error, library};
+    use tenure_engine::features::FeatureSpec;
+    // The segment sees the whole history up to the end of the entry range.
+    let events = Events::open(
+        &args.common.data,
+        OpenOptions {
+            threads: args.common.threads,
+            to: entry_to,
+            ..Default::default()
+        },
+    )
+    .await?;
+    let (_, max_ts) = events.ts_range.ok_or_else(|| events.empty_error())?;
+    let as_of = entry_to.map_or(max_ts, |t| t - 1);
+    let catalog = catalog_of(Some(&events));
+    let lib = library(&args.segments, &catalog)?;
+    let seg = tenure_dsl::Segment::new(
+        expr,
+        &tenure_dsl::Resolver::new(&catalog).with_library(&lib),
+        &tenure_dsl::CompileContext::new(as_of),
+    )
+    .map_err(|e| dsl_error(e, expr))?;
+    let spec = FeatureSpec {
+        as_of,
+        purchase: Default::default(),
+        thresholds: Default::default(),
+        buyers_only: false,
+    };
+    let matches = tenure_engine::abtest::segment_matches(&events, &seg, &spec).await?;
+    Ok((
+        matches.iter().map(|&m| u32::from(!m)).collect(),
+        vec![format!("in: {expr}"), format!("not in: {expr}")],
+    ))
 }
 
 /// Human form of a duration in seconds.
