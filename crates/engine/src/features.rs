@@ -73,7 +73,24 @@ pub async fn feature_table(
         )
     });
     let purchases_only = whole_history && !needs_seen;
-    let mut stats = userstats::scan_with(events, &spec.purchase, purchases_only).await?;
+    // Revenue is read only for features built on it.
+    let needs_revenue = features.iter().any(|f| {
+        !matches!(
+            f,
+            Feature::Recency
+                | Feature::Frequency
+                | Feature::FirstSeen
+                | Feature::LastSeen
+                | Feature::Lifecycle(_)
+                | Feature::RScore
+                | Feature::FScore
+                | Feature::Mean(Metric::Recency | Metric::Frequency)
+                | Feature::Property(_)
+                | Feature::EventCount { .. }
+        )
+    });
+    let mut stats =
+        userstats::scan_with(events, &spec.purchase, purchases_only, needs_revenue).await?;
     if purchases_only {
         // Everyone in the dictionary was seen by `as_of`.
         stats.first_seen.iter_mut().for_each(|t| *t = i64::MIN + 1);

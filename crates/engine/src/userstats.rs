@@ -86,16 +86,18 @@ impl UserStats {
 
 /// Scans the events once.
 pub async fn scan(events: &Events, purchase: &PurchaseSpec) -> Result<UserStats> {
-    scan_with(events, purchase, false).await
+    scan_with(events, purchase, false, true).await
 }
 
 /// Like [`scan`]; with `purchases_only`, reads purchase events only (a small
 /// fraction of the rows) and leaves `first_seen`/`last_seen` describing
-/// purchases, so callers must not use them.
+/// purchases, so callers must not use them. Without `revenue` the revenue
+/// column is not read and `revenue` stays 0.
 pub async fn scan_with(
     events: &Events,
     purchase: &PurchaseSpec,
     purchases_only: bool,
+    revenue: bool,
 ) -> Result<UserStats> {
     let users = events.users();
     let mut df = events.in_range().await?;
@@ -107,7 +109,17 @@ pub async fn scan_with(
         col("user_key"),
         col("ts"),
         is_purchase.alias("is_purchase"),
-        col("revenue"),
+        if revenue {
+            col("revenue")
+        } else {
+            // A null literal costs nothing to decode.
+            datafusion::logical_expr::lit(datafusion::scalar::ScalarValue::Decimal128(
+                None,
+                tenure_schema::REVENUE_PRECISION,
+                tenure_schema::REVENUE_SCALE,
+            ))
+            .alias("revenue")
+        },
     ])?;
     let streams = df.execute_stream_partitioned().await?;
     if purchases_only {

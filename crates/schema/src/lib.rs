@@ -11,8 +11,8 @@ mod manifest;
 
 pub use config::{Config, ConfigError, IngestConfig, PropertyType};
 pub use event::{
-    DICTIONARY_COLUMNS, DeclaredProperty, REVENUE_SCALE, columns, dictionary_type, event_schema,
-    stored_schema,
+    DICTIONARY_COLUMNS, DeclaredProperty, REVENUE_PRECISION, REVENUE_SCALE, columns,
+    dictionary_type, event_schema, stored_schema,
 };
 pub use manifest::{
     FileEntry, MANIFEST_PREFIX, STAGING_PREFIX, Snapshot, SourceEntry, StoreLayout, USERS_PREFIX,
