@@ -4,8 +4,10 @@
 
 mod cmd;
 mod exit;
+mod job;
 mod output;
 mod progress;
+mod report;
 
 use clap::{Parser, Subcommand};
 
@@ -41,6 +43,7 @@ enum Command {
     Rfm(Box<cmd::segment::RfmArgs>),
     Abtest(Box<cmd::abtest::AbtestArgs>),
     Serve(Box<tenure_server::serve_cmd::ServeArgs>),
+    Run(Box<cmd::run::RunArgs>),
 }
 
 fn main() {
@@ -58,6 +61,7 @@ fn main() {
         Command::Segment(a) => cmd::segment::run(*a),
         Command::Rfm(a) => cmd::segment::run_rfm(*a),
         Command::Abtest(a) => cmd::abtest::run(*a),
+        Command::Run(a) => cmd::run::run(*a),
         Command::Serve(a) => tenure_server::serve_cmd::run(*a)
             .map(|r| {
                 eprintln!(

@@ -20,6 +20,39 @@ pub enum OutputFormat {
     Csv,
     /// A JSON array of objects, one per row.
     Json,
+    /// A self-contained HTML page: the chart and the numbers as a table.
+    Html,
+}
+
+/// Formats of written results (`--out`, job outputs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileFormat {
+    /// Apache Parquet, one row group.
+    Parquet,
+    /// CSV with a header row.
+    Csv,
+    /// A JSON array of objects.
+    Json,
+}
+
+impl FileFormat {
+    /// The file extension (without the dot).
+    pub fn ext(self) -> &'static str {
+        match self {
+            FileFormat::Parquet => "parquet",
+            FileFormat::Csv => "csv",
+            FileFormat::Json => "json",
+        }
+    }
+
+    /// The format a file name's extension names, if any.
+    pub fn of_name(name: &str) -> Option<Self> {
+        let lower = name.to_ascii_lowercase();
+        [FileFormat::Json, FileFormat::Csv, FileFormat::Parquet]
+            .into_iter()
+            .find(|f| lower.ends_with(&format!(".{}", f.ext())))
+    }
 }
 
 /// Tidy rows: named columns in a fixed order, one JSON value per cell.
@@ -184,6 +217,11 @@ pub fn print(
         OutputFormat::Json => json(rows),
         OutputFormat::Csv => csv(rows),
         OutputFormat::Table => human(),
+        OutputFormat::Html => {
+            return Err(
+                BadInput("--format html is for analyses; use table, csv or json".into()).into(),
+            );
+        }
     };
     let mut out = std::io::stdout().lock();
     out.write_all(text.as_bytes())?;
@@ -191,22 +229,76 @@ pub fn print(
     Ok(())
 }
 
-/// Writes rows to `url` (a local path or store URL ending in .json, .csv or
-/// .parquet), atomically (a single put).
-pub fn write_out(rows: &Rows, url: &str) -> anyhow::Result<()> {
-    let lower = url.to_ascii_lowercase();
-    let bytes = if lower.ends_with(".json") {
-        json(rows).into_bytes()
-    } else if lower.ends_with(".csv") {
-        csv(rows).into_bytes()
-    } else if lower.ends_with(".parquet") {
-        parquet_bytes(rows)?
-    } else {
-        return Err(BadInput(format!(
-            "--out {url}: name the file .json, .csv or .parquet"
-        ))
-        .into());
+/// Prints the rows of one analysis: as `print` does, or with `--format html`
+/// as a one-section report.
+pub fn print_analysis(
+    kind: crate::report::Kind,
+    rows: &Rows,
+    extra: Option<Rows>,
+    format: OutputFormat,
+    human: impl FnOnce() -> String,
+) -> anyhow::Result<()> {
+    if format != OutputFormat::Html {
+        return print(rows, format, human);
+    }
+    let mut section = crate::report::Section::new(kind.as_str(), kind, Ok(rows.clone()));
+    section.extra = extra;
+    let page = crate::report::page(&format!("tenure {}", kind.as_str()), &[], &[section]);
+    let mut out = std::io::stdout().lock();
+    out.write_all(page.as_bytes())?;
+    out.flush()?;
+    Ok(())
+}
+
+/// Rows of Arrow batches (columns by the schema, cells as JSON values).
+pub fn rows_from_batches(
+    batches: &[datafusion::arrow::record_batch::RecordBatch],
+) -> anyhow::Result<Rows> {
+    let Some(first) = batches.first() else {
+        return Ok(Rows::default());
     };
+    let columns: Vec<String> = first
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    let mut buf = Vec::new();
+    let mut w = datafusion::arrow::json::ArrayWriter::new(&mut buf);
+    for b in batches {
+        w.write(b)?;
+    }
+    w.finish()?;
+    let objects: Vec<serde_json::Map<String, Value>> = if buf.is_empty() {
+        Vec::new()
+    } else {
+        serde_json::from_slice(&buf)?
+    };
+    let rows = objects
+        .into_iter()
+        .map(|o| {
+            columns
+                .iter()
+                .map(|c| o.get(c).cloned().unwrap_or(Value::Null))
+                .collect()
+        })
+        .collect();
+    Ok(Rows { columns, rows })
+}
+
+/// The bytes of rows in a file format.
+pub fn encode(rows: &Rows, format: FileFormat) -> anyhow::Result<Vec<u8>> {
+    Ok(match format {
+        FileFormat::Json => json(rows).into_bytes(),
+        FileFormat::Csv => csv(rows).into_bytes(),
+        FileFormat::Parquet => parquet_bytes(rows)?,
+    })
+}
+
+/// Writes `bytes` to `url` (a local path or store URL) in one put: readers
+/// see the old object or the new one, never a part, and writing the same
+/// name again replaces it.
+pub fn put(url: &str, bytes: Vec<u8>) -> anyhow::Result<()> {
     let (dir, name) = match url.rfind('/') {
         Some(i) => (&url[..i], &url[i + 1..]),
         None => (".", url),
@@ -218,6 +310,18 @@ pub fn write_out(rows: &Rows, url: &str) -> anyhow::Result<()> {
         store.inner.put(&path, bytes.into()).await
     })
     .with_context(|| format!("cannot write {url}"))?;
+    Ok(())
+}
+
+/// Writes rows to `url` (a local path or store URL ending in .json, .csv or
+/// .parquet), atomically (a single put).
+pub fn write_out(rows: &Rows, url: &str) -> anyhow::Result<()> {
+    let format = FileFormat::of_name(url).ok_or_else(|| {
+        BadInput(format!(
+            "--out {url}: name the file .json, .csv or .parquet"
+        ))
+    })?;
+    put(url, encode(rows, format)?)?;
     eprintln!("wrote {} rows to {url}", rows.len());
     Ok(())
 }

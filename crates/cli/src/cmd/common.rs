@@ -57,15 +57,77 @@ pub fn parse_when(s: &str, tz: Tz, end_of_day: bool) -> anyhow::Result<i64> {
     })
 }
 
-impl AnalysisArgs {
-    /// The time zone.
-    pub fn tz(&self) -> anyhow::Result<Tz> {
-        Ok(tenure_engine::calendar::parse_tz(&self.tz)?)
+/// What an analysis reads, once arguments (or a job file) are resolved: the
+/// store, the event range, the calendar's zone and the "as of" instant. The
+/// subcommands and `tenure run` both build one and call the same
+/// `compute` function of each analysis with it.
+#[derive(Debug, Clone)]
+pub struct Scope {
+    /// Store URL.
+    pub data: String,
+    /// Worker threads (0: the default).
+    pub threads: usize,
+    /// Only events at or after this instant (UTC µs).
+    pub from: Option<i64>,
+    /// Only events before this instant (UTC µs).
+    pub to: Option<i64>,
+    /// Time zone of days, weeks and months.
+    pub tz: Tz,
+    /// The end of "now" for the analysis (exclusive, UTC µs): cells ending
+    /// after it are incomplete, R and stages are measured at it. `None`: the
+    /// end of the data.
+    pub as_of: Option<i64>,
+}
+
+impl Scope {
+    /// Opens the store over the range.
+    pub async fn open(&self) -> anyhow::Result<Events> {
+        self.open_range(self.from, self.to).await
     }
 
-    /// Opens the store with the range and threads asked for.
-    pub async fn open(&self) -> anyhow::Result<Events> {
+    /// Opens the store over another range (some analyses need the history
+    /// before `from`, or nothing after `as_of`).
+    pub async fn open_range(&self, from: Option<i64>, to: Option<i64>) -> anyhow::Result<Events> {
+        Ok(Events::open(
+            &self.data,
+            OpenOptions {
+                threads: self.threads,
+                from,
+                to,
+            },
+        )
+        .await?)
+    }
+}
+
+/// An options struct filled with its clap defaults: the one place those
+/// defaults are written, so a job file's omitted option means what the
+/// omitted flag means.
+pub fn clap_defaults<T: clap::Args + clap::FromArgMatches>() -> T {
+    let cmd = T::augment_args(clap::Command::new("defaults").no_binary_name(true));
+    let matches = cmd
+        .try_get_matches_from(std::iter::empty::<String>())
+        .expect("every option of a job analysis has a default");
+    T::from_arg_matches(&matches).expect("clap defaults parse into their own struct")
+}
+
+impl AnalysisArgs {
+    /// The scope of these arguments, with an `--as-of` (a date, inclusive, or
+    /// an instant).
+    pub fn scope(&self, as_of: Option<&str>) -> anyhow::Result<Scope> {
         let tz = self.tz()?;
+        let (from, to) = self.range(tz)?;
+        Ok(Scope {
+            data: self.data.clone(),
+            threads: self.threads,
+            from,
+            to,
+            tz,
+            as_of: as_of.map(|s| parse_when(s, tz, true)).transpose()?,
+        })
+    }
+
+    fn range(&self, tz: Tz) -> anyhow::Result<(Option<i64>, Option<i64>)> {
         let from = self
             .from
             .as_deref()
@@ -81,15 +143,17 @@ impl AnalysisArgs {
         {
             return Err(BadInput("--to is not after --from".into()).into());
         }
-        Ok(Events::open(
-            &self.data,
-            OpenOptions {
-                threads: self.threads,
-                from,
-                to,
-            },
-        )
-        .await?)
+        Ok((from, to))
+    }
+
+    /// The time zone.
+    pub fn tz(&self) -> anyhow::Result<Tz> {
+        Ok(tenure_engine::calendar::parse_tz(&self.tz)?)
+    }
+
+    /// Opens the store with the range and threads asked for.
+    pub async fn open(&self) -> anyhow::Result<Events> {
+        self.scope(None)?.open().await
     }
 
     /// A tokio runtime sized for the analysis.

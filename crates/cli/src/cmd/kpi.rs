@@ -4,8 +4,9 @@ use clap::Args;
 use tenure_engine::kpi::{KpiSpec, kpis};
 use tenure_engine::userstats::PurchaseSpec;
 
-use crate::cmd::common::AnalysisArgs;
-use crate::output;
+use crate::cmd::common::{AnalysisArgs, Scope};
+use crate::output::{self, Rows};
+use crate::report::Kind;
 
 /// Key metrics per week or month, and over the whole range.
 ///
@@ -25,6 +26,15 @@ use crate::output;
 pub struct KpiArgs {
     #[command(flatten)]
     pub common: AnalysisArgs,
+    #[command(flatten)]
+    pub opts: KpiOptions,
+}
+
+/// What to compute: the flags of `tenure kpi`, and the keys of a
+/// `kind = "kpi"` analysis in a job file.
+#[derive(Args, Debug, Clone, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KpiOptions {
     /// Reporting period: week or month (or day).
     #[arg(long, default_value = "month")]
     pub period: String,
@@ -36,34 +46,53 @@ pub struct KpiArgs {
     pub purchase_event: String,
 }
 
+impl Default for KpiOptions {
+    fn default() -> Self {
+        crate::cmd::common::clap_defaults()
+    }
+}
+
+impl KpiOptions {
+    /// Checks what can be checked without data.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let _: tenure_engine::calendar::Period = self.period.parse()?;
+        Ok(())
+    }
+}
+
+/// Columns of the KPI rows.
+pub const COLUMNS: &[&str] = &[
+    "metric",
+    "period",
+    "value",
+    "numerator",
+    "denominator",
+    "complete",
+];
+
+/// KPIs over `scope`, as tidy rows.
+pub async fn compute_rows(scope: &Scope, opts: &KpiOptions) -> anyhow::Result<Rows> {
+    let events = scope.open().await?;
+    let spec = KpiSpec {
+        period: opts.period.parse()?,
+        tz: scope.tz,
+        purchase: PurchaseSpec {
+            event: opts.purchase_event.clone(),
+        },
+        conversion_days: opts.conversion_days.max(0),
+    };
+    output::to_rows(COLUMNS, &kpis(&events, &spec).await?)
+}
+
 /// Runs the command.
 pub fn run(args: KpiArgs) -> anyhow::Result<()> {
     let rt = args.common.runtime()?;
-    let rows = rt.block_on(async {
-        let events = args.common.open().await?;
-        let spec = KpiSpec {
-            period: args.period.parse()?,
-            tz: args.common.tz()?,
-            purchase: PurchaseSpec {
-                event: args.purchase_event.clone(),
-            },
-            conversion_days: args.conversion_days.max(0),
-        };
-        anyhow::Ok(kpis(&events, &spec).await?)
-    })?;
-    let table = output::to_rows(
-        &[
-            "metric",
-            "period",
-            "value",
-            "numerator",
-            "denominator",
-            "complete",
-        ],
-        &rows,
-    )?;
+    let scope = args.common.scope(None)?;
+    let table = rt.block_on(compute_rows(&scope, &args.opts))?;
     if let Some(out) = &args.common.out {
         output::write_out(&table, out)?;
     }
-    output::print(&table, args.common.format, || output::table(&table))
+    output::print_analysis(Kind::Kpi, &table, None, args.common.format, || {
+        output::table(&table)
+    })
 }

@@ -3,10 +3,10 @@
 use clap::Args;
 use tenure_engine::lifecycle::{self, Thresholds};
 use tenure_engine::userstats::{self, PurchaseSpec};
-use tenure_engine::{Events, OpenOptions};
 
-use crate::cmd::common::{AnalysisArgs, parse_when};
-use crate::output;
+use crate::cmd::common::{AnalysisArgs, Scope};
+use crate::output::{self, Rows};
+use crate::report::Kind;
 
 /// Lifecycle: PostHog-style counts per period (new, returning, resurrecting,
 /// dormant), or with --stages the number of users in each stage as of a date.
@@ -27,15 +27,24 @@ use crate::output;
 pub struct LifecycleArgs {
     #[command(flatten)]
     pub common: AnalysisArgs,
+    #[command(flatten)]
+    pub opts: LifecycleOptions,
+    /// Stages as of this date (inclusive) or instant (default: the newest event).
+    #[arg(long, value_name = "WHEN")]
+    pub as_of: Option<String>,
+}
+
+/// What to compute: the flags of `tenure lifecycle`, and the keys of a
+/// `kind = "lifecycle"` analysis in a job file.
+#[derive(Args, Debug, Clone, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LifecycleOptions {
     /// Period of the counts: day, week or month.
     #[arg(long, default_value = "week")]
     pub period: String,
     /// Count users per stage instead of per period.
     #[arg(long)]
     pub stages: bool,
-    /// Stages as of this date (inclusive) or instant (default: the newest event).
-    #[arg(long, value_name = "WHEN")]
-    pub as_of: Option<String>,
     /// Tenure stage bounds in days (new, growing, mature).
     #[arg(long, default_value = "7,30,90")]
     pub tenure_days: String,
@@ -47,55 +56,83 @@ pub struct LifecycleArgs {
     pub purchase_event: String,
 }
 
+impl Default for LifecycleOptions {
+    fn default() -> Self {
+        crate::cmd::common::clap_defaults()
+    }
+}
+
+impl LifecycleOptions {
+    fn thresholds(&self) -> anyhow::Result<Thresholds> {
+        Ok(Thresholds {
+            tenure: Thresholds::parse_axis(&self.tenure_days)?,
+            activity: Thresholds::parse_axis(&self.activity_days)?,
+        })
+    }
+
+    /// Checks the period without data.
+    pub fn validate_period(&self) -> anyhow::Result<()> {
+        let _: tenure_engine::calendar::Period = self.period.parse()?;
+        Ok(())
+    }
+
+    /// Checks the stage thresholds; on error, names the option at fault.
+    pub fn validate_thresholds(&self) -> Result<(), (&'static str, anyhow::Error)> {
+        Thresholds::parse_axis(&self.tenure_days).map_err(|e| ("tenure_days", e.into()))?;
+        Thresholds::parse_axis(&self.activity_days).map_err(|e| ("activity_days", e.into()))?;
+        Ok(())
+    }
+
+    /// The report section this output is drawn as.
+    pub fn kind(&self) -> Kind {
+        if self.stages {
+            Kind::LifecycleStages
+        } else {
+            Kind::Lifecycle
+        }
+    }
+}
+
+/// Lifecycle over `scope` as tidy rows: per-period counts (columns period,
+/// status, users, complete), or with `stages` users per stage (axis, stage,
+/// users, share).
+pub async fn compute_rows(scope: &Scope, opts: &LifecycleOptions) -> anyhow::Result<Rows> {
+    if opts.stages {
+        let thresholds = opts.thresholds()?;
+        // "As of T" ignores what happened after T.
+        let to = match (scope.to, scope.as_of) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let events = scope.open_range(scope.from, to).await?;
+        let (_, max_ts) = events.ts_range.ok_or_else(|| events.empty_error())?;
+        let as_of = scope.as_of.map_or(max_ts, |t| t - 1);
+        let stats = userstats::scan(
+            &events,
+            &PurchaseSpec {
+                event: opts.purchase_event.clone(),
+            },
+        )
+        .await?;
+        let rows = lifecycle::stage_counts(&stats, as_of, &thresholds);
+        output::to_rows(&["axis", "stage", "users", "share"], &rows)
+    } else {
+        // Lifecycle needs the history before `from` to tell new from resurrecting.
+        let events = scope.open_range(None, scope.to).await?;
+        let rows = lifecycle::periods(&events, opts.period.parse()?, scope.tz, scope.from).await?;
+        output::to_rows(&["period", "status", "users", "complete"], &rows)
+    }
+}
+
 /// Runs the command.
 pub fn run(args: LifecycleArgs) -> anyhow::Result<()> {
     let rt = args.common.runtime()?;
-    let tz = args.common.tz()?;
-    let table = if args.stages {
-        let thresholds = Thresholds {
-            tenure: Thresholds::parse_axis(&args.tenure_days)?,
-            activity: Thresholds::parse_axis(&args.activity_days)?,
-        };
-        let rows = rt.block_on(async {
-            let mut events = args.common.open().await?;
-            // "As of T" ignores what happened after T.
-            if let Some(s) = &args.as_of {
-                let t = parse_when(s, tz, true)?;
-                let mut opts = events.options.clone();
-                opts.to = Some(opts.to.map_or(t, |x| x.min(t)));
-                events = Events::open(&args.common.data, OpenOptions { ..opts }).await?;
-            }
-            let (_, max_ts) = events.ts_range.ok_or_else(|| events.empty_error())?;
-            let as_of = match &args.as_of {
-                Some(s) => parse_when(s, tz, true)? - 1,
-                None => max_ts,
-            };
-            let stats = userstats::scan(
-                &events,
-                &PurchaseSpec {
-                    event: args.purchase_event.clone(),
-                },
-            )
-            .await?;
-            anyhow::Ok(lifecycle::stage_counts(&stats, as_of, &thresholds))
-        })?;
-        output::to_rows(&["axis", "stage", "users", "share"], &rows)?
-    } else {
-        let rows = rt.block_on(async {
-            let mut common = args.common.clone();
-            // Lifecycle needs the history before --from to tell new from resurrecting.
-            let from = common
-                .from
-                .take()
-                .map(|s| parse_when(&s, tz, false))
-                .transpose()?;
-            let events = common.open().await?;
-            anyhow::Ok(lifecycle::periods(&events, args.period.parse()?, tz, from).await?)
-        })?;
-        output::to_rows(&["period", "status", "users", "complete"], &rows)?
-    };
+    let scope = args.common.scope(args.as_of.as_deref())?;
+    let table = rt.block_on(compute_rows(&scope, &args.opts))?;
     if let Some(out) = &args.common.out {
         output::write_out(&table, out)?;
     }
-    output::print(&table, args.common.format, || output::table(&table))
+    output::print_analysis(args.opts.kind(), &table, None, args.common.format, || {
+        output::table(&table)
+    })
 }

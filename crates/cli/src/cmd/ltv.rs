@@ -3,9 +3,12 @@
 use clap::Args;
 use tenure_engine::retention::{Mode, RetentionSpec};
 
-use crate::cmd::common::{AnalysisArgs, parse_when};
+use tenure_engine::ltv::LtvRow;
+
+use crate::cmd::common::{AnalysisArgs, Scope};
 use crate::cmd::retention::condition;
-use crate::output;
+use crate::output::{self, Rows};
+use crate::report::Kind;
 
 /// Cumulative revenue per cohort user, period by period.
 ///
@@ -24,6 +27,18 @@ use crate::output;
 pub struct LtvArgs {
     #[command(flatten)]
     pub common: AnalysisArgs,
+    #[command(flatten)]
+    pub opts: LtvOptions,
+    /// Cells ending after this date (inclusive) or instant are incomplete.
+    #[arg(long, value_name = "WHEN")]
+    pub as_of: Option<String>,
+}
+
+/// What to compute: the flags of `tenure ltv`, and the keys of a
+/// `kind = "ltv"` analysis in a job file.
+#[derive(Args, Debug, Clone, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LtvOptions {
     /// Cohort period: day, week or month.
     #[arg(long, default_value = "week")]
     pub period: String,
@@ -33,53 +48,68 @@ pub struct LtvArgs {
     /// Extra SQL condition on start events.
     #[arg(long, value_name = "SQL")]
     pub start_where: Option<String>,
-    /// Cells ending after this date (inclusive) or instant are incomplete.
-    #[arg(long, value_name = "WHEN")]
-    pub as_of: Option<String>,
+}
+
+impl Default for LtvOptions {
+    fn default() -> Self {
+        crate::cmd::common::clap_defaults()
+    }
+}
+
+impl LtvOptions {
+    /// Checks what can be checked without data.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let _: tenure_engine::calendar::Period = self.period.parse()?;
+        Ok(())
+    }
+}
+
+/// Columns of the LTV rows.
+pub const COLUMNS: &[&str] = &[
+    "kind",
+    "cohort",
+    "period",
+    "cohort_size",
+    "revenue",
+    "ltv",
+    "complete",
+];
+
+/// Computes cumulative LTV per cohort over `scope`.
+pub async fn compute(scope: &Scope, opts: &LtvOptions) -> anyhow::Result<Vec<LtvRow>> {
+    let events = scope.open().await?;
+    let spec = RetentionSpec {
+        period: opts.period.parse()?,
+        tz: scope.tz,
+        start: condition(
+            &events,
+            opts.start_event.as_deref(),
+            opts.start_where.as_deref(),
+        )
+        .await?,
+        ret: None,
+        mode: Mode::NDay,
+        as_of: scope.as_of,
+        by: None,
+    };
+    Ok(tenure_engine::ltv::ltv(&events, &spec).await?)
+}
+
+/// LTV as tidy rows.
+pub async fn compute_rows(scope: &Scope, opts: &LtvOptions) -> anyhow::Result<Rows> {
+    output::to_rows(COLUMNS, &compute(scope, opts).await?)
 }
 
 /// Runs the command.
 pub fn run(args: LtvArgs) -> anyhow::Result<()> {
     let rt = args.common.runtime()?;
-    let rows = rt.block_on(async {
-        let tz = args.common.tz()?;
-        let events = args.common.open().await?;
-        let spec = RetentionSpec {
-            period: args.period.parse()?,
-            tz,
-            start: condition(
-                &events,
-                args.start_event.as_deref(),
-                args.start_where.as_deref(),
-            )
-            .await?,
-            ret: None,
-            mode: Mode::NDay,
-            as_of: args
-                .as_of
-                .as_deref()
-                .map(|s| parse_when(s, tz, true))
-                .transpose()?,
-            by: None,
-        };
-        anyhow::Ok(tenure_engine::ltv::ltv(&events, &spec).await?)
-    })?;
-    let table = output::to_rows(
-        &[
-            "kind",
-            "cohort",
-            "period",
-            "cohort_size",
-            "revenue",
-            "ltv",
-            "complete",
-        ],
-        &rows,
-    )?;
+    let scope = args.common.scope(args.as_of.as_deref())?;
+    let rows = rt.block_on(compute(&scope, &args.opts))?;
+    let table = output::to_rows(COLUMNS, &rows)?;
     if let Some(out) = &args.common.out {
         output::write_out(&table, out)?;
     }
-    output::print(&table, args.common.format, || {
+    output::print_analysis(Kind::Ltv, &table, None, args.common.format, || {
         let mut s = String::new();
         let mut current = None;
         for r in &rows {

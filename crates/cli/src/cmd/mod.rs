@@ -11,5 +11,6 @@ pub mod kpi;
 pub mod lifecycle;
 pub mod ltv;
 pub mod retention;
+pub mod run;
 pub mod segment;
 pub mod sql;

@@ -6,8 +6,9 @@ use clap::Args;
 use datafusion::logical_expr::{Expr, col, lit};
 use tenure_engine::retention::{Mode, RetentionSpec, retention};
 
-use crate::cmd::common::{AnalysisArgs, parse_when};
-use crate::output::{self, OutputFormat};
+use crate::cmd::common::{AnalysisArgs, Scope};
+use crate::output::{self, OutputFormat, Rows};
+use crate::report::Kind;
 
 /// Cohort retention: of the users whose first start event fell in a period,
 /// how many did a return event k periods later.
@@ -31,6 +32,18 @@ use crate::output::{self, OutputFormat};
 pub struct RetentionArgs {
     #[command(flatten)]
     pub common: AnalysisArgs,
+    #[command(flatten)]
+    pub opts: RetentionOptions,
+    /// Cells ending after this date (inclusive) or instant are incomplete.
+    #[arg(long, value_name = "WHEN")]
+    pub as_of: Option<String>,
+}
+
+/// What to compute: the flags of `tenure retention`, and the keys of a
+/// `kind = "retention"` analysis in a job file.
+#[derive(Args, Debug, Clone, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionOptions {
     /// Cohort period: day, week (ISO, Monday start) or month.
     #[arg(long, default_value = "week")]
     pub period: String,
@@ -53,13 +66,78 @@ pub struct RetentionArgs {
     /// Period ranges for --mode bracket, e.g. 0,1-3,4-7.
     #[arg(long)]
     pub brackets: Option<String>,
-    /// Cells ending after this date (inclusive) or instant are incomplete.
-    #[arg(long, value_name = "WHEN")]
-    pub as_of: Option<String>,
     /// Split cohorts by a column's value at each user's first start event
     /// (e.g. variant, country).
     #[arg(long, value_name = "COLUMN")]
     pub by: Option<String>,
+}
+
+impl Default for RetentionOptions {
+    fn default() -> Self {
+        crate::cmd::common::clap_defaults()
+    }
+}
+
+impl RetentionOptions {
+    /// Checks the period without data.
+    pub fn validate_period(&self) -> anyhow::Result<()> {
+        let _: tenure_engine::calendar::Period = self.period.parse()?;
+        Ok(())
+    }
+
+    /// Checks the mode and brackets without data.
+    pub fn validate_mode(&self) -> anyhow::Result<()> {
+        Mode::parse(&self.mode, self.brackets.as_deref())?;
+        Ok(())
+    }
+}
+
+/// Columns of the retention rows (csv/json/parquet).
+pub const COLUMNS: &[&str] = &[
+    "kind",
+    "group",
+    "cohort",
+    "period",
+    "period_label",
+    "cohort_size",
+    "users",
+    "rate",
+    "complete",
+];
+
+/// Computes retention over `scope`.
+pub async fn compute(
+    scope: &Scope,
+    opts: &RetentionOptions,
+) -> anyhow::Result<tenure_engine::retention::Retention> {
+    let period = opts.period.parse()?;
+    let mode = Mode::parse(&opts.mode, opts.brackets.as_deref())?;
+    let events = scope.open().await?;
+    let spec = RetentionSpec {
+        period,
+        tz: scope.tz,
+        start: condition(
+            &events,
+            opts.start_event.as_deref(),
+            opts.start_where.as_deref(),
+        )
+        .await?,
+        ret: condition(
+            &events,
+            opts.return_event.as_deref(),
+            opts.return_where.as_deref(),
+        )
+        .await?,
+        mode,
+        as_of: scope.as_of,
+        by: opts.by.clone(),
+    };
+    Ok(retention(&events, &spec).await?)
+}
+
+/// Retention as tidy rows.
+pub async fn compute_rows(scope: &Scope, opts: &RetentionOptions) -> anyhow::Result<Rows> {
+    output::to_rows(COLUMNS, &compute(scope, opts).await?.rows)
 }
 
 /// Builds `event = name AND (where)` over the events schema.
@@ -86,55 +164,15 @@ pub async fn condition(
 /// Runs the command.
 pub fn run(args: RetentionArgs) -> anyhow::Result<()> {
     let rt = args.common.runtime()?;
-    let result = rt.block_on(async {
-        let tz = args.common.tz()?;
-        let period = args.period.parse()?;
-        let mode = Mode::parse(&args.mode, args.brackets.as_deref())?;
-        let as_of = args
-            .as_of
-            .as_deref()
-            .map(|s| parse_when(s, tz, true))
-            .transpose()?;
-        let events = args.common.open().await?;
-        let spec = RetentionSpec {
-            period,
-            tz,
-            start: condition(
-                &events,
-                args.start_event.as_deref(),
-                args.start_where.as_deref(),
-            )
-            .await?,
-            ret: condition(
-                &events,
-                args.return_event.as_deref(),
-                args.return_where.as_deref(),
-            )
-            .await?,
-            mode,
-            as_of,
-            by: args.by.clone(),
-        };
-        anyhow::Ok(retention(&events, &spec).await?)
-    })?;
-    let rows = output::to_rows(
-        &[
-            "kind",
-            "group",
-            "cohort",
-            "period",
-            "period_label",
-            "cohort_size",
-            "users",
-            "rate",
-            "complete",
-        ],
-        &result.rows,
-    )?;
+    let scope = args.common.scope(args.as_of.as_deref())?;
+    let result = rt.block_on(compute(&scope, &args.opts))?;
+    let rows = output::to_rows(COLUMNS, &result.rows)?;
     if let Some(out) = &args.common.out {
         output::write_out(&rows, out)?;
     }
-    output::print(&rows, args.common.format, || triangle(&result))?;
+    output::print_analysis(Kind::Retention, &rows, None, args.common.format, || {
+        triangle(&result)
+    })?;
     if args.common.format == OutputFormat::Table && result.rows.iter().all(|r| r.cohort_size == 0) {
         eprintln!(
             "hint: no user has a start event in the range; check --start-event and --from/--to"

@@ -5,20 +5,22 @@ use std::collections::BTreeSet;
 
 use anyhow::Context;
 use clap::Args;
+use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::logical_expr::{col, lit};
 use datafusion::prelude::SessionContext;
 use tenure_dsl::{
     Catalog, CompileContext, DslError, Feature, Resolver, Segment, SegmentLibrary,
     SegmentLibraryBuilder,
 };
+use tenure_engine::Events;
 use tenure_engine::features::{FeatureSpec, feature_table, users_table};
 use tenure_engine::lifecycle::Thresholds;
 use tenure_engine::userstats::PurchaseSpec;
-use tenure_engine::{Events, OpenOptions};
 
-use crate::cmd::common::{AnalysisArgs, parse_when};
+use crate::cmd::common::{AnalysisArgs, Scope, parse_when};
 use crate::exit::BadInput;
-use crate::output;
+use crate::output::{self, Rows};
+use crate::report::Kind;
 
 /// Count, list or explain the users matching a segment expression.
 ///
@@ -38,8 +40,8 @@ use crate::output;
 ///   tenure segment --explain 'lifecycle = silent or (R between 31d and 90d and F >= 2)'
 #[derive(Args)]
 pub struct SegmentArgs {
-    /// The segment expression.
-    pub expr: String,
+    #[command(flatten)]
+    pub opts: SegmentOptions,
     /// Store URL (not needed with --explain).
     #[arg(long, value_name = "URL")]
     pub data: Option<String>,
@@ -52,15 +54,9 @@ pub struct SegmentArgs {
     /// Show the resolved tree, the features it needs and the DataFusion plan.
     #[arg(long)]
     pub explain: bool,
-    /// Segment files defining @names (repeatable).
-    #[arg(long, value_name = "FILE")]
-    pub segments: Vec<String>,
     /// Evaluate as of this date (inclusive) or instant; default: the newest event.
     #[arg(long, value_name = "WHEN")]
     pub as_of: Option<String>,
-    /// Name of the purchase event.
-    #[arg(long, default_value = "purchase")]
-    pub purchase_event: String,
     /// Output format.
     #[arg(long, value_enum, default_value = "table")]
     pub format: crate::output::OutputFormat,
@@ -73,6 +69,114 @@ pub struct SegmentArgs {
     /// Worker threads.
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
+}
+
+/// What to count: the expression and options of `tenure segment`, and the keys
+/// of a `kind = "segment"` analysis in a job file.
+#[derive(Args, Debug, Clone, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SegmentOptions {
+    /// The segment expression.
+    pub expr: String,
+    /// Segment files defining @names (repeatable).
+    #[arg(long, value_name = "FILE")]
+    #[serde(default)]
+    pub segments: Vec<String>,
+    /// Name of the purchase event.
+    #[arg(long, default_value = PURCHASE)]
+    #[serde(default = "purchase")]
+    pub purchase_event: String,
+}
+
+const PURCHASE: &str = "purchase";
+
+fn purchase() -> String {
+    PURCHASE.into()
+}
+
+/// Why a segment expression or its files were rejected before any data was read.
+#[derive(Debug)]
+pub enum CheckError {
+    /// The expression itself: the error points into it.
+    Expr(DslError),
+    /// A segment file (its error names the file) or anything else.
+    Other(anyhow::Error),
+}
+
+/// Parses and resolves a segment expression and its files without data (any
+/// property name is accepted until the store says which exist).
+pub fn check(expr: &str, files: &[String]) -> Result<(), CheckError> {
+    let catalog = catalog_of(None);
+    let lib = library(files, &catalog).map_err(CheckError::Other)?;
+    Segment::new(
+        expr,
+        &Resolver::new(&catalog).with_library(&lib),
+        &CompileContext::new(0),
+    )
+    .map(|_| ())
+    .map_err(CheckError::Expr)
+}
+
+/// Counts the users in a segment over `scope` (its as-of; the range is not
+/// used: features look at each user's whole history up to as-of). Columns:
+/// segment, users, total_users, share.
+pub async fn compute_rows(scope: &Scope, opts: &SegmentOptions) -> anyhow::Result<Rows> {
+    let (events, as_of) = open_as_of(scope).await?;
+    let (ctx, seg, _) = feature_context(&events, as_of, opts).await?;
+    let n = ctx
+        .table("features")
+        .await?
+        .filter(seg.expr.clone())?
+        .count()
+        .await?;
+    let total = ctx.table("features").await?.count().await?;
+    Ok(Rows {
+        columns: vec![
+            "segment".into(),
+            "users".into(),
+            "total_users".into(),
+            "share".into(),
+        ],
+        rows: vec![vec![
+            opts.expr.clone().into(),
+            (n as u64).into(),
+            (total as u64).into(),
+            serde_json::json!(if total > 0 {
+                n as f64 / total as f64
+            } else {
+                0.0
+            }),
+        ]],
+    })
+}
+
+/// Compiles the segment against the store and registers its feature table as
+/// `features` in a fresh session (also returned, for --explain).
+async fn feature_context(
+    events: &Events,
+    as_of: i64,
+    opts: &SegmentOptions,
+) -> anyhow::Result<(SessionContext, Segment, RecordBatch)> {
+    let catalog = catalog_of(Some(events));
+    let lib = library(&opts.segments, &catalog)?;
+    let seg = Segment::new(
+        &opts.expr,
+        &Resolver::new(&catalog).with_library(&lib),
+        &CompileContext::new(as_of),
+    )
+    .map_err(|e| dsl_error(e, &opts.expr))?;
+    let spec = FeatureSpec {
+        as_of,
+        purchase: PurchaseSpec {
+            event: opts.purchase_event.clone(),
+        },
+        thresholds: Thresholds::default(),
+        buyers_only: false,
+    };
+    let table = feature_table(events, &seg.features, &spec).await?;
+    let ctx = SessionContext::new();
+    ctx.register_batch("features", table.clone())?;
+    Ok((ctx, seg, table))
 }
 
 /// A DSL error rendered with its caret, as a bad-input error.
@@ -113,22 +217,12 @@ pub(crate) fn catalog_of(events: Option<&Events>) -> Catalog {
     }
 }
 
-async fn open_as_of(
-    data: &str,
-    as_of: Option<i64>,
-    threads: usize,
-) -> anyhow::Result<(Events, i64)> {
-    let events = Events::open(
-        data,
-        OpenOptions {
-            threads,
-            to: as_of,
-            ..Default::default()
-        },
-    )
-    .await?;
+/// Opens the store up to the scope's as-of, and the as-of instant itself
+/// (inclusive; the newest event when not given).
+async fn open_as_of(scope: &Scope) -> anyhow::Result<(Events, i64)> {
+    let events = scope.open_range(None, scope.as_of).await?;
     let (_, max_ts) = events.ts_range.ok_or_else(|| events.empty_error())?;
-    Ok((events, as_of.map_or(max_ts, |t| t - 1)))
+    Ok((events, scope.as_of.map_or(max_ts, |t| t - 1)))
 }
 
 /// Runs `tenure segment`.
@@ -143,111 +237,84 @@ pub fn run(args: SegmentArgs) -> anyhow::Result<()> {
         .worker_threads(tenure_engine::table::thread_count(args.threads))
         .enable_all()
         .build()?;
+    let opts = &args.opts;
     if args.explain && args.data.is_none() {
         let catalog = catalog_of(None);
-        let lib = library(&args.segments, &catalog)?;
+        let lib = library(&opts.segments, &catalog)?;
         let seg = Segment::new(
-            &args.expr,
+            &opts.expr,
             &Resolver::new(&catalog).with_library(&lib),
             &CompileContext::new(as_of.unwrap_or(0)),
         )
-        .map_err(|e| dsl_error(e, &args.expr))?;
+        .map_err(|e| dsl_error(e, &opts.expr))?;
         return rt.block_on(explain(&seg, None));
     }
     let data = args
         .data
         .clone()
         .ok_or_else(|| BadInput("--data is required (except with --explain)".into()))?;
-    rt.block_on(async {
-        let (events, as_of) = open_as_of(&data, as_of, args.threads).await?;
-        let catalog = catalog_of(Some(&events));
-        let lib = library(&args.segments, &catalog)?;
-        let seg = Segment::new(
-            &args.expr,
-            &Resolver::new(&catalog).with_library(&lib),
-            &CompileContext::new(as_of),
-        )
-        .map_err(|e| dsl_error(e, &args.expr))?;
-        let spec = FeatureSpec {
-            as_of,
-            purchase: PurchaseSpec {
-                event: args.purchase_event.clone(),
-            },
-            thresholds: Thresholds::default(),
-            buyers_only: false,
+    let scope = Scope {
+        data,
+        threads: args.threads,
+        from: None,
+        to: None,
+        tz,
+        as_of,
+    };
+    if !args.users && !args.explain {
+        let rows = rt.block_on(compute_rows(&scope, opts))?;
+        if let Some(out) = &args.out {
+            output::write_out(&rows, out)?;
+        }
+        return if args.count && args.format == output::OutputFormat::Table {
+            println!("{}", rows.rows[0][1]);
+            Ok(())
+        } else {
+            output::print_analysis(Kind::Segment, &rows, None, args.format, || {
+                output::table(&rows)
+            })
         };
-        let table = feature_table(&events, &seg.features, &spec).await?;
+    }
+    rt.block_on(async {
+        let (events, as_of) = open_as_of(&scope).await?;
+        let (ctx, seg, table) = feature_context(&events, as_of, opts).await?;
         if args.explain {
             return explain(&seg, Some(table)).await;
         }
-        let ctx = SessionContext::new();
-        ctx.register_batch("features", table)?;
         let matched = ctx.table("features").await?.filter(seg.expr.clone())?;
-        if args.users {
-            let users = users_table(&events)
-                .await?
-                .with_column_renamed("user_key", "uk")?;
-            let batches = matched.collect().await?;
-            let ctx2 = events.ctx.clone();
-            ctx2.register_batch(
-                "matched",
-                datafusion::arrow::compute::concat_batches(
-                    &batches.first().map(|b| b.schema()).unwrap_or_else(|| {
-                        std::sync::Arc::new(datafusion::arrow::datatypes::Schema::empty())
-                    }),
-                    &batches,
-                )?,
-            )?;
-            let joined = ctx2
-                .table("matched")
-                .await?
-                .join(
-                    users,
-                    datafusion::common::JoinType::Left,
-                    &["user_key"],
-                    &["uk"],
-                    None,
-                )?
-                .sort(vec![col("user_key").sort(true, false)])?;
-            let mut names = vec![col("user_key"), col("user_id")];
-            names.extend(
-                seg.features
-                    .iter()
-                    .map(|f: &Feature| datafusion::logical_expr::ident(f.column_name())),
-            );
-            let out = joined.select(names)?.collect().await?;
-            print_batches(&out, args.format, args.out.as_deref())
-        } else {
-            let n = matched.count().await?;
-            let total = ctx.table("features").await?.count().await?;
-            let rows = output::Rows {
-                columns: vec![
-                    "segment".into(),
-                    "users".into(),
-                    "total_users".into(),
-                    "share".into(),
-                ],
-                rows: vec![vec![
-                    args.expr.clone().into(),
-                    (n as u64).into(),
-                    (total as u64).into(),
-                    serde_json::json!(if total > 0 {
-                        n as f64 / total as f64
-                    } else {
-                        0.0
-                    }),
-                ]],
-            };
-            if let Some(out) = &args.out {
-                output::write_out(&rows, out)?;
-            }
-            if args.count && args.format == output::OutputFormat::Table {
-                println!("{n}");
-                Ok(())
-            } else {
-                output::print(&rows, args.format, || output::table(&rows))
-            }
-        }
+        let users = users_table(&events)
+            .await?
+            .with_column_renamed("user_key", "uk")?;
+        let batches = matched.collect().await?;
+        let ctx2 = events.ctx.clone();
+        ctx2.register_batch(
+            "matched",
+            datafusion::arrow::compute::concat_batches(
+                &batches.first().map(|b| b.schema()).unwrap_or_else(|| {
+                    std::sync::Arc::new(datafusion::arrow::datatypes::Schema::empty())
+                }),
+                &batches,
+            )?,
+        )?;
+        let joined = ctx2
+            .table("matched")
+            .await?
+            .join(
+                users,
+                datafusion::common::JoinType::Left,
+                &["user_key"],
+                &["uk"],
+                None,
+            )?
+            .sort(vec![col("user_key").sort(true, false)])?;
+        let mut names = vec![col("user_key"), col("user_id")];
+        names.extend(
+            seg.features
+                .iter()
+                .map(|f: &Feature| datafusion::logical_expr::ident(f.column_name())),
+        );
+        let out = joined.select(names)?.collect().await?;
+        print_batches(&out, args.format, args.out.as_deref())
     })
 }
 
@@ -309,6 +376,10 @@ fn print_batches(
             }
             w.finish()?;
         }
+        output::OutputFormat::Html => buf.extend(
+            crate::report::table_page("segment users", &output::rows_from_batches(batches)?)
+                .into_bytes(),
+        ),
     }
     if !buf.ends_with(b"\n") {
         buf.push(b'\n');
@@ -344,86 +415,144 @@ fn print_batches(
 pub struct RfmArgs {
     #[command(flatten)]
     pub common: AnalysisArgs,
-    /// Segment set files (default: queries/rfm_segments.seg, the English set).
-    #[arg(long, value_name = "FILE")]
-    pub segments: Vec<String>,
+    #[command(flatten)]
+    pub opts: RfmOptions,
     /// As of this date (inclusive) or instant.
     #[arg(long, value_name = "WHEN")]
     pub as_of: Option<String>,
+}
+
+/// What to compute: the flags of `tenure rfm`, and the keys of a
+/// `kind = "rfm"` analysis in a job file.
+#[derive(Args, Debug, Clone, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RfmOptions {
+    /// Segment set files (default: queries/rfm_segments.seg, the English set).
+    #[arg(long, value_name = "FILE")]
+    pub segments: Vec<String>,
     /// Name of the purchase event.
-    #[arg(long, default_value = "purchase")]
+    #[arg(long, default_value = PURCHASE)]
     pub purchase_event: String,
+}
+
+impl Default for RfmOptions {
+    fn default() -> Self {
+        crate::cmd::common::clap_defaults()
+    }
+}
+
+impl RfmOptions {
+    /// The segment files: those given, else the shipped English set.
+    pub fn files(&self) -> anyhow::Result<Vec<String>> {
+        if self.segments.is_empty() {
+            Ok(vec![default_segment_file("rfm_segments.seg")?])
+        } else {
+            Ok(self.segments.clone())
+        }
+    }
+
+    /// Loads the segment files and parses them (without data).
+    pub fn check(&self) -> anyhow::Result<()> {
+        library(&self.files()?, &catalog_of(None)).map(|_| ())
+    }
+}
+
+/// What `tenure rfm` computes.
+pub struct RfmResult {
+    /// Users per segment: columns segment, users, share (of customers); the
+    /// last row is all customers.
+    pub segments: Rows,
+    /// Customers per R x F score cell: columns r_score, f_score, users.
+    pub grid: Rows,
+}
+
+/// The RFM segment distribution over `scope` (its as-of; the range is not
+/// used), and the R x F score grid beside it.
+pub async fn compute_rfm(scope: &Scope, opts: &RfmOptions) -> anyhow::Result<RfmResult> {
+    let files = opts.files()?;
+    let (events, as_of) = open_as_of(scope).await?;
+    let catalog = catalog_of(Some(&events));
+    let lib = library(&files, &catalog)?;
+    let ctx = CompileContext::new(as_of);
+    let mut features: BTreeSet<Feature> = [
+        Feature::Recency,
+        Feature::Frequency,
+        Feature::Monetary,
+        Feature::RScore,
+        Feature::FScore,
+    ]
+    .into();
+    let mut compiled = Vec::new();
+    for s in lib.segments() {
+        features.extend(tenure_dsl::features(&s.expr));
+        compiled.push((
+            s.name.clone(),
+            tenure_dsl::compile(&s.expr, &ctx).map_err(|e| dsl_error(e, &s.source))?,
+        ));
+    }
+    let spec = FeatureSpec {
+        as_of,
+        purchase: PurchaseSpec {
+            event: opts.purchase_event.clone(),
+        },
+        thresholds: Thresholds::default(),
+        buyers_only: true,
+    };
+    let table = feature_table(&events, &features, &spec).await?;
+    let total = table.num_rows();
+    let sctx = SessionContext::new();
+    sctx.register_batch("features", table)?;
+    let mut rows = Vec::new();
+    for (name, expr) in compiled {
+        let n = sctx.table("features").await?.filter(expr)?.count().await?;
+        rows.push(vec![
+            name.into(),
+            (n as u64).into(),
+            serde_json::json!(if total > 0 {
+                n as f64 / total as f64
+            } else {
+                0.0
+            }),
+        ]);
+    }
+    rows.push(vec![
+        "(customers)".into(),
+        (total as u64).into(),
+        serde_json::json!(1.0),
+    ]);
+    let grid = sctx
+        .table("features")
+        .await?
+        .aggregate(
+            vec![col("r_score"), col("f_score")],
+            vec![datafusion::functions_aggregate::count::count(lit(1)).alias("users")],
+        )?
+        .sort(vec![
+            col("r_score").sort(false, false),
+            col("f_score").sort(true, false),
+        ])?
+        .collect()
+        .await?;
+    Ok(RfmResult {
+        segments: Rows {
+            columns: vec!["segment".into(), "users".into(), "share".into()],
+            rows,
+        },
+        grid: output::rows_from_batches(&grid)?,
+    })
 }
 
 /// Runs `tenure rfm`.
 pub fn run_rfm(args: RfmArgs) -> anyhow::Result<()> {
-    let tz = args.common.tz()?;
-    let as_of = args
-        .as_of
-        .as_deref()
-        .map(|s| parse_when(s, tz, true))
-        .transpose()?;
-    let files = if args.segments.is_empty() {
-        vec![default_segment_file("rfm_segments.seg")?]
-    } else {
-        args.segments.clone()
-    };
+    let scope = args.common.scope(args.as_of.as_deref())?;
     let rt = args.common.runtime()?;
-    let rows = rt.block_on(async {
-        let (events, as_of) = open_as_of(&args.common.data, as_of, args.common.threads).await?;
-        let catalog = catalog_of(Some(&events));
-        let lib = library(&files, &catalog)?;
-        let ctx = CompileContext::new(as_of);
-        let mut features: BTreeSet<Feature> =
-            [Feature::Recency, Feature::Frequency, Feature::Monetary].into();
-        let mut compiled = Vec::new();
-        for s in lib.segments() {
-            features.extend(tenure_dsl::features(&s.expr));
-            compiled.push((
-                s.name.clone(),
-                tenure_dsl::compile(&s.expr, &ctx).map_err(|e| dsl_error(e, &s.source))?,
-            ));
-        }
-        let spec = FeatureSpec {
-            as_of,
-            purchase: PurchaseSpec {
-                event: args.purchase_event.clone(),
-            },
-            thresholds: Thresholds::default(),
-            buyers_only: true,
-        };
-        let table = feature_table(&events, &features, &spec).await?;
-        let total = table.num_rows();
-        let sctx = SessionContext::new();
-        sctx.register_batch("features", table)?;
-        let mut rows = Vec::new();
-        for (name, expr) in compiled {
-            let n = sctx.table("features").await?.filter(expr)?.count().await?;
-            rows.push(vec![
-                name.into(),
-                (n as u64).into(),
-                serde_json::json!(if total > 0 {
-                    n as f64 / total as f64
-                } else {
-                    0.0
-                }),
-            ]);
-        }
-        rows.push(vec![
-            "(customers)".into(),
-            (total as u64).into(),
-            serde_json::json!(1.0),
-        ]);
-        anyhow::Ok(rows)
-    })?;
-    let rows = output::Rows {
-        columns: vec!["segment".into(), "users".into(), "share".into()],
-        rows,
-    };
+    let RfmResult { segments, grid } = rt.block_on(compute_rfm(&scope, &args.opts))?;
     if let Some(out) = &args.common.out {
-        output::write_out(&rows, out)?;
+        output::write_out(&segments, out)?;
     }
-    output::print(&rows, args.common.format, || output::table(&rows))
+    output::print_analysis(Kind::Rfm, &segments, Some(grid), args.common.format, || {
+        output::table(&segments)
+    })
 }
 
 /// Finds a shipped segment file: next to the binary's repository (queries/),

@@ -66,6 +66,10 @@ pub fn run(args: SqlArgs) -> anyhow::Result<()> {
             }
             w.finish()?;
         }
+        OutputFormat::Html => out.extend(
+            crate::report::table_page(&args.query, &crate::output::rows_from_batches(&batches)?)
+                .into_bytes(),
+        ),
     }
     if !out.ends_with(b"\n") {
         out.push(b'\n');
