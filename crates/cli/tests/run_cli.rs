@@ -1,0 +1,655 @@
+//! `tenure run`: job files and their errors (golden files under fixtures/jobs),
+//! a whole job over generated data whose outputs match the subcommands, reruns
+//! that replace outputs, a failing analysis beside working ones, and the HTML
+//! report opened in headless Chromium.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn tenure() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_tenure"))
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
+}
+
+fn run_ok(cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// A small generated store (2026-01-01 .. 2026-02-19).
+fn store(dir: &Path) -> PathBuf {
+    let store = dir.join("store");
+    run_ok(
+        tenure()
+            .args([
+                "gen", "--users", "400", "--days", "50", "--seed", "3", "--to",
+            ])
+            .arg(&store),
+    );
+    store
+}
+
+/// Every file under `dir`, relative, with its bytes.
+fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                let rel = p.strip_prefix(dir).unwrap().display().to_string();
+                out.insert(rel, std::fs::read(&p).unwrap());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn job_files_golden() {
+    let bless = std::env::var_os("TENURE_BLESS").is_some();
+    let dir = root().join("fixtures/jobs");
+    let mut cases: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    cases.sort();
+    assert!(cases.len() >= 8, "fixtures/jobs holds the cases");
+    let mut failures = Vec::new();
+    for case in cases {
+        let rel = case.strip_prefix(root()).unwrap().display().to_string();
+        let out = tenure()
+            .current_dir(root())
+            .args(["run", "--dry-run", &rel])
+            .output()
+            .unwrap();
+        let code = out.status.code().unwrap_or(-1);
+        let body = if code == 0 { &out.stdout } else { &out.stderr };
+        let got = format!("exit: {code}\n{}", String::from_utf8_lossy(body));
+        let expected_path = case.with_extension("expected");
+        if bless {
+            std::fs::write(&expected_path, &got).unwrap();
+            continue;
+        }
+        let want = std::fs::read_to_string(&expected_path).unwrap_or_else(|_| {
+            panic!(
+                "{} is missing; run with TENURE_BLESS=1",
+                expected_path.display()
+            )
+        });
+        if got != want {
+            failures.push(format!("--- {rel}\nwant:\n{want}\ngot:\n{got}"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// The job's analyses and the subcommand arguments that must give the same rows.
+const RANGE: [&str; 4] = ["--from", "2026-01-05", "--to", "2026-02-15"];
+
+fn e2e_job(store: &Path, out: &Path) -> String {
+    format!(
+        r#"name = "e2e"
+data = "{store}"
+out = "{out}"
+formats = ["parquet", "csv", "json"]
+from = "2026-01-05"
+to = "2026-02-15"
+as_of = "2026-02-15"
+
+[[analysis]]
+name = "retention"
+kind = "retention"
+period = "week"
+start_event = "signup"
+return_event = "purchase"
+
+[[analysis]]
+name = "retention_by_country"
+kind = "retention"
+by = "country"
+
+[[analysis]]
+name = "ltv"
+kind = "ltv"
+period = "week"
+
+[[analysis]]
+name = "kpi"
+kind = "kpi"
+period = "week"
+
+[[analysis]]
+name = "lifecycle"
+kind = "lifecycle"
+period = "week"
+
+[[analysis]]
+name = "stages"
+kind = "lifecycle"
+stages = true
+
+[[analysis]]
+name = "rfm"
+kind = "rfm"
+segments = ["{rfm}"]
+
+[[analysis]]
+name = "repeat"
+kind = "segment"
+expr = "F >= 2 and R < 30d"
+"#,
+        store = store.display(),
+        out = out.display(),
+        rfm = root().join("queries/rfm_classic.seg").display(),
+    )
+}
+
+fn subcommand(store: &Path, name: &str, format: &str) -> String {
+    let mut c = tenure();
+    let as_of = ["--as-of", "2026-02-15"];
+    match name {
+        "retention" => c.arg("retention").args(RANGE).args(as_of).args([
+            "--start-event",
+            "signup",
+            "--return-event",
+            "purchase",
+        ]),
+        "retention_by_country" => c
+            .arg("retention")
+            .args(RANGE)
+            .args(as_of)
+            .args(["--by", "country"]),
+        "ltv" => c.arg("ltv").args(RANGE).args(as_of),
+        "kpi" => c.arg("kpi").args(RANGE).args(["--period", "week"]),
+        "lifecycle" => c.arg("lifecycle").args(RANGE),
+        "stages" => c.arg("lifecycle").args(RANGE).args(as_of).arg("--stages"),
+        "rfm" => c
+            .arg("rfm")
+            .args(as_of)
+            .arg("--segments")
+            .arg(root().join("queries/rfm_classic.seg")),
+        "repeat" => c.args(["segment", "F >= 2 and R < 30d"]).args(as_of),
+        other => panic!("no subcommand for {other}"),
+    };
+    c.arg("--data").arg(store).args(["--format", format]);
+    String::from_utf8(run_ok(&mut c).stdout).unwrap()
+}
+
+/// Parquet rows as JSON objects (nulls left out, as Arrow's JSON writer does).
+fn parquet_objects(bytes: Vec<u8>) -> Vec<serde_json::Map<String, serde_json::Value>> {
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+        bytes::Bytes::from(bytes),
+    )
+    .unwrap()
+    .build()
+    .unwrap();
+    let mut buf = Vec::new();
+    let mut w = datafusion::arrow::json::ArrayWriter::new(&mut buf);
+    for b in reader {
+        w.write(&b.unwrap()).unwrap();
+    }
+    w.finish().unwrap();
+    if buf.is_empty() {
+        return Vec::new();
+    }
+    serde_json::from_slice(&buf).unwrap()
+}
+
+#[test]
+fn job_outputs_match_the_subcommands_and_reruns_replace_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path());
+    let out = dir.path().join("out");
+    let job = dir.path().join("e2e.toml");
+    std::fs::write(&job, e2e_job(&store, &out)).unwrap();
+    let run = run_ok(tenure().arg("run").arg(&job));
+    let summary = String::from_utf8(run.stdout).unwrap();
+    assert!(
+        summary.starts_with("job e2e: 8 analyses, 8 ok, 0 failed, 24 files written"),
+        "{summary}"
+    );
+
+    let names = [
+        "retention",
+        "retention_by_country",
+        "ltv",
+        "kpi",
+        "lifecycle",
+        "stages",
+        "rfm",
+        "repeat",
+    ];
+    let first = files(&out);
+    let expected_files: Vec<String> = names
+        .iter()
+        .flat_map(|n| ["csv", "json", "parquet"].map(|e| format!("e2e/{n}/2026-02-15.{e}")))
+        .collect();
+    let mut listed: Vec<String> = first.keys().cloned().collect();
+    let mut want = expected_files.clone();
+    listed.sort();
+    want.sort();
+    assert_eq!(
+        listed, want,
+        "one file per analysis and format, named by the as-of date"
+    );
+
+    for n in names {
+        let json = String::from_utf8(first[&format!("e2e/{n}/2026-02-15.json")].clone()).unwrap();
+        assert_eq!(
+            json,
+            subcommand(&store, n, "json"),
+            "{n}: job JSON = `tenure {n} --format json`"
+        );
+        let csv = String::from_utf8(first[&format!("e2e/{n}/2026-02-15.csv")].clone()).unwrap();
+        assert_eq!(
+            csv,
+            subcommand(&store, n, "csv"),
+            "{n}: job CSV = `tenure {n} --format csv`"
+        );
+        let objects: Vec<serde_json::Map<String, serde_json::Value>> =
+            serde_json::from_str(&json).unwrap();
+        assert!(!objects.is_empty(), "{n} has rows");
+        let from_parquet = parquet_objects(first[&format!("e2e/{n}/2026-02-15.parquet")].clone());
+        assert_eq!(from_parquet.len(), objects.len(), "{n}: parquet rows");
+        for (p, j) in from_parquet.iter().zip(&objects) {
+            for (k, v) in j {
+                let pv = p.get(k).unwrap_or(&serde_json::Value::Null);
+                let same =
+                    pv == v || matches!((pv.as_f64(), v.as_f64()), (Some(a), Some(b)) if a == b);
+                assert!(same, "{n}: column {k}: parquet {pv} vs json {v}");
+            }
+        }
+    }
+
+    // A rerun for the same as-of writes the same names: nothing is added, and a
+    // damaged output is replaced whole.
+    let damaged = out.join("e2e/kpi/2026-02-15.csv");
+    std::fs::write(&damaged, "half a file").unwrap();
+    run_ok(tenure().arg("run").arg(&job));
+    let second = files(&out);
+    assert_eq!(
+        second.keys().collect::<Vec<_>>(),
+        first.keys().collect::<Vec<_>>(),
+        "a rerun adds no files"
+    );
+    assert_eq!(
+        second, first,
+        "a rerun replaces each output with the same bytes"
+    );
+
+    // --out and --as-of override the job: another date, another file set.
+    let other = dir.path().join("other");
+    run_ok(
+        tenure()
+            .arg("run")
+            .arg(&job)
+            .arg("--out")
+            .arg(&other)
+            .args(["--as-of", "2026-02-08"]),
+    );
+    assert!(other.join("e2e/ltv/2026-02-08.parquet").exists());
+}
+
+#[test]
+fn a_failing_analysis_does_not_hide_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path());
+    let out = dir.path().join("out");
+    let job = dir.path().join("partly.toml");
+    std::fs::write(
+        &job,
+        format!(
+            r#"name = "partly"
+data = "{}"
+out = "{}"
+formats = ["json"]
+as_of = "latest"
+
+[[analysis]]
+name = "retention"
+kind = "retention"
+
+[[analysis]]
+name = "pro_users"
+kind = "segment"
+# No event carries a `plan` property: known only once the store is read.
+expr = 'plan = "pro"'
+
+[[analysis]]
+name = "kpi"
+kind = "kpi"
+"#,
+            store.display(),
+            out.display()
+        ),
+    )
+    .unwrap();
+    // The file itself is valid.
+    run_ok(tenure().args(["run", "--dry-run"]).arg(&job));
+
+    let report = dir.path().join("report.html");
+    let run = tenure()
+        .arg("run")
+        .arg(&job)
+        .arg("--report")
+        .arg(&report)
+        .output()
+        .unwrap();
+    assert_eq!(
+        run.status.code(),
+        Some(1),
+        "a failed analysis fails the run"
+    );
+    let summary = String::from_utf8(run.stdout).unwrap();
+    let logs = String::from_utf8(run.stderr).unwrap();
+    assert!(summary.contains("3 analyses, 2 ok, 1 failed"), "{summary}");
+    assert!(
+        summary.contains("pro_users") && summary.contains("FAILED"),
+        "{summary}"
+    );
+    assert!(logs.contains("failed") && logs.contains("plan"), "{logs}");
+    assert!(logs.contains("1 of 3 analyses failed: pro_users"), "{logs}");
+    assert!(out.join("partly/retention/2026-02-19.json").exists());
+    assert!(out.join("partly/kpi/2026-02-19.json").exists());
+    assert!(!out.join("partly/pro_users").exists());
+    let html = std::fs::read_to_string(&report).unwrap();
+    assert!(
+        html.contains("class=\"error\">failed:"),
+        "the report shows the failure"
+    );
+    assert_eq!(html.matches("<section").count(), 3);
+}
+
+#[test]
+fn html_of_a_single_analysis() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path());
+    let out = run_ok(
+        tenure()
+            .args(["retention", "--format", "html", "--data"])
+            .arg(&store),
+    );
+    let html = String::from_utf8(out.stdout).unwrap();
+    assert!(html.starts_with("<!DOCTYPE html>"));
+    assert!(html.contains("<svg") && html.contains("<table>"));
+}
+
+/// Chromium from PATH or Debian's location.
+fn chromium() -> Option<PathBuf> {
+    ["chromium", "chromium-browser", "google-chrome"]
+        .iter()
+        .find_map(|name| {
+            std::env::var_os("PATH").and_then(|paths| {
+                std::env::split_paths(&paths)
+                    .map(|d| d.join(name))
+                    .find(|p| p.is_file())
+            })
+        })
+        .or_else(|| Some(PathBuf::from("/usr/bin/chromium")).filter(|p| p.is_file()))
+}
+
+fn headless(chromium: &Path, profile: &Path) -> Command {
+    let mut c = Command::new(chromium);
+    c.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--no-first-run",
+        "--hide-scrollbars",
+    ])
+    .arg(format!("--user-data-dir={}", profile.display()));
+    c
+}
+
+#[test]
+fn report_renders_in_headless_chromium() {
+    let Some(chromium) = chromium() else {
+        if std::env::var_os("TENURE_TEST_CHROMIUM_REQUIRED").is_some() {
+            panic!("chromium is required (TENURE_TEST_CHROMIUM_REQUIRED is set) but not found");
+        }
+        eprintln!(
+            "SKIPPED report_renders_in_headless_chromium: chromium not found (apt-get install chromium)"
+        );
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path());
+    // Markup in event names and property values must reach the page as text.
+    let evil = dir.path().join("evil.ndjson");
+    std::fs::write(
+        &evil,
+        concat!(
+            r#"{"user_id":"evil","event":"signup","ts":"2026-01-06T10:00:00Z","country":"<img src=x onerror=alert(1)>"}"#,
+            "\n",
+            r#"{"user_id":"evil","event":"<script>alert(2)</script>","ts":"2026-01-14T10:00:00Z","country":"<img src=x onerror=alert(1)>"}"#,
+            "\n",
+        ),
+    )
+    .unwrap();
+    run_ok(tenure().arg("ingest").arg(&evil).arg("--to").arg(&store));
+    let job = dir.path().join("report.toml");
+    std::fs::write(
+        &job,
+        format!(
+            r#"name = "report"
+data = "{}"
+as_of = "latest"
+range = "last 8 weeks"
+
+[[analysis]]
+name = "retention"
+kind = "retention"
+
+[[analysis]]
+name = "retention_by_country"
+kind = "retention"
+by = "country"
+
+[[analysis]]
+name = "scripted_return"
+kind = "retention"
+return_event = "<script>alert(2)</script>"
+
+[[analysis]]
+name = "ltv"
+kind = "ltv"
+
+[[analysis]]
+name = "kpi"
+kind = "kpi"
+period = "week"
+
+[[analysis]]
+name = "lifecycle"
+kind = "lifecycle"
+
+[[analysis]]
+name = "stages"
+kind = "lifecycle"
+stages = true
+
+[[analysis]]
+name = "rfm"
+kind = "rfm"
+segments = ["{}"]
+
+[[analysis]]
+name = "segment"
+kind = "segment"
+expr = 'country = "<img src=x onerror=alert(1)>"'
+
+[[analysis]]
+name = "broken"
+kind = "segment"
+expr = 'plan = "<b>pro</b>"'
+"#,
+            store.display(),
+            root().join("queries/rfm_segments.seg").display()
+        ),
+    )
+    .unwrap();
+    let report = dir.path().join("report.html");
+    let run = tenure()
+        .arg("run")
+        .arg(&job)
+        .arg("--report")
+        .arg(&report)
+        .output()
+        .unwrap();
+    assert_eq!(
+        run.status.code(),
+        Some(1),
+        "only `broken` fails: {}",
+        String::from_utf8_lossy(&run.stdout)
+    );
+    let html = std::fs::read_to_string(&report).unwrap();
+    assert!(!html.contains("<img") && !html.contains("<script") && !html.contains("<b>pro"));
+    assert!(html.contains("&lt;img src=x onerror=alert(1)&gt;"));
+    // Self-contained: no scripts, no fetched assets.
+    for needle in ["src=\"http", "href=\"http", "url(", "@import", "<link"] {
+        assert!(!html.contains(needle), "report references {needle}");
+    }
+
+    let url = format!("file://{}", report.display());
+    let profile = dir.path().join("profile");
+    let png = dir.path().join("shot.png");
+    let shot = headless(&chromium, &profile)
+        .args([
+            "--enable-logging=stderr",
+            "--v=0",
+            "--window-size=1200,2000",
+        ])
+        .arg(format!("--screenshot={}", png.display()))
+        .arg(&url)
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&shot.stderr);
+    assert!(png.exists(), "no screenshot: {log}");
+    let console: Vec<&str> = log.lines().filter(|l| l.contains(":CONSOLE")).collect();
+    assert!(console.is_empty(), "console messages: {console:#?}");
+
+    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&png).unwrap()));
+    let mut reader = decoder.read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    assert_eq!((info.width, info.height), (1200, 2000));
+    let channels = info.color_type.samples();
+    let pixels: Vec<&[u8]> = buf[..info.buffer_size()].chunks(channels).collect();
+    let inked = pixels
+        .iter()
+        .filter(|p| p[..3].iter().any(|&c| c < 200))
+        .count();
+    let colours: std::collections::HashSet<&[u8]> = pixels.iter().copied().collect();
+    assert!(
+        inked > pixels.len() / 50,
+        "the screenshot is nearly blank: {inked} of {} pixels inked",
+        pixels.len()
+    );
+    assert!(
+        colours.len() > 50,
+        "only {} colours: no charts?",
+        colours.len()
+    );
+
+    // The DOM Chromium built: every section, its charts and tables, and the
+    // markup from data still text.
+    let dom = headless(&chromium, &profile)
+        .arg("--dump-dom")
+        .arg(&url)
+        .output()
+        .unwrap();
+    let dom = String::from_utf8_lossy(&dom.stdout);
+    assert_eq!(dom.matches("<section").count(), 10, "{dom}");
+    assert!(dom.matches("<svg").count() >= 9, "charts rendered");
+    assert!(dom.matches("<table").count() >= 10, "numbers rendered");
+    assert!(!dom.contains("<img"), "data became markup");
+    assert!(dom.contains("failed: "), "the failed analysis is shown");
+}
+
+/// Outputs to a bucket: against the S3-compatible server `.ci/test` starts.
+#[test]
+fn outputs_to_s3_are_replaced_on_rerun() {
+    let Ok(bucket) = std::env::var("TENURE_TEST_S3_BUCKET") else {
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI must provide an S3-compatible server"
+        );
+        eprintln!(
+            "skipped: set TENURE_TEST_S3_BUCKET and AWS_ENDPOINT to run against an S3 server"
+        );
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path());
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let out = format!("s3://{bucket}/jobs-{nanos}");
+    let job = dir.path().join("s3.toml");
+    std::fs::write(
+        &job,
+        format!(
+            "name = \"s3\"\ndata = \"{}\"\nout = \"{out}\"\nformats = [\"json\", \"parquet\"]\nas_of = \"2026-02-15\"\n\n[[analysis]]\nkind = \"retention\"\n",
+            store.display()
+        ),
+    )
+    .unwrap();
+    let io = tenure_ingest::io::Io::new(tenure_store::Store::open(&out).unwrap());
+    let listing = || {
+        let mut names: Vec<String> = io.list("").unwrap().into_iter().map(|(n, _)| n).collect();
+        names.sort();
+        names
+    };
+    run_ok(tenure().arg("run").arg(&job));
+    let first = listing();
+    assert_eq!(
+        first,
+        [
+            "s3/retention/2026-02-15.json",
+            "s3/retention/2026-02-15.parquet"
+        ]
+    );
+    let json = io.get("s3/retention/2026-02-15.json").unwrap();
+    assert_eq!(
+        String::from_utf8(json.to_vec()).unwrap(),
+        subcommand_retention_all(&store)
+    );
+    run_ok(tenure().arg("run").arg(&job));
+    assert_eq!(listing(), first, "a rerun adds nothing");
+}
+
+fn subcommand_retention_all(store: &Path) -> String {
+    let out = run_ok(
+        tenure()
+            .args([
+                "retention",
+                "--as-of",
+                "2026-02-15",
+                "--to",
+                "2026-02-15",
+                "--format",
+                "json",
+                "--data",
+            ])
+            .arg(store),
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
