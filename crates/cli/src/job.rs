@@ -29,6 +29,7 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 use crate::cmd::common::Scope;
+use crate::cmd::funnel::{self, FunnelOptions};
 use crate::cmd::kpi::{self, KpiOptions};
 use crate::cmd::lifecycle::{self, LifecycleOptions};
 use crate::cmd::ltv::{self, LtvOptions};
@@ -38,7 +39,15 @@ use crate::output::{FileFormat, Rows};
 use crate::report::Kind;
 
 /// The analyses a job can run, by `kind`.
-pub const KINDS: &[&str] = &["retention", "ltv", "lifecycle", "kpi", "rfm", "segment"];
+pub const KINDS: &[&str] = &[
+    "retention",
+    "ltv",
+    "lifecycle",
+    "kpi",
+    "funnel",
+    "rfm",
+    "segment",
+];
 
 /// One analysis of a job: the options of the subcommand of the same name.
 #[derive(Debug, Clone)]
@@ -51,6 +60,8 @@ pub enum Spec {
     Lifecycle(LifecycleOptions),
     /// `tenure kpi`.
     Kpi(KpiOptions),
+    /// `tenure funnel`.
+    Funnel(FunnelOptions),
     /// `tenure rfm`.
     Rfm(RfmOptions),
     /// `tenure segment` (the count).
@@ -73,6 +84,7 @@ impl Spec {
             "ltv" => Spec::Ltv(Deserialize::deserialize(de)?),
             "lifecycle" => Spec::Lifecycle(Deserialize::deserialize(de)?),
             "kpi" => Spec::Kpi(Deserialize::deserialize(de)?),
+            "funnel" => Spec::Funnel(Deserialize::deserialize(de)?),
             "rfm" => Spec::Rfm(Deserialize::deserialize(de)?),
             "segment" => Spec::Segment(Deserialize::deserialize(de)?),
             other => unreachable!("kind `{other}` is checked against KINDS first"),
@@ -91,6 +103,8 @@ impl Spec {
             Spec::Ltv(_) => Kind::Ltv,
             Spec::Lifecycle(o) => o.kind(),
             Spec::Kpi(_) => Kind::Kpi,
+            Spec::Funnel(o) if o.histogram => Kind::FunnelHistogram,
+            Spec::Funnel(_) => Kind::Funnel,
             Spec::Rfm(_) => Kind::Rfm,
             Spec::Segment(_) => Kind::Segment,
         }
@@ -104,6 +118,7 @@ impl Spec {
             Spec::Ltv(o) => serde_json::to_value(o),
             Spec::Lifecycle(o) => serde_json::to_value(o),
             Spec::Kpi(o) => serde_json::to_value(o),
+            Spec::Funnel(o) => serde_json::to_value(o),
             Spec::Rfm(o) => serde_json::to_value(o),
             Spec::Segment(o) => serde_json::to_value(o),
         };
@@ -135,6 +150,11 @@ impl Spec {
                     .map_err(|(k, e)| (k, format!("{e:#}")))
             }
             Spec::Kpi(o) => o.validate().map_err(at("period")),
+            Spec::Funnel(o) => {
+                o.validate_steps().map_err(at("steps"))?;
+                o.validate_window().map_err(at("window"))?;
+                o.validate_mode().map_err(at("mode"))
+            }
             Spec::Rfm(o) => o.check().map_err(at("segments")),
             // The expression is checked with its own spans (see `parse`).
             Spec::Segment(_) => Ok(()),
@@ -144,6 +164,7 @@ impl Spec {
     /// Makes segment file paths relative to the job file's directory.
     fn resolve_paths(&mut self, base: &std::path::Path) {
         let files = match self {
+            Spec::Funnel(o) => &mut o.segments,
             Spec::Rfm(o) => &mut o.segments,
             Spec::Segment(o) => &mut o.segments,
             _ => return,
@@ -162,6 +183,7 @@ impl Spec {
             Spec::Ltv(o) => ltv::compute_rows(scope, o).await?,
             Spec::Lifecycle(o) => lifecycle::compute_rows(scope, o).await?,
             Spec::Kpi(o) => kpi::compute_rows(scope, o).await?,
+            Spec::Funnel(o) => funnel::compute_rows(scope, o).await?,
             Spec::Segment(o) => segment::compute_rows(scope, o).await?,
             Spec::Rfm(o) => {
                 let r = segment::compute_rfm(scope, o).await?;

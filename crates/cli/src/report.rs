@@ -25,6 +25,10 @@ pub enum Kind {
     LifecycleStages,
     /// KPIs: a metric by period table.
     Kpi,
+    /// Funnel: conversion bars per step, one funnel per group (variant).
+    Funnel,
+    /// Funnel time-to-convert histogram: bars per bucket.
+    FunnelHistogram,
     /// RFM: the R x F score grid and the segment sizes.
     Rfm,
     /// A segment count.
@@ -39,6 +43,7 @@ impl Kind {
             Kind::Ltv => "ltv",
             Kind::Lifecycle | Kind::LifecycleStages => "lifecycle",
             Kind::Kpi => "kpi",
+            Kind::Funnel | Kind::FunnelHistogram => "funnel",
             Kind::Rfm => "rfm",
             Kind::Segment => "segment",
         }
@@ -199,6 +204,8 @@ fn section(out: &mut String, s: &Section) {
                 Kind::Lifecycle => lifecycle(rows),
                 Kind::LifecycleStages => bars_section(rows, "stage", "users", Some("axis")),
                 Kind::Kpi => (String::new(), kpi(rows)),
+                Kind::Funnel => funnel(rows),
+                Kind::FunnelHistogram => histogram(rows),
                 Kind::Rfm => rfm(rows, s.extra.as_ref()),
                 Kind::Segment => segment(rows),
             };
@@ -872,6 +879,158 @@ fn bars_section(rows: &Rows, label: &str, value: &str, group: Option<&str>) -> (
         })
         .collect();
     (bars(&items, label), table(rows))
+}
+
+// ---- funnel: drop-off bars per group ----
+
+fn funnel(rows: &Rows) -> (String, String) {
+    let groups = distinct(rows, "group", |_| true);
+    let steps: usize = rows
+        .rows
+        .iter()
+        .filter(|r| {
+            groups
+                .first()
+                .is_some_and(|g| text(get(rows, r, "group")) == *g)
+        })
+        .count();
+    let (left, bar_w, bh, gh) = (190.0, 330.0, 22.0, 26.0);
+    let h = 8.0 + groups.len() as f64 * (gh + bh * steps as f64 + 10.0);
+    let mut out = String::new();
+    svg_open(
+        &mut out,
+        left + bar_w + 240.0,
+        h,
+        "funnel conversion per step",
+    );
+    let mut y = 6.0;
+    for (gi, g) in groups.iter().enumerate() {
+        let color = PALETTE[gi % PALETTE.len()];
+        svg_text(&mut out, 4.0, y + 16.0, "start", "#1b1f24", g);
+        y += gh;
+        let in_group: Vec<&Vec<Value>> = rows
+            .rows
+            .iter()
+            .filter(|r| text(get(rows, r, "group")) == *g)
+            .collect();
+        let first = in_group
+            .first()
+            .and_then(|r| num(get(rows, r, "users")))
+            .unwrap_or(0.0);
+        for r in in_group {
+            let users = num(get(rows, r, "users")).unwrap_or(0.0);
+            let share = if first > 0.0 { users / first } else { 0.0 };
+            let label = format!(
+                "{}. {}",
+                text(get(rows, r, "step")),
+                text(get(rows, r, "event"))
+            );
+            svg_text(
+                &mut out,
+                left - 6.0,
+                y + 15.0,
+                "end",
+                "#1b1f24",
+                &clip(&label, 28),
+            );
+            // The whole bar is step 1; the filled part reached this step, the
+            // pale rest dropped off on the way.
+            let _ = write!(
+                out,
+                "<rect x=\"{left}\" y=\"{y:.1}\" width=\"{bar_w}\" height=\"{:.1}\" fill=\"#eceff2\"/>\
+                 <rect x=\"{left}\" y=\"{y:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"{color}\"><title>{}</title></rect>",
+                bh - 4.0,
+                bar_w * share,
+                bh - 4.0,
+                esc(&format!(
+                    "{g}, {label}: {} users, {} of step 1",
+                    short(users),
+                    pct(share)
+                ))
+            );
+            let prev = num(get(rows, r, "conversion_from_previous"))
+                .map(|p| format!(", {} of previous", pct(p)))
+                .unwrap_or_default();
+            svg_text(
+                &mut out,
+                left + bar_w + 6.0,
+                y + 15.0,
+                "start",
+                "#1b1f24",
+                &format!("{} ({}){prev}", short(users), pct(share)),
+            );
+            y += bh;
+        }
+        y += 10.0;
+    }
+    out.push_str("</svg>");
+    let head: Vec<String> = [
+        "group",
+        "step",
+        "users",
+        "drop-off",
+        "of previous",
+        "of step 1",
+        "median time",
+        "p90 time",
+    ]
+    .map(String::from)
+    .to_vec();
+    let body: Vec<Vec<String>> = rows
+        .rows
+        .iter()
+        .map(|r| {
+            let p = |c: &str| num(get(rows, r, c)).map(pct).unwrap_or_default();
+            let t = |c: &str| num(get(rows, r, c)).map(duration).unwrap_or_default();
+            vec![
+                text(get(rows, r, "group")),
+                format!(
+                    "{}. {}",
+                    text(get(rows, r, "step")),
+                    text(get(rows, r, "event"))
+                ),
+                text(get(rows, r, "users")),
+                text(get(rows, r, "drop_off")),
+                p("conversion_from_previous"),
+                p("conversion_from_first"),
+                t("median_seconds_to_convert"),
+                t("p90_seconds_to_convert"),
+            ]
+        })
+        .collect();
+    (out, grid_table(&head, &body))
+}
+
+/// Seconds as the largest two units (`2d04h`, `5m12s`).
+fn duration(secs: f64) -> String {
+    let s = secs.round() as i64;
+    match s {
+        ..60 => format!("{s}s"),
+        60..3_600 => format!("{}m{:02}s", s / 60, s % 60),
+        3_600..86_400 => format!("{}h{:02}m", s / 3_600, s % 3_600 / 60),
+        _ => format!("{}d{:02}h", s / 86_400, s % 86_400 / 3_600),
+    }
+}
+
+fn histogram(rows: &Rows) -> (String, String) {
+    let items: Vec<(String, f64)> = rows
+        .rows
+        .iter()
+        .map(|r| {
+            let group = text(get(rows, r, "group"));
+            let step = text(get(rows, r, "step"));
+            let bucket = text(get(rows, r, "bucket"));
+            (
+                if group == "all" {
+                    format!("step {step}: {bucket}")
+                } else {
+                    format!("{group}, step {step}: {bucket}")
+                },
+                num(get(rows, r, "users")).unwrap_or(0.0),
+            )
+        })
+        .collect();
+    (bars(&items, "time to convert"), table(rows))
 }
 
 // ---- KPI: metric x period ----

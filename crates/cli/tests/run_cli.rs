@@ -145,6 +145,13 @@ kind = "lifecycle"
 stages = true
 
 [[analysis]]
+name = "funnel"
+kind = "funnel"
+steps = ["view_item", "add_to_cart", "purchase"]
+window = "2d"
+by = "variant"
+
+[[analysis]]
 name = "rfm"
 kind = "rfm"
 segments = ["{rfm}"]
@@ -179,6 +186,14 @@ fn subcommand(store: &Path, name: &str, format: &str) -> String {
         "kpi" => c.arg("kpi").args(RANGE).args(["--period", "week"]),
         "lifecycle" => c.arg("lifecycle").args(RANGE),
         "stages" => c.arg("lifecycle").args(RANGE).args(as_of).arg("--stages"),
+        "funnel" => c.arg("funnel").args(RANGE).args([
+            "--steps",
+            "view_item,add_to_cart,purchase",
+            "--window",
+            "2d",
+            "--by",
+            "variant",
+        ]),
         "rfm" => c
             .arg("rfm")
             .args(as_of)
@@ -221,7 +236,7 @@ fn job_outputs_match_the_subcommands_and_reruns_replace_them() {
     let run = run_ok(tenure().arg("run").arg(&job));
     let summary = String::from_utf8(run.stdout).unwrap();
     assert!(
-        summary.starts_with("job e2e: 8 analyses, 8 ok, 0 failed, 24 files written"),
+        summary.starts_with("job e2e: 9 analyses, 9 ok, 0 failed, 27 files written"),
         "{summary}"
     );
 
@@ -232,6 +247,7 @@ fn job_outputs_match_the_subcommands_and_reruns_replace_them() {
         "kpi",
         "lifecycle",
         "stages",
+        "funnel",
         "rfm",
         "repeat",
     ];
@@ -486,6 +502,12 @@ kind = "lifecycle"
 stages = true
 
 [[analysis]]
+name = "funnel"
+kind = "funnel"
+steps = ["view_item", "add_to_cart", "checkout", "purchase"]
+by = "country"
+
+[[analysis]]
 name = "rfm"
 kind = "rfm"
 segments = ["{}"]
@@ -576,9 +598,9 @@ expr = 'plan = "<b>pro</b>"'
         .output()
         .unwrap();
     let dom = String::from_utf8_lossy(&dom.stdout);
-    assert_eq!(dom.matches("<section").count(), 10, "{dom}");
-    assert!(dom.matches("<svg").count() >= 9, "charts rendered");
-    assert!(dom.matches("<table").count() >= 10, "numbers rendered");
+    assert_eq!(dom.matches("<section").count(), 11, "{dom}");
+    assert!(dom.matches("<svg").count() >= 10, "charts rendered");
+    assert!(dom.matches("<table").count() >= 11, "numbers rendered");
     assert!(!dom.contains("<img"), "data became markup");
     assert!(dom.contains("failed: "), "the failed analysis is shown");
 }

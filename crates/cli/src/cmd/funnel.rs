@@ -4,12 +4,13 @@
 use std::fmt::Write as _;
 
 use clap::Args;
+use tenure_engine::Events;
 use tenure_engine::funnel::{self, Exclusion, FunnelSpec, Modes, Step};
-use tenure_engine::{Events, OpenOptions};
 
-use crate::cmd::common::{AnalysisArgs, parse_when};
+use crate::cmd::common::{AnalysisArgs, Scope};
 use crate::exit::BadInput;
-use crate::output;
+use crate::output::{self, Rows};
+use crate::report::Kind;
 
 /// Funnel: how many users went through the steps in order, each within
 /// --window of their step-1 event.
@@ -51,39 +52,161 @@ use crate::output;
 pub struct FunnelArgs {
     #[command(flatten)]
     pub common: AnalysisArgs,
+    #[command(flatten)]
+    pub opts: FunnelOptions,
+}
+
+/// What to compute: the flags of `tenure funnel`, and the keys of a
+/// `kind = "funnel"` analysis in a job file (where `steps` may also be a list).
+#[derive(Args, Debug, Clone, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FunnelOptions {
     /// Steps, comma-separated, each `event` or `event where <SQL condition>`.
     #[arg(long, value_name = "STEPS")]
+    #[serde(deserialize_with = "steps_text")]
     pub steps: String,
     /// Window from the step-1 event: a number and s, m, h, d or w (e.g. 7d).
-    #[arg(long, default_value = "7d")]
+    #[arg(long, default_value = WINDOW)]
+    #[serde(default = "default_window")]
     pub window: String,
     /// Modes, comma-separated: default, strict_order, strict_increase,
     /// strict_deduplication, first_touch.
-    #[arg(long, default_value = "default")]
+    #[arg(long, default_value = MODE)]
+    #[serde(default = "default_mode")]
     pub mode: String,
     /// Break down by a column's value at the step-1 event (e.g. variant).
     #[arg(long, value_name = "COLUMN")]
+    #[serde(default)]
     pub by: Option<String>,
     /// An event that must not happen between two steps: `event[:FROM-TO]`
     /// (steps 1-based; default between the first and the last step).
     /// Repeatable.
     #[arg(long, value_name = "EVENT[:FROM-TO]")]
+    #[serde(default)]
     pub exclude: Vec<String>,
     /// Every step of a chain must have the same value of this column
     /// (e.g. item_id).
     #[arg(long, value_name = "COLUMN")]
+    #[serde(default)]
     pub hold: Option<String>,
     /// Break down by a segment instead: users in it vs not (segment language,
     /// see `tenure segment`), evaluated as of the end of the entry range
     /// (--to, else the newest event).
     #[arg(long, value_name = "EXPR", conflicts_with = "by")]
+    #[serde(default)]
     pub by_segment: Option<String>,
     /// Segment files defining @names for --by-segment (repeatable).
     #[arg(long, value_name = "FILE")]
+    #[serde(default)]
     pub segments: Vec<String>,
     /// Print the time-to-convert histogram instead of the steps.
     #[arg(long)]
+    #[serde(default)]
     pub histogram: bool,
+}
+
+const WINDOW: &str = "7d";
+const MODE: &str = "default";
+
+fn default_window() -> String {
+    WINDOW.into()
+}
+
+fn default_mode() -> String {
+    MODE.into()
+}
+
+/// `steps` in a job file: the flag's comma-separated text, or a list of steps.
+fn steps_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum Steps {
+        Text(String),
+        List(Vec<String>),
+    }
+    Ok(match serde::Deserialize::deserialize(d)? {
+        Steps::Text(s) => s,
+        Steps::List(v) => v.join(","),
+    })
+}
+
+impl FunnelOptions {
+    /// Checks the window without data.
+    pub fn validate_window(&self) -> anyhow::Result<()> {
+        parse_window(&self.window).map(|_| ())
+    }
+
+    /// Checks the modes without data.
+    pub fn validate_mode(&self) -> anyhow::Result<()> {
+        Modes::parse(&self.mode).map_err(|e| BadInput(e.to_string()))?;
+        Ok(())
+    }
+
+    /// Checks the step list's shape without data.
+    pub fn validate_steps(&self) -> anyhow::Result<()> {
+        let texts = split_steps(&self.steps);
+        if texts.iter().any(|t| t.is_empty()) {
+            return Err(BadInput("empty funnel step (two commas in a row?)".into()).into());
+        }
+        if texts.len() > funnel::MAX_STEPS {
+            return Err(BadInput(format!(
+                "{} steps: a funnel has at most {}",
+                texts.len(),
+                funnel::MAX_STEPS
+            ))
+            .into());
+        }
+        Ok(())
+    }
+}
+
+/// Columns of the funnel rows.
+pub const COLUMNS: &[&str] = &[
+    "group",
+    "step",
+    "event",
+    "users",
+    "drop_off",
+    "conversion_from_previous",
+    "conversion_from_first",
+    "median_seconds_to_convert",
+    "p90_seconds_to_convert",
+];
+
+/// Columns of the time-to-convert histogram rows.
+pub const HISTOGRAM_COLUMNS: &[&str] = &[
+    "group",
+    "step",
+    "event",
+    "bucket",
+    "from_seconds",
+    "to_seconds",
+    "users",
+];
+
+/// Computes the funnel over `scope` (its range limits when users enter).
+pub async fn compute(
+    scope: &Scope,
+    opts: &FunnelOptions,
+) -> anyhow::Result<(Vec<funnel::FunnelRow>, Vec<funnel::HistogramRow>)> {
+    let (mut spec, events) = spec_and_events(scope, opts).await?;
+    if let Some(expr) = &opts.by_segment {
+        spec.user_groups = Some(segment_groups(scope, opts, expr, spec.entry_to).await?);
+    }
+    funnel::funnel(&events, &spec).await.map_err(|e| match e {
+        tenure_engine::EngineError::BadRequest(m) => BadInput(m).into(),
+        other => anyhow::Error::from(other),
+    })
+}
+
+/// The funnel as tidy rows: the steps, or with `histogram` the histogram.
+pub async fn compute_rows(scope: &Scope, opts: &FunnelOptions) -> anyhow::Result<Rows> {
+    let (rows, hist) = compute(scope, opts).await?;
+    if opts.histogram {
+        output::to_rows(HISTOGRAM_COLUMNS, &hist)
+    } else {
+        output::to_rows(COLUMNS, &rows)
+    }
 }
 
 /// Parses `7d`, `36h`, `90m`, `3600s`, `2w` to microseconds.
@@ -178,60 +301,30 @@ pub async fn parse_step(events: &Events, text: &str) -> anyhow::Result<Step> {
     })
 }
 
-/// The funnel spec from the command's flags, and the store opened so that
-/// steps after the range end still count.
+/// The funnel spec from the options, and the store opened so that steps
+/// after the range end still count.
 pub async fn spec_and_events(
-    common: &AnalysisArgs,
-    steps: &str,
-    window: &str,
-    mode: &str,
-    by: Option<&str>,
-    exclude: &[String],
-    hold: Option<&str>,
+    scope: &Scope,
+    opts: &FunnelOptions,
 ) -> anyhow::Result<(FunnelSpec, Events)> {
-    let window_us = parse_window(window)?;
-    let modes = Modes::parse(mode).map_err(|e| BadInput(e.to_string()))?;
-    let tz = common.tz()?;
-    let from = common
-        .from
-        .as_deref()
-        .map(|s| parse_when(s, tz, false))
-        .transpose()?;
-    let to = common
-        .to
-        .as_deref()
-        .map(|s| parse_when(s, tz, true))
-        .transpose()?;
-    if let (Some(a), Some(b)) = (from, to)
-        && b <= a
-    {
-        return Err(BadInput("--to is not after --from".into()).into());
-    }
-    // Steps may follow entry by up to the window (inclusive) past --to.
-    let events = Events::open(
-        &common.data,
-        OpenOptions {
-            threads: common.threads,
+    let window_us = parse_window(&opts.window)?;
+    let modes = Modes::parse(&opts.mode).map_err(|e| BadInput(e.to_string()))?;
+    let (from, to) = (scope.from, scope.to);
+    // Steps may follow entry by up to the window (inclusive) past the range end.
+    let events = scope
+        .open_range(
             from,
-            to: to.map(|t| t.saturating_add(window_us).saturating_add(1)),
-        },
-    )
-    .await?;
-    let texts = split_steps(steps);
-    if texts.len() > funnel::MAX_STEPS {
-        return Err(BadInput(format!(
-            "{} steps: a funnel has at most {}",
-            texts.len(),
-            funnel::MAX_STEPS
-        ))
-        .into());
-    }
+            to.map(|t| t.saturating_add(window_us).saturating_add(1)),
+        )
+        .await?;
+    opts.validate_steps()?;
+    let texts = split_steps(&opts.steps);
     let mut parsed = Vec::new();
     for t in &texts {
         parsed.push(parse_step(&events, t).await?);
     }
     let mut exclusions = Vec::new();
-    for x in exclude {
+    for x in &opts.exclude {
         let (ev, range) = match x.rsplit_once(':') {
             Some((e, r)) if r.contains('-') => (e, Some(r)),
             _ => (x.as_str(), None),
@@ -261,9 +354,9 @@ pub async fn spec_and_events(
         window_us,
         modes,
         exclusions,
-        by: by.map(str::to_string),
+        by: opts.by.clone(),
         user_groups: None,
-        hold: hold.map(str::to_string),
+        hold: opts.hold.clone(),
         entry_from: from,
         entry_to: to,
     };
@@ -273,85 +366,45 @@ pub async fn spec_and_events(
 /// Runs the command.
 pub fn run(args: FunnelArgs) -> anyhow::Result<()> {
     let rt = args.common.runtime()?;
-    let (rows, hist) = rt.block_on(async {
-        let (mut spec, events) = spec_and_events(
-            &args.common,
-            &args.steps,
-            &args.window,
-            &args.mode,
-            args.by.as_deref(),
-            &args.exclude,
-            args.hold.as_deref(),
-        )
-        .await?;
-        if let Some(expr) = &args.by_segment {
-            spec.user_groups = Some(segment_groups(&args, expr, spec.entry_to).await?);
-        }
-        funnel::funnel(&events, &spec).await.map_err(|e| match e {
-            tenure_engine::EngineError::BadRequest(m) => BadInput(m).into(),
-            other => anyhow::Error::from(other),
-        })
-    })?;
-    if args.histogram {
-        let table = output::to_rows(
-            &[
-                "group",
-                "step",
-                "event",
-                "bucket",
-                "from_seconds",
-                "to_seconds",
-                "users",
-            ],
-            &hist,
-        )?;
+    let scope = args.common.scope(None)?;
+    let (rows, hist) = rt.block_on(compute(&scope, &args.opts))?;
+    if args.opts.histogram {
+        let table = output::to_rows(HISTOGRAM_COLUMNS, &hist)?;
         if let Some(out) = &args.common.out {
             output::write_out(&table, out)?;
         }
-        return output::print(&table, args.common.format, || output::table(&table));
+        return output::print_analysis(
+            Kind::FunnelHistogram,
+            &table,
+            None,
+            args.common.format,
+            || output::table(&table),
+        );
     }
-    let table = output::to_rows(
-        &[
-            "group",
-            "step",
-            "event",
-            "users",
-            "drop_off",
-            "conversion_from_previous",
-            "conversion_from_first",
-            "median_seconds_to_convert",
-            "p90_seconds_to_convert",
-        ],
-        &rows,
-    )?;
+    let table = output::to_rows(COLUMNS, &rows)?;
     if let Some(out) = &args.common.out {
         output::write_out(&table, out)?;
     }
-    output::print(&table, args.common.format, || render(&rows))
+    output::print_analysis(Kind::Funnel, &table, None, args.common.format, || {
+        render(&rows)
+    })
 }
 
 /// Each user's group for `--by-segment`: 0 in the segment, 1 not.
 async fn segment_groups(
-    args: &FunnelArgs,
+    scope: &Scope,
+    opts: &FunnelOptions,
     expr: &str,
     entry_to: Option<i64>,
 ) -> anyhow::Result<(Vec<u32>, Vec<String>)> {
     use crate::cmd::segment::{catalog_of, dsl_error, library};
     use tenure_engine::features::FeatureSpec;
     // The segment sees the whole history up to the end of the entry range.
-    let events = Events::open(
-        &args.common.data,
-        OpenOptions {
-            threads: args.common.threads,
-            to: entry_to,
-            ..Default::default()
-        },
-    )
-    .await?;
+    let events = scope.open_range(None, entry_to).await?;
     let (_, max_ts) = events.ts_range.ok_or_else(|| events.empty_error())?;
     let as_of = entry_to.map_or(max_ts, |t| t - 1);
     let catalog = catalog_of(Some(&events));
-    let lib = library(&args.segments, &catalog)?;
+    let lib = library(&opts.segments, &catalog)?;
     let seg = tenure_dsl::Segment::new(
         expr,
         &tenure_dsl::Resolver::new(&catalog).with_library(&lib),
