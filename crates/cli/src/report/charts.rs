@@ -1,387 +1,18 @@
-//! The HTML report (`tenure run --report`, `--format html`): one self-contained
-//! page, no scripts and no network assets, with a chart per analysis drawn as
-//! inline SVG and the numbers as a table beside it. Built from the same tidy
-//! rows the analyses write, so the report never shows a number the outputs do
-//! not hold. Every text that comes from data (event names, property values,
-//! segment names, error messages) goes through [`esc`].
+//! One chart per analysis kind, each from the analysis's tidy rows, returned
+//! with the numbers table shown beside it.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use serde_json::Value;
 
+use super::svg::{PALETTE, Series, bars, blue, clip, line_chart, nice, short, svg_open, svg_text};
+use super::{distinct, esc, get, grid_table, num, pct, table, text};
 use crate::output::Rows;
-
-/// Which chart a section gets.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
-    /// Cohort retention: the heatmap triangle.
-    Retention,
-    /// Cumulative LTV: one curve per cohort.
-    Ltv,
-    /// Lifecycle counts per period: stacked bars.
-    Lifecycle,
-    /// Users per lifecycle stage: bars.
-    LifecycleStages,
-    /// KPIs: a metric by period table.
-    Kpi,
-    /// Funnel: conversion bars per step, one funnel per group (variant).
-    Funnel,
-    /// Funnel time-to-convert histogram: bars per bucket.
-    FunnelHistogram,
-    /// RFM: the R x F score grid and the segment sizes.
-    Rfm,
-    /// A segment count.
-    Segment,
-}
-
-impl Kind {
-    /// The analysis name (as in job files and subcommands).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::Retention => "retention",
-            Kind::Ltv => "ltv",
-            Kind::Lifecycle | Kind::LifecycleStages => "lifecycle",
-            Kind::Kpi => "kpi",
-            Kind::Funnel | Kind::FunnelHistogram => "funnel",
-            Kind::Rfm => "rfm",
-            Kind::Segment => "segment",
-        }
-    }
-}
-
-/// One analysis in the report.
-#[derive(Debug, Clone)]
-pub struct Section {
-    /// The analysis name (the job's, or the subcommand's).
-    pub name: String,
-    /// What it is.
-    pub kind: Kind,
-    /// A line saying what was asked (options), shown under the title.
-    pub detail: String,
-    /// Its rows, or why it failed.
-    pub result: Result<Rows, String>,
-    /// Extra rows some charts use (the RFM score grid).
-    pub extra: Option<Rows>,
-}
-
-impl Section {
-    /// A section without detail or extra rows.
-    pub fn new(name: &str, kind: Kind, result: Result<Rows, String>) -> Self {
-        Self {
-            name: name.into(),
-            kind,
-            detail: String::new(),
-            result,
-            extra: None,
-        }
-    }
-}
-
-/// Escapes text for HTML element content and attribute values (also inside SVG).
-pub fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-const STYLE: &str = "
-body{font:14px/1.4 system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;color:#1b1f24;margin:24px;background:#fff}
-h1{font-size:22px;margin:0 0 4px}h2{font-size:18px;margin:0 0 2px}
-.meta{color:#555;margin:0 0 16px}.meta span{margin-right:18px}
-section{border-top:1px solid #d0d7de;padding:14px 0 18px}
-.detail{color:#555;font-size:12px;margin:0 0 10px;font-family:ui-monospace,monospace}
-.pair{display:flex;flex-wrap:wrap;gap:24px;align-items:flex-start}
-.chart{flex:none}.chart svg{display:block}
-table{border-collapse:collapse;font-size:12px;font-variant-numeric:tabular-nums}
-th,td{border:1px solid #d0d7de;padding:2px 6px;text-align:right;white-space:nowrap}
-th{background:#f3f5f7}td.l,th.l{text-align:left}
-.nums{flex:1 1 320px;min-width:0;max-height:620px;overflow:auto}
-.error{background:#fff0f0;border:1px solid #e5a0a0;color:#8b1a1a;padding:8px 10px;white-space:pre-wrap;font-family:ui-monospace,monospace;font-size:12px}
-.summary td.ok{color:#116329}.summary td.failed{color:#a40e26}
-@media print{
- body{margin:0;font-size:10pt}
- section{break-inside:avoid;page-break-inside:avoid}
- .pair{display:block}.chart svg{max-width:100%;height:auto}.nums{max-height:none;overflow:visible;margin-top:8px}
- *{-webkit-print-color-adjust:exact;print-color-adjust:exact}
-}
-";
-
-/// The whole page: a title, meta lines (key, value), a summary of the
-/// sections, then each section.
-pub fn page(title: &str, meta: &[(String, String)], sections: &[Section]) -> String {
-    let mut out = String::new();
-    let _ = write!(
-        out,
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
-         <title>{}</title><style>{STYLE}</style></head><body>\n<h1>{}</h1>\n",
-        esc(title),
-        esc(title)
-    );
-    if !meta.is_empty() {
-        out.push_str("<p class=\"meta\">");
-        for (k, v) in meta {
-            let _ = write!(out, "<span><b>{}</b> {}</span>", esc(k), esc(v));
-        }
-        out.push_str("</p>\n");
-    }
-    if sections.len() > 1 {
-        out.push_str("<table class=\"summary\"><tr><th class=\"l\">analysis</th><th class=\"l\">kind</th><th>rows</th><th class=\"l\">status</th></tr>");
-        for s in sections {
-            let (rows, status) = match &s.result {
-                Ok(r) => (
-                    r.len().to_string(),
-                    "<td class=\"l ok\">ok</td>".to_string(),
-                ),
-                Err(_) => (
-                    String::new(),
-                    "<td class=\"l failed\">failed</td>".to_string(),
-                ),
-            };
-            let _ = write!(
-                out,
-                "<tr><td class=\"l\"><a href=\"#{}\">{}</a></td><td class=\"l\">{}</td><td>{rows}</td>{status}</tr>",
-                esc(&anchor(&s.name)),
-                esc(&s.name),
-                s.kind.as_str()
-            );
-        }
-        out.push_str("</table>\n");
-    }
-    for s in sections {
-        section(&mut out, s);
-    }
-    out.push_str("</body></html>\n");
-    out
-}
-
-/// A page holding one table (SQL results, segment users).
-pub fn table_page(title: &str, rows: &Rows) -> String {
-    let mut out = page(title, &[], &[]);
-    let at = out.rfind("</body>").unwrap_or(out.len());
-    out.insert_str(at, &table(rows));
-    out
-}
-
-fn anchor(name: &str) -> String {
-    name.chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-        .collect()
-}
-
-fn section(out: &mut String, s: &Section) {
-    let _ = write!(
-        out,
-        "<section id=\"{}\"><h2>{}</h2>",
-        esc(&anchor(&s.name)),
-        esc(&s.name)
-    );
-    let _ = write!(
-        out,
-        "<p class=\"detail\">{}{}{}</p>",
-        s.kind.as_str(),
-        if s.detail.is_empty() { "" } else { ": " },
-        esc(&s.detail)
-    );
-    match &s.result {
-        Err(e) => {
-            let _ = write!(out, "<div class=\"error\">failed: {}</div>", esc(e));
-        }
-        Ok(rows) => {
-            let (chart, numbers) = match s.kind {
-                Kind::Retention => retention(rows),
-                Kind::Ltv => ltv(rows),
-                Kind::Lifecycle => lifecycle(rows),
-                Kind::LifecycleStages => bars_section(rows, "stage", "users", Some("axis")),
-                Kind::Kpi => (String::new(), kpi(rows)),
-                Kind::Funnel => funnel(rows),
-                Kind::FunnelHistogram => histogram(rows),
-                Kind::Rfm => rfm(rows, s.extra.as_ref()),
-                Kind::Segment => segment(rows),
-            };
-            out.push_str("<div class=\"pair\">");
-            if !chart.is_empty() {
-                let _ = write!(out, "<div class=\"chart\">{chart}</div>");
-            }
-            let _ = write!(out, "<div class=\"nums\">{numbers}</div></div>");
-        }
-    }
-    out.push_str("</section>\n");
-}
-
-// ---- reading tidy rows ----
-
-fn col(rows: &Rows, name: &str) -> Option<usize> {
-    rows.columns.iter().position(|c| c == name)
-}
-
-fn get<'a>(rows: &Rows, r: &'a [Value], name: &str) -> &'a Value {
-    static NULL: Value = Value::Null;
-    col(rows, name).and_then(|i| r.get(i)).unwrap_or(&NULL)
-}
-
-fn text(v: &Value) -> String {
-    match v {
-        Value::Null => String::new(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
-}
-
-fn num(v: &Value) -> Option<f64> {
-    match v {
-        Value::Number(n) => n.as_f64(),
-        Value::String(s) => s.parse().ok(),
-        _ => None,
-    }
-}
-
-fn fmt_num(v: &Value) -> String {
-    match v {
-        Value::Number(n) if n.is_f64() => {
-            let x = n.as_f64().unwrap_or(0.0);
-            format!("{x:.4}")
-        }
-        other => text(other),
-    }
-}
-
-fn pct(x: f64) -> String {
-    format!("{:.1}%", x * 100.0)
-}
-
-/// The distinct values of a column, in first-seen order.
-fn distinct(rows: &Rows, name: &str, filter: impl Fn(&[Value]) -> bool) -> Vec<String> {
-    let mut seen = Vec::new();
-    for r in rows.rows.iter().filter(|r| filter(r)) {
-        let v = text(get(rows, r, name));
-        if !seen.contains(&v) {
-            seen.push(v);
-        }
-    }
-    seen
-}
-
-/// A plain table of all rows (the numbers beside a chart).
-pub fn table(rows: &Rows) -> String {
-    let mut out = String::from("<table><tr>");
-    for c in &rows.columns {
-        let _ = write!(out, "<th>{}</th>", esc(c));
-    }
-    out.push_str("</tr>");
-    for r in &rows.rows {
-        out.push_str("<tr>");
-        for v in r {
-            let cls = if matches!(v, Value::String(_)) {
-                " class=\"l\""
-            } else {
-                ""
-            };
-            let _ = write!(out, "<td{cls}>{}</td>", esc(&fmt_num(v)));
-        }
-        out.push_str("</tr>");
-    }
-    out.push_str("</table>");
-    out
-}
-
-/// A table with a header row and a first (label) column.
-fn grid_table(head: &[String], body: &[Vec<String>]) -> String {
-    let mut out = String::from("<table><tr>");
-    for (i, h) in head.iter().enumerate() {
-        let cls = if i == 0 { " class=\"l\"" } else { "" };
-        let _ = write!(out, "<th{cls}>{}</th>", esc(h));
-    }
-    out.push_str("</tr>");
-    for r in body {
-        out.push_str("<tr>");
-        for (i, c) in r.iter().enumerate() {
-            let cls = if i == 0 { " class=\"l\"" } else { "" };
-            let _ = write!(out, "<td{cls}>{}</td>", esc(c));
-        }
-        out.push_str("</tr>");
-    }
-    out.push_str("</table>");
-    out
-}
-
-// ---- SVG helpers ----
-
-/// A blue for a share in 0..=1 (light to dark), and the text colour on it.
-fn blue(x: f64) -> (String, &'static str) {
-    let x = x.clamp(0.0, 1.0).sqrt();
-    let lerp = |a: f64, b: f64| (a + (b - a) * x).round() as u8;
-    let c = format!(
-        "#{:02x}{:02x}{:02x}",
-        lerp(239.0, 8.0),
-        lerp(246.0, 48.0),
-        lerp(255.0, 107.0)
-    );
-    (c, if x > 0.55 { "#fff" } else { "#1b1f24" })
-}
-
-const PALETTE: [&str; 10] = [
-    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
-    "#bcbd22", "#17becf",
-];
-
-fn svg_open(out: &mut String, w: f64, h: f64, label: &str) {
-    let _ = write!(
-        out,
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w:.0}\" height=\"{h:.0}\" \
-         viewBox=\"0 0 {w:.0} {h:.0}\" role=\"img\" aria-label=\"{}\" \
-         font-family=\"system-ui,sans-serif\" font-size=\"11\">",
-        esc(label)
-    );
-}
-
-fn svg_text(out: &mut String, x: f64, y: f64, anchor: &str, fill: &str, s: &str) {
-    let _ = write!(
-        out,
-        "<text x=\"{x:.1}\" y=\"{y:.1}\" text-anchor=\"{anchor}\" fill=\"{fill}\">{}</text>",
-        esc(s)
-    );
-}
-
-/// Round axis maximum and tick step for values up to `max`.
-fn nice(max: f64) -> (f64, f64) {
-    if max <= 0.0 || !max.is_finite() {
-        return (1.0, 0.25);
-    }
-    let mag = 10f64.powf(max.log10().floor());
-    let step = [0.1, 0.2, 0.25, 0.5, 1.0, 2.0, 2.5, 5.0, 10.0]
-        .iter()
-        .map(|s| s * mag)
-        .find(|s| max / s <= 5.0)
-        .unwrap_or(mag * 10.0);
-    ((max / step).ceil() * step, step)
-}
-
-fn short(x: f64) -> String {
-    if x.abs() >= 1e6 {
-        format!("{:.1}M", x / 1e6)
-    } else if x.abs() >= 1e3 {
-        format!("{:.1}k", x / 1e3)
-    } else if x.fract() == 0.0 {
-        format!("{x:.0}")
-    } else {
-        format!("{x:.2}")
-    }
-}
 
 // ---- retention: heatmap triangle ----
 
-fn retention(rows: &Rows) -> (String, String) {
+pub(super) fn retention(rows: &Rows) -> (String, String) {
     let groups = distinct(rows, "group", |_| true);
     let mut chart = String::new();
     let mut numbers = String::new();
@@ -504,118 +135,7 @@ fn retention(rows: &Rows) -> (String, String) {
     (chart, numbers)
 }
 
-// ---- line chart (LTV curves) ----
-
-struct Series {
-    name: String,
-    points: Vec<(f64, f64)>,
-    bold: bool,
-}
-
-fn line_chart(title: &str, x_label: &str, y_label: &str, series: &[Series]) -> String {
-    let (w, h, left, right, top, bottom) = (560.0, 320.0, 56.0, 130.0, 16.0, 40.0);
-    let max_x = series
-        .iter()
-        .flat_map(|s| s.points.iter().map(|p| p.0))
-        .fold(1.0f64, f64::max);
-    let max_y = series
-        .iter()
-        .flat_map(|s| s.points.iter().map(|p| p.1))
-        .fold(0.0f64, f64::max);
-    let (ymax, ystep) = nice(max_y);
-    let pw = w - left - right;
-    let ph = h - top - bottom;
-    let sx = |x: f64| left + pw * x / max_x;
-    let sy = |y: f64| top + ph * (1.0 - y / ymax);
-    let mut out = String::new();
-    svg_open(&mut out, w, h, title);
-    let mut t = 0.0;
-    while t <= ymax + 1e-9 {
-        let y = sy(t);
-        let _ = write!(
-            out,
-            "<line x1=\"{left}\" x2=\"{:.1}\" y1=\"{y:.1}\" y2=\"{y:.1}\" stroke=\"#e5e8eb\"/>",
-            left + pw
-        );
-        svg_text(&mut out, left - 4.0, y + 4.0, "end", "#555", &short(t));
-        t += ystep;
-    }
-    let xstep = (max_x / 12.0).ceil().max(1.0);
-    let mut x = 0.0;
-    while x <= max_x + 1e-9 {
-        svg_text(
-            &mut out,
-            sx(x),
-            top + ph + 14.0,
-            "middle",
-            "#555",
-            &short(x),
-        );
-        x += xstep;
-    }
-    let _ = write!(
-        out,
-        "<line x1=\"{left}\" x2=\"{:.1}\" y1=\"{:.1}\" y2=\"{:.1}\" stroke=\"#555\"/>",
-        left + pw,
-        top + ph,
-        top + ph
-    );
-    svg_text(
-        &mut out,
-        left + pw / 2.0,
-        h - 6.0,
-        "middle",
-        "#555",
-        x_label,
-    );
-    let _ = write!(
-        out,
-        "<text x=\"12\" y=\"{:.1}\" transform=\"rotate(-90 12 {:.1})\" text-anchor=\"middle\" fill=\"#555\">{}</text>",
-        top + ph / 2.0,
-        top + ph / 2.0,
-        esc(y_label)
-    );
-    let mut legend_y = top + 8.0;
-    let mut color_i = 0;
-    for s in series {
-        let (color, width) = if s.bold {
-            ("#1b1f24", 3.0)
-        } else {
-            color_i += 1;
-            (PALETTE[(color_i - 1) % PALETTE.len()], 1.5)
-        };
-        if s.points.is_empty() {
-            continue;
-        }
-        let pts: Vec<String> = s
-            .points
-            .iter()
-            .map(|&(x, y)| format!("{:.1},{:.1}", sx(x), sy(y)))
-            .collect();
-        let _ = write!(
-            out,
-            "<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"{width}\" points=\"{}\"><title>{}</title></polyline>",
-            pts.join(" "),
-            esc(&s.name)
-        );
-        if legend_y < h - bottom {
-            let lx = left + pw + 10.0;
-            let _ = write!(
-                out,
-                "<line x1=\"{lx:.1}\" x2=\"{:.1}\" y1=\"{:.1}\" y2=\"{:.1}\" stroke=\"{color}\" stroke-width=\"{width}\"/>",
-                lx + 16.0,
-                legend_y - 4.0,
-                legend_y - 4.0
-            );
-            svg_text(&mut out, lx + 20.0, legend_y, "start", "#1b1f24", &s.name);
-            legend_y += 14.0;
-        }
-    }
-    out.push_str("</svg>");
-    out
-}
-
-fn ltv(rows: &Rows) -> (String, String) {
+pub(super) fn ltv(rows: &Rows) -> (String, String) {
     let periods = distinct(rows, "period", |_| true);
     let mut keys: Vec<String> =
         distinct(rows, "cohort", |r| text(get(rows, r, "kind")) == "cohort");
@@ -666,7 +186,7 @@ fn ltv(rows: &Rows) -> (String, String) {
 
 // ---- lifecycle: stacked bars ----
 
-fn lifecycle(rows: &Rows) -> (String, String) {
+pub(super) fn lifecycle(rows: &Rows) -> (String, String) {
     const STATUS: [(&str, &str); 4] = [
         ("new", "#2ca02c"),
         ("returning", "#1f77b4"),
@@ -770,58 +290,8 @@ fn lifecycle(rows: &Rows) -> (String, String) {
     (out, grid_table(&head, &body))
 }
 
-// ---- horizontal bars (stages, segments) ----
-
-fn bars(items: &[(String, f64)], title: &str) -> String {
-    let max = items.iter().map(|i| i.1).fold(0.0f64, f64::max).max(1.0);
-    let (left, bar_w, bh) = (170.0, 300.0, 20.0);
-    let h = 8.0 + bh * items.len() as f64;
-    let mut out = String::new();
-    svg_open(&mut out, left + bar_w + 70.0, h, title);
-    for (i, (label, v)) in items.iter().enumerate() {
-        let y = 4.0 + bh * i as f64;
-        svg_text(
-            &mut out,
-            left - 6.0,
-            y + 14.0,
-            "end",
-            "#1b1f24",
-            &clip(label, 26),
-        );
-        let w = bar_w * v / max;
-        let _ = write!(
-            out,
-            "<rect x=\"{left}\" y=\"{y:.1}\" width=\"{w:.1}\" height=\"{:.1}\" fill=\"#1f77b4\"><title>{}</title></rect>",
-            bh - 4.0,
-            esc(&format!("{label}: {}", short(*v)))
-        );
-        svg_text(
-            &mut out,
-            left + w + 4.0,
-            y + 14.0,
-            "start",
-            "#1b1f24",
-            &short(*v),
-        );
-    }
-    out.push_str("</svg>");
-    out
-}
-
-/// At most `n` characters, with an ellipsis when cut (the full text stays in
-/// the table and the bar's tooltip).
-fn clip(s: &str, n: usize) -> String {
-    if s.chars().count() <= n {
-        s.to_string()
-    } else {
-        let mut t: String = s.chars().take(n - 1).collect();
-        t.push('…');
-        t
-    }
-}
-
 /// A segment count: the matched users as a share of all users.
-fn segment(rows: &Rows) -> (String, String) {
+pub(super) fn segment(rows: &Rows) -> (String, String) {
     let mut out = String::new();
     let (w, left, bar_w) = (520.0, 10.0, 400.0);
     svg_open(
@@ -866,7 +336,12 @@ fn segment(rows: &Rows) -> (String, String) {
     (out, table(rows))
 }
 
-fn bars_section(rows: &Rows, label: &str, value: &str, group: Option<&str>) -> (String, String) {
+pub(super) fn bars_section(
+    rows: &Rows,
+    label: &str,
+    value: &str,
+    group: Option<&str>,
+) -> (String, String) {
     let items: Vec<(String, f64)> = rows
         .rows
         .iter()
@@ -883,7 +358,7 @@ fn bars_section(rows: &Rows, label: &str, value: &str, group: Option<&str>) -> (
 
 // ---- funnel: drop-off bars per group ----
 
-fn funnel(rows: &Rows) -> (String, String) {
+pub(super) fn funnel(rows: &Rows) -> (String, String) {
     let groups = distinct(rows, "group", |_| true);
     let steps: usize = rows
         .rows
@@ -1012,7 +487,7 @@ fn duration(secs: f64) -> String {
     }
 }
 
-fn histogram(rows: &Rows) -> (String, String) {
+pub(super) fn histogram(rows: &Rows) -> (String, String) {
     let items: Vec<(String, f64)> = rows
         .rows
         .iter()
@@ -1035,7 +510,7 @@ fn histogram(rows: &Rows) -> (String, String) {
 
 // ---- KPI: metric x period ----
 
-fn kpi(rows: &Rows) -> String {
+pub(super) fn kpi(rows: &Rows) -> String {
     let periods = distinct(rows, "period", |_| true);
     let metrics = distinct(rows, "metric", |_| true);
     let mut head = vec!["metric".to_string()];
@@ -1065,7 +540,7 @@ fn kpi(rows: &Rows) -> String {
 
 // ---- RFM: score grid and segment sizes ----
 
-fn rfm(rows: &Rows, grid: Option<&Rows>) -> (String, String) {
+pub(super) fn rfm(rows: &Rows, grid: Option<&Rows>) -> (String, String) {
     let mut chart = String::new();
     let mut numbers = String::new();
     if let Some(g) = grid {
@@ -1171,48 +646,4 @@ fn rfm(rows: &Rows, grid: Option<&Rows>) -> (String, String) {
     chart.push_str(&bars(&items, "segment sizes"));
     numbers.push_str(&table(rows));
     (chart, numbers)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn escapes_markup_from_data() {
-        assert_eq!(
-            esc("<script>alert('x')</script> & \"q\""),
-            "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; &quot;q&quot;"
-        );
-    }
-
-    #[test]
-    fn data_text_never_reaches_the_page_raw() {
-        let rows = Rows {
-            columns: vec!["segment".into(), "users".into(), "share".into()],
-            rows: vec![vec![
-                "<img src=x onerror=alert(1)>".into(),
-                3.into(),
-                0.5.into(),
-            ]],
-        };
-        let html = page(
-            "t",
-            &[],
-            &[
-                Section::new("<b>seg</b>", Kind::Segment, Ok(rows)),
-                Section::new("x", Kind::Kpi, Err("<oops>".into())),
-            ],
-        );
-        assert!(!html.contains("<img"));
-        assert!(!html.contains("<b>seg"));
-        assert!(!html.contains("<oops>"));
-        assert!(html.contains("&lt;img src=x onerror=alert(1)&gt;"));
-    }
-
-    #[test]
-    fn nice_axes() {
-        assert_eq!(nice(0.0), (1.0, 0.25));
-        assert_eq!(nice(7.3), (8.0, 2.0));
-        assert_eq!(nice(96.0), (100.0, 20.0));
-    }
 }
