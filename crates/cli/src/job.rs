@@ -28,6 +28,7 @@ use serde::Deserialize;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
+use crate::cmd::abtest::{self, AbtestOptions};
 use crate::cmd::common::Scope;
 use crate::cmd::funnel::{self, FunnelOptions};
 use crate::cmd::kpi::{self, KpiOptions};
@@ -45,6 +46,7 @@ pub const KINDS: &[&str] = &[
     "lifecycle",
     "kpi",
     "funnel",
+    "abtest",
     "rfm",
     "segment",
 ];
@@ -62,6 +64,8 @@ pub enum Spec {
     Kpi(KpiOptions),
     /// `tenure funnel`.
     Funnel(FunnelOptions),
+    /// `tenure abtest` (from events).
+    Abtest(AbtestOptions),
     /// `tenure rfm`.
     Rfm(RfmOptions),
     /// `tenure segment` (the count).
@@ -85,6 +89,7 @@ impl Spec {
             "lifecycle" => Spec::Lifecycle(Deserialize::deserialize(de)?),
             "kpi" => Spec::Kpi(Deserialize::deserialize(de)?),
             "funnel" => Spec::Funnel(Deserialize::deserialize(de)?),
+            "abtest" => Spec::Abtest(Deserialize::deserialize(de)?),
             "rfm" => Spec::Rfm(Deserialize::deserialize(de)?),
             "segment" => Spec::Segment(Deserialize::deserialize(de)?),
             other => unreachable!("kind `{other}` is checked against KINDS first"),
@@ -105,6 +110,7 @@ impl Spec {
             Spec::Kpi(_) => Kind::Kpi,
             Spec::Funnel(o) if o.histogram => Kind::FunnelHistogram,
             Spec::Funnel(_) => Kind::Funnel,
+            Spec::Abtest(_) => Kind::Abtest,
             Spec::Rfm(_) => Kind::Rfm,
             Spec::Segment(_) => Kind::Segment,
         }
@@ -119,6 +125,7 @@ impl Spec {
             Spec::Lifecycle(o) => serde_json::to_value(o),
             Spec::Kpi(o) => serde_json::to_value(o),
             Spec::Funnel(o) => serde_json::to_value(o),
+            Spec::Abtest(o) => serde_json::to_value(o),
             Spec::Rfm(o) => serde_json::to_value(o),
             Spec::Segment(o) => serde_json::to_value(o),
         };
@@ -155,6 +162,7 @@ impl Spec {
                 o.validate_window().map_err(at("window"))?;
                 o.validate_mode().map_err(at("mode"))
             }
+            Spec::Abtest(o) => o.validate().map_err(|(k, e)| (k, format!("{e:#}"))),
             Spec::Rfm(o) => o.check().map_err(at("segments")),
             // The expression is checked with its own spans (see `parse`).
             Spec::Segment(_) => Ok(()),
@@ -164,6 +172,7 @@ impl Spec {
     /// Makes segment file paths relative to the job file's directory.
     fn resolve_paths(&mut self, base: &std::path::Path) {
         let files = match self {
+            Spec::Abtest(o) => &mut o.segments,
             Spec::Funnel(o) => &mut o.segments,
             Spec::Rfm(o) => &mut o.segments,
             Spec::Segment(o) => &mut o.segments,
@@ -184,6 +193,7 @@ impl Spec {
             Spec::Lifecycle(o) => lifecycle::compute_rows(scope, o).await?,
             Spec::Kpi(o) => kpi::compute_rows(scope, o).await?,
             Spec::Funnel(o) => funnel::compute_rows(scope, o).await?,
+            Spec::Abtest(o) => abtest::compute_rows(scope, o).await?,
             Spec::Segment(o) => segment::compute_rows(scope, o).await?,
             Spec::Rfm(o) => {
                 let r = segment::compute_rfm(scope, o).await?;

@@ -12,22 +12,23 @@ mod render;
 use anyhow::Context;
 use clap::Args;
 use tenure_dsl::{CompileContext, Resolver, Segment};
+use tenure_engine::Events;
 use tenure_engine::abtest::{self, ColumnSums, Exposures};
 use tenure_engine::features::FeatureSpec;
 use tenure_engine::funnel::{self, FunnelSpec, Modes};
 use tenure_engine::lifecycle::Thresholds;
 use tenure_engine::userstats::PurchaseSpec;
-use tenure_engine::{Events, OpenOptions};
 use tenure_stats::{
     ArmData, ArmSummary, Correction, Difference, MetricSummary, ReadoutConfig, Sided,
     TuningParameter,
 };
 
-use crate::cmd::common::{AnalysisArgs, parse_when};
+use crate::cmd::common::{AnalysisArgs, Scope};
 use crate::cmd::funnel::parse_step;
 use crate::cmd::segment::{catalog_of, dsl_error, library};
 use crate::exit::BadInput;
 use crate::output::{self, OutputFormat};
+use crate::report::Kind;
 pub use metric::{Metric, MetricSpec, parse_metric};
 
 /// Read an A/B test: per metric and arm, users, value, lift with its confidence
@@ -97,52 +98,12 @@ pub struct AbtestArgs {
     /// Store URL (a local directory, file://, memory://, s3://, gs://, az://).
     #[arg(long, value_name = "URL", required_unless_present = "from_summary")]
     pub data: Option<String>,
-    /// Column whose value names a user's arm.
-    #[arg(long, value_name = "COLUMN", default_value = "variant")]
-    pub by: String,
-    /// A metric: count:<event>, sum:<column>, segment:<expr> or
-    /// funnel:<a>b>c> within <duration> (repeatable).
-    #[arg(
-        long = "metric",
-        value_name = "SPEC",
-        required_unless_present = "from_summary"
-    )]
-    pub metrics: Vec<String>,
+    #[command(flatten)]
+    pub opts: AbtestOptions,
     /// Per-arm numbers (CSV or JSON) instead of events; one metric per file
     /// (repeatable; - for stdin).
     #[arg(long, value_name = "FILE", conflicts_with_all = ["data", "metrics"])]
     pub from_summary: Vec<String>,
-    /// The control arm (default: the first arm).
-    #[arg(long, value_name = "ARM")]
-    pub control: Option<String>,
-    /// Expected traffic split, one weight per arm in arm order (default: equal).
-    #[arg(long, value_name = "WEIGHTS")]
-    pub split: Option<String>,
-    /// relative (lift, the default) or absolute (treatment minus control).
-    #[arg(long, value_name = "KIND", default_value = "relative")]
-    pub difference: String,
-    /// Alternative hypothesis: two, greater or less.
-    #[arg(long, value_name = "SIDE", default_value = "two")]
-    pub sided: String,
-    /// Sequential testing (confidence sequences, valid under peeking), tuned for
-    /// N* total users (default N* 5000).
-    #[arg(long, value_name = "N*", num_args = 0..=1, default_missing_value = "5000")]
-    pub sequential: Option<f64>,
-    /// Add the Bayesian chance to win and risk (flat prior).
-    #[arg(long)]
-    pub bayesian: bool,
-    /// Multiple-testing correction across metrics and arms: none, holm or bh.
-    #[arg(long, value_name = "METHOD", default_value = "none")]
-    pub correction: String,
-    /// Significance level (the CI covers 1 - alpha).
-    #[arg(long, default_value_t = 0.05)]
-    pub alpha: f64,
-    /// Segment files defining @names for segment: metrics (repeatable).
-    #[arg(long, value_name = "FILE")]
-    pub segments: Vec<String>,
-    /// Name of the purchase event (R, F, M in segment: metrics).
-    #[arg(long, value_name = "EVENT", default_value = "purchase")]
-    pub purchase_event: String,
     /// Output format.
     #[arg(long, value_enum, default_value = "table")]
     pub format: OutputFormat,
@@ -163,16 +124,172 @@ pub struct AbtestArgs {
     pub threads: usize,
 }
 
+/// The readout asked for: the flags of `tenure abtest` that are not about
+/// where the data is, and the keys of a `kind = "abtest"` analysis in a job
+/// file (`metrics = ["count:purchase", "sum:revenue"]`).
+#[derive(Args, Debug, Clone, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AbtestOptions {
+    /// Column whose value names a user's arm.
+    #[arg(long, value_name = "COLUMN", default_value = BY)]
+    #[serde(default = "default_by")]
+    pub by: String,
+    /// A metric: count:<event>, sum:<column>, segment:<expr> or
+    /// funnel:<a>b>c> within <duration> (repeatable).
+    #[arg(
+        long = "metric",
+        value_name = "SPEC",
+        required_unless_present = "from_summary"
+    )]
+    pub metrics: Vec<String>,
+    /// The control arm (default: the first arm).
+    #[arg(long, value_name = "ARM")]
+    #[serde(default)]
+    pub control: Option<String>,
+    /// Expected traffic split, one weight per arm in arm order (default: equal).
+    #[arg(long, value_name = "WEIGHTS")]
+    #[serde(default)]
+    pub split: Option<String>,
+    /// relative (lift, the default) or absolute (treatment minus control).
+    #[arg(long, value_name = "KIND", default_value = DIFFERENCE)]
+    #[serde(default = "default_difference")]
+    pub difference: String,
+    /// Alternative hypothesis: two, greater or less.
+    #[arg(long, value_name = "SIDE", default_value = SIDED)]
+    #[serde(default = "default_sided")]
+    pub sided: String,
+    /// Sequential testing (confidence sequences, valid under peeking), tuned for
+    /// N* total users (default N* 5000).
+    #[arg(long, value_name = "N*", num_args = 0..=1, default_missing_value = "5000")]
+    #[serde(default)]
+    pub sequential: Option<f64>,
+    /// Add the Bayesian chance to win and risk (flat prior).
+    #[arg(long)]
+    #[serde(default)]
+    pub bayesian: bool,
+    /// Multiple-testing correction across metrics and arms: none, holm or bh.
+    #[arg(long, value_name = "METHOD", default_value = CORRECTION)]
+    #[serde(default = "default_correction")]
+    pub correction: String,
+    /// Significance level (the CI covers 1 - alpha).
+    #[arg(long, default_value_t = ALPHA)]
+    #[serde(default = "default_alpha")]
+    pub alpha: f64,
+    /// Segment files defining @names for segment: metrics (repeatable).
+    #[arg(long, value_name = "FILE")]
+    #[serde(default)]
+    pub segments: Vec<String>,
+    /// Name of the purchase event (R, F, M in segment: metrics).
+    #[arg(long, value_name = "EVENT", default_value = PURCHASE)]
+    #[serde(default = "default_purchase")]
+    pub purchase_event: String,
+}
+
+const BY: &str = "variant";
+const DIFFERENCE: &str = "relative";
+const SIDED: &str = "two";
+const CORRECTION: &str = "none";
+const ALPHA: f64 = 0.05;
+const PURCHASE: &str = "purchase";
+
+fn default_by() -> String {
+    BY.into()
+}
+fn default_difference() -> String {
+    DIFFERENCE.into()
+}
+fn default_sided() -> String {
+    SIDED.into()
+}
+fn default_correction() -> String {
+    CORRECTION.into()
+}
+fn default_alpha() -> f64 {
+    ALPHA
+}
+fn default_purchase() -> String {
+    PURCHASE.into()
+}
+
+impl AbtestOptions {
+    /// Checks the settings and metric specs without data; on error, names
+    /// the option at fault.
+    pub fn validate(&self) -> Result<(), (&'static str, anyhow::Error)> {
+        fn at<E: Into<anyhow::Error>>(
+            key: &'static str,
+        ) -> impl Fn(E) -> (&'static str, anyhow::Error) {
+            move |e| (key, e.into())
+        }
+        if self.metrics.is_empty() {
+            return Err((
+                "metrics",
+                BadInput(
+                    "an A/B readout needs at least one metric, e.g. metrics = [\"count:purchase\"]"
+                        .into(),
+                )
+                .into(),
+            ));
+        }
+        for m in &self.metrics {
+            parse_metric(m).map_err(at("metrics"))?;
+        }
+        tenure_stats::Alpha::new(self.alpha).map_err(at("alpha"))?;
+        self.difference
+            .parse::<Difference>()
+            .map_err(at("difference"))?;
+        self.sided.parse::<Sided>().map_err(at("sided"))?;
+        self.sequential
+            .map(TuningParameter::new)
+            .transpose()
+            .map_err(at("sequential"))?;
+        self.correction
+            .parse::<Correction>()
+            .map_err(at("correction"))?;
+        if let Some(split) = &self.split {
+            tenure_stats::parse_split(split).map_err(at("split"))?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads the test over `scope` (its range; arms and metrics from events) and
+/// returns the readout rows, as `tenure abtest --format json` prints them.
+pub async fn compute_rows(scope: &Scope, opts: &AbtestOptions) -> anyhow::Result<output::Rows> {
+    let config = readout_config(opts)?;
+    let metrics = opts
+        .metrics
+        .iter()
+        .map(|m| parse_metric(m))
+        .collect::<Result<Vec<_>, _>>()?;
+    let (summaries, exposures) = from_events(scope, opts, &metrics).await?;
+    check_arms(&summaries, &config)?;
+    let readouts = tenure_stats::readout(&summaries, &config)?;
+    Ok(render::rows(&readouts, &summaries, Some(&exposures)))
+}
+
 /// Runs `tenure abtest`.
 pub fn run(args: AbtestArgs) -> anyhow::Result<()> {
-    let config = readout_config(&args)?;
+    let config = readout_config(&args.opts)?;
     let (summaries, exposures) = if args.from_summary.is_empty() {
         let metrics = args
+            .opts
             .metrics
             .iter()
             .map(|m| parse_metric(m))
             .collect::<Result<Vec<_>, _>>()?;
-        let (summaries, exposures) = from_events(&args, &metrics)?;
+        let common = AnalysisArgs {
+            data: args.data.clone().unwrap_or_default(),
+            format: args.format,
+            out: args.out.clone(),
+            from: args.from.clone(),
+            to: args.to.clone(),
+            tz: args.tz.clone(),
+            threads: args.threads,
+        };
+        let scope = common.scope(None)?;
+        let (summaries, exposures) = common
+            .runtime()?
+            .block_on(from_events(&scope, &args.opts, &metrics))?;
         (summaries, Some(exposures))
     } else {
         (read_summaries(&args.from_summary)?, None)
@@ -183,13 +300,13 @@ pub fn run(args: AbtestArgs) -> anyhow::Result<()> {
     if let Some(out) = &args.out {
         output::write_out(&rows, out)?;
     }
-    output::print(&rows, args.format, || {
+    output::print_analysis(Kind::Abtest, &rows, None, args.format, || {
         render::table(&readouts, &summaries, exposures.as_ref())
     })
 }
 
 /// The test settings, checked before any data is read.
-fn readout_config(args: &AbtestArgs) -> anyhow::Result<ReadoutConfig> {
+fn readout_config(args: &AbtestOptions) -> anyhow::Result<ReadoutConfig> {
     Ok(ReadoutConfig {
         alpha: tenure_stats::Alpha::new(args.alpha)?,
         difference: args.difference.parse::<Difference>()?,
@@ -265,33 +382,14 @@ fn check_arms(summaries: &[MetricSummary], config: &ReadoutConfig) -> anyhow::Re
 }
 
 /// Assigns arms, then computes every metric's per-arm statistics.
-fn from_events(
-    args: &AbtestArgs,
+async fn from_events(
+    scope: &Scope,
+    args: &AbtestOptions,
     metrics: &[Metric],
 ) -> anyhow::Result<(Vec<MetricSummary>, Exposures)> {
-    let common = AnalysisArgs {
-        data: args.data.clone().unwrap_or_default(),
-        format: args.format,
-        out: args.out.clone(),
-        from: args.from.clone(),
-        to: args.to.clone(),
-        tz: args.tz.clone(),
-        threads: args.threads,
-    };
-    let rt = common.runtime()?;
-    rt.block_on(async {
-        let tz = common.tz()?;
-        let from = common
-            .from
-            .as_deref()
-            .map(|s| parse_when(s, tz, false))
-            .transpose()?;
-        let to = common
-            .to
-            .as_deref()
-            .map(|s| parse_when(s, tz, true))
-            .transpose()?;
-        let events = common.open().await?;
+    let (from, to) = (scope.from, scope.to);
+    {
+        let events = scope.open().await?;
         let (_, as_of) = events.ts_range.ok_or_else(|| events.empty_error())?;
         // Segment expressions are checked before the scans start.
         let catalog = catalog_of(Some(&events));
@@ -366,15 +464,12 @@ fn from_events(
                     let later = match to {
                         None => restricted.clone(),
                         Some(t) => {
-                            let wider = Events::open(
-                                &common.data,
-                                OpenOptions {
-                                    threads: common.threads,
+                            let wider = scope
+                                .open_range(
                                     from,
-                                    to: Some(t.saturating_add(*window_micros).saturating_add(1)),
-                                },
-                            )
-                            .await?;
+                                    Some(t.saturating_add(*window_micros).saturating_add(1)),
+                                )
+                                .await?;
                             exposures.restrict(&wider).await?
                         }
                     };
@@ -408,7 +503,7 @@ fn from_events(
             });
         }
         anyhow::Ok((out, exposures))
-    })
+    }
 }
 
 /// An event name that never occurs in range is most likely a typo: say so, with

@@ -647,3 +647,169 @@ pub(super) fn rfm(rows: &Rows, grid: Option<&Rows>) -> (String, String) {
     numbers.push_str(&table(rows));
     (chart, numbers)
 }
+
+// ---- A/B readout: lift and confidence interval per arm ----
+
+pub(super) fn abtest(rows: &Rows) -> (String, String) {
+    let metrics = distinct(rows, "metric", |_| true);
+    let relative = rows
+        .rows
+        .iter()
+        .any(|r| text(get(rows, r, "difference")) == "relative");
+    let fmt = |x: f64| {
+        if relative {
+            format!("{:+.1}%", x * 100.0)
+        } else {
+            format!("{x:+.4}")
+        }
+    };
+    let bound = rows
+        .rows
+        .iter()
+        .flat_map(|r| ["ci_lower", "ci_upper", "lift"].map(|c| num(get(rows, r, c))))
+        .flatten()
+        .map(f64::abs)
+        .fold(0.0f64, f64::max);
+    let (max, step) = nice(bound);
+    let (left, plot_w, right, rh) = (220.0, 360.0, 200.0, 24.0);
+    let lines: usize = metrics.len() + rows.len();
+    let h = 40.0 + rh * lines as f64;
+    let sx = |x: f64| left + plot_w * (x + max) / (2.0 * max);
+    let mut out = String::new();
+    svg_open(
+        &mut out,
+        left + plot_w + right,
+        h,
+        "A/B lift with confidence intervals",
+    );
+    let mut t = -max;
+    while t <= max + 1e-9 {
+        let x = sx(t);
+        let _ = write!(
+            out,
+            "<line x1=\"{x:.1}\" x2=\"{x:.1}\" y1=\"18\" y2=\"{:.1}\" stroke=\"{}\"/>",
+            h - 16.0,
+            if t.abs() < 1e-12 { "#555" } else { "#e5e8eb" }
+        );
+        svg_text(&mut out, x, h - 4.0, "middle", "#555", &fmt(t));
+        t += step;
+    }
+    svg_text(
+        &mut out,
+        left + plot_w / 2.0,
+        12.0,
+        "middle",
+        "#555",
+        if relative {
+            "relative lift vs control (CI)"
+        } else {
+            "difference vs control (CI)"
+        },
+    );
+    let mut y = 22.0;
+    for m in &metrics {
+        svg_text(&mut out, 4.0, y + 15.0, "start", "#1b1f24", &clip(m, 34));
+        y += rh;
+        for r in rows
+            .rows
+            .iter()
+            .filter(|r| text(get(rows, r, "metric")) == *m)
+        {
+            let arm = text(get(rows, r, "arm"));
+            let control = get(rows, r, "is_control") == &Value::Bool(true);
+            let label = if control {
+                format!("{arm} (control)")
+            } else {
+                arm.clone()
+            };
+            svg_text(
+                &mut out,
+                left - 8.0,
+                y + 15.0,
+                "end",
+                "#1b1f24",
+                &clip(&label, 28),
+            );
+            let lift = num(get(rows, r, "lift"));
+            let (lo, hi) = (num(get(rows, r, "ci_lower")), num(get(rows, r, "ci_upper")));
+            let significant = get(rows, r, "significant") == &Value::Bool(true);
+            let color = match (significant, lift) {
+                (true, Some(l)) if l > 0.0 => "#2ca02c",
+                (true, Some(_)) => "#d62728",
+                _ => "#1f77b4",
+            };
+            if let (Some(lo), Some(hi)) = (lo, hi) {
+                let _ = write!(
+                    out,
+                    "<line x1=\"{:.1}\" x2=\"{:.1}\" y1=\"{:.1}\" y2=\"{:.1}\" stroke=\"{color}\" stroke-width=\"3\"><title>{}</title></line>",
+                    sx(lo.max(-max)),
+                    sx(hi.min(max)),
+                    y + 11.0,
+                    y + 11.0,
+                    esc(&format!("{arm}: CI {} to {}", fmt(lo), fmt(hi)))
+                );
+            }
+            if let Some(l) = lift {
+                let _ = write!(
+                    out,
+                    "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"5\" fill=\"{color}\"/>",
+                    sx(l.clamp(-max, max)),
+                    y + 11.0
+                );
+            }
+            let note = match (lift, lo, hi) {
+                (Some(l), Some(lo), Some(hi)) => format!("{} [{}, {}]", fmt(l), fmt(lo), fmt(hi)),
+                (Some(l), _, _) => fmt(l),
+                _ if control => "baseline".to_string(),
+                _ => text(get(rows, r, "no_result")),
+            };
+            svg_text(
+                &mut out,
+                left + plot_w + 8.0,
+                y + 15.0,
+                "start",
+                "#1b1f24",
+                &note,
+            );
+            y += rh;
+        }
+    }
+    out.push_str("</svg>");
+    let head: Vec<String> = [
+        "metric",
+        "arm",
+        "users",
+        "value",
+        "lift",
+        "CI",
+        "p-value",
+        "chance to win",
+        "verdict",
+        "SRM",
+    ]
+    .map(String::from)
+    .to_vec();
+    let body: Vec<Vec<String>> = rows
+        .rows
+        .iter()
+        .map(|r| {
+            let f = |c: &str| num(get(rows, r, c));
+            vec![
+                text(get(rows, r, "metric")),
+                text(get(rows, r, "arm")),
+                text(get(rows, r, "users")),
+                f("value").map(|v| format!("{v:.4}")).unwrap_or_default(),
+                f("lift").map(fmt).unwrap_or_default(),
+                match (f("ci_lower"), f("ci_upper")) {
+                    (Some(a), Some(b)) => format!("[{}, {}]", fmt(a), fmt(b)),
+                    _ => String::new(),
+                },
+                f("p_value").map(|p| format!("{p:.4}")).unwrap_or_default(),
+                f("chance_to_win").map(pct).unwrap_or_default(),
+                text(get(rows, r, "verdict")),
+                text(get(rows, r, "srm_status")),
+            ]
+        })
+        .collect();
+    (out, grid_table(&head, &body))
+}

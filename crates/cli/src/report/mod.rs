@@ -31,6 +31,8 @@ pub enum Kind {
     Funnel,
     /// Funnel time-to-convert histogram: bars per bucket.
     FunnelHistogram,
+    /// A/B readout: lift with its confidence interval per treatment arm.
+    Abtest,
     /// RFM: the R x F score grid and the segment sizes.
     Rfm,
     /// A segment count.
@@ -46,6 +48,7 @@ impl Kind {
             Kind::Lifecycle | Kind::LifecycleStages => "lifecycle",
             Kind::Kpi => "kpi",
             Kind::Funnel | Kind::FunnelHistogram => "funnel",
+            Kind::Abtest => "abtest",
             Kind::Rfm => "rfm",
             Kind::Segment => "segment",
         }
@@ -209,6 +212,7 @@ fn section(out: &mut String, s: &Section) {
                 Kind::Funnel => charts::funnel(rows),
                 Kind::FunnelHistogram => charts::histogram(rows),
                 Kind::Rfm => charts::rfm(rows, s.extra.as_ref()),
+                Kind::Abtest => charts::abtest(rows),
                 Kind::Segment => charts::segment(rows),
             };
             out.push_str("<div class=\"pair\">");
