@@ -152,6 +152,12 @@ window = "2d"
 by = "variant"
 
 [[analysis]]
+name = "abtest"
+kind = "abtest"
+metrics = ["count:purchase", "sum:revenue", "funnel:view_item>purchase within 2d"]
+bayesian = true
+
+[[analysis]]
 name = "rfm"
 kind = "rfm"
 segments = ["{rfm}"]
@@ -193,6 +199,15 @@ fn subcommand(store: &Path, name: &str, format: &str) -> String {
             "2d",
             "--by",
             "variant",
+        ]),
+        "abtest" => c.arg("abtest").args(RANGE).args([
+            "--metric",
+            "count:purchase",
+            "--metric",
+            "sum:revenue",
+            "--metric",
+            "funnel:view_item>purchase within 2d",
+            "--bayesian",
         ]),
         "rfm" => c
             .arg("rfm")
@@ -236,7 +251,7 @@ fn job_outputs_match_the_subcommands_and_reruns_replace_them() {
     let run = run_ok(tenure().arg("run").arg(&job));
     let summary = String::from_utf8(run.stdout).unwrap();
     assert!(
-        summary.starts_with("job e2e: 9 analyses, 9 ok, 0 failed, 27 files written"),
+        summary.starts_with("job e2e: 10 analyses, 10 ok, 0 failed, 30 files written"),
         "{summary}"
     );
 
@@ -248,6 +263,7 @@ fn job_outputs_match_the_subcommands_and_reruns_replace_them() {
         "lifecycle",
         "stages",
         "funnel",
+        "abtest",
         "rfm",
         "repeat",
     ];
@@ -508,6 +524,12 @@ steps = ["view_item", "add_to_cart", "checkout", "purchase"]
 by = "country"
 
 [[analysis]]
+name = "ab"
+kind = "abtest"
+metrics = ["count:purchase", "sum:revenue"]
+bayesian = true
+
+[[analysis]]
 name = "rfm"
 kind = "rfm"
 segments = ["{}"]
@@ -598,9 +620,9 @@ expr = 'plan = "<b>pro</b>"'
         .output()
         .unwrap();
     let dom = String::from_utf8_lossy(&dom.stdout);
-    assert_eq!(dom.matches("<section").count(), 11, "{dom}");
-    assert!(dom.matches("<svg").count() >= 10, "charts rendered");
-    assert!(dom.matches("<table").count() >= 11, "numbers rendered");
+    assert_eq!(dom.matches("<section").count(), 12, "{dom}");
+    assert!(dom.matches("<svg").count() >= 11, "charts rendered");
+    assert!(dom.matches("<table").count() >= 12, "numbers rendered");
     assert!(!dom.contains("<img"), "data became markup");
     assert!(dom.contains("failed: "), "the failed analysis is shown");
 }
