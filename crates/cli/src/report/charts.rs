@@ -691,7 +691,14 @@ pub(super) fn abtest(rows: &Rows) -> (String, String) {
             h - 16.0,
             if t.abs() < 1e-12 { "#555" } else { "#e5e8eb" }
         );
-        svg_text(&mut out, x, h - 4.0, "middle", "#555", &fmt(t));
+        let tick = if t.abs() < 1e-12 {
+            "0".to_string()
+        } else if relative && step >= 0.01 {
+            format!("{:+.0}%", t * 100.0)
+        } else {
+            fmt(t)
+        };
+        svg_text(&mut out, x, h - 4.0, "middle", "#555", &tick);
         t += step;
     }
     svg_text(
