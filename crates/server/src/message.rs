@@ -186,7 +186,9 @@ fn check<'a>(
     let mut raw = parse_event(text, cx.names)?;
     // `sentAt` is envelope, which the event decoder skips; look for it only when
     // the text mentions it, so most messages are parsed once.
-    let sent_at = if text.contains("\"sentAt\"") {
+    static SENT_AT: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new("\"sentAt\""));
+    let sent_at = if SENT_AT.find(text.as_bytes()).is_some() {
         let s: SentAtOnly<'_> =
             serde_json::from_str(text).map_err(|e| format!("malformed JSON: {e}"))?;
         s.sent_at
