@@ -163,8 +163,9 @@ impl Wal {
         if st.queue_bytes >= self.limits.max_queue_bytes {
             return Err(Refused::QueueFull);
         }
-        let mut hashes = Vec::new();
+        let mut hashes = Vec::with_capacity(events.len());
         let mut keep: Option<Vec<bool>> = None;
+        st.dedup.warm(events.iter().filter_map(|e| e.dedup));
         for (i, ev) in events.iter().enumerate() {
             if let Some(h) = ev.dedup {
                 if st.dedup.insert_if_new(h, now_secs) {
