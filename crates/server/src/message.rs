@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use tenure_ingest::decode::{Scalar, json::parse_event};
 use tenure_ingest::timestamp;
-use tenure_ingest::validate::{PropertyNames, TimeBounds, validate};
+use tenure_ingest::validate::{PropertyNames, TimeBounds, check as check_event};
 use tenure_schema::DeclaredProperty;
 
 /// The tracking-API endpoints.
@@ -220,7 +220,7 @@ fn check<'a>(
         .map(|id| xxhash_rust::xxh3::xxh3_64(id.as_bytes()));
     let id = client_id.unwrap_or_else(|| Cow::Owned(uuid::Uuid::now_v7().hyphenated().to_string()));
     raw.event_id = Some(Scalar::Str(id.clone()));
-    validate(&raw, cx.declared, cx.bounds)?;
+    check_event(&raw, cx.declared, cx.bounds)?;
     Ok(Accepted {
         ts,
         id,
