@@ -11,8 +11,8 @@
 # The machine's two cores may be shared: each run reports `others_cores`, the
 # CPU that processes other than the server and the load generator used during
 # the run (0 = a quiet machine, 2 = both cores busy elsewhere). With
-# TENURE_WAIT_IDLE=1 each run first waits (up to 20 minutes) for a 3-second
-# stretch with the CPUs at least 90% idle.
+# TENURE_WAIT_IDLE=MINUTES each run first waits, up to that long, for a
+# 3-second stretch with the CPUs at least 90% idle.
 #
 # Overload (memory must stay bounded; the excess gets 429/503):
 #   benches/serve_load.sh 3 30 -- --max-inflight 64 --max-wal-bytes 268435456 \
@@ -54,7 +54,7 @@ hz=$(getconf CLK_TCK)
 
 for r in $(seq 1 "$runs"); do
   if [ -n "${TENURE_WAIT_IDLE:-}" ]; then
-    for _ in $(seq 1 400); do [ "$(idle_pct)" -ge 90 ] && break; done
+    for _ in $(seq 1 $((TENURE_WAIT_IDLE * 20))); do [ "$(idle_pct)" -ge 90 ] && break; done
   fi
   rm -rf "$work/store" "$work/wal"
   "$bin/tenure-server" --to "$work/store" --wal "$work/wal" --write-key load \

@@ -196,11 +196,18 @@ async fn run(args: Args) {
     let counts = Arc::new(Counts::default());
     let next = Arc::new(AtomicUsize::new(0));
     let stop = Arc::new(AtomicBool::new(false));
+    // One client: each task holds one of its pooled connections at a time.
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .pool_max_idle_per_host(args.clients)
+        .build()
+        .unwrap();
     let started = Instant::now();
     let deadline = started + Duration::from_secs_f64(args.seconds);
     let mut tasks = Vec::new();
     for _ in 0..args.clients {
-        let (url, auth, next, stop, counts, run_id) = (
+        let (c, url, auth, next, stop, counts, run_id) = (
+            client.clone(),
             url.clone(),
             auth.clone(),
             next.clone(),
@@ -215,11 +222,6 @@ async fn run(args: Args) {
             Duration::from_millis(args.backoff_ms),
         );
         tasks.push(tokio::spawn(async move {
-            let c = reqwest::Client::builder()
-                .timeout(Duration::from_secs(30))
-                .pool_max_idle_per_host(1)
-                .build()
-                .unwrap();
             let mut lat = Vec::with_capacity(4096);
             let mut body = String::with_capacity(per_batch * 260 + 64);
             loop {
