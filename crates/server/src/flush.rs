@@ -9,6 +9,7 @@
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
+use std::io::{Seek, SeekFrom};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::mpsc::{self, RecvTimeoutError, TryRecvError};
@@ -22,12 +23,16 @@ use crate::dedup::DedupFiles;
 use crate::message::kind_name;
 use crate::metrics::Metrics;
 use crate::wal::Wal;
-use crate::wal::record::{SEGMENT_HEADER, events, read_records};
+use crate::wal::record::{RecordChunks, SEGMENT_HEADER, events};
 use crate::wal::segment::{Segment, sync_dir};
 
 /// Failed commits are retried this many times once the server is stopping;
 /// after that the segments stay in the WAL for the next start.
 const RETRIES_AT_SHUTDOWN: u32 = 3;
+
+/// A commit reads its segments this many bytes at a time: the memory a commit
+/// takes for WAL data, whatever the segment size.
+const READ_CHUNK: usize = 4 << 20;
 
 pub(crate) struct Flusher {
     pub store: Store,
@@ -121,45 +126,49 @@ impl Flusher {
         let mut ids = Vec::new();
         let mut skipped = 0u64;
         for seg in group {
-            let data = std::fs::read(&seg.path)
-                .map_err(|e| format!("cannot read {}: {e}", seg.path.display()))?;
-            let body = data.get(SEGMENT_HEADER..).unwrap_or_default();
-            let (records, _) = read_records(body, self.max_record);
+            let cannot_read =
+                |e: std::io::Error| format!("cannot read {}: {e}", seg.path.display());
+            let mut file = std::fs::File::open(&seg.path).map_err(cannot_read)?;
+            file.seek(SeekFrom::Start(SEGMENT_HEADER as u64))
+                .map_err(cannot_read)?;
+            let mut chunks = RecordChunks::new(file, READ_CHUNK, self.max_record);
             let hash = seg.source_hash();
             let known = ingest.has_source(&hash);
             let name = seg.source_name();
             let mut rows = 0u64;
-            for rec in records.iter().filter(|r| r.seq <= seg.last_seq) {
-                for ev in events(rec.payload).map_err(|e| format!("{name}: {e}"))? {
-                    if !ev.generated {
-                        ids.push(xxhash_rust::xxh3::xxh3_64(ev.id.as_bytes()));
-                    }
-                    if known {
-                        continue;
-                    }
-                    // Checked when received; a failure here means the store's
-                    // declared properties changed under a running server.
-                    let mut raw = match parse_event(ev.json, &names) {
-                        Ok(r) => r,
-                        Err(reason) => {
-                            eprintln!("tenure-server: {name} seq {}: {reason}", rec.seq);
-                            skipped += 1;
+            while let Some(records) = chunks.next_records().map_err(cannot_read)? {
+                for rec in records.iter().filter(|r| r.seq <= seg.last_seq) {
+                    for ev in events(rec.payload).map_err(|e| format!("{name}: {e}"))? {
+                        if !ev.generated {
+                            ids.push(xxhash_rust::xxh3::xxh3_64(ev.id.as_bytes()));
+                        }
+                        if known {
                             continue;
                         }
-                    };
-                    raw.ts = Some(Scalar::Micros(ev.ts));
-                    raw.event_id = Some(Scalar::Str(Cow::Borrowed(ev.id)));
-                    if let Some(k) = kind_name(ev.kind) {
-                        raw.kind = Some(Scalar::Str(Cow::Borrowed(k)));
+                        // Checked when received; a failure here means the store's
+                        // declared properties changed under a running server.
+                        let mut raw = match parse_event(ev.json, &names) {
+                            Ok(r) => r,
+                            Err(reason) => {
+                                eprintln!("tenure-server: {name} seq {}: {reason}", rec.seq);
+                                skipped += 1;
+                                continue;
+                            }
+                        };
+                        raw.ts = Some(Scalar::Micros(ev.ts));
+                        raw.event_id = Some(Scalar::Str(Cow::Borrowed(ev.id)));
+                        if let Some(k) = kind_name(ev.kind) {
+                            raw.kind = Some(Scalar::Str(Cow::Borrowed(k)));
+                        }
+                        ingest.push(
+                            &raw,
+                            Location {
+                                input: &name,
+                                line: rec.seq,
+                            },
+                        );
+                        rows += 1;
                     }
-                    ingest.push(
-                        &raw,
-                        Location {
-                            input: &name,
-                            line: rec.seq,
-                        },
-                    );
-                    rows += 1;
                 }
             }
             if !known {

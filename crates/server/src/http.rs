@@ -66,17 +66,13 @@ fn health(app: &App) -> Resp {
 }
 
 async fn track(app: &App, ep: Endpoint, req: Request<Incoming>, started: Instant) -> Resp {
-    if !authorized(&app.keys, req.headers()) {
-        let mut r = error(
-            StatusCode::UNAUTHORIZED,
-            "missing or unknown write key (send it as the HTTP Basic user name)",
-        );
-        r.headers_mut().insert(
-            http::header::WWW_AUTHENTICATE,
-            http::HeaderValue::from_static("Basic realm=\"tenure\""),
-        );
-        return r;
-    }
+    // An HTTP Basic key decides at once; without one the key may be the body's
+    // `writeKey` (Segment's libraries send both), checked once the body is read.
+    let header_key = match basic_key(req.headers()) {
+        Some(k) if known(&app.keys, &k) => true,
+        Some(_) => return unauthorized(),
+        None => false,
+    };
     // Bound the memory held by bodies: beyond this many requests in progress,
     // push back before reading another body.
     let Ok(_permit) = app.inflight.clone().try_acquire_owned() else {
@@ -135,6 +131,9 @@ async fn track(app: &App, ep: Endpoint, req: Request<Incoming>, started: Instant
     let Ok(text) = std::str::from_utf8(&body) else {
         return error(StatusCode::BAD_REQUEST, "the body is not UTF-8 JSON");
     };
+    if !header_key && !body_key(text).is_some_and(|k| known(&app.keys, k.as_bytes())) {
+        return unauthorized();
+    }
     let received_at = chrono::Utc::now();
     let cx = Context {
         names: &app.names,
@@ -211,9 +210,9 @@ async fn track(app: &App, ep: Endpoint, req: Request<Incoming>, started: Instant
     json(StatusCode::BAD_REQUEST, body.to_string())
 }
 
-/// The write key: the user name of HTTP Basic authentication (Segment sends
-/// `base64("<key>:")`).
-fn write_key(headers: &HeaderMap) -> Option<Vec<u8>> {
+/// The write key of HTTP Basic authentication, its user name (Segment sends
+/// `base64("<key>:")`). None without a Basic `Authorization` header.
+fn basic_key(headers: &HeaderMap) -> Option<Vec<u8>> {
     let v = headers.get(AUTHORIZATION)?.to_str().ok()?;
     let (scheme, rest) = v.trim().split_once(' ')?;
     if !scheme.eq_ignore_ascii_case("basic") {
@@ -226,16 +225,37 @@ fn write_key(headers: &HeaderMap) -> Option<Vec<u8>> {
     Some(user.to_vec())
 }
 
-fn authorized(keys: &[Vec<u8>], headers: &HeaderMap) -> bool {
-    let Some(given) = write_key(headers) else {
-        return false;
-    };
-    // Compare against every key, in time independent of where they differ.
+/// The `writeKey` member of a request body (a batch envelope or a single
+/// message), which Segment's libraries send besides the Basic header.
+fn body_key(text: &str) -> Option<std::borrow::Cow<'_, str>> {
+    #[derive(serde::Deserialize)]
+    struct KeyOnly<'a> {
+        #[serde(rename = "writeKey", borrow, default)]
+        write_key: Option<std::borrow::Cow<'a, str>>,
+    }
+    serde_json::from_str::<KeyOnly<'_>>(text).ok()?.write_key
+}
+
+/// Is `given` one of the keys? Compares against every key, in time independent
+/// of where they differ.
+fn known(keys: &[Vec<u8>], given: &[u8]) -> bool {
     keys.iter().fold(false, |found, k| {
         let same = k.len() == given.len()
-            && k.iter().zip(&given).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0;
+            && k.iter().zip(given).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0;
         found | same
     })
+}
+
+fn unauthorized() -> Resp {
+    let mut r = error(
+        StatusCode::UNAUTHORIZED,
+        "missing or unknown write key (send it as the HTTP Basic user name, or as `writeKey` in the body)",
+    );
+    r.headers_mut().insert(
+        http::header::WWW_AUTHENTICATE,
+        http::HeaderValue::from_static("Basic realm=\"tenure\""),
+    );
+    r
 }
 
 enum Gunzip {
@@ -265,10 +285,18 @@ fn json(status: StatusCode, body: String) -> Resp {
         .expect("static response parts")
 }
 
+/// An error answer. `code` and `message` are the members Segment's libraries
+/// read from an error (they log `[Segment] code: message (status)`).
 fn error(status: StatusCode, message: &str) -> Resp {
+    let code = status
+        .canonical_reason()
+        .unwrap_or("error")
+        .to_ascii_lowercase()
+        .replace(' ', "_");
     json(
         status,
-        serde_json::json!({"success": false, "error": message}).to_string(),
+        serde_json::json!({"success": false, "error": message, "code": code, "message": message})
+            .to_string(),
     )
 }
 
@@ -299,6 +327,10 @@ mod tests {
         h
     }
 
+    fn authorized(keys: &[Vec<u8>], h: &HeaderMap) -> bool {
+        basic_key(h).is_some_and(|k| known(keys, &k))
+    }
+
     #[test]
     fn write_key_from_basic_auth() {
         let keys = vec![b"k1".to_vec(), b"other".to_vec()];
@@ -310,12 +342,27 @@ mod tests {
         ));
         assert!(!authorized(&keys, &basic(&format!("Basic {}", enc("k2:")))));
         assert!(!authorized(&keys, &basic(&format!("Basic {}", enc("k:")))));
-        assert!(!authorized(
-            &keys,
-            &basic(&format!("Bearer {}", enc("k1:")))
-        ));
+        // Not Basic: no key from the header (the body's writeKey may still do).
+        assert!(basic_key(&basic(&format!("Bearer {}", enc("k1:")))).is_none());
         assert!(!authorized(&keys, &basic("Basic !!!")));
-        assert!(!authorized(&keys, &HeaderMap::new()));
+        assert!(basic_key(&HeaderMap::new()).is_none());
+    }
+
+    #[test]
+    fn write_key_from_the_body() {
+        assert_eq!(
+            body_key(r#"{"batch":[{"writeKey":"inner"}],"writeKey":"k1","sentAt":"x"}"#).as_deref(),
+            Some("k1")
+        );
+        assert_eq!(
+            body_key(r#"{"userId":"u","writeKey":"k\u0031"}"#).as_deref(),
+            Some("k1")
+        );
+        assert_eq!(body_key(r#"{"batch":[]}"#), None);
+        assert_eq!(body_key(r#"{"writeKey":7}"#), None);
+        assert_eq!(body_key("{not json"), None);
+        assert!(known(&[b"k1".to_vec()], b"k1"));
+        assert!(!known(&[b"k1".to_vec()], b"k"));
     }
 
     #[test]

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use tenure_ingest::decode::{Scalar, json::parse_event};
 use tenure_ingest::timestamp;
-use tenure_ingest::validate::{PropertyNames, TimeBounds, validate};
+use tenure_ingest::validate::{PropertyNames, TimeBounds, check as check_event};
 use tenure_schema::DeclaredProperty;
 
 /// The tracking-API endpoints.
@@ -186,7 +186,9 @@ fn check<'a>(
     let mut raw = parse_event(text, cx.names)?;
     // `sentAt` is envelope, which the event decoder skips; look for it only when
     // the text mentions it, so most messages are parsed once.
-    let sent_at = if text.contains("\"sentAt\"") {
+    static SENT_AT: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new("\"sentAt\""));
+    let sent_at = if SENT_AT.find(text.as_bytes()).is_some() {
         let s: SentAtOnly<'_> =
             serde_json::from_str(text).map_err(|e| format!("malformed JSON: {e}"))?;
         s.sent_at
@@ -218,7 +220,7 @@ fn check<'a>(
         .map(|id| xxhash_rust::xxh3::xxh3_64(id.as_bytes()));
     let id = client_id.unwrap_or_else(|| Cow::Owned(uuid::Uuid::now_v7().hyphenated().to_string()));
     raw.event_id = Some(Scalar::Str(id.clone()));
-    validate(&raw, cx.declared, cx.bounds)?;
+    check_event(&raw, cx.declared, cx.bounds)?;
     Ok(Accepted {
         ts,
         id,

@@ -133,6 +133,57 @@ async fn wrong_or_missing_write_key_is_401_and_stores_nothing() {
     assert!(stored_async(&dir.path().join("store")).await.is_empty());
 }
 
+/// Segment's libraries also send the key as `writeKey` in the body; without a
+/// Basic header that key decides. A wrong Basic key is not rescued by the body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_key_in_the_body() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Running::start(config(dir.path())).await;
+    let c = client();
+    let send = |body: String, auth: Option<String>| {
+        let mut r = c.post(srv.url("/v1/batch")).body(body);
+        if let Some(a) = auth {
+            r = r.header("authorization", a);
+        }
+        async move { r.send().await.unwrap() }
+    };
+    let with_key = |id: &str, key: &str| {
+        serde_json::json!({"batch": [track(id, "u", "e", TS)], "writeKey": key}).to_string()
+    };
+    assert_eq!(send(with_key("b1", KEY), None).await.status(), 200);
+    let r = send(with_key("b2", "wrong"), None).await;
+    assert_eq!(r.status(), 401);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["code"], "unauthorized");
+    assert!(body["message"].as_str().unwrap().contains("writeKey"));
+    assert_eq!(
+        send(with_key("b3", KEY), Some(basic("wrong")))
+            .await
+            .status(),
+        401
+    );
+    // A single-message endpoint: the key is a member of the message.
+    let r = c
+        .post(srv.url("/v1/track"))
+        .body(
+            serde_json::json!({"userId": "u", "event": "e", "messageId": "b4",
+                "timestamp": TS, "writeKey": KEY})
+            .to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    srv.stop().await.unwrap();
+    let mut ids: Vec<_> = stored_async(&dir.path().join("store"))
+        .await
+        .into_iter()
+        .map(|r| r.event_id)
+        .collect();
+    ids.sort();
+    assert_eq!(ids, ["b1", "b4"]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_bodies_and_messages_are_413() {
     let dir = tempfile::tempdir().unwrap();

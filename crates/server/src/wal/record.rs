@@ -20,6 +20,8 @@
 //! The checksum covers the length and the sequence number too, so a torn write
 //! that leaves a plausible length is still caught.
 
+use std::io::Read;
+
 use xxhash_rust::xxh3::Xxh3;
 
 use crate::message::Accepted;
@@ -127,6 +129,88 @@ pub(crate) fn read_records(body: &[u8], max_len: usize) -> (Vec<Record<'_>>, Tai
         pos += RECORD_HEADER + len;
     }
     (out, Tail::Clean)
+}
+
+/// Reads a segment body's records a chunk at a time, so that committing a
+/// segment holds about `chunk` bytes of it in memory rather than the whole file
+/// (and touches no fresh pages for it after the first chunk). Stops, like
+/// [`read_records`], at the first incomplete or corrupt record.
+pub(crate) struct RecordChunks<R> {
+    inner: R,
+    buf: Vec<u8>,
+    /// Bytes at the front of `buf` already handed out.
+    consumed: usize,
+    chunk: usize,
+    max_len: usize,
+    last_seq: Option<u64>,
+    eof: bool,
+    done: bool,
+}
+
+impl<R: Read> RecordChunks<R> {
+    pub(crate) fn new(inner: R, chunk: usize, max_len: usize) -> Self {
+        Self {
+            inner,
+            buf: Vec::with_capacity(chunk),
+            consumed: 0,
+            chunk,
+            max_len,
+            last_seq: None,
+            eof: false,
+            done: false,
+        }
+    }
+
+    /// The next run of whole, intact records; `None` once there are no more.
+    pub(crate) fn next_records(&mut self) -> std::io::Result<Option<Vec<Record<'_>>>> {
+        if self.done {
+            return Ok(None);
+        }
+        // What is left of the previous chunk is less than one record.
+        self.buf.drain(..self.consumed);
+        self.consumed = 0;
+        loop {
+            if !self.eof {
+                let want = self
+                    .chunk
+                    .saturating_sub(self.buf.len())
+                    .max(self.chunk / 4)
+                    .max(1);
+                // Appends without zeroing the buffer first.
+                let n = (&mut self.inner)
+                    .take(want as u64)
+                    .read_to_end(&mut self.buf)?;
+                self.eof = n == 0;
+            }
+            let rest = &self.buf[..];
+            // Is the first record whole? If not, and the file goes on, read more.
+            let whole = rest.len() >= RECORD_HEADER && {
+                let len = u32::from_le_bytes(rest[0..4].try_into().expect("4 bytes")) as usize;
+                len > self.max_len || rest.len() >= RECORD_HEADER + len
+            };
+            if !whole && !self.eof {
+                continue;
+            }
+            let (mut records, tail) = read_records(&self.buf, self.max_len);
+            if let (Some(last), Some(first)) = (self.last_seq, records.first())
+                && first.seq <= last
+            {
+                records.clear();
+            }
+            if records.is_empty() {
+                self.done = true;
+                return Ok(None);
+            }
+            match tail {
+                Tail::Clean => self.consumed = self.buf.len(),
+                // The cut record may be whole once more is read; a corrupt one
+                // stops the next call.
+                Tail::Torn { offset, .. } => self.consumed = offset,
+            }
+            self.last_seq = records.last().map(|r| r.seq);
+            return Ok(Some(records));
+        }
+    }
 }
 
 /// One event of a record payload.
@@ -252,5 +336,46 @@ mod tests {
         let (recs, tail) = read_records(&body, 1 << 20);
         assert_eq!(recs.len(), 1);
         assert!(matches!(tail, Tail::Torn { reason, .. } if reason.contains("sequence")));
+    }
+
+    fn chunked(body: &[u8], chunk: usize) -> Vec<u64> {
+        let mut r = RecordChunks::new(body, chunk, 1 << 20);
+        let mut seqs = Vec::new();
+        while let Some(recs) = r.next_records().unwrap() {
+            seqs.extend(recs.iter().map(|r| r.seq));
+        }
+        seqs
+    }
+
+    #[test]
+    fn chunked_reading_matches_whole_reading() {
+        let mut body = Vec::new();
+        for seq in 1..=40u64 {
+            let jsons: Vec<String> = (0..seq % 7)
+                .map(|i| format!("{{\"n\":{i},\"pad\":\"{}\"}}", "x".repeat(i as usize * 13)))
+                .collect();
+            let refs: Vec<&str> = jsons.iter().map(String::as_str).collect();
+            body.extend(record(seq, &refs));
+        }
+        let all: Vec<u64> = (1..=40).collect();
+        // Chunks smaller than a record, about one record, and the whole body.
+        for chunk in [1, 7, 64, 300, body.len()] {
+            assert_eq!(chunked(&body, chunk), all, "chunk {chunk}");
+            // A torn tail is left out wherever the chunks fall.
+            let cut = body.len() - 5;
+            assert_eq!(chunked(&body[..cut], chunk), all[..39], "chunk {chunk}");
+        }
+        // A corrupt record stops reading, as with whole reading.
+        let (recs, _) = read_records(&body, 1 << 20);
+        let at = recs[..20]
+            .iter()
+            .map(|r| r.payload.len() + RECORD_HEADER)
+            .sum::<usize>()
+            + 14;
+        let mut bad = body.clone();
+        bad[at] ^= 1;
+        for chunk in [1, 64, body.len()] {
+            assert_eq!(chunked(&bad, chunk), all[..20], "chunk {chunk}");
+        }
     }
 }
