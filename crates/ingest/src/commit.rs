@@ -4,11 +4,10 @@
 use std::sync::Arc;
 
 use arrow_array::{Array, RecordBatch, UInt32Array};
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use tenure_schema::{FileEntry, Snapshot, StoreLayout, columns};
 
 use crate::io::Io;
-use crate::parquet_out::{encode, sort_batch, to_stored, writer_properties};
+use crate::parquet_out::{decode_stored, encode, sort_batch, writer_properties};
 use crate::session::{Ingest, Summary};
 use crate::users::{decode_segment, encode_segment};
 use crate::{IngestError, manifest};
@@ -182,10 +181,7 @@ impl Ingest {
         let mut out = Vec::with_capacity(files.len());
         for mut f in files {
             let data = self.io.get(&f.staged)?;
-            let batches = ParquetRecordBatchReaderBuilder::try_new(data)?
-                .build()?
-                .map(|b| to_stored(&b?))
-                .collect::<Result<Vec<_>, _>>()?;
+            let batches = decode_stored(data)?;
             let stored = tenure_schema::stored_schema(&self.declared);
             let batch = arrow_select::concat::concat_batches(&stored, &batches)?;
             let batch = remap_keys(&batch, first, &remap)?;

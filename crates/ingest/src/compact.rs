@@ -5,12 +5,11 @@
 use std::collections::{BTreeMap, HashSet};
 
 use arrow_array::RecordBatch;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use tenure_schema::{FileEntry, IngestConfig, StoreLayout, event_schema, stored_schema};
 
 use crate::commit::{fault_point, publish};
 use crate::io::Io;
-use crate::parquet_out::{encode, sort_batch, to_stored, ts_range, writer_properties};
+use crate::parquet_out::{decode_stored, encode, sort_batch, ts_range, writer_properties};
 use crate::{IngestError, Store, manifest, recover};
 
 /// What compaction did.
@@ -67,11 +66,7 @@ pub fn compact(
         let mut batches: Vec<RecordBatch> = Vec::new();
         for f in files {
             let data = io.get(&f.path)?;
-            for b in ParquetRecordBatchReaderBuilder::try_new(data)?.build()? {
-                // Files written before event/variant were stored as
-                // dictionaries come back as strings: one type for all.
-                batches.push(to_stored(&b?)?);
-            }
+            batches.extend(decode_stored(data)?);
         }
         let merged = arrow_select::concat::concat_batches(&stored, &batches)?;
         drop(batches);

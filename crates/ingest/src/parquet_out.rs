@@ -111,6 +111,16 @@ pub fn to_stored(batch: &RecordBatch) -> Result<RecordBatch, IngestError> {
     )?)
 }
 
+/// Reads an events file back as batches of the stored schema. Files written
+/// before `event`/`variant` were stored as dictionaries come back as strings;
+/// they are cast so every file reads as one type.
+pub fn decode_stored(data: bytes::Bytes) -> Result<Vec<RecordBatch>, IngestError> {
+    parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(data)?
+        .build()?
+        .map(|b| to_stored(&b?))
+        .collect()
+}
+
 /// Encodes a sorted batch as one Parquet file in memory. Files are bounded by
 /// `file_rows`, so a single PUT of the finished bytes is both simple and atomic:
 /// no multipart upload can be left half-done by a crash.

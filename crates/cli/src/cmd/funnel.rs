@@ -243,8 +243,14 @@ pub fn parse_window(s: &str) -> anyhow::Result<i64> {
         .ok_or_else(|| BadInput(format!("window `{s}` is too long")).into())
 }
 
-/// Splits on commas outside quotes and parentheses.
+/// Splits funnel steps on commas outside quotes and parentheses.
 pub fn split_steps(s: &str) -> Vec<String> {
+    split_outside(s, ',')
+}
+
+/// Splits on `sep` outside quotes and parentheses (so a step's condition may
+/// hold the separator: `purchase where (revenue > 100)`), trimming each part.
+pub fn split_outside(s: &str, sep: char) -> Vec<String> {
     let mut out = Vec::new();
     let mut cur = String::new();
     let (mut depth, mut quote) = (0i32, None::<char>);
@@ -255,7 +261,7 @@ pub fn split_steps(s: &str) -> Vec<String> {
             (None, '\'' | '"') => quote = Some(c),
             (None, '(') => depth += 1,
             (None, ')') => depth -= 1,
-            (None, ',') if depth == 0 => {
+            (None, c) if c == sep && depth == 0 => {
                 out.push(std::mem::take(&mut cur));
                 continue;
             }

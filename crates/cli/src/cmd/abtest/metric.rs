@@ -132,7 +132,8 @@ fn parse_funnel(text: &str, rest: &str) -> Result<MetricSpec, BadInput> {
             format!("{e} (a whole number of seconds, minutes, hours, days or weeks)"),
         )
     })?;
-    let steps = split_steps(&rest[..at]);
+    // `>` may appear inside a parenthesised step condition.
+    let steps = crate::cmd::funnel::split_outside(&rest[..at], '>');
     if let Some(i) = steps.iter().position(String::is_empty) {
         return Err(bad(
             text,
@@ -163,31 +164,6 @@ fn parse_funnel(text: &str, rest: &str) -> Result<MetricSpec, BadInput> {
         steps,
         window_micros,
     })
-}
-
-/// Splits funnel steps on `>` outside quotes and parentheses, so a step's
-/// condition can compare: `purchase where (revenue > 100)`.
-fn split_steps(s: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    let (mut depth, mut quote) = (0i32, None::<char>);
-    for c in s.chars() {
-        match (quote, c) {
-            (Some(q), _) if c == q => quote = None,
-            (Some(_), _) => {}
-            (None, '\'' | '"') => quote = Some(c),
-            (None, '(') => depth += 1,
-            (None, ')') => depth -= 1,
-            (None, '>') if depth == 0 => {
-                out.push(std::mem::take(&mut cur).trim().to_string());
-                continue;
-            }
-            _ => {}
-        }
-        cur.push(c);
-    }
-    out.push(cur.trim().to_string());
-    out
 }
 
 #[cfg(test)]
