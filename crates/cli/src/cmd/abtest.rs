@@ -534,7 +534,7 @@ async fn check_event_exists(events: &Events, event: &str) -> anyhow::Result<()> 
     names.sort();
     let hint = names
         .iter()
-        .map(|n| (metric::distance(n, event), n))
+        .map(|n| (strsim::levenshtein(n, event), n))
         .filter(|(d, _)| *d <= 2)
         .min()
         .map(|(_, n)| format!("did you mean `{n}`? "))

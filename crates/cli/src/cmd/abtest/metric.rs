@@ -50,22 +50,6 @@ fn bad(text: &str, problem: impl std::fmt::Display) -> BadInput {
     BadInput(format!("--metric `{text}`: {problem}"))
 }
 
-/// Levenshtein distance, for "did you mean" hints on metric kinds.
-pub(super) fn distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut prev = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let cur = row[j + 1];
-            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
-            prev = cur;
-        }
-    }
-    row[b.len()]
-}
-
 /// Parses one `--metric` value.
 pub fn parse_metric(text: &str) -> Result<Metric, BadInput> {
     let Some((kind, rest)) = text.split_once(':') else {
@@ -100,7 +84,7 @@ pub fn parse_metric(text: &str) -> Result<Metric, BadInput> {
         _ => {
             let hint = KINDS
                 .iter()
-                .map(|k| (distance(&kind_lower, k), *k))
+                .map(|k| (strsim::levenshtein(&kind_lower, k), *k))
                 .filter(|(d, _)| *d <= 2)
                 .min()
                 .map(|(_, k)| format!("; did you mean `{k}:`?"))
