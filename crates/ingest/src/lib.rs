@@ -22,6 +22,7 @@ pub mod generator;
 pub mod generator_write;
 pub mod io;
 pub mod manifest;
+mod parallel;
 mod parquet_out;
 pub mod recover;
 mod session;

@@ -1,7 +1,8 @@
 //! Writing event files: one tested `WriterProperties` factory, sorting, encoding.
 
-use arrow_array::{Array, RecordBatch, TimestampMicrosecondArray};
-use arrow_ord::sort::{SortColumn, lexsort_to_indices};
+use arrow_array::cast::AsArray;
+use arrow_array::types::{TimestampMicrosecondType, UInt32Type};
+use arrow_array::{Array, RecordBatch, TimestampMicrosecondArray, UInt32Array};
 use arrow_schema::Schema;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, Encoding, ZstdLevel};
@@ -52,23 +53,49 @@ pub fn writer_properties(cfg: &IngestConfig, schema: &Schema) -> WriterPropertie
 
 /// Sorts a batch by `(user_key, ts)`, the order per-user passes read in.
 pub fn sort_batch(batch: &RecordBatch) -> Result<RecordBatch, IngestError> {
-    let schema = batch.schema();
-    let key = batch.column(schema.index_of(columns::USER_KEY)?);
-    let ts = batch.column(schema.index_of(columns::TS)?);
-    let indices = lexsort_to_indices(
-        &[
-            SortColumn {
-                values: key.clone(),
-                options: None,
-            },
-            SortColumn {
-                values: ts.clone(),
-                options: None,
-            },
-        ],
-        None,
-    )?;
-    Ok(arrow_select::take::take_record_batch(batch, &indices)?)
+    sort_batches(std::slice::from_ref(batch))
+}
+
+/// Merges batches of one schema into one batch sorted by `(user_key, ts)`;
+/// rows that tie keep their order (batch by batch, row by row).
+pub fn sort_batches(batches: &[RecordBatch]) -> Result<RecordBatch, IngestError> {
+    let Some(first) = batches.first() else {
+        return Err(IngestError::BadInput("nothing to sort".into()));
+    };
+    let schema = first.schema();
+    let key_idx = schema.index_of(columns::USER_KEY)?;
+    let ts_idx = schema.index_of(columns::TS)?;
+    let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+    let mut order: Vec<(u32, i64, u32, u32)> = Vec::with_capacity(rows);
+    for (b, batch) in batches.iter().enumerate() {
+        let keys = batch.column(key_idx).as_primitive::<UInt32Type>();
+        let ts = batch
+            .column(ts_idx)
+            .as_primitive::<TimestampMicrosecondType>();
+        if keys.null_count() > 0 || ts.null_count() > 0 {
+            return Err(IngestError::BadInput(
+                "null user_key or ts in an events batch".into(),
+            ));
+        }
+        order.extend(
+            keys.values()
+                .iter()
+                .zip(ts.values().iter())
+                .enumerate()
+                .map(|(r, (&k, &t))| (k, t, b as u32, r as u32)),
+        );
+    }
+    order.sort_unstable();
+    if batches.len() == 1 {
+        let indices = UInt32Array::from_iter_values(order.iter().map(|o| o.3));
+        return Ok(arrow_select::take::take_record_batch(first, &indices)?);
+    }
+    let indices: Vec<(usize, usize)> = order.iter().map(|o| (o.2 as usize, o.3 as usize)).collect();
+    drop(order);
+    let refs: Vec<&RecordBatch> = batches.iter().collect();
+    Ok(arrow_select::interleave::interleave_record_batch(
+        &refs, &indices,
+    )?)
 }
 
 /// Min and max `ts` of a batch.

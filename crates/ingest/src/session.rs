@@ -5,6 +5,10 @@ use std::io::Read;
 use std::path::Path;
 use std::time::{Instant, UNIX_EPOCH};
 
+use std::sync::Arc;
+
+use arrow_array::cast::AsArray;
+use arrow_array::{RecordBatch, StringArray, UInt32Array};
 use arrow_schema::SchemaRef;
 use hashbrown::HashSet;
 use tenure_schema::{Config, DeclaredProperty, IngestConfig, Snapshot, SourceEntry, event_schema};
@@ -15,12 +19,17 @@ use crate::deadletter::DeadLetters;
 use crate::decode::{self, Location, RawEvent, Sink};
 use crate::io::Io;
 use crate::manifest;
+use crate::parallel::{self, DecodeContext, Decoded};
 use crate::parquet_out::writer_properties;
 use crate::timestamp::{DAY_MICROS, date_string};
 use crate::users::UserDict;
 use crate::validate::{PropertyNames, TimeBounds, validate};
 use crate::writer::{Job, Writer};
 use crate::{IngestError, Store, recover};
+
+/// Positions of `user_id` and `user_key` in the event schema.
+const USER_ID_COLUMN: usize = 1;
+const USER_KEY_COLUMN: usize = 2;
 
 /// Input formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,7 +130,7 @@ pub struct Ingest {
     pub(crate) users: UserDict,
     seen: HashSet<u128, foldhash::fast::FixedState>,
     // A fast hash: this map is looked up once per event.
-    bufs: hashbrown::HashMap<i64, EventColumns, foldhash::fast::FixedState>,
+    bufs: hashbrown::HashMap<i64, DayBuf, foldhash::fast::FixedState>,
     buffered: usize,
     writer: Writer,
     bounds: TimeBounds,
@@ -273,22 +282,47 @@ impl Ingest {
             self.counters.inputs += 1;
             return Ok(());
         }
-        // Hash first, so that the same content under another name (a copy, a
-        // re-download) is recognised before any of it is decoded.
-        let hash = hash_file(path).map_err(input_err)?;
-        if let Some(prev) = self.known_source(&hash) {
-            let note = format!(
-                "{name}: same content as {} (transaction {}), skipped",
-                prev.name, prev.txn
-            );
-            self.counters.skipped_inputs += 1;
-            self.notes.push(note);
-            self.tick(meta.len());
-            return Ok(());
+        // The same content under another name (a copy, a re-download) must be
+        // recognised before any of it is decoded. It can only be one of the
+        // sources of the same size: hash first only then; otherwise hash while
+        // decoding, which saves a second pass over the file.
+        let same_size = self
+            .base
+            .sources
+            .iter()
+            .chain(&self.sources)
+            .any(|s| s.bytes == meta.len());
+        if same_size {
+            let hash = hash_file(path).map_err(input_err)?;
+            if let Some(prev) = self.known_source(&hash) {
+                let note = format!(
+                    "{name}: same content as {} (transaction {}), skipped",
+                    prev.name, prev.txn
+                );
+                self.counters.skipped_inputs += 1;
+                self.notes.push(note);
+                self.tick(meta.len());
+                return Ok(());
+            }
+        }
+        if format != Format::Parquet {
+            // Room for this file's ids up front (assuming lines of about 128
+            // bytes), rather than growing the set, and briefly holding it twice,
+            // again and again.
+            self.seen.reserve((meta.len() / 128) as usize);
         }
         let before = self.counters.written;
         let file = std::fs::File::open(path).map_err(input_err)?;
-        self.decode(file, &name, format).map_err(input_err)?;
+        let mut hashing = HashingReader {
+            inner: file,
+            hasher: Xxh3::new(),
+            bytes: 0,
+        };
+        self.decode(&mut hashing, &name, format)
+            .map_err(input_err)?;
+        // Whatever a decoder left unread still belongs to the content's hash.
+        std::io::copy(&mut hashing, &mut std::io::sink()).map_err(input_err)?;
+        let hash = format!("{:032x}", hashing.hasher.digest128());
         self.counters.inputs += 1;
         self.counters.bytes += meta.len();
         let rows = self.counters.written - before;
@@ -357,14 +391,22 @@ impl Ingest {
         };
         let names = self.names.clone();
         let result = match format {
-            Format::Ndjson => decode::json::read_ndjson(
-                reader,
-                name,
-                &names,
-                self.cfg.max_line_bytes,
-                self,
-                &mut on_bytes,
-            ),
+            Format::Ndjson => {
+                let declared = self.declared.clone();
+                let cx = DecodeContext {
+                    input: name,
+                    names: &names,
+                    declared: &declared,
+                    bounds: self.bounds,
+                    schema: self.schema.clone(),
+                    ingested_at: self.ingested_at,
+                    max_line: self.cfg.max_line_bytes,
+                };
+                let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+                parallel::decode_ndjson(reader, &cx, workers, &mut on_bytes, &mut |d, line| {
+                    self.absorb(d, name, line)
+                })
+            }
             Format::Csv => decode::csv::read_csv(
                 reader,
                 name,
@@ -431,22 +473,116 @@ impl Ingest {
     }
 
     fn flush_day(&mut self, day: i64) -> Result<(), IngestError> {
-        let Some(mut cols) = self.bufs.remove(&day) else {
+        let Some(buf) = self.bufs.remove(&day) else {
             return Ok(());
         };
-        let rows = cols.rows();
+        let rows = buf.rows();
         if rows == 0 {
             return Ok(());
         }
         self.buffered -= rows;
-        let batch = cols.finish();
+        let batches = buf.finish();
         self.file_seq += 1;
         self.counters.files += 1;
         self.writer.send(Job {
             date: date_string(day),
             name: format!("part-{}-{:05}.parquet", self.txn, self.file_seq),
-            batch,
+            batches,
         })
+    }
+
+    /// Takes a piece decoded by a worker, in input order: drops repeated
+    /// `event_id`s, assigns user keys (both in line order, as [`Sink::accept`]
+    /// does) and buffers the rows by day.
+    fn absorb(&mut self, d: Decoded, input: &str, first_line: u64) {
+        for r in &d.rejects {
+            self.reject(
+                Location {
+                    input,
+                    line: first_line + r.line,
+                },
+                &r.reason,
+                &r.raw,
+            );
+        }
+        self.counters.read += d.order.len() as u64;
+        let user_ids: Vec<&StringArray> = d
+            .parts
+            .iter()
+            .map(|(_, b)| b.column(USER_ID_COLUMN).as_string::<i32>())
+            .collect();
+        let mut keys: Vec<Vec<u32>> = d
+            .parts
+            .iter()
+            .map(|(_, b)| Vec::with_capacity(b.num_rows()))
+            .collect();
+        let mut dropped: Vec<Vec<usize>> = vec![Vec::new(); d.parts.len()];
+        for (&p, id) in d.order.iter().zip(&d.ids) {
+            let p = usize::from(p);
+            let row = keys[p].len();
+            if let Some(h) = id
+                && !self.seen.insert(*h)
+            {
+                self.counters.duplicates += 1;
+                dropped[p].push(row);
+                keys[p].push(0);
+                continue;
+            }
+            keys[p].push(self.users.key(user_ids[p].value(row)));
+        }
+        for (((day, batch), keys), dropped) in d.parts.into_iter().zip(keys).zip(dropped) {
+            let mut columns = batch.columns().to_vec();
+            columns[USER_KEY_COLUMN] = Arc::new(UInt32Array::from(keys));
+            let mut batch = RecordBatch::try_new(batch.schema(), columns)
+                .expect("same columns with keys filled in");
+            if !dropped.is_empty() {
+                let mut keep = vec![true; batch.num_rows()];
+                for r in dropped {
+                    keep[r] = false;
+                }
+                batch = arrow_select::filter::filter_record_batch(&batch, &keep.into())
+                    .expect("filter matches the batch length");
+            }
+            self.buffer_batch(day, batch);
+        }
+    }
+
+    /// Buffers decoded rows of one day, flushing files as they fill.
+    fn buffer_batch(&mut self, day: i64, mut batch: RecordBatch) {
+        while batch.num_rows() > 0 {
+            let buf = self.bufs.entry(day).or_default();
+            let room = self.cfg.file_rows.max(1).saturating_sub(buf.rows()).max(1);
+            let take = room.min(batch.num_rows());
+            buf.push_batch(batch.slice(0, take));
+            batch = batch.slice(take, batch.num_rows() - take);
+            self.buffered += take;
+            self.counters.written += take as u64;
+            let full = buf.rows() >= self.cfg.file_rows;
+            self.maybe_flush(day, full);
+        }
+    }
+
+    /// Flushes `day` when its file is full, or the biggest buffer when too many
+    /// rows are buffered in all.
+    fn maybe_flush(&mut self, day: i64, full: bool) {
+        if self.pending_error.is_some() {
+            return;
+        }
+        let flush = if full {
+            Some(day)
+        } else if self.buffered >= self.cfg.buffer_rows {
+            self.bufs
+                .iter()
+                .max_by_key(|(_, c)| c.rows())
+                .map(|(d, _)| *d)
+        } else {
+            None
+        };
+        if let Some(d) = flush
+            && let Err(e) = self.flush_day(d)
+        {
+            self.pending_error = Some(e);
+        }
     }
 
     /// Flushes every buffer and waits for the writer; returns the staged files.
@@ -511,37 +647,50 @@ impl Sink for Ingest {
         };
         let key = self.users.key(&ev.user_id);
         let day = ev.ts.div_euclid(DAY_MICROS);
-        let cols = self.bufs.entry(day).or_insert_with(|| {
+        let buf = self.bufs.entry(day).or_default();
+        let cols = buf.cols.get_or_insert_with(|| {
             EventColumns::new(self.schema.clone(), &self.declared, self.ingested_at)
         });
         cols.push(&ev, event_id, key);
-        let full = cols.rows() >= self.cfg.file_rows;
+        let full = buf.rows() >= self.cfg.file_rows;
         self.buffered += 1;
         self.counters.written += 1;
-        if self.pending_error.is_some() {
-            return;
-        }
-        let flush = if full {
-            Some(day)
-        } else if self.buffered >= self.cfg.buffer_rows {
-            self.bufs
-                .iter()
-                .max_by_key(|(_, c)| c.rows())
-                .map(|(d, _)| *d)
-        } else {
-            None
-        };
-        if let Some(d) = flush
-            && let Err(e) = self.flush_day(d)
-        {
-            self.pending_error = Some(e);
-        }
+        self.maybe_flush(day, full);
     }
 
     fn reject(&mut self, loc: Location<'_>, reason: &str, raw: &[u8]) {
         self.counters.read += 1;
         self.counters.rejected += 1;
         self.dead.push(loc, reason, raw);
+    }
+}
+
+/// Rows of one day waiting to be written: batches decoded by workers, and rows
+/// pushed one at a time.
+#[derive(Default)]
+struct DayBuf {
+    batches: Vec<RecordBatch>,
+    batch_rows: usize,
+    cols: Option<EventColumns>,
+}
+
+impl DayBuf {
+    fn rows(&self) -> usize {
+        self.batch_rows + self.cols.as_ref().map_or(0, EventColumns::rows)
+    }
+
+    fn push_batch(&mut self, batch: RecordBatch) {
+        self.batch_rows += batch.num_rows();
+        self.batches.push(batch);
+    }
+
+    fn finish(mut self) -> Vec<RecordBatch> {
+        if let Some(mut cols) = self.cols.take()
+            && cols.rows() > 0
+        {
+            self.batches.push(cols.finish());
+        }
+        self.batches
     }
 }
 

@@ -1,7 +1,10 @@
-//! The background file writer: sorts, encodes and stages partition batches while
-//! the decoding thread keeps reading. A bounded channel keeps memory flat.
+//! The background file writers: sort, encode and stage partition batches while
+//! decoding goes on. A bounded channel keeps memory flat; two threads encode two
+//! files at once, so encoding keeps up with parallel decoding.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use arrow_array::RecordBatch;
@@ -10,7 +13,7 @@ use tenure_schema::{FileEntry, StoreLayout};
 
 use crate::IngestError;
 use crate::io::Io;
-use crate::parquet_out::{encode, sort_batch, ts_range};
+use crate::parquet_out::{encode, sort_batches, ts_range};
 
 /// A batch of one partition to be written as one file.
 pub struct Job {
@@ -18,27 +21,47 @@ pub struct Job {
     pub date: String,
     /// File name inside the partition.
     pub name: String,
-    /// The rows, unsorted.
-    pub batch: RecordBatch,
+    /// The rows, unsorted, in one or more batches.
+    pub batches: Vec<RecordBatch>,
 }
 
-/// Handle to the writer thread.
+/// Writer threads.
+const THREADS: usize = 2;
+
+/// Handle to the writer threads.
 pub struct Writer {
     tx: Option<SyncSender<Job>>,
-    handle: Option<JoinHandle<Result<Vec<FileEntry>, IngestError>>>,
+    handles: Vec<JoinHandle<Result<Vec<FileEntry>, IngestError>>>,
+    /// Set by a writer that stopped on an error.
+    failed: Arc<AtomicBool>,
 }
 
 impl Writer {
-    /// Starts a writer staging files of transaction `txn`.
+    /// Starts writers staging files of transaction `txn`.
     pub fn start(io: Io, txn: String, props: WriterProperties) -> Self {
         let (tx, rx) = sync_channel::<Job>(1);
-        let handle = std::thread::Builder::new()
-            .name("tenure-writer".into())
-            .spawn(move || run(io, txn, props, rx))
-            .expect("spawn writer thread");
+        let rx = Arc::new(Mutex::new(rx));
+        let failed = Arc::new(AtomicBool::new(false));
+        let handles = (0..THREADS)
+            .map(|i| {
+                let (io, txn, props, rx) = (io.clone(), txn.clone(), props.clone(), rx.clone());
+                let failed = failed.clone();
+                std::thread::Builder::new()
+                    .name(format!("tenure-writer-{i}"))
+                    .spawn(move || {
+                        let r = run(io, txn, props, &rx);
+                        if r.is_err() {
+                            failed.store(true, Ordering::Relaxed);
+                        }
+                        r
+                    })
+                    .expect("spawn writer thread")
+            })
+            .collect();
         Self {
             tx: Some(tx),
-            handle: Some(handle),
+            handles,
+            failed,
         }
     }
 
@@ -46,7 +69,7 @@ impl Writer {
     /// stopped on an error (which [`Self::finish`] then returns).
     pub fn send(&mut self, job: Job) -> Result<(), IngestError> {
         let tx = self.tx.as_ref().expect("writer already finished");
-        if tx.send(job).is_err() {
+        if self.failed.load(Ordering::Relaxed) || tx.send(job).is_err() {
             return Err(self
                 .finish()
                 .err()
@@ -58,11 +81,20 @@ impl Writer {
     /// Waits for every queued file and returns their entries.
     pub fn finish(&mut self) -> Result<Vec<FileEntry>, IngestError> {
         self.tx.take();
-        match self.handle.take() {
-            Some(h) => h
+        let mut files = Vec::new();
+        let mut error = None;
+        for h in self.handles.drain(..) {
+            match h
                 .join()
-                .unwrap_or_else(|_| Err(IngestError::BadInput("writer thread panicked".into()))),
-            None => Ok(Vec::new()),
+                .unwrap_or_else(|_| Err(IngestError::BadInput("writer thread panicked".into())))
+            {
+                Ok(f) => files.extend(f),
+                Err(e) => error = error.or(Some(e)),
+            }
+        }
+        match error {
+            Some(e) => Err(e),
+            None => Ok(files),
         }
     }
 }
@@ -71,12 +103,20 @@ fn run(
     io: Io,
     txn: String,
     props: WriterProperties,
-    rx: Receiver<Job>,
+    rx: &Mutex<Receiver<Job>>,
 ) -> Result<Vec<FileEntry>, IngestError> {
     let mut files = Vec::new();
-    for job in rx {
-        let sorted = sort_batch(&job.batch)?;
-        drop(job.batch);
+    loop {
+        // The lock is held only while waiting for the next job.
+        let Ok(job) = rx
+            .lock()
+            .map_err(|_| ())
+            .and_then(|r| r.recv().map_err(drop))
+        else {
+            break;
+        };
+        let sorted = sort_batches(&job.batches)?;
+        drop(job.batches);
         let (min_ts, max_ts) = ts_range(&sorted);
         let bytes = encode(&sorted, props.clone())?;
         let staged = StoreLayout::staged_file(&txn, &job.date, &job.name);

@@ -142,95 +142,159 @@ fn describe_json_error(e: &serde_json::Error) -> String {
     }
 }
 
+/// Bytes read from the input at a time.
+const CHUNK: usize = 4 << 20;
+
+/// A piece of NDJSON input, as [`Chunker`] cuts it.
+pub enum Piece {
+    /// Whole lines (the last one may lack its newline at the end of the input).
+    Lines(Vec<u8>),
+    /// One line longer than the limit, skipped without being buffered.
+    TooLong,
+}
+
+impl Piece {
+    /// Lines in this piece, blank ones included.
+    pub fn lines(&self) -> u64 {
+        match self {
+            Piece::Lines(b) => {
+                let n = memchr::memchr_iter(b'\n', b).count() as u64;
+                n + u64::from(b.last().is_some_and(|&c| c != b'\n'))
+            }
+            Piece::TooLong => 1,
+        }
+    }
+}
+
+/// Cuts NDJSON input into pieces of whole lines (about 4 MiB each) that can be
+/// decoded independently, in input order. A line longer than `max_line` is never
+/// buffered whole: it becomes [`Piece::TooLong`] and is skipped to its end.
+pub struct Chunker<R> {
+    reader: R,
+    carry: Vec<u8>,
+    max_line: usize,
+    skipping: bool,
+    eof: bool,
+}
+
+impl<R: Read> Chunker<R> {
+    /// A chunker over `reader`.
+    pub fn new(reader: R, max_line: usize) -> Self {
+        Self {
+            reader,
+            carry: Vec::new(),
+            max_line,
+            skipping: false,
+            eof: false,
+        }
+    }
+
+    /// The next piece, or `None` at the end. `on_bytes` is called with the bytes read.
+    pub fn next_piece(&mut self, on_bytes: &mut dyn FnMut(u64)) -> std::io::Result<Option<Piece>> {
+        loop {
+            if self.eof {
+                if self.carry.is_empty() {
+                    return Ok(None);
+                }
+                return Ok(Some(Piece::Lines(std::mem::take(&mut self.carry))));
+            }
+            let mut buf = std::mem::take(&mut self.carry);
+            buf.reserve(CHUNK);
+            // Appends without zeroing the buffer first.
+            let n = (&mut self.reader)
+                .take(CHUNK as u64)
+                .read_to_end(&mut buf)?;
+            on_bytes(n as u64);
+            self.eof = n == 0;
+            if self.skipping {
+                match memchr::memchr(b'\n', &buf) {
+                    Some(i) => {
+                        self.skipping = false;
+                        self.carry = buf[i + 1..].to_vec();
+                        return Ok(Some(Piece::TooLong));
+                    }
+                    None if self.eof => {
+                        self.skipping = false;
+                        return Ok(Some(Piece::TooLong));
+                    }
+                    None => continue,
+                }
+            }
+            if self.eof {
+                self.carry = buf;
+                continue;
+            }
+            match memchr::memrchr(b'\n', &buf) {
+                Some(i) => {
+                    let rest = &buf[i + 1..];
+                    if rest.len() > self.max_line {
+                        self.skipping = true;
+                    } else {
+                        self.carry = rest.to_vec();
+                    }
+                    buf.truncate(i + 1);
+                    return Ok(Some(Piece::Lines(buf)));
+                }
+                None if buf.len() > self.max_line => self.skipping = true,
+                None => self.carry = buf,
+            }
+        }
+    }
+}
+
+/// Calls `f` with each line of `lines` (without its newline) and its 1-based
+/// number, counting from `first`.
+pub fn for_each_line(lines: &[u8], first: u64, mut f: impl FnMut(&[u8], u64)) {
+    let mut line_no = first;
+    let mut pos = 0;
+    while pos < lines.len() {
+        let rest = &lines[pos..];
+        let (line, next) = match memchr::memchr(b'\n', rest) {
+            Some(i) => (&rest[..i], pos + i + 1),
+            None => (rest, lines.len()),
+        };
+        f(line, line_no);
+        line_no += 1;
+        pos = next;
+    }
+}
+
 /// Reads NDJSON from `reader`, handing each line to `sink`. Blank lines are
 /// skipped; lines longer than `max_line` bytes and lines that are not UTF-8 are
 /// rejected without stopping the run. `on_bytes` is called with the bytes read.
 pub fn read_ndjson<R: Read>(
-    mut reader: R,
+    reader: R,
     input: &str,
     names: &PropertyNames,
     max_line: usize,
     sink: &mut dyn Sink,
     on_bytes: &mut dyn FnMut(u64),
 ) -> std::io::Result<()> {
-    const CHUNK: usize = 4 << 20;
     let too_long = format!("line longer than {max_line} bytes");
-    let mut buf: Vec<u8> = Vec::with_capacity(CHUNK * 2);
-    let mut line_no: u64 = 0;
-    // When a line outgrows `max_line` we stop buffering it and skip to its end.
-    let mut skipping = false;
-    loop {
-        // Appends without zeroing the buffer first.
-        let n = (&mut reader).take(CHUNK as u64).read_to_end(&mut buf)?;
-        on_bytes(n as u64);
-        let eof = n == 0;
-        let mut pos = 0;
-        if skipping {
-            match memchr::memchr(b'\n', &buf) {
-                Some(i) => {
-                    line_no += 1;
-                    sink.reject(
-                        Location {
-                            input,
-                            line: line_no,
-                        },
-                        &too_long,
-                        &[],
-                    );
-                    pos = i + 1;
-                    skipping = false;
-                }
-                None if eof => {
-                    line_no += 1;
-                    sink.reject(
-                        Location {
-                            input,
-                            line: line_no,
-                        },
-                        &too_long,
-                        &[],
-                    );
-                    break;
-                }
-                None => {
-                    buf.clear();
-                    continue;
-                }
-            }
-        }
-        loop {
-            let rest = &buf[pos..];
-            let (line, next) = match memchr::memchr(b'\n', rest) {
-                Some(i) => (&rest[..i], pos + i + 1),
-                None if eof && !rest.is_empty() => (rest, buf.len()),
-                None => break,
-            };
-            line_no += 1;
-            handle_line(
-                line,
+    let mut chunker = Chunker::new(reader, max_line);
+    let mut line_no: u64 = 1;
+    while let Some(piece) = chunker.next_piece(on_bytes)? {
+        let lines = piece.lines();
+        match &piece {
+            Piece::Lines(buf) => for_each_line(buf, line_no, |line, n| {
+                handle_line(line, Location { input, line: n }, names, max_line, sink)
+            }),
+            Piece::TooLong => sink.reject(
                 Location {
                     input,
                     line: line_no,
                 },
-                names,
-                max_line,
-                sink,
-            );
-            pos = next;
+                &too_long,
+                &[],
+            ),
         }
-        buf.drain(..pos);
-        if eof {
-            break;
-        }
-        if buf.len() > max_line {
-            skipping = true;
-            buf.clear();
-        }
+        line_no += lines;
     }
     Ok(())
 }
 
-fn handle_line(
+/// Decodes one line and hands it to `sink` (blank lines are skipped).
+pub fn handle_line(
     line: &[u8],
     loc: Location<'_>,
     names: &PropertyNames,
