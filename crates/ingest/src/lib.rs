@@ -25,6 +25,7 @@ pub mod manifest;
 mod parallel;
 mod parquet_out;
 pub mod recover;
+mod seen;
 mod session;
 pub mod timestamp;
 pub mod users;

@@ -10,7 +10,6 @@ use std::sync::Arc;
 use arrow_array::cast::AsArray;
 use arrow_array::{RecordBatch, StringArray, UInt32Array};
 use arrow_schema::SchemaRef;
-use hashbrown::HashSet;
 use tenure_schema::{Config, DeclaredProperty, IngestConfig, Snapshot, SourceEntry, event_schema};
 use xxhash_rust::xxh3::Xxh3;
 
@@ -21,6 +20,7 @@ use crate::io::Io;
 use crate::manifest;
 use crate::parallel::{self, DecodeContext, Decoded};
 use crate::parquet_out::writer_properties;
+use crate::seen::SeenIds;
 use crate::timestamp::{DAY_MICROS, date_string};
 use crate::users::UserDict;
 use crate::validate::{PropertyNames, TimeBounds, validate};
@@ -128,7 +128,7 @@ pub struct Ingest {
     max_bad: Option<u64>,
     default_format: Option<Format>,
     pub(crate) users: UserDict,
-    seen: HashSet<u128, foldhash::fast::FixedState>,
+    seen: SeenIds,
     // A fast hash: this map is looked up once per event.
     bufs: hashbrown::HashMap<i64, DayBuf, foldhash::fast::FixedState>,
     buffered: usize,
@@ -192,7 +192,7 @@ impl Ingest {
             max_bad: opts.max_bad,
             default_format: opts.format,
             users,
-            seen: HashSet::default(),
+            seen: SeenIds::default(),
             bufs: Default::default(),
             buffered: 0,
             writer,
@@ -517,19 +517,30 @@ impl Ingest {
             .map(|(_, b)| Vec::with_capacity(b.num_rows()))
             .collect();
         let mut dropped: Vec<Vec<usize>> = vec![Vec::new(); d.parts.len()];
-        for (&p, id) in d.order.iter().zip(&d.ids) {
-            let p = usize::from(p);
-            let row = keys[p].len();
-            if let Some(h) = id
-                && !self.seen.insert(*h)
-            {
-                self.counters.duplicates += 1;
-                dropped[p].push(row);
-                keys[p].push(0);
-                continue;
+        // Rows go in blocks: first the slots of a block's ids are touched in a
+        // tight loop, so their cache misses overlap, then the block is inserted
+        // (see SeenIds).
+        const BLOCK: usize = 64;
+        let mut touched = 0u128;
+        for (order, ids) in d.order.chunks(BLOCK).zip(d.ids.chunks(BLOCK)) {
+            for h in ids.iter().flatten() {
+                touched ^= self.seen.touch(*h);
             }
-            keys[p].push(self.users.key(user_ids[p].value(row)));
+            for (&p, id) in order.iter().zip(ids) {
+                let p = usize::from(p);
+                let row = keys[p].len();
+                if let Some(h) = id
+                    && !self.seen.insert(*h)
+                {
+                    self.counters.duplicates += 1;
+                    dropped[p].push(row);
+                    keys[p].push(0);
+                    continue;
+                }
+                keys[p].push(self.users.key(user_ids[p].value(row)));
+            }
         }
+        std::hint::black_box(touched);
         for (((day, batch), keys), dropped) in d.parts.into_iter().zip(keys).zip(dropped) {
             let mut columns = batch.columns().to_vec();
             columns[USER_KEY_COLUMN] = Arc::new(UInt32Array::from(keys));

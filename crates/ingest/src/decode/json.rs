@@ -41,7 +41,7 @@ impl<'de> de::Deserialize<'de> for Key<'de> {
 }
 
 /// Fields of a Segment message envelope that are not event properties.
-const ENVELOPE: &[&str] = &[
+pub(crate) const ENVELOPE: &[&str] = &[
     "context",
     "integrations",
     "sentAt",
@@ -123,6 +123,14 @@ impl<'de> Visitor<'de> for PropsVisitor<'_, '_, 'de> {
 
 /// Parses one JSON object (one NDJSON line or one Segment message).
 pub fn parse_event<'a>(text: &'a str, names: &PropertyNames) -> Result<RawEvent<'a>, String> {
+    if let Some(ev) = super::fast::parse(text, names) {
+        return Ok(ev);
+    }
+    parse_event_serde(text, names)
+}
+
+/// [`parse_event`] by serde alone: every JSON shape, and the error messages.
+pub fn parse_event_serde<'a>(text: &'a str, names: &PropertyNames) -> Result<RawEvent<'a>, String> {
     let mut d = serde_json::Deserializer::from_str(text);
     let ev = d
         .deserialize_map(EventVisitor { names })

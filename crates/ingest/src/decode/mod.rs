@@ -2,6 +2,7 @@
 //! generic JSON tree per row: each source format borrows straight from its buffer.
 
 pub mod csv;
+mod fast;
 pub mod json;
 pub mod parquet;
 mod record;
