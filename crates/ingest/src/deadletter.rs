@@ -7,7 +7,7 @@ use crate::decode::write_json_string;
 /// Most bytes of dead letters kept in memory; past that, rejects are counted only.
 const MAX_BYTES: usize = 64 << 20;
 /// Most bytes of a rejected record's text kept in its dead letter.
-const MAX_RAW: usize = 4096;
+pub(crate) const MAX_RAW: usize = 4096;
 
 /// Rejected records, as NDJSON lines.
 #[derive(Debug, Default)]

@@ -21,9 +21,6 @@ use crate::decode::{Location, RawEvent, Sink};
 use crate::timestamp::DAY_MICROS;
 use crate::validate::{PropertyNames, TimeBounds, validate};
 
-/// Most bytes of a rejected line kept for its dead letter.
-const MAX_RAW: usize = 4096;
-
 /// What decoding needs, shared by the workers.
 pub(crate) struct DecodeContext<'a> {
     pub input: &'a str,
@@ -91,7 +88,7 @@ impl Sink for PieceSink<'_, '_> {
             Some((d, _)) if *d == day => self.last,
             _ => match self.days.iter().position(|(d, _)| *d == day) {
                 Some(i) => i,
-                None if self.days.len() < usize::from(u16::MAX) => {
+                None => {
                     self.days.push((
                         day,
                         EventColumns::new(
@@ -102,14 +99,14 @@ impl Sink for PieceSink<'_, '_> {
                     ));
                     self.days.len() - 1
                 }
-                // More distinct days in one 4 MiB piece than a u16 counts cannot
-                // happen with lines of at least 64 bytes; refuse rather than wrap.
-                None => return self.reject(loc, "too many distinct days in one block", line),
             },
         };
         self.last = part;
         self.days[part].1.push(&ev, event_id, 0);
-        self.order.push(part as u16);
+        // Validated timestamps lie between 2000-01-01 and tomorrow (TimeBounds):
+        // fewer than 2^16 distinct days.
+        self.order
+            .push(u16::try_from(part).expect("fewer than 65,536 days since 2000"));
         self.ids.push(hash);
     }
 
@@ -117,7 +114,7 @@ impl Sink for PieceSink<'_, '_> {
         self.rejects.push(Reject {
             line: loc.line - self.first_line,
             reason: reason.to_string(),
-            raw: raw[..raw.len().min(MAX_RAW)].to_vec(),
+            raw: raw[..raw.len().min(crate::deadletter::MAX_RAW)].to_vec(),
         });
     }
 }
@@ -151,7 +148,7 @@ fn decode_piece(cx: &DecodeContext<'_>, piece: &Piece) -> Decoded {
                 input: cx.input,
                 line: 1,
             },
-            &format!("line longer than {} bytes", cx.max_line),
+            &crate::decode::too_long(cx.max_line),
             &[],
         ),
     }

@@ -10,7 +10,9 @@ use std::sync::Arc;
 use arrow_array::cast::AsArray;
 use arrow_array::{RecordBatch, StringArray, UInt32Array};
 use arrow_schema::SchemaRef;
-use tenure_schema::{Config, DeclaredProperty, IngestConfig, Snapshot, SourceEntry, event_schema};
+use tenure_schema::{
+    Config, DeclaredProperty, IngestConfig, Snapshot, SourceEntry, columns, event_schema,
+};
 use xxhash_rust::xxh3::Xxh3;
 
 use crate::columns::EventColumns;
@@ -26,10 +28,6 @@ use crate::users::UserDict;
 use crate::validate::{PropertyNames, TimeBounds, validate};
 use crate::writer::{Job, Writer};
 use crate::{IngestError, Store, recover};
-
-/// Positions of `user_id` and `user_key` in the event schema.
-const USER_ID_COLUMN: usize = 1;
-const USER_KEY_COLUMN: usize = 2;
 
 /// Input formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -506,10 +504,13 @@ impl Ingest {
             );
         }
         self.counters.read += d.order.len() as u64;
+        let column = |name| self.schema.index_of(name).expect("event schema column");
+        let (user_id_column, user_key_column) =
+            (column(columns::USER_ID), column(columns::USER_KEY));
         let user_ids: Vec<&StringArray> = d
             .parts
             .iter()
-            .map(|(_, b)| b.column(USER_ID_COLUMN).as_string::<i32>())
+            .map(|(_, b)| b.column(user_id_column).as_string::<i32>())
             .collect();
         let mut keys: Vec<Vec<u32>> = d
             .parts
@@ -543,7 +544,7 @@ impl Ingest {
         std::hint::black_box(touched);
         for (((day, batch), keys), dropped) in d.parts.into_iter().zip(keys).zip(dropped) {
             let mut columns = batch.columns().to_vec();
-            columns[USER_KEY_COLUMN] = Arc::new(UInt32Array::from(keys));
+            columns[user_key_column] = Arc::new(UInt32Array::from(keys));
             let mut batch = RecordBatch::try_new(batch.schema(), columns)
                 .expect("same columns with keys filled in");
             if !dropped.is_empty() {

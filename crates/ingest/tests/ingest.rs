@@ -584,3 +584,101 @@ fn uuid_like() -> String {
             .as_nanos()
     )
 }
+
+/// An input of several 4 MiB pieces, decoded in parallel: dedupe, user keys and
+/// dead-letter line numbers must come out as if read line by line, including a
+/// duplicate two pieces after its original and an over-long line that starts
+/// just before a piece boundary.
+#[test]
+fn multi_piece_input_is_decoded_as_if_line_by_line() {
+    const PIECE: usize = 4 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("big.ndjson");
+    let mut text = String::new();
+    let mut bad_lines = Vec::new();
+    let mut line_no = 0u64;
+    let mut users_in_order: Vec<String> = Vec::new();
+    let mut written = 0u64;
+    let push = |text: &mut String, line: String| {
+        text.push_str(&line);
+        text.push('\n');
+    };
+    for i in 0..90_000u64 {
+        line_no += 1;
+        if line_no == 50_001 || line_no == 89_999 {
+            push(&mut text, r#"{"user_id":"x","event":}"#.into());
+            bad_lines.push((line_no, "malformed JSON"));
+            continue;
+        }
+        if text.len() >= PIECE - 3_000 && text.len() < PIECE - 2_000 {
+            // Starts 2-3 KB (over max_line) before the first piece boundary,
+            // ends after it: skipped without being buffered.
+            push(&mut text, format!("{{\"pad\":\"{}\"}}", "x".repeat(10_000)));
+            bad_lines.push((line_no, "line longer than 1024 bytes"));
+            continue;
+        }
+        let (id, marker) = if line_no == 70_000 {
+            // A repeat of e5: dropped, the original (no marker) kept.
+            ("e5".to_string(), ",\"dup\":true")
+        } else {
+            (format!("e{i}"), "")
+        };
+        let user = format!("u{:05}", (i * 7_919) % 3_001);
+        if marker.is_empty() {
+            written += 1;
+            if !users_in_order.contains(&user) {
+                users_in_order.push(user.clone());
+            }
+        }
+        push(
+            &mut text,
+            format!(
+                r#"{{"event_id":"{id}","user_id":"{user}","event":"view_item","ts":"2026-01-{:02}T10:00:00Z","note":"{}"{marker}}}"#,
+                1 + i % 5,
+                "n".repeat(60)
+            ),
+        );
+    }
+    assert!(text.len() > 3 * PIECE, "spans several pieces");
+    std::fs::write(&input, &text).unwrap();
+    let url = dir.path().join("store");
+    let url = url.to_str().unwrap();
+    let mut config = fixture_config();
+    config.ingest.max_line_bytes = 1024;
+    let s = ingest_files(url, &[&input], opts(config)).unwrap();
+    assert_eq!(s.counters.written, written);
+    assert_eq!(s.counters.duplicates, 1);
+    assert_eq!(s.counters.rejected, bad_lines.len() as u64);
+    assert_eq!(s.counters.read, 90_000);
+
+    let dl = s.dead_letter.expect("dead letter written");
+    let path = dir
+        .path()
+        .join("store")
+        .join(dl.strip_prefix(url).unwrap().trim_start_matches('/'));
+    let got: Vec<serde_json::Value> = std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(got.len(), bad_lines.len());
+    for (g, (line, reason)) in got.iter().zip(&bad_lines) {
+        assert_eq!(g["line"], *line, "{g}");
+        assert!(g["reason"].as_str().unwrap().contains(reason), "{g}");
+    }
+
+    let rows = table_lines(url, &["event_id", "user_id", "user_key", "properties"]);
+    assert_eq!(rows.len() as u64, written);
+    let e5: Vec<&String> = rows
+        .iter()
+        .filter(|r| r.split(',').nth(1) == Some("e5"))
+        .collect();
+    assert_eq!(e5.len(), 1);
+    assert!(!e5[0].contains("dup"), "the first e5 is kept: {}", e5[0]);
+    // Keys are dense, in order of each user's first line.
+    for r in &rows {
+        let f: Vec<&str> = r.split(',').collect();
+        let key: usize = f[3].parse().unwrap();
+        assert_eq!(users_in_order[key], f[2], "{r}");
+    }
+}

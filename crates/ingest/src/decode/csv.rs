@@ -97,7 +97,7 @@ pub fn read_csv<R: Read>(
         let loc = Location { input, line };
         let raw = record.as_slice();
         if raw.len() > max_line {
-            sink.reject(loc, &format!("line longer than {max_line} bytes"), &[]);
+            sink.reject(loc, &super::too_long(max_line), &[]);
             continue;
         }
         let mut fields = Vec::with_capacity(record.len());

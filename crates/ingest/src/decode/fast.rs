@@ -11,7 +11,6 @@
 use std::borrow::Cow;
 
 use super::{RawEvent, Scalar};
-use crate::decode::json::ENVELOPE;
 use crate::validate::PropertyNames;
 
 struct Scan<'a> {
@@ -159,16 +158,7 @@ pub fn parse<'a>(text: &'a str, names: &PropertyNames) -> Option<RawEvent<'a>> {
             },
             _ => {
                 let v = s.scalar()?;
-                match key {
-                    "event_id" | "messageId" | "message_id" => ev.event_id = Some(v),
-                    "user_id" | "userId" => ev.user_id = Some(v),
-                    "anonymousId" | "anonymous_id" => ev.anonymous_id = Some(v),
-                    "event" => ev.event = Some(v),
-                    "type" => ev.kind = Some(v),
-                    "ts" | "timestamp" => ev.ts = Some(v),
-                    k if ENVELOPE.contains(&k) => {}
-                    _ => ev.set_property(names, Cow::Borrowed(key), v),
-                }
+                ev.set_field(names, Cow::Borrowed(key), v);
             }
         }
         Some(())

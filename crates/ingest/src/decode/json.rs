@@ -12,6 +12,7 @@ use std::io::Read;
 use serde::de::{self, Deserializer as _, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
+use super::record::ENVELOPE;
 use super::{Location, RawEvent, Scalar, Sink};
 use crate::validate::PropertyNames;
 
@@ -40,20 +41,6 @@ impl<'de> de::Deserialize<'de> for Key<'de> {
     }
 }
 
-/// Fields of a Segment message envelope that are not event properties.
-pub(crate) const ENVELOPE: &[&str] = &[
-    "context",
-    "integrations",
-    "sentAt",
-    "receivedAt",
-    "originalTimestamp",
-    "version",
-    "channel",
-    "writeKey",
-    "_metadata",
-    "projectId",
-];
-
 struct EventVisitor<'n> {
     names: &'n PropertyNames,
 }
@@ -69,14 +56,7 @@ impl<'de> Visitor<'de> for EventVisitor<'_> {
         let mut ev = RawEvent::with_declared(self.names.len());
         while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
             let raw: &'de RawValue = map.next_value()?;
-            let value = || Scalar::from_json(raw.get()).map_err(de::Error::custom);
             match key.as_ref() {
-                "event_id" | "messageId" | "message_id" => ev.event_id = Some(value()?),
-                "user_id" | "userId" => ev.user_id = Some(value()?),
-                "anonymousId" | "anonymous_id" => ev.anonymous_id = Some(value()?),
-                "event" => ev.event = Some(value()?),
-                "type" => ev.kind = Some(value()?),
-                "ts" | "timestamp" => ev.ts = Some(value()?),
                 "properties" | "traits" => match raw.get().as_bytes().first() {
                     Some(b'{') => {
                         let mut d = serde_json::Deserializer::from_str(raw.get());
@@ -91,8 +71,12 @@ impl<'de> Visitor<'de> for EventVisitor<'_> {
                         return Err(de::Error::custom(format!("`{key}` must be an object")));
                     }
                 },
+                // Envelope values are skipped undecoded.
                 k if ENVELOPE.contains(&k) => {}
-                _ => ev.set_property(self.names, key, value()?),
+                _ => {
+                    let value = Scalar::from_json(raw.get()).map_err(de::Error::custom)?;
+                    ev.set_field(self.names, key, value);
+                }
             }
         }
         Ok(ev)
@@ -267,40 +251,6 @@ pub fn for_each_line(lines: &[u8], first: u64, mut f: impl FnMut(&[u8], u64)) {
     }
 }
 
-/// Reads NDJSON from `reader`, handing each line to `sink`. Blank lines are
-/// skipped; lines longer than `max_line` bytes and lines that are not UTF-8 are
-/// rejected without stopping the run. `on_bytes` is called with the bytes read.
-pub fn read_ndjson<R: Read>(
-    reader: R,
-    input: &str,
-    names: &PropertyNames,
-    max_line: usize,
-    sink: &mut dyn Sink,
-    on_bytes: &mut dyn FnMut(u64),
-) -> std::io::Result<()> {
-    let too_long = format!("line longer than {max_line} bytes");
-    let mut chunker = Chunker::new(reader, max_line);
-    let mut line_no: u64 = 1;
-    while let Some(piece) = chunker.next_piece(on_bytes)? {
-        let lines = piece.lines();
-        match &piece {
-            Piece::Lines(buf) => for_each_line(buf, line_no, |line, n| {
-                handle_line(line, Location { input, line: n }, names, max_line, sink)
-            }),
-            Piece::TooLong => sink.reject(
-                Location {
-                    input,
-                    line: line_no,
-                },
-                &too_long,
-                &[],
-            ),
-        }
-        line_no += lines;
-    }
-    Ok(())
-}
-
 /// Decodes one line and hands it to `sink` (blank lines are skipped).
 pub fn handle_line(
     line: &[u8],
@@ -316,7 +266,7 @@ pub fn handle_line(
     if line.len() > max_line {
         sink.reject(
             loc,
-            &format!("line longer than {max_line} bytes"),
+            &super::too_long(max_line),
             &line[..line.len().min(256)],
         );
         return;

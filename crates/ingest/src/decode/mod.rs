@@ -18,6 +18,11 @@ pub struct Location<'a> {
     pub line: u64,
 }
 
+/// The reason given for a line longer than `max_line` bytes.
+pub fn too_long(max_line: usize) -> String {
+    format!("line longer than {max_line} bytes")
+}
+
 /// What a decoder hands each record to.
 pub trait Sink {
     /// A decoded record, still to be validated.

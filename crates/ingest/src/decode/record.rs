@@ -85,6 +85,20 @@ pub fn write_json_string(s: &str, out: &mut String) {
     out.push('"');
 }
 
+/// Fields of a Segment message envelope that are not event properties.
+pub(crate) const ENVELOPE: &[&str] = &[
+    "context",
+    "integrations",
+    "sentAt",
+    "receivedAt",
+    "originalTimestamp",
+    "version",
+    "channel",
+    "writeKey",
+    "_metadata",
+    "projectId",
+];
+
 /// One event as decoded from any source format.
 #[derive(Debug, Default)]
 pub struct RawEvent<'a> {
@@ -116,6 +130,27 @@ impl<'a> RawEvent<'a> {
         Self {
             declared: vec![None; declared],
             ..Default::default()
+        }
+    }
+
+    /// Routes a top-level field of a flat event or Segment message (other than
+    /// `properties` / `traits`) to its slot, the envelope fields to nowhere,
+    /// and everything else to [`Self::set_property`].
+    pub fn set_field(
+        &mut self,
+        names: &crate::validate::PropertyNames,
+        key: Cow<'a, str>,
+        value: Scalar<'a>,
+    ) {
+        match key.as_ref() {
+            "event_id" | "messageId" | "message_id" => self.event_id = Some(value),
+            "user_id" | "userId" => self.user_id = Some(value),
+            "anonymousId" | "anonymous_id" => self.anonymous_id = Some(value),
+            "event" => self.event = Some(value),
+            "type" => self.kind = Some(value),
+            "ts" | "timestamp" => self.ts = Some(value),
+            k if ENVELOPE.contains(&k) => {}
+            _ => self.set_property(names, key, value),
         }
     }
 
