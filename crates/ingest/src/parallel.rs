@@ -6,6 +6,7 @@
 //! `event_id` dedupe and user-key assignment, both in line order, so the output
 //! is identical to decoding line by line on one thread.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::sync::mpsc::{Receiver, channel};
@@ -19,7 +20,7 @@ use crate::columns::EventColumns;
 use crate::decode::json::{Chunker, Piece, for_each_line, handle_line};
 use crate::decode::{Location, RawEvent, Sink};
 use crate::timestamp::DAY_MICROS;
-use crate::validate::{PropertyNames, TimeBounds, validate};
+use crate::validate::{PropertyNames, TimeBounds, ValidEvent, validate};
 
 /// What decoding needs, shared by the workers.
 pub(crate) struct DecodeContext<'a> {
@@ -72,17 +73,7 @@ impl Sink for PieceSink<'_, '_> {
             Ok(ev) => ev,
             Err(reason) => return self.reject(loc, &reason, line),
         };
-        let generated;
-        let (event_id, hash) = match &ev.event_id {
-            Some(id) => (
-                id.as_ref(),
-                Some(xxhash_rust::xxh3::xxh3_128(id.as_bytes())),
-            ),
-            None => {
-                generated = uuid::Uuid::now_v7().hyphenated().to_string();
-                (generated.as_str(), None)
-            }
-        };
+        let (event_id, hash) = event_id(&ev);
         let day = ev.ts.div_euclid(DAY_MICROS);
         let part = match self.days.get(self.last) {
             Some((d, _)) if *d == day => self.last,
@@ -102,7 +93,7 @@ impl Sink for PieceSink<'_, '_> {
             },
         };
         self.last = part;
-        self.days[part].1.push(&ev, event_id, 0);
+        self.days[part].1.push(&ev, &event_id, 0);
         // Validated timestamps lie between 2000-01-01 and tomorrow (TimeBounds):
         // fewer than 2^16 distinct days.
         self.order
@@ -116,6 +107,21 @@ impl Sink for PieceSink<'_, '_> {
             reason: reason.to_string(),
             raw: raw[..raw.len().min(crate::deadletter::MAX_RAW)].to_vec(),
         });
+    }
+}
+
+/// The event's id and its hash for dedupe, or a fresh UUIDv7 (which cannot
+/// repeat, so it has no hash) when the source had none.
+pub(crate) fn event_id<'e>(ev: &'e ValidEvent<'_>) -> (Cow<'e, str>, Option<u128>) {
+    match &ev.event_id {
+        Some(id) => (
+            Cow::Borrowed(id.as_ref()),
+            Some(xxhash_rust::xxh3::xxh3_128(id.as_bytes())),
+        ),
+        None => (
+            Cow::Owned(uuid::Uuid::now_v7().hyphenated().to_string()),
+            None,
+        ),
     }
 }
 

@@ -643,27 +643,20 @@ impl Sink for Ingest {
                 return;
             }
         };
-        let generated;
-        let event_id = match &ev.event_id {
-            Some(id) => {
-                if !self.seen.insert(xxhash_rust::xxh3::xxh3_128(id.as_bytes())) {
-                    self.counters.duplicates += 1;
-                    return;
-                }
-                id.as_ref()
-            }
-            None => {
-                generated = uuid::Uuid::now_v7().hyphenated().to_string();
-                generated.as_str()
-            }
-        };
+        let (event_id, hash) = parallel::event_id(&ev);
+        if let Some(h) = hash
+            && !self.seen.insert(h)
+        {
+            self.counters.duplicates += 1;
+            return;
+        }
         let key = self.users.key(&ev.user_id);
         let day = ev.ts.div_euclid(DAY_MICROS);
         let buf = self.bufs.entry(day).or_default();
         let cols = buf.cols.get_or_insert_with(|| {
             EventColumns::new(self.schema.clone(), &self.declared, self.ingested_at)
         });
-        cols.push(&ev, event_id, key);
+        cols.push(&ev, &event_id, key);
         let full = buf.rows() >= self.cfg.file_rows;
         self.buffered += 1;
         self.counters.written += 1;
