@@ -3,7 +3,7 @@
 //! one for purchase facts (R, F, M, first/last seen, lifecycle, scores, means),
 //! one per event count or property actually used, none otherwise.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
@@ -12,7 +12,9 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::datatypes::{DataType, Field, Schema, TimestampMicrosecondType, UInt32Type};
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::logical_expr::{cast, col, ident, lit};
+use datafusion::common::DFSchema;
+use datafusion::execution::context::SessionContext;
+use datafusion::logical_expr::{Expr, cast, col, ident, lit};
 use futures::StreamExt;
 use tenure_dsl::{Feature, LifecycleAxis, Metric};
 
@@ -54,12 +56,71 @@ pub fn quintile_scores(values: &[i128]) -> Vec<i64> {
 }
 
 /// Builds the feature table (`user_key` plus one column per feature) for users
-/// seen by `spec.as_of`.
+/// seen by `spec.as_of`, one row per user in key order.
 pub async fn feature_table(
     events: &Events,
     features: &BTreeSet<Feature>,
     spec: &FeatureSpec,
 ) -> Result<RecordBatch> {
+    Ok(build(events, features, spec, false).await?.0)
+}
+
+/// How many users of the feature table's population a compiled segment
+/// matches, and how many there are: the same two numbers as filtering and
+/// counting [`feature_table`], but when every feature is a purchase fact, users
+/// who never bought (all alike: no recency, no frequency, no money, no score)
+/// are one row of the table standing for all of them, so the table has a row
+/// per buyer rather than per user.
+pub async fn count_matching(
+    events: &Events,
+    features: &BTreeSet<Feature>,
+    segment: &Expr,
+    spec: &FeatureSpec,
+) -> Result<(u64, u64)> {
+    let (table, weights) = build(events, features, spec, true).await?;
+    let df_schema = DFSchema::try_from(table.schema())?;
+    let predicate = SessionContext::new().create_physical_expr(segment.clone(), &df_schema)?;
+    let matched = predicate.evaluate(&table)?.into_array(table.num_rows())?;
+    let matched = matched.as_boolean_opt().ok_or_else(|| {
+        EngineError::BadRequest(format!(
+            "a segment must be a condition, not a {} value",
+            matched.data_type()
+        ))
+    })?;
+    let total = weights.iter().sum();
+    let n = weights
+        .iter()
+        .enumerate()
+        .filter(|&(r, _)| matched.is_valid(r) && matched.value(r))
+        .map(|(_, w)| w)
+        .sum();
+    Ok((n, total))
+}
+
+/// The rows of a feature table: per row, the user key, the entry of the stats
+/// it is computed from, and the number of users it stands for.
+struct Rows {
+    keys: Vec<u32>,
+    idx: Vec<usize>,
+    weight: Vec<u64>,
+}
+
+impl Rows {
+    fn push(&mut self, key: u32, idx: usize, weight: u64) {
+        self.keys.push(key);
+        self.idx.push(idx);
+        self.weight.push(weight);
+    }
+}
+
+/// The feature table and its row weights; with `collapse`, users without a
+/// purchase may share one row (see [`count_matching`]).
+async fn build(
+    events: &Events,
+    features: &BTreeSet<Feature>,
+    spec: &FeatureSpec,
+    collapse: bool,
+) -> Result<(RecordBatch, Vec<u64>)> {
     // When nothing needs first/last seen and the whole history up to the newest
     // event is in range, every user key is in the population (each was assigned
     // from a committed event), so only purchase rows need to be read.
@@ -72,7 +133,6 @@ pub async fn feature_table(
             Feature::FirstSeen | Feature::LastSeen | Feature::Lifecycle(LifecycleAxis::Tenure)
         )
     });
-    let purchases_only = whole_history && !needs_seen;
     // Revenue is read only for features built on it.
     let needs_revenue = features.iter().any(|f| {
         !matches!(
@@ -89,58 +149,115 @@ pub async fn feature_table(
                 | Feature::EventCount { .. }
         )
     });
-    let mut stats =
-        userstats::scan_with(events, &spec.purchase, purchases_only, needs_revenue).await?;
-    if purchases_only {
-        // Everyone in the dictionary was seen by `as_of`.
+    let mut rows = Rows {
+        keys: Vec::new(),
+        idx: Vec::new(),
+        weight: Vec::new(),
+    };
+    let stats = if whole_history && !needs_seen {
+        let userstats::Buyers { keys, mut stats } =
+            userstats::scan_buyers(events, &spec.purchase, needs_revenue).await?;
+        // Everyone in the dictionary was seen by `as_of`; the extra last entry
+        // is every user who never bought.
+        stats.push_blank();
         stats.first_seen.iter_mut().for_each(|t| *t = i64::MIN + 1);
-    }
-    let users: Vec<usize> = (0..stats.len())
-        .filter(|&u| stats.first_seen[u] != NEVER && stats.first_seen[u] <= spec.as_of)
-        .filter(|&u| !spec.buyers_only || stats.purchases[u] > 0)
-        .collect();
+        let blank = keys.len();
+        let users = events.users();
+        let sparse = features
+            .iter()
+            .all(|f| !matches!(f, Feature::Property(_) | Feature::EventCount { .. }));
+        if spec.buyers_only || (collapse && sparse) {
+            for (i, &k) in keys.iter().enumerate() {
+                rows.push(k, i, 1);
+            }
+            if !spec.buyers_only && users > keys.len() {
+                // The first key that did not buy stands for all who did not.
+                let first = (0..users as u32)
+                    .zip(
+                        keys.iter()
+                            .copied()
+                            .map(Some)
+                            .chain(std::iter::repeat(None)),
+                    )
+                    .find(|(k, b)| Some(*k) != *b)
+                    .map_or(0, |(k, _)| k);
+                rows.push(first, blank, (users - keys.len()) as u64);
+            }
+        } else {
+            let mut next = keys.iter().copied().enumerate().peekable();
+            for k in 0..users as u32 {
+                match next.next_if(|&(_, b)| b == k) {
+                    Some((i, _)) => rows.push(k, i, 1),
+                    None => rows.push(k, blank, 1),
+                }
+            }
+        }
+        stats
+    } else {
+        let stats = userstats::scan_with(events, &spec.purchase, needs_revenue).await?;
+        for u in 0..stats.len() {
+            if stats.first_seen[u] != NEVER
+                && stats.first_seen[u] <= spec.as_of
+                && (!spec.buyers_only || stats.purchases[u] > 0)
+            {
+                rows.push(u as u32, u, 1);
+            }
+        }
+        stats
+    };
+    let table = columns(events, features, spec, &stats, &rows).await?;
+    Ok((table, rows.weight))
+}
+
+/// The feature columns of `rows`, computed from `stats`.
+async fn columns(
+    events: &Events,
+    features: &BTreeSet<Feature>,
+    spec: &FeatureSpec,
+    stats: &UserStats,
+    rows: &Rows,
+) -> Result<RecordBatch> {
+    let idx = &rows.idx;
     let mut fields = vec![Field::new("user_key", DataType::UInt32, false)];
-    let mut cols: Vec<ArrayRef> = vec![Arc::new(UInt32Array::from_iter_values(
-        users.iter().map(|&u| u as u32),
-    ))];
+    let mut cols: Vec<ArrayRef> = vec![Arc::new(UInt32Array::from(rows.keys.clone()))];
     let recency = |u: usize| {
         let l = stats.last_purchase[u];
         (l != NEVER).then(|| lifecycle::days_between(l, spec.as_of))
     };
-    // Scores rank buyers only; users who never bought have no score.
-    let buyers: Vec<usize> = users
-        .iter()
-        .copied()
-        .filter(|&u| stats.purchases[u] > 0)
+    // Scores rank buyers only (each buyer is a row of its own); users who
+    // never bought have no score.
+    let buyers: Vec<usize> = (0..idx.len())
+        .filter(|&r| stats.purchases[idx[r]] > 0)
         .collect();
     let score_col = |metric: &dyn Fn(usize) -> i128| -> ArrayRef {
-        let scores = quintile_scores(&buyers.iter().map(|&u| metric(u)).collect::<Vec<_>>());
-        let by_user: HashMap<usize, i64> = buyers.iter().copied().zip(scores).collect();
-        Arc::new(Int64Array::from_iter(
-            users.iter().map(|u| by_user.get(u).copied()),
-        ))
+        let scores = quintile_scores(&buyers.iter().map(|&r| metric(idx[r])).collect::<Vec<_>>());
+        let mut by_row = vec![None; idx.len()];
+        for (&r, s) in buyers.iter().zip(scores) {
+            by_row[r] = Some(s);
+        }
+        Arc::new(Int64Array::from(by_row))
     };
     for f in features {
         let array: ArrayRef = match f {
-            Feature::Recency => Arc::new(Int64Array::from_iter(users.iter().map(|&u| recency(u)))),
+            Feature::Recency => Arc::new(Int64Array::from_iter(idx.iter().map(|&u| recency(u)))),
             Feature::Frequency => Arc::new(Int64Array::from_iter_values(
-                users.iter().map(|&u| stats.purchases[u] as i64),
+                idx.iter().map(|&u| stats.purchases[u] as i64),
             )),
             Feature::Monetary => Arc::new(
-                Decimal128Array::from_iter_values(users.iter().map(|&u| stats.revenue[u]))
+                Decimal128Array::from_iter_values(idx.iter().map(|&u| stats.revenue[u]))
                     .with_precision_and_scale(18, 2)?,
             ),
-            Feature::FirstSeen => ts_col(users.iter().map(|&u| Some(stats.first_seen[u]))),
-            Feature::LastSeen => ts_col(users.iter().map(|&u| Some(stats.last_seen[u]))),
+            Feature::FirstSeen => ts_col(idx.iter().map(|&u| Some(stats.first_seen[u]))),
+            Feature::LastSeen => ts_col(idx.iter().map(|&u| Some(stats.last_seen[u]))),
             Feature::Lifecycle(LifecycleAxis::Tenure) => {
-                Arc::new(StringArray::from_iter(users.iter().map(|&u| {
-                    lifecycle::tenure_stage(&stats, u, spec.as_of, &spec.thresholds)
+                Arc::new(StringArray::from_iter(idx.iter().map(|&u| {
+                    lifecycle::tenure_stage(stats, u, spec.as_of, &spec.thresholds)
                         .map(|s| TENURE[s])
                 })))
             }
             Feature::Lifecycle(LifecycleAxis::Activity) => {
-                Arc::new(StringArray::from_iter(users.iter().map(|&u| {
-                    lifecycle::activity_stage(&stats, u, spec.as_of, &spec.thresholds)
+                Arc::new(StringArray::from_iter(idx.iter().map(|&u| {
+                    lifecycle::activity_stage(stats, u, spec.as_of, &spec.thresholds)
                         .map(|s| ACTIVITY[s])
                         .filter(|s| *s != "none")
                 })))
@@ -149,14 +266,16 @@ pub async fn feature_table(
             Feature::RScore => score_col(&|u| -(recency(u).unwrap_or(i64::MAX) as i128)),
             Feature::FScore => score_col(&|u| stats.purchases[u] as i128),
             Feature::MScore => score_col(&|u| stats.revenue[u]),
-            Feature::Mean(m) => mean_col(m, &stats, &users, &recency)?,
-            Feature::Property(name) => latest_property(events, name, &users, spec.as_of).await?,
+            Feature::Mean(m) => mean_col(m, stats, rows, &recency)?,
+            Feature::Property(name) => {
+                latest_property(events, name, &rows.keys, spec.as_of).await?
+            }
             Feature::EventCount { event, within } => {
                 event_counts(
                     events,
                     event,
                     within.map(|d| d.micros()),
-                    &users,
+                    &rows.keys,
                     spec.as_of,
                 )
                 .await?
@@ -175,31 +294,33 @@ fn ts_col(values: impl Iterator<Item = Option<i64>>) -> ArrayRef {
 fn mean_col(
     m: &Metric,
     stats: &UserStats,
-    users: &[usize],
+    rows: &Rows,
     recency: &dyn Fn(usize) -> Option<i64>,
 ) -> Result<ArrayRef> {
-    let n = users.len();
+    let n = rows.idx.len();
+    let weighted = || rows.idx.iter().copied().zip(rows.weight.iter().copied());
+    let users: u64 = rows.weight.iter().sum();
     Ok(match m {
         Metric::Recency => {
-            let vals: Vec<i64> = users.iter().filter_map(|&u| recency(u)).collect();
-            let mean =
-                (!vals.is_empty()).then(|| vals.iter().sum::<i64>() as f64 / vals.len() as f64);
+            let (sum, count) = weighted()
+                .filter_map(|(u, w)| recency(u).map(|r| (r * w as i64, w)))
+                .fold((0i64, 0u64), |(s, c), (r, w)| (s + r, c + w));
+            let mean = (count > 0).then(|| sum as f64 / count as f64);
             Arc::new(Float64Array::from(vec![mean; n]))
         }
         Metric::Frequency => {
-            let mean = (n > 0).then(|| {
-                users
-                    .iter()
-                    .map(|&u| stats.purchases[u] as f64)
+            let mean = (users > 0).then(|| {
+                weighted()
+                    .map(|(u, w)| stats.purchases[u] as f64 * w as f64)
                     .sum::<f64>()
-                    / n as f64
+                    / users as f64
             });
             Arc::new(Float64Array::from(vec![mean; n]))
         }
         Metric::Monetary => {
             // Decimal128(22, 6), as DataFusion's avg of Decimal128(18, 2) is.
-            let sum: i128 = users.iter().map(|&u| stats.revenue[u]).sum();
-            let mean = (n > 0).then(|| sum * 10_000 / n as i128);
+            let sum: i128 = weighted().map(|(u, w)| stats.revenue[u] * w as i128).sum();
+            let mean = (users > 0).then(|| sum * 10_000 / users as i128);
             Arc::new(Decimal128Array::from(vec![mean; n]).with_precision_and_scale(22, 6)?)
         }
     })
@@ -208,7 +329,7 @@ fn mean_col(
 async fn latest_property(
     events: &Events,
     name: &str,
-    users: &[usize],
+    users: &[u32],
     as_of: i64,
 ) -> Result<ArrayRef> {
     if !events.has_column(name) || ["user_key", "ts", "ingested_at", "properties"].contains(&name) {
@@ -250,7 +371,7 @@ async fn latest_property(
         }
     }
     Ok(Arc::new(StringArray::from_iter(
-        users.iter().map(|&u| value[u].clone()),
+        users.iter().map(|&u| value[u as usize].clone()),
     )))
 }
 
@@ -258,7 +379,7 @@ async fn event_counts(
     events: &Events,
     event: &str,
     within: Option<i64>,
-    users: &[usize],
+    users: &[u32],
     as_of: i64,
 ) -> Result<ArrayRef> {
     let n = events.users();
@@ -285,7 +406,7 @@ async fn event_counts(
         }
     }
     Ok(Arc::new(Int64Array::from_iter_values(
-        users.iter().map(|&u| counts[u]),
+        users.iter().map(|&u| counts[u as usize]),
     )))
 }
 

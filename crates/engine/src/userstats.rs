@@ -68,6 +68,17 @@ impl UserStats {
         self.first_seen.is_empty()
     }
 
+    /// Appends an entry for a user with no events: every time `NEVER`, no
+    /// purchase, no revenue.
+    pub fn push_blank(&mut self) {
+        self.first_seen.push(NEVER);
+        self.last_seen.push(NEVER);
+        self.first_purchase.push(NEVER);
+        self.last_purchase.push(NEVER);
+        self.purchases.push(0);
+        self.revenue.push(0);
+    }
+
     fn merge(&mut self, o: UserStats) {
         let min = |a: i64, b: i64| match (a, b) {
             (NEVER, x) | (x, NEVER) => x,
@@ -86,45 +97,21 @@ impl UserStats {
 
 /// Scans the events once.
 pub async fn scan(events: &Events, purchase: &PurchaseSpec) -> Result<UserStats> {
-    scan_with(events, purchase, false, true).await
+    scan_with(events, purchase, true).await
 }
 
-/// Like [`scan`]; with `purchases_only`, reads purchase events only (a small
-/// fraction of the rows) and leaves `first_seen`/`last_seen` describing
-/// purchases, so callers must not use them. Without `revenue` the revenue
-/// column is not read and `revenue` stays 0.
+/// Like [`scan`]; without `revenue` the revenue column is not read and
+/// `revenue` stays 0.
 pub async fn scan_with(
     events: &Events,
     purchase: &PurchaseSpec,
-    purchases_only: bool,
     revenue: bool,
 ) -> Result<UserStats> {
     let users = events.users();
-    let mut df = events.in_range().await?;
-    let is_purchase: Expr = col("event").eq(lit(purchase.event.clone()));
-    if purchases_only {
-        df = df.filter(is_purchase.clone())?;
-    }
-    let df = df.select(vec![
-        col("user_key"),
-        col("ts"),
-        is_purchase.alias("is_purchase"),
-        if revenue {
-            col("revenue")
-        } else {
-            // A null literal costs nothing to decode.
-            datafusion::logical_expr::lit(datafusion::scalar::ScalarValue::Decimal128(
-                None,
-                tenure_schema::REVENUE_PRECISION,
-                tenure_schema::REVENUE_SCALE,
-            ))
-            .alias("revenue")
-        },
-    ])?;
-    let streams = df.execute_stream_partitioned().await?;
-    if purchases_only {
-        return fold_purchases(streams, users).await;
-    }
+    let streams = purchase_columns(events, purchase, false, revenue)
+        .await?
+        .execute_stream_partitioned()
+        .await?;
     let mut tasks = Vec::new();
     for mut stream in streams {
         tasks.push(tokio::spawn(async move {
@@ -141,9 +128,7 @@ pub async fn scan_with(
                 for i in 0..batch.num_rows() {
                     let u = keys[i] as usize;
                     if u >= users {
-                        return Err(EngineError::BadRequest(
-                            "user_key beyond the users dictionary".into(),
-                        ));
+                        return Err(beyond_dictionary());
                     }
                     let t = ts[i];
                     if st.first_seen[u] == NEVER || t < st.first_seen[u] {
@@ -178,13 +163,66 @@ pub async fn scan_with(
     Ok(acc.unwrap_or_else(|| UserStats::new(users)))
 }
 
-/// The purchases-only pass: purchase rows are a small fraction, so each
-/// partition keeps its rows (key, time, revenue) and one dense fold follows,
-/// instead of a dense array set per partition and a merge over every user.
-async fn fold_purchases(
-    streams: Vec<datafusion::physical_plan::SendableRecordBatchStream>,
-    users: usize,
-) -> Result<UserStats> {
+/// `user_key`, `ts`, `is_purchase` and `revenue` (a null literal when not
+/// wanted: it costs nothing to decode) of the events in range, or of the
+/// purchases only.
+async fn purchase_columns(
+    events: &Events,
+    purchase: &PurchaseSpec,
+    purchases_only: bool,
+    revenue: bool,
+) -> Result<datafusion::dataframe::DataFrame> {
+    let mut df = events.in_range().await?;
+    let is_purchase: Expr = col("event").eq(lit(purchase.event.clone()));
+    if purchases_only {
+        df = df.filter(is_purchase.clone())?;
+    }
+    Ok(df.select(vec![
+        col("user_key"),
+        col("ts"),
+        is_purchase.alias("is_purchase"),
+        if revenue {
+            col("revenue")
+        } else {
+            lit(datafusion::scalar::ScalarValue::Decimal128(
+                None,
+                tenure_schema::REVENUE_PRECISION,
+                tenure_schema::REVENUE_SCALE,
+            ))
+            .alias("revenue")
+        },
+    ])?)
+}
+
+fn beyond_dictionary() -> EngineError {
+    EngineError::BadRequest("user_key beyond the users dictionary".into())
+}
+
+/// The users who bought, with their purchase facts: `stats` entry `i` is the
+/// user with key `keys[i]` (ascending).
+#[derive(Debug, Clone)]
+pub struct Buyers {
+    /// Keys of the users with at least one purchase in range, ascending.
+    pub keys: Vec<u32>,
+    /// Their facts; `first_seen`/`last_seen` describe purchases only, so
+    /// callers must not use them as "seen".
+    pub stats: UserStats,
+}
+
+/// Reads purchase events only (a small fraction of the rows) and returns the
+/// buyers' facts, sized by the number of buyers rather than of users. Without
+/// `revenue` the revenue column is not read and `revenue` stays 0.
+pub async fn scan_buyers(
+    events: &Events,
+    purchase: &PurchaseSpec,
+    revenue: bool,
+) -> Result<Buyers> {
+    let users = events.users();
+    let streams = purchase_columns(events, purchase, true, revenue)
+        .await?
+        .execute_stream_partitioned()
+        .await?;
+    // Each partition keeps its purchase rows (key, time, revenue).
     let mut tasks = Vec::new();
     for mut stream in streams {
         tasks.push(tokio::spawn(async move {
@@ -200,9 +238,7 @@ async fn fold_purchases(
                 let revenue = batch.column(3).as_primitive::<Decimal128Type>();
                 for i in 0..batch.num_rows() {
                     if keys[i] as usize >= users {
-                        return Err(EngineError::BadRequest(
-                            "user_key beyond the users dictionary".into(),
-                        ));
+                        return Err(beyond_dictionary());
                     }
                     if purchase.is_valid(i) && purchase.value(i) {
                         let r = if revenue.is_valid(i) {
@@ -217,26 +253,39 @@ async fn fold_purchases(
             Ok::<_, EngineError>(rows)
         }));
     }
-    let mut st = UserStats::new(users);
+    let mut parts = Vec::new();
     for t in tasks {
-        let rows = t
-            .await
-            .map_err(|e| EngineError::BadRequest(format!("scan task failed: {e}")))??;
-        for (k, t, r) in rows {
-            let u = k as usize;
-            if st.first_purchase[u] == NEVER || t < st.first_purchase[u] {
-                st.first_purchase[u] = t;
-            }
-            st.last_purchase[u] = st.last_purchase[u].max(t);
-            st.purchases[u] += 1;
-            st.revenue[u] += r;
+        parts.push(
+            t.await
+                .map_err(|e| EngineError::BadRequest(format!("scan task failed: {e}")))??,
+        );
+    }
+    // Slot of each buyer by ascending key: mark, then number the marks.
+    // (`vec![0; n]` is zeroed lazily by the OS: only pages touched cost.)
+    let mut slot = vec![0u32; users];
+    for &(k, _, _) in parts.iter().flatten() {
+        slot[k as usize] = 1;
+    }
+    let mut keys = Vec::new();
+    for (k, s) in slot.iter_mut().enumerate() {
+        if *s != 0 {
+            keys.push(k as u32);
+            *s = keys.len() as u32;
         }
     }
-    // Callers of the purchases-only pass must not use first/last seen; keep
-    // them describing purchases, as documented.
+    let mut st = UserStats::new(keys.len());
+    for &(k, t, r) in parts.iter().flatten() {
+        let b = slot[k as usize] as usize - 1;
+        if st.first_purchase[b] == NEVER || t < st.first_purchase[b] {
+            st.first_purchase[b] = t;
+        }
+        st.last_purchase[b] = st.last_purchase[b].max(t);
+        st.purchases[b] += 1;
+        st.revenue[b] += r;
+    }
     st.first_seen.clone_from(&st.first_purchase);
     st.last_seen.clone_from(&st.last_purchase);
-    Ok(st)
+    Ok(Buyers { keys, stats: st })
 }
 
 /// Cents as an exact decimal string (`-12.05`).

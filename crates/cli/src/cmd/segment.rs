@@ -13,7 +13,7 @@ use tenure_dsl::{
     SegmentLibraryBuilder,
 };
 use tenure_engine::Events;
-use tenure_engine::features::{FeatureSpec, feature_table, users_table};
+use tenure_engine::features::{FeatureSpec, count_matching, feature_table, users_table};
 use tenure_engine::lifecycle::Thresholds;
 use tenure_engine::userstats::PurchaseSpec;
 
@@ -122,14 +122,8 @@ pub fn check(expr: &str, files: &[String]) -> Result<(), CheckError> {
 /// segment, users, total_users, share.
 pub async fn compute_rows(scope: &Scope, opts: &SegmentOptions) -> anyhow::Result<Rows> {
     let (events, as_of) = open_as_of(scope).await?;
-    let (ctx, seg, _) = feature_context(&events, as_of, opts).await?;
-    let n = ctx
-        .table("features")
-        .await?
-        .filter(seg.expr.clone())?
-        .count()
-        .await?;
-    let total = ctx.table("features").await?.count().await?;
+    let (seg, spec) = compile(&events, as_of, opts)?;
+    let (n, total) = count_matching(&events, &seg.features, &seg.expr, &spec).await?;
     Ok(Rows {
         columns: vec![
             "segment".into(),
@@ -139,8 +133,8 @@ pub async fn compute_rows(scope: &Scope, opts: &SegmentOptions) -> anyhow::Resul
         ],
         rows: vec![vec![
             opts.expr.clone().into(),
-            (n as u64).into(),
-            (total as u64).into(),
+            n.into(),
+            total.into(),
             serde_json::json!(if total > 0 {
                 n as f64 / total as f64
             } else {
@@ -150,13 +144,13 @@ pub async fn compute_rows(scope: &Scope, opts: &SegmentOptions) -> anyhow::Resul
     })
 }
 
-/// Compiles the segment against the store and registers its feature table as
-/// `features` in a fresh session (also returned, for --explain).
-async fn feature_context(
+/// Compiles the segment against the store, with the feature options it is
+/// evaluated under.
+fn compile(
     events: &Events,
     as_of: i64,
     opts: &SegmentOptions,
-) -> anyhow::Result<(SessionContext, Segment, RecordBatch)> {
+) -> anyhow::Result<(Segment, FeatureSpec)> {
     let catalog = catalog_of(Some(events));
     let lib = library(&opts.segments, &catalog)?;
     let seg = Segment::new(
@@ -173,6 +167,17 @@ async fn feature_context(
         thresholds: Thresholds::default(),
         buyers_only: false,
     };
+    Ok((seg, spec))
+}
+
+/// Compiles the segment against the store and registers its feature table as
+/// `features` in a fresh session (also returned, for --explain).
+async fn feature_context(
+    events: &Events,
+    as_of: i64,
+    opts: &SegmentOptions,
+) -> anyhow::Result<(SessionContext, Segment, RecordBatch)> {
+    let (seg, spec) = compile(events, as_of, opts)?;
     let table = feature_table(events, &seg.features, &spec).await?;
     let ctx = SessionContext::new();
     ctx.register_batch("features", table.clone())?;

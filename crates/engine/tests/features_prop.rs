@@ -1,0 +1,126 @@
+//! Property test: segment counts over the engine's feature table, both the one
+//! row per user table and the collapsed count (one row for all users who never
+//! bought), equal a naive count: R, F, M, scores and means computed straight
+//! from random events, and the expression run by the DSL's own evaluator.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use common::*;
+use datafusion::prelude::SessionContext;
+use proptest::prelude::*;
+use tenure_dsl::{Catalog, CompileContext, FeatureRow, Resolver, Segment, evaluate};
+use tenure_engine::features::{FeatureSpec, count_matching, feature_table};
+use tenure_engine::lifecycle::Thresholds;
+use tenure_engine::userstats::PurchaseSpec;
+use tenure_engine::{Events, OpenOptions};
+
+fn expressions() -> impl Strategy<Value = String> {
+    (0usize..9, 0i64..70, 0i64..4, 0i64..20_000, 1i64..6).prop_map(|(t, a, b, m, s)| match t {
+        0 => format!("R < {a}d and F >= {b}"),
+        1 => format!("not F >= {b}"),
+        2 => format!("M <= {m} or R > {a}"),
+        3 => format!("r_score = {s} or f_score >= {s}"),
+        4 => format!("m_score <= {s} and not r_score = {s}"),
+        5 => "R < mean(R) and F > mean(F)".to_string(),
+        6 => "M <= mean(M) or F = 0".to_string(),
+        7 => format!("lifecycle = active or lifecycle = silent or F < {b}"),
+        _ => format!("(R >= {a}d or M > {m}) and not f_score = {s}"),
+    })
+}
+
+/// 1 plus the number of quintile cut points (values at 1-based ranks
+/// ceil(k n / 5) of the sorted list) that `v` exceeds.
+fn naive_score(all: &[i128], v: i128) -> i64 {
+    let mut s = all.to_vec();
+    s.sort();
+    let n = s.len();
+    1 + (1..5).filter(|k| v > s[(k * n).div_ceil(5) - 1]).count() as i64
+}
+
+fn naive_rows(evs: &[Ev], as_of: i64) -> Vec<FeatureRow> {
+    let users: BTreeSet<u8> = evs.iter().map(|e| e.user).collect();
+    let buys = |u: u8| {
+        evs.iter()
+            .filter(move |e| e.user == u && e.name == "purchase")
+    };
+    let recency = |u: u8| {
+        buys(u)
+            .map(|e| e.ts)
+            .max()
+            .map(|l| (as_of - l).div_euclid(DAY))
+    };
+    let freq = |u: u8| buys(u).count() as i64;
+    let money = |u: u8| buys(u).map(|e| e.revenue.unwrap() as i128).sum::<i128>();
+    let buyers: Vec<u8> = users.iter().copied().filter(|&u| freq(u) > 0).collect();
+    let r_all: Vec<i128> = buyers
+        .iter()
+        .map(|&u| -(recency(u).unwrap() as i128))
+        .collect();
+    let f_all: Vec<i128> = buyers.iter().map(|&u| freq(u) as i128).collect();
+    let m_all: Vec<i128> = buyers.iter().map(|&u| money(u)).collect();
+    let n = users.len();
+    let rec: Vec<i64> = users.iter().filter_map(|&u| recency(u)).collect();
+    let mean_r = (!rec.is_empty()).then(|| rec.iter().sum::<i64>() as f64 / rec.len() as f64);
+    let mean_f = users.iter().map(|&u| freq(u) as f64).sum::<f64>() / n as f64;
+    let mean_m = users.iter().map(|&u| money(u)).sum::<i128>() * 10_000 / n as i128;
+    let t = Thresholds::default();
+    users
+        .iter()
+        .map(|&u| {
+            let bought = freq(u) > 0;
+            FeatureRow {
+                recency: recency(u),
+                frequency: Some(freq(u)),
+                monetary: Some(money(u)),
+                lifecycle_activity: recency(u).map(|d| {
+                    let i = t.activity.iter().position(|b| d <= *b).unwrap_or(3);
+                    ["active", "cooling", "silent", "churned"][i].to_string()
+                }),
+                r_score: bought.then(|| naive_score(&r_all, -(recency(u).unwrap() as i128))),
+                f_score: bought.then(|| naive_score(&f_all, freq(u) as i128)),
+                m_score: bought.then(|| naive_score(&m_all, money(u))),
+                mean_recency: mean_r,
+                mean_frequency: Some(mean_f),
+                mean_monetary: Some(mean_m),
+                ..Default::default()
+            }
+        })
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn segment_counts_match_naive(evs in events(), src in expressions()) {
+        let url = fresh_store(&evs, "features-prop");
+        let events = block(Events::open(&url, OpenOptions { threads: 2, ..Default::default() })).unwrap();
+        let as_of = evs.iter().map(|e| e.ts).max().unwrap();
+        let catalog = Catalog { properties: None, events: None };
+        let ctx = CompileContext::new(as_of);
+        let seg = Segment::new(&src, &Resolver::new(&catalog), &ctx).unwrap();
+        let spec = FeatureSpec {
+            as_of,
+            purchase: PurchaseSpec::default(),
+            thresholds: Thresholds::default(),
+            buyers_only: false,
+        };
+        let (got, total) = block(count_matching(&events, &seg.features, &seg.expr, &spec)).unwrap();
+        let table = block(feature_table(&events, &seg.features, &spec)).unwrap();
+        let (filtered, rows) = block(async {
+            let sc = SessionContext::new();
+            sc.register_batch("features", table).unwrap();
+            let f = sc.table("features").await.unwrap().filter(seg.expr.clone()).unwrap().count().await.unwrap();
+            (f as u64, sc.table("features").await.unwrap().count().await.unwrap() as u64)
+        });
+        let naive = naive_rows(&evs, as_of);
+        let want = naive.iter().filter(|r| evaluate(&seg.resolved, r, &ctx) == Some(true)).count() as u64;
+        let per_user: BTreeMap<&str, u64> =
+            [("collapsed", got), ("table", filtered), ("naive", want)].into();
+        prop_assert_eq!(per_user.values().collect::<BTreeSet<_>>().len(), 1, "{} {:?}", src, per_user);
+        prop_assert_eq!(total, naive.len() as u64);
+        prop_assert_eq!(rows, naive.len() as u64);
+    }
+}
