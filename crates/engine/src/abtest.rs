@@ -203,6 +203,7 @@ impl Exposures {
         ctx.register_table("events", view)?;
         Ok(Events {
             ctx,
+            parts: None,
             ..events.clone()
         })
     }

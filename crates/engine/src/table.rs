@@ -26,6 +26,15 @@ pub struct OpenOptions {
     pub to: Option<i64>,
 }
 
+/// A stored file of the table.
+#[derive(Debug, Clone)]
+pub struct Part {
+    /// Its path in the store.
+    pub path: object_store::path::Path,
+    /// Its size in bytes (from the manifest).
+    pub size: u64,
+}
+
 /// An opened store: its committed snapshot and a DataFusion session with the
 /// table `events` registered.
 #[derive(Clone)]
@@ -40,6 +49,10 @@ pub struct Events {
     pub ts_range: Option<(i64, i64)>,
     /// Files registered (after date pruning).
     pub files: usize,
+    /// The same files, for passes that read them directly; `None` when
+    /// `events` is a view over them (see `abtest::Exposures::restrict`), which
+    /// such passes must then go through.
+    pub parts: Option<Vec<Part>>,
     /// The range asked for.
     pub options: OpenOptions,
 }
@@ -66,7 +79,9 @@ impl Events {
         let store = Store::open(url)?;
         let snapshot = tenure_store::load_latest(&store).await?;
         let threads = thread_count(options.threads);
-        let mut config = SessionConfig::new()
+        // DataFusion's own settings may be tuned from the environment
+        // (`DATAFUSION_EXECUTION_BATCH_SIZE=...`); ours override them.
+        let mut config = SessionConfig::from_env()?
             .with_target_partitions(threads)
             .with_information_schema(false);
         // Statistics would cost a footer read per file at registration; the
@@ -81,6 +96,7 @@ impl Events {
         ctx.register_object_store(&base, store.inner.clone());
         let paths = tenure_store::readable_paths(&store, &snapshot).await?;
         let mut urls = Vec::new();
+        let mut parts = Vec::new();
         let mut range: Option<(i64, i64)> = None;
         for (f, path) in snapshot.files.iter().zip(&paths) {
             if options.to.is_some_and(|t| f.min_ts >= t)
@@ -90,6 +106,10 @@ impl Events {
             }
             let full = store.path(path);
             urls.push(ListingTableUrl::parse(format!("tenure://store/{full}"))?);
+            parts.push(Part {
+                path: full,
+                size: f.bytes,
+            });
             range = Some(match range {
                 None => (f.min_ts, f.max_ts),
                 Some((a, b)) => (a.min(f.min_ts), b.max(f.max_ts)),
@@ -122,6 +142,7 @@ impl Events {
             ctx,
             ts_range: range,
             files,
+            parts: Some(parts),
             options,
         })
     }
