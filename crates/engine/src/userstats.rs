@@ -397,7 +397,7 @@ impl PurchaseScan {
         let mask = ProjectionMask::columns(builder.parquet_schema(), names.iter().copied());
         let mut stream = builder
             .with_projection(mask)
-            .with_batch_size(64 * 1024)
+            .with_batch_size(8 * 1024)
             .build()
             .map_err(|e| in_file(&e))?;
         let mut hit = Vec::new();
