@@ -13,7 +13,6 @@ use datafusion::arrow::array::{
 use datafusion::arrow::datatypes::{DataType, Field, Schema, TimestampMicrosecondType, UInt32Type};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::DFSchema;
-use datafusion::execution::context::SessionContext;
 use datafusion::logical_expr::{Expr, cast, col, ident, lit};
 use futures::StreamExt;
 use tenure_dsl::{Feature, LifecycleAxis, Metric};
@@ -79,7 +78,9 @@ pub async fn count_matching(
 ) -> Result<(u64, u64)> {
     let (table, weights) = build(events, features, spec, true).await?;
     let df_schema = DFSchema::try_from(table.schema())?;
-    let predicate = SessionContext::new().create_physical_expr(segment.clone(), &df_schema)?;
+    let predicate = events
+        .ctx
+        .create_physical_expr(segment.clone(), &df_schema)?;
     let matched = predicate.evaluate(&table)?.into_array(table.num_rows())?;
     let matched = matched.as_boolean_opt().ok_or_else(|| {
         EngineError::BadRequest(format!(

@@ -252,16 +252,36 @@ pub async fn scan_buyers(
             *s = keys.len() as u32;
         }
     }
-    let mut st = UserStats::new(keys.len());
-    for &(k, t, r) in parts.iter().flatten() {
-        let b = slot[k as usize] as usize - 1;
-        if st.first_purchase[b] == NEVER || t < st.first_purchase[b] {
-            st.first_purchase[b] = t;
-        }
-        st.last_purchase[b] = st.last_purchase[b].max(t);
-        st.purchases[b] += 1;
-        st.revenue[b] += r;
+    // One record per buyer, so a row costs one cache miss rather than one per
+    // fact array.
+    #[derive(Clone, Copy)]
+    struct Facts {
+        first: i64,
+        last: i64,
+        revenue: i128,
+        purchases: u32,
     }
+    let mut facts = vec![
+        Facts {
+            first: i64::MAX,
+            last: i64::MIN,
+            revenue: 0,
+            purchases: 0,
+        };
+        keys.len()
+    ];
+    for &(k, t, r) in parts.iter().flatten() {
+        let f = &mut facts[slot[k as usize] as usize - 1];
+        f.first = f.first.min(t);
+        f.last = f.last.max(t);
+        f.purchases += 1;
+        f.revenue += r;
+    }
+    let mut st = UserStats::new(0);
+    st.first_purchase = facts.iter().map(|f| f.first).collect();
+    st.last_purchase = facts.iter().map(|f| f.last).collect();
+    st.purchases = facts.iter().map(|f| f.purchases).collect();
+    st.revenue = facts.iter().map(|f| f.revenue).collect();
     st.first_seen.clone_from(&st.first_purchase);
     st.last_seen.clone_from(&st.last_purchase);
     Ok(Buyers { keys, stats: st })
