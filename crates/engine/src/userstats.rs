@@ -161,17 +161,10 @@ pub async fn scan_with(
             Ok::<_, EngineError>(st)
         }));
     }
-    let mut acc: Option<UserStats> = None;
-    for t in tasks {
-        let part = t
-            .await
-            .map_err(|e| EngineError::BadRequest(format!("scan task failed: {e}")))??;
-        match acc.as_mut() {
-            None => acc = Some(part),
-            Some(a) => a.merge(part),
-        }
-    }
-    Ok(acc.unwrap_or_else(|| UserStats::new(users)))
+    let mut parts = join(tasks).await?.into_iter();
+    let mut acc = parts.next().unwrap_or_else(|| UserStats::new(users));
+    parts.for_each(|p| acc.merge(p));
+    Ok(acc)
 }
 
 /// `user_key`, `ts`, `is_purchase` and `revenue` (a null literal when not
