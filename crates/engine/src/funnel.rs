@@ -44,15 +44,20 @@
 //! Time to convert: that chain's seconds from step `i - 1` to step `i`.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
-use datafusion::arrow::array::{Array, AsArray, BooleanArray, DictionaryArray};
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, DictionaryArray, new_null_array,
+};
 use datafusion::arrow::datatypes::{DataType, Int32Type, TimestampMicrosecondType, UInt32Type};
+use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::logical_expr::{Expr, cast, col, ident, lit};
 use datafusion::physical_plan::SendableRecordBatchStream;
 use futures::StreamExt;
 
 use crate::breakdown::NONE_LABEL;
-use crate::table::Events;
+use crate::stored::{self, Origin};
+use crate::table::{Events, Part};
 use crate::{EngineError, Result};
 
 /// Most steps a funnel may have (as ClickHouse's `windowFunnel`).
@@ -220,16 +225,164 @@ pub const BUCKETS: &[(i64, &str)] = &[
 /// Entry kinds beyond steps: exclusions are `EXCL + j`.
 const EXCL: u8 = 64;
 
-/// The rows a scan partition produced, column by column.
+/// Rows sorted by user key: a stored file, or a stretch of a scan partition.
+/// Each user's rows are gathered from every run by the fold.
 #[derive(Default)]
-struct Gathered {
+struct Run {
+    /// Where the run goes among runs: its file's earliest time when known.
+    /// Runs taken in time order leave each user's rows (nearly) in time order,
+    /// so the per-user sort has (almost) nothing to do.
+    order: i64,
     key: Vec<u32>,
     ts: Vec<i64>,
     mask: Vec<u32>,
     grp: Vec<u32>,
     hold: Vec<u32>,
-    grp_labels: Vec<Option<String>>,
-    hold_values: Vec<Option<String>>,
+}
+
+/// A scan task's rows (as runs) and its numbering of groups and held values.
+#[derive(Default, Clone)]
+struct Gathered {
+    runs: Vec<Run>,
+    grp_ids: Interner,
+    hold_ids: Interner,
+    /// The stored file the last run came from (direct reads).
+    file: Option<usize>,
+}
+
+/// Most runs a task may keep; beyond (unsorted input) they are merged into
+/// one, sorted by key.
+const MAX_RUNS: usize = 4096;
+
+/// One batch's columns, ready to be gathered.
+struct BatchRows<'a> {
+    keys: &'a [u32],
+    ts: &'a [i64],
+    /// Bits 0..steps are the steps, then one bit per exclusion.
+    mask: &'a [u32],
+    grp: Option<BatchIds<'a>>,
+    hold: Option<BatchIds<'a>>,
+}
+
+impl Clone for Run {
+    fn clone(&self) -> Self {
+        // Only empty states are cloned (one per scan task).
+        Run {
+            order: self.order,
+            ..Run::default()
+        }
+    }
+}
+
+impl Gathered {
+    /// Starts a run (a new file) of at most `rows` rows.
+    fn start_run(&mut self, order: i64, rows: usize, shape: &Shape) {
+        let with = |on: bool| {
+            if on {
+                Vec::with_capacity(rows)
+            } else {
+                Vec::new()
+            }
+        };
+        self.runs.push(Run {
+            order,
+            key: Vec::with_capacity(rows),
+            ts: Vec::with_capacity(rows),
+            mask: Vec::with_capacity(rows),
+            grp: with(shape.grp),
+            hold: with(shape.hold),
+        });
+    }
+
+    /// Appends a batch's rows in range that matter to the funnel to the
+    /// current run; a key below the previous one starts a new run.
+    fn push(&mut self, b: &BatchRows, shape: &Shape) -> Result<()> {
+        if b.keys.iter().any(|&k| k as usize >= shape.users) {
+            return Err(EngineError::BadRequest(format!(
+                "user_key beyond the users dictionary ({} users): the store is inconsistent",
+                shape.users
+            )));
+        }
+        if self.runs.is_empty() {
+            self.start_run(i64::MIN, 0, shape);
+        }
+        let grp_map = b.grp.map(|c| self.grp_ids.map_values(c));
+        let hold_map = b.hold.map(|c| self.hold_ids.map_values(c));
+        let (from, to) = shape.range;
+        for i in 0..b.keys.len() {
+            let m = b.mask[i];
+            // Rows matching no step are "other events", which only strict order
+            // looks at (they are rows whose step condition failed otherwise).
+            if m == 0 && !shape.strict_order {
+                continue;
+            }
+            let (k, t) = (b.keys[i], b.ts[i]);
+            if t < from || t >= to {
+                continue;
+            }
+            let mut run = self.runs.last_mut().expect("a run was started");
+            if run.key.last().is_some_and(|&last| k < last) {
+                let order = run.order;
+                self.start_run(order, 0, shape);
+                run = self.runs.last_mut().expect("just started");
+            }
+            run.key.push(k);
+            run.ts.push(t);
+            run.mask.push(m);
+            if let (Some(c), Some(map)) = (b.grp, &grp_map) {
+                // Only a step-1 event's value is ever used.
+                run.grp.push(if m & 1 == 1 {
+                    self.grp_ids.id(c, map, i)
+                } else {
+                    u32::MAX
+                });
+            }
+            if let (Some(c), Some(map)) = (b.hold, &hold_map) {
+                run.hold.push(if c.is_valid(i) {
+                    self.hold_ids.id(c, map, i)
+                } else {
+                    u32::MAX
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Merges the runs into one sorted by key when there are too many of them
+    /// for the fold to walk (input not sorted by user).
+    fn coalesce(&mut self) {
+        if self.runs.len() <= MAX_RUNS {
+            return;
+        }
+        let runs = std::mem::take(&mut self.runs);
+        let mut all = Run {
+            order: i64::MIN,
+            ..Run::default()
+        };
+        for r in runs {
+            all.key.extend(r.key);
+            all.ts.extend(r.ts);
+            all.mask.extend(r.mask);
+            all.grp.extend(r.grp);
+            all.hold.extend(r.hold);
+        }
+        let mut idx: Vec<u32> = (0..all.key.len() as u32).collect();
+        idx.sort_by_key(|&i| all.key[i as usize]);
+        fn permute<T: Copy>(v: &[T], idx: &[u32]) -> Vec<T> {
+            if v.is_empty() {
+                return Vec::new();
+            }
+            idx.iter().map(|&i| v[i as usize]).collect()
+        }
+        self.runs = vec![Run {
+            order: i64::MIN,
+            key: permute(&all.key, &idx),
+            ts: permute(&all.ts, &idx),
+            mask: permute(&all.mask, &idx),
+            grp: permute(&all.grp, &idx),
+            hold: permute(&all.hold, &idx),
+        }];
+    }
 }
 
 impl FunnelSpec {
@@ -287,49 +440,39 @@ fn matcher(s: &Step) -> Expr {
 }
 
 /// Scans the events and folds every user's funnel.
+///
+/// When `events` is the stored files and no step has a condition, the files
+/// are read directly (`user_key`, `ts`, `event` as its dictionary, the
+/// breakdown and held columns): each event name is matched against the steps
+/// once per batch dictionary, and each file, sorted by user, becomes one run.
+/// Otherwise a DataFusion plan evaluates the step conditions.
 pub async fn user_levels(events: &Events, spec: &FunnelSpec) -> Result<UserLevels> {
     spec.validate(events)?;
     let users = events.users();
-    let df = events.in_range().await?;
-    // No `event IN (...)` filter: rows matching no step are skipped while
-    // gathering, and a filter would copy every surviving column once more.
-    let mut select = vec![col("user_key"), col("ts")];
-    for (i, s) in spec.steps.iter().enumerate() {
-        select.push(matcher(s).alias(format!("__step{i}")));
-    }
-    for (j, x) in spec.exclusions.iter().enumerate() {
-        select.push(matcher(&x.step).alias(format!("__excl{j}")));
-    }
-    let with_grp = spec.by.is_some();
-    if let Some(by) = &spec.by {
-        select.push(cast(ident(by), dict_type()).alias("__grp"));
-    }
-    if let Some(h) = &spec.hold {
-        select.push(cast(ident(h), dict_type()).alias("__hold"));
-    }
-    let df = df.select(select)?;
-    let streams = df.execute_stream_partitioned().await?;
     let shape = Shape {
         steps: spec.steps.len(),
         exclusions: spec.exclusions.len(),
-        grp: with_grp,
+        grp: spec.by.is_some(),
         hold: spec.hold.is_some(),
         strict_order: spec.modes.strict_order,
         users,
+        range: (
+            events.options.from.unwrap_or(i64::MIN),
+            events.options.to.unwrap_or(i64::MAX),
+        ),
     };
-    let mut tasks = Vec::with_capacity(streams.len());
-    for stream in streams {
-        tasks.push(tokio::spawn(gather(stream, shape)));
-    }
-    let mut parts = Vec::with_capacity(tasks.len());
-    for t in tasks {
-        parts.push(
-            t.await
-                .map_err(|e| EngineError::BadRequest(format!("scan task failed: {e}")))??,
-        );
-    }
+    let plain = spec
+        .steps
+        .iter()
+        .chain(spec.exclusions.iter().map(|x| &x.step))
+        .all(|s| s.condition.is_none());
+    let parts = match &events.parts {
+        Some(files) if plain => gather_direct(events, files, spec, shape).await?,
+        _ => gather_planned(events, spec, shape).await?,
+    };
     let spec = spec.clone();
-    tokio::task::spawn_blocking(move || fold_users(parts, &spec, shape, users))
+    let threads = crate::table::thread_count(events.options.threads);
+    tokio::task::spawn_blocking(move || fold_users(parts, &spec, shape, threads))
         .await
         .map_err(|e| EngineError::BadRequest(format!("funnel task failed: {e}")))?
 }
@@ -342,29 +485,125 @@ struct Shape {
     hold: bool,
     strict_order: bool,
     users: usize,
+    /// Rows kept: `range.0 <= ts < range.1`.
+    range: (i64, i64),
+}
+
+/// Reads the stored files themselves, one run per file.
+async fn gather_direct(
+    events: &Events,
+    files: &[Part],
+    spec: &FunnelSpec,
+    shape: Shape,
+) -> Result<Vec<Gathered>> {
+    let min_ts: Vec<i64> = files.iter().map(|p| p.min_ts).collect();
+    let steps: Vec<String> = spec
+        .steps
+        .iter()
+        .chain(spec.exclusions.iter().map(|x| &x.step))
+        .map(|s| s.event.clone())
+        .collect();
+    let (by, hold) = (spec.by.clone(), spec.hold.clone());
+    let mut columns = vec!["user_key", "ts", "event"];
+    columns.extend(spec.by.as_deref());
+    columns.extend(spec.hold.as_deref());
+    let fold = move |g: &mut Gathered, origin: Origin<'_>, batch: &RecordBatch| {
+        if g.file != Some(origin.file) {
+            g.file = Some(origin.file);
+            g.start_run(min_ts[origin.file], origin.rows, &shape);
+        }
+        let wrong = |name: &str| origin.error(&format!("column `{name}` has an unexpected type"));
+        let column = |name: &str| {
+            batch
+                .column_by_name(name)
+                .ok_or_else(|| origin.error(&format!("no column `{name}`")))
+        };
+        let keys = column("user_key")?
+            .as_primitive_opt::<UInt32Type>()
+            .ok_or_else(|| wrong("user_key"))?;
+        let ts = column("ts")?
+            .as_primitive_opt::<TimestampMicrosecondType>()
+            .ok_or_else(|| wrong("ts"))?;
+        if keys.null_count() > 0 || ts.null_count() > 0 {
+            return Err(origin.error(&"null user_key or ts"));
+        }
+        let mut mask = Vec::new();
+        let step_mask = |name: &str| {
+            steps
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.as_str() == name)
+                .fold(0u32, |m, (i, _)| m | 1 << i)
+        };
+        if !stored::map_text(column("event")?, step_mask, &mut mask) {
+            return Err(wrong("event"));
+        }
+        // A breakdown or held column as a dictionary of strings (a file
+        // written before the column was declared has only nulls).
+        let as_dict = |name: &Option<String>| -> Result<Option<ArrayRef>> {
+            let Some(name) = name else { return Ok(None) };
+            let c = match batch.column_by_name(name) {
+                Some(c) => c.clone(),
+                None => new_null_array(&dict_type(), batch.num_rows()),
+            };
+            if c.data_type() == &dict_type() {
+                return Ok(Some(c));
+            }
+            Ok(Some(
+                datafusion::arrow::compute::cast(&c, &dict_type()).map_err(|e| origin.error(&e))?,
+            ))
+        };
+        let (grp, held) = (as_dict(&by)?, as_dict(&hold)?);
+        g.push(
+            &BatchRows {
+                keys: keys.values(),
+                ts: ts.values(),
+                mask: &mask,
+                grp: grp.as_ref().map(|c| c.as_dictionary::<Int32Type>()),
+                hold: held.as_ref().map(|c| c.as_dictionary::<Int32Type>()),
+            },
+            &shape,
+        )
+    };
+    stored::scan_files(events, files, &columns, Gathered::default(), fold).await
+}
+
+/// Evaluates the steps (and their conditions) in a DataFusion plan over
+/// `events` (which may be a view); runs are stretches sorted by key.
+async fn gather_planned(events: &Events, spec: &FunnelSpec, shape: Shape) -> Result<Vec<Gathered>> {
+    let df = events.in_range().await?;
+    // No `event IN (...)` filter: rows matching no step are skipped while
+    // gathering, and a filter would copy every surviving column once more.
+    let mut select = vec![col("user_key"), col("ts")];
+    for (i, s) in spec.steps.iter().enumerate() {
+        select.push(matcher(s).alias(format!("__step{i}")));
+    }
+    for (j, x) in spec.exclusions.iter().enumerate() {
+        select.push(matcher(&x.step).alias(format!("__excl{j}")));
+    }
+    if let Some(by) = &spec.by {
+        select.push(cast(ident(by), dict_type()).alias("__grp"));
+    }
+    if let Some(h) = &spec.hold {
+        select.push(cast(ident(h), dict_type()).alias("__hold"));
+    }
+    let streams = df.select(select)?.execute_stream_partitioned().await?;
+    let mut tasks = Vec::with_capacity(streams.len());
+    for stream in streams {
+        tasks.push(tokio::spawn(gather(stream, shape)));
+    }
+    stored::join(tasks).await
 }
 
 async fn gather(mut stream: SendableRecordBatchStream, shape: Shape) -> Result<Gathered> {
     let mut g = Gathered::default();
-    let mut grp_ids = Interner::default();
-    let mut hold_ids = Interner::default();
     let flags = shape.steps + shape.exclusions;
+    let mut mask = Vec::new();
     while let Some(batch) = stream.next().await {
         let batch = batch?;
         let n = batch.num_rows();
-        let keys = batch.column(0).as_primitive::<UInt32Type>().values();
-        let ts = batch
-            .column(1)
-            .as_primitive::<TimestampMicrosecondType>()
-            .values();
-        if keys.iter().any(|&k| k as usize >= shape.users) {
-            return Err(EngineError::BadRequest(format!(
-                "user_key beyond the users dictionary ({} users): the store is inconsistent",
-                shape.users
-            )));
-        }
-        // Bits 0..steps are the steps, then one bit per exclusion.
-        let mut mask = vec![0u32; n];
+        mask.clear();
+        mask.resize(n, 0u32);
         for f in 0..flags {
             let b: &BooleanArray = batch.column(2 + f).as_boolean();
             let bit = 1u32 << f;
@@ -380,39 +619,22 @@ async fn gather(mut stream: SendableRecordBatchStream, shape: Shape) -> Result<G
                 batch.column(next - 1).as_dictionary::<Int32Type>()
             })
         };
-        let grp_col = dict_col(shape.grp);
-        let hold_col = dict_col(shape.hold);
-        let grp_map = grp_col.map(|c| grp_ids.map_values(c));
-        let hold_map = hold_col.map(|c| hold_ids.map_values(c));
-        for i in 0..n {
-            let m = mask[i];
-            // Rows matching no step are "other events", which only strict order
-            // looks at (they are rows whose step condition failed otherwise).
-            if m == 0 && !shape.strict_order {
-                continue;
-            }
-            g.key.push(keys[i]);
-            g.ts.push(ts[i]);
-            g.mask.push(m);
-            if let (Some(c), Some(map)) = (grp_col, &grp_map) {
-                // Only a step-1 event's value is ever used.
-                g.grp.push(if m & 1 == 1 {
-                    grp_ids.id(c, map, i)
-                } else {
-                    u32::MAX
-                });
-            }
-            if let (Some(c), Some(map)) = (hold_col, &hold_map) {
-                g.hold.push(if c.is_valid(i) {
-                    hold_ids.id(c, map, i)
-                } else {
-                    u32::MAX
-                });
-            }
-        }
+        let grp = dict_col(shape.grp);
+        let hold = dict_col(shape.hold);
+        g.push(
+            &BatchRows {
+                keys: batch.column(0).as_primitive::<UInt32Type>().values(),
+                ts: batch
+                    .column(1)
+                    .as_primitive::<TimestampMicrosecondType>()
+                    .values(),
+                mask: &mask,
+                grp,
+                hold,
+            },
+            &shape,
+        )?;
     }
-    g.grp_labels = grp_ids.into_values();
-    g.hold_values = hold_ids.into_values();
     Ok(g)
 }
 
@@ -425,7 +647,7 @@ fn dict_type() -> DataType {
 /// Numbers the distinct values of a dictionary column (null included) in the
 /// order met. Each batch's dictionary is mapped once; rows then only look up
 /// their key.
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct Interner {
     ids: HashMap<String, u32>,
     null: Option<u32>,
@@ -468,10 +690,6 @@ impl Interner {
         }
         map[c.keys().value(i) as usize]
     }
-
-    fn into_values(self) -> Vec<Option<String>> {
-        self.values
-    }
 }
 
 /// Remaps per-partition ids to one sorted global numbering.
@@ -490,161 +708,233 @@ fn global_ids<T: Ord + Clone>(parts: &[Vec<T>]) -> (Vec<T>, Vec<Vec<u32>>) {
     (all, maps)
 }
 
+/// Users per block of the fold: a block's rows are gathered into buffers that
+/// stay in cache.
+const BLOCK: usize = 4096;
+
+/// Scratch space of one fold thread.
+#[derive(Default)]
+struct Block {
+    /// Offsets of each user's rows in the block (users + 1).
+    counts: Vec<u32>,
+    /// Next free slot per user.
+    pos: Vec<u32>,
+    /// Where each run's slice for the block ends.
+    ends: Vec<usize>,
+    ts: Vec<i64>,
+    mask: Vec<u32>,
+    grp: Vec<u32>,
+    hold: Vec<u32>,
+    scratch: Scratch,
+}
+
+/// The fold's outcome for a contiguous range of users.
+struct Folded {
+    level: Vec<u8>,
+    group: Vec<u32>,
+    conv_us: Vec<i64>,
+    /// Conversion times per user (counts into `conv_us`).
+    conv_len: Vec<u32>,
+}
+
+/// Folds the users `lo..hi`: block by block, each user's rows are taken from
+/// every run (in run order) into cache-sized buffers, then folded.
+fn fold_range(
+    runs: &[&Run],
+    lo: usize,
+    hi: usize,
+    p: &Params,
+    shape: &Shape,
+    b: &mut Block,
+) -> Folded {
+    let mut out = Folded {
+        level: vec![0; hi - lo],
+        group: vec![u32::MAX; hi - lo],
+        conv_us: Vec::new(),
+        conv_len: Vec::with_capacity(hi - lo),
+    };
+    let mut cur: Vec<usize> = runs
+        .iter()
+        .map(|r| r.key.partition_point(|&k| (k as usize) < lo))
+        .collect();
+    b.ends.clear();
+    b.ends.resize(runs.len(), 0);
+    let mut first = lo;
+    while first < hi {
+        let end = (first + BLOCK).min(hi);
+        let width = end - first;
+        // Count each user's rows, then place them run after run.
+        b.counts.clear();
+        b.counts.resize(width + 1, 0);
+        for (r, run) in runs.iter().enumerate() {
+            let mut j = cur[r];
+            while j < run.key.len() && (run.key[j] as usize) < end {
+                b.counts[run.key[j] as usize - first + 1] += 1;
+                j += 1;
+            }
+            b.ends[r] = j;
+        }
+        for u in 0..width {
+            b.counts[u + 1] += b.counts[u];
+        }
+        let total = b.counts[width] as usize;
+        b.ts.resize(total, 0);
+        b.mask.resize(total, 0);
+        if shape.grp {
+            b.grp.resize(total, 0);
+        }
+        if shape.hold {
+            b.hold.resize(total, 0);
+        }
+        b.pos.clear();
+        b.pos.extend_from_slice(&b.counts[..width]);
+        for (r, run) in runs.iter().enumerate() {
+            for j in cur[r]..b.ends[r] {
+                let u = run.key[j] as usize - first;
+                let at = b.pos[u] as usize;
+                b.pos[u] += 1;
+                b.ts[at] = run.ts[j];
+                b.mask[at] = run.mask[j];
+                if shape.grp {
+                    b.grp[at] = run.grp[j];
+                }
+                if shape.hold {
+                    b.hold[at] = run.hold[j];
+                }
+            }
+            cur[r] = b.ends[r];
+        }
+        let rows = Rows {
+            ts: &b.ts[..total],
+            mask: &b.mask[..total],
+            grp: &b.grp[..if shape.grp { total } else { 0 }],
+            hold: &b.hold[..if shape.hold { total } else { 0 }],
+        };
+        for u in 0..width {
+            let range = b.counts[u] as usize..b.counts[u + 1] as usize;
+            let before = out.conv_us.len();
+            if !range.is_empty() {
+                let o = fold_user(&rows, range, p, &mut b.scratch);
+                let at = first - lo + u;
+                out.level[at] = o.level;
+                if o.level > 0 {
+                    out.group[at] = o.group;
+                    let path = &b.scratch.best_path[..o.level as usize];
+                    out.conv_us.extend(path.windows(2).map(|w| w[1] - w[0]));
+                }
+            }
+            out.conv_len.push((out.conv_us.len() - before) as u32);
+        }
+        first = end;
+    }
+    out
+}
+
 fn fold_users(
     mut parts: Vec<Gathered>,
     spec: &FunnelSpec,
     shape: Shape,
-    users: usize,
+    threads: usize,
 ) -> Result<UserLevels> {
-    // One numbering of groups and held values across partitions, in sorted
-    // order, so ties are broken the same way whatever the scan order.
+    let users = shape.users;
+    // One numbering of groups and held values across tasks, in sorted order,
+    // so ties are broken the same way whatever the scan order.
     let (grp_labels, grp_maps) = global_ids(
         &parts
             .iter()
-            .map(|p| p.grp_labels.clone())
+            .map(|p| p.grp_ids.values.clone())
             .collect::<Vec<_>>(),
     );
     let (_, hold_maps) = global_ids(
         &parts
             .iter()
-            .map(|p| p.hold_values.clone())
+            .map(|p| p.hold_ids.values.clone())
             .collect::<Vec<_>>(),
     );
     for (p, (gm, hm)) in parts.iter_mut().zip(grp_maps.iter().zip(&hold_maps)) {
-        for g in &mut p.grp {
-            if *g != u32::MAX {
-                *g = gm[*g as usize];
+        p.coalesce();
+        for run in &mut p.runs {
+            for g in &mut run.grp {
+                if *g != u32::MAX {
+                    *g = gm[*g as usize];
+                }
             }
-        }
-        for h in &mut p.hold {
-            if *h != u32::MAX {
-                *h = hm[*h as usize];
+            for h in &mut run.hold {
+                if *h != u32::MAX {
+                    *h = hm[*h as usize];
+                }
             }
         }
     }
-
-    // Counting sort by user key, then fold: each thread owns a contiguous
-    // range of user keys, places its rows (reading every partition's keys,
-    // sequentially) and folds its users.
-    let total: usize = parts.iter().map(|p| p.key.len()).sum();
+    let total: usize = parts
+        .iter()
+        .flat_map(|p| &p.runs)
+        .map(|r| r.key.len())
+        .sum();
     if total > u32::MAX as usize {
         return Err(EngineError::BadRequest(
             "more than 4 billion funnel events in one run; narrow the range".into(),
         ));
     }
-    let mut offsets = vec![0u32; users + 1];
-    for p in &parts {
-        for &k in &p.key {
-            offsets[k as usize + 1] += 1;
-        }
-    }
-    for i in 0..users {
-        offsets[i + 1] += offsets[i];
-    }
+    // Runs in time order (stable: equal orders keep scan order).
+    let mut runs: Vec<&Run> = parts.iter().flat_map(|p| &p.runs).collect();
+    runs.sort_by_key(|r| r.order);
+
+    // Ranges of users, several per thread, taken by threads as they go.
+    let threads = threads.clamp(1, 64);
+    let ranges = (threads * 8).min(users.div_ceil(BLOCK)).max(1);
+    let per = users.div_ceil(ranges).max(1);
+    let next = AtomicUsize::new(0);
     let params = Params::of(spec);
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2)
-        .clamp(1, 8);
-    let chunk = users.div_ceil(threads).max(1);
-    let mut level = vec![0u8; users];
-    let mut group = vec![u32::MAX; users];
-    let mut conv: Vec<(Vec<i64>, Vec<u32>)> = Vec::new();
-    std::thread::scope(|s| {
-        let mut handles = Vec::new();
-        for ((lv, gr), start) in level
-            .chunks_mut(chunk)
-            .zip(group.chunks_mut(chunk))
-            .zip((0..users).step_by(chunk))
-        {
-            let (offsets, params, parts) = (&offsets, &params, &parts);
-            handles.push(s.spawn(move || {
-                let end = start + lv.len();
-                let base = offsets[start];
-                let len = (offsets[end] - base) as usize;
-                let mut cursor: Vec<u32> = offsets[start..end].iter().map(|o| o - base).collect();
-                let mut ts = vec![0i64; len];
-                let mut mask = vec![0u32; len];
-                let mut grp = if shape.grp {
-                    vec![0u32; len]
-                } else {
-                    Vec::new()
-                };
-                let mut hold = if shape.hold {
-                    vec![0u32; len]
-                } else {
-                    Vec::new()
-                };
-                for p in parts.iter() {
-                    for (i, &k) in p.key.iter().enumerate() {
-                        let k = k as usize;
-                        if k < start || k >= end {
-                            continue;
+    let mut folded: Vec<(usize, Folded)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads.min(ranges))
+            .map(|_| {
+                let (runs, params, next) = (&runs, &params, &next);
+                s.spawn(move || {
+                    let mut block = Block::default();
+                    let mut done = Vec::new();
+                    loop {
+                        let r = next.fetch_add(1, Ordering::Relaxed);
+                        let lo = r * per;
+                        if r >= ranges || lo >= users {
+                            break done;
                         }
-                        let c = &mut cursor[k - start];
-                        let at = *c as usize;
-                        *c += 1;
-                        ts[at] = p.ts[i];
-                        mask[at] = p.mask[i];
-                        if shape.grp {
-                            grp[at] = p.grp[i];
-                        }
-                        if shape.hold {
-                            hold[at] = p.hold[i];
-                        }
+                        let hi = (lo + per).min(users);
+                        done.push((r, fold_range(runs, lo, hi, params, &shape, &mut block)));
                     }
-                }
-                let rows = Rows {
-                    ts: &ts,
-                    mask: &mask,
-                    grp: &grp,
-                    hold: &hold,
-                };
-                let mut scratch = Scratch::default();
-                let mut conv_us = Vec::new();
-                let mut conv_len = Vec::with_capacity(lv.len());
-                for (j, (l, g)) in lv.iter_mut().zip(gr.iter_mut()).enumerate() {
-                    let u = start + j;
-                    let range = (offsets[u] - base) as usize..(offsets[u + 1] - base) as usize;
-                    let before = conv_us.len();
-                    if !range.is_empty() {
-                        let out = fold_user(&rows, range, params, &mut scratch);
-                        *l = out.level;
-                        if out.level > 0 {
-                            *g = out.group;
-                            let path = &scratch.best_path[..out.level as usize];
-                            conv_us.extend(path.windows(2).map(|w| w[1] - w[0]));
-                        }
-                    }
-                    conv_len.push((conv_us.len() - before) as u32);
-                }
-                (conv_us, conv_len)
-            }));
-        }
-        for h in handles {
-            conv.push(h.join().expect("funnel fold thread panicked"));
-        }
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("funnel fold thread panicked"))
+            .collect()
     });
+    drop(runs);
     drop(parts);
+    folded.sort_by_key(|(r, _)| *r);
+    let mut level = Vec::with_capacity(users);
+    let mut group = Vec::with_capacity(users);
     let mut conv_us = Vec::new();
     let mut conv_offsets = Vec::with_capacity(users + 1);
     conv_offsets.push(0u32);
-    for (c, lens) in conv {
-        conv_us.extend_from_slice(&c);
-        for l in lens {
+    for (_, f) in folded {
+        level.extend_from_slice(&f.level);
+        group.extend_from_slice(&f.group);
+        conv_us.extend_from_slice(&f.conv_us);
+        for l in f.conv_len {
             let last = *conv_offsets.last().expect("non-empty");
             conv_offsets.push(last + l);
         }
     }
     // Labels: a column breakdown, a segment breakdown, or one group.
     let labels = if shape.grp {
-        let labels: Vec<String> = grp_labels
-            .iter()
-            .map(|v| v.clone().unwrap_or_else(|| NONE_LABEL.to_string()))
-            .collect();
         // "(none)" may sort among real values; keep the numbering as is and
         // let the report order by label.
-        labels
+        grp_labels
+            .iter()
+            .map(|v| v.clone().unwrap_or_else(|| NONE_LABEL.to_string()))
+            .collect()
     } else if let Some((of_user, labels)) = &spec.user_groups {
         for (u, g) in group.iter_mut().enumerate() {
             if level[u] > 0 {

@@ -18,6 +18,7 @@ pub mod lifecycle;
 pub mod ltv;
 pub mod retention;
 pub mod sql;
+mod stored;
 pub mod table;
 pub mod userstats;
 

@@ -33,6 +33,8 @@ pub struct Part {
     pub path: object_store::path::Path,
     /// Its size in bytes (from the manifest).
     pub size: u64,
+    /// Its earliest event time (UTC µs, from the manifest).
+    pub min_ts: i64,
 }
 
 /// An opened store: its committed snapshot and a DataFusion session with the
@@ -109,6 +111,7 @@ impl Events {
             parts.push(Part {
                 path: full,
                 size: f.bytes,
+                min_ts: f.min_ts,
             });
             range = Some(match range {
                 None => (f.min_ts, f.max_ts),

@@ -3,21 +3,14 @@
 //! features are functions of these.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use datafusion::arrow::array::{Array, AsArray};
-use datafusion::arrow::datatypes::{
-    Decimal128Type, Int32Type, TimestampMicrosecondType, UInt32Type,
-};
+use datafusion::arrow::datatypes::{Decimal128Type, TimestampMicrosecondType, UInt32Type};
+use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::logical_expr::{Expr, col, lit};
-use futures::future::BoxFuture;
-use futures::{FutureExt, StreamExt};
-use object_store::ObjectStore;
-use parquet::arrow::ProjectionMask;
-use parquet::arrow::arrow_reader::ArrowReaderOptions;
-use parquet::arrow::async_reader::{AsyncFileReader, ParquetRecordBatchStreamBuilder};
-use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
+use futures::StreamExt;
 
+use crate::stored::{self, Origin, join};
 use crate::table::{Events, Part};
 use crate::{EngineError, Result};
 
@@ -287,36 +280,27 @@ async fn purchases_direct(
     purchase: &PurchaseSpec,
     revenue: bool,
 ) -> Result<Vec<Vec<(u32, i64, i128)>>> {
-    let mut files = files.to_vec();
-    files.sort_by_key(|p| std::cmp::Reverse(p.size));
-    let files = Arc::new(files);
-    let next = Arc::new(AtomicUsize::new(0));
-    let range = (
-        events.options.from.unwrap_or(i64::MIN),
-        events.options.to.unwrap_or(i64::MAX),
-    );
-    let workers = crate::table::thread_count(events.options.threads)
-        .min(files.len())
-        .max(1);
-    let mut tasks = Vec::new();
-    for _ in 0..workers {
-        let (files, next) = (files.clone(), next.clone());
-        let store = events.store.inner.clone();
-        let scan = PurchaseScan {
-            event: purchase.event.clone(),
-            revenue,
-            users: events.users(),
-            range,
-        };
-        tasks.push(tokio::spawn(async move {
-            let mut rows = Vec::new();
-            while let Some(part) = files.get(next.fetch_add(1, Ordering::Relaxed)) {
-                scan.read(&store, part, &mut rows).await?;
-            }
-            Ok::<_, EngineError>(rows)
-        }));
+    let scan = Arc::new(PurchaseScan {
+        event: purchase.event.clone(),
+        revenue,
+        users: events.users(),
+        range: (
+            events.options.from.unwrap_or(i64::MIN),
+            events.options.to.unwrap_or(i64::MAX),
+        ),
+    });
+    let mut columns = vec!["user_key", "event", "ts"];
+    if revenue {
+        columns.push("revenue");
     }
-    join(tasks).await
+    stored::scan_files(
+        events,
+        files,
+        &columns,
+        Vec::new(),
+        move |rows, origin, batch| scan.take(origin, batch, rows),
+    )
+    .await
 }
 
 /// Purchase rows (key, time, revenue) per partition, through a DataFusion plan
@@ -364,17 +348,6 @@ async fn purchases_planned(
     join(tasks).await
 }
 
-async fn join<T>(tasks: Vec<tokio::task::JoinHandle<Result<T>>>) -> Result<Vec<T>> {
-    let mut out = Vec::new();
-    for t in tasks {
-        out.push(
-            t.await
-                .map_err(|e| EngineError::BadRequest(format!("scan task failed: {e}")))??,
-        );
-    }
-    Ok(out)
-}
-
 /// What the purchases-only pass keeps of a stored file.
 struct PurchaseScan {
     event: String,
@@ -385,155 +358,53 @@ struct PurchaseScan {
 }
 
 impl PurchaseScan {
-    /// Appends the (key, time, revenue) of the purchases in one file.
-    async fn read(
+    /// Appends the (key, time, revenue) of the purchases in one batch.
+    fn take(
         &self,
-        store: &Arc<dyn ObjectStore>,
-        part: &Part,
+        origin: Origin<'_>,
+        batch: &RecordBatch,
         rows: &mut Vec<(u32, i64, i128)>,
     ) -> Result<()> {
-        let in_file = |e: &dyn std::fmt::Display| {
-            EngineError::BadRequest(format!("cannot read {}: {e}", part.path))
+        let column = |name: &str| {
+            batch
+                .column_by_name(name)
+                .ok_or_else(|| origin.error(&format!("no column `{name}`")))
         };
-        let reader = StoreFile {
-            store: store.clone(),
-            path: part.path.clone(),
-            size: part.size,
+        let wrong = |name: &str| origin.error(&format!("column `{name}` has an unexpected type"));
+        let keys = column("user_key")?
+            .as_primitive_opt::<UInt32Type>()
+            .ok_or_else(|| wrong("user_key"))?;
+        let ts = column("ts")?
+            .as_primitive_opt::<TimestampMicrosecondType>()
+            .ok_or_else(|| wrong("ts"))?;
+        let revenue = match self.revenue {
+            true => Some(
+                column("revenue")?
+                    .as_primitive_opt::<Decimal128Type>()
+                    .ok_or_else(|| wrong("revenue"))?,
+            ),
+            false => None,
         };
-        let builder = ParquetRecordBatchStreamBuilder::new(reader)
-            .await
-            .map_err(|e| in_file(&e))?;
-        let mut names = vec!["user_key", "event", "ts"];
-        if self.revenue {
-            names.push("revenue");
-        }
-        let mask = ProjectionMask::columns(builder.parquet_schema(), names.iter().copied());
-        let mut stream = builder
-            .with_projection(mask)
-            .with_batch_size(8 * 1024)
-            .build()
-            .map_err(|e| in_file(&e))?;
+        // Rows naming the purchase event (each distinct name compared once).
         let mut hit = Vec::new();
-        while let Some(batch) = stream.next().await {
-            let batch = batch.map_err(|e| in_file(&e))?;
-            let column = |name: &str| {
-                batch
-                    .column_by_name(name)
-                    .ok_or_else(|| in_file(&format!("no column `{name}`")))
-            };
-            let wrong = |name: &str| in_file(&format!("column `{name}` has an unexpected type"));
-            let keys = column("user_key")?
-                .as_primitive_opt::<UInt32Type>()
-                .ok_or_else(|| wrong("user_key"))?;
-            let ts = column("ts")?
-                .as_primitive_opt::<TimestampMicrosecondType>()
-                .ok_or_else(|| wrong("ts"))?;
-            let revenue = match self.revenue {
-                true => Some(
-                    column("revenue")?
-                        .as_primitive_opt::<Decimal128Type>()
-                        .ok_or_else(|| wrong("revenue"))?,
-                ),
-                false => None,
-            };
-            let event = column("event")?;
-            // Rows naming the purchase event: through the dictionary when the
-            // column is one (compare each distinct name once), else row by row.
-            hit.clear();
-            if let Some(d) = event.as_dictionary_opt::<Int32Type>() {
-                let names = d
-                    .values()
-                    .as_string_opt::<i32>()
-                    .ok_or_else(|| wrong("event"))?;
-                let wanted: Vec<bool> = (0..names.len())
-                    .map(|j| names.is_valid(j) && names.value(j) == self.event)
-                    .collect();
-                if !wanted.contains(&true) {
-                    continue;
-                }
-                hit.extend(
-                    (0..d.len()).map(|i| d.is_valid(i) && wanted[d.keys().value(i) as usize]),
-                );
-            } else {
-                let names = event.as_string_opt::<i32>().ok_or_else(|| wrong("event"))?;
-                hit.extend(
-                    (0..names.len()).map(|i| names.is_valid(i) && names.value(i) == self.event),
-                );
+        if !stored::map_text(column("event")?, |name| name == self.event, &mut hit) {
+            return Err(wrong("event"));
+        }
+        let (k, t) = (keys.values(), ts.values());
+        for i in (0..batch.num_rows()).filter(|&i| hit[i]) {
+            if k[i] as usize >= self.users || keys.is_null(i) {
+                return Err(beyond_dictionary());
             }
-            let (k, t) = (keys.values(), ts.values());
-            for i in (0..batch.num_rows()).filter(|&i| hit[i]) {
-                if k[i] as usize >= self.users || keys.is_null(i) {
-                    return Err(beyond_dictionary());
-                }
-                if ts.is_null(i) || t[i] < self.range.0 || t[i] >= self.range.1 {
-                    continue;
-                }
-                let r = match revenue {
-                    Some(r) if r.is_valid(i) => r.value(i),
-                    _ => 0,
-                };
-                rows.push((k[i], t[i], r));
+            if ts.is_null(i) || t[i] < self.range.0 || t[i] >= self.range.1 {
+                continue;
             }
+            let r = match revenue {
+                Some(r) if r.is_valid(i) => r.value(i),
+                _ => 0,
+            };
+            rows.push((k[i], t[i], r));
         }
         Ok(())
-    }
-}
-
-/// A stored file of known size, read through the object store.
-struct StoreFile {
-    store: Arc<dyn ObjectStore>,
-    path: object_store::path::Path,
-    size: u64,
-}
-
-fn parquet_error(e: object_store::Error) -> parquet::errors::ParquetError {
-    parquet::errors::ParquetError::External(Box::new(e))
-}
-
-impl AsyncFileReader for StoreFile {
-    fn get_bytes(
-        &mut self,
-        range: std::ops::Range<u64>,
-    ) -> BoxFuture<'_, parquet::errors::Result<bytes::Bytes>> {
-        async move {
-            let mut got = self
-                .store
-                .get_ranges(&self.path, &[range])
-                .await
-                .map_err(parquet_error)?;
-            Ok(got.pop().unwrap_or_default())
-        }
-        .boxed()
-    }
-
-    fn get_byte_ranges(
-        &mut self,
-        ranges: Vec<std::ops::Range<u64>>,
-    ) -> BoxFuture<'_, parquet::errors::Result<Vec<bytes::Bytes>>> {
-        async move {
-            self.store
-                .get_ranges(&self.path, &ranges)
-                .await
-                .map_err(parquet_error)
-        }
-        .boxed()
-    }
-
-    fn get_metadata<'a>(
-        &'a mut self,
-        options: Option<&'a ArrowReaderOptions>,
-    ) -> BoxFuture<'a, parquet::errors::Result<Arc<ParquetMetaData>>> {
-        async move {
-            // The size is known: one read of the file's tail gets the footer.
-            let size = self.size;
-            let metadata = ParquetMetaDataReader::new()
-                .with_arrow_reader_options(options)
-                .with_prefetch_hint(Some(64 * 1024))
-                .load_and_finish(self, size)
-                .await?;
-            Ok(Arc::new(metadata))
-        }
-        .boxed()
     }
 }
 

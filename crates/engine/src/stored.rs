@@ -1,0 +1,228 @@
+//! Reading the stored Parquet files directly, without a DataFusion plan, for
+//! the passes that need a few columns of every row and fold them themselves
+//! (the purchases-only pass, funnels): no filter, projection, copy or coalesce
+//! of batches between the decoder and the fold.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use datafusion::arrow::array::{Array, AsArray};
+use datafusion::arrow::datatypes::Int32Type;
+use datafusion::arrow::record_batch::RecordBatch;
+use futures::future::BoxFuture;
+use futures::{FutureExt, StreamExt};
+use object_store::ObjectStore;
+use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::ArrowReaderOptions;
+use parquet::arrow::async_reader::{AsyncFileReader, ParquetRecordBatchStreamBuilder};
+use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
+
+use crate::table::{Events, Part};
+use crate::{EngineError, Result};
+
+/// Rows per decoded batch: small enough that decode buffers stay in cache and
+/// are reused (64K-row batches made the allocator map and unmap them per batch).
+const BATCH_ROWS: usize = 8 * 1024;
+
+/// Where a batch comes from.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Origin<'a> {
+    /// Index of the file in the list given to [`scan_files`].
+    pub file: usize,
+    /// The file.
+    pub part: &'a Part,
+    /// Rows in the file (from its footer).
+    pub rows: usize,
+}
+
+impl Origin<'_> {
+    /// An error about this file.
+    pub fn error(&self, e: &dyn std::fmt::Display) -> EngineError {
+        EngineError::BadRequest(format!("cannot read {}: {e}", self.part.path))
+    }
+}
+
+/// Reads `columns` of every file (columns a file lacks are left out of its
+/// batches) and folds each batch into a per-task state: one task per thread
+/// takes files from a shared queue, largest first; each file's batches arrive
+/// in order, one file after another. Returns every task's state.
+pub(crate) async fn scan_files<S, F>(
+    events: &Events,
+    files: &[Part],
+    columns: &[&str],
+    init: S,
+    fold: F,
+) -> Result<Vec<S>>
+where
+    S: Clone + Send + 'static,
+    F: Fn(&mut S, Origin<'_>, &RecordBatch) -> Result<()> + Clone + Send + Sync + 'static,
+{
+    let mut order: Vec<usize> = (0..files.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(files[i].size));
+    let files = Arc::new(files.to_vec());
+    let order = Arc::new(order);
+    let columns: Arc<Vec<String>> = Arc::new(columns.iter().map(|c| c.to_string()).collect());
+    let next = Arc::new(AtomicUsize::new(0));
+    let workers = crate::table::thread_count(events.options.threads)
+        .min(files.len())
+        .max(1);
+    let mut tasks = Vec::with_capacity(workers);
+    for _ in 0..workers {
+        let (files, order, columns, next) =
+            (files.clone(), order.clone(), columns.clone(), next.clone());
+        let store = events.store.inner.clone();
+        let (mut state, fold) = (init.clone(), fold.clone());
+        tasks.push(tokio::spawn(async move {
+            while let Some(&file) = order.get(next.fetch_add(1, Ordering::Relaxed)) {
+                let part = &files[file];
+                let (mut stream, rows) = open(&store, part, &columns).await?;
+                let origin = Origin { file, part, rows };
+                while let Some(batch) = stream.next().await {
+                    let batch = batch.map_err(|e| origin.error(&e))?;
+                    fold(&mut state, origin, &batch)?;
+                }
+            }
+            Ok::<_, EngineError>(state)
+        }));
+    }
+    join(tasks).await
+}
+
+/// Waits for every task, in order.
+pub(crate) async fn join<T>(tasks: Vec<tokio::task::JoinHandle<Result<T>>>) -> Result<Vec<T>> {
+    let mut out = Vec::with_capacity(tasks.len());
+    for t in tasks {
+        out.push(
+            t.await
+                .map_err(|e| EngineError::BadRequest(format!("scan task failed: {e}")))??,
+        );
+    }
+    Ok(out)
+}
+
+/// Maps every row of a text column (a dictionary of strings, or strings)
+/// through `f`, calling `f` once per distinct dictionary value; nulls map to
+/// `T::default()`. Returns false when the column is not text.
+pub(crate) fn map_text<T: Copy + Default>(
+    column: &dyn Array,
+    f: impl Fn(&str) -> T,
+    out: &mut Vec<T>,
+) -> bool {
+    out.clear();
+    if let Some(d) = column.as_dictionary_opt::<Int32Type>() {
+        let Some(names) = d.values().as_string_opt::<i32>() else {
+            return false;
+        };
+        let per: Vec<T> = (0..names.len())
+            .map(|j| match names.is_valid(j) {
+                true => f(names.value(j)),
+                false => T::default(),
+            })
+            .collect();
+        let keys = d.keys();
+        if keys.null_count() == 0 {
+            out.extend(keys.values().iter().map(|&k| per[k as usize]));
+        } else {
+            out.extend((0..d.len()).map(|i| match keys.is_valid(i) {
+                true => per[keys.value(i) as usize],
+                false => T::default(),
+            }));
+        }
+    } else if let Some(s) = column.as_string_opt::<i32>() {
+        out.extend((0..s.len()).map(|i| match s.is_valid(i) {
+            true => f(s.value(i)),
+            false => T::default(),
+        }));
+    } else {
+        return false;
+    }
+    true
+}
+
+type Batches = parquet::arrow::async_reader::ParquetRecordBatchStream<StoreFile>;
+
+/// Opens one stored file for the named columns; also returns its row count.
+async fn open(
+    store: &Arc<dyn ObjectStore>,
+    part: &Part,
+    columns: &[String],
+) -> Result<(Batches, usize)> {
+    let in_file = |e: &dyn std::fmt::Display| {
+        EngineError::BadRequest(format!("cannot read {}: {e}", part.path))
+    };
+    let reader = StoreFile {
+        store: store.clone(),
+        path: part.path.clone(),
+        size: part.size,
+    };
+    let builder = ParquetRecordBatchStreamBuilder::new(reader)
+        .await
+        .map_err(|e| in_file(&e))?;
+    let rows = usize::try_from(builder.metadata().file_metadata().num_rows()).unwrap_or(0);
+    let mask =
+        ProjectionMask::columns(builder.parquet_schema(), columns.iter().map(|c| c.as_str()));
+    let stream = builder
+        .with_projection(mask)
+        .with_batch_size(BATCH_ROWS)
+        .build()
+        .map_err(|e| in_file(&e))?;
+    Ok((stream, rows))
+}
+
+/// A stored file of known size, read through the object store.
+struct StoreFile {
+    store: Arc<dyn ObjectStore>,
+    path: object_store::path::Path,
+    size: u64,
+}
+
+fn parquet_error(e: object_store::Error) -> parquet::errors::ParquetError {
+    parquet::errors::ParquetError::External(Box::new(e))
+}
+
+impl AsyncFileReader for StoreFile {
+    fn get_bytes(
+        &mut self,
+        range: std::ops::Range<u64>,
+    ) -> BoxFuture<'_, parquet::errors::Result<bytes::Bytes>> {
+        async move {
+            let mut got = self
+                .store
+                .get_ranges(&self.path, &[range])
+                .await
+                .map_err(parquet_error)?;
+            Ok(got.pop().unwrap_or_default())
+        }
+        .boxed()
+    }
+
+    fn get_byte_ranges(
+        &mut self,
+        ranges: Vec<std::ops::Range<u64>>,
+    ) -> BoxFuture<'_, parquet::errors::Result<Vec<bytes::Bytes>>> {
+        async move {
+            self.store
+                .get_ranges(&self.path, &ranges)
+                .await
+                .map_err(parquet_error)
+        }
+        .boxed()
+    }
+
+    fn get_metadata<'a>(
+        &'a mut self,
+        options: Option<&'a ArrowReaderOptions>,
+    ) -> BoxFuture<'a, parquet::errors::Result<Arc<ParquetMetaData>>> {
+        async move {
+            // The size is known: one read of the file's tail gets the footer.
+            let size = self.size;
+            let metadata = ParquetMetaDataReader::new()
+                .with_arrow_reader_options(options)
+                .with_prefetch_hint(Some(64 * 1024))
+                .load_and_finish(self, size)
+                .await?;
+            Ok(Arc::new(metadata))
+        }
+        .boxed()
+    }
+}
