@@ -1320,3 +1320,76 @@ pub fn summarize(ul: &UserLevels, spec: &FunnelSpec) -> (Vec<FunnelRow>, Vec<His
     }
     (rows, hist)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shape() -> Shape {
+        Shape {
+            steps: 2,
+            exclusions: 0,
+            grp: false,
+            hold: false,
+            strict_order: false,
+            users: 100,
+            range: (i64::MIN, i64::MAX),
+        }
+    }
+
+    #[test]
+    fn a_key_going_down_starts_a_run_and_too_many_runs_merge_sorted() {
+        let mut g = Gathered::default();
+        // Keys 99, 98, ..., 0 repeated: every row but those after a 0 starts a
+        // new run.
+        let keys: Vec<u32> = (0..MAX_RUNS as u32 * 2).map(|i| 99 - i % 100).collect();
+        let ts: Vec<i64> = (0..keys.len() as i64).collect();
+        let mask = vec![1u32; keys.len()];
+        let rows = BatchRows {
+            keys: &keys,
+            ts: &ts,
+            mask: &mask,
+            grp: None,
+            hold: None,
+        };
+        g.push(&rows, &shape()).unwrap();
+        assert_eq!(g.runs.len(), keys.len() - keys.len() / 100);
+        assert!(g.runs.len() > MAX_RUNS);
+        g.coalesce();
+        assert_eq!(g.runs.len(), 1);
+        let run = &g.runs[0];
+        assert!(run.key.windows(2).all(|w| w[0] <= w[1]));
+        // Stable: a key's rows keep their order, and every row is there.
+        for (k, t) in run.key.iter().zip(&run.ts) {
+            assert_eq!(keys[*t as usize], *k);
+        }
+        let mut seen = run.ts.clone();
+        seen.sort();
+        assert_eq!(seen, ts);
+        assert!(
+            run.key
+                .windows(2)
+                .zip(run.ts.windows(2))
+                .all(|(k, t)| k[0] != k[1] || t[0] < t[1])
+        );
+    }
+
+    #[test]
+    fn rows_out_of_range_or_matching_nothing_are_left_out() {
+        let mut g = Gathered::default();
+        let mut sh = shape();
+        sh.range = (10, 20);
+        let rows = BatchRows {
+            keys: &[1, 2, 3, 4],
+            ts: &[5, 10, 15, 20],
+            mask: &[1, 2, 0, 1],
+            grp: None,
+            hold: None,
+        };
+        g.push(&rows, &sh).unwrap();
+        assert_eq!(g.runs.len(), 1);
+        assert_eq!(g.runs[0].key, vec![2]);
+        sh.users = 3;
+        assert!(g.push(&rows, &sh).is_err(), "key 3 is beyond 3 users");
+    }
+}
