@@ -107,6 +107,12 @@ struct Rows {
 }
 
 impl Rows {
+    fn reserve(&mut self, n: usize) {
+        self.keys.reserve_exact(n);
+        self.idx.reserve_exact(n);
+        self.weight.reserve_exact(n);
+    }
+
     fn push(&mut self, key: u32, idx: usize, weight: u64) {
         self.keys.push(key);
         self.idx.push(idx);
@@ -168,6 +174,7 @@ async fn build(
             .iter()
             .all(|f| !matches!(f, Feature::Property(_) | Feature::EventCount { .. }));
         if spec.buyers_only || (collapse && sparse) {
+            rows.reserve(keys.len() + 1);
             for (i, &k) in keys.iter().enumerate() {
                 rows.push(k, i, 1);
             }

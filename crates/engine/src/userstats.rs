@@ -3,6 +3,7 @@
 //! features are functions of these.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::datatypes::{Decimal128Type, TimestampMicrosecondType, UInt32Type};
@@ -225,52 +226,166 @@ pub async fn scan_buyers(
         Some(files) => purchases_direct(events, files, purchase, revenue).await?,
         None => purchases_planned(events, purchase, revenue).await?,
     };
-    // Slot of each buyer by ascending key: mark, then number the marks.
-    // (`vec![0; n]` is zeroed lazily by the OS: only pages touched cost.)
-    let mut slot = vec![0u32; users];
-    for &(k, _, _) in parts.iter().flatten() {
-        slot[k as usize] = 1;
+    let threads = crate::table::thread_count(events.options.threads);
+    let (keys, stats) = tokio::task::spawn_blocking(move || fold_buyers(&parts, users, threads))
+        .await
+        .map_err(|e| EngineError::BadRequest(format!("purchase fold failed: {e}")))?;
+    Ok(Buyers { keys, stats })
+}
+
+/// A purchase row: user key, time, revenue (cents).
+type Purchase = (u32, i64, i128);
+
+/// A scan task's purchase rows, as runs sorted by user key (a stored file's
+/// purchases, or a stretch of a scan partition).
+#[derive(Debug, Default, Clone)]
+struct PurchaseRows {
+    rows: Vec<Purchase>,
+    /// Where each run starts in `rows`.
+    starts: Vec<usize>,
+    /// The stored file the last run came from (direct reads).
+    file: Option<usize>,
+}
+
+impl PurchaseRows {
+    fn start_run(&mut self) {
+        self.starts.push(self.rows.len());
     }
-    let mut keys = Vec::new();
-    for (k, s) in slot.iter_mut().enumerate() {
-        if *s != 0 {
-            keys.push(k as u32);
-            *s = keys.len() as u32;
+
+    /// Appends a row; a key below the previous one starts a new run.
+    fn push(&mut self, row: Purchase) {
+        if self.starts.is_empty() || self.rows.last().is_some_and(|last| row.0 < last.0) {
+            self.start_run();
         }
+        self.rows.push(row);
     }
-    // One record per buyer, so a row costs one cache miss rather than one per
-    // fact array.
-    #[derive(Clone, Copy)]
-    struct Facts {
-        first: i64,
-        last: i64,
-        revenue: i128,
-        purchases: u32,
+
+    fn runs(&self) -> impl Iterator<Item = &[Purchase]> {
+        self.starts.iter().enumerate().map(|(i, &s)| {
+            let e = self.starts.get(i + 1).copied().unwrap_or(self.rows.len());
+            &self.rows[s..e]
+        })
     }
-    let mut facts = vec![
-        Facts {
-            first: i64::MAX,
-            last: i64::MIN,
-            revenue: 0,
-            purchases: 0,
-        };
-        keys.len()
-    ];
-    for &(k, t, r) in parts.iter().flatten() {
-        let f = &mut facts[slot[k as usize] as usize - 1];
-        f.first = f.first.min(t);
-        f.last = f.last.max(t);
-        f.purchases += 1;
-        f.revenue += r;
+}
+
+/// One buyer's purchase facts.
+#[derive(Debug, Clone, Copy)]
+struct Facts {
+    first: i64,
+    last: i64,
+    revenue: i128,
+    purchases: u32,
+}
+
+const NO_FACTS: Facts = Facts {
+    first: i64::MAX,
+    last: i64::MIN,
+    revenue: 0,
+    purchases: 0,
+};
+
+/// Users per block of the buyers' fold: a block's facts stay in cache.
+const BUYER_BLOCK: usize = 16 * 1024;
+/// Most runs walked block by block; more (input not sorted by user) are
+/// sorted into one.
+const MAX_PURCHASE_RUNS: usize = 4096;
+
+/// Folds purchase rows into per-buyer facts, buyers in ascending key order
+/// (the stats have room for one more entry, see [`UserStats::push_blank`]).
+/// Users are folded block by block (each block's facts dense and in cache,
+/// each run's rows for the block read in sequence), ranges of blocks taken by
+/// threads as they go.
+fn fold_buyers(parts: &[PurchaseRows], users: usize, threads: usize) -> (Vec<u32>, UserStats) {
+    let mut runs: Vec<&[Purchase]> = parts
+        .iter()
+        .flat_map(|p| p.runs())
+        .filter(|r| !r.is_empty())
+        .collect();
+    let sorted: Vec<Purchase>;
+    if runs.len() > MAX_PURCHASE_RUNS {
+        let mut all: Vec<Purchase> = runs.concat();
+        all.sort_unstable_by_key(|r| r.0);
+        sorted = all;
+        runs = vec![&sorted];
     }
-    let mut st = UserStats::new(0);
-    st.first_purchase = facts.iter().map(|f| f.first).collect();
-    st.last_purchase = facts.iter().map(|f| f.last).collect();
-    st.purchases = facts.iter().map(|f| f.purchases).collect();
-    st.revenue = facts.iter().map(|f| f.revenue).collect();
-    st.first_seen.clone_from(&st.first_purchase);
-    st.last_seen.clone_from(&st.last_purchase);
-    Ok(Buyers { keys, stats: st })
+    let blocks = users.div_ceil(BUYER_BLOCK).max(1);
+    let ranges = (threads.max(1) * 4).min(blocks);
+    let per = blocks.div_ceil(ranges) * BUYER_BLOCK;
+    let next = AtomicUsize::new(0);
+    let mut done: Vec<(usize, Vec<u32>, Vec<Facts>)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads.clamp(1, ranges))
+            .map(|_| {
+                let (runs, next) = (&runs, &next);
+                s.spawn(move || {
+                    let mut out = Vec::new();
+                    let mut block = vec![NO_FACTS; BUYER_BLOCK];
+                    loop {
+                        let r = next.fetch_add(1, Ordering::Relaxed);
+                        let lo = r * per;
+                        if r >= ranges || lo >= users {
+                            break out;
+                        }
+                        let hi = (lo + per).min(users);
+                        let (mut keys, mut facts) = (Vec::new(), Vec::new());
+                        let mut cur: Vec<usize> = runs
+                            .iter()
+                            .map(|run| run.partition_point(|p| (p.0 as usize) < lo))
+                            .collect();
+                        for first in (lo..hi).step_by(BUYER_BLOCK) {
+                            let end = (first + BUYER_BLOCK).min(hi);
+                            for (run, at) in runs.iter().zip(cur.iter_mut()) {
+                                while let Some(&(k, t, rev)) = run.get(*at) {
+                                    if k as usize >= end {
+                                        break;
+                                    }
+                                    let f = &mut block[k as usize - first];
+                                    f.first = f.first.min(t);
+                                    f.last = f.last.max(t);
+                                    f.purchases += 1;
+                                    f.revenue += rev;
+                                    *at += 1;
+                                }
+                            }
+                            for (u, f) in block[..end - first].iter_mut().enumerate() {
+                                if f.purchases > 0 {
+                                    keys.push((first + u) as u32);
+                                    facts.push(*f);
+                                    *f = NO_FACTS;
+                                }
+                            }
+                        }
+                        out.push((r, keys, facts));
+                    }
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("buyers fold thread panicked"))
+            .collect()
+    });
+    done.sort_by_key(|d| d.0);
+    // Each buyer-sized array allocated once, at its final size.
+    let n = done.iter().map(|d| d.1.len()).sum::<usize>() + 1;
+    let mut keys = Vec::with_capacity(n);
+    let mut st = UserStats {
+        first_seen: Vec::with_capacity(n),
+        last_seen: Vec::with_capacity(n),
+        first_purchase: Vec::with_capacity(n),
+        last_purchase: Vec::with_capacity(n),
+        purchases: Vec::with_capacity(n),
+        revenue: Vec::with_capacity(n),
+    };
+    for (_, k, facts) in done {
+        keys.extend_from_slice(&k);
+        st.first_purchase.extend(facts.iter().map(|f| f.first));
+        st.last_purchase.extend(facts.iter().map(|f| f.last));
+        st.purchases.extend(facts.iter().map(|f| f.purchases));
+        st.revenue.extend(facts.iter().map(|f| f.revenue));
+    }
+    st.first_seen.extend_from_slice(&st.first_purchase);
+    st.last_seen.extend_from_slice(&st.last_purchase);
+    (keys, st)
 }
 
 /// Purchase rows (key, time, revenue) per task, read from the stored files.
@@ -279,7 +394,7 @@ async fn purchases_direct(
     files: &[Part],
     purchase: &PurchaseSpec,
     revenue: bool,
-) -> Result<Vec<Vec<(u32, i64, i128)>>> {
+) -> Result<Vec<PurchaseRows>> {
     let scan = Arc::new(PurchaseScan {
         event: purchase.event.clone(),
         revenue,
@@ -297,8 +412,14 @@ async fn purchases_direct(
         events,
         files,
         &columns,
-        Vec::new(),
-        move |rows, origin, batch| scan.take(origin, batch, rows),
+        PurchaseRows::default(),
+        move |rows, origin, batch| {
+            if rows.file != Some(origin.file) {
+                rows.file = Some(origin.file);
+                rows.start_run();
+            }
+            scan.take(origin, batch, rows)
+        },
     )
     .await
 }
@@ -309,7 +430,7 @@ async fn purchases_planned(
     events: &Events,
     purchase: &PurchaseSpec,
     revenue: bool,
-) -> Result<Vec<Vec<(u32, i64, i128)>>> {
+) -> Result<Vec<PurchaseRows>> {
     let users = events.users();
     let streams = purchase_columns(events, purchase, true, revenue)
         .await?
@@ -318,7 +439,7 @@ async fn purchases_planned(
     let mut tasks = Vec::new();
     for mut stream in streams {
         tasks.push(tokio::spawn(async move {
-            let mut rows = Vec::new();
+            let mut rows = PurchaseRows::default();
             while let Some(batch) = stream.next().await {
                 let batch = batch?;
                 let keys = batch.column(0).as_primitive::<UInt32Type>().values();
@@ -359,12 +480,7 @@ struct PurchaseScan {
 
 impl PurchaseScan {
     /// Appends the (key, time, revenue) of the purchases in one batch.
-    fn take(
-        &self,
-        origin: Origin<'_>,
-        batch: &RecordBatch,
-        rows: &mut Vec<(u32, i64, i128)>,
-    ) -> Result<()> {
+    fn take(&self, origin: Origin<'_>, batch: &RecordBatch, rows: &mut PurchaseRows) -> Result<()> {
         let column = |name: &str| {
             batch
                 .column_by_name(name)
@@ -413,4 +529,84 @@ pub fn cents(c: i128) -> String {
     let sign = if c < 0 { "-" } else { "" };
     let a = c.unsigned_abs();
     format!("{sign}{}.{:02}", a / 100, a % 100)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    /// A small deterministic generator (xorshift).
+    fn rng(mut state: u64) -> impl FnMut(u64) -> u64 {
+        move |m| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % m
+        }
+    }
+
+    fn naive(parts: &[PurchaseRows]) -> BTreeMap<u32, (i64, i64, u32, i128)> {
+        let mut m = BTreeMap::new();
+        for &(k, t, r) in parts.iter().flat_map(|p| &p.rows) {
+            let e = m.entry(k).or_insert((i64::MAX, i64::MIN, 0, 0));
+            e.0 = e.0.min(t);
+            e.1 = e.1.max(t);
+            e.2 += 1;
+            e.3 += r;
+        }
+        m
+    }
+
+    fn check(parts: &[PurchaseRows], users: usize, threads: usize) {
+        let (keys, st) = fold_buyers(parts, users, threads);
+        let got: BTreeMap<u32, (i64, i64, u32, i128)> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, &k)| {
+                let f = (st.first_purchase[i], st.last_purchase[i]);
+                (k, (f.0, f.1, st.purchases[i], st.revenue[i]))
+            })
+            .collect();
+        assert_eq!(
+            (st.first_seen.len(), st.last_seen.len()),
+            (keys.len(), keys.len())
+        );
+        assert!(keys.windows(2).all(|w| w[0] < w[1]), "keys ascending");
+        assert_eq!(got, naive(parts));
+    }
+
+    #[test]
+    fn buyers_fold_matches_a_naive_fold_over_blocks_ranges_and_runs() {
+        let users = 5 * BUYER_BLOCK + 123;
+        let mut next = rng(0x2545_f491_4f6c_dd1d);
+        // Three tasks, each with several sorted runs (files) of purchases.
+        let mut parts = Vec::new();
+        for _ in 0..3 {
+            let mut p = PurchaseRows::default();
+            for _ in 0..7 {
+                p.start_run();
+                let mut keys: Vec<u32> = (0..2_000).map(|_| next(users as u64) as u32).collect();
+                keys.sort_unstable();
+                for k in keys {
+                    p.push((k, next(1_000_000) as i64 - 500_000, next(10_000) as i128));
+                }
+            }
+            parts.push(p);
+        }
+        for threads in [1, 2, 3] {
+            check(&parts, users, threads);
+        }
+        // Unsorted input: every row after a larger key starts a run, beyond
+        // the most runs walked block by block.
+        let mut p = PurchaseRows::default();
+        for _ in 0..3 * MAX_PURCHASE_RUNS {
+            p.push((next(users as u64) as u32, next(1_000) as i64, 1));
+        }
+        assert!(p.starts.len() > MAX_PURCHASE_RUNS);
+        check(&[p], users, 2);
+        // No purchases at all, and no users.
+        check(&[PurchaseRows::default()], users, 2);
+        check(&[], 0, 2);
+    }
 }
