@@ -306,9 +306,21 @@ impl Gathered {
         if self.runs.is_empty() {
             self.start_run(i64::MIN, 0, shape);
         }
-        let grp_map = b.grp.map(|c| self.grp_ids.map_values(c));
-        let hold_map = b.hold.map(|c| self.hold_ids.map_values(c));
+        // Each row's group and held value, numbered through the batch's
+        // dictionary (mapped once).
+        let row_ids = |ids: &mut Interner, c: Option<BatchIds>| {
+            c.map(|c| {
+                let map = ids.map_values(c);
+                (0..c.len())
+                    .map(|i| ids.id(c, &map, i))
+                    .collect::<Vec<u32>>()
+            })
+        };
+        let grp = row_ids(&mut self.grp_ids, b.grp);
+        let hold = row_ids(&mut self.hold_ids, b.hold);
         let (from, to) = shape.range;
+        let runs = &mut self.runs;
+        let mut run = runs.last_mut().expect("a run was started");
         for i in 0..b.keys.len() {
             let m = b.mask[i];
             // Rows matching no step are "other events", which only strict order
@@ -320,29 +332,23 @@ impl Gathered {
             if t < from || t >= to {
                 continue;
             }
-            let mut run = self.runs.last_mut().expect("a run was started");
             if run.key.last().is_some_and(|&last| k < last) {
                 let order = run.order;
-                self.start_run(order, 0, shape);
-                run = self.runs.last_mut().expect("just started");
+                runs.push(Run {
+                    order,
+                    ..Run::default()
+                });
+                run = runs.last_mut().expect("just started");
             }
             run.key.push(k);
             run.ts.push(t);
             run.mask.push(m);
-            if let (Some(c), Some(map)) = (b.grp, &grp_map) {
+            if let Some(g) = &grp {
                 // Only a step-1 event's value is ever used.
-                run.grp.push(if m & 1 == 1 {
-                    self.grp_ids.id(c, map, i)
-                } else {
-                    u32::MAX
-                });
+                run.grp.push(if m & 1 == 1 { g[i] } else { u32::MAX });
             }
-            if let (Some(c), Some(map)) = (b.hold, &hold_map) {
-                run.hold.push(if c.is_valid(i) {
-                    self.hold_ids.id(c, map, i)
-                } else {
-                    u32::MAX
-                });
+            if let (Some(h), Some(c)) = (&hold, b.hold) {
+                run.hold.push(if c.is_valid(i) { h[i] } else { u32::MAX });
             }
         }
         Ok(())
