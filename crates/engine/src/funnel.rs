@@ -743,10 +743,21 @@ struct Folded {
     conv_len: Vec<u32>,
 }
 
+/// A run and the global ids of its task's groups and held values.
+struct TaskRun<'a> {
+    run: &'a Run,
+    grp: &'a [u32],
+    hold: &'a [u32],
+}
+
+fn global_id(map: &[u32], id: u32) -> u32 {
+    if id == u32::MAX { id } else { map[id as usize] }
+}
+
 /// Folds the users `lo..hi`: block by block, each user's rows are taken from
 /// every run (in run order) into cache-sized buffers, then folded.
 fn fold_range(
-    runs: &[&Run],
+    runs: &[TaskRun],
     lo: usize,
     hi: usize,
     p: &Params,
@@ -761,7 +772,7 @@ fn fold_range(
     };
     let mut cur: Vec<usize> = runs
         .iter()
-        .map(|r| r.key.partition_point(|&k| (k as usize) < lo))
+        .map(|r| r.run.key.partition_point(|&k| (k as usize) < lo))
         .collect();
     b.ends.clear();
     b.ends.resize(runs.len(), 0);
@@ -772,7 +783,7 @@ fn fold_range(
         // Count each user's rows, then place them run after run.
         b.counts.clear();
         b.counts.resize(width + 1, 0);
-        for (r, run) in runs.iter().enumerate() {
+        for (r, TaskRun { run, .. }) in runs.iter().enumerate() {
             let mut j = cur[r];
             while j < run.key.len() && (run.key[j] as usize) < end {
                 b.counts[run.key[j] as usize - first + 1] += 1;
@@ -794,7 +805,7 @@ fn fold_range(
         }
         b.pos.clear();
         b.pos.extend_from_slice(&b.counts[..width]);
-        for (r, run) in runs.iter().enumerate() {
+        for (r, TaskRun { run, grp, hold }) in runs.iter().enumerate() {
             for j in cur[r]..b.ends[r] {
                 let u = run.key[j] as usize - first;
                 let at = b.pos[u] as usize;
@@ -802,10 +813,10 @@ fn fold_range(
                 b.ts[at] = run.ts[j];
                 b.mask[at] = run.mask[j];
                 if shape.grp {
-                    b.grp[at] = run.grp[j];
+                    b.grp[at] = global_id(grp, run.grp[j]);
                 }
                 if shape.hold {
-                    b.hold[at] = run.hold[j];
+                    b.hold[at] = global_id(hold, run.hold[j]);
                 }
             }
             cur[r] = b.ends[r];
@@ -857,20 +868,8 @@ fn fold_users(
             .map(|p| p.hold_ids.values.clone())
             .collect::<Vec<_>>(),
     );
-    for (p, (gm, hm)) in parts.iter_mut().zip(grp_maps.iter().zip(&hold_maps)) {
+    for p in &mut parts {
         p.coalesce();
-        for run in &mut p.runs {
-            for g in &mut run.grp {
-                if *g != u32::MAX {
-                    *g = gm[*g as usize];
-                }
-            }
-            for h in &mut run.hold {
-                if *h != u32::MAX {
-                    *h = hm[*h as usize];
-                }
-            }
-        }
     }
     let total: usize = parts
         .iter()
@@ -882,9 +881,14 @@ fn fold_users(
             "more than 4 billion funnel events in one run; narrow the range".into(),
         ));
     }
-    // Runs in time order (stable: equal orders keep scan order).
-    let mut runs: Vec<&Run> = parts.iter().flat_map(|p| &p.runs).collect();
-    runs.sort_by_key(|r| r.order);
+    // Runs in time order (stable: equal orders keep scan order), each with its
+    // task's group and held-value numbering (applied as rows are placed).
+    let mut runs: Vec<TaskRun> = parts
+        .iter()
+        .zip(grp_maps.iter().zip(&hold_maps))
+        .flat_map(|(p, (grp, hold))| p.runs.iter().map(move |run| TaskRun { run, grp, hold }))
+        .collect();
+    runs.sort_by_key(|r| r.run.order);
 
     // Ranges of users, several per thread, taken by threads as they go.
     let threads = threads.clamp(1, 64);
@@ -1224,15 +1228,21 @@ pub fn fold_entries(entries: &[Entry], p: &Params, st: &mut FoldState) -> Outcom
 }
 
 /// Quantile with linear interpolation between closest ranks (DuckDB's
-/// `quantile_cont`), on sorted values.
-pub fn quantile_cont(sorted: &[i64], q: f64) -> Option<f64> {
-    if sorted.is_empty() {
+/// `quantile_cont`). The values are reordered (selection, not a full sort).
+pub fn quantile_cont(values: &mut [i64], q: f64) -> Option<f64> {
+    if values.is_empty() {
         return None;
     }
-    let pos = q * (sorted.len() - 1) as f64;
+    let pos = q * (values.len() - 1) as f64;
     let lo = pos.floor() as usize;
-    let hi = pos.ceil() as usize;
-    let (a, b) = (sorted[lo] as f64, sorted[hi] as f64);
+    let (_, &mut a, above) = values.select_nth_unstable(lo);
+    // The next rank up is the smallest value above `lo`'s.
+    let b = if pos.ceil() as usize > lo {
+        above.iter().copied().min().unwrap_or(a)
+    } else {
+        a
+    };
+    let (a, b) = (a as f64, b as f64);
     Some(a + (b - a) * (pos - lo as f64))
 }
 
@@ -1286,8 +1296,7 @@ pub fn summarize(ul: &UserLevels, spec: &FunnelSpec) -> (Vec<FunnelRow>, Vec<His
                 Some(reached[g][k - 1])
             };
             let t = &mut times[g][k];
-            t.sort_unstable();
-            let secs = |q: f64| quantile_cont(t, q).map(|v| v / 1e6);
+            let mut secs = |q: f64| quantile_cont(t, q).map(|v| v / 1e6);
             rows.push(FunnelRow {
                 group: ul.labels[g].clone(),
                 step: k as u32 + 1,
@@ -1378,6 +1387,31 @@ mod tests {
                 .zip(run.ts.windows(2))
                 .all(|(k, t)| k[0] != k[1] || t[0] < t[1])
         );
+    }
+
+    #[test]
+    fn quantiles_by_selection_equal_interpolation_on_sorted_values() {
+        let mut state = 0x853c_49e6_748f_ea9bu64;
+        for n in 1..60usize {
+            let values: Vec<i64> = (0..n)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    (state % 20) as i64
+                })
+                .collect();
+            let mut sorted = values.clone();
+            sorted.sort_unstable();
+            for q in [0.0, 0.1, 0.5, 0.9, 1.0] {
+                let pos = q * (n - 1) as f64;
+                let (lo, hi) = (sorted[pos.floor() as usize], sorted[pos.ceil() as usize]);
+                let want = lo as f64 + (hi - lo) as f64 * (pos - pos.floor());
+                let mut v = values.clone();
+                assert_eq!(quantile_cont(&mut v, q), Some(want), "{values:?} q {q}");
+            }
+        }
+        assert_eq!(quantile_cont(&mut [], 0.5), None);
     }
 
     #[test]
