@@ -311,9 +311,12 @@ impl Gathered {
         let row_ids = |ids: &mut Interner, c: Option<BatchIds>| {
             c.map(|c| {
                 let map = ids.map_values(c);
-                (0..c.len())
-                    .map(|i| ids.id(c, &map, i))
-                    .collect::<Vec<u32>>()
+                match c.nulls() {
+                    None => c.keys().values().iter().map(|&k| map[k as usize]).collect(),
+                    Some(_) => (0..c.len())
+                        .map(|i| ids.id(c, &map, i))
+                        .collect::<Vec<u32>>(),
+                }
             })
         };
         let grp = row_ids(&mut self.grp_ids, b.grp);
