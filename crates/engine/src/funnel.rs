@@ -44,7 +44,6 @@
 //! Time to convert: that chain's seconds from step `i - 1` to step `i`.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, DictionaryArray, new_null_array,
@@ -521,21 +520,7 @@ async fn gather_direct(
             g.file = Some(origin.file);
             g.start_run(min_ts[origin.file], origin.rows, &shape);
         }
-        let wrong = |name: &str| origin.error(&format!("column `{name}` has an unexpected type"));
-        let column = |name: &str| {
-            batch
-                .column_by_name(name)
-                .ok_or_else(|| origin.error(&format!("no column `{name}`")))
-        };
-        let keys = column("user_key")?
-            .as_primitive_opt::<UInt32Type>()
-            .ok_or_else(|| wrong("user_key"))?;
-        let ts = column("ts")?
-            .as_primitive_opt::<TimestampMicrosecondType>()
-            .ok_or_else(|| wrong("ts"))?;
-        if keys.null_count() > 0 || ts.null_count() > 0 {
-            return Err(origin.error(&"null user_key or ts"));
-        }
+        let (keys, ts) = origin.keys_and_times(batch)?;
         let mut mask = Vec::new();
         let step_mask = |name: &str| {
             steps
@@ -544,8 +529,8 @@ async fn gather_direct(
                 .filter(|(_, s)| s.as_str() == name)
                 .fold(0u32, |m, (i, _)| m | 1 << i)
         };
-        if !stored::map_text(column("event")?, step_mask, &mut mask) {
-            return Err(wrong("event"));
+        if !stored::map_text(origin.column(batch, "event")?, step_mask, &mut mask) {
+            return Err(origin.wrong("event"));
         }
         // A breakdown or held column as a dictionary of strings (a file
         // written before the column was declared has only nulls).
@@ -565,8 +550,8 @@ async fn gather_direct(
         let (grp, held) = (as_dict(&by)?, as_dict(&hold)?);
         g.push(
             &BatchRows {
-                keys: keys.values(),
-                ts: ts.values(),
+                keys,
+                ts,
                 mask: &mask,
                 grp: grp.as_ref().map(|c| c.as_dictionary::<Int32Type>()),
                 hold: held.as_ref().map(|c| c.as_dictionary::<Int32Type>()),
@@ -894,44 +879,23 @@ fn fold_users(
     runs.sort_by_key(|r| r.run.order);
 
     // Ranges of users, several per thread, taken by threads as they go.
-    let threads = threads.clamp(1, 64);
-    let ranges = (threads * 8).min(users.div_ceil(BLOCK)).max(1);
-    let per = users.div_ceil(ranges).max(1);
-    let next = AtomicUsize::new(0);
+    let ranges = (threads.max(1) * 8).min(users.div_ceil(BLOCK)).max(1);
     let params = Params::of(spec);
-    let mut folded: Vec<(usize, Folded)> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..threads.min(ranges))
-            .map(|_| {
-                let (runs, params, next) = (&runs, &params, &next);
-                s.spawn(move || {
-                    let mut block = Block::default();
-                    let mut done = Vec::new();
-                    loop {
-                        let r = next.fetch_add(1, Ordering::Relaxed);
-                        let lo = r * per;
-                        if r >= ranges || lo >= users {
-                            break done;
-                        }
-                        let hi = (lo + per).min(users);
-                        done.push((r, fold_range(runs, lo, hi, params, &shape, &mut block)));
-                    }
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().expect("funnel fold thread panicked"))
-            .collect()
-    });
+    let folded = crate::par::fold_ranges(
+        users,
+        users.div_ceil(ranges),
+        threads,
+        Block::default,
+        |lo, hi, block| fold_range(&runs, lo, hi, &params, &shape, block),
+    );
     drop(runs);
     drop(parts);
-    folded.sort_by_key(|(r, _)| *r);
     let mut level = Vec::with_capacity(users);
     let mut group = Vec::with_capacity(users);
     let mut conv_us = Vec::new();
     let mut conv_offsets = Vec::with_capacity(users + 1);
     conv_offsets.push(0u32);
-    for (_, f) in folded {
+    for f in folded {
         level.extend_from_slice(&f.level);
         group.extend_from_slice(&f.group);
         conv_us.extend_from_slice(&f.conv_us);

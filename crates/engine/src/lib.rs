@@ -16,6 +16,7 @@ pub mod funnel;
 pub mod kpi;
 pub mod lifecycle;
 pub mod ltv;
+mod par;
 pub mod retention;
 pub mod sql;
 mod stored;

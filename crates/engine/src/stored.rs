@@ -6,8 +6,8 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use datafusion::arrow::array::{Array, AsArray};
-use datafusion::arrow::datatypes::Int32Type;
+use datafusion::arrow::array::{Array, ArrayRef, AsArray};
+use datafusion::arrow::datatypes::{Int32Type, TimestampMicrosecondType, UInt32Type};
 use datafusion::arrow::record_batch::RecordBatch;
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
@@ -39,6 +39,34 @@ impl Origin<'_> {
     /// An error about this file.
     pub fn error(&self, e: &dyn std::fmt::Display) -> EngineError {
         EngineError::BadRequest(format!("cannot read {}: {e}", self.part.path))
+    }
+
+    /// A column of one of this file's batches.
+    pub fn column<'b>(&self, batch: &'b RecordBatch, name: &str) -> Result<&'b ArrayRef> {
+        batch
+            .column_by_name(name)
+            .ok_or_else(|| self.error(&format!("no column `{name}`")))
+    }
+
+    /// An error for a column of an unexpected type.
+    pub fn wrong(&self, name: &str) -> EngineError {
+        self.error(&format!("column `{name}` has an unexpected type"))
+    }
+
+    /// A batch's user keys and times (neither may be null).
+    pub fn keys_and_times<'b>(&self, batch: &'b RecordBatch) -> Result<(&'b [u32], &'b [i64])> {
+        let keys = self
+            .column(batch, "user_key")?
+            .as_primitive_opt::<UInt32Type>()
+            .ok_or_else(|| self.wrong("user_key"))?;
+        let ts = self
+            .column(batch, "ts")?
+            .as_primitive_opt::<TimestampMicrosecondType>()
+            .ok_or_else(|| self.wrong("ts"))?;
+        if keys.null_count() > 0 || ts.null_count() > 0 {
+            return Err(self.error(&"null user_key or ts"));
+        }
+        Ok((keys.values(), ts.values()))
     }
 }
 

@@ -3,7 +3,6 @@
 //! features are functions of these.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::datatypes::{Decimal128Type, TimestampMicrosecondType, UInt32Type};
@@ -311,62 +310,40 @@ fn fold_buyers(parts: &[PurchaseRows], users: usize, threads: usize) -> (Vec<u32
     let blocks = users.div_ceil(BUYER_BLOCK).max(1);
     let ranges = (threads.max(1) * 4).min(blocks);
     let per = blocks.div_ceil(ranges) * BUYER_BLOCK;
-    let next = AtomicUsize::new(0);
-    let mut done: Vec<(usize, Vec<u32>, Vec<Facts>)> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..threads.clamp(1, ranges))
-            .map(|_| {
-                let (runs, next) = (&runs, &next);
-                s.spawn(move || {
-                    let mut out = Vec::new();
-                    let mut block = vec![NO_FACTS; BUYER_BLOCK];
-                    loop {
-                        let r = next.fetch_add(1, Ordering::Relaxed);
-                        let lo = r * per;
-                        if r >= ranges || lo >= users {
-                            break out;
-                        }
-                        let hi = (lo + per).min(users);
-                        let (mut keys, mut facts) = (Vec::new(), Vec::new());
-                        let mut cur: Vec<usize> = runs
-                            .iter()
-                            .map(|run| run.partition_point(|p| (p.0 as usize) < lo))
-                            .collect();
-                        for first in (lo..hi).step_by(BUYER_BLOCK) {
-                            let end = (first + BUYER_BLOCK).min(hi);
-                            for (run, at) in runs.iter().zip(cur.iter_mut()) {
-                                while let Some(&(k, t, rev)) = run.get(*at) {
-                                    if k as usize >= end {
-                                        break;
-                                    }
-                                    let f = &mut block[k as usize - first];
-                                    f.first = f.first.min(t);
-                                    f.last = f.last.max(t);
-                                    f.purchases += 1;
-                                    f.revenue += rev;
-                                    *at += 1;
-                                }
-                            }
-                            for (u, f) in block[..end - first].iter_mut().enumerate() {
-                                if f.purchases > 0 {
-                                    keys.push((first + u) as u32);
-                                    facts.push(*f);
-                                    *f = NO_FACTS;
-                                }
-                            }
-                        }
-                        out.push((r, keys, facts));
-                    }
-                })
-            })
+    let fold = |lo: usize, hi: usize, block: &mut Vec<Facts>| {
+        let (mut keys, mut facts) = (Vec::new(), Vec::new());
+        let mut cur: Vec<usize> = runs
+            .iter()
+            .map(|run| run.partition_point(|p| (p.0 as usize) < lo))
             .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().expect("buyers fold thread panicked"))
-            .collect()
-    });
-    done.sort_by_key(|d| d.0);
+        for first in (lo..hi).step_by(BUYER_BLOCK) {
+            let end = (first + BUYER_BLOCK).min(hi);
+            for (run, at) in runs.iter().zip(cur.iter_mut()) {
+                while let Some(&(k, t, rev)) = run.get(*at) {
+                    if k as usize >= end {
+                        break;
+                    }
+                    let f = &mut block[k as usize - first];
+                    f.first = f.first.min(t);
+                    f.last = f.last.max(t);
+                    f.purchases += 1;
+                    f.revenue += rev;
+                    *at += 1;
+                }
+            }
+            for (u, f) in block[..end - first].iter_mut().enumerate() {
+                if f.purchases > 0 {
+                    keys.push((first + u) as u32);
+                    facts.push(*f);
+                    *f = NO_FACTS;
+                }
+            }
+        }
+        (keys, facts)
+    };
+    let done = crate::par::fold_ranges(users, per, threads, || vec![NO_FACTS; BUYER_BLOCK], fold);
     // Each buyer-sized array allocated once, at its final size.
-    let n = done.iter().map(|d| d.1.len()).sum::<usize>() + 1;
+    let n = done.iter().map(|d| d.0.len()).sum::<usize>() + 1;
     let mut keys = Vec::with_capacity(n);
     let mut st = UserStats {
         first_seen: Vec::with_capacity(n),
@@ -376,7 +353,7 @@ fn fold_buyers(parts: &[PurchaseRows], users: usize, threads: usize) -> (Vec<u32
         purchases: Vec::with_capacity(n),
         revenue: Vec::with_capacity(n),
     };
-    for (_, k, facts) in done {
+    for (k, facts) in done {
         keys.extend_from_slice(&k);
         st.first_purchase.extend(facts.iter().map(|f| f.first));
         st.last_purchase.extend(facts.iter().map(|f| f.last));
@@ -481,37 +458,27 @@ struct PurchaseScan {
 impl PurchaseScan {
     /// Appends the (key, time, revenue) of the purchases in one batch.
     fn take(&self, origin: Origin<'_>, batch: &RecordBatch, rows: &mut PurchaseRows) -> Result<()> {
-        let column = |name: &str| {
-            batch
-                .column_by_name(name)
-                .ok_or_else(|| origin.error(&format!("no column `{name}`")))
-        };
-        let wrong = |name: &str| origin.error(&format!("column `{name}` has an unexpected type"));
-        let keys = column("user_key")?
-            .as_primitive_opt::<UInt32Type>()
-            .ok_or_else(|| wrong("user_key"))?;
-        let ts = column("ts")?
-            .as_primitive_opt::<TimestampMicrosecondType>()
-            .ok_or_else(|| wrong("ts"))?;
+        let (k, t) = origin.keys_and_times(batch)?;
         let revenue = match self.revenue {
             true => Some(
-                column("revenue")?
+                origin
+                    .column(batch, "revenue")?
                     .as_primitive_opt::<Decimal128Type>()
-                    .ok_or_else(|| wrong("revenue"))?,
+                    .ok_or_else(|| origin.wrong("revenue"))?,
             ),
             false => None,
         };
         // Rows naming the purchase event (each distinct name compared once).
         let mut hit = Vec::new();
-        if !stored::map_text(column("event")?, |name| name == self.event, &mut hit) {
-            return Err(wrong("event"));
+        let event = origin.column(batch, "event")?;
+        if !stored::map_text(event, |name| name == self.event, &mut hit) {
+            return Err(origin.wrong("event"));
         }
-        let (k, t) = (keys.values(), ts.values());
         for i in (0..batch.num_rows()).filter(|&i| hit[i]) {
-            if k[i] as usize >= self.users || keys.is_null(i) {
+            if k[i] as usize >= self.users {
                 return Err(beyond_dictionary());
             }
-            if ts.is_null(i) || t[i] < self.range.0 || t[i] >= self.range.1 {
+            if t[i] < self.range.0 || t[i] >= self.range.1 {
                 continue;
             }
             let r = match revenue {

@@ -1,0 +1,63 @@
+//! Folding users in parallel by ranges of keys.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// Folds the users `0..users` in ranges of `per` keys (the last may be
+/// shorter) on up to `threads` threads, each taking the next range as it goes
+/// (ranges of dense keys differ in cost: older users have more events) and
+/// keeping one `scratch` for all its ranges. Returns the results in key order.
+pub(crate) fn fold_ranges<T: Send, S>(
+    users: usize,
+    per: usize,
+    threads: usize,
+    scratch: impl Fn() -> S + Sync,
+    fold: impl Fn(usize, usize, &mut S) -> T + Sync,
+) -> Vec<T> {
+    let per = per.max(1);
+    let ranges = users.div_ceil(per);
+    let next = AtomicUsize::new(0);
+    let mut done: Vec<(usize, T)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads.clamp(1, ranges.max(1)))
+            .map(|_| {
+                let (next, scratch, fold) = (&next, &scratch, &fold);
+                s.spawn(move || {
+                    let mut space = scratch();
+                    let mut out = Vec::new();
+                    loop {
+                        let r = next.fetch_add(1, Ordering::Relaxed);
+                        if r >= ranges {
+                            break out;
+                        }
+                        let lo = r * per;
+                        out.push((r, fold(lo, (lo + per).min(users), &mut space)));
+                    }
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("a fold thread panicked"))
+            .collect()
+    });
+    done.sort_by_key(|d| d.0);
+    done.into_iter().map(|d| d.1).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_key_is_folded_once_in_order() {
+        for (users, per, threads) in [(0, 5, 2), (1, 5, 2), (10, 3, 1), (10, 3, 4), (1000, 7, 3)] {
+            let got: Vec<(usize, usize)> =
+                fold_ranges(users, per, threads, || (), |lo, hi, _| (lo, hi));
+            let keys: Vec<usize> = got.iter().flat_map(|&(lo, hi)| lo..hi).collect();
+            assert_eq!(
+                keys,
+                (0..users).collect::<Vec<_>>(),
+                "{users} {per} {threads}"
+            );
+        }
+    }
+}
