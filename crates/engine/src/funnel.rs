@@ -1,9 +1,10 @@
 //! Funnels with ClickHouse `windowFunnel` semantics.
 //!
-//! One scan of the funnel's events (`user_key`, `ts`, one boolean per step and
-//! per exclusion, the breakdown value at step 1, the held property) gathered
-//! per user by a counting sort on the dense `user_key` (no hash table, no
-//! string group-by), then each user's events are folded exactly as
+//! One scan of the funnel's events (`user_key`, `ts`, a bit per step and per
+//! exclusion, the breakdown value at step 1, the held property): each stored
+//! file, sorted by user, is kept as a run; users are then gathered block by
+//! block from all runs into cache-sized buffers (no hash table, no string
+//! group-by, no global sort), and each user's events are folded exactly as
 //! ClickHouse's `windowFunnel` does:
 //!
 //! * every event matching step `i` is an entry `(ts, i)`; an event matching
