@@ -8,54 +8,14 @@ use std::hint::black_box;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use tenure_engine::funnel::{FunnelSpec, Modes, Step, funnel};
 use tenure_engine::userstats::{PurchaseSpec, scan_buyers};
-use tenure_engine::{Events, OpenOptions};
-use tenure_ingest::generator::GenSpec;
-use tenure_ingest::generator_write::ingest_generated;
-use tenure_ingest::{IngestOptions, Store};
 
-fn store(url: &str, users: u64) -> (tokio::runtime::Runtime, Events, u64) {
-    let spec = GenSpec {
-        users,
-        days: 90,
-        seed: 5,
-        start_day: GenSpec::DEFAULT_START,
-    };
-    let summary = ingest_generated(
-        &spec,
-        Store::open(url).unwrap(),
-        IngestOptions::default(),
-        None,
-    )
-    .unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let events = rt
-        .block_on(Events::open(
-            url,
-            OpenOptions {
-                threads: 2,
-                ..Default::default()
-            },
-        ))
-        .unwrap();
-    (rt, events, summary.counters.written)
-}
+mod common;
 
 fn direct_scans(c: &mut Criterion) {
-    let (rt, events, written) = store("memory://bench-funnel", 50_000);
+    let (rt, events, written) = common::memory_store("memory://bench-funnel", 50_000);
     let steps = ["view_item", "add_to_cart", "checkout", "purchase"];
     let spec = FunnelSpec {
-        steps: steps
-            .iter()
-            .map(|s| Step {
-                event: s.to_string(),
-                condition: None,
-                label: s.to_string(),
-            })
-            .collect(),
+        steps: steps.iter().map(|s| Step::named(s)).collect(),
         window_us: 7 * 86_400_000_000,
         modes: Modes::default(),
         exclusions: vec![],

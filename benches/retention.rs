@@ -8,10 +8,9 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use tenure_engine::activity::Activity;
 use tenure_engine::calendar::{Calendar, DAY_MICROS, Period};
 use tenure_engine::retention::{Mode, RetentionSpec, from_activity, retention};
-use tenure_engine::{Events, OpenOptions};
 use tenure_ingest::generator::GenSpec;
-use tenure_ingest::generator_write::ingest_generated;
-use tenure_ingest::{IngestOptions, Store};
+
+mod common;
 
 fn cells(c: &mut Criterion) {
     let start = GenSpec::DEFAULT_START * DAY_MICROS;
@@ -49,34 +48,7 @@ fn cells(c: &mut Criterion) {
 }
 
 fn end_to_end(c: &mut Criterion) {
-    let spec = GenSpec {
-        users: 50_000,
-        days: 90,
-        seed: 5,
-        start_day: GenSpec::DEFAULT_START,
-    };
-    let url = "memory://bench-retention";
-    let summary = ingest_generated(
-        &spec,
-        Store::open(url).unwrap(),
-        IngestOptions::default(),
-        None,
-    )
-    .unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let events = rt
-        .block_on(Events::open(
-            url,
-            OpenOptions {
-                threads: 2,
-                ..Default::default()
-            },
-        ))
-        .unwrap();
+    let (rt, events, written) = common::memory_store("memory://bench-retention", 50_000);
     let req = RetentionSpec {
         period: Period::Week,
         tz: chrono_tz::Tz::UTC,
@@ -88,7 +60,7 @@ fn end_to_end(c: &mut Criterion) {
     };
     let mut g = c.benchmark_group("retention");
     g.sample_size(20);
-    g.throughput(Throughput::Elements(summary.counters.written));
+    g.throughput(Throughput::Elements(written));
     g.bench_function("weekly_end_to_end_memory_store", |b| {
         b.iter(|| black_box(rt.block_on(retention(&events, &req)).unwrap()))
     });

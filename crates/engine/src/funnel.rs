@@ -76,6 +76,17 @@ pub struct Step {
     pub label: String,
 }
 
+impl Step {
+    /// A step on an event name alone (no condition), labelled by the name.
+    pub fn named(event: &str) -> Self {
+        Self {
+            event: event.to_string(),
+            condition: None,
+            label: event.to_string(),
+        }
+    }
+}
+
 /// An event that must not happen between two steps.
 #[derive(Debug, Clone)]
 pub struct Exclusion {
@@ -241,7 +252,7 @@ struct Run {
 }
 
 /// A scan task's rows (as runs) and its numbering of groups and held values.
-#[derive(Default, Clone)]
+#[derive(Default)]
 struct Gathered {
     runs: Vec<Run>,
     grp_ids: Interner,
@@ -262,16 +273,6 @@ struct BatchRows<'a> {
     mask: &'a [u32],
     grp: Option<BatchIds<'a>>,
     hold: Option<BatchIds<'a>>,
-}
-
-impl Clone for Run {
-    fn clone(&self) -> Self {
-        // Only empty states are cloned (one per scan task).
-        Run {
-            order: self.order,
-            ..Run::default()
-        }
-    }
 }
 
 impl Gathered {
@@ -560,7 +561,7 @@ async fn gather_direct(
             &shape,
         )
     };
-    stored::scan_files(events, files, &columns, Gathered::default(), fold).await
+    stored::scan_files(events, files, &columns, Gathered::default, fold).await
 }
 
 /// Evaluates the steps (and their conditions) in a DataFusion plan over
@@ -642,7 +643,7 @@ fn dict_type() -> DataType {
 /// Numbers the distinct values of a dictionary column (null included) in the
 /// order met. Each batch's dictionary is mapped once; rows then only look up
 /// their key.
-#[derive(Default, Clone)]
+#[derive(Default)]
 struct Interner {
     ids: HashMap<String, u32>,
     null: Option<u32>,

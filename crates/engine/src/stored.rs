@@ -71,18 +71,18 @@ impl Origin<'_> {
 }
 
 /// Reads `columns` of every file (columns a file lacks are left out of its
-/// batches) and folds each batch into a per-task state: one task per thread
+/// batches) and folds each batch into a per-task state made by `init`: one task per thread
 /// takes files from a shared queue, largest first; each file's batches arrive
 /// in order, one file after another. Returns every task's state.
 pub(crate) async fn scan_files<S, F>(
     events: &Events,
     files: &[Part],
     columns: &[&str],
-    init: S,
+    init: impl Fn() -> S,
     fold: F,
 ) -> Result<Vec<S>>
 where
-    S: Clone + Send + 'static,
+    S: Send + 'static,
     F: Fn(&mut S, Origin<'_>, &RecordBatch) -> Result<()> + Clone + Send + Sync + 'static,
 {
     let mut order: Vec<usize> = (0..files.len()).collect();
@@ -99,7 +99,7 @@ where
         let (files, order, columns, next) =
             (files.clone(), order.clone(), columns.clone(), next.clone());
         let store = events.store.inner.clone();
-        let (mut state, fold) = (init.clone(), fold.clone());
+        let (mut state, fold) = (init(), fold.clone());
         tasks.push(tokio::spawn(async move {
             while let Some(&file) = order.get(next.fetch_add(1, Ordering::Relaxed)) {
                 let part = &files[file];

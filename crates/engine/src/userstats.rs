@@ -237,7 +237,7 @@ type Purchase = (u32, i64, i128);
 
 /// A scan task's purchase rows, as runs sorted by user key (a stored file's
 /// purchases, or a stretch of a scan partition).
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default)]
 struct PurchaseRows {
     rows: Vec<Purchase>,
     /// Where each run starts in `rows`.
@@ -389,7 +389,7 @@ async fn purchases_direct(
         events,
         files,
         &columns,
-        PurchaseRows::default(),
+        PurchaseRows::default,
         move |rows, origin, batch| {
             if rows.file != Some(origin.file) {
                 rows.file = Some(origin.file);

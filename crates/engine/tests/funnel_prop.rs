@@ -157,14 +157,7 @@ fn engine_counts(url: &str, spec: &FunnelSpec) -> Vec<u64> {
 
 fn spec_of(steps: &[&str], window: i64, modes: Modes) -> FunnelSpec {
     FunnelSpec {
-        steps: steps
-            .iter()
-            .map(|s| Step {
-                event: s.to_string(),
-                condition: None,
-                label: s.to_string(),
-            })
-            .collect(),
+        steps: steps.iter().map(|s| Step::named(s)).collect(),
         window_us: window,
         modes,
         exclusions: vec![],
