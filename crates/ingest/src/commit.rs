@@ -95,7 +95,7 @@ impl Ingest {
     fn commit_files(&mut self, mut files: Vec<FileEntry>) -> Result<u64, IngestError> {
         fault_point("before-users");
         let mut segment = None;
-        if !self.users.added().is_empty() {
+        if self.users.added().len() > 0 {
             let rel = StoreLayout::users_segment(&self.txn);
             self.io
                 .put(&rel, encode_segment(self.users.base(), self.users.added())?)?;
@@ -166,14 +166,14 @@ impl Ingest {
         let first = self.users.base();
         let mut next_key = theirs.users.count as u32;
         let mut remap = Vec::with_capacity(self.users.added().len());
-        let mut still_new: Vec<Box<str>> = Vec::new();
+        let mut still_new: Vec<&str> = Vec::new();
         for id in self.users.added() {
-            match their_users.get(&**id) {
+            match their_users.get(id) {
                 Some(&k) => remap.push(k),
                 None => {
                     remap.push(next_key);
                     next_key += 1;
-                    still_new.push(id.clone());
+                    still_new.push(id);
                 }
             }
         }
@@ -191,8 +191,10 @@ impl Ingest {
             out.push(f);
         }
         if let Some(seg) = segment {
-            self.io
-                .put(seg, encode_segment(theirs.users.count as u32, &still_new)?)?;
+            self.io.put(
+                seg,
+                encode_segment(theirs.users.count as u32, still_new.iter().copied())?,
+            )?;
         }
         Ok((out, still_new.len() as u64))
     }

@@ -46,6 +46,12 @@ pub enum IngestError {
     /// An Arrow kernel failed.
     #[error("arrow: {0}")]
     Arrow(#[from] arrow_schema::ArrowError),
+    /// The event ids seen in this run could not be spilled to (or read back
+    /// from) a temporary file.
+    #[error(
+        "cannot spill event ids to a temporary file (set TMPDIR to a directory with room): {0}"
+    )]
+    Spill(std::io::Error),
     /// Another writer committed the same input at the same time.
     #[error("{0}")]
     Conflict(String),

@@ -190,7 +190,7 @@ impl Ingest {
             max_bad: opts.max_bad,
             default_format: opts.format,
             users,
-            seen: SeenIds::default(),
+            seen: SeenIds::with_limit(opts.config.ingest.seen_ids_in_memory),
             bufs: Default::default(),
             buffered: 0,
             writer,
@@ -531,7 +531,7 @@ impl Ingest {
                 let p = usize::from(p);
                 let row = keys[p].len();
                 if let Some(h) = id
-                    && !self.seen.insert(*h)
+                    && !self.seen_insert(*h)
                 {
                     self.counters.duplicates += 1;
                     dropped[p].push(row);
@@ -556,6 +556,21 @@ impl Ingest {
                     .expect("filter matches the batch length");
             }
             self.buffer_batch(day, batch);
+        }
+    }
+
+    /// Records `event_id` hash `h`; false when it was seen before in this
+    /// commit. A spill file that cannot be written or read fails the run (after
+    /// the current input) and the row is kept meanwhile: nothing is committed.
+    fn seen_insert(&mut self, h: u128) -> bool {
+        match self.seen.insert(h) {
+            Ok(new) => new,
+            Err(e) => {
+                if self.pending_error.is_none() {
+                    self.pending_error = Some(IngestError::Spill(e));
+                }
+                true
+            }
         }
     }
 
@@ -645,7 +660,7 @@ impl Sink for Ingest {
         };
         let (event_id, hash) = parallel::event_id(&ev);
         if let Some(h) = hash
-            && !self.seen.insert(h)
+            && !self.seen_insert(h)
         {
             self.counters.duplicates += 1;
             return;

@@ -682,3 +682,65 @@ fn multi_piece_input_is_decoded_as_if_line_by_line() {
         assert_eq!(users_in_order[key], f[2], "{r}");
     }
 }
+
+/// With only 500 `event_id`s allowed in memory, 30,000 events spill dozens of
+/// runs: repeats of ids seen long before (in a spilled run) and just before
+/// (in memory) are dropped all the same, the first copy kept, in the parallel
+/// NDJSON path and the row-at-a-time CSV path alike.
+#[test]
+fn duplicates_are_dropped_after_the_ids_spill_to_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ndjson = String::new();
+    let mut csv = String::from("event_id,user_id,event,ts,note\n");
+    let mut firsts = Vec::new();
+    let mut repeats = 0u64;
+    let mut emitted = std::collections::HashSet::new();
+    for i in 0..30_000u64 {
+        // Every 10th line repeats an id from far back, every 15th the line before.
+        let id = if i % 10 == 9 {
+            format!("e{}", (i * 7_919) % (i - 5))
+        } else if i % 15 == 14 {
+            format!("e{}", i - 1)
+        } else {
+            format!("e{i}")
+        };
+        let note = if emitted.insert(id.clone()) {
+            firsts.push(id.clone());
+            "first"
+        } else {
+            repeats += 1;
+            "repeat"
+        };
+        let user = format!("u{}", i % 977);
+        let day = 1 + i % 3;
+        ndjson.push_str(&format!(
+            r#"{{"event_id":"{id}","user_id":"{user}","event":"view_item","ts":"2026-01-0{day}T10:00:00Z","note":"{note}"}}"#
+        ));
+        ndjson.push('\n');
+        csv.push_str(&format!(
+            "{id},{user},view_item,2026-01-0{day}T10:00:00Z,{note}\n"
+        ));
+    }
+    firsts.sort();
+    for (name, text) in [("in.ndjson", ndjson), ("in.csv", csv)] {
+        let input = dir.path().join(name);
+        std::fs::write(&input, text).unwrap();
+        let url = dir.path().join(format!("store-{name}"));
+        let url = url.to_str().unwrap();
+        let mut config = fixture_config();
+        config.ingest.seen_ids_in_memory = 500;
+        let s = ingest_files(url, &[&input], opts(config)).unwrap();
+        assert_eq!(s.counters.read, 30_000, "{name}");
+        assert_eq!(s.counters.duplicates, repeats, "{name}");
+        assert!(repeats > 3_000, "{repeats}");
+        assert_eq!(s.counters.written, 30_000 - repeats, "{name}");
+        let rows = table_lines(url, &["event_id", "properties"]);
+        assert!(
+            rows.iter().all(|r| r.contains("first")),
+            "{name}: a repeat was kept"
+        );
+        let mut ids = event_ids(url);
+        ids.sort();
+        assert_eq!(ids, firsts, "{name}");
+    }
+}

@@ -55,6 +55,10 @@ pub struct IngestConfig {
     pub buffer_rows: usize,
     /// zstd level for written files.
     pub zstd_level: i32,
+    /// Most `event_id`s (as 16-byte hashes) one run keeps in memory to drop
+    /// repeats; past it they are spilled to temporary files (under `TMPDIR`)
+    /// and only a filter of 2 bytes an id stays in memory.
+    pub seen_ids_in_memory: usize,
 }
 
 impl Default for IngestConfig {
@@ -66,6 +70,7 @@ impl Default for IngestConfig {
             file_rows: 4 << 20,
             buffer_rows: 2 << 20,
             zstd_level: 1,
+            seen_ids_in_memory: 3 << 20,
         }
     }
 }
