@@ -167,7 +167,9 @@ async fn build(
         // Everyone in the dictionary was seen by `as_of`; the extra last entry
         // is every user who never bought.
         stats.push_blank();
-        stats.first_seen.iter_mut().for_each(|t| *t = i64::MIN + 1);
+        if let Some(t) = stats.first_seen.last_mut() {
+            *t = userstats::SEEN_BEFORE;
+        }
         let blank = keys.len();
         let users = events.users();
         let sparse = features

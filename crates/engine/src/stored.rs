@@ -167,6 +167,52 @@ pub(crate) fn map_text<T: Copy + Default>(
     true
 }
 
+/// The rows of a text column (a dictionary of strings, or strings) whose value
+/// passes `f` (called once per distinct dictionary value), ascending; nulls do
+/// not pass. Returns false when the column is not text.
+pub(crate) fn select_text(
+    column: &dyn Array,
+    f: impl Fn(&str) -> bool,
+    out: &mut Vec<u32>,
+) -> bool {
+    out.clear();
+    if let Some(d) = column.as_dictionary_opt::<Int32Type>() {
+        let Some(names) = d.values().as_string_opt::<i32>() else {
+            return false;
+        };
+        let pass: Vec<bool> = (0..names.len())
+            .map(|j| names.is_valid(j) && f(names.value(j)))
+            .collect();
+        let keys = d.keys();
+        if keys.null_count() == 0 {
+            // Without a branch per row: write every row, advance past the
+            // ones that pass (a few percent, at random, would mispredict).
+            out.resize(keys.len(), 0);
+            let mut n = 0;
+            for (i, &k) in keys.values().iter().enumerate() {
+                out[n] = i as u32;
+                n += usize::from(pass[k as usize]);
+            }
+            out.truncate(n);
+        } else {
+            out.extend(
+                (0..d.len())
+                    .filter(|&i| keys.is_valid(i) && pass[keys.value(i) as usize])
+                    .map(|i| i as u32),
+            );
+        }
+    } else if let Some(s) = column.as_string_opt::<i32>() {
+        out.extend(
+            (0..s.len())
+                .filter(|&i| s.is_valid(i) && f(s.value(i)))
+                .map(|i| i as u32),
+        );
+    } else {
+        return false;
+    }
+    true
+}
+
 type Batches = parquet::arrow::async_reader::ParquetRecordBatchStream<StoreFile>;
 
 /// Opens one stored file for the named columns; also returns its row count.
@@ -252,5 +298,42 @@ impl AsyncFileReader for StoreFile {
             Ok(Arc::new(metadata))
         }
         .boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::array::{DictionaryArray, Int32Array, StringArray};
+
+    use super::*;
+
+    #[test]
+    fn select_text_picks_the_rows_whose_value_passes() {
+        let names = Arc::new(StringArray::from(vec![
+            Some("view"),
+            Some("purchase"),
+            None,
+            Some("purchase"),
+        ]));
+        let pick = |col: &dyn Array| {
+            let mut out = vec![99];
+            assert!(select_text(col, |n| n == "purchase", &mut out));
+            out
+        };
+        // Keys without nulls (the branch-free path), with nulls, plain strings.
+        let keys = Int32Array::from(vec![0, 1, 1, 2, 3, 0, 3]);
+        let dict = DictionaryArray::new(keys, names.clone());
+        assert_eq!(pick(&dict), [1, 2, 4, 6]);
+        let keys = Int32Array::from(vec![Some(1), None, Some(0), Some(3), None]);
+        let dict = DictionaryArray::new(keys, names.clone());
+        assert_eq!(pick(&dict), [0, 3]);
+        let plain = StringArray::from(vec![None, Some("purchase"), Some("view"), Some("purchase")]);
+        assert_eq!(pick(&plain), [1, 3]);
+        assert_eq!(
+            pick(&StringArray::from(Vec::<&str>::new())),
+            Vec::<u32>::new()
+        );
+        let mut out = Vec::new();
+        assert!(!select_text(&Int32Array::from(vec![1]), |_| true, &mut out));
     }
 }

@@ -17,6 +17,9 @@ use crate::{EngineError, Result};
 /// Sentinel for "never".
 pub const NEVER: i64 = i64::MIN;
 
+/// "Seen, before any as-of": what the buyers' pass gives as `first_seen`.
+pub const SEEN_BEFORE: i64 = i64::MIN + 1;
+
 /// What counts as a purchase.
 #[derive(Debug, Clone)]
 pub struct PurchaseSpec {
@@ -201,8 +204,8 @@ fn beyond_dictionary() -> EngineError {
 pub struct Buyers {
     /// Keys of the users with at least one purchase in range, ascending.
     pub keys: Vec<u32>,
-    /// Their facts; `first_seen`/`last_seen` describe purchases only, so
-    /// callers must not use them as "seen".
+    /// Their facts. This pass does not know when users were seen:
+    /// `first_seen` is [`SEEN_BEFORE`] and `last_seen` [`NEVER`] for all.
     pub stats: UserStats,
 }
 
@@ -232,38 +235,89 @@ pub async fn scan_buyers(
     Ok(Buyers { keys, stats })
 }
 
-/// A purchase row: user key, time, revenue (cents).
-type Purchase = (u32, i64, i128);
-
-/// A scan task's purchase rows, as runs sorted by user key (a stored file's
-/// purchases, or a stretch of a scan partition).
+/// A scan task's purchase rows, column by column, as runs sorted by user key
+/// (a stored file's purchases, or a stretch of a scan partition).
 #[derive(Debug, Default)]
 struct PurchaseRows {
-    rows: Vec<Purchase>,
-    /// Where each run starts in `rows`.
+    keys: Vec<u32>,
+    ts: Vec<i64>,
+    /// Revenue in cents, one per row when asked for, else empty.
+    revenue: Vec<i128>,
+    with_revenue: bool,
+    /// Where each run starts.
     starts: Vec<usize>,
     /// The stored file the last run came from (direct reads).
     file: Option<usize>,
 }
 
+/// One run of purchase rows.
+#[derive(Debug, Clone, Copy)]
+struct Run<'a> {
+    keys: &'a [u32],
+    ts: &'a [i64],
+    /// Empty when revenue is not read.
+    revenue: &'a [i128],
+}
+
 impl PurchaseRows {
+    fn new(with_revenue: bool) -> Self {
+        Self {
+            with_revenue,
+            ..Self::default()
+        }
+    }
+
     fn start_run(&mut self) {
-        self.starts.push(self.rows.len());
+        self.starts.push(self.keys.len());
     }
 
     /// Appends a row; a key below the previous one starts a new run.
-    fn push(&mut self, row: Purchase) {
-        if self.starts.is_empty() || self.rows.last().is_some_and(|last| row.0 < last.0) {
+    fn push(&mut self, key: u32, ts: i64, revenue: i128) {
+        if self.starts.is_empty() || self.keys.last().is_some_and(|&last| key < last) {
             self.start_run();
         }
-        self.rows.push(row);
+        self.keys.push(key);
+        self.ts.push(ts);
+        if self.with_revenue {
+            self.revenue.push(revenue);
+        }
     }
 
-    fn runs(&self) -> impl Iterator<Item = &[Purchase]> {
+    fn runs(&self) -> impl Iterator<Item = Run<'_>> {
         self.starts.iter().enumerate().map(|(i, &s)| {
-            let e = self.starts.get(i + 1).copied().unwrap_or(self.rows.len());
-            &self.rows[s..e]
+            let e = self.starts.get(i + 1).copied().unwrap_or(self.keys.len());
+            Run {
+                keys: &self.keys[s..e],
+                ts: &self.ts[s..e],
+                revenue: self.revenue.get(s..e).unwrap_or(&[]),
+            }
         })
+    }
+
+    /// All rows of `runs` in one run sorted by key.
+    fn sorted(runs: &[Run<'_>], with_revenue: bool) -> Self {
+        let mut all = Self::new(with_revenue);
+        for r in runs {
+            all.keys.extend_from_slice(r.keys);
+            all.ts.extend_from_slice(r.ts);
+            if with_revenue {
+                // A run read without revenue counts 0 for it.
+                match r.revenue.is_empty() {
+                    true => all.revenue.resize(all.keys.len(), 0),
+                    false => all.revenue.extend_from_slice(r.revenue),
+                }
+            }
+        }
+        let mut order: Vec<u32> = (0..all.keys.len() as u32).collect();
+        order.sort_unstable_by_key(|&i| all.keys[i as usize]);
+        let mut out = Self::new(with_revenue);
+        out.start_run();
+        out.keys = order.iter().map(|&i| all.keys[i as usize]).collect();
+        out.ts = order.iter().map(|&i| all.ts[i as usize]).collect();
+        if with_revenue {
+            out.revenue = order.iter().map(|&i| all.revenue[i as usize]).collect();
+        }
+        out
     }
 }
 
@@ -295,74 +349,97 @@ const MAX_PURCHASE_RUNS: usize = 4096;
 /// each run's rows for the block read in sequence), ranges of blocks taken by
 /// threads as they go.
 fn fold_buyers(parts: &[PurchaseRows], users: usize, threads: usize) -> (Vec<u32>, UserStats) {
-    let mut runs: Vec<&[Purchase]> = parts
+    let with_revenue = parts.iter().any(|p| p.with_revenue);
+    let mut runs: Vec<Run<'_>> = parts
         .iter()
         .flat_map(|p| p.runs())
-        .filter(|r| !r.is_empty())
+        .filter(|r| !r.keys.is_empty())
         .collect();
-    let sorted: Vec<Purchase>;
+    let sorted: PurchaseRows;
     if runs.len() > MAX_PURCHASE_RUNS {
-        let mut all: Vec<Purchase> = runs.concat();
-        all.sort_unstable_by_key(|r| r.0);
-        sorted = all;
-        runs = vec![&sorted];
+        sorted = PurchaseRows::sorted(&runs, with_revenue);
+        runs = sorted.runs().collect();
     }
     let blocks = users.div_ceil(BUYER_BLOCK).max(1);
     let ranges = (threads.max(1) * 4).min(blocks);
     let per = blocks.div_ceil(ranges) * BUYER_BLOCK;
     let fold = |lo: usize, hi: usize, block: &mut Vec<Facts>| {
-        let (mut keys, mut facts) = (Vec::new(), Vec::new());
+        let mut out = BuyerColumns::default();
         let mut cur: Vec<usize> = runs
             .iter()
-            .map(|run| run.partition_point(|p| (p.0 as usize) < lo))
+            .map(|run| run.keys.partition_point(|&k| (k as usize) < lo))
             .collect();
         for first in (lo..hi).step_by(BUYER_BLOCK) {
             let end = (first + BUYER_BLOCK).min(hi);
             for (run, at) in runs.iter().zip(cur.iter_mut()) {
-                while let Some(&(k, t, rev)) = run.get(*at) {
-                    if k as usize >= end {
-                        break;
-                    }
-                    let f = &mut block[k as usize - first];
+                let stop = *at + run.keys[*at..].partition_point(|&k| (k as usize) < end);
+                for i in *at..stop {
+                    let f = &mut block[run.keys[i] as usize - first];
+                    let t = run.ts[i];
                     f.first = f.first.min(t);
                     f.last = f.last.max(t);
                     f.purchases += 1;
-                    f.revenue += rev;
-                    *at += 1;
                 }
+                if !run.revenue.is_empty() {
+                    for i in *at..stop {
+                        block[run.keys[i] as usize - first].revenue += run.revenue[i];
+                    }
+                }
+                *at = stop;
             }
             for (u, f) in block[..end - first].iter_mut().enumerate() {
                 if f.purchases > 0 {
-                    keys.push((first + u) as u32);
-                    facts.push(*f);
+                    out.keys.push((first + u) as u32);
+                    out.first.push(f.first);
+                    out.last.push(f.last);
+                    out.purchases.push(f.purchases);
+                    if with_revenue {
+                        out.revenue.push(f.revenue);
+                    }
                     *f = NO_FACTS;
                 }
             }
         }
-        (keys, facts)
+        out
     };
     let done = crate::par::fold_ranges(users, per, threads, || vec![NO_FACTS; BUYER_BLOCK], fold);
     // Each buyer-sized array allocated once, at its final size.
-    let n = done.iter().map(|d| d.0.len()).sum::<usize>() + 1;
+    let n = done.iter().map(|d| d.keys.len()).sum::<usize>();
     let mut keys = Vec::with_capacity(n);
     let mut st = UserStats {
-        first_seen: Vec::with_capacity(n),
-        last_seen: Vec::with_capacity(n),
-        first_purchase: Vec::with_capacity(n),
-        last_purchase: Vec::with_capacity(n),
-        purchases: Vec::with_capacity(n),
-        revenue: Vec::with_capacity(n),
+        first_seen: Vec::new(),
+        last_seen: Vec::new(),
+        first_purchase: Vec::with_capacity(n + 1),
+        last_purchase: Vec::with_capacity(n + 1),
+        purchases: Vec::with_capacity(n + 1),
+        revenue: Vec::with_capacity(n + 1),
     };
-    for (k, facts) in done {
-        keys.extend_from_slice(&k);
-        st.first_purchase.extend(facts.iter().map(|f| f.first));
-        st.last_purchase.extend(facts.iter().map(|f| f.last));
-        st.purchases.extend(facts.iter().map(|f| f.purchases));
-        st.revenue.extend(facts.iter().map(|f| f.revenue));
+    for d in done {
+        keys.extend_from_slice(&d.keys);
+        st.first_purchase.extend_from_slice(&d.first);
+        st.last_purchase.extend_from_slice(&d.last);
+        st.purchases.extend_from_slice(&d.purchases);
+        st.revenue.extend_from_slice(&d.revenue);
     }
-    st.first_seen.extend_from_slice(&st.first_purchase);
-    st.last_seen.extend_from_slice(&st.last_purchase);
+    if !with_revenue {
+        st.revenue.resize(n, 0);
+    }
+    // This pass does not know when buyers were first or last seen.
+    st.first_seen = vec![SEEN_BEFORE; n];
+    st.first_seen.reserve_exact(1);
+    st.last_seen = vec![NEVER; n];
+    st.last_seen.reserve_exact(1);
     (keys, st)
+}
+
+/// A range of buyers' facts, column by column.
+#[derive(Debug, Default)]
+struct BuyerColumns {
+    keys: Vec<u32>,
+    first: Vec<i64>,
+    last: Vec<i64>,
+    purchases: Vec<u32>,
+    revenue: Vec<i128>,
 }
 
 /// Purchase rows (key, time, revenue) per task, read from the stored files.
@@ -389,7 +466,7 @@ async fn purchases_direct(
         events,
         files,
         &columns,
-        PurchaseRows::default,
+        move || PurchaseRows::new(revenue),
         move |rows, origin, batch| {
             if rows.file != Some(origin.file) {
                 rows.file = Some(origin.file);
@@ -416,7 +493,7 @@ async fn purchases_planned(
     let mut tasks = Vec::new();
     for mut stream in streams {
         tasks.push(tokio::spawn(async move {
-            let mut rows = PurchaseRows::default();
+            let mut rows = PurchaseRows::new(revenue);
             while let Some(batch) = stream.next().await {
                 let batch = batch?;
                 let keys = batch.column(0).as_primitive::<UInt32Type>().values();
@@ -436,7 +513,7 @@ async fn purchases_planned(
                         } else {
                             0
                         };
-                        rows.push((keys[i], ts[i], r));
+                        rows.push(keys[i], ts[i], r);
                     }
                 }
             }
@@ -469,12 +546,13 @@ impl PurchaseScan {
             false => None,
         };
         // Rows naming the purchase event (each distinct name compared once).
-        let mut hit = Vec::new();
         let event = origin.column(batch, "event")?;
-        if !stored::map_text(event, |name| name == self.event, &mut hit) {
+        let mut hit = Vec::new();
+        if !stored::select_text(event, |name| name == self.event, &mut hit) {
             return Err(origin.wrong("event"));
         }
-        for i in (0..batch.num_rows()).filter(|&i| hit[i]) {
+        for i in hit {
+            let i = i as usize;
             if k[i] as usize >= self.users {
                 return Err(beyond_dictionary());
             }
@@ -485,7 +563,7 @@ impl PurchaseScan {
                 Some(r) if r.is_valid(i) => r.value(i),
                 _ => 0,
             };
-            rows.push((k[i], t[i], r));
+            rows.push(k[i], t[i], r);
         }
         Ok(())
     }
@@ -515,12 +593,15 @@ mod tests {
 
     fn naive(parts: &[PurchaseRows]) -> BTreeMap<u32, (i64, i64, u32, i128)> {
         let mut m = BTreeMap::new();
-        for &(k, t, r) in parts.iter().flat_map(|p| &p.rows) {
-            let e = m.entry(k).or_insert((i64::MAX, i64::MIN, 0, 0));
-            e.0 = e.0.min(t);
-            e.1 = e.1.max(t);
-            e.2 += 1;
-            e.3 += r;
+        for p in parts {
+            for (i, (&k, &t)) in p.keys.iter().zip(&p.ts).enumerate() {
+                let r = p.revenue.get(i).copied().unwrap_or(0);
+                let e = m.entry(k).or_insert((i64::MAX, i64::MIN, 0, 0));
+                e.0 = e.0.min(t);
+                e.1 = e.1.max(t);
+                e.2 += 1;
+                e.3 += r;
+            }
         }
         m
     }
@@ -536,9 +617,10 @@ mod tests {
             })
             .collect();
         assert_eq!(
-            (st.first_seen.len(), st.last_seen.len()),
-            (keys.len(), keys.len())
+            (st.first_seen.len(), st.last_seen.len(), st.revenue.len()),
+            (keys.len(), keys.len(), keys.len())
         );
+        assert!(st.first_seen.iter().all(|&t| t == SEEN_BEFORE));
         assert!(keys.windows(2).all(|w| w[0] < w[1]), "keys ascending");
         assert_eq!(got, naive(parts));
     }
@@ -549,29 +631,36 @@ mod tests {
         let mut next = rng(0x2545_f491_4f6c_dd1d);
         // Three tasks, each with several sorted runs (files) of purchases.
         let mut parts = Vec::new();
-        for _ in 0..3 {
-            let mut p = PurchaseRows::default();
+        for task in 0..3 {
+            let mut p = PurchaseRows::new(task != 1);
             for _ in 0..7 {
                 p.start_run();
                 let mut keys: Vec<u32> = (0..2_000).map(|_| next(users as u64) as u32).collect();
                 keys.sort_unstable();
                 for k in keys {
-                    p.push((k, next(1_000_000) as i64 - 500_000, next(10_000) as i128));
+                    p.push(k, next(1_000_000) as i64 - 500_000, next(10_000) as i128);
                 }
             }
             parts.push(p);
         }
         for threads in [1, 2, 3] {
             check(&parts, users, threads);
+            check(&parts[1..2], users, threads);
         }
         // Unsorted input: every row after a larger key starts a run, beyond
         // the most runs walked block by block.
-        let mut p = PurchaseRows::default();
-        for _ in 0..3 * MAX_PURCHASE_RUNS {
-            p.push((next(users as u64) as u32, next(1_000) as i64, 1));
+        for with_revenue in [true, false] {
+            let mut p = PurchaseRows::new(with_revenue);
+            for _ in 0..3 * MAX_PURCHASE_RUNS {
+                p.push(
+                    next(users as u64) as u32,
+                    next(1_000) as i64,
+                    1 + next(5) as i128,
+                );
+            }
+            assert!(p.starts.len() > MAX_PURCHASE_RUNS);
+            check(&[p], users, 2);
         }
-        assert!(p.starts.len() > MAX_PURCHASE_RUNS);
-        check(&[p], users, 2);
         // No purchases at all, and no users.
         check(&[PurchaseRows::default()], users, 2);
         check(&[], 0, 2);
