@@ -76,26 +76,80 @@ pub async fn count_matching(
     segment: &Expr,
     spec: &FeatureSpec,
 ) -> Result<(u64, u64)> {
-    let (table, weights) = build(events, features, spec, true).await?;
+    count_matching_split(events, features, segment, spec, PARALLEL_ROWS).await
+}
+
+/// [`count_matching`], splitting the rows among the threads when there are
+/// more than `min_rows` (tests split tiny tables).
+#[doc(hidden)]
+pub async fn count_matching_split(
+    events: &Events,
+    features: &BTreeSet<Feature>,
+    segment: &Expr,
+    spec: &FeatureSpec,
+    min_rows: usize,
+) -> Result<(u64, u64)> {
+    let (stats, rows) = population(events, features, spec, true).await?;
+    let total = rows.weight.iter().sum();
+    if !features.iter().all(is_local) {
+        let table = columns(events, features, spec, &stats, &rows).await?;
+        return Ok((
+            matched_weight(events, segment, &table, &rows.weight)?,
+            total,
+        ));
+    }
+    // Every column is a function of the row's own facts: build and test the
+    // table slice by slice on all threads.
+    let threads = crate::table::thread_count(events.options.threads);
+    let per = rows.idx.len().div_ceil(threads).max(min_rows).max(1);
+    let counts = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..rows.idx.len())
+            .step_by(per)
+            .map(|lo| {
+                let hi = (lo + per).min(rows.idx.len());
+                let (stats, rows) = (&stats, &rows);
+                s.spawn(move || {
+                    let table =
+                        local_table(features, spec, stats, &rows.keys[lo..hi], &rows.idx[lo..hi])?;
+                    matched_weight(events, segment, &table, &rows.weight[lo..hi])
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("a segment thread panicked"))
+            .collect::<Result<Vec<u64>>>()
+    })?;
+    Ok((counts.iter().sum(), total))
+}
+
+/// Fewest rows a count gives each thread.
+const PARALLEL_ROWS: usize = 32 * 1024;
+
+/// The summed weight of the rows of `table` that `segment` matches.
+fn matched_weight(
+    events: &Events,
+    segment: &Expr,
+    table: &RecordBatch,
+    weights: &[u64],
+) -> Result<u64> {
     let df_schema = DFSchema::try_from(table.schema())?;
     let predicate = events
         .ctx
         .create_physical_expr(segment.clone(), &df_schema)?;
-    let matched = predicate.evaluate(&table)?.into_array(table.num_rows())?;
+    let matched = predicate.evaluate(table)?.into_array(table.num_rows())?;
     let matched = matched.as_boolean_opt().ok_or_else(|| {
         EngineError::BadRequest(format!(
             "a segment must be a condition, not a {} value",
             matched.data_type()
         ))
     })?;
-    let total = weights.iter().sum();
-    let n = weights
+    Ok(weights
         .iter()
         .enumerate()
         .filter(|&(r, _)| matched.is_valid(r) && matched.value(r))
         .map(|(_, w)| w)
-        .sum();
-    Ok((n, total))
+        .sum())
 }
 
 /// The rows of a feature table: per row, the user key, the entry of the stats
@@ -128,6 +182,18 @@ async fn build(
     spec: &FeatureSpec,
     collapse: bool,
 ) -> Result<(RecordBatch, Vec<u64>)> {
+    let (stats, rows) = population(events, features, spec, collapse).await?;
+    let table = columns(events, features, spec, &stats, &rows).await?;
+    Ok((table, rows.weight))
+}
+
+/// The purchase facts and the rows of the feature table (see [`build`]).
+async fn population(
+    events: &Events,
+    features: &BTreeSet<Feature>,
+    spec: &FeatureSpec,
+    collapse: bool,
+) -> Result<(UserStats, Rows)> {
     // When nothing needs first/last seen and the whole history up to the newest
     // event is in range, every user key is in the population (each was assigned
     // from a committed event), so only purchase rows need to be read.
@@ -177,9 +243,9 @@ async fn build(
             .all(|f| !matches!(f, Feature::Property(_) | Feature::EventCount { .. }));
         if spec.buyers_only || (collapse && sparse) {
             rows.reserve(keys.len() + 1);
-            for (i, &k) in keys.iter().enumerate() {
-                rows.push(k, i, 1);
-            }
+            rows.keys.extend_from_slice(&keys);
+            rows.idx.extend(0..keys.len());
+            rows.weight.resize(keys.len(), 1);
             if !spec.buyers_only && users > keys.len() {
                 // The first key that did not buy stands for all who did not.
                 let first = (0..users as u32)
@@ -215,8 +281,7 @@ async fn build(
         }
         stats
     };
-    let table = columns(events, features, spec, &stats, &rows).await?;
-    Ok((table, rows.weight))
+    Ok((stats, rows))
 }
 
 /// The feature columns of `rows`, computed from `stats`.
@@ -230,10 +295,7 @@ async fn columns(
     let idx = &rows.idx;
     let mut fields = vec![Field::new("user_key", DataType::UInt32, false)];
     let mut cols: Vec<ArrayRef> = vec![Arc::new(UInt32Array::from(rows.keys.clone()))];
-    let recency = |u: usize| {
-        let l = stats.last_purchase[u];
-        (l != NEVER).then(|| lifecycle::days_between(l, spec.as_of))
-    };
+    let recency = |u: usize| recency(stats, u, spec.as_of);
     // Scores rank buyers only (each buyer is a row of its own); users who
     // never bought have no score.
     let buyers: Vec<usize> = (0..idx.len())
@@ -249,29 +311,7 @@ async fn columns(
     };
     for f in features {
         let array: ArrayRef = match f {
-            Feature::Recency => Arc::new(Int64Array::from_iter(idx.iter().map(|&u| recency(u)))),
-            Feature::Frequency => Arc::new(Int64Array::from_iter_values(
-                idx.iter().map(|&u| stats.purchases[u] as i64),
-            )),
-            Feature::Monetary => Arc::new(
-                Decimal128Array::from_iter_values(idx.iter().map(|&u| stats.revenue[u]))
-                    .with_precision_and_scale(18, 2)?,
-            ),
-            Feature::FirstSeen => ts_col(idx.iter().map(|&u| Some(stats.first_seen[u]))),
-            Feature::LastSeen => ts_col(idx.iter().map(|&u| Some(stats.last_seen[u]))),
-            Feature::Lifecycle(LifecycleAxis::Tenure) => {
-                Arc::new(StringArray::from_iter(idx.iter().map(|&u| {
-                    lifecycle::tenure_stage(stats, u, spec.as_of, &spec.thresholds)
-                        .map(|s| TENURE[s])
-                })))
-            }
-            Feature::Lifecycle(LifecycleAxis::Activity) => {
-                Arc::new(StringArray::from_iter(idx.iter().map(|&u| {
-                    lifecycle::activity_stage(stats, u, spec.as_of, &spec.thresholds)
-                        .map(|s| ACTIVITY[s])
-                        .filter(|s| *s != "none")
-                })))
-            }
+            f if is_local(f) => local_column(f, spec, stats, idx)?,
             // More recent is better: score the negated recency.
             Feature::RScore => score_col(&|u| -(recency(u).unwrap_or(i64::MAX) as i128)),
             Feature::FScore => score_col(&|u| stats.purchases[u] as i128),
@@ -290,7 +330,87 @@ async fn columns(
                 )
                 .await?
             }
+            _ => unreachable!("local features are handled above"),
         };
+        fields.push(Field::new(f.column_name(), array.data_type().clone(), true));
+        cols.push(array);
+    }
+    Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), cols)?)
+}
+
+/// Days since the last purchase, for buyers.
+fn recency(stats: &UserStats, u: usize, as_of: i64) -> Option<i64> {
+    let l = stats.last_purchase[u];
+    (l != NEVER).then(|| lifecycle::days_between(l, as_of))
+}
+
+/// Whether a feature of a row is a function of that row's facts alone (not
+/// of the population, as scores and means are, nor of another scan).
+fn is_local(f: &Feature) -> bool {
+    matches!(
+        f,
+        Feature::Recency
+            | Feature::Frequency
+            | Feature::Monetary
+            | Feature::FirstSeen
+            | Feature::LastSeen
+            | Feature::Lifecycle(_)
+    )
+}
+
+/// The column of a local feature (see [`is_local`]) for the stats entries `idx`.
+fn local_column(
+    f: &Feature,
+    spec: &FeatureSpec,
+    stats: &UserStats,
+    idx: &[usize],
+) -> Result<ArrayRef> {
+    Ok(match f {
+        Feature::Recency => Arc::new(Int64Array::from_iter(
+            idx.iter().map(|&u| recency(stats, u, spec.as_of)),
+        )),
+        Feature::Frequency => Arc::new(Int64Array::from_iter_values(
+            idx.iter().map(|&u| stats.purchases[u] as i64),
+        )),
+        Feature::Monetary => Arc::new(
+            Decimal128Array::from_iter_values(idx.iter().map(|&u| stats.revenue[u]))
+                .with_precision_and_scale(18, 2)?,
+        ),
+        Feature::FirstSeen => ts_col(idx.iter().map(|&u| Some(stats.first_seen[u]))),
+        Feature::LastSeen => ts_col(idx.iter().map(|&u| Some(stats.last_seen[u]))),
+        Feature::Lifecycle(LifecycleAxis::Tenure) => {
+            Arc::new(StringArray::from_iter(idx.iter().map(|&u| {
+                lifecycle::tenure_stage(stats, u, spec.as_of, &spec.thresholds).map(|s| TENURE[s])
+            })))
+        }
+        Feature::Lifecycle(LifecycleAxis::Activity) => {
+            Arc::new(StringArray::from_iter(idx.iter().map(|&u| {
+                lifecycle::activity_stage(stats, u, spec.as_of, &spec.thresholds)
+                    .map(|s| ACTIVITY[s])
+                    .filter(|s| *s != "none")
+            })))
+        }
+        other => {
+            return Err(EngineError::BadRequest(format!(
+                "{} is not a feature of one user's facts",
+                other.column_name()
+            )));
+        }
+    })
+}
+
+/// The feature table of rows `keys`/`idx` when every feature is local.
+fn local_table(
+    features: &BTreeSet<Feature>,
+    spec: &FeatureSpec,
+    stats: &UserStats,
+    keys: &[u32],
+    idx: &[usize],
+) -> Result<RecordBatch> {
+    let mut fields = vec![Field::new("user_key", DataType::UInt32, false)];
+    let mut cols: Vec<ArrayRef> = vec![Arc::new(UInt32Array::from(keys.to_vec()))];
+    for f in features {
+        let array = local_column(f, spec, stats, idx)?;
         fields.push(Field::new(f.column_name(), array.data_type().clone(), true));
         cols.push(array);
     }

@@ -11,7 +11,7 @@ use common::*;
 use datafusion::prelude::SessionContext;
 use proptest::prelude::*;
 use tenure_dsl::{Catalog, CompileContext, FeatureRow, Resolver, Segment, evaluate};
-use tenure_engine::features::{FeatureSpec, count_matching, feature_table};
+use tenure_engine::features::{FeatureSpec, count_matching, count_matching_split, feature_table};
 use tenure_engine::lifecycle::Thresholds;
 use tenure_engine::userstats::PurchaseSpec;
 use tenure_engine::{Events, OpenOptions};
@@ -108,6 +108,9 @@ proptest! {
             buyers_only: false,
         };
         let (got, total) = block(count_matching(&events, &seg.features, &seg.expr, &spec)).unwrap();
+        // The same count with the rows split among threads (as big stores are).
+        let split = block(count_matching_split(&events, &seg.features, &seg.expr, &spec, 1)).unwrap();
+        prop_assert_eq!(split, (got, total));
         let table = block(feature_table(&events, &seg.features, &spec)).unwrap();
         let (filtered, rows) = block(async {
             let sc = SessionContext::new();
