@@ -422,7 +422,10 @@ fn fold_buyers(parts: &[PurchaseRows], users: usize, threads: usize) -> (Vec<u32
         st.revenue.extend_from_slice(&d.revenue);
     }
     if !with_revenue {
-        st.revenue.resize(n, 0);
+        // Zeroed memory straight from the allocator: its pages are not
+        // written (nor faulted in) unless something reads them.
+        st.revenue = vec![0; n + 1];
+        st.revenue.truncate(n);
     }
     // This pass does not know when buyers were first or last seen.
     st.first_seen = vec![SEEN_BEFORE; n];
