@@ -30,6 +30,10 @@ pub(crate) struct SeenIds {
     /// Most ids held in the table before it is spilled.
     limit: usize,
     runs: Vec<Run>,
+    /// Where runs go (None: the system's temporary directory).
+    dir: Option<std::path::PathBuf>,
+    /// A spill failed: the set is no longer exact, every insert fails.
+    broken: bool,
 }
 
 impl Default for SeenIds {
@@ -45,6 +49,8 @@ impl SeenIds {
             table: Table::default(),
             limit: limit.max(16),
             runs: Vec::new(),
+            dir: None,
+            broken: false,
         }
     }
 
@@ -69,6 +75,11 @@ impl SeenIds {
     /// Adds `h`; false if it was there already. Fails only when a spilled run
     /// cannot be written or read back.
     pub fn insert(&mut self, h: u128) -> std::io::Result<bool> {
+        if self.broken {
+            return Err(std::io::Error::other(
+                "event ids could not be spilled earlier in this run",
+            ));
+        }
         if self.table.contains(h) {
             return Ok(false);
         }
@@ -96,11 +107,24 @@ impl SeenIds {
                 .sum::<usize>()
     }
 
-    /// Writes the table out as a run and empties it (keeping its slots).
+    /// Writes the table out as a run and empties it (keeping its slots). A
+    /// failure leaves the table empty too (it was drained) and the set broken.
     fn spill(&mut self) -> std::io::Result<()> {
-        let run = Run::write(&mut self.table)?;
-        self.runs.push(run);
-        Ok(())
+        let file = match &self.dir {
+            Some(dir) => tempfile::tempfile_in(dir),
+            None => tempfile::tempfile(),
+        };
+        match file.and_then(|file| Run::write(&mut self.table, file)) {
+            Ok(run) => {
+                self.runs.push(run);
+                Ok(())
+            }
+            Err(e) => {
+                self.table.clear();
+                self.broken = true;
+                Err(e)
+            }
+        }
     }
 }
 
@@ -249,7 +273,7 @@ struct Run {
 }
 
 impl Run {
-    fn write(table: &mut Table) -> std::io::Result<Self> {
+    fn write(table: &mut Table, file: File) -> std::io::Result<Self> {
         let zero = table.zero;
         let mask = table.slots.len().max(1) - 1;
         let (n, origin) = table.drain_by_home();
@@ -257,7 +281,6 @@ impl Run {
         let groups = (mask + 1).div_ceil(GROUP_SLOTS);
         let mut starts = Vec::with_capacity(groups + 1);
         let mut filter = Filter::new(n);
-        let file = tempfile::tempfile()?;
         let mut out = BufWriter::with_capacity(1 << 20, &file);
         let mut g = 0;
         for (i, &h) in ids.iter().enumerate() {
@@ -417,6 +440,25 @@ mod tests {
             fresh += usize::from(s.insert(id(i)).unwrap());
         }
         assert_eq!(fresh, 10_000);
+    }
+
+    #[test]
+    fn a_failed_spill_fails_every_later_insert() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = SeenIds::with_limit(16);
+        s.dir = Some(dir.path().join("missing"));
+        for i in 0..16u128 {
+            assert!(s.insert(i + 1).unwrap());
+        }
+        assert!(s.insert(17).is_err(), "the spill cannot create its file");
+        assert_eq!(s.table.len, 0);
+        assert!(s.insert(18).is_err() && s.insert(1).is_err());
+        // The same set spills fine where it can write.
+        let mut s = SeenIds::with_limit(16);
+        s.dir = Some(dir.path().to_path_buf());
+        assert!((1..=40u128).all(|i| s.insert(i).unwrap()));
+        assert_eq!(s.runs.len(), 2);
+        assert!((1..=40u128).all(|i| !s.insert(i).unwrap()));
     }
 
     #[test]
