@@ -102,24 +102,24 @@ pub async fn count_matching_split(
     // table slice by slice on all threads.
     let threads = crate::table::thread_count(events.options.threads);
     let per = rows.idx.len().div_ceil(threads).max(min_rows).max(1);
-    let counts = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..rows.idx.len())
-            .step_by(per)
-            .map(|lo| {
-                let hi = (lo + per).min(rows.idx.len());
-                let (stats, rows) = (&stats, &rows);
-                s.spawn(move || {
-                    let table =
-                        local_table(features, spec, stats, &rows.keys[lo..hi], &rows.idx[lo..hi])?;
-                    matched_weight(events, segment, &table, &rows.weight[lo..hi])
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("a segment thread panicked"))
-            .collect::<Result<Vec<u64>>>()
-    })?;
+    let counts = crate::par::fold_ranges(
+        rows.idx.len(),
+        per,
+        threads,
+        || (),
+        |lo, hi, _| {
+            let table = local_table(
+                features,
+                spec,
+                &stats,
+                &rows.keys[lo..hi],
+                &rows.idx[lo..hi],
+            )?;
+            matched_weight(events, segment, &table, &rows.weight[lo..hi])
+        },
+    )
+    .into_iter()
+    .collect::<Result<Vec<u64>>>()?;
     Ok((counts.iter().sum(), total))
 }
 
@@ -311,7 +311,6 @@ async fn columns(
     };
     for f in features {
         let array: ArrayRef = match f {
-            f if is_local(f) => local_column(f, spec, stats, idx)?,
             // More recent is better: score the negated recency.
             Feature::RScore => score_col(&|u| -(recency(u).unwrap_or(i64::MAX) as i128)),
             Feature::FScore => score_col(&|u| stats.purchases[u] as i128),
@@ -330,7 +329,7 @@ async fn columns(
                 )
                 .await?
             }
-            _ => unreachable!("local features are handled above"),
+            local => local_column(local, spec, stats, idx)?,
         };
         fields.push(Field::new(f.column_name(), array.data_type().clone(), true));
         cols.push(array);
@@ -358,7 +357,8 @@ fn is_local(f: &Feature) -> bool {
     )
 }
 
-/// The column of a local feature (see [`is_local`]) for the stats entries `idx`.
+/// The column of a local feature (see [`is_local`]) for the stats entries
+/// `idx`; an error for any other.
 fn local_column(
     f: &Feature,
     spec: &FeatureSpec,

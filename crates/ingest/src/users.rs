@@ -114,9 +114,7 @@ impl UserDict {
     }
 
     fn id_bytes(&self, k: u32) -> &[u8] {
-        let k = k as usize;
-        let from = if k == 0 { 0 } else { self.ends[k - 1] };
-        &self.bytes[from..self.ends[k]]
+        id_in(&self.bytes, &self.ends, k)
     }
 
     fn id(&self, k: u32) -> &str {
@@ -137,11 +135,8 @@ impl UserDict {
             hasher,
             ..
         } = self;
-        table.insert_unique(hash, k, |&k| {
-            let k = k as usize;
-            let from = if k == 0 { 0 } else { ends[k - 1] };
-            hasher.hash_one(&bytes[from..ends[k]])
-        });
+        // Growing the table rehashes keys: borrow the ids apart from it.
+        table.insert_unique(hash, k, |&k| hasher.hash_one(id_in(bytes, ends, k)));
         k
     }
 
@@ -181,6 +176,13 @@ impl UserDict {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// The bytes of id `k`, given every id back to back and where each ends.
+fn id_in<'a>(bytes: &'a [u8], ends: &[usize], k: u32) -> &'a [u8] {
+    let k = k as usize;
+    let from = if k == 0 { 0 } else { ends[k - 1] };
+    &bytes[from..ends[k]]
 }
 
 fn corrupt(message: String) -> IngestError {
