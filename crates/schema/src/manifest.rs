@@ -13,6 +13,11 @@ pub const MANIFEST_PREFIX: &str = "_tenure/manifest";
 pub const STAGING_PREFIX: &str = "_tenure/staging";
 /// Prefix of the users dictionary segments.
 pub const USERS_PREFIX: &str = "_tenure/users";
+/// Prefix to which compaction moves the files it replaced (keeping their
+/// `events/...` path below it). They stay readable there for a retention
+/// period, for readers still working from an older snapshot, and are deleted
+/// after it; `events/` itself holds only the committed files.
+pub const RETIRED_PREFIX: &str = "_tenure/retired";
 
 /// Path helpers for the store layout, relative to the store root.
 pub struct StoreLayout;
@@ -40,6 +45,12 @@ impl StoreLayout {
     /// Staging path of a data file while its transaction is open.
     pub fn staged_file(txn: &str, date: &str, name: &str) -> String {
         format!("{STAGING_PREFIX}/{txn}/date={date}/{name}")
+    }
+
+    /// Where a file replaced by compaction is kept during the retention period:
+    /// its committed path under [`RETIRED_PREFIX`].
+    pub fn retired_file(path: &str) -> String {
+        format!("{RETIRED_PREFIX}/{path}")
     }
 
     /// Users dictionary segment written by a transaction.
