@@ -117,9 +117,10 @@ impl Ingest {
             next.txn = self.txn.clone();
             next.operation = "ingest".into();
             next.committed_at = chrono::Utc::now().to_rfc3339();
-            if manifest::try_commit(&self.io, &next)? {
+            if manifest::try_commit(&self.io, &base, &next)? {
                 fault_point("after-commit");
                 publish(&self.io, &files, &self.txn)?;
+                manifest::after_commit(&self.io, next.version);
                 return Ok(next.version);
             }
             // Another writer won this version: rebase on theirs.

@@ -1,8 +1,16 @@
 //! Compaction: merge a partition's small files into large sorted ones and swap
 //! them in with one manifest commit, so a reader of the manifest sees either the
 //! old files or the new ones, never both and never neither.
+//!
+//! The replaced files are not deleted: they move to
+//! [`StoreLayout::retired_file`] (so `events/` holds exactly the committed files)
+//! and stay readable there for a retention period ([`DEFAULT_RETAIN`], or
+//! `tenure compact --retain`), so a reader still working from the previous
+//! version finds them ([`tenure_store::candidate_paths`]). A later compaction (or
+//! `tenure repair`) deletes them once the period has passed.
 
 use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
 
 use arrow_array::RecordBatch;
 use tenure_schema::{FileEntry, IngestConfig, StoreLayout, event_schema, stored_schema};
@@ -11,6 +19,8 @@ use crate::commit::{fault_point, publish};
 use crate::io::Io;
 use crate::parquet_out::{decode_stored, encode, sort_batch, ts_range, writer_properties};
 use crate::{IngestError, Store, manifest, recover};
+
+pub use crate::manifest::DEFAULT_RETAIN;
 
 /// What compaction did.
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -31,14 +41,40 @@ pub struct CompactSummary {
 
 /// Compacts every partition that has more than one file, or only the given dates.
 /// Files are merged up to `cfg.file_rows` rows each. `progress` is called once
-/// per partition done.
+/// per partition done. Replaced files are kept for [`DEFAULT_RETAIN`].
 pub fn compact(
     store: Store,
     cfg: &IngestConfig,
     only_dates: Option<&[String]>,
-    mut progress: impl FnMut(u64, u64),
+    progress: impl FnMut(u64, u64),
+) -> Result<CompactSummary, IngestError> {
+    compact_retaining(store, cfg, only_dates, DEFAULT_RETAIN, progress)
+}
+
+/// [`compact`], keeping replaced files readable for `retain`, and afterwards
+/// maintaining the metadata ([`manifest::maintain`]): files replaced more than
+/// `retain` ago are deleted, an unreadable newest manifest version is written
+/// again, the users segments are merged and the log is checkpointed.
+pub fn compact_retaining(
+    store: Store,
+    cfg: &IngestConfig,
+    only_dates: Option<&[String]>,
+    retain: Duration,
+    progress: impl FnMut(u64, u64),
 ) -> Result<CompactSummary, IngestError> {
     let io = Io::new(store);
+    let mut summary = compact_files(&io, cfg, only_dates, progress)?;
+    summary.notes.extend(manifest::maintain(&io, retain)?);
+    Ok(summary)
+}
+
+fn compact_files(
+    io: &Io,
+    cfg: &IngestConfig,
+    only_dates: Option<&[String]>,
+    mut progress: impl FnMut(u64, u64),
+) -> Result<CompactSummary, IngestError> {
+    let io = io.clone();
     let mut summary = CompactSummary {
         notes: recover::recover(&io)?,
         ..Default::default()
@@ -121,11 +157,17 @@ pub fn compact(
         next.files.retain(|f| !old_paths.contains(f.path.as_str()));
         next.files.extend(new.iter().cloned());
         next.files.sort_by(|a, b| a.path.cmp(&b.path));
-        next.removed.extend(old_paths.iter().map(|p| p.to_string()));
+        let now = chrono::Utc::now();
+        next.retired
+            .extend(old_paths.iter().map(|p| tenure_schema::RetiredFile {
+                path: p.to_string(),
+                retired_at: now.timestamp(),
+            }));
+        next.unreadable = None;
         next.txn = txn.clone();
         next.operation = "compact".into();
-        next.committed_at = chrono::Utc::now().to_rfc3339();
-        if manifest::try_commit(&io, &next)? {
+        next.committed_at = now.to_rfc3339();
+        if manifest::try_commit(&io, &current, &next)? {
             summary.version = Some(next.version);
             break;
         }
@@ -134,7 +176,14 @@ pub fn compact(
     fault_point("compact-after-commit");
     publish(&io, &new, &txn)?;
     for p in &old_paths {
-        io.delete(p)?;
+        retire(&io, p)?;
     }
     Ok(summary)
+}
+
+/// Moves a file that left the table to its retired path (a rename on local disk;
+/// copy then delete on object stores, so it is always in at least one place).
+pub(crate) fn retire(io: &Io, path: &str) -> Result<(), IngestError> {
+    io.rename(path, &StoreLayout::retired_file(path))?;
+    Ok(())
 }

@@ -1,7 +1,14 @@
 //! Blocking access to the object store for the (CPU-bound, synchronous) ingest
 //! pipeline: each call runs on a small shared tokio runtime.
+//!
+//! On a local store every write is made durable before it returns: object_store's
+//! local backend never fsyncs, so after each put, conditional put and rename the
+//! file and each directory from its own up to the store root are fsynced. A
+//! commit (staged files, users segment, manifest version, files moved into place)
+//! is therefore on disk when it returns, and the server may drop its WAL.
 
 use std::sync::LazyLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use futures::TryStreamExt;
@@ -22,6 +29,14 @@ static RUNTIME: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
 /// another tokio runtime.
 pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
     RUNTIME.block_on(f)
+}
+
+static SYNCED: AtomicU64 = AtomicU64::new(0);
+
+/// Files fsynced (with their directories) by this process so far; tests use it
+/// to check that local writes take the durable path.
+pub fn synced_files() -> u64 {
+    SYNCED.load(Ordering::Relaxed)
 }
 
 /// A store with blocking operations on root-relative paths.
@@ -54,10 +69,44 @@ impl Io {
         }
     }
 
-    /// Writes (or overwrites) an object atomically.
+    /// Writes (or overwrites) an object atomically (and durably on local disk).
     pub fn put(&self, rel: &str, data: Vec<u8>) -> Result<(), IngestError> {
         let p = self.store.path(rel);
         block_on(self.store.inner.put(&p, PutPayload::from(data)))?;
+        self.sync(rel)
+    }
+
+    /// On a local store, fsyncs the file at `rel` and every directory from its
+    /// own up to the store root (a new partition directory must reach its parent
+    /// too). A no-op on object stores, whose puts are durable when they return.
+    pub fn sync(&self, rel: &str) -> Result<(), IngestError> {
+        let Some(root) = &self.store.local_dir else {
+            return Ok(());
+        };
+        let fail = |source: std::io::Error| {
+            IngestError::ObjectStore(object_store::Error::Generic {
+                store: "LocalFileSystem",
+                source: Box::new(std::io::Error::new(
+                    source.kind(),
+                    format!("cannot fsync {rel} in {}: {source}", root.display()),
+                )),
+            })
+        };
+        let file = root.join(rel);
+        std::fs::File::open(&file)
+            .and_then(|f| f.sync_all())
+            .map_err(fail)?;
+        let mut dir = file.parent();
+        while let Some(d) = dir {
+            std::fs::File::open(d)
+                .and_then(|f| f.sync_all())
+                .map_err(fail)?;
+            if d == root.as_path() || !d.starts_with(root) {
+                break;
+            }
+            dir = d.parent();
+        }
+        SYNCED.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
@@ -70,18 +119,19 @@ impl Io {
             ..Default::default()
         };
         match block_on(self.store.inner.put_opts(&p, PutPayload::from(data), opts)) {
-            Ok(_) => Ok(true),
+            Ok(_) => self.sync(rel).map(|()| true),
             Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
             Err(e) => Err(e.into()),
         }
     }
 
-    /// Moves an object (atomic on local disk; copy then delete on object stores).
-    /// `Ok(false)` when the source is already gone.
+    /// Moves an object (atomic on local disk; copy then delete on object stores,
+    /// so it is always in at least one of the two places). `Ok(false)` when the
+    /// source is already gone.
     pub fn rename(&self, from: &str, to: &str) -> Result<bool, IngestError> {
         let (f, t) = (self.store.path(from), self.store.path(to));
         match block_on(self.store.inner.rename(&f, &t)) {
-            Ok(()) => Ok(true),
+            Ok(()) => self.sync(to).map(|()| true),
             Err(object_store::Error::NotFound { .. }) => Ok(false),
             Err(e) => Err(e.into()),
         }

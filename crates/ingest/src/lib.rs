@@ -33,7 +33,7 @@ pub mod validate;
 mod writer;
 
 pub use commit::fault_point;
-pub use compact::{CompactSummary, compact};
+pub use compact::{CompactSummary, compact, compact_retaining};
 pub use error::IngestError;
 pub use parquet_out::{sort_batch, writer_properties};
 pub use session::{Counters, Format, Ingest, IngestOptions, Progress, Summary, hash_file};

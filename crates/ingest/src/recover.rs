@@ -3,7 +3,8 @@
 //! Files reach `events/` only after their transaction's manifest version exists,
 //! so a crash can leave (a) committed files still in staging — moved into place
 //! here — and (b) files that compaction removed from the table but had not yet
-//! deleted — deleted here. Staging left by transactions that never committed is
+//! moved to their retired path — moved there here (a vacuum deletes them once
+//! their retention has passed). Staging left by transactions that never committed is
 //! invisible; it is removed once it is older than [`ABANDONED_AFTER`], so a
 //! concurrently running writer never has its work deleted under it.
 
@@ -39,17 +40,23 @@ pub fn recover(io: &Io) -> Result<Vec<String>, IngestError> {
             files.len()
         ));
     }
-    let removed: HashSet<&str> = snap.removed.iter().map(String::as_str).collect();
+    let removed: HashSet<&str> = snap
+        .removed
+        .iter()
+        .map(String::as_str)
+        .chain(snap.retired.iter().map(|r| r.path.as_str()))
+        .collect();
     let mut garbage = 0;
     for rel in &present {
         if removed.contains(rel.as_str()) {
-            io.delete(rel)?;
+            crate::compact::retire(io, rel)?;
             garbage += 1;
         }
     }
     if garbage > 0 {
         notes.push(format!(
-            "deleted {garbage} file(s) that compaction had replaced"
+            "moved {garbage} file(s) that compaction had replaced to {}",
+            tenure_schema::RETIRED_PREFIX
         ));
     }
     let committed: HashSet<&str> = snap.files.iter().map(|f| f.txn.as_str()).collect();

@@ -1,11 +1,20 @@
 //! The manifest: which files are committed, and the store's paths.
 //!
-//! Every commit writes a full snapshot as `_tenure/manifest/v<version>.json` with a
-//! conditional put (create only if absent), so two writers racing for the same
-//! version cannot both win and no commit is ever lost. The newest version is the
-//! table; nothing under `events/` is visible to Tenure unless a snapshot lists it.
+//! The manifest is a log, as Delta Lake's is. Every commit writes
+//! `_tenure/manifest/v<version>.json` with a conditional put (create only if
+//! absent), so two writers racing for the same version cannot both win and no
+//! commit is ever lost. A commit file holds either the whole [`Snapshot`] (stores
+//! written before checkpoints existed, and the first commit after an unreadable
+//! version) or a small [`Delta`]: what that commit changed relative to the version
+//! before it. Every [`CHECKPOINT_INTERVAL`] versions a checkpoint
+//! (`v<version>.checkpoint.json`, the whole state) and a hint naming it
+//! (`_last_checkpoint.json`) are written, so opening a store reads the hint, one
+//! checkpoint and the few deltas after it, however long the log. The newest
+//! version is the table; nothing under `events/` is visible to Tenure unless the
+//! state lists it.
 
 use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 
 /// Prefix of the manifest versions.
 pub const MANIFEST_PREFIX: &str = "_tenure/manifest";
@@ -18,6 +27,8 @@ pub const USERS_PREFIX: &str = "_tenure/users";
 /// period, for readers still working from an older snapshot, and are deleted
 /// after it; `events/` itself holds only the committed files.
 pub const RETIRED_PREFIX: &str = "_tenure/retired";
+/// A checkpoint (the whole state) is written every this many versions.
+pub const CHECKPOINT_INTERVAL: u64 = 100;
 
 /// Path helpers for the store layout, relative to the store root.
 pub struct StoreLayout;
@@ -35,6 +46,26 @@ impl StoreLayout {
             .strip_suffix(".json")?
             .parse()
             .ok()
+    }
+
+    /// The checkpoint of a version: the whole state after it. Sorts just before
+    /// the version's commit file, and is not a commit file itself.
+    pub fn checkpoint(version: u64) -> String {
+        format!("{MANIFEST_PREFIX}/v{version:020}.checkpoint.json")
+    }
+
+    /// Parses a version back out of a checkpoint file name.
+    pub fn checkpoint_version(file_name: &str) -> Option<u64> {
+        file_name
+            .strip_prefix('v')?
+            .strip_suffix(".checkpoint.json")?
+            .parse()
+            .ok()
+    }
+
+    /// The hint naming the newest checkpoint ([`CheckpointHint`]).
+    pub fn last_checkpoint() -> String {
+        format!("{MANIFEST_PREFIX}/_last_checkpoint.json")
     }
 
     /// Final path of a data file: hive-style date partition under `events/`.
@@ -103,6 +134,18 @@ pub struct SourceEntry {
     pub txn: String,
 }
 
+/// A file that is no longer part of the table (replaced by compaction, or a users
+/// segment merged into another). Its bytes stay at its path or at
+/// [`StoreLayout::retired_file`] for the retention period after `retired_at`, for
+/// readers of older versions; then a vacuum deletes them and drops the entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetiredFile {
+    /// The path it had while it was committed.
+    pub path: String,
+    /// When it left the table (seconds since the epoch).
+    pub retired_at: i64,
+}
+
 /// The users dictionary: `user_id` -> dense `user_key` in `0..count`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UsersEntry {
@@ -121,8 +164,14 @@ pub struct Snapshot {
     pub properties: Vec<crate::DeclaredProperty>,
     /// Committed data files.
     pub files: Vec<FileEntry>,
-    /// Files removed by compaction; any copy of them under `events/` is garbage.
+    /// Files removed by compaction in stores written before [`Snapshot::retired`]
+    /// existed; any copy of them under `events/` is garbage. New commits leave it
+    /// empty, and the next vacuum moves its entries to `retired`.
+    #[serde(default)]
     pub removed: Vec<String>,
+    /// Files that left the table and are kept for a retention period.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retired: Vec<RetiredFile>,
     /// The users dictionary.
     pub users: UsersEntry,
     /// Ingested inputs.
@@ -133,6 +182,12 @@ pub struct Snapshot {
     pub operation: String,
     /// When it was committed (RFC 3339).
     pub committed_at: String,
+    /// Set by the loader when the newest commit file (this version) could not be
+    /// read (truncated or not JSON): the state is then that of the last complete
+    /// version before it, and the next commit writes the whole state so that the
+    /// unreadable file is superseded. Never stored.
+    #[serde(skip)]
+    pub unreadable: Option<u64>,
 }
 
 impl Snapshot {
@@ -150,6 +205,162 @@ impl Snapshot {
     pub fn from_json(text: &[u8]) -> Result<Self, serde_json::Error> {
         serde_json::from_slice(text)
     }
+
+    /// The commit file that makes `self` (version `base.version + 1`) from
+    /// `base`: a delta, or the whole state when `base` stands in for an
+    /// unreadable version.
+    pub fn commit_file(&self, base: &Snapshot) -> Vec<u8> {
+        if base.unreadable.is_some() {
+            return serde_json::to_vec(self).expect("a snapshot always serialises");
+        }
+        let delta = Delta {
+            tenure_delta: 1,
+            parent: base.version,
+            version: self.version,
+            txn: self.txn.clone(),
+            operation: self.operation.clone(),
+            patch: Value::Object(diff(&as_object(base), &as_object(self))),
+        };
+        serde_json::to_vec(&delta).expect("a delta always serialises")
+    }
+}
+
+fn as_object(s: &Snapshot) -> Map<String, Value> {
+    match serde_json::to_value(s).expect("a snapshot always serialises") {
+        Value::Object(m) => m,
+        _ => unreachable!("a snapshot serialises as an object"),
+    }
+}
+
+/// What one commit changed: a patch over the JSON form of the [`Snapshot`] before
+/// it. Generic over the snapshot's fields, so fields added later travel too.
+///
+/// A patch of an object is `{"set": {k: v}, "append": {k: [..]}, "patch": {k:
+/// patch}, "unset": [k]}`, each part present only when needed: `append` extends an
+/// array the commit only added to (files, sources, users segments), `patch`
+/// recurses into an object, `set` replaces a value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Delta {
+    /// Format marker (1); a commit file without it is a whole snapshot.
+    pub tenure_delta: u32,
+    /// The version this delta applies to.
+    pub parent: u64,
+    /// The version it makes.
+    pub version: u64,
+    /// Transaction that made it (also inside the patch; here for readers of the log).
+    pub txn: String,
+    /// What made it.
+    pub operation: String,
+    /// The changes.
+    pub patch: Value,
+}
+
+/// One commit file, parsed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LogEntry {
+    /// The whole state (JSON form of a [`Snapshot`]).
+    Full(Value),
+    /// Changes relative to the version before.
+    Delta(Delta),
+}
+
+impl LogEntry {
+    /// Parses a commit file; `Err` when it is not complete JSON (truncated, or
+    /// garbage) or a delta of the wrong shape.
+    pub fn parse(data: &[u8]) -> Result<Self, String> {
+        let v: Value = serde_json::from_slice(data).map_err(|e| e.to_string())?;
+        if v.get("tenure_delta").is_some() {
+            return serde_json::from_value(v)
+                .map(LogEntry::Delta)
+                .map_err(|e| format!("bad delta: {e}"));
+        }
+        if !v.is_object() {
+            return Err("not a JSON object".into());
+        }
+        Ok(LogEntry::Full(v))
+    }
+}
+
+/// The hint naming the newest checkpoint, as Delta's `_last_checkpoint`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointHint {
+    /// Version of the checkpoint.
+    pub version: u64,
+}
+
+fn diff(a: &Map<String, Value>, b: &Map<String, Value>) -> Map<String, Value> {
+    let (mut set, mut append, mut patch) = (Map::new(), Map::new(), Map::new());
+    for (k, vb) in b {
+        match (a.get(k), vb) {
+            (Some(va), _) if va == vb => {}
+            (Some(Value::Array(xa)), Value::Array(xb))
+                if xb.len() > xa.len() && xb[..xa.len()] == xa[..] =>
+            {
+                append.insert(k.clone(), Value::Array(xb[xa.len()..].to_vec()));
+            }
+            (Some(Value::Object(oa)), Value::Object(ob)) => {
+                patch.insert(k.clone(), Value::Object(diff(oa, ob)));
+            }
+            _ => {
+                set.insert(k.clone(), vb.clone());
+            }
+        }
+    }
+    let unset: Vec<Value> = a
+        .keys()
+        .filter(|k| !b.contains_key(*k))
+        .map(|k| Value::String(k.clone()))
+        .collect();
+    let mut out = Map::new();
+    for (name, part) in [("set", set), ("append", append), ("patch", patch)] {
+        if !part.is_empty() {
+            out.insert(name.into(), Value::Object(part));
+        }
+    }
+    if !unset.is_empty() {
+        out.insert("unset".into(), Value::Array(unset));
+    }
+    out
+}
+
+/// Applies a [`Delta::patch`] to the JSON form of a snapshot.
+pub fn apply_patch(state: &mut Value, patch: &Value) -> Result<(), String> {
+    let (Value::Object(target), Value::Object(p)) = (state, patch) else {
+        return Err("a patch applies to an object".into());
+    };
+    for (part, body) in p {
+        match (part.as_str(), body) {
+            ("set", Value::Object(m)) => {
+                for (k, v) in m {
+                    target.insert(k.clone(), v.clone());
+                }
+            }
+            ("append", Value::Object(m)) => {
+                for (k, v) in m {
+                    let (Some(Value::Array(items)), Value::Array(more)) = (target.get_mut(k), v)
+                    else {
+                        return Err(format!("cannot append to `{k}`"));
+                    };
+                    items.extend(more.iter().cloned());
+                }
+            }
+            ("patch", Value::Object(m)) => {
+                for (k, v) in m {
+                    let inner = target
+                        .entry(k.clone())
+                        .or_insert_with(|| Value::Object(Map::new()));
+                    apply_patch(inner, v)?;
+                }
+            }
+            ("unset", Value::Array(keys)) => {
+                for k in keys.iter().filter_map(Value::as_str) {
+                    target.remove(k);
+                }
+            }
+            (other, _) => return Err(format!("unknown patch part `{other}`")),
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

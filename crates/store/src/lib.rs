@@ -3,11 +3,11 @@
 //! manifest snapshot.
 #![deny(missing_docs)]
 
+mod log;
 mod store;
 
 use futures::TryStreamExt;
-use object_store::ObjectStoreExt;
-use tenure_schema::{MANIFEST_PREFIX, Snapshot, StoreLayout};
+use tenure_schema::{FileEntry, Snapshot, StoreLayout};
 
 pub use store::Store;
 
@@ -36,27 +36,67 @@ pub enum StoreError {
 }
 
 /// The newest committed snapshot, or the empty version 0 of a new store.
+///
+/// Reads the checkpoint hint, that checkpoint and the commit files after it (one
+/// listing from the checkpoint on, not of the whole log). Stores without a hint
+/// (new ones, and those written before checkpoints) are listed whole and read
+/// back from the newest version to the newest whole state.
+///
+/// When the newest commit file is unreadable (truncated, or not JSON: a crash
+/// while it was written on a disk that lost it), the state of the last complete
+/// version is returned with [`Snapshot::unreadable`] set, and a warning goes to
+/// stderr once per process; the next commit (or `tenure repair`) writes the whole
+/// state as a new version. An unreadable version that later deltas depend on is
+/// an error: nothing committed is dropped silently.
 pub async fn load_latest(store: &Store) -> Result<Snapshot, StoreError> {
-    let prefix = store.path(MANIFEST_PREFIX);
-    let metas: Vec<object_store::ObjectMeta> =
-        store.inner.list(Some(&prefix)).try_collect().await?;
-    let latest = metas
-        .iter()
-        .filter_map(|m| StoreLayout::manifest_version(m.location.filename()?))
-        .max();
-    let Some(version) = latest else {
-        return Ok(Snapshot::default());
-    };
-    let data = store
-        .inner
-        .get(&store.path(&StoreLayout::manifest(version)))
-        .await?
-        .bytes()
-        .await?;
-    Snapshot::from_json(&data).map_err(|e| StoreError::Corrupt {
-        url: store.url.clone(),
-        message: format!("manifest version {version}: {e}"),
-    })
+    let mut attempt = 0;
+    loop {
+        match log::load(store).await {
+            // A listed file vanished: a concurrent prune of versions far behind
+            // the newest checkpoint. Look again.
+            Err(StoreError::ObjectStore(object_store::Error::NotFound { .. })) if attempt < 3 => {
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+            Ok((snapshot, warning)) => {
+                if let Some(w) = warning {
+                    warn_once(&store.url, snapshot.version, &w);
+                }
+                return Ok(snapshot);
+            }
+        }
+    }
+}
+
+/// The version of the newest checkpoint, as its hint names it (`None` before the
+/// first checkpoint, or when the hint is unreadable).
+pub async fn last_checkpoint(store: &Store) -> Result<Option<u64>, StoreError> {
+    log::read_hint(store).await
+}
+
+fn warn_once(url: &str, version: u64, message: &str) {
+    static SEEN: std::sync::LazyLock<std::sync::Mutex<std::collections::HashSet<(String, u64)>>> =
+        std::sync::LazyLock::new(Default::default);
+    if SEEN
+        .lock()
+        .expect("warning registry")
+        .insert((url.to_string(), version))
+    {
+        eprintln!("warning: {message}");
+    }
+}
+
+/// Where a committed file's bytes may be, in the order to try them: its final
+/// path under `events/`; its staged path (until the committing writer, or the
+/// recovery after its crash, moves it into place); and its retired path (after a
+/// compaction replaced it, for the retention period). Readers of a snapshot try
+/// each on "not found"; writers only ever move a file along this order.
+pub fn candidate_paths(file: &FileEntry) -> [String; 3] {
+    [
+        file.path.clone(),
+        file.staged.clone(),
+        StoreLayout::retired_file(&file.path),
+    ]
 }
 
 /// Where each committed file can be read right now: its final path under
