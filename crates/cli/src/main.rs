@@ -32,6 +32,7 @@ struct Cli {
 enum Command {
     Ingest(cmd::ingest::IngestArgs),
     Compact(cmd::compact::CompactArgs),
+    Repair(cmd::repair::RepairArgs),
     Gen(cmd::generate::GenArgs),
     Retention(Box<cmd::retention::RetentionArgs>),
     Ltv(Box<cmd::ltv::LtvArgs>),
@@ -51,6 +52,7 @@ fn main() {
     let result = match cli.command {
         Command::Ingest(a) => cmd::ingest::run(a),
         Command::Compact(a) => cmd::compact::run(a),
+        Command::Repair(a) => cmd::repair::run(a),
         Command::Gen(a) => cmd::generate::run(a),
         Command::Retention(a) => cmd::retention::run(*a),
         Command::Ltv(a) => cmd::ltv::run(*a),

@@ -150,16 +150,15 @@ pub fn checkpoint(io: &Io, retain: Duration) -> Result<(), IngestError> {
         return Ok(());
     }
     let hint = crate::io::block_on(tenure_store::last_checkpoint(&io.store))?;
-    if hint.is_some_and(|h| h >= snap.version) {
-        return Ok(());
+    if hint.is_none_or(|h| h < snap.version) {
+        let body = serde_json::to_vec(&snap).expect("a snapshot always serialises");
+        io.put(&StoreLayout::checkpoint(snap.version), body)?;
+        let hint_body = serde_json::to_vec(&CheckpointHint {
+            version: snap.version,
+        })
+        .expect("a hint always serialises");
+        io.put(&StoreLayout::last_checkpoint(), hint_body)?;
     }
-    let body = serde_json::to_vec(&snap).expect("a snapshot always serialises");
-    io.put(&StoreLayout::checkpoint(snap.version), body)?;
-    let hint_body = serde_json::to_vec(&CheckpointHint {
-        version: snap.version,
-    })
-    .expect("a hint always serialises");
-    io.put(&StoreLayout::last_checkpoint(), hint_body)?;
     prune(io, retain)
 }
 

@@ -17,5 +17,5 @@ pub use event::{
 pub use manifest::{
     CHECKPOINT_INTERVAL, CheckpointHint, Delta, FileEntry, LogEntry, MANIFEST_PREFIX,
     RETIRED_PREFIX, RetiredFile, STAGING_PREFIX, Snapshot, SourceEntry, StoreLayout, USERS_PREFIX,
-    UsersEntry, apply_patch,
+    UsersEntry, apply_deltas, apply_patch,
 };

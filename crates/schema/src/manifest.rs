@@ -213,15 +213,67 @@ impl Snapshot {
         if base.unreadable.is_some() {
             return serde_json::to_vec(self).expect("a snapshot always serialises");
         }
+        // The long lists are compared typed (no JSON tree of the whole state);
+        // the rest of the snapshot generically, so fields added later travel too.
+        let mut patch = diff(&as_object(&base.shell()), &as_object(&self.shell()));
+        let mut set = Map::new();
+        let mut append = Map::new();
+        list_diff("files", &base.files, &self.files, &mut set, &mut append);
+        list_diff("sources", &base.sources, &self.sources, &mut set, &mut append);
+        list_diff("retired", &base.retired, &self.retired, &mut set, &mut append);
+        list_diff("removed", &base.removed, &self.removed, &mut set, &mut append);
+        for (part, more) in [("set", set), ("append", append)] {
+            if more.is_empty() {
+                continue;
+            }
+            if let Value::Object(m) = patch
+                .entry(part)
+                .or_insert_with(|| Value::Object(Map::new()))
+            {
+                m.extend(more);
+            }
+        }
         let delta = Delta {
             tenure_delta: 1,
             parent: base.version,
             version: self.version,
             txn: self.txn.clone(),
             operation: self.operation.clone(),
-            patch: Value::Object(diff(&as_object(base), &as_object(self))),
+            patch: Value::Object(patch),
         };
         serde_json::to_vec(&delta).expect("a delta always serialises")
+    }
+}
+
+impl Snapshot {
+    /// The snapshot without its long lists (see [`LISTS`]). Clones them first:
+    /// cheap next to serialising them, and it keeps every other field, including
+    /// those added later.
+    fn shell(&self) -> Snapshot {
+        let mut s = self.clone();
+        s.files = Vec::new();
+        s.sources = Vec::new();
+        s.retired = Vec::new();
+        s.removed = Vec::new();
+        s
+    }
+}
+
+fn list_diff<T: PartialEq + Serialize>(
+    name: &str,
+    a: &[T],
+    b: &[T],
+    set: &mut Map<String, Value>,
+    append: &mut Map<String, Value>,
+) {
+    if a == b {
+        return;
+    }
+    let to_value = |items: &[T]| serde_json::to_value(items).expect("a list always serialises");
+    if b.len() > a.len() && b[..a.len()] == *a {
+        append.insert(name.into(), to_value(&b[a.len()..]));
+    } else {
+        set.insert(name.into(), to_value(b));
     }
 }
 
@@ -321,6 +373,85 @@ fn diff(a: &Map<String, Value>, b: &Map<String, Value>) -> Map<String, Value> {
         out.insert("unset".into(), Value::Array(unset));
     }
     out
+}
+
+/// The top-level fields that may hold thousands of entries. Loading applies
+/// deltas to them as typed lists, and everything else through the generic patch
+/// on the small rest of the snapshot, so opening a store costs one typed parse of
+/// its checkpoint plus the deltas, not a JSON tree of the whole state.
+const LISTS: [&str; 4] = ["files", "sources", "retired", "removed"];
+
+fn list_op<T: serde::de::DeserializeOwned>(
+    list: &mut Vec<T>,
+    op: &str,
+    v: &Value,
+) -> Result<(), String> {
+    let items = || Vec::<T>::deserialize(v).map_err(|e| e.to_string());
+    match op {
+        "set" => *list = items()?,
+        "append" => list.extend(items()?),
+        "unset" => list.clear(),
+        _ => return Err(format!("cannot {op} a list")),
+    }
+    Ok(())
+}
+
+/// Applies the patches of consecutive deltas, in order, to a snapshot.
+pub fn apply_deltas<'a>(
+    mut snap: Snapshot,
+    patches: impl IntoIterator<Item = &'a Value>,
+) -> Result<Snapshot, String> {
+    let mut files = std::mem::take(&mut snap.files);
+    let mut sources = std::mem::take(&mut snap.sources);
+    let mut retired = std::mem::take(&mut snap.retired);
+    let mut removed = std::mem::take(&mut snap.removed);
+    let unreadable = snap.unreadable;
+    let mut rest = serde_json::to_value(&snap).map_err(|e| e.to_string())?;
+    for patch in patches {
+        let Value::Object(parts) = patch else {
+            return Err("a patch is an object".into());
+        };
+        let mut generic = Map::new();
+        for (op, body) in parts {
+            let mut other = Map::new();
+            let mut other_keys = Vec::new();
+            let entries: Vec<(&str, &Value)> = match body {
+                Value::Object(m) => m.iter().map(|(k, v)| (k.as_str(), v)).collect(),
+                Value::Array(keys) => keys
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .map(|k| (k, &Value::Null))
+                    .collect(),
+                _ => return Err(format!("bad patch part `{op}`")),
+            };
+            for (k, v) in entries {
+                match k {
+                    "files" => list_op(&mut files, op, v)?,
+                    "sources" => list_op(&mut sources, op, v)?,
+                    "retired" => list_op(&mut retired, op, v)?,
+                    "removed" => list_op(&mut removed, op, v)?,
+                    _ if body.is_array() => other_keys.push(Value::String(k.to_string())),
+                    _ => {
+                        other.insert(k.to_string(), v.clone());
+                    }
+                }
+            }
+            debug_assert!(LISTS.iter().all(|l| !other.contains_key(*l)));
+            if !other.is_empty() {
+                generic.insert(op.clone(), Value::Object(other));
+            } else if !other_keys.is_empty() {
+                generic.insert(op.clone(), Value::Array(other_keys));
+            }
+        }
+        apply_patch(&mut rest, &Value::Object(generic))?;
+    }
+    let mut snap: Snapshot = serde_json::from_value(rest).map_err(|e| e.to_string())?;
+    snap.files = files;
+    snap.sources = sources;
+    snap.retired = retired;
+    snap.removed = removed;
+    snap.unreadable = unreadable;
+    Ok(snap)
 }
 
 /// Applies a [`Delta::patch`] to the JSON form of a snapshot.

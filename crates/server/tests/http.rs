@@ -427,13 +427,14 @@ async fn store_down_fills_the_wal_then_503_and_nothing_acked_is_lost() {
     cfg.flush_bytes = 4_000;
     cfg.max_wal_bytes = 20_000;
     let srv = Running::start(cfg.clone()).await;
-    // Break the store: an unreadable manifest makes every commit fail.
+    // Break the store: a manifest that is complete JSON but not a manifest makes
+    // every commit fail (a truncated one would be skipped with a warning).
     let bogus = dir
         .path()
         .join("store")
         .join(tenure_schema::StoreLayout::manifest(1));
     std::fs::create_dir_all(bogus.parent().unwrap()).unwrap();
-    std::fs::write(&bogus, b"not a manifest").unwrap();
+    std::fs::write(&bogus, br#"{"not":"a manifest"}"#).unwrap();
     let c = client();
     let mut acked = Vec::new();
     let mut got_503 = false;

@@ -5,7 +5,7 @@ use std::collections::{BTreeSet, HashMap};
 use futures::TryStreamExt;
 use object_store::ObjectStoreExt;
 use serde_json::Value;
-use tenure_schema::{CheckpointHint, LogEntry, MANIFEST_PREFIX, Snapshot, StoreLayout, apply_patch};
+use tenure_schema::{CheckpointHint, LogEntry, MANIFEST_PREFIX, Snapshot, StoreLayout, apply_deltas};
 
 use crate::{Store, StoreError};
 
@@ -76,13 +76,11 @@ async fn read_commit(store: &Store, version: u64) -> Result<Read, StoreError> {
 
 /// A checkpoint's state, or `None` when it is missing or unreadable (then an
 /// older starting point is used).
-async fn read_checkpoint(store: &Store, version: u64) -> Result<Option<Value>, StoreError> {
+async fn read_checkpoint(store: &Store, version: u64) -> Result<Option<Snapshot>, StoreError> {
     let Some(data) = get(store, &StoreLayout::checkpoint(version)).await? else {
         return Ok(None);
     };
-    Ok(serde_json::from_slice::<Value>(&data)
-        .ok()
-        .filter(Value::is_object))
+    Ok(Snapshot::from_json(&data).ok())
 }
 
 /// The newest checkpoint named by the hint, if the hint is there and readable.
@@ -103,7 +101,11 @@ pub(crate) async fn load(store: &Store) -> Result<(Snapshot, Option<String>), St
         message,
     };
     let mut reads: HashMap<u64, Read> = HashMap::new();
-    let mut start: Option<(u64, Value)> = None;
+    let whole = |v: u64, state: Value| {
+        serde_json::from_value::<Snapshot>(state)
+            .map_err(|e| corrupt(format!("manifest version {v}: {e}")))
+    };
+    let mut start: Option<(u64, Snapshot)> = None;
     let mut listing = Listing::default();
     if let Some(hint) = read_hint(store).await? {
         listing = list(store, Some(hint)).await?;
@@ -128,7 +130,7 @@ pub(crate) async fn load(store: &Store) -> Result<(Snapshot, Option<String>), St
         let mut v = newest;
         while start.is_none() {
             if v == 0 {
-                start = Some((0, serde_json::to_value(Snapshot::default()).expect("serialises")));
+                start = Some((0, Snapshot::default()));
                 break;
             }
             if listing.checkpoints.contains(&v)
@@ -145,17 +147,18 @@ pub(crate) async fn load(store: &Store) -> Result<(Snapshot, Option<String>), St
             }
             let read = read_commit(store, v).await?;
             if let Read::Entry(LogEntry::Full(state)) = read {
-                start = Some((v, state));
+                start = Some((v, whole(v, state)?));
                 break;
             }
             reads.insert(v, read);
             v -= 1;
         }
     }
-    let (from, mut state) = start.expect("a starting point was found");
+    let (from, mut snapshot) = start.expect("a starting point was found");
     let newest = listing.commits.last().copied().unwrap_or(from).max(from);
     let mut good = from;
     let mut bad: Option<(u64, String)> = None;
+    let mut patches: Vec<Value> = Vec::new();
     for v in from + 1..=newest {
         if !listing.commits.contains(&v) {
             return Err(corrupt(format!("manifest version {v} is missing")));
@@ -166,7 +169,8 @@ pub(crate) async fn load(store: &Store) -> Result<(Snapshot, Option<String>), St
         };
         match read {
             Read::Entry(LogEntry::Full(s)) => {
-                state = s;
+                snapshot = whole(v, s)?;
+                patches.clear();
                 good = v;
                 bad = None;
             }
@@ -182,8 +186,7 @@ pub(crate) async fn load(store: &Store) -> Result<(Snapshot, Option<String>), St
                         d.parent
                     )));
                 }
-                apply_patch(&mut state, &d.patch)
-                    .map_err(|e| corrupt(format!("manifest version {v}: {e}")))?;
+                patches.push(d.patch);
                 good = v;
             }
             Read::Unreadable(why) => {
@@ -193,8 +196,8 @@ pub(crate) async fn load(store: &Store) -> Result<(Snapshot, Option<String>), St
             }
         }
     }
-    let mut snapshot: Snapshot = serde_json::from_value(state)
-        .map_err(|e| corrupt(format!("manifest version {good}: {e}")))?;
+    let mut snapshot = apply_deltas(snapshot, &patches)
+        .map_err(|e| corrupt(format!("manifest versions {from}..={good}: {e}")))?;
     let warning = bad.map(|(b, why)| {
         snapshot.version = newest;
         snapshot.unreadable = Some(b);

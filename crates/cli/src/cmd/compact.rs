@@ -1,7 +1,7 @@
 //! `tenure compact`: merge small files per partition.
 
 use clap::Args;
-use tenure_ingest::{Store, compact};
+use tenure_ingest::{Store, compact_retaining};
 use tenure_schema::Config;
 
 use crate::progress::count_bar;
@@ -11,6 +11,13 @@ use crate::progress::count_bar;
 /// The swap is one manifest commit: readers of the table see the old files or
 /// the new ones, never both and never neither. Run it after many small ingests
 /// (for example after a day of `tenure serve` flushes).
+///
+/// Replaced files move to `_tenure/retired/` (so `events/` holds exactly the
+/// committed files) and stay readable there for `--retain` seconds, for readers
+/// still working from the previous version; a later compaction deletes them.
+/// Compaction also maintains the metadata: it rewrites an unreadable newest
+/// manifest version, merges the users dictionary into one segment and
+/// checkpoints the manifest log.
 ///
 /// Example:
 ///
@@ -26,6 +33,10 @@ pub struct CompactArgs {
     /// Most rows per output file.
     #[arg(long, value_name = "N", default_value_t = Config::default().ingest.file_rows)]
     pub file_rows: usize,
+    /// Seconds that replaced files stay readable for readers of older versions
+    /// before a later compaction deletes them.
+    #[arg(long, value_name = "SECS", default_value_t = tenure_ingest::compact::DEFAULT_RETAIN.as_secs())]
+    pub retain: u64,
 }
 
 /// Runs the command.
@@ -35,7 +46,8 @@ pub fn run(args: CompactArgs) -> anyhow::Result<()> {
     cfg.file_rows = args.file_rows.max(1);
     let bar = count_bar(0, "compact");
     let dates = (!args.date.is_empty()).then_some(args.date.as_slice());
-    let s = compact(store, &cfg, dates, |done, total| {
+    let retain = std::time::Duration::from_secs(args.retain);
+    let s = compact_retaining(store, &cfg, dates, retain, |done, total| {
         bar.set_length(total);
         bar.set_position(done);
     });

@@ -10,6 +10,7 @@ pub mod ingest;
 pub mod kpi;
 pub mod lifecycle;
 pub mod ltv;
+pub mod repair;
 pub mod retention;
 pub mod run;
 pub mod segment;
