@@ -54,11 +54,14 @@ pub fn try_commit(io: &Io, base: &Snapshot, next: &Snapshot) -> Result<bool, Ing
 /// checkpoint and prunes the log. Never fails the commit: a problem is a warning
 /// (the next checkpoint tries again).
 pub fn after_commit(io: &Io, version: u64) {
-    if version % CHECKPOINT_INTERVAL != 0 {
+    if !version.is_multiple_of(CHECKPOINT_INTERVAL) {
         return;
     }
     if let Err(e) = merge_users(io).and_then(|_| checkpoint(io, DEFAULT_RETAIN)) {
-        eprintln!("warning: manifest checkpoint of {} failed: {e}", io.store.url);
+        eprintln!(
+            "warning: manifest checkpoint of {} failed: {e}",
+            io.store.url
+        );
     }
 }
 
@@ -110,10 +113,7 @@ pub fn merge_users(io: &Io) -> Result<Option<u64>, IngestError> {
             ),
         });
     }
-    let merged = StoreLayout::users_segment(&format!(
-        "merged-{}",
-        uuid::Uuid::now_v7().simple()
-    ));
+    let merged = StoreLayout::users_segment(&format!("merged-{}", uuid::Uuid::now_v7().simple()));
     io.put(
         &merged,
         encode_segment(0, pairs.iter().map(|(_, id)| id.as_str()))?,
@@ -218,10 +218,11 @@ pub fn vacuum(io: &Io, retain: Duration) -> Result<Vec<String>, IngestError> {
         let mut next = cur.clone();
         next.retired.retain(|r| !expired.contains(&r.path));
         let legacy = std::mem::take(&mut next.removed);
-        next.retired.extend(legacy.into_iter().map(|path| RetiredFile {
-            path,
-            retired_at: now,
-        }));
+        next.retired
+            .extend(legacy.into_iter().map(|path| RetiredFile {
+                path,
+                retired_at: now,
+            }));
         (next.retired != cur.retired || !cur.removed.is_empty()).then_some(next)
     })?;
     io.store.remove_empty_dirs(tenure_schema::RETIRED_PREFIX);

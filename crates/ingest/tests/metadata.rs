@@ -13,9 +13,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use tenure_ingest::generator::GenSpec;
 use tenure_ingest::io::Io;
 use tenure_ingest::{Ingest, IngestOptions, Store, generator_write, manifest};
-use tenure_schema::{
-    CHECKPOINT_INTERVAL, Delta, FileEntry, RETIRED_PREFIX, Snapshot, StoreLayout,
-};
+use tenure_schema::{CHECKPOINT_INTERVAL, Delta, FileEntry, RETIRED_PREFIX, Snapshot, StoreLayout};
 
 fn gen_spec(users: u64) -> GenSpec {
     GenSpec {
@@ -158,7 +156,11 @@ fn replaced_files_are_deleted_once_their_retention_has_passed() {
         |_, _| {},
     )
     .unwrap();
-    assert!(s.notes.iter().any(|n| n.contains("deleted")), "{:?}", s.notes);
+    assert!(
+        s.notes.iter().any(|n| n.contains("deleted")),
+        "{:?}",
+        s.notes
+    );
     assert!(files_under(dir.path(), RETIRED_PREFIX).is_empty());
     let now = snapshot(url);
     assert!(now.retired.is_empty() && now.removed.is_empty());
@@ -177,9 +179,17 @@ fn truncate(path: &Path) {
 fn a_truncated_newest_manifest_falls_back_to_the_last_complete_version() {
     let dir = tempfile::tempdir().unwrap();
     let url = dir.path().to_str().unwrap();
-    ingest_lines(url, "a.ndjson", &[r#"{"user_id":"a","event":"x","ts":"2026-01-02T00:00:00Z"}"#]);
+    ingest_lines(
+        url,
+        "a.ndjson",
+        &[r#"{"user_id":"a","event":"x","ts":"2026-01-02T00:00:00Z"}"#],
+    );
     let first = snapshot(url);
-    ingest_lines(url, "b.ndjson", &[r#"{"user_id":"b","event":"x","ts":"2026-01-03T00:00:00Z"}"#]);
+    ingest_lines(
+        url,
+        "b.ndjson",
+        &[r#"{"user_id":"b","event":"x","ts":"2026-01-03T00:00:00Z"}"#],
+    );
     truncate(&dir.path().join(StoreLayout::manifest(2)));
     // Reads work, on version 1's state.
     let snap = snapshot(url);
@@ -187,14 +197,22 @@ fn a_truncated_newest_manifest_falls_back_to_the_last_complete_version() {
     assert_eq!(snap.unreadable, Some(2));
     assert_eq!(read_table(url).len(), 1);
     // So does an ingest: it commits version 3 as a whole snapshot.
-    let s = ingest_lines(url, "c.ndjson", &[r#"{"user_id":"c","event":"x","ts":"2026-01-04T00:00:00Z"}"#]);
+    let s = ingest_lines(
+        url,
+        "c.ndjson",
+        &[r#"{"user_id":"c","event":"x","ts":"2026-01-04T00:00:00Z"}"#],
+    );
     assert_eq!(s.version, Some(3));
     let snap = snapshot(url);
     assert_eq!(snap.unreadable, None);
     assert_eq!(snap.rows(), 2);
     assert_eq!(snap.users.count, first.users.count + 1);
     // Later commits build on it as usual.
-    ingest_lines(url, "d.ndjson", &[r#"{"user_id":"a","event":"y","ts":"2026-01-05T00:00:00Z"}"#]);
+    ingest_lines(
+        url,
+        "d.ndjson",
+        &[r#"{"user_id":"a","event":"y","ts":"2026-01-05T00:00:00Z"}"#],
+    );
     assert_eq!(snapshot(url).rows(), 3);
 }
 
@@ -202,14 +220,29 @@ fn a_truncated_newest_manifest_falls_back_to_the_last_complete_version() {
 fn repair_rewrites_a_truncated_newest_manifest() {
     let dir = tempfile::tempdir().unwrap();
     let url = dir.path().to_str().unwrap();
-    ingest_lines(url, "a.ndjson", &[r#"{"user_id":"a","event":"x","ts":"2026-01-02T00:00:00Z"}"#]);
-    ingest_lines(url, "b.ndjson", &[r#"{"user_id":"b","event":"x","ts":"2026-01-03T00:00:00Z"}"#]);
+    ingest_lines(
+        url,
+        "a.ndjson",
+        &[r#"{"user_id":"a","event":"x","ts":"2026-01-02T00:00:00Z"}"#],
+    );
+    ingest_lines(
+        url,
+        "b.ndjson",
+        &[r#"{"user_id":"b","event":"x","ts":"2026-01-03T00:00:00Z"}"#],
+    );
     let good = snapshot(url);
-    ingest_lines(url, "c.ndjson", &[r#"{"user_id":"c","event":"x","ts":"2026-01-04T00:00:00Z"}"#]);
+    ingest_lines(
+        url,
+        "c.ndjson",
+        &[r#"{"user_id":"c","event":"x","ts":"2026-01-04T00:00:00Z"}"#],
+    );
     truncate(&dir.path().join(StoreLayout::manifest(3)));
     let io = Io::new(Store::open(url).unwrap());
     let notes = manifest::maintain(&io, manifest::DEFAULT_RETAIN).unwrap();
-    assert!(notes.iter().any(|n| n.contains("version 3 was unreadable")), "{notes:?}");
+    assert!(
+        notes.iter().any(|n| n.contains("version 3 was unreadable")),
+        "{notes:?}"
+    );
     let snap = snapshot(url);
     assert_eq!(snap.unreadable, None);
     assert_eq!(snap.files, good.files);
@@ -229,10 +262,14 @@ fn local_commits_take_the_fsync_path() {
     let dir = tempfile::tempdir().unwrap();
     let url = dir.path().to_str().unwrap();
     let before = tenure_ingest::io::synced_files();
-    ingest_lines(url, "a.ndjson", &[
-        r#"{"user_id":"a","event":"x","ts":"2026-01-02T00:00:00Z"}"#,
-        r#"{"user_id":"b","event":"x","ts":"2026-01-03T00:00:00Z"}"#,
-    ]);
+    ingest_lines(
+        url,
+        "a.ndjson",
+        &[
+            r#"{"user_id":"a","event":"x","ts":"2026-01-02T00:00:00Z"}"#,
+            r#"{"user_id":"b","event":"x","ts":"2026-01-03T00:00:00Z"}"#,
+        ],
+    );
     // Two staged files, their renames into place, the users segment and the
     // manifest version (other tests in this process may add more).
     assert!(tenure_ingest::io::synced_files() - before >= 6);
@@ -278,7 +315,12 @@ fn the_log_is_checkpointed_and_pruned_and_opens_from_the_newest_checkpoint() {
     let snap = manifest::load_latest(&io).unwrap();
     assert_eq!(snap.version, 250);
     assert_eq!(snap.files.len(), 250);
-    assert!(snap.files.iter().enumerate().all(|(i, f)| *f == tiny_file(i as u64 + 1)));
+    assert!(
+        snap.files
+            .iter()
+            .enumerate()
+            .all(|(i, f)| *f == tiny_file(i as u64 + 1))
+    );
     let names = manifest_names(dir.path());
     assert!(names.contains(&StoreLayout::checkpoint(100)));
     assert!(names.contains(&StoreLayout::checkpoint(200)));
@@ -325,7 +367,8 @@ fn stores_written_as_whole_snapshots_still_open_and_take_deltas() {
     for v in 1..=3 {
         s.version = v;
         s.files.push(tiny_file(v));
-        s.removed.push(format!("events/date=2026-01-01/old-{v}.parquet"));
+        s.removed
+            .push(format!("events/date=2026-01-01/old-{v}.parquet"));
         s.txn = format!("t{v}");
         // The old format: every version the whole snapshot, pretty-printed.
         std::fs::write(dir.path().join(StoreLayout::manifest(v)), s.to_json()).unwrap();
@@ -349,10 +392,14 @@ fn users_segments_merge_into_one_without_changing_keys() {
     let dir = tempfile::tempdir().unwrap();
     let url = dir.path().to_str().unwrap();
     for (i, user) in ["ann", "bob", "cy", "dee"].iter().enumerate() {
-        ingest_lines(url, &format!("{i}.ndjson"), &[&format!(
-            r#"{{"user_id":"{user}","event":"x","ts":"2026-01-0{}T00:00:00Z"}}"#,
-            i + 1
-        )]);
+        ingest_lines(
+            url,
+            &format!("{i}.ndjson"),
+            &[&format!(
+                r#"{{"user_id":"{user}","event":"x","ts":"2026-01-0{}T00:00:00Z"}}"#,
+                i + 1
+            )],
+        );
     }
     let keys = |url: &str| {
         let mut pairs: Vec<String> = table_lines(url, &["user_id", "user_key"]);
@@ -370,15 +417,25 @@ fn users_segments_merge_into_one_without_changing_keys() {
     assert_eq!(snap.retired.len(), 4);
     assert_eq!(keys(url), before);
     // A known user keeps its key, a new one gets the next.
-    ingest_lines(url, "e.ndjson", &[
-        r#"{"user_id":"bob","event":"y","ts":"2026-01-06T00:00:00Z"}"#,
-        r#"{"user_id":"eve","event":"y","ts":"2026-01-06T00:00:00Z"}"#,
-    ]);
+    ingest_lines(
+        url,
+        "e.ndjson",
+        &[
+            r#"{"user_id":"bob","event":"y","ts":"2026-01-06T00:00:00Z"}"#,
+            r#"{"user_id":"eve","event":"y","ts":"2026-01-06T00:00:00Z"}"#,
+        ],
+    );
     let after = keys(url);
-    assert!(after.iter().filter(|l| l.ends_with(",bob,1")).count() == 2, "{after:?}");
+    assert!(
+        after.iter().filter(|l| l.ends_with(",bob,1")).count() == 2,
+        "{after:?}"
+    );
     assert!(after.iter().any(|l| l.ends_with(",eve,4")), "{after:?}");
     manifest::vacuum(&io, Duration::ZERO).unwrap();
-    assert_eq!(files_under(dir.path(), tenure_schema::USERS_PREFIX).len(), 2);
+    assert_eq!(
+        files_under(dir.path(), tenure_schema::USERS_PREFIX).len(),
+        2
+    );
 }
 
 /// The delta a committer writes for a one-file commit on top of version `v - 1`.
@@ -409,7 +466,8 @@ fn tiny_deltas_are_what_a_commit_writes() {
             next.operation = "ingest".into();
         }
         if v > 1 {
-            let written: serde_json::Value = serde_json::from_slice(&next.commit_file(&base)).unwrap();
+            let written: serde_json::Value =
+                serde_json::from_slice(&next.commit_file(&base)).unwrap();
             let ours: serde_json::Value = serde_json::from_slice(&tiny_delta(v)).unwrap();
             assert_eq!(written, ours);
         }
@@ -423,15 +481,21 @@ fn tiny_deltas_are_what_a_commit_writes() {
 fn build_long_log(dir: &Path, n: u64) {
     let io = Io::new(Store::open(dir.to_str().unwrap()).unwrap());
     std::fs::create_dir_all(dir.join(tenure_schema::MANIFEST_PREFIX)).unwrap();
-    let mut first = Snapshot::default();
-    first.version = 1;
-    first.files.push(tiny_file(1));
-    first.txn = "t1".into();
-    first.operation = "ingest".into();
-    std::fs::write(dir.join(StoreLayout::manifest(1)), first.commit_file(&Snapshot::default())).unwrap();
+    let first = Snapshot {
+        version: 1,
+        files: vec![tiny_file(1)],
+        txn: "t1".into(),
+        operation: "ingest".into(),
+        ..Default::default()
+    };
+    std::fs::write(
+        dir.join(StoreLayout::manifest(1)),
+        first.commit_file(&Snapshot::default()),
+    )
+    .unwrap();
     for v in 2..=n {
         std::fs::write(dir.join(StoreLayout::manifest(v)), tiny_delta(v)).unwrap();
-        if v % CHECKPOINT_INTERVAL == 0 {
+        if v.is_multiple_of(CHECKPOINT_INTERVAL) {
             manifest::checkpoint(&io, manifest::DEFAULT_RETAIN).unwrap();
         }
     }

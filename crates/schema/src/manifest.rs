@@ -219,9 +219,27 @@ impl Snapshot {
         let mut set = Map::new();
         let mut append = Map::new();
         list_diff("files", &base.files, &self.files, &mut set, &mut append);
-        list_diff("sources", &base.sources, &self.sources, &mut set, &mut append);
-        list_diff("retired", &base.retired, &self.retired, &mut set, &mut append);
-        list_diff("removed", &base.removed, &self.removed, &mut set, &mut append);
+        list_diff(
+            "sources",
+            &base.sources,
+            &self.sources,
+            &mut set,
+            &mut append,
+        );
+        list_diff(
+            "retired",
+            &base.retired,
+            &self.retired,
+            &mut set,
+            &mut append,
+        );
+        list_diff(
+            "removed",
+            &base.removed,
+            &self.removed,
+            &mut set,
+            &mut append,
+        );
         for (part, more) in [("set", set), ("append", append)] {
             if more.is_empty() {
                 continue;
@@ -516,5 +534,68 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(Snapshot::from_json(s.to_json().as_bytes()).unwrap(), s);
+    }
+
+    fn file(n: u32) -> FileEntry {
+        FileEntry {
+            path: format!("events/date=2026-01-01/p{n}.parquet"),
+            staged: format!("_tenure/staging/t/date=2026-01-01/p{n}.parquet"),
+            date: "2026-01-01".into(),
+            rows: n as u64,
+            bytes: 10,
+            min_ts: 0,
+            max_ts: 1,
+            txn: "t".into(),
+        }
+    }
+
+    fn replay(base: &Snapshot, next: &Snapshot) -> Snapshot {
+        let LogEntry::Delta(d) = LogEntry::parse(&next.commit_file(base)).unwrap() else {
+            panic!("a commit on a readable base writes a delta");
+        };
+        assert_eq!((d.parent, d.version), (base.version, next.version));
+        apply_deltas(base.clone(), [&d.patch]).unwrap()
+    }
+
+    #[test]
+    fn deltas_replay_appends_replacements_and_nested_changes() {
+        let mut a = Snapshot {
+            version: 4,
+            files: vec![file(1), file(2)],
+            removed: vec!["old".into()],
+            users: UsersEntry {
+                count: 3,
+                segments: vec!["s1".into()],
+            },
+            txn: "a".into(),
+            ..Default::default()
+        };
+        // An ingest: appends a file and a segment.
+        let mut b = a.clone();
+        b.version = 5;
+        b.files.push(file(3));
+        b.users.segments.push("s2".into());
+        b.users.count = 5;
+        b.txn = "b".into();
+        assert_eq!(replay(&a, &b), b);
+        // A compaction: replaces files, retires the old ones, clears `removed`.
+        let mut c = b.clone();
+        c.version = 6;
+        c.files = vec![file(9)];
+        c.retired = b
+            .files
+            .iter()
+            .map(|f| RetiredFile {
+                path: f.path.clone(),
+                retired_at: 7,
+            })
+            .collect();
+        c.removed.clear();
+        c.users.segments = vec!["merged".into()];
+        assert_eq!(replay(&b, &c), c);
+        // A whole snapshot after an unreadable version.
+        a.unreadable = Some(4);
+        let full = Snapshot::from_json(&b.commit_file(&a)).unwrap();
+        assert_eq!(full, b);
     }
 }

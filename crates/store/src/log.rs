@@ -5,7 +5,9 @@ use std::collections::{BTreeSet, HashMap};
 use futures::TryStreamExt;
 use object_store::ObjectStoreExt;
 use serde_json::Value;
-use tenure_schema::{CheckpointHint, LogEntry, MANIFEST_PREFIX, Snapshot, StoreLayout, apply_deltas};
+use tenure_schema::{
+    CheckpointHint, LogEntry, MANIFEST_PREFIX, Snapshot, StoreLayout, apply_deltas,
+};
 
 use crate::{Store, StoreError};
 
@@ -62,12 +64,7 @@ async fn get(store: &Store, rel: &str) -> Result<Option<bytes::Bytes>, StoreErro
 
 async fn read_commit(store: &Store, version: u64) -> Result<Read, StoreError> {
     let rel = StoreLayout::manifest(version);
-    let data = store
-        .inner
-        .get(&store.path(&rel))
-        .await?
-        .bytes()
-        .await?;
+    let data = store.inner.get(&store.path(&rel)).await?.bytes().await?;
     Ok(match LogEntry::parse(&data) {
         Ok(e) => Read::Entry(e),
         Err(why) => Read::Unreadable(why),
