@@ -143,7 +143,14 @@ mod tests {
     fn a_long_record_is_not_cut() {
         let mut d = DeadLetters::default();
         let record = format!("{{\"a\":\"{}\"}}", "é".repeat(100_000));
-        d.push(Location { input: "in", line: 7 }, "bad", record.as_bytes());
+        d.push(
+            Location {
+                input: "in",
+                line: 7,
+            },
+            "bad",
+            record.as_bytes(),
+        );
         assert_eq!(lines(&d.take())[0]["raw"], record);
     }
 }

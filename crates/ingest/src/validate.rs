@@ -461,7 +461,11 @@ mod tests {
         );
         let d = TimeBounds::now();
         assert_eq!(d.min, 0);
-        assert!(d.check(at("2999-01-01")).unwrap_err().contains("a day in the future"));
+        assert!(
+            d.check(at("2999-01-01"))
+                .unwrap_err()
+                .contains("a day in the future")
+        );
     }
 
     #[test]

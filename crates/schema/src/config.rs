@@ -117,7 +117,8 @@ impl Moment {
         use chrono::{NaiveDate, NaiveDateTime};
         let s = text.trim();
         let micros = if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
-            d.and_hms_opt(0, 0, 0).map(|t| t.and_utc().timestamp_micros())
+            d.and_hms_opt(0, 0, 0)
+                .map(|t| t.and_utc().timestamp_micros())
         } else if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
             Some(t.timestamp_micros())
         } else {
@@ -186,6 +187,7 @@ impl<'de> Deserialize<'de> for Moment {
 ///
 /// [ingest]
 /// max_line_bytes = 1048576
+/// accept_from = 1997-01-01
 /// ```
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Config {
@@ -292,7 +294,10 @@ fn check_ingest(c: &IngestConfig) -> Result<(), String> {
     if c.max_record_lines == 0 {
         return Err("[ingest] max_record_lines must be at least 1".into());
     }
-    for (name, m) in [("accept_from", c.accept_from), ("accept_until", c.accept_until)] {
+    for (name, m) in [
+        ("accept_from", c.accept_from),
+        ("accept_until", c.accept_until),
+    ] {
         if let Some(m) = m
             && m < Moment::EPOCH
         {

@@ -68,18 +68,16 @@ pub fn read_csv<R: Read>(
 ) -> std::io::Result<()> {
     let mut rdr = Records::new(reader, limits);
     rdr.skip_bom()?;
-    let header_line = loop {
-        match rdr.next_record()? {
-            Next::Eof => return Ok(()),
-            Next::Record { line } => break line,
-            Next::Reject { line, reason } => {
-                sink.reject(
-                    Location { input, line },
-                    &format!("unreadable CSV header: {reason}"),
-                    &rdr.raw,
-                );
-                return Ok(());
-            }
+    let header_line = match rdr.next_record()? {
+        Next::Eof => return Ok(()),
+        Next::Record { line } => line,
+        Next::Reject { line, reason } => {
+            sink.reject(
+                Location { input, line },
+                &format!("unreadable CSV header: {reason}"),
+                &rdr.raw,
+            );
+            return Ok(());
         }
     };
     let mut header_names = Vec::with_capacity(rdr.field_count());
@@ -319,10 +317,11 @@ impl<R: Read> Records<R> {
             if buf.is_empty() {
                 return Ok(LineEnd::Eof);
             }
-            let room = (limit + 1).saturating_sub(self.raw.len());
+            let room = limit.saturating_sub(self.raw.len());
             let found = memchr::memchr2(b'\n', b'\r', buf);
             let take = found.unwrap_or(buf.len());
             if take > room {
+                // Kept up to the limit: the rest of the line may be read again.
                 self.raw.extend_from_slice(&buf[..room]);
                 self.src.consume(room);
                 return Ok(LineEnd::TooLong);
@@ -534,8 +533,11 @@ mod tests {
         max_lines: 100,
     };
 
-    /// Every record of `text`: its line and fields, or its line and reason.
-    fn records(text: &[u8], limits: CsvLimits) -> Vec<Result<(u64, Vec<String>), (u64, String)>> {
+    /// A record's line and fields, or its line and the reason it was rejected.
+    type Got = Result<(u64, Vec<String>), (u64, String)>;
+
+    /// Every record of `text`.
+    fn records(text: &[u8], limits: CsvLimits) -> Vec<Got> {
         let mut r = Records::new(text, limits);
         r.skip_bom().unwrap();
         let mut out = Vec::new();
@@ -553,7 +555,7 @@ mod tests {
         }
     }
 
-    fn ok(line: u64, fields: &[&str]) -> Result<(u64, Vec<String>), (u64, String)> {
+    fn ok(line: u64, fields: &[&str]) -> Got {
         Ok((line, fields.iter().map(|s| s.to_string()).collect()))
     }
 
@@ -593,7 +595,10 @@ mod tests {
             matches!(&got[0], Err((1, r)) if r.contains("column 2") && r.contains("3 lines")),
             "{got:?}"
         );
-        assert_eq!(&got[1..], [ok(2, &["c", "d"]), ok(3, &["e", "f"]), ok(4, &["g", "h"])]);
+        assert_eq!(
+            &got[1..],
+            [ok(2, &["c", "d"]), ok(3, &["e", "f"]), ok(4, &["g", "h"])]
+        );
         // Still open at the end of the input, whatever the limits.
         let got = records(b"a,b\n\"c,d\ne,f", LIMITS);
         assert!(
@@ -609,8 +614,13 @@ mod tests {
             max_bytes: 8,
             max_lines: 100,
         };
+        assert_eq!(records(b"12345678\n", limits), vec![ok(1, &["12345678"])]);
+        assert!(matches!(&records(b"123456789", limits)[0], Err((1, _))));
         let got = records(b"123456789,a\nok\n\"1234\n5678\n\"\nz", limits);
-        assert!(matches!(&got[0], Err((1, r)) if r.contains("longer than 8")), "{got:?}");
+        assert!(
+            matches!(&got[0], Err((1, r)) if r.contains("longer than 8")),
+            "{got:?}"
+        );
         assert_eq!(got[1], ok(2, &["ok"]));
         assert!(
             matches!(&got[2], Err((3, r)) if r.contains("8 bytes")),
