@@ -49,7 +49,7 @@ pub(crate) struct Decoded {
     pub parts: Vec<(i64, RecordBatch)>,
     /// For each accepted row in line order, the index of its part (rows of one
     /// part keep their line order).
-    pub order: Vec<u16>,
+    pub order: Vec<u32>,
     /// For each accepted row in line order, the hash of its `event_id` (`None`
     /// when the id was generated here and so cannot repeat).
     pub ids: Vec<Option<u128>>,
@@ -61,7 +61,7 @@ struct PieceSink<'c, 'a> {
     cx: &'c DecodeContext<'a>,
     days: Vec<(i64, EventColumns)>,
     last: usize,
-    order: Vec<u16>,
+    order: Vec<u32>,
     ids: Vec<Option<u128>>,
     rejects: Vec<Reject>,
     first_line: u64,
@@ -94,10 +94,9 @@ impl Sink for PieceSink<'_, '_> {
         };
         self.last = part;
         self.days[part].1.push(&ev, &event_id, 0);
-        // Validated timestamps lie between 2000-01-01 and tomorrow (TimeBounds):
-        // fewer than 2^16 distinct days.
+        // A piece holds fewer than 2^32 lines, so fewer distinct days.
         self.order
-            .push(u16::try_from(part).expect("fewer than 65,536 days since 2000"));
+            .push(u32::try_from(part).expect("fewer than 2^32 days in a piece"));
         self.ids.push(hash);
     }
 
@@ -105,7 +104,9 @@ impl Sink for PieceSink<'_, '_> {
         self.rejects.push(Reject {
             line: loc.line - self.first_line,
             reason: reason.to_string(),
-            raw: raw[..raw.len().min(crate::deadletter::MAX_RAW)].to_vec(),
+            // Whole: lines longer than `max_line` never get here with more
+            // than a prefix, and a piece holds a few MiB of lines at most.
+            raw: raw.to_vec(),
         });
     }
 }

@@ -194,7 +194,7 @@ impl Ingest {
             bufs: Default::default(),
             buffered: 0,
             writer,
-            bounds: TimeBounds::now(),
+            bounds: TimeBounds::new(&opts.config.ingest),
             ingested_at: chrono::Utc::now().timestamp_micros(),
             counters: Counters::default(),
             dead: DeadLetters::default(),
@@ -409,7 +409,10 @@ impl Ingest {
                 reader,
                 name,
                 &names,
-                self.cfg.max_line_bytes,
+                decode::csv::CsvLimits {
+                    max_bytes: self.cfg.max_line_bytes,
+                    max_lines: self.cfg.max_record_lines,
+                },
                 self,
                 &mut on_bytes,
             ),
@@ -528,7 +531,7 @@ impl Ingest {
                 touched ^= self.seen.touch(*h);
             }
             for (&p, id) in order.iter().zip(ids) {
-                let p = usize::from(p);
+                let p = p as usize;
                 let row = keys[p].len();
                 if let Some(h) = id
                     && !self.seen_insert(*h)

@@ -143,6 +143,15 @@ fn fallback(s: &str) -> Option<i64> {
 /// Interprets an epoch number: magnitudes pick the unit (seconds below 1e11,
 /// milliseconds below 1e14, microseconds below 1e17, else nanoseconds), the way
 /// event pipelines commonly disambiguate.
+///
+/// Seconds are read right from 1970 to the year 5138. Milliseconds, micro- and
+/// nanoseconds are read right from 1973-03-03T09:46:40Z on (where their values
+/// reach the next unit's threshold); an earlier instant in one of those units
+/// looks like the next larger unit and lands 1,000 times further from 1970.
+/// Validation then rejects nearly all of them as in the future: only values
+/// within the first 20 days of 1970 (below about 1.8e9 ms, 1.8e12 µs or
+/// 1.8e15 ns) land on a past date and pass unnoticed. Data from before 1973
+/// should therefore give its timestamps as text (RFC 3339) or epoch seconds.
 pub fn parse_epoch(text: &str) -> Option<i64> {
     if let Ok(i) = text.parse::<i64>() {
         let a = i.unsigned_abs();
@@ -231,5 +240,30 @@ mod tests {
             Some(1_767_225_600 * MICROS + 500_000)
         );
         assert_eq!(parse_epoch("abc"), None);
+    }
+
+    #[test]
+    fn epoch_units_before_2000() {
+        // 1997-03-04T05:06:07Z in every unit.
+        let t = 857_451_967 * MICROS;
+        for text in [
+            "857451967",
+            "857451967000",
+            "857451967000000",
+            "857451967000000000",
+        ] {
+            assert_eq!(parse_epoch(text), Some(t), "{text}");
+        }
+        // Seconds are right from 1970 on.
+        assert_eq!(parse_epoch("0"), Some(0));
+        assert_eq!(parse_epoch("86400"), Some(DAY_MICROS));
+        // The smallest millisecond value read as milliseconds: 1973-03-03T09:46:40Z.
+        assert_eq!(parse_epoch("100000000000"), Some(100_000_000 * MICROS),);
+        assert_eq!(date_string(100_000_000 / 86_400), "1973-03-03");
+        // Just below, milliseconds look like seconds (the documented ambiguity):
+        // 1973-03-03 in ms lands in 5138, which validation rejects as future.
+        assert_eq!(parse_epoch("99999999999"), Some(99_999_999_999 * MICROS));
+        // And a millisecond value from the first days of 1970 lands in the past.
+        assert_eq!(parse_epoch("1000000000"), Some(1_000_000_000 * MICROS));
     }
 }

@@ -2,7 +2,7 @@
 
 use std::borrow::Cow;
 
-use tenure_schema::{DeclaredProperty, PropertyType, REVENUE_SCALE};
+use tenure_schema::{DeclaredProperty, IngestConfig, Moment, PropertyType, REVENUE_SCALE};
 
 use crate::decimal::parse_decimal;
 use crate::decode::{RawEvent, Scalar};
@@ -85,23 +85,56 @@ pub struct ValidEvent<'a> {
     pub properties: String,
 }
 
-/// The accepted time range: not before 2000, not more than a day past now.
+/// The accepted time range: from 1970-01-01 (or `[ingest] accept_from`) to one
+/// day past now (or `[ingest] accept_until`), both ends included.
 #[derive(Debug, Clone, Copy)]
 pub struct TimeBounds {
     /// Earliest accepted timestamp.
     pub min: i64,
     /// Latest accepted timestamp.
     pub max: i64,
+    /// The ends come from the config (for the reasons given).
+    from_config: (bool, bool),
 }
 
 impl TimeBounds {
-    /// 2000-01-01 to now plus one day.
+    /// The default range: 1970-01-01 to now plus one day.
     pub fn now() -> Self {
+        Self::new(&IngestConfig::default())
+    }
+
+    /// The range a config asks for; unset ends take the defaults of [`Self::now`].
+    pub fn new(cfg: &IngestConfig) -> Self {
         let now = chrono::Utc::now().timestamp_micros();
         Self {
-            min: timestamp::days_from_civil(2000, 1, 1) * DAY_MICROS,
-            max: now + DAY_MICROS,
+            min: cfg.accept_from.unwrap_or(Moment::EPOCH).micros(),
+            max: cfg.accept_until.map_or(now + DAY_MICROS, Moment::micros),
+            from_config: (cfg.accept_from.is_some(), cfg.accept_until.is_some()),
         }
+    }
+
+    /// Why `ts` is outside the range, if it is.
+    fn check(&self, ts: i64) -> Result<(), String> {
+        let at = Moment::from_micros(ts);
+        if ts < self.min {
+            let bound = Moment::from_micros(self.min);
+            return Err(if self.from_config.0 {
+                format!("timestamp {at} is before accept_from {bound}")
+            } else {
+                format!("timestamp {at} is before 1970-01-01, the earliest time Tenure stores")
+            });
+        }
+        if ts > self.max {
+            return Err(if self.from_config.1 {
+                format!(
+                    "timestamp {at} is after accept_until {}",
+                    Moment::from_micros(self.max)
+                )
+            } else {
+                format!("timestamp {at} is more than a day in the future")
+            });
+        }
+        Ok(())
     }
 }
 
@@ -112,6 +145,13 @@ fn text<'a>(field: &str, v: &Scalar<'a>) -> Result<Option<Cow<'a, str>>, String>
         Scalar::Num(n) if !n.contains(['.', 'e', 'E']) => Ok(Some(n.clone())),
         other => Err(format!("`{field}` must be a string, got {}", kind(other))),
     }
+}
+
+/// NUL cannot be told from the end of a string by much of what reads the
+/// store (C libraries, terminals, CSV tools), and no real id or event name
+/// holds one.
+fn nul(field: &str) -> String {
+    format!("`{field}` contains a NUL character (\\u0000)")
 }
 
 fn kind(v: &Scalar<'_>) -> &'static str {
@@ -258,6 +298,14 @@ fn validate_with<'a>(
         Some(_) => return Err("`user_id` is empty".into()),
         None => return Err("missing `user_id` (or `userId` / `anonymousId`)".into()),
     };
+    if user_id.contains('\0') {
+        let field = if raw.user_id.as_ref().is_none_or(Scalar::is_null) {
+            "anonymousId"
+        } else {
+            "user_id"
+        };
+        return Err(nul(field));
+    }
     let named = raw
         .event
         .as_ref()
@@ -277,22 +325,14 @@ fn validate_with<'a>(
     if event.is_empty() {
         return Err("`event` is empty".into());
     }
+    if event.contains('\0') {
+        return Err(nul("event"));
+    }
     let ts = match &raw.ts {
         Some(v) => parse_ts("ts", v)?.ok_or("missing `ts` (or `timestamp`)")?,
         None => return Err("missing `ts` (or `timestamp`)".into()),
     };
-    if ts < bounds.min {
-        return Err(format!(
-            "timestamp {} is before 2000-01-01",
-            timestamp::date_string(ts.div_euclid(DAY_MICROS))
-        ));
-    }
-    if ts > bounds.max {
-        return Err(format!(
-            "timestamp {} is more than a day in the future",
-            timestamp::date_string(ts.div_euclid(DAY_MICROS))
-        ));
-    }
+    bounds.check(ts)?;
     let event_id = match &raw.event_id {
         Some(v) => text("event_id", v)?.filter(|s| !s.is_empty()),
         None => None,
@@ -384,6 +424,51 @@ mod tests {
     }
 
     #[test]
+    fn accepts_events_from_1970() {
+        for ts in [
+            "\"1997-03-04T05:06:07Z\"",
+            "\"1970-01-01\"",
+            "0",
+            "857451967",
+            "857451967000",
+        ] {
+            let line = format!(r#"{{"user_id":"u","event":"view","ts":{ts}}}"#);
+            check(&line).unwrap_or_else(|e| panic!("{ts}: {e}"));
+        }
+        // NUL elsewhere than in the id and the event name is kept.
+        let v = check(r#"{"user_id":"u","event":"view","ts":0,"note":"a\u0000"}"#).unwrap();
+        assert_eq!(v.properties, r#"{"note":"a\u0000"}"#);
+    }
+
+    #[test]
+    fn configured_bounds_name_themselves() {
+        let cfg = tenure_schema::Config::parse(
+            "[ingest]\naccept_from = 1997-01-01\naccept_until = \"1998-06-30T12:00:00Z\"\n",
+        )
+        .unwrap()
+        .ingest;
+        let b = TimeBounds::new(&cfg);
+        let at = |s: &str| timestamp::parse_text(s).unwrap();
+        assert!(b.check(at("1997-01-01")).is_ok());
+        assert!(b.check(at("1998-06-30T12:00:00Z")).is_ok());
+        assert_eq!(
+            b.check(at("1996-12-31T23:59:59.5Z")).unwrap_err(),
+            "timestamp 1996-12-31T23:59:59.500Z is before accept_from 1997-01-01"
+        );
+        assert_eq!(
+            b.check(at("1998-06-30T12:00:01Z")).unwrap_err(),
+            "timestamp 1998-06-30T12:00:01Z is after accept_until 1998-06-30T12:00:00Z"
+        );
+        let d = TimeBounds::now();
+        assert_eq!(d.min, 0);
+        assert!(
+            d.check(at("2999-01-01"))
+                .unwrap_err()
+                .contains("a day in the future")
+        );
+    }
+
+    #[test]
     fn rejects_with_reasons() {
         let cases = [
             (r#"{"event":"view","ts":"2026-01-01"}"#, "missing `user_id`"),
@@ -394,8 +479,24 @@ mod tests {
                 "unparseable timestamp",
             ),
             (
-                r#"{"user_id":"u","event":"view","ts":"1999-12-31T23:59:59Z"}"#,
-                "before 2000",
+                r#"{"user_id":"u","event":"view","ts":"1969-12-31T23:59:59Z"}"#,
+                "timestamp 1969-12-31T23:59:59Z is before 1970-01-01",
+            ),
+            (
+                r#"{"user_id":"u","event":"view","ts":-1}"#,
+                "before 1970-01-01",
+            ),
+            (
+                r#"{"user_id":"u\u0000","event":"view","ts":"2026-01-01"}"#,
+                "`user_id` contains a NUL character",
+            ),
+            (
+                r#"{"userId":null,"anonymousId":"\u0000","event":"view","ts":"2026-01-01"}"#,
+                "`anonymousId` contains a NUL character",
+            ),
+            (
+                r#"{"user_id":"u","event":"a\u0000b","ts":"2026-01-01"}"#,
+                "`event` contains a NUL character",
             ),
             (
                 r#"{"user_id":"u","event":"view","ts":"2999-01-01"}"#,

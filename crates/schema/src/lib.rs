@@ -9,7 +9,7 @@ mod config;
 mod event;
 mod manifest;
 
-pub use config::{Config, ConfigError, IngestConfig, PropertyType};
+pub use config::{Config, ConfigError, IngestConfig, Moment, PropertyType};
 pub use event::{
     DICTIONARY_COLUMNS, DeclaredProperty, REVENUE_PRECISION, REVENUE_SCALE, columns,
     dictionary_type, event_schema, stored_schema,

@@ -138,7 +138,8 @@ async fn track(app: &App, ep: Endpoint, req: Request<Incoming>, started: Instant
     let cx = Context {
         names: &app.names,
         declared: &app.declared,
-        bounds: tenure_ingest::validate::TimeBounds::now(),
+        // The range the flusher commits with, so nothing acknowledged is refused later.
+        bounds: tenure_ingest::validate::TimeBounds::new(&app.cfg.ingest.ingest),
         max_event_bytes: app.cfg.max_event_bytes,
         received_at: received_at.timestamp_micros(),
     };

@@ -16,7 +16,13 @@ use crate::progress::bytes_bar;
 /// (`userId`/`anonymousId`, `messageId`, `event`, `timestamp`, `properties`).
 /// Declared properties (from --config) get typed columns; the rest are kept as
 /// JSON in `properties`. Rejected records go to `dead_letter/` under the store
-/// with their input, line and reason. Re-ingesting the same input adds nothing.
+/// with their input, line, reason and whole text, ready to fix and re-ingest.
+/// Re-ingesting the same input adds nothing.
+///
+/// Events from 1970-01-01 to one day past now are accepted; the config's
+/// `[ingest] accept_from` / `accept_until` narrow that. In CSV, a quoted field
+/// may span at most `max_record_lines` (100) lines: a quote left open rejects
+/// only its own line.
 ///
 /// Examples:
 ///

@@ -167,6 +167,7 @@ pub struct Chunker<R> {
     max_line: usize,
     skipping: bool,
     eof: bool,
+    started: bool,
 }
 
 impl<R: Read> Chunker<R> {
@@ -178,6 +179,7 @@ impl<R: Read> Chunker<R> {
             max_line,
             skipping: false,
             eof: false,
+            started: false,
         }
     }
 
@@ -198,6 +200,15 @@ impl<R: Read> Chunker<R> {
                 .read_to_end(&mut buf)?;
             on_bytes(n as u64);
             self.eof = n == 0;
+            if !self.started {
+                // A UTF-8 byte order mark (as Windows tools write) is not part of
+                // the first line. `take` reads up to CHUNK bytes, so the first
+                // read holds all of a mark, if there is one.
+                self.started = true;
+                if buf.starts_with(b"\xef\xbb\xbf") {
+                    buf.drain(..3);
+                }
+            }
             if self.skipping {
                 match memchr::memchr(b'\n', &buf) {
                     Some(i) => {
