@@ -83,6 +83,7 @@ impl Ingest {
 
     /// Deletes everything this transaction staged.
     fn abandon(&mut self) {
+        self.lease.release();
         let staging = format!("{}/{}", tenure_schema::STAGING_PREFIX, self.txn);
         if let Ok(list) = self.io.list(&staging) {
             for (rel, _) in list {
@@ -101,9 +102,32 @@ impl Ingest {
                 .put(&rel, encode_segment(self.users.base(), self.users.added())?)?;
             segment = Some(rel);
         }
+        // Nothing that the manifest will list may be missing (had recovery
+        // elsewhere taken this run for abandoned, its lease expired).
+        if let Some(lost) = files
+            .iter()
+            .map(|f| f.staged.as_str())
+            .chain(segment.as_deref())
+            .map(|rel| self.io.exists(rel).map(|e| (!e).then(|| rel.to_string())))
+            .find_map(Result::transpose)
+            .transpose()?
+        {
+            self.abandon();
+            return Err(IngestError::Staging(format!(
+                "the staged file {lost} of this run is gone (its staging was removed while the run was stopped for longer than the lease expiry, {} s); nothing was committed, rerun it",
+                crate::lease::LEASE_EXPIRY.as_secs()
+            )));
+        }
         fault_point("before-commit");
         let mut base = self.base.clone();
-        let mut new_users = self.users.added().len() as u64;
+        // This transaction's users that no committed segment knows (yet): they
+        // hold the consecutive keys `start..` in the staged files and the
+        // segment. Each rebase looks them up only in the segments committed
+        // since the previous one and renumbers them after the winner's users.
+        let mut pending = PendingUsers {
+            start: self.users.base(),
+            ids: self.users.added().map(str::to_string).collect(),
+        };
         loop {
             let mut next = base.clone();
             next.version = base.version + 1;
@@ -112,12 +136,14 @@ impl Ingest {
             next.sources.extend(self.sources.iter().cloned());
             if let Some(seg) = &segment {
                 next.users.segments.push(seg.clone());
-                next.users.count += new_users;
+                next.users.count += pending.ids.len() as u64;
             }
             next.txn = self.txn.clone();
             next.operation = "ingest".into();
             next.committed_at = chrono::Utc::now().to_rfc3339();
             if manifest::try_commit(&self.io, &next)? {
+                // No refresh may recreate the lease once publishing removes it.
+                self.lease.release();
                 fault_point("after-commit");
                 publish(&self.io, &files, &self.txn)?;
                 return Ok(next.version);
@@ -137,21 +163,29 @@ impl Ingest {
                 )));
             }
             if theirs.users.count != base.users.count {
-                (files, new_users) = self.rekey(&base, &theirs, files, segment.as_deref())?;
+                files = self.rekey(&base, &theirs, files, &mut segment, &mut pending)?;
             }
             base = theirs;
+            if let Some(hook) = self.rebase_hook.as_mut() {
+                hook();
+            }
         }
     }
 
-    /// After a concurrent commit added users, gives this transaction's new users
-    /// the keys the store now assigns them and rewrites the staged files.
+    /// After a concurrent commit added users, gives this transaction's pending
+    /// users the keys the store now assigns them (their committed key, or the
+    /// next free ones after `theirs`) and rewrites the staged files and segment.
     fn rekey(
         &mut self,
         base: &Snapshot,
         theirs: &Snapshot,
         files: Vec<FileEntry>,
-        segment: Option<&str>,
-    ) -> Result<(Vec<FileEntry>, u64), IngestError> {
+        segment: &mut Option<String>,
+        pending: &mut PendingUsers,
+    ) -> Result<Vec<FileEntry>, IngestError> {
+        if pending.ids.is_empty() {
+            return Ok(files);
+        }
         let mut their_users = std::collections::HashMap::new();
         for seg in theirs
             .users
@@ -163,12 +197,13 @@ impl Ingest {
                 their_users.insert(id, k);
             }
         }
-        let first = self.users.base();
-        let mut next_key = theirs.users.count as u32;
-        let mut remap = Vec::with_capacity(self.users.added().len());
-        let mut still_new: Vec<&str> = Vec::new();
-        for id in self.users.added() {
-            match their_users.get(id) {
+        let first = pending.start;
+        let mut next_key = u32::try_from(theirs.users.count)
+            .map_err(|_| IngestError::BadInput("more than 2^32 users".into()))?;
+        let mut remap = Vec::with_capacity(pending.ids.len());
+        let mut still_new: Vec<String> = Vec::new();
+        for id in std::mem::take(&mut pending.ids) {
+            match their_users.get(&id) {
                 Some(&k) => remap.push(k),
                 None => {
                     remap.push(next_key);
@@ -178,11 +213,11 @@ impl Ingest {
             }
         }
         let props = writer_properties(&Default::default(), self.schema());
+        let stored = tenure_schema::stored_schema(&self.declared);
         let mut out = Vec::with_capacity(files.len());
         for mut f in files {
             let data = self.io.get(&f.staged)?;
             let batches = decode_stored(data)?;
-            let stored = tenure_schema::stored_schema(&self.declared);
             let batch = arrow_select::concat::concat_batches(&stored, &batches)?;
             let batch = remap_keys(&batch, first, &remap)?;
             let bytes = encode(&sort_batch(&batch)?, props.clone())?;
@@ -190,14 +225,28 @@ impl Ingest {
             self.io.put(&f.staged, bytes)?;
             out.push(f);
         }
-        if let Some(seg) = segment {
-            self.io.put(
-                seg,
-                encode_segment(theirs.users.count as u32, still_new.iter().copied())?,
-            )?;
+        pending.start = theirs.users.count as u32;
+        pending.ids = still_new;
+        if let Some(seg) = segment.as_deref() {
+            if pending.ids.is_empty() {
+                self.io.delete(seg)?;
+                *segment = None;
+            } else {
+                self.io.put(
+                    seg,
+                    encode_segment(pending.start, pending.ids.iter().map(String::as_str))?,
+                )?;
+            }
         }
-        Ok((out, still_new.len() as u64))
+        Ok(out)
     }
+}
+
+/// Users of a committing transaction that are not in the store yet.
+struct PendingUsers {
+    /// The key of the first; the others follow consecutively.
+    start: u32,
+    ids: Vec<String>,
 }
 
 fn remap_keys(batch: &RecordBatch, first: u32, remap: &[u32]) -> Result<RecordBatch, IngestError> {

@@ -21,6 +21,7 @@ mod error;
 pub mod generator;
 pub mod generator_write;
 pub mod io;
+pub mod lease;
 pub mod manifest;
 mod parallel;
 mod parquet_out;

@@ -19,6 +19,7 @@ use crate::columns::EventColumns;
 use crate::deadletter::DeadLetters;
 use crate::decode::{self, Location, RawEvent, Sink};
 use crate::io::Io;
+use crate::lease::{LEASE_REFRESH, Lease};
 use crate::manifest;
 use crate::parallel::{self, DecodeContext, Decoded};
 use crate::parquet_out::writer_properties;
@@ -144,6 +145,10 @@ pub struct Ingest {
     /// A write failure met while decoding; surfaced after the current input.
     pending_error: Option<IngestError>,
     pub(crate) started: Instant,
+    /// Keeps recovery in other processes off this transaction's staging.
+    pub(crate) lease: Lease,
+    /// Test hook run after each rebase of the commit loop.
+    pub(crate) rebase_hook: Option<Box<dyn FnMut() + Send>>,
 }
 
 impl Ingest {
@@ -175,6 +180,7 @@ impl Ingest {
         let users = UserDict::from_segments(&segments, base.users.count)?;
         let schema = event_schema(&declared);
         let txn = uuid::Uuid::now_v7().simple().to_string();
+        let lease = Lease::take(&io, &txn, LEASE_REFRESH)?;
         let writer = Writer::start(
             io.clone(),
             txn.clone(),
@@ -209,12 +215,21 @@ impl Ingest {
             base,
             declared,
             started,
+            rebase_hook: None,
+            lease,
         })
     }
 
     /// Sets a progress callback (input bytes consumed).
     pub fn set_progress(&mut self, p: Progress) {
         self.progress = Some(p);
+    }
+
+    /// Test hook: runs `hook` each time the commit rebases on a concurrent
+    /// commit, before it tries the next version (lets a test commit in between).
+    #[doc(hidden)]
+    pub fn set_rebase_hook(&mut self, hook: Box<dyn FnMut() + Send>) {
+        self.rebase_hook = Some(hook);
     }
 
     /// The transaction id.
