@@ -3,11 +3,14 @@
 
 use std::sync::Arc;
 
-use arrow_array::{Array, RecordBatch, UInt32Array};
+use std::collections::{HashMap, HashSet};
+
+use arrow_array::{Array, BooleanArray, RecordBatch, UInt32Array};
 use tenure_schema::{FileEntry, Snapshot, StoreLayout, columns};
 
 use crate::io::Io;
-use crate::parquet_out::{decode_stored, encode, sort_batch, writer_properties};
+use crate::ids;
+use crate::parquet_out::{decode_stored, encode, sort_batch, ts_range, writer_properties};
 use crate::session::{Ingest, Summary};
 use crate::users::{decode_segment, encode_segment};
 use crate::{IngestError, manifest};
@@ -75,7 +78,11 @@ impl Ingest {
             summary.elapsed_secs = self.started.elapsed().as_secs_f64();
             return Ok(summary);
         }
-        let version = self.commit_files(files)?;
+        let (version, files) = self.commit_files(files)?;
+        // A rebase may have dropped rows that a concurrent commit stored first.
+        summary.counters.written = self.counters.written;
+        summary.counters.duplicates = self.counters.duplicates;
+        summary.counters.files = files as u64;
         summary.version = Some(version);
         summary.elapsed_secs = self.started.elapsed().as_secs_f64();
         Ok(summary)
@@ -93,7 +100,7 @@ impl Ingest {
         self.io.store.remove_empty_dirs(&staging);
     }
 
-    fn commit_files(&mut self, mut files: Vec<FileEntry>) -> Result<u64, IngestError> {
+    fn commit_files(&mut self, mut files: Vec<FileEntry>) -> Result<(u64, usize), IngestError> {
         fault_point("before-users");
         let mut segment = None;
         if self.users.added().len() > 0 {
@@ -133,6 +140,7 @@ impl Ingest {
             next.version = base.version + 1;
             next.properties = self.declared.clone();
             next.files.extend(files.iter().cloned());
+            next.ids.extend(files.iter().map(ids::entry));
             next.sources.extend(self.sources.iter().cloned());
             if let Some(seg) = &segment {
                 next.users.segments.push(seg.clone());
@@ -146,7 +154,7 @@ impl Ingest {
                 self.lease.release();
                 fault_point("after-commit");
                 publish(&self.io, &files, &self.txn)?;
-                return Ok(next.version);
+                return Ok((next.version, files.len()));
             }
             // Another writer won this version: rebase on theirs.
             let theirs = manifest::load_latest(&self.io)?;
@@ -162,8 +170,14 @@ impl Ingest {
                     dup.name
                 )));
             }
-            if theirs.users.count != base.users.count {
-                files = self.rekey(&base, &theirs, files, &mut segment, &mut pending)?;
+            let remap = if theirs.users.count != base.users.count {
+                self.rekey(&base, &theirs, &mut segment, &mut pending)?
+            } else {
+                None
+            };
+            let dups = self.their_ids(&base, &theirs, &files)?;
+            if remap.is_some() || !dups.is_empty() {
+                files = self.rewrite_staged(files, remap.as_ref(), &dups)?;
             }
             base = theirs;
             if let Some(hook) = self.rebase_hook.as_mut() {
@@ -174,17 +188,18 @@ impl Ingest {
 
     /// After a concurrent commit added users, gives this transaction's pending
     /// users the keys the store now assigns them (their committed key, or the
-    /// next free ones after `theirs`) and rewrites the staged files and segment.
+    /// next free ones after `theirs`) and rewrites the segment. Returns the
+    /// remapping of the keys the staged files hold: keys from the first up
+    /// (the old start of the pending users) map to the returned ones.
     fn rekey(
         &mut self,
         base: &Snapshot,
         theirs: &Snapshot,
-        files: Vec<FileEntry>,
         segment: &mut Option<String>,
         pending: &mut PendingUsers,
-    ) -> Result<Vec<FileEntry>, IngestError> {
+    ) -> Result<Option<Remap>, IngestError> {
         if pending.ids.is_empty() {
-            return Ok(files);
+            return Ok(None);
         }
         let mut their_users = std::collections::HashMap::new();
         for seg in theirs
@@ -200,30 +215,17 @@ impl Ingest {
         let first = pending.start;
         let mut next_key = u32::try_from(theirs.users.count)
             .map_err(|_| IngestError::BadInput("more than 2^32 users".into()))?;
-        let mut remap = Vec::with_capacity(pending.ids.len());
+        let mut keys = Vec::with_capacity(pending.ids.len());
         let mut still_new: Vec<String> = Vec::new();
         for id in std::mem::take(&mut pending.ids) {
             match their_users.get(&id) {
-                Some(&k) => remap.push(k),
+                Some(&k) => keys.push(k),
                 None => {
-                    remap.push(next_key);
+                    keys.push(next_key);
                     next_key += 1;
                     still_new.push(id);
                 }
             }
-        }
-        let props = writer_properties(&Default::default(), self.schema());
-        let stored = tenure_schema::stored_schema(&self.declared);
-        let mut out = Vec::with_capacity(files.len());
-        for mut f in files {
-            let data = self.io.get(&f.staged)?;
-            let batches = decode_stored(data)?;
-            let batch = arrow_select::concat::concat_batches(&stored, &batches)?;
-            let batch = remap_keys(&batch, first, &remap)?;
-            let bytes = encode(&sort_batch(&batch)?, props.clone())?;
-            f.bytes = bytes.len() as u64;
-            self.io.put(&f.staged, bytes)?;
-            out.push(f);
         }
         pending.start = theirs.users.count as u32;
         pending.ids = still_new;
@@ -238,8 +240,96 @@ impl Ingest {
                 )?;
             }
         }
+        Ok(Some(Remap { first, keys }))
+    }
+
+    /// The event ids that files `theirs` committed since `base` hold in the
+    /// partitions this transaction writes: its rows with those ids are
+    /// duplicates now.
+    fn their_ids(
+        &self,
+        base: &Snapshot,
+        theirs: &Snapshot,
+        files: &[FileEntry],
+    ) -> Result<HashMap<String, HashSet<u128>>, IngestError> {
+        let mine: HashSet<&str> = files.iter().map(|f| f.date.as_str()).collect();
+        let known: HashSet<&str> = base.files.iter().map(|f| f.path.as_str()).collect();
+        let mut out: HashMap<String, HashSet<u128>> = HashMap::new();
+        for f in theirs
+            .files
+            .iter()
+            .filter(|f| mine.contains(f.date.as_str()) && !known.contains(f.path.as_str()))
+        {
+            out.entry(f.date.clone())
+                .or_default()
+                .extend(ids::file_ids(&self.io, f)?);
+        }
         Ok(out)
     }
+
+    /// Rewrites the staged files after a rebase: new user keys, and without
+    /// the rows whose ids a concurrent commit stored first. A file left empty
+    /// is dropped.
+    fn rewrite_staged(
+        &mut self,
+        files: Vec<FileEntry>,
+        remap: Option<&Remap>,
+        dups: &HashMap<String, HashSet<u128>>,
+    ) -> Result<Vec<FileEntry>, IngestError> {
+        let props = writer_properties(&Default::default(), self.schema());
+        let stored = tenure_schema::stored_schema(&self.declared);
+        let mut out = Vec::with_capacity(files.len());
+        for mut f in files {
+            let dup = dups.get(&f.date);
+            if remap.is_none() && dup.is_none() {
+                out.push(f);
+                continue;
+            }
+            let data = self.io.get(&f.staged)?;
+            let batches = decode_stored(data)?;
+            let mut batch = arrow_select::concat::concat_batches(&stored, &batches)?;
+            if let Some(dup) = dup {
+                let keep: BooleanArray = ids::row_hashes(&batch)?
+                    .into_iter()
+                    .map(|h| Some(!h.is_some_and(|h| dup.contains(&h))))
+                    .collect();
+                let dropped = keep.false_count() as u64;
+                if dropped > 0 {
+                    batch = arrow_select::filter::filter_record_batch(&batch, &keep)?;
+                    self.counters.written -= dropped;
+                    self.counters.duplicates += dropped;
+                }
+            }
+            if batch.num_rows() == 0 {
+                self.io.delete(&f.staged)?;
+                self.io.delete(&ids::staged_ids_path(&f.staged))?;
+                continue;
+            }
+            if let Some(r) = remap {
+                batch = remap_keys(&batch, r.first, &r.keys)?;
+            }
+            let sorted = sort_batch(&batch)?;
+            (f.min_ts, f.max_ts) = ts_range(&sorted);
+            let bytes = encode(&sorted, props.clone())?;
+            f.bytes = bytes.len() as u64;
+            if f.rows != sorted.num_rows() as u64 {
+                f.rows = sorted.num_rows() as u64;
+                self.io.put(
+                    &ids::staged_ids_path(&f.staged),
+                    ids::encode(ids::hash_ids(&sorted)?),
+                )?;
+            }
+            self.io.put(&f.staged, bytes)?;
+            out.push(f);
+        }
+        Ok(out)
+    }
+}
+
+/// New keys of a transaction's pending users: key `first + i` becomes `keys[i]`.
+struct Remap {
+    first: u32,
+    keys: Vec<u32>,
 }
 
 /// Users of a committing transaction that are not in the store yet.
@@ -278,6 +368,12 @@ fn remap_keys(batch: &RecordBatch, first: u32, remap: &[u32]) -> Result<RecordBa
 /// removes the transaction's staging prefix. Idempotent: recovery calls it again
 /// after a crash.
 pub fn publish(io: &Io, files: &[FileEntry], txn: &str) -> Result<(), IngestError> {
+    // Id indexes first: once every data file is in place, recovery does not
+    // come back here (an index lost in between only makes readers of its
+    // partition fall back to the data, see `ids`).
+    for f in files {
+        io.rename(&ids::staged_ids_path(&f.staged), &ids::ids_path(f))?;
+    }
     for (i, f) in files.iter().enumerate() {
         if i == files.len() / 2 {
             fault_point("mid-publish");

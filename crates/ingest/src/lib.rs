@@ -20,6 +20,7 @@ pub mod decode;
 mod error;
 pub mod generator;
 pub mod generator_write;
+pub mod ids;
 pub mod io;
 pub mod lease;
 pub mod manifest;

@@ -18,6 +18,7 @@ use xxhash_rust::xxh3::Xxh3;
 use crate::columns::EventColumns;
 use crate::deadletter::DeadLetters;
 use crate::decode::{self, Location, RawEvent, Sink};
+use crate::ids::CommittedIds;
 use crate::io::Io;
 use crate::lease::{LEASE_REFRESH, Lease};
 use crate::manifest;
@@ -78,7 +79,8 @@ pub struct Counters {
     pub written: u64,
     /// Records rejected.
     pub rejected: u64,
-    /// Records dropped because their `event_id` was already seen in this commit.
+    /// Records dropped because their `event_id` was seen before: earlier in
+    /// this run, or already stored (see the `ids` module for the scope).
     pub duplicates: u64,
     /// Inputs read.
     pub inputs: u64,
@@ -128,6 +130,8 @@ pub struct Ingest {
     default_format: Option<Format>,
     pub(crate) users: UserDict,
     seen: SeenIds,
+    /// Ids the store already holds, by date partition.
+    committed: CommittedIds,
     // A fast hash: this map is looked up once per event.
     bufs: hashbrown::HashMap<i64, DayBuf, foldhash::fast::FixedState>,
     buffered: usize,
@@ -197,6 +201,11 @@ impl Ingest {
             default_format: opts.format,
             users,
             seen: SeenIds::with_limit(opts.config.ingest.seen_ids_in_memory),
+            committed: CommittedIds::new(
+                io.clone(),
+                &base,
+                opts.config.ingest.seen_ids_in_memory.max(1 << 20),
+            ),
             bufs: Default::default(),
             buffered: 0,
             writer,
@@ -278,9 +287,12 @@ impl Ingest {
                 "cannot tell the format of {name}; name it .ndjson, .csv or .parquet or pass --format"
             ))
         })?;
+        // The same name, size and (whole-second) modification time is only a
+        // hint: a file edited in place can keep all three. Its content decides.
         if let Some(prev) = self.base.sources.iter().find(|s| {
             s.name == name && s.bytes == meta.len() && s.mtime == mtime && mtime.is_some()
-        }) {
+        }) && hash_file(path).map_err(input_err)? == prev.hash
+        {
             self.counters.skipped_inputs += 1;
             self.notes.push(format!(
                 "{name}: already ingested (transaction {}), skipped",
@@ -546,7 +558,7 @@ impl Ingest {
                 let p = usize::from(p);
                 let row = keys[p].len();
                 if let Some(h) = id
-                    && !self.seen_insert(*h)
+                    && (!self.seen_insert(*h) || self.committed_has(d.parts[p].0, *h))
                 {
                     self.counters.duplicates += 1;
                     dropped[p].push(row);
@@ -585,6 +597,20 @@ impl Ingest {
                     self.pending_error = Some(IngestError::Spill(e));
                 }
                 true
+            }
+        }
+    }
+
+    /// Does the store already hold an event of `day` with id hash `h`? An
+    /// index that cannot be read fails the run (after the current input).
+    fn committed_has(&mut self, day: i64, h: u128) -> bool {
+        match self.committed.contains(day, h) {
+            Ok(found) => found,
+            Err(e) => {
+                if self.pending_error.is_none() {
+                    self.pending_error = Some(e);
+                }
+                false
             }
         }
     }
@@ -674,14 +700,14 @@ impl Sink for Ingest {
             }
         };
         let (event_id, hash) = parallel::event_id(&ev);
+        let day = ev.ts.div_euclid(DAY_MICROS);
         if let Some(h) = hash
-            && !self.seen_insert(h)
+            && (!self.seen_insert(h) || self.committed_has(day, h))
         {
             self.counters.duplicates += 1;
             return;
         }
         let key = self.users.key(&ev.user_id);
-        let day = ev.ts.div_euclid(DAY_MICROS);
         let buf = self.bufs.entry(day).or_default();
         let cols = buf.cols.get_or_insert_with(|| {
             EventColumns::new(self.schema.clone(), &self.declared, self.ingested_at)

@@ -197,3 +197,139 @@ fn a_commit_whose_staged_files_are_gone_fails_and_commits_nothing() {
     let snap = snapshot(&url);
     assert_eq!((snap.version, snap.rows(), snap.sources.len()), (0, 0, 0));
 }
+
+/// `n` events with ids `{prefix}{i}`, spread over five days.
+fn export(prefix: &str, range: std::ops::Range<u32>) -> Vec<(Option<String>, String, u32)> {
+    range
+        .map(|i| (Some(format!("{prefix}{i:05}")), format!("u{}", i % 37), 1 + i % 5))
+        .collect()
+}
+
+fn ingest(url: &str, path: &Path) -> tenure_ingest::Summary {
+    let mut ing = Ingest::begin(Store::open(url).unwrap(), IngestOptions::default()).unwrap();
+    ing.add_file(path).unwrap();
+    ing.commit().unwrap()
+}
+
+/// Every stored `event_id`, checked unique.
+fn stored_ids(url: &str) -> std::collections::HashSet<String> {
+    let mut out = std::collections::HashSet::new();
+    for (_, b) in read_table(url) {
+        let ids = b.column_by_name("event_id").unwrap();
+        let ids = arrow_cast::cast(ids, &arrow_schema::DataType::Utf8).unwrap();
+        let ids = ids.as_any().downcast_ref::<StringArray>().unwrap();
+        for i in 0..ids.len() {
+            assert!(out.insert(ids.value(i).to_string()), "{} stored twice", ids.value(i));
+        }
+    }
+    out
+}
+
+#[test]
+fn a_grown_export_stores_only_its_new_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = dir.path().join("store").display().to_string();
+    let f = dir.path().join("export.ndjson");
+    write_events(&f, &export("e", 0..1000));
+    assert_eq!(ingest(&url, &f).counters.written, 1000);
+    // The export grew by one line (a new file name, as a re-download would be).
+    let g = dir.path().join("export-2.ndjson");
+    write_events(&g, &export("e", 0..1001));
+    let c = ingest(&url, &g).counters;
+    assert_eq!((c.written, c.duplicates), (1, 1000));
+    // The same through the CSV decoder, with one more line.
+    let csv = dir.path().join("export-3.csv");
+    let mut text = String::from("event_id,user_id,event,ts\n");
+    for (id, user, day) in export("e", 995..1002) {
+        text.push_str(&format!("{},{user},view,2026-02-{day:02}T00:00:00Z\n", id.unwrap()));
+    }
+    std::fs::write(&csv, text).unwrap();
+    let c = ingest(&url, &csv).counters;
+    assert_eq!((c.written, c.duplicates), (1, 6));
+    assert_eq!(stored_ids(&url).len(), 1002);
+    assert_eq!(check_users(&url), 1002);
+}
+
+#[test]
+fn a_file_edited_in_place_with_the_same_size_and_mtime_is_read_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = dir.path().join("store").display().to_string();
+    let f = dir.path().join("events.ndjson");
+    write_events(&f, &export("e", 0..100));
+    let mtime = std::fs::metadata(&f).unwrap().modified().unwrap();
+    assert_eq!(ingest(&url, &f).counters.written, 100);
+    // Line 1 gets another id of the same length; size and mtime stay.
+    let text = std::fs::read_to_string(&f).unwrap().replacen("e00000", "x00000", 1);
+    std::fs::write(&f, text).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&f)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    let c = ingest(&url, &f).counters;
+    assert_eq!((c.skipped_inputs, c.written, c.duplicates), (0, 1, 99));
+    assert_eq!(stored_ids(&url).len(), 101);
+    // Unchanged, it is skipped again.
+    let c = ingest(&url, &f).counters;
+    assert_eq!((c.skipped_inputs, c.written), (1, 0));
+}
+
+#[test]
+fn stores_written_before_the_id_indexes_are_read_from_their_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let url = store.display().to_string();
+    let f = dir.path().join("a.ndjson");
+    write_events(&f, &export("e", 0..500));
+    ingest(&url, &f);
+    // Make it a store of the previous format: no index files, none listed.
+    std::fs::remove_dir_all(store.join("_tenure/ids")).unwrap();
+    for e in std::fs::read_dir(store.join("_tenure/manifest")).unwrap() {
+        let p = e.unwrap().path();
+        let mut v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+        v.as_object_mut().unwrap().remove("ids");
+        std::fs::write(&p, serde_json::to_vec(&v).unwrap()).unwrap();
+    }
+    assert!(snapshot(&url).ids.is_empty());
+    let g = dir.path().join("b.ndjson");
+    write_events(&g, &export("e", 250..760));
+    let c = ingest(&url, &g).counters;
+    assert_eq!((c.written, c.duplicates), (260, 250));
+    // A partition mixing old files with indexed ones: still exact.
+    let h = dir.path().join("c.ndjson");
+    write_events(&h, &export("e", 0..800));
+    let c = ingest(&url, &h).counters;
+    assert_eq!((c.written, c.duplicates), (40, 760));
+    assert_eq!(stored_ids(&url).len(), 800);
+}
+
+#[test]
+fn concurrent_writers_with_overlapping_ids_store_each_id_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = dir.path().join("store").display().to_string();
+    let (x, a, b) = (
+        dir.path().join("x.ndjson"),
+        dir.path().join("a.ndjson"),
+        dir.path().join("b.ndjson"),
+    );
+    write_events(&x, &export("e", 0..300));
+    write_events(&a, &export("e", 200..400));
+    write_events(&b, &[export("e", 0..50), export("e", 1000..1010)].concat());
+    let mut ix = Ingest::begin(Store::open(&url).unwrap(), small_files()).unwrap();
+    ix.add_file(&x).unwrap();
+    // A commits ids 200..400 before X tries; B commits 0..50 while X rebases.
+    assert_eq!(ingest(&url, &a).counters.written, 200);
+    let mut once = Some((url.clone(), b.clone()));
+    ix.set_rebase_hook(Box::new(move || {
+        if let Some((url, b)) = once.take() {
+            let c = ingest(&url, &b).counters;
+            assert_eq!((c.written, c.duplicates), (60, 0));
+        }
+    }));
+    let c = ix.commit().unwrap().counters;
+    assert_eq!((c.written, c.duplicates), (150, 150));
+    assert_eq!(stored_ids(&url).len(), 410);
+    assert_eq!(check_users(&url), 410);
+}

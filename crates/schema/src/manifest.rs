@@ -112,6 +112,21 @@ pub struct UsersEntry {
     pub segments: Vec<String>,
 }
 
+/// The event-id index of one committed data file: the sorted 128-bit xxh3
+/// hashes of its rows' `event_id`s, so later ingests can drop ids the store
+/// already holds without reading the data (see tenure-ingest's `ids` module).
+/// Compaction leaves these in place: it does not change a partition's rows.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdsEntry {
+    /// Partition date, `YYYY-MM-DD`.
+    pub date: String,
+    /// Root-relative path of the index file.
+    pub path: String,
+    /// Rows of the data file it indexes (a partition whose entries cover
+    /// fewer rows than its files hold is read from its files instead).
+    pub rows: u64,
+}
+
 /// One version of the table.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Snapshot {
@@ -133,6 +148,10 @@ pub struct Snapshot {
     pub operation: String,
     /// When it was committed (RFC 3339).
     pub committed_at: String,
+    /// Event-id indexes of committed files (absent in stores written before
+    /// they existed).
+    #[serde(default)]
+    pub ids: Vec<IdsEntry>,
 }
 
 impl Snapshot {
