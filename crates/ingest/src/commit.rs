@@ -8,8 +8,8 @@ use std::collections::{HashMap, HashSet};
 use arrow_array::{Array, BooleanArray, RecordBatch, UInt32Array};
 use tenure_schema::{FileEntry, Snapshot, StoreLayout, columns};
 
-use crate::io::Io;
 use crate::ids;
+use crate::io::Io;
 use crate::parquet_out::{decode_stored, encode, sort_batch, ts_range, writer_properties};
 use crate::session::{Ingest, Summary};
 use crate::users::{decode_segment, encode_segment};

@@ -153,7 +153,11 @@ impl CommittedIds {
     pub fn new(io: Io, snap: &Snapshot, limit: usize) -> Self {
         let mut dates: HashMap<String, DateFiles> = HashMap::new();
         for f in &snap.files {
-            dates.entry(f.date.clone()).or_default().files.push(f.clone());
+            dates
+                .entry(f.date.clone())
+                .or_default()
+                .files
+                .push(f.clone());
         }
         for e in &snap.ids {
             // An index whose partition has no files left is of no use.

@@ -57,7 +57,8 @@ pub fn recover(io: &Io) -> Result<Vec<String>, IngestError> {
     }
     let committed: HashSet<&str> = snap.files.iter().map(|f| f.txn.as_str()).collect();
     let now = chrono::Utc::now();
-    let age = |meta: &object_store::ObjectMeta| (now - meta.last_modified).to_std().unwrap_or_default();
+    let age =
+        |meta: &object_store::ObjectMeta| (now - meta.last_modified).to_std().unwrap_or_default();
     let txn_of = |rel: &str| -> String {
         rel.strip_prefix(STAGING_PREFIX)
             .and_then(|r| r.trim_start_matches('/').split('/').next())

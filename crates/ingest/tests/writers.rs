@@ -201,7 +201,13 @@ fn a_commit_whose_staged_files_are_gone_fails_and_commits_nothing() {
 /// `n` events with ids `{prefix}{i}`, spread over five days.
 fn export(prefix: &str, range: std::ops::Range<u32>) -> Vec<(Option<String>, String, u32)> {
     range
-        .map(|i| (Some(format!("{prefix}{i:05}")), format!("u{}", i % 37), 1 + i % 5))
+        .map(|i| {
+            (
+                Some(format!("{prefix}{i:05}")),
+                format!("u{}", i % 37),
+                1 + i % 5,
+            )
+        })
         .collect()
 }
 
@@ -219,7 +225,11 @@ fn stored_ids(url: &str) -> std::collections::HashSet<String> {
         let ids = arrow_cast::cast(ids, &arrow_schema::DataType::Utf8).unwrap();
         let ids = ids.as_any().downcast_ref::<StringArray>().unwrap();
         for i in 0..ids.len() {
-            assert!(out.insert(ids.value(i).to_string()), "{} stored twice", ids.value(i));
+            assert!(
+                out.insert(ids.value(i).to_string()),
+                "{} stored twice",
+                ids.value(i)
+            );
         }
     }
     out
@@ -241,7 +251,10 @@ fn a_grown_export_stores_only_its_new_lines() {
     let csv = dir.path().join("export-3.csv");
     let mut text = String::from("event_id,user_id,event,ts\n");
     for (id, user, day) in export("e", 995..1002) {
-        text.push_str(&format!("{},{user},view,2026-02-{day:02}T00:00:00Z\n", id.unwrap()));
+        text.push_str(&format!(
+            "{},{user},view,2026-02-{day:02}T00:00:00Z\n",
+            id.unwrap()
+        ));
     }
     std::fs::write(&csv, text).unwrap();
     let c = ingest(&url, &csv).counters;
@@ -259,7 +272,9 @@ fn a_file_edited_in_place_with_the_same_size_and_mtime_is_read_again() {
     let mtime = std::fs::metadata(&f).unwrap().modified().unwrap();
     assert_eq!(ingest(&url, &f).counters.written, 100);
     // Line 1 gets another id of the same length; size and mtime stay.
-    let text = std::fs::read_to_string(&f).unwrap().replacen("e00000", "x00000", 1);
+    let text = std::fs::read_to_string(&f)
+        .unwrap()
+        .replacen("e00000", "x00000", 1);
     std::fs::write(&f, text).unwrap();
     std::fs::File::options()
         .write(true)
@@ -287,8 +302,7 @@ fn stores_written_before_the_id_indexes_are_read_from_their_files() {
     std::fs::remove_dir_all(store.join("_tenure/ids")).unwrap();
     for e in std::fs::read_dir(store.join("_tenure/manifest")).unwrap() {
         let p = e.unwrap().path();
-        let mut v: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+        let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
         v.as_object_mut().unwrap().remove("ids");
         std::fs::write(&p, serde_json::to_vec(&v).unwrap()).unwrap();
     }

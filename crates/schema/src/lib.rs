@@ -15,6 +15,6 @@ pub use event::{
     dictionary_type, event_schema, stored_schema,
 };
 pub use manifest::{
-    FileEntry, IdsEntry, MANIFEST_PREFIX, RETIRED_PREFIX, STAGING_PREFIX, Snapshot, SourceEntry, StoreLayout,
-    USERS_PREFIX, UsersEntry,
+    FileEntry, IdsEntry, MANIFEST_PREFIX, RETIRED_PREFIX, STAGING_PREFIX, Snapshot, SourceEntry,
+    StoreLayout, USERS_PREFIX, UsersEntry,
 };

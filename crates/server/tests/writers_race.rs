@@ -109,9 +109,7 @@ async fn a_large_ingest_racing_tiny_ingests_and_the_server_keeps_users_exact() {
         let big_rows = write_file(&big, "big", (0..BIG_EVENTS as u64).map(|i| i * 7 % 3000));
         let big_task = {
             let store = store.clone();
-            tokio::task::spawn_blocking(move || {
-                ingest(&store, &big, 2000)
-            })
+            tokio::task::spawn_blocking(move || ingest(&store, &big, 2000))
         };
         // Two loops of tiny ingests, each with new and shared users, committing
         // while the large one decodes, stages and (re)tries its commit.
@@ -138,7 +136,14 @@ async fn a_large_ingest_racing_tiny_ingests_and_the_server_keeps_users_exact() {
         while n < POSTS {
             let msgs = (0..5)
                 .map(|j| {
-                    let user = format!("u{}", if j % 2 == 0 { n * 17 % 3000 } else { 900_000 + n * 5 + j });
+                    let user = format!(
+                        "u{}",
+                        if j % 2 == 0 {
+                            n * 17 % 3000
+                        } else {
+                            900_000 + n * 5 + j
+                        }
+                    );
                     track(&format!("s-{n}-{j}"), &user, "view", "2026-03-02T11:00:00Z")
                 })
                 .collect();
