@@ -3,11 +3,14 @@
 
 use std::sync::Arc;
 
-use arrow_array::{Array, RecordBatch, UInt32Array};
+use std::collections::{HashMap, HashSet};
+
+use arrow_array::{Array, BooleanArray, RecordBatch, UInt32Array};
 use tenure_schema::{FileEntry, Snapshot, StoreLayout, columns};
 
+use crate::ids;
 use crate::io::Io;
-use crate::parquet_out::{decode_stored, encode, sort_batch, writer_properties};
+use crate::parquet_out::{decode_stored, encode, sort_batch, ts_range, writer_properties};
 use crate::session::{Ingest, Summary};
 use crate::users::{decode_segment, encode_segment};
 use crate::{IngestError, manifest};
@@ -75,7 +78,11 @@ impl Ingest {
             summary.elapsed_secs = self.started.elapsed().as_secs_f64();
             return Ok(summary);
         }
-        let version = self.commit_files(files)?;
+        let (version, files) = self.commit_files(files)?;
+        // A rebase may have dropped rows that a concurrent commit stored first.
+        summary.counters.written = self.counters.written;
+        summary.counters.duplicates = self.counters.duplicates;
+        summary.counters.files = files as u64;
         summary.version = Some(version);
         summary.elapsed_secs = self.started.elapsed().as_secs_f64();
         Ok(summary)
@@ -83,6 +90,7 @@ impl Ingest {
 
     /// Deletes everything this transaction staged.
     fn abandon(&mut self) {
+        self.lease.release();
         let staging = format!("{}/{}", tenure_schema::STAGING_PREFIX, self.txn);
         if let Ok(list) = self.io.list(&staging) {
             for (rel, _) in list {
@@ -92,7 +100,7 @@ impl Ingest {
         self.io.store.remove_empty_dirs(&staging);
     }
 
-    fn commit_files(&mut self, mut files: Vec<FileEntry>) -> Result<u64, IngestError> {
+    fn commit_files(&mut self, mut files: Vec<FileEntry>) -> Result<(u64, usize), IngestError> {
         fault_point("before-users");
         let mut segment = None;
         if self.users.added().len() > 0 {
@@ -101,27 +109,53 @@ impl Ingest {
                 .put(&rel, encode_segment(self.users.base(), self.users.added())?)?;
             segment = Some(rel);
         }
+        // Nothing that the manifest will list may be missing (had recovery
+        // elsewhere taken this run for abandoned, its lease expired).
+        if let Some(lost) = files
+            .iter()
+            .map(|f| f.staged.as_str())
+            .chain(segment.as_deref())
+            .map(|rel| self.io.exists(rel).map(|e| (!e).then(|| rel.to_string())))
+            .find_map(Result::transpose)
+            .transpose()?
+        {
+            self.abandon();
+            return Err(IngestError::Staging(format!(
+                "the staged file {lost} of this run is gone (its staging was removed while the run was stopped for longer than the lease expiry, {} s); nothing was committed, rerun it",
+                crate::lease::LEASE_EXPIRY.as_secs()
+            )));
+        }
         fault_point("before-commit");
         let mut base = self.base.clone();
-        let mut new_users = self.users.added().len() as u64;
+        // This transaction's users that no committed segment knows (yet): they
+        // hold the consecutive keys `start..` in the staged files and the
+        // segment. Each rebase looks them up only in the segments committed
+        // since the previous one and renumbers them after the winner's users.
+        let mut pending = PendingUsers {
+            start: self.users.base(),
+            ids: self.users.added().map(str::to_string).collect(),
+        };
         loop {
             let mut next = base.clone();
             next.version = base.version + 1;
             next.properties = self.declared.clone();
             next.files.extend(files.iter().cloned());
+            next.ids.extend(files.iter().map(ids::entry));
             next.sources.extend(self.sources.iter().cloned());
             if let Some(seg) = &segment {
                 next.users.segments.push(seg.clone());
-                next.users.count += new_users;
+                next.users.count += pending.ids.len() as u64;
             }
             next.txn = self.txn.clone();
             next.operation = "ingest".into();
             next.committed_at = chrono::Utc::now().to_rfc3339();
             if manifest::try_commit(&self.io, &base, &next)? {
+                // No refresh may recreate the lease once publishing removes it.
+                self.lease.release();
                 fault_point("after-commit");
                 publish(&self.io, &files, &self.txn)?;
                 manifest::after_commit(&self.io, next.version);
-                return Ok(next.version);
+                return Ok((next.version, files.len()));
             }
             // Another writer won this version: rebase on theirs.
             let theirs = manifest::load_latest(&self.io)?;
@@ -137,22 +171,37 @@ impl Ingest {
                     dup.name
                 )));
             }
-            if theirs.users.count != base.users.count {
-                (files, new_users) = self.rekey(&base, &theirs, files, segment.as_deref())?;
+            let remap = if theirs.users.count != base.users.count {
+                self.rekey(&base, &theirs, &mut segment, &mut pending)?
+            } else {
+                None
+            };
+            let dups = self.their_ids(&base, &theirs, &files)?;
+            if remap.is_some() || !dups.is_empty() {
+                files = self.rewrite_staged(files, remap.as_ref(), &dups)?;
             }
             base = theirs;
+            if let Some(hook) = self.rebase_hook.as_mut() {
+                hook();
+            }
         }
     }
 
-    /// After a concurrent commit added users, gives this transaction's new users
-    /// the keys the store now assigns them and rewrites the staged files.
+    /// After a concurrent commit added users, gives this transaction's pending
+    /// users the keys the store now assigns them (their committed key, or the
+    /// next free ones after `theirs`) and rewrites the segment. Returns the
+    /// remapping of the keys the staged files hold: keys from the first up
+    /// (the old start of the pending users) map to the returned ones.
     fn rekey(
         &mut self,
         base: &Snapshot,
         theirs: &Snapshot,
-        files: Vec<FileEntry>,
-        segment: Option<&str>,
-    ) -> Result<(Vec<FileEntry>, u64), IngestError> {
+        segment: &mut Option<String>,
+        pending: &mut PendingUsers,
+    ) -> Result<Option<Remap>, IngestError> {
+        if pending.ids.is_empty() {
+            return Ok(None);
+        }
         let mut their_users = std::collections::HashMap::new();
         for seg in theirs
             .users
@@ -164,41 +213,131 @@ impl Ingest {
                 their_users.insert(id, k);
             }
         }
-        let first = self.users.base();
-        let mut next_key = theirs.users.count as u32;
-        let mut remap = Vec::with_capacity(self.users.added().len());
-        let mut still_new: Vec<&str> = Vec::new();
-        for id in self.users.added() {
-            match their_users.get(id) {
-                Some(&k) => remap.push(k),
+        let first = pending.start;
+        let mut next_key = u32::try_from(theirs.users.count)
+            .map_err(|_| IngestError::BadInput("more than 2^32 users".into()))?;
+        let mut keys = Vec::with_capacity(pending.ids.len());
+        let mut still_new: Vec<String> = Vec::new();
+        for id in std::mem::take(&mut pending.ids) {
+            match their_users.get(&id) {
+                Some(&k) => keys.push(k),
                 None => {
-                    remap.push(next_key);
+                    keys.push(next_key);
                     next_key += 1;
                     still_new.push(id);
                 }
             }
         }
+        pending.start = theirs.users.count as u32;
+        pending.ids = still_new;
+        if let Some(seg) = segment.as_deref() {
+            if pending.ids.is_empty() {
+                self.io.delete(seg)?;
+                *segment = None;
+            } else {
+                self.io.put(
+                    seg,
+                    encode_segment(pending.start, pending.ids.iter().map(String::as_str))?,
+                )?;
+            }
+        }
+        Ok(Some(Remap { first, keys }))
+    }
+
+    /// The event ids that files `theirs` committed since `base` hold in the
+    /// partitions this transaction writes: its rows with those ids are
+    /// duplicates now.
+    fn their_ids(
+        &self,
+        base: &Snapshot,
+        theirs: &Snapshot,
+        files: &[FileEntry],
+    ) -> Result<HashMap<String, HashSet<u128>>, IngestError> {
+        let mine: HashSet<&str> = files.iter().map(|f| f.date.as_str()).collect();
+        let known: HashSet<&str> = base.files.iter().map(|f| f.path.as_str()).collect();
+        let mut out: HashMap<String, HashSet<u128>> = HashMap::new();
+        for f in theirs
+            .files
+            .iter()
+            .filter(|f| mine.contains(f.date.as_str()) && !known.contains(f.path.as_str()))
+        {
+            out.entry(f.date.clone())
+                .or_default()
+                .extend(ids::file_ids(&self.io, f)?);
+        }
+        Ok(out)
+    }
+
+    /// Rewrites the staged files after a rebase: new user keys, and without
+    /// the rows whose ids a concurrent commit stored first. A file left empty
+    /// is dropped.
+    fn rewrite_staged(
+        &mut self,
+        files: Vec<FileEntry>,
+        remap: Option<&Remap>,
+        dups: &HashMap<String, HashSet<u128>>,
+    ) -> Result<Vec<FileEntry>, IngestError> {
         let props = writer_properties(&Default::default(), self.schema());
+        let stored = tenure_schema::stored_schema(&self.declared);
         let mut out = Vec::with_capacity(files.len());
         for mut f in files {
+            let dup = dups.get(&f.date);
+            if remap.is_none() && dup.is_none() {
+                out.push(f);
+                continue;
+            }
             let data = self.io.get(&f.staged)?;
             let batches = decode_stored(data)?;
-            let stored = tenure_schema::stored_schema(&self.declared);
-            let batch = arrow_select::concat::concat_batches(&stored, &batches)?;
-            let batch = remap_keys(&batch, first, &remap)?;
-            let bytes = encode(&sort_batch(&batch)?, props.clone())?;
+            let mut batch = arrow_select::concat::concat_batches(&stored, &batches)?;
+            if let Some(dup) = dup {
+                let keep: BooleanArray = ids::row_hashes(&batch)?
+                    .into_iter()
+                    .map(|h| Some(!h.is_some_and(|h| dup.contains(&h))))
+                    .collect();
+                let dropped = keep.false_count() as u64;
+                if dropped > 0 {
+                    batch = arrow_select::filter::filter_record_batch(&batch, &keep)?;
+                    self.counters.written -= dropped;
+                    self.counters.duplicates += dropped;
+                }
+            }
+            if batch.num_rows() == 0 {
+                self.io.delete(&f.staged)?;
+                self.io.delete(&ids::staged_ids_path(&f.staged))?;
+                continue;
+            }
+            if let Some(r) = remap {
+                batch = remap_keys(&batch, r.first, &r.keys)?;
+            }
+            let sorted = sort_batch(&batch)?;
+            (f.min_ts, f.max_ts) = ts_range(&sorted);
+            let bytes = encode(&sorted, props.clone())?;
             f.bytes = bytes.len() as u64;
+            if f.rows != sorted.num_rows() as u64 {
+                f.rows = sorted.num_rows() as u64;
+                self.io.put(
+                    &ids::staged_ids_path(&f.staged),
+                    ids::encode(ids::hash_ids(&sorted)?),
+                )?;
+            }
             self.io.put(&f.staged, bytes)?;
             out.push(f);
         }
-        if let Some(seg) = segment {
-            self.io.put(
-                seg,
-                encode_segment(theirs.users.count as u32, still_new.iter().copied())?,
-            )?;
-        }
-        Ok((out, still_new.len() as u64))
+        Ok(out)
     }
+}
+
+/// New keys of a transaction's pending users: key `first + i` becomes `keys[i]`.
+struct Remap {
+    first: u32,
+    keys: Vec<u32>,
+}
+
+/// Users of a committing transaction that are not in the store yet.
+struct PendingUsers {
+    /// The key of the first; the others follow consecutively.
+    start: u32,
+    ids: Vec<String>,
 }
 
 fn remap_keys(batch: &RecordBatch, first: u32, remap: &[u32]) -> Result<RecordBatch, IngestError> {
@@ -230,6 +369,12 @@ fn remap_keys(batch: &RecordBatch, first: u32, remap: &[u32]) -> Result<RecordBa
 /// removes the transaction's staging prefix. Idempotent: recovery calls it again
 /// after a crash.
 pub fn publish(io: &Io, files: &[FileEntry], txn: &str) -> Result<(), IngestError> {
+    // Id indexes first: once every data file is in place, recovery does not
+    // come back here (an index lost in between only makes readers of its
+    // partition fall back to the data, see `ids`).
+    for f in files {
+        io.rename(&ids::staged_ids_path(&f.staged), &ids::ids_path(f))?;
+    }
     for (i, f) in files.iter().enumerate() {
         if i == files.len() / 2 {
             fault_point("mid-publish");

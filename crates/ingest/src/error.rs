@@ -55,6 +55,10 @@ pub enum IngestError {
     /// Another writer committed the same input at the same time.
     #[error("{0}")]
     Conflict(String),
+    /// This transaction's staging could not be kept: a staged file is gone
+    /// before the commit, or the lease thread could not start.
+    #[error("{0}")]
+    Staging(String),
 }
 
 impl IngestError {

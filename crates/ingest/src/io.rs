@@ -69,6 +69,16 @@ impl Io {
         }
     }
 
+    /// Does an object exist? (One `HEAD`.)
+    pub fn exists(&self, rel: &str) -> Result<bool, IngestError> {
+        let p = self.store.path(rel);
+        match block_on(self.store.inner.head(&p)) {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Writes (or overwrites) an object atomically (and durably on local disk).
     pub fn put(&self, rel: &str, data: Vec<u8>) -> Result<(), IngestError> {
         let p = self.store.path(rel);

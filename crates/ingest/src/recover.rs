@@ -5,19 +5,22 @@
 //! here — and (b) files that compaction removed from the table but had not yet
 //! moved to their retired path — moved there here (a vacuum deletes them once
 //! their retention has passed). Staging left by transactions that never committed is
-//! invisible; it is removed once it is older than [`ABANDONED_AFTER`], so a
-//! concurrently running writer never has its work deleted under it.
+//! invisible; it is removed once its transaction's lease (see [`crate::lease`])
+//! has expired, so a running writer never has its work deleted under it, however
+//! long it runs. Staging without a lease (written by an older version) is
+//! removed once it is older than [`ABANDONED_AFTER`].
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use tenure_schema::STAGING_PREFIX;
 
 use crate::commit::publish;
 use crate::io::Io;
+use crate::lease::{LEASE_EXPIRY, LEASE_FILE};
 use crate::{IngestError, manifest};
 
-/// Age after which uncommitted staging is considered abandoned.
+/// Age after which uncommitted staging without a lease is considered abandoned.
 pub const ABANDONED_AFTER: Duration = Duration::from_secs(3600);
 
 /// Brings the store back to "files under `events/` are exactly the committed
@@ -61,16 +64,34 @@ pub fn recover(io: &Io) -> Result<Vec<String>, IngestError> {
     }
     let committed: HashSet<&str> = snap.files.iter().map(|f| f.txn.as_str()).collect();
     let now = chrono::Utc::now();
-    let mut abandoned = 0;
-    for (rel, meta) in io.list(STAGING_PREFIX)? {
-        let txn = rel
-            .strip_prefix(STAGING_PREFIX)
+    let age =
+        |meta: &object_store::ObjectMeta| (now - meta.last_modified).to_std().unwrap_or_default();
+    let txn_of = |rel: &str| -> String {
+        rel.strip_prefix(STAGING_PREFIX)
             .and_then(|r| r.trim_start_matches('/').split('/').next())
-            .unwrap_or_default();
-        let age = (now - meta.last_modified).to_std().unwrap_or_default();
-        if committed.contains(txn) || age > ABANDONED_AFTER {
-            io.delete(&rel)?;
-            abandoned += 1;
+            .unwrap_or_default()
+            .to_string()
+    };
+    let staged = io.list(STAGING_PREFIX)?;
+    // A transaction whose lease is fresh is running: none of its files goes.
+    let leases: HashMap<String, Duration> = staged
+        .iter()
+        .filter(|(rel, _)| rel.ends_with(&format!("/{LEASE_FILE}")))
+        .map(|(rel, meta)| (txn_of(rel), age(meta)))
+        .collect();
+    let mut abandoned = 0;
+    for (rel, meta) in &staged {
+        let txn = txn_of(rel);
+        let gone = committed.contains(txn.as_str())
+            || match leases.get(&txn) {
+                Some(lease_age) => *lease_age > LEASE_EXPIRY,
+                None => age(meta) > ABANDONED_AFTER,
+            };
+        if gone {
+            io.delete(rel)?;
+            if !rel.ends_with(&format!("/{LEASE_FILE}")) {
+                abandoned += 1;
+            }
         }
     }
     if let Some(dir) = &io.store.local_dir

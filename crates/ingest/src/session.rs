@@ -18,7 +18,9 @@ use xxhash_rust::xxh3::Xxh3;
 use crate::columns::EventColumns;
 use crate::deadletter::DeadLetters;
 use crate::decode::{self, Location, RawEvent, Sink};
+use crate::ids::CommittedIds;
 use crate::io::Io;
+use crate::lease::{LEASE_REFRESH, Lease};
 use crate::manifest;
 use crate::parallel::{self, DecodeContext, Decoded};
 use crate::parquet_out::writer_properties;
@@ -77,7 +79,8 @@ pub struct Counters {
     pub written: u64,
     /// Records rejected.
     pub rejected: u64,
-    /// Records dropped because their `event_id` was already seen in this commit.
+    /// Records dropped because their `event_id` was seen before: earlier in
+    /// this run, or already stored (see the `ids` module for the scope).
     pub duplicates: u64,
     /// Inputs read.
     pub inputs: u64,
@@ -127,6 +130,8 @@ pub struct Ingest {
     default_format: Option<Format>,
     pub(crate) users: UserDict,
     seen: SeenIds,
+    /// Ids the store already holds, by date partition.
+    committed: CommittedIds,
     // A fast hash: this map is looked up once per event.
     bufs: hashbrown::HashMap<i64, DayBuf, foldhash::fast::FixedState>,
     buffered: usize,
@@ -144,6 +149,10 @@ pub struct Ingest {
     /// A write failure met while decoding; surfaced after the current input.
     pending_error: Option<IngestError>,
     pub(crate) started: Instant,
+    /// Keeps recovery in other processes off this transaction's staging.
+    pub(crate) lease: Lease,
+    /// Test hook run after each rebase of the commit loop.
+    pub(crate) rebase_hook: Option<Box<dyn FnMut() + Send>>,
 }
 
 impl Ingest {
@@ -175,6 +184,7 @@ impl Ingest {
         let users = UserDict::from_segments(&segments, base.users.count)?;
         let schema = event_schema(&declared);
         let txn = uuid::Uuid::now_v7().simple().to_string();
+        let lease = Lease::take(&io, &txn, LEASE_REFRESH)?;
         let writer = Writer::start(
             io.clone(),
             txn.clone(),
@@ -191,6 +201,11 @@ impl Ingest {
             default_format: opts.format,
             users,
             seen: SeenIds::with_limit(opts.config.ingest.seen_ids_in_memory),
+            committed: CommittedIds::new(
+                io.clone(),
+                &base,
+                opts.config.ingest.seen_ids_in_memory.max(1 << 20),
+            ),
             bufs: Default::default(),
             buffered: 0,
             writer,
@@ -209,12 +224,21 @@ impl Ingest {
             base,
             declared,
             started,
+            rebase_hook: None,
+            lease,
         })
     }
 
     /// Sets a progress callback (input bytes consumed).
     pub fn set_progress(&mut self, p: Progress) {
         self.progress = Some(p);
+    }
+
+    /// Test hook: runs `hook` each time the commit rebases on a concurrent
+    /// commit, before it tries the next version (lets a test commit in between).
+    #[doc(hidden)]
+    pub fn set_rebase_hook(&mut self, hook: Box<dyn FnMut() + Send>) {
+        self.rebase_hook = Some(hook);
     }
 
     /// The transaction id.
@@ -263,9 +287,12 @@ impl Ingest {
                 "cannot tell the format of {name}; name it .ndjson, .csv or .parquet or pass --format"
             ))
         })?;
+        // The same name, size and (whole-second) modification time is only a
+        // hint: a file edited in place can keep all three. Its content decides.
         if let Some(prev) = self.base.sources.iter().find(|s| {
             s.name == name && s.bytes == meta.len() && s.mtime == mtime && mtime.is_some()
-        }) {
+        }) && hash_file(path).map_err(input_err)? == prev.hash
+        {
             self.counters.skipped_inputs += 1;
             self.notes.push(format!(
                 "{name}: already ingested (transaction {}), skipped",
@@ -534,7 +561,7 @@ impl Ingest {
                 let p = p as usize;
                 let row = keys[p].len();
                 if let Some(h) = id
-                    && !self.seen_insert(*h)
+                    && (!self.seen_insert(*h) || self.committed_has(d.parts[p].0, *h))
                 {
                     self.counters.duplicates += 1;
                     dropped[p].push(row);
@@ -573,6 +600,20 @@ impl Ingest {
                     self.pending_error = Some(IngestError::Spill(e));
                 }
                 true
+            }
+        }
+    }
+
+    /// Does the store already hold an event of `day` with id hash `h`? An
+    /// index that cannot be read fails the run (after the current input).
+    fn committed_has(&mut self, day: i64, h: u128) -> bool {
+        match self.committed.contains(day, h) {
+            Ok(found) => found,
+            Err(e) => {
+                if self.pending_error.is_none() {
+                    self.pending_error = Some(e);
+                }
+                false
             }
         }
     }
@@ -662,14 +703,14 @@ impl Sink for Ingest {
             }
         };
         let (event_id, hash) = parallel::event_id(&ev);
+        let day = ev.ts.div_euclid(DAY_MICROS);
         if let Some(h) = hash
-            && !self.seen_insert(h)
+            && (!self.seen_insert(h) || self.committed_has(day, h))
         {
             self.counters.duplicates += 1;
             return;
         }
         let key = self.users.key(&ev.user_id);
-        let day = ev.ts.div_euclid(DAY_MICROS);
         let buf = self.bufs.entry(day).or_default();
         let cols = buf.cols.get_or_insert_with(|| {
             EventColumns::new(self.schema.clone(), &self.declared, self.ingested_at)

@@ -12,6 +12,7 @@ use parquet::file::properties::WriterProperties;
 use tenure_schema::{FileEntry, StoreLayout};
 
 use crate::IngestError;
+use crate::ids;
 use crate::io::Io;
 use crate::parquet_out::{encode, sort_batches, ts_range};
 
@@ -122,6 +123,10 @@ fn run(
         let staged = StoreLayout::staged_file(&txn, &job.date, &job.name);
         let size = bytes.len() as u64;
         io.put(&staged, bytes)?;
+        io.put(
+            &ids::staged_ids_path(&staged),
+            ids::encode(ids::hash_ids(&sorted)?),
+        )?;
         files.push(FileEntry {
             path: StoreLayout::event_file(&job.date, &job.name),
             staged,

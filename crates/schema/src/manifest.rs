@@ -155,6 +155,21 @@ pub struct UsersEntry {
     pub segments: Vec<String>,
 }
 
+/// The event-id index of one committed data file: the sorted 128-bit xxh3
+/// hashes of its rows' `event_id`s, so later ingests can drop ids the store
+/// already holds without reading the data (see tenure-ingest's `ids` module).
+/// Compaction leaves these in place: it does not change a partition's rows.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdsEntry {
+    /// Partition date, `YYYY-MM-DD`.
+    pub date: String,
+    /// Root-relative path of the index file.
+    pub path: String,
+    /// Rows of the data file it indexes (a partition whose entries cover
+    /// fewer rows than its files hold is read from its files instead).
+    pub rows: u64,
+}
+
 /// One version of the table.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Snapshot {
@@ -182,6 +197,10 @@ pub struct Snapshot {
     pub operation: String,
     /// When it was committed (RFC 3339).
     pub committed_at: String,
+    /// Event-id indexes of committed files (absent in stores written before
+    /// they existed).
+    #[serde(default)]
+    pub ids: Vec<IdsEntry>,
     /// Set by the loader when the newest commit file (this version) could not be
     /// read (truncated or not JSON): the state is then that of the last complete
     /// version before it, and the next commit writes the whole state so that the
@@ -240,6 +259,7 @@ impl Snapshot {
             &mut set,
             &mut append,
         );
+        list_diff("ids", &base.ids, &self.ids, &mut set, &mut append);
         for (part, more) in [("set", set), ("append", append)] {
             if more.is_empty() {
                 continue;
@@ -273,6 +293,7 @@ impl Snapshot {
         s.sources = Vec::new();
         s.retired = Vec::new();
         s.removed = Vec::new();
+        s.ids = Vec::new();
         s
     }
 }
@@ -397,7 +418,7 @@ fn diff(a: &Map<String, Value>, b: &Map<String, Value>) -> Map<String, Value> {
 /// deltas to them as typed lists, and everything else through the generic patch
 /// on the small rest of the snapshot, so opening a store costs one typed parse of
 /// its checkpoint plus the deltas, not a JSON tree of the whole state.
-const LISTS: [&str; 4] = ["files", "sources", "retired", "removed"];
+const LISTS: [&str; 5] = ["files", "sources", "retired", "removed", "ids"];
 
 fn list_op<T: serde::de::DeserializeOwned>(
     list: &mut Vec<T>,
@@ -423,6 +444,7 @@ pub fn apply_deltas<'a>(
     let mut sources = std::mem::take(&mut snap.sources);
     let mut retired = std::mem::take(&mut snap.retired);
     let mut removed = std::mem::take(&mut snap.removed);
+    let mut ids = std::mem::take(&mut snap.ids);
     let unreadable = snap.unreadable;
     let mut rest = serde_json::to_value(&snap).map_err(|e| e.to_string())?;
     for patch in patches {
@@ -448,6 +470,7 @@ pub fn apply_deltas<'a>(
                     "sources" => list_op(&mut sources, op, v)?,
                     "retired" => list_op(&mut retired, op, v)?,
                     "removed" => list_op(&mut removed, op, v)?,
+                    "ids" => list_op(&mut ids, op, v)?,
                     _ if body.is_array() => other_keys.push(Value::String(k.to_string())),
                     _ => {
                         other.insert(k.to_string(), v.clone());
@@ -468,6 +491,7 @@ pub fn apply_deltas<'a>(
     snap.sources = sources;
     snap.retired = retired;
     snap.removed = removed;
+    snap.ids = ids;
     snap.unreadable = unreadable;
     Ok(snap)
 }
