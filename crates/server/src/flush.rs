@@ -128,16 +128,22 @@ impl Flusher {
         for seg in group {
             let cannot_read =
                 |e: std::io::Error| format!("cannot read {}: {e}", seg.path.display());
-            let mut file = std::fs::File::open(&seg.path).map_err(cannot_read)?;
-            file.seek(SeekFrom::Start(SEGMENT_HEADER as u64))
-                .map_err(cannot_read)?;
-            let mut chunks = RecordChunks::new(file, READ_CHUNK, self.max_record);
             let hash = seg.source_hash();
             let known = ingest.has_source(&hash);
             let name = seg.source_name();
+            let mut file = match std::fs::File::open(&seg.path) {
+                // Committed and deleted by an attempt that failed later on.
+                Err(e) if known && e.kind() == std::io::ErrorKind::NotFound => continue,
+                r => r.map_err(cannot_read)?,
+            };
+            file.seek(SeekFrom::Start(SEGMENT_HEADER as u64))
+                .map_err(cannot_read)?;
+            let mut chunks = RecordChunks::new(file, READ_CHUNK, self.max_record);
             let mut rows = 0u64;
+            let mut read_to = None;
             while let Some(records) = chunks.next_records().map_err(cannot_read)? {
                 for rec in records.iter().filter(|r| r.seq <= seg.last_seq) {
+                    read_to = Some(rec.seq);
                     for ev in events(rec.payload).map_err(|e| format!("{name}: {e}"))? {
                         if !ev.generated {
                             ids.push(xxhash_rust::xxh3::xxh3_64(ev.id.as_bytes()));
@@ -170,6 +176,18 @@ impl Flusher {
                         rows += 1;
                     }
                 }
+            }
+            // Every record up to the last acknowledged one must have been read:
+            // stopping early (a record the reader refuses, a corrupt byte)
+            // would commit part of the segment and then delete the rest.
+            if read_to != Some(seg.last_seq) {
+                return Err(format!(
+                    "{}: its records could be read only up to sequence {} of {}..={}; the segment is kept and nothing of it is committed",
+                    seg.path.display(),
+                    read_to.map_or_else(|| "(none)".to_string(), |s| s.to_string()),
+                    seg.first_seq,
+                    seg.last_seq
+                ));
             }
             if !known {
                 ingest.add_synthetic_source(hash, name, rows);

@@ -183,10 +183,21 @@ async fn track(app: &App, ep: Endpoint, req: Request<Incoming>, started: Instant
                 );
             }
             Err(Refused::Broken(e)) => return busy(StatusCode::SERVICE_UNAVAILABLE, &e),
+            Err(Refused::TooLarge(n)) => {
+                return error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    &format!("a WAL record of {n} bytes would be too long; nothing was stored"),
+                );
+            }
         };
         let dups = ticket.duplicates;
-        if let Err(e) = ticket.durable().await {
-            return busy(StatusCode::SERVICE_UNAVAILABLE, &e);
+        if let Err(f) = ticket.durable().await {
+            let status = if f.storage_full {
+                StatusCode::INSUFFICIENT_STORAGE
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            return busy(status, &f.message);
         }
         stored = decoded.accepted.len() - dups;
         m.acked.fetch_add(decoded.accepted.len() as u64, Relaxed);

@@ -132,7 +132,8 @@ impl Server {
                 dir.display()
             )));
         }
-        let max_record = config.max_body_bytes * 2 + 4096;
+        let max_record =
+            wal::record::max_record_len(config.max_body_bytes, config.max_event_bytes);
         let now = chrono::Utc::now().timestamp();
         let window = config.dedup_window.as_secs() as i64;
         let max_ids = config.dedup_max_entries;
@@ -171,6 +172,7 @@ impl Server {
         let wal = Arc::new(Wal::new(
             dir.clone(),
             limits,
+            max_record,
             dedup,
             recovered_bytes,
             metrics.clone(),
