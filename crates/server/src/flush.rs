@@ -89,7 +89,9 @@ impl Flusher {
                 bytes += s.bytes;
                 group.push(pending.pop_front().expect("front exists"));
             }
-            match self.flush(&group) {
+            let result = self.flush(&group);
+            self.metrics.flush_outcome(result.as_ref().map(|_| ()).map_err(String::as_str));
+            match result {
                 Ok(()) => failures = 0,
                 Err(e) => {
                     failures += 1;
@@ -230,5 +232,92 @@ impl Flusher {
             .flush_latency
             .observe(started.elapsed().as_secs_f64());
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+    use crate::dedup::Dedup;
+    use crate::message::Accepted;
+    use crate::wal::Limits;
+    use crate::wal::record::{encode_records, max_record_len, seal};
+
+    /// Issue 16 item 1: a segment whose records stop before its last
+    /// acknowledged sequence number is neither committed in part nor deleted.
+    #[test]
+    fn a_segment_read_short_of_its_last_sequence_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal_dir = dir.path().join("wal");
+        std::fs::create_dir_all(&wal_dir).unwrap();
+        let (mut f, path) = crate::wal::segment::create(&wal_dir, 7, 1).unwrap();
+        for seq in 1..=2u64 {
+            let ev = Accepted {
+                ts: 1_767_607_200_000_000,
+                id: Cow::Owned(format!("e{seq}")),
+                dedup: None,
+                kind: 1,
+                json: r#"{"userId":"u","event":"e"}"#,
+            };
+            let (mut buf, ranges) = encode_records(&[ev], None);
+            seal(&mut buf[ranges[0].clone()], seq);
+            f.write_all(&buf).unwrap();
+        }
+        drop(f);
+        let bytes = std::fs::metadata(&path).unwrap().len();
+        let store = Store::open(&dir.path().join("store").display().to_string()).unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let max_record = max_record_len(1 << 20, 32 << 10);
+        let limits = Limits {
+            flush_bytes: 1 << 20,
+            flush_age: Duration::from_secs(60),
+            max_wal_bytes: 1 << 30,
+            max_queue_bytes: 1 << 30,
+        };
+        let wal = Arc::new(Wal::new(
+            wal_dir.clone(),
+            limits,
+            max_record,
+            Dedup::new(60, 100),
+            bytes,
+            metrics.clone(),
+        ));
+        let mut seen = Dedup::new(60, 100);
+        let dedup_files = DedupFiles::load(wal_dir.join("dedup"), 60, 100, 0, &mut seen).unwrap();
+        let mut flusher = Flusher {
+            store: store.clone(),
+            opts: IngestOptions {
+                config: Default::default(),
+                max_bad: None,
+                format: None,
+            },
+            wal,
+            metrics,
+            dedup_files,
+            group_bytes: 1 << 20,
+            max_record,
+        };
+        let seg = |last_seq| Segment {
+            path: path.clone(),
+            writer: 7,
+            first_seq: 1,
+            last_seq,
+            bytes,
+        };
+        let version = || {
+            tenure_ingest::io::block_on(tenure_store::load_latest(&store))
+                .unwrap()
+                .version
+        };
+        let err = flusher.flush(&[seg(3)]).unwrap_err();
+        assert!(err.contains("only up to sequence 2"), "{err}");
+        assert!(path.exists(), "the segment was deleted");
+        assert_eq!(version(), 0, "part of the segment was committed");
+        // Read through to its last sequence, it is committed and deleted.
+        flusher.flush(&[seg(2)]).unwrap();
+        assert!(!path.exists());
+        assert_eq!(version(), 1);
     }
 }

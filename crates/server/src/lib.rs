@@ -57,6 +57,9 @@ pub(crate) struct App {
     pub wal: Arc<Wal>,
     pub metrics: Arc<Metrics>,
     pub inflight: Arc<tokio::sync::Semaphore>,
+    /// Places for requests read before their write key is known (no key in
+    /// their headers), apart from `inflight`.
+    pub unauthenticated: Arc<tokio::sync::Semaphore>,
 }
 
 /// What a server did, reported when it stops.
@@ -223,6 +226,9 @@ impl Server {
             names: PropertyNames::from_declared(&declared),
             declared,
             inflight: Arc::new(tokio::sync::Semaphore::new(config.max_inflight_requests)),
+            unauthenticated: Arc::new(tokio::sync::Semaphore::new(
+                config.max_unauthenticated_requests,
+            )),
             wal,
             metrics,
             cfg: config,

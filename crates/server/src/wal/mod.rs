@@ -332,8 +332,7 @@ impl Wal {
                         .0;
                     st.writer_waiting = false;
                 }
-                let batch = std::mem::take(&mut st.queue);
-                st.writing = batch.iter().map(|p| p.shared.clone()).collect();
+                let batch = Self::take_group(&mut st);
                 (batch, st.closing, std::mem::take(&mut st.roll))
             };
             if !batch.is_empty() {
@@ -352,6 +351,14 @@ impl Wal {
                 return;
             }
         }
+    }
+
+    /// Takes the whole queue as the next group, marked as being written
+    /// until [`Self::write_group`] ends it.
+    fn take_group(st: &mut State) -> Vec<Pending> {
+        let batch = std::mem::take(&mut st.queue);
+        st.writing = batch.iter().map(|p| p.shared.clone()).collect();
+        batch
     }
 
     fn write_group(
@@ -481,4 +488,142 @@ fn write_all_vectored(f: &mut File, mut bufs: &mut [IoSlice<'_>]) -> std::io::Re
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+#[path = "../../tests/common/tmpfs.rs"]
+mod tmpfs;
+
+#[cfg(test)]
+mod tests {
+    use std::borrow::Cow;
+
+    use super::*;
+
+    fn ev(id: &'static str) -> Accepted<'static> {
+        Accepted {
+            ts: 1,
+            id: Cow::Borrowed(id),
+            dedup: Some(xxhash_rust::xxh3::xxh3_64(id.as_bytes())),
+            kind: 1,
+            json: "{}",
+        }
+    }
+
+    fn wait(t: Ticket) -> Result<(), Failed> {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(t.durable())
+    }
+
+    /// Issue 16 item 9: a duplicate that arrives while its first copy's group
+    /// is being written is answered with that group's outcome. The group fails
+    /// for real: the WAL is on a full tmpfs.
+    #[test]
+    fn a_duplicate_is_not_acknowledged_when_its_first_copy_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal_dir = dir.path().join("wal");
+        let Some(fs) = tmpfs::mount(
+            &wal_dir,
+            1 << 20,
+            "wal::tests::a_duplicate_is_not_acknowledged_when_its_first_copy_fails",
+        ) else {
+            return;
+        };
+        let limits = Limits {
+            flush_bytes: 1 << 20,
+            flush_age: Duration::from_secs(3600),
+            max_wal_bytes: 1 << 30,
+            max_queue_bytes: 1 << 30,
+        };
+        let metrics = Arc::new(Metrics::new());
+        let wal = Wal::new(wal_dir, limits, 1 << 21, Dedup::new(3600, 1000), 0, metrics);
+        let (segments, _rx) = mpsc::channel();
+        let mut open = None;
+        // The writer's steps, one by one: take a group, write it.
+        let write_next = |open: &mut Option<Open>| {
+            let group = Wal::take_group(&mut wal.lock());
+            wal.write_group(open, group, &segments);
+        };
+
+        // A duplicate of a copy being written, which succeeds: acknowledged.
+        let first = wal.submit(&[ev("a1")], 100).unwrap();
+        let group = Wal::take_group(&mut wal.lock());
+        let dup = wal.submit(&[ev("a1")], 100).unwrap();
+        assert_eq!(dup.duplicates, 1);
+        wal.write_group(&mut open, group, &segments);
+        write_next(&mut open);
+        wait(first).unwrap();
+        wait(dup).unwrap();
+        // The segment rolls, so the next group needs a new file.
+        drop(open.take());
+
+        let filler = fs.fill("filler");
+        let first = wal.submit(&[ev("m1"), ev("m2")], 100).unwrap();
+        let group = Wal::take_group(&mut wal.lock());
+        // The client's retry arrives while the first copy is being written.
+        let dup = wal.submit(&[ev("m1")], 100).unwrap();
+        assert_eq!(dup.duplicates, 1);
+        wal.write_group(&mut open, group, &segments);
+        let f = wait(first).unwrap_err();
+        assert!(f.storage_full, "{}", f.message);
+        write_next(&mut open);
+        let f = wait(dup).expect_err("a duplicate of a failed write was acknowledged");
+        assert!(f.storage_full, "{}", f.message);
+        assert!(f.message.contains("earlier copy"), "{}", f.message);
+
+        // Space returns: the copy sent again is written, not taken for a duplicate.
+        std::fs::remove_file(filler).unwrap();
+        let again = wal.submit(&[ev("m1"), ev("m2"), ev("m3")], 100).unwrap();
+        assert_eq!(again.duplicates, 0);
+        write_next(&mut open);
+        wait(again).unwrap();
+        let dup = wal.submit(&[ev("m1")], 100).unwrap();
+        assert_eq!(dup.duplicates, 1);
+        write_next(&mut open);
+        wait(dup).unwrap();
+        drop(open);
+    }
+
+    /// Issue 16 item 1: however a request's events encode, no record the
+    /// writer produces is longer than the reader's bound.
+    #[test]
+    fn records_are_split_within_the_readers_bound() {
+        let tiny = r#"{"userId":"u","event":"e"}"#;
+        let big = "x".repeat(32 << 10);
+        let mut events: Vec<Accepted<'_>> = (0..45_000)
+            .map(|_| Accepted {
+                ts: 1,
+                id: Cow::Owned(uuid::Uuid::now_v7().hyphenated().to_string()),
+                dedup: None,
+                kind: 1,
+                json: tiny,
+            })
+            .collect();
+        events.insert(
+            100,
+            Accepted {
+                ts: 1,
+                id: Cow::Owned("i".repeat(32 << 10)),
+                dedup: None,
+                kind: 1,
+                json: &big,
+            },
+        );
+        let bound = record::max_record_len(1 << 20, 32 << 10);
+        let (mut buf, ranges) = record::encode_records(&events, None);
+        assert!(ranges.len() > 2, "{}", ranges.len());
+        for (i, r) in ranges.iter().enumerate() {
+            assert!(r.len() - RECORD_HEADER <= bound);
+            seal(&mut buf[r.clone()], i as u64 + 1);
+        }
+        let (read, tail) = record::read_records(&buf, bound);
+        assert_eq!(tail, record::Tail::Clean);
+        let n: usize = read
+            .iter()
+            .map(|r| record::events(r.payload).unwrap().len())
+            .sum();
+        assert_eq!(n, events.len());
+    }
 }
