@@ -17,7 +17,11 @@ fn serve_with_other_properties_than_the_store_exits_2() {
         .arg(&store)
         .output()
         .unwrap();
-    assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
     let cfg = dir.path().join("tenure.toml");
     std::fs::write(&cfg, "[properties]\nplan = \"string\"\n").unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_tenure"))

@@ -90,7 +90,8 @@ impl Flusher {
                 group.push(pending.pop_front().expect("front exists"));
             }
             let result = self.flush(&group);
-            self.metrics.flush_outcome(result.as_ref().map(|_| ()).map_err(String::as_str));
+            self.metrics
+                .flush_outcome(result.as_ref().map(|_| ()).map_err(String::as_str));
             match result {
                 Ok(()) => failures = 0,
                 Err(e) => {

@@ -135,8 +135,7 @@ impl Server {
                 dir.display()
             )));
         }
-        let max_record =
-            wal::record::max_record_len(config.max_body_bytes, config.max_event_bytes);
+        let max_record = wal::record::max_record_len(config.max_body_bytes, config.max_event_bytes);
         let now = chrono::Utc::now().timestamp();
         let window = config.dedup_window.as_secs() as i64;
         let max_ids = config.dedup_max_entries;

@@ -500,7 +500,11 @@ async fn a_full_batch_of_tiny_messages_is_stored_whole() {
     let (s, _) = post(
         &c,
         &srv.url("/v1/batch"),
-        batch((0..10).map(|i| track(&format!("a{i}"), "u", "e", TS)).collect()),
+        batch(
+            (0..10)
+                .map(|i| track(&format!("a{i}"), "u", "e", TS))
+                .collect(),
+        ),
     )
     .await;
     assert_eq!(s, 200);

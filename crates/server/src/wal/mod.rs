@@ -207,7 +207,10 @@ impl Wal {
         // Encoded outside the lock; re-encoded under it only when duplicates
         // are dropped (a client retrying).
         let (mut buf, mut ranges) = encode_records(events, None);
-        if let Some(r) = ranges.iter().find(|r| r.len() - RECORD_HEADER > self.max_record) {
+        if let Some(r) = ranges
+            .iter()
+            .find(|r| r.len() - RECORD_HEADER > self.max_record)
+        {
             return Err(Refused::TooLarge(r.len()));
         }
         let mut st = self.lock();

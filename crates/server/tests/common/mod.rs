@@ -194,7 +194,11 @@ pub fn id_counts(rows: &[Row]) -> HashMap<String, usize> {
 
 /// `/health`: its status code and body.
 pub async fn health(c: &reqwest::Client, srv: &Running) -> (u16, serde_json::Value) {
-    let r = c.get(srv.url("/health")).send().await.expect("health answers");
+    let r = c
+        .get(srv.url("/health"))
+        .send()
+        .await
+        .expect("health answers");
     let status = r.status().as_u16();
     (status, r.json().await.expect("health is JSON"))
 }
