@@ -206,13 +206,38 @@ impl Flusher {
         }
         let now = chrono::Utc::now().timestamp();
         let first = &group[0];
-        self.dedup_files
-            .record(
-                &format!("{:032x}-{:020}", first.writer, first.first_seq),
-                &ids,
-                now,
-            )
-            .map_err(|e| format!("cannot record committed message ids: {e}"))?;
+        let ids_name = format!("{:032x}-{:020}", first.writer, first.first_seq);
+        match self.dedup_files.record(&ids_name, &ids, now) {
+            Ok(()) => self.delete(group)?,
+            // The WAL's disk is full, of WAL most likely: the space to record
+            // the ids is what deleting the committed segments frees. Recording
+            // them first would wedge the server for good. The ids stay in
+            // memory; only a crash in between loses them for the next start.
+            Err(e) if e.kind() == std::io::ErrorKind::StorageFull => {
+                self.delete(group)?;
+                if let Err(e) = self.dedup_files.record(&ids_name, &ids, now) {
+                    // Committed and deleted: nothing to retry. Said aloud, as
+                    // a client retrying these after a restart is not caught.
+                    eprintln!(
+                        "tenure-server: committed {ids_name}, but cannot record its {} message ids for the dedup window across restarts: {e}",
+                        ids.len()
+                    );
+                }
+            }
+            Err(e) => return Err(format!("cannot record committed message ids: {e}")),
+        }
+        self.metrics
+            .flushed
+            .fetch_add(summary.counters.written, Relaxed);
+        self.metrics.flushes.fetch_add(1, Relaxed);
+        self.metrics
+            .flush_latency
+            .observe(started.elapsed().as_secs_f64());
+        Ok(())
+    }
+
+    /// Deletes committed segments.
+    fn delete(&self, group: &[Segment]) -> Result<(), String> {
         for seg in group {
             // Released only by the attempt that deletes it, so a retry after a
             // partial deletion does not count a segment twice.
@@ -225,13 +250,6 @@ impl Flusher {
         if let Some(dir) = group[0].path.parent() {
             let _ = sync_dir(dir);
         }
-        self.metrics
-            .flushed
-            .fetch_add(summary.counters.written, Relaxed);
-        self.metrics.flushes.fetch_add(1, Relaxed);
-        self.metrics
-            .flush_latency
-            .observe(started.elapsed().as_secs_f64());
         Ok(())
     }
 }

@@ -165,3 +165,57 @@ async fn store_disk_full_during_a_flush_keeps_the_wal_until_space_returns() {
     assert_exactly_once(&rows, &sent);
     drop(fs);
 }
+
+/// The WAL fills its disk while the store is down (the WAL bound is larger than
+/// the disk), and other files take the last bytes. When the store returns the
+/// only space is what commits free by deleting segments: committing must not
+/// need disk space on the WAL's side first, or the server wedges for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wal_disk_filled_by_the_wal_drains_once_the_store_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(fs) = tmpfs::mount(
+        &dir.path().join("walfs"),
+        FS_BYTES,
+        "wal_disk_filled_by_the_wal_drains_once_the_store_returns",
+    ) else {
+        return;
+    };
+    let mut cfg = config(dir.path());
+    cfg.wal_dir = dir.path().join("walfs").join("wal");
+    cfg.max_wal_bytes = 4 * FS_BYTES;
+    let srv = Running::start(cfg).await;
+    // Break the store: an unreadable manifest makes every commit fail.
+    let bogus = dir
+        .path()
+        .join("store")
+        .join(tenure_schema::StoreLayout::manifest(1));
+    std::fs::create_dir_all(bogus.parent().unwrap()).unwrap();
+    std::fs::write(&bogus, b"not a manifest").unwrap();
+    let c = client();
+    let mut sent = HashSet::new();
+    let mut b = 0;
+    loop {
+        assert!(b < 2_000, "the WAL never filled its disk");
+        let (ids, body) = batch_of(b);
+        b += 1;
+        let (s, r) = post(&c, &srv.url("/v1/batch"), body).await;
+        match s {
+            200 => sent.extend(ids),
+            507 => break,
+            other => panic!("{other}: {r}"),
+        }
+    }
+    // Whatever a failed group left free goes to another file.
+    let _other = fs.fill("other");
+    std::fs::remove_file(&bogus).unwrap();
+    let want = sent.len() as u64;
+    health_until(&c, &srv, Duration::from_secs(45), |_, h| {
+        h["flushed"].as_u64() == Some(want)
+    })
+    .await;
+    send(&c, &srv, &mut b, &mut sent).await;
+    srv.stop().await.unwrap();
+    let rows = stored_async(&dir.path().join("store")).await;
+    assert_exactly_once(&rows, &sent);
+    drop(fs);
+}
