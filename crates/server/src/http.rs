@@ -1,5 +1,11 @@
 //! The HTTP surface: routing, write-key authentication, body limits, gzip, and
 //! turning decode and WAL outcomes into Segment-style responses.
+//!
+//! Requests whose headers carry a valid key are read under
+//! `max_inflight_requests`; those without one (their key may be the body's
+//! `writeKey`) under `max_unauthenticated_requests`, so that connections that
+//! never authenticate cannot crowd out clients that do. Headers and bodies
+//! must arrive within `request_timeout`.
 
 use std::convert::Infallible;
 use std::io::Read;

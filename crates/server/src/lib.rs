@@ -12,6 +12,14 @@
 //!   transaction each time) and deletes them;
 //! - `dedup`: the `messageId` window, kept across restarts.
 //!
+//! What an acknowledgement (200) means: every event of the request is in the
+//! WAL, fsynced, in records the reader accepts; a duplicate `messageId` is
+//! acknowledged only once its first copy is. Failures answer 503 (or 507 when
+//! the WAL's disk is full) and leave nothing behind that a retry would double.
+//! A WAL segment is deleted only after a commit that read it through to its
+//! last sequence number. `/health` answers 503 while the WAL cannot be written
+//! or commits keep failing.
+//!
 //! The CLI calls [`serve`] (or [`Server::bind`] then [`Server::run`] when it
 //! needs the bound address first).
 #![deny(missing_docs)]
