@@ -40,6 +40,8 @@ fn is_bad_input(err: &anyhow::Error) -> bool {
             || c.downcast_ref::<tenure_stats::StatsError>().is_some()
             || c.downcast_ref::<tenure_engine::EngineError>()
                 .is_some_and(|e| e.is_bad_request())
+            || c.downcast_ref::<tenure_server::ServerError>()
+                .is_some_and(|e| e.is_bad_input())
             || c.downcast_ref::<tenure_store::StoreError>()
                 .is_some_and(|e| matches!(e, tenure_store::StoreError::BadUrl { .. }))
     })

@@ -50,6 +50,11 @@ pub struct ServerConfig {
     /// Requests being read or processed at once; more get 429 without being read,
     /// which bounds the memory request bodies take.
     pub max_inflight_requests: usize,
+    /// Requests without a write key in their headers (the key may be the body's
+    /// `writeKey`) being read at once, counted apart from
+    /// `max_inflight_requests`: connections that never authenticate cannot
+    /// take the places of clients that do. More get 429 without being read.
+    pub max_unauthenticated_requests: usize,
     /// A message whose `messageId` was seen this recently is dropped as a duplicate.
     pub dedup_window: Duration,
     /// At most this many `messageId`s are remembered (oldest forgotten first).
@@ -81,6 +86,7 @@ impl ServerConfig {
             max_wal_bytes: 4 << 30,
             max_queue_bytes: 64 << 20,
             max_inflight_requests: 256,
+            max_unauthenticated_requests: 32,
             dedup_window: Duration::from_secs(24 * 3600),
             dedup_max_entries: 2_000_000,
             request_timeout: Duration::from_secs(30),
@@ -110,8 +116,13 @@ impl ServerConfig {
         if self.max_wal_bytes < self.flush_bytes {
             return bad("max_wal_bytes must be at least flush_bytes");
         }
-        if self.max_inflight_requests == 0 || self.max_queue_bytes == 0 {
-            return bad("max_inflight_requests and max_queue_bytes must be positive");
+        if self.max_inflight_requests == 0
+            || self.max_unauthenticated_requests == 0
+            || self.max_queue_bytes == 0
+        {
+            return bad(
+                "max_inflight_requests, max_unauthenticated_requests and max_queue_bytes must be positive",
+            );
         }
         Ok(())
     }

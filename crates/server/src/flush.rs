@@ -89,7 +89,10 @@ impl Flusher {
                 bytes += s.bytes;
                 group.push(pending.pop_front().expect("front exists"));
             }
-            match self.flush(&group) {
+            let result = self.flush(&group);
+            self.metrics
+                .flush_outcome(result.as_ref().map(|_| ()).map_err(String::as_str));
+            match result {
                 Ok(()) => failures = 0,
                 Err(e) => {
                     failures += 1;
@@ -128,16 +131,22 @@ impl Flusher {
         for seg in group {
             let cannot_read =
                 |e: std::io::Error| format!("cannot read {}: {e}", seg.path.display());
-            let mut file = std::fs::File::open(&seg.path).map_err(cannot_read)?;
-            file.seek(SeekFrom::Start(SEGMENT_HEADER as u64))
-                .map_err(cannot_read)?;
-            let mut chunks = RecordChunks::new(file, READ_CHUNK, self.max_record);
             let hash = seg.source_hash();
             let known = ingest.has_source(&hash);
             let name = seg.source_name();
+            let mut file = match std::fs::File::open(&seg.path) {
+                // Committed and deleted by an attempt that failed later on.
+                Err(e) if known && e.kind() == std::io::ErrorKind::NotFound => continue,
+                r => r.map_err(cannot_read)?,
+            };
+            file.seek(SeekFrom::Start(SEGMENT_HEADER as u64))
+                .map_err(cannot_read)?;
+            let mut chunks = RecordChunks::new(file, READ_CHUNK, self.max_record);
             let mut rows = 0u64;
+            let mut read_to = None;
             while let Some(records) = chunks.next_records().map_err(cannot_read)? {
                 for rec in records.iter().filter(|r| r.seq <= seg.last_seq) {
+                    read_to = Some(rec.seq);
                     for ev in events(rec.payload).map_err(|e| format!("{name}: {e}"))? {
                         if !ev.generated {
                             ids.push(xxhash_rust::xxh3::xxh3_64(ev.id.as_bytes()));
@@ -171,6 +180,18 @@ impl Flusher {
                     }
                 }
             }
+            // Every record up to the last acknowledged one must have been read:
+            // stopping early (a record the reader refuses, a corrupt byte)
+            // would commit part of the segment and then delete the rest.
+            if read_to != Some(seg.last_seq) {
+                return Err(format!(
+                    "{}: its records could be read only up to sequence {} of {}..={}; the segment is kept and nothing of it is committed",
+                    seg.path.display(),
+                    read_to.map_or_else(|| "(none)".to_string(), |s| s.to_string()),
+                    seg.first_seq,
+                    seg.last_seq
+                ));
+            }
             if !known {
                 ingest.add_synthetic_source(hash, name, rows);
             }
@@ -185,13 +206,38 @@ impl Flusher {
         }
         let now = chrono::Utc::now().timestamp();
         let first = &group[0];
-        self.dedup_files
-            .record(
-                &format!("{:032x}-{:020}", first.writer, first.first_seq),
-                &ids,
-                now,
-            )
-            .map_err(|e| format!("cannot record committed message ids: {e}"))?;
+        let ids_name = format!("{:032x}-{:020}", first.writer, first.first_seq);
+        match self.dedup_files.record(&ids_name, &ids, now) {
+            Ok(()) => self.delete(group)?,
+            // The WAL's disk is full, of WAL most likely: the space to record
+            // the ids is what deleting the committed segments frees. Recording
+            // them first would wedge the server for good. The ids stay in
+            // memory; only a crash in between loses them for the next start.
+            Err(e) if e.kind() == std::io::ErrorKind::StorageFull => {
+                self.delete(group)?;
+                if let Err(e) = self.dedup_files.record(&ids_name, &ids, now) {
+                    // Committed and deleted: nothing to retry. Said aloud, as
+                    // a client retrying these after a restart is not caught.
+                    eprintln!(
+                        "tenure-server: committed {ids_name}, but cannot record its {} message ids for the dedup window across restarts: {e}",
+                        ids.len()
+                    );
+                }
+            }
+            Err(e) => return Err(format!("cannot record committed message ids: {e}")),
+        }
+        self.metrics
+            .flushed
+            .fetch_add(summary.counters.written, Relaxed);
+        self.metrics.flushes.fetch_add(1, Relaxed);
+        self.metrics
+            .flush_latency
+            .observe(started.elapsed().as_secs_f64());
+        Ok(())
+    }
+
+    /// Deletes committed segments.
+    fn delete(&self, group: &[Segment]) -> Result<(), String> {
         for seg in group {
             // Released only by the attempt that deletes it, so a retry after a
             // partial deletion does not count a segment twice.
@@ -204,13 +250,93 @@ impl Flusher {
         if let Some(dir) = group[0].path.parent() {
             let _ = sync_dir(dir);
         }
-        self.metrics
-            .flushed
-            .fetch_add(summary.counters.written, Relaxed);
-        self.metrics.flushes.fetch_add(1, Relaxed);
-        self.metrics
-            .flush_latency
-            .observe(started.elapsed().as_secs_f64());
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+    use crate::dedup::Dedup;
+    use crate::message::Accepted;
+    use crate::wal::Limits;
+    use crate::wal::record::{encode_records, max_record_len, seal};
+
+    /// Issue 16 item 1: a segment whose records stop before its last
+    /// acknowledged sequence number is neither committed in part nor deleted.
+    #[test]
+    fn a_segment_read_short_of_its_last_sequence_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal_dir = dir.path().join("wal");
+        std::fs::create_dir_all(&wal_dir).unwrap();
+        let (mut f, path) = crate::wal::segment::create(&wal_dir, 7, 1).unwrap();
+        for seq in 1..=2u64 {
+            let ev = Accepted {
+                ts: 1_767_607_200_000_000,
+                id: Cow::Owned(format!("e{seq}")),
+                dedup: None,
+                kind: 1,
+                json: r#"{"userId":"u","event":"e"}"#,
+            };
+            let (mut buf, ranges) = encode_records(&[ev], None);
+            seal(&mut buf[ranges[0].clone()], seq);
+            f.write_all(&buf).unwrap();
+        }
+        drop(f);
+        let bytes = std::fs::metadata(&path).unwrap().len();
+        let store = Store::open(&dir.path().join("store").display().to_string()).unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let max_record = max_record_len(1 << 20, 32 << 10);
+        let limits = Limits {
+            flush_bytes: 1 << 20,
+            flush_age: Duration::from_secs(60),
+            max_wal_bytes: 1 << 30,
+            max_queue_bytes: 1 << 30,
+        };
+        let wal = Arc::new(Wal::new(
+            wal_dir.clone(),
+            limits,
+            max_record,
+            Dedup::new(60, 100),
+            bytes,
+            metrics.clone(),
+        ));
+        let mut seen = Dedup::new(60, 100);
+        let dedup_files = DedupFiles::load(wal_dir.join("dedup"), 60, 100, 0, &mut seen).unwrap();
+        let mut flusher = Flusher {
+            store: store.clone(),
+            opts: IngestOptions {
+                config: Default::default(),
+                max_bad: None,
+                format: None,
+            },
+            wal,
+            metrics,
+            dedup_files,
+            group_bytes: 1 << 20,
+            max_record,
+        };
+        let seg = |last_seq| Segment {
+            path: path.clone(),
+            writer: 7,
+            first_seq: 1,
+            last_seq,
+            bytes,
+        };
+        let version = || {
+            tenure_ingest::io::block_on(tenure_store::load_latest(&store))
+                .unwrap()
+                .version
+        };
+        let err = flusher.flush(&[seg(3)]).unwrap_err();
+        assert!(err.contains("only up to sequence 2"), "{err}");
+        assert!(path.exists(), "the segment was deleted");
+        assert_eq!(version(), 0, "part of the segment was committed");
+        // Read through to its last sequence, it is committed and deleted.
+        flusher.flush(&[seg(2)]).unwrap();
+        assert!(!path.exists());
+        assert_eq!(version(), 1);
     }
 }

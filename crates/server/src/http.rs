@@ -1,5 +1,11 @@
 //! The HTTP surface: routing, write-key authentication, body limits, gzip, and
 //! turning decode and WAL outcomes into Segment-style responses.
+//!
+//! Requests whose headers carry a valid key are read under
+//! `max_inflight_requests`; those without one (their key may be the body's
+//! `writeKey`) under `max_unauthenticated_requests`, so that connections that
+//! never authenticate cannot crowd out clients that do. Headers and bodies
+//! must arrive within `request_timeout`.
 
 use std::convert::Infallible;
 use std::io::Read;
@@ -49,19 +55,32 @@ async fn route(app: &App, req: Request<Incoming>, started: Instant) -> Resp {
     }
 }
 
+/// Commits failed this many times in a row make the server unhealthy (with
+/// the backoff between attempts, a second or two of failures).
+const UNHEALTHY_AFTER_FAILED_FLUSHES: u64 = 3;
+
+/// 200 while events are both taken and committed; 503 when the WAL cannot be
+/// written or commits keep failing (events are still taken until the WAL is
+/// full, but nothing reaches the store: someone must look).
 fn health(app: &App) -> Resp {
     let m = &app.metrics;
-    let (status, state) = match app.wal.broken() {
-        Some(_) => (StatusCode::SERVICE_UNAVAILABLE, "wal-broken"),
-        None => (StatusCode::OK, "ok"),
+    let flush_error = m.flush_failing(UNHEALTHY_AFTER_FAILED_FLUSHES);
+    let (status, state, error) = match (app.wal.broken(), flush_error) {
+        (Some(e), _) => (StatusCode::SERVICE_UNAVAILABLE, "wal-broken", Some(e)),
+        (None, Some(e)) => (StatusCode::SERVICE_UNAVAILABLE, "flush-failing", Some(e)),
+        (None, None) => (StatusCode::OK, "ok", None),
     };
-    let body = serde_json::json!({
+    let mut body = serde_json::json!({
         "status": state,
         "wal_bytes": m.wal_bytes.load(Relaxed),
         "queue_bytes": m.queue_bytes.load(Relaxed),
         "acked": m.acked.load(Relaxed),
         "flushed": m.flushed.load(Relaxed),
+        "failed_flushes_in_a_row": m.flush_failing.load(Relaxed),
     });
+    if let Some(e) = error {
+        body["error"] = serde_json::Value::String(e);
+    }
     json(status, body.to_string())
 }
 
@@ -74,11 +93,23 @@ async fn track(app: &App, ep: Endpoint, req: Request<Incoming>, started: Instant
         None => false,
     };
     // Bound the memory held by bodies: beyond this many requests in progress,
-    // push back before reading another body.
-    let Ok(_permit) = app.inflight.clone().try_acquire_owned() else {
+    // push back before reading another body. A request without a key in its
+    // headers may still be anyone's: it is read under a pool of its own, so
+    // that stalled unauthenticated connections cannot take the places of
+    // clients that authenticate (they keep the request timeout as bound).
+    let pool = if header_key {
+        &app.inflight
+    } else {
+        &app.unauthenticated
+    };
+    let Ok(mut _permit) = pool.clone().try_acquire_owned() else {
         return busy(
             StatusCode::TOO_MANY_REQUESTS,
-            "too many requests in progress",
+            if header_key {
+                "too many requests in progress"
+            } else {
+                "too many requests without a write key in their headers in progress; send it as the HTTP Basic user name"
+            },
         );
     };
     let max = app.cfg.max_body_bytes;
@@ -131,8 +162,18 @@ async fn track(app: &App, ep: Endpoint, req: Request<Incoming>, started: Instant
     let Ok(text) = std::str::from_utf8(&body) else {
         return error(StatusCode::BAD_REQUEST, "the body is not UTF-8 JSON");
     };
-    if !header_key && !body_key(text).is_some_and(|k| known(&app.keys, k.as_bytes())) {
-        return unauthorized();
+    if !header_key {
+        if !body_key(text).is_some_and(|k| known(&app.keys, k.as_bytes())) {
+            return unauthorized();
+        }
+        // Authenticated now: from here on it counts like any other request.
+        let Ok(p) = app.inflight.clone().try_acquire_owned() else {
+            return busy(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many requests in progress",
+            );
+        };
+        _permit = p;
     }
     let received_at = chrono::Utc::now();
     let cx = Context {
@@ -172,9 +213,13 @@ async fn track(app: &App, ep: Endpoint, req: Request<Incoming>, started: Instant
                 );
             }
             Err(Refused::WalFull) => {
+                let why = match m.flush_failing(1) {
+                    Some(e) => format!("commits to the store fail: {e}"),
+                    None => "the store is not keeping up".to_string(),
+                };
                 return busy(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    "the write-ahead log is full: the store is not keeping up",
+                    &format!("the write-ahead log is full: {why}"),
                 );
             }
             Err(Refused::ShuttingDown) => {
@@ -184,10 +229,21 @@ async fn track(app: &App, ep: Endpoint, req: Request<Incoming>, started: Instant
                 );
             }
             Err(Refused::Broken(e)) => return busy(StatusCode::SERVICE_UNAVAILABLE, &e),
+            Err(Refused::TooLarge(n)) => {
+                return error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    &format!("a WAL record of {n} bytes would be too long; nothing was stored"),
+                );
+            }
         };
         let dups = ticket.duplicates;
-        if let Err(e) = ticket.durable().await {
-            return busy(StatusCode::SERVICE_UNAVAILABLE, &e);
+        if let Err(f) = ticket.durable().await {
+            let status = if f.storage_full {
+                StatusCode::INSUFFICIENT_STORAGE
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            return busy(status, &f.message);
         }
         stored = decoded.accepted.len() - dups;
         m.acked.fetch_add(decoded.accepted.len() as u64, Relaxed);

@@ -12,6 +12,14 @@
 //!   transaction each time) and deletes them;
 //! - `dedup`: the `messageId` window, kept across restarts.
 //!
+//! What an acknowledgement (200) means: every event of the request is in the
+//! WAL, fsynced, in records the reader accepts; a duplicate `messageId` is
+//! acknowledged only once its first copy is. Failures answer 503 (or 507 when
+//! the WAL's disk is full) and leave nothing behind that a retry would double.
+//! A WAL segment is deleted only after a commit that read it through to its
+//! last sequence number. `/health` answers 503 while the WAL cannot be written
+//! or commits keep failing.
+//!
 //! The CLI calls [`serve`] (or [`Server::bind`] then [`Server::run`] when it
 //! needs the bound address first).
 #![deny(missing_docs)]
@@ -57,6 +65,9 @@ pub(crate) struct App {
     pub wal: Arc<Wal>,
     pub metrics: Arc<Metrics>,
     pub inflight: Arc<tokio::sync::Semaphore>,
+    /// Places for requests read before their write key is known (no key in
+    /// their headers), apart from `inflight`.
+    pub unauthenticated: Arc<tokio::sync::Semaphore>,
 }
 
 /// What a server did, reported when it stops.
@@ -132,7 +143,7 @@ impl Server {
                 dir.display()
             )));
         }
-        let max_record = config.max_body_bytes * 2 + 4096;
+        let max_record = wal::record::max_record_len(config.max_body_bytes, config.max_event_bytes);
         let now = chrono::Utc::now().timestamp();
         let window = config.dedup_window.as_secs() as i64;
         let max_ids = config.dedup_max_entries;
@@ -171,6 +182,7 @@ impl Server {
         let wal = Arc::new(Wal::new(
             dir.clone(),
             limits,
+            max_record,
             dedup,
             recovered_bytes,
             metrics.clone(),
@@ -221,6 +233,9 @@ impl Server {
             names: PropertyNames::from_declared(&declared),
             declared,
             inflight: Arc::new(tokio::sync::Semaphore::new(config.max_inflight_requests)),
+            unauthenticated: Arc::new(tokio::sync::Semaphore::new(
+                config.max_unauthenticated_requests,
+            )),
             wal,
             metrics,
             cfg: config,

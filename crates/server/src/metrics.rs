@@ -1,6 +1,7 @@
 //! Counters and gauges served at `GET /metrics` in the Prometheus text format.
 
 use std::fmt::Write;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 /// Flush latency histogram bucket bounds, seconds.
@@ -64,14 +65,19 @@ pub(crate) struct Metrics {
     pub wal_fsyncs: AtomicU64,
     pub wal_bytes: AtomicU64,
     pub queue_bytes: AtomicU64,
-    /// Responses by status: 200, 400, 401, 404/405, 408, 413, 429, 503, other.
-    pub responses: [AtomicU64; 9],
+    /// Responses by status: see [`STATUSES`].
+    pub responses: [AtomicU64; STATUSES.len()],
+    /// Commits that failed since the last one that succeeded.
+    pub flush_failing: AtomicU64,
+    /// The error of the last failed commit, cleared by a successful one.
+    pub last_flush_error: Mutex<Option<String>>,
     pub flush_latency: Histogram,
     pub ack_latency: Histogram,
 }
 
-const STATUSES: [&str; 9] = [
-    "200", "400", "401", "404", "408", "413", "429", "503", "other",
+/// The statuses counted apart; every other one is `other`.
+const STATUSES: [&str; 11] = [
+    "200", "400", "401", "404", "405", "408", "413", "429", "503", "507", "other",
 ];
 
 impl Metrics {
@@ -88,24 +94,49 @@ impl Metrics {
             wal_bytes: AtomicU64::new(0),
             queue_bytes: AtomicU64::new(0),
             responses: Default::default(),
+            flush_failing: AtomicU64::new(0),
+            last_flush_error: Mutex::new(None),
             flush_latency: Histogram::new(&FLUSH_BUCKETS),
             ack_latency: Histogram::new(&ACK_BUCKETS),
         }
     }
 
     pub(crate) fn response(&self, status: u16) {
-        let i = match status {
-            200 => 0,
-            400 => 1,
-            401 => 2,
-            404 | 405 => 3,
-            408 => 4,
-            413 => 5,
-            429 => 6,
-            503 => 7,
-            _ => 8,
-        };
+        let s = status.to_string();
+        let i = STATUSES
+            .iter()
+            .position(|&k| k == s)
+            .unwrap_or(STATUSES.len() - 1);
         self.responses[i].fetch_add(1, Relaxed);
+    }
+
+    /// Records how a commit ended, for `/health` and `/metrics`.
+    pub(crate) fn flush_outcome(&self, result: Result<(), &str>) {
+        let mut last = self
+            .last_flush_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        match result {
+            Ok(()) => {
+                self.flush_failing.store(0, Relaxed);
+                *last = None;
+            }
+            Err(e) => {
+                self.flush_failing.fetch_add(1, Relaxed);
+                *last = Some(e.to_string());
+            }
+        }
+    }
+
+    /// The last commit error, once commits have failed `times` times in a row.
+    pub(crate) fn flush_failing(&self, times: u64) -> Option<String> {
+        if self.flush_failing.load(Relaxed) < times {
+            return None;
+        }
+        self.last_flush_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// The Prometheus text exposition.
@@ -178,6 +209,12 @@ impl Metrics {
             "tenure_wal_bytes",
             "WAL bytes on disk not yet committed to the store.",
             &self.wal_bytes,
+        );
+        gauge(
+            &mut out,
+            "tenure_flush_failing",
+            "Commits failed in a row since the last successful one (0 when healthy).",
+            &self.flush_failing,
         );
         gauge(
             &mut out,

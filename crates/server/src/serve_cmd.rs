@@ -58,6 +58,10 @@ pub struct ServeArgs {
     /// Requests in progress beyond which requests get 429.
     #[arg(long)]
     pub max_inflight: Option<usize>,
+    /// Requests without a write key in their headers (read for a `writeKey` in
+    /// the body) in progress beyond which such requests get 429.
+    #[arg(long)]
+    pub max_unauthenticated: Option<usize>,
     /// Dedup window for messageIds, in seconds.
     #[arg(long)]
     pub dedup_window_secs: Option<u64>,
@@ -83,6 +87,9 @@ pub fn config(a: ServeArgs) -> Result<ServerConfig, String> {
     c.max_wal_bytes = a.max_wal_bytes.unwrap_or(c.max_wal_bytes);
     c.max_queue_bytes = a.max_queue_bytes.unwrap_or(c.max_queue_bytes);
     c.max_inflight_requests = a.max_inflight.unwrap_or(c.max_inflight_requests);
+    c.max_unauthenticated_requests = a
+        .max_unauthenticated
+        .unwrap_or(c.max_unauthenticated_requests);
     if let Some(s) = a.dedup_window_secs {
         c.dedup_window = Duration::from_secs(s);
     }

@@ -373,6 +373,22 @@ async fn health_metrics_and_unknown_routes() {
         c.get(srv.url("/v1/batch")).send().await.unwrap().status(),
         405
     );
+    // Each status under its own label: a 405 is not a 404.
+    let text = c
+        .get(srv.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "tenure_http_responses_total{status=\"404\"} 1",
+        "tenure_http_responses_total{status=\"405\"} 1",
+        "tenure_http_responses_total{status=\"other\"} 0",
+    ] {
+        assert!(text.contains(line), "{line} missing in\n{text}");
+    }
     srv.stop().await.unwrap();
 }
 
@@ -470,4 +486,203 @@ async fn store_down_fills_the_wal_then_503_and_nothing_acked_is_lost() {
         assert_eq!(counts.get(id), Some(&1), "{id}");
     }
     assert_eq!(rows.len(), acked.len());
+}
+
+/// Issue 16 item 1: a valid 1 MiB batch of tiny messages without `messageId`
+/// (generated ids make its WAL record about three times the body) is stored
+/// whole, not cut off as a "torn tail" after being acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_batch_of_tiny_messages_is_stored_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let max_body = cfg.max_body_bytes;
+    let srv = Running::start(cfg).await;
+    let c = client();
+    let (s, _) = post(
+        &c,
+        &srv.url("/v1/batch"),
+        batch(
+            (0..10)
+                .map(|i| track(&format!("a{i}"), "u", "e", TS))
+                .collect(),
+        ),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let tiny = r#"{"userId":"u","event":"e"}"#;
+    let n = (max_body - 64) / (tiny.len() + 1);
+    let body = format!(r#"{{"batch":[{}]}}"#, vec![tiny; n].join(","));
+    assert!(body.len() <= max_body && n > 35_000, "{} {n}", body.len());
+    let (s, r) = post(&c, &srv.url("/v1/batch"), body).await;
+    assert_eq!(s, 200, "{r}");
+    let report = srv.stop().await.unwrap();
+    assert_eq!(report.acked, 10 + n as u64);
+    let rows = stored_async(&dir.path().join("store")).await;
+    assert_eq!(rows.len(), 10 + n, "acknowledged events are missing");
+    assert_eq!(id_counts(&rows).len(), 10 + n);
+}
+
+/// Issue 16 item 10: connections that send headers without credentials and
+/// then stall cannot take the places of clients that authenticate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_unauthenticated_connections_do_not_block_real_clients() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.request_timeout = Duration::from_secs(3);
+    let inflight = cfg.max_inflight_requests;
+    let srv = Running::start(cfg).await;
+    let mut stalled = Vec::new();
+    for _ in 0..inflight + 44 {
+        let mut s = tokio::net::TcpStream::connect(srv.addr).await.unwrap();
+        s.write_all(
+            b"POST /v1/batch HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100000\r\n\r\n{\"batch\":[",
+        )
+        .await
+        .unwrap();
+        stalled.push(s);
+    }
+    // Let the server read every one of them and start waiting for their bodies.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let c = client();
+    for i in 0..5 {
+        let (s, r) = post(
+            &c,
+            &srv.url("/v1/batch"),
+            batch(vec![track(&format!("real{i}"), "u", "e", TS)]),
+        )
+        .await;
+        assert_eq!(s, 200, "an authenticated client was refused: {r}");
+    }
+    // A client whose key is only in its body waits in the unauthenticated
+    // pool, which the stalled connections hold: pushed back, not lost.
+    let keyed = serde_json::json!({
+        "batch": [track("body-key", "u", "e", TS)],
+        "writeKey": KEY,
+    })
+    .to_string();
+    let r = c
+        .post(srv.url("/v1/batch"))
+        .body(keyed.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    // The stalled ones are cut off at the request timeout; then body keys work.
+    drop(stalled);
+    let start = std::time::Instant::now();
+    loop {
+        let r = c
+            .post(srv.url("/v1/batch"))
+            .body(keyed.clone())
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 200 {
+            break;
+        }
+        assert_eq!(r.status(), 429);
+        assert!(start.elapsed() < Duration::from_secs(20), "still refused");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    srv.stop().await.unwrap();
+    let rows = stored_async(&dir.path().join("store")).await;
+    assert_eq!(rows.len(), 6);
+}
+
+fn plan_property() -> Vec<tenure_schema::DeclaredProperty> {
+    tenure_schema::Config::parse("[properties]\nplan = \"string\"\n")
+        .unwrap()
+        .properties
+}
+
+/// Issue 16 item 12, at start: a config declaring other properties than the
+/// store's is refused before serving, as bad input.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn declared_properties_other_than_the_stores_are_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Running::start(config(dir.path())).await;
+    let (s, _) = post(
+        &client(),
+        &srv.url("/v1/batch"),
+        batch(vec![track("p1", "u", "e", TS)]),
+    )
+    .await;
+    assert_eq!(s, 200);
+    srv.stop().await.unwrap();
+    let mut cfg = config(dir.path());
+    cfg.ingest.properties = plan_property();
+    let err = match tenure_server::Server::bind(cfg).await {
+        Ok(_) => panic!("a server started on a store with other properties"),
+        Err(e) => e,
+    };
+    assert!(err.is_bad_input(), "{err}");
+    assert!(err.to_string().contains("properties"), "{err}");
+    // The binary says so and exits 2.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tenure-server"))
+        .args(["--to", &dir.path().join("store").display().to_string()])
+        .args(["--wal", &dir.path().join("wal").display().to_string()])
+        .args(["--write-key", KEY, "--listen", "127.0.0.1:0"])
+        .args(["--config", &{
+            let p = dir.path().join("tenure.toml");
+            std::fs::write(&p, "[properties]\nplan = \"string\"\n").unwrap();
+            p.display().to_string()
+        }])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("properties"));
+}
+
+/// Issue 16 item 12, while serving: the store gets other properties under a
+/// running server (it started on an empty store, another writer created the
+/// store first). Every commit fails; `/health` must say so instead of "ok",
+/// and the events stay in the WAL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_commits_make_the_server_unhealthy() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.ingest.properties = plan_property();
+    let srv = Running::start(cfg).await;
+    let c = client();
+    let (s, h) = health(&c, &srv).await;
+    assert_eq!((s, h["status"].as_str()), (200, Some("ok")));
+    // Another server, without declared properties, commits first.
+    let mut other = config(dir.path());
+    other.wal_dir = dir.path().join("wal-other");
+    let other = Running::start(other).await;
+    let (s, _) = post(
+        &c,
+        &other.url("/v1/batch"),
+        batch(vec![track("o1", "u", "e", TS)]),
+    )
+    .await;
+    assert_eq!(s, 200);
+    other.stop().await.unwrap();
+    let (s, _) = post(
+        &c,
+        &srv.url("/v1/batch"),
+        batch(vec![track("m1", "u", "e", TS)]),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let (_, h) = health_until(&c, &srv, Duration::from_secs(20), |s, _| s == 503).await;
+    assert_eq!(h["status"], "flush-failing", "{h}");
+    assert!(h["error"].as_str().unwrap().contains("properties"), "{h}");
+    let text = c
+        .get(srv.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!text.contains("tenure_flush_failing 0"), "{text}");
+    // Nothing acknowledged is dropped: it stays in the WAL.
+    let err = srv.stop().await.unwrap_err();
+    assert!(
+        matches!(err, tenure_server::ServerError::Uncommitted { .. }),
+        "{err}"
+    );
+    let rows = stored_async(&dir.path().join("store")).await;
+    assert_eq!(rows.len(), 1);
 }

@@ -14,12 +14,12 @@ use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use tokio::sync::oneshot;
+use tokio::sync::watch;
 
 use crate::dedup::Dedup;
 use crate::message::Accepted;
 use crate::metrics::Metrics;
-use record::{RECORD_HEADER, SEGMENT_HEADER, encode_event, seal};
+use record::{RECORD_HEADER, SEGMENT_HEADER, encode_records, seal};
 use segment::Segment;
 
 /// Why a request could not be queued.
@@ -33,31 +33,75 @@ pub(crate) enum Refused {
     QueueFull,
     /// The WAL cannot be written (503).
     Broken(String),
+    /// A record would be longer than the reader accepts (413); cannot happen
+    /// with messages within `max_event_bytes`, checked so that nothing the
+    /// flusher would refuse is ever acknowledged.
+    TooLarge(usize),
 }
+
+/// Why a queued request was not made durable.
+#[derive(Debug, Clone)]
+pub(crate) struct Failed {
+    pub message: String,
+    /// The WAL's disk is full (507 rather than 503).
+    pub storage_full: bool,
+}
+
+type Outcome = Option<Result<(), Failed>>;
 
 /// A queued request's answer, once its group is fsynced.
 pub(crate) struct Ticket {
-    rx: oneshot::Receiver<Result<(), String>>,
+    own: watch::Receiver<Outcome>,
+    /// The groups of earlier copies of this request's duplicates that were not
+    /// durable yet when it was queued: it is answered only after them.
+    earlier: Vec<watch::Receiver<Outcome>>,
     /// Messages dropped as duplicates.
     pub duplicates: usize,
 }
 
 impl Ticket {
-    /// Waits until the events are durable (Ok) or could not be written.
-    pub(crate) async fn durable(self) -> Result<(), String> {
-        self.rx
-            .await
-            .unwrap_or_else(|_| Err("the WAL writer stopped".into()))
+    /// Waits until the events are durable (Ok) or could not be written. A
+    /// duplicate counts as durable only once its first copy is: if that copy's
+    /// group failed, so does this request (the client retries, and the retry
+    /// is written, the failed copy having been forgotten).
+    pub(crate) async fn durable(self) -> Result<(), Failed> {
+        async fn outcome(mut rx: watch::Receiver<Outcome>) -> Result<(), Failed> {
+            match rx.wait_for(Option::is_some).await {
+                Ok(v) => v.clone().expect("waited for a value"),
+                Err(_) => Err(Failed {
+                    message: "the WAL writer stopped".into(),
+                    storage_full: false,
+                }),
+            }
+        }
+        outcome(self.own).await?;
+        for rx in self.earlier {
+            outcome(rx).await.map_err(|f| Failed {
+                message: format!(
+                    "an earlier copy of a message of this request (same messageId) could not be written: {}",
+                    f.message
+                ),
+                ..f
+            })?;
+        }
+        Ok(())
     }
 }
 
+/// What other requests may need to know of a queued one: the `messageId`
+/// hashes it holds the first copy of, and how its group ends.
+struct Shared {
+    hashes: Vec<u64>,
+    outcome: watch::Sender<Outcome>,
+}
+
 struct Pending {
-    /// A sealed record, or empty when every message was a duplicate (the entry
+    /// Sealed records, or empty when every message was a duplicate (the entry
     /// still waits for the group fsync, which covers the earlier copies).
     record: Vec<u8>,
-    seq: u64,
-    hashes: Vec<u64>,
-    done: oneshot::Sender<Result<(), String>>,
+    first_seq: u64,
+    last_seq: u64,
+    shared: Arc<Shared>,
 }
 
 struct State {
@@ -65,6 +109,8 @@ struct State {
     queue_bytes: usize,
     next_seq: u64,
     dedup: Dedup,
+    /// The group the writer is writing now (taken from `queue`).
+    writing: Vec<Arc<Shared>>,
     /// Bytes of segments on disk not yet committed and deleted.
     wal_bytes: u64,
     closing: bool,
@@ -73,6 +119,19 @@ struct State {
     /// writing it takes the whole queue when done, unwoken).
     writer_waiting: bool,
     broken: Option<String>,
+}
+
+impl State {
+    /// The queued or being-written request holding the first copy of `h`.
+    /// Only asked for duplicates, and the requests not yet durable are few
+    /// (one group and the queue behind it).
+    fn in_flight(&self, h: u64) -> Option<Arc<Shared>> {
+        self.writing
+            .iter()
+            .chain(self.queue.iter().map(|p| &p.shared))
+            .find(|s| s.hashes.contains(&h))
+            .cloned()
+    }
 }
 
 /// Limits the WAL enforces.
@@ -91,6 +150,8 @@ pub(crate) struct Wal {
     dir: PathBuf,
     writer: u128,
     limits: Limits,
+    /// The reader's record bound: no longer record is ever acknowledged.
+    max_record: usize,
     metrics: Arc<Metrics>,
 }
 
@@ -104,6 +165,7 @@ impl Wal {
     pub(crate) fn new(
         dir: PathBuf,
         limits: Limits,
+        max_record: usize,
         dedup: Dedup,
         recovered_bytes: u64,
         metrics: Arc<Metrics>,
@@ -115,6 +177,7 @@ impl Wal {
                 queue_bytes: 0,
                 next_seq: 1,
                 dedup,
+                writing: Vec::new(),
                 wal_bytes: recovered_bytes,
                 closing: false,
                 roll: false,
@@ -127,6 +190,7 @@ impl Wal {
             // (writer, range) still names each segment's content uniquely.
             writer: uuid::Uuid::now_v7().as_u128(),
             limits,
+            max_record,
             metrics,
         }
     }
@@ -140,16 +204,15 @@ impl Wal {
     /// Queues a request's accepted events (dropping duplicates of recently seen
     /// `messageId`s) and returns a ticket that resolves once they are fsynced.
     pub(crate) fn submit(&self, events: &[Accepted<'_>], now_secs: i64) -> Result<Ticket, Refused> {
-        let mut buf = Vec::with_capacity(
-            RECORD_HEADER + events.iter().map(|e| e.json.len() + 64).sum::<usize>(),
-        );
-        buf.resize(RECORD_HEADER, 0);
-        let mut ends = Vec::with_capacity(events.len());
-        for ev in events {
-            encode_event(ev, &mut buf);
-            ends.push(buf.len());
+        // Encoded outside the lock; re-encoded under it only when duplicates
+        // are dropped (a client retrying).
+        let (mut buf, mut ranges) = encode_records(events, None);
+        if let Some(r) = ranges
+            .iter()
+            .find(|r| r.len() - RECORD_HEADER > self.max_record)
+        {
+            return Err(Refused::TooLarge(r.len()));
         }
-        let (tx, rx) = oneshot::channel();
         let mut st = self.lock();
         if st.closing {
             return Err(Refused::ShuttingDown);
@@ -165,6 +228,7 @@ impl Wal {
         }
         let mut hashes = Vec::with_capacity(events.len());
         let mut keep: Option<Vec<bool>> = None;
+        let mut earlier: Vec<Arc<Shared>> = Vec::new();
         st.dedup.warm(events.iter().filter_map(|e| e.dedup));
         for (i, ev) in events.iter().enumerate() {
             if let Some(h) = ev.dedup {
@@ -172,6 +236,12 @@ impl Wal {
                     hashes.push(h);
                 } else {
                     keep.get_or_insert_with(|| vec![true; events.len()])[i] = false;
+                    // Is the first copy still on its way to the disk?
+                    if let Some(first) = st.in_flight(h)
+                        && !earlier.iter().any(|e| Arc::ptr_eq(e, &first))
+                    {
+                        earlier.push(first);
+                    }
                 }
             }
         }
@@ -179,41 +249,39 @@ impl Wal {
             .as_ref()
             .map_or(0, |k| k.iter().filter(|&&k| !k).count());
         if let Some(keep) = &keep {
-            let mut kept = Vec::with_capacity(buf.len());
-            kept.extend_from_slice(&buf[..RECORD_HEADER]);
-            let mut start = RECORD_HEADER;
-            for (i, &end) in ends.iter().enumerate() {
-                if keep[i] {
-                    kept.extend_from_slice(&buf[start..end]);
-                }
-                start = end;
-            }
-            buf = kept;
+            (buf, ranges) = encode_records(events, Some(keep));
         }
-        let (record, seq) = if buf.len() == RECORD_HEADER {
-            (Vec::new(), 0)
-        } else {
-            let seq = st.next_seq;
+        let first_seq = st.next_seq;
+        for r in &ranges {
+            seal(&mut buf[r.clone()], st.next_seq);
             st.next_seq += 1;
-            seal(&mut buf, seq);
-            (buf, seq)
-        };
-        st.queue_bytes += record.len();
+        }
+        let last_seq = st.next_seq - 1;
+        st.queue_bytes += buf.len();
         self.metrics
             .queue_bytes
             .store(st.queue_bytes as u64, Relaxed);
+        let (tx, rx) = watch::channel(None);
+        let earlier = earlier.iter().map(|s| s.outcome.subscribe()).collect();
         st.queue.push(Pending {
-            record,
-            seq,
-            hashes,
-            done: tx,
+            record: buf,
+            first_seq,
+            last_seq,
+            shared: Arc::new(Shared {
+                hashes,
+                outcome: tx,
+            }),
         });
         let wake = st.writer_waiting;
         drop(st);
         if wake {
             self.wake.notify_one();
         }
-        Ok(Ticket { rx, duplicates })
+        Ok(Ticket {
+            own: rx,
+            earlier,
+            duplicates,
+        })
     }
 
     /// Stops taking requests; the writer drains the queue, closes its segment and exits.
@@ -267,7 +335,7 @@ impl Wal {
                         .0;
                     st.writer_waiting = false;
                 }
-                let batch = std::mem::take(&mut st.queue);
+                let batch = Self::take_group(&mut st);
                 (batch, st.closing, std::mem::take(&mut st.roll))
             };
             if !batch.is_empty() {
@@ -288,6 +356,14 @@ impl Wal {
         }
     }
 
+    /// Takes the whole queue as the next group, marked as being written
+    /// until [`Self::write_group`] ends it.
+    fn take_group(st: &mut State) -> Vec<Pending> {
+        let batch = std::mem::take(&mut st.queue);
+        st.writing = batch.iter().map(|p| p.shared.clone()).collect();
+        batch
+    }
+
     fn write_group(
         &self,
         open: &mut Option<Open>,
@@ -302,6 +378,7 @@ impl Wal {
         };
         let mut st = self.lock();
         st.queue_bytes -= bytes;
+        st.writing.clear();
         self.metrics
             .queue_bytes
             .store(st.queue_bytes as u64, Relaxed);
@@ -311,14 +388,17 @@ impl Wal {
                 self.metrics.wal_bytes.store(st.wal_bytes, Relaxed);
                 drop(st);
                 for p in batch {
-                    let _ = p.done.send(Ok(()));
+                    p.shared.outcome.send_replace(Some(Ok(())));
                 }
             }
             Err(e) => {
+                let storage_full = e.kind() == std::io::ErrorKind::StorageFull;
                 let msg = format!("cannot write the WAL in {}: {e}", self.dir.display());
                 eprintln!("tenure-server: {msg}");
+                // Forgotten under the same lock that ends the group, so a copy
+                // arriving from now on is written as new.
                 for p in &batch {
-                    for &h in &p.hashes {
+                    for &h in &p.shared.hashes {
                         st.dedup.forget(h);
                     }
                 }
@@ -343,8 +423,12 @@ impl Wal {
                     }
                 }
                 drop(st);
+                let failed = Failed {
+                    message: msg,
+                    storage_full,
+                };
                 for p in batch {
-                    let _ = p.done.send(Err(msg.clone()));
+                    p.shared.outcome.send_replace(Some(Err(failed.clone())));
                 }
             }
         }
@@ -362,7 +446,7 @@ impl Wal {
             let first = batch
                 .iter()
                 .find(|p| !p.record.is_empty())
-                .map(|p| p.seq)
+                .map(|p| p.first_seq)
                 .expect("a group with bytes has a record");
             let (file, path) = segment::create(&self.dir, self.writer, first)?;
             grown += SEGMENT_HEADER as u64;
@@ -383,7 +467,7 @@ impl Wal {
         let mut slices = Vec::with_capacity(batch.len());
         for p in batch.iter().filter(|p| !p.record.is_empty()) {
             slices.push(IoSlice::new(&p.record));
-            last = p.seq;
+            last = p.last_seq;
         }
         // The group's records in as few writev calls as the kernel allows,
         // without copying them into one buffer first.
@@ -407,4 +491,142 @@ fn write_all_vectored(f: &mut File, mut bufs: &mut [IoSlice<'_>]) -> std::io::Re
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+#[path = "../../tests/common/tmpfs.rs"]
+mod tmpfs;
+
+#[cfg(test)]
+mod tests {
+    use std::borrow::Cow;
+
+    use super::*;
+
+    fn ev(id: &'static str) -> Accepted<'static> {
+        Accepted {
+            ts: 1,
+            id: Cow::Borrowed(id),
+            dedup: Some(xxhash_rust::xxh3::xxh3_64(id.as_bytes())),
+            kind: 1,
+            json: "{}",
+        }
+    }
+
+    fn wait(t: Ticket) -> Result<(), Failed> {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(t.durable())
+    }
+
+    /// Issue 16 item 9: a duplicate that arrives while its first copy's group
+    /// is being written is answered with that group's outcome. The group fails
+    /// for real: the WAL is on a full tmpfs.
+    #[test]
+    fn a_duplicate_is_not_acknowledged_when_its_first_copy_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal_dir = dir.path().join("wal");
+        let Some(fs) = tmpfs::mount(
+            &wal_dir,
+            1 << 20,
+            "wal::tests::a_duplicate_is_not_acknowledged_when_its_first_copy_fails",
+        ) else {
+            return;
+        };
+        let limits = Limits {
+            flush_bytes: 1 << 20,
+            flush_age: Duration::from_secs(3600),
+            max_wal_bytes: 1 << 30,
+            max_queue_bytes: 1 << 30,
+        };
+        let metrics = Arc::new(Metrics::new());
+        let wal = Wal::new(wal_dir, limits, 1 << 21, Dedup::new(3600, 1000), 0, metrics);
+        let (segments, _rx) = mpsc::channel();
+        let mut open = None;
+        // The writer's steps, one by one: take a group, write it.
+        let write_next = |open: &mut Option<Open>| {
+            let group = Wal::take_group(&mut wal.lock());
+            wal.write_group(open, group, &segments);
+        };
+
+        // A duplicate of a copy being written, which succeeds: acknowledged.
+        let first = wal.submit(&[ev("a1")], 100).unwrap();
+        let group = Wal::take_group(&mut wal.lock());
+        let dup = wal.submit(&[ev("a1")], 100).unwrap();
+        assert_eq!(dup.duplicates, 1);
+        wal.write_group(&mut open, group, &segments);
+        write_next(&mut open);
+        wait(first).unwrap();
+        wait(dup).unwrap();
+        // The segment rolls, so the next group needs a new file.
+        drop(open.take());
+
+        let filler = fs.fill("filler");
+        let first = wal.submit(&[ev("m1"), ev("m2")], 100).unwrap();
+        let group = Wal::take_group(&mut wal.lock());
+        // The client's retry arrives while the first copy is being written.
+        let dup = wal.submit(&[ev("m1")], 100).unwrap();
+        assert_eq!(dup.duplicates, 1);
+        wal.write_group(&mut open, group, &segments);
+        let f = wait(first).unwrap_err();
+        assert!(f.storage_full, "{}", f.message);
+        write_next(&mut open);
+        let f = wait(dup).expect_err("a duplicate of a failed write was acknowledged");
+        assert!(f.storage_full, "{}", f.message);
+        assert!(f.message.contains("earlier copy"), "{}", f.message);
+
+        // Space returns: the copy sent again is written, not taken for a duplicate.
+        std::fs::remove_file(filler).unwrap();
+        let again = wal.submit(&[ev("m1"), ev("m2"), ev("m3")], 100).unwrap();
+        assert_eq!(again.duplicates, 0);
+        write_next(&mut open);
+        wait(again).unwrap();
+        let dup = wal.submit(&[ev("m1")], 100).unwrap();
+        assert_eq!(dup.duplicates, 1);
+        write_next(&mut open);
+        wait(dup).unwrap();
+        drop(open);
+    }
+
+    /// Issue 16 item 1: however a request's events encode, no record the
+    /// writer produces is longer than the reader's bound.
+    #[test]
+    fn records_are_split_within_the_readers_bound() {
+        let tiny = r#"{"userId":"u","event":"e"}"#;
+        let big = "x".repeat(32 << 10);
+        let mut events: Vec<Accepted<'_>> = (0..45_000)
+            .map(|_| Accepted {
+                ts: 1,
+                id: Cow::Owned(uuid::Uuid::now_v7().hyphenated().to_string()),
+                dedup: None,
+                kind: 1,
+                json: tiny,
+            })
+            .collect();
+        events.insert(
+            100,
+            Accepted {
+                ts: 1,
+                id: Cow::Owned("i".repeat(32 << 10)),
+                dedup: None,
+                kind: 1,
+                json: &big,
+            },
+        );
+        let bound = record::max_record_len(1 << 20, 32 << 10);
+        let (mut buf, ranges) = record::encode_records(&events, None);
+        assert!(ranges.len() > 2, "{}", ranges.len());
+        for (i, r) in ranges.iter().enumerate() {
+            assert!(r.len() - RECORD_HEADER <= bound);
+            seal(&mut buf[r.clone()], i as u64 + 1);
+        }
+        let (read, tail) = record::read_records(&buf, bound);
+        assert_eq!(tail, record::Tail::Clean);
+        let n: usize = read
+            .iter()
+            .map(|r| record::events(r.payload).unwrap().len())
+            .sum();
+        assert_eq!(n, events.len());
+    }
 }

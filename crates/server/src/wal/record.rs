@@ -34,6 +34,71 @@ pub(crate) const SEGMENT_HEADER: usize = 8 + 16;
 pub(crate) const RECORD_HEADER: usize = 4 + 8 + 8;
 /// Kind bit: the event id was generated, not the client's `messageId`.
 const GENERATED_ID: u8 = 0x80;
+/// A request's events go into records of at most this many payload bytes (a
+/// record holds one event at least, so a single larger event makes a larger
+/// record). A 1 MiB batch of tiny messages grows to about 3 MiB once ids and
+/// framing are added; split, no record depends on how a body encodes.
+pub(crate) const RECORD_SPLIT: usize = 1 << 20;
+/// Bytes an event takes in a payload besides its id and JSON.
+const EVENT_FRAMING: usize = 8 + 1 + 2 + 4;
+
+/// The largest record payload the writer can produce, which is the bound the
+/// reader enforces (a longer length field is taken for a torn write): a full
+/// split record, or one event alone with the longest id and message allowed.
+/// Never below the bound of earlier versions (`max_body * 2 + 4096`), so their
+/// segments stay readable.
+pub(crate) fn max_record_len(max_body_bytes: usize, max_event_bytes: usize) -> usize {
+    let one_event = EVENT_FRAMING + max_event_bytes.min(u16::MAX as usize) + max_event_bytes;
+    RECORD_SPLIT
+        .max(one_event)
+        .max(max_body_bytes.saturating_mul(2).saturating_add(4096))
+}
+
+/// The encoded size of one event in a payload.
+pub(crate) fn encoded_len(ev: &Accepted<'_>) -> usize {
+    EVENT_FRAMING + ev.id.len().min(u16::MAX as usize) + ev.json.len()
+}
+
+/// Encodes `events` (those `keep` marks, when given) as records with room for
+/// their headers, cut so that no payload exceeds [`RECORD_SPLIT`] unless one
+/// event alone does. Returns the bytes and each record's range in them; seal
+/// each range with [`seal`].
+pub(crate) fn encode_records(
+    events: &[Accepted<'_>],
+    keep: Option<&[bool]>,
+) -> (Vec<u8>, Vec<std::ops::Range<usize>>) {
+    let kept = |i: usize| keep.is_none_or(|k| k[i]);
+    let total: usize = events
+        .iter()
+        .enumerate()
+        .filter(|&(i, _)| kept(i))
+        .map(|(_, e)| encoded_len(e))
+        .sum();
+    let mut buf = Vec::with_capacity(total + RECORD_HEADER * (total / RECORD_SPLIT + 1));
+    let mut ranges = Vec::new();
+    let mut start = None;
+    for (i, ev) in events.iter().enumerate() {
+        if !kept(i) {
+            continue;
+        }
+        let n = encoded_len(ev);
+        if let Some(s) = start
+            && buf.len() - s - RECORD_HEADER + n > RECORD_SPLIT
+        {
+            ranges.push(s..buf.len());
+            start = None;
+        }
+        if start.is_none() {
+            start = Some(buf.len());
+            buf.resize(buf.len() + RECORD_HEADER, 0);
+        }
+        encode_event(ev, &mut buf);
+    }
+    if let Some(s) = start {
+        ranges.push(s..buf.len());
+    }
+    (buf, ranges)
+}
 
 /// Appends one event to a record payload under construction.
 pub(crate) fn encode_event(ev: &Accepted<'_>, out: &mut Vec<u8>) {

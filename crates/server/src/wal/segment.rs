@@ -57,9 +57,17 @@ pub(crate) fn create(dir: &Path, writer: u128, first_seq: u64) -> std::io::Resul
     let mut header = Vec::with_capacity(SEGMENT_HEADER);
     header.extend_from_slice(MAGIC);
     header.extend_from_slice(&writer.to_be_bytes());
-    f.write_all(&header)?;
-    f.sync_all()?;
-    sync_dir(dir)?;
+    let durable = f
+        .write_all(&header)
+        .and_then(|()| f.sync_all())
+        .and_then(|()| sync_dir(dir));
+    if let Err(e) = durable {
+        // A full disk, typically: leave no headerless file behind for every
+        // group that fails until space returns.
+        drop(f);
+        let _ = std::fs::remove_file(&path);
+        return Err(e);
+    }
     Ok((f, path))
 }
 

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod tmpfs;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -188,4 +190,34 @@ pub fn id_counts(rows: &[Row]) -> HashMap<String, usize> {
         *m.entry(r.event_id.clone()).or_insert(0) += 1;
     }
     m
+}
+
+/// `/health`: its status code and body.
+pub async fn health(c: &reqwest::Client, srv: &Running) -> (u16, serde_json::Value) {
+    let r = c
+        .get(srv.url("/health"))
+        .send()
+        .await
+        .expect("health answers");
+    let status = r.status().as_u16();
+    (status, r.json().await.expect("health is JSON"))
+}
+
+/// Asks `/health` every 100 ms until `done` holds for its answer; panics with
+/// the last answer if that takes more than `within`.
+pub async fn health_until(
+    c: &reqwest::Client,
+    srv: &Running,
+    within: Duration,
+    done: impl Fn(u16, &serde_json::Value) -> bool,
+) -> (u16, serde_json::Value) {
+    let start = std::time::Instant::now();
+    loop {
+        let (s, h) = health(c, srv).await;
+        if done(s, &h) {
+            return (s, h);
+        }
+        assert!(start.elapsed() < within, "still {s} {h} after {within:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
