@@ -9,7 +9,7 @@ use futures::TryStreamExt;
 use object_store::ObjectStoreExt;
 use tenure_schema::{MANIFEST_PREFIX, Snapshot, StoreLayout};
 
-pub use store::Store;
+pub use store::{RETRY, RetryPolicy, Store};
 
 /// Errors opening or reading a store.
 #[derive(Debug, thiserror::Error)]
