@@ -1,5 +1,8 @@
 //! Blocking access to the object store for the (CPU-bound, synchronous) ingest
-//! pipeline: each call runs on a small shared tokio runtime.
+//! pipeline: each call runs on a small shared tokio runtime. Every operation
+//! but the conditional put is idempotent and runs again after a transport
+//! failure ([`tenure_store::retry`]); the conditional put's outcome is settled
+//! by [`crate::manifest::try_commit`].
 
 use std::sync::LazyLock;
 
@@ -8,6 +11,7 @@ use futures::TryStreamExt;
 use object_store::{ObjectMeta, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 
 use crate::{IngestError, Store};
+use tenure_store::retry::idempotent;
 
 static RUNTIME: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
     tokio::runtime::Builder::new_multi_thread()
@@ -40,9 +44,9 @@ impl Io {
     /// Reads a whole object.
     pub fn get(&self, rel: &str) -> Result<Bytes, IngestError> {
         let p = self.store.path(rel);
-        Ok(block_on(async {
+        Ok(block_on(idempotent(|| async {
             self.store.inner.get(&p).await?.bytes().await
-        })?)
+        }))?)
     }
 
     /// Reads a whole object, or `None` if it does not exist.
@@ -57,7 +61,8 @@ impl Io {
     /// Writes (or overwrites) an object atomically.
     pub fn put(&self, rel: &str, data: Vec<u8>) -> Result<(), IngestError> {
         let p = self.store.path(rel);
-        block_on(self.store.inner.put(&p, PutPayload::from(data)))?;
+        let data = PutPayload::from(data);
+        block_on(idempotent(|| self.store.inner.put(&p, data.clone())))?;
         Ok(())
     }
 
@@ -80,7 +85,7 @@ impl Io {
     /// `Ok(false)` when the source is already gone.
     pub fn rename(&self, from: &str, to: &str) -> Result<bool, IngestError> {
         let (f, t) = (self.store.path(from), self.store.path(to));
-        match block_on(self.store.inner.rename(&f, &t)) {
+        match block_on(idempotent(|| self.store.inner.rename(&f, &t))) {
             Ok(()) => Ok(true),
             Err(object_store::Error::NotFound { .. }) => Ok(false),
             Err(e) => Err(e.into()),
@@ -90,7 +95,7 @@ impl Io {
     /// Deletes an object; a missing one is fine.
     pub fn delete(&self, rel: &str) -> Result<(), IngestError> {
         let p = self.store.path(rel);
-        match block_on(self.store.inner.delete(&p)) {
+        match block_on(idempotent(|| self.store.inner.delete(&p))) {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(e.into()),
         }
@@ -99,7 +104,8 @@ impl Io {
     /// Lists every object under a prefix, with paths made root-relative.
     pub fn list(&self, prefix: &str) -> Result<Vec<(String, ObjectMeta)>, IngestError> {
         let p = self.store.path(prefix);
-        let metas: Vec<ObjectMeta> = block_on(self.store.inner.list(Some(&p)).try_collect())?;
+        let metas: Vec<ObjectMeta> =
+            block_on(idempotent(|| self.store.inner.list(Some(&p)).try_collect()))?;
         Ok(metas
             .into_iter()
             .map(|m| (self.store.relative(&m.location), m))

@@ -16,6 +16,15 @@ use tenure_testkit::{Fault, FaultPlan, FaultProxy, s3_test_server, unique_prefix
 /// Every fault kind, on a share of all requests.
 fn faulty(seed: u64) -> FaultPlan {
     FaultPlan::seeded(seed)
+        .script([
+            Fault::Drop,
+            Fault::LostResponse,
+            Fault::Status(500),
+            Fault::Status(503),
+            Fault::StatusAfterForward(500),
+            Fault::Delay(Duration::from_millis(150)),
+            Fault::ResetMidBody,
+        ])
         .share(0.05, Fault::Drop)
         .share(0.05, Fault::LostResponse)
         .share(0.05, Fault::Status(500))
@@ -112,7 +121,11 @@ fn a_lost_answer_to_the_manifest_put_is_our_own_commit() {
     };
     let dir = tempfile::tempdir().unwrap();
     for fault in [Fault::LostResponse, Fault::StatusAfterForward(500)] {
-        let plan = || FaultPlan::none().script([fault]).only("PUT", "/_tenure/manifest/");
+        let plan = || {
+            FaultPlan::none()
+                .script([fault])
+                .only("PUT", "/_tenure/manifest/")
+        };
         let proxy = FaultProxy::start(&endpoint, plan()).unwrap();
         let (url, direct) = urls(&proxy, &bucket, "lost-answer");
         let a = input(dir.path(), "a", 40);
@@ -126,17 +139,21 @@ fn a_lost_answer_to_the_manifest_put_is_our_own_commit() {
         let b = input(dir.path(), "b", 40);
         assert_eq!(ingest(&url, &b).unwrap().version, Some(2));
         proxy.set_plan(plan());
-        let c = tenure_ingest::compact(Store::open(&url).unwrap(), &Default::default(), None, |_, _| {})
-            .unwrap_or_else(|e| panic!("compaction, {fault:?}: {e}"));
+        let c = tenure_ingest::compact(
+            Store::open(&url).unwrap(),
+            &Default::default(),
+            None,
+            |_, _| {},
+        )
+        .unwrap_or_else(|e| panic!("compaction, {fault:?}: {e}"));
         assert_eq!(proxy.stats().count(fault.name()), 1);
         assert_eq!(c.version, Some(3));
         let mut want = ids_of("a", 40);
         want.extend(ids_of("b", 40));
         assert_exact(&direct, &want, 2);
-        let snap = tenure_ingest::io::block_on(tenure_store::load_latest(
-            &Store::open(&direct).unwrap(),
-        ))
-        .unwrap();
+        let snap =
+            tenure_ingest::io::block_on(tenure_store::load_latest(&Store::open(&direct).unwrap()))
+                .unwrap();
         assert_eq!(snap.files.len(), 3, "one file per day after compaction");
     }
 }
@@ -161,15 +178,29 @@ fn ingest_and_compaction_through_a_faulty_s3_are_exact() {
         .collect();
     let mut outcomes: HashMap<&str, u64> = HashMap::new();
     for file in &inputs {
-        let ok = ingest(&url, file).is_ok();
-        *outcomes.entry(if ok { "ok" } else { "failed" }).or_default() += 1;
+        let result = ingest(&url, file);
+        if let Err(e) = &result {
+            eprintln!("ingest failed: {e}");
+        }
+        let ok = result.is_ok();
+        *outcomes
+            .entry(if ok { "ok" } else { "failed" })
+            .or_default() += 1;
         // Whatever happened, a reader sees whole commits only.
         let (ids, sources, _) = visible(&direct);
         assert_eq!(ids.len(), sources * ROWS);
     }
     for _ in 0..4 {
-        let ok = tenure_ingest::compact(Store::open(&url).unwrap(), &Default::default(), None, |_, _| {}).is_ok();
-        *outcomes.entry(if ok { "compact ok" } else { "compact failed" }).or_default() += 1;
+        let ok = tenure_ingest::compact(
+            Store::open(&url).unwrap(),
+            &Default::default(),
+            None,
+            |_, _| {},
+        )
+        .is_ok();
+        *outcomes
+            .entry(if ok { "compact ok" } else { "compact failed" })
+            .or_default() += 1;
         let (ids, sources, _) = visible(&direct);
         assert_eq!(ids.len(), sources * ROWS);
         // Ingest one more input between compactions so there is work left.
@@ -177,19 +208,95 @@ fn ingest_and_compaction_through_a_faulty_s3_are_exact() {
     }
     let stats = proxy.stats();
     eprintln!("outcomes {outcomes:?}; proxy {stats:?}");
-    for kind in ["drop", "lost-response", "500", "503", "status-after-forward", "delay", "reset-mid-body"] {
+    // Transient faults are retried away: every run succeeds.
+    assert_eq!(
+        outcomes,
+        HashMap::from([("ok", ROUNDS as u64), ("compact ok", 4)])
+    );
+    for kind in [
+        "drop",
+        "lost-response",
+        "500",
+        "503",
+        "status-after-forward",
+        "delay",
+        "reset-mid-body",
+    ] {
         assert!(stats.count(kind) > 0, "no {kind} fault injected: {stats:?}");
     }
 
+    // Hard refusals, which no retry overcomes: of the manifest put (the run
+    // fails before its commit) and of the copies into `events/` (the run fails
+    // after its commit, its files still staged). Either way a reader sees
+    // whole commits only, and compaction fails the same two ways.
+    let refuse = |path: &str| {
+        FaultPlan::seeded(1)
+            .share(1.0, Fault::Status(403))
+            .only("PUT", path)
+    };
+    let hard = [
+        input(dir.path(), "hard0", ROWS),
+        input(dir.path(), "hard1", ROWS),
+    ];
+    for (file, path) in hard.iter().zip(["/_tenure/manifest/", "/events/"]) {
+        proxy.set_plan(refuse(path));
+        assert!(ingest(&url, file).is_err(), "refused {path}");
+        let (ids, sources, _) = visible(&direct);
+        assert_eq!(ids.len(), sources * ROWS);
+    }
+    for path in ["/_tenure/manifest/", "/events/"] {
+        proxy.set_plan(refuse(path));
+        let compacted = tenure_ingest::compact(
+            Store::open(&url).unwrap(),
+            &Default::default(),
+            None,
+            |_, _| {},
+        );
+        assert!(compacted.is_err(), "refused {path}");
+        let (ids, sources, _) = visible(&direct);
+        assert_eq!(ids.len(), sources * ROWS);
+        assert!(proxy.stats().count("status") > 0);
+    }
+
     proxy.set_plan(FaultPlan::none());
-    for file in &inputs {
+    for file in inputs.iter().chain(&hard) {
         ingest(&url, file).unwrap();
     }
-    let want: Vec<String> = (0..ROUNDS).flat_map(|r| ids_of(&format!("r{r}"), ROWS)).collect();
-    assert_exact(&direct, &want, ROUNDS);
-    tenure_ingest::compact(Store::open(&url).unwrap(), &Default::default(), None, |_, _| {}).unwrap();
-    assert_exact(&direct, &want, ROUNDS);
+    let want: Vec<String> = (0..ROUNDS)
+        .map(|r| format!("r{r}"))
+        .chain(["hard0".into(), "hard1".into()])
+        .flat_map(|tag| ids_of(&tag, ROWS))
+        .collect();
+    let sources = ROUNDS + hard.len();
+    assert_exact(&direct, &want, sources);
+    tenure_ingest::compact(
+        Store::open(&url).unwrap(),
+        &Default::default(),
+        None,
+        |_, _| {},
+    )
+    .unwrap();
+    assert_exact(&direct, &want, sources);
+    // Nothing left in staging once the store is compacted and recovered.
+    let io = Io::new(Store::open(&direct).unwrap());
+    let snap = manifest::load_latest(&io).unwrap();
+    let events: Vec<String> = io
+        .list("events")
+        .unwrap()
+        .into_iter()
+        .map(|(p, _)| p)
+        .collect();
+    let mut committed: Vec<String> = snap.files.iter().map(|f| f.path.clone()).collect();
+    committed.sort();
+    let mut events = events;
+    events.sort();
+    assert_eq!(
+        events, committed,
+        "events/ holds exactly the committed files"
+    );
     // Every user_id has one key: the dictionary holds each distinct user once.
-    let users: std::collections::HashSet<String> = (0..ROWS).map(|i| format!("u{}", (i * 7) % (ROWS / 4 + 3))).collect();
+    let users: std::collections::HashSet<String> = (0..ROWS)
+        .map(|i| format!("u{}", (i * 7) % (ROWS / 4 + 3)))
+        .collect();
     assert_eq!(visible(&direct).2, users.len() as u64);
 }

@@ -3,6 +3,7 @@
 //! manifest snapshot.
 #![deny(missing_docs)]
 
+pub mod retry;
 mod store;
 
 use futures::TryStreamExt;
@@ -39,7 +40,7 @@ pub enum StoreError {
 pub async fn load_latest(store: &Store) -> Result<Snapshot, StoreError> {
     let prefix = store.path(MANIFEST_PREFIX);
     let metas: Vec<object_store::ObjectMeta> =
-        store.inner.list(Some(&prefix)).try_collect().await?;
+        retry::idempotent(|| store.inner.list(Some(&prefix)).try_collect()).await?;
     let latest = metas
         .iter()
         .filter_map(|m| StoreLayout::manifest_version(m.location.filename()?))
@@ -47,12 +48,8 @@ pub async fn load_latest(store: &Store) -> Result<Snapshot, StoreError> {
     let Some(version) = latest else {
         return Ok(Snapshot::default());
     };
-    let data = store
-        .inner
-        .get(&store.path(&StoreLayout::manifest(version)))
-        .await?
-        .bytes()
-        .await?;
+    let path = store.path(&StoreLayout::manifest(version));
+    let data = retry::idempotent(|| async { store.inner.get(&path).await?.bytes().await }).await?;
     Snapshot::from_json(&data).map_err(|e| StoreError::Corrupt {
         url: store.url.clone(),
         message: format!("manifest version {version}: {e}"),
@@ -77,12 +74,14 @@ pub async fn readable_paths(store: &Store, snapshot: &Snapshot) -> Result<Vec<St
             .collect());
     }
     let prefix = store.path("events");
-    let present: std::collections::HashSet<String> = store
-        .inner
-        .list(Some(&prefix))
-        .map_ok(|m| store.relative(&m.location))
-        .try_collect()
-        .await?;
+    let present: std::collections::HashSet<String> = retry::idempotent(|| {
+        store
+            .inner
+            .list(Some(&prefix))
+            .map_ok(|m| store.relative(&m.location))
+            .try_collect()
+    })
+    .await?;
     Ok(snapshot
         .files
         .iter()

@@ -139,7 +139,9 @@ impl Store {
         let root = Path::from(parsed.path().trim_matches('/'));
         let is_s3 = matches!(parsed.scheme(), "s3" | "s3a");
         if parsed.query().is_some() && !is_s3 {
-            return Err(bad("options in the URL (`?key=value`) are for s3:// only".into()));
+            return Err(bad(
+                "options in the URL (`?key=value`) are for s3:// only".into()
+            ));
         }
         let inner: Arc<dyn ObjectStore> = match parsed.scheme() {
             "s3" | "s3a" => {

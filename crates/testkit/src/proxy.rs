@@ -124,7 +124,10 @@ impl FaultPlan {
 
     fn matches(&self, method: &str, path: &str) -> bool {
         self.method.as_deref().is_none_or(|m| m == method)
-            && self.path_contains.as_deref().is_none_or(|p| path.contains(p))
+            && self
+                .path_contains
+                .as_deref()
+                .is_none_or(|p| path.contains(p))
     }
 
     /// The fault of the matching request with this index.
@@ -309,7 +312,11 @@ impl AsyncRead for ResetOnDrop {
 }
 
 impl AsyncWrite for ResetOnDrop {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
     }
 
@@ -372,7 +379,10 @@ async fn handle(
                 Err(io::Error::from(io::ErrorKind::ConnectionReset))
             }));
             // The server's Content-Length stays, so the client expects the rest.
-            Ok(Response::from_parts(parts, BodyExt::boxed(StreamBody::new(frames))))
+            Ok(Response::from_parts(
+                parts,
+                BodyExt::boxed(StreamBody::new(frames)),
+            ))
         }
     }
 }
@@ -391,10 +401,7 @@ async fn forward(shared: &Shared, req: Request<Incoming>) -> io::Result<Response
 
 /// Reads the server's whole answer, so its work is surely done.
 async fn finish(resp: Response<Incoming>) -> io::Result<()> {
-    resp.into_body()
-        .collect()
-        .await
-        .map_err(io::Error::other)?;
+    resp.into_body().collect().await.map_err(io::Error::other)?;
     Ok(())
 }
 
