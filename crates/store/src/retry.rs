@@ -15,15 +15,22 @@ pub const OPERATION_RETRIES: u32 = 3;
 /// True when `e` is a transport failure (connection closed or reset, body cut
 /// short, timeout) rather than an answer of the store: running the operation
 /// again may succeed. Answers (not found, already exists, 4xx, 5xx after
-/// object_store's retries) are final.
+/// object_store's retries) are final, and so is a store that cannot be
+/// reached at all (object_store has spent its whole retry budget on it).
+///
+/// With [`crate::RETRY`], an operation therefore gives up within about
+/// `(OPERATION_RETRIES + 1) x (retry_timeout + one attempt)` in the worst case
+/// (a store that keeps cutting connections), and within seconds when the
+/// faults are occasional.
 pub fn is_transport_error(e: &object_store::Error) -> bool {
+    use object_store::client::{HttpError, HttpErrorKind};
     if !matches!(e, object_store::Error::Generic { .. }) {
         return false;
     }
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = source {
-        if err.is::<object_store::client::HttpError>() {
-            return true;
+        if let Some(http) = err.downcast_ref::<HttpError>() {
+            return !matches!(http.kind(), HttpErrorKind::Connect);
         }
         source = err.source();
     }
