@@ -6,6 +6,10 @@
 //! file and each directory from its own up to the store root are fsynced. A
 //! commit (staged files, users segment, manifest version, files moved into place)
 //! is therefore on disk when it returns, and the server may drop its WAL.
+//!
+//! Every operation but the conditional put is idempotent and runs again after a
+//! transport failure ([`tenure_store::retry`]); the conditional put's outcome is
+//! settled by [`crate::manifest::try_commit`].
 
 use std::sync::LazyLock;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,6 +19,7 @@ use futures::TryStreamExt;
 use object_store::{ObjectMeta, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 
 use crate::{IngestError, Store};
+use tenure_store::retry::idempotent;
 
 static RUNTIME: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
     tokio::runtime::Builder::new_multi_thread()
@@ -55,9 +60,9 @@ impl Io {
     /// Reads a whole object.
     pub fn get(&self, rel: &str) -> Result<Bytes, IngestError> {
         let p = self.store.path(rel);
-        Ok(block_on(async {
+        Ok(block_on(idempotent(|| async {
             self.store.inner.get(&p).await?.bytes().await
-        })?)
+        }))?)
     }
 
     /// Reads a whole object, or `None` if it does not exist.
@@ -82,7 +87,8 @@ impl Io {
     /// Writes (or overwrites) an object atomically (and durably on local disk).
     pub fn put(&self, rel: &str, data: Vec<u8>) -> Result<(), IngestError> {
         let p = self.store.path(rel);
-        block_on(self.store.inner.put(&p, PutPayload::from(data)))?;
+        let data = PutPayload::from(data);
+        block_on(idempotent(|| self.store.inner.put(&p, data.clone())))?;
         self.sync(rel)
     }
 
@@ -140,7 +146,7 @@ impl Io {
     /// source is already gone.
     pub fn rename(&self, from: &str, to: &str) -> Result<bool, IngestError> {
         let (f, t) = (self.store.path(from), self.store.path(to));
-        match block_on(self.store.inner.rename(&f, &t)) {
+        match block_on(idempotent(|| self.store.inner.rename(&f, &t))) {
             Ok(()) => self.sync(to).map(|()| true),
             Err(object_store::Error::NotFound { .. }) => Ok(false),
             Err(e) => Err(e.into()),
@@ -150,7 +156,7 @@ impl Io {
     /// Deletes an object; a missing one is fine.
     pub fn delete(&self, rel: &str) -> Result<(), IngestError> {
         let p = self.store.path(rel);
-        match block_on(self.store.inner.delete(&p)) {
+        match block_on(idempotent(|| self.store.inner.delete(&p))) {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(e.into()),
         }
@@ -159,7 +165,8 @@ impl Io {
     /// Lists every object under a prefix, with paths made root-relative.
     pub fn list(&self, prefix: &str) -> Result<Vec<(String, ObjectMeta)>, IngestError> {
         let p = self.store.path(prefix);
-        let metas: Vec<ObjectMeta> = block_on(self.store.inner.list(Some(&p)).try_collect())?;
+        let metas: Vec<ObjectMeta> =
+            block_on(idempotent(|| self.store.inner.list(Some(&p)).try_collect()))?;
         Ok(metas
             .into_iter()
             .map(|m| (self.store.relative(&m.location), m))

@@ -12,6 +12,8 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
+use tenure_store::retry::{OPERATION_RETRIES, is_transport_error};
+
 use tenure_schema::{
     CHECKPOINT_INTERVAL, CheckpointHint, MANIFEST_PREFIX, RetiredFile, Snapshot, StoreLayout,
 };
@@ -46,7 +48,26 @@ pub fn try_commit(io: &Io, base: &Snapshot, next: &Snapshot) -> Result<bool, Ing
     {
         return Ok(false);
     }
-    io.put_if_absent(&StoreLayout::manifest(next.version), next.commit_file(base))
+    let rel = StoreLayout::manifest(next.version);
+    let data = next.commit_file(base);
+    let mut retries = 0;
+    loop {
+        match io.put_if_absent(&rel, data.clone()) {
+            Ok(true) => return Ok(true),
+            Ok(false) => return Ok(committed_by(io, &rel, &next.txn)?.unwrap_or(false)),
+            Err(e) => {
+                if let Ok(Some(ours)) = committed_by(io, &rel, &next.txn) {
+                    return Ok(ours);
+                }
+                let transport = matches!(&e, IngestError::ObjectStore(o) if is_transport_error(o));
+                if !transport || retries == OPERATION_RETRIES {
+                    return Err(e);
+                }
+                std::thread::sleep(Duration::from_millis(100 << retries));
+                retries += 1;
+            }
+        }
+    }
 }
 
 /// Housekeeping after a successful commit of `version`: on every
@@ -269,4 +290,16 @@ pub fn maintain(io: &Io, retain: Duration) -> Result<Vec<String>, IngestError> {
     }
     checkpoint(io, retain)?;
     Ok(notes)
+
+}
+
+/// Whether the manifest version at `rel` was committed by transaction `txn`;
+/// `None` when there is no such version. Every commit file (whole snapshot or
+/// delta) carries its `txn` at the top level; one that cannot be parsed is not
+/// ours (ours was whole when sent).
+fn committed_by(io: &Io, rel: &str, txn: &str) -> Result<Option<bool>, IngestError> {
+    Ok(io.get_opt(rel)?.map(|data| {
+        serde_json::from_slice::<serde_json::Value>(&data)
+            .is_ok_and(|v| v.get("txn").and_then(|t| t.as_str()) == Some(txn))
+    }))
 }

@@ -4,12 +4,13 @@
 #![deny(missing_docs)]
 
 mod log;
+pub mod retry;
 mod store;
 
 use futures::TryStreamExt;
 use tenure_schema::{FileEntry, Snapshot, StoreLayout};
 
-pub use store::Store;
+pub use store::{RETRY, RetryPolicy, Store};
 
 /// Errors opening or reading a store.
 #[derive(Debug, thiserror::Error)]
@@ -117,12 +118,14 @@ pub async fn readable_paths(store: &Store, snapshot: &Snapshot) -> Result<Vec<St
             .collect());
     }
     let prefix = store.path("events");
-    let present: std::collections::HashSet<String> = store
-        .inner
-        .list(Some(&prefix))
-        .map_ok(|m| store.relative(&m.location))
-        .try_collect()
-        .await?;
+    let present: std::collections::HashSet<String> = retry::idempotent(|| {
+        store
+            .inner
+            .list(Some(&prefix))
+            .map_ok(|m| store.relative(&m.location))
+            .try_collect()
+    })
+    .await?;
     Ok(snapshot
         .files
         .iter()

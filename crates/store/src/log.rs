@@ -32,13 +32,17 @@ async fn list(store: &Store, after: Option<u64>) -> Result<Listing, StoreError> 
         // versions after it (its own checkpoint file sorts before it).
         Some(v) => {
             let offset = store.path(&StoreLayout::manifest(v));
-            store
-                .inner
-                .list_with_offset(Some(&prefix), &offset)
-                .try_collect()
-                .await?
+            crate::retry::idempotent(|| {
+                store
+                    .inner
+                    .list_with_offset(Some(&prefix), &offset)
+                    .try_collect()
+            })
+            .await?
         }
-        None => store.inner.list(Some(&prefix)).try_collect().await?,
+        None => {
+            crate::retry::idempotent(|| store.inner.list(Some(&prefix)).try_collect()).await?
+        }
     };
     let mut out = Listing::default();
     for m in &metas {
@@ -55,8 +59,10 @@ async fn list(store: &Store, after: Option<u64>) -> Result<Listing, StoreError> 
 }
 
 async fn get(store: &Store, rel: &str) -> Result<Option<bytes::Bytes>, StoreError> {
-    match store.inner.get(&store.path(rel)).await {
-        Ok(r) => Ok(Some(r.bytes().await?)),
+    let path = store.path(rel);
+    match crate::retry::idempotent(|| async { store.inner.get(&path).await?.bytes().await }).await
+    {
+        Ok(r) => Ok(Some(r)),
         Err(object_store::Error::NotFound { .. }) => Ok(None),
         Err(e) => Err(e.into()),
     }
@@ -64,7 +70,9 @@ async fn get(store: &Store, rel: &str) -> Result<Option<bytes::Bytes>, StoreErro
 
 async fn read_commit(store: &Store, version: u64) -> Result<Read, StoreError> {
     let rel = StoreLayout::manifest(version);
-    let data = store.inner.get(&store.path(&rel)).await?.bytes().await?;
+    let path = store.path(&rel);
+    let data =
+        crate::retry::idempotent(|| async { store.inner.get(&path).await?.bytes().await }).await?;
     Ok(match LogEntry::parse(&data) {
         Ok(e) => Read::Entry(e),
         Err(why) => Read::Unreadable(why),

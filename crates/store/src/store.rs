@@ -2,9 +2,58 @@
 
 use std::sync::{Arc, LazyLock, Mutex};
 
-use object_store::{ObjectStore, local::LocalFileSystem, memory::InMemory, path::Path};
+use std::time::Duration;
+
+use object_store::aws::AmazonS3ConfigKey;
+use object_store::{
+    BackoffConfig, ObjectStore, RetryConfig, local::LocalFileSystem, memory::InMemory, path::Path,
+};
 
 use crate::StoreError;
+
+/// How cloud stores retry a failed request (object_store's client does the
+/// retrying). A request is retried after a 5xx, 429 or 408 answer, a refused
+/// connection, or a connection closed before the request was sent; after a
+/// timeout or a reset only when it is idempotent (reads, plain puts, copies,
+/// deletes; not the conditional put of a manifest version, whose outcome the
+/// committer checks itself). Each attempt times out after object_store's
+/// default 30 s (5 s to connect; `?timeout=` on an s3:// URL changes it), so a
+/// request gives up after at most `max_retries` retries or `retry_timeout`
+/// plus one attempt, whichever comes first.
+pub struct RetryPolicy {
+    /// Retries per request.
+    pub max_retries: usize,
+    /// No retry starts later than this after the first attempt.
+    pub retry_timeout: Duration,
+    /// The first backoff; it doubles (with jitter) up to `max_backoff`.
+    pub init_backoff: Duration,
+    /// The longest backoff between two attempts.
+    pub max_backoff: Duration,
+}
+
+/// Tenure's retry policy for cloud stores: 10 retries within 2 minutes,
+/// backing off from 100 ms to at most 10 s.
+pub const RETRY: RetryPolicy = RetryPolicy {
+    max_retries: 10,
+    retry_timeout: Duration::from_secs(120),
+    init_backoff: Duration::from_millis(100),
+    max_backoff: Duration::from_secs(10),
+};
+
+impl RetryPolicy {
+    /// As object_store's retry configuration.
+    pub fn config(&self) -> RetryConfig {
+        RetryConfig {
+            backoff: BackoffConfig {
+                init_backoff: self.init_backoff,
+                max_backoff: self.max_backoff,
+                base: 2.0,
+            },
+            max_retries: self.max_retries,
+            retry_timeout: self.retry_timeout,
+        }
+    }
+}
 
 /// A store root: the object store and the prefix under which the table lives.
 #[derive(Clone)]
@@ -35,6 +84,12 @@ impl Store {
     /// Opens a store from a plain local path, `file://`, `memory://`, `s3://`,
     /// `gs://` or `az://` URL. Cloud credentials and endpoints come from the
     /// standard environment variables (`AWS_ENDPOINT`, `AWS_ACCESS_KEY_ID`, ...).
+    ///
+    /// An `s3://` URL may carry S3 options as a query string, which override the
+    /// environment for this store only: any key object_store's S3 builder
+    /// accepts (`endpoint`, `region`, `allow_http`, `timeout`, ...), e.g.
+    /// `s3://bucket/prefix?endpoint=http://127.0.0.1:9000`. Requests are retried
+    /// as [`RETRY`] says.
     pub fn open(url: &str) -> Result<Self, StoreError> {
         let bad = |message: String| StoreError::BadUrl {
             url: url.to_string(),
@@ -82,22 +137,38 @@ impl Store {
             .host_str()
             .ok_or_else(|| bad("missing bucket".into()))?;
         let root = Path::from(parsed.path().trim_matches('/'));
+        let is_s3 = matches!(parsed.scheme(), "s3" | "s3a");
+        if parsed.query().is_some() && !is_s3 {
+            return Err(bad(
+                "options in the URL (`?key=value`) are for s3:// only".into()
+            ));
+        }
         let inner: Arc<dyn ObjectStore> = match parsed.scheme() {
-            "s3" | "s3a" => Arc::new(
-                object_store::aws::AmazonS3Builder::from_env()
+            "s3" | "s3a" => {
+                let mut builder = object_store::aws::AmazonS3Builder::from_env()
                     .with_bucket_name(bucket)
-                    .build()
-                    .map_err(|e| bad(e.to_string()))?,
-            ),
+                    .with_retry(RETRY.config());
+                for (key, value) in parsed.query_pairs() {
+                    let key = key.parse::<AmazonS3ConfigKey>().map_err(|_| {
+                        bad(format!(
+                            "unknown S3 option `{key}` in the URL (use object_store's names, e.g. `endpoint`, `region`, `allow_http`)"
+                        ))
+                    })?;
+                    builder = builder.with_config(key, value);
+                }
+                Arc::new(builder.build().map_err(|e| bad(e.to_string()))?)
+            }
             "gs" => Arc::new(
                 object_store::gcp::GoogleCloudStorageBuilder::from_env()
                     .with_bucket_name(bucket)
+                    .with_retry(RETRY.config())
                     .build()
                     .map_err(|e| bad(e.to_string()))?,
             ),
             "az" | "abfs" | "abfss" => Arc::new(
                 object_store::azure::MicrosoftAzureBuilder::from_env()
                     .with_container_name(bucket)
+                    .with_retry(RETRY.config())
                     .build()
                     .map_err(|e| bad(e.to_string()))?,
             ),
@@ -107,10 +178,12 @@ impl Store {
                 )));
             }
         };
+        // Options stay out of messages and of the paths shown to users.
+        let shown = url.split_once('?').map_or(url, |(u, _)| u);
         Ok(Self {
             inner,
             root,
-            url: url.to_string(),
+            url: shown.to_string(),
             local_dir: None,
         })
     }
