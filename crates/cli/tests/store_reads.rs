@@ -230,12 +230,12 @@ fn listing_users_that_match_nobody_or_never_bought() {
     assert_eq!(list("R < 30"), "user_key,user_id,recency\n");
     assert_eq!(
         list("r_score >= 1 or R > 1"),
-        "user_key,user_id,r_score,recency\n"
+        "user_key,user_id,recency,r_score\n"
     );
     // Every user, with zero purchases and revenue and no recency.
     assert_eq!(
         list("F = 0 and M = 0 or R < 1"),
-        "user_key,user_id,frequency,monetary,recency\n0,a,0,0.00,\n1,b,0,0.00,\n"
+        "user_key,user_id,recency,frequency,monetary\n0,a,,0,0.00\n1,b,,0,0.00\n"
     );
     let out = read(&store, &["segment", "R < 30", "--users", "--format", "json"]);
     assert!(out.status.success(), "{}", stderr(&out));

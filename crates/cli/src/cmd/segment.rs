@@ -203,7 +203,9 @@ pub(crate) fn library(files: &[String], catalog: &Catalog) -> anyhow::Result<Seg
             std::fs::read_to_string(f).with_context(|| format!("cannot read segment file {f}"))?;
         b.add_source(f, &text).map_err(|e| dsl_error(e, &text))?;
     }
-    b.build(catalog).map_err(|e| BadInput(e.to_string()).into())
+    // Errors from segment files carry their file's text: rendered with the
+    // caret under the offending reference, and the hint.
+    b.build(catalog).map_err(|e| dsl_error(e, ""))
 }
 
 pub(crate) fn catalog_of(events: Option<&Events>) -> Catalog {
