@@ -145,8 +145,15 @@ fn reference_fan_out_is_refused_and_bounded_references_count() {
         .args(["@s4 or @s4", "--count"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(String::from_utf8(out.stdout).unwrap().trim(), count(dir.path(), "F >= 1"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap().trim(),
+        count(dir.path(), "F >= 1")
+    );
 }
 
 #[test]

@@ -168,7 +168,11 @@ fn reading_a_store_that_does_not_exist_is_bad_input_and_creates_nothing() {
     std::fs::write(&typo, "").unwrap();
     let out = read(&typo, READS[0]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-    assert!(stderr(&out).contains("is not a directory"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("is not a directory"),
+        "{}",
+        stderr(&out)
+    );
     // Writers still create their store.
     let new = dir.path().join("new/store");
     ingest(&fixture("events.ndjson"), &new);
@@ -178,7 +182,11 @@ fn reading_a_store_that_does_not_exist_is_bad_input_and_creates_nothing() {
 #[test]
 fn results_go_to_absolute_local_paths() {
     let dir = store();
-    let want = read(dir.path(), &["retention", "--period", "week", "--format", "csv"]).stdout;
+    let want = read(
+        dir.path(),
+        &["retention", "--period", "week", "--format", "csv"],
+    )
+    .stdout;
     let out_dir = tempfile::tempdir().unwrap();
     let nested = out_dir.path().join("a/b/retention.csv");
     let at_root = PathBuf::from(format!("/tenure-out-test-{}.csv", std::process::id()));
@@ -202,7 +210,12 @@ fn results_go_to_absolute_local_paths() {
                 target.to_str().unwrap(),
             ],
         );
-        assert!(out.status.success(), "{}: {}", target.display(), stderr(&out));
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            target.display(),
+            stderr(&out)
+        );
         assert_eq!(std::fs::read(target).unwrap(), want, "{}", target.display());
     }
     let _ = std::fs::remove_file(&at_root);
@@ -237,7 +250,10 @@ fn listing_users_that_match_nobody_or_never_bought() {
         list("F = 0 and M = 0 or R < 1"),
         "user_key,user_id,recency,frequency,monetary\n0,a,,0,0.00\n1,b,,0,0.00\n"
     );
-    let out = read(&store, &["segment", "R < 30", "--users", "--format", "json"]);
+    let out = read(
+        &store,
+        &["segment", "R < 30", "--users", "--format", "json"],
+    );
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(String::from_utf8(out.stdout).unwrap().trim(), "[]");
 }

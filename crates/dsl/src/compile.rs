@@ -76,77 +76,77 @@ impl Compiler<'_> {
     fn expr(&mut self, expr: &ResolvedExpr) -> Result<Expr, DslError> {
         let ctx = self.ctx;
         Ok(match expr {
-        ResolvedExpr::And(items) => balanced(self.all(items)?, Operator::And, true),
-        ResolvedExpr::Or(items) => balanced(self.all(items)?, Operator::Or, false),
-        ResolvedExpr::Not(inner) => !self.expr(inner)?,
-        ResolvedExpr::Compare {
-            feature, op, rhs, ..
-        } => {
-            let left = column(feature);
-            let right = match rhs {
-                Operand::Value(v) => literal(v),
-                Operand::Feature(f) => feature_expr(f, ctx),
-            };
-            if matches!(feature, Feature::Lifecycle(_)) {
-                null_safe_eq(left, right, *op == CmpOp::Eq)
-            } else {
-                binary_expr(left, operator(*op), right)
-            }
-        }
-        ResolvedExpr::InList {
-            feature,
-            values,
-            negated,
-            ..
-        } => {
-            if matches!(feature, Feature::Lifecycle(_)) {
-                let tests = values
-                    .iter()
-                    .map(|v| null_safe_eq(column(feature), literal(v), !negated))
-                    .collect();
-                if *negated {
-                    balanced(tests, Operator::And, true)
+            ResolvedExpr::And(items) => balanced(self.all(items)?, Operator::And, true),
+            ResolvedExpr::Or(items) => balanced(self.all(items)?, Operator::Or, false),
+            ResolvedExpr::Not(inner) => !self.expr(inner)?,
+            ResolvedExpr::Compare {
+                feature, op, rhs, ..
+            } => {
+                let left = column(feature);
+                let right = match rhs {
+                    Operand::Value(v) => literal(v),
+                    Operand::Feature(f) => feature_expr(f, ctx),
+                };
+                if matches!(feature, Feature::Lifecycle(_)) {
+                    null_safe_eq(left, right, *op == CmpOp::Eq)
                 } else {
-                    balanced(tests, Operator::Or, false)
-                }
-            } else {
-                column(feature).in_list(values.iter().map(literal).collect(), *negated)
-            }
-        }
-        ResolvedExpr::Between {
-            feature,
-            low,
-            high,
-            negated,
-            ..
-        } => {
-            let col = column(feature);
-            if *negated {
-                col.not_between(literal(low), literal(high))
-            } else {
-                col.between(literal(low), literal(high))
-            }
-        }
-        ResolvedExpr::Within {
-            feature,
-            window,
-            span,
-        } => {
-            let start = window_start(ctx.as_of, window.micros(), *span)?;
-            column(feature).between(timestamp(start), timestamp(ctx.as_of))
-        }
-        ResolvedExpr::Segment { body, .. } => {
-            let key = Arc::as_ptr(body);
-            match self.named.get(&key) {
-                Some(done) => done.clone(),
-                None => {
-                    let done = self.expr(body)?;
-                    self.named.insert(key, done.clone());
-                    done
+                    binary_expr(left, operator(*op), right)
                 }
             }
-        }
-    })
+            ResolvedExpr::InList {
+                feature,
+                values,
+                negated,
+                ..
+            } => {
+                if matches!(feature, Feature::Lifecycle(_)) {
+                    let tests = values
+                        .iter()
+                        .map(|v| null_safe_eq(column(feature), literal(v), !negated))
+                        .collect();
+                    if *negated {
+                        balanced(tests, Operator::And, true)
+                    } else {
+                        balanced(tests, Operator::Or, false)
+                    }
+                } else {
+                    column(feature).in_list(values.iter().map(literal).collect(), *negated)
+                }
+            }
+            ResolvedExpr::Between {
+                feature,
+                low,
+                high,
+                negated,
+                ..
+            } => {
+                let col = column(feature);
+                if *negated {
+                    col.not_between(literal(low), literal(high))
+                } else {
+                    col.between(literal(low), literal(high))
+                }
+            }
+            ResolvedExpr::Within {
+                feature,
+                window,
+                span,
+            } => {
+                let start = window_start(ctx.as_of, window.micros(), *span)?;
+                column(feature).between(timestamp(start), timestamp(ctx.as_of))
+            }
+            ResolvedExpr::Segment { body, .. } => {
+                let key = Arc::as_ptr(body);
+                match self.named.get(&key) {
+                    Some(done) => done.clone(),
+                    None => {
+                        let done = self.expr(body)?;
+                        self.named.insert(key, done.clone());
+                        done
+                    }
+                }
+            }
+        })
     }
 
     fn all(&mut self, items: &[ResolvedExpr]) -> Result<Vec<Expr>, DslError> {

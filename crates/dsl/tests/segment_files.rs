@@ -235,15 +235,25 @@ fn reference_fan_out_is_refused_at_the_reference_that_crosses_the_limit() {
 #[test]
 fn wide_but_bounded_references_resolve_compile_and_evaluate() {
     // s0..s4 of the fan-out file: s4 is 4681 nodes, two copies of it fit.
-    let text: String = fan_out_file().lines().take(5).map(|l| format!("{l}\n")).collect();
+    let text: String = fan_out_file()
+        .lines()
+        .take(5)
+        .map(|l| format!("{l}\n"))
+        .collect();
     let library = load("fan.seg", &text);
     let catalog = Catalog::default();
     let resolver = Resolver::new(&catalog).with_library(&library);
     let ctx = CompileContext::new(0);
     let resolved = resolver.parse("@s4 or @s4").expect("within the limit");
-    assert_eq!(features(&resolved).into_iter().collect::<Vec<_>>(), [Feature::Frequency]);
+    assert_eq!(
+        features(&resolved).into_iter().collect::<Vec<_>>(),
+        [Feature::Frequency]
+    );
     let expr = compile(&resolved, &ctx).expect("compiles");
-    assert_eq!(expr.to_string().matches("frequency >= Int64(1)").count(), 2 * 8usize.pow(4));
+    assert_eq!(
+        expr.to_string().matches("frequency >= Int64(1)").count(),
+        2 * 8usize.pow(4)
+    );
     for (f, want) in [(0, false), (1, true)] {
         let row = FeatureRow {
             frequency: Some(f),

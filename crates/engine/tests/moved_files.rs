@@ -45,7 +45,10 @@ async fn rows(events: &Events) -> Result<i64, String> {
 /// Users per funnel step, by the direct funnel pass.
 async fn steps(events: &Events) -> Result<Vec<u64>, String> {
     let spec = FunnelSpec {
-        steps: ["a", "b", "purchase"].iter().map(|s| Step::named(s)).collect(),
+        steps: ["a", "b", "purchase"]
+            .iter()
+            .map(|s| Step::named(s))
+            .collect(),
         window_us: 3 * DAY,
         modes: Modes::default(),
         exclusions: vec![],
@@ -77,12 +80,19 @@ type Answers = (
 );
 
 async fn answers(events: &Events) -> Answers {
-    (rows(events).await, steps(events).await, buyers(events).await)
+    (
+        rows(events).await,
+        steps(events).await,
+        buyers(events).await,
+    )
 }
 
 /// An engine error as text, checked to be a runtime failure.
 fn failure(e: &EngineError) -> String {
-    assert!(!e.is_bad_request(), "a damaged store is not a bad request: {e}");
+    assert!(
+        !e.is_bad_request(),
+        "a damaged store is not a bad request: {e}"
+    );
     e.to_string()
 }
 

@@ -253,8 +253,10 @@ impl ObjectStore for CommittedReads {
         location: &Path,
         ranges: &[Range<u64>],
     ) -> object_store::Result<Vec<Bytes>> {
-        self.read(location, |p| async move { self.inner.get_ranges(&p, ranges).await })
-            .await
+        self.read(location, |p| async move {
+            self.inner.get_ranges(&p, ranges).await
+        })
+        .await
     }
 
     fn delete_stream(
@@ -323,14 +325,20 @@ mod tests {
     #[test]
     fn reads_follow_a_file_from_staged_to_committed_to_retired() {
         let store = Store::open("memory://committed-follow").unwrap();
-        let f = entry("events/date=2024-01-01/a.parquet", "_tenure/staging/t/a.parquet");
+        let f = entry(
+            "events/date=2024-01-01/a.parquet",
+            "_tenure/staging/t/a.parquet",
+        );
         let snapshot = Snapshot {
             files: vec![f.clone()],
             ..Default::default()
         };
         let put = |p: &str| block_on(store.inner.put(&store.path(p), Bytes::from("abc").into()));
         put(&f.staged).unwrap();
-        assert_eq!(block_on(readable_paths(&store, &snapshot)).unwrap(), [f.staged.clone()]);
+        assert_eq!(
+            block_on(readable_paths(&store, &snapshot)).unwrap(),
+            [f.staged.clone()]
+        );
         let reader = block_on(committed_reader(&store, &snapshot)).unwrap();
         let get = || {
             block_on(async {
