@@ -299,10 +299,7 @@ pub fn encode(rows: &Rows, format: FileFormat) -> anyhow::Result<Vec<u8>> {
 /// see the old object or the new one, never a part, and writing the same
 /// name again replaces it.
 pub fn put(url: &str, bytes: Vec<u8>) -> anyhow::Result<()> {
-    let (dir, name) = match url.rfind('/') {
-        Some(i) => (&url[..i], &url[i + 1..]),
-        None => (".", url),
-    };
+    let (dir, name) = split_out(url);
     let store = tenure_store::Store::open(dir)?;
     let path = store.path(name);
     tenure_ingest::io::block_on(async {
@@ -311,6 +308,18 @@ pub fn put(url: &str, bytes: Vec<u8>) -> anyhow::Result<()> {
     })
     .with_context(|| format!("cannot write {url}"))?;
     Ok(())
+}
+
+/// The directory (a local path or store URL) and the file name of an output
+/// URL. A file at the root of the file system (`/x.csv`, `file:///x.csv`) is
+/// in the directory `/`.
+fn split_out(url: &str) -> (&str, &str) {
+    match url.rfind('/') {
+        Some(0) => ("/", &url[1..]),
+        Some(i) if &url[..i] == "file://" => ("file:///", &url[i + 1..]),
+        Some(i) => (&url[..i], &url[i + 1..]),
+        None => (".", url),
+    }
 }
 
 /// Writes rows to `url` (a local path or store URL ending in .json, .csv or
@@ -341,4 +350,19 @@ fn parquet_bytes(rows: &Rows) -> anyhow::Result<Vec<u8>> {
     w.write(&batch)?;
     w.close()?;
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_out;
+
+    #[test]
+    fn output_urls_split_into_directory_and_name() {
+        assert_eq!(split_out("/x.csv"), ("/", "x.csv"));
+        assert_eq!(split_out("file:///x.csv"), ("file:///", "x.csv"));
+        assert_eq!(split_out("/tmp/a/x.csv"), ("/tmp/a", "x.csv"));
+        assert_eq!(split_out("x.csv"), (".", "x.csv"));
+        assert_eq!(split_out("out/x.csv"), ("out", "x.csv"));
+        assert_eq!(split_out("s3://bucket/p/x.csv"), ("s3://bucket/p", "x.csv"));
+    }
 }

@@ -99,6 +99,64 @@ fn errors_point_at_the_input_and_exit_2() {
 }
 
 #[test]
+fn reference_fan_out_is_refused_and_bounded_references_count() {
+    // fixtures/jobs/fan_out.seg: 16 segments, each ORing 8 copies of the one
+    // before (8^15 conditions expanded; it reached 11.8 GB before).
+    let file = root().join("fixtures/jobs/fan_out.seg");
+    let dir = store();
+    let segment = |args: &[&str]| {
+        tenure()
+            .arg("segment")
+            .arg("--segments")
+            .arg(&file)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let data = dir.path().to_str().unwrap();
+    for args in [
+        &["@s15", "--count", "--data", data][..],
+        &["@s15", "--users", "--data", data][..],
+        &["--explain", "@s1"][..],
+    ] {
+        let out = segment(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains("with `@s4` this expression stands for more than 10000 conditions")
+                && err.contains("fan_out.seg:6:28")
+                && err.contains("each `@name` is a full copy of its definition"),
+            "{args:?}: {err}"
+        );
+    }
+    // The first five segments are within bounds: `@s4` (4,681 nodes) counts
+    // the users with a purchase, as `F >= 1` does.
+    let head: String = std::fs::read_to_string(&file)
+        .unwrap()
+        .lines()
+        .take(5)
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let small = dir.path().join("fan_head.seg");
+    std::fs::write(&small, head).unwrap();
+    let out = tenure()
+        .args(["segment", "--data", data, "--segments"])
+        .arg(&small)
+        .args(["@s4 or @s4", "--count"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap().trim(),
+        count(dir.path(), "F >= 1")
+    );
+}
+
+#[test]
 fn explain_needs_no_data() {
     let out = tenure()
         .args(["segment", "--explain", "R < 30d and F >= 3"])

@@ -2,6 +2,7 @@
 //! (features.rs). Built from `datafusion_expr` constructors, never from SQL
 //! text, so no user input is ever interpreted as SQL.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion_common::ScalarValue;
@@ -54,68 +55,103 @@ impl CompileContext {
 /// `R < 30` is NULL for them and a filter drops them), except that lifecycle
 /// comparisons are NULL-safe (see [`ResolvedExpr::Compare`]).
 pub fn compile(expr: &ResolvedExpr, ctx: &CompileContext) -> Result<Expr, DslError> {
-    Ok(match expr {
-        ResolvedExpr::And(items) => balanced(compile_all(items, ctx)?, Operator::And, true),
-        ResolvedExpr::Or(items) => balanced(compile_all(items, ctx)?, Operator::Or, false),
-        ResolvedExpr::Not(inner) => !compile(inner, ctx)?,
-        ResolvedExpr::Compare {
-            feature, op, rhs, ..
-        } => {
-            let left = column(feature);
-            let right = match rhs {
-                Operand::Value(v) => literal(v),
-                Operand::Feature(f) => feature_expr(f, ctx),
-            };
-            if matches!(feature, Feature::Lifecycle(_)) {
-                null_safe_eq(left, right, *op == CmpOp::Eq)
-            } else {
-                binary_expr(left, operator(*op), right)
-            }
-        }
-        ResolvedExpr::InList {
-            feature,
-            values,
-            negated,
-            ..
-        } => {
-            if matches!(feature, Feature::Lifecycle(_)) {
-                let tests = values
-                    .iter()
-                    .map(|v| null_safe_eq(column(feature), literal(v), !negated))
-                    .collect();
-                if *negated {
-                    balanced(tests, Operator::And, true)
+    Compiler {
+        ctx,
+        named: HashMap::new(),
+    }
+    .expr(expr)
+}
+
+/// Compiles one expression, each named segment's shared definition once: a
+/// later reference to it is a copy of the first one's result. (A DataFusion
+/// `Expr` owns its children, so the copies themselves cannot be shared; the
+/// resolver bounds how many there are, see `MAX_EXPANDED_NODES`.)
+struct Compiler<'c> {
+    ctx: &'c CompileContext,
+    /// Compiled definitions, by the address of the shared resolved one.
+    named: HashMap<*const ResolvedExpr, Expr>,
+}
+
+impl Compiler<'_> {
+    fn expr(&mut self, expr: &ResolvedExpr) -> Result<Expr, DslError> {
+        let ctx = self.ctx;
+        Ok(match expr {
+            ResolvedExpr::And(items) => balanced(self.all(items)?, Operator::And, true),
+            ResolvedExpr::Or(items) => balanced(self.all(items)?, Operator::Or, false),
+            ResolvedExpr::Not(inner) => !self.expr(inner)?,
+            ResolvedExpr::Compare {
+                feature, op, rhs, ..
+            } => {
+                let left = column(feature);
+                let right = match rhs {
+                    Operand::Value(v) => literal(v),
+                    Operand::Feature(f) => feature_expr(f, ctx),
+                };
+                if matches!(feature, Feature::Lifecycle(_)) {
+                    null_safe_eq(left, right, *op == CmpOp::Eq)
                 } else {
-                    balanced(tests, Operator::Or, false)
+                    binary_expr(left, operator(*op), right)
                 }
-            } else {
-                column(feature).in_list(values.iter().map(literal).collect(), *negated)
             }
-        }
-        ResolvedExpr::Between {
-            feature,
-            low,
-            high,
-            negated,
-            ..
-        } => {
-            let col = column(feature);
-            if *negated {
-                col.not_between(literal(low), literal(high))
-            } else {
-                col.between(literal(low), literal(high))
+            ResolvedExpr::InList {
+                feature,
+                values,
+                negated,
+                ..
+            } => {
+                if matches!(feature, Feature::Lifecycle(_)) {
+                    let tests = values
+                        .iter()
+                        .map(|v| null_safe_eq(column(feature), literal(v), !negated))
+                        .collect();
+                    if *negated {
+                        balanced(tests, Operator::And, true)
+                    } else {
+                        balanced(tests, Operator::Or, false)
+                    }
+                } else {
+                    column(feature).in_list(values.iter().map(literal).collect(), *negated)
+                }
             }
-        }
-        ResolvedExpr::Within {
-            feature,
-            window,
-            span,
-        } => {
-            let start = window_start(ctx.as_of, window.micros(), *span)?;
-            column(feature).between(timestamp(start), timestamp(ctx.as_of))
-        }
-        ResolvedExpr::Segment { body, .. } => compile(body, ctx)?,
-    })
+            ResolvedExpr::Between {
+                feature,
+                low,
+                high,
+                negated,
+                ..
+            } => {
+                let col = column(feature);
+                if *negated {
+                    col.not_between(literal(low), literal(high))
+                } else {
+                    col.between(literal(low), literal(high))
+                }
+            }
+            ResolvedExpr::Within {
+                feature,
+                window,
+                span,
+            } => {
+                let start = window_start(ctx.as_of, window.micros(), *span)?;
+                column(feature).between(timestamp(start), timestamp(ctx.as_of))
+            }
+            ResolvedExpr::Segment { body, .. } => {
+                let key = Arc::as_ptr(body);
+                match self.named.get(&key) {
+                    Some(done) => done.clone(),
+                    None => {
+                        let done = self.expr(body)?;
+                        self.named.insert(key, done.clone());
+                        done
+                    }
+                }
+            }
+        })
+    }
+
+    fn all(&mut self, items: &[ResolvedExpr]) -> Result<Vec<Expr>, DslError> {
+        items.iter().map(|e| self.expr(e)).collect()
+    }
 }
 
 /// `as_of - window`, or an error if that is before the representable range.
@@ -124,10 +160,6 @@ pub(crate) fn window_start(as_of: i64, window: i64, span: Span) -> Result<i64, D
         span,
         message: "the window reaches before the earliest representable time".into(),
     })
-}
-
-fn compile_all(items: &[ResolvedExpr], ctx: &CompileContext) -> Result<Vec<Expr>, DslError> {
-    items.iter().map(|e| compile(e, ctx)).collect()
 }
 
 /// Joins `items` with `op` as a balanced tree, so a chain of n conditions is

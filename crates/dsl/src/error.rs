@@ -122,14 +122,16 @@ pub enum DslError {
         /// The file holding the first definition.
         first_file: String,
     },
-    /// Input beyond a safety limit (nesting depth), rejected before it can
-    /// exhaust the stack.
+    /// Input beyond a safety limit (nesting depth, expanded size), rejected
+    /// before it can exhaust the stack or memory.
     #[error("{message}")]
     Limit {
         /// Where the limit was crossed.
         span: Span,
         /// Which limit.
         message: String,
+        /// How to stay within it, if known.
+        hint: Option<String>,
     },
     /// The expression resolved but cannot be compiled (e.g. a window reaching
     /// before the representable time range).
@@ -213,7 +215,8 @@ impl DslError {
             }
             DslError::Syntax { hint, .. }
             | DslError::BadLiteral { hint, .. }
-            | DslError::Type { hint, .. } => hint.clone(),
+            | DslError::Type { hint, .. }
+            | DslError::Limit { hint, .. } => hint.clone(),
             DslError::NearMissOperator { hint, .. } => Some(hint.clone()),
             DslError::InFile { error, .. } => error.help(),
             _ => None,

@@ -24,7 +24,7 @@
 //! | `did e` | `count:e` | Int64 | events named `e`; 0 if none |
 //! | `did e within 30d` | `count_30d:e` | Int64 | events named `e` with `as_of - 30d <= ts <= as_of` |
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 
 use datafusion_common::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 
@@ -206,18 +206,24 @@ pub fn feature_schema<'a>(features: impl IntoIterator<Item = &'a Feature>) -> Sc
 /// segment on `R` and `F` yields exactly `{Recency, Frequency}`.
 pub fn features(expr: &ResolvedExpr) -> BTreeSet<Feature> {
     let mut out = BTreeSet::new();
-    collect(expr, &mut out);
+    collect(expr, &mut out, &mut HashSet::new());
     let dependencies: Vec<Feature> = out.iter().filter_map(Feature::depends_on).collect();
     out.extend(dependencies);
     out
 }
 
-fn collect(expr: &ResolvedExpr, out: &mut BTreeSet<Feature>) {
+/// Adds the features of `expr` to `out`, visiting each named segment's shared
+/// definition once (`seen`), however often it is referred to.
+fn collect(
+    expr: &ResolvedExpr,
+    out: &mut BTreeSet<Feature>,
+    seen: &mut HashSet<*const ResolvedExpr>,
+) {
     match expr {
         ResolvedExpr::And(items) | ResolvedExpr::Or(items) => {
-            items.iter().for_each(|e| collect(e, out));
+            items.iter().for_each(|e| collect(e, out, seen));
         }
-        ResolvedExpr::Not(inner) => collect(inner, out),
+        ResolvedExpr::Not(inner) => collect(inner, out, seen),
         ResolvedExpr::Compare { feature, rhs, .. } => {
             out.insert(feature.clone());
             if let Operand::Feature(other) = rhs {
@@ -229,7 +235,11 @@ fn collect(expr: &ResolvedExpr, out: &mut BTreeSet<Feature>) {
         | ResolvedExpr::Within { feature, .. } => {
             out.insert(feature.clone());
         }
-        ResolvedExpr::Segment { body, .. } => collect(body, out),
+        ResolvedExpr::Segment { body, .. } => {
+            if seen.insert(std::sync::Arc::as_ptr(body)) {
+                collect(body, out, seen);
+            }
+        }
     }
 }
 

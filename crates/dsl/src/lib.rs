@@ -57,7 +57,9 @@ pub use compile::{CompileContext, MeanSource, compile};
 pub use error::{DslError, NameKind};
 pub use eval::{FeatureRow, eval, evaluate};
 pub use features::{Feature, LIFECYCLE_STAGES, LifecycleAxis, Metric, feature_schema, features};
-pub use library::{MAX_SEGMENT_DEPTH, NamedSegment, SegmentLibrary, SegmentLibraryBuilder};
+pub use library::{
+    MAX_EXPANDED_NODES, MAX_SEGMENT_DEPTH, NamedSegment, SegmentLibrary, SegmentLibraryBuilder,
+};
 pub use parser::{MAX_NESTING, parse, parse_segment_file};
 pub use resolve::{Catalog, Operand, ResolvedExpr, Resolver, Value};
 pub use segment::Segment;

@@ -16,6 +16,14 @@ use crate::resolve::{Catalog, ResolvedExpr, SegmentLookup, resolve_with, unknown
 /// Bounds the depth of the inlined tree, which later stages walk recursively.
 pub const MAX_SEGMENT_DEPTH: usize = 16;
 
+/// How many nodes (conditions and `and`/`or`/`not`) an expression with `@name`
+/// references may stand for once each reference is replaced by its
+/// definition. Resolving shares each definition, but compiling to a
+/// DataFusion filter, planning and evaluating work on the expansion, and
+/// references multiply: 16 segments each ORing 8 copies of the one before
+/// stand for 8^15 conditions. Hand-written segments stay far below this.
+pub const MAX_EXPANDED_NODES: u64 = 10_000;
+
 /// One resolved named segment.
 #[derive(Debug, Clone)]
 pub struct NamedSegment {
@@ -33,6 +41,8 @@ pub struct NamedSegment {
 #[derive(Debug, Clone, Default)]
 pub struct SegmentLibrary {
     segments: Vec<NamedSegment>,
+    /// Each segment's expanded size (see [`MAX_EXPANDED_NODES`]).
+    sizes: Vec<u64>,
     index: HashMap<String, usize>,
 }
 
@@ -57,6 +67,13 @@ impl SegmentLibrary {
     /// The resolved definition of `name`.
     pub fn get(&self, name: &str) -> Option<&Arc<ResolvedExpr>> {
         self.index.get(name).map(|&i| &self.segments[i].expr)
+    }
+
+    /// The resolved definition of `name` and its expanded size.
+    pub(crate) fn get_sized(&self, name: &str) -> Option<(Arc<ResolvedExpr>, u64)> {
+        self.index
+            .get(name)
+            .map(|&i| (Arc::clone(&self.segments[i].expr), self.sizes[i]))
     }
 
     /// Segment names in definition order.
@@ -138,35 +155,49 @@ impl SegmentLibraryBuilder {
             in_progress: Vec::new(),
         };
         let mut segments = Vec::with_capacity(self.defs.len());
+        let mut sizes = Vec::with_capacity(self.defs.len());
         for (i, def) in self.defs.iter().enumerate() {
+            let resolved = state.resolve_def(i)?;
             segments.push(NamedSegment {
                 name: def.name.node.clone(),
                 file: self.files[def.file].0.clone(),
                 source: def.source.clone(),
-                expr: state.resolve_def(i)?.0,
+                expr: resolved.expr,
             });
+            sizes.push(resolved.size);
         }
         Ok(SegmentLibrary {
             segments,
+            sizes,
             index: self.index.clone(),
         })
     }
 }
 
+/// A definition resolved once, shared by every reference to it.
+#[derive(Clone)]
+struct Resolved {
+    expr: Arc<ResolvedExpr>,
+    /// Reference depth (1 = uses no `@name`).
+    depth: usize,
+    /// Nodes with every reference expanded.
+    size: u64,
+}
+
 struct BuildState<'a> {
     builder: &'a SegmentLibraryBuilder,
     catalog: &'a Catalog,
-    /// Resolved definitions and their reference depth (1 = uses no `@name`).
-    resolved: Vec<Option<(Arc<ResolvedExpr>, usize)>>,
+    /// Resolved definitions.
+    resolved: Vec<Option<Resolved>>,
     /// Definitions being resolved, outermost first (the current reference
     /// chain), each with the deepest reference seen in it so far.
     in_progress: Vec<(usize, usize)>,
 }
 
 impl BuildState<'_> {
-    fn resolve_def(&mut self, i: usize) -> Result<(Arc<ResolvedExpr>, usize), DslError> {
-        if let Some((done, depth)) = &self.resolved[i] {
-            return Ok((Arc::clone(done), *depth));
+    fn resolve_def(&mut self, i: usize) -> Result<Resolved, DslError> {
+        if let Some(done) = &self.resolved[i] {
+            return Ok(done.clone());
         }
         let builder = self.builder;
         let def = &builder.defs[i];
@@ -174,7 +205,8 @@ impl BuildState<'_> {
         self.in_progress.push((i, 0));
         let result = resolve_with(&def.def.expr, self.catalog, self);
         let (_, deepest) = self.in_progress.pop().unwrap_or_default();
-        let expr = Arc::new(result.map_err(|e| e.in_file(file, text))?);
+        let (expr, size) = result.map_err(|e| e.in_file(file, text))?;
+        let expr = Arc::new(expr);
         let depth = deepest + 1;
         if depth > MAX_SEGMENT_DEPTH {
             return Err(DslError::Limit {
@@ -183,16 +215,18 @@ impl BuildState<'_> {
                     "segment `{}` nests more than {MAX_SEGMENT_DEPTH} deep through `@` references",
                     def.name.node
                 ),
+                hint: None,
             }
             .in_file(file, text));
         }
-        self.resolved[i] = Some((Arc::clone(&expr), depth));
-        Ok((expr, depth))
+        let done = Resolved { expr, depth, size };
+        self.resolved[i] = Some(done.clone());
+        Ok(done)
     }
 }
 
 impl SegmentLookup for BuildState<'_> {
-    fn lookup(&mut self, name: &Spanned<String>) -> Result<Arc<ResolvedExpr>, DslError> {
+    fn lookup(&mut self, name: &Spanned<String>) -> Result<(Arc<ResolvedExpr>, u64), DslError> {
         let builder = self.builder;
         let Some(&i) = builder.index.get(&name.node) else {
             let names: Vec<&str> = builder.defs.iter().map(|d| d.name.node.as_str()).collect();
@@ -216,12 +250,13 @@ impl SegmentLookup for BuildState<'_> {
                 message: format!(
                     "segments nest more than {MAX_SEGMENT_DEPTH} deep through `@` references"
                 ),
+                hint: None,
             });
         }
-        let (expr, depth) = self.resolve_def(i)?;
+        let done = self.resolve_def(i)?;
         if let Some((_, deepest)) = self.in_progress.last_mut() {
-            *deepest = (*deepest).max(depth);
+            *deepest = (*deepest).max(done.depth);
         }
-        Ok(expr)
+        Ok((done.expr, done.size))
     }
 }

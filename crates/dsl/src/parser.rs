@@ -480,6 +480,7 @@ fn check_nesting(src: &str) -> Result<(), DslError> {
             return Err(DslError::Limit {
                 span: Span::new(start, i.min(src.len())),
                 message: format!("expression nested too deeply (more than {MAX_NESTING} levels)"),
+                hint: None,
             });
         }
     }
@@ -500,6 +501,7 @@ fn syntax_error(src: &str, error: &pest::error::Error<Rule>) -> DslError {
             return DslError::Limit {
                 span: Span::new(pos, pos),
                 message: format!("input too complex to parse ({message})"),
+                hint: None,
             };
         }
     };

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use crate::ast::{self, CmpOp, Duration, ExprKind, Span, Spanned, Term, TermKind};
 use crate::error::{DslError, NameKind};
 use crate::features::{Feature, LIFECYCLE_STAGES, LifecycleAxis, Metric};
-use crate::library::SegmentLibrary;
+use crate::library::{MAX_EXPANDED_NODES, SegmentLibrary};
 use crate::{parser, suggest, timestamp};
 
 /// What the project knows about its data, to catch misspelt names.
@@ -132,18 +132,19 @@ pub enum ResolvedExpr {
     },
 }
 
-/// Resolves `@name` references. The library implements it for finished
+/// Resolves `@name` references to the shared definition and the number of
+/// nodes it stands for once expanded. The library implements it for finished
 /// segments; the library builder implements it to resolve definitions in
 /// dependency order and catch cycles.
 pub(crate) trait SegmentLookup {
-    fn lookup(&mut self, name: &Spanned<String>) -> Result<Arc<ResolvedExpr>, DslError>;
+    fn lookup(&mut self, name: &Spanned<String>) -> Result<(Arc<ResolvedExpr>, u64), DslError>;
 }
 
 /// No named segments available.
 struct NoSegments;
 
 impl SegmentLookup for NoSegments {
-    fn lookup(&mut self, name: &Spanned<String>) -> Result<Arc<ResolvedExpr>, DslError> {
+    fn lookup(&mut self, name: &Spanned<String>) -> Result<(Arc<ResolvedExpr>, u64), DslError> {
         Err(unknown_segment(name, &[]))
     }
 }
@@ -194,6 +195,7 @@ impl<'a> Resolver<'a> {
             Some(library) => resolve_with(expr, self.catalog, &mut LibraryLookup(library)),
             None => resolve_with(expr, self.catalog, &mut NoSegments),
         }
+        .map(|(resolved, _)| resolved)
     }
 
     /// Parses and resolves `src` in one step.
@@ -205,20 +207,28 @@ impl<'a> Resolver<'a> {
 struct LibraryLookup<'a>(&'a SegmentLibrary);
 
 impl SegmentLookup for LibraryLookup<'_> {
-    fn lookup(&mut self, name: &Spanned<String>) -> Result<Arc<ResolvedExpr>, DslError> {
-        self.0.get(&name.node).cloned().ok_or_else(|| {
+    fn lookup(&mut self, name: &Spanned<String>) -> Result<(Arc<ResolvedExpr>, u64), DslError> {
+        self.0.get_sized(&name.node).ok_or_else(|| {
             let names: Vec<&str> = self.0.names().collect();
             unknown_segment(name, &names)
         })
     }
 }
 
+/// Resolves `expr`; also returns the number of nodes it stands for with every
+/// `@name` expanded (at most [`MAX_EXPANDED_NODES`] where it has references).
 pub(crate) fn resolve_with(
     expr: &ast::Expr,
     catalog: &Catalog,
     segments: &mut dyn SegmentLookup,
-) -> Result<ResolvedExpr, DslError> {
-    Ctx { catalog, segments }.expr(expr)
+) -> Result<(ResolvedExpr, u64), DslError> {
+    let mut ctx = Ctx {
+        catalog,
+        segments,
+        expanded: 0,
+    };
+    let resolved = ctx.expr(expr)?;
+    Ok((resolved, ctx.expanded))
 }
 
 /// The value domains the type checker distinguishes.
@@ -365,11 +375,16 @@ fn type_error(span: Span, message: String, expected: &str, hint: Option<String>)
 struct Ctx<'a, 's> {
     catalog: &'a Catalog,
     segments: &'s mut dyn SegmentLookup,
+    /// Nodes resolved so far, each `@name` counting as its whole expansion.
+    expanded: u64,
 }
 
 impl Ctx<'_, '_> {
     fn expr(&mut self, expr: &ast::Expr) -> Result<ResolvedExpr, DslError> {
         let span = expr.span;
+        if !matches!(expr.kind, ExprKind::SegmentRef(_)) {
+            self.expanded = self.expanded.saturating_add(1);
+        }
         match &expr.kind {
             ExprKind::And(items) => Ok(ResolvedExpr::And(self.all(items)?)),
             ExprKind::Or(items) => Ok(ResolvedExpr::Or(self.all(items)?)),
@@ -392,11 +407,18 @@ impl Ctx<'_, '_> {
                 count,
                 within,
             } => self.did(event, count.as_ref(), within.as_ref(), span),
-            ExprKind::SegmentRef(name) => Ok(ResolvedExpr::Segment {
-                name: name.node.clone(),
-                body: self.segments.lookup(name)?,
-                span,
-            }),
+            ExprKind::SegmentRef(name) => {
+                let (body, size) = self.segments.lookup(name)?;
+                self.expanded = self.expanded.saturating_add(size);
+                if self.expanded > MAX_EXPANDED_NODES {
+                    return Err(expansion_limit(name, size, span));
+                }
+                Ok(ResolvedExpr::Segment {
+                    name: name.node.clone(),
+                    body,
+                    span,
+                })
+            }
             ExprKind::Bare(term) => Err(self.bare(term)),
         }
     }
@@ -897,6 +919,25 @@ impl Ctx<'_, '_> {
                 Some(format!("compare it, e.g. `{term} = ...`")),
             ),
         }
+    }
+}
+
+/// The error for a reference that takes its expression past
+/// [`MAX_EXPANDED_NODES`]: references multiply (a segment that ORs 8 copies of
+/// one that ORs 8 copies ... stands for 8^n conditions), and every later stage
+/// works on the expansion.
+fn expansion_limit(name: &Spanned<String>, size: u64, reference: Span) -> DslError {
+    DslError::Limit {
+        span: reference,
+        message: format!(
+            "with `@{}` this expression stands for more than {MAX_EXPANDED_NODES} conditions (`@{}` alone is {size})",
+            name.node, name.node
+        ),
+        hint: Some(
+            "each `@name` is a full copy of its definition, so references multiply; \
+             refer to a segment once (`@a or @a` is `@a`) or write the condition out"
+                .into(),
+        ),
     }
 }
 

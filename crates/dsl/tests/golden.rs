@@ -90,7 +90,11 @@ fn catalog(header: &str) -> Catalog {
 fn library(catalog: &Catalog) -> SegmentLibrary {
     let text = "segment champions = r_score >= 4 and f_score >= 4\n\
                 segment loyal = F >= 5 # repeat buyers\n\
-                segment big_loyal = @loyal and M >= 1000\n";
+                segment big_loyal = @loyal and M >= 1000\n\
+                segment wide1 = @loyal or @loyal or @loyal or @loyal or @loyal or @loyal or @loyal or @loyal\n\
+                segment wide2 = @wide1 or @wide1 or @wide1 or @wide1 or @wide1 or @wide1 or @wide1 or @wide1\n\
+                segment wide3 = @wide2 or @wide2 or @wide2 or @wide2 or @wide2 or @wide2 or @wide2 or @wide2\n\
+                segment wide4 = @wide3 or @wide3 or @wide3 or @wide3 or @wide3 or @wide3 or @wide3 or @wide3\n";
     SegmentLibrary::from_sources([("golden.seg", text)], catalog).expect("golden library")
 }
 

@@ -200,3 +200,69 @@ fn deep_reference_chains_are_refused() {
         "{error:?}"
     );
 }
+
+/// 16 lines, each segment ORing 8 copies of the one before: 8^15 conditions
+/// once expanded (this file reached 11.8 GB before it was refused).
+fn fan_out_file() -> String {
+    let copies = |prev: usize| vec![format!("@s{prev}"); 8].join(" or ");
+    std::iter::once("segment s0 = F >= 1\n".to_owned())
+        .chain((1..16).map(|i| format!("segment s{i} = {}\n", copies(i - 1))))
+        .collect()
+}
+
+#[test]
+fn reference_fan_out_is_refused_at_the_reference_that_crosses_the_limit() {
+    let text = fan_out_file();
+    assert_eq!(text.lines().count(), 16);
+    let (error, rendered) = build_error(&[("fan.seg", &text)]);
+    assert!(
+        matches!(&error, DslError::InFile { error, .. } if matches!(**error, DslError::Limit { .. })),
+        "{error:?}"
+    );
+    // s4 stands for 4681 nodes (1 + 8 * 585): the third `@s4` of s5 crosses
+    // 10,000. The caret is under it.
+    let line = "segment s5 = @s4 or @s4 or @s4 or @s4 or @s4 or @s4 or @s4 or @s4";
+    let want = format!(
+        "error: with `@s4` this expression stands for more than 10000 conditions (`@s4` alone is 4681)\n \
+         --> fan.seg:6:28\n  |\n6 | {line}\n  |                            ^^^\n  \
+         = expected: a simpler expression\n  \
+         = help: each `@name` is a full copy of its definition, so references multiply; \
+         refer to a segment once (`@a or @a` is `@a`) or write the condition out\n"
+    );
+    assert_eq!(rendered, want);
+}
+
+#[test]
+fn wide_but_bounded_references_resolve_compile_and_evaluate() {
+    // s0..s4 of the fan-out file: s4 is 4681 nodes, two copies of it fit.
+    let text: String = fan_out_file()
+        .lines()
+        .take(5)
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let library = load("fan.seg", &text);
+    let catalog = Catalog::default();
+    let resolver = Resolver::new(&catalog).with_library(&library);
+    let ctx = CompileContext::new(0);
+    let resolved = resolver.parse("@s4 or @s4").expect("within the limit");
+    assert_eq!(
+        features(&resolved).into_iter().collect::<Vec<_>>(),
+        [Feature::Frequency]
+    );
+    let expr = compile(&resolved, &ctx).expect("compiles");
+    assert_eq!(
+        expr.to_string().matches("frequency >= Int64(1)").count(),
+        2 * 8usize.pow(4)
+    );
+    for (f, want) in [(0, false), (1, true)] {
+        let row = FeatureRow {
+            frequency: Some(f),
+            ..FeatureRow::default()
+        };
+        assert_eq!(eval(&resolved, &row, &ctx), want);
+    }
+    // One more copy is refused, at the third reference.
+    let error = resolver.parse("@s4 or @s4 or @s4").unwrap_err();
+    assert!(matches!(error, DslError::Limit { .. }), "{error:?}");
+    assert_eq!(error.span().start, 14);
+}

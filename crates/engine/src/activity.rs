@@ -126,7 +126,7 @@ pub async fn scan(events: &Events, cal: &Calendar, spec: &ActivitySpec) -> Resul
     for t in tasks {
         let part = t
             .await
-            .map_err(|e| EngineError::BadRequest(format!("scan task failed: {e}")))??;
+            .map_err(|e| EngineError::Internal(format!("scan task failed: {e}")))??;
         match acc.as_mut() {
             None => acc = Some(part),
             Some(a) => a.merge(part),

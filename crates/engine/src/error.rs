@@ -6,6 +6,14 @@ pub enum EngineError {
     /// The request itself is wrong (unknown event, bad range, bad option).
     #[error("{0}")]
     BadRequest(String),
+    /// The store's committed data cannot be read or contradicts itself (an
+    /// unreadable file, a key beyond the users dictionary): a runtime failure
+    /// (exit code 1), never a smaller answer.
+    #[error("{0}")]
+    Unreadable(String),
+    /// A worker task failed (our bug, or the process is shutting down).
+    #[error("{0}")]
+    Internal(String),
     /// The store could not be opened or read.
     #[error(transparent)]
     Store(#[from] tenure_store::StoreError),

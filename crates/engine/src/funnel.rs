@@ -484,7 +484,7 @@ pub async fn user_levels(events: &Events, spec: &FunnelSpec) -> Result<UserLevel
     let threads = crate::table::thread_count(events.options.threads);
     tokio::task::spawn_blocking(move || fold_users(parts, &spec, shape, threads))
         .await
-        .map_err(|e| EngineError::BadRequest(format!("funnel task failed: {e}")))?
+        .map_err(|e| EngineError::Internal(format!("funnel task failed: {e}")))?
 }
 
 #[derive(Debug, Clone, Copy)]

@@ -75,7 +75,7 @@ pub async fn ltv(events: &Events, spec: &RetentionSpec) -> Result<Vec<LtvRow>> {
         for i in 0..batch.num_rows() {
             let u = keys[i] as usize;
             let c = *cohort.get(u).ok_or_else(|| {
-                EngineError::BadRequest("user_key beyond the users dictionary".into())
+                EngineError::Unreadable("user_key beyond the users dictionary".into())
             })?;
             if c == u32::MAX || !rev.is_valid(i) {
                 continue;

@@ -38,7 +38,7 @@ pub(crate) struct Origin<'a> {
 impl Origin<'_> {
     /// An error about this file.
     pub fn error(&self, e: &dyn std::fmt::Display) -> EngineError {
-        EngineError::BadRequest(format!("cannot read {}: {e}", self.part.path))
+        EngineError::Unreadable(format!("cannot read {}: {e}", self.part.path))
     }
 
     /// A column of one of this file's batches.
@@ -122,7 +122,7 @@ pub(crate) async fn join<T>(tasks: Vec<tokio::task::JoinHandle<Result<T>>>) -> R
     for t in tasks {
         out.push(
             t.await
-                .map_err(|e| EngineError::BadRequest(format!("scan task failed: {e}")))??,
+                .map_err(|e| EngineError::Internal(format!("scan task failed: {e}")))??,
         );
     }
     Ok(out)
@@ -222,7 +222,7 @@ async fn open(
     columns: &[String],
 ) -> Result<(Batches, usize)> {
     let in_file = |e: &dyn std::fmt::Display| {
-        EngineError::BadRequest(format!("cannot read {}: {e}", part.path))
+        EngineError::Unreadable(format!("cannot read {}: {e}", part.path))
     };
     let reader = StoreFile {
         store: store.clone(),

@@ -1,6 +1,7 @@
 //! The events table as DataFusion sees it: exactly the files of the newest
 //! committed manifest version (never a directory listing), pruned by date
-//! before anything is read.
+//! before anything is read. Every committed file must be readable: one that is
+//! missing is an error naming it, never a smaller answer.
 
 use std::sync::Arc;
 
@@ -78,8 +79,13 @@ pub fn thread_count(requested: usize) -> usize {
 impl Events {
     /// Opens the store at `url` and registers its committed files as `events`.
     pub async fn open(url: &str, options: OpenOptions) -> Result<Self> {
-        let store = Store::open(url)?;
+        // Reading never creates a store: a misspelt directory is an error.
+        let store = Store::open_existing(url)?;
         let snapshot = tenure_store::load_latest(&store).await?;
+        // Every committed file is looked for now (a missing one fails here,
+        // naming it), and every read finds it wherever it is then: at its
+        // path, staged, or retired by a concurrent compaction.
+        let store = tenure_store::committed_reader(&store, &snapshot).await?;
         let threads = thread_count(options.threads);
         // DataFusion's own settings may be tuned from the environment
         // (`DATAFUSION_EXECUTION_BATCH_SIZE=...`); ours override them.
@@ -96,17 +102,17 @@ impl Events {
         // local directory, a memory store and a bucket prefix all look alike.
         let base = url::Url::parse("tenure://store").expect("static URL");
         ctx.register_object_store(&base, store.inner.clone());
-        let paths = tenure_store::readable_paths(&store, &snapshot).await?;
         let mut urls = Vec::new();
         let mut parts = Vec::new();
         let mut range: Option<(i64, i64)> = None;
-        for (f, path) in snapshot.files.iter().zip(&paths) {
+        for f in &snapshot.files {
             if options.to.is_some_and(|t| f.min_ts >= t)
                 || options.from.is_some_and(|t| f.max_ts < t)
             {
                 continue;
             }
-            let full = store.path(path);
+            // Addressed by its committed path wherever it is (see above).
+            let full = store.path(&f.path);
             urls.push(ListingTableUrl::parse(format!("tenure://store/{full}"))?);
             parts.push(Part {
                 path: full,

@@ -195,7 +195,7 @@ async fn purchase_columns(
 }
 
 fn beyond_dictionary() -> EngineError {
-    EngineError::BadRequest("user_key beyond the users dictionary".into())
+    EngineError::Unreadable("user_key beyond the users dictionary".into())
 }
 
 /// The users who bought, with their purchase facts: `stats` entry `i` is the
@@ -231,7 +231,7 @@ pub async fn scan_buyers(
     let threads = crate::table::thread_count(events.options.threads);
     let (keys, stats) = tokio::task::spawn_blocking(move || fold_buyers(&parts, users, threads))
         .await
-        .map_err(|e| EngineError::BadRequest(format!("purchase fold failed: {e}")))?;
+        .map_err(|e| EngineError::Internal(format!("purchase fold failed: {e}")))?;
     Ok(Buyers { keys, stats })
 }
 

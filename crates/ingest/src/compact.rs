@@ -6,7 +6,7 @@
 //! [`StoreLayout::retired_file`] (so `events/` holds exactly the committed files)
 //! and stay readable there for a retention period ([`DEFAULT_RETAIN`], or
 //! `tenure compact --retain`), so a reader still working from the previous
-//! version finds them ([`tenure_store::candidate_paths`]). A later compaction (or
+//! version finds them ([`tenure_store::file_locations`]). A later compaction (or
 //! `tenure repair`) deletes them once the period has passed.
 
 use std::collections::{BTreeMap, HashSet};

@@ -58,7 +58,7 @@ fn read_through_candidates(io: &Io, f: &FileEntry) -> Result<bytes::Bytes, Strin
         f.staged.clone(),
         StoreLayout::retired_file(&f.path),
     ];
-    assert_eq!(tenure_store::candidate_paths(f), candidates);
+    assert_eq!(tenure_store::file_locations(f), candidates);
     for c in &candidates {
         if let Some(data) = io.get_opt(c).map_err(|e| e.to_string())? {
             return Ok(data);

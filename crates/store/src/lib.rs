@@ -3,13 +3,14 @@
 //! manifest snapshot.
 #![deny(missing_docs)]
 
+mod committed;
 mod log;
 pub mod retry;
 mod store;
 
-use futures::TryStreamExt;
-use tenure_schema::{FileEntry, Snapshot, StoreLayout};
+use tenure_schema::Snapshot;
 
+pub use committed::{CommittedReads, committed_reader, file_locations, readable_paths};
 pub use store::{RETRY, RetryPolicy, Store};
 
 /// Errors opening or reading a store.
@@ -30,6 +31,20 @@ pub enum StoreError {
         url: String,
         /// What is wrong.
         message: String,
+    },
+    /// A file the committed manifest lists is at none of the places it may be
+    /// (its path, its staged path, its retired path): the store is damaged. A
+    /// runtime failure, never a smaller answer.
+    #[error(
+        "committed file {path} of store {url} cannot be read: it is missing (also looked for it at {tried})"
+    )]
+    MissingFile {
+        /// The store.
+        url: String,
+        /// The file's committed path, relative to the store root.
+        path: String,
+        /// The other places looked at.
+        tried: String,
     },
     /// The object store failed.
     #[error("object store: {0}")]
@@ -85,56 +100,4 @@ fn warn_once(url: &str, version: u64, message: &str) {
     {
         eprintln!("warning: {message}");
     }
-}
-
-/// Where a committed file's bytes may be, in the order to try them: its final
-/// path under `events/`; its staged path (until the committing writer, or the
-/// recovery after its crash, moves it into place); and its retired path (after a
-/// compaction replaced it, for the retention period). Readers of a snapshot try
-/// each on "not found"; writers only ever move a file along this order.
-pub fn candidate_paths(file: &FileEntry) -> [String; 3] {
-    [
-        file.path.clone(),
-        file.staged.clone(),
-        StoreLayout::retired_file(&file.path),
-    ]
-}
-
-/// Where each committed file can be read right now: its final path under
-/// `events/`, or, while the committing writer (or the recovery after its crash)
-/// has not moved it yet, its staged path. One listing, not one request per file
-/// (on local disk, one stat per file).
-pub async fn readable_paths(store: &Store, snapshot: &Snapshot) -> Result<Vec<String>, StoreError> {
-    if let Some(dir) = &store.local_dir {
-        // On local disk a look at each file (one stat) is far cheaper than
-        // listing every partition directory (an open, reads and a stat per entry).
-        return Ok(snapshot
-            .files
-            .iter()
-            .map(|f| match dir.join(&f.path).is_file() {
-                true => f.path.clone(),
-                false => f.staged.clone(),
-            })
-            .collect());
-    }
-    let prefix = store.path("events");
-    let present: std::collections::HashSet<String> = retry::idempotent(|| {
-        store
-            .inner
-            .list(Some(&prefix))
-            .map_ok(|m| store.relative(&m.location))
-            .try_collect()
-    })
-    .await?;
-    Ok(snapshot
-        .files
-        .iter()
-        .map(|f| {
-            if present.contains(&f.path) {
-                f.path.clone()
-            } else {
-                f.staged.clone()
-            }
-        })
-        .collect())
 }

@@ -90,7 +90,23 @@ impl Store {
     /// accepts (`endpoint`, `region`, `allow_http`, `timeout`, ...), e.g.
     /// `s3://bucket/prefix?endpoint=http://127.0.0.1:9000`. Requests are retried
     /// as [`RETRY`] says.
+    ///
+    /// A local directory is created if it does not exist (for writers: `ingest
+    /// --to`, `gen --to`).
     pub fn open(url: &str) -> Result<Self, StoreError> {
+        Self::open_with(url, true)
+    }
+
+    /// Opens a store that must already exist, for commands that only read: a
+    /// local directory that does not exist is an error naming it (a misspelt
+    /// `--data` must not leave an empty directory behind and answer "no
+    /// events"). Object stores have no directories; an empty prefix reads as
+    /// a store without events.
+    pub fn open_existing(url: &str) -> Result<Self, StoreError> {
+        Self::open_with(url, false)
+    }
+
+    fn open_with(url: &str, create: bool) -> Result<Self, StoreError> {
         let bad = |message: String| StoreError::BadUrl {
             url: url.to_string(),
             message,
@@ -121,7 +137,18 @@ impl Store {
             if dir.is_empty() {
                 return Err(bad("empty path".into()));
             }
-            std::fs::create_dir_all(&dir).map_err(|e| bad(format!("cannot create {dir}: {e}")))?;
+            if create {
+                std::fs::create_dir_all(&dir)
+                    .map_err(|e| bad(format!("cannot create {dir}: {e}")))?;
+            } else if !std::path::Path::new(&dir).is_dir() {
+                return Err(bad(match std::fs::metadata(&dir) {
+                    Ok(_) => format!("{dir} is not a directory"),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => format!(
+                        "no such directory {dir} (a store is created by `tenure ingest --to` or `tenure gen --to`)"
+                    ),
+                    Err(e) => format!("cannot open {dir}: {e}"),
+                }));
+            }
             let fs = LocalFileSystem::new_with_prefix(&dir)
                 .map_err(|e| bad(e.to_string()))?
                 .with_automatic_cleanup(true);

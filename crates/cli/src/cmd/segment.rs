@@ -203,7 +203,9 @@ pub(crate) fn library(files: &[String], catalog: &Catalog) -> anyhow::Result<Seg
             std::fs::read_to_string(f).with_context(|| format!("cannot read segment file {f}"))?;
         b.add_source(f, &text).map_err(|e| dsl_error(e, &text))?;
     }
-    b.build(catalog).map_err(|e| BadInput(e.to_string()).into())
+    // Errors from segment files carry their file's text: rendered with the
+    // caret under the offending reference, and the hint.
+    b.build(catalog).map_err(|e| dsl_error(e, ""))
 }
 
 pub(crate) fn catalog_of(events: Option<&Events>) -> Catalog {
@@ -290,16 +292,14 @@ pub fn run(args: SegmentArgs) -> anyhow::Result<()> {
         let users = users_table(&events)
             .await?
             .with_column_renamed("user_key", "uk")?;
+        // The feature table's schema, not the first batch's: a segment that
+        // matches nobody has no batch, and its listing is the header alone.
+        let schema = std::sync::Arc::new(matched.schema().as_arrow().clone());
         let batches = matched.collect().await?;
         let ctx2 = events.ctx.clone();
         ctx2.register_batch(
             "matched",
-            datafusion::arrow::compute::concat_batches(
-                &batches.first().map(|b| b.schema()).unwrap_or_else(|| {
-                    std::sync::Arc::new(datafusion::arrow::datatypes::Schema::empty())
-                }),
-                &batches,
-            )?,
+            datafusion::arrow::compute::concat_batches(&schema, &batches)?,
         )?;
         let joined = ctx2
             .table("matched")
@@ -318,7 +318,13 @@ pub fn run(args: SegmentArgs) -> anyhow::Result<()> {
                 .iter()
                 .map(|f: &Feature| datafusion::logical_expr::ident(f.column_name())),
         );
-        let out = joined.select(names)?.collect().await?;
+        let selected = joined.select(names)?;
+        let schema = std::sync::Arc::new(selected.schema().as_arrow().clone());
+        let mut out = selected.collect().await?;
+        if out.is_empty() {
+            // Nobody matched: the header alone (an empty JSON array).
+            out.push(RecordBatch::new_empty(schema));
+        }
         print_batches(&out, args.format, args.out.as_deref())
     })
 }
