@@ -290,7 +290,6 @@ pub fn maintain(io: &Io, retain: Duration) -> Result<Vec<String>, IngestError> {
     }
     checkpoint(io, retain)?;
     Ok(notes)
-
 }
 
 /// Whether the manifest version at `rel` was committed by transaction `txn`;

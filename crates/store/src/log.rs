@@ -40,9 +40,7 @@ async fn list(store: &Store, after: Option<u64>) -> Result<Listing, StoreError> 
             })
             .await?
         }
-        None => {
-            crate::retry::idempotent(|| store.inner.list(Some(&prefix)).try_collect()).await?
-        }
+        None => crate::retry::idempotent(|| store.inner.list(Some(&prefix)).try_collect()).await?,
     };
     let mut out = Listing::default();
     for m in &metas {
@@ -60,8 +58,7 @@ async fn list(store: &Store, after: Option<u64>) -> Result<Listing, StoreError> 
 
 async fn get(store: &Store, rel: &str) -> Result<Option<bytes::Bytes>, StoreError> {
     let path = store.path(rel);
-    match crate::retry::idempotent(|| async { store.inner.get(&path).await?.bytes().await }).await
-    {
+    match crate::retry::idempotent(|| async { store.inner.get(&path).await?.bytes().await }).await {
         Ok(r) => Ok(Some(r)),
         Err(object_store::Error::NotFound { .. }) => Ok(None),
         Err(e) => Err(e.into()),
