@@ -154,6 +154,9 @@ fn reading_a_store_that_does_not_exist_is_bad_input_and_creates_nothing() {
         &["lifecycle", "--period", "week"][..],
         &["rfm"][..],
         &["abtest", "--metric", "funnel:signup>purchase within 7d"][..],
+        // Maintenance works on an existing store only, too.
+        &["compact"][..],
+        &["repair"][..],
     ]) {
         let out = read(&typo, args);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));

@@ -41,7 +41,7 @@ pub struct CompactArgs {
 
 /// Runs the command.
 pub fn run(args: CompactArgs) -> anyhow::Result<()> {
-    let store = Store::open(&args.data)?;
+    let store = Store::open_existing(&args.data)?;
     let mut cfg = Config::default().ingest;
     cfg.file_rows = args.file_rows.max(1);
     let bar = count_bar(0, "compact");

@@ -29,7 +29,7 @@ pub struct RepairArgs {
 
 /// Runs the command.
 pub fn run(args: RepairArgs) -> anyhow::Result<()> {
-    let io = Io::new(Store::open(&args.data)?);
+    let io = Io::new(Store::open_existing(&args.data)?);
     let mut notes = recover::recover(&io)?;
     notes.extend(manifest::maintain(
         &io,
