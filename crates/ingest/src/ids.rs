@@ -67,7 +67,16 @@ pub fn entry(file: &FileEntry) -> IdsEntry {
 
 /// The 128-bit xxh3 hashes of a batch's `event_id`s.
 pub fn hash_ids(batch: &RecordBatch) -> Result<Vec<u128>, IngestError> {
-    Ok(row_hashes(batch)?.into_iter().flatten().collect())
+    let col = batch.column(batch.schema().index_of(columns::EVENT_ID)?);
+    let col = arrow_cast::cast(col, &arrow_schema::DataType::Utf8)?;
+    // Straight into the list (no per-row `Option` list first): this runs on
+    // every file an ingest writes.
+    Ok(col
+        .as_string::<i32>()
+        .iter()
+        .flatten()
+        .map(|id| xxhash_rust::xxh3::xxh3_128(id.as_bytes()))
+        .collect())
 }
 
 /// The 128-bit xxh3 hash of each row's `event_id` (`None` where null).

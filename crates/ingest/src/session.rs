@@ -288,18 +288,23 @@ impl Ingest {
             ))
         })?;
         // The same name, size and (whole-second) modification time is only a
-        // hint: a file edited in place can keep all three. Its content decides.
+        // hint: a file edited in place can keep all three. Its content decides
+        // (and its hash then serves the same-size check below too).
+        let mut content_hash = None;
         if let Some(prev) = self.base.sources.iter().find(|s| {
             s.name == name && s.bytes == meta.len() && s.mtime == mtime && mtime.is_some()
-        }) && hash_file(path).map_err(input_err)? == prev.hash
-        {
-            self.counters.skipped_inputs += 1;
-            self.notes.push(format!(
-                "{name}: already ingested (transaction {}), skipped",
-                prev.txn
-            ));
-            self.tick(meta.len());
-            return Ok(());
+        }) {
+            let hash = hash_file(path).map_err(input_err)?;
+            if hash == prev.hash {
+                self.counters.skipped_inputs += 1;
+                self.notes.push(format!(
+                    "{name}: already ingested (transaction {}), skipped",
+                    prev.txn
+                ));
+                self.tick(meta.len());
+                return Ok(());
+            }
+            content_hash = Some(hash);
         }
         if meta.len() == 0 {
             self.notes
@@ -318,7 +323,10 @@ impl Ingest {
             .chain(&self.sources)
             .any(|s| s.bytes == meta.len());
         if same_size {
-            let hash = hash_file(path).map_err(input_err)?;
+            let hash = match content_hash {
+                Some(h) => h,
+                None => hash_file(path).map_err(input_err)?,
+            };
             if let Some(prev) = self.known_source(&hash) {
                 let note = format!(
                     "{name}: same content as {} (transaction {}), skipped",
