@@ -36,6 +36,7 @@ use crate::cmd::lifecycle::{self, LifecycleOptions};
 use crate::cmd::ltv::{self, LtvOptions};
 use crate::cmd::retention::{self, RetentionOptions};
 use crate::cmd::segment::{self, RfmOptions, SegmentOptions};
+use crate::cmd::stickiness::{self, StickinessOptions};
 use crate::output::{FileFormat, Rows};
 use crate::report::Kind;
 
@@ -49,6 +50,7 @@ pub const KINDS: &[&str] = &[
     "abtest",
     "rfm",
     "segment",
+    "stickiness",
 ];
 
 /// One analysis of a job: the options of the subcommand of the same name.
@@ -70,6 +72,8 @@ pub enum Spec {
     Rfm(RfmOptions),
     /// `tenure segment` (the count).
     Segment(SegmentOptions),
+    /// `tenure stickiness`.
+    Stickiness(StickinessOptions),
 }
 
 /// What an analysis produced: its rows, and extra rows a chart uses.
@@ -92,6 +96,7 @@ impl Spec {
             "abtest" => Spec::Abtest(Deserialize::deserialize(de)?),
             "rfm" => Spec::Rfm(Deserialize::deserialize(de)?),
             "segment" => Spec::Segment(Deserialize::deserialize(de)?),
+            "stickiness" => Spec::Stickiness(Deserialize::deserialize(de)?),
             other => unreachable!("kind `{other}` is checked against KINDS first"),
         })
     }
@@ -113,6 +118,7 @@ impl Spec {
             Spec::Abtest(_) => Kind::Abtest,
             Spec::Rfm(_) => Kind::Rfm,
             Spec::Segment(_) => Kind::Segment,
+            Spec::Stickiness(_) => Kind::Stickiness,
         }
     }
 
@@ -128,6 +134,7 @@ impl Spec {
             Spec::Abtest(o) => serde_json::to_value(o),
             Spec::Rfm(o) => serde_json::to_value(o),
             Spec::Segment(o) => serde_json::to_value(o),
+            Spec::Stickiness(o) => serde_json::to_value(o),
         };
         let Ok(serde_json::Value::Object(map)) = value else {
             return String::new();
@@ -166,6 +173,7 @@ impl Spec {
             Spec::Rfm(o) => o.check().map_err(at("segments")),
             // The expression is checked with its own spans (see `parse`).
             Spec::Segment(_) => Ok(()),
+            Spec::Stickiness(o) => o.validate().map_err(at("period")),
         }
     }
 
@@ -195,6 +203,7 @@ impl Spec {
             Spec::Funnel(o) => funnel::compute_rows(scope, o).await?,
             Spec::Abtest(o) => abtest::compute_rows(scope, o).await?,
             Spec::Segment(o) => segment::compute_rows(scope, o).await?,
+            Spec::Stickiness(o) => stickiness::compute_rows(scope, o).await?,
             Spec::Rfm(o) => {
                 let r = segment::compute_rfm(scope, o).await?;
                 return Ok(Computed {

@@ -229,3 +229,72 @@ fn retention_is_usable_from_sql() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn stickiness_matches_the_hand_worked_table_in_the_cli_sql_and_jobs() {
+    let dir = store();
+    // fixtures/retention/README.md: a on W1, W2, W3 (one day each); b W1; c W1,
+    // W3; d W4, W5; e on two days of W4. W5 is not over at the default as-of.
+    let want = std::fs::read_to_string(fixture("expected_stickiness_week.csv")).unwrap();
+    assert_eq!(run_cmd("stickiness", dir.path(), &[]), want);
+    let month = run_cmd("stickiness", dir.path(), &["--period", "month"]);
+    // March: b on 1 day; c, d, e on 2; a on 3 (of 5 active); not over by 03-31.
+    for row in [
+        "2026-03-01,1,1,5,0.2,false",
+        "2026-03-01,2,3,5,0.6,false",
+        "2026-03-01,3,1,5,0.2,false",
+        "2026-03-01,4,0,5,0.0,false",
+    ] {
+        assert!(month.contains(row), "{row} in {month}");
+    }
+    let purchases = run_cmd("stickiness", dir.path(), &["--event", "purchase"]);
+    assert!(
+        purchases.contains("2026-03-16,1,2,2,1.0,true"),
+        "{purchases}"
+    );
+    assert!(purchases.contains("2026-03-09,1,0,0,,true"), "{purchases}");
+    let out = tenure()
+        .args(["sql", "--data"])
+        .arg(dir.path())
+        .args([
+            "--format",
+            "csv",
+            "SELECT period, days, users, active_users FROM stickiness('week') WHERE users > 0 ORDER BY period, days",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        "period,days,users,active_users\n2026-03-02,1,3,3\n2026-03-09,1,1,1\n2026-03-16,1,2,2\n2026-03-23,1,1,2\n2026-03-23,2,1,2\n2026-03-30,1,1,1\n"
+    );
+    // A day period is a bad request (exit 2), from the CLI and from SQL.
+    let out = tenure()
+        .args(["stickiness", "--data"])
+        .arg(dir.path())
+        .args(["--period", "day"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = tenure()
+        .args(["sql", "--data"])
+        .arg(dir.path())
+        .args(["SELECT * FROM stickiness('day')"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

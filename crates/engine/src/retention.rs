@@ -10,7 +10,12 @@
 use chrono_tz::Tz;
 use datafusion::logical_expr::Expr;
 
-use crate::activity::{self, ActivitySpec, bit, first_bit};
+use datafusion::arrow::array::{Array, AsArray, RecordBatch};
+use datafusion::arrow::datatypes::DataType;
+use datafusion::error::Result as DfResult;
+
+use crate::activity::{self, bit, first_bit};
+use crate::breakdown::NONE_LABEL;
 use crate::calendar::{Calendar, Period};
 use crate::table::Events;
 use crate::{EngineError, Result};
@@ -133,40 +138,18 @@ pub struct Retention {
     pub as_of: i64,
 }
 
-/// Computes retention over an opened store.
+/// Computes retention over an opened store: one [`RetentionFold`] over the
+/// events (conditions, range and breakdown are inputs of the same plan).
 pub async fn retention(events: &Events, spec: &RetentionSpec) -> Result<Retention> {
-    let (min_ts, max_ts) = events.ts_range.ok_or_else(|| events.empty_error())?;
-    let cal = Calendar::new(spec.period, spec.tz, min_ts, max_ts)?;
-    let act = activity::scan(
-        events,
-        &cal,
-        &ActivitySpec {
-            start: spec.start.clone(),
-            ret: spec.ret.clone(),
-        },
-    )
-    .await?;
-    let as_of = spec.as_of.unwrap_or_else(|| cal.end_of_day(max_ts));
-    let Some(by) = &spec.by else {
-        return Ok(from_activity(&act, &cal, &spec.mode, as_of));
-    };
-    let groups = crate::breakdown::by_first_start(events, by, spec.start.as_ref()).await?;
-    let per_group = grouped(&act, &cal, &spec.mode, as_of, groups.labels.len(), |u| {
-        groups
-            .of_user
-            .get(u)
-            .filter(|g| **g != u32::MAX)
-            .map(|g| *g as usize)
-    });
+    let fold = RetentionFold::new(events, spec)?;
+    let (period, as_of) = (period_name(fold.cal.period), fold.as_of);
+    let batches = crate::fold::run(events, fold).await?;
     let mut rows = Vec::new();
-    for (label, mut part) in groups.labels.iter().zip(per_group) {
-        for r in &mut part {
-            r.group = Some(label.clone());
-        }
-        rows.extend(part);
+    for b in &batches {
+        rows.extend(rows_of_batch(b)?);
     }
     Ok(Retention {
-        period: period_name(cal.period),
+        period,
         rows,
         as_of,
     })
@@ -195,48 +178,63 @@ fn period_name(p: Period) -> &'static str {
     }
 }
 
-/// Rows per group in one pass over the users; `group_of(u)` is the user's
-/// group in `0..groups`, or `None` to leave the user out.
-pub fn grouped(
-    act: &activity::Activity,
-    cal: &Calendar,
-    mode: &Mode,
-    as_of: i64,
-    groups: usize,
-    group_of: impl Fn(usize) -> Option<usize>,
-) -> Vec<Vec<RetentionRow>> {
-    let n = cal.periods();
-    let columns: Vec<(u32, u32)> = match mode {
+/// The columns of a retention table: one per period, or one per bracket.
+fn columns_of(mode: &Mode, periods: usize) -> Vec<(u32, u32)> {
+    match mode {
         Mode::Bracket(b) => b.clone(),
-        _ => (0..n as u32).map(|k| (k, k)).collect(),
-    };
-    let w = columns.len();
-    let mut sizes = vec![0u64; groups * n];
-    let mut cells = vec![0u64; groups * n * w];
-    let highest = |bits: &[u64]| {
-        bits.iter()
-            .enumerate()
-            .rev()
-            .find(|(_, w)| **w != 0)
-            .map(|(i, w)| i * 64 + 63 - w.leading_zeros() as usize)
-    };
-    for u in 0..act.users {
-        let Some(g) = group_of(u) else { continue };
-        let Some(c) = first_bit(act.start_of(u)) else {
-            continue;
+        _ => (0..periods as u32).map(|k| (k, k)).collect(),
+    }
+}
+
+/// Cohort sizes and retained users of one group.
+#[derive(Debug, Clone)]
+pub struct Counts {
+    /// Users per cohort (`periods`).
+    sizes: Vec<u64>,
+    /// Retained users per cohort and column (`periods * columns`).
+    cells: Vec<u64>,
+}
+
+impl Counts {
+    fn new(periods: usize, columns: usize) -> Self {
+        Self {
+            sizes: vec![0; periods],
+            cells: vec![0; periods * columns],
+        }
+    }
+
+    fn add(&mut self, other: &Counts) {
+        for (a, b) in self.sizes.iter_mut().zip(&other.sizes) {
+            *a += b;
+        }
+        for (a, b) in self.cells.iter_mut().zip(&other.cells) {
+            *a += b;
+        }
+    }
+
+    /// Counts one user with these start and return bits.
+    #[inline]
+    fn user(&mut self, start: &[u64], ret: &[u64], n: usize, mode: &Mode) {
+        let Some(c) = first_bit(start) else {
+            return;
         };
-        sizes[g * n + c] += 1;
-        let r = act.return_of(u);
-        let base = (g * n + c) * w;
-        let row = &mut cells[base..base + w];
+        let w = self.cells.len() / n.max(1);
+        self.sizes[c] += 1;
+        let row = &mut self.cells[c * w..(c + 1) * w];
         match mode {
             Mode::NDay => {
                 for (k, cell) in row.iter_mut().enumerate().take(n - c) {
-                    *cell += bit(r, c + k) as u64;
+                    *cell += bit(ret, c + k) as u64;
                 }
             }
             Mode::Unbounded => {
-                if let Some(h) = highest(r)
+                let highest = ret
+                    .iter()
+                    .enumerate()
+                    .rev()
+                    .find(|(_, w)| **w != 0)
+                    .map(|(i, w)| i * 64 + 63 - w.leading_zeros() as usize);
+                if let Some(h) = highest
                     && h >= c
                 {
                     for cell in row.iter_mut().take(h - c + 1) {
@@ -248,20 +246,24 @@ pub fn grouped(
                 for (j, &(lo, hi)) in b.iter().enumerate() {
                     let lo = c + lo as usize;
                     let hi = (c + hi as usize).min(n - 1);
-                    if lo < n && (lo..=hi).any(|p| bit(r, p)) {
+                    if lo < n && (lo..=hi).any(|p| bit(ret, p)) {
                         row[j] += 1;
                     }
                 }
             }
         }
     }
-    let mut out = Vec::with_capacity(groups);
-    for g in 0..groups {
+
+    /// Cohort rows then average rows.
+    fn rows(&self, cal: &Calendar, mode: &Mode, as_of: i64) -> Vec<RetentionRow> {
+        let n = cal.periods();
+        let columns = columns_of(mode, n);
+        let w = columns.len();
         let mut rows = Vec::new();
         let mut avg_size = vec![0u64; w];
         let mut avg_users = vec![0u64; w];
         for c in 0..n {
-            let size = sizes[g * n + c];
+            let size = self.sizes[c];
             for (j, &(lo, hi)) in columns.iter().enumerate() {
                 let last = c + hi as usize;
                 if c + lo as usize >= n {
@@ -269,7 +271,7 @@ pub fn grouped(
                 }
                 // A cell is complete when its last period has ended by `as_of`.
                 let complete = last < n && cal.end_utc(last) <= as_of;
-                let users = cells[(g * n + c) * w + j];
+                let users = self.cells[c * w + j];
                 if complete {
                     avg_size[j] += size;
                     avg_users[j] += users;
@@ -303,9 +305,337 @@ pub fn grouped(
                 complete: avg_size[j] > 0,
             });
         }
-        out.push(rows);
+        rows
     }
-    out
+}
+
+/// Rows per group in one pass over the users; `group_of(u)` is the user's
+/// group in `0..groups`, or `None` to leave the user out.
+pub fn grouped(
+    act: &activity::Activity,
+    cal: &Calendar,
+    mode: &Mode,
+    as_of: i64,
+    groups: usize,
+    group_of: impl Fn(usize) -> Option<usize>,
+) -> Vec<Vec<RetentionRow>> {
+    let n = cal.periods();
+    let w = columns_of(mode, n).len();
+    let mut counts = vec![Counts::new(n, w); groups];
+    for u in 0..act.users {
+        let Some(g) = group_of(u) else { continue };
+        counts[g].user(act.start_of(u), act.return_of(u), n, mode);
+    }
+    counts.iter().map(|c| c.rows(cal, mode, as_of)).collect()
+}
+
+/// The retention of [`RetentionSpec`] as a [`UserFold`]: per user, bitmaps of
+/// the periods with start and return events (and, with a breakdown, the value
+/// at the first start event); per range, the counts of each cohort and cell.
+#[derive(Debug)]
+pub struct RetentionFold {
+    cal: Calendar,
+    mode: Mode,
+    as_of: i64,
+    start: Option<Expr>,
+    ret: Option<Expr>,
+    by: Option<String>,
+}
+
+impl RetentionFold {
+    /// The fold of `spec` over `events` (its calendar spans the events in range).
+    pub fn new(events: &Events, spec: &RetentionSpec) -> Result<Self> {
+        let (min_ts, max_ts) = events.ts_range.ok_or_else(|| events.empty_error())?;
+        let cal = Calendar::new(spec.period, spec.tz, min_ts, max_ts)?;
+        if let Some(by) = &spec.by
+            && (!events.has_column(by) || ["user_key", "ts", "ingested_at"].contains(&by.as_str()))
+        {
+            return Err(EngineError::BadRequest(format!(
+                "cannot break down by `{by}`: not a column of the events table (try variant, event or a declared property)"
+            )));
+        }
+        Ok(Self {
+            as_of: spec.as_of.unwrap_or_else(|| cal.end_of_day(max_ts)),
+            cal,
+            mode: spec.mode.clone(),
+            start: spec.start.clone(),
+            ret: spec.ret.clone(),
+            by: spec.by.clone(),
+        })
+    }
+
+    fn words(&self) -> usize {
+        self.cal.periods().div_ceil(64).max(1)
+    }
+
+    fn separate(&self) -> bool {
+        self.start.is_some() || self.ret.is_some()
+    }
+}
+
+/// [`RetentionFold`]'s state for a range of users.
+pub struct RetentionState {
+    lo: u32,
+    start: Vec<u64>,
+    /// Return bits when return events differ from start events.
+    ret: Option<Vec<u64>>,
+    /// With a breakdown: time and value of each user's first start event.
+    first: Vec<i64>,
+    value: Vec<u32>,
+    values: crate::fold::Interner,
+}
+
+/// The counts of every group (label order; one unnamed group without a breakdown).
+pub struct RetentionCounts {
+    groups: std::collections::BTreeMap<String, Counts>,
+}
+
+impl crate::fold::UserFold for RetentionFold {
+    type State = RetentionState;
+    type Partial = RetentionCounts;
+
+    fn name(&self) -> &'static str {
+        "retention"
+    }
+
+    fn input(&self) -> crate::fold::FoldInput {
+        crate::fold::FoldInput {
+            columns: self.by.iter().cloned().collect(),
+            flags: self.start.iter().chain(&self.ret).cloned().collect(),
+        }
+    }
+
+    fn schema(&self) -> datafusion::arrow::datatypes::SchemaRef {
+        schema()
+    }
+
+    fn start(&self, keys: std::ops::Range<u32>) -> RetentionState {
+        let users = (keys.end - keys.start) as usize;
+        let words = self.words();
+        RetentionState {
+            lo: keys.start,
+            start: vec![0; users * words],
+            ret: self.separate().then(|| vec![0; users * words]),
+            first: if self.by.is_some() {
+                vec![i64::MAX; users]
+            } else {
+                Vec::new()
+            },
+            value: if self.by.is_some() {
+                vec![u32::MAX; users]
+            } else {
+                Vec::new()
+            },
+            values: Default::default(),
+        }
+    }
+
+    fn update(&self, st: &mut RetentionState, rows: &crate::fold::Rows<'_>) -> DfResult<()> {
+        let (keys, ts) = (rows.keys(), rows.ts());
+        let words = self.words();
+        let lo = st.lo as usize;
+        let cal = &self.cal;
+        // Flags: the start condition, then the return condition, if given.
+        let s = self.start.is_some().then(|| rows.flag(0));
+        let r = self
+            .ret
+            .is_some()
+            .then(|| rows.flag(usize::from(self.start.is_some())));
+        if self.by.is_some() {
+            let values = datafusion::arrow::compute::cast(rows.column(0), &DataType::Utf8)?;
+            let v = values.as_string::<i32>();
+            for i in 0..rows.len() {
+                if s.is_some_and(|s| !s.value(i)) {
+                    continue;
+                }
+                let u = keys[i] as usize - lo;
+                let t = ts[i];
+                let val = v.is_valid(i).then(|| v.value(i));
+                // Earliest start event wins; ties go to the smallest value,
+                // so the result does not depend on the reading order.
+                let better = st.value[u] == u32::MAX
+                    || t < st.first[u]
+                    || (t == st.first[u] && val < st.values.get(st.value[u]));
+                if better {
+                    st.first[u] = t;
+                    st.value[u] = st.values.id(val);
+                }
+            }
+        }
+        match &mut st.ret {
+            None => {
+                for i in 0..rows.len() {
+                    let Some(p) = cal.period_of(ts[i]) else {
+                        continue;
+                    };
+                    st.start[(keys[i] as usize - lo) * words + p as usize / 64] |= 1u64 << (p % 64);
+                }
+            }
+            Some(ret) => {
+                for i in 0..rows.len() {
+                    let is_start = s.is_none_or(|s| s.value(i));
+                    let is_return = r.is_none_or(|r| r.value(i));
+                    if !is_start && !is_return {
+                        continue;
+                    }
+                    let Some(p) = cal.period_of(ts[i]) else {
+                        continue;
+                    };
+                    let idx = (keys[i] as usize - lo) * words + p as usize / 64;
+                    let m = 1u64 << (p % 64);
+                    if is_start {
+                        st.start[idx] |= m;
+                    }
+                    if is_return {
+                        ret[idx] |= m;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(&self, st: RetentionState) -> DfResult<RetentionCounts> {
+        let n = self.cal.periods();
+        let w = columns_of(&self.mode, n).len();
+        let words = self.words();
+        let users = st.start.len() / words;
+        let labels: Vec<String> = st
+            .values
+            .values()
+            .iter()
+            .map(|v| v.clone().unwrap_or_else(|| NONE_LABEL.to_string()))
+            .collect();
+        let mut per: Vec<Counts> = vec![Counts::new(n, w); labels.len().max(1)];
+        for u in 0..users {
+            let start = &st.start[u * words..(u + 1) * words];
+            let ret = match &st.ret {
+                Some(r) => &r[u * words..(u + 1) * words],
+                None => start,
+            };
+            let g = if self.by.is_some() {
+                match st.value[u] {
+                    u32::MAX => continue,
+                    g => g as usize,
+                }
+            } else {
+                0
+            };
+            per[g].user(start, ret, n, &self.mode);
+        }
+        let mut groups = std::collections::BTreeMap::new();
+        if self.by.is_some() {
+            for (label, c) in labels.into_iter().zip(per) {
+                groups
+                    .entry(label)
+                    .and_modify(|a: &mut Counts| a.add(&c))
+                    .or_insert(c);
+            }
+        } else {
+            groups.insert(String::new(), per.pop().expect("one group"));
+        }
+        Ok(RetentionCounts { groups })
+    }
+
+    fn merge(&self, into: &mut RetentionCounts, other: RetentionCounts) -> DfResult<()> {
+        for (label, c) in other.groups {
+            match into.groups.get_mut(&label) {
+                Some(a) => a.add(&c),
+                None => {
+                    into.groups.insert(label, c);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn emit(&self, result: RetentionCounts) -> DfResult<RecordBatch> {
+        let mut rows = Vec::new();
+        for (label, c) in &result.groups {
+            let mut part = c.rows(&self.cal, &self.mode, self.as_of);
+            if self.by.is_some() {
+                for r in &mut part {
+                    r.group = Some(label.clone());
+                }
+            }
+            rows.extend(part);
+        }
+        batch_of_rows(&rows)
+    }
+}
+
+/// The schema of retention results (as the rows of `tenure retention`).
+pub fn schema() -> datafusion::arrow::datatypes::SchemaRef {
+    use datafusion::arrow::datatypes::{Field, Schema};
+    std::sync::Arc::new(Schema::new(vec![
+        Field::new("kind", DataType::Utf8, false),
+        Field::new("group", DataType::Utf8, true),
+        Field::new("cohort", DataType::Utf8, true),
+        Field::new("period", DataType::UInt32, false),
+        Field::new("period_label", DataType::Utf8, false),
+        Field::new("cohort_size", DataType::UInt64, false),
+        Field::new("users", DataType::UInt64, true),
+        Field::new("rate", DataType::Float64, true),
+        Field::new("complete", DataType::Boolean, false),
+    ]))
+}
+
+fn batch_of_rows(rows: &[RetentionRow]) -> DfResult<RecordBatch> {
+    use datafusion::arrow::array::{
+        ArrayRef, BooleanArray, Float64Array, StringArray, UInt32Array, UInt64Array,
+    };
+    let cols: Vec<ArrayRef> = vec![
+        std::sync::Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.kind))),
+        std::sync::Arc::new(StringArray::from_iter(rows.iter().map(|r| r.group.clone()))),
+        std::sync::Arc::new(StringArray::from_iter(
+            rows.iter().map(|r| r.cohort.clone()),
+        )),
+        std::sync::Arc::new(UInt32Array::from_iter_values(rows.iter().map(|r| r.period))),
+        std::sync::Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|r| r.period_label.clone()),
+        )),
+        std::sync::Arc::new(UInt64Array::from_iter_values(
+            rows.iter().map(|r| r.cohort_size),
+        )),
+        std::sync::Arc::new(UInt64Array::from_iter(rows.iter().map(|r| r.users))),
+        std::sync::Arc::new(Float64Array::from_iter(rows.iter().map(|r| r.rate))),
+        std::sync::Arc::new(BooleanArray::from_iter(
+            rows.iter().map(|r| Some(r.complete)),
+        )),
+    ];
+    Ok(RecordBatch::try_new(schema(), cols)?)
+}
+
+/// Rows of a batch of [`schema`].
+pub fn rows_of_batch(b: &RecordBatch) -> Result<Vec<RetentionRow>> {
+    use datafusion::arrow::datatypes::{Float64Type, UInt32Type, UInt64Type};
+    let text = |i: usize| b.column(i).as_string::<i32>();
+    let (kind, group, cohort, label) = (text(0), text(1), text(2), text(4));
+    let period = b.column(3).as_primitive::<UInt32Type>();
+    let size = b.column(5).as_primitive::<UInt64Type>();
+    let users = b.column(6).as_primitive::<UInt64Type>();
+    let rate = b.column(7).as_primitive::<Float64Type>();
+    let complete = b.column(8).as_boolean();
+    let opt = |a: &datafusion::arrow::array::StringArray, i: usize| {
+        a.is_valid(i).then(|| a.value(i).to_string())
+    };
+    Ok((0..b.num_rows())
+        .map(|i| RetentionRow {
+            kind: if kind.value(i) == "cohort" {
+                "cohort"
+            } else {
+                "average"
+            },
+            group: opt(group, i),
+            cohort: opt(cohort, i),
+            period: period.value(i),
+            period_label: label.value(i).to_string(),
+            cohort_size: size.value(i),
+            users: users.is_valid(i).then(|| users.value(i)),
+            rate: rate.is_valid(i).then(|| rate.value(i)),
+            complete: complete.value(i),
+        })
+        .collect())
 }
 
 fn label(lo: u32, hi: u32) -> String {

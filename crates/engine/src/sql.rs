@@ -4,19 +4,15 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{
-    ArrayRef, BooleanArray, Float64Array, StringArray, UInt32Array, UInt64Array,
-};
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::{Session, TableFunctionArgs, TableFunctionImpl, TableProvider};
 use datafusion::common::{ScalarValue, plan_err};
-use datafusion::datasource::{MemTable, TableType};
+use datafusion::datasource::TableType;
 use datafusion::error::Result as DfResult;
 use datafusion::logical_expr::{Expr, col, lit};
 use datafusion::physical_plan::ExecutionPlan;
 
-use crate::retention::{Mode, RetentionSpec, retention};
+use crate::retention::{Mode, RetentionFold, RetentionSpec};
 use crate::table::Events;
 
 /// `retention(period [, start_event [, return_event [, mode]]])`.
@@ -42,7 +38,7 @@ fn text_arg(args: &[Expr], i: usize, name: &str) -> DfResult<Option<String>> {
         )) => Ok(s.clone()),
         Some(Expr::Literal(ScalarValue::Null, _)) => Ok(None),
         Some(other) => {
-            plan_err!("retention(): argument `{name}` must be a string literal, got {other}")
+            plan_err!("argument `{name}` must be a string literal, got {other}")
         }
     }
 }
@@ -70,36 +66,31 @@ impl TableFunctionImpl for RetentionFunction {
             as_of: None,
             by: None,
         };
-        Ok(Arc::new(RetentionTable {
-            events: self.events.clone(),
-            spec,
-        }))
+        let fold = RetentionFold::new(&self.events, &spec).map_err(df_error)?;
+        let plan = crate::fold::plan(&self.events, fold).map_err(df_error)?;
+        Ok(Arc::new(FoldTable::new(plan)))
     }
 }
 
+/// A table function's result: a fold plan, built when the function is
+/// called (no data is read then), run when the query runs, with DataFusion's
+/// filters, projections, joins and aggregates on top.
 #[derive(Debug)]
-struct RetentionTable {
-    events: Events,
-    spec: RetentionSpec,
+pub struct FoldTable {
+    plan: Arc<dyn ExecutionPlan>,
 }
 
-fn retention_schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![
-        Field::new("kind", DataType::Utf8, false),
-        Field::new("cohort", DataType::Utf8, true),
-        Field::new("period", DataType::UInt32, false),
-        Field::new("period_label", DataType::Utf8, false),
-        Field::new("cohort_size", DataType::UInt64, false),
-        Field::new("users", DataType::UInt64, true),
-        Field::new("rate", DataType::Float64, true),
-        Field::new("complete", DataType::Boolean, false),
-    ]))
+impl FoldTable {
+    /// The table of `plan`.
+    pub fn new(plan: Arc<dyn ExecutionPlan>) -> Self {
+        Self { plan }
+    }
 }
 
 #[async_trait::async_trait]
-impl TableProvider for RetentionTable {
+impl TableProvider for FoldTable {
     fn schema(&self) -> SchemaRef {
-        retention_schema()
+        self.plan.schema()
     }
 
     fn table_type(&self) -> TableType {
@@ -108,45 +99,80 @@ impl TableProvider for RetentionTable {
 
     async fn scan(
         &self,
-        state: &dyn Session,
+        _state: &dyn Session,
         projection: Option<&Vec<usize>>,
-        filters: &[Expr],
-        limit: Option<usize>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        let r = retention(&self.events, &self.spec)
-            .await
-            .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
-        let rows = &r.rows;
-        let cols: Vec<ArrayRef> = vec![
-            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.kind))),
-            Arc::new(StringArray::from_iter(
-                rows.iter().map(|r| r.cohort.clone()),
-            )),
-            Arc::new(UInt32Array::from_iter_values(rows.iter().map(|r| r.period))),
-            Arc::new(StringArray::from_iter_values(
-                rows.iter().map(|r| r.period_label.clone()),
-            )),
-            Arc::new(UInt64Array::from_iter_values(
-                rows.iter().map(|r| r.cohort_size),
-            )),
-            Arc::new(UInt64Array::from_iter(rows.iter().map(|r| r.users))),
-            Arc::new(Float64Array::from_iter(rows.iter().map(|r| r.rate))),
-            Arc::new(BooleanArray::from_iter(
-                rows.iter().map(|r| Some(r.complete)),
-            )),
-        ];
-        let batch = RecordBatch::try_new(retention_schema(), cols)?;
-        MemTable::try_new(retention_schema(), vec![vec![batch]])?
-            .scan(state, projection, filters, limit)
-            .await
+        let Some(projection) = projection else {
+            return Ok(self.plan.clone());
+        };
+        let schema = self.plan.schema();
+        let exprs: Vec<(Arc<dyn datafusion::physical_expr::PhysicalExpr>, String)> = projection
+            .iter()
+            .map(|&i| {
+                let name = schema.field(i).name().clone();
+                let c: Arc<dyn datafusion::physical_expr::PhysicalExpr> = Arc::new(
+                    datafusion::physical_expr::expressions::Column::new(&name, i),
+                );
+                (c, name)
+            })
+            .collect();
+        Ok(Arc::new(
+            datafusion::physical_plan::projection::ProjectionExec::try_new(
+                exprs,
+                self.plan.clone(),
+            )?,
+        ))
     }
 }
 
-/// Registers Tenure's table functions (`retention`) in the events' session.
+/// An engine error as DataFusion's: a bad request is a planning error.
+pub(crate) fn df_error(e: crate::EngineError) -> datafusion::error::DataFusionError {
+    use datafusion::error::DataFusionError;
+    match e {
+        crate::EngineError::DataFusion(e) => e,
+        e if e.is_bad_request() => DataFusionError::Plan(e.to_string()),
+        e => DataFusionError::Execution(e.to_string()),
+    }
+}
+
+/// `stickiness(period [, event])`.
+#[derive(Debug)]
+struct StickinessFunction {
+    events: Events,
+}
+
+impl TableFunctionImpl for StickinessFunction {
+    fn call_with_args(&self, args: TableFunctionArgs) -> DfResult<Arc<dyn TableProvider>> {
+        let exprs = args.exprs();
+        if exprs.len() > 2 {
+            return plan_err!("stickiness(period [, event]) takes at most 2 arguments");
+        }
+        let period = text_arg(exprs, 0, "period")?.unwrap_or_else(|| "week".into());
+        let spec = crate::stickiness::StickinessSpec {
+            period: period.parse().map_err(df_error)?,
+            tz: chrono_tz::Tz::UTC,
+            condition: text_arg(exprs, 1, "event")?.map(|n| col("event").eq(lit(n))),
+            as_of: None,
+        };
+        let fold = crate::stickiness::StickinessFold::new(&self.events, &spec).map_err(df_error)?;
+        let plan = crate::fold::plan(&self.events, fold).map_err(df_error)?;
+        Ok(Arc::new(FoldTable::new(plan)))
+    }
+}
+
+/// Registers Tenure's table functions (`retention`, `stickiness`) in the events' session.
 pub fn register_functions(events: &Events) {
     events.ctx.register_udtf(
         "retention",
         Arc::new(RetentionFunction {
+            events: events.clone(),
+        }),
+    );
+    events.ctx.register_udtf(
+        "stickiness",
+        Arc::new(StickinessFunction {
             events: events.clone(),
         }),
     );

@@ -244,10 +244,10 @@ async fn open(
 }
 
 /// A stored file of known size, read through the object store.
-struct StoreFile {
-    store: Arc<dyn ObjectStore>,
-    path: object_store::path::Path,
-    size: u64,
+pub(crate) struct StoreFile {
+    pub(crate) store: Arc<dyn ObjectStore>,
+    pub(crate) path: object_store::path::Path,
+    pub(crate) size: u64,
 }
 
 fn parquet_error(e: object_store::Error) -> parquet::errors::ParquetError {

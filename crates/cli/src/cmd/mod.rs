@@ -15,3 +15,4 @@ pub mod retention;
 pub mod run;
 pub mod segment;
 pub mod sql;
+pub mod stickiness;

@@ -37,6 +37,8 @@ pub enum Kind {
     Rfm,
     /// A segment count.
     Segment,
+    /// Stickiness: users by active days, per period.
+    Stickiness,
 }
 
 impl Kind {
@@ -51,6 +53,7 @@ impl Kind {
             Kind::Abtest => "abtest",
             Kind::Rfm => "rfm",
             Kind::Segment => "segment",
+            Kind::Stickiness => "stickiness",
         }
     }
 }
@@ -214,6 +217,7 @@ fn section(out: &mut String, s: &Section) {
                 Kind::Rfm => charts::rfm(rows, s.extra.as_ref()),
                 Kind::Abtest => charts::abtest(rows),
                 Kind::Segment => charts::segment(rows),
+                Kind::Stickiness => charts::bars_section(rows, "days", "users", Some("period")),
             };
             out.push_str("<div class=\"pair\">");
             if !chart.is_empty() {

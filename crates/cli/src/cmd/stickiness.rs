@@ -1,0 +1,141 @@
+//! `tenure stickiness`: users by number of active days per week or month.
+
+use clap::Args;
+use tenure_engine::stickiness::{StickinessSpec, stickiness};
+
+use crate::cmd::common::{AnalysisArgs, Scope};
+use crate::cmd::retention::condition;
+use crate::output::{self, Rows};
+use crate::report::Kind;
+
+/// Stickiness: of the users active in each week (or month), how many were
+/// active on exactly 1, 2, ... days of it.
+///
+/// A user is active on a day (in --tz) with any event, or with an event
+/// matching --event/--where. Periods not over by --as-of (default: the end of
+/// the day of the newest event) are marked incomplete.
+///
+/// Columns (csv/json): period (start date), days, users, active_users,
+/// share (users / active_users), complete.
+///
+/// Examples:
+///
+///   tenure stickiness --data ./store --period week
+///
+///   tenure stickiness --data ./store --period month --event purchase --format csv
+///
+///   In SQL: SELECT * FROM stickiness('week') WHERE days >= 5
+#[derive(Args)]
+pub struct StickinessArgs {
+    #[command(flatten)]
+    pub common: AnalysisArgs,
+    #[command(flatten)]
+    pub opts: StickinessOptions,
+    /// Periods ending after this date (inclusive) or instant are incomplete.
+    #[arg(long, value_name = "WHEN")]
+    pub as_of: Option<String>,
+}
+
+/// What to compute: the flags of `tenure stickiness`, and the keys of a
+/// `kind = "stickiness"` analysis in a job file.
+#[derive(Args, Debug, Clone, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StickinessOptions {
+    /// Reporting period: week (ISO, Monday start) or month.
+    #[arg(long, default_value = "week")]
+    pub period: String,
+    /// Only days with this event count (default: any event).
+    #[arg(long, value_name = "EVENT")]
+    pub event: Option<String>,
+    /// Extra SQL condition on the counted events (e.g. "country = 'JP'").
+    #[arg(long = "where", value_name = "SQL")]
+    pub where_: Option<String>,
+}
+
+impl Default for StickinessOptions {
+    fn default() -> Self {
+        crate::cmd::common::clap_defaults()
+    }
+}
+
+impl StickinessOptions {
+    /// Checks what can be checked without data.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let p: tenure_engine::calendar::Period = self.period.parse()?;
+        if p == tenure_engine::calendar::Period::Day {
+            return Err(crate::exit::BadInput(
+                "stickiness counts days per week or month: --period week or month".into(),
+            )
+            .into());
+        }
+        Ok(())
+    }
+}
+
+/// Computes stickiness over `scope` as tidy rows.
+pub async fn compute_rows(scope: &Scope, opts: &StickinessOptions) -> anyhow::Result<Rows> {
+    opts.validate()?;
+    let events = scope.open().await?;
+    let spec = StickinessSpec {
+        period: opts.period.parse()?,
+        tz: scope.tz,
+        condition: condition(&events, opts.event.as_deref(), opts.where_.as_deref()).await?,
+        as_of: scope.as_of,
+    };
+    let batches = stickiness(&events, &spec).await?;
+    output::rows_from_batches(&batches)
+}
+
+/// Runs the command.
+pub fn run(args: StickinessArgs) -> anyhow::Result<()> {
+    let rt = args.common.runtime()?;
+    let scope = args.common.scope(args.as_of.as_deref())?;
+    let table = rt.block_on(compute_rows(&scope, &args.opts))?;
+    if let Some(out) = &args.common.out {
+        output::write_out(&table, out)?;
+    }
+    output::print_analysis(Kind::Stickiness, &table, None, args.common.format, || {
+        human(&table)
+    })
+}
+
+/// One line per period: its active users and the share per number of days.
+fn human(table: &Rows) -> String {
+    let col = |name: &str| table.columns.iter().position(|c| c == name);
+    let (Some(p), Some(d), Some(a), Some(s), Some(c)) = (
+        col("period"),
+        col("days"),
+        col("active_users"),
+        col("share"),
+        col("complete"),
+    ) else {
+        return String::new();
+    };
+    let mut out = String::new();
+    let mut current: Option<String> = None;
+    for r in &table.rows {
+        let period = r[p].as_str().unwrap_or_default().to_string();
+        if current.as_ref() != Some(&period) {
+            if current.is_some() {
+                out.push('\n');
+            }
+            let mark = if r[c].as_bool() == Some(true) {
+                " "
+            } else {
+                "…"
+            };
+            out.push_str(&format!("{period}{mark} {:>9} |", r[a]));
+            current = Some(period);
+        }
+        let share = r[s].as_f64().map(|v| format!("{:>5.1}%", v * 100.0));
+        out.push_str(&format!(
+            " {}d {}",
+            r[d],
+            share.unwrap_or_else(|| "    -".into())
+        ));
+    }
+    out.push_str(
+        "\n(active users per period, then the share active on k days; … = not over yet)\n",
+    );
+    out
+}

@@ -1,0 +1,164 @@
+//! [`FoldExec`]: runs a [`UserFold`] over every key range of its input
+//! [`KeyScanExec`] concurrently, merges the ranges' partial results in key
+//! order and emits the fold's batch (one output partition).
+
+use std::fmt;
+use std::sync::Arc;
+
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{exec_err, internal_err};
+use datafusion::error::{DataFusionError, Result as DfResult};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, Partitioning,
+    PlanProperties,
+};
+use futures::StreamExt;
+
+use super::{KeyScanExec, Rows, UserFold};
+
+/// A fold over the key ranges of a [`KeyScanExec`].
+#[derive(Debug)]
+pub struct FoldExec<F: UserFold> {
+    fold: Arc<F>,
+    input: Arc<dyn ExecutionPlan>,
+    ranges: Vec<(u32, u32)>,
+    flags_at: usize,
+    props: Arc<PlanProperties>,
+}
+
+impl<F: UserFold> FoldExec<F> {
+    /// `fold` over `scan`.
+    pub fn new(fold: Arc<F>, scan: Arc<KeyScanExec>) -> Self {
+        let props = Arc::new(PlanProperties::new(
+            EquivalenceProperties::new(fold.schema()),
+            Partitioning::UnknownPartitioning(1),
+            EmissionType::Final,
+            Boundedness::Bounded,
+        ));
+        Self {
+            ranges: scan.ranges().to_vec(),
+            flags_at: scan.flags_at(),
+            input: scan,
+            fold,
+            props,
+        }
+    }
+
+    /// The fold.
+    pub fn fold(&self) -> &Arc<F> {
+        &self.fold
+    }
+}
+
+impl<F: UserFold> DisplayAs for FoldExec<F> {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(
+            f,
+            "FoldExec: fold={}, key_ranges={}",
+            self.fold.name(),
+            self.ranges.len()
+        )
+    }
+}
+
+impl<F: UserFold> ExecutionPlan for FoldExec<F> {
+    fn name(&self) -> &str {
+        "FoldExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.props
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    fn benefits_from_input_partitioning(&self) -> Vec<bool> {
+        // The input's partitions are key ranges: never repartition them.
+        vec![false]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> DfResult<TreeNodeRecursion>,
+    ) -> DfResult<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        mut children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let Some(input) = children.pop() else {
+            return internal_err!("FoldExec needs its input");
+        };
+        if input.output_partitioning().partition_count() != self.ranges.len() {
+            return internal_err!("FoldExec's input must keep its key ranges");
+        }
+        Ok(Arc::new(Self {
+            fold: self.fold.clone(),
+            input,
+            ranges: self.ranges.clone(),
+            flags_at: self.flags_at,
+            props: self.props.clone(),
+        }))
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> DfResult<SendableRecordBatchStream> {
+        if partition != 0 {
+            return exec_err!("FoldExec has one partition, not {partition}");
+        }
+        if self.input.output_partitioning().partition_count() != self.ranges.len() {
+            return internal_err!("FoldExec's input does not have its key ranges");
+        }
+        let (input, ranges, flags_at) = (self.input.clone(), self.ranges.clone(), self.flags_at);
+        let fold = self.fold.clone();
+        // Nothing starts before the result is polled.
+        let result = async move {
+            let mut tasks = Vec::with_capacity(ranges.len());
+            for (p, &(lo, hi)) in ranges.iter().enumerate() {
+                let mut stream = input.execute(p, context.clone())?;
+                let fold = fold.clone();
+                tasks.push(tokio::spawn(async move {
+                    let mut state = fold.start(lo..hi);
+                    while let Some(batch) = stream.next().await {
+                        let batch = batch?;
+                        fold.update(&mut state, &Rows::new(&batch, flags_at))?;
+                    }
+                    fold.finish(state)
+                }));
+            }
+            let mut acc: Option<F::Partial> = None;
+            for t in tasks {
+                let part = t
+                    .await
+                    .map_err(|e| DataFusionError::Internal(format!("a fold task failed: {e}")))??;
+                match acc.as_mut() {
+                    None => acc = Some(part),
+                    Some(a) => fold.merge(a, part)?,
+                }
+            }
+            match acc {
+                Some(a) => fold.emit(a),
+                None => {
+                    // No key range (a store without users): an empty state.
+                    let empty = fold.finish(fold.start(0..0))?;
+                    fold.emit(empty)
+                }
+            }
+        };
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            self.fold.schema(),
+            futures::stream::once(result),
+        )))
+    }
+}

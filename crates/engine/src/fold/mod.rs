@@ -1,0 +1,196 @@
+//! The per-user fold: one abstraction for every analysis that reads each
+//! user's events, as two DataFusion operators.
+//!
+//! ```text
+//!  tenure retention / SELECT * FROM retention('week')
+//!        │  a typed request (RetentionSpec, ...)
+//!        ▼
+//!  FoldExec<RetentionFold>        1 output partition: merges the partial
+//!        │                        results of every key range, emits batches
+//!        ▼                        with the analysis's declared schema
+//!  KeyScanExec                    N partitions = N ranges of user keys; reads
+//!                                 the committed Parquet files directly (only
+//!                                 the pages whose user_key statistics overlap
+//!                                 the range), keeps the requested time range,
+//!                                 evaluates the fold's conditions as boolean
+//!                                 columns
+//! ```
+//!
+//! A fold ([`UserFold`]) keeps state for one range of user keys at a time
+//! (dense arrays indexed by `key - range.start`, never `partitions x users`),
+//! updates it batch by batch, finishes it into a partial result, merges the
+//! partial results of all ranges and emits an Arrow `RecordBatch`. Memory is
+//! the state of the users of the ranges in flight plus the scan's buffers: it
+//! does not grow with the number of events.
+//!
+//! Files are sorted by `(user_key, ts)` within a date partition, so a range's
+//! rows come file after file (each file's rows in key order); a fold that is
+//! not order-insensitive must not assume more.
+
+mod exec;
+mod scan;
+
+use std::fmt::Debug;
+use std::ops::Range;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, AsArray, BooleanArray, RecordBatch};
+use datafusion::arrow::datatypes::{SchemaRef, TimestampMicrosecondType, UInt32Type};
+use datafusion::error::Result as DfResult;
+use datafusion::logical_expr::Expr;
+
+pub use exec::FoldExec;
+pub use scan::KeyScanExec;
+
+use crate::table::Events;
+
+/// What a fold reads: columns besides `user_key` and `ts`, and conditions
+/// evaluated per row (SQL expressions over the events table; null is false).
+#[derive(Debug, Clone, Default)]
+pub struct FoldInput {
+    /// Columns of the events table to read, in this order after `user_key`, `ts`.
+    pub columns: Vec<String>,
+    /// Conditions; row `i` of flag `j` is `flags[j]` evaluated on the row.
+    pub flags: Vec<Expr>,
+}
+
+/// A batch of one key range's rows as a fold sees it.
+pub struct Rows<'a> {
+    batch: &'a RecordBatch,
+    /// Index of the first flag column.
+    flags_at: usize,
+}
+
+impl<'a> Rows<'a> {
+    pub(crate) fn new(batch: &'a RecordBatch, flags_at: usize) -> Self {
+        Self { batch, flags_at }
+    }
+
+    /// Number of rows.
+    pub fn len(&self) -> usize {
+        self.batch.num_rows()
+    }
+
+    /// True when there are no rows.
+    pub fn is_empty(&self) -> bool {
+        self.batch.num_rows() == 0
+    }
+
+    /// User keys (absolute, within the fold's range, ascending within a file).
+    pub fn keys(&self) -> &'a [u32] {
+        self.batch.column(0).as_primitive::<UInt32Type>().values()
+    }
+
+    /// Event times (UTC µs).
+    pub fn ts(&self) -> &'a [i64] {
+        self.batch
+            .column(1)
+            .as_primitive::<TimestampMicrosecondType>()
+            .values()
+    }
+
+    /// The `i`-th of [`FoldInput::columns`].
+    pub fn column(&self, i: usize) -> &'a ArrayRef {
+        self.batch.column(2 + i)
+    }
+
+    /// The `j`-th of [`FoldInput::flags`] (no nulls).
+    pub fn flag(&self, j: usize) -> &'a BooleanArray {
+        self.batch.column(self.flags_at + j).as_boolean()
+    }
+
+    /// Every column as read (for debugging and generic folds).
+    pub fn batch(&self) -> &'a RecordBatch {
+        self.batch
+    }
+}
+
+/// The per-user logic of one analysis.
+///
+/// State lives per range of user keys: [`UserFold::start`] makes it for a
+/// range, [`UserFold::update`] folds a batch of the range's rows into it,
+/// [`UserFold::finish`] turns it into a partial result (per-user state is
+/// finished user by user here), [`UserFold::merge`] combines the partial
+/// results of two ranges, and [`UserFold::emit`] writes the final result as a
+/// batch of [`UserFold::schema`]. A range is folded by one task; ranges are
+/// folded concurrently.
+pub trait UserFold: Debug + Send + Sync + 'static {
+    /// State of one key range.
+    type State: Send + 'static;
+    /// Partial result of one or more ranges.
+    type Partial: Send + 'static;
+
+    /// Name shown in plans (`EXPLAIN`).
+    fn name(&self) -> &'static str;
+    /// What to read.
+    fn input(&self) -> FoldInput;
+    /// The output schema.
+    fn schema(&self) -> SchemaRef;
+    /// Empty state for the users `keys`.
+    fn start(&self, keys: Range<u32>) -> Self::State;
+    /// Folds rows of the range (every key is in it).
+    fn update(&self, state: &mut Self::State, rows: &Rows<'_>) -> DfResult<()>;
+    /// Finishes every user of the range.
+    fn finish(&self, state: Self::State) -> DfResult<Self::Partial>;
+    /// Adds `other` into `into`.
+    fn merge(&self, into: &mut Self::Partial, other: Self::Partial) -> DfResult<()>;
+    /// The result.
+    fn emit(&self, result: Self::Partial) -> DfResult<RecordBatch>;
+}
+
+/// The physical plan of `fold` over `events`: a [`FoldExec`] over a
+/// [`KeyScanExec`] with one key range per thread.
+pub fn plan<F: UserFold>(
+    events: &Events,
+    fold: F,
+) -> crate::Result<Arc<dyn datafusion::physical_plan::ExecutionPlan>> {
+    let scan = KeyScanExec::try_new(events, &fold.input())?;
+    Ok(Arc::new(FoldExec::new(Arc::new(fold), Arc::new(scan))))
+}
+
+/// Runs `fold` over `events` and returns its result batches.
+pub async fn run<F: UserFold>(events: &Events, fold: F) -> crate::Result<Vec<RecordBatch>> {
+    let plan = plan(events, fold)?;
+    let ctx = events.ctx.task_ctx();
+    Ok(datafusion::physical_plan::collect(plan, ctx).await?)
+}
+
+/// Numbers distinct text values (null included) in the order met, for folds
+/// that keep a value per user.
+#[derive(Debug, Default)]
+pub struct Interner {
+    ids: std::collections::HashMap<String, u32>,
+    null: Option<u32>,
+    values: Vec<Option<String>>,
+}
+
+impl Interner {
+    /// The id of `v`, numbering it if new.
+    pub fn id(&mut self, v: Option<&str>) -> u32 {
+        match v {
+            None => *self.null.get_or_insert_with(|| {
+                self.values.push(None);
+                self.values.len() as u32 - 1
+            }),
+            Some(v) => match self.ids.get(v) {
+                Some(&id) => id,
+                None => {
+                    let id = self.values.len() as u32;
+                    self.values.push(Some(v.to_string()));
+                    self.ids.insert(v.to_string(), id);
+                    id
+                }
+            },
+        }
+    }
+
+    /// The value numbered `id`.
+    pub fn get(&self, id: u32) -> Option<&str> {
+        self.values.get(id as usize).and_then(|v| v.as_deref())
+    }
+
+    /// Every value, by id.
+    pub fn values(&self) -> &[Option<String>] {
+        &self.values
+    }
+}
