@@ -16,16 +16,23 @@
 //! within N days of their first event / users first seen at least N days
 //! before the as-of time, so everyone counted had the full N days).
 
-use datafusion::arrow::array::{Array, AsArray};
-use datafusion::arrow::datatypes::{Decimal128Type, TimestampMicrosecondType};
+use std::ops::Range;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, Float64Array, RecordBatch, StringArray,
+};
+use datafusion::arrow::datatypes::{DataType, Decimal128Type, Field, Schema, SchemaRef};
+use datafusion::common::exec_err;
+use datafusion::error::Result as DfResult;
 use datafusion::logical_expr::{col, lit};
-use futures::StreamExt;
 
 use crate::Result;
-use crate::activity::{self, ActivitySpec, bit};
+use crate::activity::bit;
 use crate::calendar::{Calendar, DAY_MICROS, Period};
+use crate::fold::{FoldInput, Rows, UserFold};
 use crate::table::Events;
-use crate::userstats::{self, NEVER, PurchaseSpec};
+use crate::userstats::{NEVER, PurchaseSpec};
 
 /// One KPI value.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -68,169 +75,346 @@ fn row(metric: &str, period: &str, num: f64, den: f64, complete: bool) -> KpiRow
     }
 }
 
-/// Computes the KPIs.
+/// Computes the KPIs in one pass over the events ([`KpiFold`]).
 pub async fn kpis(events: &Events, spec: &KpiSpec) -> Result<Vec<KpiRow>> {
-    let (min_ts, max_ts) = events.ts_range.ok_or_else(|| events.empty_error())?;
-    let days = Calendar::new(Period::Day, spec.tz, min_ts, max_ts)?;
-    let rep = Calendar::new(spec.period, spec.tz, min_ts, max_ts)?;
-    let is_purchase = col("event").eq(lit(spec.purchase.event.clone()));
-    let act = activity::scan(
-        events,
-        &days,
-        &ActivitySpec {
-            start: None,
-            ret: Some(is_purchase.clone()),
-        },
-    )
-    .await?;
-    let nd = days.periods();
-    let np = rep.periods();
-    let day_rep: Vec<usize> = (0..nd)
-        .map(|d| rep.period_of(days.day_start(d)).unwrap_or(0) as usize)
-        .collect();
-    let mut dau = vec![0u64; nd];
-    let mut active = vec![0u64; np];
-    let mut purchasers = vec![0u64; np];
-    let mut churn_base = vec![0u64; np];
-    let mut churned = vec![0u64; np];
-    let mut pool = vec![0u64; np];
-    let mut reactivated = vec![0u64; np];
-    let mut rp = vec![false; np];
-    let mut pp = vec![false; np];
-    for u in 0..act.users {
-        let a = act.start_of(u);
-        if a.iter().all(|w| *w == 0) {
-            continue;
-        }
-        rp.iter_mut().for_each(|x| *x = false);
-        pp.iter_mut().for_each(|x| *x = false);
-        let b = act.return_of(u);
-        for d in 0..nd {
-            if bit(a, d) {
-                dau[d] += 1;
-                rp[day_rep[d]] = true;
-            }
-            if bit(b, d) {
-                pp[day_rep[d]] = true;
-            }
-        }
-        let mut seen_before_prev = false;
-        for p in 0..np {
-            active[p] += rp[p] as u64;
-            purchasers[p] += pp[p] as u64;
-            if p > 0 {
-                if rp[p - 1] {
-                    churn_base[p] += 1;
-                    churned[p] += !rp[p] as u64;
-                } else if seen_before_prev {
-                    pool[p] += 1;
-                    reactivated[p] += rp[p] as u64;
-                }
-                seen_before_prev |= rp[p - 1];
-            }
+    let fold = KpiFold::new(events, spec)?;
+    let batches = crate::fold::run(events, fold).await?;
+    Ok(batches.iter().flat_map(rows_of_batch).collect())
+}
+
+/// The output schema (the columns of [`KpiRow`]).
+pub fn schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("metric", DataType::Utf8, false),
+        Field::new("period", DataType::Utf8, false),
+        Field::new("value", DataType::Float64, true),
+        Field::new("numerator", DataType::Float64, false),
+        Field::new("denominator", DataType::Float64, false),
+        Field::new("complete", DataType::Boolean, false),
+    ]))
+}
+
+/// Rows of a batch of [`schema`].
+pub fn rows_of_batch(b: &RecordBatch) -> Vec<KpiRow> {
+    use datafusion::arrow::datatypes::Float64Type;
+    let metric = b.column(0).as_string::<i32>();
+    let period = b.column(1).as_string::<i32>();
+    let value = b.column(2).as_primitive::<Float64Type>();
+    let num = b.column(3).as_primitive::<Float64Type>();
+    let den = b.column(4).as_primitive::<Float64Type>();
+    let complete = b.column(5).as_boolean();
+    (0..b.num_rows())
+        .map(|i| KpiRow {
+            metric: metric.value(i).to_string(),
+            period: period.value(i).to_string(),
+            value: value.is_valid(i).then(|| value.value(i)),
+            numerator: num.value(i),
+            denominator: den.value(i),
+            complete: complete.value(i),
+        })
+        .collect()
+}
+
+/// Every KPI in one [`UserFold`]: per user, the days with any event and with a
+/// purchase, the number of purchases, first event and first purchase; per
+/// range, the period counts those give, plus revenue and orders per period.
+#[derive(Debug)]
+pub struct KpiFold {
+    days: Calendar,
+    rep: Calendar,
+    /// Reporting period of each day.
+    day_rep: Vec<usize>,
+    purchase: String,
+    conversion_days: i64,
+    max_ts: i64,
+}
+
+impl KpiFold {
+    /// The fold of `spec` over the events in range.
+    pub fn new(events: &Events, spec: &KpiSpec) -> Result<Self> {
+        let (min_ts, max_ts) = events.ts_range.ok_or_else(|| events.empty_error())?;
+        let days = Calendar::new(Period::Day, spec.tz, min_ts, max_ts)?;
+        let rep = Calendar::new(spec.period, spec.tz, min_ts, max_ts)?;
+        let day_rep = (0..days.periods())
+            .map(|d| rep.period_of(days.day_start(d)).unwrap_or(0) as usize)
+            .collect();
+        Ok(Self {
+            days,
+            rep,
+            day_rep,
+            purchase: spec.purchase.event.clone(),
+            conversion_days: spec.conversion_days,
+            max_ts,
+        })
+    }
+
+    fn words(&self) -> usize {
+        self.days.periods().div_ceil(64).max(1)
+    }
+}
+
+/// [`KpiFold`]'s state for a range of users.
+pub struct KpiState {
+    lo: u32,
+    active: Vec<u64>,
+    bought: Vec<u64>,
+    purchases: Vec<u32>,
+    first_seen: Vec<i64>,
+    first_purchase: Vec<i64>,
+    revenue: Vec<i128>,
+    orders: Vec<u64>,
+}
+
+/// Sums over users (per day, per reporting period, over the range).
+#[derive(Debug, Clone)]
+pub struct KpiCounts {
+    dau: Vec<u64>,
+    active: Vec<u64>,
+    purchasers: Vec<u64>,
+    churn_base: Vec<u64>,
+    churned: Vec<u64>,
+    pool: Vec<u64>,
+    reactivated: Vec<u64>,
+    revenue: Vec<i128>,
+    orders: Vec<u64>,
+    buyers: u64,
+    repeat: u64,
+    eligible: u64,
+    converted: u64,
+}
+
+impl UserFold for KpiFold {
+    type State = KpiState;
+    type Partial = KpiCounts;
+
+    fn name(&self) -> &'static str {
+        "kpi"
+    }
+
+    fn input(&self) -> FoldInput {
+        FoldInput {
+            columns: vec!["revenue".into()],
+            flags: vec![col("event").eq(lit(self.purchase.clone()))],
         }
     }
-    // Revenue and orders per reporting period.
-    let mut revenue = vec![0i128; np];
-    let mut orders = vec![0u64; np];
-    let df = events
-        .in_range()
-        .await?
-        .filter(is_purchase)?
-        .select(vec![col("ts"), col("revenue")])?;
-    let mut stream = df.execute_stream().await?;
-    while let Some(batch) = stream.next().await {
-        let batch = batch?;
-        let ts = batch
-            .column(0)
-            .as_primitive::<TimestampMicrosecondType>()
-            .values();
-        let rev = batch.column(1).as_primitive::<Decimal128Type>();
-        for i in 0..batch.num_rows() {
-            let Some(p) = rep.period_of(ts[i]) else {
+
+    fn schema(&self) -> SchemaRef {
+        schema()
+    }
+
+    fn start(&self, keys: Range<u32>) -> KpiState {
+        let users = (keys.end - keys.start) as usize;
+        let np = self.rep.periods();
+        KpiState {
+            lo: keys.start,
+            active: vec![0; users * self.words()],
+            bought: vec![0; users * self.words()],
+            purchases: vec![0; users],
+            first_seen: vec![NEVER; users],
+            first_purchase: vec![NEVER; users],
+            revenue: vec![0; np],
+            orders: vec![0; np],
+        }
+    }
+
+    fn update(&self, st: &mut KpiState, rows: &Rows<'_>) -> DfResult<()> {
+        let (keys, ts) = (rows.keys(), rows.ts());
+        let Some(rev) = rows.column(0).as_primitive_opt::<Decimal128Type>() else {
+            return exec_err!("column `revenue` is not a decimal");
+        };
+        let purchase = rows.flag(0);
+        let words = self.words();
+        for i in 0..rows.len() {
+            let u = (keys[i] - st.lo) as usize;
+            let t = ts[i];
+            let Some(d) = self.days.period_of(t) else {
                 continue;
             };
-            orders[p as usize] += 1;
-            if rev.is_valid(i) {
-                revenue[p as usize] += rev.value(i);
+            let (w, m) = (u * words + d as usize / 64, 1u64 << (d % 64));
+            st.active[w] |= m;
+            if st.first_seen[u] == NEVER || t < st.first_seen[u] {
+                st.first_seen[u] = t;
+            }
+            if purchase.value(i) {
+                st.bought[w] |= m;
+                st.purchases[u] += 1;
+                if st.first_purchase[u] == NEVER || t < st.first_purchase[u] {
+                    st.first_purchase[u] = t;
+                }
+                let p = self.day_rep[d as usize];
+                st.orders[p] += 1;
+                if rev.is_valid(i) {
+                    st.revenue[p] += rev.value(i);
+                }
             }
         }
+        Ok(())
     }
-    let as_of = days.end_of_day(max_ts);
-    let mut rows = Vec::new();
-    for p in 0..np {
-        let label = rep.start_date(p).to_string();
-        let complete = rep.end_utc(p) <= as_of;
-        let day_range: Vec<usize> = (0..nd).filter(|d| day_rep[*d] == p).collect();
-        let dau_sum: u64 = day_range.iter().map(|d| dau[*d]).sum();
-        let n_days = day_range.len() as f64;
-        let rev = revenue[p] as f64 / 100.0;
-        let act_p = active[p] as f64;
-        rows.push(row("active_users", &label, act_p, 1.0, complete));
-        rows.push(row("dau", &label, dau_sum as f64, n_days, complete));
-        let dau_mean = if n_days > 0.0 {
-            dau_sum as f64 / n_days
-        } else {
-            0.0
+
+    fn finish(&self, st: KpiState) -> DfResult<KpiCounts> {
+        let (nd, np) = (self.days.periods(), self.rep.periods());
+        let words = self.words();
+        let mut c = KpiCounts {
+            dau: vec![0; nd],
+            active: vec![0; np],
+            purchasers: vec![0; np],
+            churn_base: vec![0; np],
+            churned: vec![0; np],
+            pool: vec![0; np],
+            reactivated: vec![0; np],
+            revenue: st.revenue,
+            orders: st.orders,
+            buyers: 0,
+            repeat: 0,
+            eligible: 0,
+            converted: 0,
         };
-        rows.push(row("stickiness", &label, dau_mean, act_p, complete));
-        rows.push(row("revenue", &label, rev, 1.0, complete));
-        rows.push(row("orders", &label, orders[p] as f64, 1.0, complete));
+        let mut rp = vec![false; np];
+        let mut pp = vec![false; np];
+        let window = self.conversion_days * DAY_MICROS;
+        for (u, &n) in st.purchases.iter().enumerate() {
+            if n >= 1 {
+                c.buyers += 1;
+                c.repeat += (n >= 2) as u64;
+            }
+            let f = st.first_seen[u];
+            if f != NEVER && f + window <= self.max_ts {
+                c.eligible += 1;
+                let fp = st.first_purchase[u];
+                c.converted += (fp != NEVER && fp - f <= window) as u64;
+            }
+            let a = &st.active[u * words..(u + 1) * words];
+            if a.iter().all(|w| *w == 0) {
+                continue;
+            }
+            let b = &st.bought[u * words..(u + 1) * words];
+            rp.iter_mut().for_each(|x| *x = false);
+            pp.iter_mut().for_each(|x| *x = false);
+            for d in 0..nd {
+                if bit(a, d) {
+                    c.dau[d] += 1;
+                    rp[self.day_rep[d]] = true;
+                }
+                if bit(b, d) {
+                    pp[self.day_rep[d]] = true;
+                }
+            }
+            let mut seen_before_prev = false;
+            for p in 0..np {
+                c.active[p] += rp[p] as u64;
+                c.purchasers[p] += pp[p] as u64;
+                if p > 0 {
+                    if rp[p - 1] {
+                        c.churn_base[p] += 1;
+                        c.churned[p] += !rp[p] as u64;
+                    } else if seen_before_prev {
+                        c.pool[p] += 1;
+                        c.reactivated[p] += rp[p] as u64;
+                    }
+                    seen_before_prev |= rp[p - 1];
+                }
+            }
+        }
+        Ok(c)
+    }
+
+    fn merge(&self, a: &mut KpiCounts, b: KpiCounts) -> DfResult<()> {
+        let add = |x: &mut Vec<u64>, y: Vec<u64>| x.iter_mut().zip(y).for_each(|(x, y)| *x += y);
+        add(&mut a.dau, b.dau);
+        add(&mut a.active, b.active);
+        add(&mut a.purchasers, b.purchasers);
+        add(&mut a.churn_base, b.churn_base);
+        add(&mut a.churned, b.churned);
+        add(&mut a.pool, b.pool);
+        add(&mut a.reactivated, b.reactivated);
+        add(&mut a.orders, b.orders);
+        a.revenue
+            .iter_mut()
+            .zip(b.revenue)
+            .for_each(|(x, y)| *x += y);
+        a.buyers += b.buyers;
+        a.repeat += b.repeat;
+        a.eligible += b.eligible;
+        a.converted += b.converted;
+        Ok(())
+    }
+
+    fn emit(&self, c: KpiCounts) -> DfResult<RecordBatch> {
+        let (nd, np) = (self.days.periods(), self.rep.periods());
+        let as_of = self.days.end_of_day(self.max_ts);
+        let mut rows = Vec::new();
+        for p in 0..np {
+            let label = self.rep.start_date(p).to_string();
+            let complete = self.rep.end_utc(p) <= as_of;
+            let day_range: Vec<usize> = (0..nd).filter(|d| self.day_rep[*d] == p).collect();
+            let dau_sum: u64 = day_range.iter().map(|d| c.dau[*d]).sum();
+            let n_days = day_range.len() as f64;
+            let rev = c.revenue[p] as f64 / 100.0;
+            let act_p = c.active[p] as f64;
+            rows.push(row("active_users", &label, act_p, 1.0, complete));
+            rows.push(row("dau", &label, dau_sum as f64, n_days, complete));
+            let dau_mean = if n_days > 0.0 {
+                dau_sum as f64 / n_days
+            } else {
+                0.0
+            };
+            rows.push(row("stickiness", &label, dau_mean, act_p, complete));
+            rows.push(row("revenue", &label, rev, 1.0, complete));
+            rows.push(row("orders", &label, c.orders[p] as f64, 1.0, complete));
+            let buyers = c.purchasers[p] as f64;
+            rows.push(row("purchasers", &label, buyers, 1.0, complete));
+            rows.push(row("arpu", &label, rev, act_p, complete));
+            rows.push(row("arppu", &label, rev, buyers, complete));
+            rows.push(row("aov", &label, rev, c.orders[p] as f64, complete));
+            if p > 0 {
+                rows.push(row(
+                    "churn_rate",
+                    &label,
+                    c.churned[p] as f64,
+                    c.churn_base[p] as f64,
+                    complete,
+                ));
+                rows.push(row(
+                    "reactivation_rate",
+                    &label,
+                    c.reactivated[p] as f64,
+                    c.pool[p] as f64,
+                    complete,
+                ));
+            }
+        }
         rows.push(row(
-            "purchasers",
-            &label,
-            purchasers[p] as f64,
-            1.0,
-            complete,
+            "repurchase_rate",
+            "all",
+            c.repeat as f64,
+            c.buyers as f64,
+            true,
         ));
-        rows.push(row("arpu", &label, rev, act_p, complete));
-        rows.push(row("arppu", &label, rev, purchasers[p] as f64, complete));
-        rows.push(row("aov", &label, rev, orders[p] as f64, complete));
-        if p > 0 {
-            rows.push(row(
-                "churn_rate",
-                &label,
-                churned[p] as f64,
-                churn_base[p] as f64,
-                complete,
-            ));
-            rows.push(row(
-                "reactivation_rate",
-                &label,
-                reactivated[p] as f64,
-                pool[p] as f64,
-                complete,
-            ));
-        }
+        rows.push(row(
+            &format!("first_order_conversion_{}d", self.conversion_days),
+            "all",
+            c.converted as f64,
+            c.eligible as f64,
+            true,
+        ));
+        let cols: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from_iter_values(
+                rows.iter().map(|r| r.metric.as_str()),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                rows.iter().map(|r| r.period.as_str()),
+            )),
+            Arc::new(Float64Array::from_iter(rows.iter().map(|r| r.value))),
+            Arc::new(Float64Array::from_iter_values(
+                rows.iter().map(|r| r.numerator),
+            )),
+            Arc::new(Float64Array::from_iter_values(
+                rows.iter().map(|r| r.denominator),
+            )),
+            Arc::new(BooleanArray::from_iter(
+                rows.iter().map(|r| Some(r.complete)),
+            )),
+        ];
+        Ok(RecordBatch::try_new(schema(), cols)?)
     }
-    let stats = userstats::scan(events, &spec.purchase).await?;
-    let (mut buyers, mut repeat, mut eligible, mut converted) = (0u64, 0u64, 0u64, 0u64);
-    let window = spec.conversion_days * DAY_MICROS;
-    for u in 0..stats.len() {
-        if stats.purchases[u] >= 1 {
-            buyers += 1;
-            repeat += (stats.purchases[u] >= 2) as u64;
-        }
-        let f = stats.first_seen[u];
-        if f != NEVER && f + window <= max_ts {
-            eligible += 1;
-            let fp = stats.first_purchase[u];
-            converted += (fp != NEVER && fp - f <= window) as u64;
-        }
-    }
-    rows.push(row(
-        "repurchase_rate",
-        "all",
-        repeat as f64,
-        buyers as f64,
-        true,
-    ));
-    rows.push(row(
-        &format!("first_order_conversion_{}d", spec.conversion_days),
-        "all",
-        converted as f64,
-        eligible as f64,
-        true,
-    ));
-    Ok(rows)
 }

@@ -12,8 +12,17 @@
 //! active before; dormant = active in p-1 and not in p (PostHog plots these as
 //! negative; here they are a positive count with status `dormant`).
 
-use crate::activity::{self, ActivitySpec, bit, first_bit};
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    ArrayRef, AsArray, BooleanArray, RecordBatch, StringArray, UInt64Array,
+};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, UInt64Type};
+use datafusion::error::Result as DfResult;
+
+use crate::activity::{bit, first_bit};
 use crate::calendar::{Calendar, DAY_MICROS, Period};
+use crate::fold::{FoldInput, Rows, UserFold};
 use crate::table::Events;
 use crate::userstats::{NEVER, UserStats};
 use crate::{EngineError, Result};
@@ -162,41 +171,159 @@ pub async fn periods(
     tz: chrono_tz::Tz,
     from: Option<i64>,
 ) -> Result<Vec<PeriodRow>> {
-    let (min_ts, max_ts) = events.ts_range.ok_or_else(|| events.empty_error())?;
-    let cal = Calendar::new(period, tz, min_ts, max_ts)?;
-    let act = activity::scan(events, &cal, &ActivitySpec::default()).await?;
-    let n = cal.periods();
-    let mut counts = vec![[0u64; 4]; n];
-    for u in 0..act.users {
-        let bits = act.start_of(u);
-        let Some(f) = first_bit(bits) else { continue };
-        for (p, c) in counts.iter_mut().enumerate().skip(f) {
-            let now = bit(bits, p);
-            let prev = p > 0 && bit(bits, p - 1);
-            match (now, prev) {
-                (true, _) if p == f => c[0] += 1,
-                (true, true) => c[1] += 1,
-                (true, false) => c[2] += 1,
-                (false, true) => c[3] += 1,
-                (false, false) => {}
-            }
-        }
-    }
-    let as_of = cal.end_of_day(max_ts);
-    let first_reported = from.and_then(|t| cal.period_of(t)).unwrap_or(0) as usize;
+    let fold = LifecycleFold::new(events, period, tz, from)?;
+    let batches = crate::fold::run(events, fold).await?;
     let mut rows = Vec::new();
-    for (p, c) in counts.iter().enumerate().skip(first_reported) {
-        for (i, status) in ["new", "returning", "resurrecting", "dormant"]
-            .iter()
-            .enumerate()
-        {
+    for b in &batches {
+        let period = b.column(0).as_string::<i32>();
+        let status = b.column(1).as_string::<i32>();
+        let users = b.column(2).as_primitive::<UInt64Type>();
+        let complete = b.column(3).as_boolean();
+        for i in 0..b.num_rows() {
             rows.push(PeriodRow {
-                period: cal.start_date(p).to_string(),
-                status,
-                users: c[i],
-                complete: cal.end_utc(p) <= as_of,
+                period: period.value(i).to_string(),
+                status: STATUSES
+                    .iter()
+                    .find(|s| **s == status.value(i))
+                    .copied()
+                    .unwrap_or("dormant"),
+                users: users.value(i),
+                complete: complete.value(i),
             });
         }
     }
     Ok(rows)
+}
+
+/// The statuses of the per-period counts, in output order.
+pub const STATUSES: [&str; 4] = ["new", "returning", "resurrecting", "dormant"];
+
+/// The schema of the per-period counts.
+pub fn periods_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("period", DataType::Utf8, false),
+        Field::new("status", DataType::Utf8, false),
+        Field::new("users", DataType::UInt64, false),
+        Field::new("complete", DataType::Boolean, false),
+    ]))
+}
+
+/// Per-period lifecycle counts as a [`UserFold`]: per user, a bitmap of active
+/// periods; per range, the counts of each status.
+#[derive(Debug)]
+pub struct LifecycleFold {
+    cal: Calendar,
+    as_of: i64,
+    first_reported: usize,
+}
+
+impl LifecycleFold {
+    /// The fold over the events in range; `from` as in [`periods`].
+    pub fn new(
+        events: &Events,
+        period: Period,
+        tz: chrono_tz::Tz,
+        from: Option<i64>,
+    ) -> Result<Self> {
+        let (min_ts, max_ts) = events.ts_range.ok_or_else(|| events.empty_error())?;
+        let cal = Calendar::new(period, tz, min_ts, max_ts)?;
+        Ok(Self {
+            as_of: cal.end_of_day(max_ts),
+            first_reported: from.and_then(|t| cal.period_of(t)).unwrap_or(0) as usize,
+            cal,
+        })
+    }
+
+    fn words(&self) -> usize {
+        self.cal.periods().div_ceil(64).max(1)
+    }
+}
+
+/// Active periods of a range's users.
+pub struct PeriodBits {
+    lo: u32,
+    bits: Vec<u64>,
+}
+
+impl UserFold for LifecycleFold {
+    type State = PeriodBits;
+    type Partial = Vec<[u64; 4]>;
+
+    fn name(&self) -> &'static str {
+        "lifecycle"
+    }
+
+    fn input(&self) -> FoldInput {
+        FoldInput::default()
+    }
+
+    fn schema(&self) -> SchemaRef {
+        periods_schema()
+    }
+
+    fn start(&self, keys: std::ops::Range<u32>) -> PeriodBits {
+        PeriodBits {
+            lo: keys.start,
+            bits: vec![0; (keys.end - keys.start) as usize * self.words()],
+        }
+    }
+
+    fn update(&self, st: &mut PeriodBits, rows: &Rows<'_>) -> DfResult<()> {
+        let (keys, ts) = (rows.keys(), rows.ts());
+        let words = self.words();
+        for i in 0..rows.len() {
+            let Some(p) = self.cal.period_of(ts[i]) else {
+                continue;
+            };
+            st.bits[(keys[i] - st.lo) as usize * words + p as usize / 64] |= 1u64 << (p % 64);
+        }
+        Ok(())
+    }
+
+    fn finish(&self, st: PeriodBits) -> DfResult<Vec<[u64; 4]>> {
+        let mut counts = vec![[0u64; 4]; self.cal.periods()];
+        for bits in st.bits.chunks_exact(self.words()) {
+            let Some(f) = first_bit(bits) else { continue };
+            for (p, c) in counts.iter_mut().enumerate().skip(f) {
+                let now = bit(bits, p);
+                let prev = p > 0 && bit(bits, p - 1);
+                match (now, prev) {
+                    (true, _) if p == f => c[0] += 1,
+                    (true, true) => c[1] += 1,
+                    (true, false) => c[2] += 1,
+                    (false, true) => c[3] += 1,
+                    (false, false) => {}
+                }
+            }
+        }
+        Ok(counts)
+    }
+
+    fn merge(&self, into: &mut Vec<[u64; 4]>, other: Vec<[u64; 4]>) -> DfResult<()> {
+        for (a, b) in into.iter_mut().zip(other) {
+            for i in 0..4 {
+                a[i] += b[i];
+            }
+        }
+        Ok(())
+    }
+
+    fn emit(&self, counts: Vec<[u64; 4]>) -> DfResult<RecordBatch> {
+        let (mut period, mut status, mut users, mut complete) = (vec![], vec![], vec![], vec![]);
+        for (p, c) in counts.iter().enumerate().skip(self.first_reported) {
+            for (i, s) in STATUSES.iter().enumerate() {
+                period.push(self.cal.start_date(p).to_string());
+                status.push(*s);
+                users.push(c[i]);
+                complete.push(Some(self.cal.end_utc(p) <= self.as_of));
+            }
+        }
+        let cols: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from(period)),
+            Arc::new(StringArray::from(status)),
+            Arc::new(UInt64Array::from(users)),
+            Arc::new(BooleanArray::from(complete)),
+        ];
+        Ok(RecordBatch::try_new(periods_schema(), cols)?)
+    }
 }

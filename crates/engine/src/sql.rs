@@ -162,11 +162,74 @@ impl TableFunctionImpl for StickinessFunction {
     }
 }
 
-/// Registers Tenure's table functions (`retention`, `stickiness`) in the events' session.
+/// `lifecycle(period)`: new, returning, resurrecting and dormant users per period.
+#[derive(Debug)]
+struct LifecycleFunction {
+    events: Events,
+}
+
+impl TableFunctionImpl for LifecycleFunction {
+    fn call_with_args(&self, args: TableFunctionArgs) -> DfResult<Arc<dyn TableProvider>> {
+        let exprs = args.exprs();
+        if exprs.len() > 1 {
+            return plan_err!("lifecycle(period) takes at most 1 argument");
+        }
+        let period = text_arg(exprs, 0, "period")?.unwrap_or_else(|| "week".into());
+        let fold = crate::lifecycle::LifecycleFold::new(
+            &self.events,
+            period.parse().map_err(df_error)?,
+            chrono_tz::Tz::UTC,
+            None,
+        )
+        .map_err(df_error)?;
+        let plan = crate::fold::plan(&self.events, fold).map_err(df_error)?;
+        Ok(Arc::new(FoldTable::new(plan)))
+    }
+}
+
+/// `kpi(period)`: every KPI of `tenure kpi` (purchases are `purchase` events,
+/// first-order conversion over 7 days).
+#[derive(Debug)]
+struct KpiFunction {
+    events: Events,
+}
+
+impl TableFunctionImpl for KpiFunction {
+    fn call_with_args(&self, args: TableFunctionArgs) -> DfResult<Arc<dyn TableProvider>> {
+        let exprs = args.exprs();
+        if exprs.len() > 1 {
+            return plan_err!("kpi(period) takes at most 1 argument");
+        }
+        let period = text_arg(exprs, 0, "period")?.unwrap_or_else(|| "month".into());
+        let spec = crate::kpi::KpiSpec {
+            period: period.parse().map_err(df_error)?,
+            tz: chrono_tz::Tz::UTC,
+            purchase: Default::default(),
+            conversion_days: 7,
+        };
+        let fold = crate::kpi::KpiFold::new(&self.events, &spec).map_err(df_error)?;
+        let plan = crate::fold::plan(&self.events, fold).map_err(df_error)?;
+        Ok(Arc::new(FoldTable::new(plan)))
+    }
+}
+
+/// Registers Tenure's table functions (`retention`, `lifecycle`, `kpi`, `stickiness`) in the events' session.
 pub fn register_functions(events: &Events) {
     events.ctx.register_udtf(
         "retention",
         Arc::new(RetentionFunction {
+            events: events.clone(),
+        }),
+    );
+    events.ctx.register_udtf(
+        "lifecycle",
+        Arc::new(LifecycleFunction {
+            events: events.clone(),
+        }),
+    );
+    events.ctx.register_udtf(
+        "kpi",
+        Arc::new(KpiFunction {
             events: events.clone(),
         }),
     );

@@ -1,0 +1,125 @@
+//! Golden tests of Tenure's SQL table functions: `fixtures/sql/*.slt` holds
+//! queries and their expected rows (sqllogictest style) over the hand-checked
+//! retention fixture (fixtures/retention/README.md).
+//!
+//! Format: a `query` line, the SQL (one or more lines), a `----` line, the
+//! expected CSV output (header included), then a blank line. Lines starting
+//! with `#` between blocks are comments. `statement error <text>` instead of
+//! `query` expects exit 2 with `<text>` in the error.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn tenure() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_tenure"))
+}
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
+}
+
+fn store() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let st = tenure()
+        .arg("ingest")
+        .arg(fixtures().join("retention/events.ndjson"))
+        .arg("--to")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    dir
+}
+
+struct Case {
+    line: usize,
+    sql: String,
+    want: Result<String, String>,
+}
+
+fn parse(text: &str) -> Vec<Case> {
+    let mut cases = Vec::new();
+    let mut lines = text.lines().enumerate().peekable();
+    while let Some((i, l)) = lines.next() {
+        let l = l.trim_end();
+        if l.is_empty() || l.starts_with('#') {
+            continue;
+        }
+        let error = l.strip_prefix("statement error ").map(str::to_string);
+        assert!(
+            l == "query" || error.is_some(),
+            "line {}: expected `query` or `statement error`, got `{l}`",
+            i + 1
+        );
+        let mut sql = Vec::new();
+        let mut want = Vec::new();
+        let mut in_rows = false;
+        for (_, l) in lines.by_ref() {
+            if l.trim().is_empty() {
+                break;
+            }
+            if l == "----" {
+                in_rows = true;
+            } else if in_rows {
+                want.push(l);
+            } else {
+                sql.push(l);
+            }
+        }
+        cases.push(Case {
+            line: i + 1,
+            sql: sql.join("\n"),
+            want: match error {
+                Some(e) => Err(e),
+                None => Ok(want.iter().map(|l| format!("{l}\n")).collect()),
+            },
+        });
+    }
+    cases
+}
+
+#[test]
+fn table_functions_match_the_golden_files() {
+    let dir = store();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(fixtures().join("sql"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "slt"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty());
+    let mut failures = Vec::new();
+    for file in &files {
+        for case in parse(&std::fs::read_to_string(file).unwrap()) {
+            let out = tenure()
+                .args(["sql", "--format", "csv", "--data"])
+                .arg(dir.path())
+                .arg(&case.sql)
+                .output()
+                .unwrap();
+            let (stdout, stderr) = (
+                String::from_utf8_lossy(&out.stdout).to_string(),
+                String::from_utf8_lossy(&out.stderr).to_string(),
+            );
+            let ok = match &case.want {
+                Ok(rows) => out.status.success() && &stdout == rows,
+                Err(text) => out.status.code() == Some(2) && stderr.contains(text.as_str()),
+            };
+            if !ok {
+                failures.push(format!(
+                    "{}:{}: {}\nwant: {:?}\ngot (exit {:?}):\n{stdout}{stderr}",
+                    file.display(),
+                    case.line,
+                    case.sql,
+                    case.want,
+                    out.status.code()
+                ));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
