@@ -1,0 +1,136 @@
+//! Property test: every KPI (one fold over the events) equals a naive count
+//! from its definition (crates/engine/src/kpi.rs, DESIGN.md) on random events,
+//! for weeks and months, on one and on several key ranges.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use common::*;
+use proptest::prelude::*;
+use tenure_engine::calendar::Period;
+use tenure_engine::kpi::{KpiSpec, kpis};
+use tenure_engine::{Events, OpenOptions};
+
+type Table = BTreeMap<(String, String), (f64, f64)>;
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+
+    #[test]
+    fn kpis_match_naive(evs in events(), month in any::<bool>(), threads in 1usize..4) {
+        let period = if month { Period::Month } else { Period::Week };
+        let url = fresh_store(&evs, "kpi-prop");
+        let spec = KpiSpec {
+            period,
+            tz: chrono_tz::Tz::UTC,
+            purchase: Default::default(),
+            conversion_days: 7,
+        };
+        let got: Table = block(async {
+            let events = Events::open(&url, OpenOptions { threads, ..Default::default() }).await.unwrap();
+            kpis(&events, &spec).await.unwrap()
+        })
+        .into_iter()
+        .map(|r| ((r.metric, r.period), (r.numerator, r.denominator)))
+        .collect();
+        prop_assert_eq!(got, naive(&evs, period));
+    }
+}
+
+fn naive(evs: &[Ev], period: Period) -> Table {
+    let min = evs.iter().map(|e| e.ts).min().unwrap();
+    let max = evs.iter().map(|e| e.ts).max().unwrap();
+    let first = start(period, date(min));
+    let n = index(period, first, date(max)) + 1;
+    let of = |ts: i64| index(period, first, date(ts));
+    let active = |p: i64| -> BTreeSet<u8> {
+        evs.iter()
+            .filter(|e| of(e.ts) == p)
+            .map(|e| e.user)
+            .collect()
+    };
+    let purchases = |p: i64| {
+        evs.iter()
+            .filter(move |e| e.name == "purchase" && of(e.ts) == p)
+    };
+    let mut t = Table::new();
+    for p in 0..n {
+        let label = nth_start(period, first, p).to_string();
+        let mut put = |m: &str, num: f64, den: f64| {
+            t.insert((m.to_string(), label.clone()), (num, den));
+        };
+        let users = active(p).len() as f64;
+        // Days of the period between the first and the last event's dates.
+        let days: Vec<chrono::NaiveDate> = date(min)
+            .iter_days()
+            .take_while(|d| *d <= date(max))
+            .filter(|d| index(period, first, *d) == p)
+            .collect();
+        let user_days: BTreeSet<(u8, chrono::NaiveDate)> = evs
+            .iter()
+            .filter(|e| of(e.ts) == p)
+            .map(|e| (e.user, date(e.ts)))
+            .collect();
+        let dau = user_days.len() as f64;
+        let nd = days.len() as f64;
+        let cents: i64 = purchases(p).filter_map(|e| e.revenue).sum();
+        let rev = cents as f64 / 100.0;
+        let orders = purchases(p).count() as f64;
+        let buyers = purchases(p).map(|e| e.user).collect::<BTreeSet<_>>().len() as f64;
+        put("active_users", users, 1.0);
+        put("dau", dau, nd);
+        put("stickiness", if nd > 0.0 { dau / nd } else { 0.0 }, users);
+        put("revenue", rev, 1.0);
+        put("orders", orders, 1.0);
+        put("purchasers", buyers, 1.0);
+        put("arpu", rev, users);
+        put("arppu", rev, buyers);
+        put("aov", rev, orders);
+        if p > 0 {
+            let prev = active(p - 1);
+            let now = active(p);
+            let before: BTreeSet<u8> = (0..p - 1).flat_map(active).collect();
+            let pool: BTreeSet<u8> = before.difference(&prev).copied().collect();
+            put(
+                "churn_rate",
+                prev.difference(&now).count() as f64,
+                prev.len() as f64,
+            );
+            put(
+                "reactivation_rate",
+                pool.intersection(&now).count() as f64,
+                pool.len() as f64,
+            );
+        }
+    }
+    let users: BTreeSet<u8> = evs.iter().map(|e| e.user).collect();
+    let (mut buyers, mut repeat, mut eligible, mut converted) = (0.0, 0.0, 0.0, 0.0);
+    for u in users {
+        let mine: Vec<&Ev> = evs.iter().filter(|e| e.user == u).collect();
+        let bought: Vec<i64> = mine
+            .iter()
+            .filter(|e| e.name == "purchase")
+            .map(|e| e.ts)
+            .collect();
+        if !bought.is_empty() {
+            buyers += 1.0;
+        }
+        if bought.len() >= 2 {
+            repeat += 1.0;
+        }
+        let seen = mine.iter().map(|e| e.ts).min().unwrap();
+        if seen + 7 * DAY <= max {
+            eligible += 1.0;
+            if bought.iter().min().is_some_and(|&f| f - seen <= 7 * DAY) {
+                converted += 1.0;
+            }
+        }
+    }
+    t.insert(("repurchase_rate".into(), "all".into()), (repeat, buyers));
+    t.insert(
+        ("first_order_conversion_7d".into(), "all".into()),
+        (converted, eligible),
+    );
+    t
+}
