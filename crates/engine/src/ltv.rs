@@ -3,17 +3,26 @@
 //! Cohorts are defined as in retention (first start event). Revenue sums are
 //! exact (decimal cents), only the per-user ratio is a float.
 
-use datafusion::arrow::array::{Array, AsArray};
-use datafusion::arrow::datatypes::{Decimal128Type, TimestampMicrosecondType, UInt32Type};
-use datafusion::logical_expr::col;
-use futures::StreamExt;
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::Arc;
 
-use crate::activity::{self, ActivitySpec, first_bit};
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, Float64Array, RecordBatch, StringArray, UInt32Array,
+    UInt64Array,
+};
+use datafusion::arrow::datatypes::{DataType, Decimal128Type, Field, Schema, SchemaRef};
+use datafusion::common::exec_err;
+use datafusion::error::Result as DfResult;
+use datafusion::logical_expr::Expr;
+
+use crate::Result;
+use crate::activity::first_bit;
 use crate::calendar::Calendar;
+use crate::fold::{FoldInput, Rows, UserFold};
 use crate::retention::RetentionSpec;
 use crate::table::Events;
 use crate::userstats::cents;
-use crate::{EngineError, Result};
 
 /// One row.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -36,92 +45,227 @@ pub struct LtvRow {
 
 /// Computes LTV; `spec.ret` and `spec.mode` are ignored (all revenue counts).
 pub async fn ltv(events: &Events, spec: &RetentionSpec) -> Result<Vec<LtvRow>> {
-    let (min_ts, max_ts) = events.ts_range.ok_or_else(|| events.empty_error())?;
-    let cal = Calendar::new(spec.period, spec.tz, min_ts, max_ts)?;
-    let act = activity::scan(
-        events,
-        &cal,
-        &ActivitySpec {
+    let fold = LtvFold::new(events, spec)?;
+    let batches = crate::fold::run(events, fold).await?;
+    Ok(batches.iter().flat_map(rows_of_batch).collect())
+}
+
+/// The output schema (the columns of [`LtvRow`]).
+pub fn schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("kind", DataType::Utf8, false),
+        Field::new("cohort", DataType::Utf8, true),
+        Field::new("period", DataType::UInt32, false),
+        Field::new("cohort_size", DataType::UInt64, false),
+        Field::new("revenue", DataType::Utf8, true),
+        Field::new("ltv", DataType::Float64, true),
+        Field::new("complete", DataType::Boolean, false),
+    ]))
+}
+
+/// Rows of a batch of [`schema`].
+pub fn rows_of_batch(b: &RecordBatch) -> Vec<LtvRow> {
+    use datafusion::arrow::datatypes::{Float64Type, UInt32Type, UInt64Type};
+    let text = |i: usize| b.column(i).as_string::<i32>();
+    let (kind, cohort, revenue) = (text(0), text(1), text(4));
+    let period = b.column(2).as_primitive::<UInt32Type>();
+    let size = b.column(3).as_primitive::<UInt64Type>();
+    let ltv = b.column(5).as_primitive::<Float64Type>();
+    let complete = b.column(6).as_boolean();
+    (0..b.num_rows())
+        .map(|i| LtvRow {
+            kind: if kind.value(i) == "cohort" {
+                "cohort"
+            } else {
+                "average"
+            },
+            cohort: cohort.is_valid(i).then(|| cohort.value(i).to_string()),
+            period: period.value(i),
+            cohort_size: size.value(i),
+            revenue: revenue.is_valid(i).then(|| revenue.value(i).to_string()),
+            ltv: ltv.is_valid(i).then(|| ltv.value(i)),
+            complete: complete.value(i),
+        })
+        .collect()
+}
+
+/// LTV as a [`UserFold`]: per user, the periods with a start event and the
+/// revenue per period (kept only for users and periods with revenue); per
+/// range, cohort sizes and revenue per cohort and period offset.
+#[derive(Debug)]
+pub struct LtvFold {
+    cal: Calendar,
+    start: Option<Expr>,
+    as_of: i64,
+}
+
+impl LtvFold {
+    /// The fold of `spec` over the events in range.
+    pub fn new(events: &Events, spec: &RetentionSpec) -> Result<Self> {
+        let (min_ts, max_ts) = events.ts_range.ok_or_else(|| events.empty_error())?;
+        let cal = Calendar::new(spec.period, spec.tz, min_ts, max_ts)?;
+        Ok(Self {
+            as_of: spec.as_of.unwrap_or_else(|| cal.end_of_day(max_ts)),
+            cal,
             start: spec.start.clone(),
-            ret: None,
-        },
-    )
-    .await?;
-    let n = cal.periods();
-    let cohort: Vec<u32> = (0..act.users)
-        .map(|u| first_bit(act.start_of(u)).map_or(u32::MAX, |c| c as u32))
-        .collect();
-    let mut sizes = vec![0u64; n];
-    for &c in &cohort {
-        if c != u32::MAX {
-            sizes[c as usize] += 1;
+        })
+    }
+
+    fn words(&self) -> usize {
+        self.cal.periods().div_ceil(64).max(1)
+    }
+}
+
+/// [`LtvFold`]'s state for a range of users.
+pub struct LtvState {
+    lo: u32,
+    start: Vec<u64>,
+    /// Revenue by `(user - lo) * periods + period`.
+    revenue: HashMap<u64, i128>,
+}
+
+/// Cohort sizes (`n`) and revenue by cohort and offset (`n * n`).
+pub struct LtvCells {
+    sizes: Vec<u64>,
+    cells: Vec<i128>,
+}
+
+impl UserFold for LtvFold {
+    type State = LtvState;
+    type Partial = LtvCells;
+
+    fn name(&self) -> &'static str {
+        "ltv"
+    }
+
+    fn input(&self) -> FoldInput {
+        FoldInput {
+            columns: vec!["revenue".into()],
+            flags: self.start.iter().cloned().collect(),
         }
     }
-    let df = events
-        .in_range()
-        .await?
-        .filter(col("revenue").is_not_null())?
-        .select(vec![col("user_key"), col("ts"), col("revenue")])?;
-    let mut cells = vec![0i128; n * n];
-    let mut stream = df.execute_stream().await?;
-    while let Some(batch) = stream.next().await {
-        let batch = batch?;
-        let keys = batch.column(0).as_primitive::<UInt32Type>().values();
-        let ts = batch
-            .column(1)
-            .as_primitive::<TimestampMicrosecondType>()
-            .values();
-        let rev = batch.column(2).as_primitive::<Decimal128Type>();
-        for i in 0..batch.num_rows() {
-            let u = keys[i] as usize;
-            let c = *cohort.get(u).ok_or_else(|| {
-                EngineError::Unreadable("user_key beyond the users dictionary".into())
-            })?;
-            if c == u32::MAX || !rev.is_valid(i) {
-                continue;
-            }
-            let Some(p) = cal.period_of(ts[i]) else {
+
+    fn schema(&self) -> SchemaRef {
+        schema()
+    }
+
+    fn start(&self, keys: Range<u32>) -> LtvState {
+        LtvState {
+            lo: keys.start,
+            start: vec![0; (keys.end - keys.start) as usize * self.words()],
+            revenue: HashMap::new(),
+        }
+    }
+
+    fn update(&self, st: &mut LtvState, rows: &Rows<'_>) -> DfResult<()> {
+        let (keys, ts) = (rows.keys(), rows.ts());
+        let Some(rev) = rows.column(0).as_primitive_opt::<Decimal128Type>() else {
+            return exec_err!("column `revenue` is not a decimal");
+        };
+        let is_start = self.start.is_some().then(|| rows.flag(0));
+        let (words, n) = (self.words(), self.cal.periods() as u64);
+        for i in 0..rows.len() {
+            let Some(p) = self.cal.period_of(ts[i]) else {
                 continue;
             };
-            if p >= c {
-                cells[c as usize * n + (p - c) as usize] += rev.value(i);
+            let u = (keys[i] - st.lo) as usize;
+            if is_start.is_none_or(|s| s.value(i)) {
+                st.start[u * words + p as usize / 64] |= 1u64 << (p % 64);
+            }
+            if rev.is_valid(i) {
+                *st.revenue.entry(u as u64 * n + p as u64).or_default() += rev.value(i);
             }
         }
+        Ok(())
     }
-    let as_of = spec.as_of.unwrap_or_else(|| cal.end_of_day(max_ts));
-    let mut rows = Vec::new();
-    let mut avg_rev = vec![0i128; n];
-    let mut avg_size = vec![0u64; n];
-    for c in 0..n {
-        let mut cum = 0i128;
-        for k in 0..n - c {
-            cum += cells[c * n + k];
-            let complete = cal.end_utc(c + k) <= as_of;
-            if complete {
-                avg_rev[k] += cum;
-                avg_size[k] += sizes[c];
+
+    fn finish(&self, st: LtvState) -> DfResult<LtvCells> {
+        let n = self.cal.periods();
+        let words = self.words();
+        let cohort: Vec<u32> = st
+            .start
+            .chunks_exact(words)
+            .map(|bits| first_bit(bits).map_or(u32::MAX, |c| c as u32))
+            .collect();
+        let mut out = LtvCells {
+            sizes: vec![0; n],
+            cells: vec![0; n * n],
+        };
+        for &c in &cohort {
+            if c != u32::MAX {
+                out.sizes[c as usize] += 1;
             }
+        }
+        for (&k, &v) in &st.revenue {
+            let (u, p) = ((k / n as u64) as usize, (k % n as u64) as usize);
+            let c = cohort[u];
+            if c != u32::MAX && p >= c as usize {
+                out.cells[c as usize * n + p - c as usize] += v;
+            }
+        }
+        Ok(out)
+    }
+
+    fn merge(&self, a: &mut LtvCells, b: LtvCells) -> DfResult<()> {
+        a.sizes.iter_mut().zip(b.sizes).for_each(|(x, y)| *x += y);
+        a.cells.iter_mut().zip(b.cells).for_each(|(x, y)| *x += y);
+        Ok(())
+    }
+
+    fn emit(&self, r: LtvCells) -> DfResult<RecordBatch> {
+        let (cal, n, as_of) = (&self.cal, self.cal.periods(), self.as_of);
+        let (sizes, cells) = (&r.sizes, &r.cells);
+        let mut rows = Vec::new();
+        let mut avg_rev = vec![0i128; n];
+        let mut avg_size = vec![0u64; n];
+        for c in 0..n {
+            let mut cum = 0i128;
+            for k in 0..n - c {
+                cum += cells[c * n + k];
+                let complete = cal.end_utc(c + k) <= as_of;
+                if complete {
+                    avg_rev[k] += cum;
+                    avg_size[k] += sizes[c];
+                }
+                rows.push(LtvRow {
+                    kind: "cohort",
+                    cohort: Some(cal.start_date(c).to_string()),
+                    period: k as u32,
+                    cohort_size: sizes[c],
+                    revenue: complete.then(|| cents(cum)),
+                    ltv: (complete && sizes[c] > 0).then(|| cum as f64 / 100.0 / sizes[c] as f64),
+                    complete,
+                });
+            }
+        }
+        for k in 0..n {
             rows.push(LtvRow {
-                kind: "cohort",
-                cohort: Some(cal.start_date(c).to_string()),
+                kind: "average",
+                cohort: None,
                 period: k as u32,
-                cohort_size: sizes[c],
-                revenue: complete.then(|| cents(cum)),
-                ltv: (complete && sizes[c] > 0).then(|| cum as f64 / 100.0 / sizes[c] as f64),
-                complete,
+                cohort_size: avg_size[k],
+                revenue: (avg_size[k] > 0).then(|| cents(avg_rev[k])),
+                ltv: (avg_size[k] > 0).then(|| avg_rev[k] as f64 / 100.0 / avg_size[k] as f64),
+                complete: avg_size[k] > 0,
             });
         }
+        let cols: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.kind))),
+            Arc::new(StringArray::from_iter(
+                rows.iter().map(|r| r.cohort.clone()),
+            )),
+            Arc::new(UInt32Array::from_iter_values(rows.iter().map(|r| r.period))),
+            Arc::new(UInt64Array::from_iter_values(
+                rows.iter().map(|r| r.cohort_size),
+            )),
+            Arc::new(StringArray::from_iter(
+                rows.iter().map(|r| r.revenue.clone()),
+            )),
+            Arc::new(Float64Array::from_iter(rows.iter().map(|r| r.ltv))),
+            Arc::new(BooleanArray::from_iter(
+                rows.iter().map(|r| Some(r.complete)),
+            )),
+        ];
+        Ok(RecordBatch::try_new(schema(), cols)?)
     }
-    for k in 0..n {
-        rows.push(LtvRow {
-            kind: "average",
-            cohort: None,
-            period: k as u32,
-            cohort_size: avg_size[k],
-            revenue: (avg_size[k] > 0).then(|| cents(avg_rev[k])),
-            ltv: (avg_size[k] > 0).then(|| avg_rev[k] as f64 / 100.0 / avg_size[k] as f64),
-            complete: avg_size[k] > 0,
-        });
-    }
-    Ok(rows)
 }

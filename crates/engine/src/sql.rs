@@ -213,7 +213,35 @@ impl TableFunctionImpl for KpiFunction {
     }
 }
 
-/// Registers Tenure's table functions (`retention`, `lifecycle`, `kpi`, `stickiness`) in the events' session.
+/// `ltv(period [, start_event])`: cumulative revenue per cohort user.
+#[derive(Debug)]
+struct LtvFunction {
+    events: Events,
+}
+
+impl TableFunctionImpl for LtvFunction {
+    fn call_with_args(&self, args: TableFunctionArgs) -> DfResult<Arc<dyn TableProvider>> {
+        let exprs = args.exprs();
+        if exprs.len() > 2 {
+            return plan_err!("ltv(period [, start_event]) takes at most 2 arguments");
+        }
+        let period = text_arg(exprs, 0, "period")?.unwrap_or_else(|| "week".into());
+        let spec = RetentionSpec {
+            period: period.parse().map_err(df_error)?,
+            tz: chrono_tz::Tz::UTC,
+            start: text_arg(exprs, 1, "start_event")?.map(|n| col("event").eq(lit(n))),
+            ret: None,
+            mode: Mode::NDay,
+            as_of: None,
+            by: None,
+        };
+        let fold = crate::ltv::LtvFold::new(&self.events, &spec).map_err(df_error)?;
+        let plan = crate::fold::plan(&self.events, fold).map_err(df_error)?;
+        Ok(Arc::new(FoldTable::new(plan)))
+    }
+}
+
+/// Registers Tenure's table functions (`retention`, `ltv`, `lifecycle`, `kpi`, `stickiness`) in the events' session.
 pub fn register_functions(events: &Events) {
     events.ctx.register_udtf(
         "retention",
@@ -224,6 +252,12 @@ pub fn register_functions(events: &Events) {
     events.ctx.register_udtf(
         "lifecycle",
         Arc::new(LifecycleFunction {
+            events: events.clone(),
+        }),
+    );
+    events.ctx.register_udtf(
+        "ltv",
+        Arc::new(LtvFunction {
             events: events.clone(),
         }),
     );
