@@ -26,15 +26,20 @@ pub enum EngineError {
 }
 
 impl EngineError {
-    /// True when the user's request is at fault (exit code 2).
+    /// True when the user's request is at fault (exit code 2): a bad request,
+    /// a bad store URL, or a DataFusion planning or schema error (looked for
+    /// under DataFusion's context and sharing wrappers). Execution errors (a
+    /// corrupt or unreadable store) and internal errors are not (exit code 1).
     pub fn is_bad_request(&self) -> bool {
-        matches!(
-            self,
-            Self::BadRequest(_)
-                | Self::Store(tenure_store::StoreError::BadUrl { .. })
-                | Self::DataFusion(datafusion::error::DataFusionError::Plan(_))
-                | Self::DataFusion(datafusion::error::DataFusionError::SchemaError(..))
-        )
+        use datafusion::error::DataFusionError;
+        match self {
+            Self::BadRequest(_) | Self::Store(tenure_store::StoreError::BadUrl { .. }) => true,
+            Self::DataFusion(e) => matches!(
+                e.find_root(),
+                DataFusionError::Plan(_) | DataFusionError::SchemaError(..)
+            ),
+            _ => false,
+        }
     }
 }
 

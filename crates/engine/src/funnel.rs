@@ -44,6 +44,8 @@
 //! step-1 event of the chain that first reached the user's deepest step.
 //! Time to convert: that chain's seconds from step `i - 1` to step `i`.
 
+pub mod syntax;
+
 use std::collections::HashMap;
 
 use datafusion::arrow::array::{
@@ -396,7 +398,8 @@ impl Gathered {
 }
 
 impl FunnelSpec {
-    fn validate(&self, events: &Events) -> Result<()> {
+    /// Checks the request against the table (steps, exclusions, columns).
+    pub fn validate(&self, events: &Events) -> Result<()> {
         if self.steps.is_empty() || self.steps.len() > MAX_STEPS {
             return Err(EngineError::BadRequest(format!(
                 "a funnel needs 1 to {MAX_STEPS} steps, got {}",
@@ -1222,6 +1225,49 @@ pub async fn funnel(
 ) -> Result<(Vec<FunnelRow>, Vec<HistogramRow>)> {
     let ul = user_levels(events, spec).await?;
     Ok(summarize(&ul, spec))
+}
+
+/// The schema of funnel rows (the columns of [`FunnelRow`]).
+pub fn schema() -> datafusion::arrow::datatypes::SchemaRef {
+    use datafusion::arrow::datatypes::{Field, Schema};
+    std::sync::Arc::new(Schema::new(vec![
+        Field::new("group", DataType::Utf8, false),
+        Field::new("step", DataType::UInt32, false),
+        Field::new("event", DataType::Utf8, false),
+        Field::new("users", DataType::UInt64, false),
+        Field::new("drop_off", DataType::UInt64, false),
+        Field::new("conversion_from_previous", DataType::Float64, true),
+        Field::new("conversion_from_first", DataType::Float64, true),
+        Field::new("median_seconds_to_convert", DataType::Float64, true),
+        Field::new("p90_seconds_to_convert", DataType::Float64, true),
+    ]))
+}
+
+/// Funnel rows as a batch of [`schema`].
+pub fn batch_of_rows(rows: &[FunnelRow]) -> Result<RecordBatch> {
+    use datafusion::arrow::array::{Float64Array, StringArray, UInt32Array, UInt64Array};
+    use std::sync::Arc;
+    let f = |g: fn(&FunnelRow) -> Option<f64>| -> ArrayRef {
+        Arc::new(Float64Array::from_iter(rows.iter().map(g)))
+    };
+    let cols: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|r| r.group.as_str()),
+        )),
+        Arc::new(UInt32Array::from_iter_values(rows.iter().map(|r| r.step))),
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|r| r.event.as_str()),
+        )),
+        Arc::new(UInt64Array::from_iter_values(rows.iter().map(|r| r.users))),
+        Arc::new(UInt64Array::from_iter_values(
+            rows.iter().map(|r| r.drop_off),
+        )),
+        f(|r| r.conversion_from_previous),
+        f(|r| r.conversion_from_first),
+        f(|r| r.median_seconds_to_convert),
+        f(|r| r.p90_seconds_to_convert),
+    ];
+    Ok(RecordBatch::try_new(schema(), cols)?)
 }
 
 /// Turns per-user levels into the report rows.

@@ -1,9 +1,38 @@
 //! Tenure's analytics engine on DataFusion.
 //!
-//! The events table is registered from the committed manifest ([`Events`]); the
-//! per-user analyses (retention, lifecycle, KPIs) share one kernel
-//! ([`activity`]) that folds a single scan into bitmaps indexed by the dense
-//! integer `user_key`, instead of a hash `GROUP BY` on users.
+//! # The path of a query
+//!
+//! ```text
+//! tenure retention --period week          SELECT * FROM retention('week') r JOIN ...
+//!   cli: parse flags into RetentionOptions   sql: RetentionFunction parses the arguments
+//!         │ (the struct job files share)              │
+//!         ▼                                           ▼
+//!   RetentionSpec (typed request) ──► RetentionFold::new(events, spec)
+//!                                              │  fold::plan
+//!                                              ▼
+//!   FoldExec<RetentionFold>   1 partition: merges the key ranges' partial results,
+//!         │                   emits RecordBatches of retention::schema()
+//!   KeyScanExec               N partitions = user-key ranges; reads the committed
+//!                             Parquet pages of its range, time range and conditions
+//!                             pushed down (table::Events, fold::scan)
+//!         │
+//!         ▼
+//!   cli: rows printed as a table/CSV/JSON/HTML; sql: DataFusion filters, joins,
+//!   aggregates on top (the table function's scan returns the plan, lazily)
+//! ```
+//!
+//! [`Events`] opens the store's newest committed manifest (never a directory
+//! listing) and registers its files as the table `events`. Each per-user
+//! analysis is one [`fold::UserFold`] implementation plus one request type:
+//! retention ([`retention::RetentionFold`]), LTV, lifecycle counts, KPIs (one
+//! pass) and stickiness run on it today. Funnels, segment features, buyers'
+//! facts and A/B exposure still use their own scans (`funnel`, `features`,
+//! `userstats`, `abtest`); moving them onto the fold is the rest of the
+//! engine-fold issue.
+//!
+//! Errors: a request the user got wrong is [`EngineError::BadRequest`] (or a
+//! DataFusion planning error, exit code 2); a store that cannot be read or
+//! contradicts itself is an execution error (exit code 1).
 #![deny(missing_docs)]
 
 pub mod abtest;
@@ -15,6 +44,7 @@ pub mod features;
 pub mod fold;
 pub mod funnel;
 pub mod kpi;
+mod lazy;
 pub mod lifecycle;
 pub mod ltv;
 mod par;

@@ -241,7 +241,50 @@ impl TableFunctionImpl for LtvFunction {
     }
 }
 
-/// Registers Tenure's table functions (`retention`, `ltv`, `lifecycle`, `kpi`, `stickiness`) in the events' session.
+/// `funnel(steps, window [, by [, mode]])`: rows as `tenure funnel --format json`.
+#[derive(Debug)]
+struct FunnelFunction {
+    events: Events,
+}
+
+impl TableFunctionImpl for FunnelFunction {
+    fn call_with_args(&self, args: TableFunctionArgs) -> DfResult<Arc<dyn TableProvider>> {
+        use crate::funnel::{self, FunnelSpec, Modes, syntax};
+        let exprs = args.exprs();
+        if exprs.is_empty() || exprs.len() > 4 {
+            return plan_err!("funnel(steps, window [, by [, mode]]) takes 1 to 4 arguments");
+        }
+        let Some(steps) = text_arg(exprs, 0, "steps")? else {
+            return plan_err!("funnel(): `steps` must not be null");
+        };
+        let window = text_arg(exprs, 1, "window")?.unwrap_or_else(|| "7d".into());
+        let mode = text_arg(exprs, 3, "mode")?.unwrap_or_else(|| "default".into());
+        let spec = FunnelSpec {
+            steps: syntax::parse_steps(&self.events, &steps).map_err(df_error)?,
+            window_us: syntax::parse_window(&window).map_err(df_error)?,
+            modes: Modes::parse(&mode).map_err(df_error)?,
+            exclusions: Vec::new(),
+            by: text_arg(exprs, 2, "by")?,
+            user_groups: None,
+            hold: None,
+            entry_from: None,
+            entry_to: None,
+        };
+        spec.validate(&self.events).map_err(df_error)?;
+        let events = self.events.clone();
+        let spec = Arc::new(spec);
+        let plan = crate::lazy::LazyExec::new("funnel", funnel::schema(), move || {
+            let (events, spec) = (events.clone(), spec.clone());
+            Box::pin(async move {
+                let (rows, _) = funnel::funnel(&events, &spec).await.map_err(df_error)?;
+                funnel::batch_of_rows(&rows).map_err(df_error)
+            })
+        });
+        Ok(Arc::new(FoldTable::new(Arc::new(plan))))
+    }
+}
+
+/// Registers Tenure's table functions (`retention`, `funnel`, `ltv`, `lifecycle`, `kpi`, `stickiness`) in the events' session.
 pub fn register_functions(events: &Events) {
     events.ctx.register_udtf(
         "retention",
@@ -252,6 +295,12 @@ pub fn register_functions(events: &Events) {
     events.ctx.register_udtf(
         "lifecycle",
         Arc::new(LifecycleFunction {
+            events: events.clone(),
+        }),
+    );
+    events.ctx.register_udtf(
+        "funnel",
+        Arc::new(FunnelFunction {
             events: events.clone(),
         }),
     );

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use clap::Args;
 use tenure_engine::Events;
-use tenure_engine::funnel::{self, Exclusion, FunnelSpec, Modes, Step};
+use tenure_engine::funnel::{self, FunnelSpec, Modes, Step};
 
 use crate::cmd::common::{AnalysisArgs, Scope};
 use crate::exit::BadInput;
@@ -211,100 +211,14 @@ pub async fn compute_rows(scope: &Scope, opts: &FunnelOptions) -> anyhow::Result
 
 /// Parses `7d`, `36h`, `90m`, `3600s`, `2w` to microseconds.
 pub fn parse_window(s: &str) -> anyhow::Result<i64> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).ok_or_else(|| {
-        BadInput(format!(
-            "window `{s}` needs a unit: s, m, h, d or w (e.g. 7d)"
-        ))
-    })?;
-    let (num, unit) = t.split_at(split);
-    let n: i64 = num.parse().map_err(|_| {
-        BadInput(format!(
-            "window `{s}`: expected a whole number then s, m, h, d or w"
-        ))
-    })?;
-    let secs = match unit.trim() {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3_600,
-        "d" => 86_400,
-        "w" => 7 * 86_400,
-        u => {
-            return Err(BadInput(format!(
-                "window `{s}`: unknown unit `{u}`; use s, m, h, d or w"
-            ))
-            .into());
-        }
-    };
-    if n <= 0 {
-        return Err(BadInput(format!("window `{s}` must be positive")).into());
-    }
-    n.checked_mul(secs * 1_000_000)
-        .ok_or_else(|| BadInput(format!("window `{s}` is too long")).into())
+    funnel::syntax::parse_window(s).map_err(|e| BadInput(e.to_string()).into())
 }
 
-/// Splits funnel steps on commas outside quotes and parentheses.
-pub fn split_steps(s: &str) -> Vec<String> {
-    split_outside(s, ',')
-}
+pub use funnel::syntax::{split_outside, split_steps};
 
-/// Splits on `sep` outside quotes and parentheses (so a step's condition may
-/// hold the separator: `purchase where (revenue > 100)`), trimming each part.
-pub fn split_outside(s: &str, sep: char) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    let (mut depth, mut quote) = (0i32, None::<char>);
-    for c in s.chars() {
-        match (quote, c) {
-            (Some(q), _) if c == q => quote = None,
-            (Some(_), _) => {}
-            (None, '\'' | '"') => quote = Some(c),
-            (None, '(') => depth += 1,
-            (None, ')') => depth -= 1,
-            (None, c) if c == sep && depth == 0 => {
-                out.push(std::mem::take(&mut cur));
-                continue;
-            }
-            _ => {}
-        }
-        cur.push(c);
-    }
-    out.push(cur);
-    out.into_iter().map(|p| p.trim().to_string()).collect()
-}
-
-/// Parses `event [where <SQL>]` into a step, the condition checked against
-/// the events table.
+/// Parses `event [where <SQL>]` into a step (see `tenure_engine::funnel::syntax`).
 pub async fn parse_step(events: &Events, text: &str) -> anyhow::Result<Step> {
-    let text = text.trim();
-    if text.is_empty() {
-        return Err(BadInput("empty funnel step (two commas in a row?)".into()).into());
-    }
-    let lower = text.to_ascii_lowercase();
-    let (name, cond) = match lower.find(" where ") {
-        Some(at) => (text[..at].trim(), Some(text[at + 7..].trim())),
-        None => (text, None),
-    };
-    if name.is_empty() || name.contains(char::is_whitespace) {
-        return Err(BadInput(format!(
-            "funnel step `{text}`: expected `event` or `event where <condition>`"
-        ))
-        .into());
-    }
-    let condition = match cond {
-        None => None,
-        Some(sql) => {
-            let df = events.ctx.table("events").await?;
-            Some(events.ctx.parse_sql_expr(sql, df.schema()).map_err(|e| {
-                BadInput(format!("funnel step `{text}`: bad condition `{sql}`: {e}"))
-            })?)
-        }
-    };
-    Ok(Step {
-        event: name.to_string(),
-        condition,
-        label: text.to_string(),
-    })
+    funnel::syntax::parse_step(events, text).map_err(|e| BadInput(e.to_string()).into())
 }
 
 /// The funnel spec from the options, and the store opened so that steps
@@ -331,29 +245,10 @@ pub async fn spec_and_events(
     }
     let mut exclusions = Vec::new();
     for x in &opts.exclude {
-        let (ev, range) = match x.rsplit_once(':') {
-            Some((e, r)) if r.contains('-') => (e, Some(r)),
-            _ => (x.as_str(), None),
-        };
-        let (from_step, to_step) = match range {
-            None => (1, parsed.len()),
-            Some(r) => {
-                let (a, b) = r.split_once('-').expect("checked");
-                let p = |v: &str| {
-                    v.trim().parse::<usize>().map_err(|_| {
-                        BadInput(format!(
-                            "--exclude `{x}`: expected EVENT:FROM-TO with step numbers, e.g. remove_from_cart:2-3"
-                        ))
-                    })
-                };
-                (p(a)?, p(b)?)
-            }
-        };
-        exclusions.push(Exclusion {
-            step: parse_step(&events, ev).await?,
-            from_step,
-            to_step,
-        });
+        exclusions.push(
+            funnel::syntax::parse_exclusion(&events, x, parsed.len())
+                .map_err(|e| BadInput(e.to_string()))?,
+        );
     }
     let spec = FunnelSpec {
         steps: parsed,
