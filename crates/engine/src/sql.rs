@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::{Session, TableFunctionArgs, TableFunctionImpl, TableProvider};
 use datafusion::common::{ScalarValue, plan_err};
 use datafusion::datasource::TableType;
@@ -284,7 +285,238 @@ impl TableFunctionImpl for FunnelFunction {
     }
 }
 
-/// Registers Tenure's table functions (`retention`, `funnel`, `ltv`, `lifecycle`, `kpi`, `stickiness`) in the events' session.
+/// An `as_of` argument: a date (`2026-03-16`: through the end of that day,
+/// UTC) or an RFC 3339 instant; returns the exclusive end of the history.
+fn as_of_arg(text: &str) -> DfResult<i64> {
+    if let Ok(d) = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+        let next = d.succ_opt().expect("a representable date");
+        return Ok(next
+            .and_hms_opt(0, 0, 0)
+            .expect("midnight")
+            .and_utc()
+            .timestamp_micros());
+    }
+    match chrono::DateTime::parse_from_rfc3339(text) {
+        Ok(t) => Ok(t.timestamp_micros()),
+        Err(_) => plan_err!("as_of `{text}`: expected a date (2026-03-16) or an RFC 3339 instant"),
+    }
+}
+
+/// Per-user rows of a feature table filtered by a compiled expression, with
+/// each user's id: the work of `segment()` and `rfm()`, run when the query runs.
+fn feature_rows(
+    events: &Events,
+    name: &'static str,
+    as_of_end: Option<i64>,
+    features: std::collections::BTreeSet<tenure_dsl::Feature>,
+    filter: Option<Expr>,
+    buyers_only: bool,
+    columns: Vec<(String, String)>,
+) -> DfResult<Arc<dyn ExecutionPlan>> {
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    let (_, max_ts) = events
+        .ts_range
+        .ok_or_else(|| df_error(events.empty_error()))?;
+    let as_of = as_of_end.map_or(max_ts, |t| t - 1);
+    let table = tenure_dsl::feature_schema(&features);
+    let mut fields = vec![
+        Field::new("user_id", DataType::Utf8, false),
+        Field::new("user_key", DataType::UInt32, false),
+    ];
+    for (from, to) in &columns {
+        let f = table.field_with_name(from)?;
+        fields.push(Field::new(to, f.data_type().clone(), true));
+    }
+    let schema = Arc::new(Schema::new(fields));
+    let (events, out) = (events.clone(), schema.clone());
+    let spec = crate::features::FeatureSpec {
+        as_of,
+        purchase: Default::default(),
+        thresholds: Default::default(),
+        buyers_only,
+    };
+    let run = move || {
+        let (events, out, spec, features, filter, columns) = (
+            events.clone(),
+            out.clone(),
+            spec.clone(),
+            features.clone(),
+            filter.clone(),
+            columns.clone(),
+        );
+        let fut = async move {
+            // Features are as of `as_of`: later events are not read.
+            let events = match as_of_end {
+                Some(to) => Events::open(
+                    &events.store.url,
+                    crate::OpenOptions {
+                        to: Some(to),
+                        ..events.options.clone()
+                    },
+                )
+                .await
+                .map_err(df_error)?,
+                None => events,
+            };
+            let batch = crate::features::feature_table(&events, &features, &spec)
+                .await
+                .map_err(df_error)?;
+            let mut df = events.ctx.read_batch(batch)?;
+            if let Some(f) = filter {
+                df = df.filter(f)?;
+            }
+            let users = crate::features::users_table(&events)
+                .await
+                .map_err(df_error)?
+                .select(vec![
+                    col("user_key").alias("__key"),
+                    datafusion::logical_expr::cast(col("user_id"), DataType::Utf8).alias("user_id"),
+                ])?;
+            let mut select = vec![col("user_id"), col("user_key")];
+            for (from, to) in &columns {
+                select.push(datafusion::logical_expr::ident(from).alias(to));
+            }
+            let df = df
+                .join(
+                    users,
+                    datafusion::common::JoinType::Inner,
+                    &["user_key"],
+                    &["__key"],
+                    None,
+                )?
+                .select(select)?
+                .sort(vec![col("user_key").sort(true, false)])?;
+            let batches = df.collect().await?;
+            let batches: Vec<RecordBatch> = batches
+                .into_iter()
+                .map(|b| RecordBatch::try_new(out.clone(), b.columns().to_vec()))
+                .collect::<Result<_, _>>()?;
+            Ok(datafusion::arrow::compute::concat_batches(&out, &batches)?)
+        };
+        Box::pin(fut) as futures::future::BoxFuture<'static, DfResult<RecordBatch>>
+    };
+    Ok(Arc::new(crate::lazy::LazyExec::new(name, schema, run)))
+}
+
+/// `segment(expr [, as_of])`: one row per user matching a segment expression,
+/// with `user_id`, `user_key` and the features the expression uses.
+#[derive(Debug)]
+struct SegmentFunction {
+    events: Events,
+}
+
+impl TableFunctionImpl for SegmentFunction {
+    fn call_with_args(&self, args: TableFunctionArgs) -> DfResult<Arc<dyn TableProvider>> {
+        let exprs = args.exprs();
+        if exprs.is_empty() || exprs.len() > 2 {
+            return plan_err!("segment(expr [, as_of]) takes 1 or 2 arguments");
+        }
+        let Some(source) = text_arg(exprs, 0, "expr")? else {
+            return plan_err!("segment(): `expr` must not be null");
+        };
+        let end = text_arg(exprs, 1, "as_of")?
+            .map(|t| as_of_arg(&t))
+            .transpose()?;
+        let (_, max_ts) = self
+            .events
+            .ts_range
+            .ok_or_else(|| df_error(self.events.empty_error()))?;
+        let as_of = end.map_or(max_ts, |t| t - 1);
+        let catalog = tenure_dsl::Catalog {
+            properties: Some(
+                self.events
+                    .snapshot
+                    .properties
+                    .iter()
+                    .map(|p| p.name.clone())
+                    .chain(["variant".to_string()])
+                    .collect(),
+            ),
+            events: None,
+        };
+        let seg = tenure_dsl::Segment::new(
+            &source,
+            &tenure_dsl::Resolver::new(&catalog),
+            &tenure_dsl::CompileContext::new(as_of),
+        )
+        .map_err(|e| {
+            let text = e.render(&source);
+            datafusion::error::DataFusionError::Plan(
+                text.strip_prefix("error: ")
+                    .unwrap_or(&text)
+                    .trim_end()
+                    .to_string(),
+            )
+        })?;
+        let columns = seg
+            .features
+            .iter()
+            .map(|f| (f.column_name(), f.column_name()))
+            .collect();
+        let plan = feature_rows(
+            &self.events,
+            "segment",
+            end,
+            seg.features.clone(),
+            Some(seg.expr.clone()),
+            false,
+            columns,
+        )?;
+        Ok(Arc::new(FoldTable::new(plan)))
+    }
+}
+
+/// `rfm([as_of])`: per customer (a user with a purchase), recency in days,
+/// frequency, monetary and their quintile scores, as `tenure rfm` scores them.
+#[derive(Debug)]
+struct RfmFunction {
+    events: Events,
+}
+
+impl TableFunctionImpl for RfmFunction {
+    fn call_with_args(&self, args: TableFunctionArgs) -> DfResult<Arc<dyn TableProvider>> {
+        use tenure_dsl::Feature;
+        let exprs = args.exprs();
+        if exprs.len() > 1 {
+            return plan_err!("rfm([as_of]) takes at most 1 argument");
+        }
+        let end = text_arg(exprs, 0, "as_of")?
+            .map(|t| as_of_arg(&t))
+            .transpose()?;
+        let features = [
+            Feature::Recency,
+            Feature::Frequency,
+            Feature::Monetary,
+            Feature::RScore,
+            Feature::FScore,
+            Feature::MScore,
+        ];
+        let columns = features
+            .iter()
+            .map(|f| {
+                let name = f.column_name();
+                let out = if name == "recency" {
+                    "recency_days".into()
+                } else {
+                    name.clone()
+                };
+                (name, out)
+            })
+            .collect();
+        let plan = feature_rows(
+            &self.events,
+            "rfm",
+            end,
+            features.into_iter().collect(),
+            None,
+            true,
+            columns,
+        )?;
+        Ok(Arc::new(FoldTable::new(plan)))
+    }
+}
+
+/// Registers Tenure's table functions (`retention`, `funnel`, `segment`, `rfm`, `ltv`, `lifecycle`, `kpi`, `stickiness`) in the events' session.
 pub fn register_functions(events: &Events) {
     events.ctx.register_udtf(
         "retention",
@@ -301,6 +533,18 @@ pub fn register_functions(events: &Events) {
     events.ctx.register_udtf(
         "funnel",
         Arc::new(FunnelFunction {
+            events: events.clone(),
+        }),
+    );
+    events.ctx.register_udtf(
+        "segment",
+        Arc::new(SegmentFunction {
+            events: events.clone(),
+        }),
+    );
+    events.ctx.register_udtf(
+        "rfm",
+        Arc::new(RfmFunction {
             events: events.clone(),
         }),
     );
