@@ -28,7 +28,6 @@ use datafusion::error::Result as DfResult;
 use datafusion::logical_expr::{col, lit};
 
 use crate::Result;
-use crate::activity::bit;
 use crate::calendar::{Calendar, DAY_MICROS, Period};
 use crate::fold::{FoldInput, Rows, UserFold};
 use crate::table::Events;
@@ -224,28 +223,35 @@ impl UserFold for KpiFold {
         };
         let purchase = rows.flag(0);
         let words = self.words();
+        // Every row: the day's activity bit and the first event.
         for i in 0..rows.len() {
             let u = (keys[i] - st.lo) as usize;
             let t = ts[i];
             let Some(d) = self.days.period_of(t) else {
                 continue;
             };
-            let (w, m) = (u * words + d as usize / 64, 1u64 << (d % 64));
-            st.active[w] |= m;
-            if st.first_seen[u] == NEVER || t < st.first_seen[u] {
-                st.first_seen[u] = t;
+            st.active[u * words + d as usize / 64] |= 1u64 << (d % 64);
+            let f = &mut st.first_seen[u];
+            if *f == NEVER || t < *f {
+                *f = t;
             }
-            if purchase.value(i) {
-                st.bought[w] |= m;
-                st.purchases[u] += 1;
-                if st.first_purchase[u] == NEVER || t < st.first_purchase[u] {
-                    st.first_purchase[u] = t;
-                }
-                let p = self.day_rep[d as usize];
-                st.orders[p] += 1;
-                if rev.is_valid(i) {
-                    st.revenue[p] += rev.value(i);
-                }
+        }
+        // Purchases only (a few percent of the rows).
+        for i in purchase.values().set_indices() {
+            let u = (keys[i] - st.lo) as usize;
+            let t = ts[i];
+            let Some(d) = self.days.period_of(t) else {
+                continue;
+            };
+            st.bought[u * words + d as usize / 64] |= 1u64 << (d % 64);
+            st.purchases[u] += 1;
+            if st.first_purchase[u] == NEVER || t < st.first_purchase[u] {
+                st.first_purchase[u] = t;
+            }
+            let p = self.day_rep[d as usize];
+            st.orders[p] += 1;
+            if rev.is_valid(i) {
+                st.revenue[p] += rev.value(i);
             }
         }
         Ok(())
@@ -290,13 +296,21 @@ impl UserFold for KpiFold {
             let b = &st.bought[u * words..(u + 1) * words];
             rp.iter_mut().for_each(|x| *x = false);
             pp.iter_mut().for_each(|x| *x = false);
-            for d in 0..nd {
-                if bit(a, d) {
+            // Set bits only: a user is active on a few of the days.
+            for (wi, &w) in a.iter().enumerate() {
+                let mut w = w;
+                while w != 0 {
+                    let d = wi * 64 + w.trailing_zeros() as usize;
                     c.dau[d] += 1;
                     rp[self.day_rep[d]] = true;
+                    w &= w - 1;
                 }
-                if bit(b, d) {
-                    pp[self.day_rep[d]] = true;
+            }
+            for (wi, &w) in b.iter().enumerate() {
+                let mut w = w;
+                while w != 0 {
+                    pp[self.day_rep[wi * 64 + w.trailing_zeros() as usize]] = true;
+                    w &= w - 1;
                 }
             }
             let mut seen_before_prev = false;
