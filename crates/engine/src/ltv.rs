@@ -3,7 +3,6 @@
 //! Cohorts are defined as in retention (first start event). Revenue sums are
 //! exact (decimal cents), only the per-user ratio is a float.
 
-use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -121,7 +120,7 @@ pub struct LtvState {
     lo: u32,
     start: Vec<u64>,
     /// Revenue by `(user - lo) * periods + period`.
-    revenue: HashMap<u64, i128>,
+    revenue: hashbrown::HashMap<u64, i128, foldhash::fast::FixedState>,
 }
 
 /// Cohort sizes (`n`) and revenue by cohort and offset (`n * n`).
@@ -153,7 +152,7 @@ impl UserFold for LtvFold {
         LtvState {
             lo: keys.start,
             start: vec![0; (keys.end - keys.start) as usize * self.words()],
-            revenue: HashMap::new(),
+            revenue: hashbrown::HashMap::with_hasher(foldhash::fast::FixedState::default()),
         }
     }
 
