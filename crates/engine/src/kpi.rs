@@ -194,6 +194,7 @@ impl UserFold for KpiFold {
         FoldInput {
             columns: vec!["revenue".into()],
             flags: vec![col("event").eq(lit(self.purchase.clone()))],
+            until: None,
         }
     }
 

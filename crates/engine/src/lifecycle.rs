@@ -82,16 +82,24 @@ fn bucket(days: i64, bounds: &[i64; 3]) -> usize {
 
 /// Tenure stage of a user (index into [`TENURE`]), if seen by `as_of`.
 pub fn tenure_stage(stats: &UserStats, u: usize, as_of: i64, t: &Thresholds) -> Option<usize> {
-    let f = stats.first_seen[u];
+    tenure_of(stats.first_seen[u], as_of, t)
+}
+
+/// Tenure stage of a user first seen at `f` ([`NEVER`]: not seen).
+pub fn tenure_of(f: i64, as_of: i64, t: &Thresholds) -> Option<usize> {
     (f != NEVER && f <= as_of).then(|| bucket(days_between(f, as_of), &t.tenure))
 }
 
 /// Activity stage of a user (index into [`ACTIVITY`]), if seen by `as_of`.
 pub fn activity_stage(stats: &UserStats, u: usize, as_of: i64, t: &Thresholds) -> Option<usize> {
-    if stats.first_seen[u] == NEVER || stats.first_seen[u] > as_of {
+    activity_of(stats.first_seen[u], stats.last_purchase[u], as_of, t)
+}
+
+/// Activity stage of a user first seen at `f` whose last purchase was at `l`.
+pub fn activity_of(f: i64, l: i64, as_of: i64, t: &Thresholds) -> Option<usize> {
+    if f == NEVER || f > as_of {
         return None;
     }
-    let l = stats.last_purchase[u];
     Some(if l == NEVER {
         4
     } else {
@@ -124,6 +132,11 @@ pub fn stage_counts(stats: &UserStats, as_of: i64, t: &Thresholds) -> Vec<StageR
             activity[s] += 1;
         }
     }
+    stage_rows(tenure, activity)
+}
+
+/// The rows of users per stage.
+fn stage_rows(tenure: [u64; 4], activity: [u64; 5]) -> Vec<StageRow> {
     let total: u64 = tenure.iter().sum();
     let share = |n: u64| {
         if total == 0 {
@@ -325,5 +338,160 @@ impl UserFold for LifecycleFold {
             Arc::new(BooleanArray::from(complete)),
         ];
         Ok(RecordBatch::try_new(periods_schema(), cols)?)
+    }
+}
+
+/// Users per lifecycle stage as of `as_of` (inclusive), in one fold: per
+/// user, the first event and the last purchase up to `as_of`.
+pub async fn stages(
+    events: &Events,
+    as_of: i64,
+    thresholds: &Thresholds,
+    purchase: &crate::userstats::PurchaseSpec,
+) -> Result<Vec<StageRow>> {
+    let fold = StagesFold {
+        as_of,
+        thresholds: thresholds.clone(),
+        purchase: purchase.event.clone(),
+    };
+    let batches = crate::fold::run(events, fold).await?;
+    let mut rows = Vec::new();
+    for b in &batches {
+        let axis = b.column(0).as_string::<i32>();
+        let stage = b.column(1).as_string::<i32>();
+        let users = b.column(2).as_primitive::<UInt64Type>();
+        let share = b
+            .column(3)
+            .as_primitive::<datafusion::arrow::datatypes::Float64Type>();
+        for i in 0..b.num_rows() {
+            let names: &[&'static str] = if axis.value(i) == "tenure" {
+                &TENURE
+            } else {
+                &ACTIVITY
+            };
+            rows.push(StageRow {
+                axis: if axis.value(i) == "tenure" {
+                    "tenure"
+                } else {
+                    "activity"
+                },
+                stage: names
+                    .iter()
+                    .find(|n| **n == stage.value(i))
+                    .copied()
+                    .unwrap_or("none"),
+                users: users.value(i),
+                share: share.value(i),
+            });
+        }
+    }
+    Ok(rows)
+}
+
+/// The schema of the stage counts.
+pub fn stages_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("axis", DataType::Utf8, false),
+        Field::new("stage", DataType::Utf8, false),
+        Field::new("users", DataType::UInt64, false),
+        Field::new("share", DataType::Float64, false),
+    ]))
+}
+
+/// Users per lifecycle stage as a [`UserFold`].
+#[derive(Debug)]
+pub struct StagesFold {
+    /// Stages as of this instant (inclusive); later events are not read.
+    pub as_of: i64,
+    /// Stage boundaries.
+    pub thresholds: Thresholds,
+    /// The purchase event.
+    pub purchase: String,
+}
+
+/// First event and last purchase of a range's users.
+pub struct StageFacts {
+    lo: u32,
+    first_seen: Vec<i64>,
+    last_purchase: Vec<i64>,
+}
+
+impl UserFold for StagesFold {
+    type State = StageFacts;
+    type Partial = ([u64; 4], [u64; 5]);
+
+    fn name(&self) -> &'static str {
+        "lifecycle_stages"
+    }
+
+    fn input(&self) -> FoldInput {
+        FoldInput {
+            columns: Vec::new(),
+            flags: vec![
+                datafusion::logical_expr::col("event")
+                    .eq(datafusion::logical_expr::lit(self.purchase.clone())),
+            ],
+            until: Some(self.as_of.saturating_add(1)),
+        }
+    }
+
+    fn schema(&self) -> SchemaRef {
+        stages_schema()
+    }
+
+    fn start(&self, keys: std::ops::Range<u32>) -> StageFacts {
+        let n = (keys.end - keys.start) as usize;
+        StageFacts {
+            lo: keys.start,
+            first_seen: vec![NEVER; n],
+            last_purchase: vec![NEVER; n],
+        }
+    }
+
+    fn update(&self, st: &mut StageFacts, rows: &Rows<'_>) -> DfResult<()> {
+        let (keys, ts) = (rows.keys(), rows.ts());
+        for i in 0..rows.len() {
+            let f = &mut st.first_seen[(keys[i] - st.lo) as usize];
+            if *f == NEVER || ts[i] < *f {
+                *f = ts[i];
+            }
+        }
+        for i in rows.flag(0).values().set_indices() {
+            let l = &mut st.last_purchase[(keys[i] - st.lo) as usize];
+            *l = (*l).max(ts[i]);
+        }
+        Ok(())
+    }
+
+    fn finish(&self, st: StageFacts) -> DfResult<([u64; 4], [u64; 5])> {
+        let (mut tenure, mut activity) = ([0u64; 4], [0u64; 5]);
+        for (&f, &l) in st.first_seen.iter().zip(&st.last_purchase) {
+            if let Some(s) = tenure_of(f, self.as_of, &self.thresholds) {
+                tenure[s] += 1;
+            }
+            if let Some(s) = activity_of(f, l, self.as_of, &self.thresholds) {
+                activity[s] += 1;
+            }
+        }
+        Ok((tenure, activity))
+    }
+
+    fn merge(&self, a: &mut ([u64; 4], [u64; 5]), b: ([u64; 4], [u64; 5])) -> DfResult<()> {
+        a.0.iter_mut().zip(b.0).for_each(|(x, y)| *x += y);
+        a.1.iter_mut().zip(b.1).for_each(|(x, y)| *x += y);
+        Ok(())
+    }
+
+    fn emit(&self, (tenure, activity): ([u64; 4], [u64; 5])) -> DfResult<RecordBatch> {
+        let rows = stage_rows(tenure, activity);
+        let cols: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.axis))),
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.stage))),
+            Arc::new(UInt64Array::from_iter_values(rows.iter().map(|r| r.users))),
+            Arc::new(datafusion::arrow::array::Float64Array::from_iter_values(
+                rows.iter().map(|r| r.share),
+            )),
+        ];
+        Ok(RecordBatch::try_new(stages_schema(), cols)?)
     }
 }

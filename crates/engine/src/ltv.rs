@@ -141,6 +141,7 @@ impl UserFold for LtvFold {
         FoldInput {
             columns: vec!["revenue".into()],
             flags: self.start.iter().cloned().collect(),
+            until: None,
         }
     }
 

@@ -402,6 +402,7 @@ impl crate::fold::UserFold for RetentionFold {
         crate::fold::FoldInput {
             columns: self.by.iter().cloned().collect(),
             flags: self.start.iter().chain(&self.ret).cloned().collect(),
+            until: None,
         }
     }
 

@@ -188,6 +188,35 @@ impl TableFunctionImpl for LifecycleFunction {
     }
 }
 
+/// `lifecycle_stages([as_of])`: users per tenure and activity stage.
+#[derive(Debug)]
+struct StagesFunction {
+    events: Events,
+}
+
+impl TableFunctionImpl for StagesFunction {
+    fn call_with_args(&self, args: TableFunctionArgs) -> DfResult<Arc<dyn TableProvider>> {
+        let exprs = args.exprs();
+        if exprs.len() > 1 {
+            return plan_err!("lifecycle_stages([as_of]) takes at most 1 argument");
+        }
+        let end = text_arg(exprs, 0, "as_of")?
+            .map(|t| as_of_arg(&t))
+            .transpose()?;
+        let (_, max_ts) = self
+            .events
+            .ts_range
+            .ok_or_else(|| df_error(self.events.empty_error()))?;
+        let fold = crate::lifecycle::StagesFold {
+            as_of: end.map_or(max_ts, |t| t - 1),
+            thresholds: Default::default(),
+            purchase: "purchase".into(),
+        };
+        let plan = crate::fold::plan(&self.events, fold).map_err(df_error)?;
+        Ok(Arc::new(FoldTable::new(plan)))
+    }
+}
+
 /// `kpi(period)`: every KPI of `tenure kpi` (purchases are `purchase` events,
 /// first-order conversion over 7 days).
 #[derive(Debug)]
@@ -516,7 +545,7 @@ impl TableFunctionImpl for RfmFunction {
     }
 }
 
-/// Registers Tenure's table functions (`retention`, `funnel`, `segment`, `rfm`, `ltv`, `lifecycle`, `kpi`, `stickiness`) in the events' session.
+/// Registers Tenure's table functions (`retention`, `funnel`, `segment`, `rfm`, `ltv`, `lifecycle`, `lifecycle_stages`, `kpi`, `stickiness`) in the events' session.
 pub fn register_functions(events: &Events) {
     events.ctx.register_udtf(
         "retention",
@@ -551,6 +580,12 @@ pub fn register_functions(events: &Events) {
     events.ctx.register_udtf(
         "ltv",
         Arc::new(LtvFunction {
+            events: events.clone(),
+        }),
+    );
+    events.ctx.register_udtf(
+        "lifecycle_stages",
+        Arc::new(StagesFunction {
             events: events.clone(),
         }),
     );

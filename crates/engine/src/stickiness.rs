@@ -158,6 +158,7 @@ impl UserFold for StickinessFold {
         FoldInput {
             columns: Vec::new(),
             flags: self.condition.iter().cloned().collect(),
+            until: None,
         }
     }
 

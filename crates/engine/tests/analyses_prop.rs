@@ -131,6 +131,14 @@ proptest! {
             };
             *want.get_mut(&("activity", s)).unwrap() += 1;
         }
-        prop_assert_eq!(got, want);
+        prop_assert_eq!(&got, &want);
+        // The stages fold (what `tenure lifecycle --stages` and
+        // lifecycle_stages() run) gives the same counts.
+        let folded: BTreeMap<(&str, &str), u64> = block(lifecycle::stages(&events, as_of, &t, &PurchaseSpec::default()))
+            .unwrap()
+            .into_iter()
+            .map(|r| ((r.axis, r.stage), r.users))
+            .collect();
+        prop_assert_eq!(folded, want);
     }
 }

@@ -2,7 +2,7 @@
 
 use clap::Args;
 use tenure_engine::lifecycle::{self, Thresholds};
-use tenure_engine::userstats::{self, PurchaseSpec};
+use tenure_engine::userstats::PurchaseSpec;
 
 use crate::cmd::common::{AnalysisArgs, Scope};
 use crate::output::{self, Rows};
@@ -107,14 +107,15 @@ pub async fn compute_rows(scope: &Scope, opts: &LifecycleOptions) -> anyhow::Res
         let events = scope.open_range(scope.from, to).await?;
         let (_, max_ts) = events.ts_range.ok_or_else(|| events.empty_error())?;
         let as_of = scope.as_of.map_or(max_ts, |t| t - 1);
-        let stats = userstats::scan(
+        let rows = lifecycle::stages(
             &events,
+            as_of,
+            &thresholds,
             &PurchaseSpec {
                 event: opts.purchase_event.clone(),
             },
         )
         .await?;
-        let rows = lifecycle::stage_counts(&stats, as_of, &thresholds);
         output::to_rows(&["axis", "stage", "users", "share"], &rows)
     } else {
         // Lifecycle needs the history before `from` to tell new from resurrecting.

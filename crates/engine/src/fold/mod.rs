@@ -52,6 +52,9 @@ pub struct FoldInput {
     pub columns: Vec<String>,
     /// Conditions; row `i` of flag `j` is `flags[j]` evaluated on the row.
     pub flags: Vec<Expr>,
+    /// Only events before this instant (UTC µs), within the table's range:
+    /// an analysis "as of" a time reads nothing after it.
+    pub until: Option<i64>,
 }
 
 /// A batch of one key range's rows as a fold sees it.

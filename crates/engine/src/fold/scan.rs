@@ -69,7 +69,11 @@ impl KeyScanExec {
                 "a fold reads the stored files; this events table is a view".into(),
             ));
         };
-        let mut parts = parts.clone();
+        let mut parts: Vec<Part> = parts
+            .iter()
+            .filter(|p| input.until.is_none_or(|u| p.min_ts < u))
+            .cloned()
+            .collect();
         parts.sort_by_key(|p| p.min_ts);
         let table = tenure_schema::stored_schema(&events.snapshot.properties);
         let mut names: Vec<String> = KEY_COLUMNS.iter().map(|c| c.to_string()).collect();
@@ -140,7 +144,11 @@ impl KeyScanExec {
             ranges,
             time: (
                 events.options.from.unwrap_or(i64::MIN),
-                events.options.to.unwrap_or(i64::MAX),
+                events
+                    .options
+                    .to
+                    .unwrap_or(i64::MAX)
+                    .min(input.until.unwrap_or(i64::MAX)),
             ),
             schema,
             props,
