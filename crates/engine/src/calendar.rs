@@ -149,6 +149,12 @@ impl Calendar {
         self.period_starts[p]
     }
 
+    /// UTC microseconds at which period `p` starts.
+    pub fn day_start_of_period(&self, p: usize) -> i64 {
+        let i = (self.period_starts[p] - self.first_day).num_days() as usize;
+        self.day_starts[i]
+    }
+
     /// UTC microseconds at which period `p` ends (the next one starts).
     pub fn end_utc(&self, p: usize) -> i64 {
         let end = self.period_starts[p + 1];

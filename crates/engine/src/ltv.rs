@@ -88,9 +88,12 @@ pub fn rows_of_batch(b: &RecordBatch) -> Vec<LtvRow> {
         .collect()
 }
 
-/// LTV as a [`UserFold`]: per user, the periods with a start event and the
-/// revenue per period (kept only for users and periods with revenue); per
-/// range, cohort sizes and revenue per cohort and period offset.
+/// LTV as a [`UserFold`]: per user, the periods with a start event. Revenue
+/// goes to its cohort and period offset as soon as the user's cohort cannot
+/// change any more (files are read earliest first: a cohort whose period
+/// started before the current file's first event is final); otherwise it
+/// waits per user and period until the range is finished. Per range: cohort
+/// sizes and revenue per cohort and period offset.
 #[derive(Debug)]
 pub struct LtvFold {
     cal: Calendar,
@@ -119,8 +122,11 @@ impl LtvFold {
 pub struct LtvState {
     lo: u32,
     start: Vec<u64>,
-    /// Revenue by `(user - lo) * periods + period`.
+    /// Revenue of users whose cohort was not settled when it was read, by
+    /// `(user - lo) * periods + period`.
     revenue: hashbrown::HashMap<u64, i128, foldhash::fast::FixedState>,
+    /// Revenue already attributed, by cohort and offset (`periods * periods`).
+    cells: Vec<i128>,
 }
 
 /// Cohort sizes (`n`) and revenue by cohort and offset (`n * n`).
@@ -154,6 +160,7 @@ impl UserFold for LtvFold {
             lo: keys.start,
             start: vec![0; (keys.end - keys.start) as usize * self.words()],
             revenue: hashbrown::HashMap::with_hasher(foldhash::fast::FixedState::default()),
+            cells: vec![0; self.cal.periods() * self.cal.periods()],
         }
     }
 
@@ -163,17 +170,36 @@ impl UserFold for LtvFold {
             return exec_err!("column `revenue` is not a decimal");
         };
         let is_start = self.start.is_some().then(|| rows.flag(0));
-        let (words, n) = (self.words(), self.cal.periods() as u64);
+        let (words, n) = (self.words(), self.cal.periods());
+        // No row still to come is older than this file's first event: a user
+        // whose cohort period started by then keeps that cohort.
+        let settled = rows.file_min_ts();
         for i in 0..rows.len() {
             let Some(p) = self.cal.period_of(ts[i]) else {
                 continue;
             };
             let u = (keys[i] - st.lo) as usize;
+            let bits = &mut st.start[u * words..(u + 1) * words];
             if is_start.is_none_or(|s| s.value(i)) {
-                st.start[u * words + p as usize / 64] |= 1u64 << (p % 64);
+                bits[p as usize / 64] |= 1u64 << (p % 64);
             }
-            if rev.is_valid(i) {
-                *st.revenue.entry(u as u64 * n + p as u64).or_default() += rev.value(i);
+            if !rev.is_valid(i) {
+                continue;
+            }
+            let v = rev.value(i);
+            match first_bit(bits) {
+                Some(c) if self.cal.day_start_of_period(c) <= settled => {
+                    // Revenue before the cohort does not count.
+                    if p as usize >= c {
+                        st.cells[c * n + p as usize - c] += v;
+                    }
+                }
+                // The cohort may still move earlier: decide in `finish`.
+                _ => {
+                    *st.revenue
+                        .entry(u as u64 * n as u64 + p as u64)
+                        .or_default() += v
+                }
             }
         }
         Ok(())
@@ -189,7 +215,7 @@ impl UserFold for LtvFold {
             .collect();
         let mut out = LtvCells {
             sizes: vec![0; n],
-            cells: vec![0; n * n],
+            cells: st.cells,
         };
         for &c in &cohort {
             if c != u32::MAX {

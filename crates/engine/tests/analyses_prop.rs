@@ -32,11 +32,13 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
 
     #[test]
-    fn ltv_matches_naive(evs in events(), period in periods()) {
+    fn ltv_matches_naive(evs in events(), period in periods(), on_a in any::<bool>(), threads in 1usize..4) {
         let url = fresh_store(&evs, "ltv-prop");
-        let spec = RetentionSpec { period, tz: chrono_tz::Tz::UTC, start: None, ret: None, mode: Mode::NDay, as_of: None, by: None };
+        // With a start condition, revenue may come before the cohort is known.
+        let on = on_a.then(|| datafusion::logical_expr::col("event").eq(datafusion::logical_expr::lit("a")));
+        let spec = RetentionSpec { period, tz: chrono_tz::Tz::UTC, start: on, ret: None, mode: Mode::NDay, as_of: None, by: None };
         let got: BTreeMap<(String, u32), (u64, Option<String>)> = block(async {
-            let events = Events::open(&url, OpenOptions { threads: 2, ..Default::default() }).await.unwrap();
+            let events = Events::open(&url, OpenOptions { threads, ..Default::default() }).await.unwrap();
             tenure_engine::ltv::ltv(&events, &spec).await.unwrap()
         })
         .into_iter()
@@ -50,7 +52,7 @@ proptest! {
         let n = index(period, first, date(max)) + 1;
         let as_of = micros(date(max)) + DAY;
         let mut cohort: BTreeMap<u8, i64> = BTreeMap::new();
-        for e in &evs {
+        for e in evs.iter().filter(|e| !on_a || e.name == "a") {
             let c = index(period, first, date(e.ts));
             let x = cohort.entry(e.user).or_insert(c);
             *x = (*x).min(c);
@@ -62,7 +64,8 @@ proptest! {
                 let complete = micros(nth_start(period, first, c + k + 1)) <= as_of;
                 let cents: i64 = evs
                     .iter()
-                    .filter(|e| members.contains(&e.user) && index(period, first, date(e.ts)) - c <= k)
+                    // From the cohort period on: revenue before it does not count.
+                    .filter(|e| members.contains(&e.user) && (0..=k).contains(&(index(period, first, date(e.ts)) - c)))
                     .filter_map(|e| e.revenue)
                     .sum();
                 let text = format!("{}.{:02}", cents / 100, cents % 100);

@@ -24,8 +24,9 @@
 //! does not grow with the number of events.
 //!
 //! Files are sorted by `(user_key, ts)` within a date partition, so a range's
-//! rows come file after file (each file's rows in key order); a fold that is
-//! not order-insensitive must not assume more.
+//! rows come file after file (each file's rows in key order), files earliest
+//! first ([`Rows::file_min_ts`]); a fold that is not order-insensitive must
+//! not assume more.
 
 mod exec;
 mod scan;
@@ -100,6 +101,18 @@ impl<'a> Rows<'a> {
     /// The `j`-th of [`FoldInput::flags`] (no nulls).
     pub fn flag(&self, j: usize) -> &'a BooleanArray {
         self.batch.column(self.flags_at + j).as_boolean()
+    }
+
+    /// The earliest event time (UTC µs) of the file these rows come from. A
+    /// range's files are read earliest first, so every row still to come is
+    /// at least this late: a fold may settle what no later row can change.
+    pub fn file_min_ts(&self) -> i64 {
+        let c = self.batch.column(self.batch.num_columns() - 1);
+        c.as_primitive::<datafusion::arrow::datatypes::Int64Type>()
+            .values()
+            .first()
+            .copied()
+            .unwrap_or(i64::MIN)
     }
 
     /// Every column as read (for debugging and generic folds).

@@ -120,6 +120,9 @@ impl KeyScanExec {
         for j in 0..flags.len() {
             out.push(Field::new(format!("__flag{j}"), DataType::Boolean, false));
         }
+        // The earliest event time of the file the rows come from: files are
+        // read earliest first, so no later row is older than this.
+        out.push(Field::new("__file_min_ts", DataType::Int64, false));
         let schema = Arc::new(Schema::new(out));
         let users = u32::try_from(events.users())
             .map_err(|_| crate::EngineError::Unreadable("more than 4 billion users".into()))?;
@@ -325,7 +328,7 @@ impl Job {
             .map_err(|e| in_file(&e))?;
         while let Some(batch) = stream.next().await {
             let batch = batch.map_err(|e| in_file(&e))?;
-            let Some(out) = self.shape(&batch).map_err(|e| in_file(&e))? else {
+            let Some(out) = self.shape(&batch, part.min_ts).map_err(|e| in_file(&e))? else {
                 continue;
             };
             if tx.send(Ok(out)).await.is_err() {
@@ -336,7 +339,7 @@ impl Job {
     }
 
     /// The batch's rows of this range and time range, as [`Self::schema`].
-    fn shape(&self, batch: &RecordBatch) -> DfResult<Option<RecordBatch>> {
+    fn shape(&self, batch: &RecordBatch, file_min_ts: i64) -> DfResult<Option<RecordBatch>> {
         let (lo, hi) = self.range;
         let keys = batch
             .column_by_name("user_key")
@@ -398,6 +401,10 @@ impl Job {
             let v = e.evaluate(&read)?.into_array(n)?;
             columns.push(v);
         }
+        columns.push(Arc::new(datafusion::arrow::array::Int64Array::from_value(
+            file_min_ts,
+            n,
+        )));
         Ok(Some(RecordBatch::try_new(self.schema.clone(), columns)?))
     }
 }
