@@ -51,6 +51,9 @@ pub struct KeyScanExec {
     read: SchemaRef,
     flag_exprs: Vec<Expr>,
     flags: Vec<Arc<dyn PhysicalExpr>>,
+    /// Flags of the form `text_column = 'literal'`: (column in `read`,
+    /// literal), tested once per dictionary value instead of per row.
+    eq_flags: Vec<Option<(usize, String)>>,
     ranges: Vec<(u32, u32)>,
     /// Rows kept: `time.0 <= ts < time.1`.
     time: (i64, i64),
@@ -116,6 +119,7 @@ impl KeyScanExec {
                     .create_physical_expr(e.clone().is_true(), &df_schema)
             })
             .collect::<DfResult<Vec<_>>>()?;
+        let eq_flags = input.flags.iter().map(|e| text_eq(e, &read)).collect();
         let mut out: Vec<Field> = read.fields().iter().map(|f| f.as_ref().clone()).collect();
         for j in 0..flags.len() {
             out.push(Field::new(format!("__flag{j}"), DataType::Boolean, false));
@@ -144,6 +148,7 @@ impl KeyScanExec {
             read,
             flag_exprs: input.flags.clone(),
             flags,
+            eq_flags,
             ranges,
             time: (
                 events.options.from.unwrap_or(i64::MIN),
@@ -243,6 +248,7 @@ impl ExecutionPlan for KeyScanExec {
             read: self.read.clone(),
             schema: self.schema.clone(),
             flags: self.flags.clone(),
+            eq_flags: self.eq_flags.clone(),
             range,
             last,
             time: self.time,
@@ -268,6 +274,7 @@ struct Job {
     read: SchemaRef,
     schema: SchemaRef,
     flags: Vec<Arc<dyn PhysicalExpr>>,
+    eq_flags: Vec<Option<(usize, String)>>,
     range: (u32, u32),
     /// The last range also checks that no key is beyond the dictionary.
     last: bool,
@@ -397,7 +404,14 @@ impl Job {
             });
         }
         let read = RecordBatch::try_new(self.read.clone(), columns.clone())?;
-        for e in &self.flags {
+        let mut hits = Vec::new();
+        for (e, eq) in self.flags.iter().zip(&self.eq_flags) {
+            if let Some((c, value)) = eq
+                && crate::stored::map_text(read.column(*c).as_ref(), |v| v == value, &mut hits)
+            {
+                columns.push(Arc::new(BooleanArray::from(std::mem::take(&mut hits))));
+                continue;
+            }
             let v = e.evaluate(&read)?.into_array(n)?;
             columns.push(v);
         }
@@ -476,4 +490,36 @@ fn select(
         return Ok(None);
     }
     Ok(Some((chosen, selection)))
+}
+
+/// `(column index in read, literal)` when `e` is `column = 'literal'` (either
+/// way round) over a text column: such a flag is one test per distinct value.
+fn text_eq(e: &Expr, read: &Schema) -> Option<(usize, String)> {
+    use datafusion::common::ScalarValue;
+    use datafusion::logical_expr::{BinaryExpr, Operator};
+    let Expr::BinaryExpr(BinaryExpr {
+        left,
+        op: Operator::Eq,
+        right,
+    }) = e
+    else {
+        return None;
+    };
+    let (c, v) = match (left.as_ref(), right.as_ref()) {
+        (Expr::Column(c), Expr::Literal(v, _)) | (Expr::Literal(v, _), Expr::Column(c)) => (c, v),
+        _ => return None,
+    };
+    let (ScalarValue::Utf8(Some(v))
+    | ScalarValue::Utf8View(Some(v))
+    | ScalarValue::LargeUtf8(Some(v))) = v
+    else {
+        return None;
+    };
+    let i = read.index_of(&c.name).ok()?;
+    let text = match read.field(i).data_type() {
+        DataType::Utf8 => true,
+        DataType::Dictionary(k, v) => **k == DataType::Int32 && **v == DataType::Utf8,
+        _ => false,
+    };
+    text.then(|| (i, v.clone()))
 }
