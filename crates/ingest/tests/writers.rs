@@ -130,12 +130,12 @@ fn age_files(dir: &Path, age: std::time::Duration, pick: &dyn Fn(&str) -> bool) 
             if p.is_dir() {
                 stack.push(p);
             } else if pick(&e.file_name().to_string_lossy()) {
-                std::fs::File::options()
-                    .write(true)
-                    .open(&p)
-                    .unwrap()
-                    .set_modified(when)
-                    .unwrap();
+                // The writer's lease refresher may replace a file (write a
+                // temporary, rename it) between the listing and the open.
+                let Ok(f) = std::fs::File::options().write(true).open(&p) else {
+                    continue;
+                };
+                f.set_modified(when).unwrap();
                 n += 1;
             }
         }
