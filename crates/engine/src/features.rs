@@ -540,6 +540,23 @@ async fn event_counts(
     )))
 }
 
+/// What segment expressions may name over this store: its declared
+/// properties and `variant` (events are not listed).
+pub fn catalog(events: &Events) -> tenure_dsl::Catalog {
+    tenure_dsl::Catalog {
+        properties: Some(
+            events
+                .snapshot
+                .properties
+                .iter()
+                .map(|p| p.name.clone())
+                .chain(["variant".to_string()])
+                .collect(),
+        ),
+        events: None,
+    }
+}
+
 /// The store's users dictionary as a table (`user_key`, `user_id`), read with
 /// DataFusion from the committed segments.
 pub async fn users_table(events: &Events) -> Result<datafusion::dataframe::DataFrame> {

@@ -47,11 +47,11 @@ fn text_arg(args: &[Expr], i: usize, name: &str) -> DfResult<Option<String>> {
 impl TableFunctionImpl for RetentionFunction {
     fn call_with_args(&self, args: TableFunctionArgs) -> DfResult<Arc<dyn TableProvider>> {
         let exprs = args.exprs();
-        if exprs.len() > 4 {
-            return plan_err!(
-                "retention(period [, start_event [, return_event [, mode]]]) takes at most 4 arguments"
-            );
-        }
+        at_most(
+            exprs,
+            4,
+            "retention(period [, start_event [, return_event [, mode]]])",
+        )?;
         let period = text_arg(exprs, 0, "period")?.unwrap_or_else(|| "week".into());
         let event = |name: Option<String>| name.map(|n| col("event").eq(lit(n)));
         let mode = text_arg(exprs, 3, "mode")?.unwrap_or_else(|| "n-day".into());
@@ -68,8 +68,7 @@ impl TableFunctionImpl for RetentionFunction {
             by: None,
         };
         let fold = RetentionFold::new(&self.events, &spec).map_err(df_error)?;
-        let plan = crate::fold::plan(&self.events, fold).map_err(df_error)?;
-        Ok(Arc::new(FoldTable::new(plan)))
+        fold_table(&self.events, fold)
     }
 }
 
@@ -128,6 +127,24 @@ impl TableProvider for FoldTable {
     }
 }
 
+/// The table of a fold's plan over `events`.
+fn fold_table<F: crate::fold::UserFold>(
+    events: &Events,
+    fold: F,
+) -> DfResult<Arc<dyn TableProvider>> {
+    let plan = crate::fold::plan(events, fold).map_err(df_error)?;
+    Ok(Arc::new(FoldTable::new(plan)))
+}
+
+/// A planning error unless a function got at most `n` arguments.
+fn at_most(args: &[Expr], n: usize, signature: &str) -> DfResult<()> {
+    if args.len() > n {
+        let s = if n == 1 { "" } else { "s" };
+        return plan_err!("{signature} takes at most {n} argument{s}");
+    }
+    Ok(())
+}
+
 /// An engine error as DataFusion's: a bad request is a planning error.
 pub(crate) fn df_error(e: crate::EngineError) -> datafusion::error::DataFusionError {
     use datafusion::error::DataFusionError;
@@ -147,9 +164,7 @@ struct StickinessFunction {
 impl TableFunctionImpl for StickinessFunction {
     fn call_with_args(&self, args: TableFunctionArgs) -> DfResult<Arc<dyn TableProvider>> {
         let exprs = args.exprs();
-        if exprs.len() > 2 {
-            return plan_err!("stickiness(period [, event]) takes at most 2 arguments");
-        }
+        at_most(exprs, 2, "stickiness(period [, event])")?;
         let period = text_arg(exprs, 0, "period")?.unwrap_or_else(|| "week".into());
         let spec = crate::stickiness::StickinessSpec {
             period: period.parse().map_err(df_error)?,
@@ -158,8 +173,7 @@ impl TableFunctionImpl for StickinessFunction {
             as_of: None,
         };
         let fold = crate::stickiness::StickinessFold::new(&self.events, &spec).map_err(df_error)?;
-        let plan = crate::fold::plan(&self.events, fold).map_err(df_error)?;
-        Ok(Arc::new(FoldTable::new(plan)))
+        fold_table(&self.events, fold)
     }
 }
 
@@ -172,9 +186,7 @@ struct LifecycleFunction {
 impl TableFunctionImpl for LifecycleFunction {
     fn call_with_args(&self, args: TableFunctionArgs) -> DfResult<Arc<dyn TableProvider>> {
         let exprs = args.exprs();
-        if exprs.len() > 1 {
-            return plan_err!("lifecycle(period) takes at most 1 argument");
-        }
+        at_most(exprs, 1, "lifecycle(period)")?;
         let period = text_arg(exprs, 0, "period")?.unwrap_or_else(|| "week".into());
         let fold = crate::lifecycle::LifecycleFold::new(
             &self.events,
@@ -183,8 +195,7 @@ impl TableFunctionImpl for LifecycleFunction {
             None,
         )
         .map_err(df_error)?;
-        let plan = crate::fold::plan(&self.events, fold).map_err(df_error)?;
-        Ok(Arc::new(FoldTable::new(plan)))
+        fold_table(&self.events, fold)
     }
 }
 
@@ -197,9 +208,7 @@ struct StagesFunction {
 impl TableFunctionImpl for StagesFunction {
     fn call_with_args(&self, args: TableFunctionArgs) -> DfResult<Arc<dyn TableProvider>> {
         let exprs = args.exprs();
-        if exprs.len() > 1 {
-            return plan_err!("lifecycle_stages([as_of]) takes at most 1 argument");
-        }
+        at_most(exprs, 1, "lifecycle_stages([as_of])")?;
         let end = text_arg(exprs, 0, "as_of")?
             .map(|t| as_of_arg(&t))
             .transpose()?;
@@ -212,8 +221,7 @@ impl TableFunctionImpl for StagesFunction {
             thresholds: Default::default(),
             purchase: "purchase".into(),
         };
-        let plan = crate::fold::plan(&self.events, fold).map_err(df_error)?;
-        Ok(Arc::new(FoldTable::new(plan)))
+        fold_table(&self.events, fold)
     }
 }
 
@@ -227,9 +235,7 @@ struct KpiFunction {
 impl TableFunctionImpl for KpiFunction {
     fn call_with_args(&self, args: TableFunctionArgs) -> DfResult<Arc<dyn TableProvider>> {
         let exprs = args.exprs();
-        if exprs.len() > 1 {
-            return plan_err!("kpi(period) takes at most 1 argument");
-        }
+        at_most(exprs, 1, "kpi(period)")?;
         let period = text_arg(exprs, 0, "period")?.unwrap_or_else(|| "month".into());
         let spec = crate::kpi::KpiSpec {
             period: period.parse().map_err(df_error)?,
@@ -238,8 +244,7 @@ impl TableFunctionImpl for KpiFunction {
             conversion_days: 7,
         };
         let fold = crate::kpi::KpiFold::new(&self.events, &spec).map_err(df_error)?;
-        let plan = crate::fold::plan(&self.events, fold).map_err(df_error)?;
-        Ok(Arc::new(FoldTable::new(plan)))
+        fold_table(&self.events, fold)
     }
 }
 
@@ -252,9 +257,7 @@ struct LtvFunction {
 impl TableFunctionImpl for LtvFunction {
     fn call_with_args(&self, args: TableFunctionArgs) -> DfResult<Arc<dyn TableProvider>> {
         let exprs = args.exprs();
-        if exprs.len() > 2 {
-            return plan_err!("ltv(period [, start_event]) takes at most 2 arguments");
-        }
+        at_most(exprs, 2, "ltv(period [, start_event])")?;
         let period = text_arg(exprs, 0, "period")?.unwrap_or_else(|| "week".into());
         let spec = RetentionSpec {
             period: period.parse().map_err(df_error)?,
@@ -266,8 +269,7 @@ impl TableFunctionImpl for LtvFunction {
             by: None,
         };
         let fold = crate::ltv::LtvFold::new(&self.events, &spec).map_err(df_error)?;
-        let plan = crate::fold::plan(&self.events, fold).map_err(df_error)?;
-        Ok(Arc::new(FoldTable::new(plan)))
+        fold_table(&self.events, fold)
     }
 }
 
@@ -451,18 +453,7 @@ impl TableFunctionImpl for SegmentFunction {
             .ts_range
             .ok_or_else(|| df_error(self.events.empty_error()))?;
         let as_of = end.map_or(max_ts, |t| t - 1);
-        let catalog = tenure_dsl::Catalog {
-            properties: Some(
-                self.events
-                    .snapshot
-                    .properties
-                    .iter()
-                    .map(|p| p.name.clone())
-                    .chain(["variant".to_string()])
-                    .collect(),
-            ),
-            events: None,
-        };
+        let catalog = crate::features::catalog(&self.events);
         let seg = tenure_dsl::Segment::new(
             &source,
             &tenure_dsl::Resolver::new(&catalog),
@@ -506,9 +497,7 @@ impl TableFunctionImpl for RfmFunction {
     fn call_with_args(&self, args: TableFunctionArgs) -> DfResult<Arc<dyn TableProvider>> {
         use tenure_dsl::Feature;
         let exprs = args.exprs();
-        if exprs.len() > 1 {
-            return plan_err!("rfm([as_of]) takes at most 1 argument");
-        }
+        at_most(exprs, 1, "rfm([as_of])")?;
         let end = text_arg(exprs, 0, "as_of")?
             .map(|t| as_of_arg(&t))
             .transpose()?;

@@ -209,18 +209,12 @@ pub(crate) fn library(files: &[String], catalog: &Catalog) -> anyhow::Result<Seg
 }
 
 pub(crate) fn catalog_of(events: Option<&Events>) -> Catalog {
-    Catalog {
-        properties: events.map(|e| {
-            let mut p: BTreeSet<String> = e
-                .snapshot
-                .properties
-                .iter()
-                .map(|p| p.name.clone())
-                .collect();
-            p.insert("variant".into());
-            p
-        }),
-        events: None,
+    match events {
+        Some(e) => tenure_engine::features::catalog(e),
+        None => Catalog {
+            properties: None,
+            events: None,
+        },
     }
 }
 
