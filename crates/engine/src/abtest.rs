@@ -203,7 +203,12 @@ impl Exposures {
         ctx.register_table("events", view)?;
         Ok(Events {
             ctx,
-            parts: None,
+            since: Some(Arc::new(
+                self.exposed_at
+                    .iter()
+                    .map(|&t| if t == NEVER { i64::MAX } else { t })
+                    .collect(),
+            )),
             ..events.clone()
         })
     }

@@ -46,20 +46,13 @@
 
 pub mod syntax;
 
-use std::collections::HashMap;
-
-use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, DictionaryArray, new_null_array,
-};
-use datafusion::arrow::datatypes::{DataType, Int32Type, TimestampMicrosecondType, UInt32Type};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray};
+use datafusion::arrow::datatypes::{DataType, Int32Type};
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::logical_expr::{Expr, cast, col, ident, lit};
-use datafusion::physical_plan::SendableRecordBatchStream;
-use futures::StreamExt;
+use datafusion::logical_expr::{Expr, col, lit};
 
 use crate::breakdown::NONE_LABEL;
-use crate::stored::{self, Origin};
-use crate::table::{Events, Part};
+use crate::table::Events;
 use crate::{EngineError, Result};
 
 /// Most steps a funnel may have (as ClickHouse's `windowFunnel`).
@@ -238,165 +231,6 @@ pub const BUCKETS: &[(i64, &str)] = &[
 /// Entry kinds beyond steps: exclusions are `EXCL + j`.
 const EXCL: u8 = 64;
 
-/// Rows sorted by user key: a stored file, or a stretch of a scan partition.
-/// Each user's rows are gathered from every run by the fold.
-#[derive(Default)]
-struct Run {
-    /// Where the run goes among runs: its file's earliest time when known.
-    /// Runs taken in time order leave each user's rows (nearly) in time order,
-    /// so the per-user sort has (almost) nothing to do.
-    order: i64,
-    key: Vec<u32>,
-    ts: Vec<i64>,
-    mask: Vec<u32>,
-    grp: Vec<u32>,
-    hold: Vec<u32>,
-}
-
-/// A scan task's rows (as runs) and its numbering of groups and held values.
-#[derive(Default)]
-struct Gathered {
-    runs: Vec<Run>,
-    grp_ids: Interner,
-    hold_ids: Interner,
-    /// The stored file the last run came from (direct reads).
-    file: Option<usize>,
-}
-
-/// Most runs a task may keep; beyond (unsorted input) they are merged into
-/// one, sorted by key.
-const MAX_RUNS: usize = 4096;
-
-/// One batch's columns, ready to be gathered.
-struct BatchRows<'a> {
-    keys: &'a [u32],
-    ts: &'a [i64],
-    /// Bits 0..steps are the steps, then one bit per exclusion.
-    mask: &'a [u32],
-    grp: Option<BatchIds<'a>>,
-    hold: Option<BatchIds<'a>>,
-}
-
-impl Gathered {
-    /// Starts a run (a new file) of at most `rows` rows.
-    fn start_run(&mut self, order: i64, rows: usize, shape: &Shape) {
-        let with = |on: bool| {
-            if on {
-                Vec::with_capacity(rows)
-            } else {
-                Vec::new()
-            }
-        };
-        self.runs.push(Run {
-            order,
-            key: Vec::with_capacity(rows),
-            ts: Vec::with_capacity(rows),
-            mask: Vec::with_capacity(rows),
-            grp: with(shape.grp),
-            hold: with(shape.hold),
-        });
-    }
-
-    /// Appends a batch's rows in range that matter to the funnel to the
-    /// current run; a key below the previous one starts a new run.
-    fn push(&mut self, b: &BatchRows, shape: &Shape) -> Result<()> {
-        if b.keys.iter().any(|&k| k as usize >= shape.users) {
-            return Err(EngineError::BadRequest(format!(
-                "user_key beyond the users dictionary ({} users): the store is inconsistent",
-                shape.users
-            )));
-        }
-        if self.runs.is_empty() {
-            self.start_run(i64::MIN, 0, shape);
-        }
-        // Each row's group and held value, numbered through the batch's
-        // dictionary (mapped once).
-        let row_ids = |ids: &mut Interner, c: Option<BatchIds>| {
-            c.map(|c| {
-                let map = ids.map_values(c);
-                match c.nulls() {
-                    None => c.keys().values().iter().map(|&k| map[k as usize]).collect(),
-                    Some(_) => (0..c.len())
-                        .map(|i| ids.id(c, &map, i))
-                        .collect::<Vec<u32>>(),
-                }
-            })
-        };
-        let grp = row_ids(&mut self.grp_ids, b.grp);
-        let hold = row_ids(&mut self.hold_ids, b.hold);
-        let (from, to) = shape.range;
-        let runs = &mut self.runs;
-        let mut run = runs.last_mut().expect("a run was started");
-        for i in 0..b.keys.len() {
-            let m = b.mask[i];
-            // Rows matching no step are "other events", which only strict order
-            // looks at (they are rows whose step condition failed otherwise).
-            if m == 0 && !shape.strict_order {
-                continue;
-            }
-            let (k, t) = (b.keys[i], b.ts[i]);
-            if t < from || t >= to {
-                continue;
-            }
-            if run.key.last().is_some_and(|&last| k < last) {
-                let order = run.order;
-                runs.push(Run {
-                    order,
-                    ..Run::default()
-                });
-                run = runs.last_mut().expect("just started");
-            }
-            run.key.push(k);
-            run.ts.push(t);
-            run.mask.push(m);
-            if let Some(g) = &grp {
-                // Only a step-1 event's value is ever used.
-                run.grp.push(if m & 1 == 1 { g[i] } else { u32::MAX });
-            }
-            if let (Some(h), Some(c)) = (&hold, b.hold) {
-                run.hold.push(if c.is_valid(i) { h[i] } else { u32::MAX });
-            }
-        }
-        Ok(())
-    }
-
-    /// Merges the runs into one sorted by key when there are too many of them
-    /// for the fold to walk (input not sorted by user).
-    fn coalesce(&mut self) {
-        if self.runs.len() <= MAX_RUNS {
-            return;
-        }
-        let runs = std::mem::take(&mut self.runs);
-        let mut all = Run {
-            order: i64::MIN,
-            ..Run::default()
-        };
-        for r in runs {
-            all.key.extend(r.key);
-            all.ts.extend(r.ts);
-            all.mask.extend(r.mask);
-            all.grp.extend(r.grp);
-            all.hold.extend(r.hold);
-        }
-        let mut idx: Vec<u32> = (0..all.key.len() as u32).collect();
-        idx.sort_by_key(|&i| all.key[i as usize]);
-        fn permute<T: Copy>(v: &[T], idx: &[u32]) -> Vec<T> {
-            if v.is_empty() {
-                return Vec::new();
-            }
-            idx.iter().map(|&i| v[i as usize]).collect()
-        }
-        self.runs = vec![Run {
-            order: i64::MIN,
-            key: permute(&all.key, &idx),
-            ts: permute(&all.ts, &idx),
-            mask: permute(&all.mask, &idx),
-            grp: permute(&all.grp, &idx),
-            hold: permute(&all.hold, &idx),
-        }];
-    }
-}
-
 impl FunnelSpec {
     /// Checks the request against the table (steps, exclusions, columns).
     pub fn validate(&self, events: &Events) -> Result<()> {
@@ -452,499 +286,316 @@ fn matcher(s: &Step) -> Expr {
     .is_true()
 }
 
-/// Scans the events and folds every user's funnel.
-///
-/// When `events` is the stored files and no step has a condition, the files
-/// are read directly (`user_key`, `ts`, `event` as its dictionary, the
-/// breakdown and held columns): each event name is matched against the steps
-/// once per batch dictionary, and each file, sorted by user, becomes one run.
-/// Otherwise a DataFusion plan evaluates the step conditions.
+/// Folds every user's funnel: per-user levels (for an A/B readout or a
+/// segment breakdown) from one [`FunnelFold`] plan.
 pub async fn user_levels(events: &Events, spec: &FunnelSpec) -> Result<UserLevels> {
-    spec.validate(events)?;
-    let users = events.users();
-    let shape = Shape {
-        steps: spec.steps.len(),
-        exclusions: spec.exclusions.len(),
-        grp: spec.by.is_some(),
-        hold: spec.hold.is_some(),
-        strict_order: spec.modes.strict_order,
-        users,
-        range: (
-            events.options.from.unwrap_or(i64::MIN),
-            events.options.to.unwrap_or(i64::MAX),
-        ),
-    };
-    let plain = spec
-        .steps
-        .iter()
-        .chain(spec.exclusions.iter().map(|x| &x.step))
-        .all(|s| s.condition.is_none());
-    let parts = match &events.parts {
-        Some(files) if plain => gather_direct(events, files, spec, shape).await?,
-        _ => gather_planned(events, spec, shape).await?,
-    };
-    let spec = spec.clone();
-    let threads = crate::table::thread_count(events.options.threads);
-    tokio::task::spawn_blocking(move || fold_users(parts, &spec, shape, threads))
-        .await
-        .map_err(|e| EngineError::Internal(format!("funnel task failed: {e}")))?
+    let fold = FunnelFold::new(events, spec)?;
+    let levels = crate::fold::partial(events, fold).await?;
+    Ok(levels.into_user_levels(spec))
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Shape {
-    steps: usize,
-    exclusions: usize,
-    grp: bool,
-    hold: bool,
-    strict_order: bool,
-    users: usize,
-    /// Rows kept: `range.0 <= ts < range.1`.
-    range: (i64, i64),
+/// The funnel as a per-user fold ([`crate::fold`]), reading users in time
+/// order: a flag per step and per exclusion (`event = 'name'`, and the step's
+/// condition), the breakdown and held columns; rows matching no step are
+/// dropped by the scan unless `strict_order` needs them.
+#[derive(Debug)]
+pub struct FunnelFold {
+    spec: FunnelSpec,
+    params: Params,
+    /// Indexes of the breakdown and held columns among the fold's columns.
+    by_at: Option<usize>,
+    hold_at: Option<usize>,
 }
 
-/// Reads the stored files themselves, one run per file.
-async fn gather_direct(
-    events: &Events,
-    files: &[Part],
-    spec: &FunnelSpec,
-    shape: Shape,
-) -> Result<Vec<Gathered>> {
-    let min_ts: Vec<i64> = files.iter().map(|p| p.min_ts).collect();
-    let steps: Vec<String> = spec
-        .steps
-        .iter()
-        .chain(spec.exclusions.iter().map(|x| &x.step))
-        .map(|s| s.event.clone())
-        .collect();
-    let (by, hold) = (spec.by.clone(), spec.hold.clone());
-    let mut columns = vec!["user_key", "ts", "event"];
-    columns.extend(spec.by.as_deref());
-    columns.extend(spec.hold.as_deref());
-    let fold = move |g: &mut Gathered, origin: Origin<'_>, batch: &RecordBatch| {
-        if g.file != Some(origin.file) {
-            g.file = Some(origin.file);
-            g.start_run(min_ts[origin.file], origin.rows, &shape);
+impl FunnelFold {
+    /// The fold of `spec` over `events` (checked against its columns).
+    pub fn new(events: &Events, spec: &FunnelSpec) -> Result<Self> {
+        spec.validate(events)?;
+        let by_at = spec.by.as_ref().map(|_| 0);
+        let hold_at = match (&spec.by, &spec.hold) {
+            (_, None) => None,
+            (Some(b), Some(h)) if b == h => Some(0),
+            (by, Some(_)) => Some(usize::from(by.is_some())),
+        };
+        Ok(Self {
+            spec: spec.clone(),
+            params: Params::of(spec),
+            by_at,
+            hold_at,
+        })
+    }
+}
+
+/// Per-user outcomes of a range of users; ranges merge in key order.
+#[derive(Debug, Default)]
+pub struct Levels {
+    level: Vec<u8>,
+    /// Per user with a level: its group's id in `labels`, else `u32::MAX`.
+    group: Vec<u32>,
+    labels: crate::fold::Interner,
+    conv_us: Vec<i64>,
+    /// `conv_us` of user `i`: `conv_offsets[i]..conv_offsets[i + 1]`.
+    conv_offsets: Vec<u32>,
+}
+
+impl Levels {
+    /// The outcome as [`UserLevels`], with the spec's breakdown applied.
+    pub fn into_user_levels(self, spec: &FunnelSpec) -> UserLevels {
+        let Levels {
+            mut level,
+            mut group,
+            labels,
+            conv_us,
+            mut conv_offsets,
+        } = self;
+        if conv_offsets.is_empty() {
+            conv_offsets.push(0);
         }
-        let (keys, ts) = origin.keys_and_times(batch)?;
-        let mut mask = Vec::new();
-        let step_mask = |name: &str| {
-            steps
+        let labels = if spec.by.is_some() {
+            labels
+                .values()
                 .iter()
-                .enumerate()
-                .filter(|(_, s)| s.as_str() == name)
-                .fold(0u32, |m, (i, _)| m | 1 << i)
-        };
-        if !stored::map_text(origin.column(batch, "event")?, step_mask, &mut mask) {
-            return Err(origin.wrong("event"));
-        }
-        // A breakdown or held column as a dictionary of strings (a file
-        // written before the column was declared has only nulls).
-        let as_dict = |name: &Option<String>| -> Result<Option<ArrayRef>> {
-            let Some(name) = name else { return Ok(None) };
-            let c = match batch.column_by_name(name) {
-                Some(c) => c.clone(),
-                None => new_null_array(&dict_type(), batch.num_rows()),
-            };
-            if c.data_type() == &dict_type() {
-                return Ok(Some(c));
+                .map(|v| v.clone().unwrap_or_else(|| NONE_LABEL.to_string()))
+                .collect()
+        } else if let Some((of_user, labels)) = &spec.user_groups {
+            for (u, g) in group.iter_mut().enumerate() {
+                if level[u] > 0 {
+                    *g = of_user.get(u).copied().unwrap_or(u32::MAX);
+                    if *g == u32::MAX {
+                        level[u] = 0;
+                    }
+                }
             }
-            Ok(Some(
-                datafusion::arrow::compute::cast(&c, &dict_type()).map_err(|e| origin.error(&e))?,
-            ))
+            labels.clone()
+        } else {
+            for (u, g) in group.iter_mut().enumerate() {
+                if level[u] > 0 {
+                    *g = 0;
+                }
+            }
+            vec!["all".to_string()]
         };
-        let (grp, held) = (as_dict(&by)?, as_dict(&hold)?);
-        g.push(
-            &BatchRows {
-                keys,
-                ts,
-                mask: &mask,
-                grp: grp.as_ref().map(|c| c.as_dictionary::<Int32Type>()),
-                hold: held.as_ref().map(|c| c.as_dictionary::<Int32Type>()),
-            },
-            &shape,
-        )
+        UserLevels {
+            level,
+            group,
+            labels,
+            conv_us,
+            conv_offsets,
+        }
+    }
+}
+
+/// One key range's funnel state.
+pub struct FunnelState {
+    lo: u32,
+    level: Vec<u8>,
+    group: Vec<u32>,
+    labels: crate::fold::Interner,
+    conv_us: Vec<i64>,
+    conv_len: Vec<u32>,
+    scratch: Scratch,
+    mask: Vec<u32>,
+    grp: Vec<u32>,
+    hold: Vec<u32>,
+}
+
+/// Each row's value of a text column as its rank among the batch's distinct
+/// values (null first), so that ties between users' rows are broken by value
+/// as ClickHouse's order would, and the rank's value.
+fn ranks(c: &ArrayRef, null: u32, out: &mut Vec<u32>) -> Result<Vec<Option<String>>> {
+    let c = match c.data_type() == &dict_type() {
+        true => c.clone(),
+        false => datafusion::arrow::compute::cast(c, &dict_type())?,
     };
-    stored::scan_files(events, files, &columns, Gathered::default, fold).await
+    let c = c.as_dictionary::<Int32Type>();
+    let values = c.values().as_string::<i32>();
+    let mut distinct: Vec<&str> = (0..values.len())
+        .filter(|&j| values.is_valid(j))
+        .map(|j| values.value(j))
+        .collect();
+    distinct.sort_unstable();
+    distinct.dedup();
+    // Rank of each dictionary value: 1 + its place (0 is null).
+    let of_value: Vec<u32> = (0..values.len())
+        .map(|j| match values.is_valid(j) {
+            true => 1 + distinct.binary_search(&values.value(j)).expect("present") as u32,
+            false => null,
+        })
+        .collect();
+    out.clear();
+    out.extend(c.keys().iter().map(|k| match k {
+        Some(k) => of_value[k as usize],
+        None => null,
+    }));
+    if null != 0 {
+        // Held values: ranks from 0, null apart.
+        for r in out.iter_mut().filter(|r| **r != null) {
+            *r -= 1;
+        }
+    }
+    let mut named = vec![None];
+    named.extend(distinct.iter().map(|v| Some(v.to_string())));
+    Ok(named)
 }
 
-/// Evaluates the steps (and their conditions) in a DataFusion plan over
-/// `events` (which may be a view); runs are stretches sorted by key.
-async fn gather_planned(events: &Events, spec: &FunnelSpec, shape: Shape) -> Result<Vec<Gathered>> {
-    let df = events.in_range().await?;
-    // No `event IN (...)` filter: rows matching no step are skipped while
-    // gathering, and a filter would copy every surviving column once more.
-    let mut select = vec![col("user_key"), col("ts")];
-    for (i, s) in spec.steps.iter().enumerate() {
-        select.push(matcher(s).alias(format!("__step{i}")));
-    }
-    for (j, x) in spec.exclusions.iter().enumerate() {
-        select.push(matcher(&x.step).alias(format!("__excl{j}")));
-    }
-    if let Some(by) = &spec.by {
-        select.push(cast(ident(by), dict_type()).alias("__grp"));
-    }
-    if let Some(h) = &spec.hold {
-        select.push(cast(ident(h), dict_type()).alias("__hold"));
-    }
-    let streams = df.select(select)?.execute_stream_partitioned().await?;
-    let mut tasks = Vec::with_capacity(streams.len());
-    for stream in streams {
-        tasks.push(tokio::spawn(gather(stream, shape)));
-    }
-    stored::join(tasks).await
-}
+impl crate::fold::UserFold for FunnelFold {
+    type State = FunnelState;
+    type Partial = Levels;
 
-async fn gather(mut stream: SendableRecordBatchStream, shape: Shape) -> Result<Gathered> {
-    let mut g = Gathered::default();
-    let flags = shape.steps + shape.exclusions;
-    let mut mask = Vec::new();
-    while let Some(batch) = stream.next().await {
-        let batch = batch?;
-        let n = batch.num_rows();
-        mask.clear();
-        mask.resize(n, 0u32);
+    fn name(&self) -> &'static str {
+        "funnel"
+    }
+
+    fn input(&self) -> crate::fold::FoldInput {
+        let mut columns = Vec::new();
+        columns.extend(self.spec.by.clone());
+        if self.hold_at == Some(columns.len()) {
+            columns.extend(self.spec.hold.clone());
+        }
+        let flags = self
+            .spec
+            .steps
+            .iter()
+            .chain(self.spec.exclusions.iter().map(|x| &x.step))
+            .map(matcher)
+            .collect();
+        crate::fold::FoldInput {
+            columns,
+            flags,
+            until: None,
+            ordered: true,
+            // Other events only matter to strict order.
+            any_flag: !self.spec.modes.strict_order,
+        }
+    }
+
+    fn schema(&self) -> datafusion::arrow::datatypes::SchemaRef {
+        schema()
+    }
+
+    fn start(&self, keys: std::ops::Range<u32>) -> FunnelState {
+        let n = (keys.end - keys.start) as usize;
+        FunnelState {
+            lo: keys.start,
+            level: vec![0; n],
+            group: vec![u32::MAX; n],
+            labels: Default::default(),
+            conv_us: Vec::new(),
+            conv_len: vec![0; n],
+            scratch: Scratch::default(),
+            mask: Vec::new(),
+            grp: Vec::new(),
+            hold: Vec::new(),
+        }
+    }
+
+    fn update(
+        &self,
+        st: &mut FunnelState,
+        rows: &crate::fold::Rows<'_>,
+    ) -> datafusion::error::Result<()> {
+        let n = rows.len();
+        let flags = self.spec.steps.len() + self.spec.exclusions.len();
+        st.mask.clear();
+        st.mask.resize(n, 0);
         for f in 0..flags {
-            let b: &BooleanArray = batch.column(2 + f).as_boolean();
             let bit = 1u32 << f;
-            // `is_true()` columns have no nulls.
-            for i in b.values().set_indices() {
-                mask[i] |= bit;
+            for i in rows.flag(f).values().set_indices() {
+                st.mask[i] |= bit;
             }
         }
-        let mut next = 2 + flags;
-        let mut dict_col = |wanted: bool| -> Option<BatchIds> {
-            wanted.then(|| {
-                next += 1;
-                batch.column(next - 1).as_dictionary::<Int32Type>()
-            })
+        let df = |e: EngineError| datafusion::error::DataFusionError::External(Box::new(e));
+        let mut label_of_rank = Vec::new();
+        if let Some(at) = self.by_at {
+            let named = ranks(rows.column(at), 0, &mut st.grp).map_err(df)?;
+            label_of_rank = named.iter().map(|v| st.labels.id(v.as_deref())).collect();
+        } else {
+            st.grp.clear();
+        }
+        match self.hold_at {
+            Some(at) => {
+                ranks(rows.column(at), u32::MAX, &mut st.hold).map_err(df)?;
+            }
+            None => st.hold.clear(),
+        }
+        let frows = FRows {
+            ts: rows.ts(),
+            mask: &st.mask,
+            grp: &st.grp,
+            hold: &st.hold,
         };
-        let grp = dict_col(shape.grp);
-        let hold = dict_col(shape.hold);
-        g.push(
-            &BatchRows {
-                keys: batch.column(0).as_primitive::<UInt32Type>().values(),
-                ts: batch
-                    .column(1)
-                    .as_primitive::<TimestampMicrosecondType>()
-                    .values(),
-                mask: &mask,
-                grp,
-                hold,
-            },
-            &shape,
-        )?;
+        for (key, range) in rows.users() {
+            let at = (key - st.lo) as usize;
+            let o = fold_user(&frows, range, &self.params, &mut st.scratch);
+            st.level[at] = o.level;
+            if o.level > 0 {
+                st.group[at] = label_of_rank.get(o.group as usize).copied().unwrap_or(0);
+                let path = &st.scratch.best_path[..o.level as usize];
+                st.conv_us.extend(path.windows(2).map(|w| w[1] - w[0]));
+                st.conv_len[at] = o.level as u32 - 1;
+            }
+        }
+        Ok(())
     }
-    Ok(g)
-}
 
-type BatchIds<'a> = &'a DictionaryArray<Int32Type>;
+    fn finish(&self, st: FunnelState) -> datafusion::error::Result<Levels> {
+        let mut conv_offsets = Vec::with_capacity(st.conv_len.len() + 1);
+        let mut total = 0u32;
+        conv_offsets.push(0);
+        for l in st.conv_len {
+            total += l;
+            conv_offsets.push(total);
+        }
+        Ok(Levels {
+            level: st.level,
+            group: st.group,
+            labels: st.labels,
+            conv_us: st.conv_us,
+            conv_offsets,
+        })
+    }
+
+    fn merge(&self, into: &mut Levels, other: Levels) -> datafusion::error::Result<()> {
+        let remap: Vec<u32> = other
+            .labels
+            .values()
+            .iter()
+            .map(|v| into.labels.id(v.as_deref()))
+            .collect();
+        into.level.extend_from_slice(&other.level);
+        into.group.extend(
+            other
+                .group
+                .iter()
+                .map(|&g| remap.get(g as usize).copied().unwrap_or(u32::MAX)),
+        );
+        if into.conv_offsets.is_empty() {
+            into.conv_offsets.push(0);
+        }
+        let base = *into.conv_offsets.last().expect("non-empty");
+        let Some(total) = base.checked_add(other.conv_us.len() as u32) else {
+            return datafusion::common::exec_err!("more than 4 billion funnel conversions");
+        };
+        let _ = total;
+        into.conv_us.extend_from_slice(&other.conv_us);
+        into.conv_offsets
+            .extend(other.conv_offsets.iter().skip(1).map(|&o| base + o));
+        Ok(())
+    }
+
+    fn emit(&self, levels: Levels) -> datafusion::error::Result<RecordBatch> {
+        let ul = levels.into_user_levels(&self.spec);
+        let (rows, _) = summarize(&ul, &self.spec);
+        batch_of_rows(&rows).map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))
+    }
+}
 
 fn dict_type() -> DataType {
     DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8))
 }
 
-/// Numbers the distinct values of a dictionary column (null included) in the
-/// order met. Each batch's dictionary is mapped once; rows then only look up
-/// their key.
-#[derive(Default)]
-struct Interner {
-    ids: HashMap<String, u32>,
-    null: Option<u32>,
-    values: Vec<Option<String>>,
-}
-
-impl Interner {
-    /// Ids of a batch's dictionary values.
-    fn map_values(&mut self, c: &DictionaryArray<Int32Type>) -> Vec<u32> {
-        let values = c.values().as_string::<i32>();
-        (0..values.len())
-            .map(|j| {
-                if values.is_null(j) {
-                    return self.null_id();
-                }
-                let v = values.value(j);
-                match self.ids.get(v) {
-                    Some(&id) => id,
-                    None => {
-                        let id = self.values.len() as u32;
-                        self.values.push(Some(v.to_string()));
-                        self.ids.insert(v.to_string(), id);
-                        id
-                    }
-                }
-            })
-            .collect()
-    }
-
-    fn null_id(&mut self) -> u32 {
-        *self.null.get_or_insert_with(|| {
-            self.values.push(None);
-            self.values.len() as u32 - 1
-        })
-    }
-
-    fn id(&mut self, c: &DictionaryArray<Int32Type>, map: &[u32], i: usize) -> u32 {
-        if c.is_null(i) {
-            return self.null_id();
-        }
-        map[c.keys().value(i) as usize]
-    }
-}
-
-/// Remaps per-partition ids to one sorted global numbering.
-fn global_ids<T: Ord + Clone>(parts: &[Vec<T>]) -> (Vec<T>, Vec<Vec<u32>>) {
-    let mut all: Vec<T> = parts.iter().flatten().cloned().collect();
-    all.sort();
-    all.dedup();
-    let maps = parts
-        .iter()
-        .map(|p| {
-            p.iter()
-                .map(|v| all.binary_search(v).expect("present") as u32)
-                .collect()
-        })
-        .collect();
-    (all, maps)
-}
-
-/// Users per block of the fold: a block's rows are gathered into buffers that
-/// stay in cache.
-const BLOCK: usize = 4096;
-
-/// Scratch space of one fold thread.
-#[derive(Default)]
-struct Block {
-    /// Offsets of each user's rows in the block (users + 1).
-    counts: Vec<u32>,
-    /// Next free slot per user.
-    pos: Vec<u32>,
-    /// Where each run's slice for the block ends.
-    ends: Vec<usize>,
-    ts: Vec<i64>,
-    mask: Vec<u32>,
-    grp: Vec<u32>,
-    hold: Vec<u32>,
-    scratch: Scratch,
-}
-
-/// The fold's outcome for a contiguous range of users.
-struct Folded {
-    level: Vec<u8>,
-    group: Vec<u32>,
-    conv_us: Vec<i64>,
-    /// Conversion times per user (counts into `conv_us`).
-    conv_len: Vec<u32>,
-}
-
-/// A run and the global ids of its task's groups and held values.
-struct TaskRun<'a> {
-    run: &'a Run,
-    grp: &'a [u32],
-    hold: &'a [u32],
-}
-
-fn global_id(map: &[u32], id: u32) -> u32 {
-    if id == u32::MAX { id } else { map[id as usize] }
-}
-
-/// Folds the users `lo..hi`: block by block, each user's rows are taken from
-/// every run (in run order) into cache-sized buffers, then folded.
-fn fold_range(
-    runs: &[TaskRun],
-    lo: usize,
-    hi: usize,
-    p: &Params,
-    shape: &Shape,
-    b: &mut Block,
-) -> Folded {
-    let mut out = Folded {
-        level: vec![0; hi - lo],
-        group: vec![u32::MAX; hi - lo],
-        conv_us: Vec::new(),
-        conv_len: Vec::with_capacity(hi - lo),
-    };
-    let mut cur: Vec<usize> = runs
-        .iter()
-        .map(|r| r.run.key.partition_point(|&k| (k as usize) < lo))
-        .collect();
-    b.ends.clear();
-    b.ends.resize(runs.len(), 0);
-    let mut first = lo;
-    while first < hi {
-        let end = (first + BLOCK).min(hi);
-        let width = end - first;
-        // Count each user's rows, then place them run after run.
-        b.counts.clear();
-        b.counts.resize(width + 1, 0);
-        for (r, TaskRun { run, .. }) in runs.iter().enumerate() {
-            let mut j = cur[r];
-            while j < run.key.len() && (run.key[j] as usize) < end {
-                b.counts[run.key[j] as usize - first + 1] += 1;
-                j += 1;
-            }
-            b.ends[r] = j;
-        }
-        for u in 0..width {
-            b.counts[u + 1] += b.counts[u];
-        }
-        let total = b.counts[width] as usize;
-        b.ts.resize(total, 0);
-        b.mask.resize(total, 0);
-        if shape.grp {
-            b.grp.resize(total, 0);
-        }
-        if shape.hold {
-            b.hold.resize(total, 0);
-        }
-        b.pos.clear();
-        b.pos.extend_from_slice(&b.counts[..width]);
-        for (r, TaskRun { run, grp, hold }) in runs.iter().enumerate() {
-            for j in cur[r]..b.ends[r] {
-                let u = run.key[j] as usize - first;
-                let at = b.pos[u] as usize;
-                b.pos[u] += 1;
-                b.ts[at] = run.ts[j];
-                b.mask[at] = run.mask[j];
-                if shape.grp {
-                    b.grp[at] = global_id(grp, run.grp[j]);
-                }
-                if shape.hold {
-                    b.hold[at] = global_id(hold, run.hold[j]);
-                }
-            }
-            cur[r] = b.ends[r];
-        }
-        let rows = Rows {
-            ts: &b.ts[..total],
-            mask: &b.mask[..total],
-            grp: &b.grp[..if shape.grp { total } else { 0 }],
-            hold: &b.hold[..if shape.hold { total } else { 0 }],
-        };
-        for u in 0..width {
-            let range = b.counts[u] as usize..b.counts[u + 1] as usize;
-            let before = out.conv_us.len();
-            if !range.is_empty() {
-                let o = fold_user(&rows, range, p, &mut b.scratch);
-                let at = first - lo + u;
-                out.level[at] = o.level;
-                if o.level > 0 {
-                    out.group[at] = o.group;
-                    let path = &b.scratch.best_path[..o.level as usize];
-                    out.conv_us.extend(path.windows(2).map(|w| w[1] - w[0]));
-                }
-            }
-            out.conv_len.push((out.conv_us.len() - before) as u32);
-        }
-        first = end;
-    }
-    out
-}
-
-fn fold_users(
-    mut parts: Vec<Gathered>,
-    spec: &FunnelSpec,
-    shape: Shape,
-    threads: usize,
-) -> Result<UserLevels> {
-    let users = shape.users;
-    // One numbering of groups and held values across tasks, in sorted order,
-    // so ties are broken the same way whatever the scan order.
-    let (grp_labels, grp_maps) = global_ids(
-        &parts
-            .iter()
-            .map(|p| p.grp_ids.values.clone())
-            .collect::<Vec<_>>(),
-    );
-    let (_, hold_maps) = global_ids(
-        &parts
-            .iter()
-            .map(|p| p.hold_ids.values.clone())
-            .collect::<Vec<_>>(),
-    );
-    for p in &mut parts {
-        p.coalesce();
-    }
-    let total: usize = parts
-        .iter()
-        .flat_map(|p| &p.runs)
-        .map(|r| r.key.len())
-        .sum();
-    if total > u32::MAX as usize {
-        return Err(EngineError::BadRequest(
-            "more than 4 billion funnel events in one run; narrow the range".into(),
-        ));
-    }
-    // Runs in time order (stable: equal orders keep scan order), each with its
-    // task's group and held-value numbering (applied as rows are placed).
-    let mut runs: Vec<TaskRun> = parts
-        .iter()
-        .zip(grp_maps.iter().zip(&hold_maps))
-        .flat_map(|(p, (grp, hold))| p.runs.iter().map(move |run| TaskRun { run, grp, hold }))
-        .collect();
-    runs.sort_by_key(|r| r.run.order);
-
-    // Ranges of users, several per thread, taken by threads as they go.
-    let ranges = (threads.max(1) * 8).min(users.div_ceil(BLOCK)).max(1);
-    let params = Params::of(spec);
-    let folded = crate::par::fold_ranges(
-        users,
-        users.div_ceil(ranges),
-        threads,
-        Block::default,
-        |lo, hi, block| fold_range(&runs, lo, hi, &params, &shape, block),
-    );
-    drop(runs);
-    drop(parts);
-    let mut level = Vec::with_capacity(users);
-    let mut group = Vec::with_capacity(users);
-    let mut conv_us = Vec::new();
-    let mut conv_offsets = Vec::with_capacity(users + 1);
-    conv_offsets.push(0u32);
-    for f in folded {
-        level.extend_from_slice(&f.level);
-        group.extend_from_slice(&f.group);
-        conv_us.extend_from_slice(&f.conv_us);
-        for l in f.conv_len {
-            let last = *conv_offsets.last().expect("non-empty");
-            conv_offsets.push(last + l);
-        }
-    }
-    // Labels: a column breakdown, a segment breakdown, or one group.
-    let labels = if shape.grp {
-        // "(none)" may sort among real values; keep the numbering as is and
-        // let the report order by label.
-        grp_labels
-            .iter()
-            .map(|v| v.clone().unwrap_or_else(|| NONE_LABEL.to_string()))
-            .collect()
-    } else if let Some((of_user, labels)) = &spec.user_groups {
-        for (u, g) in group.iter_mut().enumerate() {
-            if level[u] > 0 {
-                *g = of_user.get(u).copied().unwrap_or(u32::MAX);
-                if *g == u32::MAX {
-                    level[u] = 0;
-                }
-            }
-        }
-        labels.clone()
-    } else {
-        for (u, g) in group.iter_mut().enumerate() {
-            if level[u] > 0 {
-                *g = 0;
-            }
-        }
-        vec!["all".to_string()]
-    };
-    Ok(UserLevels {
-        level,
-        group,
-        labels,
-        conv_us,
-        conv_offsets,
-    })
-}
-
-struct Rows<'a> {
+/// A block's rows as the per-user fold reads them.
+struct FRows<'a> {
     ts: &'a [i64],
     mask: &'a [u32],
     grp: &'a [u32],
@@ -1017,7 +668,7 @@ pub struct Outcome {
 }
 
 fn fold_user(
-    rows: &Rows,
+    rows: &FRows,
     range: std::ops::Range<usize>,
     p: &Params,
     scratch: &mut Scratch,
@@ -1355,55 +1006,6 @@ pub fn summarize(ul: &UserLevels, spec: &FunnelSpec) -> (Vec<FunnelRow>, Vec<His
 mod tests {
     use super::*;
 
-    fn shape() -> Shape {
-        Shape {
-            steps: 2,
-            exclusions: 0,
-            grp: false,
-            hold: false,
-            strict_order: false,
-            users: 100,
-            range: (i64::MIN, i64::MAX),
-        }
-    }
-
-    #[test]
-    fn a_key_going_down_starts_a_run_and_too_many_runs_merge_sorted() {
-        let mut g = Gathered::default();
-        // Keys 99, 98, ..., 0 repeated: every row but those after a 0 starts a
-        // new run.
-        let keys: Vec<u32> = (0..MAX_RUNS as u32 * 2).map(|i| 99 - i % 100).collect();
-        let ts: Vec<i64> = (0..keys.len() as i64).collect();
-        let mask = vec![1u32; keys.len()];
-        let rows = BatchRows {
-            keys: &keys,
-            ts: &ts,
-            mask: &mask,
-            grp: None,
-            hold: None,
-        };
-        g.push(&rows, &shape()).unwrap();
-        assert_eq!(g.runs.len(), keys.len() - keys.len() / 100);
-        assert!(g.runs.len() > MAX_RUNS);
-        g.coalesce();
-        assert_eq!(g.runs.len(), 1);
-        let run = &g.runs[0];
-        assert!(run.key.windows(2).all(|w| w[0] <= w[1]));
-        // Stable: a key's rows keep their order, and every row is there.
-        for (k, t) in run.key.iter().zip(&run.ts) {
-            assert_eq!(keys[*t as usize], *k);
-        }
-        let mut seen = run.ts.clone();
-        seen.sort();
-        assert_eq!(seen, ts);
-        assert!(
-            run.key
-                .windows(2)
-                .zip(run.ts.windows(2))
-                .all(|(k, t)| k[0] != k[1] || t[0] < t[1])
-        );
-    }
-
     #[test]
     fn quantiles_by_selection_equal_interpolation_on_sorted_values() {
         let mut state = 0x853c_49e6_748f_ea9bu64;
@@ -1427,24 +1029,5 @@ mod tests {
             }
         }
         assert_eq!(quantile_cont(&mut [], 0.5), None);
-    }
-
-    #[test]
-    fn rows_out_of_range_or_matching_nothing_are_left_out() {
-        let mut g = Gathered::default();
-        let mut sh = shape();
-        sh.range = (10, 20);
-        let rows = BatchRows {
-            keys: &[1, 2, 3, 4],
-            ts: &[5, 10, 15, 20],
-            mask: &[1, 2, 0, 1],
-            grp: None,
-            hold: None,
-        };
-        g.push(&rows, &sh).unwrap();
-        assert_eq!(g.runs.len(), 1);
-        assert_eq!(g.runs[0].key, vec![2]);
-        sh.users = 3;
-        assert!(g.push(&rows, &sh).is_err(), "key 3 is beyond 3 users");
     }
 }

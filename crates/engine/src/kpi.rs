@@ -195,6 +195,7 @@ impl UserFold for KpiFold {
             columns: vec!["revenue".into()],
             flags: vec![col("event").eq(lit(self.purchase.clone()))],
             until: None,
+            ..Default::default()
         }
     }
 

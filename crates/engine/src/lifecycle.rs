@@ -432,6 +432,7 @@ impl UserFold for StagesFold {
                     .eq(datafusion::logical_expr::lit(self.purchase.clone())),
             ],
             until: Some(self.as_of.saturating_add(1)),
+            ..Default::default()
         }
     }
 

@@ -148,6 +148,7 @@ impl UserFold for LtvFold {
             columns: vec!["revenue".into()],
             flags: self.start.iter().cloned().collect(),
             until: None,
+            ..Default::default()
         }
     }
 

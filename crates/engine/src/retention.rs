@@ -403,6 +403,7 @@ impl crate::fold::UserFold for RetentionFold {
             columns: self.by.iter().cloned().collect(),
             flags: self.start.iter().chain(&self.ret).cloned().collect(),
             until: None,
+            ..Default::default()
         }
     }
 

@@ -302,17 +302,8 @@ impl TableFunctionImpl for FunnelFunction {
             entry_from: None,
             entry_to: None,
         };
-        spec.validate(&self.events).map_err(df_error)?;
-        let events = self.events.clone();
-        let spec = Arc::new(spec);
-        let plan = crate::lazy::LazyExec::new("funnel", funnel::schema(), move || {
-            let (events, spec) = (events.clone(), spec.clone());
-            Box::pin(async move {
-                let (rows, _) = funnel::funnel(&events, &spec).await.map_err(df_error)?;
-                funnel::batch_of_rows(&rows).map_err(df_error)
-            })
-        });
-        Ok(Arc::new(FoldTable::new(Arc::new(plan))))
+        let fold = funnel::FunnelFold::new(&self.events, &spec).map_err(df_error)?;
+        fold_table(&self.events, fold)
     }
 }
 

@@ -159,6 +159,7 @@ impl UserFold for StickinessFold {
             columns: Vec::new(),
             flags: self.condition.iter().cloned().collect(),
             until: None,
+            ..Default::default()
         }
     }
 

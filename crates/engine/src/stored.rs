@@ -31,8 +31,6 @@ pub(crate) struct Origin<'a> {
     pub file: usize,
     /// The file.
     pub part: &'a Part,
-    /// Rows in the file (from its footer).
-    pub rows: usize,
 }
 
 impl Origin<'_> {
@@ -103,8 +101,8 @@ where
         tasks.push(tokio::spawn(async move {
             while let Some(&file) = order.get(next.fetch_add(1, Ordering::Relaxed)) {
                 let part = &files[file];
-                let (mut stream, rows) = open(&store, part, &columns).await?;
-                let origin = Origin { file, part, rows };
+                let mut stream = open(&store, part, &columns).await?;
+                let origin = Origin { file, part };
                 while let Some(batch) = stream.next().await {
                     let batch = batch.map_err(|e| origin.error(&e))?;
                     fold(&mut state, origin, &batch)?;
@@ -215,12 +213,8 @@ pub(crate) fn select_text(
 
 type Batches = parquet::arrow::async_reader::ParquetRecordBatchStream<StoreFile>;
 
-/// Opens one stored file for the named columns; also returns its row count.
-async fn open(
-    store: &Arc<dyn ObjectStore>,
-    part: &Part,
-    columns: &[String],
-) -> Result<(Batches, usize)> {
+/// Opens one stored file for the named columns.
+async fn open(store: &Arc<dyn ObjectStore>, part: &Part, columns: &[String]) -> Result<Batches> {
     let in_file = |e: &dyn std::fmt::Display| {
         EngineError::Unreadable(format!("cannot read {}: {e}", part.path))
     };
@@ -232,7 +226,6 @@ async fn open(
     let builder = ParquetRecordBatchStreamBuilder::new(reader)
         .await
         .map_err(|e| in_file(&e))?;
-    let rows = usize::try_from(builder.metadata().file_metadata().num_rows()).unwrap_or(0);
     let mask =
         ProjectionMask::columns(builder.parquet_schema(), columns.iter().map(|c| c.as_str()));
     let stream = builder
@@ -240,7 +233,7 @@ async fn open(
         .with_batch_size(BATCH_ROWS)
         .build()
         .map_err(|e| in_file(&e))?;
-    Ok((stream, rows))
+    Ok(stream)
 }
 
 /// A stored file of known size, read through the object store.

@@ -58,6 +58,10 @@ pub struct Events {
     pub parts: Option<Vec<Part>>,
     /// The range asked for.
     pub options: OpenOptions,
+    /// Per user key, the earliest event time seen (UTC µs): events before it
+    /// do not exist for the analyses (an A/B readout's exposure; see
+    /// `abtest::Exposures::restrict`). Folds apply it while scanning.
+    pub since: Option<std::sync::Arc<Vec<i64>>>,
 }
 
 /// Threads to use: the option, else `TENURE_THREADS`, else the number of cores.
@@ -153,6 +157,7 @@ impl Events {
             files,
             parts: Some(parts),
             options,
+            since: None,
         })
     }
 

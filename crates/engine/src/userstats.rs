@@ -225,8 +225,10 @@ pub async fn scan_buyers(
 ) -> Result<Buyers> {
     let users = events.users();
     let parts = match &events.parts {
-        Some(files) => purchases_direct(events, files, purchase, revenue).await?,
-        None => purchases_planned(events, purchase, revenue).await?,
+        Some(files) if events.since.is_none() => {
+            purchases_direct(events, files, purchase, revenue).await?
+        }
+        _ => purchases_planned(events, purchase, revenue).await?,
     };
     let threads = crate::table::thread_count(events.options.threads);
     let (keys, stats) = tokio::task::spawn_blocking(move || fold_buyers(&parts, users, threads))

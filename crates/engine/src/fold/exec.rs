@@ -124,41 +124,51 @@ impl<F: UserFold> ExecutionPlan for FoldExec<F> {
         let fold = self.fold.clone();
         // Nothing starts before the result is polled.
         let result = async move {
-            let mut tasks = Vec::with_capacity(ranges.len());
-            for (p, &(lo, hi)) in ranges.iter().enumerate() {
-                let mut stream = input.execute(p, context.clone())?;
-                let fold = fold.clone();
-                tasks.push(tokio::spawn(async move {
-                    let mut state = fold.start(lo..hi);
-                    while let Some(batch) = stream.next().await {
-                        let batch = batch?;
-                        fold.update(&mut state, &Rows::new(&batch, flags_at))?;
-                    }
-                    fold.finish(state)
-                }));
-            }
-            let mut acc: Option<F::Partial> = None;
-            for t in tasks {
-                let part = t
-                    .await
-                    .map_err(|e| DataFusionError::Internal(format!("a fold task failed: {e}")))??;
-                match acc.as_mut() {
-                    None => acc = Some(part),
-                    Some(a) => fold.merge(a, part)?,
-                }
-            }
-            match acc {
-                Some(a) => fold.emit(a),
-                None => {
-                    // No key range (a store without users): an empty state.
-                    let empty = fold.finish(fold.start(0..0))?;
-                    fold.emit(empty)
-                }
-            }
+            let all = fold_all(fold.clone(), input, ranges, flags_at, context).await?;
+            fold.emit(all)
         };
         Ok(Box::pin(RecordBatchStreamAdapter::new(
             self.fold.schema(),
             futures::stream::once(result),
         )))
+    }
+}
+
+/// Folds every key range of `input` (one task each) and merges the partial
+/// results in key order.
+pub(super) async fn fold_all<F: UserFold>(
+    fold: Arc<F>,
+    input: Arc<dyn ExecutionPlan>,
+    ranges: Vec<(u32, u32)>,
+    flags_at: usize,
+    context: Arc<TaskContext>,
+) -> DfResult<F::Partial> {
+    let mut tasks = Vec::with_capacity(ranges.len());
+    for (p, &(lo, hi)) in ranges.iter().enumerate() {
+        let mut stream = input.execute(p, context.clone())?;
+        let fold = fold.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut state = fold.start(lo..hi);
+            while let Some(batch) = stream.next().await {
+                let batch = batch?;
+                fold.update(&mut state, &Rows::new(&batch, flags_at))?;
+            }
+            fold.finish(state)
+        }));
+    }
+    let mut acc: Option<F::Partial> = None;
+    for t in tasks {
+        let part = t
+            .await
+            .map_err(|e| DataFusionError::Internal(format!("a fold task failed: {e}")))??;
+        match acc.as_mut() {
+            None => acc = Some(part),
+            Some(a) => fold.merge(a, part)?,
+        }
+    }
+    match acc {
+        Some(a) => Ok(a),
+        // No key range (a store without users): an empty state.
+        None => fold.finish(fold.start(0..0)),
     }
 }

@@ -26,7 +26,11 @@
 //! Files are sorted by `(user_key, ts)` within a date partition, so a range's
 //! rows come file after file (each file's rows in key order), files earliest
 //! first ([`Rows::file_min_ts`]); a fold that is not order-insensitive must
-//! not assume more.
+//! not assume more, unless it asks for [`FoldInput::ordered`]: then the scan
+//! merges the range's files block of users by block of users (a k-way merge
+//! over one open reader per file, so memory stays one block plus a page per
+//! file) and every batch holds complete users, each user's rows in time
+//! order, as funnels need.
 
 mod exec;
 mod scan;
@@ -56,6 +60,13 @@ pub struct FoldInput {
     /// Only events before this instant (UTC µs), within the table's range:
     /// an analysis "as of" a time reads nothing after it.
     pub until: Option<i64>,
+    /// Deliver each user's rows together and in time order: every batch
+    /// holds complete users, in key order, each user's rows sorted by `ts`
+    /// (see [`Rows::users`]). Costs a merge of the range's files block by
+    /// block; folds whose result does not depend on order leave it off.
+    pub ordered: bool,
+    /// Keep only rows where at least one flag is true (with flags).
+    pub any_flag: bool,
 }
 
 /// A batch of one key range's rows as a fold sees it.
@@ -115,6 +126,20 @@ impl<'a> Rows<'a> {
             .unwrap_or(i64::MIN)
     }
 
+    /// Each user's rows: `(key, rows)` for every run of equal keys, in
+    /// order. With [`FoldInput::ordered`] a run is all of the user's rows in
+    /// range, sorted by time.
+    pub fn users(&self) -> impl Iterator<Item = (u32, Range<usize>)> + 'a {
+        let keys = self.keys();
+        let mut at = 0;
+        std::iter::from_fn(move || {
+            let k = *keys.get(at)?;
+            let start = at;
+            at += keys[at..].iter().take_while(|&&x| x == k).count();
+            Some((k, start..at))
+        })
+    }
+
     /// Every column as read (for debugging and generic folds).
     pub fn batch(&self) -> &'a RecordBatch {
         self.batch
@@ -162,6 +187,16 @@ pub fn plan<F: UserFold>(
 ) -> crate::Result<Arc<dyn datafusion::physical_plan::ExecutionPlan>> {
     let scan = KeyScanExec::try_new(events, &fold.input())?;
     Ok(Arc::new(FoldExec::new(Arc::new(fold), Arc::new(scan))))
+}
+
+/// Runs `fold` over `events` and returns its merged partial result (for
+/// callers that need more than the emitted batch, such as per-user funnel
+/// levels for an A/B readout).
+pub async fn partial<F: UserFold>(events: &Events, fold: F) -> crate::Result<F::Partial> {
+    let scan = Arc::new(KeyScanExec::try_new(events, &fold.input())?);
+    let ctx = events.ctx.task_ctx();
+    let (ranges, flags_at) = (scan.ranges().to_vec(), scan.flags_at());
+    Ok(exec::fold_all(Arc::new(fold), scan, ranges, flags_at, ctx).await?)
 }
 
 /// Runs `fold` over `events` and returns its result batches.

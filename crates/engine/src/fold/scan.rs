@@ -41,6 +41,127 @@ use crate::table::{Events, Part};
 /// Rows per decoded batch (as in `stored.rs`).
 const BATCH_ROWS: usize = 8 * 1024;
 
+/// Users per block of an ordered reading: a block's rows (of every file) are
+/// merged and sorted together, so they should stay in cache.
+const BLOCK_USERS: u32 = 4096;
+
+type FileStream = parquet::arrow::async_reader::ParquetRecordBatchStream<StoreFile>;
+
+/// One file of an ordered reading.
+struct Cursor {
+    part: Part,
+    /// `None` at the end of the file.
+    stream: Option<FileStream>,
+    /// Rows read and not yet taken.
+    batch: Option<RecordBatch>,
+}
+
+fn in_file(part: &Part, e: &dyn fmt::Display) -> DataFusionError {
+    exec_datafusion_err!("cannot read {}: {e}", part.path)
+}
+
+/// `batch` sorted by `(user_key, ts)` (columns 0 and 1), stable. With the
+/// keys' bounds known (`lo..hi`, a block), by counting then per user.
+fn sort_rows(batch: &RecordBatch, bounds: Option<(u32, u32)>) -> DfResult<RecordBatch> {
+    let keys = batch.column(0).as_primitive::<UInt32Type>().values();
+    let ts = batch
+        .column(1)
+        .as_primitive::<TimestampMicrosecondType>()
+        .values();
+    let n = keys.len();
+    let mut order: Vec<u32> = match bounds {
+        Some((lo, hi)) if (hi - lo) as usize <= 4 * n + 1024 => {
+            let width = (hi - lo) as usize;
+            let mut at = vec![0u32; width + 1];
+            for &k in keys {
+                at[(k - lo) as usize + 1] += 1;
+            }
+            for u in 0..width {
+                at[u + 1] += at[u];
+            }
+            let mut order = vec![0u32; n];
+            for (i, &k) in keys.iter().enumerate() {
+                let slot = &mut at[(k - lo) as usize];
+                order[*slot as usize] = i as u32;
+                *slot += 1;
+            }
+            order
+        }
+        _ => {
+            let mut order: Vec<u32> = (0..n as u32).collect();
+            order.sort_by_key(|&i| keys[i as usize]);
+            order
+        }
+    };
+    // Within a user, rows come file by file, earliest file first: usually
+    // in time order already.
+    let mut start = 0;
+    while start < n {
+        let k = keys[order[start] as usize];
+        let mut end = start + 1;
+        while end < n && keys[order[end] as usize] == k {
+            end += 1;
+        }
+        let user = &mut order[start..end];
+        if !user.is_sorted_by_key(|&i| ts[i as usize]) {
+            user.sort_by_key(|&i| ts[i as usize]);
+        }
+        start = end;
+    }
+    if order.iter().enumerate().all(|(i, &j)| i as u32 == j) {
+        return Ok(batch.clone());
+    }
+    let idx = datafusion::arrow::array::UInt32Array::from(order);
+    Ok(datafusion::arrow::compute::take_record_batch(batch, &idx)?)
+}
+
+/// Whether every row group declares the sort `(user_key, ts)` ascending and
+/// the row groups' key ranges follow each other (the file is sorted whole).
+fn sorted_by_key(
+    meta: &ParquetMetaData,
+    arrow: &SchemaRef,
+    parquet: &parquet::schema::types::SchemaDescriptor,
+) -> bool {
+    let column = |name: &str| parquet.columns().iter().position(|c| c.name() == name);
+    let (Some(k), Some(t)) = (column("user_key"), column("ts")) else {
+        return false;
+    };
+    let declared = meta.row_groups().iter().all(|g| {
+        g.sorting_columns().is_some_and(|s| {
+            s.len() >= 2
+                && s[0].column_idx as usize == k
+                && !s[0].descending
+                && s[1].column_idx as usize == t
+                && !s[1].descending
+        })
+    });
+    if !declared {
+        return false;
+    }
+    if meta.row_groups().len() < 2 {
+        return true;
+    }
+    let Ok(conv) = StatisticsConverter::try_new("user_key", arrow, parquet) else {
+        return false;
+    };
+    let (Ok(mins), Ok(maxs)) = (
+        conv.row_group_mins(meta.row_groups().iter()),
+        conv.row_group_maxes(meta.row_groups().iter()),
+    ) else {
+        return false;
+    };
+    let (Some(mins), Some(maxs)) = (
+        mins.as_primitive_opt::<UInt32Type>(),
+        maxs.as_primitive_opt::<UInt32Type>(),
+    ) else {
+        return false;
+    };
+    if mins.null_count() > 0 || maxs.null_count() > 0 {
+        return false;
+    }
+    (1..mins.len()).all(|g| maxs.value(g - 1) <= mins.value(g))
+}
+
 /// Reads the rows of ranges of user keys; see the module docs.
 #[derive(Debug)]
 pub struct KeyScanExec {
@@ -57,6 +178,12 @@ pub struct KeyScanExec {
     ranges: Vec<(u32, u32)>,
     /// Rows kept: `time.0 <= ts < time.1`.
     time: (i64, i64),
+    /// Per user key, the earliest time kept (an A/B readout's exposure).
+    since: Option<Arc<Vec<i64>>>,
+    /// Each user's rows together, in time order (see [`FoldInput::ordered`]).
+    ordered: bool,
+    /// Only rows where a flag is true.
+    any_flag: bool,
     schema: SchemaRef,
     props: Arc<PlanProperties>,
 }
@@ -158,6 +285,9 @@ impl KeyScanExec {
                     .unwrap_or(i64::MAX)
                     .min(input.until.unwrap_or(i64::MAX)),
             ),
+            since: events.since.clone(),
+            ordered: input.ordered,
+            any_flag: input.any_flag && !input.flags.is_empty(),
             schema,
             props,
         })
@@ -195,6 +325,15 @@ impl DisplayAs for KeyScanExec {
         }
         if self.time != (i64::MIN, i64::MAX) {
             write!(f, ", ts=[{}, {})", self.time.0, self.time.1)?;
+        }
+        if self.since.is_some() {
+            write!(f, ", since_exposure")?;
+        }
+        if self.any_flag {
+            write!(f, ", any_flag")?;
+        }
+        if self.ordered {
+            write!(f, ", ordered")?;
         }
         Ok(())
     }
@@ -252,9 +391,16 @@ impl ExecutionPlan for KeyScanExec {
             range,
             last,
             time: self.time,
+            since: self.since.clone(),
+            any_flag: self.any_flag,
         };
+        let ordered = self.ordered;
         tokio::spawn(async move {
-            if let Err(e) = job.run(&tx).await {
+            let done = match ordered {
+                true => job.run_ordered(&tx).await,
+                false => job.run(&tx).await,
+            };
+            if let Err(e) = done {
                 let _ = tx.send(Err(e)).await;
             }
         });
@@ -279,6 +425,8 @@ struct Job {
     /// The last range also checks that no key is beyond the dictionary.
     last: bool,
     time: (i64, i64),
+    since: Option<Arc<Vec<i64>>>,
+    any_flag: bool,
 }
 
 type Sender = tokio::sync::mpsc::Sender<DfResult<RecordBatch>>;
@@ -295,7 +443,28 @@ impl Job {
 
     /// Reads one file; false when the receiver is gone.
     async fn file(&self, part: &Part, tx: &Sender) -> DfResult<bool> {
-        let in_file = |e: &dyn fmt::Display| exec_datafusion_err!("cannot read {}: {e}", part.path);
+        let Some((mut stream, _)) = self.open(part).await? else {
+            return Ok(true);
+        };
+        while let Some(batch) = stream.next().await {
+            let batch = batch.map_err(|e| in_file(part, &e))?;
+            let Some(out) = self
+                .shape(&batch, part.min_ts)
+                .map_err(|e| in_file(part, &e))?
+            else {
+                continue;
+            };
+            if tx.send(Ok(out)).await.is_err() {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// A reader of the file's pages that may hold keys of the range, and
+    /// whether the file is sorted by `(user_key, ts)` as a whole (its row
+    /// groups say so and do not overlap); `None` when no page can.
+    async fn open(&self, part: &Part) -> DfResult<Option<(FileStream, bool)>> {
         let reader = StoreFile {
             store: self.store.clone(),
             path: part.path.clone(),
@@ -304,20 +473,24 @@ impl Job {
         let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
         let builder = ParquetRecordBatchStreamBuilder::new_with_options(reader, options)
             .await
-            .map_err(|e| in_file(&e))?;
+            .map_err(|e| in_file(part, &e))?;
         let (lo, hi) = self.range;
-        let check_beyond = self.last;
         let Some((groups, selection)) = select(
             builder.metadata(),
             builder.schema(),
             builder.parquet_schema(),
             lo,
-            if check_beyond { u32::MAX } else { hi },
+            if self.last { u32::MAX } else { hi },
         )
-        .map_err(|e| in_file(&e))?
+        .map_err(|e| in_file(part, &e))?
         else {
-            return Ok(true);
+            return Ok(None);
         };
+        let sorted = sorted_by_key(
+            builder.metadata(),
+            builder.schema(),
+            builder.parquet_schema(),
+        );
         let present: Vec<&str> = self
             .read
             .fields()
@@ -326,23 +499,115 @@ impl Job {
             .filter(|n| builder.schema().index_of(n).is_ok())
             .collect();
         let mask = ProjectionMask::columns(builder.parquet_schema(), present.iter().copied());
-        let mut stream = builder
+        let stream = builder
             .with_projection(mask)
             .with_row_groups(groups)
             .with_row_selection(selection)
             .with_batch_size(BATCH_ROWS)
             .build()
-            .map_err(|e| in_file(&e))?;
-        while let Some(batch) = stream.next().await {
-            let batch = batch.map_err(|e| in_file(&e))?;
-            let Some(out) = self.shape(&batch, part.min_ts).map_err(|e| in_file(&e))? else {
+            .map_err(|e| in_file(part, &e))?;
+        Ok(Some((stream, sorted)))
+    }
+
+    /// The ordered reading: one cursor per file, and block of users by block
+    /// of users, each cursor's rows of the block are taken, merged and sorted
+    /// by `(user_key, ts)`, so every batch sent holds complete users.
+    async fn run_ordered(&self, tx: &Sender) -> DfResult<()> {
+        let mut cursors = Vec::new();
+        for part in self.parts.iter() {
+            let Some((stream, sorted)) = self.open(part).await? else {
                 continue;
             };
-            if tx.send(Ok(out)).await.is_err() {
-                return Ok(false);
+            let mut cursor = Cursor {
+                part: part.clone(),
+                stream: Some(stream),
+                batch: None,
+            };
+            if !sorted {
+                // A file not known to be sorted by user (not one Tenure
+                // wrote): its rows of the range are read and sorted at once.
+                let mut all = Vec::new();
+                while let Some(b) = self.next_rows(&mut cursor).await? {
+                    all.push(b);
+                }
+                cursor.stream = None;
+                if all.is_empty() {
+                    continue;
+                }
+                let all = datafusion::arrow::compute::concat_batches(&self.schema, &all)?;
+                cursor.batch = Some(sort_rows(&all, None)?);
+            }
+            cursors.push(cursor);
+        }
+        let (lo, hi) = self.range;
+        let mut first = lo;
+        while !cursors.is_empty() {
+            // The last range may meet keys beyond `hi` (then `shape` fails).
+            let end = first.saturating_add(BLOCK_USERS);
+            let mut pieces = Vec::new();
+            for c in cursors.iter_mut() {
+                loop {
+                    if c.batch.is_none() {
+                        c.batch = self.next_rows(c).await?;
+                    }
+                    let Some(b) = c.batch.take() else { break };
+                    let keys = b.column(0).as_primitive::<UInt32Type>().values();
+                    let cut = keys.partition_point(|&k| k < end);
+                    if cut > 0 {
+                        pieces.push(b.slice(0, cut));
+                    }
+                    if cut < b.num_rows() {
+                        c.batch = Some(b.slice(cut, b.num_rows() - cut));
+                        break;
+                    }
+                }
+            }
+            cursors.retain(|c| c.batch.is_some() || c.stream.is_some());
+            if !pieces.is_empty() {
+                let block = match pieces.len() {
+                    1 => pieces.pop().expect("one"),
+                    _ => {
+                        let all =
+                            datafusion::arrow::compute::concat_batches(&self.schema, &pieces)?;
+                        sort_rows(&all, Some((first, end)))?
+                    }
+                };
+                if tx.send(Ok(block)).await.is_err() {
+                    return Ok(());
+                }
+            }
+            if end >= hi && !self.last {
+                break;
+            }
+            first = end;
+        }
+        Ok(())
+    }
+
+    /// The cursor's next batch of rows in range (sorted by key), or `None`
+    /// at the end of its file.
+    async fn next_rows(&self, c: &mut Cursor) -> DfResult<Option<RecordBatch>> {
+        let Some(stream) = c.stream.as_mut() else {
+            return Ok(None);
+        };
+        while let Some(batch) = stream.next().await {
+            let batch = batch.map_err(|e| in_file(&c.part, &e))?;
+            if let Some(out) = self
+                .shape(&batch, c.part.min_ts)
+                .map_err(|e| in_file(&c.part, &e))?
+            {
+                let keys = out.column(0).as_primitive::<UInt32Type>().values();
+                if !keys.is_sorted() {
+                    return exec_err!(
+                        "cannot read {}: rows are not sorted by user_key though the file says so",
+                        c.part.path
+                    );
+                }
+                return Ok(Some(out));
             }
         }
-        Ok(true)
+        c.stream = None;
+        Ok(None)
     }
 
     /// The batch's rows of this range and time range, as [`Self::schema`].
@@ -379,14 +644,26 @@ impl Job {
             filter_record_batch(batch, &keep)?
         };
         let (from, to) = self.time;
-        if from != i64::MIN || to != i64::MAX {
+        if from != i64::MIN || to != i64::MAX || self.since.is_some() {
             let t = batch
                 .column_by_name("ts")
                 .expect("checked")
                 .as_primitive::<TimestampMicrosecondType>()
                 .values();
-            if t.iter().any(|&x| x < from || x >= to) {
-                let keep: BooleanArray = t.iter().map(|&x| Some(x >= from && x < to)).collect();
+            let k = batch
+                .column_by_name("user_key")
+                .expect("checked")
+                .as_primitive::<UInt32Type>()
+                .values();
+            let since = self.since.as_deref();
+            let keep = |i: usize| {
+                let x = t[i];
+                x >= from
+                    && x < to
+                    && since.is_none_or(|s| s.get(k[i] as usize).is_some_and(|&e| x >= e))
+            };
+            if (0..t.len()).any(|i| !keep(i)) {
+                let keep: BooleanArray = (0..t.len()).map(|i| Some(keep(i))).collect();
                 batch = filter_record_batch(&batch, &keep)?;
             }
         }
@@ -419,7 +696,23 @@ impl Job {
             file_min_ts,
             n,
         )));
-        Ok(Some(RecordBatch::try_new(self.schema.clone(), columns)?))
+        let out = RecordBatch::try_new(self.schema.clone(), columns)?;
+        if !self.any_flag {
+            return Ok(Some(out));
+        }
+        let flags = &out.columns()[self.read.fields().len()..out.num_columns() - 1];
+        let mut any = flags[0].as_boolean().values().clone();
+        for f in &flags[1..] {
+            any = &any | f.as_boolean().values();
+        }
+        match any.count_set_bits() {
+            0 => Ok(None),
+            c if c == n => Ok(Some(out)),
+            _ => Ok(Some(filter_record_batch(
+                &out,
+                &BooleanArray::new(any, None),
+            )?)),
+        }
     }
 }
 
@@ -522,4 +815,70 @@ fn text_eq(e: &Expr, read: &Schema) -> Option<(usize, String)> {
         _ => false,
     };
     text.then(|| (i, v.clone()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::{TimestampMicrosecondArray, UInt32Array};
+
+    fn batch(keys: &[u32], ts: &[i64]) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("user_key", DataType::UInt32, false),
+            Field::new(
+                "ts",
+                DataType::Timestamp(datafusion::arrow::datatypes::TimeUnit::Microsecond, None),
+                false,
+            ),
+            Field::new("row", DataType::UInt32, false),
+        ]));
+        let rows: Vec<u32> = (0..keys.len() as u32).collect();
+        RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(UInt32Array::from(keys.to_vec())),
+                Arc::new(TimestampMicrosecondArray::from(ts.to_vec())),
+                Arc::new(UInt32Array::from(rows)),
+            ],
+        )
+        .unwrap()
+    }
+
+    fn rows_of(b: &RecordBatch) -> Vec<(u32, i64, u32)> {
+        let k = b.column(0).as_primitive::<UInt32Type>().values();
+        let t = b
+            .column(1)
+            .as_primitive::<TimestampMicrosecondType>()
+            .values();
+        let r = b.column(2).as_primitive::<UInt32Type>().values();
+        (0..b.num_rows()).map(|i| (k[i], t[i], r[i])).collect()
+    }
+
+    #[test]
+    fn a_block_is_sorted_by_user_then_time_keeping_ties_in_file_order() {
+        // Two files' pieces of the block 10..14, concatenated: each sorted,
+        // together not.
+        let keys = [10, 11, 11, 13, 10, 11, 12, 13, 13];
+        let ts = [5, 1, 9, 4, 2, 9, 7, 4, 3];
+        let b = batch(&keys, &ts);
+        let mut want = rows_of(&b);
+        want.sort_by_key(|&(k, t, r)| (k, t, r));
+        for bounds in [Some((10, 14)), None] {
+            assert_eq!(rows_of(&sort_rows(&b, bounds).unwrap()), want);
+        }
+        // Sorted input comes back as it is.
+        let sorted = batch(&[1, 1, 2], &[3, 4, 1]);
+        assert_eq!(
+            rows_of(&sort_rows(&sorted, Some((0, 4096))).unwrap()),
+            rows_of(&sorted)
+        );
+    }
+
+    #[test]
+    fn every_user_of_a_batch_is_one_run() {
+        let b = batch(&[3, 3, 4, 7, 7, 7], &[0; 6]);
+        let rows = crate::fold::Rows::new(&b, 3);
+        let users: Vec<(u32, std::ops::Range<usize>)> = rows.users().collect();
+        assert_eq!(users, vec![(3, 0..2), (4, 2..3), (7, 3..6)]);
+    }
 }
