@@ -19,6 +19,9 @@ import subprocess
 import time
 
 
+FUNNEL = "view_item,add_to_cart,checkout,purchase"
+
+
 def cases(data, threads):
     t = ["--threads", str(threads), "--format", "json"]
     d = ["--data", data]
@@ -33,6 +36,10 @@ def cases(data, threads):
         ("ltv week", ["ltv", *d, "--period", "week", *t]),
         ("lifecycle week", ["lifecycle", *d, "--period", "week", *t]),
         ("stickiness week", ["stickiness", *d, "--period", "week", *t]),
+        ("funnel 4 steps by variant", ["funnel", *d, "--steps", FUNNEL, "--window", "7d", "--by", "variant", *t]),
+        ("funnel 4 steps by variant --from/--to", ["funnel", *d, "--steps", FUNNEL, "--window", "7d", "--by", "variant", "--from", "2026-01-15", "--to", "2026-03-15", *t]),
+        ("funnel step condition", ["funnel", *d, "--steps", "view_item,add_to_cart,checkout,purchase where revenue > 50", "--window", "7d", "--by", "variant", *t]),
+        ("sql funnel(...)", ["sql", *d, "--threads", str(threads), "--format", "json", f"SELECT * FROM funnel('{FUNNEL}', '7d', 'variant')"]),
         ("sql stickiness('week')", ["sql", *d, "--threads", str(threads), "--format", "json", "SELECT * FROM stickiness('week')"]),
     ]
 

@@ -394,7 +394,6 @@ pub struct FunnelState {
     conv_us: Vec<i64>,
     conv_len: Vec<u32>,
     scratch: Scratch,
-    mask: Vec<u32>,
     grp: Vec<u32>,
     hold: Vec<u32>,
 }
@@ -466,6 +465,7 @@ impl crate::fold::UserFold for FunnelFold {
             ordered: true,
             // Other events only matter to strict order.
             any_flag: !self.spec.modes.strict_order,
+            packed: true,
         }
     }
 
@@ -483,7 +483,6 @@ impl crate::fold::UserFold for FunnelFold {
             conv_us: Vec::new(),
             conv_len: vec![0; n],
             scratch: Scratch::default(),
-            mask: Vec::new(),
             grp: Vec::new(),
             hold: Vec::new(),
         }
@@ -494,16 +493,6 @@ impl crate::fold::UserFold for FunnelFold {
         st: &mut FunnelState,
         rows: &crate::fold::Rows<'_>,
     ) -> datafusion::error::Result<()> {
-        let n = rows.len();
-        let flags = self.spec.steps.len() + self.spec.exclusions.len();
-        st.mask.clear();
-        st.mask.resize(n, 0);
-        for f in 0..flags {
-            let bit = 1u32 << f;
-            for i in rows.flag(f).values().set_indices() {
-                st.mask[i] |= bit;
-            }
-        }
         let df = |e: EngineError| datafusion::error::DataFusionError::External(Box::new(e));
         let mut label_of_rank = Vec::new();
         if let Some(at) = self.by_at {
@@ -520,7 +509,7 @@ impl crate::fold::UserFold for FunnelFold {
         }
         let frows = FRows {
             ts: rows.ts(),
-            mask: &st.mask,
+            mask: rows.flag_bits(),
             grp: &st.grp,
             hold: &st.hold,
         };

@@ -126,45 +126,6 @@ pub(crate) async fn join<T>(tasks: Vec<tokio::task::JoinHandle<Result<T>>>) -> R
     Ok(out)
 }
 
-/// Maps every row of a text column (a dictionary of strings, or strings)
-/// through `f`, calling `f` once per distinct dictionary value; nulls map to
-/// `T::default()`. Returns false when the column is not text.
-pub(crate) fn map_text<T: Copy + Default>(
-    column: &dyn Array,
-    f: impl Fn(&str) -> T,
-    out: &mut Vec<T>,
-) -> bool {
-    out.clear();
-    if let Some(d) = column.as_dictionary_opt::<Int32Type>() {
-        let Some(names) = d.values().as_string_opt::<i32>() else {
-            return false;
-        };
-        let per: Vec<T> = (0..names.len())
-            .map(|j| match names.is_valid(j) {
-                true => f(names.value(j)),
-                false => T::default(),
-            })
-            .collect();
-        let keys = d.keys();
-        if keys.null_count() == 0 {
-            out.extend(keys.values().iter().map(|&k| per[k as usize]));
-        } else {
-            out.extend((0..d.len()).map(|i| match keys.is_valid(i) {
-                true => per[keys.value(i) as usize],
-                false => T::default(),
-            }));
-        }
-    } else if let Some(s) = column.as_string_opt::<i32>() {
-        out.extend((0..s.len()).map(|i| match s.is_valid(i) {
-            true => f(s.value(i)),
-            false => T::default(),
-        }));
-    } else {
-        return false;
-    }
-    true
-}
-
 /// The rows of a text column (a dictionary of strings, or strings) whose value
 /// passes `f` (called once per distinct dictionary value), ascending; nulls do
 /// not pass. Returns false when the column is not text.

@@ -67,6 +67,11 @@ pub struct FoldInput {
     pub ordered: bool,
     /// Keep only rows where at least one flag is true (with flags).
     pub any_flag: bool,
+    /// Flags as one column of bits (bit `j` is flag `j`, at most 32), read
+    /// with [`Rows::flag_bits`] instead of [`Rows::flag`]: one column to
+    /// carry instead of one per flag, and flags on the same text column
+    /// (`event = 'a'`, `event = 'b'`, ...) computed in one pass.
+    pub packed: bool,
 }
 
 /// A batch of one key range's rows as a fold sees it.
@@ -112,6 +117,14 @@ impl<'a> Rows<'a> {
     /// The `j`-th of [`FoldInput::flags`] (no nulls).
     pub fn flag(&self, j: usize) -> &'a BooleanArray {
         self.batch.column(self.flags_at + j).as_boolean()
+    }
+
+    /// Every flag of a row as bits (with [`FoldInput::packed`]).
+    pub fn flag_bits(&self) -> &'a [u32] {
+        self.batch
+            .column(self.flags_at)
+            .as_primitive::<UInt32Type>()
+            .values()
     }
 
     /// The earliest event time (UTC µs) of the file these rows come from. A

@@ -43,7 +43,7 @@ const BATCH_ROWS: usize = 8 * 1024;
 
 /// Users per block of an ordered reading: a block's rows (of every file) are
 /// merged and sorted together, so they should stay in cache.
-const BLOCK_USERS: u32 = 4096;
+const BLOCK_USERS: u32 = 16 * 1024;
 
 type FileStream = parquet::arrow::async_reader::ParquetRecordBatchStream<StoreFile>;
 
@@ -60,41 +60,100 @@ fn in_file(part: &Part, e: &dyn fmt::Display) -> DataFusionError {
     exec_datafusion_err!("cannot read {}: {e}", part.path)
 }
 
-/// `batch` sorted by `(user_key, ts)` (columns 0 and 1), stable. With the
-/// keys' bounds known (`lo..hi`, a block), by counting then per user.
+/// `batch` sorted by `(user_key, ts)` (columns 0 and 1), stable.
 fn sort_rows(batch: &RecordBatch, bounds: Option<(u32, u32)>) -> DfResult<RecordBatch> {
-    let keys = batch.column(0).as_primitive::<UInt32Type>().values();
-    let ts = batch
-        .column(1)
+    sort_pieces(
+        std::slice::from_ref(batch),
+        bounds,
+        None,
+        &mut SortScratch::default(),
+    )
+}
+
+/// Buffers of the block sort, kept from block to block.
+#[derive(Default)]
+struct SortScratch {
+    at: Vec<u32>,
+    order: Vec<u32>,
+}
+
+/// The rows of `pieces` in one batch sorted by `(user_key, ts)`; ties keep
+/// the pieces' order. With the keys' bounds known (`lo..hi`, a block), by
+/// counting, then per user (rows come piece by piece, earliest file first:
+/// usually in time order already). The last column (`__file_min_ts`) becomes
+/// one value for the batch, the earliest. With `any_flag` (the index of the
+/// first flag column), rows where no flag is true are left out.
+fn sort_pieces(
+    pieces: &[RecordBatch],
+    bounds: Option<(u32, u32)>,
+    any_flag: Option<(usize, bool)>,
+    scratch: &mut SortScratch,
+) -> DfResult<RecordBatch> {
+    let schema = pieces[0].schema();
+    let last = schema.fields().len() - 1;
+    let min_ts = pieces
+        .iter()
+        .filter_map(|b| {
+            b.column(last)
+                .as_primitive::<datafusion::arrow::datatypes::Int64Type>()
+                .values()
+                .first()
+                .copied()
+        })
+        .min()
+        .unwrap_or(i64::MIN);
+    let mut columns = Vec::with_capacity(last + 1);
+    for c in 0..last {
+        columns.push(match pieces.len() {
+            1 => pieces[0].column(c).clone(),
+            _ => {
+                let parts: Vec<&dyn Array> = pieces.iter().map(|b| b.column(c).as_ref()).collect();
+                datafusion::arrow::compute::concat(&parts)?
+            }
+        });
+    }
+    let keys = columns[0].as_primitive::<UInt32Type>().values();
+    let ts = columns[1]
         .as_primitive::<TimestampMicrosecondType>()
         .values();
-    let n = keys.len();
-    let mut order: Vec<u32> = match bounds {
+    let rows = keys.len();
+    // The rows kept: all, or those with a flag.
+    let kept = any_flag.and_then(|(at, packed)| {
+        let any = self::any_flag(&columns[at..], rows, packed);
+        (any.count_set_bits() < rows).then_some(any)
+    });
+    let keep = |i: usize| kept.as_ref().is_none_or(|k| k.value(i));
+    let n = kept.as_ref().map_or(rows, |k| k.count_set_bits());
+    let order = &mut scratch.order;
+    order.clear();
+    match bounds {
         Some((lo, hi)) if (hi - lo) as usize <= 4 * n + 1024 => {
             let width = (hi - lo) as usize;
-            let mut at = vec![0u32; width + 1];
-            for &k in keys {
-                at[(k - lo) as usize + 1] += 1;
+            let at = &mut scratch.at;
+            at.clear();
+            at.resize(width + 1, 0);
+            for (i, &k) in keys.iter().enumerate() {
+                if keep(i) {
+                    at[(k - lo) as usize + 1] += 1;
+                }
             }
             for u in 0..width {
                 at[u + 1] += at[u];
             }
-            let mut order = vec![0u32; n];
+            order.resize(n, 0);
             for (i, &k) in keys.iter().enumerate() {
-                let slot = &mut at[(k - lo) as usize];
-                order[*slot as usize] = i as u32;
-                *slot += 1;
+                if keep(i) {
+                    let slot = &mut at[(k - lo) as usize];
+                    order[*slot as usize] = i as u32;
+                    *slot += 1;
+                }
             }
-            order
         }
         _ => {
-            let mut order: Vec<u32> = (0..n as u32).collect();
+            order.extend((0..rows as u32).filter(|&i| keep(i as usize)));
             order.sort_by_key(|&i| keys[i as usize]);
-            order
         }
-    };
-    // Within a user, rows come file by file, earliest file first: usually
-    // in time order already.
+    }
     let mut start = 0;
     while start < n {
         let k = keys[order[start] as usize];
@@ -102,17 +161,24 @@ fn sort_rows(batch: &RecordBatch, bounds: Option<(u32, u32)>) -> DfResult<Record
         while end < n && keys[order[end] as usize] == k {
             end += 1;
         }
-        let user = &mut order[start..end];
-        if !user.is_sorted_by_key(|&i| ts[i as usize]) {
-            user.sort_by_key(|&i| ts[i as usize]);
+        if end - start > 1 {
+            let user = &mut order[start..end];
+            if !user.is_sorted_by_key(|&i| ts[i as usize]) {
+                user.sort_by_key(|&i| ts[i as usize]);
+            }
         }
         start = end;
     }
-    if order.iter().enumerate().all(|(i, &j)| i as u32 == j) {
-        return Ok(batch.clone());
+    if n < rows || !order.iter().enumerate().all(|(i, &j)| i as u32 == j) {
+        let idx = datafusion::arrow::array::UInt32Array::from(order.clone());
+        for c in columns.iter_mut() {
+            *c = datafusion::arrow::compute::take(c, &idx, None)?;
+        }
     }
-    let idx = datafusion::arrow::array::UInt32Array::from(order);
-    Ok(datafusion::arrow::compute::take_record_batch(batch, &idx)?)
+    columns.push(Arc::new(datafusion::arrow::array::Int64Array::from_value(
+        min_ts, n,
+    )));
+    Ok(RecordBatch::try_new(schema, columns)?)
 }
 
 /// Whether every row group declares the sort `(user_key, ts)` ascending and
@@ -174,7 +240,10 @@ pub struct KeyScanExec {
     flags: Vec<Arc<dyn PhysicalExpr>>,
     /// Flags of the form `text_column = 'literal'`: (column in `read`,
     /// literal), tested once per dictionary value instead of per row.
-    eq_flags: Vec<Option<(usize, String)>>,
+    eq_flags: Vec<Option<EqFlag>>,
+    /// The first `kept` columns of `read` are passed on (the key columns and
+    /// the fold's columns), then the flags and `__file_min_ts`.
+    kept: usize,
     ranges: Vec<(u32, u32)>,
     /// Rows kept: `time.0 <= ts < time.1`.
     time: (i64, i64),
@@ -184,6 +253,8 @@ pub struct KeyScanExec {
     ordered: bool,
     /// Only rows where a flag is true.
     any_flag: bool,
+    /// Flags as one column of bits.
+    packed: bool,
     schema: SchemaRef,
     props: Arc<PlanProperties>,
 }
@@ -246,10 +317,52 @@ impl KeyScanExec {
                     .create_physical_expr(e.clone().is_true(), &df_schema)
             })
             .collect::<DfResult<Vec<_>>>()?;
-        let eq_flags = input.flags.iter().map(|e| text_eq(e, &read)).collect();
-        let mut out: Vec<Field> = read.fields().iter().map(|f| f.as_ref().clone()).collect();
-        for j in 0..flags.len() {
-            out.push(Field::new(format!("__flag{j}"), DataType::Boolean, false));
+        let eq_flags = input
+            .flags
+            .iter()
+            .map(|e| {
+                let e = strip_is_true(e);
+                if let Some(eq) = text_eq(e, &read) {
+                    return Ok(Some((eq.0, eq.1, None)));
+                }
+                // `column = 'literal' AND rest`: the rest is evaluated only on
+                // batches where the literal matches.
+                if let Expr::BinaryExpr(datafusion::logical_expr::BinaryExpr {
+                    left,
+                    op: datafusion::logical_expr::Operator::And,
+                    right,
+                }) = e
+                    && let Some((c, v)) = text_eq(strip_is_true(left), &read)
+                {
+                    let rest = events
+                        .ctx
+                        .create_physical_expr(right.as_ref().clone().is_true(), &df_schema)?;
+                    return Ok(Some((c, v, Some(rest))));
+                }
+                Ok(None)
+            })
+            .collect::<DfResult<Vec<_>>>()?;
+        // Columns only the conditions read are not passed on.
+        let mut kept = KEY_COLUMNS.len();
+        for (i, c) in input.columns.iter().enumerate() {
+            kept += usize::from(!input.columns[..i].contains(c));
+        }
+        let mut out: Vec<Field> = read.fields()[..kept]
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        if input.packed {
+            if flags.len() > 32 {
+                return Err(crate::EngineError::Internal(format!(
+                    "{} packed flags; at most 32",
+                    flags.len()
+                )));
+            }
+            out.push(Field::new("__flags", DataType::UInt32, false));
+        } else {
+            for j in 0..flags.len() {
+                out.push(Field::new(format!("__flag{j}"), DataType::Boolean, false));
+            }
         }
         // The earliest event time of the file the rows come from: files are
         // read earliest first, so no later row is older than this.
@@ -276,6 +389,7 @@ impl KeyScanExec {
             flag_exprs: input.flags.clone(),
             flags,
             eq_flags,
+            kept,
             ranges,
             time: (
                 events.options.from.unwrap_or(i64::MIN),
@@ -288,6 +402,7 @@ impl KeyScanExec {
             since: events.since.clone(),
             ordered: input.ordered,
             any_flag: input.any_flag && !input.flags.is_empty(),
+            packed: input.packed,
             schema,
             props,
         })
@@ -300,7 +415,7 @@ impl KeyScanExec {
 
     /// Index of the first condition column.
     pub fn flags_at(&self) -> usize {
-        self.read.fields().len()
+        self.kept
     }
 }
 
@@ -388,11 +503,14 @@ impl ExecutionPlan for KeyScanExec {
             schema: self.schema.clone(),
             flags: self.flags.clone(),
             eq_flags: self.eq_flags.clone(),
+            kept: self.kept,
             range,
             last,
             time: self.time,
             since: self.since.clone(),
             any_flag: self.any_flag,
+            ordered: self.ordered,
+            packed: self.packed,
         };
         let ordered = self.ordered;
         tokio::spawn(async move {
@@ -420,13 +538,16 @@ struct Job {
     read: SchemaRef,
     schema: SchemaRef,
     flags: Vec<Arc<dyn PhysicalExpr>>,
-    eq_flags: Vec<Option<(usize, String)>>,
+    eq_flags: Vec<Option<EqFlag>>,
+    kept: usize,
     range: (u32, u32),
     /// The last range also checks that no key is beyond the dictionary.
     last: bool,
     time: (i64, i64),
     since: Option<Arc<Vec<i64>>>,
     any_flag: bool,
+    ordered: bool,
+    packed: bool,
 }
 
 type Sender = tokio::sync::mpsc::Sender<DfResult<RecordBatch>>;
@@ -541,6 +662,7 @@ impl Job {
         }
         let (lo, hi) = self.range;
         let mut first = lo;
+        let mut scratch = SortScratch::default();
         while !cursors.is_empty() {
             // The last range may meet keys beyond `hi` (then `shape` fails).
             let end = first.saturating_add(BLOCK_USERS);
@@ -564,15 +686,9 @@ impl Job {
             }
             cursors.retain(|c| c.batch.is_some() || c.stream.is_some());
             if !pieces.is_empty() {
-                let block = match pieces.len() {
-                    1 => pieces.pop().expect("one"),
-                    _ => {
-                        let all =
-                            datafusion::arrow::compute::concat_batches(&self.schema, &pieces)?;
-                        sort_rows(&all, Some((first, end)))?
-                    }
-                };
-                if tx.send(Ok(block)).await.is_err() {
+                let any = self.any_flag.then_some((self.kept, self.packed));
+                let block = sort_pieces(&pieces, Some((first, end)), any, &mut scratch)?;
+                if block.num_rows() > 0 && tx.send(Ok(block)).await.is_err() {
                     return Ok(());
                 }
             }
@@ -680,31 +796,31 @@ impl Job {
                 None => new_null_array(f.data_type(), n),
             });
         }
-        let read = RecordBatch::try_new(self.read.clone(), columns.clone())?;
-        let mut hits = Vec::new();
-        for (e, eq) in self.flags.iter().zip(&self.eq_flags) {
-            if let Some((c, value)) = eq
-                && crate::stored::map_text(read.column(*c).as_ref(), |v| v == value, &mut hits)
-            {
-                columns.push(Arc::new(BooleanArray::from(std::mem::take(&mut hits))));
-                continue;
+        let read = RecordBatch::try_new(self.read.clone(), columns)?;
+        let mut columns: Vec<ArrayRef> = read.columns()[..self.kept].to_vec();
+        if self.packed {
+            columns.push(Arc::new(datafusion::arrow::array::UInt32Array::from(
+                self.flag_bits(&read)?,
+            )));
+        } else {
+            for j in 0..self.flags.len() {
+                columns.push(Arc::new(self.flag(&read, j)?));
             }
-            let v = e.evaluate(&read)?.into_array(n)?;
-            columns.push(v);
         }
         columns.push(Arc::new(datafusion::arrow::array::Int64Array::from_value(
             file_min_ts,
             n,
         )));
         let out = RecordBatch::try_new(self.schema.clone(), columns)?;
-        if !self.any_flag {
+        if !self.any_flag || self.ordered {
+            // An ordered reading drops the rows while sorting its blocks.
             return Ok(Some(out));
         }
-        let flags = &out.columns()[self.read.fields().len()..out.num_columns() - 1];
-        let mut any = flags[0].as_boolean().values().clone();
-        for f in &flags[1..] {
-            any = &any | f.as_boolean().values();
-        }
+        let any = any_flag(
+            &out.columns()[self.kept..out.num_columns() - 1],
+            n,
+            self.packed,
+        );
         match any.count_set_bits() {
             0 => Ok(None),
             c if c == n => Ok(Some(out)),
@@ -714,6 +830,95 @@ impl Job {
             )?)),
         }
     }
+
+    /// Flag `j` on the rows read.
+    fn flag(&self, read: &RecordBatch, j: usize) -> DfResult<BooleanArray> {
+        let n = read.num_rows();
+        if let Some((c, value, rest)) = &self.eq_flags[j]
+            && let Some(hit) = text_flag(read.column(*c).as_ref(), value)
+        {
+            return Ok(match rest {
+                Some(rest) if hit.true_count() > 0 => {
+                    let r = rest.evaluate(read)?.into_array(n)?;
+                    datafusion::arrow::compute::and(&hit, r.as_boolean())?
+                }
+                _ => hit,
+            });
+        }
+        let v = self.flags[j].evaluate(read)?.into_array(n)?;
+        Ok(v.as_boolean().clone())
+    }
+
+    /// Every flag on the rows read, as bits. Flags `text_column = 'literal'`
+    /// on the same column are tested together, once per dictionary value.
+    fn flag_bits(&self, read: &RecordBatch) -> DfResult<Vec<u32>> {
+        let n = read.num_rows();
+        let mut bits = vec![0u32; n];
+        let mut done = vec![false; self.flags.len()];
+        for j in 0..self.flags.len() {
+            let Some((c, _, None)) = &self.eq_flags[j] else {
+                continue;
+            };
+            let Some(d) = read
+                .column(*c)
+                .as_dictionary_opt::<datafusion::arrow::datatypes::Int32Type>()
+            else {
+                continue;
+            };
+            let Some(names) = d.values().as_string_opt::<i32>() else {
+                continue;
+            };
+            if done[j] {
+                continue;
+            }
+            // Every plain flag on this column, as bits per dictionary value.
+            let mut per = vec![0u32; names.len()];
+            for (k, eq) in self.eq_flags.iter().enumerate() {
+                if let Some((c2, value, None)) = eq
+                    && c2 == c
+                {
+                    done[k] = true;
+                    for (v, p) in per.iter_mut().enumerate() {
+                        if names.is_valid(v) && names.value(v) == value {
+                            *p |= 1 << k;
+                        }
+                    }
+                }
+            }
+            let keys = d.keys();
+            let valid = keys.nulls();
+            for (i, (&key, b)) in keys.values().iter().zip(bits.iter_mut()).enumerate() {
+                if valid.is_none_or(|v| v.is_valid(i)) {
+                    *b |= per.get(key as usize).copied().unwrap_or(0);
+                }
+            }
+        }
+        for j in (0..self.flags.len()).filter(|&j| !done[j]) {
+            let f = self.flag(read, j)?;
+            for i in f.values().set_indices() {
+                bits[i] |= 1 << j;
+            }
+        }
+        Ok(bits)
+    }
+}
+
+/// Rows where some flag is true, from the flag columns (or the one column of
+/// bits).
+fn any_flag(
+    flags: &[ArrayRef],
+    n: usize,
+    packed: bool,
+) -> datafusion::arrow::buffer::BooleanBuffer {
+    if packed {
+        let bits = flags[0].as_primitive::<UInt32Type>().values();
+        return datafusion::arrow::buffer::BooleanBuffer::collect_bool(n, |i| bits[i] != 0);
+    }
+    let mut any = flags[0].as_boolean().values().clone();
+    for f in &flags[1..] {
+        any = &any | f.as_boolean().values();
+    }
+    any
 }
 
 /// The row groups and rows of a file that may hold keys in `lo..hi`, from
@@ -785,6 +990,44 @@ fn select(
     Ok(Some((chosen, selection)))
 }
 
+/// `column = value` per row (null is false) for a text column, the value
+/// compared once per dictionary entry; `None` when the column is not text.
+fn text_flag(column: &dyn Array, value: &str) -> Option<BooleanArray> {
+    use datafusion::arrow::buffer::BooleanBuffer;
+    let n = column.len();
+    let bits = if let Some(d) =
+        column.as_dictionary_opt::<datafusion::arrow::datatypes::Int32Type>()
+    {
+        let names = d.values().as_string_opt::<i32>()?;
+        let hit: Vec<bool> = (0..names.len())
+            .map(|j| names.is_valid(j) && names.value(j) == value)
+            .collect();
+        let keys = d.keys().values();
+        let mut bits =
+            BooleanBuffer::collect_bool(n, |i| hit.get(keys[i] as usize).copied().unwrap_or(false));
+        if let Some(valid) = d.keys().nulls() {
+            bits = &bits & valid.inner();
+        }
+        bits
+    } else {
+        let s = column.as_string_opt::<i32>()?;
+        BooleanBuffer::collect_bool(n, |i| s.is_valid(i) && s.value(i) == value)
+    };
+    Some(BooleanArray::new(bits, None))
+}
+
+/// A flag `column = 'literal'` (column index in `read`, literal), tested once
+/// per dictionary value, and the condition it is `AND`ed with, if any.
+type EqFlag = (usize, String, Option<Arc<dyn PhysicalExpr>>);
+
+/// `e` without `IS TRUE` around it.
+fn strip_is_true(e: &Expr) -> &Expr {
+    match e {
+        Expr::IsTrue(inner) => strip_is_true(inner),
+        e => e,
+    }
+}
+
 /// `(column index in read, literal)` when `e` is `column = 'literal'` (either
 /// way round) over a text column: such a flag is one test per distinct value.
 fn text_eq(e: &Expr, read: &Schema) -> Option<(usize, String)> {
@@ -831,6 +1074,7 @@ mod tests {
                 false,
             ),
             Field::new("row", DataType::UInt32, false),
+            Field::new("__file_min_ts", DataType::Int64, false),
         ]));
         let rows: Vec<u32> = (0..keys.len() as u32).collect();
         RecordBatch::try_new(
@@ -839,6 +1083,10 @@ mod tests {
                 Arc::new(UInt32Array::from(keys.to_vec())),
                 Arc::new(TimestampMicrosecondArray::from(ts.to_vec())),
                 Arc::new(UInt32Array::from(rows)),
+                Arc::new(datafusion::arrow::array::Int64Array::from_value(
+                    0,
+                    keys.len(),
+                )),
             ],
         )
         .unwrap()
@@ -865,6 +1113,10 @@ mod tests {
         want.sort_by_key(|&(k, t, r)| (k, t, r));
         for bounds in [Some((10, 14)), None] {
             assert_eq!(rows_of(&sort_rows(&b, bounds).unwrap()), want);
+            let pieces = [b.slice(0, 4), b.slice(4, 5)];
+            let mut scratch = SortScratch::default();
+            let sorted = sort_pieces(&pieces, bounds, None, &mut scratch).unwrap();
+            assert_eq!(rows_of(&sorted), want);
         }
         // Sorted input comes back as it is.
         let sorted = batch(&[1, 1, 2], &[3, 4, 1]);
