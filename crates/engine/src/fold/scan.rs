@@ -126,6 +126,12 @@ fn sort_pieces(
     let n = kept.as_ref().map_or(rows, |k| k.count_set_bits());
     let order = &mut scratch.order;
     order.clear();
+    // Each user's rows in time order (stable: equal times keep file order).
+    let by_time = |user: &mut [u32]| {
+        if user.len() > 1 && !user.is_sorted_by_key(|&i| ts[i as usize]) {
+            user.sort_by_key(|&i| ts[i as usize]);
+        }
+    };
     match bounds {
         Some((lo, hi)) if (hi - lo) as usize <= 4 * n + 1024 => {
             let width = (hi - lo) as usize;
@@ -148,26 +154,27 @@ fn sort_pieces(
                     *slot += 1;
                 }
             }
+            // Now `at[u]` is where user `u`'s rows end.
+            let mut start = 0;
+            for &end in &at[..width] {
+                by_time(&mut order[start..end as usize]);
+                start = end as usize;
+            }
         }
         _ => {
             order.extend((0..rows as u32).filter(|&i| keep(i as usize)));
             order.sort_by_key(|&i| keys[i as usize]);
-        }
-    }
-    let mut start = 0;
-    while start < n {
-        let k = keys[order[start] as usize];
-        let mut end = start + 1;
-        while end < n && keys[order[end] as usize] == k {
-            end += 1;
-        }
-        if end - start > 1 {
-            let user = &mut order[start..end];
-            if !user.is_sorted_by_key(|&i| ts[i as usize]) {
-                user.sort_by_key(|&i| ts[i as usize]);
+            let mut start = 0;
+            while start < n {
+                let k = keys[order[start] as usize];
+                let mut end = start + 1;
+                while end < n && keys[order[end] as usize] == k {
+                    end += 1;
+                }
+                by_time(&mut order[start..end]);
+                start = end;
             }
         }
-        start = end;
     }
     if n < rows || !order.iter().enumerate().all(|(i, &j)| i as u32 == j) {
         let idx = datafusion::arrow::array::UInt32Array::from(order.clone());
