@@ -27,6 +27,8 @@ pub struct FoldExec<F: UserFold> {
     input: Arc<dyn ExecutionPlan>,
     ranges: Vec<(u32, u32)>,
     flags_at: usize,
+    /// Ranges folded at once.
+    concurrency: usize,
     props: Arc<PlanProperties>,
 }
 
@@ -42,6 +44,7 @@ impl<F: UserFold> FoldExec<F> {
         Self {
             ranges: scan.ranges().to_vec(),
             flags_at: scan.flags_at(),
+            concurrency: scan.concurrency(),
             input: scan,
             fold,
             props,
@@ -105,6 +108,7 @@ impl<F: UserFold> ExecutionPlan for FoldExec<F> {
             input,
             ranges: self.ranges.clone(),
             flags_at: self.flags_at,
+            concurrency: self.concurrency,
             props: self.props.clone(),
         }))
     }
@@ -121,10 +125,10 @@ impl<F: UserFold> ExecutionPlan for FoldExec<F> {
             return internal_err!("FoldExec's input does not have its key ranges");
         }
         let (input, ranges, flags_at) = (self.input.clone(), self.ranges.clone(), self.flags_at);
-        let fold = self.fold.clone();
+        let (fold, concurrency) = (self.fold.clone(), self.concurrency);
         // Nothing starts before the result is polled.
         let result = async move {
-            let all = fold_all(fold.clone(), input, ranges, flags_at, context).await?;
+            let all = fold_all(fold.clone(), input, ranges, flags_at, concurrency, context).await?;
             fold.emit(all)
         };
         Ok(Box::pin(RecordBatchStreamAdapter::new(
@@ -141,13 +145,22 @@ pub(super) async fn fold_all<F: UserFold>(
     input: Arc<dyn ExecutionPlan>,
     ranges: Vec<(u32, u32)>,
     flags_at: usize,
+    concurrency: usize,
     context: Arc<TaskContext>,
 ) -> DfResult<F::Partial> {
+    // Ranges start as others finish, `concurrency` at a time, so a range
+    // with more rows than the others does not leave a thread idle.
+    let permits = Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
     let mut tasks = Vec::with_capacity(ranges.len());
     for (p, &(lo, hi)) in ranges.iter().enumerate() {
-        let mut stream = input.execute(p, context.clone())?;
-        let fold = fold.clone();
+        let (fold, input, context) = (fold.clone(), input.clone(), context.clone());
+        let permits = permits.clone();
         tasks.push(tokio::spawn(async move {
+            let _permit = permits
+                .acquire_owned()
+                .await
+                .map_err(|e| DataFusionError::Internal(format!("fold permits: {e}")))?;
+            let mut stream = input.execute(p, context)?;
             let mut state = fold.start(lo..hi);
             while let Some(batch) = stream.next().await {
                 let batch = batch?;

@@ -47,6 +47,8 @@ const BLOCK_USERS: u32 = 16 * 1024;
 
 type FileStream = parquet::arrow::async_reader::ParquetRecordBatchStream<StoreFile>;
 
+type Footers = Arc<Vec<tokio::sync::OnceCell<parquet::arrow::arrow_reader::ArrowReaderMetadata>>>;
+
 /// One file of an ordered reading.
 struct Cursor {
     part: Part,
@@ -241,6 +243,9 @@ pub struct KeyScanExec {
     store: Arc<dyn ObjectStore>,
     /// Committed files in range, earliest first.
     parts: Arc<Vec<Part>>,
+    /// Each file's footer and page index, read by the first range that opens
+    /// the file and shared with the others.
+    footers: Footers,
     /// `user_key`, `ts`, the requested columns, the conditions' columns.
     read: SchemaRef,
     flag_exprs: Vec<Expr>,
@@ -252,6 +257,8 @@ pub struct KeyScanExec {
     /// the fold's columns), then the flags and `__file_min_ts`.
     kept: usize,
     ranges: Vec<(u32, u32)>,
+    /// Ranges read at once (the threads).
+    concurrency: usize,
     /// Rows kept: `time.0 <= ts < time.1`.
     time: (i64, i64),
     /// Per user key, the earliest time kept (an A/B readout's exposure).
@@ -378,6 +385,9 @@ impl KeyScanExec {
         let users = u32::try_from(events.users())
             .map_err(|_| crate::EngineError::Unreadable("more than 4 billion users".into()))?;
         let threads = crate::table::thread_count(events.options.threads) as u32;
+        // One range per thread: more ranges balance threads better but cost
+        // more than they gain (each range decodes the pages at its edges
+        // and merges its own blocks; measured with 2 to 8 per thread).
         let n = threads.clamp(1, users.max(1));
         let per = users.div_ceil(n).max(1);
         let ranges: Vec<(u32, u32)> = (0..n)
@@ -391,6 +401,7 @@ impl KeyScanExec {
         ));
         Ok(Self {
             store: events.store.inner.clone(),
+            footers: Arc::new((0..parts.len()).map(|_| Default::default()).collect()),
             parts: Arc::new(parts),
             read,
             flag_exprs: input.flags.clone(),
@@ -398,6 +409,7 @@ impl KeyScanExec {
             eq_flags,
             kept,
             ranges,
+            concurrency: threads as usize,
             time: (
                 events.options.from.unwrap_or(i64::MIN),
                 events
@@ -418,6 +430,11 @@ impl KeyScanExec {
     /// The key range of each partition.
     pub fn ranges(&self) -> &[(u32, u32)] {
         &self.ranges
+    }
+
+    /// How many ranges to read at once.
+    pub fn concurrency(&self) -> usize {
+        self.concurrency
     }
 
     /// Index of the first condition column.
@@ -506,6 +523,7 @@ impl ExecutionPlan for KeyScanExec {
         let job = Job {
             store: self.store.clone(),
             parts: self.parts.clone(),
+            footers: self.footers.clone(),
             read: self.read.clone(),
             schema: self.schema.clone(),
             flags: self.flags.clone(),
@@ -542,6 +560,7 @@ impl ExecutionPlan for KeyScanExec {
 struct Job {
     store: Arc<dyn ObjectStore>,
     parts: Arc<Vec<Part>>,
+    footers: Footers,
     read: SchemaRef,
     schema: SchemaRef,
     flags: Vec<Arc<dyn PhysicalExpr>>,
@@ -561,8 +580,8 @@ type Sender = tokio::sync::mpsc::Sender<DfResult<RecordBatch>>;
 
 impl Job {
     async fn run(&self, tx: &Sender) -> DfResult<()> {
-        for part in self.parts.iter() {
-            if !self.file(part, tx).await? {
+        for i in 0..self.parts.len() {
+            if !self.file(i, tx).await? {
                 break;
             }
         }
@@ -570,8 +589,9 @@ impl Job {
     }
 
     /// Reads one file; false when the receiver is gone.
-    async fn file(&self, part: &Part, tx: &Sender) -> DfResult<bool> {
-        let Some((mut stream, _)) = self.open(part).await? else {
+    async fn file(&self, i: usize, tx: &Sender) -> DfResult<bool> {
+        let part = &self.parts[i];
+        let Some((mut stream, _)) = self.open(i).await? else {
             return Ok(true);
         };
         while let Some(batch) = stream.next().await {
@@ -592,16 +612,22 @@ impl Job {
     /// A reader of the file's pages that may hold keys of the range, and
     /// whether the file is sorted by `(user_key, ts)` as a whole (its row
     /// groups say so and do not overlap); `None` when no page can.
-    async fn open(&self, part: &Part) -> DfResult<Option<(FileStream, bool)>> {
-        let reader = StoreFile {
+    async fn open(&self, i: usize) -> DfResult<Option<(FileStream, bool)>> {
+        let part = &self.parts[i];
+        let mut reader = StoreFile {
             store: self.store.clone(),
             path: part.path.clone(),
             size: part.size,
         };
         let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
-        let builder = ParquetRecordBatchStreamBuilder::new_with_options(reader, options)
+        let footer = self.footers[i]
+            .get_or_try_init(|| {
+                parquet::arrow::arrow_reader::ArrowReaderMetadata::load_async(&mut reader, options)
+            })
             .await
-            .map_err(|e| in_file(part, &e))?;
+            .map_err(|e| in_file(part, &e))?
+            .clone();
+        let builder = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, footer);
         let (lo, hi) = self.range;
         let Some((groups, selection)) = select(
             builder.metadata(),
@@ -642,8 +668,8 @@ impl Job {
     /// by `(user_key, ts)`, so every batch sent holds complete users.
     async fn run_ordered(&self, tx: &Sender) -> DfResult<()> {
         let mut cursors = Vec::new();
-        for part in self.parts.iter() {
-            let Some((stream, sorted)) = self.open(part).await? else {
+        for (i, part) in self.parts.iter().enumerate() {
+            let Some((stream, sorted)) = self.open(i).await? else {
                 continue;
             };
             let mut cursor = Cursor {
