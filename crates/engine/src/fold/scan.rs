@@ -1160,6 +1160,34 @@ mod tests {
     }
 
     #[test]
+    fn text_flags_compare_each_dictionary_value_once_and_nulls_are_false() {
+        use datafusion::arrow::array::{DictionaryArray, Int32Array, StringArray};
+        let names = Arc::new(StringArray::from(vec![
+            Some("view"),
+            Some("purchase"),
+            None,
+            Some("purchase"),
+        ]));
+        let flag = |c: &dyn Array| -> Vec<bool> {
+            text_flag(c, "purchase")
+                .unwrap()
+                .iter()
+                .map(|v| v.unwrap())
+                .collect()
+        };
+        let dict = DictionaryArray::new(Int32Array::from(vec![0, 1, 1, 2, 3]), names.clone());
+        assert_eq!(flag(&dict), [false, true, true, false, true]);
+        let dict = DictionaryArray::new(
+            Int32Array::from(vec![Some(1), None, Some(0), Some(3)]),
+            names.clone(),
+        );
+        assert_eq!(flag(&dict), [true, false, false, true]);
+        let plain = StringArray::from(vec![None, Some("purchase"), Some("view")]);
+        assert_eq!(flag(&plain), [false, true, false]);
+        assert!(text_flag(&UInt32Array::from(vec![1]), "purchase").is_none());
+    }
+
+    #[test]
     fn every_user_of_a_batch_is_one_run() {
         let b = batch(&[3, 3, 4, 7, 7, 7], &[0; 6]);
         let rows = crate::fold::Rows::new(&b, 3);
