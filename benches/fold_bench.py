@@ -40,6 +40,10 @@ def cases(data, threads):
         ("funnel 4 steps by variant --from/--to", ["funnel", *d, "--steps", FUNNEL, "--window", "7d", "--by", "variant", "--from", "2026-01-15", "--to", "2026-03-15", *t]),
         ("funnel step condition", ["funnel", *d, "--steps", "view_item,add_to_cart,checkout,purchase where revenue > 50", "--window", "7d", "--by", "variant", *t]),
         ("sql funnel(...)", ["sql", *d, "--threads", str(threads), "--format", "json", f"SELECT * FROM funnel('{FUNNEL}', '7d', 'variant')"]),
+        ("segment R<30d and F>=3 --count", ["segment", *d, "R<30d and F>=3", "--count", *t]),
+        ("segment ... --count --as-of", ["segment", *d, "R<30d and F>=3", "--count", "--as-of", "2026-03-01T00:00:00Z", *t]),
+        ("segment M>=100 and first_seen within --count", ["segment", *d, "M >= 100 and first_seen within 30d", "--count", *t]),
+        ("segment r_score >= 4 --users", ["segment", *d, "r_score >= 4 and m_score >= 4", "--users", *t]),
         ("sql stickiness('week')", ["sql", *d, "--threads", str(threads), "--format", "json", "SELECT * FROM stickiness('week')"]),
     ]
 

@@ -191,7 +191,6 @@ fn purchase_input(event: &str, revenue: bool, only: bool) -> FoldInput {
         },
         flags: vec![col("event").eq(lit(event.to_string()))],
         any_flag: only,
-        ordered: only,
         ..Default::default()
     }
 }
@@ -277,10 +276,10 @@ pub struct Buyers {
 /// buyers' facts, sized by the number of buyers rather than of users. Without
 /// `revenue` the revenue column is not read and `revenue` stays 0.
 ///
-/// A fold reading users in order ([`FoldInput::ordered`]) with only the
-/// purchase rows kept by the scan: each user's purchases arrive together, so
-/// a buyer's facts are appended as soon as the user is read and no per-user
-/// array is kept.
+/// A fold over the purchase rows only (the scan drops the others, comparing
+/// the event name once per dictionary value); per key range, dense arrays
+/// indexed by key (zeroed by the allocator, so pages of users without a
+/// purchase are not touched), compacted to the buyers when the range ends.
 pub async fn scan_buyers(
     events: &Events,
     purchase: &PurchaseSpec,
@@ -315,8 +314,18 @@ struct BuyersFold {
     revenue: bool,
 }
 
+/// One key range's purchase facts, indexed by `key - lo`.
+struct BuyersState {
+    lo: u32,
+    first: Vec<i64>,
+    last: Vec<i64>,
+    count: Vec<u32>,
+    /// Empty when revenue is not read.
+    revenue: Vec<i128>,
+}
+
 impl UserFold for BuyersFold {
-    type State = Buyers;
+    type State = BuyersState;
     type Partial = Buyers;
 
     fn name(&self) -> &'static str {
@@ -324,6 +333,7 @@ impl UserFold for BuyersFold {
     }
 
     fn input(&self) -> FoldInput {
+        // Order does not matter to minima, maxima and sums.
         purchase_input(&self.event, self.revenue, true)
     }
 
@@ -331,33 +341,68 @@ impl UserFold for BuyersFold {
         facts_schema()
     }
 
-    fn start(&self, _keys: Range<u32>) -> Buyers {
-        Buyers {
-            keys: Vec::new(),
-            stats: UserStats::new(0),
+    fn start(&self, keys: Range<u32>) -> BuyersState {
+        let n = (keys.end - keys.start) as usize;
+        BuyersState {
+            lo: keys.start,
+            first: vec![0; n],
+            last: vec![0; n],
+            count: vec![0; n],
+            revenue: if self.revenue { vec![0; n] } else { Vec::new() },
         }
     }
 
-    fn update(&self, b: &mut Buyers, rows: &Rows<'_>) -> DfResult<()> {
-        let ts = rows.ts();
-        let revenue = revenue_of(rows, self.revenue);
-        let st = &mut b.stats;
-        for (key, r) in rows.users() {
-            // Rows are the user's purchases, in time order.
-            b.keys.push(key);
-            st.first_purchase.push(ts[r.start]);
-            st.last_purchase.push(ts[r.end - 1]);
-            st.purchases.push(r.len() as u32);
-            if let Some(rev) = revenue {
-                st.revenue
-                    .push(r.filter(|&i| rev.is_valid(i)).map(|i| rev.value(i)).sum());
+    fn update(&self, b: &mut BuyersState, rows: &Rows<'_>) -> DfResult<()> {
+        let (keys, ts) = (rows.keys(), rows.ts());
+        // Every row is a purchase (the scan keeps only those).
+        for i in 0..rows.len() {
+            let u = (keys[i] - b.lo) as usize;
+            let t = ts[i];
+            if b.count[u] == 0 {
+                b.first[u] = t;
+                b.last[u] = t;
+            } else {
+                b.first[u] = b.first[u].min(t);
+                b.last[u] = b.last[u].max(t);
+            }
+            b.count[u] += 1;
+        }
+        if let Some(rev) = revenue_of(rows, self.revenue) {
+            for i in 0..rows.len() {
+                if rev.is_valid(i) {
+                    b.revenue[(keys[i] - b.lo) as usize] += rev.value(i);
+                }
             }
         }
         Ok(())
     }
 
-    fn finish(&self, b: Buyers) -> DfResult<Buyers> {
-        Ok(b)
+    fn finish(&self, b: BuyersState) -> DfResult<Buyers> {
+        let n = b.count.iter().filter(|&&c| c > 0).count();
+        let mut out = Buyers {
+            keys: Vec::with_capacity(n),
+            stats: UserStats {
+                first_seen: Vec::new(),
+                last_seen: Vec::new(),
+                first_purchase: Vec::with_capacity(n + 1),
+                last_purchase: Vec::with_capacity(n + 1),
+                purchases: Vec::with_capacity(n + 1),
+                revenue: Vec::with_capacity(if self.revenue { n + 1 } else { 0 }),
+            },
+        };
+        let st = &mut out.stats;
+        for (u, &c) in b.count.iter().enumerate() {
+            if c > 0 {
+                out.keys.push(b.lo + u as u32);
+                st.first_purchase.push(b.first[u]);
+                st.last_purchase.push(b.last[u]);
+                st.purchases.push(c);
+                if self.revenue {
+                    st.revenue.push(b.revenue[u]);
+                }
+            }
+        }
+        Ok(out)
     }
 
     fn merge(&self, into: &mut Buyers, other: Buyers) -> DfResult<()> {
