@@ -100,9 +100,9 @@ pub async fn exposures(events: &Events, column: &str) -> Result<Exposures> {
         for i in 0..batch.num_rows() {
             let u = keys[i] as usize;
             if u >= n {
-                return Err(EngineError::BadRequest(
-                    "user_key beyond the users dictionary".into(),
-                ));
+                return Err(EngineError::Unreadable(format!(
+                    "user_key beyond the users dictionary ({n} users): the store is inconsistent"
+                )));
             }
             seen[u] = true;
             if !values.is_valid(i) {

@@ -49,6 +49,21 @@ pub use scan::KeyScanExec;
 
 use crate::table::Events;
 
+/// Schema metadata of the scan's batches: the earliest event time (UTC µs)
+/// of the file the rows come from (of the earliest file, for a block of an
+/// ordered reading).
+pub(crate) const FILE_MIN_TS: &str = "tenure.file_min_ts";
+
+/// A batch's [`FILE_MIN_TS`] (`i64::MIN` when absent).
+pub(crate) fn file_min_ts_of(batch: &RecordBatch) -> i64 {
+    batch
+        .schema_ref()
+        .metadata()
+        .get(FILE_MIN_TS)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(i64::MIN)
+}
+
 /// What a fold reads: columns besides `user_key` and `ts`, and conditions
 /// evaluated per row (SQL expressions over the events table; null is false).
 #[derive(Debug, Clone, Default)]
@@ -131,12 +146,7 @@ impl<'a> Rows<'a> {
     /// range's files are read earliest first, so every row still to come is
     /// at least this late: a fold may settle what no later row can change.
     pub fn file_min_ts(&self) -> i64 {
-        let c = self.batch.column(self.batch.num_columns() - 1);
-        c.as_primitive::<datafusion::arrow::datatypes::Int64Type>()
-            .values()
-            .first()
-            .copied()
-            .unwrap_or(i64::MIN)
+        file_min_ts_of(self.batch)
     }
 
     /// Each user's rows: `(key, rows)` for every run of equal keys, in

@@ -52,6 +52,8 @@ type Footers = Arc<Vec<tokio::sync::OnceCell<parquet::arrow::arrow_reader::Arrow
 /// One file of an ordered reading.
 struct Cursor {
     part: Part,
+    /// The batches' schema, with the file's earliest time.
+    schema: SchemaRef,
     /// `None` at the end of the file.
     stream: Option<FileStream>,
     /// Rows read and not yet taken.
@@ -82,8 +84,8 @@ struct SortScratch {
 /// The rows of `pieces` in one batch sorted by `(user_key, ts)`; ties keep
 /// the pieces' order. With the keys' bounds known (`lo..hi`, a block), by
 /// counting, then per user (rows come piece by piece, earliest file first:
-/// usually in time order already). The last column (`__file_min_ts`) becomes
-/// one value for the batch, the earliest. With `any_flag` (the index of the
+/// usually in time order already). The batch's file time
+/// ([`super::FILE_MIN_TS`]) is the earliest of the pieces'. With `any_flag` (the index of the
 /// first flag column), rows where no flag is true are left out.
 fn sort_pieces(
     pieces: &[RecordBatch],
@@ -91,21 +93,15 @@ fn sort_pieces(
     any_flag: Option<(usize, bool)>,
     scratch: &mut SortScratch,
 ) -> DfResult<RecordBatch> {
-    let schema = pieces[0].schema();
-    let last = schema.fields().len() - 1;
     let min_ts = pieces
         .iter()
-        .filter_map(|b| {
-            b.column(last)
-                .as_primitive::<datafusion::arrow::datatypes::Int64Type>()
-                .values()
-                .first()
-                .copied()
-        })
+        .map(super::file_min_ts_of)
         .min()
         .unwrap_or(i64::MIN);
-    let mut columns = Vec::with_capacity(last + 1);
-    for c in 0..last {
+    let schema = with_file_min_ts(&pieces[0].schema(), min_ts);
+    let width = schema.fields().len();
+    let mut columns = Vec::with_capacity(width);
+    for c in 0..width {
         columns.push(match pieces.len() {
             1 => pieces[0].column(c).clone(),
             _ => {
@@ -184,10 +180,14 @@ fn sort_pieces(
             *c = datafusion::arrow::compute::take(c, &idx, None)?;
         }
     }
-    columns.push(Arc::new(datafusion::arrow::array::Int64Array::from_value(
-        min_ts, n,
-    )));
     Ok(RecordBatch::try_new(schema, columns)?)
+}
+
+/// `schema` with the earliest event time of the rows' file in its metadata.
+fn with_file_min_ts(schema: &SchemaRef, min_ts: i64) -> SchemaRef {
+    let mut meta = schema.metadata().clone();
+    meta.insert(super::FILE_MIN_TS.to_string(), min_ts.to_string());
+    Arc::new(Schema::new_with_metadata(schema.fields().clone(), meta))
 }
 
 /// Whether every row group declares the sort `(user_key, ts)` ascending and
@@ -254,7 +254,7 @@ pub struct KeyScanExec {
     /// literal), tested once per dictionary value instead of per row.
     eq_flags: Vec<Option<EqFlag>>,
     /// The first `kept` columns of `read` are passed on (the key columns and
-    /// the fold's columns), then the flags and `__file_min_ts`.
+    /// the fold's columns), then the flags.
     kept: usize,
     ranges: Vec<(u32, u32)>,
     /// Ranges read at once (the threads).
@@ -378,9 +378,6 @@ impl KeyScanExec {
                 out.push(Field::new(format!("__flag{j}"), DataType::Boolean, false));
             }
         }
-        // The earliest event time of the file the rows come from: files are
-        // read earliest first, so no later row is older than this.
-        out.push(Field::new("__file_min_ts", DataType::Int64, false));
         let schema = Arc::new(Schema::new(out));
         let users = u32::try_from(events.users())
             .map_err(|_| crate::EngineError::Unreadable("more than 4 billion users".into()))?;
@@ -594,12 +591,10 @@ impl Job {
         let Some((mut stream, _)) = self.open(i).await? else {
             return Ok(true);
         };
+        let schema = with_file_min_ts(&self.schema, part.min_ts);
         while let Some(batch) = stream.next().await {
             let batch = batch.map_err(|e| in_file(part, &e))?;
-            let Some(out) = self
-                .shape(&batch, part.min_ts)
-                .map_err(|e| in_file(part, &e))?
-            else {
+            let Some(out) = self.shape(&batch, &schema).map_err(|e| in_file(part, &e))? else {
                 continue;
             };
             if tx.send(Ok(out)).await.is_err() {
@@ -673,6 +668,7 @@ impl Job {
                 continue;
             };
             let mut cursor = Cursor {
+                schema: with_file_min_ts(&self.schema, part.min_ts),
                 part: part.clone(),
                 stream: Some(stream),
                 batch: None,
@@ -688,7 +684,7 @@ impl Job {
                 if all.is_empty() {
                     continue;
                 }
-                let all = datafusion::arrow::compute::concat_batches(&self.schema, &all)?;
+                let all = datafusion::arrow::compute::concat_batches(&cursor.schema, &all)?;
                 cursor.batch = Some(sort_rows(&all, None)?);
             }
             cursors.push(cursor);
@@ -742,7 +738,7 @@ impl Job {
         while let Some(batch) = stream.next().await {
             let batch = batch.map_err(|e| in_file(&c.part, &e))?;
             if let Some(out) = self
-                .shape(&batch, c.part.min_ts)
+                .shape(&batch, &c.schema)
                 .map_err(|e| in_file(&c.part, &e))?
             {
                 let keys = out.column(0).as_primitive::<UInt32Type>().values();
@@ -760,7 +756,7 @@ impl Job {
     }
 
     /// The batch's rows of this range and time range, as [`Self::schema`].
-    fn shape(&self, batch: &RecordBatch, file_min_ts: i64) -> DfResult<Option<RecordBatch>> {
+    fn shape(&self, batch: &RecordBatch, schema: &SchemaRef) -> DfResult<Option<RecordBatch>> {
         let (lo, hi) = self.range;
         let keys = batch
             .column_by_name("user_key")
@@ -840,20 +836,12 @@ impl Job {
                 columns.push(Arc::new(self.flag(&read, j)?));
             }
         }
-        columns.push(Arc::new(datafusion::arrow::array::Int64Array::from_value(
-            file_min_ts,
-            n,
-        )));
-        let out = RecordBatch::try_new(self.schema.clone(), columns)?;
+        let out = RecordBatch::try_new(schema.clone(), columns)?;
         if !self.any_flag || self.ordered {
             // An ordered reading drops the rows while sorting its blocks.
             return Ok(Some(out));
         }
-        let any = any_flag(
-            &out.columns()[self.kept..out.num_columns() - 1],
-            n,
-            self.packed,
-        );
+        let any = any_flag(&out.columns()[self.kept..], n, self.packed);
         match any.count_set_bits() {
             0 => Ok(None),
             c if c == n => Ok(Some(out)),
@@ -1107,7 +1095,6 @@ mod tests {
                 false,
             ),
             Field::new("row", DataType::UInt32, false),
-            Field::new("__file_min_ts", DataType::Int64, false),
         ]));
         let rows: Vec<u32> = (0..keys.len() as u32).collect();
         RecordBatch::try_new(
@@ -1116,10 +1103,6 @@ mod tests {
                 Arc::new(UInt32Array::from(keys.to_vec())),
                 Arc::new(TimestampMicrosecondArray::from(ts.to_vec())),
                 Arc::new(UInt32Array::from(rows)),
-                Arc::new(datafusion::arrow::array::Int64Array::from_value(
-                    0,
-                    keys.len(),
-                )),
             ],
         )
         .unwrap()
