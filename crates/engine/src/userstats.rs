@@ -368,9 +368,9 @@ impl UserFold for BuyersFold {
             b.count[u] += 1;
         }
         if let Some(rev) = revenue_of(rows, self.revenue) {
-            for i in 0..rows.len() {
+            for (i, &k) in keys.iter().enumerate() {
                 if rev.is_valid(i) {
-                    b.revenue[(keys[i] - b.lo) as usize] += rev.value(i);
+                    b.revenue[(k - b.lo) as usize] += rev.value(i);
                 }
             }
         }
