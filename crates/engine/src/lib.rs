@@ -24,11 +24,16 @@
 //! [`Events`] opens the store's newest committed manifest (never a directory
 //! listing) and registers its files as the table `events`. Each per-user
 //! analysis is one [`fold::UserFold`] implementation plus one request type:
-//! retention ([`retention::RetentionFold`]), LTV, lifecycle counts, KPIs (one
-//! pass) and stickiness run on it today. Funnels, segment features, buyers'
-//! facts and A/B exposure still use their own scans (`funnel`, `features`,
-//! `userstats`, `abtest`); moving them onto the fold is the rest of the
-//! engine-fold issue.
+//! retention ([`retention::RetentionFold`]), LTV, lifecycle counts and stages,
+//! KPIs (one pass), stickiness, funnels ([`funnel::FunnelFold`], reading users
+//! in time order: [`fold::FoldInput::ordered`]) and the buyers' and per-user
+//! facts behind segments ([`userstats`]) run on it. `KeyScanExec` is the only
+//! direct reader of the stored files; an A/B readout's restriction to exposed
+//! users is an input of it (`Events::since`). Segment features beyond the
+//! facts (latest property values, event counts in windows) and A/B exposure
+//! and metrics still run DataFusion plans of their own (`features`, `abtest`);
+//! moving them onto the fold, plan codecs and the typed A/B and RFM requests
+//! are the rest of the engine-fold issue.
 //!
 //! Errors: a request the user got wrong is [`EngineError::BadRequest`] (or a
 //! DataFusion planning error, exit code 2); a store that cannot be read or
