@@ -22,15 +22,12 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, TimestampMicrosecondArray};
 use datafusion::arrow::datatypes::{
-    DataType, Decimal128Type, Float64Type, Int64Type, TimeUnit, TimestampMicrosecondType,
-    UInt32Type,
+    DataType, Decimal128Type, Float64Type, Int64Type, TimeUnit, UInt32Type,
 };
 use datafusion::execution::context::SessionContext;
 use datafusion::logical_expr::{
-    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility, cast, col,
-    ident, lit,
+    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility, col, lit,
 };
-use futures::StreamExt;
 use tenure_stats::{ArmData, ArmSummary};
 
 use crate::features::{FeatureSpec, feature_table};
@@ -77,56 +74,21 @@ pub async fn exposures(events: &Events, column: &str) -> Result<Exposures> {
         )));
     }
     let n = events.users();
-    let df = events.in_range().await?.select(vec![
-        col("user_key"),
-        col("ts"),
-        cast(ident(column), DataType::Utf8).alias("arm"),
-    ])?;
-    let mut seen = vec![false; n];
-    let mut first_ts = vec![NEVER; n];
-    // Arm indices in order of first appearance; sorted at the end.
-    let mut arm = vec![UNASSIGNED; n];
-    let mut index: HashMap<String, u32> = HashMap::new();
-    let mut names: Vec<String> = Vec::new();
-    let mut stream = df.execute_stream().await?;
-    while let Some(batch) = stream.next().await {
-        let batch = batch?;
-        let keys = batch.column(0).as_primitive::<UInt32Type>().values();
-        let ts = batch
-            .column(1)
-            .as_primitive::<TimestampMicrosecondType>()
-            .values();
-        let values = batch.column(2).as_string::<i32>();
-        for i in 0..batch.num_rows() {
-            let u = keys[i] as usize;
-            if u >= n {
-                return Err(EngineError::Unreadable(format!(
-                    "user_key beyond the users dictionary ({n} users): the store is inconsistent"
-                )));
-            }
-            seen[u] = true;
-            if !values.is_valid(i) {
-                continue;
-            }
-            let v = values.value(i);
-            let a = match index.get(v) {
-                Some(&a) => a,
-                None => {
-                    let a = names.len() as u32;
-                    index.insert(v.to_string(), a);
-                    names.push(v.to_string());
-                    a
-                }
-            };
-            arm[u] = match arm[u] {
-                UNASSIGNED => a,
-                same if same == a => a,
-                _ => MULTIPLE,
-            };
-            if first_ts[u] == NEVER || ts[i] < first_ts[u] {
-                first_ts[u] = ts[i];
-            }
-        }
+    let fold = AssignFold {
+        column: column.to_string(),
+    };
+    let Assigned {
+        seen,
+        mut first_ts,
+        mut arm,
+        names,
+        ..
+    } = crate::fold::partial(events, fold).await?;
+    if arm.len() != n {
+        return Err(EngineError::Internal(format!(
+            "arm assignment covers {} of {n} users",
+            arm.len()
+        )));
     }
     let mut order: Vec<u32> = (0..names.len() as u32).collect();
     order.sort_by(|&a, &b| names[a as usize].cmp(&names[b as usize]));
@@ -305,23 +267,160 @@ pub fn decimal_to_f64(v: i128, scale: u32) -> f64 {
 
 /// Per-user number of `event` events among the restricted events.
 pub async fn event_counts(restricted: &Events, event: &str) -> Result<Vec<i128>> {
-    let n = restricted.users();
-    let df = restricted
-        .in_range()
-        .await?
-        .filter(col("event").eq(lit(event.to_string())))?
-        .select(vec![col("user_key")])?;
-    let mut counts = vec![0i128; n];
-    let mut stream = df.execute_stream().await?;
-    while let Some(batch) = stream.next().await {
-        let batch = batch?;
-        for &u in batch.column(0).as_primitive::<UInt32Type>().values() {
-            if let Some(c) = counts.get_mut(u as usize) {
-                *c += 1;
+    let fold = PerUser {
+        name: "ab_event_count",
+        input: crate::fold::FoldInput {
+            flags: vec![col("event").eq(lit(event.to_string()))],
+            any_flag: true,
+            ..Default::default()
+        },
+        value: Value::Count,
+    };
+    match crate::fold::partial(restricted, fold).await? {
+        Sums::Exact(v) => Ok(v),
+        Sums::Float(_) => Err(EngineError::Internal("a count came out as floats".into())),
+    }
+}
+
+/// What [`PerUser`] adds up per user.
+#[derive(Debug, Clone)]
+enum Value {
+    /// Rows (those with the flag).
+    Count,
+    /// The column (cast to this type: `Decimal128(38, s)`, `Int64` or `Float64`).
+    Exact(DataType),
+    Float,
+}
+
+/// Per-user totals, dense by user key.
+#[derive(Debug)]
+enum Sums {
+    Exact(Vec<i128>),
+    Float(Vec<f64>),
+}
+
+/// A per-user count or sum as a fold (dense per key range, ranges appended).
+#[derive(Debug)]
+struct PerUser {
+    name: &'static str,
+    input: crate::fold::FoldInput,
+    value: Value,
+}
+
+impl crate::fold::UserFold for PerUser {
+    type State = (u32, Sums);
+    type Partial = Sums;
+
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn input(&self) -> crate::fold::FoldInput {
+        self.input.clone()
+    }
+
+    fn schema(&self) -> datafusion::arrow::datatypes::SchemaRef {
+        use datafusion::arrow::datatypes::{Field, Schema};
+        let value = match self.value {
+            Value::Float => DataType::Float64,
+            _ => DataType::Decimal128(38, 0),
+        };
+        Arc::new(Schema::new(vec![
+            Field::new("user_key", DataType::UInt32, false),
+            Field::new("value", value, false),
+        ]))
+    }
+
+    fn start(&self, keys: std::ops::Range<u32>) -> Self::State {
+        let n = (keys.end - keys.start) as usize;
+        let sums = match self.value {
+            Value::Float => Sums::Float(vec![0.0; n]),
+            _ => Sums::Exact(vec![0; n]),
+        };
+        (keys.start, sums)
+    }
+
+    fn update(
+        &self,
+        (lo, sums): &mut Self::State,
+        rows: &crate::fold::Rows<'_>,
+    ) -> datafusion::error::Result<()> {
+        let keys = rows.keys();
+        let overflow = || {
+            datafusion::error::DataFusionError::Execution(format!(
+                "sum of `{}` too large",
+                self.input.columns.join(", ")
+            ))
+        };
+        match (&self.value, sums) {
+            (Value::Count, Sums::Exact(c)) => {
+                for &k in keys {
+                    c[(k - *lo) as usize] += 1;
+                }
+            }
+            (Value::Exact(t), Sums::Exact(s)) => {
+                let v = datafusion::arrow::compute::cast(rows.column(0), t)?;
+                for (i, &k) in keys.iter().enumerate() {
+                    if !v.is_valid(i) {
+                        continue;
+                    }
+                    let x = match t {
+                        DataType::Int64 => i128::from(v.as_primitive::<Int64Type>().value(i)),
+                        _ => v.as_primitive::<Decimal128Type>().value(i),
+                    };
+                    let u = (k - *lo) as usize;
+                    s[u] = s[u].checked_add(x).ok_or_else(overflow)?;
+                }
+            }
+            (Value::Float, Sums::Float(s)) => {
+                let v = datafusion::arrow::compute::cast(rows.column(0), &DataType::Float64)?;
+                let v = v.as_primitive::<Float64Type>();
+                for (i, &k) in keys.iter().enumerate() {
+                    if v.is_valid(i) {
+                        s[(k - *lo) as usize] += v.value(i);
+                    }
+                }
+            }
+            _ => {
+                return Err(datafusion::error::DataFusionError::Internal(
+                    "per-user totals of the wrong kind".into(),
+                ));
             }
         }
+        Ok(())
     }
-    Ok(counts)
+
+    fn finish(&self, (_, sums): Self::State) -> datafusion::error::Result<Sums> {
+        Ok(sums)
+    }
+
+    fn merge(&self, into: &mut Sums, other: Sums) -> datafusion::error::Result<()> {
+        match (into, other) {
+            (Sums::Exact(a), Sums::Exact(b)) => a.extend(b),
+            (Sums::Float(a), Sums::Float(b)) => a.extend(b),
+            _ => {
+                return Err(datafusion::error::DataFusionError::Internal(
+                    "per-user totals of two kinds".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn emit(&self, sums: Sums) -> datafusion::error::Result<datafusion::arrow::array::RecordBatch> {
+        use datafusion::arrow::array::{Decimal128Array, Float64Array, UInt32Array};
+        let (n, value): (usize, ArrayRef) = match sums {
+            Sums::Exact(v) => (
+                v.len(),
+                Arc::new(Decimal128Array::from(v).with_precision_and_scale(38, 0)?),
+            ),
+            Sums::Float(v) => (v.len(), Arc::new(Float64Array::from(v))),
+        };
+        Ok(datafusion::arrow::array::RecordBatch::try_new(
+            self.schema(),
+            vec![Arc::new(UInt32Array::from_iter_values(0..n as u32)), value],
+        )?)
+    }
 }
 
 /// Per-user sums of a numeric column: exact for decimal and integer columns.
@@ -364,48 +463,28 @@ pub async fn column_sums(restricted: &Events, column: &str) -> Result<ColumnSums
         DataType::Decimal128(..) | DataType::Decimal256(..) => (DataType::Float64, None),
         _ => (DataType::Int64, Some(0)),
     };
-    let n = restricted.users();
-    let df = restricted
-        .in_range()
-        .await?
-        .filter(ident(column).is_not_null())?
-        .select(vec![
-            col("user_key"),
-            cast(ident(column), target).alias("v"),
-        ])?;
-    let mut exact = vec![0i128; if scale.is_some() { n } else { 0 }];
-    let mut float = vec![0f64; if scale.is_none() { n } else { 0 }];
-    let mut stream = df.execute_stream().await?;
-    let overflow = || EngineError::BadRequest(format!("sum of `{column}` too large"));
-    while let Some(batch) = stream.next().await {
-        let batch = batch?;
-        let keys = batch.column(0).as_primitive::<UInt32Type>().values();
-        let values: &ArrayRef = batch.column(1);
-        for i in 0..batch.num_rows() {
-            let u = keys[i] as usize;
-            if u >= n || !values.is_valid(i) {
-                continue;
-            }
-            match values.data_type() {
-                DataType::Decimal128(..) => {
-                    let v = values.as_primitive::<Decimal128Type>().value(i);
-                    exact[u] = exact[u].checked_add(v).ok_or_else(overflow)?;
-                }
-                DataType::Int64 => {
-                    let v = i128::from(values.as_primitive::<Int64Type>().value(i));
-                    exact[u] = exact[u].checked_add(v).ok_or_else(overflow)?;
-                }
-                _ => float[u] += values.as_primitive::<Float64Type>().value(i),
-            }
-        }
-    }
-    Ok(match scale {
-        Some(scale) => ColumnSums::Exact {
-            values: exact,
-            scale,
+    let fold = PerUser {
+        name: "ab_column_sum",
+        input: crate::fold::FoldInput {
+            columns: vec![column.to_string()],
+            ..Default::default()
         },
-        None => ColumnSums::Float(float),
-    })
+        value: match scale {
+            Some(_) => Value::Exact(target),
+            None => Value::Float,
+        },
+    };
+    Ok(
+        match (crate::fold::partial(restricted, fold).await?, scale) {
+            (Sums::Exact(values), Some(scale)) => ColumnSums::Exact { values, scale },
+            (Sums::Float(values), None) => ColumnSums::Float(values),
+            _ => {
+                return Err(EngineError::Internal(
+                    "column sums of the wrong kind".into(),
+                ));
+            }
+        },
+    )
 }
 
 /// Which restricted users match a segment (indexed by user key), evaluated on
@@ -434,6 +513,150 @@ pub async fn segment_matches(
         }
     }
     Ok(out)
+}
+
+/// Every user's arm value(s) and first time with one, per key range.
+#[derive(Debug, Default)]
+struct Assigned {
+    lo: u32,
+    seen: Vec<bool>,
+    first_ts: Vec<i64>,
+    /// Index into `names`, or [`UNASSIGNED`] / [`MULTIPLE`].
+    arm: Vec<u32>,
+    names: Vec<String>,
+    index: HashMap<String, u32>,
+}
+
+impl Assigned {
+    fn id(&mut self, v: &str) -> u32 {
+        match self.index.get(v) {
+            Some(&a) => a,
+            None => {
+                let a = self.names.len() as u32;
+                self.index.insert(v.to_string(), a);
+                self.names.push(v.to_string());
+                a
+            }
+        }
+    }
+}
+
+/// Arm assignment as a fold: the arm column's values per user.
+#[derive(Debug)]
+struct AssignFold {
+    column: String,
+}
+
+impl crate::fold::UserFold for AssignFold {
+    type State = Assigned;
+    type Partial = Assigned;
+
+    fn name(&self) -> &'static str {
+        "ab_assignment"
+    }
+
+    fn input(&self) -> crate::fold::FoldInput {
+        crate::fold::FoldInput {
+            columns: vec![self.column.clone()],
+            ..Default::default()
+        }
+    }
+
+    fn schema(&self) -> datafusion::arrow::datatypes::SchemaRef {
+        use datafusion::arrow::datatypes::{Field, Schema};
+        Arc::new(Schema::new(vec![
+            Field::new("user_key", DataType::UInt32, false),
+            Field::new("arm", DataType::Utf8, true),
+            Field::new(
+                "exposed_at",
+                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                true,
+            ),
+        ]))
+    }
+
+    fn start(&self, keys: std::ops::Range<u32>) -> Assigned {
+        let n = (keys.end - keys.start) as usize;
+        Assigned {
+            lo: keys.start,
+            seen: vec![false; n],
+            first_ts: vec![NEVER; n],
+            arm: vec![UNASSIGNED; n],
+            ..Default::default()
+        }
+    }
+
+    fn update(
+        &self,
+        st: &mut Assigned,
+        rows: &crate::fold::Rows<'_>,
+    ) -> datafusion::error::Result<()> {
+        let (keys, ts) = (rows.keys(), rows.ts());
+        let c = rows.column(0);
+        let values = match c.data_type() {
+            DataType::Utf8 => c.clone(),
+            _ => datafusion::arrow::compute::cast(c, &DataType::Utf8)?,
+        };
+        let values = values.as_string::<i32>();
+        for i in 0..rows.len() {
+            let u = (keys[i] - st.lo) as usize;
+            st.seen[u] = true;
+            if !values.is_valid(i) {
+                continue;
+            }
+            let a = st.id(values.value(i));
+            st.arm[u] = match st.arm[u] {
+                UNASSIGNED => a,
+                same if same == a => a,
+                _ => MULTIPLE,
+            };
+            if st.first_ts[u] == NEVER || ts[i] < st.first_ts[u] {
+                st.first_ts[u] = ts[i];
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(&self, st: Assigned) -> datafusion::error::Result<Assigned> {
+        Ok(st)
+    }
+
+    fn merge(&self, into: &mut Assigned, other: Assigned) -> datafusion::error::Result<()> {
+        let remap: Vec<u32> = other.names.iter().map(|v| into.id(v)).collect();
+        into.seen.extend(other.seen);
+        into.first_ts.extend(other.first_ts);
+        into.arm.extend(other.arm.into_iter().map(|a| match a {
+            UNASSIGNED | MULTIPLE => a,
+            a => remap[a as usize],
+        }));
+        Ok(())
+    }
+
+    fn emit(
+        &self,
+        st: Assigned,
+    ) -> datafusion::error::Result<datafusion::arrow::array::RecordBatch> {
+        let n = st.arm.len();
+        let arm = datafusion::arrow::array::StringArray::from_iter(
+            st.arm
+                .iter()
+                .map(|&a| st.names.get(a as usize).map(|s| s.as_str())),
+        );
+        let at = TimestampMicrosecondArray::from_iter(
+            (0..n).map(|u| (st.names.get(st.arm[u] as usize).is_some()).then_some(st.first_ts[u])),
+        )
+        .with_timezone("UTC");
+        Ok(datafusion::arrow::array::RecordBatch::try_new(
+            self.schema(),
+            vec![
+                Arc::new(datafusion::arrow::array::UInt32Array::from_iter_values(
+                    0..n as u32,
+                )),
+                Arc::new(arm),
+                Arc::new(at),
+            ],
+        )?)
+    }
 }
 
 /// `exposed_at(user_key)`: the user's exposure time, null outside the arms.
