@@ -10,11 +10,10 @@ use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, Decimal128Array, Float64Array, Int64Array, StringArray,
     TimestampMicrosecondArray, UInt32Array,
 };
-use datafusion::arrow::datatypes::{DataType, Field, Schema, TimestampMicrosecondType, UInt32Type};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::DFSchema;
-use datafusion::logical_expr::{Expr, cast, col, ident, lit};
-use futures::StreamExt;
+use datafusion::logical_expr::{Expr, col, lit};
 use tenure_dsl::{Feature, LifecycleAxis, Metric};
 
 use crate::lifecycle::{self, ACTIVITY, TENURE, Thresholds};
@@ -467,42 +466,130 @@ async fn latest_property(
             "property `{name}` is not a typed column of this store; declare it in the ingest config (or use variant)"
         )));
     }
-    let n = events.users();
-    let df = events
-        .in_range()
-        .await?
-        .filter(ident(name).is_not_null())?
-        .select(vec![
-            col("user_key"),
-            col("ts"),
-            cast(ident(name), DataType::Utf8).alias("v"),
-        ])?;
-    let mut best_ts = vec![i64::MIN; n];
-    let mut value: Vec<Option<String>> = vec![None; n];
-    let mut stream = df.execute_stream().await?;
-    while let Some(batch) = stream.next().await {
-        let batch = batch?;
-        let keys = batch.column(0).as_primitive::<UInt32Type>().values();
-        let ts = batch
-            .column(1)
-            .as_primitive::<TimestampMicrosecondType>()
-            .values();
-        let v = batch.column(2).as_string::<i32>();
-        for i in 0..batch.num_rows() {
-            let u = keys[i] as usize;
-            if u < n
-                && ts[i] <= as_of
-                && (ts[i] > best_ts[u]
-                    || (ts[i] == best_ts[u] && Some(v.value(i)) > value[u].as_deref()))
-            {
-                best_ts[u] = ts[i];
-                value[u] = Some(v.value(i).to_string());
-            }
+    let fold = LatestFold {
+        name: name.to_string(),
+        as_of,
+    };
+    let latest = crate::fold::partial(events, fold).await?;
+    Ok(Arc::new(StringArray::from_iter(users.iter().map(|&u| {
+        latest
+            .value
+            .get(u as usize)
+            .and_then(|&v| latest.names.get(v))
+    }))))
+}
+
+/// Every user's latest non-null value of a column as of a time; at equal
+/// times the greatest value (a rule that does not depend on reading order).
+#[derive(Debug)]
+struct LatestFold {
+    name: String,
+    as_of: i64,
+}
+
+/// Latest values of a key range (ranges appended in key order).
+#[derive(Debug, Default)]
+struct Latest {
+    lo: u32,
+    ts: Vec<i64>,
+    /// Id in `names`, `u32::MAX` for none.
+    value: Vec<u32>,
+    names: crate::fold::Interner,
+}
+
+impl crate::fold::UserFold for LatestFold {
+    type State = Latest;
+    type Partial = Latest;
+
+    fn name(&self) -> &'static str {
+        "latest_property"
+    }
+
+    fn input(&self) -> crate::fold::FoldInput {
+        crate::fold::FoldInput {
+            columns: vec![self.name.clone()],
+            until: Some(self.as_of.saturating_add(1)),
+            ..Default::default()
         }
     }
-    Ok(Arc::new(StringArray::from_iter(
-        users.iter().map(|&u| value[u as usize].clone()),
-    )))
+
+    fn schema(&self) -> datafusion::arrow::datatypes::SchemaRef {
+        Arc::new(datafusion::arrow::datatypes::Schema::new(vec![
+            Field::new("user_key", DataType::UInt32, false),
+            Field::new(&self.name, DataType::Utf8, true),
+        ]))
+    }
+
+    fn start(&self, keys: std::ops::Range<u32>) -> Latest {
+        let n = (keys.end - keys.start) as usize;
+        Latest {
+            lo: keys.start,
+            ts: vec![i64::MIN; n],
+            value: vec![u32::MAX; n],
+            names: Default::default(),
+        }
+    }
+
+    fn update(
+        &self,
+        st: &mut Latest,
+        rows: &crate::fold::Rows<'_>,
+    ) -> datafusion::error::Result<()> {
+        let (keys, ts) = (rows.keys(), rows.ts());
+        let c = rows.column(0);
+        let v = match c.data_type() {
+            DataType::Utf8 => c.clone(),
+            _ => datafusion::arrow::compute::cast(c, &DataType::Utf8)?,
+        };
+        let v = v.as_string::<i32>();
+        for (i, &k) in keys.iter().enumerate() {
+            if !v.is_valid(i) {
+                continue;
+            }
+            let u = (k - st.lo) as usize;
+            let newer = ts[i] > st.ts[u]
+                || (ts[i] == st.ts[u] && Some(v.value(i)) > st.names.get(st.value[u]));
+            if newer {
+                st.ts[u] = ts[i];
+                st.value[u] = st.names.id(Some(v.value(i)));
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(&self, st: Latest) -> datafusion::error::Result<Latest> {
+        Ok(st)
+    }
+
+    fn merge(&self, into: &mut Latest, other: Latest) -> datafusion::error::Result<()> {
+        let remap: Vec<u32> = other
+            .names
+            .values()
+            .iter()
+            .map(|v| into.names.id(v.as_deref()))
+            .collect();
+        into.ts.extend(other.ts);
+        into.value.extend(
+            other
+                .value
+                .iter()
+                .map(|&v| remap.get(v as usize).copied().unwrap_or(u32::MAX)),
+        );
+        Ok(())
+    }
+
+    fn emit(&self, st: Latest) -> datafusion::error::Result<RecordBatch> {
+        let n = st.value.len();
+        Ok(RecordBatch::try_new(
+            self.schema(),
+            vec![
+                Arc::new(UInt32Array::from_iter_values(0..n as u32)),
+                Arc::new(StringArray::from_iter(
+                    st.value.iter().map(|&v| st.names.get(v)),
+                )),
+            ],
+        )?)
+    }
 }
 
 async fn event_counts(
@@ -512,32 +599,85 @@ async fn event_counts(
     users: &[u32],
     as_of: i64,
 ) -> Result<ArrayRef> {
-    let n = events.users();
-    let df = events
-        .in_range()
-        .await?
-        .filter(col("event").eq(lit(event.to_string())))?
-        .select(vec![col("user_key"), col("ts")])?;
-    let since = within.map(|w| as_of - w).unwrap_or(i64::MIN);
-    let mut counts = vec![0i64; n];
-    let mut stream = df.execute_stream().await?;
-    while let Some(batch) = stream.next().await {
-        let batch = batch?;
-        let keys = batch.column(0).as_primitive::<UInt32Type>().values();
-        let ts = batch
-            .column(1)
-            .as_primitive::<TimestampMicrosecondType>()
-            .values();
-        for i in 0..batch.num_rows() {
-            let u = keys[i] as usize;
-            if u < n && ts[i] >= since && ts[i] <= as_of {
-                counts[u] += 1;
-            }
+    let fold = CountFold {
+        event: event.to_string(),
+        from: within.map(|w| as_of - w).unwrap_or(i64::MIN),
+        as_of,
+    };
+    let counts = crate::fold::partial(events, fold).await?;
+    Ok(Arc::new(Int64Array::from_iter_values(users.iter().map(
+        |&u| counts.get(u as usize).map_or(0, |&c| i64::from(c)),
+    ))))
+}
+
+/// Every user's number of `event` events in `[from, as_of]`.
+#[derive(Debug)]
+struct CountFold {
+    event: String,
+    from: i64,
+    as_of: i64,
+}
+
+impl crate::fold::UserFold for CountFold {
+    type State = (u32, Vec<u32>);
+    type Partial = Vec<u32>;
+
+    fn name(&self) -> &'static str {
+        "event_count"
+    }
+
+    fn input(&self) -> crate::fold::FoldInput {
+        crate::fold::FoldInput {
+            flags: vec![col("event").eq(lit(self.event.clone()))],
+            any_flag: true,
+            until: Some(self.as_of.saturating_add(1)),
+            ..Default::default()
         }
     }
-    Ok(Arc::new(Int64Array::from_iter_values(
-        users.iter().map(|&u| counts[u as usize]),
-    )))
+
+    fn schema(&self) -> datafusion::arrow::datatypes::SchemaRef {
+        Arc::new(datafusion::arrow::datatypes::Schema::new(vec![
+            Field::new("user_key", DataType::UInt32, false),
+            Field::new("events", DataType::UInt32, false),
+        ]))
+    }
+
+    fn start(&self, keys: std::ops::Range<u32>) -> Self::State {
+        (keys.start, vec![0; (keys.end - keys.start) as usize])
+    }
+
+    fn update(
+        &self,
+        (lo, counts): &mut Self::State,
+        rows: &crate::fold::Rows<'_>,
+    ) -> datafusion::error::Result<()> {
+        for (&k, &t) in rows.keys().iter().zip(rows.ts()) {
+            if t >= self.from {
+                counts[(k - *lo) as usize] += 1;
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(&self, (_, counts): Self::State) -> datafusion::error::Result<Vec<u32>> {
+        Ok(counts)
+    }
+
+    fn merge(&self, into: &mut Vec<u32>, other: Vec<u32>) -> datafusion::error::Result<()> {
+        into.extend(other);
+        Ok(())
+    }
+
+    fn emit(&self, counts: Vec<u32>) -> datafusion::error::Result<RecordBatch> {
+        let n = counts.len();
+        Ok(RecordBatch::try_new(
+            self.schema(),
+            vec![
+                Arc::new(UInt32Array::from_iter_values(0..n as u32)),
+                Arc::new(UInt32Array::from(counts)),
+            ],
+        )?)
+    }
 }
 
 /// What segment expressions may name over this store: its declared

@@ -1,4 +1,5 @@
-//! Property test: A/B assignment (arms, users seeing several arms, users
+//! Property tests: segment features read per user (the latest value of a
+//! property, events in a trailing window), and A/B assignment (arms, users seeing several arms, users
 //! without an arm) and the per-arm metrics over the events from each user's
 //! exposure on (event counts, exact revenue sums) equal a naive reference
 //! computed from the definitions in the `abtest` module docs.
@@ -39,26 +40,40 @@ fn store(rows: &[Row]) -> String {
     static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let url = format!("memory://abtest-prop-{n}");
-    let mut ing = Ingest::begin(Store::open(&url).unwrap(), IngestOptions::default()).unwrap();
-    for (i, (u, e, ts, cents, var)) in rows.iter().enumerate() {
-        let user = format!("user{u}");
-        let rev = format!("{}.{:02}", cents / 100, cents % 100);
-        let raw = RawEvent {
-            user_id: Some(Scalar::Str(user.as_str().into())),
-            event: Some(Scalar::Str((*e).into())),
-            ts: Some(Scalar::Micros(*ts)),
-            revenue: (*e == "purchase").then(|| Scalar::Num(rev.as_str().into())),
-            variant: var.map(|v| Scalar::Str(v.into())),
-            ..Default::default()
-        };
-        let at = Location {
-            input: "prop",
-            line: i as u64 + 1,
-        };
-        ing.push(&raw, at);
+    // Two commits (odd and even rows), so that a date has two files whose
+    // times interleave: reading order is not time order.
+    for half in 0..2 {
+        let part: Vec<(usize, &Row)> = rows
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % 2 == half)
+            .collect();
+        if part.is_empty() {
+            continue;
+        }
+        let store = Store::open(&url).unwrap();
+        let mut ing = Ingest::begin(store, IngestOptions::default()).unwrap();
+        for &(i, (u, e, ts, cents, var)) in &part {
+            let user = format!("user{u}");
+            let rev = format!("{}.{:02}", cents / 100, cents % 100);
+            let raw = RawEvent {
+                user_id: Some(Scalar::Str(user.as_str().into())),
+                event: Some(Scalar::Str((*e).into())),
+                ts: Some(Scalar::Micros(*ts)),
+                revenue: (*e == "purchase").then(|| Scalar::Num(rev.as_str().into())),
+                variant: var.map(|v| Scalar::Str(v.into())),
+                ..Default::default()
+            };
+            let at = Location {
+                input: "prop",
+                line: i as u64 + 1,
+            };
+            ing.push(&raw, at);
+        }
+        let source = format!("{url}-{half}");
+        ing.add_synthetic_source(source.clone(), source, part.len() as u64);
+        ing.commit().unwrap();
     }
-    ing.add_synthetic_source(url.clone(), url.clone(), rows.len() as u64);
-    ing.commit().unwrap();
     url
 }
 
@@ -130,8 +145,117 @@ fn engine(url: &str, threads: usize) -> Readout {
     })
 }
 
+/// Per user id: the latest variant as of `as_of` (greatest at equal times)
+/// and the purchases in `[as_of - 5 days, as_of]`, for users seen by then.
+fn naive_features(rows: &[Row], as_of: i64) -> BTreeMap<String, (Option<String>, i64)> {
+    let mut out = BTreeMap::new();
+    for u in rows.iter().map(|r| r.0).collect::<BTreeSet<_>>() {
+        let mine: Vec<&Row> = rows.iter().filter(|r| r.0 == u && r.2 <= as_of).collect();
+        if mine.is_empty() {
+            continue;
+        }
+        let latest = mine
+            .iter()
+            .filter_map(|r| r.4.map(|v| (r.2, v)))
+            .max()
+            .map(|(_, v)| v.to_string());
+        let count = mine
+            .iter()
+            .filter(|r| r.1 == "purchase" && r.2 >= as_of - 5 * DAY)
+            .count() as i64;
+        out.insert(format!("user{u}"), (latest, count));
+    }
+    out
+}
+
+fn engine_features(
+    url: &str,
+    threads: usize,
+    as_of: i64,
+) -> BTreeMap<String, (Option<String>, i64)> {
+    use datafusion::arrow::array::{Array, AsArray};
+    use tenure_dsl::Feature;
+    block(async {
+        let options = OpenOptions {
+            threads,
+            to: Some(as_of + 1),
+            ..Default::default()
+        };
+        let events = Events::open(url, options).await.unwrap();
+        let within = tenure_dsl::ast::Duration::from_hours(5 * 24);
+        let features: BTreeSet<Feature> = [
+            Feature::Property("variant".into()),
+            Feature::EventCount {
+                event: "purchase".into(),
+                within,
+            },
+        ]
+        .into();
+        let spec = tenure_engine::features::FeatureSpec {
+            as_of,
+            purchase: Default::default(),
+            thresholds: Default::default(),
+            buyers_only: false,
+        };
+        let table = tenure_engine::features::feature_table(&events, &features, &spec)
+            .await
+            .unwrap();
+        let ids: BTreeMap<u32, String> = {
+            let users = tenure_engine::features::users_table(&events).await.unwrap();
+            let mut m = BTreeMap::new();
+            for b in users.collect().await.unwrap() {
+                let k = b
+                    .column(0)
+                    .as_primitive::<datafusion::arrow::datatypes::UInt32Type>();
+                let id = datafusion::arrow::compute::cast(
+                    b.column(1),
+                    &datafusion::arrow::datatypes::DataType::Utf8,
+                )
+                .unwrap();
+                let id = id.as_string::<i32>();
+                for i in 0..b.num_rows() {
+                    m.insert(k.value(i), id.value(i).to_string());
+                }
+            }
+            m
+        };
+        let keys = table
+            .column(0)
+            .as_primitive::<datafusion::arrow::datatypes::UInt32Type>();
+        let variant = table.column_by_name("prop:variant").unwrap();
+        let variant = datafusion::arrow::compute::cast(
+            variant,
+            &datafusion::arrow::datatypes::DataType::Utf8,
+        )
+        .unwrap();
+        let variant = variant.as_string::<i32>();
+        let count = features
+            .iter()
+            .find(|f| matches!(f, Feature::EventCount { .. }))
+            .unwrap()
+            .column_name();
+        let count = table
+            .column_by_name(&count)
+            .unwrap()
+            .as_primitive::<datafusion::arrow::datatypes::Int64Type>();
+        (0..table.num_rows())
+            .map(|i| {
+                let v = variant.is_valid(i).then(|| variant.value(i).to_string());
+                (ids[&keys.value(i)].clone(), (v, count.value(i)))
+            })
+            .collect()
+    })
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn latest_property_and_window_counts_match_naive(rows in rows(), day in 0i64..22, threads in 1usize..4) {
+        let url = store(&rows);
+        let as_of = BASE + day * DAY - 1;
+        prop_assert_eq!(engine_features(&url, threads, as_of), naive_features(&rows, as_of));
+    }
 
     #[test]
     fn assignment_and_metrics_match_naive(rows in rows(), threads in 1usize..4) {
