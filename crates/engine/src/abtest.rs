@@ -17,7 +17,6 @@
 //! arm totals become floats, through their exact decimal text.
 
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, TimestampMicrosecondArray};
@@ -25,9 +24,7 @@ use datafusion::arrow::datatypes::{
     DataType, Decimal128Type, Float64Type, Int64Type, TimeUnit, UInt32Type,
 };
 use datafusion::execution::context::SessionContext;
-use datafusion::logical_expr::{
-    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility, col, lit,
-};
+use datafusion::logical_expr::{col, lit};
 use tenure_stats::{ArmData, ArmSummary};
 
 use crate::features::{FeatureSpec, feature_table};
@@ -148,23 +145,13 @@ pub async fn exposures(events: &Events, column: &str) -> Result<Exposures> {
 impl Exposures {
     /// The same store, with `events` limited to the events of users in an arm
     /// from their exposure on. Every analysis run on the result (feature tables,
-    /// funnels) sees only what happened to users while in the experiment.
+    /// funnels, the metrics here) sees only what happened to users while in
+    /// the experiment: the limit is an input of the fold scans
+    /// ([`Events::since`]), a vector of exposure times rather than a function
+    /// or view in the session, and a DataFusion read of the result
+    /// ([`Events::in_range`]) is refused rather than unrestricted.
     pub async fn restrict(&self, events: &Events) -> Result<Events> {
-        let all = events.ctx.table_provider("events").await?;
-        let ctx = SessionContext::new_with_config_rt(
-            events.ctx.copied_config(),
-            events.ctx.runtime_env(),
-        );
-        ctx.register_table("events_all", all)?;
-        let exposed_at = ScalarUDF::from(ExposedAt::new(self.exposed_at.clone()));
-        let view = ctx
-            .table("events_all")
-            .await?
-            .filter(col("ts").gt_eq(exposed_at.call(vec![col("user_key")])))?
-            .into_view();
-        ctx.register_table("events", view)?;
         Ok(Events {
-            ctx,
             since: Some(Arc::new(
                 self.exposed_at
                     .iter()
@@ -656,71 +643,6 @@ impl crate::fold::UserFold for AssignFold {
                 Arc::new(at),
             ],
         )?)
-    }
-}
-
-/// `exposed_at(user_key)`: the user's exposure time, null outside the arms.
-/// A lookup in the exposure table instead of a join keeps the scan in file
-/// order and partitioning, and costs one array index per row.
-#[derive(Debug)]
-struct ExposedAt {
-    signature: Signature,
-    at: Arc<Vec<i64>>,
-}
-
-impl ExposedAt {
-    fn new(at: Arc<Vec<i64>>) -> Self {
-        Self {
-            signature: Signature::exact(vec![DataType::UInt32], Volatility::Immutable),
-            at,
-        }
-    }
-}
-
-impl PartialEq for ExposedAt {
-    fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.at, &other.at)
-    }
-}
-
-impl Eq for ExposedAt {}
-
-impl Hash for ExposedAt {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        (Arc::as_ptr(&self.at) as usize).hash(state);
-    }
-}
-
-impl ScalarUDFImpl for ExposedAt {
-    fn name(&self) -> &str {
-        "tenure_exposed_at"
-    }
-
-    fn signature(&self) -> &Signature {
-        &self.signature
-    }
-
-    fn return_type(&self, _args: &[DataType]) -> datafusion::error::Result<DataType> {
-        Ok(DataType::Timestamp(
-            TimeUnit::Microsecond,
-            Some("UTC".into()),
-        ))
-    }
-
-    fn invoke_with_args(
-        &self,
-        args: ScalarFunctionArgs,
-    ) -> datafusion::error::Result<ColumnarValue> {
-        let keys = args.args[0].clone().into_array(args.number_rows)?;
-        let keys = keys.as_primitive::<UInt32Type>();
-        let out: TimestampMicrosecondArray = keys
-            .iter()
-            .map(|k| {
-                k.and_then(|k| self.at.get(k as usize).copied())
-                    .filter(|&t| t != NEVER)
-            })
-            .collect();
-        Ok(ColumnarValue::Array(Arc::new(out.with_timezone("UTC"))))
     }
 }
 

@@ -27,13 +27,13 @@
 //! retention ([`retention::RetentionFold`]), LTV, lifecycle counts and stages,
 //! KPIs (one pass), stickiness, funnels ([`funnel::FunnelFold`], reading users
 //! in time order: [`fold::FoldInput::ordered`]) and the buyers' and per-user
-//! facts behind segments ([`userstats`]) run on it. `KeyScanExec` is the only
+//! facts behind segments ([`userstats`]), the other segment features (latest
+//! property values, event counts in a window: [`features`]) and A/B
+//! assignment and metrics ([`abtest`]) run on it. `KeyScanExec` is the only
 //! direct reader of the stored files; an A/B readout's restriction to exposed
-//! users is an input of it (`Events::since`). Segment features beyond the
-//! facts (latest property values, event counts in windows) and A/B exposure
-//! and metrics still run DataFusion plans of their own (`features`, `abtest`);
-//! moving them onto the fold, plan codecs and the typed A/B and RFM requests
-//! are the rest of the engine-fold issue.
+//! users is an input of it ([`Events::since`]), not a function in the session.
+//! Plan codecs, the typed A/B and RFM requests in the engine and job outputs
+//! from the batches' schemas are the rest of the engine-fold issue.
 //!
 //! Errors: a request the user got wrong is [`EngineError::BadRequest`] (or a
 //! DataFusion planning error, exit code 2); a store that cannot be read or

@@ -171,6 +171,11 @@ impl Events {
                 Some("UTC".into()),
             ))
         };
+        if self.since.is_some() {
+            return Err(crate::EngineError::Internal(
+                "events restricted to an experiment's exposures are read through folds, not a DataFusion plan".into(),
+            ));
+        }
         let mut df = self.ctx.table("events").await?;
         if let Some(from) = self.options.from {
             df = df.filter(col("ts").gt_eq(ts(from)))?;
