@@ -329,7 +329,7 @@ pub fn grouped(
     counts.iter().map(|c| c.rows(cal, mode, as_of)).collect()
 }
 
-/// The retention of [`RetentionSpec`] as a [`UserFold`]: per user, bitmaps of
+/// The retention of [`RetentionSpec`] as a [`UserFold`](crate::fold::UserFold): per user, bitmaps of
 /// the periods with start and return events (and, with a breakdown, the value
 /// at the first start event); per range, the counts of each cohort and cell.
 #[derive(Debug)]
