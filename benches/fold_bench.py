@@ -43,7 +43,7 @@ def cases(data, threads):
         ("segment R<30d and F>=3 --count", ["segment", *d, "R<30d and F>=3", "--count", *t]),
         ("segment ... --count --as-of", ["segment", *d, "R<30d and F>=3", "--count", "--as-of", "2026-03-01T00:00:00Z", *t]),
         ("segment M>=100 and first_seen within --count", ["segment", *d, "M >= 100 and first_seen within 30d", "--count", *t]),
-        ("segment variant + did within --count", ["segment", *d, "variant = 'A' and did purchase >= 1 times within 30d", "--count", *t]),
+        ("segment variant + did within --count", ["segment", *d, 'variant = "A" and did purchase >= 1 times within 30d', "--count", *t]),
         ("segment r_score >= 4 --users", ["segment", *d, "r_score >= 4 and m_score >= 4", "--users", *t]),
         ("abtest count + sum", ["abtest", *d, "--metric", "count:purchase", "--metric", "sum:revenue", *t]),
         ("abtest funnel metric", ["abtest", *d, "--metric", "funnel:view_item>add_to_cart>purchase within 7d", *t]),
