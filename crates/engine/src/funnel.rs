@@ -1,11 +1,11 @@
 //! Funnels with ClickHouse `windowFunnel` semantics.
 //!
-//! One scan of the funnel's events (`user_key`, `ts`, a bit per step and per
-//! exclusion, the breakdown value at step 1, the held property): each stored
-//! file, sorted by user, is kept as a run; users are then gathered block by
-//! block from all runs into cache-sized buffers (no hash table, no string
-//! group-by, no global sort), and each user's events are folded exactly as
-//! ClickHouse's `windowFunnel` does:
+//! One fold ([`FunnelFold`]) over the funnel's events (`user_key`, `ts`, a bit
+//! per step and per exclusion, the breakdown and held columns), read in user
+//! order: the scan merges each key range's files block of users by block (no
+//! hash table, no string group-by, no global sort, memory of one block per
+//! range), and each user's events are folded exactly as ClickHouse's
+//! `windowFunnel` does:
 //!
 //! * every event matching step `i` is an entry `(ts, i)`; an event matching
 //!   several steps gives several entries; entries are sorted by `(ts, i)`, so
