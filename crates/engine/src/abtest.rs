@@ -16,13 +16,10 @@
 //! exact integers in the column's unit, as are their squares; only the final per
 //! arm totals become floats, through their exact decimal text.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, TimestampMicrosecondArray};
-use datafusion::arrow::datatypes::{
-    DataType, Decimal128Type, Float64Type, Int64Type, TimeUnit, UInt32Type,
-};
+use datafusion::arrow::array::{Array, AsArray, TimestampMicrosecondArray};
+use datafusion::arrow::datatypes::{DataType, TimeUnit, UInt32Type};
 use datafusion::execution::context::SessionContext;
 use datafusion::logical_expr::{col, lit};
 use tenure_stats::{ArmData, ArmSummary};
@@ -81,6 +78,12 @@ pub async fn exposures(events: &Events, column: &str) -> Result<Exposures> {
         names,
         ..
     } = crate::fold::partial(events, fold).await?;
+    // Only values are numbered (nulls are skipped), so every id has a name.
+    let names: Vec<String> = names
+        .values()
+        .iter()
+        .map(|v| v.clone().unwrap_or_default())
+        .collect();
     if arm.len() != n {
         return Err(EngineError::Internal(format!(
             "arm assignment covers {} of {n} users",
@@ -254,160 +257,8 @@ pub fn decimal_to_f64(v: i128, scale: u32) -> f64 {
 
 /// Per-user number of `event` events among the restricted events.
 pub async fn event_counts(restricted: &Events, event: &str) -> Result<Vec<i128>> {
-    let fold = PerUser {
-        name: "ab_event_count",
-        input: crate::fold::FoldInput {
-            flags: vec![col("event").eq(lit(event.to_string()))],
-            any_flag: true,
-            ..Default::default()
-        },
-        value: Value::Count,
-    };
-    match crate::fold::partial(restricted, fold).await? {
-        Sums::Exact(v) => Ok(v),
-        Sums::Float(_) => Err(EngineError::Internal("a count came out as floats".into())),
-    }
-}
-
-/// What [`PerUser`] adds up per user.
-#[derive(Debug, Clone)]
-enum Value {
-    /// Rows (those with the flag).
-    Count,
-    /// The column (cast to this type: `Decimal128(38, s)`, `Int64` or `Float64`).
-    Exact(DataType),
-    Float,
-}
-
-/// Per-user totals, dense by user key.
-#[derive(Debug)]
-enum Sums {
-    Exact(Vec<i128>),
-    Float(Vec<f64>),
-}
-
-/// A per-user count or sum as a fold (dense per key range, ranges appended).
-#[derive(Debug)]
-struct PerUser {
-    name: &'static str,
-    input: crate::fold::FoldInput,
-    value: Value,
-}
-
-impl crate::fold::UserFold for PerUser {
-    type State = (u32, Sums);
-    type Partial = Sums;
-
-    fn name(&self) -> &'static str {
-        self.name
-    }
-
-    fn input(&self) -> crate::fold::FoldInput {
-        self.input.clone()
-    }
-
-    fn schema(&self) -> datafusion::arrow::datatypes::SchemaRef {
-        use datafusion::arrow::datatypes::{Field, Schema};
-        let value = match self.value {
-            Value::Float => DataType::Float64,
-            _ => DataType::Decimal128(38, 0),
-        };
-        Arc::new(Schema::new(vec![
-            Field::new("user_key", DataType::UInt32, false),
-            Field::new("value", value, false),
-        ]))
-    }
-
-    fn start(&self, keys: std::ops::Range<u32>) -> Self::State {
-        let n = (keys.end - keys.start) as usize;
-        let sums = match self.value {
-            Value::Float => Sums::Float(vec![0.0; n]),
-            _ => Sums::Exact(vec![0; n]),
-        };
-        (keys.start, sums)
-    }
-
-    fn update(
-        &self,
-        (lo, sums): &mut Self::State,
-        rows: &crate::fold::Rows<'_>,
-    ) -> datafusion::error::Result<()> {
-        let keys = rows.keys();
-        let overflow = || {
-            datafusion::error::DataFusionError::Execution(format!(
-                "sum of `{}` too large",
-                self.input.columns.join(", ")
-            ))
-        };
-        match (&self.value, sums) {
-            (Value::Count, Sums::Exact(c)) => {
-                for &k in keys {
-                    c[(k - *lo) as usize] += 1;
-                }
-            }
-            (Value::Exact(t), Sums::Exact(s)) => {
-                let v = datafusion::arrow::compute::cast(rows.column(0), t)?;
-                for (i, &k) in keys.iter().enumerate() {
-                    if !v.is_valid(i) {
-                        continue;
-                    }
-                    let x = match t {
-                        DataType::Int64 => i128::from(v.as_primitive::<Int64Type>().value(i)),
-                        _ => v.as_primitive::<Decimal128Type>().value(i),
-                    };
-                    let u = (k - *lo) as usize;
-                    s[u] = s[u].checked_add(x).ok_or_else(overflow)?;
-                }
-            }
-            (Value::Float, Sums::Float(s)) => {
-                let v = datafusion::arrow::compute::cast(rows.column(0), &DataType::Float64)?;
-                let v = v.as_primitive::<Float64Type>();
-                for (i, &k) in keys.iter().enumerate() {
-                    if v.is_valid(i) {
-                        s[(k - *lo) as usize] += v.value(i);
-                    }
-                }
-            }
-            _ => {
-                return Err(datafusion::error::DataFusionError::Internal(
-                    "per-user totals of the wrong kind".into(),
-                ));
-            }
-        }
-        Ok(())
-    }
-
-    fn finish(&self, (_, sums): Self::State) -> datafusion::error::Result<Sums> {
-        Ok(sums)
-    }
-
-    fn merge(&self, into: &mut Sums, other: Sums) -> datafusion::error::Result<()> {
-        match (into, other) {
-            (Sums::Exact(a), Sums::Exact(b)) => a.extend(b),
-            (Sums::Float(a), Sums::Float(b)) => a.extend(b),
-            _ => {
-                return Err(datafusion::error::DataFusionError::Internal(
-                    "per-user totals of two kinds".into(),
-                ));
-            }
-        }
-        Ok(())
-    }
-
-    fn emit(&self, sums: Sums) -> datafusion::error::Result<datafusion::arrow::array::RecordBatch> {
-        use datafusion::arrow::array::{Decimal128Array, Float64Array, UInt32Array};
-        let (n, value): (usize, ArrayRef) = match sums {
-            Sums::Exact(v) => (
-                v.len(),
-                Arc::new(Decimal128Array::from(v).with_precision_and_scale(38, 0)?),
-            ),
-            Sums::Float(v) => (v.len(), Arc::new(Float64Array::from(v))),
-        };
-        Ok(datafusion::arrow::array::RecordBatch::try_new(
-            self.schema(),
-            vec![Arc::new(UInt32Array::from_iter_values(0..n as u32)), value],
-        )?)
-    }
+    let events = col("event").eq(lit(event.to_string()));
+    crate::fold::totals::counts(restricted, "ab_event_count", events, None).await
 }
 
 /// Per-user sums of a numeric column: exact for decimal and integer columns.
@@ -450,6 +301,7 @@ pub async fn column_sums(restricted: &Events, column: &str) -> Result<ColumnSums
         DataType::Decimal128(..) | DataType::Decimal256(..) => (DataType::Float64, None),
         _ => (DataType::Int64, Some(0)),
     };
+    use crate::fold::totals::{PerUser, Sums, Value};
     let fold = PerUser {
         name: "ab_column_sum",
         input: crate::fold::FoldInput {
@@ -508,24 +360,9 @@ struct Assigned {
     lo: u32,
     seen: Vec<bool>,
     first_ts: Vec<i64>,
-    /// Index into `names`, or [`UNASSIGNED`] / [`MULTIPLE`].
+    /// Id in `names`, or [`UNASSIGNED`] / [`MULTIPLE`].
     arm: Vec<u32>,
-    names: Vec<String>,
-    index: HashMap<String, u32>,
-}
-
-impl Assigned {
-    fn id(&mut self, v: &str) -> u32 {
-        match self.index.get(v) {
-            Some(&a) => a,
-            None => {
-                let a = self.names.len() as u32;
-                self.index.insert(v.to_string(), a);
-                self.names.push(v.to_string());
-                a
-            }
-        }
-    }
+    names: crate::fold::Interner,
 }
 
 /// Arm assignment as a fold: the arm column's values per user.
@@ -591,7 +428,7 @@ impl crate::fold::UserFold for AssignFold {
             if !values.is_valid(i) {
                 continue;
             }
-            let a = st.id(values.value(i));
+            let a = st.names.id(Some(values.value(i)));
             st.arm[u] = match st.arm[u] {
                 UNASSIGNED => a,
                 same if same == a => a,
@@ -609,7 +446,12 @@ impl crate::fold::UserFold for AssignFold {
     }
 
     fn merge(&self, into: &mut Assigned, other: Assigned) -> datafusion::error::Result<()> {
-        let remap: Vec<u32> = other.names.iter().map(|v| into.id(v)).collect();
+        let remap: Vec<u32> = other
+            .names
+            .values()
+            .iter()
+            .map(|v| into.names.id(v.as_deref()))
+            .collect();
         into.seen.extend(other.seen);
         into.first_ts.extend(other.first_ts);
         into.arm.extend(other.arm.into_iter().map(|a| match a {
@@ -625,12 +467,10 @@ impl crate::fold::UserFold for AssignFold {
     ) -> datafusion::error::Result<datafusion::arrow::array::RecordBatch> {
         let n = st.arm.len();
         let arm = datafusion::arrow::array::StringArray::from_iter(
-            st.arm
-                .iter()
-                .map(|&a| st.names.get(a as usize).map(|s| s.as_str())),
+            st.arm.iter().map(|&a| st.names.get(a)),
         );
         let at = TimestampMicrosecondArray::from_iter(
-            (0..n).map(|u| (st.names.get(st.arm[u] as usize).is_some()).then_some(st.first_ts[u])),
+            (0..n).map(|u| st.names.get(st.arm[u]).is_some().then_some(st.first_ts[u])),
         )
         .with_timezone("UTC");
         Ok(datafusion::arrow::array::RecordBatch::try_new(

@@ -599,85 +599,19 @@ async fn event_counts(
     users: &[u32],
     as_of: i64,
 ) -> Result<ArrayRef> {
-    let fold = CountFold {
-        event: event.to_string(),
-        from: within.map(|w| as_of - w).unwrap_or(i64::MIN),
-        as_of,
-    };
-    let counts = crate::fold::partial(events, fold).await?;
+    let mut condition = col("event").eq(lit(event.to_string()));
+    if let Some(w) = within {
+        let from = datafusion::scalar::ScalarValue::TimestampMicrosecond(
+            Some(as_of - w),
+            Some("UTC".into()),
+        );
+        condition = condition.and(col("ts").gt_eq(lit(from)));
+    }
+    let until = Some(as_of.saturating_add(1));
+    let counts = crate::fold::totals::counts(events, "event_count", condition, until).await?;
     Ok(Arc::new(Int64Array::from_iter_values(users.iter().map(
-        |&u| counts.get(u as usize).map_or(0, |&c| i64::from(c)),
+        |&u| counts.get(u as usize).map_or(0, |&c| c as i64),
     ))))
-}
-
-/// Every user's number of `event` events in `[from, as_of]`.
-#[derive(Debug)]
-struct CountFold {
-    event: String,
-    from: i64,
-    as_of: i64,
-}
-
-impl crate::fold::UserFold for CountFold {
-    type State = (u32, Vec<u32>);
-    type Partial = Vec<u32>;
-
-    fn name(&self) -> &'static str {
-        "event_count"
-    }
-
-    fn input(&self) -> crate::fold::FoldInput {
-        crate::fold::FoldInput {
-            flags: vec![col("event").eq(lit(self.event.clone()))],
-            any_flag: true,
-            until: Some(self.as_of.saturating_add(1)),
-            ..Default::default()
-        }
-    }
-
-    fn schema(&self) -> datafusion::arrow::datatypes::SchemaRef {
-        Arc::new(datafusion::arrow::datatypes::Schema::new(vec![
-            Field::new("user_key", DataType::UInt32, false),
-            Field::new("events", DataType::UInt32, false),
-        ]))
-    }
-
-    fn start(&self, keys: std::ops::Range<u32>) -> Self::State {
-        (keys.start, vec![0; (keys.end - keys.start) as usize])
-    }
-
-    fn update(
-        &self,
-        (lo, counts): &mut Self::State,
-        rows: &crate::fold::Rows<'_>,
-    ) -> datafusion::error::Result<()> {
-        for (&k, &t) in rows.keys().iter().zip(rows.ts()) {
-            if t >= self.from {
-                counts[(k - *lo) as usize] += 1;
-            }
-        }
-        Ok(())
-    }
-
-    fn finish(&self, (_, counts): Self::State) -> datafusion::error::Result<Vec<u32>> {
-        Ok(counts)
-    }
-
-    fn merge(&self, into: &mut Vec<u32>, other: Vec<u32>) -> datafusion::error::Result<()> {
-        into.extend(other);
-        Ok(())
-    }
-
-    fn emit(&self, counts: Vec<u32>) -> datafusion::error::Result<RecordBatch> {
-        let n = counts.len();
-        Ok(RecordBatch::try_new(
-            self.schema(),
-            vec![
-                Arc::new(UInt32Array::from_iter_values(0..n as u32)),
-                Arc::new(UInt32Array::from(counts)),
-            ],
-        )?)
-    }
 }
 
 /// What segment expressions may name over this store: its declared

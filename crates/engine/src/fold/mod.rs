@@ -34,6 +34,7 @@
 
 mod exec;
 mod scan;
+pub(crate) mod totals;
 
 use std::fmt::Debug;
 use std::ops::Range;
