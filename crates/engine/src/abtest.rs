@@ -303,7 +303,7 @@ pub async fn column_sums(restricted: &Events, column: &str) -> Result<ColumnSums
     };
     use crate::fold::totals::{PerUser, Sums, Value};
     let fold = PerUser {
-        name: "ab_column_sum",
+        name: "ab_column_sum".into(),
         input: crate::fold::FoldInput {
             columns: vec![column.to_string()],
             ..Default::default()
@@ -356,7 +356,7 @@ pub async fn segment_matches(
 
 /// Every user's arm value(s) and first time with one, per key range.
 #[derive(Debug, Default)]
-struct Assigned {
+pub(crate) struct Assigned {
     lo: u32,
     seen: Vec<bool>,
     first_ts: Vec<i64>,
@@ -366,9 +366,9 @@ struct Assigned {
 }
 
 /// Arm assignment as a fold: the arm column's values per user.
-#[derive(Debug)]
-struct AssignFold {
-    column: String,
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub(crate) struct AssignFold {
+    pub(crate) column: String,
 }
 
 impl crate::fold::UserFold for AssignFold {

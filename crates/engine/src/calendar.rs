@@ -10,7 +10,8 @@ use crate::{EngineError, Result};
 pub const DAY_MICROS: i64 = 86_400_000_000;
 
 /// A calendar period.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Period {
     /// A calendar day.
     Day,
@@ -35,9 +36,13 @@ impl std::str::FromStr for Period {
 }
 
 /// Local days `first_day..=last_day` in a zone, with their UTC starts, and the
-/// periods they fall in.
-#[derive(Debug, Clone)]
+/// periods they fall in. Serialised as what built it (period, zone, time
+/// range), rebuilt on decoding.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(into = "CalendarSpec", try_from = "CalendarSpec")]
 pub struct Calendar {
+    /// The UTC range it was built for.
+    range: (i64, i64),
     /// The zone.
     pub tz: Tz,
     /// The period kind.
@@ -91,6 +96,33 @@ fn next_period(period: Period, d: NaiveDate) -> NaiveDate {
     }
 }
 
+/// What a [`Calendar`] is built from: its serialised form.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct CalendarSpec {
+    period: Period,
+    tz: String,
+    min_ts: i64,
+    max_ts: i64,
+}
+
+impl From<Calendar> for CalendarSpec {
+    fn from(c: Calendar) -> Self {
+        Self {
+            period: c.period,
+            tz: c.tz.name().to_string(),
+            min_ts: c.range.0,
+            max_ts: c.range.1,
+        }
+    }
+}
+
+impl TryFrom<CalendarSpec> for Calendar {
+    type Error = EngineError;
+    fn try_from(s: CalendarSpec) -> Result<Self> {
+        Calendar::new(s.period, parse_tz(&s.tz)?, s.min_ts, s.max_ts)
+    }
+}
+
 impl Calendar {
     /// Covers every period touching `[min_ts, max_ts]` (UTC microseconds).
     pub fn new(period: Period, tz: Tz, min_ts: i64, max_ts: i64) -> Result<Self> {
@@ -129,6 +161,7 @@ impl Calendar {
             }
         }
         Ok(Self {
+            range: (min_ts, max_ts),
             tz,
             period,
             first_day: first_period,

@@ -481,15 +481,15 @@ async fn latest_property(
 
 /// Every user's latest non-null value of a column as of a time; at equal
 /// times the greatest value (a rule that does not depend on reading order).
-#[derive(Debug)]
-struct LatestFold {
-    name: String,
-    as_of: i64,
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub(crate) struct LatestFold {
+    pub(crate) name: String,
+    pub(crate) as_of: i64,
 }
 
 /// Latest values of a key range (ranges appended in key order).
 #[derive(Debug, Default)]
-struct Latest {
+pub(crate) struct Latest {
     lo: u32,
     ts: Vec<i64>,
     /// Id in `names`, `u32::MAX` for none.

@@ -61,11 +61,12 @@ pub const MAX_STEPS: usize = 32;
 pub const MAX_STEPS_AND_EXCLUSIONS: usize = 32;
 
 /// One funnel step: an event name and an optional condition on its columns.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Step {
     /// Event name.
     pub event: String,
     /// Extra condition on the event's columns.
+    #[serde(with = "crate::codec::opt_expr")]
     pub condition: Option<Expr>,
     /// How the step is shown (the name, with the condition's text if any).
     pub label: String,
@@ -83,7 +84,7 @@ impl Step {
 }
 
 /// An event that must not happen between two steps.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Exclusion {
     /// The excluded step-like event.
     pub step: Step,
@@ -94,7 +95,7 @@ pub struct Exclusion {
 }
 
 /// ClickHouse's `windowFunnel` options, plus first-touch.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Modes {
     /// Any other event inside a started chain stops the search.
     pub strict_order: bool,
@@ -129,7 +130,7 @@ impl Modes {
 }
 
 /// What to compute.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct FunnelSpec {
     /// The steps, in order (1 to 32).
     pub steps: Vec<Step>,
@@ -298,7 +299,7 @@ pub async fn user_levels(events: &Events, spec: &FunnelSpec) -> Result<UserLevel
 /// order: a flag per step and per exclusion (`event = 'name'`, and the step's
 /// condition), the breakdown and held columns; rows matching no step are
 /// dropped by the scan unless `strict_order` needs them.
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct FunnelFold {
     spec: FunnelSpec,
     params: Params,
@@ -592,7 +593,7 @@ struct FRows<'a> {
 }
 
 /// The spec, flattened for the per-user fold.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Params {
     /// Number of steps.
     pub steps: usize,

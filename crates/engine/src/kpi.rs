@@ -117,7 +117,7 @@ pub fn rows_of_batch(b: &RecordBatch) -> Vec<KpiRow> {
 /// Every KPI in one [`UserFold`]: per user, the days with any event and with a
 /// purchase, the number of purchases, first event and first purchase; per
 /// range, the period counts those give, plus revenue and orders per period.
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct KpiFold {
     days: Calendar,
     rep: Calendar,

@@ -28,7 +28,7 @@ use crate::userstats::{NEVER, UserStats};
 use crate::{EngineError, Result};
 
 /// Stage boundaries, in whole days (upper bounds, inclusive).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Thresholds {
     /// new / growing / mature upper bounds by days since first seen.
     pub tenure: [i64; 3],
@@ -223,7 +223,7 @@ pub fn periods_schema() -> SchemaRef {
 
 /// Per-period lifecycle counts as a [`UserFold`]: per user, a bitmap of active
 /// periods; per range, the counts of each status.
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct LifecycleFold {
     cal: Calendar,
     as_of: i64,
@@ -399,7 +399,7 @@ pub fn stages_schema() -> SchemaRef {
 }
 
 /// Users per lifecycle stage as a [`UserFold`].
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct StagesFold {
     /// Stages as of this instant (inclusive); later events are not read.
     pub as_of: i64,

@@ -94,9 +94,10 @@ pub fn rows_of_batch(b: &RecordBatch) -> Vec<LtvRow> {
 /// started before the current file's first event is final); otherwise it
 /// waits per user and period until the range is finished. Per range: cohort
 /// sizes and revenue per cohort and period offset.
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct LtvFold {
     cal: Calendar,
+    #[serde(with = "crate::codec::opt_expr")]
     start: Option<Expr>,
     as_of: i64,
 }

@@ -21,7 +21,7 @@ use crate::table::Events;
 use crate::{EngineError, Result};
 
 /// How a return counts towards period k.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Mode {
     /// A return in exactly the k-th period after the cohort's.
     NDay,
@@ -332,12 +332,14 @@ pub fn grouped(
 /// The retention of [`RetentionSpec`] as a [`UserFold`](crate::fold::UserFold): per user, bitmaps of
 /// the periods with start and return events (and, with a breakdown, the value
 /// at the first start event); per range, the counts of each cohort and cell.
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct RetentionFold {
     cal: Calendar,
     mode: Mode,
     as_of: i64,
+    #[serde(with = "crate::codec::opt_expr")]
     start: Option<Expr>,
+    #[serde(with = "crate::codec::opt_expr")]
     ret: Option<Expr>,
     by: Option<String>,
 }

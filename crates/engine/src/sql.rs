@@ -85,6 +85,11 @@ impl FoldTable {
     pub fn new(plan: Arc<dyn ExecutionPlan>) -> Self {
         Self { plan }
     }
+
+    /// Its plan.
+    pub fn plan(&self) -> &Arc<dyn ExecutionPlan> {
+        &self.plan
+    }
 }
 
 #[async_trait::async_trait]
@@ -324,100 +329,324 @@ fn as_of_arg(text: &str) -> DfResult<i64> {
     }
 }
 
-/// Per-user rows of a feature table filtered by a compiled expression, with
-/// each user's id: the work of `segment()` and `rfm()`, run when the query runs.
-fn feature_rows(
-    events: &Events,
-    name: &'static str,
-    as_of_end: Option<i64>,
+/// What `segment()` or `rfm()` computes.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+enum FeatureRequest {
+    /// Users matching a segment expression, with the features it uses.
+    Segment { source: String },
+    /// Customers with their RFM values and scores.
+    Rfm,
+}
+
+/// A `segment()` or `rfm()` plan node as it travels (see `crate::codec`):
+/// the request and the store it reads, reopened where the plan runs.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct FeatureRowsSpec {
+    store: String,
+    options: crate::OpenOptions,
+    request: FeatureRequest,
+    /// Exclusive end of the history read (`as_of`), if given.
+    end: Option<i64>,
+    /// Output columns: name, type (as text), nullable.
+    columns: Vec<(String, String, bool)>,
+}
+
+/// Per-user rows of the feature table filtered by a segment (`segment()`)
+/// or of the buyers' RFM values (`rfm()`), with each user's id, computed when
+/// the plan runs.
+pub struct FeatureRowsExec {
+    spec: FeatureRowsSpec,
+    /// The store as opened at planning (none after decoding: opened when run).
+    events: Option<Events>,
+    schema: SchemaRef,
+    props: Arc<datafusion::physical_plan::PlanProperties>,
+}
+
+impl std::fmt::Debug for FeatureRowsExec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "FeatureRowsExec({:?})", self.spec.request)
+    }
+}
+
+/// What a feature request reads and returns: the features, the filter, and
+/// the columns as (feature column, output name).
+struct Compiled {
     features: std::collections::BTreeSet<tenure_dsl::Feature>,
     filter: Option<Expr>,
     buyers_only: bool,
     columns: Vec<(String, String)>,
-) -> DfResult<Arc<dyn ExecutionPlan>> {
-    use datafusion::arrow::datatypes::{DataType, Field, Schema};
-    let (_, max_ts) = events
-        .ts_range
-        .ok_or_else(|| df_error(events.empty_error()))?;
-    let as_of = as_of_end.map_or(max_ts, |t| t - 1);
-    let table = tenure_dsl::feature_schema(&features);
-    let mut fields = vec![
-        Field::new("user_id", DataType::Utf8, false),
-        Field::new("user_key", DataType::UInt32, false),
-    ];
-    for (from, to) in &columns {
-        let f = table.field_with_name(from)?;
-        fields.push(Field::new(to, f.data_type().clone(), true));
-    }
-    let schema = Arc::new(Schema::new(fields));
-    let (events, out) = (events.clone(), schema.clone());
-    let spec = crate::features::FeatureSpec {
-        as_of,
-        purchase: Default::default(),
-        thresholds: Default::default(),
-        buyers_only,
-    };
-    let run = move || {
-        let (events, out, spec, features, filter, columns) = (
-            events.clone(),
-            out.clone(),
-            spec.clone(),
-            features.clone(),
-            filter.clone(),
-            columns.clone(),
-        );
-        let fut = async move {
-            // Features are as of `as_of`: later events are not read.
-            let events = match as_of_end {
-                Some(to) => Events::open(
-                    &events.store.url,
-                    crate::OpenOptions {
-                        to: Some(to),
-                        ..events.options.clone()
-                    },
+}
+
+impl FeatureRequest {
+    fn compile(&self, events: &Events, as_of: i64) -> DfResult<Compiled> {
+        use tenure_dsl::Feature;
+        match self {
+            Self::Segment { source } => {
+                let catalog = crate::features::catalog(events);
+                let seg = tenure_dsl::Segment::new(
+                    source,
+                    &tenure_dsl::Resolver::new(&catalog),
+                    &tenure_dsl::CompileContext::new(as_of),
                 )
-                .await
-                .map_err(df_error)?,
-                None => events,
-            };
-            let batch = crate::features::feature_table(&events, &features, &spec)
-                .await
-                .map_err(df_error)?;
-            let mut df = events.ctx.read_batch(batch)?;
-            if let Some(f) = filter {
-                df = df.filter(f)?;
+                .map_err(|e| {
+                    let text = e.render(source);
+                    datafusion::error::DataFusionError::Plan(
+                        text.strip_prefix("error: ")
+                            .unwrap_or(&text)
+                            .trim_end()
+                            .to_string(),
+                    )
+                })?;
+                let columns = seg
+                    .features
+                    .iter()
+                    .map(|f| (f.column_name(), f.column_name()))
+                    .collect();
+                Ok(Compiled {
+                    features: seg.features,
+                    filter: Some(seg.expr),
+                    buyers_only: false,
+                    columns,
+                })
             }
-            let users = crate::features::users_table(&events)
-                .await
-                .map_err(df_error)?
-                .select(vec![
-                    col("user_key").alias("__key"),
-                    datafusion::logical_expr::cast(col("user_id"), DataType::Utf8).alias("user_id"),
-                ])?;
-            let mut select = vec![col("user_id"), col("user_key")];
-            for (from, to) in &columns {
-                select.push(datafusion::logical_expr::ident(from).alias(to));
+            Self::Rfm => {
+                let features = [
+                    Feature::Recency,
+                    Feature::Frequency,
+                    Feature::Monetary,
+                    Feature::RScore,
+                    Feature::FScore,
+                    Feature::MScore,
+                ];
+                let columns = features
+                    .iter()
+                    .map(|f| {
+                        let name = f.column_name();
+                        let out = if name == "recency" {
+                            "recency_days".into()
+                        } else {
+                            name.clone()
+                        };
+                        (name, out)
+                    })
+                    .collect();
+                Ok(Compiled {
+                    features: features.into_iter().collect(),
+                    filter: None,
+                    buyers_only: true,
+                    columns,
+                })
             }
-            let df = df
-                .join(
-                    users,
-                    datafusion::common::JoinType::Inner,
-                    &["user_key"],
-                    &["__key"],
-                    None,
-                )?
-                .select(select)?
-                .sort(vec![col("user_key").sort(true, false)])?;
-            let batches = df.collect().await?;
-            let batches: Vec<RecordBatch> = batches
-                .into_iter()
-                .map(|b| RecordBatch::try_new(out.clone(), b.columns().to_vec()))
-                .collect::<Result<_, _>>()?;
-            Ok(datafusion::arrow::compute::concat_batches(&out, &batches)?)
+        }
+    }
+}
+
+impl FeatureRowsExec {
+    /// The plan of `request` over `events`, as of the exclusive `end`.
+    fn try_new(events: &Events, request: FeatureRequest, end: Option<i64>) -> DfResult<Self> {
+        use datafusion::arrow::datatypes::{DataType, Field, Schema};
+        let (_, max_ts) = events
+            .ts_range
+            .ok_or_else(|| df_error(events.empty_error()))?;
+        let as_of = end.map_or(max_ts, |t| t - 1);
+        let compiled = request.compile(events, as_of)?;
+        let table = tenure_dsl::feature_schema(&compiled.features);
+        let mut fields = vec![
+            Field::new("user_id", DataType::Utf8, false),
+            Field::new("user_key", DataType::UInt32, false),
+        ];
+        for (from, to) in &compiled.columns {
+            let f = table.field_with_name(from)?;
+            fields.push(Field::new(to, f.data_type().clone(), true));
+        }
+        let spec = FeatureRowsSpec {
+            store: events.store.url.clone(),
+            options: events.options.clone(),
+            request,
+            end,
+            columns: fields
+                .iter()
+                .map(|f| (f.name().clone(), f.data_type().to_string(), f.is_nullable()))
+                .collect(),
         };
-        Box::pin(fut) as futures::future::BoxFuture<'static, DfResult<RecordBatch>>
-    };
-    Ok(Arc::new(crate::lazy::LazyExec::new(name, schema, run)))
+        Ok(Self::with(
+            spec,
+            Some(events.clone()),
+            Arc::new(Schema::new(fields)),
+        ))
+    }
+
+    fn with(spec: FeatureRowsSpec, events: Option<Events>, schema: SchemaRef) -> Self {
+        use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+        let props = Arc::new(datafusion::physical_plan::PlanProperties::new(
+            datafusion::physical_expr::EquivalenceProperties::new(schema.clone()),
+            datafusion::physical_plan::Partitioning::UnknownPartitioning(1),
+            EmissionType::Final,
+            Boundedness::Bounded,
+        ));
+        Self {
+            spec,
+            events,
+            schema,
+            props,
+        }
+    }
+
+    /// What it is made of (its encoding).
+    pub(crate) fn spec(&self) -> &FeatureRowsSpec {
+        &self.spec
+    }
+
+    /// The node of an encoding; the store is opened when it runs.
+    pub(crate) fn decode(spec: FeatureRowsSpec) -> DfResult<Self> {
+        use datafusion::arrow::datatypes::{Field, Schema};
+        let fields = spec
+            .columns
+            .iter()
+            .map(|(name, t, nullable)| {
+                let t = t.parse().map_err(|e| {
+                    datafusion::error::DataFusionError::Plan(format!("column {name}: {e}"))
+                })?;
+                Ok(Field::new(name, t, *nullable))
+            })
+            .collect::<DfResult<Vec<_>>>()?;
+        let schema = Arc::new(Schema::new(fields));
+        Ok(Self::with(spec, None, schema))
+    }
+
+    /// The rows.
+    async fn rows(
+        spec: FeatureRowsSpec,
+        events: Option<Events>,
+        out: SchemaRef,
+    ) -> DfResult<RecordBatch> {
+        use datafusion::arrow::datatypes::DataType;
+        // Features are as of the end: later events are not read.
+        let events = match (events, spec.end) {
+            (Some(events), None) => events,
+            (_, end) => Events::open(
+                &spec.store,
+                crate::OpenOptions {
+                    to: end.or(spec.options.to),
+                    ..spec.options.clone()
+                },
+            )
+            .await
+            .map_err(df_error)?,
+        };
+        let (_, max_ts) = events
+            .ts_range
+            .ok_or_else(|| df_error(events.empty_error()))?;
+        let as_of = spec.end.map_or(max_ts, |t| t - 1);
+        let compiled = spec.request.compile(&events, as_of)?;
+        let feature_spec = crate::features::FeatureSpec {
+            as_of,
+            purchase: Default::default(),
+            thresholds: Default::default(),
+            buyers_only: compiled.buyers_only,
+        };
+        let batch = crate::features::feature_table(&events, &compiled.features, &feature_spec)
+            .await
+            .map_err(df_error)?;
+        let mut df = events.ctx.read_batch(batch)?;
+        if let Some(f) = compiled.filter {
+            df = df.filter(f)?;
+        }
+        let users = crate::features::users_table(&events)
+            .await
+            .map_err(df_error)?
+            .select(vec![
+                col("user_key").alias("__key"),
+                datafusion::logical_expr::cast(col("user_id"), DataType::Utf8).alias("user_id"),
+            ])?;
+        let mut select = vec![col("user_id"), col("user_key")];
+        for (from, to) in &compiled.columns {
+            select.push(datafusion::logical_expr::ident(from).alias(to));
+        }
+        let df = df
+            .join(
+                users,
+                datafusion::common::JoinType::Inner,
+                &["user_key"],
+                &["__key"],
+                None,
+            )?
+            .select(select)?
+            .sort(vec![col("user_key").sort(true, false)])?;
+        let batches = df.collect().await?;
+        let batches: Vec<RecordBatch> = batches
+            .into_iter()
+            .map(|b| RecordBatch::try_new(out.clone(), b.columns().to_vec()))
+            .collect::<Result<_, _>>()?;
+        Ok(datafusion::arrow::compute::concat_batches(&out, &batches)?)
+    }
+}
+
+impl datafusion::physical_plan::DisplayAs for FeatureRowsExec {
+    fn fmt_as(
+        &self,
+        _t: datafusion::physical_plan::DisplayFormatType,
+        f: &mut std::fmt::Formatter,
+    ) -> std::fmt::Result {
+        match &self.spec.request {
+            FeatureRequest::Segment { source } => write!(f, "FeatureRowsExec: segment={source:?}"),
+            FeatureRequest::Rfm => write!(f, "FeatureRowsExec: rfm"),
+        }?;
+        if let Some(end) = self.spec.end {
+            write!(f, ", end={end}")?;
+        }
+        Ok(())
+    }
+}
+
+impl ExecutionPlan for FeatureRowsExec {
+    fn name(&self) -> &str {
+        "FeatureRowsExec"
+    }
+
+    fn properties(&self) -> &Arc<datafusion::physical_plan::PlanProperties> {
+        &self.props
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(
+            &Arc<dyn datafusion::physical_expr::PhysicalExpr>,
+        ) -> DfResult<datafusion::common::tree_node::TreeNodeRecursion>,
+    ) -> DfResult<datafusion::common::tree_node::TreeNodeRecursion> {
+        Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        _children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        Ok(self)
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        _context: Arc<datafusion::execution::TaskContext>,
+    ) -> DfResult<datafusion::execution::SendableRecordBatchStream> {
+        if partition != 0 {
+            return datafusion::common::exec_err!(
+                "FeatureRowsExec has one partition, not {partition}"
+            );
+        }
+        let rows = Self::rows(self.spec.clone(), self.events.clone(), self.schema.clone());
+        Ok(Box::pin(
+            datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(
+                self.schema.clone(),
+                futures::stream::once(rows),
+            ),
+        ))
+    }
 }
 
 /// `segment(expr [, as_of])`: one row per user matching a segment expression,
@@ -439,41 +668,8 @@ impl TableFunctionImpl for SegmentFunction {
         let end = text_arg(exprs, 1, "as_of")?
             .map(|t| as_of_arg(&t))
             .transpose()?;
-        let (_, max_ts) = self
-            .events
-            .ts_range
-            .ok_or_else(|| df_error(self.events.empty_error()))?;
-        let as_of = end.map_or(max_ts, |t| t - 1);
-        let catalog = crate::features::catalog(&self.events);
-        let seg = tenure_dsl::Segment::new(
-            &source,
-            &tenure_dsl::Resolver::new(&catalog),
-            &tenure_dsl::CompileContext::new(as_of),
-        )
-        .map_err(|e| {
-            let text = e.render(&source);
-            datafusion::error::DataFusionError::Plan(
-                text.strip_prefix("error: ")
-                    .unwrap_or(&text)
-                    .trim_end()
-                    .to_string(),
-            )
-        })?;
-        let columns = seg
-            .features
-            .iter()
-            .map(|f| (f.column_name(), f.column_name()))
-            .collect();
-        let plan = feature_rows(
-            &self.events,
-            "segment",
-            end,
-            seg.features.clone(),
-            Some(seg.expr.clone()),
-            false,
-            columns,
-        )?;
-        Ok(Arc::new(FoldTable::new(plan)))
+        let plan = FeatureRowsExec::try_new(&self.events, FeatureRequest::Segment { source }, end)?;
+        Ok(Arc::new(FoldTable::new(Arc::new(plan))))
     }
 }
 
@@ -486,42 +682,13 @@ struct RfmFunction {
 
 impl TableFunctionImpl for RfmFunction {
     fn call_with_args(&self, args: TableFunctionArgs) -> DfResult<Arc<dyn TableProvider>> {
-        use tenure_dsl::Feature;
         let exprs = args.exprs();
         at_most(exprs, 1, "rfm([as_of])")?;
         let end = text_arg(exprs, 0, "as_of")?
             .map(|t| as_of_arg(&t))
             .transpose()?;
-        let features = [
-            Feature::Recency,
-            Feature::Frequency,
-            Feature::Monetary,
-            Feature::RScore,
-            Feature::FScore,
-            Feature::MScore,
-        ];
-        let columns = features
-            .iter()
-            .map(|f| {
-                let name = f.column_name();
-                let out = if name == "recency" {
-                    "recency_days".into()
-                } else {
-                    name.clone()
-                };
-                (name, out)
-            })
-            .collect();
-        let plan = feature_rows(
-            &self.events,
-            "rfm",
-            end,
-            features.into_iter().collect(),
-            None,
-            true,
-            columns,
-        )?;
-        Ok(Arc::new(FoldTable::new(plan)))
+        let plan = FeatureRowsExec::try_new(&self.events, FeatureRequest::Rfm, end)?;
+        Ok(Arc::new(FoldTable::new(Arc::new(plan))))
     }
 }
 

@@ -76,7 +76,7 @@ pub fn schema() -> SchemaRef {
 }
 
 /// The fold.
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct StickinessFold {
     days: Calendar,
     rep: Calendar,
@@ -84,6 +84,7 @@ pub struct StickinessFold {
     day_period: Vec<u32>,
     /// First day of each reporting period, and one past the last.
     period_days: Vec<usize>,
+    #[serde(with = "crate::codec::opt_expr")]
     condition: Option<Expr>,
     as_of: i64,
 }

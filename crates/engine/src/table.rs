@@ -16,8 +16,12 @@ use tenure_store::Store;
 
 use crate::{EngineError, Result};
 
+/// The URL the store's files are registered under in every session Tenure
+/// opens (a local directory, a memory store and a bucket prefix alike).
+pub(crate) const STORE_URL: &str = "tenure://store";
+
 /// Options for opening the events table.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct OpenOptions {
     /// Worker threads (DataFusion target partitions); 0 means the number of cores.
     pub threads: usize,
@@ -104,7 +108,7 @@ impl Events {
         let ctx = SessionContext::new_with_config(config);
         // Files are addressed under a private scheme mapped to this store, so a
         // local directory, a memory store and a bucket prefix all look alike.
-        let base = url::Url::parse("tenure://store").expect("static URL");
+        let base = url::Url::parse(STORE_URL).expect("static URL");
         ctx.register_object_store(&base, store.inner.clone());
         let mut urls = Vec::new();
         let mut parts = Vec::new();

@@ -176,10 +176,10 @@ fn facts_batch(keys: impl Iterator<Item = u32>, st: &UserStats) -> DfResult<Reco
 
 /// Every user's facts, as a fold over all events: state is the range's
 /// users' facts (dense), ranges are appended in key order.
-#[derive(Debug)]
-struct StatsFold {
-    event: String,
-    revenue: bool,
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub(crate) struct StatsFold {
+    pub(crate) event: String,
+    pub(crate) revenue: bool,
 }
 
 fn purchase_input(event: &str, revenue: bool, only: bool) -> FoldInput {
@@ -308,14 +308,14 @@ pub async fn scan_buyers(
 }
 
 /// The buyers' facts as a fold over purchase events, user by user.
-#[derive(Debug)]
-struct BuyersFold {
-    event: String,
-    revenue: bool,
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub(crate) struct BuyersFold {
+    pub(crate) event: String,
+    pub(crate) revenue: bool,
 }
 
 /// One key range's purchase facts, indexed by `key - lo`.
-struct BuyersState {
+pub(crate) struct BuyersState {
     lo: u32,
     first: Vec<i64>,
     last: Vec<i64>,

@@ -20,6 +20,15 @@ use futures::StreamExt;
 
 use super::{KeyScanExec, Rows, UserFold};
 
+/// The layout of a fold's input: its partitions' key ranges, where the
+/// condition columns start, and how many ranges are read at once.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub(crate) struct Layout {
+    pub(crate) ranges: Vec<(u32, u32)>,
+    pub(crate) flags_at: usize,
+    pub(crate) concurrency: usize,
+}
+
 /// A fold over the key ranges of a [`KeyScanExec`].
 #[derive(Debug)]
 pub struct FoldExec<F: UserFold> {
@@ -35,6 +44,17 @@ pub struct FoldExec<F: UserFold> {
 impl<F: UserFold> FoldExec<F> {
     /// `fold` over `scan`.
     pub fn new(fold: Arc<F>, scan: Arc<KeyScanExec>) -> Self {
+        let layout = Layout {
+            ranges: scan.ranges().to_vec(),
+            flags_at: scan.flags_at(),
+            concurrency: scan.concurrency(),
+        };
+        Self::with_input(fold, scan, layout)
+    }
+
+    /// `fold` over `input`, a key scan (possibly wrapped by the optimizer)
+    /// with this layout.
+    pub(crate) fn with_input(fold: Arc<F>, input: Arc<dyn ExecutionPlan>, layout: Layout) -> Self {
         let props = Arc::new(PlanProperties::new(
             EquivalenceProperties::new(fold.schema()),
             Partitioning::UnknownPartitioning(1),
@@ -42,12 +62,21 @@ impl<F: UserFold> FoldExec<F> {
             Boundedness::Bounded,
         ));
         Self {
-            ranges: scan.ranges().to_vec(),
-            flags_at: scan.flags_at(),
-            concurrency: scan.concurrency(),
-            input: scan,
+            ranges: layout.ranges,
+            flags_at: layout.flags_at,
+            concurrency: layout.concurrency,
+            input,
             fold,
             props,
+        }
+    }
+
+    /// How its input is laid out.
+    pub(crate) fn layout(&self) -> Layout {
+        Layout {
+            ranges: self.ranges.clone(),
+            flags_at: self.flags_at,
+            concurrency: self.concurrency,
         }
     }
 

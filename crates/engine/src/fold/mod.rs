@@ -46,7 +46,8 @@ use datafusion::error::Result as DfResult;
 use datafusion::logical_expr::Expr;
 
 pub use exec::FoldExec;
-pub use scan::KeyScanExec;
+pub(crate) use exec::Layout;
+pub use scan::{KeyScanExec, ScanSpec};
 
 use crate::table::Events;
 
@@ -67,11 +68,12 @@ pub(crate) fn file_min_ts_of(batch: &RecordBatch) -> i64 {
 
 /// What a fold reads: columns besides `user_key` and `ts`, and conditions
 /// evaluated per row (SQL expressions over the events table; null is false).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct FoldInput {
     /// Columns of the events table to read, in this order after `user_key`, `ts`.
     pub columns: Vec<String>,
     /// Conditions; row `i` of flag `j` is `flags[j]` evaluated on the row.
+    #[serde(with = "crate::codec::vec_expr")]
     pub flags: Vec<Expr>,
     /// Only events before this instant (UTC µs), within the table's range:
     /// an analysis "as of" a time reads nothing after it.
@@ -179,14 +181,16 @@ impl<'a> Rows<'a> {
 /// results of two ranges, and [`UserFold::emit`] writes the final result as a
 /// batch of [`UserFold::schema`]. A range is folded by one task; ranges are
 /// folded concurrently.
-pub trait UserFold: Debug + Send + Sync + 'static {
+pub trait UserFold:
+    Debug + Send + Sync + serde::Serialize + serde::de::DeserializeOwned + 'static
+{
     /// State of one key range.
     type State: Send + 'static;
     /// Partial result of one or more ranges.
     type Partial: Send + 'static;
 
     /// Name shown in plans (`EXPLAIN`).
-    fn name(&self) -> &'static str;
+    fn name(&self) -> &str;
     /// What to read.
     fn input(&self) -> FoldInput;
     /// The output schema.

@@ -271,6 +271,25 @@ pub struct KeyScanExec {
     packed: bool,
     schema: SchemaRef,
     props: Arc<PlanProperties>,
+    /// What it is made of (its encoding).
+    spec: Arc<ScanSpec>,
+}
+
+/// What a [`KeyScanExec`] is made of: the object store URL its files are
+/// registered under, the files (path, size, earliest time), the declared
+/// properties (the table's schema), the fold's input, the key ranges, the
+/// ranges read at once, the time range kept and whether per-user lower
+/// bounds (exposure times) apply; the bounds themselves travel as raw bytes.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct ScanSpec {
+    store: String,
+    parts: Vec<(String, u64, i64)>,
+    properties: Vec<tenure_schema::DeclaredProperty>,
+    input: FoldInput,
+    ranges: Vec<(u32, u32)>,
+    concurrency: usize,
+    time: (i64, i64),
+    since: bool,
 }
 
 /// Columns a fold may not ask for: the scan always provides them.
@@ -290,7 +309,67 @@ impl KeyScanExec {
             .cloned()
             .collect();
         parts.sort_by_key(|p| p.min_ts);
-        let table = tenure_schema::stored_schema(&events.snapshot.properties);
+        let users = u32::try_from(events.users())
+            .map_err(|_| crate::EngineError::Unreadable("more than 4 billion users".into()))?;
+        let threads = crate::table::thread_count(events.options.threads) as u32;
+        // One range per thread: more ranges balance threads better but cost
+        // more than they gain (each range decodes the pages at its edges
+        // and merges its own blocks; measured with 2 to 8 per thread).
+        let n = threads.clamp(1, users.max(1));
+        let per = users.div_ceil(n).max(1);
+        let ranges: Vec<(u32, u32)> = (0..n)
+            .map(|i| ((i * per).min(users), ((i + 1) * per).min(users)))
+            .collect();
+        let spec = ScanSpec {
+            store: crate::table::STORE_URL.to_string(),
+            parts: parts
+                .iter()
+                .map(|p| (p.path.to_string(), p.size, p.min_ts))
+                .collect(),
+            properties: events.snapshot.properties.clone(),
+            input: input.clone(),
+            ranges,
+            concurrency: threads as usize,
+            time: (
+                events.options.from.unwrap_or(i64::MIN),
+                events
+                    .options
+                    .to
+                    .unwrap_or(i64::MAX)
+                    .min(input.until.unwrap_or(i64::MAX)),
+            ),
+            since: events.since.is_some(),
+        };
+        Ok(Self::build(
+            spec,
+            events.since.clone(),
+            events.store.inner.clone(),
+            &events.ctx.state(),
+        )?)
+    }
+
+    /// The scan `spec` describes, reading from `store`, its conditions
+    /// planned in `state`.
+    fn build(
+        spec: ScanSpec,
+        since: Option<Arc<Vec<i64>>>,
+        store: Arc<dyn ObjectStore>,
+        state: &datafusion::execution::SessionState,
+    ) -> DfResult<Self> {
+        let input = &spec.input;
+        let parts: Vec<Part> = spec
+            .parts
+            .iter()
+            .map(|(path, size, min_ts)| {
+                Ok(Part {
+                    path: object_store::path::Path::parse(path)
+                        .map_err(|e| DataFusionError::Plan(format!("file path `{path}`: {e}")))?,
+                    size: *size,
+                    min_ts: *min_ts,
+                })
+            })
+            .collect::<DfResult<_>>()?;
+        let table = tenure_schema::stored_schema(&spec.properties);
         let mut names: Vec<String> = KEY_COLUMNS.iter().map(|c| c.to_string()).collect();
         let mut add = |name: &str| -> DfResult<()> {
             if table.index_of(name).is_err() {
@@ -305,9 +384,9 @@ impl KeyScanExec {
         };
         for c in &input.columns {
             if KEY_COLUMNS.contains(&c.as_str()) {
-                return Err(crate::EngineError::Internal(format!(
+                return datafusion::common::internal_err!(
                     "a fold asked for `{c}`, which every fold reads"
-                )));
+                );
             }
             add(c)?;
         }
@@ -325,11 +404,7 @@ impl KeyScanExec {
         let flags = input
             .flags
             .iter()
-            .map(|e| {
-                events
-                    .ctx
-                    .create_physical_expr(e.clone().is_true(), &df_schema)
-            })
+            .map(|e| state.create_physical_expr(e.clone().is_true(), &df_schema))
             .collect::<DfResult<Vec<_>>>()?;
         let eq_flags = input
             .flags
@@ -348,9 +423,8 @@ impl KeyScanExec {
                 }) = e
                     && let Some((c, v)) = text_eq(strip_is_true(left), &read)
                 {
-                    let rest = events
-                        .ctx
-                        .create_physical_expr(right.as_ref().clone().is_true(), &df_schema)?;
+                    let rest =
+                        state.create_physical_expr(right.as_ref().clone().is_true(), &df_schema)?;
                     return Ok(Some((c, v, Some(rest))));
                 }
                 Ok(None)
@@ -367,10 +441,10 @@ impl KeyScanExec {
             .collect();
         if input.packed {
             if flags.len() > 32 {
-                return Err(crate::EngineError::Internal(format!(
+                return datafusion::common::internal_err!(
                     "{} packed flags; at most 32",
                     flags.len()
-                )));
+                );
             }
             out.push(Field::new("__flags", DataType::UInt32, false));
         } else {
@@ -379,25 +453,24 @@ impl KeyScanExec {
             }
         }
         let schema = Arc::new(Schema::new(out));
-        let users = u32::try_from(events.users())
-            .map_err(|_| crate::EngineError::Unreadable("more than 4 billion users".into()))?;
-        let threads = crate::table::thread_count(events.options.threads) as u32;
-        // One range per thread: more ranges balance threads better but cost
-        // more than they gain (each range decodes the pages at its edges
-        // and merges its own blocks; measured with 2 to 8 per thread).
-        let n = threads.clamp(1, users.max(1));
-        let per = users.div_ceil(n).max(1);
-        let ranges: Vec<(u32, u32)> = (0..n)
-            .map(|i| ((i * per).min(users), ((i + 1) * per).min(users)))
-            .collect();
-        let props = Arc::new(PlanProperties::new(
-            EquivalenceProperties::new(schema.clone()),
-            Partitioning::UnknownPartitioning(ranges.len()),
-            EmissionType::Incremental,
-            Boundedness::Bounded,
-        ));
+        if spec.since != since.is_some() {
+            return datafusion::common::internal_err!("a scan's exposure times are missing");
+        }
+        // The stream is a channel's receiver, which takes from tokio's
+        // task budget: no cooperative wrapper is needed around it.
+        let props = Arc::new(
+            PlanProperties::new(
+                EquivalenceProperties::new(schema.clone()),
+                Partitioning::UnknownPartitioning(spec.ranges.len()),
+                EmissionType::Incremental,
+                Boundedness::Bounded,
+            )
+            .with_scheduling_type(
+                datafusion::physical_plan::execution_plan::SchedulingType::Cooperative,
+            ),
+        );
         Ok(Self {
-            store: events.store.inner.clone(),
+            store,
             footers: Arc::new((0..parts.len()).map(|_| Default::default()).collect()),
             parts: Arc::new(parts),
             read,
@@ -405,23 +478,60 @@ impl KeyScanExec {
             flags,
             eq_flags,
             kept,
-            ranges,
-            concurrency: threads as usize,
-            time: (
-                events.options.from.unwrap_or(i64::MIN),
-                events
-                    .options
-                    .to
-                    .unwrap_or(i64::MAX)
-                    .min(input.until.unwrap_or(i64::MAX)),
-            ),
-            since: events.since.clone(),
+            ranges: spec.ranges.clone(),
+            concurrency: spec.concurrency,
+            time: spec.time,
+            since,
             ordered: input.ordered,
             any_flag: input.any_flag && !input.flags.is_empty(),
             packed: input.packed,
             schema,
             props,
+            spec: Arc::new(spec),
         })
+    }
+
+    /// What the scan is made of, and the per-user lower bounds as raw bytes
+    /// (see `crate::codec`).
+    pub(crate) fn encode(&self) -> (ScanSpec, Vec<u8>) {
+        let tail = match &self.since {
+            Some(v) => v.iter().flat_map(|t| t.to_le_bytes()).collect(),
+            None => Vec::new(),
+        };
+        (self.spec.as_ref().clone(), tail)
+    }
+
+    /// The scan of an encoding, reading from the object store the session of
+    /// `ctx` has registered under the spec's URL.
+    pub(crate) fn decode(spec: ScanSpec, tail: &[u8], ctx: &TaskContext) -> DfResult<Self> {
+        let url = datafusion::execution::object_store::ObjectStoreUrl::parse(&spec.store)?;
+        let store = ctx.runtime_env().object_store(&url).map_err(|e| {
+            DataFusionError::Plan(format!(
+                "the plan reads the store registered as {}, which this session does not have (open the store with Events::open): {e}",
+                spec.store
+            ))
+        })?;
+        let since = match spec.since {
+            false => None,
+            true => {
+                if !tail.len().is_multiple_of(8) {
+                    return plan_err!("a scan's exposure times are truncated");
+                }
+                let v: Vec<i64> = tail
+                    .chunks_exact(8)
+                    .map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes")))
+                    .collect();
+                Some(Arc::new(v))
+            }
+        };
+        let state = datafusion::execution::SessionStateBuilder::new()
+            .with_config(ctx.session_config().clone())
+            .with_runtime_env(ctx.runtime_env())
+            .with_scalar_functions(ctx.scalar_functions().values().cloned().collect())
+            .with_aggregate_functions(ctx.aggregate_functions().values().cloned().collect())
+            .with_window_functions(ctx.window_functions().values().cloned().collect())
+            .build();
+        Self::build(spec, since, store, &state)
     }
 
     /// The key range of each partition.

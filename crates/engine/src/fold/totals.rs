@@ -20,7 +20,7 @@ pub(crate) async fn counts(
     until: Option<i64>,
 ) -> Result<Vec<i128>> {
     let fold = PerUser {
-        name,
+        name: name.into(),
         input: super::FoldInput {
             flags: vec![condition],
             any_flag: true,
@@ -36,12 +36,12 @@ pub(crate) async fn counts(
 }
 
 /// What [`PerUser`] adds up per user.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub(crate) enum Value {
     /// Rows (those with the flag).
     Count,
     /// The column (cast to this type: `Decimal128(38, s)`, `Int64` or `Float64`).
-    Exact(DataType),
+    Exact(#[serde(with = "data_type")] DataType),
     Float,
 }
 
@@ -53,9 +53,9 @@ pub(crate) enum Sums {
 }
 
 /// A per-user count or sum as a fold (dense per key range, ranges appended).
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub(crate) struct PerUser {
-    pub(crate) name: &'static str,
+    pub(crate) name: String,
     pub(crate) input: super::FoldInput,
     pub(crate) value: Value,
 }
@@ -64,8 +64,8 @@ impl super::UserFold for PerUser {
     type State = (u32, Sums);
     type Partial = Sums;
 
-    fn name(&self) -> &'static str {
-        self.name
+    fn name(&self) -> &str {
+        &self.name
     }
 
     fn input(&self) -> super::FoldInput {
@@ -173,5 +173,20 @@ impl super::UserFold for PerUser {
             self.schema(),
             vec![Arc::new(UInt32Array::from_iter_values(0..n as u32)), value],
         )?)
+    }
+}
+
+/// Serde of a [`DataType`] as its text (`Decimal128(38, 2)`).
+mod data_type {
+    use datafusion::arrow::datatypes::DataType;
+    use serde::{Deserialize, Deserializer, Serializer, de::Error as _};
+
+    pub(super) fn serialize<S: Serializer>(t: &DataType, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&t.to_string())
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DataType, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(D::Error::custom)
     }
 }
