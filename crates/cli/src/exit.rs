@@ -44,5 +44,15 @@ fn is_bad_input(err: &anyhow::Error) -> bool {
                 .is_some_and(|e| e.is_bad_input())
             || c.downcast_ref::<tenure_store::StoreError>()
                 .is_some_and(|e| matches!(e, tenure_store::StoreError::BadUrl { .. }))
+            // DataFusion's kind, also when a planning error surfaces while a
+            // query runs (a table function's request checked against data).
+            || c.downcast_ref::<datafusion::error::DataFusionError>()
+                .is_some_and(|e| {
+                    matches!(
+                        e.find_root(),
+                        datafusion::error::DataFusionError::Plan(_)
+                            | datafusion::error::DataFusionError::SchemaError(..)
+                    )
+                })
     })
 }

@@ -4,7 +4,8 @@
 //!
 //! Format: a `query` line, the SQL (one or more lines), a `----` line, the
 //! expected CSV output (header included), then a blank line. Lines starting
-//! with `#` between blocks are comments. `statement error <text>` instead of
+//! with `#` between blocks are comments; a first line `# fixture: <file>`
+//! runs the file's queries over that fixture's events instead. `statement error <text>` instead of
 //! `query` expects exit 2 with `<text>` in the error.
 
 use std::path::{Path, PathBuf};
@@ -18,11 +19,12 @@ fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
 }
 
-fn store() -> tempfile::TempDir {
+/// A store of a fixture's events.
+fn store(fixture: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let st = tenure()
         .arg("ingest")
-        .arg(fixtures().join("retention/events.ndjson"))
+        .arg(fixtures().join(fixture))
         .arg("--to")
         .arg(dir.path())
         .output()
@@ -84,7 +86,6 @@ fn parse(text: &str) -> Vec<Case> {
 
 #[test]
 fn table_functions_match_the_golden_files() {
-    let dir = store();
     let mut files: Vec<PathBuf> = std::fs::read_dir(fixtures().join("sql"))
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -94,7 +95,16 @@ fn table_functions_match_the_golden_files() {
     assert!(!files.is_empty());
     let mut failures = Vec::new();
     for file in &files {
-        for case in parse(&std::fs::read_to_string(file).unwrap()) {
+        let text = std::fs::read_to_string(file).unwrap();
+        // `# fixture: abtest/events.ndjson` on the first line picks the
+        // events; the retention fixture otherwise.
+        let fixture = text
+            .lines()
+            .next()
+            .and_then(|l| l.strip_prefix("# fixture: "))
+            .unwrap_or("retention/events.ndjson");
+        let dir = store(fixture.trim());
+        for case in parse(&text) {
             let out = tenure()
                 .args(["sql", "--format", "csv", "--data"])
                 .arg(dir.path())

@@ -16,6 +16,9 @@
 //! exact integers in the column's unit, as are their squares; only the final per
 //! arm totals become floats, through their exact decimal text.
 
+mod metric;
+pub mod readout;
+
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, AsArray, TimestampMicrosecondArray};
@@ -28,6 +31,9 @@ use crate::features::{FeatureSpec, feature_table};
 use crate::table::Events;
 use crate::userstats::NEVER;
 use crate::{EngineError, Result};
+
+pub use metric::{Metric, MetricSpec, parse_metric};
+pub use readout::{AbtestRequest, summaries};
 
 /// `arm_of` of a user without any value of the arm column.
 pub const UNASSIGNED: u32 = u32::MAX;

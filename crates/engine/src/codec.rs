@@ -552,6 +552,15 @@ mod tests {
             entry_to: None,
         };
         let rows = fold_trip(&events, FunnelFold::new(&events, &spec).unwrap()).await;
+        // abtest(): its request travels.
+        crate::sql::register_functions(&events);
+        let df = events
+            .ctx
+            .sql("SELECT arm, users, conversions FROM abtest('funnel:view_item>purchase within 1d') ORDER BY arm")
+            .await
+            .unwrap();
+        let readout = round_trip(&events, df.create_physical_plan().await.unwrap()).await;
+        assert!(readout.contains("| A "), "{readout}");
         assert!(rows.contains("add_to_cart"), "{rows}");
         fold_trip(
             &events,

@@ -54,6 +54,7 @@ pub mod lifecycle;
 pub mod ltv;
 mod par;
 pub mod retention;
+pub mod rfm;
 pub mod sql;
 pub mod stickiness;
 mod stored;

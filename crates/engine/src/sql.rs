@@ -329,7 +329,7 @@ fn as_of_arg(text: &str) -> DfResult<i64> {
     }
 }
 
-/// What `segment()` or `rfm()` computes.
+/// What `segment()`, `rfm()` or `abtest()` computes.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 enum FeatureRequest {
@@ -337,6 +337,8 @@ enum FeatureRequest {
     Segment { source: String },
     /// Customers with their RFM values and scores.
     Rfm,
+    /// An A/B readout with the default test (GrowthBook's).
+    Abtest(crate::abtest::AbtestRequest),
 }
 
 /// A `segment()` or `rfm()` plan node as it travels (see `crate::codec`):
@@ -410,6 +412,7 @@ impl FeatureRequest {
                     columns,
                 })
             }
+            Self::Abtest(_) => plan_err!("an A/B readout has no feature table"),
             Self::Rfm => {
                 let features = [
                     Feature::Recency,
@@ -450,16 +453,26 @@ impl FeatureRowsExec {
             .ts_range
             .ok_or_else(|| df_error(events.empty_error()))?;
         let as_of = end.map_or(max_ts, |t| t - 1);
-        let compiled = request.compile(events, as_of)?;
-        let table = tenure_dsl::feature_schema(&compiled.features);
-        let mut fields = vec![
-            Field::new("user_id", DataType::Utf8, false),
-            Field::new("user_key", DataType::UInt32, false),
-        ];
-        for (from, to) in &compiled.columns {
-            let f = table.field_with_name(from)?;
-            fields.push(Field::new(to, f.data_type().clone(), true));
-        }
+        let fields: Vec<Field> = match &request {
+            FeatureRequest::Abtest(_) => crate::abtest::readout::schema()
+                .fields()
+                .iter()
+                .map(|f| f.as_ref().clone())
+                .collect(),
+            _ => {
+                let compiled = request.compile(events, as_of)?;
+                let table = tenure_dsl::feature_schema(&compiled.features);
+                let mut fields = vec![
+                    Field::new("user_id", DataType::Utf8, false),
+                    Field::new("user_key", DataType::UInt32, false),
+                ];
+                for (from, to) in &compiled.columns {
+                    let f = table.field_with_name(from)?;
+                    fields.push(Field::new(to, f.data_type().clone(), true));
+                }
+                fields
+            }
+        };
         let spec = FeatureRowsSpec {
             store: events.store.url.clone(),
             options: events.options.clone(),
@@ -539,6 +552,17 @@ impl FeatureRowsExec {
             .ts_range
             .ok_or_else(|| df_error(events.empty_error()))?;
         let as_of = spec.end.map_or(max_ts, |t| t - 1);
+        if let FeatureRequest::Abtest(request) = &spec.request {
+            let (summaries, exposures) = crate::abtest::summaries(&events, request, None)
+                .await
+                .map_err(df_error)?;
+            let config = tenure_stats::ReadoutConfig::default();
+            let readouts = tenure_stats::readout(&summaries, &config)
+                .map_err(|e| datafusion::error::DataFusionError::Plan(e.to_string()))?;
+            let batch = crate::abtest::readout::batch(&readouts, &summaries, Some(&exposures))
+                .map_err(df_error)?;
+            return Ok(RecordBatch::try_new(out, batch.columns().to_vec())?);
+        }
         let compiled = spec.request.compile(&events, as_of)?;
         let feature_spec = crate::features::FeatureSpec {
             as_of,
@@ -592,6 +616,14 @@ impl datafusion::physical_plan::DisplayAs for FeatureRowsExec {
         match &self.spec.request {
             FeatureRequest::Segment { source } => write!(f, "FeatureRowsExec: segment={source:?}"),
             FeatureRequest::Rfm => write!(f, "FeatureRowsExec: rfm"),
+            FeatureRequest::Abtest(r) => {
+                let metrics: Vec<&str> = r.metrics.iter().map(|m| m.text.as_str()).collect();
+                write!(
+                    f,
+                    "FeatureRowsExec: abtest by={}, metrics={metrics:?}",
+                    r.by
+                )
+            }
         }?;
         if let Some(end) = self.spec.end {
             write!(f, ", end={end}")?;
@@ -692,7 +724,33 @@ impl TableFunctionImpl for RfmFunction {
     }
 }
 
-/// Registers Tenure's table functions (`retention`, `funnel`, `segment`, `rfm`, `ltv`, `lifecycle`, `lifecycle_stages`, `kpi`, `stickiness`) in the events' session.
+/// `abtest(metric [, by])`: the readout of `tenure abtest --metric <metric>
+/// --by <by>` (default `variant`) with the default test, one row per arm.
+#[derive(Debug)]
+struct AbtestFunction {
+    events: Events,
+}
+
+impl TableFunctionImpl for AbtestFunction {
+    fn call_with_args(&self, args: TableFunctionArgs) -> DfResult<Arc<dyn TableProvider>> {
+        let exprs = args.exprs();
+        if exprs.is_empty() || exprs.len() > 2 {
+            return plan_err!("abtest(metric [, by]) takes 1 or 2 arguments");
+        }
+        let Some(metric) = text_arg(exprs, 0, "metric")? else {
+            return plan_err!("abtest(): `metric` must not be null");
+        };
+        let request = crate::abtest::AbtestRequest {
+            by: text_arg(exprs, 1, "by")?.unwrap_or_else(|| "variant".into()),
+            metrics: vec![crate::abtest::parse_metric(&metric).map_err(df_error)?],
+            purchase_event: "purchase".into(),
+        };
+        let plan = FeatureRowsExec::try_new(&self.events, FeatureRequest::Abtest(request), None)?;
+        Ok(Arc::new(FoldTable::new(Arc::new(plan))))
+    }
+}
+
+/// Registers Tenure's table functions (`retention`, `funnel`, `segment`, `rfm`, `ltv`, `lifecycle`, `lifecycle_stages`, `kpi`, `stickiness`, `abtest`) in the events' session.
 pub fn register_functions(events: &Events) {
     events.ctx.register_udtf(
         "retention",
@@ -739,6 +797,12 @@ pub fn register_functions(events: &Events) {
     events.ctx.register_udtf(
         "kpi",
         Arc::new(KpiFunction {
+            events: events.clone(),
+        }),
+    );
+    events.ctx.register_udtf(
+        "abtest",
+        Arc::new(AbtestFunction {
             events: events.clone(),
         }),
     );

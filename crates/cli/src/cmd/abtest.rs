@@ -6,30 +6,19 @@
 //! (`tenure_engine::abtest`), `tenure_stats::readout` does the statistics, and
 //! this module renders the rows.
 
-mod metric;
 mod render;
 
 use anyhow::Context;
 use clap::Args;
-use tenure_dsl::{CompileContext, Resolver, Segment};
-use tenure_engine::Events;
-use tenure_engine::abtest::{self, ColumnSums, Exposures};
-use tenure_engine::features::FeatureSpec;
-use tenure_engine::funnel::{self, FunnelSpec, Modes};
-use tenure_engine::lifecycle::Thresholds;
-use tenure_engine::userstats::PurchaseSpec;
-use tenure_stats::{
-    ArmData, ArmSummary, Correction, Difference, MetricSummary, ReadoutConfig, Sided,
-    TuningParameter,
-};
+use tenure_engine::abtest::{self, AbtestRequest, Exposures};
+use tenure_stats::{Correction, Difference, MetricSummary, ReadoutConfig, Sided, TuningParameter};
 
 use crate::cmd::common::{AnalysisArgs, Scope};
-use crate::cmd::funnel::parse_step;
-use crate::cmd::segment::{catalog_of, dsl_error, library};
+use crate::cmd::segment::{catalog_of, library};
 use crate::exit::BadInput;
 use crate::output::{self, OutputFormat};
 use crate::report::Kind;
-pub use metric::{Metric, MetricSpec, parse_metric};
+pub use tenure_engine::abtest::{Metric, parse_metric};
 
 /// Read an A/B test: per metric and arm, users, value, lift with its confidence
 /// interval, p-value, a sample-ratio check and a verdict in plain words.
@@ -264,7 +253,7 @@ pub async fn compute_rows(scope: &Scope, opts: &AbtestOptions) -> anyhow::Result
     let (summaries, exposures) = from_events(scope, opts, &metrics).await?;
     check_arms(&summaries, &config)?;
     let readouts = tenure_stats::readout(&summaries, &config)?;
-    Ok(render::rows(&readouts, &summaries, Some(&exposures)))
+    render::rows(&readouts, &summaries, Some(&exposures))
 }
 
 /// Runs `tenure abtest`.
@@ -296,7 +285,7 @@ pub fn run(args: AbtestArgs) -> anyhow::Result<()> {
     };
     check_arms(&summaries, &config)?;
     let readouts = tenure_stats::readout(&summaries, &config)?;
-    let rows = render::rows(&readouts, &summaries, exposures.as_ref());
+    let rows = render::rows(&readouts, &summaries, exposures.as_ref())?;
     if let Some(out) = &args.out {
         output::write_out(&rows, out)?;
     }
@@ -387,171 +376,12 @@ async fn from_events(
     args: &AbtestOptions,
     metrics: &[Metric],
 ) -> anyhow::Result<(Vec<MetricSummary>, Exposures)> {
-    let (from, to) = (scope.from, scope.to);
-    {
-        let events = scope.open().await?;
-        let (_, as_of) = events.ts_range.ok_or_else(|| events.empty_error())?;
-        // Segment expressions are checked before the scans start.
-        let catalog = catalog_of(Some(&events));
-        let lib = library(&args.segments, &catalog)?;
-        let resolver = Resolver::new(&catalog).with_library(&lib);
-        let mut segments = Vec::new();
-        for m in metrics {
-            if let MetricSpec::Segment { expr } = &m.spec {
-                segments.push(
-                    Segment::new(expr, &resolver, &CompileContext::new(as_of))
-                        .map_err(|e| dsl_error(e, expr))?,
-                );
-            }
-        }
-        let exposures = abtest::exposures(&events, &args.by).await?;
-        if exposures.arms.len() < 2 {
-            return Err(BadInput(match exposures.arms.as_slice() {
-                [] => format!(
-                    "no event in range has a `{}` value, so no user is in an arm; \
-                     check --by and --from/--to",
-                    args.by
-                ),
-                [one] => format!(
-                    "every user with a `{}` value is in arm `{one}`; an A/B test needs at \
-                     least two arms",
-                    args.by
-                ),
-                _ => unreachable!("fewer than two arms"),
-            })
-            .into());
-        }
-        let restricted = exposures.restrict(&events).await?;
-        let feature_spec = FeatureSpec {
-            as_of,
-            purchase: PurchaseSpec {
-                event: args.purchase_event.clone(),
-            },
-            thresholds: Thresholds::default(),
-            buyers_only: false,
-        };
-        let mut segments = segments.into_iter();
-        let mut out = Vec::new();
-        for m in metrics {
-            let arms: Vec<ArmSummary> = match &m.spec {
-                MetricSpec::Count { event } => {
-                    let counts = abtest::event_counts(&restricted, event).await?;
-                    if counts.iter().all(|&c| c == 0) {
-                        check_event_exists(&events, event).await?;
-                    }
-                    exposures.exact_mean(&counts, 0)?
-                }
-                MetricSpec::Sum { column } => {
-                    match abtest::column_sums(&restricted, column).await? {
-                        ColumnSums::Exact { values, scale } => {
-                            exposures.exact_mean(&values, scale)?
-                        }
-                        ColumnSums::Float(values) => exposures.float_mean(&values),
-                    }
-                }
-                MetricSpec::Segment { .. } => {
-                    let segment = segments.next().expect("one compiled segment per metric");
-                    let matches =
-                        abtest::segment_matches(&restricted, &segment, &feature_spec).await?;
-                    exposures.proportion(&matches)
-                }
-                MetricSpec::Funnel {
-                    steps,
-                    window_micros,
-                } => {
-                    // Users enter in range; later steps count until entry + window,
-                    // even past --to, as in `tenure funnel`.
-                    let later = match to {
-                        None => restricted.clone(),
-                        Some(t) => {
-                            let wider = scope
-                                .open_range(
-                                    from,
-                                    Some(t.saturating_add(*window_micros).saturating_add(1)),
-                                )
-                                .await?;
-                            exposures.restrict(&wider).await?
-                        }
-                    };
-                    let mut parsed = Vec::new();
-                    for step in steps {
-                        parsed.push(parse_step(&later, step).await?);
-                    }
-                    let spec = FunnelSpec {
-                        steps: parsed,
-                        window_us: *window_micros,
-                        modes: Modes::default(),
-                        exclusions: Vec::new(),
-                        by: None,
-                        user_groups: None,
-                        hold: None,
-                        entry_from: from,
-                        entry_to: to,
-                    };
-                    let levels = funnel::user_levels(&later, &spec).await?;
-                    let converted: Vec<bool> = levels
-                        .level
-                        .iter()
-                        .map(|&l| usize::from(l) == steps.len())
-                        .collect();
-                    exposures.proportion(&converted)
-                }
-            };
-            out.push(MetricSummary {
-                name: m.text.clone(),
-                arms,
-            });
-        }
-        anyhow::Ok((out, exposures))
-    }
-}
-
-/// An event name that never occurs in range is most likely a typo: say so, with
-/// the nearest names, rather than read out a metric that is 0 everywhere.
-async fn check_event_exists(events: &Events, event: &str) -> anyhow::Result<()> {
-    use datafusion::arrow::array::{Array, AsArray};
-    use datafusion::arrow::datatypes::DataType;
-    use datafusion::logical_expr::{cast, col};
-    let batches = events
-        .in_range()
-        .await?
-        .select(vec![cast(col("event"), DataType::Utf8).alias("event")])?
-        .distinct()?
-        .collect()
-        .await?;
-    let mut names: Vec<String> = batches
-        .iter()
-        .flat_map(|b| {
-            let a = b.column(0).as_string::<i32>();
-            (0..a.len())
-                .map(|i| a.value(i).to_string())
-                .collect::<Vec<_>>()
-        })
-        .collect();
-    if names.iter().any(|n| n == event) {
-        return Ok(());
-    }
-    names.sort();
-    let hint = names
-        .iter()
-        .map(|n| (strsim::levenshtein(n, event), n))
-        .filter(|(d, _)| *d <= 2)
-        .min()
-        .map(|(_, n)| format!("did you mean `{n}`? "))
-        .unwrap_or_default();
-    Err(BadInput(format!(
-        "count:{event}: no `{event}` events in range; {hint}(events: {})",
-        names.join(", ")
-    ))
-    .into())
-}
-
-/// An arm's raw numbers: conversions, or sum and sum of squares.
-fn raw_numbers(data: &ArmData) -> (Option<u64>, Option<f64>, Option<f64>) {
-    match *data {
-        ArmData::Proportion { conversions, .. } => (Some(conversions), None, None),
-        ArmData::Mean {
-            sum, sum_squares, ..
-        } => (None, Some(sum), Some(sum_squares)),
-    }
+    let events = scope.open().await?;
+    let lib = library(&args.segments, &catalog_of(Some(&events)))?;
+    let request = AbtestRequest {
+        by: args.by.clone(),
+        metrics: metrics.to_vec(),
+        purchase_event: args.purchase_event.clone(),
+    };
+    Ok(abtest::summaries(&events, &request, Some(&lib)).await?)
 }

@@ -214,7 +214,7 @@ pub fn parse_window(s: &str) -> anyhow::Result<i64> {
     funnel::syntax::parse_window(s).map_err(|e| BadInput(e.to_string()).into())
 }
 
-pub use funnel::syntax::{split_outside, split_steps};
+pub use funnel::syntax::split_steps;
 
 /// Parses `event [where <SQL>]` into a step (see `tenure_engine::funnel::syntax`).
 pub async fn parse_step(events: &Events, text: &str) -> anyhow::Result<Step> {

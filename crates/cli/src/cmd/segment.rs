@@ -1,7 +1,6 @@
 //! `tenure segment` and `tenure rfm`: segments in Tenure's language over the
 //! per-user feature table.
 
-use std::collections::BTreeSet;
 
 use anyhow::Context;
 use clap::Args;
@@ -476,74 +475,15 @@ pub struct RfmResult {
 pub async fn compute_rfm(scope: &Scope, opts: &RfmOptions) -> anyhow::Result<RfmResult> {
     let files = opts.files()?;
     let (events, as_of) = open_as_of(scope).await?;
-    let catalog = catalog_of(Some(&events));
-    let lib = library(&files, &catalog)?;
-    let ctx = CompileContext::new(as_of);
-    let mut features: BTreeSet<Feature> = [
-        Feature::Recency,
-        Feature::Frequency,
-        Feature::Monetary,
-        Feature::RScore,
-        Feature::FScore,
-    ]
-    .into();
-    let mut compiled = Vec::new();
-    for s in lib.segments() {
-        features.extend(tenure_dsl::features(&s.expr));
-        compiled.push((
-            s.name.clone(),
-            tenure_dsl::compile(&s.expr, &ctx).map_err(|e| dsl_error(e, &s.source))?,
-        ));
-    }
-    let spec = FeatureSpec {
+    let lib = library(&files, &catalog_of(Some(&events)))?;
+    let request = tenure_engine::rfm::RfmRequest {
         as_of,
-        purchase: PurchaseSpec {
-            event: opts.purchase_event.clone(),
-        },
-        thresholds: Thresholds::default(),
-        buyers_only: true,
+        purchase_event: opts.purchase_event.clone(),
     };
-    let table = feature_table(&events, &features, &spec).await?;
-    let total = table.num_rows();
-    let sctx = SessionContext::new();
-    sctx.register_batch("features", table)?;
-    let mut rows = Vec::new();
-    for (name, expr) in compiled {
-        let n = sctx.table("features").await?.filter(expr)?.count().await?;
-        rows.push(vec![
-            name.into(),
-            (n as u64).into(),
-            serde_json::json!(if total > 0 {
-                n as f64 / total as f64
-            } else {
-                0.0
-            }),
-        ]);
-    }
-    rows.push(vec![
-        "(customers)".into(),
-        (total as u64).into(),
-        serde_json::json!(1.0),
-    ]);
-    let grid = sctx
-        .table("features")
-        .await?
-        .aggregate(
-            vec![col("r_score"), col("f_score")],
-            vec![datafusion::functions_aggregate::count::count(lit(1)).alias("users")],
-        )?
-        .sort(vec![
-            col("r_score").sort(false, false),
-            col("f_score").sort(true, false),
-        ])?
-        .collect()
-        .await?;
+    let result = tenure_engine::rfm::rfm(&events, &request, &lib).await?;
     Ok(RfmResult {
-        segments: Rows {
-            columns: vec!["segment".into(), "users".into(), "share".into()],
-            rows,
-        },
-        grid: output::rows_from_batches(&grid)?,
+        segments: output::rows_from_batches(&[result.segments])?,
+        grid: output::rows_from_batches(&[result.grid])?,
     })
 }
 

@@ -8,9 +8,14 @@ use crate::output::OutputFormat;
 
 /// Run a SQL query over the store's committed events (table `events`).
 ///
-/// Table functions: retention(period [, start_event [, return_event [, mode]]])
-/// returns the rows of `tenure retention` (UTC), so retention composes with SQL.
-/// --from/--to limit the events every table sees.
+/// Table functions return the rows of the matching subcommand (calendars in
+/// UTC), so analyses compose with SQL: retention(period [, start_event [,
+/// return_event [, mode]]]), funnel(steps, window [, by [, mode]]),
+/// segment(expr [, as_of]), rfm([as_of]), ltv(period [, start_event]),
+/// lifecycle(period), lifecycle_stages([as_of]), kpi(period),
+/// stickiness(period [, event]) and abtest(metric [, by]). Arguments are
+/// string literals (NULL for a default). --from/--to limit the events every
+/// table sees.
 ///
 /// Examples:
 ///
@@ -19,6 +24,8 @@ use crate::output::OutputFormat;
 ///   tenure sql --data ./store "SELECT cohort, rate FROM retention('week') WHERE period = 1"
 ///
 ///   tenure sql --data ./store --format csv "SELECT * FROM retention('month', 'signup', 'purchase')"
+///
+///   tenure sql --data ./store "SELECT arm, users, value, p_value FROM abtest('count:purchase')"
 #[derive(Args)]
 pub struct SqlArgs {
     #[command(flatten)]

@@ -1,100 +1,23 @@
 //! The readout as tidy rows (JSON, CSV, Parquet) and as a table for people.
 
-use serde_json::{Value, json};
 use tenure_engine::abtest::Exposures;
 use tenure_stats::{ArmReadout, Difference, MetricKind, MetricReadout, MetricSummary, Sided};
 
-use super::raw_numbers;
 use crate::output::Rows;
-
-/// The JSON/CSV columns, documented in `tenure abtest --help` and the README.
-pub const COLUMNS: [&str; 30] = [
-    "metric",
-    "kind",
-    "arm",
-    "is_control",
-    "users",
-    "conversions",
-    "sum",
-    "sum_squares",
-    "value",
-    "difference",
-    "lift",
-    "std_error",
-    "ci_lower",
-    "ci_upper",
-    "p_value",
-    "p_value_adjusted",
-    "significant",
-    "chance_to_win",
-    "risk_control",
-    "risk_treatment",
-    "no_result",
-    "verdict",
-    "srm_status",
-    "srm_p_value",
-    "srm_verdict",
-    "alpha",
-    "sided",
-    "sequential",
-    "correction",
-    "multi_arm_users",
-];
+use tenure_engine::abtest::readout::raw_numbers;
 
 fn arm_of<'a>(summary: &'a MetricSummary, arm: &str) -> Option<&'a tenure_stats::ArmSummary> {
     summary.arms.iter().find(|a| a.arm == arm)
 }
 
-/// One row per metric and arm, control first.
+/// One row per metric and arm, control first (the engine's readout batch).
 pub fn rows(
     readouts: &[MetricReadout],
     summaries: &[MetricSummary],
     exposures: Option<&Exposures>,
-) -> Rows {
-    let mut rows = Vec::new();
-    for (m, summary) in readouts.iter().zip(summaries) {
-        for r in &m.arms {
-            let (conversions, sum, sum_squares) = arm_of(summary, &r.arm)
-                .map(|a| raw_numbers(&a.data))
-                .unwrap_or((None, None, None));
-            rows.push(vec![
-                json!(m.metric),
-                json!(m.kind.as_str()),
-                json!(r.arm),
-                json!(r.is_control),
-                json!(r.users),
-                json!(conversions),
-                json!(sum),
-                json!(sum_squares),
-                json!(r.value),
-                json!(m.difference.as_str()),
-                json!(r.lift),
-                json!(r.std_error),
-                json!(r.ci_lower),
-                json!(r.ci_upper),
-                json!(r.p_value),
-                json!(r.p_value_adjusted),
-                json!(r.significant),
-                json!(r.chance_to_win),
-                json!(r.risk_control),
-                json!(r.risk_treatment),
-                json!(r.no_result.map(|n| n.code())),
-                json!(r.verdict),
-                json!(m.srm.status.as_str()),
-                json!(m.srm.p_value),
-                json!(m.srm_verdict),
-                json!(m.alpha),
-                json!(m.sided.as_str()),
-                json!(m.sequential),
-                json!(m.correction.as_str()),
-                exposures.map_or(Value::Null, |e| json!(e.multiple)),
-            ]);
-        }
-    }
-    Rows {
-        columns: COLUMNS.iter().map(|c| c.to_string()).collect(),
-        rows,
-    }
+) -> anyhow::Result<Rows> {
+    let batch = tenure_engine::abtest::readout::batch(readouts, summaries, exposures)?;
+    crate::output::rows_from_batches(&[batch])
 }
 
 fn plural(n: u64, one: &str, many: &str) -> String {

@@ -2,10 +2,10 @@
 //! is read: `count:<event>`, `sum:<column>`, `segment:<expression>` and
 //! `funnel:<a>b>c> within <duration>`.
 
-use crate::exit::BadInput;
+use crate::EngineError;
 
 /// What a metric measures per user.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum MetricSpec {
     /// Number of `event` events per user (a mean metric).
     Count {
@@ -33,7 +33,7 @@ pub enum MetricSpec {
 }
 
 /// A parsed `--metric`, with the text it came from (its name in the readout).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Metric {
     /// The spec as the user wrote it.
     pub text: String,
@@ -46,12 +46,12 @@ const KINDS: [&str; 4] = ["count", "sum", "segment", "funnel"];
 const FORMS: &str = "count:<event>, sum:<column>, segment:<expression> or \
                      funnel:<step>><step>... within <duration>";
 
-fn bad(text: &str, problem: impl std::fmt::Display) -> BadInput {
-    BadInput(format!("--metric `{text}`: {problem}"))
+fn bad(text: &str, problem: impl std::fmt::Display) -> EngineError {
+    EngineError::BadRequest(format!("--metric `{text}`: {problem}"))
 }
 
 /// Parses one `--metric` value.
-pub fn parse_metric(text: &str) -> Result<Metric, BadInput> {
+pub fn parse_metric(text: &str) -> crate::Result<Metric> {
     let Some((kind, rest)) = text.split_once(':') else {
         return Err(bad(
             text,
@@ -101,7 +101,7 @@ pub fn parse_metric(text: &str) -> Result<Metric, BadInput> {
     })
 }
 
-fn parse_funnel(text: &str, rest: &str) -> Result<MetricSpec, BadInput> {
+fn parse_funnel(text: &str, rest: &str) -> crate::Result<MetricSpec> {
     let lower = rest.to_ascii_lowercase();
     let Some(at) = lower.rfind(" within ") else {
         return Err(bad(
@@ -110,14 +110,14 @@ fn parse_funnel(text: &str, rest: &str) -> Result<MetricSpec, BadInput> {
         ));
     };
     let window = rest[at + " within ".len()..].trim().to_string();
-    let window_micros = crate::cmd::funnel::parse_window(&window).map_err(|e| {
+    let window_micros = crate::funnel::syntax::parse_window(&window).map_err(|e| {
         bad(
             text,
             format!("{e} (a whole number of seconds, minutes, hours, days or weeks)"),
         )
     })?;
     // `>` may appear inside a parenthesised step condition.
-    let steps = crate::cmd::funnel::split_outside(&rest[..at], '>');
+    let steps = crate::funnel::syntax::split_outside(&rest[..at], '>');
     if let Some(i) = steps.iter().position(String::is_empty) {
         return Err(bad(
             text,
@@ -134,13 +134,13 @@ fn parse_funnel(text: &str, rest: &str) -> Result<MetricSpec, BadInput> {
              `segment:did <event>`)",
         ));
     }
-    if steps.len() > tenure_engine::funnel::MAX_STEPS {
+    if steps.len() > crate::funnel::MAX_STEPS {
         return Err(bad(
             text,
             format!(
                 "{} steps: a funnel has at most {}",
                 steps.len(),
-                tenure_engine::funnel::MAX_STEPS
+                crate::funnel::MAX_STEPS
             ),
         ));
     }
@@ -195,26 +195,30 @@ mod tests {
 
     #[test]
     fn mistakes_are_named() {
-        let e = parse_metric("cout:purchase").unwrap_err().0;
+        let e = parse_metric("cout:purchase").unwrap_err().to_string();
         assert!(
             e.contains("unknown metric kind `cout`; did you mean `count:`?"),
             "{e}"
         );
-        let e = parse_metric("revenue").unwrap_err().0;
+        let e = parse_metric("revenue").unwrap_err().to_string();
         assert!(e.contains("kind:argument"), "{e}");
         assert!(
             parse_metric("sum:")
                 .unwrap_err()
-                .0
+                .to_string()
                 .contains("needs a column")
         );
-        let e = parse_metric("funnel:a>b").unwrap_err().0;
+        let e = parse_metric("funnel:a>b").unwrap_err().to_string();
         assert!(e.contains("conversion window"), "{e}");
-        let e = parse_metric("funnel:a>>b within 7d").unwrap_err().0;
+        let e = parse_metric("funnel:a>>b within 7d")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("step 2 is empty"), "{e}");
-        let e = parse_metric("funnel:a within 7d").unwrap_err().0;
+        let e = parse_metric("funnel:a within 7d").unwrap_err().to_string();
         assert!(e.contains("at least two steps"), "{e}");
-        let e = parse_metric("funnel:a>b within 7 days").unwrap_err().0;
+        let e = parse_metric("funnel:a>b within 7 days")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("unknown unit `days`"), "{e}");
         assert!(parse_metric("funnel:a>b within 0d").is_err());
     }

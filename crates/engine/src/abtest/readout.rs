@@ -1,0 +1,335 @@
+//! An A/B readout from events as a typed request: arms from a column, each
+//! metric's per-arm statistics over the events since each user's exposure,
+//! and the readout rows as an Arrow batch with a declared schema (what
+//! `tenure abtest --format json` prints and `abtest()` returns in SQL).
+
+use std::sync::{Arc, LazyLock};
+
+use datafusion::arrow::array::{
+    ArrayRef, BooleanArray, Float64Array, RecordBatch, StringArray, UInt64Array,
+};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use tenure_dsl::{CompileContext, Resolver, Segment, SegmentLibrary};
+use tenure_stats::{ArmData, ArmSummary, MetricReadout, MetricSummary};
+
+use super::{ColumnSums, Exposures, Metric, MetricSpec};
+use crate::features::FeatureSpec;
+use crate::funnel::{FunnelSpec, Modes};
+use crate::lifecycle::Thresholds;
+use crate::table::Events;
+use crate::userstats::PurchaseSpec;
+use crate::{EngineError, OpenOptions, Result};
+
+/// What to read out: the arm column, the metrics, and the purchase event
+/// (R, F and M of segment metrics).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct AbtestRequest {
+    /// Column whose value names a user's arm.
+    pub by: String,
+    /// The metrics, in readout order.
+    pub metrics: Vec<Metric>,
+    /// The purchase event.
+    pub purchase_event: String,
+}
+
+/// Assigns arms over `events` (its range), then computes every metric's
+/// per-arm statistics. `@name` references of segment metrics resolve in
+/// `library`.
+pub async fn summaries(
+    events: &Events,
+    request: &AbtestRequest,
+    library: Option<&SegmentLibrary>,
+) -> Result<(Vec<MetricSummary>, Exposures)> {
+    let (_, as_of) = events.ts_range.ok_or_else(|| events.empty_error())?;
+    let by = &request.by;
+    // Segment expressions are checked before the scans start.
+    let catalog = crate::features::catalog(events);
+    let mut resolver = Resolver::new(&catalog);
+    if let Some(lib) = library {
+        resolver = resolver.with_library(lib);
+    }
+    let mut segments = Vec::new();
+    for m in &request.metrics {
+        if let MetricSpec::Segment { expr } = &m.spec {
+            segments.push(
+                Segment::new(expr, &resolver, &CompileContext::new(as_of)).map_err(|e| {
+                    let text = e.render(expr);
+                    EngineError::BadRequest(
+                        text.strip_prefix("error: ")
+                            .unwrap_or(&text)
+                            .trim_end()
+                            .to_string(),
+                    )
+                })?,
+            );
+        }
+    }
+    let exposures = super::exposures(events, by).await?;
+    if exposures.arms.len() < 2 {
+        return Err(EngineError::BadRequest(match exposures.arms.as_slice() {
+            [] => format!(
+                "no event in range has a `{by}` value, so no user is in an arm; \
+                 check --by and --from/--to"
+            ),
+            [one] => format!(
+                "every user with a `{by}` value is in arm `{one}`; an A/B test needs at \
+                 least two arms"
+            ),
+            _ => unreachable!("fewer than two arms"),
+        }));
+    }
+    let restricted = exposures.restrict(events).await?;
+    let feature_spec = FeatureSpec {
+        as_of,
+        purchase: PurchaseSpec {
+            event: request.purchase_event.clone(),
+        },
+        thresholds: Thresholds::default(),
+        buyers_only: false,
+    };
+    let (from, to) = (events.options.from, events.options.to);
+    let mut segments = segments.into_iter();
+    let mut out = Vec::new();
+    for m in &request.metrics {
+        let arms: Vec<ArmSummary> = match &m.spec {
+            MetricSpec::Count { event } => {
+                let counts = super::event_counts(&restricted, event).await?;
+                if counts.iter().all(|&c| c == 0) {
+                    check_event_exists(events, event).await?;
+                }
+                exposures.exact_mean(&counts, 0)?
+            }
+            MetricSpec::Sum { column } => match super::column_sums(&restricted, column).await? {
+                ColumnSums::Exact { values, scale } => exposures.exact_mean(&values, scale)?,
+                ColumnSums::Float(values) => exposures.float_mean(&values),
+            },
+            MetricSpec::Segment { .. } => {
+                let segment = segments.next().expect("one compiled segment per metric");
+                let matches = super::segment_matches(&restricted, &segment, &feature_spec).await?;
+                exposures.proportion(&matches)
+            }
+            MetricSpec::Funnel {
+                steps,
+                window_micros,
+            } => {
+                // Users enter in range; later steps count until entry + window,
+                // even past --to, as in `tenure funnel`.
+                let later = match to {
+                    None => restricted.clone(),
+                    Some(t) => {
+                        let wider = Events::open(
+                            &events.store.url,
+                            OpenOptions {
+                                to: Some(t.saturating_add(*window_micros).saturating_add(1)),
+                                ..events.options.clone()
+                            },
+                        )
+                        .await?;
+                        exposures.restrict(&wider).await?
+                    }
+                };
+                let parsed = steps
+                    .iter()
+                    .map(|s| crate::funnel::syntax::parse_step(&later, s))
+                    .collect::<Result<Vec<_>>>()?;
+                let spec = FunnelSpec {
+                    steps: parsed,
+                    window_us: *window_micros,
+                    modes: Modes::default(),
+                    exclusions: Vec::new(),
+                    by: None,
+                    user_groups: None,
+                    hold: None,
+                    entry_from: from,
+                    entry_to: to,
+                };
+                let levels = crate::funnel::user_levels(&later, &spec).await?;
+                let converted: Vec<bool> = levels
+                    .level
+                    .iter()
+                    .map(|&l| usize::from(l) == steps.len())
+                    .collect();
+                exposures.proportion(&converted)
+            }
+        };
+        out.push(MetricSummary {
+            name: m.text.clone(),
+            arms,
+        });
+    }
+    Ok((out, exposures))
+}
+
+/// An event name that never occurs in range is most likely a typo: say so,
+/// with the nearest names, rather than read out a metric that is 0 everywhere.
+async fn check_event_exists(events: &Events, event: &str) -> Result<()> {
+    use datafusion::arrow::array::{Array, AsArray};
+    use datafusion::logical_expr::{cast, col};
+    let batches = events
+        .in_range()
+        .await?
+        .select(vec![cast(col("event"), DataType::Utf8).alias("event")])?
+        .distinct()?
+        .collect()
+        .await?;
+    let mut names: Vec<String> = batches
+        .iter()
+        .flat_map(|b| {
+            let a = b.column(0).as_string::<i32>();
+            (0..a.len())
+                .map(|i| a.value(i).to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    if names.iter().any(|n| n == event) {
+        return Ok(());
+    }
+    names.sort();
+    let hint = names
+        .iter()
+        .map(|n| (strsim::levenshtein(n, event), n))
+        .filter(|(d, _)| *d <= 2)
+        .min()
+        .map(|(_, n)| format!("did you mean `{n}`? "))
+        .unwrap_or_default();
+    Err(EngineError::BadRequest(format!(
+        "count:{event}: no `{event}` events in range; {hint}(events: {})",
+        names.join(", ")
+    )))
+}
+
+/// An arm's raw numbers: conversions, or sum and sum of squares.
+pub type Raw = (Option<u64>, Option<f64>, Option<f64>);
+
+/// An arm's [`Raw`] numbers.
+pub fn raw_numbers(data: &ArmData) -> Raw {
+    match *data {
+        ArmData::Proportion { conversions, .. } => (Some(conversions), None, None),
+        ArmData::Mean {
+            sum, sum_squares, ..
+        } => (None, Some(sum), Some(sum_squares)),
+    }
+}
+
+/// The readout's columns, one row per metric and arm (documented in
+/// `tenure abtest --help` and the README).
+pub fn schema() -> SchemaRef {
+    static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+        use DataType::{Boolean, Float64, UInt64, Utf8};
+        let f = |name: &str, t: DataType, nullable: bool| Field::new(name, t, nullable);
+        Arc::new(Schema::new(vec![
+            f("metric", Utf8, false),
+            f("kind", Utf8, false),
+            f("arm", Utf8, false),
+            f("is_control", Boolean, false),
+            f("users", UInt64, false),
+            f("conversions", UInt64, true),
+            f("sum", Float64, true),
+            f("sum_squares", Float64, true),
+            f("value", Float64, true),
+            f("difference", Utf8, false),
+            f("lift", Float64, true),
+            f("std_error", Float64, true),
+            f("ci_lower", Float64, true),
+            f("ci_upper", Float64, true),
+            f("p_value", Float64, true),
+            f("p_value_adjusted", Float64, true),
+            f("significant", Boolean, true),
+            f("chance_to_win", Float64, true),
+            f("risk_control", Float64, true),
+            f("risk_treatment", Float64, true),
+            f("no_result", Utf8, true),
+            f("verdict", Utf8, false),
+            f("srm_status", Utf8, false),
+            f("srm_p_value", Float64, false),
+            f("srm_verdict", Utf8, false),
+            f("alpha", Float64, false),
+            f("sided", Utf8, false),
+            f("sequential", Float64, true),
+            f("correction", Utf8, false),
+            f("multi_arm_users", UInt64, true),
+        ]))
+    });
+    SCHEMA.clone()
+}
+
+/// The readout as rows of [`schema`]: per metric, its arms, control first.
+/// `exposures` is absent for a readout of given per-arm numbers.
+pub fn batch(
+    readouts: &[MetricReadout],
+    summaries: &[MetricSummary],
+    exposures: Option<&Exposures>,
+) -> Result<RecordBatch> {
+    let rows: Vec<(&MetricReadout, &tenure_stats::ArmReadout, Raw)> = readouts
+        .iter()
+        .zip(summaries)
+        .flat_map(|(m, summary)| {
+            m.arms.iter().map(move |r| {
+                let raw = summary
+                    .arms
+                    .iter()
+                    .find(|a| a.arm == r.arm)
+                    .map(|a| raw_numbers(&a.data))
+                    .unwrap_or((None, None, None));
+                (m, r, raw)
+            })
+        })
+        .collect();
+    let text = |f: &dyn Fn(&MetricReadout, &tenure_stats::ArmReadout) -> String| -> ArrayRef {
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|(m, r, _)| f(m, r)),
+        ))
+    };
+    let float = |f: &dyn Fn(&MetricReadout, &tenure_stats::ArmReadout) -> Option<f64>| -> ArrayRef {
+        Arc::new(Float64Array::from_iter(
+            rows.iter().map(|(m, r, _)| f(m, r)),
+        ))
+    };
+    let columns: Vec<ArrayRef> = vec![
+        text(&|m, _| m.metric.clone()),
+        text(&|m, _| m.kind.as_str().into()),
+        text(&|_, r| r.arm.clone()),
+        Arc::new(BooleanArray::from_iter(
+            rows.iter().map(|(_, r, _)| Some(r.is_control)),
+        )),
+        Arc::new(UInt64Array::from_iter_values(
+            rows.iter().map(|(_, r, _)| r.users),
+        )),
+        Arc::new(UInt64Array::from_iter(rows.iter().map(|(_, _, raw)| raw.0))),
+        Arc::new(Float64Array::from_iter(
+            rows.iter().map(|(_, _, raw)| raw.1),
+        )),
+        Arc::new(Float64Array::from_iter(
+            rows.iter().map(|(_, _, raw)| raw.2),
+        )),
+        float(&|_, r| r.value),
+        text(&|m, _| m.difference.as_str().into()),
+        float(&|_, r| r.lift),
+        float(&|_, r| r.std_error),
+        float(&|_, r| r.ci_lower),
+        float(&|_, r| r.ci_upper),
+        float(&|_, r| r.p_value),
+        float(&|_, r| r.p_value_adjusted),
+        Arc::new(BooleanArray::from_iter(
+            rows.iter().map(|(_, r, _)| r.significant),
+        )),
+        float(&|_, r| r.chance_to_win),
+        float(&|_, r| r.risk_control),
+        float(&|_, r| r.risk_treatment),
+        Arc::new(StringArray::from_iter(
+            rows.iter().map(|(_, r, _)| r.no_result.map(|n| n.code())),
+        )),
+        text(&|_, r| r.verdict.clone()),
+        text(&|m, _| m.srm.status.as_str().into()),
+        float(&|m, _| Some(m.srm.p_value)),
+        text(&|m, _| m.srm_verdict.clone()),
+        float(&|m, _| Some(m.alpha)),
+        text(&|m, _| m.sided.as_str().into()),
+        float(&|m, _| m.sequential),
+        text(&|m, _| m.correction.as_str().into()),
+        Arc::new(UInt64Array::from_iter(
+            rows.iter().map(|_| exposures.map(|e| e.multiple)),
+        )),
+    ];
+    Ok(RecordBatch::try_new(schema(), columns)?)
+}
