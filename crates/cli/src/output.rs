@@ -5,6 +5,8 @@
 use std::io::Write;
 use std::sync::Arc;
 
+use datafusion::arrow::datatypes::SchemaRef;
+
 use anyhow::Context;
 use clap::ValueEnum;
 use serde_json::Value;
@@ -62,6 +64,9 @@ pub struct Rows {
     pub columns: Vec<String>,
     /// Cells, row by row.
     pub rows: Vec<Vec<Value>>,
+    /// The columns' declared types (the analysis's Arrow schema), which
+    /// Parquet outputs are written with; inferred from the values if absent.
+    pub schema: Option<SchemaRef>,
 }
 
 impl Rows {
@@ -100,7 +105,17 @@ pub fn to_rows<T: serde::Serialize>(columns: &[&str], rows: &[T]) -> anyhow::Res
     Ok(Rows {
         columns: columns.iter().map(|c| c.to_string()).collect(),
         rows,
+        schema: None,
     })
+}
+
+/// Rows of serialisable records with the columns and types of `schema`
+/// (an analysis's declared output schema).
+pub fn typed_rows<T: serde::Serialize>(schema: SchemaRef, rows: &[T]) -> anyhow::Result<Rows> {
+    let columns: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+    let mut out = to_rows(&columns, rows)?;
+    out.schema = Some(schema);
+    Ok(out)
 }
 
 /// JSON text: an array of objects with keys in column order.
@@ -283,7 +298,11 @@ pub fn rows_from_batches(
                 .collect()
         })
         .collect();
-    Ok(Rows { columns, rows })
+    Ok(Rows {
+        columns,
+        rows,
+        schema: Some(first.schema()),
+    })
 }
 
 /// The bytes of rows in a file format.
@@ -339,7 +358,10 @@ fn parquet_bytes(rows: &Rows) -> anyhow::Result<Vec<u8>> {
     use datafusion::arrow::json::ReaderBuilder;
     use datafusion::arrow::json::reader::infer_json_schema_from_iterator;
     let values: Vec<Value> = rows.objects().into_iter().map(Value::Object).collect();
-    let schema = Arc::new(infer_json_schema_from_iterator(values.iter().map(Ok))?);
+    let schema = match &rows.schema {
+        Some(s) => s.clone(),
+        None => Arc::new(infer_json_schema_from_iterator(values.iter().map(Ok))?),
+    };
     let mut decoder = ReaderBuilder::new(schema.clone()).build_decoder()?;
     decoder.serialize(&values)?;
     let batch = decoder

@@ -309,6 +309,51 @@ fn job_outputs_match_the_subcommands_and_reruns_replace_them() {
         }
     }
 
+    // Parquet outputs carry each analysis's declared types, not types guessed
+    // from JSON values (a column of nulls, integers for a float rate).
+    let types = |n: &str| {
+        parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(
+            first[&format!("e2e/{n}/2026-02-15.parquet")].clone(),
+        ))
+        .unwrap()
+        .schema()
+        .clone()
+    };
+    use datafusion::arrow::datatypes::DataType;
+    for n in names {
+        let schema = types(n);
+        assert!(
+            schema
+                .fields()
+                .iter()
+                .all(|f| f.data_type() != &DataType::Null),
+            "{n}: {schema:?}"
+        );
+    }
+    for (n, column, t) in [
+        ("retention", "period", DataType::UInt32),
+        ("retention", "cohort_size", DataType::UInt64),
+        ("retention", "rate", DataType::Float64),
+        ("retention", "complete", DataType::Boolean),
+        ("ltv", "revenue", DataType::Utf8),
+        ("kpi", "numerator", DataType::Float64),
+        ("stages", "share", DataType::Float64),
+        ("funnel", "step", DataType::UInt32),
+        ("funnel", "median_seconds_to_convert", DataType::Float64),
+        ("abtest", "is_control", DataType::Boolean),
+        ("abtest", "p_value", DataType::Float64),
+        ("abtest", "multi_arm_users", DataType::UInt64),
+        ("rfm", "share", DataType::Float64),
+        ("repeat", "total_users", DataType::UInt64),
+    ] {
+        let schema = types(n);
+        assert_eq!(
+            schema.field_with_name(column).unwrap().data_type(),
+            &t,
+            "{n}.{column}"
+        );
+    }
+
     // A rerun for the same as-of writes the same names: nothing is added, and a
     // damaged output is replaced whole.
     let damaged = out.join("e2e/kpi/2026-02-15.csv");

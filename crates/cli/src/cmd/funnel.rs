@@ -160,19 +160,6 @@ impl FunnelOptions {
     }
 }
 
-/// Columns of the funnel rows.
-pub const COLUMNS: &[&str] = &[
-    "group",
-    "step",
-    "event",
-    "users",
-    "drop_off",
-    "conversion_from_previous",
-    "conversion_from_first",
-    "median_seconds_to_convert",
-    "p90_seconds_to_convert",
-];
-
 /// Columns of the time-to-convert histogram rows.
 pub const HISTOGRAM_COLUMNS: &[&str] = &[
     "group",
@@ -205,7 +192,7 @@ pub async fn compute_rows(scope: &Scope, opts: &FunnelOptions) -> anyhow::Result
     if opts.histogram {
         output::to_rows(HISTOGRAM_COLUMNS, &hist)
     } else {
-        output::to_rows(COLUMNS, &rows)
+        output::typed_rows(tenure_engine::funnel::schema(), &rows)
     }
 }
 
@@ -282,7 +269,7 @@ pub fn run(args: FunnelArgs) -> anyhow::Result<()> {
             || output::table(&table),
         );
     }
-    let table = output::to_rows(COLUMNS, &rows)?;
+    let table = output::typed_rows(tenure_engine::funnel::schema(), &rows)?;
     if let Some(out) = &args.common.out {
         output::write_out(&table, out)?;
     }

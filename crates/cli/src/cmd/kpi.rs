@@ -60,16 +60,6 @@ impl KpiOptions {
     }
 }
 
-/// Columns of the KPI rows.
-pub const COLUMNS: &[&str] = &[
-    "metric",
-    "period",
-    "value",
-    "numerator",
-    "denominator",
-    "complete",
-];
-
 /// KPIs over `scope`, as tidy rows.
 pub async fn compute_rows(scope: &Scope, opts: &KpiOptions) -> anyhow::Result<Rows> {
     let events = scope.open().await?;
@@ -81,7 +71,7 @@ pub async fn compute_rows(scope: &Scope, opts: &KpiOptions) -> anyhow::Result<Ro
         },
         conversion_days: opts.conversion_days.max(0),
     };
-    output::to_rows(COLUMNS, &kpis(&events, &spec).await?)
+    output::typed_rows(tenure_engine::kpi::schema(), &kpis(&events, &spec).await?)
 }
 
 /// Runs the command.

@@ -116,12 +116,12 @@ pub async fn compute_rows(scope: &Scope, opts: &LifecycleOptions) -> anyhow::Res
             },
         )
         .await?;
-        output::to_rows(&["axis", "stage", "users", "share"], &rows)
+        output::typed_rows(lifecycle::stages_schema(), &rows)
     } else {
         // Lifecycle needs the history before `from` to tell new from resurrecting.
         let events = scope.open_range(None, scope.to).await?;
         let rows = lifecycle::periods(&events, opts.period.parse()?, scope.tz, scope.from).await?;
-        output::to_rows(&["period", "status", "users", "complete"], &rows)
+        output::typed_rows(lifecycle::periods_schema(), &rows)
     }
 }
 

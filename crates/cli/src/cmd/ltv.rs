@@ -64,17 +64,6 @@ impl LtvOptions {
     }
 }
 
-/// Columns of the LTV rows.
-pub const COLUMNS: &[&str] = &[
-    "kind",
-    "cohort",
-    "period",
-    "cohort_size",
-    "revenue",
-    "ltv",
-    "complete",
-];
-
 /// Computes cumulative LTV per cohort over `scope`.
 pub async fn compute(scope: &Scope, opts: &LtvOptions) -> anyhow::Result<Vec<LtvRow>> {
     let events = scope.open().await?;
@@ -97,7 +86,7 @@ pub async fn compute(scope: &Scope, opts: &LtvOptions) -> anyhow::Result<Vec<Ltv
 
 /// LTV as tidy rows.
 pub async fn compute_rows(scope: &Scope, opts: &LtvOptions) -> anyhow::Result<Rows> {
-    output::to_rows(COLUMNS, &compute(scope, opts).await?)
+    output::typed_rows(tenure_engine::ltv::schema(), &compute(scope, opts).await?)
 }
 
 /// Runs the command.
@@ -105,7 +94,7 @@ pub fn run(args: LtvArgs) -> anyhow::Result<()> {
     let rt = args.common.runtime()?;
     let scope = args.common.scope(args.as_of.as_deref())?;
     let rows = rt.block_on(compute(&scope, &args.opts))?;
-    let table = output::to_rows(COLUMNS, &rows)?;
+    let table = output::typed_rows(tenure_engine::ltv::schema(), &rows)?;
     if let Some(out) = &args.common.out {
         output::write_out(&table, out)?;
     }

@@ -92,19 +92,6 @@ impl RetentionOptions {
     }
 }
 
-/// Columns of the retention rows (csv/json/parquet).
-pub const COLUMNS: &[&str] = &[
-    "kind",
-    "group",
-    "cohort",
-    "period",
-    "period_label",
-    "cohort_size",
-    "users",
-    "rate",
-    "complete",
-];
-
 /// Computes retention over `scope`.
 pub async fn compute(
     scope: &Scope,
@@ -137,7 +124,10 @@ pub async fn compute(
 
 /// Retention as tidy rows.
 pub async fn compute_rows(scope: &Scope, opts: &RetentionOptions) -> anyhow::Result<Rows> {
-    output::to_rows(COLUMNS, &compute(scope, opts).await?.rows)
+    output::typed_rows(
+        tenure_engine::retention::schema(),
+        &compute(scope, opts).await?.rows,
+    )
 }
 
 /// Builds `event = name AND (where)` over the events schema.
@@ -166,7 +156,7 @@ pub fn run(args: RetentionArgs) -> anyhow::Result<()> {
     let rt = args.common.runtime()?;
     let scope = args.common.scope(args.as_of.as_deref())?;
     let result = rt.block_on(compute(&scope, &args.opts))?;
-    let rows = output::to_rows(COLUMNS, &result.rows)?;
+    let rows = output::typed_rows(tenure_engine::retention::schema(), &result.rows)?;
     if let Some(out) = &args.common.out {
         output::write_out(&rows, out)?;
     }

@@ -1,7 +1,6 @@
 //! `tenure segment` and `tenure rfm`: segments in Tenure's language over the
 //! per-user feature table.
 
-
 use anyhow::Context;
 use clap::Args;
 use datafusion::arrow::record_batch::RecordBatch;
@@ -123,13 +122,16 @@ pub async fn compute_rows(scope: &Scope, opts: &SegmentOptions) -> anyhow::Resul
     let (events, as_of) = open_as_of(scope).await?;
     let (seg, spec) = compile(&events, as_of, opts)?;
     let (n, total) = count_matching(&events, &seg.features, &seg.expr, &spec).await?;
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    let schema = std::sync::Arc::new(Schema::new(vec![
+        Field::new("segment", DataType::Utf8, false),
+        Field::new("users", DataType::UInt64, false),
+        Field::new("total_users", DataType::UInt64, false),
+        Field::new("share", DataType::Float64, false),
+    ]));
     Ok(Rows {
-        columns: vec![
-            "segment".into(),
-            "users".into(),
-            "total_users".into(),
-            "share".into(),
-        ],
+        columns: schema.fields().iter().map(|f| f.name().clone()).collect(),
+        schema: Some(schema),
         rows: vec![vec![
             opts.expr.clone().into(),
             n.into(),

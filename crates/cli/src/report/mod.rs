@@ -340,6 +340,7 @@ mod tests {
     #[test]
     fn data_text_never_reaches_the_page_raw() {
         let rows = Rows {
+            schema: None,
             columns: vec!["segment".into(), "users".into(), "share".into()],
             rows: vec![vec![
                 "<img src=x onerror=alert(1)>".into(),
