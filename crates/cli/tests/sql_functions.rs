@@ -133,3 +133,88 @@ fn table_functions_match_the_golden_files() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
+
+#[test]
+fn sql_out_writes_the_result_typed_by_the_query() {
+    let dir = store("retention/events.ndjson");
+    let query = "SELECT cohort, period, users, rate, complete FROM retention('week') \
+                 WHERE kind = 'cohort' ORDER BY cohort, period";
+    let stdout = |format: &str| {
+        let out = tenure()
+            .args(["sql", "--format", format, "--data"])
+            .arg(dir.path())
+            .arg(query)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let rows = stdout("csv").lines().count() - 1;
+    assert!(rows > 3);
+    let target = dir.path().join("out/result.parquet");
+    let st = tenure()
+        .args(["sql", "--format", "csv", "--data"])
+        .arg(dir.path())
+        .arg("--out")
+        .arg(&target)
+        .arg(query)
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    let bytes = bytes::Bytes::from(std::fs::read(&target).unwrap());
+    let reader =
+        parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes).unwrap();
+    let schema = reader.schema().clone();
+    use datafusion::arrow::datatypes::DataType;
+    for (name, t) in [
+        ("period", DataType::UInt32),
+        ("users", DataType::UInt64),
+        ("rate", DataType::Float64),
+        ("complete", DataType::Boolean),
+    ] {
+        assert_eq!(
+            schema.field_with_name(name).unwrap().data_type(),
+            &t,
+            "{name}"
+        );
+    }
+    let n: usize = reader.build().unwrap().map(|b| b.unwrap().num_rows()).sum();
+    assert_eq!(n, rows);
+    // JSON and CSV too; an empty result still writes its columns.
+    let csv = dir.path().join("empty.csv");
+    let st = tenure()
+        .args(["sql", "--data"])
+        .arg(dir.path())
+        .arg("--out")
+        .arg(&csv)
+        .arg("SELECT event, ts FROM events WHERE event = 'nothing'")
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    assert_eq!(std::fs::read_to_string(&csv).unwrap().trim(), "event,ts");
+    let json = dir.path().join("r.json");
+    let st = tenure()
+        .args(["sql", "--data"])
+        .arg(dir.path())
+        .arg("--out")
+        .arg(&json)
+        .arg(query)
+        .output()
+        .unwrap();
+    assert!(st.status.success());
+    let v: Vec<serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(v.len(), rows);
+}

@@ -32,8 +32,18 @@
 //! assignment and metrics ([`abtest`]) run on it. `KeyScanExec` is the only
 //! direct reader of the stored files; an A/B readout's restriction to exposed
 //! users is an input of it ([`Events::since`]), not a function in the session.
-//! Plan codecs, the typed A/B and RFM requests in the engine and job outputs
-//! from the batches' schemas are the rest of the engine-fold issue.
+//!
+//! A/B readouts ([`abtest::AbtestRequest`]: arms, exposure, per-metric
+//! statistics, readout rows as a batch of [`abtest::readout::schema`]) and
+//! RFM segments ([`rfm::RfmRequest`]) are typed requests of the engine too;
+//! `segment()`, `rfm()` and `abtest()` in SQL are one plan node holding their
+//! request (`sql::FeatureRowsExec`), run when the query runs.
+//!
+//! Plans travel: every Tenure node encodes into DataFusion's protobuf plan
+//! with [`codec::TenureCodec`] (what it is made of: files, conditions as
+//! protobuf expressions, fold parameters, key ranges; never process-local
+//! state), and decodes in any session that has the store registered, with
+//! identical results (tests in `codec.rs`).
 //!
 //! Errors: a request the user got wrong is [`EngineError::BadRequest`] (or a
 //! DataFusion planning error, exit code 2); a store that cannot be read or

@@ -15,7 +15,8 @@ use crate::output::OutputFormat;
 /// lifecycle(period), lifecycle_stages([as_of]), kpi(period),
 /// stickiness(period [, event]) and abtest(metric [, by]). Arguments are
 /// string literals (NULL for a default). --from/--to limit the events every
-/// table sees.
+/// table sees. --out also writes the result to a file or URL (.json, .csv or
+/// .parquet, typed by the query's schema).
 ///
 /// Examples:
 ///
@@ -36,12 +37,6 @@ pub struct SqlArgs {
 
 /// Runs the command.
 pub fn run(args: SqlArgs) -> anyhow::Result<()> {
-    if args.common.out.is_some() {
-        return Err(crate::exit::BadInput(
-            "tenure sql does not take --out; redirect its output instead".into(),
-        )
-        .into());
-    }
     let rt = args.common.runtime()?;
     let batches = rt.block_on(async {
         let events = args.common.open().await?;
@@ -51,8 +46,19 @@ pub fn run(args: SqlArgs) -> anyhow::Result<()> {
             .sql(&args.query)
             .await
             .map_err(|e| crate::exit::BadInput(format!("{e}")))?;
-        anyhow::Ok(df.collect().await?)
+        let schema = std::sync::Arc::new(df.schema().as_arrow().clone());
+        let batches = df.collect().await?;
+        // An empty result still has its columns.
+        anyhow::Ok(match batches.is_empty() {
+            true => vec![datafusion::arrow::record_batch::RecordBatch::new_empty(
+                schema,
+            )],
+            false => batches,
+        })
     })?;
+    if let Some(url) = &args.common.out {
+        crate::output::write_out(&crate::output::rows_from_batches(&batches)?, url)?;
+    }
     let mut out: Vec<u8> = Vec::new();
     match args.common.format {
         OutputFormat::Table => {
