@@ -351,3 +351,90 @@ fn duckdb_reads_the_store_back() {
     );
     assert!(text.contains("duckdb: rows="), "{text}");
 }
+
+/// Gzip and zstd inputs are decompressed, by name or by their first bytes
+/// (from a file or stdin); a damaged or truncated one fails the run and
+/// commits nothing; a name that promises a compression the content does not
+/// have is refused.
+#[test]
+fn compressed_inputs_are_decompressed_and_damage_commits_nothing() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let plain = std::fs::read(fixture("retention/events.ndjson")).unwrap();
+    let want = input_ids(&fixture("retention/events.ndjson"));
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(&plain).unwrap();
+    let gz = gz.finish().unwrap();
+    let zst = zstd::stream::encode_all(plain.as_slice(), 3).unwrap();
+    let ingest = |name: &str, bytes: &[u8]| {
+        let input = dir.path().join(name);
+        std::fs::write(&input, bytes).unwrap();
+        let store = dir.path().join(format!("store-{name}"));
+        let out = tenure()
+            .arg("ingest")
+            .arg(&input)
+            .arg("--to")
+            .arg(&store)
+            .output()
+            .unwrap();
+        (store, out)
+    };
+    for (name, bytes) in [
+        ("a.ndjson.gz", &gz),
+        ("a.ndjson.zst", &zst),
+        // Named plainly: the magic number tells.
+        ("gz-inside.ndjson", &gz),
+        ("zst-inside.ndjson", &zst),
+    ] {
+        let (store, out) = ingest(name, bytes);
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut got = committed(&store).0;
+        got.sort();
+        let mut want = want.clone();
+        want.sort();
+        assert_eq!(got, want, "{name}");
+    }
+    // From stdin.
+    let store = dir.path().join("stdin");
+    let mut child = tenure()
+        .args(["ingest", "-", "--to"])
+        .arg(&store)
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(&zst).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(committed(&store).0.len(), want.len());
+    // Truncated: an error, nothing committed.
+    for (name, bytes) in [
+        ("cut.ndjson.gz", &gz[..gz.len() * 2 / 3]),
+        ("cut.ndjson.zst", &zst[..zst.len() * 2 / 3]),
+    ] {
+        let (store, out) = ingest(name, bytes);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{name}: a truncated input succeeded");
+        assert!(err.contains("truncated"), "{name}: {err}");
+        let nothing = !store.join("manifest").exists() || committed(&store).0.is_empty();
+        assert!(nothing, "{name}: a truncated input committed events");
+    }
+    // A name that lies.
+    let (_, out) = ingest("plain.ndjson.gz", &plain);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("named as gzip-compressed"), "{err}");
+}

@@ -46,7 +46,7 @@ impl Format {
     /// Guesses the format from a file name.
     pub fn from_path(path: &str) -> Option<Self> {
         let lower = path.to_ascii_lowercase();
-        let lower = lower.strip_suffix(".gz").unwrap_or(&lower);
+        let lower = Compression::strip_suffix(&lower);
         if lower.ends_with(".ndjson") || lower.ends_with(".jsonl") || lower.ends_with(".json") {
             Some(Self::Ndjson)
         } else if lower.ends_with(".csv") {
@@ -415,7 +415,47 @@ impl Ingest {
         Ok(())
     }
 
+    /// Decodes an input, decompressing it first when its name (`.gz`,
+    /// `.zst`) or its first bytes (gzip's or zstd's magic number) say it is
+    /// compressed. A damaged or truncated compressed input is an error, never
+    /// a shorter input.
     fn decode(&mut self, reader: impl Read, name: &str, format: Format) -> std::io::Result<()> {
+        let mut reader = std::io::BufReader::with_capacity(256 * 1024, reader);
+        let head = std::io::BufRead::fill_buf(&mut reader)?;
+        let bad = |what: String| std::io::Error::new(std::io::ErrorKind::InvalidData, what);
+        match Compression::of(name, head).map_err(bad)? {
+            Compression::None => self.decode_plain(reader, name, format),
+            Compression::Gzip => {
+                let r = flate2::read::MultiGzDecoder::new(reader);
+                self.decode_plain(
+                    Decompressing {
+                        inner: r,
+                        kind: "gzip",
+                    },
+                    name,
+                    format,
+                )
+            }
+            Compression::Zstd => {
+                let r = zstd::stream::read::Decoder::with_buffer(reader)?;
+                self.decode_plain(
+                    Decompressing {
+                        inner: r,
+                        kind: "zstd",
+                    },
+                    name,
+                    format,
+                )
+            }
+        }
+    }
+
+    fn decode_plain(
+        &mut self,
+        reader: impl Read,
+        name: &str,
+        format: Format,
+    ) -> std::io::Result<()> {
         let mut progress = self.progress.take();
         let mut on_bytes = |n: u64| {
             if let Some(p) = progress.as_mut() {
@@ -794,4 +834,78 @@ pub fn hash_file(path: &Path) -> std::io::Result<String> {
         h.update(&buf[..n]);
     }
     Ok(format!("{:032x}", h.digest128()))
+}
+
+/// How an input is compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Compression {
+    None,
+    Gzip,
+    Zstd,
+}
+
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+
+impl Compression {
+    /// A lower-case name without its compression suffix.
+    fn strip_suffix(lower: &str) -> &str {
+        [".gz", ".gzip", ".zst", ".zstd"]
+            .iter()
+            .find_map(|s| lower.strip_suffix(s))
+            .unwrap_or(lower)
+    }
+
+    /// The compression of an input named `name` that starts with `head`:
+    /// the magic number decides; a name that promises a compression the
+    /// content does not have is an error.
+    fn of(name: &str, head: &[u8]) -> Result<Self, String> {
+        let by_magic = if head.starts_with(&GZIP_MAGIC) {
+            Self::Gzip
+        } else if head.starts_with(&ZSTD_MAGIC) {
+            Self::Zstd
+        } else {
+            Self::None
+        };
+        let lower = name.to_ascii_lowercase();
+        let by_name = if lower.ends_with(".gz") || lower.ends_with(".gzip") {
+            Self::Gzip
+        } else if lower.ends_with(".zst") || lower.ends_with(".zstd") {
+            Self::Zstd
+        } else {
+            Self::None
+        };
+        if by_name != Self::None && by_magic != by_name && !head.is_empty() {
+            let kind = if by_name == Self::Gzip {
+                "gzip"
+            } else {
+                "zstd"
+            };
+            return Err(format!(
+                "{name} is named as {kind}-compressed but does not start like {kind} data"
+            ));
+        }
+        Ok(by_magic)
+    }
+}
+
+/// A decompressing reader whose errors say what was being decompressed.
+struct Decompressing<R> {
+    inner: R,
+    kind: &'static str,
+}
+
+impl<R: Read> Read for Decompressing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.inner.read(buf).map_err(|e| {
+            let kind = match e.kind() {
+                std::io::ErrorKind::UnexpectedEof => std::io::ErrorKind::UnexpectedEof,
+                _ => std::io::ErrorKind::InvalidData,
+            };
+            std::io::Error::new(
+                kind,
+                format!("not valid {} data (damaged or truncated): {e}", self.kind),
+            )
+        })
+    }
 }

@@ -17,7 +17,10 @@ use crate::progress::bytes_bar;
 /// Declared properties (from --config) get typed columns; the rest are kept as
 /// JSON in `properties`. Rejected records go to `dead_letter/` under the store
 /// with their input, line, reason and whole text, ready to fix and re-ingest.
-/// Re-ingesting the same input adds nothing.
+/// Re-ingesting the same input adds nothing. Gzip and zstd inputs
+/// (`events.ndjson.gz`, `export.csv.zst`, or compressed data on stdin) are
+/// decompressed, recognised by name or by their first bytes; a damaged or
+/// truncated one fails the run and commits nothing.
 ///
 /// Events from 1970-01-01 to one day past now are accepted; the config's
 /// `[ingest] accept_from` / `accept_until` narrow that. In CSV, a quoted field
@@ -31,6 +34,8 @@ use crate::progress::bytes_bar;
 ///   tenure ingest 'exports/*.csv' --to s3://bucket/tenure --max-bad 100
 ///
 ///   cat events.ndjson | tenure ingest - --to ./store
+///
+///   tenure ingest 'exports/2026-*.ndjson.gz' --to ./store
 #[derive(Args)]
 pub struct IngestArgs {
     /// Input files, globs (quoted), or `-` for standard input.
