@@ -43,5 +43,19 @@ impl EngineError {
     }
 }
 
+impl EngineError {
+    /// A segment-language error, rendered against its `source` (the caret
+    /// under the offending part, the hint), as a bad request.
+    pub fn from_dsl(e: tenure_dsl::DslError, source: &str) -> Self {
+        let text = e.render(source);
+        Self::BadRequest(
+            text.strip_prefix("error: ")
+                .unwrap_or(&text)
+                .trim_end()
+                .to_string(),
+        )
+    }
+}
+
 /// Result with [`EngineError`].
 pub type Result<T, E = EngineError> = std::result::Result<T, E>;

@@ -69,15 +69,8 @@ pub async fn rfm(
     let mut compiled = Vec::new();
     for s in library.segments() {
         features.extend(tenure_dsl::features(&s.expr));
-        let expr = tenure_dsl::compile(&s.expr, &ctx).map_err(|e| {
-            let text = e.render(&s.source);
-            EngineError::BadRequest(
-                text.strip_prefix("error: ")
-                    .unwrap_or(&text)
-                    .trim_end()
-                    .to_string(),
-            )
-        })?;
+        let expr =
+            tenure_dsl::compile(&s.expr, &ctx).map_err(|e| EngineError::from_dsl(e, &s.source))?;
         compiled.push((s.name.clone(), expr));
     }
     let spec = FeatureSpec {

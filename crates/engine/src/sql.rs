@@ -391,15 +391,7 @@ impl FeatureRequest {
                     &tenure_dsl::Resolver::new(&catalog),
                     &tenure_dsl::CompileContext::new(as_of),
                 )
-                .map_err(|e| {
-                    let text = e.render(source);
-                    datafusion::error::DataFusionError::Plan(
-                        text.strip_prefix("error: ")
-                            .unwrap_or(&text)
-                            .trim_end()
-                            .to_string(),
-                    )
-                })?;
+                .map_err(|e| df_error(crate::EngineError::from_dsl(e, source)))?;
                 let columns = seg
                     .features
                     .iter()

@@ -187,14 +187,7 @@ async fn feature_context(
 
 /// A DSL error rendered with its caret, as a bad-input error.
 pub(crate) fn dsl_error(e: DslError, source: &str) -> anyhow::Error {
-    let text = e.render(source);
-    BadInput(
-        text.strip_prefix("error: ")
-            .unwrap_or(&text)
-            .trim_end()
-            .to_string(),
-    )
-    .into()
+    tenure_engine::EngineError::from_dsl(e, source).into()
 }
 
 pub(crate) fn library(files: &[String], catalog: &Catalog) -> anyhow::Result<SegmentLibrary> {

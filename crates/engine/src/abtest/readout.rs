@@ -52,15 +52,8 @@ pub async fn summaries(
     for m in &request.metrics {
         if let MetricSpec::Segment { expr } = &m.spec {
             segments.push(
-                Segment::new(expr, &resolver, &CompileContext::new(as_of)).map_err(|e| {
-                    let text = e.render(expr);
-                    EngineError::BadRequest(
-                        text.strip_prefix("error: ")
-                            .unwrap_or(&text)
-                            .trim_end()
-                            .to_string(),
-                    )
-                })?,
+                Segment::new(expr, &resolver, &CompileContext::new(as_of))
+                    .map_err(|e| EngineError::from_dsl(e, expr))?,
             );
         }
     }
