@@ -66,11 +66,17 @@ thread_local! {
 
 /// Runs `f` with `ctx` as the session expressions are decoded in.
 fn decoding<T>(ctx: &TaskContext, f: impl FnOnce() -> T) -> T {
+    /// Puts the previous session back, also when `f` panics.
+    struct Restore(Option<Arc<TaskContext>>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let previous = self.0.take();
+            DECODING.with(|d| *d.borrow_mut() = previous);
+        }
+    }
     let copy = Arc::new(copy_of(ctx));
-    let previous = DECODING.with(|d| d.replace(Some(copy)));
-    let out = f();
-    DECODING.with(|d| *d.borrow_mut() = previous);
-    out
+    let _restore = Restore(DECODING.with(|d| d.replace(Some(copy))));
+    f()
 }
 
 /// A copy of `ctx` (same configuration, functions and runtime).
