@@ -4,8 +4,8 @@
 //! process-local state:
 //!
 //! - [`KeyScanExec`](crate::fold::KeyScanExec): the object store URL its files
-//!   are read from (`tenure://store`, registered in the session's runtime by
-//!   [`Events::open`](crate::Events::open)), the committed files (path, size,
+//!   are read from (`tenure://s<digest of the store's URL>`, registered in the
+//!   session's runtime by [`Events::open`](crate::Events::open)), the committed files (path, size,
 //!   earliest time), the declared properties (the table's schema), the fold's
 //!   input (columns, conditions as DataFusion's protobuf expressions, time
 //!   bound, reading modes), the key ranges and the time range; an A/B
@@ -636,6 +636,7 @@ mod tests {
     #[tokio::test]
     async fn decoding_without_the_store_is_a_clear_error() {
         let url = store("nostore", "retention/events.ndjson");
+        let other = store("other", "retention/events.ndjson");
         let events = Events::open(&url, OpenOptions::default()).await.unwrap();
         let fold = crate::userstats::StatsFold {
             event: "purchase".into(),
@@ -644,9 +645,13 @@ mod tests {
         let bytes = plan_to_bytes(plan(&events, fold).unwrap()).unwrap();
         let err = plan_from_bytes(&bytes, &TaskContext::default()).unwrap_err();
         assert!(
-            err.to_string().contains("tenure://store"),
+            err.to_string().contains("tenure://s"),
             "unexpected error: {err}"
         );
+        // Nor in a session of another store: it is not read by mistake.
+        let other = Events::open(&other, OpenOptions::default()).await.unwrap();
+        let err = plan_from_bytes(&bytes, &other.ctx.task_ctx()).unwrap_err();
+        assert!(err.to_string().contains("does not have"), "{err}");
         let err = plan_from_bytes(b"TNR1garbage", &events.ctx.task_ctx()).unwrap_err();
         assert!(!err.to_string().is_empty());
     }

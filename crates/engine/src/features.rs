@@ -639,7 +639,13 @@ pub async fn users_table(events: &Events) -> Result<datafusion::dataframe::DataF
         .users
         .segments
         .iter()
-        .map(|s| format!("tenure://store/{}", events.store.path(s)))
+        .map(|s| {
+            format!(
+                "{}/{}",
+                crate::table::store_url(&events.store.url),
+                events.store.path(s)
+            )
+        })
         .collect();
     if urls.is_empty() {
         return Err(events.empty_error());

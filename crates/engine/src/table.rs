@@ -16,9 +16,18 @@ use tenure_store::Store;
 
 use crate::{EngineError, Result};
 
-/// The URL the store's files are registered under in every session Tenure
-/// opens (a local directory, a memory store and a bucket prefix alike).
-pub(crate) const STORE_URL: &str = "tenure://store";
+/// The URL a store's files are registered under in the sessions Tenure
+/// opens (a local directory, a memory store and a bucket prefix alike):
+/// `tenure://s` and a digest (FNV-1a) of the store's URL as given, so every
+/// session and process that opens the same store agrees on it, a plan
+/// decoded in a session of another store fails instead of reading it, and
+/// one session can hold several stores.
+pub(crate) fn store_url(url: &str) -> String {
+    let digest = url.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    format!("tenure://s{digest:016x}")
+}
 
 /// Options for opening the events table.
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
@@ -108,7 +117,8 @@ impl Events {
         let ctx = SessionContext::new_with_config(config);
         // Files are addressed under a private scheme mapped to this store, so a
         // local directory, a memory store and a bucket prefix all look alike.
-        let base = url::Url::parse(STORE_URL).expect("static URL");
+        let registered = store_url(&store.url);
+        let base = url::Url::parse(&registered).expect("a valid URL");
         ctx.register_object_store(&base, store.inner.clone());
         let mut urls = Vec::new();
         let mut parts = Vec::new();
@@ -121,7 +131,7 @@ impl Events {
             }
             // Addressed by its committed path wherever it is (see above).
             let full = store.path(&f.path);
-            urls.push(ListingTableUrl::parse(format!("tenure://store/{full}"))?);
+            urls.push(ListingTableUrl::parse(format!("{registered}/{full}"))?);
             parts.push(Part {
                 path: full,
                 size: f.bytes,

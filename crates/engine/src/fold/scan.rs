@@ -321,7 +321,7 @@ impl KeyScanExec {
             .map(|i| ((i * per).min(users), ((i + 1) * per).min(users)))
             .collect();
         let spec = ScanSpec {
-            store: crate::table::STORE_URL.to_string(),
+            store: crate::table::store_url(&events.store.url),
             parts: parts
                 .iter()
                 .map(|p| (p.path.to_string(), p.size, p.min_ts))
