@@ -202,24 +202,32 @@ pub fn table(rows: &Rows) -> String {
         .map(|(i, h)| {
             cells
                 .iter()
-                .map(|r| r[i].len())
-                .chain([h.len()])
+                .map(|r| display_width(&r[i]))
+                .chain([display_width(h)])
                 .max()
                 .unwrap_or(0)
         })
         .collect();
     let mut out = String::new();
-    for (h, w) in rows.columns.iter().zip(&widths) {
-        let _ = write!(out, "{h:<w$}  ");
+    for (h, &w) in rows.columns.iter().zip(&widths) {
+        let pad = w - display_width(h);
+        let _ = write!(out, "{h}{:pad$}  ", "");
     }
     out.push('\n');
     for r in &cells {
-        for (c, w) in r.iter().zip(&widths) {
-            let _ = write!(out, "{c:>w$}  ");
+        for (c, &w) in r.iter().zip(&widths) {
+            let pad = w - display_width(c);
+            let _ = write!(out, "{:pad$}{c}  ", "");
         }
         out.push('\n');
     }
     out
+}
+
+/// Columns a text takes in a terminal (a CJK character takes two, a
+/// combining accent none), so that tables of non-ASCII names align.
+pub fn display_width(s: &str) -> usize {
+    unicode_width::UnicodeWidthStr::width(s)
 }
 
 /// Prints rows to stdout in `format`, with `human` used for the table view.
@@ -377,6 +385,30 @@ fn parquet_bytes(rows: &Rows) -> anyhow::Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::split_out;
+
+    #[test]
+    fn tables_align_by_display_width() {
+        use serde_json::json;
+        let rows = super::Rows {
+            columns: vec!["event".into(), "users".into()],
+            rows: vec![
+                vec![json!("購入"), json!(12)],
+                vec![json!("café"), json!(3)],
+                vec![json!("view_item"), json!(1000)],
+            ],
+            schema: None,
+        };
+        let text = super::table(&rows);
+        let widths: Vec<usize> = text.lines().map(super::display_width).collect();
+        assert!(widths.windows(2).all(|w| w[0] == w[1]), "{text}");
+        // The numbers' last digits line up.
+        let ends: Vec<usize> = text
+            .lines()
+            .skip(1)
+            .map(|l| super::display_width(l.trim_end()))
+            .collect();
+        assert!(ends.windows(2).all(|w| w[0] == w[1]), "{text}");
+    }
 
     #[test]
     fn output_urls_split_into_directory_and_name() {
