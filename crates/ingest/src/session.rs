@@ -423,10 +423,19 @@ impl Ingest {
         let mut reader = std::io::BufReader::with_capacity(256 * 1024, reader);
         let head = std::io::BufRead::fill_buf(&mut reader)?;
         let bad = |what: String| std::io::Error::new(std::io::ErrorKind::InvalidData, what);
-        match Compression::of(name, head).map_err(bad)? {
-            Compression::None => self.decode_plain(reader, name, format),
+        let compression = Compression::of(name, head).map_err(bad)?;
+        if compression == Compression::None {
+            return self.decode_plain(reader, name, format);
+        }
+        // Progress counts the compressed bytes read (what the bar's total
+        // is made of), not the decoders' decompressed ones.
+        let mut counting = Counting {
+            inner: reader,
+            progress: self.progress.take(),
+        };
+        let done = match compression {
             Compression::Gzip => {
-                let r = flate2::read::MultiGzDecoder::new(reader);
+                let r = flate2::read::MultiGzDecoder::new(&mut counting);
                 self.decode_plain(
                     Decompressing {
                         inner: r,
@@ -436,18 +445,20 @@ impl Ingest {
                     format,
                 )
             }
-            Compression::Zstd => {
-                let r = zstd::stream::read::Decoder::with_buffer(reader)?;
-                self.decode_plain(
+            _ => match zstd::stream::read::Decoder::with_buffer(&mut counting) {
+                Ok(r) => self.decode_plain(
                     Decompressing {
                         inner: r,
                         kind: "zstd",
                     },
                     name,
                     format,
-                )
-            }
-        }
+                ),
+                Err(e) => Err(e),
+            },
+        };
+        self.progress = counting.progress.take();
+        done
     }
 
     fn decode_plain(
@@ -886,6 +897,35 @@ impl Compression {
             ));
         }
         Ok(by_magic)
+    }
+}
+
+/// A reader that reports the bytes read from it as progress.
+struct Counting<R> {
+    inner: R,
+    progress: Option<Progress>,
+}
+
+impl<R: std::io::BufRead> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if let Some(p) = self.progress.as_mut() {
+            p(n as u64);
+        }
+        Ok(n)
+    }
+}
+
+impl<R: std::io::BufRead> std::io::BufRead for Counting<R> {
+    fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
+        self.inner.fill_buf()
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.inner.consume(n);
+        if let Some(p) = self.progress.as_mut() {
+            p(n as u64);
+        }
     }
 }
 

@@ -744,3 +744,32 @@ fn duplicates_are_dropped_after_the_ids_spill_to_disk() {
         assert_eq!(ids, firsts, "{name}");
     }
 }
+
+/// Progress of a compressed input counts its compressed bytes, the size the
+/// bar's total is made of, so the bar ends at 100%.
+#[test]
+fn progress_of_a_compressed_input_counts_its_stored_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = std::fs::read(fixture("retention/events.ndjson")).unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(&plain).unwrap();
+    let gz = gz.finish().unwrap();
+    let input = dir.path().join("events.ndjson.gz");
+    std::fs::write(&input, &gz).unwrap();
+    let store = Store::open(dir.path().join("s").to_str().unwrap()).unwrap();
+    let mut ing = Ingest::begin(store, IngestOptions::default()).unwrap();
+    let seen = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counter = seen.clone();
+    ing.set_progress(Box::new(move |n| {
+        counter.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    }));
+    ing.add_file(&input).unwrap();
+    ing.commit().unwrap();
+    assert_eq!(
+        seen.load(std::sync::atomic::Ordering::Relaxed),
+        gz.len() as u64,
+        "compressed {} bytes, plain {}",
+        gz.len(),
+        plain.len()
+    );
+}
