@@ -452,12 +452,7 @@ impl crate::fold::UserFold for AssignFold {
     }
 
     fn merge(&self, into: &mut Assigned, other: Assigned) -> datafusion::error::Result<()> {
-        let remap: Vec<u32> = other
-            .names
-            .values()
-            .iter()
-            .map(|v| into.names.id(v.as_deref()))
-            .collect();
+        let remap = into.names.absorb(&other.names);
         into.seen.extend(other.seen);
         into.first_ts.extend(other.first_ts);
         into.arm.extend(other.arm.into_iter().map(|a| match a {

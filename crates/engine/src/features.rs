@@ -562,12 +562,7 @@ impl crate::fold::UserFold for LatestFold {
     }
 
     fn merge(&self, into: &mut Latest, other: Latest) -> datafusion::error::Result<()> {
-        let remap: Vec<u32> = other
-            .names
-            .values()
-            .iter()
-            .map(|v| into.names.id(v.as_deref()))
-            .collect();
+        let remap = into.names.absorb(&other.names);
         into.ts.extend(other.ts);
         into.value.extend(
             other

@@ -546,12 +546,7 @@ impl crate::fold::UserFold for FunnelFold {
     }
 
     fn merge(&self, into: &mut Levels, other: Levels) -> datafusion::error::Result<()> {
-        let remap: Vec<u32> = other
-            .labels
-            .values()
-            .iter()
-            .map(|v| into.labels.id(v.as_deref()))
-            .collect();
+        let remap = into.labels.absorb(&other.labels);
         into.level.extend_from_slice(&other.level);
         into.group.extend(
             other

@@ -273,4 +273,10 @@ impl Interner {
     pub fn values(&self) -> &[Option<String>] {
         &self.values
     }
+
+    /// Numbers every value of `other` here: entry `i` is the id here of
+    /// `other`'s value `i` (merging the partial results of two key ranges).
+    pub fn absorb(&mut self, other: &Interner) -> Vec<u32> {
+        other.values.iter().map(|v| self.id(v.as_deref())).collect()
+    }
 }
