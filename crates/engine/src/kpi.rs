@@ -29,6 +29,7 @@ use datafusion::logical_expr::{col, lit};
 
 use crate::Result;
 use crate::calendar::{Calendar, DAY_MICROS, Period};
+use crate::fold::bits::PeriodBits;
 use crate::fold::{FoldInput, Rows, UserFold};
 use crate::table::Events;
 use crate::userstats::{NEVER, PurchaseSpec};
@@ -146,19 +147,21 @@ impl KpiFold {
             max_ts,
         })
     }
-
-    fn words(&self) -> usize {
-        self.days.periods().div_ceil(64).max(1)
-    }
 }
 
 /// [`KpiFold`]'s state for a range of users.
 pub struct KpiState {
     lo: u32,
-    active: Vec<u64>,
-    bought: Vec<u64>,
+    /// The days each user was active on.
+    active: PeriodBits,
+    /// The days each user bought on.
+    bought: PeriodBits,
     purchases: Vec<u32>,
     first_seen: Vec<i64>,
+    /// Users with a `first_seen` (a bitmap small enough to stay in cache).
+    seen: Vec<u64>,
+    /// The latest time of the rows folded so far.
+    latest: i64,
     first_purchase: Vec<i64>,
     revenue: Vec<i128>,
     orders: Vec<u64>,
@@ -208,10 +211,12 @@ impl UserFold for KpiFold {
         let np = self.rep.periods();
         KpiState {
             lo: keys.start,
-            active: vec![0; users * self.words()],
-            bought: vec![0; users * self.words()],
+            active: PeriodBits::new(users, self.days.periods()),
+            bought: PeriodBits::new(users, self.days.periods()),
             purchases: vec![0; users],
             first_seen: vec![NEVER; users],
+            seen: vec![0; users.div_ceil(64)],
+            latest: i64::MIN,
             first_purchase: vec![NEVER; users],
             revenue: vec![0; np],
             orders: vec![0; np],
@@ -224,20 +229,61 @@ impl UserFold for KpiFold {
             return exec_err!("column `revenue` is not a decimal");
         };
         let purchase = rows.flag(0);
-        let words = self.words();
-        // Every row: the day's activity bit and the first event.
-        for i in 0..rows.len() {
-            let u = (keys[i] - st.lo) as usize;
-            let t = ts[i];
-            let Some(d) = self.days.period_of(t) else {
-                continue;
-            };
-            st.active[u * words + d as usize / 64] |= 1u64 << (d % 64);
-            let f = &mut st.first_seen[u];
-            if *f == NEVER || t < *f {
-                *f = t;
+        let Some((a, b)) = crate::fold::bits::min_max(ts) else {
+            return Ok(());
+        };
+        // A batch's rows usually come from one day's file.
+        match self
+            .days
+            .period_of(a)
+            .filter(|&d| self.days.period_of(b) == Some(d))
+        {
+            Some(d) => {
+                st.active.set_keys(d as usize, keys, st.lo);
+                // No row folded so far is later than these (files come
+                // earliest first): a user seen before keeps their first
+                // event, and only new users' are written.
+                let later = a >= st.latest;
+                // Each run of a user's rows updates the first event once.
+                let mut at = 0;
+                while at < keys.len() {
+                    let k = keys[at];
+                    let mut t = ts[at];
+                    at += 1;
+                    while at < keys.len() && keys[at] == k {
+                        t = t.min(ts[at]);
+                        at += 1;
+                    }
+                    let u = (k - st.lo) as usize;
+                    let (w, m) = (u / 64, 1u64 << (u % 64));
+                    if later && st.seen[w] & m != 0 {
+                        continue;
+                    }
+                    st.seen[w] |= m;
+                    let f = &mut st.first_seen[u];
+                    if *f == NEVER || t < *f {
+                        *f = t;
+                    }
+                }
+            }
+            // Every row: the day's activity bit and the first event.
+            None => {
+                for i in 0..rows.len() {
+                    let u = (keys[i] - st.lo) as usize;
+                    let t = ts[i];
+                    let Some(d) = self.days.period_of(t) else {
+                        continue;
+                    };
+                    st.active.set(d as usize, u);
+                    st.seen[u / 64] |= 1u64 << (u % 64);
+                    let f = &mut st.first_seen[u];
+                    if *f == NEVER || t < *f {
+                        *f = t;
+                    }
+                }
             }
         }
+        st.latest = st.latest.max(b);
         // Purchases only (a few percent of the rows).
         for i in purchase.values().set_indices() {
             let u = (keys[i] - st.lo) as usize;
@@ -245,7 +291,7 @@ impl UserFold for KpiFold {
             let Some(d) = self.days.period_of(t) else {
                 continue;
             };
-            st.bought[u * words + d as usize / 64] |= 1u64 << (d % 64);
+            st.bought.set(d as usize, u);
             st.purchases[u] += 1;
             if st.first_purchase[u] == NEVER || t < st.first_purchase[u] {
                 st.first_purchase[u] = t;
@@ -261,7 +307,6 @@ impl UserFold for KpiFold {
 
     fn finish(&self, st: KpiState) -> DfResult<KpiCounts> {
         let (nd, np) = (self.days.periods(), self.rep.periods());
-        let words = self.words();
         let mut c = KpiCounts {
             dau: vec![0; nd],
             active: vec![0; np],
@@ -277,8 +322,6 @@ impl UserFold for KpiFold {
             eligible: 0,
             converted: 0,
         };
-        let mut rp = vec![false; np];
-        let mut pp = vec![false; np];
         let window = self.conversion_days * DAY_MICROS;
         for (u, &n) in st.purchases.iter().enumerate() {
             if n >= 1 {
@@ -291,43 +334,34 @@ impl UserFold for KpiFold {
                 let fp = st.first_purchase[u];
                 c.converted += (fp != NEVER && fp - f <= window) as u64;
             }
-            let a = &st.active[u * words..(u + 1) * words];
-            if a.iter().all(|w| *w == 0) {
-                continue;
+        }
+        for (d, dau) in c.dau.iter_mut().enumerate() {
+            *dau = st.active.count(d);
+        }
+        // 64 users at a time: bit i of `act[p]` is user i's activity in
+        // reporting period p, so every count below is a population count.
+        let (mut act, mut bgt) = (vec![0u64; np], vec![0u64; np]);
+        for b in 0..st.active.blocks() {
+            act.fill(0);
+            bgt.fill(0);
+            for d in 0..nd {
+                act[self.day_rep[d]] |= st.active.word(d, b);
+                bgt[self.day_rep[d]] |= st.bought.word(d, b);
             }
-            let b = &st.bought[u * words..(u + 1) * words];
-            rp.iter_mut().for_each(|x| *x = false);
-            pp.iter_mut().for_each(|x| *x = false);
-            // Set bits only: a user is active on a few of the days.
-            for (wi, &w) in a.iter().enumerate() {
-                let mut w = w;
-                while w != 0 {
-                    let d = wi * 64 + w.trailing_zeros() as usize;
-                    c.dau[d] += 1;
-                    rp[self.day_rep[d]] = true;
-                    w &= w - 1;
-                }
-            }
-            for (wi, &w) in b.iter().enumerate() {
-                let mut w = w;
-                while w != 0 {
-                    pp[self.day_rep[wi * 64 + w.trailing_zeros() as usize]] = true;
-                    w &= w - 1;
-                }
-            }
-            let mut seen_before_prev = false;
+            let pop = |w: u64| w.count_ones() as u64;
+            // Users active in some period before the previous one.
+            let mut seen_before_prev = 0u64;
             for p in 0..np {
-                c.active[p] += rp[p] as u64;
-                c.purchasers[p] += pp[p] as u64;
+                c.active[p] += pop(act[p]);
+                c.purchasers[p] += pop(bgt[p]);
                 if p > 0 {
-                    if rp[p - 1] {
-                        c.churn_base[p] += 1;
-                        c.churned[p] += !rp[p] as u64;
-                    } else if seen_before_prev {
-                        c.pool[p] += 1;
-                        c.reactivated[p] += rp[p] as u64;
-                    }
-                    seen_before_prev |= rp[p - 1];
+                    let prev = act[p - 1];
+                    c.churn_base[p] += pop(prev);
+                    c.churned[p] += pop(prev & !act[p]);
+                    let pool = !prev & seen_before_prev;
+                    c.pool[p] += pop(pool);
+                    c.reactivated[p] += pop(pool & act[p]);
+                    seen_before_prev |= prev;
                 }
             }
         }

@@ -17,6 +17,7 @@ use datafusion::error::Result as DfResult;
 use crate::activity::{self, bit, first_bit};
 use crate::breakdown::NONE_LABEL;
 use crate::calendar::{Calendar, Period};
+use crate::fold::bits::PeriodBits;
 use crate::table::Events;
 use crate::{EngineError, Result};
 
@@ -378,9 +379,10 @@ impl RetentionFold {
 /// [`RetentionFold`]'s state for a range of users.
 pub struct RetentionState {
     lo: u32,
-    start: Vec<u64>,
-    /// Return bits when return events differ from start events.
-    ret: Option<Vec<u64>>,
+    /// The periods with a start event.
+    start: PeriodBits,
+    /// The periods with a return event, when they differ from start events.
+    ret: Option<PeriodBits>,
     /// With a breakdown: time and value of each user's first start event.
     first: Vec<i64>,
     value: Vec<u32>,
@@ -415,11 +417,11 @@ impl crate::fold::UserFold for RetentionFold {
 
     fn start(&self, keys: std::ops::Range<u32>) -> RetentionState {
         let users = (keys.end - keys.start) as usize;
-        let words = self.words();
+        let n = self.cal.periods();
         RetentionState {
             lo: keys.start,
-            start: vec![0; users * words],
-            ret: self.separate().then(|| vec![0; users * words]),
+            start: PeriodBits::new(users, n),
+            ret: self.separate().then(|| PeriodBits::new(users, n)),
             first: if self.by.is_some() {
                 vec![i64::MAX; users]
             } else {
@@ -436,7 +438,6 @@ impl crate::fold::UserFold for RetentionFold {
 
     fn update(&self, st: &mut RetentionState, rows: &crate::fold::Rows<'_>) -> DfResult<()> {
         let (keys, ts) = (rows.keys(), rows.ts());
-        let words = self.words();
         let lo = st.lo as usize;
         let cal = &self.cal;
         // Flags: the start condition, then the return condition, if given.
@@ -466,32 +467,40 @@ impl crate::fold::UserFold for RetentionFold {
                 }
             }
         }
-        match &mut st.ret {
-            None => {
+        // A batch's rows usually come from one day's file: when its earliest
+        // and latest times fall in one period, every row does.
+        let Some((a, b)) = crate::fold::bits::min_max(ts) else {
+            return Ok(());
+        };
+        let one = cal.period_of(a).filter(|&p| cal.period_of(b) == Some(p));
+        match (&mut st.ret, one) {
+            (None, Some(p)) => {
+                st.start.set_keys(p as usize, keys, st.lo);
+            }
+            (None, None) => {
                 for i in 0..rows.len() {
                     let Some(p) = cal.period_of(ts[i]) else {
                         continue;
                     };
-                    st.start[(keys[i] as usize - lo) * words + p as usize / 64] |= 1u64 << (p % 64);
+                    st.start.set(p as usize, keys[i] as usize - lo);
                 }
             }
-            Some(ret) => {
+            (Some(ret), one) => {
                 for i in 0..rows.len() {
                     let is_start = s.is_none_or(|s| s.value(i));
                     let is_return = r.is_none_or(|r| r.value(i));
                     if !is_start && !is_return {
                         continue;
                     }
-                    let Some(p) = cal.period_of(ts[i]) else {
+                    let Some(p) = one.or_else(|| cal.period_of(ts[i])) else {
                         continue;
                     };
-                    let idx = (keys[i] as usize - lo) * words + p as usize / 64;
-                    let m = 1u64 << (p % 64);
+                    let u = keys[i] as usize - lo;
                     if is_start {
-                        st.start[idx] |= m;
+                        st.start.set(p as usize, u);
                     }
                     if is_return {
-                        ret[idx] |= m;
+                        ret.set(p as usize, u);
                     }
                 }
             }
@@ -503,7 +512,7 @@ impl crate::fold::UserFold for RetentionFold {
         let n = self.cal.periods();
         let w = columns_of(&self.mode, n).len();
         let words = self.words();
-        let users = st.start.len() / words;
+        let users = st.start.users();
         let labels: Vec<String> = st
             .values
             .values()
@@ -511,21 +520,30 @@ impl crate::fold::UserFold for RetentionFold {
             .map(|v| v.clone().unwrap_or_else(|| NONE_LABEL.to_string()))
             .collect();
         let mut per: Vec<Counts> = vec![Counts::new(n, w); labels.len().max(1)];
-        for u in 0..users {
-            let start = &st.start[u * words..(u + 1) * words];
-            let ret = match &st.ret {
-                Some(r) => &r[u * words..(u + 1) * words],
-                None => start,
-            };
-            let g = if self.by.is_some() {
-                match st.value[u] {
-                    u32::MAX => continue,
-                    g => g as usize,
-                }
-            } else {
-                0
-            };
-            per[g].user(start, ret, n, &self.mode);
+        // 64 users at a time, their bits turned user-major.
+        let mut starts = vec![0u64; 64 * words];
+        let mut rets = vec![0u64; 64 * words];
+        for b in 0..st.start.blocks() {
+            st.start.user_major(b, words, &mut starts);
+            if let Some(r) = &st.ret {
+                r.user_major(b, words, &mut rets);
+            }
+            for i in 0..(users - b * 64).min(64) {
+                let start = &starts[i * words..(i + 1) * words];
+                let ret = match &st.ret {
+                    Some(_) => &rets[i * words..(i + 1) * words],
+                    None => start,
+                };
+                let g = if self.by.is_some() {
+                    match st.value[b * 64 + i] {
+                        u32::MAX => continue,
+                        g => g as usize,
+                    }
+                } else {
+                    0
+                };
+                per[g].user(start, ret, n, &self.mode);
+            }
         }
         let mut groups = std::collections::BTreeMap::new();
         if self.by.is_some() {

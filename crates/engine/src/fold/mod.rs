@@ -32,6 +32,7 @@
 //! file) and every batch holds complete users, each user's rows in time
 //! order, as funnels need.
 
+pub(crate) mod bits;
 mod exec;
 mod scan;
 pub(crate) mod totals;

@@ -1,0 +1,174 @@
+//! Per-user sets of periods (days, weeks) kept period-major: for each period
+//! a bitmap over the range's users. The rows of one day's file then touch
+//! one bitmap of `users / 8` bytes, which stays in cache, instead of a word
+//! per user scattered over the whole range; [`PeriodBits::user_major`] turns
+//! 64 users at a time back into per-user words when the range finishes.
+
+/// Bit `u % 64` of word `p * blocks + u / 64`: user `u` (from the range's
+/// first key) was seen in period `p`.
+#[derive(Debug, Clone)]
+pub struct PeriodBits {
+    users: usize,
+    blocks: usize,
+    periods: usize,
+    bits: Vec<u64>,
+}
+
+impl PeriodBits {
+    /// No user in any of `periods` periods.
+    pub fn new(users: usize, periods: usize) -> Self {
+        let blocks = users.div_ceil(64);
+        Self {
+            users,
+            blocks,
+            periods,
+            bits: vec![0; blocks * periods],
+        }
+    }
+
+    /// Number of users.
+    pub fn users(&self) -> usize {
+        self.users
+    }
+
+    /// Number of blocks of 64 users.
+    pub fn blocks(&self) -> usize {
+        self.blocks
+    }
+
+    /// Users `64 * block ..` in period `p` (bit `i` is user `64 * block + i`).
+    #[inline]
+    pub fn word(&self, p: usize, block: usize) -> u64 {
+        self.bits[p * self.blocks + block]
+    }
+
+    /// Number of users in period `p`.
+    pub fn count(&self, p: usize) -> u64 {
+        self.bits[p * self.blocks..(p + 1) * self.blocks]
+            .iter()
+            .map(|w| w.count_ones() as u64)
+            .sum()
+    }
+
+    /// Marks user `u` in period `p`.
+    #[inline]
+    pub fn set(&mut self, p: usize, u: usize) {
+        self.bits[p * self.blocks + u / 64] |= 1u64 << (u % 64);
+    }
+
+    /// Marks every user `key - lo` of `keys` in period `p`; fastest when
+    /// keys ascend (a word's bits are gathered before it is written).
+    pub fn set_keys(&mut self, p: usize, keys: &[u32], lo: u32) {
+        let bitmap = &mut self.bits[p * self.blocks..(p + 1) * self.blocks];
+        let (mut word, mut bits) = (usize::MAX, 0u64);
+        for &k in keys {
+            let u = (k - lo) as usize;
+            if u / 64 != word {
+                if let Some(w) = bitmap.get_mut(word) {
+                    *w |= bits;
+                }
+                (word, bits) = (u / 64, 0);
+            }
+            bits |= 1u64 << (u % 64);
+        }
+        if let Some(w) = bitmap.get_mut(word) {
+            *w |= bits;
+        }
+    }
+
+    /// The periods of users `64 * block ..` (at most 64) as `words` words
+    /// per user (period `p` is bit `p % 64` of the user's word `p / 64`),
+    /// written into `out` (`64 * words` long).
+    pub fn user_major(&self, block: usize, words: usize, out: &mut [u64]) {
+        out.fill(0);
+        for p in 0..self.periods {
+            let mut w = self.bits[p * self.blocks + block];
+            while w != 0 {
+                let u = w.trailing_zeros() as usize;
+                w &= w - 1;
+                out[u * words + p / 64] |= 1u64 << (p % 64);
+            }
+        }
+    }
+}
+
+/// The earliest and latest of `ts` (in one pass the compiler vectorises).
+pub fn min_max(ts: &[i64]) -> Option<(i64, i64)> {
+    if ts.is_empty() {
+        return None;
+    }
+    let (mut lo, mut hi) = ([i64::MAX; 8], [i64::MIN; 8]);
+    let chunks = ts.chunks_exact(8);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for j in 0..8 {
+            lo[j] = lo[j].min(c[j]);
+            hi[j] = hi[j].max(c[j]);
+        }
+    }
+    for &t in rest {
+        lo[0] = lo[0].min(t);
+        hi[0] = hi[0].max(t);
+    }
+    Some((
+        lo.into_iter().min().expect("8"),
+        hi.into_iter().max().expect("8"),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_major_is_the_transpose_of_what_was_set() {
+        let (users, periods) = (150usize, 70usize);
+        let words = periods.div_ceil(64);
+        let mut b = PeriodBits::new(users, periods);
+        let mut want = vec![vec![false; periods]; users];
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..600 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let (u, p) = (
+                (state % users as u64) as usize,
+                ((state >> 20) % periods as u64) as usize,
+            );
+            want[u][p] = true;
+            b.set(p, u);
+        }
+        // Sorted keys with repeats, through the gathering path.
+        let keys: Vec<u32> = (0..users as u32)
+            .flat_map(|k| [k + 1000, k + 1000])
+            .step_by(3)
+            .collect();
+        b.set_keys(69, &keys, 1000);
+        for &k in &keys {
+            want[(k - 1000) as usize][69] = true;
+        }
+        let mut out = vec![0u64; 64 * words];
+        for block in 0..b.blocks() {
+            b.user_major(block, words, &mut out);
+            for i in 0..64.min(users - block * 64) {
+                let u = block * 64 + i;
+                for (p, &w) in want[u].iter().enumerate() {
+                    assert_eq!(
+                        out[i * words + p / 64] >> (p % 64) & 1 == 1,
+                        w,
+                        "user {u} period {p}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn min_max_of_every_length() {
+        for n in 0..40i64 {
+            let ts: Vec<i64> = (0..n).map(|i| (i * 7919) % 37 - 18).collect();
+            let want = ts.iter().min().copied().zip(ts.iter().max().copied());
+            assert_eq!(min_max(&ts), want);
+        }
+    }
+}
