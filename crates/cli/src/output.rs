@@ -145,11 +145,14 @@ fn cell(v: &Value) -> String {
     }
 }
 
-/// CSV text of rows, with a header.
+/// CSV text of rows, with a header: the one CSV writer of every command
+/// (RFC 4180: a field holding a comma, a double quote, a line feed or a
+/// carriage return is quoted, its quotes doubled; lines end with `\n`;
+/// null is an empty field).
 pub fn csv(rows: &Rows) -> String {
     let mut out = String::new();
     let quote = |s: String| {
-        if s.contains([',', '"', '\n']) {
+        if s.contains([',', '"', '\n', '\r']) {
             format!("\"{}\"", s.replace('"', "\"\""))
         } else {
             s
@@ -175,6 +178,41 @@ pub fn csv(rows: &Rows) -> String {
         out.push('\n');
     }
     out
+}
+
+/// CSV text of record batches ([`csv`] of their rows); decimals keep their
+/// scale (`30.00`, as stored), not a float's shortest form.
+pub fn csv_of_batches(
+    batches: &[datafusion::arrow::record_batch::RecordBatch],
+) -> anyhow::Result<String> {
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    let exact: Vec<_> = batches
+        .iter()
+        .map(|b| {
+            let schema = b.schema();
+            let fields: Vec<Field> = schema
+                .fields()
+                .iter()
+                .map(|f| match f.data_type() {
+                    DataType::Decimal128(..) | DataType::Decimal256(..) => {
+                        Field::new(f.name(), DataType::Utf8, f.is_nullable())
+                    }
+                    _ => f.as_ref().clone(),
+                })
+                .collect();
+            let columns = b
+                .columns()
+                .iter()
+                .zip(&fields)
+                .map(|(c, f)| datafusion::arrow::compute::cast(c, f.data_type()))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(datafusion::arrow::record_batch::RecordBatch::try_new(
+                std::sync::Arc::new(Schema::new(fields)),
+                columns,
+            )?)
+        })
+        .collect::<anyhow::Result<_>>()?;
+    Ok(csv(&rows_from_batches(&exact)?))
 }
 
 /// A plain aligned table of rows.
@@ -385,6 +423,24 @@ fn parquet_bytes(rows: &Rows) -> anyhow::Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::split_out;
+
+    #[test]
+    fn csv_quotes_carriage_returns_commas_quotes_and_line_feeds() {
+        use serde_json::json;
+        let rows = super::Rows {
+            columns: vec!["a,b".into(), "v".into()],
+            rows: vec![
+                vec![json!("x\ry"), json!("p\"q")],
+                vec![json!("l\nm"), serde_json::Value::Null],
+                vec![json!("plain"), json!(2.5)],
+            ],
+            ..Default::default()
+        };
+        assert_eq!(
+            super::csv(&rows),
+            "\"a,b\",v\n\"x\ry\",\"p\"\"q\"\n\"l\nm\",\nplain,2.5\n"
+        );
+    }
 
     #[test]
     fn tables_align_by_display_width() {

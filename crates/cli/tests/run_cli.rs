@@ -270,7 +270,9 @@ fn job_outputs_match_the_subcommands_and_reruns_replace_them() {
     let first = files(&out);
     let expected_files: Vec<String> = names
         .iter()
-        .flat_map(|n| ["csv", "json", "parquet"].map(|e| format!("e2e/{n}/2026-02-15.{e}")))
+        .flat_map(|n| {
+            ["csv", "json", "parquet"].map(|e| format!("e2e/{n}/as_of=2026-02-15/part.{e}"))
+        })
         .collect();
     let mut listed: Vec<String> = first.keys().cloned().collect();
     let mut want = expected_files.clone();
@@ -282,13 +284,15 @@ fn job_outputs_match_the_subcommands_and_reruns_replace_them() {
     );
 
     for n in names {
-        let json = String::from_utf8(first[&format!("e2e/{n}/2026-02-15.json")].clone()).unwrap();
+        let json = String::from_utf8(first[&format!("e2e/{n}/as_of=2026-02-15/part.json")].clone())
+            .unwrap();
         assert_eq!(
             json,
             subcommand(&store, n, "json"),
             "{n}: job JSON = `tenure {n} --format json`"
         );
-        let csv = String::from_utf8(first[&format!("e2e/{n}/2026-02-15.csv")].clone()).unwrap();
+        let csv = String::from_utf8(first[&format!("e2e/{n}/as_of=2026-02-15/part.csv")].clone())
+            .unwrap();
         assert_eq!(
             csv,
             subcommand(&store, n, "csv"),
@@ -297,7 +301,8 @@ fn job_outputs_match_the_subcommands_and_reruns_replace_them() {
         let objects: Vec<serde_json::Map<String, serde_json::Value>> =
             serde_json::from_str(&json).unwrap();
         assert!(!objects.is_empty(), "{n} has rows");
-        let from_parquet = parquet_objects(first[&format!("e2e/{n}/2026-02-15.parquet")].clone());
+        let from_parquet =
+            parquet_objects(first[&format!("e2e/{n}/as_of=2026-02-15/part.parquet")].clone());
         assert_eq!(from_parquet.len(), objects.len(), "{n}: parquet rows");
         for (p, j) in from_parquet.iter().zip(&objects) {
             for (k, v) in j {
@@ -313,7 +318,7 @@ fn job_outputs_match_the_subcommands_and_reruns_replace_them() {
     // from JSON values (a column of nulls, integers for a float rate).
     let types = |n: &str| {
         parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(
-            first[&format!("e2e/{n}/2026-02-15.parquet")].clone(),
+            first[&format!("e2e/{n}/as_of=2026-02-15/part.parquet")].clone(),
         ))
         .unwrap()
         .schema()
@@ -356,7 +361,7 @@ fn job_outputs_match_the_subcommands_and_reruns_replace_them() {
 
     // A rerun for the same as-of writes the same names: nothing is added, and a
     // damaged output is replaced whole.
-    let damaged = out.join("e2e/kpi/2026-02-15.csv");
+    let damaged = out.join("e2e/kpi/as_of=2026-02-15/part.csv");
     std::fs::write(&damaged, "half a file").unwrap();
     run_ok(tenure().arg("run").arg(&job));
     let second = files(&out);
@@ -380,7 +385,7 @@ fn job_outputs_match_the_subcommands_and_reruns_replace_them() {
             .arg(&other)
             .args(["--as-of", "2026-02-08"]),
     );
-    assert!(other.join("e2e/ltv/2026-02-08.parquet").exists());
+    assert!(other.join("e2e/ltv/as_of=2026-02-08/part.parquet").exists());
 }
 
 #[test]
@@ -442,8 +447,11 @@ kind = "kpi"
     );
     assert!(logs.contains("failed") && logs.contains("plan"), "{logs}");
     assert!(logs.contains("1 of 3 analyses failed: pro_users"), "{logs}");
-    assert!(out.join("partly/retention/2026-02-19.json").exists());
-    assert!(out.join("partly/kpi/2026-02-19.json").exists());
+    assert!(
+        out.join("partly/retention/as_of=2026-02-19/part.json")
+            .exists()
+    );
+    assert!(out.join("partly/kpi/as_of=2026-02-19/part.json").exists());
     assert!(!out.join("partly/pro_users").exists());
     let html = std::fs::read_to_string(&report).unwrap();
     assert!(
@@ -712,11 +720,11 @@ fn outputs_to_s3_are_replaced_on_rerun() {
     assert_eq!(
         first,
         [
-            "s3/retention/2026-02-15.json",
-            "s3/retention/2026-02-15.parquet"
+            "s3/retention/as_of=2026-02-15/part.json",
+            "s3/retention/as_of=2026-02-15/part.parquet"
         ]
     );
-    let json = io.get("s3/retention/2026-02-15.json").unwrap();
+    let json = io.get("s3/retention/as_of=2026-02-15/part.json").unwrap();
     assert_eq!(
         String::from_utf8(json.to_vec()).unwrap(),
         subcommand_retention_all(&store)
@@ -741,4 +749,82 @@ fn subcommand_retention_all(store: &Path) -> String {
             .arg(store),
     );
     String::from_utf8(out.stdout).unwrap()
+}
+
+/// Polars (from PyPI) reads the store's `events/` and a job's outputs as they
+/// are, hive-style: the events keep their `date`, the outputs of two runs
+/// their `as_of`, and the numbers are Tenure's.
+#[test]
+fn polars_reads_the_store_and_the_job_outputs_as_is() {
+    let Ok(python) = std::env::var("TENURE_TEST_PYTHON") else {
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI must provide Polars (TENURE_TEST_PYTHON)"
+        );
+        eprintln!("skipped: set TENURE_TEST_PYTHON to a python with polars");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path());
+    let out = dir.path().join("out");
+    let job = dir.path().join("daily.toml");
+    std::fs::write(
+        &job,
+        format!(
+            "name = \"daily\"\ndata = \"{}\"\nout = \"{}\"\nformats = [\"parquet\"]\n\n[[analysis]]\nname = \"kpi\"\nkind = \"kpi\"\nperiod = \"week\"\n",
+            store.display(),
+            out.display()
+        ),
+    )
+    .unwrap();
+    for day in ["2026-02-08", "2026-02-15"] {
+        run_ok(tenure().arg("run").arg(&job).args(["--as-of", day]));
+    }
+    let events = String::from_utf8(
+        run_ok(tenure().arg("sql").arg("--data").arg(&store).args([
+            "--format",
+            "csv",
+            "SELECT count(*) AS n, count(DISTINCT user_key) AS u FROM events",
+        ]))
+        .stdout,
+    )
+    .unwrap();
+    let want = events.lines().nth(1).unwrap().to_string();
+    let script = r#"
+import sys, polars as pl
+store, out = sys.argv[1], sys.argv[2]
+ev = pl.read_parquet(f"{store}/events/**/*.parquet", hive_partitioning=True)
+assert "date" in ev.columns, ev.columns
+print(f"events {ev.height},{ev['user_key'].n_unique()} days {ev['date'].n_unique()}")
+k = pl.read_parquet(f"{out}/daily/kpi/**/*.parquet", hive_partitioning=True)
+print("as_of", ",".join(str(d) for d in sorted(k["as_of"].unique().to_list())))
+print("rows", ",".join(str(n) for n in k.group_by("as_of").len().sort("as_of")["len"].to_list()))
+"#;
+    let run = Command::new(python)
+        .args(["-c", script])
+        .arg(&store)
+        .arg(&out)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&run.stdout).to_string();
+    assert!(
+        run.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(
+        text.contains(&format!("events {want} days 50")),
+        "{text} (want {want})"
+    );
+    assert!(text.contains("as_of 2026-02-08,2026-02-15"), "{text}");
+    // Rows per week up to each date: the later run has more.
+    let rows: Vec<usize> = text
+        .lines()
+        .find_map(|l| l.strip_prefix("rows "))
+        .unwrap()
+        .split(',')
+        .map(|n| n.parse().unwrap())
+        .collect();
+    assert_eq!(rows.len(), 2, "{text}");
+    assert!(rows[0] > 0 && rows[1] > rows[0], "{text}");
 }

@@ -218,3 +218,30 @@ fn sql_out_writes_the_result_typed_by_the_query() {
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(v.len(), rows);
 }
+
+/// `tenure sql` writes CSV with the writer every command uses: a carriage
+/// return, a comma or a quote quotes the field (quotes doubled), null is an
+/// empty field, a decimal keeps its scale (as `tenure segment --format csv`,
+/// which goes through the same writer).
+#[test]
+fn sql_csv_is_the_one_csv_of_every_command() {
+    let dir = store("retention/events.ndjson");
+    let out = tenure()
+        .args(["sql", "--format", "csv", "--data"])
+        .arg(dir.path())
+        .arg(
+            "SELECT concat('a', chr(13), 'b') AS cr, 'c,d' AS comma, 'say \"hi\"' AS quote, \
+             CAST(NULL AS VARCHAR) AS nothing, CAST(1.5 AS DECIMAL(5,2)) AS money",
+        )
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        "cr,comma,quote,nothing,money\n\"a\rb\",\"c,d\",\"say \"\"hi\"\"\",,1.50\n"
+    );
+}

@@ -16,8 +16,10 @@ use crate::report::{self, Section};
 
 /// Run a batch job: the analyses of a TOML job file over one store and time
 /// range, each written as Parquet, CSV or JSON to
-/// `<out>/<job name>/<analysis name>/<as-of date>.<ext>` (one put per file, so
-/// a rerun replaces its own outputs and never duplicates them).
+/// `<out>/<job name>/<analysis name>/as_of=<YYYY-MM-DD>/part.<ext>` (one put
+/// per file, so a rerun replaces its own outputs and never duplicates them;
+/// DuckDB, Polars and Spark reading the analysis folder hive-style get the
+/// date as an `as_of` column).
 ///
 /// A failed analysis is logged and reported, and the others still run; the
 /// exit code is then 1. A bad job file (unknown keys, bad ranges or
@@ -285,10 +287,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `<out>/<job>/<analysis>/<as-of date>.<ext>`.
+/// `<out>/<job>/<analysis>/as_of=<as-of date>/part.<ext>`.
 pub fn output_url(out: &str, job: &str, analysis: &str, date: &str, ext: &str) -> String {
     format!(
-        "{}/{job}/{analysis}/{date}.{ext}",
+        "{}/{job}/{analysis}/as_of={date}/part.{ext}",
         out.trim_end_matches('/')
     )
 }

@@ -360,14 +360,7 @@ fn print_batches(
                 .to_string()
                 .into_bytes(),
         ),
-        output::OutputFormat::Csv => {
-            let mut w = datafusion::arrow::csv::WriterBuilder::new()
-                .with_header(true)
-                .build(&mut buf);
-            for b in batches {
-                w.write(b)?;
-            }
-        }
+        output::OutputFormat::Csv => buf.extend(output::csv_of_batches(batches)?.into_bytes()),
         output::OutputFormat::Json => {
             let mut w = datafusion::arrow::json::ArrayWriter::new(&mut buf);
             for b in batches {

@@ -64,14 +64,7 @@ pub fn run(args: SqlArgs) -> anyhow::Result<()> {
         OutputFormat::Table => {
             out.extend(pretty_format_batches(&batches)?.to_string().into_bytes())
         }
-        OutputFormat::Csv => {
-            let mut w = datafusion::arrow::csv::WriterBuilder::new()
-                .with_header(true)
-                .build(&mut out);
-            for b in &batches {
-                w.write(b)?;
-            }
-        }
+        OutputFormat::Csv => out.extend(crate::output::csv_of_batches(&batches)?.into_bytes()),
         OutputFormat::Json => {
             let mut w = datafusion::arrow::json::ArrayWriter::new(&mut out);
             for b in &batches {
