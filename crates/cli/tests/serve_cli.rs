@@ -39,3 +39,44 @@ fn serve_with_other_properties_than_the_store_exits_2() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("properties"), "{err}");
 }
+
+/// Write keys need not be on the command line (where `ps` shows them): with
+/// none at all the server refuses to start (exit 2, saying where keys go);
+/// a key from `TENURE_WRITE_KEYS` or `--write-key-file` gets past that check
+/// (here to the next refusal, a WAL path that is a file).
+#[test]
+fn write_keys_from_the_environment_or_a_file_and_none_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = dir.path().join("wal-is-a-file");
+    std::fs::write(&wal, "").unwrap();
+    let serve = || {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_tenure"));
+        c.arg("serve")
+            .arg("--to")
+            .arg(dir.path().join("store"))
+            .arg("--wal")
+            .arg(&wal)
+            .args(["--listen", "127.0.0.1:0"])
+            .env_remove("TENURE_WRITE_KEYS");
+        c
+    };
+    let none = serve().output().unwrap();
+    let err = String::from_utf8_lossy(&none.stderr);
+    assert_eq!(none.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("no write key") && err.contains("TENURE_WRITE_KEYS"),
+        "{err}"
+    );
+
+    let keys = dir.path().join("keys");
+    std::fs::write(&keys, "# rotated monthly\nk1\n").unwrap();
+    for cmd in [
+        serve().env("TENURE_WRITE_KEYS", "k1,k2").output().unwrap(),
+        serve().arg("--write-key-file").arg(&keys).output().unwrap(),
+    ] {
+        let err = String::from_utf8_lossy(&cmd.stderr);
+        assert!(!cmd.status.success(), "{err}");
+        assert!(!err.contains("no write key"), "{err}");
+        assert!(err.contains("wal-is-a-file"), "{err}");
+    }
+}

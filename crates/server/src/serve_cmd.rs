@@ -14,9 +14,14 @@ use crate::{BadEventPolicy, ServeReport, Server, ServerConfig, ServerError};
 /// write-ahead log, and committed to the store by size or age. SIGTERM flushes
 /// and commits before exiting.
 ///
+/// Write keys come from `--write-key` (visible to `ps`: for development),
+/// `--write-key-file` (one key per line; blank lines and `#` comments are
+/// skipped) or the `TENURE_WRITE_KEYS` environment variable (keys separated
+/// by commas or whitespace); all of them are accepted.
+///
 /// Example:
 ///
-///   tenure serve --to ./store --wal ./wal --write-key dev-key
+///   tenure serve --to ./store --wal ./wal --write-key-file /run/secrets/tenure-keys
 #[derive(clap::Args, Debug)]
 pub struct ServeArgs {
     /// Store to commit events to (a path or an object-store URL).
@@ -28,9 +33,13 @@ pub struct ServeArgs {
     /// Write-ahead log directory (local disk).
     #[arg(long)]
     pub wal: PathBuf,
-    /// Accepted write key (repeatable).
-    #[arg(long = "write-key", required = true)]
+    /// Accepted write key (repeatable; shown by `ps`: prefer
+    /// --write-key-file or TENURE_WRITE_KEYS).
+    #[arg(long = "write-key")]
     pub write_keys: Vec<String>,
+    /// File of accepted write keys, one per line (repeatable).
+    #[arg(long = "write-key-file")]
+    pub write_key_files: Vec<PathBuf>,
     /// Project configuration (declared properties, Parquet limits).
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -67,11 +76,56 @@ pub struct ServeArgs {
     pub dedup_window_secs: Option<u64>,
 }
 
+/// The environment variable of accepted write keys.
+pub const WRITE_KEYS_ENV: &str = "TENURE_WRITE_KEYS";
+
+/// The write keys of the arguments, their files and `env` (the value of
+/// [`WRITE_KEYS_ENV`]), in that order, without repeats.
+pub fn write_keys(a: &ServeArgs, env: Option<&str>) -> Result<Vec<String>, String> {
+    let mut keys: Vec<String> = Vec::new();
+    let mut add = |k: &str| {
+        if !k.is_empty() && !keys.iter().any(|x| x == k) {
+            keys.push(k.to_string());
+        }
+    };
+    for k in &a.write_keys {
+        add(k.trim());
+    }
+    for f in &a.write_key_files {
+        let text = std::fs::read_to_string(f)
+            .map_err(|e| format!("--write-key-file {}: {e}", f.display()))?;
+        let mut found = false;
+        for line in text.lines().map(str::trim) {
+            if !line.is_empty() && !line.starts_with('#') {
+                add(line);
+                found = true;
+            }
+        }
+        if !found {
+            return Err(format!(
+                "--write-key-file {}: no key in it (one key per line)",
+                f.display()
+            ));
+        }
+    }
+    for k in env.unwrap_or("").split([',', ' ', '\t', '\n']) {
+        add(k.trim());
+    }
+    if keys.is_empty() {
+        return Err(format!(
+            "no write key: pass --write-key-file <file> (one key per line), set {WRITE_KEYS_ENV}, or --write-key <key>"
+        ));
+    }
+    Ok(keys)
+}
+
 /// The server configuration these arguments describe.
 pub fn config(a: ServeArgs) -> Result<ServerConfig, String> {
+    let env = std::env::var(WRITE_KEYS_ENV).ok();
+    let keys = write_keys(&a, env.as_deref())?;
     let mut c = ServerConfig::new(a.to, a.wal);
     c.listen = a.listen;
-    c.write_keys = a.write_keys;
+    c.write_keys = keys;
     if let Some(p) = a.config {
         c.ingest = tenure_schema::Config::load(&p).map_err(|e| e.to_string())?;
     }
@@ -125,4 +179,59 @@ pub fn run(args: ServeArgs) -> Result<ServeReport, ServerError> {
         println!("listening on http://{}", server.local_addr());
         server.run(signalled()).await
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    fn args(extra: &[&str]) -> ServeArgs {
+        let mut argv = vec!["tenure", "--to", "s", "--wal", "w"];
+        argv.extend(extra);
+        Cli::try_parse_from(argv).unwrap().serve
+    }
+
+    #[test]
+    fn write_keys_come_from_flags_files_and_the_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("keys");
+        std::fs::write(&file, "# production\nk-file-1\n\n  k-file-2  \nk-flag\n").unwrap();
+        let a = args(&[
+            "--write-key",
+            "k-flag",
+            "--write-key-file",
+            file.to_str().unwrap(),
+        ]);
+        assert_eq!(
+            write_keys(&a, Some("k-env-1, k-env-2\tk-file-1")).unwrap(),
+            ["k-flag", "k-file-1", "k-file-2", "k-env-1", "k-env-2"]
+        );
+        assert_eq!(write_keys(&args(&[]), Some("only")).unwrap(), ["only"]);
+    }
+
+    #[test]
+    fn no_key_a_missing_file_or_an_empty_file_is_an_error() {
+        let none = write_keys(&args(&[]), None).unwrap_err();
+        assert!(
+            none.contains("--write-key-file") && none.contains(WRITE_KEYS_ENV),
+            "{none}"
+        );
+        assert!(write_keys(&args(&[]), Some(" , ")).is_err());
+        let missing =
+            write_keys(&args(&["--write-key-file", "/nonexistent/keys"]), None).unwrap_err();
+        assert!(missing.contains("/nonexistent/keys"), "{missing}");
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty");
+        std::fs::write(&empty, "# nothing yet\n\n").unwrap();
+        let e =
+            write_keys(&args(&["--write-key-file", empty.to_str().unwrap()]), None).unwrap_err();
+        assert!(e.contains("no key"), "{e}");
+    }
 }
