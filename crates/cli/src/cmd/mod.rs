@@ -4,6 +4,7 @@
 pub mod abtest;
 pub mod common;
 pub mod compact;
+pub mod completions;
 pub mod funnel;
 pub mod generate;
 pub mod ingest;
