@@ -438,3 +438,104 @@ fn compressed_inputs_are_decompressed_and_damage_commits_nothing() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("named as gzip-compressed"), "{err}");
 }
+
+/// Inputs in a bucket (the S3-compatible server `.ci/test` starts): a glob
+/// over keys picks the matching objects only (`/` matched literally), each
+/// gzip export is downloaded and ingested under its URL, a rerun adds
+/// nothing, and a glob matching nothing is bad input.
+#[test]
+fn globbed_inputs_in_a_bucket_are_ingested_once() {
+    let Ok(bucket) = std::env::var("TENURE_TEST_S3_BUCKET") else {
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI must provide an S3-compatible server"
+        );
+        eprintln!("skipped: set TENURE_TEST_S3_BUCKET and AWS_ENDPOINT");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let all = dir.path().join("all.ndjson");
+    assert!(
+        tenure()
+            .args([
+                "gen", "--users", "300", "--days", "20", "--seed", "5", "--to"
+            ])
+            .arg(&all)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let text = std::fs::read_to_string(&all).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let (a, b) = lines.split_at(lines.len() / 2);
+    let gz = |lines: &[&str]| {
+        use std::io::Write;
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all((lines.join("\n") + "\n").as_bytes()).unwrap();
+        e.finish().unwrap()
+    };
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let root = format!("s3://{bucket}/inputs-{nanos}");
+    let io = Io::new(Store::open(&root).unwrap());
+    io.put("exports/2026-01.ndjson.gz", gz(a)).unwrap();
+    io.put("exports/2026-02.ndjson.gz", gz(b)).unwrap();
+    // Not matched: another year, and a deeper folder (`*` stops at `/`).
+    io.put("exports/2025-12.ndjson.gz", gz(&lines[..5]))
+        .unwrap();
+    io.put("exports/old/2026-03.ndjson.gz", gz(&lines[..7]))
+        .unwrap();
+
+    let store = dir.path().join("store");
+    let pattern = format!("{root}/exports/2026-*.ndjson.gz");
+    let count = || {
+        let out = tenure()
+            .args(["sql", "--format", "csv", "--data"])
+            .arg(&store)
+            .arg("SELECT count(*) AS n FROM events")
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let first = tenure()
+        .arg("ingest")
+        .arg(&pattern)
+        .arg("--to")
+        .arg(&store)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&first.stderr);
+    assert!(first.status.success(), "{err}");
+    assert!(err.contains("inputs 2"), "{err}");
+    assert_eq!(count(), format!("n\n{}\n", lines.len()));
+
+    let again = tenure()
+        .arg("ingest")
+        .arg(&pattern)
+        .arg("--to")
+        .arg(&store)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(again.status.success(), "{err}");
+    assert!(
+        err.contains(&format!(
+            "{root}/exports/2026-01.ndjson.gz: already ingested"
+        )),
+        "{err}"
+    );
+    assert_eq!(count(), format!("n\n{}\n", lines.len()));
+
+    let none = tenure()
+        .arg("ingest")
+        .arg(format!("{root}/exports/2030-*.ndjson.gz"))
+        .arg("--to")
+        .arg(&store)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&none.stderr);
+    assert_eq!(none.status.code(), Some(2), "{err}");
+    assert!(err.contains("no objects match"), "{err}");
+}

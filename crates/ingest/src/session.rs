@@ -266,7 +266,22 @@ impl Ingest {
 
     /// Ingests one file, unless the same content was ingested before.
     pub fn add_file(&mut self, path: &Path) -> Result<(), IngestError> {
-        let name = path.display().to_string();
+        self.add_file_as(path, None)
+    }
+
+    /// Ingests a local copy of another source (an object downloaded from a
+    /// bucket): `source` is its name (URL) and modification time, which the
+    /// manifest records and the "already ingested" check compares, instead
+    /// of the copy's path and time.
+    pub fn add_file_as(
+        &mut self,
+        path: &Path,
+        source: Option<(&str, Option<i64>)>,
+    ) -> Result<(), IngestError> {
+        let name = match source {
+            Some((n, _)) => n.to_string(),
+            None => path.display().to_string(),
+        };
         let input_err = |source| IngestError::Input {
             input: name.clone(),
             source,
@@ -277,11 +292,14 @@ impl Ingest {
                 "{name} is a directory; pass files or a glob such as '{name}/*.ndjson'"
             )));
         }
-        let mtime = meta
-            .modified()
-            .ok()
-            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-            .map(|d| d.as_secs() as i64);
+        let mtime = match source {
+            Some((_, t)) => t,
+            None => meta
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                .map(|d| d.as_secs() as i64),
+        };
         let format = Format::from_path(&name).or(self.default_format).ok_or_else(|| {
             IngestError::BadInput(format!(
                 "cannot tell the format of {name}; name it .ndjson, .csv or .parquet or pass --format"

@@ -17,7 +17,10 @@ use crate::progress::bytes_bar;
 /// Declared properties (from --config) get typed columns; the rest are kept as
 /// JSON in `properties`. Rejected records go to `dead_letter/` under the store
 /// with their input, line, reason and whole text, ready to fix and re-ingest.
-/// Re-ingesting the same input adds nothing. Gzip and zstd inputs
+/// Re-ingesting the same input adds nothing. Inputs may be objects in a bucket
+/// (`s3://`, `gs://`, `az://`, with `*` and `[...]` globs over the keys; `/`
+/// is matched only literally); each is downloaded to a temporary file, then
+/// ingested and recorded under its URL. Gzip and zstd inputs
 /// (`events.ndjson.gz`, `export.csv.zst`, or compressed data on stdin) are
 /// decompressed, recognised by name or by their first bytes; a damaged or
 /// truncated one fails the run and commits nothing.
@@ -36,6 +39,8 @@ use crate::progress::bytes_bar;
 ///   cat events.ndjson | tenure ingest - --to ./store
 ///
 ///   tenure ingest 'exports/2026-*.ndjson.gz' --to ./store
+///
+///   tenure ingest 's3://bucket/exports/2026-*.ndjson.gz' --to ./store
 #[derive(Args)]
 pub struct IngestArgs {
     /// Input files, globs (quoted), or `-` for standard input.
@@ -82,12 +87,109 @@ impl From<FormatArg> for Format {
 enum Input {
     Stdin,
     File(PathBuf),
+    /// An object in a bucket: its URL (shown and recorded), store and key.
+    Object {
+        url: String,
+        store: Store,
+        rel: String,
+        size: u64,
+        mtime: i64,
+    },
+}
+
+/// The objects an object-store input names: the URL up to the last `/`
+/// before the first `*` or `[` is the folder listed, the rest a glob over
+/// the keys below it (`/` matched only literally); without a glob, one
+/// object. S3 options may follow as `?key=value`, as for stores.
+fn expand_url(i: &str) -> anyhow::Result<Vec<Input>> {
+    let (base, query) = match i.split_once('?') {
+        Some((b, q)) if q.contains('=') => (b, Some(q)),
+        _ => (i, None),
+    };
+    let cut = base.find(['*', '[', '?']).unwrap_or(base.len());
+    let bucket_at = base.find("://").map_or(0, |p| p + 3);
+    let slash = match base[..cut].rfind('/') {
+        Some(s) if s > bucket_at => s,
+        _ => {
+            return Err(BadInput(format!(
+                "{i}: name objects in a bucket, such as s3://bucket/exports/*.ndjson.gz"
+            ))
+            .into());
+        }
+    };
+    let (dir, pattern) = (&base[..slash], &base[slash + 1..]);
+    if pattern.is_empty() {
+        return Err(BadInput(format!(
+            "{i} names a folder; add a glob such as {i}*.ndjson.gz"
+        ))
+        .into());
+    }
+    let glob = glob::Pattern::new(pattern).map_err(|e| BadInput(format!("bad glob {i}: {e}")))?;
+    let store_url = match query {
+        Some(q) => format!("{dir}?{q}"),
+        None => dir.to_string(),
+    };
+    let store = Store::open_existing(&store_url)?;
+    // List only below the glob's literal folders.
+    let literal = &pattern[..cut - slash - 1];
+    let under = literal.rfind('/').map_or("", |p| &literal[..p]);
+    let io = tenure_ingest::io::Io::new(store.clone());
+    let listed = io
+        .list(under)
+        .with_context(|| format!("cannot list {dir}/{under}"))?;
+    let opts = glob::MatchOptions {
+        require_literal_separator: true,
+        ..Default::default()
+    };
+    let mut objects: Vec<Input> = listed
+        .into_iter()
+        .filter(|(rel, _)| glob.matches_with(rel, opts))
+        .map(|(rel, meta)| Input::Object {
+            url: format!("{dir}/{rel}"),
+            store: store.clone(),
+            size: meta.size,
+            mtime: meta.last_modified.timestamp(),
+            rel,
+        })
+        .collect();
+    if objects.is_empty() {
+        return Err(BadInput(match cut < base.len() {
+            true => format!("no objects match {base}"),
+            false => format!("no such object: {base}"),
+        })
+        .into());
+    }
+    objects.sort_by(|a, b| match (a, b) {
+        (Input::Object { rel: x, .. }, Input::Object { rel: y, .. }) => x.cmp(y),
+        _ => std::cmp::Ordering::Equal,
+    });
+    Ok(objects)
+}
+
+/// Copies an object to `to`, streaming.
+fn download(store: &Store, rel: &str, to: &std::path::Path) -> anyhow::Result<()> {
+    use futures::StreamExt;
+    use object_store::ObjectStoreExt;
+    use std::io::Write;
+    let mut file = std::fs::File::create(to)?;
+    let path = store.path(rel);
+    tenure_ingest::io::block_on(async {
+        let mut stream = store.inner.get(&path).await?.into_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk?;
+            file.write_all(&chunk)?;
+        }
+        file.sync_all()?;
+        anyhow::Ok(())
+    })
 }
 
 fn expand(inputs: &[String]) -> anyhow::Result<Vec<Input>> {
     let mut out = Vec::new();
     for i in inputs {
-        if i == "-" {
+        if i.contains("://") && !i.starts_with("file://") {
+            out.extend(expand_url(i)?);
+        } else if i == "-" {
             if inputs.len() > 1 {
                 return Err(BadInput("`-` (stdin) must be the only input".into()).into());
             }
@@ -131,6 +233,7 @@ pub fn run(args: IngestArgs) -> anyhow::Result<()> {
         .iter()
         .map(|i| match i {
             Input::File(p) => std::fs::metadata(p).ok().map(|m| m.len()),
+            Input::Object { size, .. } => Some(*size),
             Input::Stdin => None,
         })
         .sum();
@@ -142,6 +245,20 @@ pub fn run(args: IngestArgs) -> anyhow::Result<()> {
         match input {
             Input::Stdin => ingest.add_reader(std::io::stdin().lock(), "-")?,
             Input::File(p) => ingest.add_file(p)?,
+            Input::Object {
+                url,
+                store,
+                rel,
+                mtime,
+                ..
+            } => {
+                // Named as the object (its compression and format show in
+                // the name), in a folder removed when done.
+                let tmp = tempfile::tempdir().context("cannot make a temporary folder")?;
+                let copy = tmp.path().join(rel.rsplit('/').next().unwrap_or("object"));
+                download(store, rel, &copy).with_context(|| format!("cannot download {url}"))?;
+                ingest.add_file_as(&copy, Some((url.as_str(), Some(*mtime))))?;
+            }
         }
     }
     let summary = ingest.commit();
