@@ -26,6 +26,12 @@ use clap::{CommandFactory, Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log format on stderr: text, or one JSON object per line. `RUST_LOG`
+    /// chooses what is logged (`info`, `warn,tenure_server=debug`); by default
+    /// `info` for `run` and `serve` (one line per analysis or request), `warn`
+    /// for the others.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    log_format: tenure_server::logs::LogFormat,
 }
 
 #[derive(Subcommand)]
@@ -73,6 +79,11 @@ fn main() {
     if !matches!(cli.command, Command::Serve(_)) {
         keep_heap_tops();
     }
+    let default_logs = match cli.command {
+        Command::Run(_) | Command::Serve(_) => "info",
+        _ => "warn",
+    };
+    tenure_server::logs::init(cli.log_format, default_logs);
     let result = match cli.command {
         Command::Ingest(a) => cmd::ingest::run(a),
         Command::Compact(a) => cmd::compact::run(a),

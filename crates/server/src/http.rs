@@ -27,11 +27,36 @@ use crate::wal::Refused;
 
 type Resp = Response<Full<Bytes>>;
 
-/// hyper's service function.
+/// The events of a request, on its response for the request log.
+#[derive(Clone, Copy, Debug, Default)]
+struct RequestEvents {
+    /// Stored (acknowledged, not duplicates).
+    stored: usize,
+    /// Invalid.
+    rejected: usize,
+}
+
+/// hyper's service function: routes, counts and logs one line per request.
 pub(crate) async fn handle(app: Arc<App>, req: Request<Incoming>) -> Result<Resp, Infallible> {
     let started = Instant::now();
+    let (method, path) = (req.method().clone(), req.uri().path().to_string());
     let resp = route(&app, req, started).await;
-    app.metrics.response(resp.status().as_u16());
+    let status = resp.status().as_u16();
+    app.metrics.response(status);
+    let ev = resp
+        .extensions()
+        .get::<RequestEvents>()
+        .copied()
+        .unwrap_or_default();
+    tracing::info!(
+        method = %method,
+        path = %path,
+        status,
+        latency_ms = (started.elapsed().as_secs_f64() * 1e5).round() / 100.0,
+        events = ev.stored,
+        rejected = ev.rejected,
+        "request"
+    );
     Ok(resp)
 }
 
@@ -250,8 +275,14 @@ async fn track(app: &App, ep: Endpoint, req: Request<Incoming>, started: Instant
         m.duplicates.fetch_add(dups as u64, Relaxed);
         m.ack_latency.observe(started.elapsed().as_secs_f64());
     }
+    let events = RequestEvents {
+        stored,
+        rejected: decoded.rejected.len(),
+    };
     if decoded.rejected.is_empty() {
-        return json(StatusCode::OK, r#"{"success":true}"#.to_string());
+        let mut resp = json(StatusCode::OK, r#"{"success":true}"#.to_string());
+        resp.extensions_mut().insert(events);
+        return resp;
     }
     let message = if refuse {
         "invalid messages; nothing from this request was stored"
@@ -264,7 +295,9 @@ async fn track(app: &App, ep: Endpoint, req: Request<Incoming>, started: Instant
         "stored": stored,
         "errors": decoded.rejected,
     });
-    json(StatusCode::BAD_REQUEST, body.to_string())
+    let mut resp = json(StatusCode::BAD_REQUEST, body.to_string());
+    resp.extensions_mut().insert(events);
+    resp
 }
 
 /// The write key of HTTP Basic authentication, its user name (Segment sends

@@ -29,6 +29,7 @@ mod dedup;
 mod error;
 mod flush;
 mod http;
+pub mod logs;
 mod message;
 mod metrics;
 pub mod serve_cmd;

@@ -13,10 +13,16 @@ use tenure_server::serve_cmd::{ServeArgs, run};
 struct Cli {
     #[command(flatten)]
     args: ServeArgs,
+    /// Log format on stderr (one line per request; `RUST_LOG` filters, `info`
+    /// by default).
+    #[arg(long, value_enum, default_value = "text")]
+    log_format: tenure_server::logs::LogFormat,
 }
 
 fn main() -> ExitCode {
-    match run(Cli::parse().args) {
+    let cli = Cli::parse();
+    tenure_server::logs::init(cli.log_format, "info");
+    match run(cli.args) {
         Ok(r) => {
             eprintln!(
                 "tenure-server: stopped; received {}, acknowledged {}, rejected {}, duplicates {}, committed {}",

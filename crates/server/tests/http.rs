@@ -686,3 +686,84 @@ async fn failing_commits_make_the_server_unhealthy() {
     let rows = stored_async(&dir.path().join("store")).await;
     assert_eq!(rows.len(), 1);
 }
+
+/// One log line per request (`--log-format json`, the `info` default): method,
+/// path, status, latency and the events it stored or rejected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_request_is_logged_as_one_json_line() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("server.log");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tenure-server"))
+        .args(["--to", &dir.path().join("store").display().to_string()])
+        .args(["--wal", &dir.path().join("wal").display().to_string()])
+        .args(["--write-key", KEY, "--listen", "127.0.0.1:0"])
+        .args(["--log-format", "json"])
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("listening on http://")
+        .unwrap()
+        .to_string();
+    let c = client();
+    let two = batch(vec![
+        track("l1", "u1", "view", TS),
+        track("l2", "u2", "buy", TS),
+    ]);
+    let (s, _) = post(&c, &format!("http://{addr}/v1/batch"), two).await;
+    assert_eq!(s, 200);
+    let bad = batch(vec![
+        track("l3", "u3", "view", TS),
+        serde_json::json!({"type": "track"}),
+    ]);
+    let (s, _) = post(&c, &format!("http://{addr}/v1/batch"), bad).await;
+    assert_eq!(s, 400);
+    let s = c
+        .get(format!("http://{addr}/nowhere"))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(s.as_u16(), 404);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let requests: Vec<serde_json::Value> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["fields"]["message"] == "request")
+        .map(|v| v["fields"].clone())
+        .collect();
+    let seen: Vec<(String, String, u64, u64, u64)> = requests
+        .iter()
+        .map(|f| {
+            assert!(f["latency_ms"].as_f64().is_some_and(|ms| ms >= 0.0), "{f}");
+            (
+                f["method"].as_str().unwrap().to_string(),
+                f["path"].as_str().unwrap().to_string(),
+                f["status"].as_u64().unwrap(),
+                f["events"].as_u64().unwrap(),
+                f["rejected"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let want = |m: &str, p: &str, s, e, r| (m.to_string(), p.to_string(), s, e, r);
+    assert_eq!(
+        seen,
+        [
+            want("POST", "/v1/batch", 200, 2, 0),
+            want("POST", "/v1/batch", 400, 1, 1),
+            want("GET", "/nowhere", 404, 0, 0),
+        ],
+        "{}",
+        std::fs::read_to_string(&log).unwrap()
+    );
+}

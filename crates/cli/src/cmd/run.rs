@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::time::Instant;
 
 use anyhow::Context;
-use clap::{Args, ValueEnum};
+use clap::Args;
 use tracing::{error, info, info_span, warn};
 
 use crate::cmd::common::Scope;
@@ -63,29 +63,6 @@ pub struct RunArgs {
     /// Also write an HTML report of every analysis to this file or URL.
     #[arg(long, value_name = "FILE")]
     pub report: Option<String>,
-    /// Log format on stderr.
-    #[arg(long, value_enum, default_value = "text")]
-    pub log_format: LogFormat,
-}
-
-/// How logs are written.
-#[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum LogFormat {
-    /// One human-readable line per event, with key=value fields.
-    Text,
-    /// One JSON object per line.
-    Json,
-}
-
-fn init_logs(format: LogFormat) {
-    let builder = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .with_max_level(tracing::Level::INFO);
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
-    };
 }
 
 /// How one analysis went.
@@ -99,7 +76,6 @@ struct Outcome {
 
 /// Runs the command.
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
-    init_logs(args.log_format);
     let text = std::fs::read_to_string(&args.job)
         .map_err(|e| BadInput(format!("cannot read job file {}: {e}", args.job)))?;
     let mut job = job::parse(&args.job, &text).map_err(|e| {
