@@ -5,6 +5,7 @@
 mod cmd;
 mod exit;
 mod job;
+mod metrics;
 mod output;
 mod progress;
 mod report;

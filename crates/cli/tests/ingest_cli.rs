@@ -539,3 +539,55 @@ fn globbed_inputs_in_a_bucket_are_ingested_once() {
     assert_eq!(none.status.code(), Some(2), "{err}");
     assert!(err.contains("no objects match"), "{err}");
 }
+
+/// `--metrics` writes the run's counters in Prometheus text format; a failed
+/// run leaves the file as it was.
+#[test]
+fn ingest_metrics_file_for_a_textfile_collector() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("a.csv");
+    std::fs::write(
+        &csv,
+        "user_id,event,ts\nu1,signup,2026-01-01T00:00:00Z\nu2,signup,2026-01-02T00:00:00Z\nu2,oops,not-a-time\n",
+    )
+    .unwrap();
+    let store = dir.path().join("store");
+    let metrics = dir.path().join("ingest.prom");
+    let st = tenure()
+        .arg("ingest")
+        .arg(&csv)
+        .arg("--to")
+        .arg(&store)
+        .arg("--metrics")
+        .arg(&metrics)
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    let prom = std::fs::read_to_string(&metrics).unwrap();
+    let label = format!("{{store=\"{}\"}}", store.display());
+    for (name, v) in [
+        ("tenure_ingest_events_written", "2"),
+        ("tenure_ingest_records_rejected", "1"),
+        ("tenure_ingest_inputs", "1"),
+        ("tenure_ingest_manifest_version", "1"),
+    ] {
+        let line = format!("{name}{label} {v}");
+        assert!(prom.lines().any(|l| l == line), "{line} in\n{prom}");
+    }
+    assert!(prom.contains("# TYPE tenure_ingest_last_success_timestamp_seconds gauge"));
+    let failed = tenure()
+        .arg("ingest")
+        .arg(dir.path().join("missing.csv"))
+        .arg("--to")
+        .arg(&store)
+        .arg("--metrics")
+        .arg(&metrics)
+        .output()
+        .unwrap();
+    assert_eq!(failed.status.code(), Some(2));
+    assert_eq!(std::fs::read_to_string(&metrics).unwrap(), prom);
+}

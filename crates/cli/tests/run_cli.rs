@@ -426,13 +426,31 @@ kind = "kpi"
     run_ok(tenure().args(["run", "--dry-run"]).arg(&job));
 
     let report = dir.path().join("report.html");
+    let metrics = dir.path().join("tenure_job.prom");
     let run = tenure()
         .arg("run")
         .arg(&job)
         .arg("--report")
         .arg(&report)
+        .arg("--metrics")
+        .arg(&metrics)
         .output()
         .unwrap();
+    // Prometheus text for a textfile collector, the failure included.
+    let prom = std::fs::read_to_string(&metrics).unwrap();
+    for line in [
+        "# TYPE tenure_job_analysis_success gauge",
+        "tenure_job_analysis_success{job=\"partly\",analysis=\"retention\",kind=\"retention\"} 1",
+        "tenure_job_analysis_success{job=\"partly\",analysis=\"pro_users\",kind=\"segment\"} 0",
+        "tenure_job_analyses{job=\"partly\"} 3",
+        "tenure_job_analyses_failed{job=\"partly\"} 1",
+    ] {
+        assert!(prom.lines().any(|l| l == line), "{line} in\n{prom}");
+    }
+    assert!(
+        prom.contains("tenure_job_analysis_rows{job=\"partly\",analysis=\"kpi\",kind=\"kpi\"} "),
+        "{prom}"
+    );
     assert_eq!(
         run.status.code(),
         Some(1),

@@ -61,6 +61,12 @@ pub struct IngestArgs {
     /// Print the run summary as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Write the run's counters to this file in Prometheus text format (for
+    /// node_exporter's textfile collector), replacing it whole; a failed run
+    /// leaves it as it was, so `tenure_ingest_last_success_timestamp_seconds`
+    /// ages.
+    #[arg(long, value_name = "FILE")]
+    pub metrics: Option<PathBuf>,
 }
 
 /// Input formats.
@@ -265,6 +271,9 @@ pub fn run(args: IngestArgs) -> anyhow::Result<()> {
     bar.finish_and_clear();
     let summary = summary?;
     print_summary(&summary, args.json)?;
+    if let Some(p) = &args.metrics {
+        crate::metrics::write(p, &crate::metrics::ingest(&summary, &args.to))?;
+    }
     Ok(())
 }
 

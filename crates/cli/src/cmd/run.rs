@@ -63,6 +63,11 @@ pub struct RunArgs {
     /// Also write an HTML report of every analysis to this file or URL.
     #[arg(long, value_name = "FILE")]
     pub report: Option<String>,
+    /// Write the run's metrics (per analysis: success, seconds, rows; the
+    /// job's failures and time) to this file in Prometheus text format,
+    /// replacing it whole, failed analyses included.
+    #[arg(long, value_name = "FILE")]
+    pub metrics: Option<std::path::PathBuf>,
 }
 
 /// How one analysis went.
@@ -202,6 +207,19 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         outcomes.push(outcome);
     }
 
+    if let Some(p) = &args.metrics {
+        let analyses: Vec<crate::metrics::Analysis<'_>> = outcomes
+            .iter()
+            .map(|o| crate::metrics::Analysis {
+                name: &o.name,
+                kind: o.kind,
+                seconds: o.seconds,
+                rows: o.result.as_ref().ok().map(|r| r.0.len()),
+            })
+            .collect();
+        let text = crate::metrics::job(&job.name, &analyses, started.elapsed().as_secs_f64());
+        crate::metrics::write(p, &text)?;
+    }
     if let Some(url) = &args.report {
         let sections: Vec<Section> = job
             .analyses
