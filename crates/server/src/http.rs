@@ -69,13 +69,16 @@ async fn route(app: &App, req: Request<Incoming>, started: Instant) -> Resp {
             .header(CONTENT_TYPE, "text/plain; version=0.0.4")
             .body(Full::new(Bytes::from(app.metrics.render())))
             .expect("static response"),
-        (&Method::POST, _, Some(ep)) => track(app, ep, req, started).await,
+        (&Method::POST, _, Some(ep)) => track(app, ep, req, started, false).await,
+        (&Method::POST, p, None) if crate::posthog::is_capture_path(p) => {
+            track(app, Endpoint::Batch, req, started, true).await
+        }
         (_, "/health" | "/metrics", _) | (_, _, Some(_)) => {
             error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
         }
         _ => error(
             StatusCode::NOT_FOUND,
-            "no such endpoint; use POST /v1/batch, /v1/track, /v1/identify or /v1/page",
+            "no such endpoint; use POST /v1/batch, /v1/track, /v1/identify or /v1/page (Segment), or /batch/ or /capture/ (PostHog)",
         ),
     }
 }
@@ -109,7 +112,15 @@ fn health(app: &App) -> Resp {
     json(status, body.to_string())
 }
 
-async fn track(app: &App, ep: Endpoint, req: Request<Incoming>, started: Instant) -> Resp {
+/// Takes a tracking request: Segment's, or PostHog's capture body
+/// (`posthog`), rewritten as a Segment batch once read.
+async fn track(
+    app: &App,
+    ep: Endpoint,
+    req: Request<Incoming>,
+    started: Instant,
+    posthog: bool,
+) -> Resp {
     // An HTTP Basic key decides at once; without one the key may be the body's
     // `writeKey` (Segment's libraries send both), checked once the body is read.
     let header_key = match basic_key(req.headers()) {
@@ -156,6 +167,13 @@ async fn track(app: &App, ep: Endpoint, req: Request<Incoming>, started: Instant
             );
         }
     };
+    // posthog-js marks a gzip body in the query instead of a header.
+    let gzip = gzip
+        || (posthog
+            && req
+                .uri()
+                .query()
+                .is_some_and(|q| q.split('&').any(|kv| kv.starts_with("compression=gzip"))));
     let read = Limited::new(req.into_body(), max).collect();
     let body = match tokio::time::timeout(app.cfg.request_timeout, read).await {
         Err(_) => {
@@ -186,6 +204,17 @@ async fn track(app: &App, ep: Endpoint, req: Request<Incoming>, started: Instant
     };
     let Ok(text) = std::str::from_utf8(&body) else {
         return error(StatusCode::BAD_REQUEST, "the body is not UTF-8 JSON");
+    };
+    let rewritten;
+    let text = match posthog {
+        false => text,
+        true => match crate::posthog::to_segment(text) {
+            Ok(t) => {
+                rewritten = t;
+                rewritten.as_str()
+            }
+            Err(m) => return error(StatusCode::BAD_REQUEST, &m),
+        },
     };
     if !header_key {
         if !body_key(text).is_some_and(|k| known(&app.keys, k.as_bytes())) {

@@ -32,6 +32,7 @@ mod http;
 pub mod logs;
 mod message;
 mod metrics;
+mod posthog;
 pub mod serve_cmd;
 mod wal;
 
