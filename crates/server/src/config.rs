@@ -64,6 +64,9 @@ pub struct ServerConfig {
     pub request_timeout: Duration,
     /// How long a graceful shutdown waits for open requests before closing them.
     pub shutdown_grace: Duration,
+    /// Web origins (`https://shop.example`, or `*`) whose pages may send
+    /// events from the browser (CORS); none by default.
+    pub cors_origins: Vec<String>,
 }
 
 impl ServerConfig {
@@ -91,6 +94,7 @@ impl ServerConfig {
             dedup_max_entries: 2_000_000,
             request_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(30),
+            cors_origins: Vec::new(),
         }
     }
 

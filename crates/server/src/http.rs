@@ -40,7 +40,24 @@ struct RequestEvents {
 pub(crate) async fn handle(app: Arc<App>, req: Request<Incoming>) -> Result<Resp, Infallible> {
     let started = Instant::now();
     let (method, path) = (req.method().clone(), req.uri().path().to_string());
-    let resp = route(&app, req, started).await;
+    // CORS: a page of an allowed origin may send events (analytics.js).
+    let allowed = req
+        .headers()
+        .get(http::header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+        .filter(|o| app.cfg.cors_origins.iter().any(|a| a == "*" || a == o))
+        .map(str::to_string);
+    let mut resp = match method {
+        Method::OPTIONS => preflight(&req, allowed.is_some()),
+        _ => route(&app, req, started).await,
+    };
+    if let Some(o) = allowed
+        && let Ok(v) = http::HeaderValue::from_str(&o)
+    {
+        let h = resp.headers_mut();
+        h.insert(http::header::ACCESS_CONTROL_ALLOW_ORIGIN, v);
+        h.insert(http::header::VARY, http::HeaderValue::from_static("Origin"));
+    }
     let status = resp.status().as_u16();
     app.metrics.response(status);
     let ev = resp
@@ -60,11 +77,92 @@ pub(crate) async fn handle(app: Arc<App>, req: Request<Incoming>) -> Result<Resp
     Ok(resp)
 }
 
+/// The answer to a CORS preflight: the methods and headers a page may use,
+/// for a day; 403 for an origin not given with `--cors-origin`.
+fn preflight(req: &Request<Incoming>, allowed: bool) -> Resp {
+    if !allowed {
+        return error(
+            StatusCode::FORBIDDEN,
+            "this origin may not send events; start the server with --cors-origin <origin>",
+        );
+    }
+    let headers = req
+        .headers()
+        .get(http::header::ACCESS_CONTROL_REQUEST_HEADERS)
+        .cloned()
+        .unwrap_or_else(|| {
+            http::HeaderValue::from_static("content-type, authorization, content-encoding")
+        });
+    Response::builder()
+        .status(StatusCode::NO_CONTENT)
+        .header(
+            http::header::ACCESS_CONTROL_ALLOW_METHODS,
+            "POST, GET, OPTIONS",
+        )
+        .header(http::header::ACCESS_CONTROL_ALLOW_HEADERS, headers)
+        .header(http::header::ACCESS_CONTROL_MAX_AGE, "86400")
+        .body(Full::new(Bytes::new()))
+        .expect("static response")
+}
+
+/// The settings document analytics.js fetches at load
+/// (`<cdnURL>/v1/projects/<write key>/settings`): it sends to this server
+/// (the host the page asked), with Segment's metrics off, so that no request
+/// leaves for Segment. 404 for an unknown key.
+fn settings(app: &App, req: &Request<Incoming>, key: &str) -> Resp {
+    if !known(&app.keys, key.as_bytes()) {
+        return error(StatusCode::NOT_FOUND, "no such write key");
+    }
+    let header = |name: &str| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let host = header("x-forwarded-host")
+        .or_else(|| header("host"))
+        .unwrap_or_else(|| app.cfg.listen.to_string());
+    let protocol = header("x-forwarded-proto").unwrap_or_else(|| "http".to_string());
+    let body = serde_json::json!({
+        "integrations": {
+            "Segment.io": {
+                "apiKey": key,
+                "apiHost": format!("{host}/v1"),
+                "protocol": protocol,
+                "unbundledIntegrations": [],
+                "addBundledMetadata": false,
+                "maybeBundledConfigIds": {},
+            }
+        },
+        "plan": {
+            "track": {"__default": {"enabled": true, "integrations": {}}},
+            "identify": {"__default": {"enabled": true}},
+            "group": {"__default": {"enabled": true}},
+        },
+        "edgeFunction": {},
+        "analyticsNextEnabled": true,
+        "middlewareSettings": {},
+        "enabledMiddleware": {},
+        "metrics": {"sampleRate": 0},
+        "legacyVideoPluginsEnabled": false,
+        "remotePlugins": [],
+    });
+    json(StatusCode::OK, body.to_string())
+}
+
 async fn route(app: &App, req: Request<Incoming>, started: Instant) -> Resp {
     let path = req.uri().path().to_string();
     let endpoint = Endpoint::from_path(&path);
+    let settings_key = path
+        .strip_prefix("/v1/projects/")
+        .and_then(|r| r.strip_suffix("/settings"))
+        .filter(|k| !k.is_empty() && !k.contains('/'))
+        .map(str::to_string);
     match (req.method(), path.as_str(), endpoint) {
         (&Method::GET | &Method::HEAD, "/health", _) => health(app),
+        (&Method::GET, _, _) if settings_key.is_some() => {
+            settings(app, &req, settings_key.as_deref().expect("some"))
+        }
         (&Method::GET, "/metrics", _) => Response::builder()
             .header(CONTENT_TYPE, "text/plain; version=0.0.4")
             .body(Full::new(Bytes::from(app.metrics.render())))

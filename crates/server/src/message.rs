@@ -28,13 +28,14 @@ pub(crate) enum Endpoint {
 impl Endpoint {
     pub(crate) fn from_path(path: &str) -> Option<Self> {
         Some(match path.trim_end_matches('/') {
-            "/v1/track" => Self::Track,
-            "/v1/identify" => Self::Identify,
-            "/v1/page" => Self::Page,
-            "/v1/screen" => Self::Screen,
-            "/v1/group" => Self::Group,
-            "/v1/alias" => Self::Alias,
-            "/v1/batch" | "/v1/import" => Self::Batch,
+            // The short paths are analytics.js's (analytics-next).
+            "/v1/track" | "/v1/t" => Self::Track,
+            "/v1/identify" | "/v1/i" => Self::Identify,
+            "/v1/page" | "/v1/p" => Self::Page,
+            "/v1/screen" | "/v1/s" => Self::Screen,
+            "/v1/group" | "/v1/g" => Self::Group,
+            "/v1/alias" | "/v1/a" => Self::Alias,
+            "/v1/batch" | "/v1/import" | "/v1/b" => Self::Batch,
             _ => return None,
         })
     }

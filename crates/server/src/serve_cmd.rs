@@ -74,6 +74,11 @@ pub struct ServeArgs {
     /// Dedup window for messageIds, in seconds.
     #[arg(long)]
     pub dedup_window_secs: Option<u64>,
+    /// A web origin whose pages may send events from the browser, e.g.
+    /// https://shop.example (repeatable; `*` for any). Preflight requests are
+    /// answered and responses carry the CORS headers for it.
+    #[arg(long = "cors-origin", value_name = "ORIGIN")]
+    pub cors_origins: Vec<String>,
 }
 
 /// The environment variable of accepted write keys.
@@ -126,6 +131,7 @@ pub fn config(a: ServeArgs) -> Result<ServerConfig, String> {
     let mut c = ServerConfig::new(a.to, a.wal);
     c.listen = a.listen;
     c.write_keys = keys;
+    c.cors_origins = a.cors_origins;
     if let Some(p) = a.config {
         c.ingest = tenure_schema::Config::load(&p).map_err(|e| e.to_string())?;
     }

@@ -767,3 +767,112 @@ async fn every_request_is_logged_as_one_json_line() {
         std::fs::read_to_string(&log).unwrap()
     );
 }
+
+/// What analytics.js (analytics-next) needs from a browser: its short paths
+/// with a `text/plain` JSON body holding the `writeKey`, CORS for the origins
+/// given (preflight answered, others refused), and the settings document it
+/// loads pointing back at this server with Segment's metrics off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_short_paths_cors_and_the_settings_document() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.cors_origins = vec!["https://shop.example".into()];
+    let srv = Running::start(cfg).await;
+    let c = client();
+    let acao = |r: &reqwest::Response| {
+        r.headers()
+            .get("access-control-allow-origin")
+            .map(|v| v.to_str().unwrap().to_string())
+    };
+    // Preflight: allowed origin 204 with the methods and headers; others 403.
+    let pre = c
+        .request(reqwest::Method::OPTIONS, srv.url("/v1/t"))
+        .header("origin", "https://shop.example")
+        .header("access-control-request-method", "POST")
+        .header("access-control-request-headers", "content-type")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(pre.status().as_u16(), 204);
+    assert_eq!(acao(&pre).as_deref(), Some("https://shop.example"));
+    assert!(
+        pre.headers()["access-control-allow-methods"]
+            .to_str()
+            .unwrap()
+            .contains("POST")
+    );
+    assert_eq!(
+        pre.headers()["access-control-allow-headers"],
+        "content-type"
+    );
+    let other = c
+        .request(reqwest::Method::OPTIONS, srv.url("/v1/t"))
+        .header("origin", "https://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status().as_u16(), 403);
+    assert_eq!(acao(&other), None);
+
+    // The short paths, text/plain bodies, the key in the body.
+    let mut sent = 0;
+    for (path, body) in [
+        (
+            "/v1/t",
+            format!(
+                r#"{{"type":"track","event":"view_item","userId":"b1","messageId":"b-t","timestamp":"{TS}","writeKey":"{KEY}"}}"#
+            ),
+        ),
+        (
+            "/v1/p",
+            format!(
+                r#"{{"type":"page","name":"home","anonymousId":"anon-1","messageId":"b-p","timestamp":"{TS}","writeKey":"{KEY}"}}"#
+            ),
+        ),
+        (
+            "/v1/i",
+            format!(
+                r#"{{"type":"identify","userId":"b1","traits":{{"plan":"pro"}},"messageId":"b-i","timestamp":"{TS}","writeKey":"{KEY}"}}"#
+            ),
+        ),
+    ] {
+        let r = c
+            .post(srv.url(path))
+            .header("origin", "https://shop.example")
+            .header("content-type", "text/plain")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200, "{path}");
+        assert_eq!(acao(&r).as_deref(), Some("https://shop.example"), "{path}");
+        sent += 1;
+    }
+
+    // The settings document: this server as the API host, metrics off.
+    let s = c
+        .get(srv.url(&format!("/v1/projects/{KEY}/settings")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(s.status().as_u16(), 200);
+    let doc: serde_json::Value = s.json().await.unwrap();
+    let io = &doc["integrations"]["Segment.io"];
+    assert_eq!(io["apiKey"], KEY);
+    assert_eq!(io["apiHost"], format!("{}/v1", srv.addr));
+    assert_eq!(io["protocol"], "http");
+    assert_eq!(doc["metrics"]["sampleRate"], 0);
+    let missing = c
+        .get(srv.url("/v1/projects/not-a-key/settings"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status().as_u16(), 404);
+
+    let report = srv.stop().await.unwrap();
+    assert_eq!(report.acked, sent, "{report:?}");
+    let rows = stored_async(&dir.path().join("store")).await;
+    let mut ids: Vec<&str> = rows.iter().map(|r| r.event_id.as_str()).collect();
+    ids.sort();
+    assert_eq!(ids, ["b-i", "b-p", "b-t"]);
+}
