@@ -424,6 +424,15 @@ mod tests {
     }
 
     #[test]
+    fn a_property_given_twice_is_stored_once() {
+        // analytics.js puts a page's name at the top and in `properties`.
+        let v = check(r#"{"type":"page","name":"Home","anonymousId":"a","timestamp":"2026-01-01T00:00:00Z","properties":{"name":"Home","path":"/"}}"#).unwrap();
+        assert_eq!(v.properties, r#"{"name":"Home","path":"/"}"#);
+        let v = check(r#"{"user_id":"u","event":"e","ts":1767225600,"x":1,"x":2}"#).unwrap();
+        assert_eq!(v.properties, r#"{"x":2}"#);
+    }
+
+    #[test]
     fn accepts_events_from_1970() {
         for ts in [
             "\"1997-03-04T05:06:07Z\"",

@@ -167,7 +167,13 @@ impl<'a> RawEvent<'a> {
             "variant" => self.variant = Some(value),
             k => match names.index(k) {
                 Some(i) => self.declared[i] = Some(value),
-                None => self.extra.push((key, value)),
+                // A name given twice (a page's `name` at the top and in
+                // `properties`, as analytics.js sends it) is kept once, the
+                // later value winning as for the typed columns.
+                None => match self.extra.iter_mut().find(|(n, _)| n.as_ref() == k) {
+                    Some(e) => e.1 = value,
+                    None => self.extra.push((key, value)),
+                },
             },
         }
     }
