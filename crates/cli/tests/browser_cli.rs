@@ -5,25 +5,14 @@
 //! identify, track and page calls come back from the store.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
+
+mod common;
+use common::{chromium, headless};
 
 fn tenure() -> Command {
     Command::new(env!("CARGO_BIN_EXE_tenure"))
-}
-
-/// Chromium from PATH or Debian's location.
-fn chromium() -> Option<PathBuf> {
-    ["chromium", "chromium-browser", "google-chrome"]
-        .iter()
-        .find_map(|name| {
-            std::env::var_os("PATH").and_then(|paths| {
-                std::env::split_paths(&paths)
-                    .map(|d| d.join(name))
-                    .find(|p| p.is_file())
-            })
-        })
-        .or_else(|| Some(PathBuf::from("/usr/bin/chromium")).filter(|p| p.is_file()))
 }
 
 /// The first stdout line of `child` that starts with `prefix`, without it.
@@ -114,19 +103,13 @@ fn analytics_js_in_a_browser_sends_to_tenure() {
 
     let page = format!("{origin}/index.html?key=web-key&tenure={tenure_url}");
     let profile = dir.path().join("profile");
-    let dom = Command::new(&chromium)
+    let dom = headless(&chromium, &profile)
         .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-dev-shm-usage",
-            "--no-first-run",
             // Every other host fails: nothing may come from Segment's CDN.
             "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
             "--virtual-time-budget=15000",
             "--dump-dom",
         ])
-        .arg(format!("--user-data-dir={}", profile.display()))
         .arg(&page)
         .output()
         .unwrap();

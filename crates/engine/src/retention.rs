@@ -367,10 +367,6 @@ impl RetentionFold {
         })
     }
 
-    fn words(&self) -> usize {
-        self.cal.periods().div_ceil(64).max(1)
-    }
-
     fn separate(&self) -> bool {
         self.start.is_some() || self.ret.is_some()
     }
@@ -511,7 +507,6 @@ impl crate::fold::UserFold for RetentionFold {
     fn finish(&self, st: RetentionState) -> DfResult<RetentionCounts> {
         let n = self.cal.periods();
         let w = columns_of(&self.mode, n).len();
-        let words = self.words();
         let users = st.start.users();
         let labels: Vec<String> = st
             .values
@@ -521,12 +516,13 @@ impl crate::fold::UserFold for RetentionFold {
             .collect();
         let mut per: Vec<Counts> = vec![Counts::new(n, w); labels.len().max(1)];
         // 64 users at a time, their bits turned user-major.
+        let words = st.start.words();
         let mut starts = vec![0u64; 64 * words];
         let mut rets = vec![0u64; 64 * words];
         for b in 0..st.start.blocks() {
-            st.start.user_major(b, words, &mut starts);
+            st.start.user_major(b, &mut starts);
             if let Some(r) = &st.ret {
-                r.user_major(b, words, &mut rets);
+                r.user_major(b, &mut rets);
             }
             for i in 0..(users - b * 64).min(64) {
                 let start = &starts[i * words..(i + 1) * words];

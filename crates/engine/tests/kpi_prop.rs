@@ -20,7 +20,8 @@ proptest! {
     #[test]
     fn kpis_match_naive(evs in events(), month in any::<bool>(), threads in 1usize..4) {
         let period = if month { Period::Month } else { Period::Week };
-        let url = fresh_store(&evs, "kpi-prop");
+        // Two ingests: a day's rows come in two files out of time order.
+        let url = fresh_store_in_two(&evs, "kpi-prop");
         let spec = KpiSpec {
             period,
             tz: chrono_tz::Tz::UTC,
@@ -133,4 +134,51 @@ fn naive(evs: &[Ev], period: Period) -> Table {
         (converted, eligible),
     );
     t
+}
+
+/// A day's second file holds an earlier event of a user the first file
+/// already showed later that day: the first event must still become the
+/// earlier one (here it decides whether the purchase came within 7 days).
+#[test]
+fn an_earlier_event_in_a_later_file_moves_the_first_event_back() {
+    let hour = DAY / 24;
+    let ev = |user, name, ts| Ev {
+        user,
+        name,
+        ts: BASE + ts,
+        revenue: (name == "purchase").then_some(500),
+    };
+    // Even indexes go to the first ingest, odd ones to the second.
+    let evs = vec![
+        ev(1, "a", 9 * hour),                   // first file of day 0 starts at 09:00
+        ev(0, "a", 12 * hour),                  // second file of day 0: user 0 at 12:00
+        ev(0, "b", 15 * hour),                  // first file: user 0 at 15:00
+        ev(1, "a", 10 * DAY),                   // the data runs past the window
+        ev(0, "purchase", 7 * DAY + 13 * hour), // 7 days 1 hour after 12:00
+    ];
+    let url = fresh_store_in_two(&evs, "kpi-two-files");
+    for period in [Period::Week, Period::Month] {
+        let spec = KpiSpec {
+            period,
+            tz: chrono_tz::Tz::UTC,
+            purchase: Default::default(),
+            conversion_days: 7,
+        };
+        let got: Table = block(async {
+            let events = Events::open(
+                &url,
+                OpenOptions {
+                    threads: 1,
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+            kpis(&events, &spec).await.unwrap()
+        })
+        .into_iter()
+        .map(|r| ((r.metric, r.period), (r.numerator, r.denominator)))
+        .collect();
+        assert_eq!(got, naive(&evs, period));
+    }
 }

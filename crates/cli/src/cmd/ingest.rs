@@ -147,9 +147,13 @@ fn expand_url(i: &str) -> anyhow::Result<Vec<Input>> {
         require_literal_separator: true,
         ..Default::default()
     };
-    let mut objects: Vec<Input> = listed
+    let mut matched: Vec<_> = listed
         .into_iter()
         .filter(|(rel, _)| glob.matches_with(rel, opts))
+        .collect();
+    matched.sort_by(|a, b| a.0.cmp(&b.0));
+    let objects: Vec<Input> = matched
+        .into_iter()
         .map(|(rel, meta)| Input::Object {
             url: format!("{dir}/{rel}"),
             store: store.clone(),
@@ -165,10 +169,6 @@ fn expand_url(i: &str) -> anyhow::Result<Vec<Input>> {
         })
         .into());
     }
-    objects.sort_by(|a, b| match (a, b) {
-        (Input::Object { rel: x, .. }, Input::Object { rel: y, .. }) => x.cmp(y),
-        _ => std::cmp::Ordering::Equal,
-    });
     Ok(objects)
 }
 

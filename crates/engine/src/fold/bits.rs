@@ -31,6 +31,12 @@ impl PeriodBits {
         self.users
     }
 
+    /// Words per user in [`Self::user_major`]'s output (`periods / 64`,
+    /// at least one).
+    pub fn words(&self) -> usize {
+        self.periods.div_ceil(64).max(1)
+    }
+
     /// Number of blocks of 64 users.
     pub fn blocks(&self) -> usize {
         self.blocks
@@ -76,10 +82,11 @@ impl PeriodBits {
         }
     }
 
-    /// The periods of users `64 * block ..` (at most 64) as `words` words
-    /// per user (period `p` is bit `p % 64` of the user's word `p / 64`),
-    /// written into `out` (`64 * words` long).
-    pub fn user_major(&self, block: usize, words: usize, out: &mut [u64]) {
+    /// The periods of users `64 * block ..` (at most 64) as
+    /// [`Self::words`] words per user (period `p` is bit `p % 64` of the
+    /// user's word `p / 64`), written into `out` (`64 * words` long).
+    pub fn user_major(&self, block: usize, out: &mut [u64]) {
+        let words = self.words();
         out.fill(0);
         for p in 0..self.periods {
             let mut w = self.bits[p * self.blocks + block];
@@ -123,8 +130,9 @@ mod tests {
     #[test]
     fn user_major_is_the_transpose_of_what_was_set() {
         let (users, periods) = (150usize, 70usize);
-        let words = periods.div_ceil(64);
         let mut b = PeriodBits::new(users, periods);
+        let words = b.words();
+        assert_eq!(words, periods.div_ceil(64));
         let mut want = vec![vec![false; periods]; users];
         let mut state = 0x2545_f491_4f6c_dd1du64;
         for _ in 0..600 {
@@ -149,7 +157,7 @@ mod tests {
         }
         let mut out = vec![0u64; 64 * words];
         for block in 0..b.blocks() {
-            b.user_major(block, words, &mut out);
+            b.user_major(block, &mut out);
             for i in 0..64.min(users - block * 64) {
                 let u = block * 64 + i;
                 for (p, &w) in want[u].iter().enumerate() {

@@ -85,7 +85,13 @@ pub fn micros(d: NaiveDate) -> i64 {
 
 pub fn store_of(evs: &[Ev], name: &str) -> String {
     let url = format!("memory://{name}");
-    let mut ing = Ingest::begin(Store::open(&url).unwrap(), IngestOptions::default()).unwrap();
+    commit(&url, evs, name);
+    url
+}
+
+/// Commits `evs` to the store at `url` as one ingest.
+fn commit(url: &str, evs: &[Ev], name: &str) {
+    let mut ing = Ingest::begin(Store::open(url).unwrap(), IngestOptions::default()).unwrap();
     for (i, e) in evs.iter().enumerate() {
         let user = format!("user{}", e.user);
         let rev = e.revenue.map(|c| format!("{}.{:02}", c / 100, c % 100));
@@ -106,7 +112,6 @@ pub fn store_of(evs: &[Ev], name: &str) -> String {
     }
     ing.add_synthetic_source(name.to_string(), name.to_string(), evs.len() as u64);
     ing.commit().unwrap();
-    url
 }
 
 static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -115,6 +120,27 @@ static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize:
 pub fn fresh_store(evs: &[Ev], prefix: &str) -> String {
     let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     store_of(evs, &format!("{prefix}-{n}"))
+}
+
+/// A fresh in-memory store holding `evs` in two ingests (every other event
+/// in the second): a day then has two files whose times interleave, so a
+/// fold meets rows earlier than ones it has already folded.
+pub fn fresh_store_in_two(evs: &[Ev], prefix: &str) -> String {
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let url = format!("memory://{prefix}-{n}");
+    let halves = [0, 1].map(|h| {
+        evs.iter()
+            .enumerate()
+            .filter(|(i, _)| i % 2 == h)
+            .map(|(_, e)| e.clone())
+            .collect::<Vec<Ev>>()
+    });
+    for (h, part) in halves.iter().enumerate() {
+        if !part.is_empty() {
+            commit(&url, part, &format!("{prefix}-{n}-{h}"));
+        }
+    }
+    url
 }
 
 /// Runs an async engine call on a fresh 2-thread runtime.
