@@ -65,6 +65,13 @@ enum Command {
 /// -9 %; on 96M, segment count 1.28-1.75 s -> 0.93 s with peak RSS 286 ->
 /// 290-303 MB; 64 MiB was no faster and held 200 MB more). Not for `serve`,
 /// which runs for weeks.
+///
+/// Setting any of these parameters also turns off glibc's sliding mmap
+/// threshold, so buffers over 128 KiB (a funnel's blocks, decoded pages)
+/// would each be a fresh `mmap` faulted in page by page and unmapped on
+/// free; a 32 MiB threshold (glibc's ceiling for the sliding one) serves
+/// them from the heaps instead (funnel by variant on 9.6M events: page
+/// faults 83K -> 54K, system time 0.28 -> 0.12 s, -16 % wall time).
 fn keep_heap_tops() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     #[allow(unsafe_code)]
@@ -72,6 +79,7 @@ fn keep_heap_tops() {
     // before any other thread exists, and a refusal (return 0) is harmless.
     unsafe {
         libc::mallopt(libc::M_TOP_PAD, 16 << 20);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
     }
 }
 

@@ -327,6 +327,94 @@ impl FunnelFold {
     }
 }
 
+impl FunnelFold {
+    /// Folds every user of the gathered block: groups its rows by user (a
+    /// counting sort over the block's keys), ranks the breakdown and held
+    /// values, and folds each user's rows.
+    fn fold_block(&self, st: &mut FunnelState) {
+        let n = st.buf.keys.len();
+        if n == 0 {
+            return;
+        }
+        let (mut lo, mut hi) = (u32::MAX, 0);
+        for &k in &st.buf.keys {
+            lo = lo.min(k);
+            hi = hi.max(k);
+        }
+        let width = (hi - lo) as usize + 1;
+        let at = &mut st.at;
+        at.clear();
+        at.resize(width + 1, 0);
+        for &k in &st.buf.keys {
+            at[(k - lo) as usize + 1] += 1;
+        }
+        for u in 0..width {
+            at[u + 1] += at[u];
+        }
+        let mut grp_rank = Vec::new();
+        if self.by_at.is_some() {
+            rank_ids(&st.labels, false, &mut grp_rank);
+        }
+        let mut hold_rank = Vec::new();
+        if self.hold_at.is_some() {
+            rank_ids(&st.holds, true, &mut hold_rank);
+        }
+        let (buf, out) = (&st.buf, &mut st.sorted);
+        out.ts.resize(n, 0);
+        out.mask.resize(n, 0);
+        out.grp.resize(if grp_rank.is_empty() { 0 } else { n }, 0);
+        out.hold.resize(if hold_rank.is_empty() { 0 } else { n }, 0);
+        for (i, &k) in buf.keys.iter().enumerate() {
+            let slot = &mut at[(k - lo) as usize];
+            let j = *slot as usize;
+            *slot += 1;
+            out.ts[j] = buf.ts[i];
+            out.mask[j] = buf.mask[i];
+            if !grp_rank.is_empty() {
+                out.grp[j] = grp_rank[buf.grp[i] as usize];
+            }
+            if !hold_rank.is_empty() {
+                let h = buf.hold[i];
+                out.hold[j] = if h == u32::MAX {
+                    h
+                } else {
+                    hold_rank[h as usize]
+                };
+            }
+        }
+        // Now `at[u]` is where user `lo + u`'s rows end.
+        let mut label_of_rank = vec![0u32; grp_rank.iter().max().map_or(0, |&r| r as usize + 1)];
+        for (id, &r) in grp_rank.iter().enumerate() {
+            label_of_rank[r as usize] = id as u32;
+        }
+        let frows = FRows {
+            ts: &out.ts,
+            mask: &out.mask,
+            grp: &out.grp,
+            hold: &out.hold,
+        };
+        let mut start = 0;
+        for u in 0..width {
+            let end = at[u] as usize;
+            if end == start {
+                continue;
+            }
+            let at = (lo + u as u32 - st.lo) as usize;
+            let o = fold_user(&frows, start..end, &self.params, &mut st.scratch);
+            st.level[at] = o.level;
+            if o.level > 0 {
+                st.group[at] = label_of_rank.get(o.group as usize).copied().unwrap_or(0);
+                let path = &st.scratch.best_path[..o.level as usize];
+                st.conv_us.extend(path.windows(2).map(|w| w[1] - w[0]));
+                st.conv_len[at] = o.level as u32 - 1;
+            }
+            start = end;
+        }
+        st.buf.clear();
+        st.holds = Default::default();
+    }
+}
+
 /// Per-user outcomes of a range of users; ranges merge in key order.
 #[derive(Debug, Default)]
 pub struct Levels {
@@ -395,47 +483,81 @@ pub struct FunnelState {
     conv_us: Vec<i64>,
     conv_len: Vec<u32>,
     scratch: Scratch,
+    /// The block of users being gathered ([`crate::fold::Rows::block`]).
+    block: Option<u32>,
+    /// Its rows so far, as read: key, time, flag bits, breakdown value (an
+    /// id in `labels`) and held value (an id in `holds`, `u32::MAX` null).
+    buf: Gathered,
+    /// Held values of the block (cleared with it).
+    holds: crate::fold::Interner,
+    /// The block's rows grouped by user, breakdown and held values as ranks.
+    sorted: Gathered,
+    at: Vec<u32>,
+}
+
+/// Rows of a block of users, column by column.
+#[derive(Default)]
+struct Gathered {
+    keys: Vec<u32>,
+    ts: Vec<i64>,
+    mask: Vec<u32>,
     grp: Vec<u32>,
     hold: Vec<u32>,
 }
 
-/// Each row's value of a text column as its rank among the batch's distinct
-/// values (null first), so that ties between users' rows are broken by value
-/// as ClickHouse's order would, and the rank's value.
-fn ranks(c: &ArrayRef, null: u32, out: &mut Vec<u32>) -> Result<Vec<Option<String>>> {
+impl Gathered {
+    fn clear(&mut self) {
+        self.keys.clear();
+        self.ts.clear();
+        self.mask.clear();
+        self.grp.clear();
+        self.hold.clear();
+    }
+}
+
+/// Each row's value of a text column as an id in `ids` (`null` for a null
+/// when given, else the id of null), appended to `out`.
+fn value_ids(
+    c: &ArrayRef,
+    ids: &mut crate::fold::Interner,
+    null: Option<u32>,
+    out: &mut Vec<u32>,
+) -> Result<()> {
     let c = match c.data_type() == &dict_type() {
         true => c.clone(),
         false => datafusion::arrow::compute::cast(c, &dict_type())?,
     };
     let c = c.as_dictionary::<Int32Type>();
     let values = c.values().as_string::<i32>();
-    let mut distinct: Vec<&str> = (0..values.len())
-        .filter(|&j| values.is_valid(j))
-        .map(|j| values.value(j))
-        .collect();
-    distinct.sort_unstable();
-    distinct.dedup();
-    // Rank of each dictionary value: 1 + its place (0 is null).
+    let null = null.unwrap_or_else(|| ids.id(None));
     let of_value: Vec<u32> = (0..values.len())
         .map(|j| match values.is_valid(j) {
-            true => 1 + distinct.binary_search(&values.value(j)).expect("present") as u32,
+            true => ids.id(Some(values.value(j))),
             false => null,
         })
         .collect();
-    out.clear();
     out.extend(c.keys().iter().map(|k| match k {
         Some(k) => of_value[k as usize],
         None => null,
     }));
-    if null != 0 {
-        // Held values: ranks from 0, null apart.
-        for r in out.iter_mut().filter(|r| **r != null) {
-            *r -= 1;
-        }
+    Ok(())
+}
+
+/// Per id of `ids`, its rank among the values in `used` by value, so that
+/// ties between a user's rows are broken by value as ClickHouse's order
+/// would: null first (rank 0) and values from 1, or with `held`, values
+/// from 0 (null stays `u32::MAX` and is not ranked).
+fn rank_ids(ids: &crate::fold::Interner, held: bool, rank: &mut Vec<u32>) {
+    let values = ids.values();
+    let mut order: Vec<u32> = (0..values.len() as u32).collect();
+    order.sort_unstable_by(|&a, &b| values[a as usize].cmp(&values[b as usize]));
+    rank.clear();
+    rank.resize(values.len(), 0);
+    // `Option` orders None first; values follow in string order.
+    let base = u32::from(!held && !values.iter().any(|v| v.is_none()));
+    for (r, &id) in order.iter().enumerate() {
+        rank[id as usize] = r as u32 + base;
     }
-    let mut named = vec![None];
-    named.extend(distinct.iter().map(|v| Some(v.to_string())));
-    Ok(named)
 }
 
 impl crate::fold::UserFold for FunnelFold {
@@ -464,6 +586,7 @@ impl crate::fold::UserFold for FunnelFold {
             flags,
             until: None,
             ordered: true,
+            grouped: true,
             // Other events only matter to strict order.
             any_flag: !self.spec.modes.strict_order,
             packed: true,
@@ -484,8 +607,11 @@ impl crate::fold::UserFold for FunnelFold {
             conv_us: Vec::new(),
             conv_len: vec![0; n],
             scratch: Scratch::default(),
-            grp: Vec::new(),
-            hold: Vec::new(),
+            block: None,
+            buf: Gathered::default(),
+            holds: Default::default(),
+            sorted: Gathered::default(),
+            at: Vec::new(),
         }
     }
 
@@ -495,40 +621,36 @@ impl crate::fold::UserFold for FunnelFold {
         rows: &crate::fold::Rows<'_>,
     ) -> datafusion::error::Result<()> {
         let df = |e: EngineError| datafusion::error::DataFusionError::External(Box::new(e));
-        let mut label_of_rank = Vec::new();
+        let block = rows.block();
+        if block != st.block || block.is_none() {
+            self.fold_block(st);
+            st.block = block;
+        }
+        let buf = &mut st.buf;
+        buf.keys.extend_from_slice(rows.keys());
+        buf.ts.extend_from_slice(rows.ts());
+        buf.mask.extend_from_slice(rows.flag_bits());
         if let Some(at) = self.by_at {
-            let named = ranks(rows.column(at), 0, &mut st.grp).map_err(df)?;
-            label_of_rank = named.iter().map(|v| st.labels.id(v.as_deref())).collect();
-        } else {
-            st.grp.clear();
+            value_ids(rows.column(at), &mut st.labels, None, &mut buf.grp).map_err(df)?;
         }
-        match self.hold_at {
-            Some(at) => {
-                ranks(rows.column(at), u32::MAX, &mut st.hold).map_err(df)?;
-            }
-            None => st.hold.clear(),
+        if let Some(at) = self.hold_at {
+            value_ids(
+                rows.column(at),
+                &mut st.holds,
+                Some(u32::MAX),
+                &mut buf.hold,
+            )
+            .map_err(df)?;
         }
-        let frows = FRows {
-            ts: rows.ts(),
-            mask: rows.flag_bits(),
-            grp: &st.grp,
-            hold: &st.hold,
-        };
-        for (key, range) in rows.users() {
-            let at = (key - st.lo) as usize;
-            let o = fold_user(&frows, range, &self.params, &mut st.scratch);
-            st.level[at] = o.level;
-            if o.level > 0 {
-                st.group[at] = label_of_rank.get(o.group as usize).copied().unwrap_or(0);
-                let path = &st.scratch.best_path[..o.level as usize];
-                st.conv_us.extend(path.windows(2).map(|w| w[1] - w[0]));
-                st.conv_len[at] = o.level as u32 - 1;
-            }
+        if block.is_none() {
+            // Not a grouped reading (a batch of complete users).
+            self.fold_block(st);
         }
         Ok(())
     }
 
-    fn finish(&self, st: FunnelState) -> datafusion::error::Result<Levels> {
+    fn finish(&self, mut st: FunnelState) -> datafusion::error::Result<Levels> {
+        self.fold_block(&mut st);
         let mut conv_offsets = Vec::with_capacity(st.conv_len.len() + 1);
         let mut total = 0u32;
         conv_offsets.push(0);

@@ -68,3 +68,19 @@ impl AsyncFileReader for StoreFile {
         .boxed()
     }
 }
+
+/// The footer and page index of a stored file (one read of its tail, then
+/// the page index).
+pub(crate) async fn read_footer(
+    store: &Arc<dyn ObjectStore>,
+    part: &crate::table::Part,
+) -> parquet::errors::Result<parquet::arrow::arrow_reader::ArrowReaderMetadata> {
+    let mut reader = StoreFile {
+        store: store.clone(),
+        path: part.path.clone(),
+        size: part.size,
+    };
+    let options = ArrowReaderOptions::new()
+        .with_page_index_policy(parquet::file::metadata::PageIndexPolicy::Optional);
+    parquet::arrow::arrow_reader::ArrowReaderMetadata::load_async(&mut reader, options).await
+}

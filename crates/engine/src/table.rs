@@ -75,6 +75,33 @@ pub struct Events {
     /// do not exist for the analyses (an A/B readout's exposure; see
     /// `abtest::Exposures::restrict`). Folds apply it while scanning.
     pub since: Option<std::sync::Arc<Vec<i64>>>,
+    /// Each of `parts`' footer and page index, read when the store is opened
+    /// (the folds' scans use them to split users into ranges of equal rows,
+    /// and do not read them again).
+    pub(crate) footers: Footers,
+}
+
+/// Footers (with page indexes) of files, each read at most once.
+pub(crate) type Footers =
+    std::sync::Arc<Vec<tokio::sync::OnceCell<parquet::arrow::arrow_reader::ArrowReaderMetadata>>>;
+
+/// Reads the footers of `parts` (16 at a time). A file that cannot be read
+/// is left for its reader to report, naming it.
+async fn read_footers(store: &Arc<dyn object_store::ObjectStore>, parts: &[Part]) -> Footers {
+    use futures::StreamExt;
+    let footers: Footers =
+        std::sync::Arc::new((0..parts.len()).map(|_| Default::default()).collect());
+    futures::stream::iter(parts.iter().enumerate())
+        .for_each_concurrent(16, |(i, p)| {
+            let footers = footers.clone();
+            async move {
+                let _ = footers[i]
+                    .get_or_try_init(|| crate::stored::read_footer(store, p))
+                    .await;
+            }
+        })
+        .await;
+    footers
 }
 
 /// Threads to use: the option, else `TENURE_THREADS`, else the number of cores.
@@ -163,6 +190,7 @@ impl Events {
                 .with_schema(schema);
             ctx.register_table("events", Arc::new(ListingTable::try_new(config)?))?;
         }
+        let footers = read_footers(&store.inner, &parts).await;
         Ok(Self {
             store,
             snapshot,
@@ -172,6 +200,7 @@ impl Events {
             parts: Some(parts),
             options,
             since: None,
+            footers,
         })
     }
 

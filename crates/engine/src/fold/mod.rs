@@ -57,6 +57,10 @@ use crate::table::Events;
 /// ordered reading).
 pub(crate) const FILE_MIN_TS: &str = "tenure.file_min_ts";
 
+/// Schema metadata of a grouped reading's batches: the first key of their
+/// block of users (see [`FoldInput::grouped`]).
+pub(crate) const BLOCK: &str = "tenure.block";
+
 /// A batch's [`FILE_MIN_TS`] (`i64::MIN` when absent).
 pub(crate) fn file_min_ts_of(batch: &RecordBatch) -> i64 {
     batch
@@ -84,6 +88,13 @@ pub struct FoldInput {
     /// (see [`Rows::users`]). Costs a merge of the range's files block by
     /// block; folds whose result does not depend on order leave it off.
     pub ordered: bool,
+    /// With `ordered`: deliver a block's rows file by file instead of
+    /// merged and sorted. Every user's rows are still within one block of
+    /// users ([`Rows::block`]), but spread over several batches, in no
+    /// particular order: for folds that gather a user's rows themselves
+    /// (the funnel sorts its own entries), this saves the merge.
+    #[serde(default)]
+    pub grouped: bool,
     /// Keep only rows where at least one flag is true (with flags).
     pub any_flag: bool,
     /// Flags as one column of bits (bit `j` is flag `j`, at most 32), read
@@ -151,6 +162,17 @@ impl<'a> Rows<'a> {
     /// at least this late: a fold may settle what no later row can change.
     pub fn file_min_ts(&self) -> i64 {
         file_min_ts_of(self.batch)
+    }
+
+    /// With [`FoldInput::grouped`], the first key of the block of users
+    /// these rows belong to: every row of those users comes in batches of
+    /// the same block, one block after the other (`None` otherwise).
+    pub fn block(&self) -> Option<u32> {
+        self.batch
+            .schema_ref()
+            .metadata()
+            .get(BLOCK)
+            .and_then(|v| v.parse().ok())
     }
 
     /// Each user's rows: `(key, rows)` for every run of equal keys, in
