@@ -257,3 +257,107 @@ fn bad_input_is_exit_2_with_a_reason() {
     let out = funnel(dir.path(), &["--steps", &many]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// Pseudo-random events with many ties (equal times within a user, a
+/// breakdown value and a held value that change from event to event), as
+/// NDJSON lines.
+fn tied_events() -> Vec<String> {
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut next = |n: u64| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % n
+    };
+    let events = ["view_item", "add_to_cart", "purchase", "other"];
+    let variants = ["\"A\"", "\"B\"", "\"C\"", "null"];
+    let items = ["1", "2", "10", "null"];
+    (0..4000)
+        .map(|i| {
+            let (user, minute) = (next(150), next(300) * 20);
+            format!(
+                r#"{{"event_id": "e{i}", "user_id": "u{user}", "event": "{}", "ts": "2026-03-{:02}T{:02}:{:02}:00Z", "variant": {}, "item_id": {}}}"#,
+                events[next(4) as usize],
+                2 + minute / 1440,
+                minute % 1440 / 60,
+                minute % 60,
+                variants[next(4) as usize],
+                items[next(4) as usize],
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn breakdown_and_held_values_do_not_depend_on_files_batches_or_threads() {
+    let lines = tied_events();
+    let ingest = |dir: &Path, name: &str, lines: &[&String]| {
+        let file = dir.join(name);
+        let text: Vec<&str> = lines.iter().map(|l| l.as_str()).collect();
+        std::fs::write(&file, text.join("\n") + "\n").unwrap();
+        let st = tenure()
+            .arg("ingest")
+            .arg(&file)
+            .arg("--config")
+            .arg(fixture("config.toml"))
+            .arg("--to")
+            .arg(dir.join("store"))
+            .output()
+            .unwrap();
+        assert!(
+            st.status.success(),
+            "{}",
+            String::from_utf8_lossy(&st.stderr)
+        );
+    };
+    // One store from one ingest; another from two, every other line each, so
+    // a day has two files and values are met in another order.
+    let one = tempfile::tempdir().unwrap();
+    ingest(one.path(), "all.ndjson", &lines.iter().collect::<Vec<_>>());
+    let two = tempfile::tempdir().unwrap();
+    let (even, odd): (Vec<_>, Vec<_>) = lines.iter().enumerate().partition(|(i, _)| i % 2 == 0);
+    ingest(
+        two.path(),
+        "even.ndjson",
+        &even.into_iter().map(|(_, l)| l).collect::<Vec<_>>(),
+    );
+    ingest(
+        two.path(),
+        "odd.ndjson",
+        &odd.into_iter().map(|(_, l)| l).collect::<Vec<_>>(),
+    );
+    for extra in [
+        &["--by", "variant"][..],
+        &["--by", "variant", "--hold", "item_id"],
+    ] {
+        let mut outputs = Vec::new();
+        for dir in [one.path(), two.path()] {
+            for threads in ["1", "3"] {
+                let out = funnel(
+                    &dir.join("store"),
+                    &[
+                        &[
+                            "--steps",
+                            "view_item,add_to_cart,purchase",
+                            "--window",
+                            "2h",
+                        ][..],
+                        extra,
+                        &["--threads", threads, "--format", "json"],
+                    ]
+                    .concat(),
+                );
+                assert!(
+                    out.status.success(),
+                    "{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                outputs.push(String::from_utf8(out.stdout).unwrap());
+            }
+        }
+        assert!(outputs[0].contains("\"B\""), "no breakdown: {}", outputs[0]);
+        for o in &outputs[1..] {
+            assert_eq!(o, &outputs[0], "{extra:?}");
+        }
+    }
+}
