@@ -111,7 +111,7 @@ impl Spec {
         match self {
             Spec::Retention(_) => Kind::Retention,
             Spec::Ltv(_) => Kind::Ltv,
-            Spec::Lifecycle(o) => o.kind(),
+            Spec::Lifecycle(o) => lifecycle::kind(o),
             Spec::Kpi(_) => Kind::Kpi,
             Spec::Funnel(o) if o.histogram => Kind::FunnelHistogram,
             Spec::Funnel(_) => Kind::Funnel,
@@ -151,7 +151,9 @@ impl Spec {
 
     /// Checks the options without data; on error, names the key at fault.
     fn validate(&self) -> Result<(), (&'static str, String)> {
-        let at = |key: &'static str| move |e: anyhow::Error| (key, format!("{e:#}"));
+        fn at<E: Into<anyhow::Error>>(key: &'static str) -> impl Fn(E) -> (&'static str, String) {
+            move |e| (key, format!("{:#}", e.into()))
+        }
         match self {
             Spec::Retention(o) => {
                 o.validate_period().map_err(at("period"))?;
@@ -170,7 +172,7 @@ impl Spec {
                 o.validate_mode().map_err(at("mode"))
             }
             Spec::Abtest(o) => o.validate().map_err(|(k, e)| (k, format!("{e:#}"))),
-            Spec::Rfm(o) => o.check().map_err(at("segments")),
+            Spec::Rfm(o) => segment::rfm_check(o).map_err(at("segments")),
             // The expression is checked with its own spans (see `parse`).
             Spec::Segment(_) => Ok(()),
             Spec::Stickiness(o) => o.validate().map_err(at("period")),

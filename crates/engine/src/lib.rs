@@ -4,10 +4,11 @@
 //!
 //! ```text
 //! tenure retention --period week          SELECT * FROM retention('week') r JOIN ...
-//!   cli: parse flags into RetentionOptions   sql: RetentionFunction parses the arguments
-//!         │ (the struct job files share)              │
+//!   cli: parse flags into                    sql: RetentionFunction parses the arguments
+//!   request::RetentionOptions (the struct             │
+//!   job files share) .spec(&events, tz, as_of)        │
 //!         ▼                                           ▼
-//!   RetentionSpec (typed request) ──► RetentionFold::new(events, spec)
+//!   RetentionSpec ───────────────────► RetentionFold::new(events, spec)
 //!                                              │  fold::plan
 //!                                              ▼
 //!   FoldExec<RetentionFold>   1 partition: merges the key ranges' partial results,
@@ -26,12 +27,17 @@
 //! analysis is one [`fold::UserFold`] implementation plus one request type:
 //! retention ([`retention::RetentionFold`]), LTV, lifecycle counts and stages,
 //! KPIs (one pass), stickiness, funnels ([`funnel::FunnelFold`], reading users
-//! in time order: [`fold::FoldInput::ordered`]) and the buyers' and per-user
+//! users whole: [`fold::FoldInput::grouped`]) and the buyers' and per-user
 //! facts behind segments ([`userstats`]), the other segment features (latest
 //! property values, event counts in a window: [`features`]) and A/B
 //! assignment and metrics ([`abtest`]) run on it. `KeyScanExec` is the only
 //! direct reader of the stored files; an A/B readout's restriction to exposed
 //! users is an input of it ([`Events::since`]), not a function in the session.
+//!
+//! What each analysis is asked is one struct in [`request`] (`RetentionOptions`,
+//! `FunnelOptions`, ...): the flags of its subcommand (clap), the keys of its
+//! table in a job file (serde), the checks that need no data, and the spec
+//! the analysis runs with.
 //!
 //! A/B readouts ([`abtest::AbtestRequest`]: arms, exposure, per-metric
 //! statistics, readout rows as a batch of [`abtest::readout::schema`]) and
@@ -63,6 +69,7 @@ pub mod kpi;
 pub mod lifecycle;
 pub mod ltv;
 mod par;
+pub mod request;
 pub mod retention;
 pub mod rfm;
 pub mod sql;

@@ -11,6 +11,7 @@ mod render;
 use anyhow::Context;
 use clap::Args;
 use tenure_engine::abtest::{self, AbtestRequest, Exposures};
+pub use tenure_engine::request::AbtestOptions;
 use tenure_stats::{Correction, Difference, MetricSummary, ReadoutConfig, Sided, TuningParameter};
 
 use crate::cmd::common::{AnalysisArgs, Scope};
@@ -111,134 +112,6 @@ pub struct AbtestArgs {
     /// Worker threads (default: TENURE_THREADS, else all cores).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
-}
-
-/// The readout asked for: the flags of `tenure abtest` that are not about
-/// where the data is, and the keys of a `kind = "abtest"` analysis in a job
-/// file (`metrics = ["count:purchase", "sum:revenue"]`).
-#[derive(Args, Debug, Clone, serde::Deserialize, serde::Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct AbtestOptions {
-    /// Column whose value names a user's arm.
-    #[arg(long, value_name = "COLUMN", default_value = BY)]
-    #[serde(default = "default_by")]
-    pub by: String,
-    /// A metric: count:<event>, sum:<column>, segment:<expr> or
-    /// funnel:<a>b>c> within <duration> (repeatable).
-    #[arg(
-        long = "metric",
-        value_name = "SPEC",
-        required_unless_present = "from_summary"
-    )]
-    pub metrics: Vec<String>,
-    /// The control arm (default: the first arm).
-    #[arg(long, value_name = "ARM")]
-    #[serde(default)]
-    pub control: Option<String>,
-    /// Expected traffic split, one weight per arm in arm order (default: equal).
-    #[arg(long, value_name = "WEIGHTS")]
-    #[serde(default)]
-    pub split: Option<String>,
-    /// relative (lift, the default) or absolute (treatment minus control).
-    #[arg(long, value_name = "KIND", default_value = DIFFERENCE)]
-    #[serde(default = "default_difference")]
-    pub difference: String,
-    /// Alternative hypothesis: two, greater or less.
-    #[arg(long, value_name = "SIDE", default_value = SIDED)]
-    #[serde(default = "default_sided")]
-    pub sided: String,
-    /// Sequential testing (confidence sequences, valid under peeking), tuned for
-    /// N* total users (default N* 5000).
-    #[arg(long, value_name = "N*", num_args = 0..=1, default_missing_value = "5000")]
-    #[serde(default)]
-    pub sequential: Option<f64>,
-    /// Add the Bayesian chance to win and risk (flat prior).
-    #[arg(long)]
-    #[serde(default)]
-    pub bayesian: bool,
-    /// Multiple-testing correction across metrics and arms: none, holm or bh.
-    #[arg(long, value_name = "METHOD", default_value = CORRECTION)]
-    #[serde(default = "default_correction")]
-    pub correction: String,
-    /// Significance level (the CI covers 1 - alpha).
-    #[arg(long, default_value_t = ALPHA)]
-    #[serde(default = "default_alpha")]
-    pub alpha: f64,
-    /// Segment files defining @names for segment: metrics (repeatable).
-    #[arg(long, value_name = "FILE")]
-    #[serde(default)]
-    pub segments: Vec<String>,
-    /// Name of the purchase event (R, F, M in segment: metrics).
-    #[arg(long, value_name = "EVENT", default_value = PURCHASE)]
-    #[serde(default = "default_purchase")]
-    pub purchase_event: String,
-}
-
-const BY: &str = "variant";
-const DIFFERENCE: &str = "relative";
-const SIDED: &str = "two";
-const CORRECTION: &str = "none";
-const ALPHA: f64 = 0.05;
-const PURCHASE: &str = "purchase";
-
-fn default_by() -> String {
-    BY.into()
-}
-fn default_difference() -> String {
-    DIFFERENCE.into()
-}
-fn default_sided() -> String {
-    SIDED.into()
-}
-fn default_correction() -> String {
-    CORRECTION.into()
-}
-fn default_alpha() -> f64 {
-    ALPHA
-}
-fn default_purchase() -> String {
-    PURCHASE.into()
-}
-
-impl AbtestOptions {
-    /// Checks the settings and metric specs without data; on error, names
-    /// the option at fault.
-    pub fn validate(&self) -> Result<(), (&'static str, anyhow::Error)> {
-        fn at<E: Into<anyhow::Error>>(
-            key: &'static str,
-        ) -> impl Fn(E) -> (&'static str, anyhow::Error) {
-            move |e| (key, e.into())
-        }
-        if self.metrics.is_empty() {
-            return Err((
-                "metrics",
-                BadInput(
-                    "an A/B readout needs at least one metric, e.g. metrics = [\"count:purchase\"]"
-                        .into(),
-                )
-                .into(),
-            ));
-        }
-        for m in &self.metrics {
-            parse_metric(m).map_err(at("metrics"))?;
-        }
-        tenure_stats::Alpha::new(self.alpha).map_err(at("alpha"))?;
-        self.difference
-            .parse::<Difference>()
-            .map_err(at("difference"))?;
-        self.sided.parse::<Sided>().map_err(at("sided"))?;
-        self.sequential
-            .map(TuningParameter::new)
-            .transpose()
-            .map_err(at("sequential"))?;
-        self.correction
-            .parse::<Correction>()
-            .map_err(at("correction"))?;
-        if let Some(split) = &self.split {
-            tenure_stats::parse_split(split).map_err(at("split"))?;
-        }
-        Ok(())
-    }
 }
 
 /// Reads the test over `scope` (its range; arms and metrics from events) and

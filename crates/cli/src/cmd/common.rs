@@ -100,17 +100,6 @@ impl Scope {
     }
 }
 
-/// An options struct filled with its clap defaults: the one place those
-/// defaults are written, so a job file's omitted option means what the
-/// omitted flag means.
-pub fn clap_defaults<T: clap::Args + clap::FromArgMatches>() -> T {
-    let cmd = T::augment_args(clap::Command::new("defaults").no_binary_name(true));
-    let matches = cmd
-        .try_get_matches_from(std::iter::empty::<String>())
-        .expect("every option of a job analysis has a default");
-    T::from_arg_matches(&matches).expect("clap defaults parse into their own struct")
-}
-
 impl AnalysisArgs {
     /// The scope of these arguments, with an `--as-of` (a date, inclusive, or
     /// an instant).

@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use clap::Args;
 use tenure_engine::Events;
 use tenure_engine::funnel::{self, FunnelSpec, Modes, Step};
+pub use tenure_engine::request::FunnelOptions;
 
 use crate::cmd::common::{AnalysisArgs, Scope};
 use crate::exit::BadInput;
@@ -54,110 +55,6 @@ pub struct FunnelArgs {
     pub common: AnalysisArgs,
     #[command(flatten)]
     pub opts: FunnelOptions,
-}
-
-/// What to compute: the flags of `tenure funnel`, and the keys of a
-/// `kind = "funnel"` analysis in a job file (where `steps` may also be a list).
-#[derive(Args, Debug, Clone, serde::Deserialize, serde::Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct FunnelOptions {
-    /// Steps, comma-separated, each `event` or `event where <SQL condition>`.
-    #[arg(long, value_name = "STEPS")]
-    #[serde(deserialize_with = "steps_text")]
-    pub steps: String,
-    /// Window from the step-1 event: a number and s, m, h, d or w (e.g. 7d).
-    #[arg(long, default_value = WINDOW)]
-    #[serde(default = "default_window")]
-    pub window: String,
-    /// Modes, comma-separated: default, strict_order, strict_increase,
-    /// strict_deduplication, first_touch.
-    #[arg(long, default_value = MODE)]
-    #[serde(default = "default_mode")]
-    pub mode: String,
-    /// Break down by a column's value at the step-1 event (e.g. variant).
-    #[arg(long, value_name = "COLUMN")]
-    #[serde(default)]
-    pub by: Option<String>,
-    /// An event that must not happen between two steps: `event[:FROM-TO]`
-    /// (steps 1-based; default between the first and the last step).
-    /// Repeatable.
-    #[arg(long, value_name = "EVENT[:FROM-TO]")]
-    #[serde(default)]
-    pub exclude: Vec<String>,
-    /// Every step of a chain must have the same value of this column
-    /// (e.g. item_id).
-    #[arg(long, value_name = "COLUMN")]
-    #[serde(default)]
-    pub hold: Option<String>,
-    /// Break down by a segment instead: users in it vs not (segment language,
-    /// see `tenure segment`), evaluated as of the end of the entry range
-    /// (--to, else the newest event).
-    #[arg(long, value_name = "EXPR", conflicts_with = "by")]
-    #[serde(default)]
-    pub by_segment: Option<String>,
-    /// Segment files defining @names for --by-segment (repeatable).
-    #[arg(long, value_name = "FILE")]
-    #[serde(default)]
-    pub segments: Vec<String>,
-    /// Print the time-to-convert histogram instead of the steps.
-    #[arg(long)]
-    #[serde(default)]
-    pub histogram: bool,
-}
-
-const WINDOW: &str = "7d";
-const MODE: &str = "default";
-
-fn default_window() -> String {
-    WINDOW.into()
-}
-
-fn default_mode() -> String {
-    MODE.into()
-}
-
-/// `steps` in a job file: the flag's comma-separated text, or a list of steps.
-fn steps_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-    #[derive(serde::Deserialize)]
-    #[serde(untagged)]
-    enum Steps {
-        Text(String),
-        List(Vec<String>),
-    }
-    Ok(match serde::Deserialize::deserialize(d)? {
-        Steps::Text(s) => s,
-        Steps::List(v) => v.join(","),
-    })
-}
-
-impl FunnelOptions {
-    /// Checks the window without data.
-    pub fn validate_window(&self) -> anyhow::Result<()> {
-        parse_window(&self.window).map(|_| ())
-    }
-
-    /// Checks the modes without data.
-    pub fn validate_mode(&self) -> anyhow::Result<()> {
-        Modes::parse(&self.mode).map_err(|e| BadInput(e.to_string()))?;
-        Ok(())
-    }
-
-    /// Checks the step list's shape without data.
-    pub fn validate_steps(&self) -> anyhow::Result<()> {
-        let texts = split_steps(&self.steps);
-        if texts.iter().any(|t| t.is_empty()) {
-            return Err(BadInput("empty funnel step (two commas in a row?)".into()).into());
-        }
-        if texts.len() > funnel::MAX_STEPS {
-            return Err(BadInput(format!(
-                "{} steps: a funnel has at most {}",
-                texts.len(),
-                funnel::MAX_STEPS
-            ))
-            .into());
-        }
-        Ok(())
-    }
 }
 
 /// Columns of the time-to-convert histogram rows.

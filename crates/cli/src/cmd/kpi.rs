@@ -1,8 +1,8 @@
 //! `tenure kpi`: active users, stickiness, revenue metrics, churn.
 
 use clap::Args;
-use tenure_engine::kpi::{KpiSpec, kpis};
-use tenure_engine::userstats::PurchaseSpec;
+use tenure_engine::kpi::kpis;
+pub use tenure_engine::request::KpiOptions;
 
 use crate::cmd::common::{AnalysisArgs, Scope};
 use crate::output::{self, Rows};
@@ -30,47 +30,10 @@ pub struct KpiArgs {
     pub opts: KpiOptions,
 }
 
-/// What to compute: the flags of `tenure kpi`, and the keys of a
-/// `kind = "kpi"` analysis in a job file.
-#[derive(Args, Debug, Clone, serde::Deserialize, serde::Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct KpiOptions {
-    /// Reporting period: week or month (or day).
-    #[arg(long, default_value = "month")]
-    pub period: String,
-    /// Window of first-order conversion (first event to first purchase), in days.
-    #[arg(long, default_value_t = 7)]
-    pub conversion_days: i64,
-    /// Name of the purchase event.
-    #[arg(long, default_value = "purchase")]
-    pub purchase_event: String,
-}
-
-impl Default for KpiOptions {
-    fn default() -> Self {
-        crate::cmd::common::clap_defaults()
-    }
-}
-
-impl KpiOptions {
-    /// Checks what can be checked without data.
-    pub fn validate(&self) -> anyhow::Result<()> {
-        let _: tenure_engine::calendar::Period = self.period.parse()?;
-        Ok(())
-    }
-}
-
 /// KPIs over `scope`, as tidy rows.
 pub async fn compute_rows(scope: &Scope, opts: &KpiOptions) -> anyhow::Result<Rows> {
     let events = scope.open().await?;
-    let spec = KpiSpec {
-        period: opts.period.parse()?,
-        tz: scope.tz,
-        purchase: PurchaseSpec {
-            event: opts.purchase_event.clone(),
-        },
-        conversion_days: opts.conversion_days.max(0),
-    };
+    let spec = opts.spec(scope.tz)?;
     output::typed_rows(tenure_engine::kpi::schema(), &kpis(&events, &spec).await?)
 }
 

@@ -1,7 +1,8 @@
 //! `tenure lifecycle`: per-period lifecycle counts, or per-user stages.
 
 use clap::Args;
-use tenure_engine::lifecycle::{self, Thresholds};
+use tenure_engine::lifecycle;
+pub use tenure_engine::request::LifecycleOptions;
 use tenure_engine::userstats::PurchaseSpec;
 
 use crate::cmd::common::{AnalysisArgs, Scope};
@@ -34,62 +35,12 @@ pub struct LifecycleArgs {
     pub as_of: Option<String>,
 }
 
-/// What to compute: the flags of `tenure lifecycle`, and the keys of a
-/// `kind = "lifecycle"` analysis in a job file.
-#[derive(Args, Debug, Clone, serde::Deserialize, serde::Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LifecycleOptions {
-    /// Period of the counts: day, week or month.
-    #[arg(long, default_value = "week")]
-    pub period: String,
-    /// Count users per stage instead of per period.
-    #[arg(long)]
-    pub stages: bool,
-    /// Tenure stage bounds in days (new, growing, mature).
-    #[arg(long, default_value = "7,30,90")]
-    pub tenure_days: String,
-    /// Activity stage bounds in days since last purchase (active, cooling, silent).
-    #[arg(long, default_value = "30,90,180")]
-    pub activity_days: String,
-    /// Name of the purchase event.
-    #[arg(long, default_value = "purchase")]
-    pub purchase_event: String,
-}
-
-impl Default for LifecycleOptions {
-    fn default() -> Self {
-        crate::cmd::common::clap_defaults()
-    }
-}
-
-impl LifecycleOptions {
-    fn thresholds(&self) -> anyhow::Result<Thresholds> {
-        Ok(Thresholds {
-            tenure: Thresholds::parse_axis(&self.tenure_days)?,
-            activity: Thresholds::parse_axis(&self.activity_days)?,
-        })
-    }
-
-    /// Checks the period without data.
-    pub fn validate_period(&self) -> anyhow::Result<()> {
-        let _: tenure_engine::calendar::Period = self.period.parse()?;
-        Ok(())
-    }
-
-    /// Checks the stage thresholds; on error, names the option at fault.
-    pub fn validate_thresholds(&self) -> Result<(), (&'static str, anyhow::Error)> {
-        Thresholds::parse_axis(&self.tenure_days).map_err(|e| ("tenure_days", e.into()))?;
-        Thresholds::parse_axis(&self.activity_days).map_err(|e| ("activity_days", e.into()))?;
-        Ok(())
-    }
-
-    /// The report section this output is drawn as.
-    pub fn kind(&self) -> Kind {
-        if self.stages {
-            Kind::LifecycleStages
-        } else {
-            Kind::Lifecycle
-        }
+/// The report section a lifecycle request's output is drawn as.
+pub fn kind(opts: &LifecycleOptions) -> Kind {
+    if opts.stages {
+        Kind::LifecycleStages
+    } else {
+        Kind::Lifecycle
     }
 }
 
@@ -133,7 +84,7 @@ pub fn run(args: LifecycleArgs) -> anyhow::Result<()> {
     if let Some(out) = &args.common.out {
         output::write_out(&table, out)?;
     }
-    output::print_analysis(args.opts.kind(), &table, None, args.common.format, || {
+    output::print_analysis(kind(&args.opts), &table, None, args.common.format, || {
         output::table(&table)
     })
 }

@@ -1,12 +1,11 @@
 //! `tenure ltv`: cumulative lifetime value per cohort.
 
 use clap::Args;
-use tenure_engine::retention::{Mode, RetentionSpec};
+pub use tenure_engine::request::LtvOptions;
 
 use tenure_engine::ltv::LtvRow;
 
 use crate::cmd::common::{AnalysisArgs, Scope};
-use crate::cmd::retention::condition;
 use crate::output::{self, Rows};
 use crate::report::Kind;
 
@@ -34,53 +33,10 @@ pub struct LtvArgs {
     pub as_of: Option<String>,
 }
 
-/// What to compute: the flags of `tenure ltv`, and the keys of a
-/// `kind = "ltv"` analysis in a job file.
-#[derive(Args, Debug, Clone, serde::Deserialize, serde::Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LtvOptions {
-    /// Cohort period: day, week or month.
-    #[arg(long, default_value = "week")]
-    pub period: String,
-    /// Event that puts a user in a cohort (default: any event).
-    #[arg(long, value_name = "EVENT")]
-    pub start_event: Option<String>,
-    /// Extra SQL condition on start events.
-    #[arg(long, value_name = "SQL")]
-    pub start_where: Option<String>,
-}
-
-impl Default for LtvOptions {
-    fn default() -> Self {
-        crate::cmd::common::clap_defaults()
-    }
-}
-
-impl LtvOptions {
-    /// Checks what can be checked without data.
-    pub fn validate(&self) -> anyhow::Result<()> {
-        let _: tenure_engine::calendar::Period = self.period.parse()?;
-        Ok(())
-    }
-}
-
 /// Computes cumulative LTV per cohort over `scope`.
 pub async fn compute(scope: &Scope, opts: &LtvOptions) -> anyhow::Result<Vec<LtvRow>> {
     let events = scope.open().await?;
-    let spec = RetentionSpec {
-        period: opts.period.parse()?,
-        tz: scope.tz,
-        start: condition(
-            &events,
-            opts.start_event.as_deref(),
-            opts.start_where.as_deref(),
-        )
-        .await?,
-        ret: None,
-        mode: Mode::NDay,
-        as_of: scope.as_of,
-        by: None,
-    };
+    let spec = opts.spec(&events, scope.tz, scope.as_of).await?;
     Ok(tenure_engine::ltv::ltv(&events, &spec).await?)
 }
 

@@ -3,8 +3,8 @@
 use std::fmt::Write as _;
 
 use clap::Args;
-use datafusion::logical_expr::{Expr, col, lit};
-use tenure_engine::retention::{Mode, RetentionSpec, retention};
+pub use tenure_engine::request::RetentionOptions;
+use tenure_engine::retention::retention;
 
 use crate::cmd::common::{AnalysisArgs, Scope};
 use crate::output::{self, OutputFormat, Rows};
@@ -39,86 +39,13 @@ pub struct RetentionArgs {
     pub as_of: Option<String>,
 }
 
-/// What to compute: the flags of `tenure retention`, and the keys of a
-/// `kind = "retention"` analysis in a job file.
-#[derive(Args, Debug, Clone, serde::Deserialize, serde::Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RetentionOptions {
-    /// Cohort period: day, week (ISO, Monday start) or month.
-    #[arg(long, default_value = "week")]
-    pub period: String,
-    /// Event that puts a user in a cohort (default: any event).
-    #[arg(long, value_name = "EVENT")]
-    pub start_event: Option<String>,
-    /// Extra condition on start events, a SQL boolean expression over event
-    /// columns (e.g. "country = 'JP'").
-    #[arg(long, value_name = "SQL")]
-    pub start_where: Option<String>,
-    /// Event that counts as a return (default: any event).
-    #[arg(long, value_name = "EVENT")]
-    pub return_event: Option<String>,
-    /// Extra condition on return events (e.g. "revenue > 100").
-    #[arg(long, value_name = "SQL")]
-    pub return_where: Option<String>,
-    /// n-day (exactly period k), unbounded (k or later), or bracket.
-    #[arg(long, default_value = "n-day")]
-    pub mode: String,
-    /// Period ranges for --mode bracket, e.g. 0,1-3,4-7.
-    #[arg(long)]
-    pub brackets: Option<String>,
-    /// Split cohorts by a column's value at each user's first start event
-    /// (e.g. variant, country).
-    #[arg(long, value_name = "COLUMN")]
-    pub by: Option<String>,
-}
-
-impl Default for RetentionOptions {
-    fn default() -> Self {
-        crate::cmd::common::clap_defaults()
-    }
-}
-
-impl RetentionOptions {
-    /// Checks the period without data.
-    pub fn validate_period(&self) -> anyhow::Result<()> {
-        let _: tenure_engine::calendar::Period = self.period.parse()?;
-        Ok(())
-    }
-
-    /// Checks the mode and brackets without data.
-    pub fn validate_mode(&self) -> anyhow::Result<()> {
-        Mode::parse(&self.mode, self.brackets.as_deref())?;
-        Ok(())
-    }
-}
-
 /// Computes retention over `scope`.
 pub async fn compute(
     scope: &Scope,
     opts: &RetentionOptions,
 ) -> anyhow::Result<tenure_engine::retention::Retention> {
-    let period = opts.period.parse()?;
-    let mode = Mode::parse(&opts.mode, opts.brackets.as_deref())?;
     let events = scope.open().await?;
-    let spec = RetentionSpec {
-        period,
-        tz: scope.tz,
-        start: condition(
-            &events,
-            opts.start_event.as_deref(),
-            opts.start_where.as_deref(),
-        )
-        .await?,
-        ret: condition(
-            &events,
-            opts.return_event.as_deref(),
-            opts.return_where.as_deref(),
-        )
-        .await?,
-        mode,
-        as_of: scope.as_of,
-        by: opts.by.clone(),
-    };
+    let spec = opts.spec(&events, scope.tz, scope.as_of).await?;
     Ok(retention(&events, &spec).await?)
 }
 
@@ -128,27 +55,6 @@ pub async fn compute_rows(scope: &Scope, opts: &RetentionOptions) -> anyhow::Res
         tenure_engine::retention::schema(),
         &compute(scope, opts).await?.rows,
     )
-}
-
-/// Builds `event = name AND (where)` over the events schema.
-pub async fn condition(
-    events: &tenure_engine::Events,
-    event: Option<&str>,
-    sql: Option<&str>,
-) -> anyhow::Result<Option<Expr>> {
-    let mut e = event.map(|n| col("event").eq(lit(n.to_string())));
-    if let Some(sql) = sql {
-        let df = events.ctx.table("events").await?;
-        let parsed = events
-            .ctx
-            .parse_sql_expr(sql, df.schema())
-            .map_err(|err| crate::exit::BadInput(format!("bad condition `{sql}`: {err}")))?;
-        e = Some(match e {
-            Some(e) => e.and(parsed),
-            None => parsed,
-        });
-    }
-    Ok(e)
 }
 
 /// Runs the command.

@@ -13,6 +13,7 @@ use tenure_dsl::{
 use tenure_engine::Events;
 use tenure_engine::features::{FeatureSpec, count_matching, feature_table, users_table};
 use tenure_engine::lifecycle::Thresholds;
+pub use tenure_engine::request::{RfmOptions, SegmentOptions};
 use tenure_engine::userstats::PurchaseSpec;
 
 use crate::cmd::common::{AnalysisArgs, Scope, parse_when};
@@ -67,29 +68,6 @@ pub struct SegmentArgs {
     /// Worker threads.
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
-}
-
-/// What to count: the expression and options of `tenure segment`, and the keys
-/// of a `kind = "segment"` analysis in a job file.
-#[derive(Args, Debug, Clone, serde::Deserialize, serde::Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct SegmentOptions {
-    /// The segment expression.
-    pub expr: String,
-    /// Segment files defining @names (repeatable).
-    #[arg(long, value_name = "FILE")]
-    #[serde(default)]
-    pub segments: Vec<String>,
-    /// Name of the purchase event.
-    #[arg(long, default_value = PURCHASE)]
-    #[serde(default = "purchase")]
-    pub purchase_event: String,
-}
-
-const PURCHASE: &str = "purchase";
-
-fn purchase() -> String {
-    PURCHASE.into()
 }
 
 /// Why a segment expression or its files were rejected before any data was read.
@@ -414,39 +392,19 @@ pub struct RfmArgs {
     pub as_of: Option<String>,
 }
 
-/// What to compute: the flags of `tenure rfm`, and the keys of a
-/// `kind = "rfm"` analysis in a job file.
-#[derive(Args, Debug, Clone, serde::Deserialize, serde::Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RfmOptions {
-    /// Segment set files (default: queries/rfm_segments.seg, the English set).
-    #[arg(long, value_name = "FILE")]
-    pub segments: Vec<String>,
-    /// Name of the purchase event.
-    #[arg(long, default_value = PURCHASE)]
-    pub purchase_event: String,
-}
-
-impl Default for RfmOptions {
-    fn default() -> Self {
-        crate::cmd::common::clap_defaults()
+/// The segment files of an RFM request: those given, else the shipped
+/// English set.
+pub fn rfm_files(opts: &RfmOptions) -> anyhow::Result<Vec<String>> {
+    if opts.segments.is_empty() {
+        Ok(vec![default_segment_file("rfm_segments.seg")?])
+    } else {
+        Ok(opts.segments.clone())
     }
 }
 
-impl RfmOptions {
-    /// The segment files: those given, else the shipped English set.
-    pub fn files(&self) -> anyhow::Result<Vec<String>> {
-        if self.segments.is_empty() {
-            Ok(vec![default_segment_file("rfm_segments.seg")?])
-        } else {
-            Ok(self.segments.clone())
-        }
-    }
-
-    /// Loads the segment files and parses them (without data).
-    pub fn check(&self) -> anyhow::Result<()> {
-        library(&self.files()?, &catalog_of(None)).map(|_| ())
-    }
+/// Loads an RFM request's segment files and parses them (without data).
+pub fn rfm_check(opts: &RfmOptions) -> anyhow::Result<()> {
+    library(&rfm_files(opts)?, &catalog_of(None)).map(|_| ())
 }
 
 /// What `tenure rfm` computes.
@@ -461,7 +419,7 @@ pub struct RfmResult {
 /// The RFM segment distribution over `scope` (its as-of; the range is not
 /// used), and the R x F score grid beside it.
 pub async fn compute_rfm(scope: &Scope, opts: &RfmOptions) -> anyhow::Result<RfmResult> {
-    let files = opts.files()?;
+    let files = rfm_files(opts)?;
     let (events, as_of) = open_as_of(scope).await?;
     let lib = library(&files, &catalog_of(Some(&events)))?;
     let request = tenure_engine::rfm::RfmRequest {

@@ -1,10 +1,10 @@
 //! `tenure stickiness`: users by number of active days per week or month.
 
 use clap::Args;
-use tenure_engine::stickiness::{StickinessSpec, stickiness};
+pub use tenure_engine::request::StickinessOptions;
+use tenure_engine::stickiness::stickiness;
 
 use crate::cmd::common::{AnalysisArgs, Scope};
-use crate::cmd::retention::condition;
 use crate::output::{self, Rows};
 use crate::report::Kind;
 
@@ -36,52 +36,10 @@ pub struct StickinessArgs {
     pub as_of: Option<String>,
 }
 
-/// What to compute: the flags of `tenure stickiness`, and the keys of a
-/// `kind = "stickiness"` analysis in a job file.
-#[derive(Args, Debug, Clone, serde::Deserialize, serde::Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct StickinessOptions {
-    /// Reporting period: week (ISO, Monday start) or month.
-    #[arg(long, default_value = "week")]
-    pub period: String,
-    /// Only days with this event count (default: any event).
-    #[arg(long, value_name = "EVENT")]
-    pub event: Option<String>,
-    /// Extra SQL condition on the counted events (e.g. "country = 'JP'").
-    #[arg(long = "where", value_name = "SQL")]
-    pub where_: Option<String>,
-}
-
-impl Default for StickinessOptions {
-    fn default() -> Self {
-        crate::cmd::common::clap_defaults()
-    }
-}
-
-impl StickinessOptions {
-    /// Checks what can be checked without data.
-    pub fn validate(&self) -> anyhow::Result<()> {
-        let p: tenure_engine::calendar::Period = self.period.parse()?;
-        if p == tenure_engine::calendar::Period::Day {
-            return Err(crate::exit::BadInput(
-                "stickiness counts days per week or month: --period week or month".into(),
-            )
-            .into());
-        }
-        Ok(())
-    }
-}
-
 /// Computes stickiness over `scope` as tidy rows.
 pub async fn compute_rows(scope: &Scope, opts: &StickinessOptions) -> anyhow::Result<Rows> {
-    opts.validate()?;
     let events = scope.open().await?;
-    let spec = StickinessSpec {
-        period: opts.period.parse()?,
-        tz: scope.tz,
-        condition: condition(&events, opts.event.as_deref(), opts.where_.as_deref()).await?,
-        as_of: scope.as_of,
-    };
+    let spec = opts.spec(&events, scope.tz, scope.as_of).await?;
     let batches = stickiness(&events, &spec).await?;
     output::rows_from_batches(&batches)
 }

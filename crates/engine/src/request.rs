@@ -1,0 +1,606 @@
+//! Typed analysis requests: what each analysis computes, as one struct per
+//! analysis that is at once the flags of its `tenure` subcommand (clap), the
+//! keys of its `kind = "..."` table in a job file (serde), and what the
+//! engine's analyses take. Checks that need no data live here too, so a
+//! subcommand, a job file and a table function reject the same input with the
+//! same message.
+
+use crate::funnel::Modes;
+use crate::funnel::syntax::{parse_window, split_steps};
+use crate::lifecycle::Thresholds;
+use crate::{EngineError, Result};
+
+/// A request with every option at its default (as clap would parse no
+/// flags): the defaults of a job file's keys are those of the flags.
+pub fn clap_defaults<T: clap::Args + clap::FromArgMatches>() -> T {
+    let cmd = T::augment_args(clap::Command::new("defaults").no_binary_name(true));
+    let matches = cmd
+        .try_get_matches_from(std::iter::empty::<String>())
+        .expect("every option of a job analysis has a default");
+    T::from_arg_matches(&matches).expect("clap defaults parse into their own struct")
+}
+
+/// What to compute: the flags of `tenure retention`, and the keys of a
+/// `kind = "retention"` analysis in a job file.
+#[derive(clap::Args, Debug, Clone, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionOptions {
+    /// Cohort period: day, week (ISO, Monday start) or month.
+    #[arg(long, default_value = "week")]
+    pub period: String,
+    /// Event that puts a user in a cohort (default: any event).
+    #[arg(long, value_name = "EVENT")]
+    pub start_event: Option<String>,
+    /// Extra condition on start events, a SQL boolean expression over event
+    /// columns (e.g. "country = 'JP'").
+    #[arg(long, value_name = "SQL")]
+    pub start_where: Option<String>,
+    /// Event that counts as a return (default: any event).
+    #[arg(long, value_name = "EVENT")]
+    pub return_event: Option<String>,
+    /// Extra condition on return events (e.g. "revenue > 100").
+    #[arg(long, value_name = "SQL")]
+    pub return_where: Option<String>,
+    /// n-day (exactly period k), unbounded (k or later), or bracket.
+    #[arg(long, default_value = "n-day")]
+    pub mode: String,
+    /// Period ranges for --mode bracket, e.g. 0,1-3,4-7.
+    #[arg(long)]
+    pub brackets: Option<String>,
+    /// Split cohorts by a column's value at each user's first start event
+    /// (e.g. variant, country).
+    #[arg(long, value_name = "COLUMN")]
+    pub by: Option<String>,
+}
+
+impl Default for RetentionOptions {
+    fn default() -> Self {
+        clap_defaults()
+    }
+}
+
+impl RetentionOptions {
+    /// Checks the period without data.
+    pub fn validate_period(&self) -> Result<()> {
+        let _: crate::calendar::Period = self.period.parse()?;
+        Ok(())
+    }
+
+    /// Checks the mode and brackets without data.
+    pub fn validate_mode(&self) -> Result<()> {
+        crate::retention::Mode::parse(&self.mode, self.brackets.as_deref())?;
+        Ok(())
+    }
+}
+
+/// What to compute: the flags of `tenure ltv`, and the keys of a
+/// `kind = "ltv"` analysis in a job file.
+#[derive(clap::Args, Debug, Clone, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LtvOptions {
+    /// Cohort period: day, week or month.
+    #[arg(long, default_value = "week")]
+    pub period: String,
+    /// Event that puts a user in a cohort (default: any event).
+    #[arg(long, value_name = "EVENT")]
+    pub start_event: Option<String>,
+    /// Extra SQL condition on start events.
+    #[arg(long, value_name = "SQL")]
+    pub start_where: Option<String>,
+}
+
+impl Default for LtvOptions {
+    fn default() -> Self {
+        clap_defaults()
+    }
+}
+
+impl LtvOptions {
+    /// Checks what can be checked without data.
+    pub fn validate(&self) -> Result<()> {
+        let _: crate::calendar::Period = self.period.parse()?;
+        Ok(())
+    }
+}
+
+/// What to compute: the flags of `tenure stickiness`, and the keys of a
+/// `kind = "stickiness"` analysis in a job file.
+#[derive(clap::Args, Debug, Clone, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StickinessOptions {
+    /// Reporting period: week (ISO, Monday start) or month.
+    #[arg(long, default_value = "week")]
+    pub period: String,
+    /// Only days with this event count (default: any event).
+    #[arg(long, value_name = "EVENT")]
+    pub event: Option<String>,
+    /// Extra SQL condition on the counted events (e.g. "country = 'JP'").
+    #[arg(long = "where", value_name = "SQL")]
+    pub where_: Option<String>,
+}
+
+impl Default for StickinessOptions {
+    fn default() -> Self {
+        clap_defaults()
+    }
+}
+
+impl StickinessOptions {
+    /// Checks what can be checked without data.
+    pub fn validate(&self) -> Result<()> {
+        let p: crate::calendar::Period = self.period.parse()?;
+        if p == crate::calendar::Period::Day {
+            return Err(EngineError::BadRequest(
+                "stickiness counts days per week or month: --period week or month".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What to compute: the flags of `tenure lifecycle`, and the keys of a
+/// `kind = "lifecycle"` analysis in a job file.
+#[derive(clap::Args, Debug, Clone, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LifecycleOptions {
+    /// Period of the counts: day, week or month.
+    #[arg(long, default_value = "week")]
+    pub period: String,
+    /// Count users per stage instead of per period.
+    #[arg(long)]
+    pub stages: bool,
+    /// Tenure stage bounds in days (new, growing, mature).
+    #[arg(long, default_value = "7,30,90")]
+    pub tenure_days: String,
+    /// Activity stage bounds in days since last purchase (active, cooling, silent).
+    #[arg(long, default_value = "30,90,180")]
+    pub activity_days: String,
+    /// Name of the purchase event.
+    #[arg(long, default_value = "purchase")]
+    pub purchase_event: String,
+}
+
+impl Default for LifecycleOptions {
+    fn default() -> Self {
+        clap_defaults()
+    }
+}
+
+impl LifecycleOptions {
+    /// The stage thresholds.
+    pub fn thresholds(&self) -> Result<Thresholds> {
+        Ok(Thresholds {
+            tenure: Thresholds::parse_axis(&self.tenure_days)?,
+            activity: Thresholds::parse_axis(&self.activity_days)?,
+        })
+    }
+
+    /// Checks the period without data.
+    pub fn validate_period(&self) -> Result<()> {
+        let _: crate::calendar::Period = self.period.parse()?;
+        Ok(())
+    }
+
+    /// Checks the stage thresholds; on error, names the option at fault.
+    pub fn validate_thresholds(&self) -> Result<(), (&'static str, EngineError)> {
+        Thresholds::parse_axis(&self.tenure_days).map_err(|e| ("tenure_days", e))?;
+        Thresholds::parse_axis(&self.activity_days).map_err(|e| ("activity_days", e))?;
+        Ok(())
+    }
+}
+
+/// What to compute: the flags of `tenure kpi`, and the keys of a
+/// `kind = "kpi"` analysis in a job file.
+#[derive(clap::Args, Debug, Clone, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KpiOptions {
+    /// Reporting period: week or month (or day).
+    #[arg(long, default_value = "month")]
+    pub period: String,
+    /// Window of first-order conversion (first event to first purchase), in days.
+    #[arg(long, default_value_t = 7)]
+    pub conversion_days: i64,
+    /// Name of the purchase event.
+    #[arg(long, default_value = "purchase")]
+    pub purchase_event: String,
+}
+
+impl Default for KpiOptions {
+    fn default() -> Self {
+        clap_defaults()
+    }
+}
+
+impl KpiOptions {
+    /// Checks what can be checked without data.
+    pub fn validate(&self) -> Result<()> {
+        let _: crate::calendar::Period = self.period.parse()?;
+        Ok(())
+    }
+}
+
+/// What to compute: the flags of `tenure funnel`, and the keys of a
+/// `kind = "funnel"` analysis in a job file (where `steps` may also be a list).
+#[derive(clap::Args, Debug, Clone, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FunnelOptions {
+    /// Steps, comma-separated, each `event` or `event where <SQL condition>`.
+    #[arg(long, value_name = "STEPS")]
+    #[serde(deserialize_with = "steps_text")]
+    pub steps: String,
+    /// Window from the step-1 event: a number and s, m, h, d or w (e.g. 7d).
+    #[arg(long, default_value = WINDOW)]
+    #[serde(default = "default_window")]
+    pub window: String,
+    /// Modes, comma-separated: default, strict_order, strict_increase,
+    /// strict_deduplication, first_touch.
+    #[arg(long, default_value = MODE)]
+    #[serde(default = "default_mode")]
+    pub mode: String,
+    /// Break down by a column's value at the step-1 event (e.g. variant).
+    #[arg(long, value_name = "COLUMN")]
+    #[serde(default)]
+    pub by: Option<String>,
+    /// An event that must not happen between two steps: `event[:FROM-TO]`
+    /// (steps 1-based; default between the first and the last step).
+    /// Repeatable.
+    #[arg(long, value_name = "EVENT[:FROM-TO]")]
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    /// Every step of a chain must have the same value of this column
+    /// (e.g. item_id).
+    #[arg(long, value_name = "COLUMN")]
+    #[serde(default)]
+    pub hold: Option<String>,
+    /// Break down by a segment instead: users in it vs not (segment language,
+    /// see `tenure segment`), evaluated as of the end of the entry range
+    /// (--to, else the newest event).
+    #[arg(long, value_name = "EXPR", conflicts_with = "by")]
+    #[serde(default)]
+    pub by_segment: Option<String>,
+    /// Segment files defining @names for --by-segment (repeatable).
+    #[arg(long, value_name = "FILE")]
+    #[serde(default)]
+    pub segments: Vec<String>,
+    /// Print the time-to-convert histogram instead of the steps.
+    #[arg(long)]
+    #[serde(default)]
+    pub histogram: bool,
+}
+
+const WINDOW: &str = "7d";
+const MODE: &str = "default";
+
+fn default_window() -> String {
+    WINDOW.into()
+}
+
+fn default_mode() -> String {
+    MODE.into()
+}
+
+/// `steps` in a job file: the flag's comma-separated text, or a list of steps.
+fn steps_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum Steps {
+        Text(String),
+        List(Vec<String>),
+    }
+    Ok(match serde::Deserialize::deserialize(d)? {
+        Steps::Text(s) => s,
+        Steps::List(v) => v.join(","),
+    })
+}
+
+impl FunnelOptions {
+    /// Checks the window without data.
+    pub fn validate_window(&self) -> Result<()> {
+        parse_window(&self.window).map(|_| ())
+    }
+
+    /// Checks the modes without data.
+    pub fn validate_mode(&self) -> Result<()> {
+        Modes::parse(&self.mode)?;
+        Ok(())
+    }
+
+    /// Checks the step list's shape without data.
+    pub fn validate_steps(&self) -> Result<()> {
+        let texts = split_steps(&self.steps);
+        if texts.iter().any(|t| t.is_empty()) {
+            return Err(EngineError::BadRequest(
+                "empty funnel step (two commas in a row?)".into(),
+            ));
+        }
+        if texts.len() > crate::funnel::MAX_STEPS {
+            return Err(EngineError::BadRequest(format!(
+                "{} steps: a funnel has at most {}",
+                texts.len(),
+                crate::funnel::MAX_STEPS
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// What to count: the expression and options of `tenure segment`, and the keys
+/// of a `kind = "segment"` analysis in a job file.
+#[derive(clap::Args, Debug, Clone, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SegmentOptions {
+    /// The segment expression.
+    pub expr: String,
+    /// Segment files defining @names (repeatable).
+    #[arg(long, value_name = "FILE")]
+    #[serde(default)]
+    pub segments: Vec<String>,
+    /// Name of the purchase event.
+    #[arg(long, default_value = PURCHASE)]
+    #[serde(default = "purchase")]
+    pub purchase_event: String,
+}
+
+const PURCHASE: &str = "purchase";
+
+fn purchase() -> String {
+    PURCHASE.into()
+}
+
+/// What to compute: the flags of `tenure rfm`, and the keys of a
+/// `kind = "rfm"` analysis in a job file.
+#[derive(clap::Args, Debug, Clone, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RfmOptions {
+    /// Segment set files (default: queries/rfm_segments.seg, the English set).
+    #[arg(long, value_name = "FILE")]
+    pub segments: Vec<String>,
+    /// Name of the purchase event.
+    #[arg(long, default_value = PURCHASE)]
+    pub purchase_event: String,
+}
+
+impl Default for RfmOptions {
+    fn default() -> Self {
+        clap_defaults()
+    }
+}
+
+/// The readout asked for: the flags of `tenure abtest` that are not about
+/// where the data is, and the keys of a `kind = "abtest"` analysis in a job
+/// file (`metrics = ["count:purchase", "sum:revenue"]`).
+#[derive(clap::Args, Debug, Clone, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AbtestOptions {
+    /// Column whose value names a user's arm.
+    #[arg(long, value_name = "COLUMN", default_value = BY)]
+    #[serde(default = "default_by")]
+    pub by: String,
+    /// A metric: count:<event>, sum:<column>, segment:<expr> or
+    /// funnel:<a>b>c> within <duration> (repeatable).
+    #[arg(
+        long = "metric",
+        value_name = "SPEC",
+        required_unless_present = "from_summary"
+    )]
+    pub metrics: Vec<String>,
+    /// The control arm (default: the first arm).
+    #[arg(long, value_name = "ARM")]
+    #[serde(default)]
+    pub control: Option<String>,
+    /// Expected traffic split, one weight per arm in arm order (default: equal).
+    #[arg(long, value_name = "WEIGHTS")]
+    #[serde(default)]
+    pub split: Option<String>,
+    /// relative (lift, the default) or absolute (treatment minus control).
+    #[arg(long, value_name = "KIND", default_value = DIFFERENCE)]
+    #[serde(default = "default_difference")]
+    pub difference: String,
+    /// Alternative hypothesis: two, greater or less.
+    #[arg(long, value_name = "SIDE", default_value = SIDED)]
+    #[serde(default = "default_sided")]
+    pub sided: String,
+    /// Sequential testing (confidence sequences, valid under peeking), tuned for
+    /// N* total users (default N* 5000).
+    #[arg(long, value_name = "N*", num_args = 0..=1, default_missing_value = "5000")]
+    #[serde(default)]
+    pub sequential: Option<f64>,
+    /// Add the Bayesian chance to win and risk (flat prior).
+    #[arg(long)]
+    #[serde(default)]
+    pub bayesian: bool,
+    /// Multiple-testing correction across metrics and arms: none, holm or bh.
+    #[arg(long, value_name = "METHOD", default_value = CORRECTION)]
+    #[serde(default = "default_correction")]
+    pub correction: String,
+    /// Significance level (the CI covers 1 - alpha).
+    #[arg(long, default_value_t = ALPHA)]
+    #[serde(default = "default_alpha")]
+    pub alpha: f64,
+    /// Segment files defining @names for segment: metrics (repeatable).
+    #[arg(long, value_name = "FILE")]
+    #[serde(default)]
+    pub segments: Vec<String>,
+    /// Name of the purchase event (R, F, M in segment: metrics).
+    #[arg(long, value_name = "EVENT", default_value = PURCHASE)]
+    #[serde(default = "default_purchase")]
+    pub purchase_event: String,
+}
+
+const BY: &str = "variant";
+const DIFFERENCE: &str = "relative";
+const SIDED: &str = "two";
+const CORRECTION: &str = "none";
+const ALPHA: f64 = 0.05;
+
+fn default_by() -> String {
+    BY.into()
+}
+fn default_difference() -> String {
+    DIFFERENCE.into()
+}
+fn default_sided() -> String {
+    SIDED.into()
+}
+fn default_correction() -> String {
+    CORRECTION.into()
+}
+fn default_alpha() -> f64 {
+    ALPHA
+}
+fn default_purchase() -> String {
+    PURCHASE.into()
+}
+
+impl AbtestOptions {
+    /// Checks the settings and metric specs without data; on error, names
+    /// the option at fault.
+    pub fn validate(&self) -> Result<(), (&'static str, EngineError)> {
+        fn at<E: std::fmt::Display>(
+            key: &'static str,
+        ) -> impl Fn(E) -> (&'static str, EngineError) {
+            move |e| (key, EngineError::BadRequest(e.to_string()))
+        }
+        if self.metrics.is_empty() {
+            return Err((
+                "metrics",
+                EngineError::BadRequest(
+                    "an A/B readout needs at least one metric, e.g. metrics = [\"count:purchase\"]"
+                        .into(),
+                ),
+            ));
+        }
+        for m in &self.metrics {
+            crate::abtest::parse_metric(m).map_err(|e| ("metrics", e))?;
+        }
+        tenure_stats::Alpha::new(self.alpha).map_err(at("alpha"))?;
+        self.difference
+            .parse::<tenure_stats::Difference>()
+            .map_err(at("difference"))?;
+        self.sided
+            .parse::<tenure_stats::Sided>()
+            .map_err(at("sided"))?;
+        self.sequential
+            .map(tenure_stats::TuningParameter::new)
+            .transpose()
+            .map_err(at("sequential"))?;
+        self.correction
+            .parse::<tenure_stats::Correction>()
+            .map_err(at("correction"))?;
+        if let Some(split) = &self.split {
+            tenure_stats::parse_split(split).map_err(at("split"))?;
+        }
+        Ok(())
+    }
+}
+
+/// `event = name AND (sql)` over the events table: a start, return or counted
+/// event condition as the flags give it (`--start-event`, `--start-where`).
+pub async fn condition(
+    events: &crate::Events,
+    event: Option<&str>,
+    sql: Option<&str>,
+) -> Result<Option<datafusion::logical_expr::Expr>> {
+    use datafusion::logical_expr::{col, lit};
+    let mut e = event.map(|n| col("event").eq(lit(n.to_string())));
+    if let Some(sql) = sql {
+        let df = events.ctx.table("events").await?;
+        let parsed = events
+            .ctx
+            .parse_sql_expr(sql, df.schema())
+            .map_err(|err| EngineError::BadRequest(format!("bad condition `{sql}`: {err}")))?;
+        e = Some(match e {
+            Some(e) => e.and(parsed),
+            None => parsed,
+        });
+    }
+    Ok(e)
+}
+
+impl RetentionOptions {
+    /// The retention this request asks for over `events`, with dates in `tz`
+    /// and cells after `as_of` incomplete.
+    pub async fn spec(
+        &self,
+        events: &crate::Events,
+        tz: chrono_tz::Tz,
+        as_of: Option<i64>,
+    ) -> Result<crate::retention::RetentionSpec> {
+        Ok(crate::retention::RetentionSpec {
+            period: self.period.parse()?,
+            tz,
+            start: condition(
+                events,
+                self.start_event.as_deref(),
+                self.start_where.as_deref(),
+            )
+            .await?,
+            ret: condition(
+                events,
+                self.return_event.as_deref(),
+                self.return_where.as_deref(),
+            )
+            .await?,
+            mode: crate::retention::Mode::parse(&self.mode, self.brackets.as_deref())?,
+            as_of,
+            by: self.by.clone(),
+        })
+    }
+}
+
+impl LtvOptions {
+    /// The cohorts whose cumulative revenue this request asks for.
+    pub async fn spec(
+        &self,
+        events: &crate::Events,
+        tz: chrono_tz::Tz,
+        as_of: Option<i64>,
+    ) -> Result<crate::retention::RetentionSpec> {
+        Ok(crate::retention::RetentionSpec {
+            period: self.period.parse()?,
+            tz,
+            start: condition(
+                events,
+                self.start_event.as_deref(),
+                self.start_where.as_deref(),
+            )
+            .await?,
+            ret: None,
+            mode: crate::retention::Mode::NDay,
+            as_of,
+            by: None,
+        })
+    }
+}
+
+impl StickinessOptions {
+    /// The stickiness this request asks for.
+    pub async fn spec(
+        &self,
+        events: &crate::Events,
+        tz: chrono_tz::Tz,
+        as_of: Option<i64>,
+    ) -> Result<crate::stickiness::StickinessSpec> {
+        self.validate()?;
+        Ok(crate::stickiness::StickinessSpec {
+            period: self.period.parse()?,
+            tz,
+            condition: condition(events, self.event.as_deref(), self.where_.as_deref()).await?,
+            as_of,
+        })
+    }
+}
+
+impl KpiOptions {
+    /// The KPIs this request asks for, reported in `tz`.
+    pub fn spec(&self, tz: chrono_tz::Tz) -> Result<crate::kpi::KpiSpec> {
+        Ok(crate::kpi::KpiSpec {
+            period: self.period.parse()?,
+            tz,
+            purchase: crate::userstats::PurchaseSpec {
+                event: self.purchase_event.clone(),
+            },
+            conversion_days: self.conversion_days.max(0),
+        })
+    }
+}
