@@ -87,7 +87,11 @@ pub(crate) type Footers =
 
 /// Reads the footers of `parts` (16 at a time). A file that cannot be read
 /// is left for its reader to report, naming it.
-async fn read_footers(store: &Arc<dyn object_store::ObjectStore>, parts: &[Part]) -> Footers {
+async fn read_footers(
+    store: &Arc<dyn object_store::ObjectStore>,
+    parts: &[Part],
+    local_dir: Option<&std::path::Path>,
+) -> Footers {
     use futures::StreamExt;
     let footers: Footers =
         std::sync::Arc::new((0..parts.len()).map(|_| Default::default()).collect());
@@ -96,7 +100,7 @@ async fn read_footers(store: &Arc<dyn object_store::ObjectStore>, parts: &[Part]
             let footers = footers.clone();
             async move {
                 let _ = footers[i]
-                    .get_or_try_init(|| crate::stored::read_footer(store, p))
+                    .get_or_try_init(|| crate::stored::read_footer(store, p, local_dir))
                     .await;
             }
         })
@@ -190,7 +194,7 @@ impl Events {
                 .with_schema(schema);
             ctx.register_table("events", Arc::new(ListingTable::try_new(config)?))?;
         }
-        let footers = read_footers(&store.inner, &parts).await;
+        let footers = read_footers(&store.inner, &parts, store.local_dir.as_deref()).await;
         Ok(Self {
             store,
             snapshot,

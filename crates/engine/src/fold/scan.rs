@@ -263,6 +263,9 @@ pub struct KeyScanExec {
     time: (i64, i64),
     /// Per user key, the earliest time kept (an A/B readout's exposure).
     since: Option<Arc<Vec<i64>>>,
+    /// The store's directory when it is on local disk (files are read
+    /// from it directly); not part of the encoding.
+    local_dir: Option<std::path::PathBuf>,
     /// Each user's rows together, in time order (see [`FoldInput::ordered`]).
     ordered: bool,
     /// Blocks sent file by file, unsorted (see [`FoldInput::grouped`]).
@@ -348,13 +351,15 @@ impl KeyScanExec {
             ),
             since: events.since.is_some(),
         };
-        Ok(Self::build(
+        let mut scan = Self::build(
             spec,
             events.since.clone(),
             events.store.inner.clone(),
             &events.ctx.state(),
             footers,
-        )?)
+        )?;
+        scan.local_dir = events.store.local_dir.clone();
+        Ok(scan)
     }
 
     /// The scan `spec` describes, reading from `store`, its conditions
@@ -503,6 +508,7 @@ impl KeyScanExec {
             schema,
             props,
             spec: Arc::new(spec),
+            local_dir: None,
         })
     }
 
@@ -657,6 +663,7 @@ impl ExecutionPlan for KeyScanExec {
             last,
             time: self.time,
             since: self.since.clone(),
+            local_dir: self.local_dir.clone(),
             any_flag: self.any_flag,
             ordered: self.ordered,
             grouped: self.grouped,
@@ -701,6 +708,8 @@ struct Job {
     last: bool,
     time: (i64, i64),
     since: Option<Arc<Vec<i64>>>,
+    /// The store's directory when it is on local disk.
+    local_dir: Option<std::path::PathBuf>,
     any_flag: bool,
     ordered: bool,
     grouped: bool,
@@ -743,13 +752,10 @@ impl Job {
     /// groups say so and do not overlap); `None` when no page can.
     async fn open(&self, i: usize) -> DfResult<Option<(FileStream, bool)>> {
         let part = &self.parts[i];
-        let reader = StoreFile {
-            store: self.store.clone(),
-            path: part.path.clone(),
-            size: part.size,
-        };
+        let local = self.local_dir.as_deref();
+        let reader = StoreFile::new(&self.store, part, local);
         let footer = self.footers[i]
-            .get_or_try_init(|| crate::stored::read_footer(&self.store, part))
+            .get_or_try_init(|| crate::stored::read_footer(&self.store, part, local))
             .await
             .map_err(|e| in_file(part, &e))?
             .clone();
