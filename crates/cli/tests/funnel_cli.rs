@@ -16,13 +16,19 @@ fn fixture(name: &str) -> PathBuf {
 
 fn store() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
+    ingest(&fixture("events.ndjson"), dir.path());
+    dir
+}
+
+/// Ingests `file` (with the fixture's declared properties) into `store`.
+fn ingest(file: &Path, store: &Path) {
     let st = tenure()
         .arg("ingest")
-        .arg(fixture("events.ndjson"))
+        .arg(file)
         .arg("--config")
         .arg(fixture("config.toml"))
         .arg("--to")
-        .arg(dir.path())
+        .arg(store)
         .output()
         .unwrap();
     assert!(
@@ -30,7 +36,6 @@ fn store() -> tempfile::TempDir {
         "{}",
         String::from_utf8_lossy(&st.stderr)
     );
-    dir
 }
 
 fn funnel(dir: &Path, extra: &[&str]) -> std::process::Output {
@@ -291,37 +296,24 @@ fn tied_events() -> Vec<String> {
 #[test]
 fn breakdown_and_held_values_do_not_depend_on_files_batches_or_threads() {
     let lines = tied_events();
-    let ingest = |dir: &Path, name: &str, lines: &[&String]| {
+    let write_and_ingest = |dir: &Path, name: &str, lines: &[&String]| {
         let file = dir.join(name);
         let text: Vec<&str> = lines.iter().map(|l| l.as_str()).collect();
         std::fs::write(&file, text.join("\n") + "\n").unwrap();
-        let st = tenure()
-            .arg("ingest")
-            .arg(&file)
-            .arg("--config")
-            .arg(fixture("config.toml"))
-            .arg("--to")
-            .arg(dir.join("store"))
-            .output()
-            .unwrap();
-        assert!(
-            st.status.success(),
-            "{}",
-            String::from_utf8_lossy(&st.stderr)
-        );
+        ingest(&file, &dir.join("store"));
     };
     // One store from one ingest; another from two, every other line each, so
     // a day has two files and values are met in another order.
     let one = tempfile::tempdir().unwrap();
-    ingest(one.path(), "all.ndjson", &lines.iter().collect::<Vec<_>>());
+    write_and_ingest(one.path(), "all.ndjson", &lines.iter().collect::<Vec<_>>());
     let two = tempfile::tempdir().unwrap();
     let (even, odd): (Vec<_>, Vec<_>) = lines.iter().enumerate().partition(|(i, _)| i % 2 == 0);
-    ingest(
+    write_and_ingest(
         two.path(),
         "even.ndjson",
         &even.into_iter().map(|(_, l)| l).collect::<Vec<_>>(),
     );
-    ingest(
+    write_and_ingest(
         two.path(),
         "odd.ndjson",
         &odd.into_iter().map(|(_, l)| l).collect::<Vec<_>>(),

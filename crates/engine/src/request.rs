@@ -10,6 +10,26 @@ use crate::funnel::syntax::{parse_window, split_steps};
 use crate::lifecycle::Thresholds;
 use crate::{EngineError, Result};
 
+/// `Default` as the flags' defaults ([`clap_defaults`]).
+macro_rules! clap_default {
+    ($($t:ty),*) => {$(
+        impl Default for $t {
+            fn default() -> Self {
+                clap_defaults()
+            }
+        }
+    )*};
+}
+
+clap_default!(
+    RetentionOptions,
+    LtvOptions,
+    StickinessOptions,
+    LifecycleOptions,
+    KpiOptions,
+    RfmOptions
+);
+
 /// A request with every option at its default (as clap would parse no
 /// flags): the defaults of a job file's keys are those of the flags.
 pub fn clap_defaults<T: clap::Args + clap::FromArgMatches>() -> T {
@@ -53,12 +73,6 @@ pub struct RetentionOptions {
     pub by: Option<String>,
 }
 
-impl Default for RetentionOptions {
-    fn default() -> Self {
-        clap_defaults()
-    }
-}
-
 impl RetentionOptions {
     /// Checks the period without data.
     pub fn validate_period(&self) -> Result<()> {
@@ -89,12 +103,6 @@ pub struct LtvOptions {
     pub start_where: Option<String>,
 }
 
-impl Default for LtvOptions {
-    fn default() -> Self {
-        clap_defaults()
-    }
-}
-
 impl LtvOptions {
     /// Checks what can be checked without data.
     pub fn validate(&self) -> Result<()> {
@@ -117,12 +125,6 @@ pub struct StickinessOptions {
     /// Extra SQL condition on the counted events (e.g. "country = 'JP'").
     #[arg(long = "where", value_name = "SQL")]
     pub where_: Option<String>,
-}
-
-impl Default for StickinessOptions {
-    fn default() -> Self {
-        clap_defaults()
-    }
 }
 
 impl StickinessOptions {
@@ -158,12 +160,6 @@ pub struct LifecycleOptions {
     /// Name of the purchase event.
     #[arg(long, default_value = "purchase")]
     pub purchase_event: String,
-}
-
-impl Default for LifecycleOptions {
-    fn default() -> Self {
-        clap_defaults()
-    }
 }
 
 impl LifecycleOptions {
@@ -203,12 +199,6 @@ pub struct KpiOptions {
     /// Name of the purchase event.
     #[arg(long, default_value = "purchase")]
     pub purchase_event: String,
-}
-
-impl Default for KpiOptions {
-    fn default() -> Self {
-        clap_defaults()
-    }
 }
 
 impl KpiOptions {
@@ -358,12 +348,6 @@ pub struct RfmOptions {
     /// Name of the purchase event.
     #[arg(long, default_value = PURCHASE)]
     pub purchase_event: String,
-}
-
-impl Default for RfmOptions {
-    fn default() -> Self {
-        clap_defaults()
-    }
 }
 
 /// The readout asked for: the flags of `tenure abtest` that are not about
