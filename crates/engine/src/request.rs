@@ -588,3 +588,37 @@ impl KpiOptions {
         })
     }
 }
+
+impl FunnelOptions {
+    /// The funnel this request asks for over `events`, users entering in
+    /// `from..to` (UTC µs; the events must reach a window past `to`).
+    pub fn spec(
+        &self,
+        events: &crate::Events,
+        from: Option<i64>,
+        to: Option<i64>,
+    ) -> Result<crate::funnel::FunnelSpec> {
+        use crate::funnel::syntax;
+        self.validate_steps()?;
+        let steps = split_steps(&self.steps)
+            .iter()
+            .map(|t| syntax::parse_step(events, t))
+            .collect::<Result<Vec<_>>>()?;
+        let exclusions = self
+            .exclude
+            .iter()
+            .map(|x| syntax::parse_exclusion(events, x, steps.len()))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(crate::funnel::FunnelSpec {
+            steps,
+            window_us: parse_window(&self.window)?,
+            modes: Modes::parse(&self.mode)?,
+            exclusions,
+            by: self.by.clone(),
+            user_groups: None,
+            hold: self.hold.clone(),
+            entry_from: from,
+            entry_to: to,
+        })
+    }
+}

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use clap::Args;
 use tenure_engine::Events;
-use tenure_engine::funnel::{self, FunnelSpec, Modes, Step};
+use tenure_engine::funnel::{self, FunnelSpec};
 pub use tenure_engine::request::FunnelOptions;
 
 use crate::cmd::common::{AnalysisArgs, Scope};
@@ -98,13 +98,6 @@ pub fn parse_window(s: &str) -> anyhow::Result<i64> {
     funnel::syntax::parse_window(s).map_err(|e| BadInput(e.to_string()).into())
 }
 
-pub use funnel::syntax::split_steps;
-
-/// Parses `event [where <SQL>]` into a step (see `tenure_engine::funnel::syntax`).
-pub async fn parse_step(events: &Events, text: &str) -> anyhow::Result<Step> {
-    funnel::syntax::parse_step(events, text).map_err(|e| BadInput(e.to_string()).into())
-}
-
 /// The funnel spec from the options, and the store opened so that steps
 /// after the range end still count.
 pub async fn spec_and_events(
@@ -112,7 +105,6 @@ pub async fn spec_and_events(
     opts: &FunnelOptions,
 ) -> anyhow::Result<(FunnelSpec, Events)> {
     let window_us = parse_window(&opts.window)?;
-    let modes = Modes::parse(&opts.mode).map_err(|e| BadInput(e.to_string()))?;
     let (from, to) = (scope.from, scope.to);
     // Steps may follow entry by up to the window (inclusive) past the range end.
     let events = scope
@@ -121,30 +113,7 @@ pub async fn spec_and_events(
             to.map(|t| t.saturating_add(window_us).saturating_add(1)),
         )
         .await?;
-    opts.validate_steps()?;
-    let texts = split_steps(&opts.steps);
-    let mut parsed = Vec::new();
-    for t in &texts {
-        parsed.push(parse_step(&events, t).await?);
-    }
-    let mut exclusions = Vec::new();
-    for x in &opts.exclude {
-        exclusions.push(
-            funnel::syntax::parse_exclusion(&events, x, parsed.len())
-                .map_err(|e| BadInput(e.to_string()))?,
-        );
-    }
-    let spec = FunnelSpec {
-        steps: parsed,
-        window_us,
-        modes,
-        exclusions,
-        by: opts.by.clone(),
-        user_groups: None,
-        hold: opts.hold.clone(),
-        entry_from: from,
-        entry_to: to,
-    };
+    let spec = opts.spec(&events, from, to)?;
     Ok((spec, events))
 }
 
