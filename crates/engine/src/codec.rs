@@ -486,7 +486,15 @@ mod tests {
                 },
             )
             .await;
-            fold_trip(&events, crate::userstats::BuyersFold { event, revenue }).await;
+            for seen in [false, true] {
+                let event = event.clone();
+                let fold = crate::userstats::BuyersFold {
+                    event,
+                    revenue,
+                    seen,
+                };
+                fold_trip(&events, fold).await;
+            }
         }
         use crate::fold::totals::{PerUser, Value};
         let count = || PerUser {

@@ -226,9 +226,40 @@ async fn population(
         idx: Vec::new(),
         weight: Vec::new(),
     };
+    let sparse = features
+        .iter()
+        .all(|f| !matches!(f, Feature::Property(_) | Feature::EventCount { .. }));
+    // As of a past date (the store opened up to it, nothing before left
+    // out), when users who never bought collapse into one row: the buyers'
+    // pass, counting the users seen, instead of a row per user.
+    let up_to_as_of =
+        events.options.from.is_none() && events.ts_range.is_some_and(|(_, max)| max <= spec.as_of);
+    if up_to_as_of && !whole_history && !needs_seen && collapse && sparse && !spec.buyers_only {
+        let userstats::Buyers {
+            keys,
+            mut stats,
+            seen,
+            unbought,
+        } = userstats::scan_buyers_and_seen(events, &spec.purchase, needs_revenue).await?;
+        stats.push_blank();
+        if let Some(t) = stats.first_seen.last_mut() {
+            *t = userstats::SEEN_BEFORE;
+        }
+        let blank = keys.len();
+        rows.reserve(keys.len() + 1);
+        rows.keys.extend_from_slice(&keys);
+        rows.idx.extend(0..keys.len());
+        rows.weight.resize(keys.len(), 1);
+        if let Some(first) = unbought {
+            // One key that did not buy stands for all who did not.
+            rows.push(first, blank, seen - keys.len() as u64);
+        }
+        return Ok((stats, rows));
+    }
     let stats = if whole_history && !needs_seen {
-        let userstats::Buyers { keys, mut stats } =
-            userstats::scan_buyers(events, &spec.purchase, needs_revenue).await?;
+        let userstats::Buyers {
+            keys, mut stats, ..
+        } = userstats::scan_buyers(events, &spec.purchase, needs_revenue).await?;
         // Everyone in the dictionary was seen by `as_of`; the extra last entry
         // is every user who never bought.
         stats.push_blank();
@@ -237,9 +268,6 @@ async fn population(
         }
         let blank = keys.len();
         let users = events.users();
-        let sparse = features
-            .iter()
-            .all(|f| !matches!(f, Feature::Property(_) | Feature::EventCount { .. }));
         if spec.buyers_only || (collapse && sparse) {
             rows.reserve(keys.len() + 1);
             rows.keys.extend_from_slice(&keys);

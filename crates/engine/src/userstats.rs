@@ -270,6 +270,12 @@ pub struct Buyers {
     /// Their facts. This pass does not know when users were seen:
     /// `first_seen` is [`SEEN_BEFORE`] and `last_seen` [`NEVER`] for all.
     pub stats: UserStats,
+    /// With [`scan_buyers_and_seen`]: how many users have an event in range
+    /// (buyers included), else 0.
+    pub seen: u64,
+    /// With [`scan_buyers_and_seen`]: the smallest key of a user with an
+    /// event in range and no purchase, if any.
+    pub unbought: Option<u32>,
 }
 
 /// Reads purchase events only (a small fraction of the rows) and returns the
@@ -285,9 +291,31 @@ pub async fn scan_buyers(
     purchase: &PurchaseSpec,
     revenue: bool,
 ) -> Result<Buyers> {
+    buyers_pass(events, purchase, revenue, false).await
+}
+
+/// [`scan_buyers`] that also counts the users with any event in range (it
+/// reads every row, not only purchases, but keeps a bit per user instead of
+/// first and last times): the population of a segment count as of a past
+/// date, without a row per user.
+pub async fn scan_buyers_and_seen(
+    events: &Events,
+    purchase: &PurchaseSpec,
+    revenue: bool,
+) -> Result<Buyers> {
+    buyers_pass(events, purchase, revenue, true).await
+}
+
+async fn buyers_pass(
+    events: &Events,
+    purchase: &PurchaseSpec,
+    revenue: bool,
+    seen: bool,
+) -> Result<Buyers> {
     let fold = BuyersFold {
         event: purchase.event.clone(),
         revenue,
+        seen,
     };
     let mut buyers = crate::fold::partial(events, fold).await?;
     let n = buyers.keys.len();
@@ -312,6 +340,9 @@ pub async fn scan_buyers(
 pub(crate) struct BuyersFold {
     pub(crate) event: String,
     pub(crate) revenue: bool,
+    /// Read every row and keep a bit per user seen.
+    #[serde(default)]
+    pub(crate) seen: bool,
 }
 
 /// One key range's purchase facts, indexed by `key - lo`.
@@ -322,6 +353,8 @@ pub(crate) struct BuyersState {
     count: Vec<u32>,
     /// Empty when revenue is not read.
     revenue: Vec<i128>,
+    /// Users seen, a bit each (empty unless counted).
+    seen: Vec<u64>,
 }
 
 impl UserFold for BuyersFold {
@@ -334,7 +367,7 @@ impl UserFold for BuyersFold {
 
     fn input(&self) -> FoldInput {
         // Order does not matter to minima, maxima and sums.
-        purchase_input(&self.event, self.revenue, true)
+        purchase_input(&self.event, self.revenue, !self.seen)
     }
 
     fn schema(&self) -> SchemaRef {
@@ -349,14 +382,28 @@ impl UserFold for BuyersFold {
             last: vec![0; n],
             count: vec![0; n],
             revenue: if self.revenue { vec![0; n] } else { Vec::new() },
+            seen: if self.seen {
+                vec![0; n.div_ceil(64)]
+            } else {
+                Vec::new()
+            },
         }
     }
 
     fn update(&self, b: &mut BuyersState, rows: &Rows<'_>) -> DfResult<()> {
         let (keys, ts) = (rows.keys(), rows.ts());
-        // Every row is a purchase (the scan keeps only those).
+        // Every row is a purchase (the scan keeps only those), unless users
+        // are counted: then every row marks its user, and the flag tells
+        // purchases.
+        let purchase = self.seen.then(|| rows.flag(0));
         for i in 0..rows.len() {
             let u = (keys[i] - b.lo) as usize;
+            if let Some(p) = purchase {
+                b.seen[u / 64] |= 1 << (u % 64);
+                if !p.value(i) {
+                    continue;
+                }
+            }
             let t = ts[i];
             if b.count[u] == 0 {
                 b.first[u] = t;
@@ -369,7 +416,7 @@ impl UserFold for BuyersFold {
         }
         if let Some(rev) = revenue_of(rows, self.revenue) {
             for (i, &k) in keys.iter().enumerate() {
-                if rev.is_valid(i) {
+                if rev.is_valid(i) && purchase.is_none_or(|p| p.value(i)) {
                     b.revenue[(k - b.lo) as usize] += rev.value(i);
                 }
             }
@@ -379,7 +426,15 @@ impl UserFold for BuyersFold {
 
     fn finish(&self, b: BuyersState) -> DfResult<Buyers> {
         let n = b.count.iter().filter(|&&c| c > 0).count();
+        let seen = b.seen.iter().map(|w| w.count_ones() as u64).sum();
+        let unbought = (0..b.count.len())
+            .find(|&u| {
+                b.seen.get(u / 64).is_some_and(|w| w >> (u % 64) & 1 == 1) && b.count[u] == 0
+            })
+            .map(|u| b.lo + u as u32);
         let mut out = Buyers {
+            seen,
+            unbought,
             keys: Vec::with_capacity(n),
             stats: UserStats {
                 first_seen: Vec::new(),
@@ -406,6 +461,8 @@ impl UserFold for BuyersFold {
     }
 
     fn merge(&self, into: &mut Buyers, other: Buyers) -> DfResult<()> {
+        into.seen += other.seen;
+        into.unbought = into.unbought.or(other.unbought);
         into.keys.extend(other.keys);
         into.stats.append(other.stats);
         Ok(())
