@@ -63,6 +63,37 @@ fn counts_match_the_hand_worked_users() {
 }
 
 #[test]
+fn counts_as_of_a_past_date_count_the_users_seen_then() {
+    let dir = store();
+    let count = |expr: &str| {
+        let out = tenure()
+            .args(["segment", "--data"])
+            .arg(dir.path())
+            .args([expr, "--count", "--as-of", "2026-03-20"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    // By the end of 03-20: a, b and c were seen (d and e first come on
+    // 03-23); only c bought (03-16 12:00, 4.5 days before); a's purchase on
+    // 03-22 is after the date and does not count.
+    for (expr, want) in [
+        ("F >= 1", "1"),
+        ("F = 0", "2"),
+        ("R < 5d", "1"),
+        ("R < 4d", "0"),
+        ("F = 0 or R < 5d", "3"),
+    ] {
+        assert_eq!(count(expr), want, "{expr}");
+    }
+}
+
+#[test]
 fn users_listing_names_users_and_features() {
     let dir = store();
     let out = tenure()

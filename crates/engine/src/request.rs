@@ -533,27 +533,22 @@ impl RetentionOptions {
 }
 
 impl LtvOptions {
-    /// The cohorts whose cumulative revenue this request asks for.
+    /// The cohorts whose cumulative revenue this request asks for: the
+    /// retention request with the same start (any return, n-day, no
+    /// breakdown).
     pub async fn spec(
         &self,
         events: &crate::Events,
         tz: chrono_tz::Tz,
         as_of: Option<i64>,
     ) -> Result<crate::retention::RetentionSpec> {
-        Ok(crate::retention::RetentionSpec {
-            period: self.period.parse()?,
-            tz,
-            start: condition(
-                events,
-                self.start_event.as_deref(),
-                self.start_where.as_deref(),
-            )
-            .await?,
-            ret: None,
-            mode: crate::retention::Mode::NDay,
-            as_of,
-            by: None,
-        })
+        let cohorts = RetentionOptions {
+            period: self.period.clone(),
+            start_event: self.start_event.clone(),
+            start_where: self.start_where.clone(),
+            ..Default::default()
+        };
+        cohorts.spec(events, tz, as_of).await
     }
 }
 

@@ -77,10 +77,7 @@ pub async fn compute(
     if let Some(expr) = &opts.by_segment {
         spec.user_groups = Some(segment_groups(scope, opts, expr, spec.entry_to).await?);
     }
-    funnel::funnel(&events, &spec).await.map_err(|e| match e {
-        tenure_engine::EngineError::BadRequest(m) => BadInput(m).into(),
-        other => anyhow::Error::from(other),
-    })
+    Ok(funnel::funnel(&events, &spec).await?)
 }
 
 /// The funnel as tidy rows: the steps, or with `histogram` the histogram.
@@ -93,18 +90,13 @@ pub async fn compute_rows(scope: &Scope, opts: &FunnelOptions) -> anyhow::Result
     }
 }
 
-/// Parses `7d`, `36h`, `90m`, `3600s`, `2w` to microseconds.
-pub fn parse_window(s: &str) -> anyhow::Result<i64> {
-    funnel::syntax::parse_window(s).map_err(|e| BadInput(e.to_string()).into())
-}
-
 /// The funnel spec from the options, and the store opened so that steps
 /// after the range end still count.
 pub async fn spec_and_events(
     scope: &Scope,
     opts: &FunnelOptions,
 ) -> anyhow::Result<(FunnelSpec, Events)> {
-    let window_us = parse_window(&opts.window)?;
+    let window_us = funnel::syntax::parse_window(&opts.window)?;
     let (from, to) = (scope.from, scope.to);
     // Steps may follow entry by up to the window (inclusive) past the range end.
     let events = scope
