@@ -9,7 +9,6 @@ use tenure_engine::funnel::{self, FunnelSpec};
 pub use tenure_engine::request::FunnelOptions;
 
 use crate::cmd::common::{AnalysisArgs, Scope};
-use crate::exit::BadInput;
 use crate::output::{self, Rows};
 use crate::report::Kind;
 

@@ -649,7 +649,9 @@ impl ExecutionPlan for KeyScanExec {
             return exec_err!("KeyScanExec has no partition {partition}");
         };
         let last = partition + 1 == self.ranges.len();
-        let (tx, rx) = tokio::sync::mpsc::channel::<DfResult<RecordBatch>>(2);
+        // A grouped reading sends a block as many small batches.
+        let depth = if self.grouped { 64 } else { 2 };
+        let (tx, rx) = tokio::sync::mpsc::channel::<DfResult<RecordBatch>>(depth);
         let job = Job {
             store: self.store.clone(),
             parts: self.parts.clone(),
@@ -670,11 +672,6 @@ impl ExecutionPlan for KeyScanExec {
             packed: self.packed,
         };
         let ordered = self.ordered;
-        // A grouped reading sends a block as many small batches.
-        let (tx, rx) = match self.grouped {
-            true => tokio::sync::mpsc::channel::<DfResult<RecordBatch>>(64),
-            false => (tx, rx),
-        };
         tokio::spawn(async move {
             let done = match ordered {
                 true => job.run_ordered(&tx).await,
