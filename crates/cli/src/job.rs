@@ -28,16 +28,16 @@ use serde::Deserialize;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
-use crate::cmd::abtest::{self, AbtestOptions};
+use crate::cmd::abtest::AbtestOptions;
 use crate::cmd::common::Scope;
-use crate::cmd::funnel::{self, FunnelOptions};
-use crate::cmd::kpi::{self, KpiOptions};
+use crate::cmd::funnel::FunnelOptions;
+use crate::cmd::kpi::KpiOptions;
 use crate::cmd::lifecycle::{self, LifecycleOptions};
-use crate::cmd::ltv::{self, LtvOptions};
-use crate::cmd::retention::{self, RetentionOptions};
+use crate::cmd::ltv::LtvOptions;
+use crate::cmd::retention::RetentionOptions;
 use crate::cmd::segment::{self, RfmOptions, SegmentOptions};
-use crate::cmd::stickiness::{self, StickinessOptions};
-use crate::output::{FileFormat, Rows};
+use crate::cmd::stickiness::StickinessOptions;
+use crate::output::{self, FileFormat, Rows};
 use crate::report::Kind;
 
 /// The analyses a job can run, by `kind`.
@@ -172,7 +172,7 @@ impl Spec {
                 o.validate_mode().map_err(at("mode"))
             }
             Spec::Abtest(o) => o.validate().map_err(|(k, e)| (k, format!("{e:#}"))),
-            Spec::Rfm(o) => segment::rfm_check(o).map_err(at("segments")),
+            Spec::Rfm(o) => o.check().map_err(at("segments")),
             // The expression is checked with its own spans (see `parse`).
             Spec::Segment(_) => Ok(()),
             Spec::Stickiness(o) => o.validate().map_err(at("period")),
@@ -195,26 +195,23 @@ impl Spec {
         }
     }
 
-    /// Runs the analysis: the same function its subcommand calls.
+    /// Runs the analysis: the same request its subcommand computes.
     pub async fn compute(&self, scope: &Scope) -> anyhow::Result<Computed> {
-        let rows = match self {
-            Spec::Retention(o) => retention::compute_rows(scope, o).await?,
-            Spec::Ltv(o) => ltv::compute_rows(scope, o).await?,
-            Spec::Lifecycle(o) => lifecycle::compute_rows(scope, o).await?,
-            Spec::Kpi(o) => kpi::compute_rows(scope, o).await?,
-            Spec::Funnel(o) => funnel::compute_rows(scope, o).await?,
-            Spec::Abtest(o) => abtest::compute_rows(scope, o).await?,
-            Spec::Segment(o) => segment::compute_rows(scope, o).await?,
-            Spec::Stickiness(o) => stickiness::compute_rows(scope, o).await?,
-            Spec::Rfm(o) => {
-                let r = segment::compute_rfm(scope, o).await?;
-                return Ok(Computed {
-                    rows: r.segments,
-                    extra: Some(r.grid),
-                });
-            }
+        let answer = match self {
+            Spec::Retention(o) => o.compute(scope).await?,
+            Spec::Ltv(o) => o.compute(scope).await?,
+            Spec::Lifecycle(o) => o.compute(scope).await?,
+            Spec::Kpi(o) => o.compute(scope).await?,
+            Spec::Funnel(o) => o.compute(scope).await?,
+            Spec::Abtest(o) => o.compute(scope).await?,
+            Spec::Segment(o) => o.compute(scope).await?,
+            Spec::Stickiness(o) => o.compute(scope).await?,
+            Spec::Rfm(o) => o.compute(scope).await?,
         };
-        Ok(Computed { rows, extra: None })
+        Ok(Computed {
+            rows: output::rows_of(&answer.table)?,
+            extra: answer.extra.as_ref().map(output::rows_of).transpose()?,
+        })
     }
 }
 

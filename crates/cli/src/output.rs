@@ -5,7 +5,7 @@
 use std::io::Write;
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::SchemaRef;
+use tenure_engine::analysis::Table;
 
 use anyhow::Context;
 use clap::ValueEnum;
@@ -64,9 +64,11 @@ pub struct Rows {
     pub columns: Vec<String>,
     /// Cells, row by row.
     pub rows: Vec<Vec<Value>>,
-    /// The columns' declared types (the analysis's Arrow schema), which
-    /// Parquet outputs are written with; inferred from the values if absent.
-    pub schema: Option<SchemaRef>,
+    /// The analysis's typed answer these rows were made from (its declared
+    /// schema and batches): Parquet outputs are written from it, and charts
+    /// read its columns. Absent for rows made from JSON values (their
+    /// Parquet types are inferred).
+    pub typed: Option<Table>,
 }
 
 impl Rows {
@@ -87,35 +89,6 @@ impl Rows {
             })
             .collect()
     }
-}
-
-/// Rows from serialisable structs; `columns` fixes the order (and must name
-/// every field that should appear).
-pub fn to_rows<T: serde::Serialize>(columns: &[&str], rows: &[T]) -> anyhow::Result<Rows> {
-    let rows = rows
-        .iter()
-        .map(|r| match serde_json::to_value(r)? {
-            Value::Object(m) => Ok(columns
-                .iter()
-                .map(|c| m.get(*c).cloned().unwrap_or(Value::Null))
-                .collect()),
-            other => anyhow::bail!("row is not an object: {other}"),
-        })
-        .collect::<anyhow::Result<_>>()?;
-    Ok(Rows {
-        columns: columns.iter().map(|c| c.to_string()).collect(),
-        rows,
-        schema: None,
-    })
-}
-
-/// Rows of serialisable records with the columns and types of `schema`
-/// (an analysis's declared output schema).
-pub fn typed_rows<T: serde::Serialize>(schema: SchemaRef, rows: &[T]) -> anyhow::Result<Rows> {
-    let columns: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
-    let mut out = to_rows(&columns, rows)?;
-    out.schema = Some(schema);
-    Ok(out)
 }
 
 /// JSON text: an array of objects with keys in column order.
@@ -315,39 +288,125 @@ pub fn print_analysis(
 pub fn rows_from_batches(
     batches: &[datafusion::arrow::record_batch::RecordBatch],
 ) -> anyhow::Result<Rows> {
-    let Some(first) = batches.first() else {
-        return Ok(Rows::default());
-    };
-    let columns: Vec<String> = first
-        .schema()
+    match batches.first() {
+        Some(first) => rows_of(&Table::new(first.schema(), batches.to_vec())),
+        None => Ok(Rows::default()),
+    }
+}
+
+/// Rows of an analysis's typed answer: columns by its schema, cells as JSON
+/// values, and the table itself kept beside them.
+pub fn rows_of(table: &Table) -> anyhow::Result<Rows> {
+    let columns: Vec<String> = table
+        .schema
         .fields()
         .iter()
         .map(|f| f.name().clone())
         .collect();
-    let mut buf = Vec::new();
-    let mut w = datafusion::arrow::json::ArrayWriter::new(&mut buf);
-    for b in batches {
-        w.write(b)?;
+    let mut rows = Vec::with_capacity(table.num_rows());
+    for b in &table.batches {
+        let cells: Vec<Vec<Value>> = b
+            .columns()
+            .iter()
+            .enumerate()
+            .map(|(j, c)| json_cells(b, j, c))
+            .collect::<anyhow::Result<_>>()?;
+        for i in 0..b.num_rows() {
+            rows.push(cells.iter().map(|c| c[i].clone()).collect());
+        }
     }
-    w.finish()?;
-    let objects: Vec<serde_json::Map<String, Value>> = if buf.is_empty() {
-        Vec::new()
-    } else {
-        serde_json::from_slice(&buf)?
-    };
-    let rows = objects
-        .into_iter()
-        .map(|o| {
-            columns
-                .iter()
-                .map(|c| o.get(c).cloned().unwrap_or(Value::Null))
-                .collect()
-        })
-        .collect();
     Ok(Rows {
         columns,
         rows,
-        schema: Some(first.schema()),
+        typed: Some(table.clone()),
+    })
+}
+
+/// The cells of column `j` of `batch` as JSON values. Numbers, text and
+/// booleans are converted directly (a float keeps its exact value; a trip
+/// through JSON text parsed by serde_json could move it by one ulp); other
+/// types as Arrow's JSON writer writes them.
+fn json_cells(
+    batch: &datafusion::arrow::record_batch::RecordBatch,
+    j: usize,
+    c: &datafusion::arrow::array::ArrayRef,
+) -> anyhow::Result<Vec<Value>> {
+    use datafusion::arrow::array::{Array, AsArray};
+    use datafusion::arrow::datatypes::{self as t, DataType};
+    fn each<A: Array + ?Sized>(a: &A, f: impl Fn(usize) -> Value) -> Vec<Value> {
+        (0..a.len())
+            .map(|i| if a.is_null(i) { Value::Null } else { f(i) })
+            .collect()
+    }
+    macro_rules! ints {
+        ($ty:ty) => {{
+            let a = c.as_primitive::<$ty>();
+            each(a, |i| Value::from(a.value(i)))
+        }};
+    }
+    Ok(match c.data_type() {
+        DataType::Null => vec![Value::Null; c.len()],
+        DataType::Boolean => {
+            let a = c.as_boolean();
+            each(a, |i| Value::Bool(a.value(i)))
+        }
+        DataType::Utf8 => {
+            let a = c.as_string::<i32>();
+            each(a, |i| Value::from(a.value(i)))
+        }
+        DataType::LargeUtf8 => {
+            let a = c.as_string::<i64>();
+            each(a, |i| Value::from(a.value(i)))
+        }
+        DataType::Utf8View => {
+            let a = c.as_string_view();
+            each(a, |i| Value::from(a.value(i)))
+        }
+        DataType::Int8 => ints!(t::Int8Type),
+        DataType::Int16 => ints!(t::Int16Type),
+        DataType::Int32 => ints!(t::Int32Type),
+        DataType::Int64 => ints!(t::Int64Type),
+        DataType::UInt8 => ints!(t::UInt8Type),
+        DataType::UInt16 => ints!(t::UInt16Type),
+        DataType::UInt32 => ints!(t::UInt32Type),
+        DataType::UInt64 => ints!(t::UInt64Type),
+        DataType::Float32 => {
+            let a = c.as_primitive::<t::Float32Type>();
+            each(a, |i| {
+                serde_json::Number::from_f64(f64::from(a.value(i)))
+                    .map_or(Value::Null, Value::Number)
+            })
+        }
+        DataType::Float64 => {
+            let a = c.as_primitive::<t::Float64Type>();
+            each(a, |i| {
+                serde_json::Number::from_f64(a.value(i)).map_or(Value::Null, Value::Number)
+            })
+        }
+        _ => {
+            let field = batch.schema().field(j).clone();
+            let one = datafusion::arrow::record_batch::RecordBatch::try_new(
+                Arc::new(datafusion::arrow::datatypes::Schema::new(vec![
+                    field.clone(),
+                ])),
+                vec![c.clone()],
+            )?;
+            let mut buf = Vec::new();
+            let mut w = datafusion::arrow::json::ArrayWriter::new(&mut buf);
+            w.write(&one)?;
+            w.finish()?;
+            let objects: Vec<serde_json::Map<String, Value>> = if buf.is_empty() {
+                Vec::new()
+            } else {
+                serde_json::from_slice(&buf)?
+            };
+            let mut out: Vec<Value> = objects
+                .into_iter()
+                .map(|o| o.get(field.name()).cloned().unwrap_or(Value::Null))
+                .collect();
+            out.resize(c.len(), Value::Null);
+            out
+        }
     })
 }
 
@@ -403,17 +462,23 @@ pub fn write_out(rows: &Rows, url: &str) -> anyhow::Result<()> {
 fn parquet_bytes(rows: &Rows) -> anyhow::Result<Vec<u8>> {
     use datafusion::arrow::json::ReaderBuilder;
     use datafusion::arrow::json::reader::infer_json_schema_from_iterator;
+    let mut out = Vec::new();
+    // An analysis's answer is written as it is typed.
+    if let Some(t) = &rows.typed {
+        let mut w = parquet::arrow::ArrowWriter::try_new(&mut out, t.schema.clone(), None)?;
+        for b in &t.batches {
+            w.write(b)?;
+        }
+        w.close()?;
+        return Ok(out);
+    }
     let values: Vec<Value> = rows.objects().into_iter().map(Value::Object).collect();
-    let schema = match &rows.schema {
-        Some(s) => s.clone(),
-        None => Arc::new(infer_json_schema_from_iterator(values.iter().map(Ok))?),
-    };
+    let schema = Arc::new(infer_json_schema_from_iterator(values.iter().map(Ok))?);
     let mut decoder = ReaderBuilder::new(schema.clone()).build_decoder()?;
     decoder.serialize(&values)?;
     let batch = decoder
         .flush()?
         .unwrap_or_else(|| datafusion::arrow::record_batch::RecordBatch::new_empty(schema.clone()));
-    let mut out = Vec::new();
     let mut w = parquet::arrow::ArrowWriter::try_new(&mut out, schema, None)?;
     w.write(&batch)?;
     w.close()?;
@@ -452,7 +517,7 @@ mod tests {
                 vec![json!("café"), json!(3)],
                 vec![json!("view_item"), json!(1000)],
             ],
-            schema: None,
+            typed: None,
         };
         let text = super::table(&rows);
         let widths: Vec<usize> = text.lines().map(super::display_width).collect();

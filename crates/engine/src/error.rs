@@ -20,6 +20,10 @@ pub enum EngineError {
     /// DataFusion failed.
     #[error(transparent)]
     DataFusion(#[from] datafusion::error::DataFusionError),
+    /// A readout's test settings or numbers are wrong (alpha, split,
+    /// control, an arm without users).
+    #[error(transparent)]
+    Stats(#[from] tenure_stats::StatsError),
     /// Arrow failed.
     #[error(transparent)]
     Arrow(#[from] datafusion::arrow::error::ArrowError),
@@ -33,7 +37,9 @@ impl EngineError {
     pub fn is_bad_request(&self) -> bool {
         use datafusion::error::DataFusionError;
         match self {
-            Self::BadRequest(_) | Self::Store(tenure_store::StoreError::BadUrl { .. }) => true,
+            Self::BadRequest(_)
+            | Self::Stats(_)
+            | Self::Store(tenure_store::StoreError::BadUrl { .. }) => true,
             Self::DataFusion(e) => matches!(
                 e.find_root(),
                 DataFusionError::Plan(_) | DataFusionError::SchemaError(..)

@@ -1028,6 +1028,71 @@ pub fn batch_of_rows(rows: &[FunnelRow]) -> Result<RecordBatch> {
     Ok(RecordBatch::try_new(schema(), cols)?)
 }
 
+/// The schema of histogram rows (the columns of [`HistogramRow`]).
+pub fn histogram_schema() -> datafusion::arrow::datatypes::SchemaRef {
+    use datafusion::arrow::datatypes::{Field, Schema};
+    std::sync::Arc::new(Schema::new(vec![
+        Field::new("group", DataType::Utf8, false),
+        Field::new("step", DataType::UInt32, false),
+        Field::new("event", DataType::Utf8, false),
+        Field::new("bucket", DataType::Utf8, false),
+        Field::new("from_seconds", DataType::Int64, false),
+        Field::new("to_seconds", DataType::Int64, true),
+        Field::new("users", DataType::UInt64, false),
+    ]))
+}
+
+/// Histogram rows as a batch of [`histogram_schema`].
+pub fn histogram_batch(rows: &[HistogramRow]) -> Result<RecordBatch> {
+    use datafusion::arrow::array::{Int64Array, StringArray, UInt32Array, UInt64Array};
+    use std::sync::Arc;
+    let cols: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|r| r.group.as_str()),
+        )),
+        Arc::new(UInt32Array::from_iter_values(rows.iter().map(|r| r.step))),
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|r| r.event.as_str()),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|r| r.bucket.as_str()),
+        )),
+        Arc::new(Int64Array::from_iter_values(
+            rows.iter().map(|r| r.from_seconds),
+        )),
+        Arc::new(Int64Array::from_iter(rows.iter().map(|r| r.to_seconds))),
+        Arc::new(UInt64Array::from_iter_values(rows.iter().map(|r| r.users))),
+    ];
+    Ok(RecordBatch::try_new(histogram_schema(), cols)?)
+}
+
+/// Funnel rows of a batch of [`schema`] (the table view reads them).
+pub fn rows_of_batch(b: &RecordBatch) -> Vec<FunnelRow> {
+    use datafusion::arrow::datatypes::{Float64Type, UInt32Type, UInt64Type};
+    let group = b.column(0).as_string::<i32>();
+    let step = b.column(1).as_primitive::<UInt32Type>();
+    let event = b.column(2).as_string::<i32>();
+    let users = b.column(3).as_primitive::<UInt64Type>();
+    let drop_off = b.column(4).as_primitive::<UInt64Type>();
+    let f = |j: usize, i: usize| {
+        let c = b.column(j).as_primitive::<Float64Type>();
+        c.is_valid(i).then(|| c.value(i))
+    };
+    (0..b.num_rows())
+        .map(|i| FunnelRow {
+            group: group.value(i).to_string(),
+            step: step.value(i),
+            event: event.value(i).to_string(),
+            users: users.value(i),
+            drop_off: drop_off.value(i),
+            conversion_from_previous: f(5, i),
+            conversion_from_first: f(6, i),
+            median_seconds_to_convert: f(7, i),
+            p90_seconds_to_convert: f(8, i),
+        })
+        .collect()
+}
+
 /// Turns per-user levels into the report rows.
 pub fn summarize(ul: &UserLevels, spec: &FunnelSpec) -> (Vec<FunnelRow>, Vec<HistogramRow>) {
     let n = spec.steps.len();

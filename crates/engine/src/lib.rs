@@ -58,6 +58,7 @@
 
 pub mod abtest;
 pub mod activity;
+pub mod analysis;
 pub mod breakdown;
 pub mod calendar;
 pub mod codec;

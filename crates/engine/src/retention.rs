@@ -171,7 +171,8 @@ pub fn from_activity(
     }
 }
 
-fn period_name(p: Period) -> &'static str {
+/// The name of a period as output rows and headings say it.
+pub fn period_name(p: Period) -> &'static str {
     match p {
         Period::Day => "day",
         Period::Week => "week",

@@ -10,16 +10,14 @@ mod render;
 
 use anyhow::Context;
 use clap::Args;
-use tenure_engine::abtest::{self, AbtestRequest, Exposures};
+use tenure_engine::analysis::Readout;
 pub use tenure_engine::request::AbtestOptions;
-use tenure_stats::{Correction, Difference, MetricSummary, ReadoutConfig, Sided, TuningParameter};
+use tenure_stats::MetricSummary;
 
-use crate::cmd::common::{AnalysisArgs, Scope};
-use crate::cmd::segment::{catalog_of, library};
+use crate::cmd::common::AnalysisArgs;
 use crate::exit::BadInput;
 use crate::output::{self, OutputFormat};
 use crate::report::Kind;
-pub use tenure_engine::abtest::{Metric, parse_metric};
 
 /// Read an A/B test: per metric and arm, users, value, lift with its confidence
 /// interval, p-value, a sample-ratio check and a verdict in plain words.
@@ -114,31 +112,9 @@ pub struct AbtestArgs {
     pub threads: usize,
 }
 
-/// Reads the test over `scope` (its range; arms and metrics from events) and
-/// returns the readout rows, as `tenure abtest --format json` prints them.
-pub async fn compute_rows(scope: &Scope, opts: &AbtestOptions) -> anyhow::Result<output::Rows> {
-    let config = readout_config(opts)?;
-    let metrics = opts
-        .metrics
-        .iter()
-        .map(|m| parse_metric(m))
-        .collect::<Result<Vec<_>, _>>()?;
-    let (summaries, exposures) = from_events(scope, opts, &metrics).await?;
-    check_arms(&summaries, &config)?;
-    let readouts = tenure_stats::readout(&summaries, &config)?;
-    render::rows(&readouts, &summaries, Some(&exposures))
-}
-
 /// Runs `tenure abtest`.
 pub fn run(args: AbtestArgs) -> anyhow::Result<()> {
-    let config = readout_config(&args.opts)?;
-    let (summaries, exposures) = if args.from_summary.is_empty() {
-        let metrics = args
-            .opts
-            .metrics
-            .iter()
-            .map(|m| parse_metric(m))
-            .collect::<Result<Vec<_>, _>>()?;
+    let readout = if args.from_summary.is_empty() {
         let common = AnalysisArgs {
             data: args.data.clone().unwrap_or_default(),
             format: args.format,
@@ -149,39 +125,21 @@ pub fn run(args: AbtestArgs) -> anyhow::Result<()> {
             threads: args.threads,
         };
         let scope = common.scope(None)?;
-        let (summaries, exposures) = common
-            .runtime()?
-            .block_on(from_events(&scope, &args.opts, &metrics))?;
-        (summaries, Some(exposures))
+        common.runtime()?.block_on(args.opts.readout(&scope))?
     } else {
-        (read_summaries(&args.from_summary)?, None)
+        let config = args.opts.readout_config()?;
+        Readout::of(read_summaries(&args.from_summary)?, None, &config)?
     };
-    check_arms(&summaries, &config)?;
-    let readouts = tenure_stats::readout(&summaries, &config)?;
-    let rows = render::rows(&readouts, &summaries, exposures.as_ref())?;
+    let rows = output::rows_of(&readout.table()?)?;
     if let Some(out) = &args.out {
         output::write_out(&rows, out)?;
     }
     output::print_analysis(Kind::Abtest, &rows, None, args.format, || {
-        render::table(&readouts, &summaries, exposures.as_ref())
-    })
-}
-
-/// The test settings, checked before any data is read.
-fn readout_config(args: &AbtestOptions) -> anyhow::Result<ReadoutConfig> {
-    Ok(ReadoutConfig {
-        alpha: tenure_stats::Alpha::new(args.alpha)?,
-        difference: args.difference.parse::<Difference>()?,
-        sided: args.sided.parse::<Sided>()?,
-        sequential: args.sequential.map(TuningParameter::new).transpose()?,
-        bayesian: args.bayesian,
-        correction: args.correction.parse::<Correction>()?,
-        control: args.control.clone(),
-        split: args
-            .split
-            .as_deref()
-            .map(tenure_stats::parse_split)
-            .transpose()?,
+        render::table(
+            &readout.readouts,
+            &readout.summaries,
+            readout.exposures.as_ref(),
+        )
     })
 }
 
@@ -202,59 +160,4 @@ fn read_summaries(files: &[String]) -> anyhow::Result<Vec<MetricSummary>> {
         });
     }
     Ok(out)
-}
-
-/// Problems the readout would also find, said in terms of the flags.
-fn check_arms(summaries: &[MetricSummary], config: &ReadoutConfig) -> anyhow::Result<()> {
-    for m in summaries {
-        let names: Vec<&str> = m.arms.iter().map(|a| a.arm.as_str()).collect();
-        if let Some(empty) = m.arms.iter().find(|a| a.data.users() == 0) {
-            return Err(BadInput(format!(
-                "{}: arm `{}` has no users, so there is nothing to compare; \
-                 check the arm name and the numbers",
-                m.name, empty.arm
-            ))
-            .into());
-        }
-        if let Some(c) = &config.control
-            && !names.contains(&c.as_str())
-        {
-            return Err(BadInput(format!(
-                "--control `{c}` is not an arm of {}; its arms are {}",
-                m.name,
-                names.join(", ")
-            ))
-            .into());
-        }
-        if let Some(w) = &config.split
-            && w.len() != names.len()
-        {
-            return Err(BadInput(format!(
-                "--split has {} weights but {} has {} arms ({}); give one weight per arm, \
-                 in that order",
-                w.len(),
-                m.name,
-                names.len(),
-                names.join(", ")
-            ))
-            .into());
-        }
-    }
-    Ok(())
-}
-
-/// Assigns arms, then computes every metric's per-arm statistics.
-async fn from_events(
-    scope: &Scope,
-    args: &AbtestOptions,
-    metrics: &[Metric],
-) -> anyhow::Result<(Vec<MetricSummary>, Exposures)> {
-    let events = scope.open().await?;
-    let lib = library(&args.segments, &catalog_of(Some(&events)))?;
-    let request = AbtestRequest {
-        by: args.by.clone(),
-        metrics: metrics.to_vec(),
-        purchase_event: args.purchase_event.clone(),
-    };
-    Ok(abtest::summaries(&events, &request, Some(&lib)).await?)
 }

@@ -3,7 +3,7 @@
 use chrono::TimeZone;
 use chrono_tz::Tz;
 use clap::Args;
-use tenure_engine::{Events, OpenOptions};
+use tenure_engine::Events;
 
 use crate::exit::BadInput;
 use crate::output::OutputFormat;
@@ -57,48 +57,7 @@ pub fn parse_when(s: &str, tz: Tz, end_of_day: bool) -> anyhow::Result<i64> {
     })
 }
 
-/// What an analysis reads, once arguments (or a job file) are resolved: the
-/// store, the event range, the calendar's zone and the "as of" instant. The
-/// subcommands and `tenure run` both build one and call the same
-/// `compute` function of each analysis with it.
-#[derive(Debug, Clone)]
-pub struct Scope {
-    /// Store URL.
-    pub data: String,
-    /// Worker threads (0: the default).
-    pub threads: usize,
-    /// Only events at or after this instant (UTC µs).
-    pub from: Option<i64>,
-    /// Only events before this instant (UTC µs).
-    pub to: Option<i64>,
-    /// Time zone of days, weeks and months.
-    pub tz: Tz,
-    /// The end of "now" for the analysis (exclusive, UTC µs): cells ending
-    /// after it are incomplete, R and stages are measured at it. `None`: the
-    /// end of the data.
-    pub as_of: Option<i64>,
-}
-
-impl Scope {
-    /// Opens the store over the range.
-    pub async fn open(&self) -> anyhow::Result<Events> {
-        self.open_range(self.from, self.to).await
-    }
-
-    /// Opens the store over another range (some analyses need the history
-    /// before `from`, or nothing after `as_of`).
-    pub async fn open_range(&self, from: Option<i64>, to: Option<i64>) -> anyhow::Result<Events> {
-        Ok(Events::open(
-            &self.data,
-            OpenOptions {
-                threads: self.threads,
-                from,
-                to,
-            },
-        )
-        .await?)
-    }
-}
+pub use tenure_engine::analysis::Scope;
 
 impl AnalysisArgs {
     /// The scope of these arguments, with an `--as-of` (a date, inclusive, or
@@ -142,7 +101,7 @@ impl AnalysisArgs {
 
     /// Opens the store with the range and threads asked for.
     pub async fn open(&self) -> anyhow::Result<Events> {
-        self.scope(None)?.open().await
+        Ok(self.scope(None)?.open().await?)
     }
 
     /// A tokio runtime sized for the analysis.

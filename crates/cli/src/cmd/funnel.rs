@@ -4,12 +4,11 @@
 use std::fmt::Write as _;
 
 use clap::Args;
-use tenure_engine::Events;
-use tenure_engine::funnel::{self, FunnelSpec};
+use tenure_engine::funnel;
 pub use tenure_engine::request::FunnelOptions;
 
-use crate::cmd::common::{AnalysisArgs, Scope};
-use crate::output::{self, Rows};
+use crate::cmd::common::AnalysisArgs;
+use crate::output;
 use crate::report::Kind;
 
 /// Funnel: how many users went through the steps in order, each within
@@ -56,68 +55,16 @@ pub struct FunnelArgs {
     pub opts: FunnelOptions,
 }
 
-/// Columns of the time-to-convert histogram rows.
-pub const HISTOGRAM_COLUMNS: &[&str] = &[
-    "group",
-    "step",
-    "event",
-    "bucket",
-    "from_seconds",
-    "to_seconds",
-    "users",
-];
-
-/// Computes the funnel over `scope` (its range limits when users enter).
-pub async fn compute(
-    scope: &Scope,
-    opts: &FunnelOptions,
-) -> anyhow::Result<(Vec<funnel::FunnelRow>, Vec<funnel::HistogramRow>)> {
-    let (mut spec, events) = spec_and_events(scope, opts).await?;
-    if let Some(expr) = &opts.by_segment {
-        spec.user_groups = Some(segment_groups(scope, opts, expr, spec.entry_to).await?);
-    }
-    Ok(funnel::funnel(&events, &spec).await?)
-}
-
-/// The funnel as tidy rows: the steps, or with `histogram` the histogram.
-pub async fn compute_rows(scope: &Scope, opts: &FunnelOptions) -> anyhow::Result<Rows> {
-    let (rows, hist) = compute(scope, opts).await?;
-    if opts.histogram {
-        output::to_rows(HISTOGRAM_COLUMNS, &hist)
-    } else {
-        output::typed_rows(tenure_engine::funnel::schema(), &rows)
-    }
-}
-
-/// The funnel spec from the options, and the store opened so that steps
-/// after the range end still count.
-pub async fn spec_and_events(
-    scope: &Scope,
-    opts: &FunnelOptions,
-) -> anyhow::Result<(FunnelSpec, Events)> {
-    let window_us = funnel::syntax::parse_window(&opts.window)?;
-    let (from, to) = (scope.from, scope.to);
-    // Steps may follow entry by up to the window (inclusive) past the range end.
-    let events = scope
-        .open_range(
-            from,
-            to.map(|t| t.saturating_add(window_us).saturating_add(1)),
-        )
-        .await?;
-    let spec = opts.spec(&events, from, to)?;
-    Ok((spec, events))
-}
-
 /// Runs the command.
 pub fn run(args: FunnelArgs) -> anyhow::Result<()> {
     let rt = args.common.runtime()?;
     let scope = args.common.scope(None)?;
-    let (rows, hist) = rt.block_on(compute(&scope, &args.opts))?;
+    let answer = rt.block_on(args.opts.compute(&scope))?;
+    let table = output::rows_of(&answer.table)?;
+    if let Some(out) = &args.common.out {
+        output::write_out(&table, out)?;
+    }
     if args.opts.histogram {
-        let table = output::to_rows(HISTOGRAM_COLUMNS, &hist)?;
-        if let Some(out) = &args.common.out {
-            output::write_out(&table, out)?;
-        }
         return output::print_analysis(
             Kind::FunnelHistogram,
             &table,
@@ -126,47 +73,15 @@ pub fn run(args: FunnelArgs) -> anyhow::Result<()> {
             || output::table(&table),
         );
     }
-    let table = output::typed_rows(tenure_engine::funnel::schema(), &rows)?;
-    if let Some(out) = &args.common.out {
-        output::write_out(&table, out)?;
-    }
     output::print_analysis(Kind::Funnel, &table, None, args.common.format, || {
+        let rows: Vec<funnel::FunnelRow> = answer
+            .table
+            .batches
+            .iter()
+            .flat_map(funnel::rows_of_batch)
+            .collect();
         render(&rows)
     })
-}
-
-/// Each user's group for `--by-segment`: 0 in the segment, 1 not.
-async fn segment_groups(
-    scope: &Scope,
-    opts: &FunnelOptions,
-    expr: &str,
-    entry_to: Option<i64>,
-) -> anyhow::Result<(Vec<u32>, Vec<String>)> {
-    use crate::cmd::segment::{catalog_of, dsl_error, library};
-    use tenure_engine::features::FeatureSpec;
-    // The segment sees the whole history up to the end of the entry range.
-    let events = scope.open_range(None, entry_to).await?;
-    let (_, max_ts) = events.ts_range.ok_or_else(|| events.empty_error())?;
-    let as_of = entry_to.map_or(max_ts, |t| t - 1);
-    let catalog = catalog_of(Some(&events));
-    let lib = library(&opts.segments, &catalog)?;
-    let seg = tenure_dsl::Segment::new(
-        expr,
-        &tenure_dsl::Resolver::new(&catalog).with_library(&lib),
-        &tenure_dsl::CompileContext::new(as_of),
-    )
-    .map_err(|e| dsl_error(e, expr))?;
-    let spec = FeatureSpec {
-        as_of,
-        purchase: Default::default(),
-        thresholds: Default::default(),
-        buyers_only: false,
-    };
-    let matches = tenure_engine::abtest::segment_matches(&events, &seg, &spec).await?;
-    Ok((
-        matches.iter().map(|&m| u32::from(!m)).collect(),
-        vec![format!("in: {expr}"), format!("not in: {expr}")],
-    ))
 }
 
 /// Human form of a duration in seconds.

@@ -1,11 +1,10 @@
 //! `tenure kpi`: active users, stickiness, revenue metrics, churn.
 
 use clap::Args;
-use tenure_engine::kpi::kpis;
 pub use tenure_engine::request::KpiOptions;
 
-use crate::cmd::common::{AnalysisArgs, Scope};
-use crate::output::{self, Rows};
+use crate::cmd::common::AnalysisArgs;
+use crate::output;
 use crate::report::Kind;
 
 /// Key metrics per week or month, and over the whole range.
@@ -30,18 +29,11 @@ pub struct KpiArgs {
     pub opts: KpiOptions,
 }
 
-/// KPIs over `scope`, as tidy rows.
-pub async fn compute_rows(scope: &Scope, opts: &KpiOptions) -> anyhow::Result<Rows> {
-    let events = scope.open().await?;
-    let spec = opts.spec(scope.tz)?;
-    output::typed_rows(tenure_engine::kpi::schema(), &kpis(&events, &spec).await?)
-}
-
 /// Runs the command.
 pub fn run(args: KpiArgs) -> anyhow::Result<()> {
     let rt = args.common.runtime()?;
     let scope = args.common.scope(None)?;
-    let table = rt.block_on(compute_rows(&scope, &args.opts))?;
+    let table = output::rows_of(&rt.block_on(args.opts.compute(&scope))?.table)?;
     if let Some(out) = &args.common.out {
         output::write_out(&table, out)?;
     }

@@ -1,12 +1,10 @@
 //! `tenure lifecycle`: per-period lifecycle counts, or per-user stages.
 
 use clap::Args;
-use tenure_engine::lifecycle;
 pub use tenure_engine::request::LifecycleOptions;
-use tenure_engine::userstats::PurchaseSpec;
 
-use crate::cmd::common::{AnalysisArgs, Scope};
-use crate::output::{self, Rows};
+use crate::cmd::common::AnalysisArgs;
+use crate::output;
 use crate::report::Kind;
 
 /// Lifecycle: PostHog-style counts per period (new, returning, resurrecting,
@@ -44,43 +42,11 @@ pub fn kind(opts: &LifecycleOptions) -> Kind {
     }
 }
 
-/// Lifecycle over `scope` as tidy rows: per-period counts (columns period,
-/// status, users, complete), or with `stages` users per stage (axis, stage,
-/// users, share).
-pub async fn compute_rows(scope: &Scope, opts: &LifecycleOptions) -> anyhow::Result<Rows> {
-    if opts.stages {
-        let thresholds = opts.thresholds()?;
-        // "As of T" ignores what happened after T.
-        let to = match (scope.to, scope.as_of) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        let events = scope.open_range(scope.from, to).await?;
-        let (_, max_ts) = events.ts_range.ok_or_else(|| events.empty_error())?;
-        let as_of = scope.as_of.map_or(max_ts, |t| t - 1);
-        let rows = lifecycle::stages(
-            &events,
-            as_of,
-            &thresholds,
-            &PurchaseSpec {
-                event: opts.purchase_event.clone(),
-            },
-        )
-        .await?;
-        output::typed_rows(lifecycle::stages_schema(), &rows)
-    } else {
-        // Lifecycle needs the history before `from` to tell new from resurrecting.
-        let events = scope.open_range(None, scope.to).await?;
-        let rows = lifecycle::periods(&events, opts.period.parse()?, scope.tz, scope.from).await?;
-        output::typed_rows(lifecycle::periods_schema(), &rows)
-    }
-}
-
 /// Runs the command.
 pub fn run(args: LifecycleArgs) -> anyhow::Result<()> {
     let rt = args.common.runtime()?;
     let scope = args.common.scope(args.as_of.as_deref())?;
-    let table = rt.block_on(compute_rows(&scope, &args.opts))?;
+    let table = output::rows_of(&rt.block_on(args.opts.compute(&scope))?.table)?;
     if let Some(out) = &args.common.out {
         output::write_out(&table, out)?;
     }

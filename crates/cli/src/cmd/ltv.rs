@@ -5,8 +5,8 @@ pub use tenure_engine::request::LtvOptions;
 
 use tenure_engine::ltv::LtvRow;
 
-use crate::cmd::common::{AnalysisArgs, Scope};
-use crate::output::{self, Rows};
+use crate::cmd::common::AnalysisArgs;
+use crate::output;
 use crate::report::Kind;
 
 /// Cumulative revenue per cohort user, period by period.
@@ -33,24 +33,18 @@ pub struct LtvArgs {
     pub as_of: Option<String>,
 }
 
-/// Computes cumulative LTV per cohort over `scope`.
-pub async fn compute(scope: &Scope, opts: &LtvOptions) -> anyhow::Result<Vec<LtvRow>> {
-    let events = scope.open().await?;
-    let spec = opts.spec(&events, scope.tz, scope.as_of).await?;
-    Ok(tenure_engine::ltv::ltv(&events, &spec).await?)
-}
-
-/// LTV as tidy rows.
-pub async fn compute_rows(scope: &Scope, opts: &LtvOptions) -> anyhow::Result<Rows> {
-    output::typed_rows(tenure_engine::ltv::schema(), &compute(scope, opts).await?)
-}
-
 /// Runs the command.
 pub fn run(args: LtvArgs) -> anyhow::Result<()> {
     let rt = args.common.runtime()?;
     let scope = args.common.scope(args.as_of.as_deref())?;
-    let rows = rt.block_on(compute(&scope, &args.opts))?;
-    let table = output::typed_rows(tenure_engine::ltv::schema(), &rows)?;
+    let answer = rt.block_on(args.opts.compute(&scope))?;
+    let table = output::rows_of(&answer.table)?;
+    let rows: Vec<LtvRow> = answer
+        .table
+        .batches
+        .iter()
+        .flat_map(tenure_engine::ltv::rows_of_batch)
+        .collect();
     if let Some(out) = &args.common.out {
         output::write_out(&table, out)?;
     }

@@ -4,10 +4,10 @@ use std::fmt::Write as _;
 
 use clap::Args;
 pub use tenure_engine::request::RetentionOptions;
-use tenure_engine::retention::retention;
+use tenure_engine::retention::RetentionRow;
 
-use crate::cmd::common::{AnalysisArgs, Scope};
-use crate::output::{self, OutputFormat, Rows};
+use crate::cmd::common::AnalysisArgs;
+use crate::output::{self, OutputFormat};
 use crate::report::Kind;
 
 /// Cohort retention: of the users whose first start event fell in a period,
@@ -39,37 +39,24 @@ pub struct RetentionArgs {
     pub as_of: Option<String>,
 }
 
-/// Computes retention over `scope`.
-pub async fn compute(
-    scope: &Scope,
-    opts: &RetentionOptions,
-) -> anyhow::Result<tenure_engine::retention::Retention> {
-    let events = scope.open().await?;
-    let spec = opts.spec(&events, scope.tz, scope.as_of).await?;
-    Ok(retention(&events, &spec).await?)
-}
-
-/// Retention as tidy rows.
-pub async fn compute_rows(scope: &Scope, opts: &RetentionOptions) -> anyhow::Result<Rows> {
-    output::typed_rows(
-        tenure_engine::retention::schema(),
-        &compute(scope, opts).await?.rows,
-    )
-}
-
 /// Runs the command.
 pub fn run(args: RetentionArgs) -> anyhow::Result<()> {
     let rt = args.common.runtime()?;
     let scope = args.common.scope(args.as_of.as_deref())?;
-    let result = rt.block_on(compute(&scope, &args.opts))?;
-    let rows = output::typed_rows(tenure_engine::retention::schema(), &result.rows)?;
+    let answer = rt.block_on(args.opts.compute(&scope))?;
+    let rows = output::rows_of(&answer.table)?;
+    let mut result = Vec::new();
+    for b in &answer.table.batches {
+        result.extend(tenure_engine::retention::rows_of_batch(b)?);
+    }
+    let period = tenure_engine::retention::period_name(args.opts.period.parse()?);
     if let Some(out) = &args.common.out {
         output::write_out(&rows, out)?;
     }
     output::print_analysis(Kind::Retention, &rows, None, args.common.format, || {
-        triangle(&result)
+        triangle(&result, period)
     })?;
-    if args.common.format == OutputFormat::Table && result.rows.iter().all(|r| r.cohort_size == 0) {
+    if args.common.format == OutputFormat::Table && result.iter().all(|r| r.cohort_size == 0) {
         eprintln!(
             "hint: no user has a start event in the range; check --start-event and --from/--to"
         );
@@ -79,30 +66,29 @@ pub fn run(args: RetentionArgs) -> anyhow::Result<()> {
 
 /// The familiar retention triangle: one line per cohort, one column per
 /// period; one triangle per group with --by.
-fn triangle(r: &tenure_engine::retention::Retention) -> String {
+fn triangle(rows: &[RetentionRow], period: &str) -> String {
     let mut groups: Vec<Option<&str>> = Vec::new();
-    for row in &r.rows {
+    for row in rows {
         if !groups.contains(&row.group.as_deref()) {
             groups.push(row.group.as_deref());
         }
     }
     let mut out = String::new();
     for g in groups {
-        let rows: Vec<_> = r
-            .rows
+        let in_group: Vec<_> = rows
             .iter()
             .filter(|row| row.group.as_deref() == g)
             .collect();
         if let Some(g) = g {
             let _ = writeln!(out, "== {g}");
         }
-        one_triangle(&rows, r.period, &mut out);
+        one_triangle(&in_group, period, &mut out);
     }
     out.push_str("(… = period not complete yet)\n");
     out
 }
 
-fn one_triangle(rows: &[&tenure_engine::retention::RetentionRow], period: &str, out: &mut String) {
+fn one_triangle(rows: &[&RetentionRow], period: &str, out: &mut String) {
     let labels: Vec<&str> = rows
         .iter()
         .filter(|r| r.kind == "average")

@@ -1,24 +1,19 @@
 //! `tenure segment` and `tenure rfm`: segments in Tenure's language over the
 //! per-user feature table.
 
-use anyhow::Context;
 use clap::Args;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::logical_expr::{col, lit};
 use datafusion::prelude::SessionContext;
-use tenure_dsl::{
-    Catalog, CompileContext, DslError, Feature, Resolver, Segment, SegmentLibrary,
-    SegmentLibraryBuilder,
-};
+use tenure_dsl::{CompileContext, DslError, Feature, Resolver, Segment};
 use tenure_engine::Events;
-use tenure_engine::features::{FeatureSpec, count_matching, feature_table, users_table};
-use tenure_engine::lifecycle::Thresholds;
+pub use tenure_engine::analysis::{catalog_of, library};
+use tenure_engine::features::{feature_table, users_table};
 pub use tenure_engine::request::{RfmOptions, SegmentOptions};
-use tenure_engine::userstats::PurchaseSpec;
 
 use crate::cmd::common::{AnalysisArgs, Scope, parse_when};
 use crate::exit::BadInput;
-use crate::output::{self, Rows};
+use crate::output;
 use crate::report::Kind;
 
 /// Count, list or explain the users matching a segment expression.
@@ -83,7 +78,7 @@ pub enum CheckError {
 /// property name is accepted until the store says which exist).
 pub fn check(expr: &str, files: &[String]) -> Result<(), CheckError> {
     let catalog = catalog_of(None);
-    let lib = library(files, &catalog).map_err(CheckError::Other)?;
+    let lib = library(files, &catalog).map_err(|e| CheckError::Other(e.into()))?;
     Segment::new(
         expr,
         &Resolver::new(&catalog).with_library(&lib),
@@ -93,62 +88,6 @@ pub fn check(expr: &str, files: &[String]) -> Result<(), CheckError> {
     .map_err(CheckError::Expr)
 }
 
-/// Counts the users in a segment over `scope` (its as-of; the range is not
-/// used: features look at each user's whole history up to as-of). Columns:
-/// segment, users, total_users, share.
-pub async fn compute_rows(scope: &Scope, opts: &SegmentOptions) -> anyhow::Result<Rows> {
-    let (events, as_of) = open_as_of(scope).await?;
-    let (seg, spec) = compile(&events, as_of, opts)?;
-    let (n, total) = count_matching(&events, &seg.features, &seg.expr, &spec).await?;
-    use datafusion::arrow::datatypes::{DataType, Field, Schema};
-    let schema = std::sync::Arc::new(Schema::new(vec![
-        Field::new("segment", DataType::Utf8, false),
-        Field::new("users", DataType::UInt64, false),
-        Field::new("total_users", DataType::UInt64, false),
-        Field::new("share", DataType::Float64, false),
-    ]));
-    Ok(Rows {
-        columns: schema.fields().iter().map(|f| f.name().clone()).collect(),
-        schema: Some(schema),
-        rows: vec![vec![
-            opts.expr.clone().into(),
-            n.into(),
-            total.into(),
-            serde_json::json!(if total > 0 {
-                n as f64 / total as f64
-            } else {
-                0.0
-            }),
-        ]],
-    })
-}
-
-/// Compiles the segment against the store, with the feature options it is
-/// evaluated under.
-fn compile(
-    events: &Events,
-    as_of: i64,
-    opts: &SegmentOptions,
-) -> anyhow::Result<(Segment, FeatureSpec)> {
-    let catalog = catalog_of(Some(events));
-    let lib = library(&opts.segments, &catalog)?;
-    let seg = Segment::new(
-        &opts.expr,
-        &Resolver::new(&catalog).with_library(&lib),
-        &CompileContext::new(as_of),
-    )
-    .map_err(|e| dsl_error(e, &opts.expr))?;
-    let spec = FeatureSpec {
-        as_of,
-        purchase: PurchaseSpec {
-            event: opts.purchase_event.clone(),
-        },
-        thresholds: Thresholds::default(),
-        buyers_only: false,
-    };
-    Ok((seg, spec))
-}
-
 /// Compiles the segment against the store and registers its feature table as
 /// `features` in a fresh session (also returned, for --explain).
 async fn feature_context(
@@ -156,46 +95,11 @@ async fn feature_context(
     as_of: i64,
     opts: &SegmentOptions,
 ) -> anyhow::Result<(SessionContext, Segment, RecordBatch)> {
-    let (seg, spec) = compile(events, as_of, opts)?;
+    let (seg, spec) = opts.compile(events, as_of)?;
     let table = feature_table(events, &seg.features, &spec).await?;
     let ctx = SessionContext::new();
     ctx.register_batch("features", table.clone())?;
     Ok((ctx, seg, table))
-}
-
-/// A DSL error rendered with its caret, as a bad-input error.
-pub(crate) fn dsl_error(e: DslError, source: &str) -> anyhow::Error {
-    tenure_engine::EngineError::from_dsl(e, source).into()
-}
-
-pub(crate) fn library(files: &[String], catalog: &Catalog) -> anyhow::Result<SegmentLibrary> {
-    let mut b = SegmentLibraryBuilder::default();
-    for f in files {
-        let text =
-            std::fs::read_to_string(f).with_context(|| format!("cannot read segment file {f}"))?;
-        b.add_source(f, &text).map_err(|e| dsl_error(e, &text))?;
-    }
-    // Errors from segment files carry their file's text: rendered with the
-    // caret under the offending reference, and the hint.
-    b.build(catalog).map_err(|e| dsl_error(e, ""))
-}
-
-pub(crate) fn catalog_of(events: Option<&Events>) -> Catalog {
-    match events {
-        Some(e) => tenure_engine::features::catalog(e),
-        None => Catalog {
-            properties: None,
-            events: None,
-        },
-    }
-}
-
-/// Opens the store up to the scope's as-of, and the as-of instant itself
-/// (inclusive; the newest event when not given).
-async fn open_as_of(scope: &Scope) -> anyhow::Result<(Events, i64)> {
-    let events = scope.open_range(None, scope.as_of).await?;
-    let (_, max_ts) = events.ts_range.ok_or_else(|| events.empty_error())?;
-    Ok((events, scope.as_of.map_or(max_ts, |t| t - 1)))
 }
 
 /// Runs `tenure segment`.
@@ -219,7 +123,7 @@ pub fn run(args: SegmentArgs) -> anyhow::Result<()> {
             &Resolver::new(&catalog).with_library(&lib),
             &CompileContext::new(as_of.unwrap_or(0)),
         )
-        .map_err(|e| dsl_error(e, &opts.expr))?;
+        .map_err(|e| tenure_engine::EngineError::from_dsl(e, &opts.expr))?;
         return rt.block_on(explain(&seg, None));
     }
     let data = args
@@ -235,7 +139,7 @@ pub fn run(args: SegmentArgs) -> anyhow::Result<()> {
         as_of,
     };
     if !args.users && !args.explain {
-        let rows = rt.block_on(compute_rows(&scope, opts))?;
+        let rows = output::rows_of(&rt.block_on(opts.compute(&scope))?.table)?;
         if let Some(out) = &args.out {
             output::write_out(&rows, out)?;
         }
@@ -249,7 +153,7 @@ pub fn run(args: SegmentArgs) -> anyhow::Result<()> {
         };
     }
     rt.block_on(async {
-        let (events, as_of) = open_as_of(&scope).await?;
+        let (events, as_of) = scope.open_as_of().await?;
         let (ctx, seg, table) = feature_context(&events, as_of, opts).await?;
         if args.explain {
             return explain(&seg, Some(table)).await;
@@ -392,72 +296,17 @@ pub struct RfmArgs {
     pub as_of: Option<String>,
 }
 
-/// The segment files of an RFM request: those given, else the shipped
-/// English set.
-pub fn rfm_files(opts: &RfmOptions) -> anyhow::Result<Vec<String>> {
-    if opts.segments.is_empty() {
-        Ok(vec![default_segment_file("rfm_segments.seg")?])
-    } else {
-        Ok(opts.segments.clone())
-    }
-}
-
-/// Loads an RFM request's segment files and parses them (without data).
-pub fn rfm_check(opts: &RfmOptions) -> anyhow::Result<()> {
-    library(&rfm_files(opts)?, &catalog_of(None)).map(|_| ())
-}
-
-/// What `tenure rfm` computes.
-pub struct RfmResult {
-    /// Users per segment: columns segment, users, share (of customers); the
-    /// last row is all customers.
-    pub segments: Rows,
-    /// Customers per R x F score cell: columns r_score, f_score, users.
-    pub grid: Rows,
-}
-
-/// The RFM segment distribution over `scope` (its as-of; the range is not
-/// used), and the R x F score grid beside it.
-pub async fn compute_rfm(scope: &Scope, opts: &RfmOptions) -> anyhow::Result<RfmResult> {
-    let files = rfm_files(opts)?;
-    let (events, as_of) = open_as_of(scope).await?;
-    let lib = library(&files, &catalog_of(Some(&events)))?;
-    let request = tenure_engine::rfm::RfmRequest {
-        as_of,
-        purchase_event: opts.purchase_event.clone(),
-    };
-    let result = tenure_engine::rfm::rfm(&events, &request, &lib).await?;
-    Ok(RfmResult {
-        segments: output::rows_from_batches(&[result.segments])?,
-        grid: output::rows_from_batches(&[result.grid])?,
-    })
-}
-
 /// Runs `tenure rfm`.
 pub fn run_rfm(args: RfmArgs) -> anyhow::Result<()> {
     let scope = args.common.scope(args.as_of.as_deref())?;
     let rt = args.common.runtime()?;
-    let RfmResult { segments, grid } = rt.block_on(compute_rfm(&scope, &args.opts))?;
+    let answer = rt.block_on(args.opts.compute(&scope))?;
+    let segments = output::rows_of(&answer.table)?;
+    let grid = answer.extra.as_ref().map(output::rows_of).transpose()?;
     if let Some(out) = &args.common.out {
         output::write_out(&segments, out)?;
     }
-    output::print_analysis(Kind::Rfm, &segments, Some(grid), args.common.format, || {
+    output::print_analysis(Kind::Rfm, &segments, grid, args.common.format, || {
         output::table(&segments)
     })
-}
-
-/// Finds a shipped segment file: next to the binary's repository (queries/),
-/// or in the current directory.
-fn default_segment_file(name: &str) -> anyhow::Result<String> {
-    let candidates = [
-        std::path::PathBuf::from("queries").join(name),
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../queries")
-            .join(name),
-    ];
-    candidates
-        .iter()
-        .find(|p| p.exists())
-        .map(|p| p.display().to_string())
-        .ok_or_else(|| BadInput(format!("cannot find queries/{name}; pass --segments FILE")).into())
 }

@@ -2,9 +2,8 @@
 
 use clap::Args;
 pub use tenure_engine::request::StickinessOptions;
-use tenure_engine::stickiness::stickiness;
 
-use crate::cmd::common::{AnalysisArgs, Scope};
+use crate::cmd::common::AnalysisArgs;
 use crate::output::{self, Rows};
 use crate::report::Kind;
 
@@ -36,19 +35,11 @@ pub struct StickinessArgs {
     pub as_of: Option<String>,
 }
 
-/// Computes stickiness over `scope` as tidy rows.
-pub async fn compute_rows(scope: &Scope, opts: &StickinessOptions) -> anyhow::Result<Rows> {
-    let events = scope.open().await?;
-    let spec = opts.spec(&events, scope.tz, scope.as_of).await?;
-    let batches = stickiness(&events, &spec).await?;
-    output::rows_from_batches(&batches)
-}
-
 /// Runs the command.
 pub fn run(args: StickinessArgs) -> anyhow::Result<()> {
     let rt = args.common.runtime()?;
     let scope = args.common.scope(args.as_of.as_deref())?;
-    let table = rt.block_on(compute_rows(&scope, &args.opts))?;
+    let table = output::rows_of(&rt.block_on(args.opts.compute(&scope))?.table)?;
     if let Some(out) = &args.common.out {
         output::write_out(&table, out)?;
     }

@@ -4,40 +4,33 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use serde_json::Value;
-
+use super::frame::{Frame, Row};
 use super::svg::{PALETTE, Series, bars, blue, clip, line_chart, nice, short, svg_open, svg_text};
-use super::{distinct, esc, get, grid_table, num, pct, table, text};
-use crate::output::Rows;
+use super::{esc, grid_table, pct, table};
 
 // ---- retention: heatmap triangle ----
 
-pub(super) fn retention(rows: &Rows) -> (String, String) {
-    let groups = distinct(rows, "group", |_| true);
+pub(super) fn retention(rows: &Frame<'_>) -> (String, String) {
+    let groups = rows.distinct("group", |_| true);
     let mut chart = String::new();
     let mut numbers = String::new();
     for g in &groups {
-        let in_group = |r: &[Value]| text(get(rows, r, "group")) == *g;
-        let labels = distinct(rows, "period_label", |r| in_group(r));
-        let cohorts = distinct(rows, "cohort", |r| {
-            in_group(r) && text(get(rows, r, "kind")) == "cohort"
-        });
+        let in_group = |r: &Row<'_, '_>| r.text("group") == *g;
+        let labels = rows.distinct("period_label", |r| in_group(r));
+        let cohorts = rows.distinct("cohort", |r| in_group(r) && r.text("kind") == "cohort");
         // (cohort or "average") -> period label -> (rate, users, complete)
         let mut cells: BTreeMap<(String, String), (Option<f64>, bool)> = BTreeMap::new();
         let mut sizes: BTreeMap<String, String> = BTreeMap::new();
-        for r in rows.rows.iter().filter(|r| in_group(r)) {
-            let key = if text(get(rows, r, "kind")) == "average" {
+        for r in rows.rows().filter(|r| in_group(r)) {
+            let key = if r.text("kind") == "average" {
                 "average".to_string()
             } else {
-                text(get(rows, r, "cohort"))
+                r.text("cohort")
             };
-            sizes.insert(key.clone(), text(get(rows, r, "cohort_size")));
+            sizes.insert(key.clone(), r.text("cohort_size"));
             cells.insert(
-                (key, text(get(rows, r, "period_label"))),
-                (
-                    num(get(rows, r, "rate")),
-                    get(rows, r, "complete") == &Value::Bool(true),
-                ),
+                (key, r.text("period_label")),
+                (r.num("rate"), r.flag("complete")),
             );
         }
         let mut lines: Vec<String> = cohorts.clone();
@@ -135,16 +128,15 @@ pub(super) fn retention(rows: &Rows) -> (String, String) {
     (chart, numbers)
 }
 
-pub(super) fn ltv(rows: &Rows) -> (String, String) {
-    let periods = distinct(rows, "period", |_| true);
-    let mut keys: Vec<String> =
-        distinct(rows, "cohort", |r| text(get(rows, r, "kind")) == "cohort");
+pub(super) fn ltv(rows: &Frame<'_>) -> (String, String) {
+    let periods = rows.distinct("period", |_| true);
+    let mut keys: Vec<String> = rows.distinct("cohort", |r| r.text("kind") == "cohort");
     keys.push("average".into());
-    let key_of = |r: &[Value]| {
-        if text(get(rows, r, "kind")) == "average" {
+    let key_of = |r: &Row<'_, '_>| {
+        if r.text("kind") == "average" {
             "average".to_string()
         } else {
-            text(get(rows, r, "cohort"))
+            r.text("cohort")
         }
     };
     let mut series = Vec::new();
@@ -154,14 +146,13 @@ pub(super) fn ltv(rows: &Rows) -> (String, String) {
         let mut line = vec![k.clone(), String::new()];
         for p in &periods {
             let cell = rows
-                .rows
-                .iter()
-                .find(|r| key_of(r) == *k && text(get(rows, r, "period")) == *p);
-            let v = cell.and_then(|r| num(get(rows, r, "ltv")));
+                .rows()
+                .find(|r| key_of(r) == *k && r.text("period") == *p);
+            let v = cell.and_then(|r| r.num("ltv"));
             if let Some(r) = cell
                 && k != "average"
             {
-                line[1] = text(get(rows, r, "cohort_size"));
+                line[1] = r.text("cohort_size");
             }
             match (v, p.parse::<f64>()) {
                 (Some(v), Ok(x)) => {
@@ -186,19 +177,18 @@ pub(super) fn ltv(rows: &Rows) -> (String, String) {
 
 // ---- lifecycle: stacked bars ----
 
-pub(super) fn lifecycle(rows: &Rows) -> (String, String) {
+pub(super) fn lifecycle(rows: &Frame<'_>) -> (String, String) {
     const STATUS: [(&str, &str); 4] = [
         ("new", "#2ca02c"),
         ("returning", "#1f77b4"),
         ("resurrecting", "#ff7f0e"),
         ("dormant", "#d62728"),
     ];
-    let periods = distinct(rows, "period", |_| true);
+    let periods = rows.distinct("period", |_| true);
     let value = |p: &str, s: &str| {
-        rows.rows
-            .iter()
-            .find(|r| text(get(rows, r, "period")) == p && text(get(rows, r, "status")) == s)
-            .and_then(|r| num(get(rows, r, "users")))
+        rows.rows()
+            .find(|r| r.text("period") == p && r.text("status") == s)
+            .and_then(|r| r.num("users"))
             .unwrap_or(0.0)
     };
     let up_max = periods
@@ -291,7 +281,7 @@ pub(super) fn lifecycle(rows: &Rows) -> (String, String) {
 }
 
 /// A segment count: the matched users as a share of all users.
-pub(super) fn segment(rows: &Rows) -> (String, String) {
+pub(super) fn segment(rows: &Frame<'_>) -> (String, String) {
     let mut out = String::new();
     let (w, left, bar_w) = (520.0, 10.0, 400.0);
     svg_open(
@@ -300,12 +290,12 @@ pub(super) fn segment(rows: &Rows) -> (String, String) {
         16.0 + 34.0 * rows.len() as f64,
         "segment share of users",
     );
-    for (i, r) in rows.rows.iter().enumerate() {
+    for (i, r) in rows.rows().enumerate() {
         let y = 6.0 + 34.0 * i as f64;
-        let users = num(get(rows, r, "users")).unwrap_or(0.0);
-        let total = num(get(rows, r, "total_users")).unwrap_or(0.0);
+        let users = r.num("users").unwrap_or(0.0);
+        let total = r.num("total_users").unwrap_or(0.0);
         let share = if total > 0.0 { users / total } else { 0.0 };
-        let expr = text(get(rows, r, "segment"));
+        let expr = r.text("segment");
         svg_text(
             &mut out,
             left,
@@ -333,41 +323,35 @@ pub(super) fn segment(rows: &Rows) -> (String, String) {
         );
     }
     out.push_str("</svg>");
-    (out, table(rows))
+    (out, table(rows.json))
 }
 
 pub(super) fn bars_section(
-    rows: &Rows,
+    rows: &Frame<'_>,
     label: &str,
     value: &str,
     group: Option<&str>,
 ) -> (String, String) {
     let items: Vec<(String, f64)> = rows
-        .rows
-        .iter()
+        .rows()
         .map(|r| {
             let l = match group {
-                Some(g) => format!("{}: {}", text(get(rows, r, g)), text(get(rows, r, label))),
-                None => text(get(rows, r, label)),
+                Some(g) => format!("{}: {}", r.text(g), r.text(label)),
+                None => r.text(label),
             };
-            (l, num(get(rows, r, value)).unwrap_or(0.0))
+            (l, r.num(value).unwrap_or(0.0))
         })
         .collect();
-    (bars(&items, label), table(rows))
+    (bars(&items, label), table(rows.json))
 }
 
 // ---- funnel: drop-off bars per group ----
 
-pub(super) fn funnel(rows: &Rows) -> (String, String) {
-    let groups = distinct(rows, "group", |_| true);
+pub(super) fn funnel(rows: &Frame<'_>) -> (String, String) {
+    let groups = rows.distinct("group", |_| true);
     let steps: usize = rows
-        .rows
-        .iter()
-        .filter(|r| {
-            groups
-                .first()
-                .is_some_and(|g| text(get(rows, r, "group")) == *g)
-        })
+        .rows()
+        .filter(|r| groups.first().is_some_and(|g| r.text("group") == *g))
         .count();
     let (left, bar_w, bh, gh) = (190.0, 330.0, 22.0, 26.0);
     let h = 8.0 + groups.len() as f64 * (gh + bh * steps as f64 + 10.0);
@@ -383,23 +367,12 @@ pub(super) fn funnel(rows: &Rows) -> (String, String) {
         let color = PALETTE[gi % PALETTE.len()];
         svg_text(&mut out, 4.0, y + 16.0, "start", "#1b1f24", g);
         y += gh;
-        let in_group: Vec<&Vec<Value>> = rows
-            .rows
-            .iter()
-            .filter(|r| text(get(rows, r, "group")) == *g)
-            .collect();
-        let first = in_group
-            .first()
-            .and_then(|r| num(get(rows, r, "users")))
-            .unwrap_or(0.0);
+        let in_group: Vec<Row<'_, '_>> = rows.rows().filter(|r| r.text("group") == *g).collect();
+        let first = in_group.first().and_then(|r| r.num("users")).unwrap_or(0.0);
         for r in in_group {
-            let users = num(get(rows, r, "users")).unwrap_or(0.0);
+            let users = r.num("users").unwrap_or(0.0);
             let share = if first > 0.0 { users / first } else { 0.0 };
-            let label = format!(
-                "{}. {}",
-                text(get(rows, r, "step")),
-                text(get(rows, r, "event"))
-            );
+            let label = format!("{}. {}", r.text("step"), r.text("event"));
             svg_text(
                 &mut out,
                 left - 6.0,
@@ -423,7 +396,8 @@ pub(super) fn funnel(rows: &Rows) -> (String, String) {
                     pct(share)
                 ))
             );
-            let prev = num(get(rows, r, "conversion_from_previous"))
+            let prev = r
+                .num("conversion_from_previous")
                 .map(|p| format!(", {} of previous", pct(p)))
                 .unwrap_or_default();
             svg_text(
@@ -452,20 +426,15 @@ pub(super) fn funnel(rows: &Rows) -> (String, String) {
     .map(String::from)
     .to_vec();
     let body: Vec<Vec<String>> = rows
-        .rows
-        .iter()
+        .rows()
         .map(|r| {
-            let p = |c: &str| num(get(rows, r, c)).map(pct).unwrap_or_default();
-            let t = |c: &str| num(get(rows, r, c)).map(duration).unwrap_or_default();
+            let p = |c: &str| r.num(c).map(pct).unwrap_or_default();
+            let t = |c: &str| r.num(c).map(duration).unwrap_or_default();
             vec![
-                text(get(rows, r, "group")),
-                format!(
-                    "{}. {}",
-                    text(get(rows, r, "step")),
-                    text(get(rows, r, "event"))
-                ),
-                text(get(rows, r, "users")),
-                text(get(rows, r, "drop_off")),
+                r.text("group"),
+                format!("{}. {}", r.text("step"), r.text("event")),
+                r.text("users"),
+                r.text("drop_off"),
                 p("conversion_from_previous"),
                 p("conversion_from_first"),
                 t("median_seconds_to_convert"),
@@ -487,32 +456,31 @@ fn duration(secs: f64) -> String {
     }
 }
 
-pub(super) fn histogram(rows: &Rows) -> (String, String) {
+pub(super) fn histogram(rows: &Frame<'_>) -> (String, String) {
     let items: Vec<(String, f64)> = rows
-        .rows
-        .iter()
+        .rows()
         .map(|r| {
-            let group = text(get(rows, r, "group"));
-            let step = text(get(rows, r, "step"));
-            let bucket = text(get(rows, r, "bucket"));
+            let group = r.text("group");
+            let step = r.text("step");
+            let bucket = r.text("bucket");
             (
                 if group == "all" {
                     format!("step {step}: {bucket}")
                 } else {
                     format!("{group}, step {step}: {bucket}")
                 },
-                num(get(rows, r, "users")).unwrap_or(0.0),
+                r.num("users").unwrap_or(0.0),
             )
         })
         .collect();
-    (bars(&items, "time to convert"), table(rows))
+    (bars(&items, "time to convert"), table(rows.json))
 }
 
 // ---- KPI: metric x period ----
 
-pub(super) fn kpi(rows: &Rows) -> String {
-    let periods = distinct(rows, "period", |_| true);
-    let metrics = distinct(rows, "metric", |_| true);
+pub(super) fn kpi(rows: &Frame<'_>) -> String {
+    let periods = rows.distinct("period", |_| true);
+    let metrics = rows.distinct("metric", |_| true);
     let mut head = vec!["metric".to_string()];
     head.extend(periods.iter().cloned());
     let body = metrics
@@ -520,12 +488,12 @@ pub(super) fn kpi(rows: &Rows) -> String {
         .map(|m| {
             let mut line = vec![m.clone()];
             for p in &periods {
-                let cell = rows.rows.iter().find(|r| {
-                    text(get(rows, r, "metric")) == *m && text(get(rows, r, "period")) == *p
-                });
+                let cell = rows
+                    .rows()
+                    .find(|r| r.text("metric") == *m && r.text("period") == *p);
                 line.push(match cell {
                     None => String::new(),
-                    Some(r) => match num(get(rows, r, "value")) {
+                    Some(r) => match r.num("value") {
                         Some(v) if v.fract() == 0.0 => format!("{v:.0}"),
                         Some(v) => format!("{v:.3}"),
                         None => "-".into(),
@@ -540,18 +508,16 @@ pub(super) fn kpi(rows: &Rows) -> String {
 
 // ---- RFM: score grid and segment sizes ----
 
-pub(super) fn rfm(rows: &Rows, grid: Option<&Rows>) -> (String, String) {
+pub(super) fn rfm(rows: &Frame<'_>, grid: Option<&Frame<'_>>) -> (String, String) {
     let mut chart = String::new();
     let mut numbers = String::new();
     if let Some(g) = grid {
         let count = |r: i64, f: i64| {
-            g.rows
-                .iter()
+            g.rows()
                 .find(|row| {
-                    num(get(g, row, "r_score")) == Some(r as f64)
-                        && num(get(g, row, "f_score")) == Some(f as f64)
+                    row.num("r_score") == Some(r as f64) && row.num("f_score") == Some(f as f64)
                 })
-                .and_then(|row| num(get(g, row, "users")))
+                .and_then(|row| row.num("users"))
                 .unwrap_or(0.0)
         };
         let max = (1..=5)
@@ -633,29 +599,20 @@ pub(super) fn rfm(rows: &Rows, grid: Option<&Rows>) -> (String, String) {
     }
     // The last row, "(customers)", is the total the shares are of.
     let items: Vec<(String, f64)> = rows
-        .rows
-        .iter()
-        .map(|r| {
-            (
-                text(get(rows, r, "segment")),
-                num(get(rows, r, "users")).unwrap_or(0.0),
-            )
-        })
+        .rows()
+        .map(|r| (r.text("segment"), r.num("users").unwrap_or(0.0)))
         .filter(|(name, _)| name != "(customers)")
         .collect();
     chart.push_str(&bars(&items, "segment sizes"));
-    numbers.push_str(&table(rows));
+    numbers.push_str(&table(rows.json));
     (chart, numbers)
 }
 
 // ---- A/B readout: lift and confidence interval per arm ----
 
-pub(super) fn abtest(rows: &Rows) -> (String, String) {
-    let metrics = distinct(rows, "metric", |_| true);
-    let relative = rows
-        .rows
-        .iter()
-        .any(|r| text(get(rows, r, "difference")) == "relative");
+pub(super) fn abtest(rows: &Frame<'_>) -> (String, String) {
+    let metrics = rows.distinct("metric", |_| true);
+    let relative = rows.rows().any(|r| r.text("difference") == "relative");
     let fmt = |x: f64| {
         if relative {
             format!("{:+.1}%", x * 100.0)
@@ -664,9 +621,8 @@ pub(super) fn abtest(rows: &Rows) -> (String, String) {
         }
     };
     let bound = rows
-        .rows
-        .iter()
-        .flat_map(|r| ["ci_lower", "ci_upper", "lift"].map(|c| num(get(rows, r, c))))
+        .rows()
+        .flat_map(|r| ["ci_lower", "ci_upper", "lift"].map(|c| r.num(c)))
         .flatten()
         .map(f64::abs)
         .fold(0.0f64, f64::max);
@@ -717,13 +673,9 @@ pub(super) fn abtest(rows: &Rows) -> (String, String) {
     for m in &metrics {
         svg_text(&mut out, 4.0, y + 15.0, "start", "#1b1f24", &clip(m, 34));
         y += rh;
-        for r in rows
-            .rows
-            .iter()
-            .filter(|r| text(get(rows, r, "metric")) == *m)
-        {
-            let arm = text(get(rows, r, "arm"));
-            let control = get(rows, r, "is_control") == &Value::Bool(true);
+        for r in rows.rows().filter(|r| r.text("metric") == *m) {
+            let arm = r.text("arm");
+            let control = r.flag("is_control");
             let label = if control {
                 format!("{arm} (control)")
             } else {
@@ -737,9 +689,9 @@ pub(super) fn abtest(rows: &Rows) -> (String, String) {
                 "#1b1f24",
                 &clip(&label, 28),
             );
-            let lift = num(get(rows, r, "lift"));
-            let (lo, hi) = (num(get(rows, r, "ci_lower")), num(get(rows, r, "ci_upper")));
-            let significant = get(rows, r, "significant") == &Value::Bool(true);
+            let lift = r.num("lift");
+            let (lo, hi) = (r.num("ci_lower"), r.num("ci_upper"));
+            let significant = r.flag("significant");
             let color = match (significant, lift) {
                 (true, Some(l)) if l > 0.0 => "#2ca02c",
                 (true, Some(_)) => "#d62728",
@@ -768,7 +720,7 @@ pub(super) fn abtest(rows: &Rows) -> (String, String) {
                 (Some(l), Some(lo), Some(hi)) => format!("{} [{}, {}]", fmt(l), fmt(lo), fmt(hi)),
                 (Some(l), _, _) => fmt(l),
                 _ if control => "baseline".to_string(),
-                _ => text(get(rows, r, "no_result")),
+                _ => r.text("no_result"),
             };
             svg_text(
                 &mut out,
@@ -797,14 +749,13 @@ pub(super) fn abtest(rows: &Rows) -> (String, String) {
     .map(String::from)
     .to_vec();
     let body: Vec<Vec<String>> = rows
-        .rows
-        .iter()
+        .rows()
         .map(|r| {
-            let f = |c: &str| num(get(rows, r, c));
+            let f = |c: &str| r.num(c);
             vec![
-                text(get(rows, r, "metric")),
-                text(get(rows, r, "arm")),
-                text(get(rows, r, "users")),
+                r.text("metric"),
+                r.text("arm"),
+                r.text("users"),
                 f("value").map(|v| format!("{v:.4}")).unwrap_or_default(),
                 f("lift").map(fmt).unwrap_or_default(),
                 match (f("ci_lower"), f("ci_upper")) {
@@ -813,8 +764,8 @@ pub(super) fn abtest(rows: &Rows) -> (String, String) {
                 },
                 f("p_value").map(|p| format!("{p:.4}")).unwrap_or_default(),
                 f("chance_to_win").map(pct).unwrap_or_default(),
-                text(get(rows, r, "verdict")),
-                text(get(rows, r, "srm_status")),
+                r.text("verdict"),
+                r.text("srm_status"),
             ]
         })
         .collect();

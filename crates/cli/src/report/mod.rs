@@ -6,6 +6,7 @@
 //! segment names, error messages) goes through [`esc`].
 
 mod charts;
+mod frame;
 mod svg;
 
 use std::fmt::Write as _;
@@ -205,7 +206,22 @@ fn section(out: &mut String, s: &Section) {
         Err(e) => {
             let _ = write!(out, "<div class=\"error\">failed: {}</div>", esc(e));
         }
-        Ok(rows) => {
+        Ok(json) => {
+            let typed = frame::Frame::of(json);
+            let extra = s.extra.as_ref().map(frame::Frame::of).transpose();
+            let (rows, extra) = match (typed, extra) {
+                (Ok(rows), Ok(extra)) => (rows, extra),
+                (Err(e), _) | (_, Err(e)) => {
+                    let _ = write!(
+                        out,
+                        "<div class=\"error\">failed: {}</div>",
+                        esc(&format!("{e:#}"))
+                    );
+                    out.push_str("</section>\n");
+                    return;
+                }
+            };
+            let rows = &rows;
             let (chart, numbers) = match s.kind {
                 Kind::Retention => charts::retention(rows),
                 Kind::Ltv => charts::ltv(rows),
@@ -214,7 +230,7 @@ fn section(out: &mut String, s: &Section) {
                 Kind::Kpi => (String::new(), charts::kpi(rows)),
                 Kind::Funnel => charts::funnel(rows),
                 Kind::FunnelHistogram => charts::histogram(rows),
-                Kind::Rfm => charts::rfm(rows, s.extra.as_ref()),
+                Kind::Rfm => charts::rfm(rows, extra.as_ref()),
                 Kind::Abtest => charts::abtest(rows),
                 Kind::Segment => charts::segment(rows),
                 Kind::Stickiness => charts::bars_section(rows, "days", "users", Some("period")),
@@ -231,28 +247,11 @@ fn section(out: &mut String, s: &Section) {
 
 // ---- reading tidy rows ----
 
-fn col(rows: &Rows, name: &str) -> Option<usize> {
-    rows.columns.iter().position(|c| c == name)
-}
-
-fn get<'a>(rows: &Rows, r: &'a [Value], name: &str) -> &'a Value {
-    static NULL: Value = Value::Null;
-    col(rows, name).and_then(|i| r.get(i)).unwrap_or(&NULL)
-}
-
 fn text(v: &Value) -> String {
     match v {
         Value::Null => String::new(),
         Value::String(s) => s.clone(),
         other => other.to_string(),
-    }
-}
-
-fn num(v: &Value) -> Option<f64> {
-    match v {
-        Value::Number(n) => n.as_f64(),
-        Value::String(s) => s.parse().ok(),
-        _ => None,
     }
 }
 
@@ -268,18 +267,6 @@ fn fmt_num(v: &Value) -> String {
 
 fn pct(x: f64) -> String {
     format!("{:.1}%", x * 100.0)
-}
-
-/// The distinct values of a column, in first-seen order.
-fn distinct(rows: &Rows, name: &str, filter: impl Fn(&[Value]) -> bool) -> Vec<String> {
-    let mut seen = Vec::new();
-    for r in rows.rows.iter().filter(|r| filter(r)) {
-        let v = text(get(rows, r, name));
-        if !seen.contains(&v) {
-            seen.push(v);
-        }
-    }
-    seen
 }
 
 /// A plain table of all rows (the numbers beside a chart).
@@ -340,7 +327,7 @@ mod tests {
     #[test]
     fn data_text_never_reaches_the_page_raw() {
         let rows = Rows {
-            schema: None,
+            typed: None,
             columns: vec!["segment".into(), "users".into(), "share".into()],
             rows: vec![vec![
                 "<img src=x onerror=alert(1)>".into(),

@@ -3,21 +3,10 @@
 use tenure_engine::abtest::Exposures;
 use tenure_stats::{ArmReadout, Difference, MetricKind, MetricReadout, MetricSummary, Sided};
 
-use crate::output::Rows;
 use tenure_engine::abtest::readout::raw_numbers;
 
 fn arm_of<'a>(summary: &'a MetricSummary, arm: &str) -> Option<&'a tenure_stats::ArmSummary> {
     summary.arms.iter().find(|a| a.arm == arm)
-}
-
-/// One row per metric and arm, control first (the engine's readout batch).
-pub fn rows(
-    readouts: &[MetricReadout],
-    summaries: &[MetricSummary],
-    exposures: Option<&Exposures>,
-) -> anyhow::Result<Rows> {
-    let batch = tenure_engine::abtest::readout::batch(readouts, summaries, exposures)?;
-    crate::output::rows_from_batches(&[batch])
 }
 
 fn plural(n: u64, one: &str, many: &str) -> String {

@@ -1,0 +1,698 @@
+//! Typed analyses: every request of [`crate::request`] computed over a
+//! [`Scope`] and answered as Arrow record batches with a declared schema.
+//!
+//! The CLI subcommands, `tenure run`'s job files and the report all call the
+//! same `compute` method of a request: the CLI parses flags into the request
+//! and the scope, then prints or writes the [`Answer`]'s batches. Adding an
+//! analysis means one [`crate::fold::UserFold`] and one request type with a
+//! `compute` like these.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, Float64Array, RecordBatch, StringArray, UInt64Array};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use tenure_dsl::SegmentLibraryBuilder;
+use tenure_dsl::{Catalog, CompileContext, Resolver, Segment, SegmentLibrary};
+use tenure_stats::{Correction, Difference, MetricReadout, MetricSummary, ReadoutConfig, Sided};
+
+use crate::abtest::{AbtestRequest, Exposures};
+use crate::features::FeatureSpec;
+use crate::lifecycle::Thresholds;
+use crate::request::{
+    AbtestOptions, FunnelOptions, KpiOptions, LifecycleOptions, LtvOptions, RetentionOptions,
+    RfmOptions, SegmentOptions, StickinessOptions,
+};
+use crate::userstats::PurchaseSpec;
+use crate::{EngineError, Events, OpenOptions, Result};
+
+/// What an analysis reads: the store, the event range, the calendar's zone
+/// and the "as of" instant. The subcommands and `tenure run` both build one
+/// and call the same `compute` of each request with it.
+#[derive(Debug, Clone)]
+pub struct Scope {
+    /// Store URL.
+    pub data: String,
+    /// Worker threads (0: the default).
+    pub threads: usize,
+    /// Only events at or after this instant (UTC µs).
+    pub from: Option<i64>,
+    /// Only events before this instant (UTC µs).
+    pub to: Option<i64>,
+    /// Time zone of days, weeks and months.
+    pub tz: chrono_tz::Tz,
+    /// The end of "now" for the analysis (exclusive, UTC µs): cells ending
+    /// after it are incomplete, R and stages are measured at it. `None`: the
+    /// end of the data.
+    pub as_of: Option<i64>,
+}
+
+impl Scope {
+    /// Opens the store over the range.
+    pub async fn open(&self) -> Result<Events> {
+        self.open_range(self.from, self.to).await
+    }
+
+    /// Opens the store over another range (some analyses need the history
+    /// before `from`, or nothing after `as_of`).
+    pub async fn open_range(&self, from: Option<i64>, to: Option<i64>) -> Result<Events> {
+        Events::open(
+            &self.data,
+            OpenOptions {
+                threads: self.threads,
+                from,
+                to,
+            },
+        )
+        .await
+    }
+
+    /// Opens the store up to the as-of (the range's start is not used:
+    /// features look at each user's whole history), and the as-of instant
+    /// itself (inclusive; the newest event when not given).
+    pub async fn open_as_of(&self) -> Result<(Events, i64)> {
+        let events = self.open_range(None, self.as_of).await?;
+        let (_, max_ts) = events.ts_range.ok_or_else(|| events.empty_error())?;
+        Ok((events, self.as_of.map_or(max_ts, |t| t - 1)))
+    }
+}
+
+/// Record batches of one declared schema.
+#[derive(Debug, Clone)]
+pub struct Table {
+    /// The columns and their types.
+    pub schema: SchemaRef,
+    /// The rows (possibly several batches, possibly none).
+    pub batches: Vec<RecordBatch>,
+}
+
+impl Table {
+    /// A table of `batches`, all of `schema`.
+    pub fn new(schema: SchemaRef, batches: Vec<RecordBatch>) -> Self {
+        Self { schema, batches }
+    }
+
+    /// A table of one batch.
+    pub fn of(batch: RecordBatch) -> Self {
+        Self {
+            schema: batch.schema(),
+            batches: vec![batch],
+        }
+    }
+
+    /// Number of rows.
+    pub fn num_rows(&self) -> usize {
+        self.batches.iter().map(|b| b.num_rows()).sum()
+    }
+
+    /// The rows as one batch.
+    pub fn concat(&self) -> Result<RecordBatch> {
+        Ok(datafusion::arrow::compute::concat_batches(
+            &self.schema,
+            &self.batches,
+        )?)
+    }
+}
+
+/// What an analysis answers: its table and, for some, a second one drawn
+/// beside it (RFM's R x F score grid).
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// The analysis's rows.
+    pub table: Table,
+    /// A second table (`None` for most analyses).
+    pub extra: Option<Table>,
+}
+
+impl From<Table> for Answer {
+    fn from(table: Table) -> Self {
+        Self { table, extra: None }
+    }
+}
+
+impl RetentionOptions {
+    /// Retention over `scope`: rows of [`crate::retention::schema`].
+    pub async fn compute(&self, scope: &Scope) -> Result<Answer> {
+        let events = scope.open().await?;
+        let spec = self.spec(&events, scope.tz, scope.as_of).await?;
+        let fold = crate::retention::RetentionFold::new(&events, &spec)?;
+        let batches = crate::fold::run(&events, fold).await?;
+        Ok(Table::new(crate::retention::schema(), batches).into())
+    }
+}
+
+impl LtvOptions {
+    /// Cumulative revenue per cohort over `scope`: rows of
+    /// [`crate::ltv::schema`].
+    pub async fn compute(&self, scope: &Scope) -> Result<Answer> {
+        let events = scope.open().await?;
+        let spec = self.spec(&events, scope.tz, scope.as_of).await?;
+        let fold = crate::ltv::LtvFold::new(&events, &spec)?;
+        let batches = crate::fold::run(&events, fold).await?;
+        Ok(Table::new(crate::ltv::schema(), batches).into())
+    }
+}
+
+impl StickinessOptions {
+    /// Users by number of active days per period over `scope`: rows of
+    /// [`crate::stickiness::schema`].
+    pub async fn compute(&self, scope: &Scope) -> Result<Answer> {
+        let events = scope.open().await?;
+        let spec = self.spec(&events, scope.tz, scope.as_of).await?;
+        let batches = crate::stickiness::stickiness(&events, &spec).await?;
+        Ok(Table::new(crate::stickiness::schema(), batches).into())
+    }
+}
+
+impl KpiOptions {
+    /// The KPIs over `scope` in one pass: rows of [`crate::kpi::schema`].
+    pub async fn compute(&self, scope: &Scope) -> Result<Answer> {
+        let events = scope.open().await?;
+        let fold = crate::kpi::KpiFold::new(&events, &self.spec(scope.tz)?)?;
+        let batches = crate::fold::run(&events, fold).await?;
+        Ok(Table::new(crate::kpi::schema(), batches).into())
+    }
+}
+
+impl LifecycleOptions {
+    /// Per-period lifecycle counts over `scope` (rows of
+    /// [`crate::lifecycle::periods_schema`]; the history before `from` tells
+    /// new from resurrecting), or with `stages` users per stage as of the
+    /// scope's as-of (rows of [`crate::lifecycle::stages_schema`]).
+    pub async fn compute(&self, scope: &Scope) -> Result<Answer> {
+        use crate::lifecycle::{LifecycleFold, StagesFold, periods_schema, stages_schema};
+        if self.stages {
+            let thresholds = self.thresholds()?;
+            // "As of T" ignores what happened after T.
+            let to = match (scope.to, scope.as_of) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let events = scope.open_range(scope.from, to).await?;
+            let (_, max_ts) = events.ts_range.ok_or_else(|| events.empty_error())?;
+            let fold = StagesFold {
+                as_of: scope.as_of.map_or(max_ts, |t| t - 1),
+                thresholds,
+                purchase: self.purchase_event.clone(),
+            };
+            let batches = crate::fold::run(&events, fold).await?;
+            Ok(Table::new(stages_schema(), batches).into())
+        } else {
+            let events = scope.open_range(None, scope.to).await?;
+            let fold = LifecycleFold::new(&events, self.period.parse()?, scope.tz, scope.from)?;
+            let batches = crate::fold::run(&events, fold).await?;
+            Ok(Table::new(periods_schema(), batches).into())
+        }
+    }
+}
+
+impl FunnelOptions {
+    /// The funnel over `scope` (users entering in its range; steps may follow
+    /// up to the window past its end): rows of [`crate::funnel::schema`], or
+    /// with `histogram` of [`crate::funnel::histogram_schema`].
+    pub async fn compute(&self, scope: &Scope) -> Result<Answer> {
+        let window_us = crate::funnel::syntax::parse_window(&self.window)?;
+        let events = scope
+            .open_range(
+                scope.from,
+                scope
+                    .to
+                    .map(|t| t.saturating_add(window_us).saturating_add(1)),
+            )
+            .await?;
+        let mut spec = self.spec(&events, scope.from, scope.to)?;
+        if let Some(expr) = &self.by_segment {
+            spec.user_groups = Some(self.segment_groups(scope, expr, spec.entry_to).await?);
+        }
+        let (rows, hist) = crate::funnel::funnel(&events, &spec).await?;
+        Ok(if self.histogram {
+            Table::of(crate::funnel::histogram_batch(&hist)?)
+        } else {
+            Table::of(crate::funnel::batch_of_rows(&rows)?)
+        }
+        .into())
+    }
+
+    /// Each user's group for `--by-segment`: 0 in the segment, 1 not, as of
+    /// the end of the entry range.
+    async fn segment_groups(
+        &self,
+        scope: &Scope,
+        expr: &str,
+        entry_to: Option<i64>,
+    ) -> Result<(Vec<u32>, Vec<String>)> {
+        // The segment sees the whole history up to the end of the entry range.
+        let events = scope.open_range(None, entry_to).await?;
+        let (_, max_ts) = events.ts_range.ok_or_else(|| events.empty_error())?;
+        let as_of = entry_to.map_or(max_ts, |t| t - 1);
+        let catalog = crate::features::catalog(&events);
+        let lib = library(&self.segments, &catalog)?;
+        let seg = Segment::new(
+            expr,
+            &Resolver::new(&catalog).with_library(&lib),
+            &CompileContext::new(as_of),
+        )
+        .map_err(|e| EngineError::from_dsl(e, expr))?;
+        let spec = FeatureSpec {
+            as_of,
+            purchase: Default::default(),
+            thresholds: Default::default(),
+            buyers_only: false,
+        };
+        let matches = crate::abtest::segment_matches(&events, &seg, &spec).await?;
+        Ok((
+            matches.iter().map(|&m| u32::from(!m)).collect(),
+            vec![format!("in: {expr}"), format!("not in: {expr}")],
+        ))
+    }
+}
+
+/// The segment files `files` (`@name = expr` definitions), parsed and
+/// checked against `catalog`. Errors carry the file's text and a caret.
+pub fn library(files: &[String], catalog: &Catalog) -> Result<SegmentLibrary> {
+    let mut b = SegmentLibraryBuilder::default();
+    for f in files {
+        let text = std::fs::read_to_string(f)
+            .map_err(|e| EngineError::BadRequest(format!("cannot read segment file {f}: {e}")))?;
+        b.add_source(f, &text)
+            .map_err(|e| EngineError::from_dsl(e, &text))?;
+    }
+    // Errors from segment files carry their file's text: rendered with the
+    // caret under the offending reference, and the hint.
+    b.build(catalog).map_err(|e| EngineError::from_dsl(e, ""))
+}
+
+/// The columns and event names segments are checked against: the store's,
+/// or none (checks without data).
+pub fn catalog_of(events: Option<&Events>) -> Catalog {
+    match events {
+        Some(e) => crate::features::catalog(e),
+        None => Catalog {
+            properties: None,
+            events: None,
+        },
+    }
+}
+
+impl SegmentOptions {
+    /// The segment compiled against the store as of `as_of`, with the
+    /// feature options it is evaluated under.
+    pub fn compile(&self, events: &Events, as_of: i64) -> Result<(Segment, FeatureSpec)> {
+        let catalog = catalog_of(Some(events));
+        let lib = library(&self.segments, &catalog)?;
+        let seg = Segment::new(
+            &self.expr,
+            &Resolver::new(&catalog).with_library(&lib),
+            &CompileContext::new(as_of),
+        )
+        .map_err(|e| EngineError::from_dsl(e, &self.expr))?;
+        let spec = FeatureSpec {
+            as_of,
+            purchase: PurchaseSpec {
+                event: self.purchase_event.clone(),
+            },
+            thresholds: Thresholds::default(),
+            buyers_only: false,
+        };
+        Ok((seg, spec))
+    }
+
+    /// Counts the users in the segment as of the scope's as-of (the range is
+    /// not used: features look at each user's whole history up to as-of).
+    /// One row of [`segment_count_schema`].
+    pub async fn compute(&self, scope: &Scope) -> Result<Answer> {
+        let (events, as_of) = scope.open_as_of().await?;
+        let (seg, spec) = self.compile(&events, as_of)?;
+        let (n, total) =
+            crate::features::count_matching(&events, &seg.features, &seg.expr, &spec).await?;
+        let share = if total > 0 {
+            n as f64 / total as f64
+        } else {
+            0.0
+        };
+        let cols: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from(vec![self.expr.clone()])),
+            Arc::new(UInt64Array::from(vec![n])),
+            Arc::new(UInt64Array::from(vec![total])),
+            Arc::new(Float64Array::from(vec![share])),
+        ];
+        Ok(Table::of(RecordBatch::try_new(segment_count_schema(), cols)?).into())
+    }
+}
+
+/// `segment, users, total_users, share`: a segment count.
+pub fn segment_count_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("segment", DataType::Utf8, false),
+        Field::new("users", DataType::UInt64, false),
+        Field::new("total_users", DataType::UInt64, false),
+        Field::new("share", DataType::Float64, false),
+    ]))
+}
+
+impl RfmOptions {
+    /// The segment set files of this request: those given, else the
+    /// shipped English set (`queries/rfm_segments.seg`).
+    pub fn files(&self) -> Result<Vec<String>> {
+        if self.segments.is_empty() {
+            Ok(vec![shipped_segment_file("rfm_segments.seg")?])
+        } else {
+            Ok(self.segments.clone())
+        }
+    }
+
+    /// Loads and parses the segment files (without data).
+    pub fn check(&self) -> Result<()> {
+        library(&self.files()?, &catalog_of(None)).map(|_| ())
+    }
+
+    /// The RFM segment distribution as of the scope's as-of (rows of
+    /// [`crate::rfm::segments_schema`], the last one all customers), and the
+    /// R x F score grid beside it (`r_score, f_score, users`).
+    pub async fn compute(&self, scope: &Scope) -> Result<Answer> {
+        let files = self.files()?;
+        let (events, as_of) = scope.open_as_of().await?;
+        let lib = library(&files, &catalog_of(Some(&events)))?;
+        let request = crate::rfm::RfmRequest {
+            as_of,
+            purchase_event: self.purchase_event.clone(),
+        };
+        let result = crate::rfm::rfm(&events, &request, &lib).await?;
+        Ok(Answer {
+            table: Table::of(result.segments),
+            extra: Some(Table::of(result.grid)),
+        })
+    }
+}
+
+/// Finds a shipped segment file: in `queries/` of the current directory, or
+/// of the repository the binary was built from.
+fn shipped_segment_file(name: &str) -> Result<String> {
+    let candidates = [
+        std::path::PathBuf::from("queries").join(name),
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../queries")
+            .join(name),
+    ];
+    candidates
+        .iter()
+        .find(|p| p.exists())
+        .map(|p| p.display().to_string())
+        .ok_or_else(|| {
+            EngineError::BadRequest(format!("cannot find queries/{name}; pass --segments FILE"))
+        })
+}
+
+/// An A/B readout: per metric the arms' numbers and the statistics, and who
+/// was assigned (absent for a readout of given per-arm numbers).
+#[derive(Debug, Clone)]
+pub struct Readout {
+    /// Per metric, the arms' numbers.
+    pub summaries: Vec<MetricSummary>,
+    /// Per metric, the statistics.
+    pub readouts: Vec<MetricReadout>,
+    /// Arms and their users, from events.
+    pub exposures: Option<Exposures>,
+}
+
+impl Readout {
+    /// Reads out `summaries` (per-arm numbers, from events or given) with
+    /// the test settings of `config`.
+    pub fn of(
+        summaries: Vec<MetricSummary>,
+        exposures: Option<Exposures>,
+        config: &ReadoutConfig,
+    ) -> Result<Self> {
+        check_arms(&summaries, config)?;
+        let readouts = tenure_stats::readout(&summaries, config)?;
+        Ok(Self {
+            summaries,
+            readouts,
+            exposures,
+        })
+    }
+
+    /// The readout rows (of [`crate::abtest::readout::schema`]).
+    pub fn table(&self) -> Result<Table> {
+        Ok(Table::of(crate::abtest::readout::batch(
+            &self.readouts,
+            &self.summaries,
+            self.exposures.as_ref(),
+        )?))
+    }
+}
+
+impl AbtestOptions {
+    /// The test settings, checked before any data is read.
+    pub fn readout_config(&self) -> Result<ReadoutConfig> {
+        Ok(ReadoutConfig {
+            alpha: tenure_stats::Alpha::new(self.alpha)?,
+            difference: self.difference.parse::<Difference>()?,
+            sided: self.sided.parse::<Sided>()?,
+            sequential: self
+                .sequential
+                .map(tenure_stats::TuningParameter::new)
+                .transpose()?,
+            bayesian: self.bayesian,
+            correction: self.correction.parse::<Correction>()?,
+            control: self.control.clone(),
+            split: self
+                .split
+                .as_deref()
+                .map(tenure_stats::parse_split)
+                .transpose()?,
+        })
+    }
+
+    /// Assigns arms over the scope's range, computes every metric's per-arm
+    /// statistics and reads them out.
+    pub async fn readout(&self, scope: &Scope) -> Result<Readout> {
+        let config = self.readout_config()?;
+        let metrics = self
+            .metrics
+            .iter()
+            .map(|m| crate::abtest::parse_metric(m))
+            .collect::<Result<Vec<_>>>()?;
+        let events = scope.open().await?;
+        let lib = library(&self.segments, &catalog_of(Some(&events)))?;
+        let request = AbtestRequest {
+            by: self.by.clone(),
+            metrics,
+            purchase_event: self.purchase_event.clone(),
+        };
+        let (summaries, exposures) =
+            crate::abtest::summaries(&events, &request, Some(&lib)).await?;
+        Readout::of(summaries, Some(exposures), &config)
+    }
+
+    /// The readout rows over `scope` (of [`crate::abtest::readout::schema`]).
+    pub async fn compute(&self, scope: &Scope) -> Result<Answer> {
+        Ok(self.readout(scope).await?.table()?.into())
+    }
+}
+
+/// Problems the readout would also find, said in terms of the flags.
+fn check_arms(summaries: &[MetricSummary], config: &ReadoutConfig) -> Result<()> {
+    for m in summaries {
+        let names: Vec<&str> = m.arms.iter().map(|a| a.arm.as_str()).collect();
+        if let Some(empty) = m.arms.iter().find(|a| a.data.users() == 0) {
+            return Err(EngineError::BadRequest(format!(
+                "{}: arm `{}` has no users, so there is nothing to compare; \
+                 check the arm name and the numbers",
+                m.name, empty.arm
+            )));
+        }
+        if let Some(c) = &config.control
+            && !names.contains(&c.as_str())
+        {
+            return Err(EngineError::BadRequest(format!(
+                "--control `{c}` is not an arm of {}; its arms are {}",
+                m.name,
+                names.join(", ")
+            )));
+        }
+        if let Some(w) = &config.split
+            && w.len() != names.len()
+        {
+            return Err(EngineError::BadRequest(format!(
+                "--split has {} weights but {} has {} arms ({}); give one weight per arm, \
+                 in that order",
+                w.len(),
+                m.name,
+                names.len(),
+                names.join(", ")
+            )));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    //! Every request answers batches of its declared schema, and the answer
+    //! is the one its SQL table function gives over the same store.
+
+    use std::path::Path;
+
+    use datafusion::arrow::util::pretty::pretty_format_batches;
+
+    use super::*;
+
+    /// A memory store holding a fixture's events.
+    fn store(name: &str, fixture: &str) -> String {
+        let url = format!("memory://analysis-{name}-{}", std::process::id());
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures");
+        let (at, file) = (url.clone(), root.join(fixture));
+        // Ingest blocks on a runtime of its own: not inside the test's.
+        std::thread::spawn(move || {
+            let store = tenure_ingest::Store::open(&at).unwrap();
+            let mut ing =
+                tenure_ingest::Ingest::begin(store, tenure_ingest::IngestOptions::default())
+                    .unwrap();
+            ing.add_file(&file).unwrap();
+            ing.commit().unwrap();
+        })
+        .join()
+        .unwrap();
+        url
+    }
+
+    fn scope(data: &str) -> Scope {
+        Scope {
+            data: data.into(),
+            threads: 2,
+            from: None,
+            to: None,
+            tz: chrono_tz::Tz::UTC,
+            as_of: None,
+        }
+    }
+
+    fn text(t: &Table) -> String {
+        for b in &t.batches {
+            assert_eq!(b.schema(), t.schema, "a batch of another schema");
+        }
+        pretty_format_batches(&t.batches).unwrap().to_string()
+    }
+
+    async fn sql(data: &str, query: &str) -> String {
+        let events = Events::open(data, OpenOptions::default()).await.unwrap();
+        crate::sql::register_functions(&events);
+        let batches = events
+            .ctx
+            .sql(query)
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        pretty_format_batches(&batches).unwrap().to_string()
+    }
+
+    fn opts<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> T {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn answers_have_their_schema_and_match_the_table_functions() {
+        use serde_json::json;
+        let data = store("all", "retention/events.ndjson");
+        let s = scope(&data);
+        let week: RetentionOptions = opts(json!({"period": "week"}));
+        let cases: Vec<(Answer, &str)> = vec![
+            (
+                week.compute(&s).await.unwrap(),
+                "SELECT * FROM retention('week')",
+            ),
+            (
+                opts::<LtvOptions>(json!({"period": "week"}))
+                    .compute(&s)
+                    .await
+                    .unwrap(),
+                "SELECT * FROM ltv('week')",
+            ),
+            (
+                opts::<KpiOptions>(json!({"period": "week"}))
+                    .compute(&s)
+                    .await
+                    .unwrap(),
+                "SELECT * FROM kpi('week')",
+            ),
+            (
+                opts::<LifecycleOptions>(json!({"period": "week"}))
+                    .compute(&s)
+                    .await
+                    .unwrap(),
+                "SELECT * FROM lifecycle('week')",
+            ),
+            (
+                opts::<LifecycleOptions>(json!({"stages": true}))
+                    .compute(&s)
+                    .await
+                    .unwrap(),
+                "SELECT * FROM lifecycle_stages()",
+            ),
+            (
+                opts::<StickinessOptions>(json!({"period": "week"}))
+                    .compute(&s)
+                    .await
+                    .unwrap(),
+                "SELECT * FROM stickiness('week')",
+            ),
+            (
+                opts::<FunnelOptions>(json!({"steps": "signup, purchase", "window": "30d"}))
+                    .compute(&s)
+                    .await
+                    .unwrap(),
+                "SELECT * FROM funnel('signup, purchase', '30d')",
+            ),
+        ];
+        for (answer, query) in cases {
+            assert!(answer.table.num_rows() > 0, "{query}: no rows");
+            assert_eq!(text(&answer.table), sql(&data, query).await, "{query}");
+        }
+        // A segment count: one row, and the users the segment() function lists.
+        let count = opts::<SegmentOptions>(json!({"expr": "F >= 1"}))
+            .compute(&s)
+            .await
+            .unwrap();
+        let listed = sql(&data, "SELECT count(*) AS n FROM segment('F >= 1')").await;
+        let b = count.table.concat().unwrap();
+        assert_eq!(b.schema(), segment_count_schema());
+        let users = b
+            .column(1)
+            .as_any()
+            .downcast_ref::<UInt64Array>()
+            .unwrap()
+            .value(0);
+        assert!(users > 0);
+        assert!(listed.contains(&format!("| {users} ")), "{listed}");
+        // RFM: the segments, then the grid beside them.
+        let rfm = RfmOptions::default().compute(&s).await.unwrap();
+        assert_eq!(rfm.table.schema, crate::rfm::segments_schema());
+        text(&rfm.table);
+        assert!(rfm.extra.is_some_and(|g| g.num_rows() > 0));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_readout_answers_its_table_function() {
+        let data = store("abtest", "abtest/events.ndjson");
+        let o: AbtestOptions =
+            opts(serde_json::json!({"metrics": ["count:purchase"], "by": "variant"}));
+        let answer = o.compute(&scope(&data)).await.unwrap();
+        assert_eq!(answer.table.schema, crate::abtest::readout::schema());
+        assert_eq!(
+            text(&answer.table),
+            sql(&data, "SELECT * FROM abtest('count:purchase', 'variant')").await
+        );
+        // A control that is no arm is the request's fault.
+        let bad: AbtestOptions = opts(
+            serde_json::json!({"metrics": ["count:purchase"], "by": "variant", "control": "Z"}),
+        );
+        let err = bad.compute(&scope(&data)).await.unwrap_err();
+        assert!(err.is_bad_request(), "{err}");
+        assert!(
+            err.to_string().contains("--control `Z` is not an arm"),
+            "{err}"
+        );
+    }
+}
