@@ -6,7 +6,9 @@
 //! tenure retention --period week          SELECT * FROM retention('week') r JOIN ...
 //!   cli: parse flags into                    sql: RetentionFunction parses the arguments
 //!   request::RetentionOptions (the struct             │
-//!   job files share) .spec(&events, tz, as_of)        │
+//!   job files share) and analysis::Scope;             │
+//!   opts.compute(&scope): open the store,             │
+//!   .spec(&events, tz, as_of)                         │
 //!         ▼                                           ▼
 //!   RetentionSpec ───────────────────► RetentionFold::new(events, spec)
 //!                                              │  fold::plan
@@ -18,8 +20,10 @@
 //!                             pushed down (table::Events, fold::scan)
 //!         │
 //!         ▼
-//!   cli: rows printed as a table/CSV/JSON/HTML; sql: DataFusion filters, joins,
-//!   aggregates on top (the table function's scan returns the plan, lazily)
+//!   analysis::Answer: the batches with their declared schema; the cli prints
+//!   them as a table/CSV/JSON, writes Parquet from them, draws charts from
+//!   their typed columns; sql: DataFusion filters, joins, aggregates on top
+//!   (the table function's scan returns the plan, lazily)
 //! ```
 //!
 //! [`Events`] opens the store's newest committed manifest (never a directory
@@ -37,7 +41,10 @@
 //! What each analysis is asked is one struct in [`request`] (`RetentionOptions`,
 //! `FunnelOptions`, ...): the flags of its subcommand (clap), the keys of its
 //! table in a job file (serde), the checks that need no data, and the spec
-//! the analysis runs with.
+//! the analysis runs with. Its `compute` ([`analysis`]) runs it over a
+//! [`analysis::Scope`] (store, range, zone, as-of) and answers record batches
+//! of a declared schema: the subcommand, `tenure run` and the report all call
+//! it, so the CLI only parses arguments and prints.
 //!
 //! A/B readouts ([`abtest::AbtestRequest`]: arms, exposure, per-metric
 //! statistics, readout rows as a batch of [`abtest::readout::schema`]) and
