@@ -149,22 +149,91 @@ impl KpiFold {
     }
 }
 
-/// [`KpiFold`]'s state for a range of users.
+/// [`KpiFold`]'s state for a range of users. Rows arrive file by file, and
+/// files earliest day first: a user active (or buying) on an earlier day than
+/// the batch's already has an earlier first event (or first purchase), so
+/// only the others' times are compared, and most rows touch bitmaps only.
 pub struct KpiState {
     lo: u32,
     /// The days each user was active on.
     active: PeriodBits,
     /// The days each user bought on.
     bought: PeriodBits,
-    purchases: Vec<u32>,
+    /// Users with a purchase, and with two or more.
+    once: Vec<u64>,
+    twice: Vec<u64>,
     first_seen: Vec<i64>,
-    /// Users with a `first_seen` (a bitmap small enough to stay in cache).
-    seen: Vec<u64>,
-    /// The latest time of the rows folded so far.
-    latest: i64,
     first_purchase: Vec<i64>,
+    /// Every day before `day` is merged into `seen_before` and
+    /// `bought_before`: users active (buying) on some day before it.
+    day: usize,
+    seen_before: Vec<u64>,
+    bought_before: Vec<u64>,
+    /// Scratch: users new in a batch, and the runs of rows holding them.
+    fresh: Vec<u64>,
+    spans: Vec<(usize, usize, usize)>,
     revenue: Vec<i128>,
     orders: Vec<u64>,
+}
+
+impl KpiState {
+    /// Merges the days before `d` into `seen_before` and `bought_before`.
+    fn advance(&mut self, d: usize) {
+        while self.day < d {
+            let (a, b) = (self.active.period(self.day), self.bought.period(self.day));
+            for (w, (&x, &y)) in a.iter().zip(b).enumerate() {
+                self.seen_before[w] |= x;
+                self.bought_before[w] |= y;
+            }
+            self.day += 1;
+        }
+    }
+
+    /// One day's rows (`d` not before `self.day`): marks the users active and
+    /// writes the first event of those not active on an earlier day.
+    fn one_day(&mut self, d: usize, keys: &[u32], ts: &[i64]) {
+        self.advance(d);
+        let lo = self.lo;
+        let (seen, fresh, spans) = (&self.seen_before, &mut self.fresh, &mut self.spans);
+        let today = self.active.period_mut(d);
+        spans.clear();
+        // A word's bits are gathered over its run of rows (keys ascend
+        // within a file), then written once.
+        let mut flush = |word: usize, bits: u64, start: usize, end: usize| {
+            if let Some(w) = today.get_mut(word) {
+                *w |= bits;
+                let new = bits & !seen[word];
+                if new != 0 {
+                    fresh[word] |= new;
+                    spans.push((word, start, end));
+                }
+            }
+        };
+        let (mut word, mut bits, mut start) = (usize::MAX, 0u64, 0);
+        for (i, &k) in keys.iter().enumerate() {
+            let u = (k - lo) as usize;
+            if u / 64 != word {
+                flush(word, bits, start, i);
+                (word, bits, start) = (u / 64, 0, i);
+            }
+            bits |= 1u64 << (u % 64);
+        }
+        flush(word, bits, start, keys.len());
+        for &(_, a, b) in self.spans.iter() {
+            for i in a..b {
+                let u = (keys[i] - lo) as usize;
+                if self.fresh[u / 64] & (1u64 << (u % 64)) != 0 {
+                    let f = &mut self.first_seen[u];
+                    if *f == NEVER || ts[i] < *f {
+                        *f = ts[i];
+                    }
+                }
+            }
+        }
+        for &(w, _, _) in self.spans.iter() {
+            self.fresh[w] = 0;
+        }
+    }
 }
 
 /// Sums over users (per day, per reporting period, over the range).
@@ -208,16 +277,20 @@ impl UserFold for KpiFold {
 
     fn start(&self, keys: Range<u32>) -> KpiState {
         let users = (keys.end - keys.start) as usize;
-        let np = self.rep.periods();
+        let (np, words) = (self.rep.periods(), users.div_ceil(64));
         KpiState {
             lo: keys.start,
             active: PeriodBits::new(users, self.days.periods()),
             bought: PeriodBits::new(users, self.days.periods()),
-            purchases: vec![0; users],
+            once: vec![0; words],
+            twice: vec![0; words],
             first_seen: vec![NEVER; users],
-            seen: vec![0; users.div_ceil(64)],
-            latest: i64::MIN,
             first_purchase: vec![NEVER; users],
+            day: 0,
+            seen_before: vec![0; words],
+            bought_before: vec![0; words],
+            fresh: vec![0; words],
+            spans: Vec::new(),
             revenue: vec![0; np],
             orders: vec![0; np],
         }
@@ -232,40 +305,14 @@ impl UserFold for KpiFold {
         let Some((a, b)) = crate::fold::bits::min_max(ts) else {
             return Ok(());
         };
-        // A batch's rows usually come from one day's file.
+        // A batch's rows usually come from one day's file, and files come
+        // earliest first.
         match self
             .days
             .period_of(a)
-            .filter(|&d| self.days.period_of(b) == Some(d))
+            .filter(|&d| self.days.period_of(b) == Some(d) && d as usize >= st.day)
         {
-            Some(d) => {
-                st.active.set_keys(d as usize, keys, st.lo);
-                // No row folded so far is later than these (files come
-                // earliest first): a user seen before keeps their first
-                // event, and only new users' are written.
-                let later = a >= st.latest;
-                // Each run of a user's rows updates the first event once.
-                let mut at = 0;
-                while at < keys.len() {
-                    let k = keys[at];
-                    let mut t = ts[at];
-                    at += 1;
-                    while at < keys.len() && keys[at] == k {
-                        t = t.min(ts[at]);
-                        at += 1;
-                    }
-                    let u = (k - st.lo) as usize;
-                    let (w, m) = (u / 64, 1u64 << (u % 64));
-                    if later && st.seen[w] & m != 0 {
-                        continue;
-                    }
-                    st.seen[w] |= m;
-                    let f = &mut st.first_seen[u];
-                    if *f == NEVER || t < *f {
-                        *f = t;
-                    }
-                }
-            }
+            Some(d) => st.one_day(d as usize, keys, ts),
             // Every row: the day's activity bit and the first event.
             None => {
                 for i in 0..rows.len() {
@@ -275,7 +322,6 @@ impl UserFold for KpiFold {
                         continue;
                     };
                     st.active.set(d as usize, u);
-                    st.seen[u / 64] |= 1u64 << (u % 64);
                     let f = &mut st.first_seen[u];
                     if *f == NEVER || t < *f {
                         *f = t;
@@ -283,7 +329,6 @@ impl UserFold for KpiFold {
                 }
             }
         }
-        st.latest = st.latest.max(b);
         // Purchases only (a few percent of the rows).
         for i in purchase.values().set_indices() {
             let u = (keys[i] - st.lo) as usize;
@@ -291,12 +336,22 @@ impl UserFold for KpiFold {
             let Some(d) = self.days.period_of(t) else {
                 continue;
             };
-            st.bought.set(d as usize, u);
-            st.purchases[u] += 1;
-            if st.first_purchase[u] == NEVER || t < st.first_purchase[u] {
-                st.first_purchase[u] = t;
+            let d = d as usize;
+            st.bought.set(d, u);
+            let (w, m) = (u / 64, 1u64 << (u % 64));
+            if st.once[w] & m != 0 {
+                st.twice[w] |= m;
+            } else {
+                st.once[w] |= m;
             }
-            let p = self.day_rep[d as usize];
+            // Bought on an earlier day: that purchase came first.
+            if d < st.day || st.bought_before[w] & m == 0 {
+                let f = &mut st.first_purchase[u];
+                if *f == NEVER || t < *f {
+                    *f = t;
+                }
+            }
+            let p = self.day_rep[d];
             st.orders[p] += 1;
             if rev.is_valid(i) {
                 st.revenue[p] += rev.value(i);
@@ -323,12 +378,9 @@ impl UserFold for KpiFold {
             converted: 0,
         };
         let window = self.conversion_days * DAY_MICROS;
-        for (u, &n) in st.purchases.iter().enumerate() {
-            if n >= 1 {
-                c.buyers += 1;
-                c.repeat += (n >= 2) as u64;
-            }
-            let f = st.first_seen[u];
+        c.buyers = st.once.iter().map(|w| w.count_ones() as u64).sum();
+        c.repeat = st.twice.iter().map(|w| w.count_ones() as u64).sum();
+        for (u, &f) in st.first_seen.iter().enumerate() {
             if f != NEVER && f + window <= self.max_ts {
                 c.eligible += 1;
                 let fp = st.first_purchase[u];

@@ -155,10 +155,12 @@ fn naive(evs: &[Ev], period: Period, tz: chrono_tz::Tz) -> Table {
 }
 
 /// A day's second file holds an earlier event of a user the first file
-/// already showed later that day: the first event must still become the
-/// earlier one (here it decides whether the purchase came within 7 days).
+/// already showed later that day, or an earlier purchase: the first event
+/// and the first purchase must still become the earlier ones (here they
+/// decide whether the purchase came within 7 days). Both files are tried
+/// first: the events are split between the two ingests both ways.
 #[test]
-fn an_earlier_event_in_a_later_file_moves_the_first_event_back() {
+fn earlier_rows_in_a_later_file_move_the_first_event_and_purchase_back() {
     let hour = DAY / 24;
     let ev = |user, name, ts| Ev {
         user,
@@ -173,30 +175,46 @@ fn an_earlier_event_in_a_later_file_moves_the_first_event_back() {
         ev(0, "b", 15 * hour),                  // first file: user 0 at 15:00
         ev(1, "a", 10 * DAY),                   // the data runs past the window
         ev(0, "purchase", 7 * DAY + 13 * hour), // 7 days 1 hour after 12:00
+        // User 2 first seen at 14:00 on day 0, buys on day 7 at 15:00
+        // (first file) and 13:00 (second): the 13:00 one is within 7 days.
+        ev(2, "a", 14 * hour),
+        ev(2, "purchase", 7 * DAY + 15 * hour),
+        ev(2, "purchase", 7 * DAY + 13 * hour),
     ];
-    let url = fresh_store_in_two(&evs, "kpi-two-files");
-    for period in [Period::Week, Period::Month] {
-        let spec = KpiSpec {
-            period,
-            tz: chrono_tz::Tz::UTC,
-            purchase: Default::default(),
-            conversion_days: 7,
-        };
-        let got: Table = block(async {
-            let events = Events::open(
-                &url,
-                OpenOptions {
-                    threads: 1,
-                    ..Default::default()
-                },
-            )
-            .await
-            .unwrap();
-            kpis(&events, &spec).await.unwrap()
-        })
-        .into_iter()
-        .map(|r| ((r.metric, r.period), (r.numerator, r.denominator)))
-        .collect();
-        assert_eq!(got, naive(&evs, period, chrono_tz::Tz::UTC));
+    // The same rows with the files' shares swapped.
+    let mut swapped = vec![ev(3, "a", 10 * DAY)];
+    swapped.extend(evs.iter().cloned());
+    for (i, evs) in [evs, swapped].iter().enumerate() {
+        let url = fresh_store_in_two(evs, &format!("kpi-two-files-{i}"));
+        for period in [Period::Week, Period::Month] {
+            let spec = KpiSpec {
+                period,
+                tz: chrono_tz::Tz::UTC,
+                purchase: Default::default(),
+                conversion_days: 7,
+            };
+            let got: Table = block(async {
+                let events = Events::open(
+                    &url,
+                    OpenOptions {
+                        threads: 1,
+                        ..Default::default()
+                    },
+                )
+                .await
+                .unwrap();
+                kpis(&events, &spec).await.unwrap()
+            })
+            .into_iter()
+            .map(|r| ((r.metric, r.period), (r.numerator, r.denominator)))
+            .collect();
+            let want = naive(evs, period, chrono_tz::Tz::UTC);
+            // User 0 did not convert within 7 days, user 2 did.
+            assert_eq!(
+                want[&("first_order_conversion_7d".to_string(), "all".to_string())],
+                (1.0, 3.0)
+            );
+            assert_eq!(got, want, "split {i}, {period:?}");
+        }
     }
 }

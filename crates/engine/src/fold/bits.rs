@@ -48,6 +48,18 @@ impl PeriodBits {
         self.bits[p * self.blocks + block]
     }
 
+    /// The bitmap of period `p` (word `u / 64`, bit `u % 64`: user `u`).
+    #[inline]
+    pub fn period(&self, p: usize) -> &[u64] {
+        &self.bits[p * self.blocks..(p + 1) * self.blocks]
+    }
+
+    /// The bitmap of period `p`, to write.
+    #[inline]
+    pub fn period_mut(&mut self, p: usize) -> &mut [u64] {
+        &mut self.bits[p * self.blocks..(p + 1) * self.blocks]
+    }
+
     /// Number of users in period `p`.
     pub fn count(&self, p: usize) -> u64 {
         self.bits[p * self.blocks..(p + 1) * self.blocks]
