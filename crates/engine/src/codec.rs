@@ -641,6 +641,60 @@ mod tests {
         }
     }
 
+    /// A plan decoded after more events were committed reads the snapshot
+    /// it was made on: the same rows as where it was planned.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn decoded_plans_read_the_snapshot_they_were_made_on() {
+        let url = store("pinned", "retention/events.ndjson");
+        let events = Events::open(&url, OpenOptions::default()).await.unwrap();
+        crate::sql::register_functions(&events);
+        let queries = [
+            "SELECT user_id, frequency FROM rfm() ORDER BY user_id",
+            "SELECT user_id FROM segment('F >= 1') ORDER BY user_id",
+            "SELECT user_id FROM segment('F >= 1', '2026-04-01') ORDER BY user_id",
+        ];
+        let mut encoded = Vec::new();
+        for sql in queries {
+            let df = events.ctx.sql(sql).await.unwrap();
+            let physical = df.create_physical_plan().await.unwrap();
+            let want = text(
+                &collect(physical.clone(), events.ctx.task_ctx())
+                    .await
+                    .unwrap(),
+            );
+            encoded.push((sql, plan_to_bytes(physical).unwrap(), want));
+        }
+        // New buyers committed after planning.
+        let at = url.clone();
+        std::thread::spawn(move || {
+            let store = tenure_ingest::Store::open(&at).unwrap();
+            let mut ing =
+                tenure_ingest::Ingest::begin(store, tenure_ingest::IngestOptions::default())
+                    .unwrap();
+            let dir = tempfile::tempdir().unwrap();
+            let file = dir.path().join("late.ndjson");
+            std::fs::write(
+                &file,
+                "{\"event_id\":\"late1\",\"user_id\":\"late\",\"event\":\"purchase\",\"ts\":\"2026-03-25T10:00:00Z\",\"revenue\":5}\n",
+            )
+            .unwrap();
+            ing.add_file(&file).unwrap();
+            ing.commit().unwrap();
+        })
+        .join()
+        .unwrap();
+        let fresh = Events::open(&url, OpenOptions::default()).await.unwrap();
+        crate::sql::register_functions(&fresh);
+        for (sql, bytes, want) in encoded {
+            let decoded = plan_from_bytes(&bytes, &fresh.ctx.task_ctx()).unwrap();
+            let got = text(&collect(decoded, fresh.ctx.task_ctx()).await.unwrap());
+            assert_eq!(got, want, "{sql}");
+            // Planned afresh, the late buyer is there.
+            let now = fresh.ctx.sql(sql).await.unwrap().collect().await.unwrap();
+            assert!(text(&now).contains("late"), "{sql}: {}", text(&now));
+        }
+    }
+
     #[tokio::test]
     async fn decoding_without_the_store_is_a_clear_error() {
         let url = store("nostore", "retention/events.ndjson");

@@ -352,6 +352,10 @@ pub struct FeatureRowsSpec {
     end: Option<i64>,
     /// Output columns: name, type (as text), nullable.
     columns: Vec<(String, String, bool)>,
+    /// The snapshot the plan was made on (its files, users and properties;
+    /// not the ingested sources): a decoded plan reads the same files.
+    #[serde(default)]
+    snapshot: Option<tenure_schema::Snapshot>,
 }
 
 /// Per-user rows of the feature table filtered by a segment (`segment()`)
@@ -474,6 +478,10 @@ impl FeatureRowsExec {
                 .iter()
                 .map(|f| (f.name().clone(), f.data_type().to_string(), f.is_nullable()))
                 .collect(),
+            snapshot: Some(tenure_schema::Snapshot {
+                sources: Vec::new(),
+                ..events.snapshot.clone()
+            }),
         };
         Ok(Self::with(
             spec,
@@ -530,15 +538,19 @@ impl FeatureRowsExec {
         // Features are as of the end: later events are not read.
         let events = match (events, spec.end) {
             (Some(events), None) => events,
-            (_, end) => Events::open(
-                &spec.store,
-                crate::OpenOptions {
+            (events, end) => {
+                let options = crate::OpenOptions {
                     to: end.or(spec.options.to),
                     ..spec.options.clone()
-                },
-            )
-            .await
-            .map_err(df_error)?,
+                };
+                // The snapshot planned on: this process's, or the encoded one.
+                let snapshot = events.map(|e| e.snapshot).or_else(|| spec.snapshot.clone());
+                match snapshot {
+                    Some(s) => Events::open_snapshot(&spec.store, s, options).await,
+                    None => Events::open(&spec.store, options).await,
+                }
+                .map_err(df_error)?
+            }
         };
         let (_, max_ts) = events
             .ts_range

@@ -130,6 +130,22 @@ impl Events {
         // Reading never creates a store: a misspelt directory is an error.
         let store = Store::open_existing(url)?;
         let snapshot = tenure_store::load_latest(&store).await?;
+        Self::with_snapshot(store, snapshot, options).await
+    }
+
+    /// Opens the store at `url` at a snapshot read before (a plan's, decoded
+    /// where it runs): the same files whatever was committed since. A file
+    /// compaction retired since is read where it was retired to.
+    pub async fn open_snapshot(
+        url: &str,
+        snapshot: Snapshot,
+        options: OpenOptions,
+    ) -> Result<Self> {
+        let store = Store::open_existing(url)?;
+        Self::with_snapshot(store, snapshot, options).await
+    }
+
+    async fn with_snapshot(store: Store, snapshot: Snapshot, options: OpenOptions) -> Result<Self> {
         // Every committed file is looked for now (a missing one fails here,
         // naming it), and every read finds it wherever it is then: at its
         // path, staged, or retired by a concurrent compaction.
