@@ -355,7 +355,7 @@ pub struct FeatureRowsSpec {
     /// The snapshot the plan was made on (its files, users and properties;
     /// not the ingested sources): a decoded plan reads the same files.
     #[serde(default)]
-    snapshot: Option<tenure_schema::Snapshot>,
+    snapshot: Option<Box<tenure_schema::Snapshot>>,
 }
 
 /// Per-user rows of the feature table filtered by a segment (`segment()`)
@@ -478,10 +478,10 @@ impl FeatureRowsExec {
                 .iter()
                 .map(|f| (f.name().clone(), f.data_type().to_string(), f.is_nullable()))
                 .collect(),
-            snapshot: Some(tenure_schema::Snapshot {
+            snapshot: Some(Box::new(tenure_schema::Snapshot {
                 sources: Vec::new(),
                 ..events.snapshot.clone()
-            }),
+            })),
         };
         Ok(Self::with(
             spec,
@@ -544,7 +544,9 @@ impl FeatureRowsExec {
                     ..spec.options.clone()
                 };
                 // The snapshot planned on: this process's, or the encoded one.
-                let snapshot = events.map(|e| e.snapshot).or_else(|| spec.snapshot.clone());
+                let snapshot = events
+                    .map(|e| e.snapshot)
+                    .or_else(|| spec.snapshot.as_deref().cloned());
                 match snapshot {
                     Some(s) => Events::open_snapshot(&spec.store, s, options).await,
                     None => Events::open(&spec.store, options).await,
