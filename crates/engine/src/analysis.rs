@@ -531,29 +531,13 @@ mod tests {
     //! Every request answers batches of its declared schema, and the answer
     //! is the one its SQL table function gives over the same store.
 
-    use std::path::Path;
-
     use datafusion::arrow::util::pretty::pretty_format_batches;
 
     use super::*;
 
     /// A memory store holding a fixture's events.
     fn store(name: &str, fixture: &str) -> String {
-        let url = format!("memory://analysis-{name}-{}", std::process::id());
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures");
-        let (at, file) = (url.clone(), root.join(fixture));
-        // Ingest blocks on a runtime of its own: not inside the test's.
-        std::thread::spawn(move || {
-            let store = tenure_ingest::Store::open(&at).unwrap();
-            let mut ing =
-                tenure_ingest::Ingest::begin(store, tenure_ingest::IngestOptions::default())
-                    .unwrap();
-            ing.add_file(&file).unwrap();
-            ing.commit().unwrap();
-        })
-        .join()
-        .unwrap();
-        url
+        crate::test_store::store(&format!("analysis-{name}"), fixture)
     }
 
     fn scope(data: &str) -> Scope {

@@ -354,8 +354,6 @@ mod tests {
     //! through bytes: decoded in a fresh session of the same store, they give
     //! the same batches.
 
-    use std::path::Path;
-
     use datafusion::arrow::util::pretty::pretty_format_batches;
     use datafusion::logical_expr::{col, lit};
     use datafusion::physical_plan::collect;
@@ -366,21 +364,7 @@ mod tests {
 
     /// A memory store holding a fixture's events.
     fn store(name: &str, fixture: &str) -> String {
-        let url = format!("memory://codec-{name}-{}", std::process::id());
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures");
-        let (at, file) = (url.clone(), root.join(fixture));
-        // Ingest blocks on a runtime of its own: not inside the test's.
-        std::thread::spawn(move || {
-            let store = tenure_ingest::Store::open(&at).unwrap();
-            let mut ing =
-                tenure_ingest::Ingest::begin(store, tenure_ingest::IngestOptions::default())
-                    .unwrap();
-            ing.add_file(&file).unwrap();
-            ing.commit().unwrap();
-        })
-        .join()
-        .unwrap();
-        url
+        crate::test_store::store(&format!("codec-{name}"), fixture)
     }
 
     fn text(batches: &[datafusion::arrow::array::RecordBatch]) -> String {

@@ -86,5 +86,8 @@ mod stored;
 pub mod table;
 pub mod userstats;
 
+#[cfg(test)]
+mod test_store;
+
 pub use error::{EngineError, Result};
 pub use table::{Events, OpenOptions};
