@@ -85,26 +85,35 @@ pub struct Events {
 pub(crate) type Footers =
     std::sync::Arc<Vec<tokio::sync::OnceCell<parquet::arrow::arrow_reader::ArrowReaderMetadata>>>;
 
-/// Reads the footers of `parts` (16 at a time). A file that cannot be read
-/// is left for its reader to report, naming it.
+/// Reads the footers of `parts`: one task per thread (decoding a footer and
+/// its page index is CPU work), each reading 8 files at a time. A file that
+/// cannot be read is left for its reader to report, naming it.
 async fn read_footers(
     store: &Arc<dyn object_store::ObjectStore>,
     parts: &[Part],
     local_dir: Option<&std::path::Path>,
+    threads: usize,
 ) -> Footers {
     use futures::StreamExt;
     let footers: Footers =
         std::sync::Arc::new((0..parts.len()).map(|_| Default::default()).collect());
-    futures::stream::iter(parts.iter().enumerate())
-        .for_each_concurrent(16, |(i, p)| {
-            let footers = footers.clone();
-            async move {
-                let _ = footers[i]
-                    .get_or_try_init(|| crate::stored::read_footer(store, p, local_dir))
-                    .await;
-            }
-        })
-        .await;
+    let per = parts.len().div_ceil(threads.max(1)).max(1);
+    let mut tasks = tokio::task::JoinSet::new();
+    for (c, chunk) in parts.chunks(per).enumerate() {
+        let (store, footers, chunk) = (store.clone(), footers.clone(), chunk.to_vec());
+        let local = local_dir.map(std::path::Path::to_path_buf);
+        tasks.spawn(async move {
+            let (store, footers, local) = (&store, &footers, local.as_deref());
+            futures::stream::iter(chunk.iter().enumerate())
+                .for_each_concurrent(8, |(j, p)| async move {
+                    let _ = footers[c * per + j]
+                        .get_or_try_init(|| crate::stored::read_footer(store, p, local))
+                        .await;
+                })
+                .await;
+        });
+    }
+    while tasks.join_next().await.is_some() {}
     footers
 }
 
@@ -210,7 +219,8 @@ impl Events {
                 .with_schema(schema);
             ctx.register_table("events", Arc::new(ListingTable::try_new(config)?))?;
         }
-        let footers = read_footers(&store.inner, &parts, store.local_dir.as_deref()).await;
+        let footers =
+            read_footers(&store.inner, &parts, store.local_dir.as_deref(), threads).await;
         Ok(Self {
             store,
             snapshot,
