@@ -219,8 +219,7 @@ impl Events {
                 .with_schema(schema);
             ctx.register_table("events", Arc::new(ListingTable::try_new(config)?))?;
         }
-        let footers =
-            read_footers(&store.inner, &parts, store.local_dir.as_deref(), threads).await;
+        let footers = read_footers(&store.inner, &parts, store.local_dir.as_deref(), threads).await;
         Ok(Self {
             store,
             snapshot,

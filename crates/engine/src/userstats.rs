@@ -345,12 +345,20 @@ pub(crate) struct BuyersFold {
     pub(crate) seen: bool,
 }
 
+/// A user's purchases so far: one cache line touched per purchase row.
+/// (Allocated by writing the zeros: a zeroed allocation left to fault in
+/// page by page under random access was measured 1.6x slower at 96M.)
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Purchases {
+    first: i64,
+    last: i64,
+    count: u32,
+}
+
 /// One key range's purchase facts, indexed by `key - lo`.
 pub(crate) struct BuyersState {
     lo: u32,
-    first: Vec<i64>,
-    last: Vec<i64>,
-    count: Vec<u32>,
+    facts: Vec<Purchases>,
     /// Empty when revenue is not read.
     revenue: Vec<i128>,
     /// Users seen, a bit each (empty unless counted).
@@ -378,9 +386,7 @@ impl UserFold for BuyersFold {
         let n = (keys.end - keys.start) as usize;
         BuyersState {
             lo: keys.start,
-            first: vec![0; n],
-            last: vec![0; n],
-            count: vec![0; n],
+            facts: vec![Purchases::default(); n],
             revenue: if self.revenue { vec![0; n] } else { Vec::new() },
             seen: if self.seen {
                 vec![0; n.div_ceil(64)]
@@ -405,14 +411,13 @@ impl UserFold for BuyersFold {
                 }
             }
             let t = ts[i];
-            if b.count[u] == 0 {
-                b.first[u] = t;
-                b.last[u] = t;
+            let f = &mut b.facts[u];
+            if f.count == 0 {
+                (f.first, f.last) = (t, t);
             } else {
-                b.first[u] = b.first[u].min(t);
-                b.last[u] = b.last[u].max(t);
+                (f.first, f.last) = (f.first.min(t), f.last.max(t));
             }
-            b.count[u] += 1;
+            f.count += 1;
         }
         if let Some(rev) = revenue_of(rows, self.revenue) {
             for (i, &k) in keys.iter().enumerate() {
@@ -425,11 +430,11 @@ impl UserFold for BuyersFold {
     }
 
     fn finish(&self, b: BuyersState) -> DfResult<Buyers> {
-        let n = b.count.iter().filter(|&&c| c > 0).count();
+        let n = b.facts.iter().filter(|f| f.count > 0).count();
         let seen = b.seen.iter().map(|w| w.count_ones() as u64).sum();
-        let unbought = (0..b.count.len())
+        let unbought = (0..b.facts.len())
             .find(|&u| {
-                b.seen.get(u / 64).is_some_and(|w| w >> (u % 64) & 1 == 1) && b.count[u] == 0
+                b.seen.get(u / 64).is_some_and(|w| w >> (u % 64) & 1 == 1) && b.facts[u].count == 0
             })
             .map(|u| b.lo + u as u32);
         let mut out = Buyers {
@@ -446,12 +451,12 @@ impl UserFold for BuyersFold {
             },
         };
         let st = &mut out.stats;
-        for (u, &c) in b.count.iter().enumerate() {
-            if c > 0 {
+        for (u, f) in b.facts.iter().enumerate() {
+            if f.count > 0 {
                 out.keys.push(b.lo + u as u32);
-                st.first_purchase.push(b.first[u]);
-                st.last_purchase.push(b.last[u]);
-                st.purchases.push(c);
+                st.first_purchase.push(f.first);
+                st.last_purchase.push(f.last);
+                st.purchases.push(f.count);
                 if self.revenue {
                     st.revenue.push(b.revenue[u]);
                 }
