@@ -386,7 +386,7 @@ impl UserFold for BuyersFold {
         let n = (keys.end - keys.start) as usize;
         BuyersState {
             lo: keys.start,
-            facts: vec![Purchases::default(); n],
+            facts: crate::par::huge_vec(n, Purchases::default()),
             revenue: if self.revenue { vec![0; n] } else { Vec::new() },
             seen: if self.seen {
                 vec![0; n.div_ceil(64)]
