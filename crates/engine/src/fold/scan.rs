@@ -1247,24 +1247,33 @@ fn select(
 fn text_flag(column: &dyn Array, value: &str) -> Option<BooleanArray> {
     use datafusion::arrow::buffer::BooleanBuffer;
     let n = column.len();
-    let bits = if let Some(d) =
-        column.as_dictionary_opt::<datafusion::arrow::datatypes::Int32Type>()
-    {
-        let names = d.values().as_string_opt::<i32>()?;
-        let hit: Vec<bool> = (0..names.len())
-            .map(|j| names.is_valid(j) && names.value(j) == value)
-            .collect();
-        let keys = d.keys().values();
-        let mut bits =
-            BooleanBuffer::collect_bool(n, |i| hit.get(keys[i] as usize).copied().unwrap_or(false));
-        if let Some(valid) = d.keys().nulls() {
-            bits = &bits & valid.inner();
-        }
-        bits
-    } else {
-        let s = column.as_string_opt::<i32>()?;
-        BooleanBuffer::collect_bool(n, |i| s.is_valid(i) && s.value(i) == value)
-    };
+    let bits =
+        if let Some(d) = column.as_dictionary_opt::<datafusion::arrow::datatypes::Int32Type>() {
+            let names = d.values().as_string_opt::<i32>()?;
+            let hit: Vec<bool> = (0..names.len())
+                .map(|j| names.is_valid(j) && names.value(j) == value)
+                .collect();
+            let keys = d.keys().values();
+            let mut matching = hit.iter().enumerate().filter(|(_, h)| **h).map(|(j, _)| j);
+            let mut bits = match (matching.next(), matching.next()) {
+                // No value matches, or one: a comparison of keys (vectorised).
+                (None, _) => BooleanBuffer::new_unset(n),
+                (Some(j), None) => {
+                    let j = j as i32;
+                    BooleanBuffer::collect_bool(n, |i| keys[i] == j)
+                }
+                _ => BooleanBuffer::collect_bool(n, |i| {
+                    hit.get(keys[i] as usize).copied().unwrap_or(false)
+                }),
+            };
+            if let Some(valid) = d.keys().nulls() {
+                bits = &bits & valid.inner();
+            }
+            bits
+        } else {
+            let s = column.as_string_opt::<i32>()?;
+            BooleanBuffer::collect_bool(n, |i| s.is_valid(i) && s.value(i) == value)
+        };
     Some(BooleanArray::new(bits, None))
 }
 
@@ -1396,6 +1405,20 @@ mod tests {
             names.clone(),
         );
         assert_eq!(flag(&dict), [true, false, false, true]);
+        // One matching value (keys compared with it), a null key whose slot
+        // holds that value's index, and no matching value.
+        let one = Arc::new(StringArray::from(vec![Some("view"), Some("purchase")]));
+        let dict = DictionaryArray::new(
+            Int32Array::new(
+                vec![1, 0, 1, 1].into(),
+                Some(vec![true, true, false, true].into()),
+            ),
+            one,
+        );
+        assert_eq!(flag(&dict), [true, false, false, true]);
+        let none = Arc::new(StringArray::from(vec![Some("view"), Some("signup")]));
+        let dict = DictionaryArray::new(Int32Array::from(vec![0, 1, 0]), none);
+        assert_eq!(flag(&dict), [false, false, false]);
         let plain = StringArray::from(vec![None, Some("purchase"), Some("view")]);
         assert_eq!(flag(&plain), [false, true, false]);
         assert!(text_flag(&UInt32Array::from(vec![1]), "purchase").is_none());
