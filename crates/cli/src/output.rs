@@ -311,8 +311,10 @@ pub fn rows_of(table: &Table) -> anyhow::Result<Rows> {
             .enumerate()
             .map(|(j, c)| json_cells(b, j, c))
             .collect::<anyhow::Result<_>>()?;
-        for i in 0..b.num_rows() {
-            rows.push(cells.iter().map(|c| c[i].clone()).collect());
+        // Column by column into rows, moving each cell once.
+        let mut columns: Vec<_> = cells.into_iter().map(Vec::into_iter).collect();
+        for _ in 0..b.num_rows() {
+            rows.push(columns.iter_mut().filter_map(Iterator::next).collect());
         }
     }
     Ok(Rows {

@@ -26,10 +26,16 @@ fn store() -> tempfile::TempDir {
 }
 
 fn count(store: &Path, expr: &str) -> String {
+    count_with(store, expr, &[])
+}
+
+/// `tenure segment EXPR --count` with more flags.
+fn count_with(store: &Path, expr: &str, flags: &[&str]) -> String {
     let out = tenure()
         .args(["segment", "--data"])
         .arg(store)
         .args([expr, "--count"])
+        .args(flags)
         .output()
         .unwrap();
     assert!(
@@ -65,20 +71,7 @@ fn counts_match_the_hand_worked_users() {
 #[test]
 fn counts_as_of_a_past_date_count_the_users_seen_then() {
     let dir = store();
-    let count = |expr: &str| {
-        let out = tenure()
-            .args(["segment", "--data"])
-            .arg(dir.path())
-            .args([expr, "--count", "--as-of", "2026-03-20"])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap().trim().to_string()
-    };
+    let count = |expr: &str| count_with(dir.path(), expr, &["--as-of", "2026-03-20"]);
     // By the end of 03-20: a, b and c were seen (d and e first come on
     // 03-23); only c bought (03-16 12:00, 4.5 days before); a's purchase on
     // 03-22 is after the date and does not count.

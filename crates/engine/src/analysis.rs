@@ -241,23 +241,17 @@ impl FunnelOptions {
         entry_to: Option<i64>,
     ) -> Result<(Vec<u32>, Vec<String>)> {
         // The segment sees the whole history up to the end of the entry range.
-        let events = scope.open_range(None, entry_to).await?;
-        let (_, max_ts) = events.ts_range.ok_or_else(|| events.empty_error())?;
-        let as_of = entry_to.map_or(max_ts, |t| t - 1);
-        let catalog = crate::features::catalog(&events);
-        let lib = library(&self.segments, &catalog)?;
-        let seg = Segment::new(
-            expr,
-            &Resolver::new(&catalog).with_library(&lib),
-            &CompileContext::new(as_of),
-        )
-        .map_err(|e| EngineError::from_dsl(e, expr))?;
-        let spec = FeatureSpec {
-            as_of,
-            purchase: Default::default(),
-            thresholds: Default::default(),
-            buyers_only: false,
+        let at = Scope {
+            as_of: entry_to,
+            ..scope.clone()
         };
+        let (events, as_of) = at.open_as_of().await?;
+        let segment = SegmentOptions {
+            expr: expr.to_string(),
+            segments: self.segments.clone(),
+            purchase_event: PurchaseSpec::default().event,
+        };
+        let (seg, spec) = segment.compile(&events, as_of)?;
         let matches = crate::abtest::segment_matches(&events, &seg, &spec).await?;
         Ok((
             matches.iter().map(|&m| u32::from(!m)).collect(),
@@ -423,6 +417,16 @@ impl Readout {
         config: &ReadoutConfig,
     ) -> Result<Self> {
         check_arms(&summaries, config)?;
+        Self::unchecked(summaries, exposures, config)
+    }
+
+    /// [`Readout::of`] without the arm checks said in terms of the flags:
+    /// an empty arm gets a row with its reason (`abtest()` in SQL).
+    pub fn unchecked(
+        summaries: Vec<MetricSummary>,
+        exposures: Option<Exposures>,
+        config: &ReadoutConfig,
+    ) -> Result<Self> {
         let readouts = tenure_stats::readout(&summaries, config)?;
         Ok(Self {
             summaries,

@@ -171,6 +171,28 @@ impl Rows {
         self.idx.push(idx);
         self.weight.push(weight);
     }
+
+    /// One row per buyer of a buyers' pass (`stats` entry `i` is `keys[i]`),
+    /// weight 1; adds to `stats` the blank entry of every user who never
+    /// bought (seen before the as-of, no purchase) and returns its index.
+    fn buyers(&mut self, keys: &[u32], stats: &mut UserStats) -> usize {
+        let blank = never_bought(stats);
+        self.reserve(keys.len() + 1);
+        self.keys.extend_from_slice(keys);
+        self.idx.extend(0..keys.len());
+        self.weight.resize(self.weight.len() + keys.len(), 1);
+        blank
+    }
+}
+
+/// Adds to a buyers' pass `stats` the entry of every user who never bought
+/// (seen before the as-of, no purchase); returns its index.
+fn never_bought(stats: &mut UserStats) -> usize {
+    stats.push_blank();
+    if let Some(t) = stats.first_seen.last_mut() {
+        *t = userstats::SEEN_BEFORE;
+    }
+    stats.len() - 1
 }
 
 /// The feature table and its row weights; with `collapse`, users without a
@@ -241,15 +263,7 @@ async fn population(
             seen,
             unbought,
         } = userstats::scan_buyers_and_seen(events, &spec.purchase, needs_revenue).await?;
-        stats.push_blank();
-        if let Some(t) = stats.first_seen.last_mut() {
-            *t = userstats::SEEN_BEFORE;
-        }
-        let blank = keys.len();
-        rows.reserve(keys.len() + 1);
-        rows.keys.extend_from_slice(&keys);
-        rows.idx.extend(0..keys.len());
-        rows.weight.resize(keys.len(), 1);
+        let blank = rows.buyers(&keys, &mut stats);
         if let Some(first) = unbought {
             // One key that did not buy stands for all who did not.
             rows.push(first, blank, seen - keys.len() as u64);
@@ -260,19 +274,11 @@ async fn population(
         let userstats::Buyers {
             keys, mut stats, ..
         } = userstats::scan_buyers(events, &spec.purchase, needs_revenue).await?;
-        // Everyone in the dictionary was seen by `as_of`; the extra last entry
-        // is every user who never bought.
-        stats.push_blank();
-        if let Some(t) = stats.first_seen.last_mut() {
-            *t = userstats::SEEN_BEFORE;
-        }
-        let blank = keys.len();
         let users = events.users();
         if spec.buyers_only || (collapse && sparse) {
-            rows.reserve(keys.len() + 1);
-            rows.keys.extend_from_slice(&keys);
-            rows.idx.extend(0..keys.len());
-            rows.weight.resize(keys.len(), 1);
+            // Everyone in the dictionary was seen by `as_of`; the extra last
+            // entry is every user who never bought.
+            let blank = rows.buyers(&keys, &mut stats);
             if !spec.buyers_only && users > keys.len() {
                 // The first key that did not buy stands for all who did not.
                 let first = (0..users as u32)
@@ -287,6 +293,7 @@ async fn population(
                 rows.push(first, blank, (users - keys.len()) as u64);
             }
         } else {
+            let blank = never_bought(&mut stats);
             let mut next = keys.iter().copied().enumerate().peekable();
             for k in 0..users as u32 {
                 match next.next_if(|&(_, b)| b == k) {

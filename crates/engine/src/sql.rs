@@ -562,11 +562,13 @@ impl FeatureRowsExec {
             let (summaries, exposures) = crate::abtest::summaries(&events, request, None)
                 .await
                 .map_err(df_error)?;
-            let config = tenure_stats::ReadoutConfig::default();
-            let readouts = tenure_stats::readout(&summaries, &config)
-                .map_err(|e| datafusion::error::DataFusionError::Plan(e.to_string()))?;
-            let batch = crate::abtest::readout::batch(&readouts, &summaries, Some(&exposures))
-                .map_err(df_error)?;
+            let readout = crate::analysis::Readout::unchecked(
+                summaries,
+                Some(exposures),
+                &tenure_stats::ReadoutConfig::default(),
+            )
+            .map_err(df_error)?;
+            let batch = readout.table().and_then(|t| t.concat()).map_err(df_error)?;
             return Ok(RecordBatch::try_new(out, batch.columns().to_vec())?);
         }
         let compiled = spec.request.compile(&events, as_of)?;
