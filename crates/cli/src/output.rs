@@ -123,40 +123,45 @@ fn cell(v: &Value) -> String {
 /// carriage return is quoted, its quotes doubled; lines end with `\n`;
 /// null is an empty field).
 pub fn csv(rows: &Rows) -> String {
-    let mut out = String::new();
-    let quote = |s: String| {
-        if s.contains([',', '"', '\n', '\r']) {
-            format!("\"{}\"", s.replace('"', "\"\""))
-        } else {
-            s
-        }
-    };
-    out.push_str(
-        &rows
-            .columns
-            .iter()
-            .cloned()
-            .map(quote)
-            .collect::<Vec<_>>()
-            .join(","),
-    );
-    out.push('\n');
-    for r in &rows.rows {
-        out.push_str(
-            &r.iter()
-                .map(|v| quote(cell(v)))
-                .collect::<Vec<_>>()
-                .join(","),
-        );
-        out.push('\n');
-    }
+    let mut out = csv_line(rows.columns.iter().cloned());
+    out.push_str(&csv_body(rows));
     out
+}
+
+/// A CSV field, quoted when it must be (see [`csv`]).
+fn csv_quote(s: String) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s
+    }
+}
+
+/// One CSV line of fields.
+fn csv_line(fields: impl Iterator<Item = String>) -> String {
+    let mut line = fields.map(csv_quote).collect::<Vec<_>>().join(",");
+    line.push('\n');
+    line
+}
+
+/// The CSV lines of rows, without the header.
+fn csv_body(rows: &Rows) -> String {
+    rows.rows
+        .iter()
+        .map(|r| csv_line(r.iter().map(cell)))
+        .collect()
+}
+
+/// The CSV header line of a schema (see [`csv`]).
+pub fn csv_header(schema: &datafusion::arrow::datatypes::Schema) -> String {
+    csv_line(schema.fields().iter().map(|f| f.name().clone()))
 }
 
 /// CSV text of record batches ([`csv`] of their rows); decimals keep their
 /// scale (`30.00`, as stored), not a float's shortest form.
 pub fn csv_of_batches(
     batches: &[datafusion::arrow::record_batch::RecordBatch],
+    header: bool,
 ) -> anyhow::Result<String> {
     use datafusion::arrow::datatypes::{DataType, Field, Schema};
     let exact: Vec<_> = batches
@@ -185,7 +190,8 @@ pub fn csv_of_batches(
             )?)
         })
         .collect::<anyhow::Result<_>>()?;
-    Ok(csv(&rows_from_batches(&exact)?))
+    let rows = rows_from_batches(&exact)?;
+    Ok(if header { csv(&rows) } else { csv_body(&rows) })
 }
 
 /// A plain aligned table of rows.
@@ -485,6 +491,59 @@ fn parquet_bytes(rows: &Rows) -> anyhow::Result<Vec<u8>> {
     w.write(&batch)?;
     w.close()?;
     Ok(out)
+}
+
+/// Prints record batches as they come (CSV and JSON a batch at a time, so a
+/// long result is never held whole; the aligned table and the HTML page,
+/// titled `title`, need every row first). An empty result still prints its
+/// header (CSV), `[]` (JSON) or its columns (table).
+pub async fn print_stream(
+    mut batches: datafusion::execution::SendableRecordBatchStream,
+    format: OutputFormat,
+    title: &str,
+) -> anyhow::Result<()> {
+    use datafusion::arrow::record_batch::RecordBatch;
+    use futures::StreamExt;
+    use std::io::Write;
+    let schema = batches.schema();
+    let mut out = std::io::BufWriter::new(std::io::stdout());
+    match format {
+        OutputFormat::Csv => {
+            out.write_all(csv_header(&schema).as_bytes())?;
+            while let Some(batch) = batches.next().await {
+                out.write_all(csv_of_batches(&[batch?], false)?.as_bytes())?;
+            }
+        }
+        OutputFormat::Json => {
+            let mut w = datafusion::arrow::json::ArrayWriter::new(&mut out);
+            while let Some(batch) = batches.next().await {
+                w.write(&batch?)?;
+            }
+            w.finish()?;
+            drop(w);
+            out.write_all(b"\n")?;
+        }
+        OutputFormat::Table | OutputFormat::Html => {
+            let mut all = Vec::new();
+            while let Some(batch) = batches.next().await {
+                all.push(batch?);
+            }
+            if all.is_empty() {
+                all.push(RecordBatch::new_empty(schema));
+            }
+            let mut text = if format == OutputFormat::Table {
+                datafusion::arrow::util::pretty::pretty_format_batches(&all)?.to_string()
+            } else {
+                crate::report::table_page(title, &rows_from_batches(&all)?)
+            };
+            if !text.ends_with('\n') {
+                text.push('\n');
+            }
+            out.write_all(text.as_bytes())?;
+        }
+    }
+    out.flush()?;
+    Ok(())
 }
 
 #[cfg(test)]

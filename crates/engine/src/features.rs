@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, Decimal128Array, Float64Array, Int64Array, StringArray,
+    Array, ArrayRef, AsArray, BooleanArray, Decimal128Array, Float64Array, Int64Array, StringArray,
     TimestampMicrosecondArray, UInt32Array,
 };
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
@@ -125,13 +125,140 @@ pub async fn count_matching_split(
 /// Fewest rows a count gives each thread.
 const PARALLEL_ROWS: usize = 32 * 1024;
 
-/// The summed weight of the rows of `table` that `segment` matches.
-fn matched_weight(
+/// The rows of [`feature_table`] that `filter` keeps (all of them without
+/// one), in key order, in one or more batches (at least one: a table that
+/// keeps nobody is an empty batch with the table's schema). When every
+/// feature is a function of the row's own facts, the table is built and
+/// filtered slice by slice on all threads, so only the kept rows are ever
+/// held whole; the per-user facts are dropped before returning.
+pub async fn matching_rows(
     events: &Events,
-    segment: &Expr,
-    table: &RecordBatch,
-    weights: &[u64],
-) -> Result<u64> {
+    features: &BTreeSet<Feature>,
+    filter: Option<&Expr>,
+    spec: &FeatureSpec,
+) -> Result<Vec<RecordBatch>> {
+    matching_rows_by(events, features, filter, spec, LISTING_ROWS).await
+}
+
+/// [`matching_rows`], building `slice` rows at a time (tests use tiny slices).
+async fn matching_rows_by(
+    events: &Events,
+    features: &BTreeSet<Feature>,
+    filter: Option<&Expr>,
+    spec: &FeatureSpec,
+    slice: usize,
+) -> Result<Vec<RecordBatch>> {
+    let (stats, rows) = population(events, features, spec, false).await?;
+    let keep = |table: RecordBatch| -> Result<RecordBatch> {
+        Ok(match filter {
+            None => table,
+            Some(f) => {
+                let mask = matches(events, f, &table)?;
+                datafusion::arrow::compute::filter_record_batch(&table, &mask)?
+            }
+        })
+    };
+    if !features.iter().all(is_local) {
+        let table = columns(events, features, spec, &stats, &rows).await?;
+        drop((stats, rows));
+        return Ok(vec![keep(table)?]);
+    }
+    let threads = crate::table::thread_count(events.options.threads);
+    let n = rows.idx.len();
+    let mut kept = crate::par::fold_ranges(
+        n,
+        slice,
+        threads,
+        || (),
+        |lo, hi, _| {
+            keep(local_table(
+                features,
+                spec,
+                &stats,
+                &rows.keys[lo..hi],
+                &rows.idx[lo..hi],
+            )?)
+        },
+    )
+    .into_iter()
+    .collect::<Result<Vec<RecordBatch>>>()?;
+    kept.retain(|b| b.num_rows() > 0);
+    if kept.is_empty() {
+        kept.push(local_table(features, spec, &stats, &[], &[])?);
+    }
+    Ok(kept)
+}
+
+/// Rows of the feature table built at once by [`matching_rows`].
+const LISTING_ROWS: usize = 64 * 1024;
+
+/// The rows of [`matching_rows`] with each user's id: batches of `user_key`,
+/// `user_id` and the features, in key order, the ids read from the users
+/// dictionary a row group at a time as the batches are taken.
+pub async fn matching_users(
+    events: &Events,
+    features: &BTreeSet<Feature>,
+    filter: Option<&Expr>,
+    spec: &FeatureSpec,
+) -> Result<datafusion::execution::SendableRecordBatchStream> {
+    matching_users_by(events, features, filter, spec, LISTING_ROWS).await
+}
+
+/// [`matching_users`] in batches of at most `slice` rows (tests use tiny
+/// slices, so that ids are looked up over many calls).
+#[doc(hidden)]
+pub async fn matching_users_by(
+    events: &Events,
+    features: &BTreeSet<Feature>,
+    filter: Option<&Expr>,
+    spec: &FeatureSpec,
+    slice: usize,
+) -> Result<datafusion::execution::SendableRecordBatchStream> {
+    let slice = slice.max(1);
+    let rows = matching_rows_by(events, features, filter, spec, slice).await?;
+    let table = rows[0].schema();
+    // Slices of a bounded size: ids are looked up and kept per slice.
+    let rows: Vec<RecordBatch> = rows
+        .into_iter()
+        .flat_map(|b| {
+            (0..b.num_rows())
+                .step_by(slice)
+                .map(move |at| b.slice(at, slice.min(b.num_rows() - at)))
+        })
+        .collect();
+    let mut fields = vec![
+        table.field(0).clone(),
+        Field::new("user_id", DataType::Utf8, false),
+    ];
+    fields.extend(table.fields().iter().skip(1).map(|f| f.as_ref().clone()));
+    let schema = Arc::new(Schema::new(fields));
+    let ids = crate::user_ids::UserIds::open(events).await?;
+    let out = schema.clone();
+    // Each batch takes its ids before the next one starts (the reader only
+    // moves forward).
+    let stream =
+        futures::stream::try_unfold((ids, rows.into_iter()), move |(mut ids, mut rest)| {
+            let out = out.clone();
+            async move {
+                let Some(batch) = rest.next() else {
+                    return Ok(None);
+                };
+                let keys = batch
+                    .column(0)
+                    .as_primitive::<datafusion::arrow::datatypes::UInt32Type>();
+                let id = ids.of(keys).await.map_err(crate::sql::df_error)?;
+                let mut columns = vec![batch.column(0).clone(), Arc::new(id) as ArrayRef];
+                columns.extend(batch.columns().iter().skip(1).cloned());
+                Ok(Some((RecordBatch::try_new(out, columns)?, (ids, rest))))
+            }
+        });
+    Ok(Box::pin(
+        datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(schema, stream),
+    ))
+}
+
+/// Which rows of `table` `segment` matches (null: no).
+fn matches(events: &Events, segment: &Expr, table: &RecordBatch) -> Result<BooleanArray> {
     let df_schema = DFSchema::try_from(table.schema())?;
     let predicate = events
         .ctx
@@ -143,6 +270,17 @@ fn matched_weight(
             matched.data_type()
         ))
     })?;
+    Ok(matched.clone())
+}
+
+/// The summed weight of the rows of `table` that `segment` matches.
+fn matched_weight(
+    events: &Events,
+    segment: &Expr,
+    table: &RecordBatch,
+    weights: &[u64],
+) -> Result<u64> {
+    let matched = matches(events, segment, table)?;
     Ok(weights
         .iter()
         .enumerate()

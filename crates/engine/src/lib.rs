@@ -84,6 +84,7 @@ pub mod sql;
 pub mod stickiness;
 mod stored;
 pub mod table;
+pub mod user_ids;
 pub mod userstats;
 
 #[cfg(test)]

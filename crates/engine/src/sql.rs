@@ -528,13 +528,13 @@ impl FeatureRowsExec {
         Ok(Self::with(spec, None, schema))
     }
 
-    /// The rows.
+    /// The rows, a batch at a time once the features are computed.
     async fn rows(
         spec: FeatureRowsSpec,
         events: Option<Events>,
         out: SchemaRef,
-    ) -> DfResult<RecordBatch> {
-        use datafusion::arrow::datatypes::DataType;
+    ) -> DfResult<futures::stream::BoxStream<'static, DfResult<RecordBatch>>> {
+        use futures::StreamExt;
         // Features are as of the end: later events are not read.
         let events = match (events, spec.end) {
             (Some(events), None) => events,
@@ -569,7 +569,8 @@ impl FeatureRowsExec {
             )
             .map_err(df_error)?;
             let batch = readout.table().and_then(|t| t.concat()).map_err(df_error)?;
-            return Ok(RecordBatch::try_new(out, batch.columns().to_vec())?);
+            let batch = RecordBatch::try_new(out, batch.columns().to_vec())?;
+            return Ok(futures::stream::once(async { Ok(batch) }).boxed());
         }
         let compiled = spec.request.compile(&events, as_of)?;
         let feature_spec = crate::features::FeatureSpec {
@@ -578,40 +579,27 @@ impl FeatureRowsExec {
             thresholds: Default::default(),
             buyers_only: compiled.buyers_only,
         };
-        let batch = crate::features::feature_table(&events, &compiled.features, &feature_spec)
-            .await
-            .map_err(df_error)?;
-        let mut df = events.ctx.read_batch(batch)?;
-        if let Some(f) = compiled.filter {
-            df = df.filter(f)?;
+        let users = crate::features::matching_users(
+            &events,
+            &compiled.features,
+            compiled.filter.as_ref(),
+            &feature_spec,
+        )
+        .await
+        .map_err(df_error)?;
+        // user_id, user_key, then the request's columns by name.
+        let from = users.schema();
+        let mut picks = vec![from.index_of("user_id")?, from.index_of("user_key")?];
+        for (name, _) in &compiled.columns {
+            picks.push(from.index_of(name)?);
         }
-        let users = crate::features::users_table(&events)
-            .await
-            .map_err(df_error)?
-            .select(vec![
-                col("user_key").alias("__key"),
-                datafusion::logical_expr::cast(col("user_id"), DataType::Utf8).alias("user_id"),
-            ])?;
-        let mut select = vec![col("user_id"), col("user_key")];
-        for (from, to) in &compiled.columns {
-            select.push(datafusion::logical_expr::ident(from).alias(to));
-        }
-        let df = df
-            .join(
-                users,
-                datafusion::common::JoinType::Inner,
-                &["user_key"],
-                &["__key"],
-                None,
-            )?
-            .select(select)?
-            .sort(vec![col("user_key").sort(true, false)])?;
-        let batches = df.collect().await?;
-        let batches: Vec<RecordBatch> = batches
-            .into_iter()
-            .map(|b| RecordBatch::try_new(out.clone(), b.columns().to_vec()))
-            .collect::<Result<_, _>>()?;
-        Ok(datafusion::arrow::compute::concat_batches(&out, &batches)?)
+        Ok(users
+            .map(move |batch| {
+                let batch = batch?;
+                let columns = picks.iter().map(|&i| batch.column(i).clone()).collect();
+                Ok(RecordBatch::try_new(out.clone(), columns)?)
+            })
+            .boxed())
     }
 }
 
@@ -679,11 +667,12 @@ impl ExecutionPlan for FeatureRowsExec {
                 "FeatureRowsExec has one partition, not {partition}"
             );
         }
+        use futures::TryStreamExt;
         let rows = Self::rows(self.spec.clone(), self.events.clone(), self.schema.clone());
         Ok(Box::pin(
             datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(
                 self.schema.clone(),
-                futures::stream::once(rows),
+                futures::stream::once(rows).try_flatten(),
             ),
         ))
     }

@@ -51,19 +51,20 @@ pub struct UserStats {
     pub last_purchase: Vec<i64>,
     /// Number of purchase events.
     pub purchases: Vec<u32>,
-    /// Sum of purchase revenue, in cents.
+    /// Sum of purchase revenue, in cents; empty when revenue was not read
+    /// (see [`scan_with`]).
     pub revenue: Vec<i128>,
 }
 
 impl UserStats {
-    fn new(users: usize) -> Self {
+    fn new(users: usize, revenue: bool) -> Self {
         Self {
             first_seen: vec![NEVER; users],
             last_seen: vec![NEVER; users],
             first_purchase: vec![NEVER; users],
             last_purchase: vec![NEVER; users],
             purchases: vec![0; users],
-            revenue: vec![0; users],
+            revenue: if revenue { vec![0; users] } else { Vec::new() },
         }
     }
 
@@ -80,12 +81,14 @@ impl UserStats {
     /// Appends an entry for a user with no events: every time `NEVER`, no
     /// purchase, no revenue.
     pub fn push_blank(&mut self) {
+        if self.revenue.len() == self.first_seen.len() {
+            self.revenue.push(0);
+        }
         self.first_seen.push(NEVER);
         self.last_seen.push(NEVER);
         self.first_purchase.push(NEVER);
         self.last_purchase.push(NEVER);
         self.purchases.push(0);
-        self.revenue.push(0);
     }
 
     /// Appends `o` (the facts of the next users).
@@ -155,11 +158,14 @@ fn facts_batch(keys: impl Iterator<Item = u32>, st: &UserStats) -> DfResult<Reco
             .with_timezone("UTC"),
         )
     };
-    let revenue = Decimal128Array::from_iter_values(st.revenue.iter().copied())
-        .with_precision_and_scale(
-            tenure_schema::REVENUE_PRECISION,
-            tenure_schema::REVENUE_SCALE,
-        )?;
+    // Revenue not read is 0 for everyone.
+    let zeros = (st.revenue.len() != st.len()).then(|| vec![0; st.len()]);
+    let revenue =
+        Decimal128Array::from_iter_values(zeros.as_ref().unwrap_or(&st.revenue).iter().copied())
+            .with_precision_and_scale(
+                tenure_schema::REVENUE_PRECISION,
+                tenure_schema::REVENUE_SCALE,
+            )?;
     Ok(RecordBatch::try_new(
         facts_schema(),
         vec![
@@ -217,7 +223,10 @@ impl UserFold for StatsFold {
     }
 
     fn start(&self, keys: Range<u32>) -> Self::State {
-        (keys.start, UserStats::new((keys.end - keys.start) as usize))
+        (
+            keys.start,
+            UserStats::new((keys.end - keys.start) as usize, self.revenue),
+        )
     }
 
     fn update(&self, (lo, st): &mut Self::State, rows: &Rows<'_>) -> DfResult<()> {

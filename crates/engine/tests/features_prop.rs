@@ -8,10 +8,14 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 
 use common::*;
+use datafusion::arrow::array::AsArray;
+use datafusion::arrow::datatypes::{DataType, UInt32Type};
 use datafusion::prelude::SessionContext;
 use proptest::prelude::*;
 use tenure_dsl::{Catalog, CompileContext, FeatureRow, Resolver, Segment, evaluate};
-use tenure_engine::features::{FeatureSpec, count_matching, count_matching_split, feature_table};
+use tenure_engine::features::{
+    FeatureSpec, count_matching, count_matching_split, feature_table, matching_users_by,
+};
 use tenure_engine::lifecycle::Thresholds;
 use tenure_engine::userstats::PurchaseSpec;
 use tenure_engine::{Events, OpenOptions};
@@ -165,6 +169,59 @@ fn check_counts(
     );
     prop_assert_eq!(total, naive.len() as u64);
     prop_assert_eq!(rows, naive.len() as u64);
+    // The listing: the same users, by id, in key order, each id the one its
+    // key has in the users dictionary; in slices of 1-3 rows, so that ids are
+    // looked up over many calls and across the dictionary's segments.
+    let ids: BTreeMap<u32, String> = block(async {
+        let users = tenure_engine::features::users_table(&events).await.unwrap();
+        let batches = users.collect().await.unwrap();
+        let mut ids = BTreeMap::new();
+        for b in &batches {
+            let keys = b.column(0).as_primitive::<UInt32Type>();
+            let names = datafusion::arrow::compute::cast(b.column(1), &DataType::Utf8).unwrap();
+            for i in 0..b.num_rows() {
+                ids.insert(keys.value(i), names.as_string::<i32>().value(i).to_string());
+            }
+        }
+        ids
+    });
+    // The dictionary's segments listed in reverse: the reader orders them.
+    let mut reversed = events.clone();
+    reversed.snapshot.users.segments.reverse();
+    for (slice, events) in [(1, &events), (3, &reversed), (1 << 16, &events)] {
+        let listed = block(async {
+            let stream = matching_users_by(events, &seg.features, Some(&seg.expr), &spec, slice)
+                .await
+                .unwrap();
+            datafusion::physical_plan::common::collect(stream)
+                .await
+                .unwrap()
+        });
+        let mut pairs = Vec::new();
+        for b in &listed {
+            let schema = b.schema();
+            prop_assert_eq!(schema.field(0).name(), "user_key");
+            prop_assert_eq!(schema.field(1).name(), "user_id");
+            let keys = b.column(0).as_primitive::<UInt32Type>();
+            let names = b.column(1).as_string::<i32>();
+            for i in 0..b.num_rows() {
+                pairs.push((keys.value(i), names.value(i).to_string()));
+            }
+        }
+        prop_assert!(pairs.windows(2).all(|w| w[0].0 < w[1].0), "{:?}", pairs);
+        for (k, id) in &pairs {
+            prop_assert_eq!(Some(id), ids.get(k));
+        }
+        let listed_ids: BTreeSet<String> = pairs.into_iter().map(|(_, id)| id).collect();
+        let users: BTreeSet<u8> = seen.iter().map(|e| e.user).collect();
+        let want_ids: BTreeSet<String> = users
+            .iter()
+            .zip(&naive)
+            .filter(|(_, r)| evaluate(&seg.resolved, r, &ctx) == Some(true))
+            .map(|(u, _)| format!("user{u}"))
+            .collect();
+        prop_assert_eq!(listed_ids, want_ids, "{} slice {}", src, slice);
+    }
     Ok(())
 }
 
@@ -174,6 +231,15 @@ proptest! {
     #[test]
     fn segment_counts_match_naive(evs in events(), src in expressions()) {
         let url = fresh_store(&evs, "features-prop");
+        let as_of = evs.iter().map(|e| e.ts).max().unwrap();
+        check_counts(&url, None, &evs, &src, as_of)?;
+    }
+
+    /// The same over a store of two ingests: two users dictionary segments
+    /// and two files a day.
+    #[test]
+    fn two_ingests_count_and_list_as_naive(evs in events(), src in expressions()) {
+        let url = fresh_store_in_two(&evs, "features-two-prop");
         let as_of = evs.iter().map(|e| e.ts).max().unwrap();
         check_counts(&url, None, &evs, &src, as_of)?;
     }

@@ -2,13 +2,11 @@
 //! per-user feature table.
 
 use clap::Args;
-use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::logical_expr::{col, lit};
+use datafusion::logical_expr::lit;
 use datafusion::prelude::SessionContext;
-use tenure_dsl::{CompileContext, DslError, Feature, Resolver, Segment};
-use tenure_engine::Events;
+use tenure_dsl::{CompileContext, DslError, Resolver, Segment};
 pub use tenure_engine::analysis::{catalog_of, library};
-use tenure_engine::features::{feature_table, users_table};
+use tenure_engine::features::{feature_table, matching_users};
 pub use tenure_engine::request::{RfmOptions, SegmentOptions};
 
 use crate::cmd::common::{AnalysisArgs, Scope, parse_when};
@@ -88,20 +86,6 @@ pub fn check(expr: &str, files: &[String]) -> Result<(), CheckError> {
     .map_err(CheckError::Expr)
 }
 
-/// Compiles the segment against the store and registers its feature table as
-/// `features` in a fresh session (also returned, for --explain).
-async fn feature_context(
-    events: &Events,
-    as_of: i64,
-    opts: &SegmentOptions,
-) -> anyhow::Result<(SessionContext, Segment, RecordBatch)> {
-    let (seg, spec) = opts.compile(events, as_of)?;
-    let table = feature_table(events, &seg.features, &spec).await?;
-    let ctx = SessionContext::new();
-    ctx.register_batch("features", table.clone())?;
-    Ok((ctx, seg, table))
-}
-
 /// Runs `tenure segment`.
 pub fn run(args: SegmentArgs) -> anyhow::Result<()> {
     let tz = tenure_engine::calendar::parse_tz(&args.tz)?;
@@ -152,50 +136,24 @@ pub fn run(args: SegmentArgs) -> anyhow::Result<()> {
             })
         };
     }
+    if args.users
+        && !args.explain
+        && let Some(url) = &args.out
+    {
+        return Err(BadInput(format!(
+            "--out {url}: use --format and redirect the output for --users"
+        ))
+        .into());
+    }
     rt.block_on(async {
         let (events, as_of) = scope.open_as_of().await?;
-        let (ctx, seg, table) = feature_context(&events, as_of, opts).await?;
+        let (seg, spec) = opts.compile(&events, as_of)?;
         if args.explain {
+            let table = feature_table(&events, &seg.features, &spec).await?;
             return explain(&seg, Some(table)).await;
         }
-        let matched = ctx.table("features").await?.filter(seg.expr.clone())?;
-        let users = users_table(&events)
-            .await?
-            .with_column_renamed("user_key", "uk")?;
-        // The feature table's schema, not the first batch's: a segment that
-        // matches nobody has no batch, and its listing is the header alone.
-        let schema = std::sync::Arc::new(matched.schema().as_arrow().clone());
-        let batches = matched.collect().await?;
-        let ctx2 = events.ctx.clone();
-        ctx2.register_batch(
-            "matched",
-            datafusion::arrow::compute::concat_batches(&schema, &batches)?,
-        )?;
-        let joined = ctx2
-            .table("matched")
-            .await?
-            .join(
-                users,
-                datafusion::common::JoinType::Left,
-                &["user_key"],
-                &["uk"],
-                None,
-            )?
-            .sort(vec![col("user_key").sort(true, false)])?;
-        let mut names = vec![col("user_key"), col("user_id")];
-        names.extend(
-            seg.features
-                .iter()
-                .map(|f: &Feature| datafusion::logical_expr::ident(f.column_name())),
-        );
-        let selected = joined.select(names)?;
-        let schema = std::sync::Arc::new(selected.schema().as_arrow().clone());
-        let mut out = selected.collect().await?;
-        if out.is_empty() {
-            // Nobody matched: the header alone (an empty JSON array).
-            out.push(RecordBatch::new_empty(schema));
-        }
-        print_batches(&out, args.format, args.out.as_deref())
+        let users = matching_users(&events, &seg.features, Some(&seg.expr), &spec).await?;
+        output::print_stream(users, args.format, "segment users").await
     })
 }
 
@@ -227,45 +185,6 @@ async fn explain(
         "{}",
         datafusion::arrow::util::pretty::pretty_format_batches(&explained)?
     );
-    Ok(())
-}
-
-fn print_batches(
-    batches: &[datafusion::arrow::record_batch::RecordBatch],
-    format: output::OutputFormat,
-    out_url: Option<&str>,
-) -> anyhow::Result<()> {
-    let mut buf: Vec<u8> = Vec::new();
-    match format {
-        output::OutputFormat::Table => buf.extend(
-            datafusion::arrow::util::pretty::pretty_format_batches(batches)?
-                .to_string()
-                .into_bytes(),
-        ),
-        output::OutputFormat::Csv => buf.extend(output::csv_of_batches(batches)?.into_bytes()),
-        output::OutputFormat::Json => {
-            let mut w = datafusion::arrow::json::ArrayWriter::new(&mut buf);
-            for b in batches {
-                w.write(b)?;
-            }
-            w.finish()?;
-        }
-        output::OutputFormat::Html => buf.extend(
-            crate::report::table_page("segment users", &output::rows_from_batches(batches)?)
-                .into_bytes(),
-        ),
-    }
-    if !buf.ends_with(b"\n") {
-        buf.push(b'\n');
-    }
-    if let Some(url) = out_url {
-        return Err(BadInput(format!(
-            "--out {url}: use --format and redirect the output for --users"
-        ))
-        .into());
-    }
-    use std::io::Write;
-    std::io::stdout().lock().write_all(&buf)?;
     Ok(())
 }
 

@@ -1,10 +1,8 @@
 //! `tenure sql`: SQL over the committed events, with Tenure's table functions.
 
 use clap::Args;
-use datafusion::arrow::util::pretty::pretty_format_batches;
 
 use crate::cmd::common::AnalysisArgs;
-use crate::output::OutputFormat;
 
 /// Run a SQL query over the store's committed events (table `events`).
 ///
@@ -38,49 +36,41 @@ pub struct SqlArgs {
 /// Runs the command.
 pub fn run(args: SqlArgs) -> anyhow::Result<()> {
     let rt = args.common.runtime()?;
-    let batches = rt.block_on(async {
+    let df = rt.block_on(async {
         let events = args.common.open().await?;
         tenure_engine::sql::register_functions(&events);
-        let df = events
-            .ctx
-            .sql(&args.query)
-            .await
-            .map_err(|e| crate::exit::BadInput(format!("{e}")))?;
-        let schema = std::sync::Arc::new(df.schema().as_arrow().clone());
-        let batches = df.collect().await?;
-        // An empty result still has its columns.
-        anyhow::Ok(match batches.is_empty() {
-            true => vec![datafusion::arrow::record_batch::RecordBatch::new_empty(
-                schema,
-            )],
-            false => batches,
-        })
+        anyhow::Ok(
+            events
+                .ctx
+                .sql(&args.query)
+                .await
+                .map_err(|e| crate::exit::BadInput(format!("{e}")))?,
+        )
     })?;
-    if let Some(url) = &args.common.out {
-        crate::output::write_out(&crate::output::rows_from_batches(&batches)?, url)?;
+    let format = args.common.format;
+    let Some(url) = &args.common.out else {
+        // Printed as the rows come.
+        return rt.block_on(async {
+            crate::output::print_stream(df.execute_stream().await?, format, &args.query).await
+        });
+    };
+    let schema = std::sync::Arc::new(df.schema().as_arrow().clone());
+    let mut batches = rt.block_on(df.collect())?;
+    // An empty result still has its columns.
+    if batches.is_empty() {
+        batches.push(datafusion::arrow::record_batch::RecordBatch::new_empty(
+            schema.clone(),
+        ));
     }
-    let mut out: Vec<u8> = Vec::new();
-    match args.common.format {
-        OutputFormat::Table => {
-            out.extend(pretty_format_batches(&batches)?.to_string().into_bytes())
-        }
-        OutputFormat::Csv => out.extend(crate::output::csv_of_batches(&batches)?.into_bytes()),
-        OutputFormat::Json => {
-            let mut w = datafusion::arrow::json::ArrayWriter::new(&mut out);
-            for b in &batches {
-                w.write(b)?;
-            }
-            w.finish()?;
-        }
-        OutputFormat::Html => out.extend(
-            crate::report::table_page(&args.query, &crate::output::rows_from_batches(&batches)?)
-                .into_bytes(),
-        ),
-    }
-    if !out.ends_with(b"\n") {
-        out.push(b'\n');
-    }
-    use std::io::Write;
-    std::io::stdout().lock().write_all(&out)?;
-    Ok(())
+    // Written outside the runtime: writing blocks on one of its own.
+    crate::output::write_out(&crate::output::rows_from_batches(&batches)?, url)?;
+    let stream = datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(
+        schema,
+        futures::stream::iter(batches.into_iter().map(Ok)),
+    );
+    rt.block_on(crate::output::print_stream(
+        Box::pin(stream),
+        format,
+        &args.query,
+    ))
 }
