@@ -48,6 +48,7 @@ enum Command {
     Kpi(Box<cmd::kpi::KpiArgs>),
     Funnel(Box<cmd::funnel::FunnelArgs>),
     Sql(Box<cmd::sql::SqlArgs>),
+    SqlServer(Box<cmd::sql_server::SqlServerArgs>),
     Segment(Box<cmd::segment::SegmentArgs>),
     Rfm(Box<cmd::segment::RfmArgs>),
     Abtest(Box<cmd::abtest::AbtestArgs>),
@@ -63,7 +64,7 @@ enum Command {
 /// for page faults and cross-CPU TLB flushes each time. A 16 MiB pad keeps
 /// the heaps' tops (measured on 9.6M events: segment count -12 %, retention
 /// -9 %; on 96M, segment count 1.28-1.75 s -> 0.93 s with peak RSS 286 ->
-/// 290-303 MB; 64 MiB was no faster and held 200 MB more). Not for `serve`,
+/// 290-303 MB; 64 MiB was no faster and held 200 MB more). Not for `serve` or `sql-server`,
 /// which runs for weeks.
 ///
 /// Setting any of these parameters also turns off glibc's sliding mmap
@@ -85,11 +86,11 @@ fn keep_heap_tops() {
 
 fn main() {
     let cli = Cli::parse();
-    if !matches!(cli.command, Command::Serve(_)) {
+    if !matches!(cli.command, Command::Serve(_) | Command::SqlServer(_)) {
         keep_heap_tops();
     }
     let default_logs = match cli.command {
-        Command::Run(_) | Command::Serve(_) => "info",
+        Command::Run(_) | Command::Serve(_) | Command::SqlServer(_) => "info",
         _ => "warn",
     };
     tenure_server::logs::init(cli.log_format, default_logs);
@@ -105,6 +106,7 @@ fn main() {
         Command::Kpi(a) => cmd::kpi::run(*a),
         Command::Funnel(a) => cmd::funnel::run(*a),
         Command::Sql(a) => cmd::sql::run(*a),
+        Command::SqlServer(a) => cmd::sql_server::run(*a),
         Command::Segment(a) => cmd::segment::run(*a),
         Command::Rfm(a) => cmd::segment::run_rfm(*a),
         Command::Abtest(a) => cmd::abtest::run(*a),

@@ -16,4 +16,5 @@ pub mod retention;
 pub mod run;
 pub mod segment;
 pub mod sql;
+pub mod sql_server;
 pub mod stickiness;
