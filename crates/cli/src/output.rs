@@ -122,7 +122,14 @@ fn cell(v: &Value) -> String {
 /// (RFC 4180: a field holding a comma, a double quote, a line feed or a
 /// carriage return is quoted, its quotes doubled; lines end with `\n`;
 /// null is an empty field).
+/// Rows that carry their typed table are written from it, so decimals keep
+/// their scale (`30.00`) in every CSV, printed or written to a file.
 pub fn csv(rows: &Rows) -> String {
+    if let Some(t) = &rows.typed
+        && let Ok(body) = csv_of_batches(&t.batches, false)
+    {
+        return csv_header(&t.schema) + &body;
+    }
     let mut out = csv_line(rows.columns.iter().cloned());
     out.push_str(&csv_body(rows));
     out
@@ -191,7 +198,12 @@ pub fn csv_of_batches(
         })
         .collect::<anyhow::Result<_>>()?;
     let rows = rows_from_batches(&exact)?;
-    Ok(if header { csv(&rows) } else { csv_body(&rows) })
+    let body = csv_body(&rows);
+    Ok(if header {
+        csv_line(rows.columns.iter().cloned()) + &body
+    } else {
+        body
+    })
 }
 
 /// A plain aligned table of rows.

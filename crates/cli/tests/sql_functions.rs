@@ -204,6 +204,24 @@ fn sql_out_writes_the_result_typed_by_the_query() {
         String::from_utf8_lossy(&st.stderr)
     );
     assert_eq!(std::fs::read_to_string(&csv).unwrap().trim(), "event,ts");
+    // A CSV file holds what --format csv prints (decimals keep their scale).
+    let money = "SELECT user_id, monetary FROM rfm() ORDER BY user_key";
+    let file = dir.path().join("money.csv");
+    let st = tenure()
+        .args(["sql", "--format", "csv", "--data"])
+        .arg(dir.path())
+        .arg("--out")
+        .arg(&file)
+        .arg(money)
+        .output()
+        .unwrap();
+    assert!(st.status.success());
+    let printed = String::from_utf8(st.stdout).unwrap();
+    assert!(
+        printed.contains(".00") || printed.contains(".50"),
+        "{printed}"
+    );
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), printed);
     let json = dir.path().join("r.json");
     let st = tenure()
         .args(["sql", "--data"])

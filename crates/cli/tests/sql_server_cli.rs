@@ -198,6 +198,31 @@ fn psql_queries_the_store_and_its_table_functions_read_only() {
     // A bad query is an error, and the connection's next query still runs.
     let err = run("SELECT nope FROM events").unwrap_err();
     assert!(err.contains("nope"), "{err}");
+    // A commit after the server started: the next connection sees it.
+    let extra = dir.path().join("extra.csv");
+    std::fs::write(
+        &extra,
+        "user_id,event,ts\nlate,signup,2026-03-20T00:00:00Z\n",
+    )
+    .unwrap();
+    let st = tenure()
+        .arg("ingest")
+        .arg(&extra)
+        .arg("--to")
+        .arg(&store)
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    let after = run("SELECT count(*) FROM events").unwrap();
+    assert_eq!(after, tenure_sql(&store, "SELECT count(*) FROM events"));
+    assert_eq!(
+        after.trim().parse::<u64>().unwrap(),
+        before.trim().parse::<u64>().unwrap() + 1
+    );
     // Only the database `tenure` exists.
     let err = psql(&psql_bin, server.port, "postgres", "SELECT 1", None).unwrap_err();
     assert!(err.contains("does not exist"), "{err}");

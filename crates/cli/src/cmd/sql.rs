@@ -63,10 +63,12 @@ pub fn run(args: SqlArgs) -> anyhow::Result<()> {
         ));
     }
     // Written outside the runtime: writing blocks on one of its own.
-    crate::output::write_out(&crate::output::rows_from_batches(&batches)?, url)?;
+    // Typed as printed (decimals keep their scale).
+    let table = tenure_engine::analysis::Table { schema, batches };
+    crate::output::write_out(&crate::output::rows_of(&table)?, url)?;
     let stream = datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(
-        schema,
-        futures::stream::iter(batches.into_iter().map(Ok)),
+        table.schema,
+        futures::stream::iter(table.batches.into_iter().map(Ok)),
     );
     rt.block_on(crate::output::print_stream(
         Box::pin(stream),

@@ -39,7 +39,9 @@ pub const DATABASE: &str = "tenure";
 /// stickiness, abtest) answer in DataFusion's SQL, with the `pg_catalog` and
 /// `information_schema` tables clients query when they connect. Only
 /// queries run: no DDL, no writes, no `COPY`. Each connection reads the
-/// store as committed when it connected (reconnect to see newer events).
+/// store as committed when it connected (reconnect to see newer events);
+/// connections made between two commits share one session, so a `SET` of a
+/// DataFusion option applies to all of them.
 ///
 /// Prints `listening on postgres://HOST:PORT/tenure` once bound; stops on
 /// Ctrl-C.
@@ -100,7 +102,13 @@ pub fn run(args: SqlServerArgs) -> anyhow::Result<()> {
             ..Default::default()
         };
         // A store that cannot be opened fails now, not at the first client.
-        session(&args.data, &options).await?;
+        let sessions = Arc::new(Sessions {
+            store: tenure_store::Store::open_existing(&args.data)?,
+            data: args.data.clone(),
+            options,
+            current: Default::default(),
+        });
+        sessions.get().await?;
         let listener = tokio::net::TcpListener::bind(&args.listen)
             .await
             .map_err(|e| BadInput(format!("--listen {}: {e}", args.listen)))?;
@@ -113,11 +121,11 @@ pub fn run(args: SqlServerArgs) -> anyhow::Result<()> {
                 accepted = listener.accept() => accepted?,
                 _ = tokio::signal::ctrl_c() => break,
             };
-            let (data, options) = (args.data.clone(), options.clone());
+            let sessions = sessions.clone();
             let (login, connections, cancel) = (login.clone(), connections.clone(), cancel.clone());
             tokio::spawn(async move {
                 // Each connection reads the newest committed snapshot.
-                let ctx = match session(&data, &options).await {
+                let ctx = match sessions.get().await {
                     Ok(ctx) => ctx,
                     Err(e) => {
                         tracing::warn!("connection from {peer}: {e:#}");
@@ -134,15 +142,46 @@ pub fn run(args: SqlServerArgs) -> anyhow::Result<()> {
     })
 }
 
-/// A session over the store's newest snapshot: `events` and the table
-/// functions in the catalog `tenure` (schema `public`), with `pg_catalog`
-/// and `information_schema`.
+/// The session of the store's newest snapshot, shared by the connections
+/// made while it is the newest (setting a session up, `pg_catalog` included,
+/// costs more than most queries: ~25 ms per connection at 9.6M events).
+struct Sessions {
+    store: tenure_store::Store,
+    data: String,
+    options: tenure_engine::OpenOptions,
+    /// The version and transaction of the snapshot it reads, and the session.
+    current: tokio::sync::Mutex<Option<(u64, String, Arc<SessionContext>)>>,
+}
+
+impl Sessions {
+    /// The session of the newest committed snapshot (a new one when a
+    /// commit happened since the last connection).
+    async fn get(&self) -> anyhow::Result<Arc<SessionContext>> {
+        let snapshot = tenure_store::load_latest(&self.store).await?;
+        let mut current = self.current.lock().await;
+        if let Some((version, txn, ctx)) = current.as_ref()
+            && *version == snapshot.version
+            && *txn == snapshot.txn
+        {
+            return Ok(ctx.clone());
+        }
+        let key = (snapshot.version, snapshot.txn.clone());
+        let ctx = session(&self.data, snapshot, &self.options).await?;
+        *current = Some((key.0, key.1, ctx.clone()));
+        Ok(ctx)
+    }
+}
+
+/// A session over `snapshot`: `events` and the table functions in the
+/// catalog `tenure` (schema `public`), with `pg_catalog` and
+/// `information_schema`.
 async fn session(
     data: &str,
+    snapshot: tenure_schema::Snapshot,
     options: &tenure_engine::OpenOptions,
 ) -> anyhow::Result<Arc<SessionContext>> {
     use datafusion::catalog::{CatalogProvider, MemoryCatalogProvider, MemorySchemaProvider};
-    let events = tenure_engine::Events::open(data, options.clone()).await?;
+    let events = tenure_engine::Events::open_snapshot(data, snapshot, options.clone()).await?;
     tenure_engine::sql::register_functions(&events);
     let ctx = events.ctx.clone();
     let schema = Arc::new(MemorySchemaProvider::new());
