@@ -100,7 +100,15 @@ pub async fn count_matching_split(
     // Every column is a function of the row's own facts: build and test the
     // table slice by slice on all threads.
     let threads = crate::table::thread_count(events.options.threads);
-    let per = rows.idx.len().div_ceil(threads).max(min_rows).max(1);
+    // Slices of at most COUNT_ROWS rows (their columns are built whole: at
+    // 10M users, half the table per thread held 200 MB more than this).
+    let per = rows
+        .idx
+        .len()
+        .div_ceil(threads)
+        .min(COUNT_ROWS)
+        .max(min_rows)
+        .max(1);
     let counts = crate::par::fold_ranges(
         rows.idx.len(),
         per,
@@ -124,6 +132,9 @@ pub async fn count_matching_split(
 
 /// Fewest rows a count gives each thread.
 const PARALLEL_ROWS: usize = 32 * 1024;
+
+/// Most rows a count builds and tests at once.
+const COUNT_ROWS: usize = 256 * 1024;
 
 /// The rows of [`feature_table`] that `filter` keeps (all of them without
 /// one), in key order, in one or more batches (at least one: a table that
