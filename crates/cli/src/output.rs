@@ -403,6 +403,15 @@ fn json_cells(
                 serde_json::Number::from_f64(a.value(i)).map_or(Value::Null, Value::Number)
             })
         }
+        // Times as the JSON writer writes them (its formatter, its options),
+        // without writing and parsing JSON: a listing's timestamps cost more
+        // than its scan that way.
+        t if t.is_temporal() => {
+            let options =
+                datafusion::arrow::util::display::FormatOptions::new().with_display_error(true);
+            let f = datafusion::arrow::util::display::ArrayFormatter::try_new(c, &options)?;
+            each(c.as_ref(), |i| Value::String(f.value(i).to_string()))
+        }
         _ => {
             let field = batch.schema().field(j).clone();
             let one = datafusion::arrow::record_batch::RecordBatch::try_new(
@@ -561,6 +570,71 @@ pub async fn print_stream(
 #[cfg(test)]
 mod tests {
     use super::split_out;
+
+    /// Times become the strings Arrow's JSON writer writes for them (the
+    /// cells were once read back from its output).
+    #[test]
+    fn time_cells_are_the_json_writers_strings() {
+        use datafusion::arrow::array::{
+            ArrayRef, Date32Array, DurationMicrosecondArray, TimestampMicrosecondArray,
+            TimestampMillisecondArray,
+        };
+        use datafusion::arrow::record_batch::RecordBatch;
+        use std::sync::Arc;
+        let micros = [
+            Some(0),
+            Some(1_772_323_200_000_000),
+            Some(1_772_323_200_123_456),
+            Some(-1),
+            None,
+        ];
+        let columns: Vec<(&str, ArrayRef)> = vec![
+            (
+                "utc",
+                Arc::new(TimestampMicrosecondArray::from(micros.to_vec()).with_timezone("UTC")),
+            ),
+            (
+                "paris",
+                Arc::new(
+                    TimestampMicrosecondArray::from(micros.to_vec()).with_timezone("Europe/Paris"),
+                ),
+            ),
+            (
+                "naive",
+                Arc::new(TimestampMicrosecondArray::from(micros.to_vec())),
+            ),
+            (
+                "millis",
+                Arc::new(TimestampMillisecondArray::from(vec![
+                    Some(1),
+                    None,
+                    Some(-86_400_001),
+                ])),
+            ),
+            (
+                "date",
+                Arc::new(Date32Array::from(vec![Some(0), Some(20_513), None])),
+            ),
+            (
+                "duration",
+                Arc::new(DurationMicrosecondArray::from(vec![Some(90_000_000), None])),
+            ),
+        ];
+        for (name, c) in columns {
+            let batch = RecordBatch::try_from_iter([(name, c.clone())]).unwrap();
+            let mut buf = Vec::new();
+            let mut w = datafusion::arrow::json::ArrayWriter::new(&mut buf);
+            w.write(&batch).unwrap();
+            w.finish().unwrap();
+            let objects: Vec<serde_json::Map<String, serde_json::Value>> =
+                serde_json::from_slice(&buf).unwrap();
+            let want: Vec<serde_json::Value> = objects
+                .iter()
+                .map(|o| o.get(name).cloned().unwrap_or(serde_json::Value::Null))
+                .collect();
+            assert_eq!(super::json_cells(&batch, 0, &c).unwrap(), want, "{name}");
+        }
+    }
 
     #[test]
     fn csv_quotes_carriage_returns_commas_quotes_and_line_feeds() {
