@@ -86,12 +86,24 @@ fn psql_path() -> Option<PathBuf> {
     found
 }
 
-/// Runs `sql` in psql (unaligned, tuples only, `,` between fields); stdout
-/// or the error text.
+/// Runs `sql` in psql as `analyst` (unaligned, tuples only, `,` between
+/// fields); stdout or the error text.
 fn psql(
     psql: &Path,
     port: u16,
     db: &str,
+    sql: &str,
+    password: Option<&str>,
+) -> Result<String, String> {
+    psql_as(psql, port, db, "analyst", sql, password)
+}
+
+/// [`psql`] as `user`.
+fn psql_as(
+    psql: &Path,
+    port: u16,
+    db: &str,
+    user: &str,
     sql: &str,
     password: Option<&str>,
 ) -> Result<String, String> {
@@ -102,7 +114,7 @@ fn psql(
         "-p",
         &port.to_string(),
         "-U",
-        "analyst",
+        user,
         "-d",
         db,
     ])
@@ -255,6 +267,17 @@ fn a_password_is_required_when_a_user_is_set() {
         ok.unwrap(),
         tenure_sql(&store, "SELECT count(*) FROM events")
     );
+    // Another user with the password is refused as a wrong password is.
+    let err = psql_as(
+        &psql_bin,
+        server.port,
+        "tenure",
+        "intruder",
+        "SELECT 1",
+        Some("s3cret"),
+    )
+    .unwrap_err();
+    assert!(err.to_lowercase().contains("password"), "{err}");
     for wrong in [Some("wrong"), None] {
         let err = psql(&psql_bin, server.port, "tenure", "SELECT 1", wrong).unwrap_err();
         assert!(err.to_lowercase().contains("password"), "{err}");

@@ -219,11 +219,14 @@ impl AuthSource for Login {
     async fn get_password(&self, login: &LoginInfo) -> PgWireResult<Password> {
         check_database(login.database())?;
         let user = login.user().unwrap_or_default();
-        // An unknown user gets the same answer as a wrong password.
+        // An unknown user gets the same exchange as a wrong password: a
+        // password nobody knows (fresh random bytes each time).
+        let unknown: String;
         let password = if user == self.user {
             self.password.as_str()
         } else {
-            "\u{0}no such user"
+            unknown = (0..16).map(|_| format!("{:02x}", rand_byte())).collect();
+            unknown.as_str()
         };
         let salt: [u8; 4] = std::array::from_fn(|_| rand_byte());
         let hashed = hash_md5_password(user, password, &salt);
@@ -231,8 +234,8 @@ impl AuthSource for Login {
     }
 }
 
-/// A byte of a salt: time and address entropy are enough for a salt, which
-/// only has to differ between logins.
+/// A random byte: std's `RandomState` is seeded from the system's random
+/// source once per process and stepped per instance; mixed with the time.
 fn rand_byte() -> u8 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
