@@ -519,36 +519,118 @@ fn parquet_bytes(rows: &Rows) -> anyhow::Result<Vec<u8>> {
 /// titled `title`, need every row first). An empty result still prints its
 /// header (CSV), `[]` (JSON) or its columns (table).
 pub async fn print_stream(
-    mut batches: datafusion::execution::SendableRecordBatchStream,
+    batches: datafusion::execution::SendableRecordBatchStream,
     format: OutputFormat,
     title: &str,
 ) -> anyhow::Result<()> {
+    print_stream_to(batches, format, title, None)
+        .await
+        .map(|_| ())
+}
+
+/// A file being encoded batch by batch (see [`print_stream_to`]).
+enum FileSink {
+    Csv(Vec<u8>),
+    Json(datafusion::arrow::json::ArrayWriter<Vec<u8>>),
+    Parquet(parquet::arrow::ArrowWriter<Vec<u8>>),
+}
+
+impl FileSink {
+    fn new(
+        format: FileFormat,
+        schema: &datafusion::arrow::datatypes::SchemaRef,
+    ) -> anyhow::Result<Self> {
+        Ok(match format {
+            FileFormat::Csv => Self::Csv(csv_header(schema).into_bytes()),
+            FileFormat::Json => Self::Json(datafusion::arrow::json::ArrayWriter::new(Vec::new())),
+            FileFormat::Parquet => Self::Parquet(parquet::arrow::ArrowWriter::try_new(
+                Vec::new(),
+                schema.clone(),
+                None,
+            )?),
+        })
+    }
+
+    fn write(
+        &mut self,
+        batch: &datafusion::arrow::record_batch::RecordBatch,
+    ) -> anyhow::Result<()> {
+        match self {
+            Self::Csv(out) => {
+                out.extend(csv_of_batches(std::slice::from_ref(batch), false)?.into_bytes())
+            }
+            Self::Json(w) => w.write(batch)?,
+            Self::Parquet(w) => w.write(batch)?,
+        }
+        Ok(())
+    }
+
+    fn finish(self) -> anyhow::Result<Vec<u8>> {
+        Ok(match self {
+            Self::Csv(out) => out,
+            Self::Json(mut w) => {
+                w.finish()?;
+                let mut out = w.into_inner();
+                out.push(b'\n');
+                out
+            }
+            Self::Parquet(w) => w.into_inner()?,
+        })
+    }
+}
+
+/// [`print_stream`], also encoding the rows as a file of `file` format:
+/// returns its bytes and row count (the caller writes them, outside the
+/// runtime), the same rows in the same types as printed.
+pub async fn print_stream_to(
+    mut batches: datafusion::execution::SendableRecordBatchStream,
+    format: OutputFormat,
+    title: &str,
+    file: Option<FileFormat>,
+) -> anyhow::Result<Option<(Vec<u8>, usize)>> {
     use datafusion::arrow::record_batch::RecordBatch;
     use futures::StreamExt;
-    use std::io::Write;
+    type Out = std::io::BufWriter<std::io::Stdout>;
+    enum Printer {
+        Csv(Out),
+        Json(datafusion::arrow::json::ArrayWriter<Out>),
+        /// The table and the page: every row first.
+        Whole(Vec<RecordBatch>),
+    }
     let schema = batches.schema();
-    let mut out = std::io::BufWriter::new(std::io::stdout());
-    match format {
+    let mut sink = file.map(|f| FileSink::new(f, &schema)).transpose()?;
+    let mut rows = 0;
+    let stdout = || std::io::BufWriter::new(std::io::stdout());
+    let mut printer = match format {
         OutputFormat::Csv => {
+            let mut out = stdout();
             out.write_all(csv_header(&schema).as_bytes())?;
-            while let Some(batch) = batches.next().await {
-                out.write_all(csv_of_batches(&[batch?], false)?.as_bytes())?;
-            }
+            Printer::Csv(out)
         }
-        OutputFormat::Json => {
-            let mut w = datafusion::arrow::json::ArrayWriter::new(&mut out);
-            while let Some(batch) = batches.next().await {
-                w.write(&batch?)?;
-            }
+        OutputFormat::Json => Printer::Json(datafusion::arrow::json::ArrayWriter::new(stdout())),
+        OutputFormat::Table | OutputFormat::Html => Printer::Whole(Vec::new()),
+    };
+    while let Some(batch) = batches.next().await {
+        let batch = batch?;
+        rows += batch.num_rows();
+        if let Some(sink) = &mut sink {
+            sink.write(&batch)?;
+        }
+        match &mut printer {
+            Printer::Csv(out) => out.write_all(csv_of_batches(&[batch], false)?.as_bytes())?,
+            Printer::Json(w) => w.write(&batch)?,
+            Printer::Whole(all) => all.push(batch),
+        }
+    }
+    match printer {
+        Printer::Csv(mut out) => out.flush()?,
+        Printer::Json(mut w) => {
             w.finish()?;
-            drop(w);
+            let mut out = w.into_inner();
             out.write_all(b"\n")?;
+            out.flush()?;
         }
-        OutputFormat::Table | OutputFormat::Html => {
-            let mut all = Vec::new();
-            while let Some(batch) = batches.next().await {
-                all.push(batch?);
-            }
+        Printer::Whole(mut all) => {
             if all.is_empty() {
                 all.push(RecordBatch::new_empty(schema));
             }
@@ -560,11 +642,12 @@ pub async fn print_stream(
             if !text.ends_with('\n') {
                 text.push('\n');
             }
+            let mut out = stdout();
             out.write_all(text.as_bytes())?;
+            out.flush()?;
         }
     }
-    out.flush()?;
-    Ok(())
+    sink.map(|s| Ok((s.finish()?, rows))).transpose()
 }
 
 #[cfg(test)]

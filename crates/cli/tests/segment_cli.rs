@@ -101,6 +101,73 @@ fn users_listing_names_users_and_features() {
     );
 }
 
+/// `--out` with a listing: the file holds the rows as printed (CSV, JSON),
+/// or typed as computed (Parquet); a name without a known extension is bad
+/// input before anything is read.
+#[test]
+fn users_listing_writes_its_file() {
+    let dir = store();
+    let listing = |format: &str, out: Option<&Path>| {
+        let mut cmd = tenure();
+        cmd.args(["segment", "--data"]).arg(dir.path()).args([
+            "R < 30d and first_seen within 90d",
+            "--users",
+            "--format",
+            format,
+        ]);
+        if let Some(out) = out {
+            cmd.arg("--out").arg(out);
+        }
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    for (format, name) in [("csv", "u.csv"), ("json", "u.json")] {
+        let file = dir.path().join(name);
+        let printed = listing(format, Some(&file));
+        assert_eq!(printed, listing(format, None));
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), printed, "{format}");
+    }
+    let file = dir.path().join("u.parquet");
+    let printed = listing("csv", Some(&file));
+    let bytes = bytes::Bytes::from(std::fs::read(&file).unwrap());
+    let reader =
+        parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes).unwrap();
+    use datafusion::arrow::datatypes::{DataType, TimeUnit};
+    let schema = reader.schema().clone();
+    for (name, t) in [
+        ("user_key", DataType::UInt32),
+        ("user_id", DataType::Utf8),
+        ("recency", DataType::Int64),
+        (
+            "first_seen",
+            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+        ),
+    ] {
+        assert_eq!(
+            schema.field_with_name(name).unwrap().data_type(),
+            &t,
+            "{name}"
+        );
+    }
+    let rows: usize = reader.build().unwrap().map(|b| b.unwrap().num_rows()).sum();
+    assert_eq!(rows, printed.lines().count() - 1);
+    assert!(rows > 0);
+    let bad = tenure()
+        .args(["segment", "--data"])
+        .arg(dir.path())
+        .args(["R < 30d", "--users", "--out"])
+        .arg(dir.path().join("u.txt"))
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains(".parquet"));
+}
+
 #[test]
 fn errors_point_at_the_input_and_exit_2() {
     let dir = store();

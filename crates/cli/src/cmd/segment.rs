@@ -52,7 +52,8 @@ pub struct SegmentArgs {
     /// Output format.
     #[arg(long, value_enum, default_value = "table")]
     pub format: crate::output::OutputFormat,
-    /// Also write the rows to this file or URL (.json, .csv or .parquet).
+    /// Also write the rows to this file or URL (.json, .csv or .parquet);
+    /// a listing's file holds the rows as printed, typed as computed.
     #[arg(long, value_name = "URL")]
     pub out: Option<String>,
     /// Time zone for dates given as YYYY-MM-DD.
@@ -136,25 +137,32 @@ pub fn run(args: SegmentArgs) -> anyhow::Result<()> {
             })
         };
     }
-    if args.users
-        && !args.explain
-        && let Some(url) = &args.out
-    {
-        return Err(BadInput(format!(
-            "--out {url}: use --format and redirect the output for --users"
-        ))
-        .into());
-    }
-    rt.block_on(async {
+    // A listing's file: its format checked before anything is read.
+    let file = match (&args.out, args.explain) {
+        (Some(url), false) => Some(output::FileFormat::of_name(url).ok_or_else(|| {
+            BadInput(format!(
+                "--out {url}: name the file .json, .csv or .parquet"
+            ))
+        })?),
+        _ => None,
+    };
+    let written = rt.block_on(async {
         let (events, as_of) = scope.open_as_of().await?;
         let (seg, spec) = opts.compile(&events, as_of)?;
         if args.explain {
             let table = feature_table(&events, &seg.features, &spec).await?;
-            return explain(&seg, Some(table)).await;
+            explain(&seg, Some(table)).await?;
+            return Ok(None);
         }
         let users = matching_users(&events, &seg.features, Some(&seg.expr), &spec).await?;
-        output::print_stream(users, args.format, "segment users").await
-    })
+        output::print_stream_to(users, args.format, "segment users", file).await
+    })?;
+    // Written outside the runtime: writing blocks on one of its own.
+    if let (Some(url), Some((bytes, rows))) = (&args.out, written) {
+        output::put(url, bytes)?;
+        eprintln!("wrote {rows} rows to {url}");
+    }
+    Ok(())
 }
 
 async fn explain(
