@@ -201,12 +201,18 @@ fn psql_queries_the_store_and_its_table_functions_read_only() {
         "DROP TABLE events".to_string(),
         format!("COPY (SELECT 1) TO '{}'", copy_to.display()),
         "CREATE VIEW v AS SELECT 1".to_string(),
+        "SELECT * INTO copied FROM events".to_string(),
+        "SET datafusion.execution.batch_size = 1".to_string(),
     ] {
         let err = run(&sql).expect_err(&sql);
         assert!(err.contains("read-only"), "{sql}: {err}");
     }
     assert!(!copy_to.exists());
     assert_eq!(tenure_sql(&store, "SELECT count(*) FROM events"), before);
+    assert!(run("SELECT * FROM copied").is_err());
+    // Client settings are not DataFusion's.
+    let set = run("SET application_name = 'tenure-test'; SELECT 1").unwrap();
+    assert_eq!(set.lines().last(), Some("1"), "{set}");
     // A bad query is an error, and the connection's next query still runs.
     let err = run("SELECT nope FROM events").unwrap_err();
     assert!(err.contains("nope"), "{err}");

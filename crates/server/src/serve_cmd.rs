@@ -156,19 +156,28 @@ pub fn config(a: ServeArgs) -> Result<ServerConfig, String> {
     Ok(c)
 }
 
-/// Resolves on SIGTERM or Ctrl-C.
-pub async fn signalled() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+/// Installs the SIGTERM and SIGINT (Ctrl-C) handlers now and returns a
+/// future that resolves on either. Installed before the server says it
+/// listens: a handler installed on the future's first poll left a window in
+/// which a SIGTERM killed the process instead of stopping it (found by the
+/// chaos test under load). Call it inside the runtime.
+pub fn signalled() -> impl std::future::Future<Output = ()> + Send + 'static {
+    use tokio::signal::unix::{SignalKind, signal};
+    let term = signal(SignalKind::terminate()).ok();
+    let interrupt = signal(SignalKind::interrupt()).ok();
+    async move {
+        let wait = |s: Option<tokio::signal::unix::Signal>| async move {
+            match s {
+                Some(mut s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending().await,
             }
-            Err(_) => std::future::pending().await,
+        };
+        tokio::select! {
+            _ = wait(term) => {}
+            _ = wait(interrupt) => {}
         }
-    };
-    tokio::select! {
-        _ = term => {}
-        _ = tokio::signal::ctrl_c() => {}
     }
 }
 
@@ -181,9 +190,10 @@ pub fn run(args: ServeArgs) -> Result<ServeReport, ServerError> {
         .build()
         .map_err(|e| ServerError::Config(e.to_string()))?;
     rt.block_on(async {
+        let stop = signalled();
         let server = Server::bind(cfg).await?;
         println!("listening on http://{}", server.local_addr());
-        server.run(signalled()).await
+        server.run(stop).await
     })
 }
 

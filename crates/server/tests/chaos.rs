@@ -126,6 +126,56 @@ async fn sender(
     }
 }
 
+/// A SIGTERM sent as soon as the server says it listens stops it gracefully:
+/// the handler is installed before the line is printed (it was installed on
+/// the server loop's first poll, so a SIGTERM in between killed the process,
+/// which the chaos test below met under load).
+#[test]
+fn sigterm_right_after_listening_is_a_graceful_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    // Busy cores widen the window between the line and the first poll.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let spinners: Vec<_> = (0..3)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut x = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+                }
+            })
+        })
+        .collect();
+    let _stop = StopOnDrop(stop.clone());
+    for round in 0..40 {
+        let (mut child, _) = spawn_server(dir.path(), round);
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let exit = child.wait().unwrap();
+        assert!(
+            exit.success(),
+            "round {round}: {exit:?}; see {}",
+            dir.path().display()
+        );
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for s in spinners {
+        s.join().unwrap();
+    }
+}
+
+/// Sets the flag when dropped (a failed assertion stops the spinners too).
+struct StopOnDrop(Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 #[test]
 fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
     let dir = tempfile::tempdir().unwrap();

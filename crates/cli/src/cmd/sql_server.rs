@@ -44,7 +44,7 @@ pub const DATABASE: &str = "tenure";
 /// DataFusion option applies to all of them.
 ///
 /// Prints `listening on postgres://HOST:PORT/tenure` once bound; stops on
-/// Ctrl-C.
+/// SIGTERM or Ctrl-C.
 ///
 /// Examples:
 ///
@@ -109,6 +109,9 @@ pub fn run(args: SqlServerArgs) -> anyhow::Result<()> {
             current: Default::default(),
         });
         sessions.get().await?;
+        // SIGTERM and Ctrl-C stop it, handled from before it says it listens.
+        let stop = tenure_server::serve_cmd::signalled();
+        tokio::pin!(stop);
         let listener = tokio::net::TcpListener::bind(&args.listen)
             .await
             .map_err(|e| BadInput(format!("--listen {}: {e}", args.listen)))?;
@@ -119,7 +122,7 @@ pub fn run(args: SqlServerArgs) -> anyhow::Result<()> {
         loop {
             let (socket, peer) = tokio::select! {
                 accepted = listener.accept() => accepted?,
-                _ = tokio::signal::ctrl_c() => break,
+                _ = &mut stop => break,
             };
             let sessions = sessions.clone();
             let (login, connections, cancel) = (login.clone(), connections.clone(), cancel.clone());
@@ -204,7 +207,54 @@ async fn session(
         datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider,
     )
     .map_err(|e| anyhow::anyhow!("pg_catalog: {e}"))?;
+    // Every catalog read-only from here on: whatever statement got past the
+    // hook (`SELECT ... INTO`, a DDL form it does not know), no table or
+    // schema can be created or dropped in the session the connections share.
+    for name in ctx.catalog_names() {
+        if let Some(catalog) = ctx.catalog(&name) {
+            ctx.register_catalog(&name, Arc::new(ReadOnlyCatalog(catalog)));
+        }
+    }
     Ok(Arc::new(ctx))
+}
+
+/// A catalog whose schemas and tables cannot be added or removed (the
+/// providers' refusals are DataFusion's defaults).
+#[derive(Debug)]
+struct ReadOnlyCatalog(Arc<dyn datafusion::catalog::CatalogProvider>);
+
+impl datafusion::catalog::CatalogProvider for ReadOnlyCatalog {
+    fn schema_names(&self) -> Vec<String> {
+        self.0.schema_names()
+    }
+
+    fn schema(&self, name: &str) -> Option<Arc<dyn datafusion::catalog::SchemaProvider>> {
+        self.0
+            .schema(name)
+            .map(|s| Arc::new(ReadOnlySchema(s)) as Arc<dyn datafusion::catalog::SchemaProvider>)
+    }
+}
+
+/// A schema whose tables cannot be added or removed.
+#[derive(Debug)]
+struct ReadOnlySchema(Arc<dyn datafusion::catalog::SchemaProvider>);
+
+#[async_trait]
+impl datafusion::catalog::SchemaProvider for ReadOnlySchema {
+    fn table_names(&self) -> Vec<String> {
+        self.0.table_names()
+    }
+
+    async fn table(
+        &self,
+        name: &str,
+    ) -> datafusion::error::Result<Option<Arc<dyn datafusion::catalog::TableProvider>>> {
+        self.0.table(name).await
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        self.0.table_exist(name)
+    }
 }
 
 /// The one login of `--user`/`--password-file`.
@@ -273,10 +323,12 @@ impl NoopStartupHandler for Open {
     }
 }
 
-/// Startup: MD5 password of the one login, or none.
+/// Startup: MD5 password of the one login, or none; marks the connection
+/// logged in when it succeeds.
 struct Startup {
     password: Option<Md5PasswordAuthStartupHandler<Login, DefaultServerParameterProvider>>,
     open: Open,
+    authenticated: Arc<std::sync::atomic::AtomicBool>,
 }
 
 #[async_trait]
@@ -291,13 +343,25 @@ impl StartupHandler for Startup {
         C::Error: std::fmt::Debug,
         PgWireError: From<<C as futures::Sink<PgWireBackendMessage>>::Error>,
     {
-        if let PgWireFrontendMessage::Startup(startup) = &message {
-            check_database(startup.parameters.get("database").map(String::as_str))?;
-        }
+        let done = match &message {
+            PgWireFrontendMessage::Startup(startup) => {
+                check_database(startup.parameters.get("database").map(String::as_str))?;
+                // Without a password, a startup that succeeds logs in.
+                self.password.is_none()
+            }
+            // The password's answer: it logs in when it is right.
+            PgWireFrontendMessage::PasswordMessageFamily(_) => self.password.is_some(),
+            _ => false,
+        };
         match &self.password {
-            Some(p) => p.on_startup(client, message).await,
-            None => self.open.on_startup(client, message).await,
+            Some(p) => p.on_startup(client, message).await?,
+            None => self.open.on_startup(client, message).await?,
         }
+        if done {
+            self.authenticated
+                .store(true, std::sync::atomic::Ordering::Release);
+        }
+        Ok(())
     }
 }
 
@@ -316,8 +380,11 @@ impl Handlers {
         connections: Arc<ConnectionManager>,
         cancel: Arc<DefaultCancelHandler>,
     ) -> Self {
+        let authenticated = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let hooks: Vec<Arc<dyn QueryHook>> = vec![
-            Arc::new(ReadOnly),
+            Arc::new(ReadOnly {
+                authenticated: authenticated.clone(),
+            }),
             Arc::new(CursorStatementHook),
             Arc::new(SetShowHook),
             Arc::new(TransactionStatementHook),
@@ -334,6 +401,7 @@ impl Handlers {
             startup: Arc::new(Startup {
                 password,
                 open: Open { connections },
+                authenticated,
             }),
             cancel,
         }
@@ -358,28 +426,66 @@ impl PgWireServerHandlers for Handlers {
     }
 }
 
-/// Refuses every statement but queries, EXPLAIN, SHOW/SET of session
-/// settings, transactions and cursors: no DDL, no writes, no COPY.
-struct ReadOnly;
+/// Refuses every statement but queries, EXPLAIN, SHOW/SET of client
+/// settings, transactions and cursors: no DDL, no writes, no COPY, no
+/// `SELECT ... INTO`, no `SET` of a DataFusion option (the session is shared
+/// by every connection); and everything before the connection has logged in.
+struct ReadOnly {
+    /// Set once the connection's startup (and password) succeeded: pgwire
+    /// keeps reading a connection whose login failed, so a query sent along
+    /// with a bad login would otherwise run.
+    authenticated: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// Whether a query writes: `SELECT ... INTO`, a data-modifying body, in any
+/// part of it or of its CTEs.
+fn query_writes(q: &datafusion::sql::sqlparser::ast::Query) -> bool {
+    q.with
+        .as_ref()
+        .is_some_and(|w| w.cte_tables.iter().any(|c| query_writes(&c.query)))
+        || body_writes(&q.body)
+}
+
+fn body_writes(body: &SetExpr) -> bool {
+    match body {
+        SetExpr::Select(s) => s.into.is_some(),
+        SetExpr::Query(q) => query_writes(q),
+        SetExpr::SetOperation { left, right, .. } => body_writes(left) || body_writes(right),
+        SetExpr::Insert(_) | SetExpr::Update(_) | SetExpr::Delete(_) | SetExpr::Merge(_) => true,
+        _ => false,
+    }
+}
 
 impl ReadOnly {
-    fn check(statement: &Statement) -> Option<PgWireResult<Response>> {
+    fn check(&self, statement: &Statement) -> Option<PgWireResult<Response>> {
+        if !self
+            .authenticated
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            return Some(Err(PgWireError::UserError(Box::new(ErrorInfo::new(
+                "FATAL".into(),
+                // invalid_authorization_specification
+                "28000".into(),
+                "not logged in".into(),
+            )))));
+        }
         let allowed = match statement {
-            Statement::Query(q) => !matches!(
-                q.body.as_ref(),
-                SetExpr::Insert(_) | SetExpr::Update(_) | SetExpr::Delete(_)
-            ),
-            Statement::Explain { statement, .. } => Self::check(statement).is_none(),
+            Statement::Query(q) => !query_writes(q),
+            Statement::Explain { statement, .. } => self.check(statement).is_none(),
+            Statement::Declare { stmts } => stmts
+                .iter()
+                .all(|d| d.for_query.as_ref().is_none_or(|q| !query_writes(q))),
+            // Client settings only: DataFusion's own options would change
+            // the session every connection shares.
+            Statement::Set(_) => !statement.to_string().to_lowercase().contains("datafusion."),
             Statement::ExplainTable { .. }
             | Statement::ShowVariable { .. }
             | Statement::ShowVariables { .. }
             | Statement::ShowTables { .. }
             | Statement::ShowColumns { .. }
-            | Statement::Set(_)
             | Statement::StartTransaction { .. }
             | Statement::Commit { .. }
             | Statement::Rollback { .. }
-            | Statement::Declare { .. }
             | Statement::Fetch { .. }
             | Statement::Close { .. }
             | Statement::Discard { .. }
@@ -413,7 +519,7 @@ impl QueryHook for ReadOnly {
         _ctx: &SessionContext,
         _client: &mut dyn HookClient,
     ) -> Option<PgWireResult<Response>> {
-        Self::check(statement)
+        self.check(statement)
     }
 
     async fn handle_extended_parse_query(
@@ -422,7 +528,7 @@ impl QueryHook for ReadOnly {
         _ctx: &SessionContext,
         _client: &(dyn ClientInfo + Send + Sync),
     ) -> Option<PgWireResult<LogicalPlan>> {
-        match Self::check(statement) {
+        match self.check(statement) {
             Some(Err(e)) => Some(Err(e)),
             _ => None,
         }
@@ -436,6 +542,107 @@ impl QueryHook for ReadOnly {
         _ctx: &SessionContext,
         _client: &mut dyn HookClient,
     ) -> Option<PgWireResult<Response>> {
-        Self::check(statement)
+        self.check(statement)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+    use datafusion::sql::sqlparser::parser::Parser;
+
+    fn refused(hook: &ReadOnly, sql: &str) -> bool {
+        let statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).unwrap();
+        assert_eq!(statements.len(), 1, "{sql}");
+        hook.check(&statements[0]).is_some()
+    }
+
+    #[test]
+    fn the_hook_lets_only_reads_through_and_nothing_before_login() {
+        let flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let hook = ReadOnly {
+            authenticated: flag.clone(),
+        };
+        // Before login: nothing, not even a plain query.
+        assert!(refused(&hook, "SELECT 1"));
+        assert!(refused(&hook, "SET application_name = 'x'"));
+        flag.store(true, std::sync::atomic::Ordering::Release);
+        for sql in [
+            "SELECT count(*) FROM events",
+            "WITH a AS (SELECT 1 AS x) SELECT x FROM a UNION SELECT 2",
+            "EXPLAIN SELECT * FROM events",
+            "SET application_name = 'psql'",
+            "SHOW search_path",
+            "BEGIN",
+            "COMMIT",
+            "DECLARE c CURSOR FOR SELECT * FROM events",
+        ] {
+            assert!(!refused(&hook, sql), "{sql}");
+        }
+        for sql in [
+            "SELECT * INTO t FROM events",
+            "SELECT 1 UNION (SELECT 2 INTO t)",
+            "WITH a AS (SELECT * INTO t FROM events) SELECT 1",
+            "DECLARE c CURSOR FOR SELECT * INTO t FROM events",
+            "EXPLAIN SELECT * INTO t FROM events",
+            "SET datafusion.execution.batch_size = 1",
+            "SET \"datafusion.runtime.memory_limit\" = '1K'",
+            "INSERT INTO events (event) VALUES ('x')",
+            "CREATE TABLE t (a INT)",
+            "CREATE VIEW v AS SELECT 1",
+            "DROP TABLE events",
+            "COPY (SELECT 1) TO '/tmp/x'",
+            "DELETE FROM events",
+            "UPDATE events SET event = 'x'",
+        ] {
+            assert!(refused(&hook, sql), "{sql}");
+        }
+    }
+
+    /// Whatever got past the hook: the shared session's catalogs refuse new
+    /// and dropped tables and schemas.
+    #[test]
+    fn the_session_cannot_create_or_drop_anything() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = dir.path().join("store").to_string_lossy().into_owned();
+        let events = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../fixtures/retention/events.ndjson");
+        let store = tenure_ingest::Store::open(&url).unwrap();
+        let mut ing =
+            tenure_ingest::Ingest::begin(store, tenure_ingest::IngestOptions::default()).unwrap();
+        ing.add_file(&events).unwrap();
+        ing.commit().unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let store = tenure_store::Store::open_existing(&url).unwrap();
+            let snapshot = tenure_store::load_latest(&store).await.unwrap();
+            let ctx = session(&url, snapshot, &Default::default()).await.unwrap();
+            let rows = |sql: &'static str| {
+                let ctx = ctx.clone();
+                async move { ctx.sql(sql).await?.collect().await }
+            };
+            assert!(rows("SELECT count(*) FROM events").await.is_ok());
+            assert!(
+                rows("SELECT count(*) FROM tenure.public.events")
+                    .await
+                    .is_ok()
+            );
+            for sql in [
+                "SELECT * INTO t FROM events",
+                "CREATE TABLE t AS SELECT 1",
+                "CREATE VIEW v AS SELECT 1",
+                "DROP TABLE events",
+                "CREATE SCHEMA s",
+                "CREATE TABLE datafusion.public.t AS SELECT 1",
+            ] {
+                assert!(rows(sql).await.is_err(), "{sql}");
+            }
+            assert!(rows("SELECT count(*) FROM events").await.is_ok());
+        });
     }
 }
