@@ -494,12 +494,11 @@ fn parquet_bytes(rows: &Rows) -> anyhow::Result<Vec<u8>> {
     let mut out = Vec::new();
     // An analysis's answer is written as it is typed.
     if let Some(t) = &rows.typed {
-        let mut w = parquet::arrow::ArrowWriter::try_new(&mut out, t.schema.clone(), None)?;
+        let mut sink = FileSink::new(FileFormat::Parquet, &t.schema)?;
         for b in &t.batches {
-            w.write(b)?;
+            sink.write(b)?;
         }
-        w.close()?;
-        return Ok(out);
+        return sink.finish();
     }
     let values: Vec<Value> = rows.objects().into_iter().map(Value::Object).collect();
     let schema = Arc::new(infer_json_schema_from_iterator(values.iter().map(Ok))?);
@@ -514,21 +513,7 @@ fn parquet_bytes(rows: &Rows) -> anyhow::Result<Vec<u8>> {
     Ok(out)
 }
 
-/// Prints record batches as they come (CSV and JSON a batch at a time, so a
-/// long result is never held whole; the aligned table and the HTML page,
-/// titled `title`, need every row first). An empty result still prints its
-/// header (CSV), `[]` (JSON) or its columns (table).
-pub async fn print_stream(
-    batches: datafusion::execution::SendableRecordBatchStream,
-    format: OutputFormat,
-    title: &str,
-) -> anyhow::Result<()> {
-    print_stream_to(batches, format, title, None)
-        .await
-        .map(|_| ())
-}
-
-/// A file being encoded batch by batch (see [`print_stream_to`]).
+/// A file being encoded batch by batch (see [`print_stream`]).
 enum FileSink {
     Csv(Vec<u8>),
     Json(datafusion::arrow::json::ArrayWriter<Vec<u8>>),
@@ -579,10 +564,15 @@ impl FileSink {
     }
 }
 
-/// [`print_stream`], also encoding the rows as a file of `file` format:
-/// returns its bytes and row count (the caller writes them, outside the
-/// runtime), the same rows in the same types as printed.
-pub async fn print_stream_to(
+/// Prints record batches as they come (CSV and JSON a batch at a time, so a
+/// long result is never held whole; the aligned table and the HTML page,
+/// titled `title`, need every row first). An empty result still prints its
+/// header (CSV), `[]` (JSON) or its columns (table).
+///
+/// With `file`, the rows are also encoded as a file of that format, the same
+/// rows in the same types as printed: returns its bytes and row count (the
+/// caller writes them, outside the runtime).
+pub async fn print_stream(
     mut batches: datafusion::execution::SendableRecordBatchStream,
     format: OutputFormat,
     title: &str,
@@ -613,11 +603,21 @@ pub async fn print_stream_to(
     while let Some(batch) = batches.next().await {
         let batch = batch?;
         rows += batch.num_rows();
-        if let Some(sink) = &mut sink {
-            sink.write(&batch)?;
+        // CSV text is made once per batch, for the screen and the file alike.
+        let text = if matches!(printer, Printer::Csv(_)) || matches!(sink, Some(FileSink::Csv(_))) {
+            Some(csv_of_batches(std::slice::from_ref(&batch), false)?)
+        } else {
+            None
+        };
+        match &mut sink {
+            Some(FileSink::Csv(out)) => {
+                out.extend_from_slice(text.as_deref().unwrap_or_default().as_bytes())
+            }
+            Some(sink) => sink.write(&batch)?,
+            None => {}
         }
         match &mut printer {
-            Printer::Csv(out) => out.write_all(csv_of_batches(&[batch], false)?.as_bytes())?,
+            Printer::Csv(out) => out.write_all(text.as_deref().unwrap_or_default().as_bytes())?,
             Printer::Json(w) => w.write(&batch)?,
             Printer::Whole(all) => all.push(batch),
         }

@@ -155,7 +155,7 @@ pub fn run(args: SegmentArgs) -> anyhow::Result<()> {
             return Ok(None);
         }
         let users = matching_users(&events, &seg.features, Some(&seg.expr), &spec).await?;
-        output::print_stream_to(users, args.format, "segment users", file).await
+        output::print_stream(users, args.format, "segment users", file).await
     })?;
     // Written outside the runtime: writing blocks on one of its own.
     if let (Some(url), Some((bytes, rows))) = (&args.out, written) {

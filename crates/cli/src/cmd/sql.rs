@@ -48,31 +48,27 @@ pub fn run(args: SqlArgs) -> anyhow::Result<()> {
         )
     })?;
     let format = args.common.format;
-    let Some(url) = &args.common.out else {
-        // Printed as the rows come.
-        return rt.block_on(async {
-            crate::output::print_stream(df.execute_stream().await?, format, &args.query).await
-        });
-    };
-    let schema = std::sync::Arc::new(df.schema().as_arrow().clone());
-    let mut batches = rt.block_on(df.collect())?;
-    // An empty result still has its columns.
-    if batches.is_empty() {
-        batches.push(datafusion::arrow::record_batch::RecordBatch::new_empty(
-            schema.clone(),
-        ));
-    }
+    // The file (if any) holds the rows as printed, typed as computed; its
+    // format is checked before the query runs.
+    let file = args
+        .common
+        .out
+        .as_deref()
+        .map(|url| {
+            crate::output::FileFormat::of_name(url).ok_or_else(|| {
+                crate::exit::BadInput(format!(
+                    "--out {url}: name the file .json, .csv or .parquet"
+                ))
+            })
+        })
+        .transpose()?;
+    let written = rt.block_on(async {
+        crate::output::print_stream(df.execute_stream().await?, format, &args.query, file).await
+    })?;
     // Written outside the runtime: writing blocks on one of its own.
-    // Typed as printed (decimals keep their scale).
-    let table = tenure_engine::analysis::Table { schema, batches };
-    crate::output::write_out(&crate::output::rows_of(&table)?, url)?;
-    let stream = datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(
-        table.schema,
-        futures::stream::iter(table.batches.into_iter().map(Ok)),
-    );
-    rt.block_on(crate::output::print_stream(
-        Box::pin(stream),
-        format,
-        &args.query,
-    ))
+    if let (Some(url), Some((bytes, rows))) = (&args.common.out, written) {
+        crate::output::put(url, bytes)?;
+        eprintln!("wrote {rows} rows to {url}");
+    }
+    Ok(())
 }
