@@ -29,6 +29,7 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 use crate::cmd::abtest::AbtestOptions;
+use crate::cmd::clv::ClvOptions;
 use crate::cmd::common::Scope;
 use crate::cmd::funnel::FunnelOptions;
 use crate::cmd::kpi::KpiOptions;
@@ -51,6 +52,7 @@ pub const KINDS: &[&str] = &[
     "rfm",
     "segment",
     "stickiness",
+    "clv",
 ];
 
 /// One analysis of a job: the options of the subcommand of the same name.
@@ -74,6 +76,8 @@ pub enum Spec {
     Segment(SegmentOptions),
     /// `tenure stickiness`.
     Stickiness(StickinessOptions),
+    /// `tenure clv`.
+    Clv(ClvOptions),
 }
 
 /// What an analysis produced: its rows, and extra rows a chart uses.
@@ -97,6 +101,7 @@ impl Spec {
             "rfm" => Spec::Rfm(Deserialize::deserialize(de)?),
             "segment" => Spec::Segment(Deserialize::deserialize(de)?),
             "stickiness" => Spec::Stickiness(Deserialize::deserialize(de)?),
+            "clv" => Spec::Clv(Deserialize::deserialize(de)?),
             other => unreachable!("kind `{other}` is checked against KINDS first"),
         })
     }
@@ -119,6 +124,7 @@ impl Spec {
             Spec::Rfm(_) => Kind::Rfm,
             Spec::Segment(_) => Kind::Segment,
             Spec::Stickiness(_) => Kind::Stickiness,
+            Spec::Clv(_) => Kind::Clv,
         }
     }
 
@@ -135,6 +141,7 @@ impl Spec {
             Spec::Rfm(o) => serde_json::to_value(o),
             Spec::Segment(o) => serde_json::to_value(o),
             Spec::Stickiness(o) => serde_json::to_value(o),
+            Spec::Clv(o) => serde_json::to_value(o),
         };
         let Ok(serde_json::Value::Object(map)) = value else {
             return String::new();
@@ -176,6 +183,7 @@ impl Spec {
             // The expression is checked with its own spans (see `parse`).
             Spec::Segment(_) => Ok(()),
             Spec::Stickiness(o) => o.validate().map_err(at("period")),
+            Spec::Clv(o) => o.validate().map_err(at("horizon")),
         }
     }
 
@@ -206,6 +214,7 @@ impl Spec {
             Spec::Abtest(o) => o.compute(scope).await?,
             Spec::Segment(o) => o.compute(scope).await?,
             Spec::Stickiness(o) => o.compute(scope).await?,
+            Spec::Clv(o) => o.compute(scope).await?,
             Spec::Rfm(o) => o.compute(scope).await?,
         };
         Ok(Computed {

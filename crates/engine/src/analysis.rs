@@ -19,8 +19,8 @@ use crate::abtest::{AbtestRequest, Exposures};
 use crate::features::FeatureSpec;
 use crate::lifecycle::Thresholds;
 use crate::request::{
-    AbtestOptions, FunnelOptions, KpiOptions, LifecycleOptions, LtvOptions, RetentionOptions,
-    RfmOptions, SegmentOptions, StickinessOptions,
+    AbtestOptions, ClvOptions, FunnelOptions, KpiOptions, LifecycleOptions, LtvOptions,
+    RetentionOptions, RfmOptions, SegmentOptions, StickinessOptions,
 };
 use crate::userstats::PurchaseSpec;
 use crate::{EngineError, Events, OpenOptions, Result};
@@ -149,6 +149,36 @@ impl LtvOptions {
         let fold = crate::ltv::LtvFold::new(&events, &spec)?;
         let batches = crate::fold::run(&events, fold).await?;
         Ok(Table::new(crate::ltv::schema(), batches).into())
+    }
+}
+
+impl ClvOptions {
+    /// Fits the models over `scope` (each customer's whole history up to the
+    /// as-of; the range's start is not used) and predicts per customer.
+    pub async fn fit(&self, scope: &Scope) -> Result<(Events, crate::clv::ClvResult)> {
+        let spec = self.spec(scope.tz, scope.as_of)?;
+        let events = scope.open_range(None, scope.as_of).await?;
+        let result = crate::clv::clv(&events, &spec).await?;
+        Ok((events, result))
+    }
+
+    /// The fitted models as rows of [`crate::clv::model_schema`]; with a
+    /// calibration end, the holdout check ([`crate::clv::validation_schema`])
+    /// as the extra table.
+    pub async fn compute(&self, scope: &Scope) -> Result<Answer> {
+        let (_, r) = self.fit(scope).await?;
+        let table = Table::new(
+            crate::clv::model_schema(),
+            vec![crate::clv::model_batch(&r)?],
+        );
+        let extra = match &r.validation {
+            Some(v) => Some(Table::new(
+                crate::clv::validation_schema(),
+                vec![crate::clv::validation_batch(v)?],
+            )),
+            None => None,
+        };
+        Ok(Answer { table, extra })
     }
 }
 

@@ -68,6 +68,7 @@ pub mod activity;
 pub mod analysis;
 pub mod breakdown;
 pub mod calendar;
+pub mod clv;
 pub mod codec;
 mod error;
 pub mod features;

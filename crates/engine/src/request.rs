@@ -27,7 +27,8 @@ clap_default!(
     StickinessOptions,
     LifecycleOptions,
     KpiOptions,
-    RfmOptions
+    RfmOptions,
+    ClvOptions
 );
 
 /// A request with every option at its default (as clap would parse no
@@ -137,6 +138,95 @@ impl StickinessOptions {
             ));
         }
         Ok(())
+    }
+}
+
+/// What to fit and predict: the flags of `tenure clv`, and the keys of a
+/// `kind = "clv"` analysis in a job file.
+#[derive(clap::Args, Debug, Clone, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClvOptions {
+    /// End of the calibration period (a date, inclusive, or an RFC 3339
+    /// instant): the models are fitted on purchases up to it, and the
+    /// purchases after it (up to --as-of) are compared with the prediction.
+    #[arg(long, value_name = "WHEN")]
+    pub calibration_end: Option<String>,
+    /// How far ahead to predict purchases and value, in weeks or days
+    /// (`52w`, `90d`).
+    #[arg(long, default_value = "52w")]
+    pub horizon: String,
+    /// Unit of time of the model (of recency, T and the discount rate):
+    /// week (the papers' unit) or day.
+    #[arg(long, default_value = "week")]
+    pub period: String,
+    /// Discount rate per period for the lifetime value (0.01: 1% per week).
+    #[arg(long, default_value_t = 0.0)]
+    pub discount: f64,
+    /// Name of the purchase event.
+    #[arg(long, default_value = PURCHASE)]
+    pub purchase_event: String,
+}
+
+impl ClvOptions {
+    /// Checks what can be checked without data.
+    pub fn validate(&self) -> Result<()> {
+        self.unit_days()?;
+        self.horizon_days()?;
+        if !(self.discount.is_finite() && self.discount >= 0.0) {
+            return Err(EngineError::BadRequest(format!(
+                "--discount {}: expected a rate of 0 or more (0.01 = 1% per period)",
+                self.discount
+            )));
+        }
+        Ok(())
+    }
+
+    /// Days per unit of time.
+    pub fn unit_days(&self) -> Result<u32> {
+        match self.period.as_str() {
+            "week" => Ok(7),
+            "day" => Ok(1),
+            other => Err(EngineError::BadRequest(format!(
+                "--period {other}: the model's unit of time is week or day"
+            ))),
+        }
+    }
+
+    /// The horizon in days.
+    pub fn horizon_days(&self) -> Result<u32> {
+        let h = self.horizon.trim();
+        let bad = || {
+            EngineError::BadRequest(format!(
+                "--horizon {h}: expected weeks or days, like 52w or 90d"
+            ))
+        };
+        let (n, per) = match h.char_indices().last() {
+            Some((i, 'w')) => (&h[..i], 7),
+            Some((i, 'd')) => (&h[..i], 1),
+            _ => return Err(bad()),
+        };
+        let n: u32 = n.trim().parse().map_err(|_| bad())?;
+        n.checked_mul(per).ok_or_else(bad)
+    }
+
+    /// The request over a store whose calendar is in `tz`, with the history
+    /// ending at `as_of` (exclusive).
+    pub fn spec(&self, tz: chrono_tz::Tz, as_of: Option<i64>) -> Result<crate::clv::ClvSpec> {
+        self.validate()?;
+        let unit_days = self.unit_days()?;
+        Ok(crate::clv::ClvSpec {
+            purchase_event: self.purchase_event.clone(),
+            tz,
+            unit_days,
+            calibration_end: self
+                .calibration_end
+                .as_deref()
+                .map(|t| crate::clv::end_of(t, tz))
+                .transpose()?,
+            as_of,
+            horizon: self.horizon_days()? as f64 / unit_days as f64,
+            discount: self.discount,
+        })
     }
 }
 

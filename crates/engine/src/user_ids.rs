@@ -84,6 +84,9 @@ impl UserIds {
     /// The ids of `keys`, which must ascend and not precede the keys of the
     /// previous call.
     pub async fn of(&mut self, keys: &UInt32Array) -> Result<StringArray> {
+        if keys.is_empty() {
+            return Ok(StringArray::new_null(0));
+        }
         let mut taken: Vec<StringArray> = Vec::new();
         let values = keys.values();
         let mut at = 0;

@@ -11,7 +11,8 @@
 //! - [`check_srm`]: sample-ratio mismatch by chi-square against the configured split;
 //! - [`adjust_p_values`]: Holm–Bonferroni and Benjamini–Hochberg;
 //! - [`readout`]: all of the above per metric and arm, with a sentence per row;
-//! - [`parse_summary`]: the `--from-summary` CSV and JSON forms.
+//! - [`parse_summary`]: the `--from-summary` CSV and JSON forms;
+//! - [`clv`]: predictive customer lifetime value (BG/NBD and Gamma-Gamma).
 //!
 //! The crate is pure Rust with no engine dependency, so it builds and tests in
 //! seconds. Nothing it returns is NaN or infinite: an arm where a test is undefined
@@ -21,6 +22,7 @@
 #![deny(missing_docs)]
 
 mod bayesian;
+pub mod clv;
 mod config;
 mod correction;
 mod dist;

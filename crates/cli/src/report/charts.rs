@@ -506,6 +506,29 @@ pub(super) fn kpi(rows: &Frame<'_>) -> String {
     grid_table(&head, &body)
 }
 
+// ---- CLV: the models, and the holdout check ----
+
+pub(super) fn clv(rows: &Frame<'_>, holdout: Option<&Frame<'_>>) -> (String, String) {
+    let Some(h) = holdout else {
+        return (String::new(), table(rows.json));
+    };
+    let items: Vec<(String, f64)> = h
+        .rows()
+        .flat_map(|r| {
+            let x = r.text("frequency");
+            [
+                (format!("{x}: actual"), r.num("actual").unwrap_or(0.0)),
+                (format!("{x}: predicted"), r.num("predicted").unwrap_or(0.0)),
+            ]
+        })
+        .collect();
+    let numbers = format!("{}{}", table(rows.json), table(h.json));
+    (
+        bars(&items, "purchases per customer after calibration"),
+        numbers,
+    )
+}
+
 // ---- RFM: score grid and segment sizes ----
 
 pub(super) fn rfm(rows: &Frame<'_>, grid: Option<&Frame<'_>>) -> (String, String) {

@@ -40,6 +40,9 @@ pub enum Kind {
     Segment,
     /// Stickiness: users by active days, per period.
     Stickiness,
+    /// Predictive CLV: the fitted models, and the holdout check's actual
+    /// purchases per calibration frequency when there is one.
+    Clv,
 }
 
 impl Kind {
@@ -55,6 +58,7 @@ impl Kind {
             Kind::Rfm => "rfm",
             Kind::Segment => "segment",
             Kind::Stickiness => "stickiness",
+            Kind::Clv => "clv",
         }
     }
 }
@@ -234,6 +238,7 @@ fn section(out: &mut String, s: &Section) {
                 Kind::Abtest => charts::abtest(rows),
                 Kind::Segment => charts::segment(rows),
                 Kind::Stickiness => charts::bars_section(rows, "days", "users", Some("period")),
+                Kind::Clv => charts::clv(rows, extra.as_ref()),
             };
             out.push_str("<div class=\"pair\">");
             if !chart.is_empty() {
