@@ -292,3 +292,41 @@ fn cdnow_gives_the_published_parameters_and_holdout_check() {
     assert!((first["monetary_value"].as_f64().unwrap() - 22.345).abs() < 1e-9);
     assert!((first["p_alive"].as_f64().unwrap() - 0.7266).abs() < 1e-3);
 }
+
+#[test]
+fn the_table_function_lists_what_the_subcommand_lists() {
+    let store = fixture_store();
+    let sql = |q: &str| {
+        tenure()
+            .args(["sql", "--format", "json", "--data"])
+            .arg(store.path())
+            .arg(q)
+            .output()
+            .unwrap()
+    };
+    let listed = ok(clv(
+        store.path(),
+        &[
+            "--users",
+            "--format",
+            "json",
+            "--horizon",
+            "10w",
+            "--calibration-end",
+            "2026-03-31",
+            "--as-of",
+            "2026-04-30",
+        ],
+    ));
+    let queried = ok(sql("SELECT * FROM clv('10w', '2026-03-31', '2026-04-30')"));
+    assert_eq!(json(&queried), json(&listed));
+    // Composes with SQL: the likely churned among the customers.
+    let few = json(&ok(sql(
+        "SELECT user_id FROM clv() WHERE frequency >= 1 ORDER BY user_id",
+    )));
+    let ids: Vec<&str> = few.iter().map(|r| r["user_id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["u1", "u3", "u6"]);
+    let bad = sql("SELECT * FROM clv('12m')");
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("expected weeks or days"));
+}

@@ -169,6 +169,11 @@ segments = ["{rfm}"]
 name = "repeat"
 kind = "segment"
 expr = "F >= 2 and R < 30d"
+
+[[analysis]]
+name = "clv"
+kind = "clv"
+horizon = "4w"
 "#,
         store = store.display(),
         out = out.display(),
@@ -218,6 +223,7 @@ fn subcommand(store: &Path, name: &str, format: &str) -> String {
             .arg("--segments")
             .arg(root().join("queries/rfm_classic.seg")),
         "repeat" => c.args(["segment", "F >= 2 and R < 30d"]).args(as_of),
+        "clv" => c.arg("clv").args(as_of).args(["--horizon", "4w"]),
         other => panic!("no subcommand for {other}"),
     };
     c.arg("--data").arg(store).args(["--format", format]);
@@ -254,7 +260,7 @@ fn job_outputs_match_the_subcommands_and_reruns_replace_them() {
     let run = run_ok(tenure().arg("run").arg(&job));
     let summary = String::from_utf8(run.stdout).unwrap();
     assert!(
-        summary.starts_with("job e2e: 10 analyses, 10 ok, 0 failed, 30 files written"),
+        summary.starts_with("job e2e: 11 analyses, 11 ok, 0 failed, 33 files written"),
         "{summary}"
     );
 
@@ -269,6 +275,7 @@ fn job_outputs_match_the_subcommands_and_reruns_replace_them() {
         "abtest",
         "rfm",
         "repeat",
+        "clv",
     ];
     let first = files(&out);
     let expected_files: Vec<String> = names

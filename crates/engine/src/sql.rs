@@ -339,6 +339,13 @@ enum FeatureRequest {
     Rfm,
     /// An A/B readout with the default test (GrowthBook's).
     Abtest(crate::abtest::AbtestRequest),
+    /// Every customer's CLV predictions (`tenure clv --users`).
+    Clv {
+        /// Prediction horizon (`52w`, `90d`).
+        horizon: String,
+        /// End of the calibration period, if any (a date or an instant).
+        calibration_end: Option<String>,
+    },
 }
 
 /// A `segment()` or `rfm()` plan node as it travels (see `crate::codec`):
@@ -409,6 +416,7 @@ impl FeatureRequest {
                 })
             }
             Self::Abtest(_) => plan_err!("an A/B readout has no feature table"),
+            Self::Clv { .. } => plan_err!("CLV predictions have no feature table"),
             Self::Rfm => {
                 let features = [
                     Feature::Recency,
@@ -455,6 +463,20 @@ impl FeatureRowsExec {
                 .iter()
                 .map(|f| f.as_ref().clone())
                 .collect(),
+            FeatureRequest::Clv {
+                horizon,
+                calibration_end,
+            } => {
+                // Bad arguments fail when planned, not when run.
+                clv_options(horizon, calibration_end)
+                    .spec(chrono_tz::Tz::UTC, end)
+                    .map_err(df_error)?;
+                crate::clv::customers_schema()
+                    .fields()
+                    .iter()
+                    .map(|f| f.as_ref().clone())
+                    .collect()
+            }
             _ => {
                 let compiled = request.compile(events, as_of)?;
                 let table = tenure_dsl::feature_schema(&compiled.features);
@@ -572,6 +594,20 @@ impl FeatureRowsExec {
             let batch = RecordBatch::try_new(out, batch.columns().to_vec())?;
             return Ok(futures::stream::once(async { Ok(batch) }).boxed());
         }
+        if let FeatureRequest::Clv {
+            horizon,
+            calibration_end,
+        } = &spec.request
+        {
+            let request = clv_options(horizon, calibration_end)
+                .spec(chrono_tz::Tz::UTC, spec.end)
+                .map_err(df_error)?;
+            let result = crate::clv::clv(&events, &request).await.map_err(df_error)?;
+            let batches = crate::clv::customers_batches(&events, &result)
+                .await
+                .map_err(df_error)?;
+            return Ok(futures::stream::iter(batches.into_iter().map(Ok)).boxed());
+        }
         let compiled = spec.request.compile(&events, as_of)?;
         let feature_spec = crate::features::FeatureSpec {
             as_of,
@@ -612,6 +648,13 @@ impl datafusion::physical_plan::DisplayAs for FeatureRowsExec {
         match &self.spec.request {
             FeatureRequest::Segment { source } => write!(f, "FeatureRowsExec: segment={source:?}"),
             FeatureRequest::Rfm => write!(f, "FeatureRowsExec: rfm"),
+            FeatureRequest::Clv {
+                horizon,
+                calibration_end,
+            } => write!(
+                f,
+                "FeatureRowsExec: clv horizon={horizon}, calibration_end={calibration_end:?}"
+            ),
             FeatureRequest::Abtest(r) => {
                 let metrics: Vec<&str> = r.metrics.iter().map(|m| m.text.as_str()).collect();
                 write!(
@@ -747,8 +790,50 @@ impl TableFunctionImpl for AbtestFunction {
     }
 }
 
-/// Registers Tenure's table functions (`retention`, `funnel`, `segment`, `rfm`, `ltv`, `lifecycle`, `lifecycle_stages`, `kpi`, `stickiness`, `abtest`) in the events' session.
+/// The options of `clv(horizon [, calibration_end [, as_of]])` (weeks, the
+/// purchase event `purchase`, no discount).
+fn clv_options(horizon: &str, calibration_end: &Option<String>) -> crate::request::ClvOptions {
+    crate::request::ClvOptions {
+        horizon: horizon.to_string(),
+        calibration_end: calibration_end.clone(),
+        ..Default::default()
+    }
+}
+
+/// `clv([horizon [, calibration_end [, as_of]]])`: every customer's BG/NBD
+/// and Gamma-Gamma predictions, as `tenure clv --users` lists them (weeks,
+/// UTC days, horizon `52w` by default).
+#[derive(Debug)]
+struct ClvFunction {
+    events: Events,
+}
+
+impl TableFunctionImpl for ClvFunction {
+    fn call_with_args(&self, args: TableFunctionArgs) -> DfResult<Arc<dyn TableProvider>> {
+        let exprs = args.exprs();
+        at_most(exprs, 3, "clv([horizon [, calibration_end [, as_of]]])")?;
+        let horizon = text_arg(exprs, 0, "horizon")?.unwrap_or_else(|| "52w".into());
+        let calibration_end = text_arg(exprs, 1, "calibration_end")?;
+        let end = text_arg(exprs, 2, "as_of")?
+            .map(|t| as_of_arg(&t))
+            .transpose()?;
+        let request = FeatureRequest::Clv {
+            horizon,
+            calibration_end,
+        };
+        let plan = FeatureRowsExec::try_new(&self.events, request, end)?;
+        Ok(Arc::new(FoldTable::new(Arc::new(plan))))
+    }
+}
+
+/// Registers Tenure's table functions (`retention`, `funnel`, `segment`, `rfm`, `ltv`, `lifecycle`, `lifecycle_stages`, `kpi`, `stickiness`, `abtest`, `clv`) in the events' session.
 pub fn register_functions(events: &Events) {
+    events.ctx.register_udtf(
+        "clv",
+        Arc::new(ClvFunction {
+            events: events.clone(),
+        }),
+    );
     events.ctx.register_udtf(
         "retention",
         Arc::new(RetentionFunction {

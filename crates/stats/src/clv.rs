@@ -560,6 +560,73 @@ fn identity(n: usize) -> Vec<Vec<f64>> {
         .collect()
 }
 
+/// A small deterministic generator (SplitMix64).
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> f64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+    }
+    fn normal(&mut self) -> f64 {
+        let (u, v) = (self.next().max(1e-300), self.next());
+        (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
+    }
+    /// Gamma(shape, 1) by Marsaglia and Tsang.
+    fn gamma(&mut self, shape: f64) -> f64 {
+        if shape < 1.0 {
+            return self.gamma(shape + 1.0) * self.next().max(1e-300).powf(1.0 / shape);
+        }
+        let d = shape - 1.0 / 3.0;
+        let c = 1.0 / (9.0 * d).sqrt();
+        loop {
+            let x = self.normal();
+            let v = (1.0 + c * x).powi(3);
+            if v <= 0.0 {
+                continue;
+            }
+            let u = self.next();
+            if u.ln() < 0.5 * x * x + d - d * v + d * v.ln() {
+                return d * v;
+            }
+        }
+    }
+    fn beta(&mut self, a: f64, b: f64) -> f64 {
+        let x = self.gamma(a);
+        x / (x + self.gamma(b))
+    }
+}
+
+/// `n` customers drawn from the BG/NBD process with parameters `m` (for
+/// tests and benchmarks): customer `i` is observed for `10 + i % 30` units,
+/// buys at a Gamma(r, α) rate while alive and drops out after each purchase
+/// with a Beta(a, b) probability. Deterministic for a `seed`.
+pub fn simulate(m: &BgNbd, n: usize, seed: u64) -> Vec<Customer> {
+    let mut rng = Rng(seed);
+    (0..n)
+        .map(|i| {
+            let t = 10.0 + (i % 30) as f64;
+            let lambda = rng.gamma(m.r) / m.alpha;
+            let p = rng.beta(m.a, m.b);
+            let (mut now, mut x, mut t_x) = (0.0, 0, 0.0);
+            loop {
+                now += -rng.next().max(1e-300).ln() / lambda;
+                if now > t {
+                    break;
+                }
+                x += 1;
+                t_x = now;
+                if rng.next() < p {
+                    break;
+                }
+            }
+            Customer { x, t_x, t }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -661,70 +728,6 @@ mod tests {
             (-(-z).ln_1p() / z).ln(),
             1e-12
         ));
-    }
-
-    /// A small deterministic generator (SplitMix64) for simulated customers.
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> f64 {
-            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
-        }
-        fn normal(&mut self) -> f64 {
-            let (u, v) = (self.next().max(1e-300), self.next());
-            (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
-        }
-        /// Gamma(shape, 1) by Marsaglia and Tsang.
-        fn gamma(&mut self, shape: f64) -> f64 {
-            if shape < 1.0 {
-                return self.gamma(shape + 1.0) * self.next().max(1e-300).powf(1.0 / shape);
-            }
-            let d = shape - 1.0 / 3.0;
-            let c = 1.0 / (9.0 * d).sqrt();
-            loop {
-                let x = self.normal();
-                let v = (1.0 + c * x).powi(3);
-                if v <= 0.0 {
-                    continue;
-                }
-                let u = self.next();
-                if u.ln() < 0.5 * x * x + d - d * v + d * v.ln() {
-                    return d * v;
-                }
-            }
-        }
-        fn beta(&mut self, a: f64, b: f64) -> f64 {
-            let x = self.gamma(a);
-            x / (x + self.gamma(b))
-        }
-    }
-
-    /// Customers drawn from the BG/NBD process itself.
-    fn simulate(m: &BgNbd, n: usize, seed: u64) -> Vec<Customer> {
-        let mut rng = Rng(seed);
-        (0..n)
-            .map(|i| {
-                let t = 10.0 + (i % 30) as f64;
-                let lambda = rng.gamma(m.r) / m.alpha;
-                let p = rng.beta(m.a, m.b);
-                let (mut now, mut x, mut t_x) = (0.0, 0, 0.0);
-                loop {
-                    now += -rng.next().max(1e-300).ln() / lambda;
-                    if now > t {
-                        break;
-                    }
-                    x += 1;
-                    t_x = now;
-                    if rng.next() < p {
-                        break;
-                    }
-                }
-                Customer { x, t_x, t }
-            })
-            .collect()
     }
 
     #[test]

@@ -30,7 +30,7 @@ use crate::report::{self, Section};
 /// range ("last 12 weeks", "last 90 days", "last 3 months", "all") or
 /// from / to (dates), as_of ("now", the default; "latest", the end of the
 /// data; or a date), tz, threads; then one [[analysis]] table per analysis with
-/// `kind` (retention, ltv, lifecycle, kpi, funnel, abtest, rfm, segment, stickiness), an
+/// `kind` (retention, ltv, lifecycle, kpi, funnel, abtest, rfm, segment, stickiness, clv), an
 /// optional `name`
 /// and the options of the subcommand of that name (`start_event` for
 /// --start-event, `metrics = [...]` for abtest's --metric, ...). See

@@ -11,7 +11,8 @@ use crate::cmd::common::AnalysisArgs;
 /// return_event [, mode]]]), funnel(steps, window [, by [, mode]]),
 /// segment(expr [, as_of]), rfm([as_of]), ltv(period [, start_event]),
 /// lifecycle(period), lifecycle_stages([as_of]), kpi(period),
-/// stickiness(period [, event]) and abtest(metric [, by]). Arguments are
+/// stickiness(period [, event]), abtest(metric [, by]) and clv([horizon [,
+/// calibration_end [, as_of]]]). Arguments are
 /// string literals (NULL for a default). --from/--to limit the events every
 /// table sees. --out also writes the result to a file or URL (.json, .csv or
 /// .parquet, typed by the query's schema).
