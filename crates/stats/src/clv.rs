@@ -332,29 +332,41 @@ pub fn fit_gamma_gamma(spenders: &[Spender]) -> Result<Fit<GammaGamma>, StatsErr
         ));
     }
     let n = spenders.len() as f64;
-    let data: Vec<(f64, f64, f64, f64)> = spenders
-        .iter()
-        .map(|s| {
-            let x = s.x as f64;
-            (x, s.mean, s.mean.ln(), x.ln())
-        })
-        .collect();
+    // Grouped by x: the Gamma functions depend on x only, and the sum of
+    // ln m over a group is a constant; only ln(γ + x m) is per spender.
+    let mut sorted: Vec<&Spender> = spenders.iter().collect();
+    sorted.sort_unstable_by_key(|s| s.x);
+    // (x, spenders, Σ ln m, the x·m of each spender)
+    let mut groups: Vec<(f64, f64, f64, Vec<f64>)> = Vec::new();
+    for s in sorted {
+        let x = s.x as f64;
+        if groups.last().is_none_or(|g| g.0 != x) {
+            groups.push((x, 0.0, 0.0, Vec::new()));
+        }
+        let g = groups.last_mut().expect("a group");
+        g.1 += 1.0;
+        g.2 += s.mean.ln();
+        g.3.push(x * s.mean);
+    }
     let objective = |theta: &[f64], grad: &mut [f64]| -> f64 {
         let (p, q, gamma) = (theta[0].exp(), theta[1].exp(), theta[2].exp());
         let (lg_q, dg_q, ln_gamma_) = (ln_gamma(q), digamma(q), gamma.ln());
         let (mut ll, mut g) = (0.0, [0.0f64; 3]);
-        for &(x, m, ln_m, ln_x) in &data {
+        for (x, count, sum_ln_m, xms) in &groups {
+            let (x, count) = (*x, *count);
             let px = p * x;
-            let ln_gxm = (gamma + x * m).ln();
-            ll += ln_gamma(px + q) - ln_gamma(px) - lg_q
-                + q * ln_gamma_
-                + (px - 1.0) * ln_m
-                + px * ln_x
-                - (px + q) * ln_gxm;
+            let (mut sum_ln, mut sum_inv) = (0.0, 0.0);
+            for &xm in xms {
+                sum_ln += (gamma + xm).ln();
+                sum_inv += 1.0 / (gamma + xm);
+            }
             let (dg_pxq, dg_px) = (digamma(px + q), digamma(px));
-            g[0] += x * (dg_pxq - dg_px + ln_m + ln_x - ln_gxm);
-            g[1] += dg_pxq - dg_q + ln_gamma_ - ln_gxm;
-            g[2] += q / gamma - (px + q) / (gamma + x * m);
+            ll += count * (ln_gamma(px + q) - ln_gamma(px) - lg_q + q * ln_gamma_ + px * x.ln())
+                + (px - 1.0) * sum_ln_m
+                - (px + q) * sum_ln;
+            g[0] += x * (count * (dg_pxq - dg_px + x.ln()) + sum_ln_m - sum_ln);
+            g[1] += count * (dg_pxq - dg_q + ln_gamma_) - sum_ln;
+            g[2] += count * q / gamma - (px + q) * sum_inv;
         }
         let pr = [p, q, gamma];
         for i in 0..3 {
