@@ -124,6 +124,11 @@ fn predictions_follow_the_printed_model() {
         b: param("bg_nbd", "b"),
     };
     assert_eq!(param("bg_nbd", "customers"), 5.0); // u5 buys too, without a calibration end
+    // The page charts the p_alive distribution and the CLV deciles.
+    let page = ok(clv(store.path(), &["--format", "html"]));
+    for part in ["p_alive 0.9-1.0", "decile 10", "<svg", "bg_nbd"] {
+        assert!(page.contains(part), "{part} not in the page");
+    }
     let users = json(&ok(clv(
         store.path(),
         &["--users", "--format", "json", "--horizon", "10w"],
@@ -329,4 +334,50 @@ fn the_table_function_lists_what_the_subcommand_lists() {
     let bad = sql("SELECT * FROM clv('12m')");
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("expected weeks or days"));
+}
+
+#[test]
+fn segments_use_the_predictions() {
+    let store = fixture_store();
+    let segment = |expr: &str, extra: &[&str]| {
+        ok(tenure()
+            .args(["segment", expr, "--data"])
+            .arg(store.path())
+            .args(extra)
+            .output()
+            .unwrap())
+    };
+    let as_of = ["--as-of", "2026-04-15"];
+    let mut listing_args = vec!["--users", "--format", "json", "--horizon", "10w"];
+    listing_args.extend(as_of);
+    let customers = json(&ok(clv(store.path(), &listing_args)));
+    // Users who never bought have no prediction: `p_alive >= 0` lists the
+    // customers, with the same values as `tenure clv --users`.
+    let mut args = vec!["--users", "--format", "json"];
+    args.extend(as_of);
+    let listed = json(&segment(
+        "p_alive >= 0 and expected_purchases(10w) >= 0",
+        &args,
+    ));
+    assert_eq!(listed.len(), customers.len(), "{listed:?}");
+    for (s, c) in listed.iter().zip(&customers) {
+        assert_eq!(s["user_id"], c["user_id"]);
+        assert_eq!(s["p_alive"], c["p_alive"], "{s} vs {c}");
+        assert_eq!(
+            s["expected_purchases_10w"], c["expected_purchases"],
+            "{s} vs {c}"
+        );
+    }
+    // A threshold between two customers' values splits them as the values do
+    // (`clv` is over 52 weeks, the listing's default horizon).
+    let mut args = vec!["--users", "--format", "json"];
+    args.extend(as_of);
+    let yearly = json(&ok(clv(store.path(), &args)));
+    let mut values: Vec<f64> = yearly.iter().map(|c| c["clv"].as_f64().unwrap()).collect();
+    values.sort_by(f64::total_cmp);
+    let cut = (values[1] + values[2]) / 2.0;
+    let mut count_args = vec!["--count"];
+    count_args.extend(as_of);
+    let above = segment(&format!("clv > {cut:.6} and M >= 0"), &count_args);
+    assert_eq!(above.trim(), (values.len() - 2).to_string());
 }

@@ -219,6 +219,8 @@ pub enum TermKind {
     String(String),
     /// `mean(R)` / `avg(R)`: the mean of a metric over all users.
     Mean(Spanned<String>),
+    /// `expected_purchases(90d)`: BG/NBD's expected purchases in a horizon.
+    ExpectedPurchases(Duration),
 }
 
 /// A boolean expression node.
@@ -310,6 +312,7 @@ impl fmt::Display for Term {
             TermKind::Duration(d) => write!(f, "{d}"),
             TermKind::String(s) => write!(f, "{s:?}"),
             TermKind::Mean(metric) => write!(f, "(mean {})", metric.node),
+            TermKind::ExpectedPurchases(d) => write!(f, "(expected_purchases {d})"),
         }
     }
 }

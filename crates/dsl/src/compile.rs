@@ -224,6 +224,7 @@ fn literal(value: &Value) -> Expr {
         Value::Money(cents) => lit(ScalarValue::Decimal128(Some(*cents), 18, 2)),
         Value::Time(micros) => timestamp(*micros),
         Value::Text(s) => lit(s.as_str()),
+        Value::Number(n) => lit(n.mantissa as f64 / 10f64.powi(n.scale as i32)),
     }
 }
 

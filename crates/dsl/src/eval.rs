@@ -48,6 +48,12 @@ pub struct FeatureRow {
     /// Event counts by (event, window); absent means 0, as the engine fills
     /// counts for users without such events with 0.
     pub event_counts: BTreeMap<(String, Option<Duration>), i64>,
+    /// BG/NBD's probability of being alive.
+    pub p_alive: Option<f64>,
+    /// Expected value over 52 weeks.
+    pub clv: Option<f64>,
+    /// Expected purchases by horizon; absent means NULL.
+    pub expected_purchases: BTreeMap<Duration, f64>,
 }
 
 /// A cell of the row, typed as its column is.
@@ -88,6 +94,11 @@ impl FeatureRow {
                     .copied()
                     .unwrap_or(0),
             )),
+            Feature::PAlive => self.p_alive.map(Cell::Float),
+            Feature::Clv => self.clv.map(Cell::Float),
+            Feature::ExpectedPurchases(d) => {
+                self.expected_purchases.get(d).copied().map(Cell::Float)
+            }
         }
     }
 }
@@ -98,6 +109,7 @@ fn value_cell(value: &Value) -> Cell<'_> {
         Value::Money(c) => Cell::Decimal(*c, 2),
         Value::Time(t) => Cell::Time(*t),
         Value::Text(s) => Cell::Text(s),
+        Value::Number(n) => Cell::Float(n.mantissa as f64 / 10f64.powi(n.scale as i32)),
     }
 }
 

@@ -23,6 +23,12 @@
 //! | `country` | `prop:country` | Utf8 | the user's latest value; NULL if never set |
 //! | `did e` | `count:e` | Int64 | events named `e`; 0 if none |
 //! | `did e within 30d` | `count_30d:e` | Int64 | events named `e` with `as_of - 30d <= ts <= as_of` |
+//! | `p_alive` | `p_alive` | Float64 | BG/NBD probability of being alive at `as_of`; NULL if no purchase |
+//! | `clv` | `clv` | Float64 | expected value in the next 52 weeks (BG/NBD x Gamma-Gamma); NULL if no purchase or no revenue |
+//! | `expected_purchases(90d)` | `expected_purchases_90d` | Float64 | BG/NBD's expected purchase days in the next 90 days; NULL if no purchase |
+//!
+//! The predictions are those of `tenure clv` as of `as_of` (the models fitted
+//! over every buyer up to it, time in weeks, days in UTC).
 
 use std::collections::{BTreeSet, HashSet};
 
@@ -122,6 +128,12 @@ pub enum Feature {
         /// The window, if any.
         within: Option<Duration>,
     },
+    /// BG/NBD's probability that the customer is alive.
+    PAlive,
+    /// Expected value over the next 52 weeks.
+    Clv,
+    /// BG/NBD's expected purchases in the horizon.
+    ExpectedPurchases(Duration),
 }
 
 impl Feature {
@@ -154,6 +166,9 @@ impl Feature {
                 event,
                 within: Some(d),
             } => format!("count_{d}:{event}"),
+            Feature::PAlive => "p_alive".into(),
+            Feature::Clv => "clv".into(),
+            Feature::ExpectedPurchases(d) => format!("expected_purchases_{d}"),
         }
     }
 
@@ -172,7 +187,9 @@ impl Feature {
             | Feature::EventCount { .. } => DataType::Int64,
             Feature::Monetary => DataType::Decimal128(18, 2),
             Feature::Mean(Metric::Monetary) => DataType::Decimal128(22, 6),
-            Feature::Mean(_) => DataType::Float64,
+            Feature::Mean(_) | Feature::PAlive | Feature::Clv | Feature::ExpectedPurchases(_) => {
+                DataType::Float64
+            }
             Feature::FirstSeen | Feature::LastSeen => {
                 DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
             }

@@ -322,6 +322,12 @@ fn build_term(pair: Pair<'_, Rule>) -> Result<Term, DslError> {
                 span: span_of(&metric),
             })
         }
+        Rule::expected_call => {
+            let horizon = content(pair)
+                .find(|p| p.as_rule() == Rule::duration)
+                .ok_or_else(|| missing(span))?;
+            TermKind::ExpectedPurchases(parse_duration(horizon.as_str(), span_of(&horizon))?)
+        }
         _ => return Err(missing(span)),
     };
     Ok(Term { kind, span })
@@ -569,6 +575,8 @@ fn describe_expected(positives: &[Rule]) -> String {
             Rule::did_count => "a count such as `>= 2`",
             Rule::mean_call
             | Rule::mean_fn
+            | Rule::expected_call
+            | Rule::expected_fn
             | Rule::prop_ref
             | Rule::duration
             | Rule::number
@@ -580,6 +588,8 @@ fn describe_expected(positives: &[Rule]) -> String {
             }
             Rule::mean_call
             | Rule::mean_fn
+            | Rule::expected_call
+            | Rule::expected_fn
             | Rule::prop_ref
             | Rule::duration
             | Rule::number

@@ -37,6 +37,8 @@ pub enum Value {
     Time(i64),
     /// Text (properties, lifecycle stages).
     Text(String),
+    /// A number as written (predictions: Float64 columns).
+    Number(crate::ast::Number),
 }
 
 impl fmt::Display for Value {
@@ -50,6 +52,7 @@ impl fmt::Display for Value {
             }
             Value::Time(micros) => f.write_str(&timestamp::format_utc(*micros)),
             Value::Text(s) => write!(f, "{s:?}"),
+            Value::Number(n) => write!(f, "{n}"),
         }
     }
 }
@@ -241,6 +244,7 @@ enum Ty {
     Time,
     Stage,
     Text,
+    Prediction,
 }
 
 impl Ty {
@@ -255,6 +259,7 @@ impl Ty {
             Feature::FirstSeen | Feature::LastSeen => Ty::Time,
             Feature::Lifecycle(_) => Ty::Stage,
             Feature::Property(_) => Ty::Text,
+            Feature::PAlive | Feature::Clv | Feature::ExpectedPurchases(_) => Ty::Prediction,
         }
     }
 
@@ -269,6 +274,7 @@ impl Ty {
                 "a lifecycle stage (new, growing, mature, veteran, active, cooling, silent, churned)"
             }
             Ty::Text => "a \"string\"",
+            Ty::Prediction => "a number (`0.3`, `200`)",
         }
     }
 
@@ -281,6 +287,7 @@ impl Ty {
             Ty::Time => "a point in time",
             Ty::Stage => "a lifecycle stage",
             Ty::Text => "text",
+            Ty::Prediction => "a prediction",
         }
     }
 }
@@ -315,6 +322,8 @@ const BUILTIN_NAMES: &[&str] = &[
     "r_score",
     "f_score",
     "m_score",
+    "p_alive",
+    "clv",
 ];
 
 /// Suggestions for a misspelt metric, with the one-letter alias first where
@@ -350,6 +359,8 @@ fn builtin(name: &str) -> Option<Subject> {
         "r_score" => Feature::RScore,
         "f_score" => Feature::FScore,
         "m_score" => Feature::MScore,
+        "p_alive" => Feature::PAlive,
+        "clv" => Feature::Clv,
         "lifecycle" => return Some(Subject::Lifecycle),
         _ => return None,
     };
@@ -437,6 +448,7 @@ impl Ctx<'_, '_> {
                 self.property(name, term.span, false)
             }
             TermKind::Prop(name) => self.property(name, term.span, true),
+            TermKind::ExpectedPurchases(d) => Ok(Subject::Feature(Feature::ExpectedPurchases(*d))),
             TermKind::Mean(metric) => {
                 let feature = match builtin(&metric.node) {
                     Some(Subject::Feature(Feature::Recency)) => Metric::Recency,
@@ -646,12 +658,15 @@ impl Ctx<'_, '_> {
             (Ty::Count, TermKind::Number(n)) => {
                 n.as_i64().map(Value::Int).ok_or_else(|| mismatch(None))
             }
-            (Ty::Count | Ty::Money | Ty::Score, TermKind::Duration(_)) => Err(type_error(
-                term.span,
-                format!("`{subject}` is {}, not a duration", ty.noun()),
-                ty.describe(),
-                Some("durations apply to `R` (recency) and after `within`".into()),
-            )),
+            (Ty::Prediction, TermKind::Number(n)) => Ok(Value::Number(*n)),
+            (Ty::Count | Ty::Money | Ty::Score | Ty::Prediction, TermKind::Duration(_)) => {
+                Err(type_error(
+                    term.span,
+                    format!("`{subject}` is {}, not a duration", ty.noun()),
+                    ty.describe(),
+                    Some("durations apply to `R` (recency) and after `within`".into()),
+                ))
+            }
             (Ty::Money, TermKind::Number(n)) => n
                 .as_hundredths()
                 .filter(|c| c.unsigned_abs() < 10u128.pow(18))

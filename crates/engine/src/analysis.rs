@@ -162,23 +162,28 @@ impl ClvOptions {
         Ok((events, result))
     }
 
-    /// The fitted models as rows of [`crate::clv::model_schema`]; with a
-    /// calibration end, the holdout check ([`crate::clv::validation_schema`])
-    /// as the extra table.
+    /// The fitted models as rows of [`crate::clv::model_schema`], and as the
+    /// extra table the report's summary ([`crate::clv::summary_schema`]:
+    /// the p_alive distribution, CLV deciles and the holdout check).
     pub async fn compute(&self, scope: &Scope) -> Result<Answer> {
         let (_, r) = self.fit(scope).await?;
+        Ok(Self::answer(&r)?)
+    }
+
+    /// The answer of [`Self::compute`] for a fit already made.
+    pub fn answer(r: &crate::clv::ClvResult) -> Result<Answer> {
         let table = Table::new(
             crate::clv::model_schema(),
-            vec![crate::clv::model_batch(&r)?],
+            vec![crate::clv::model_batch(r)?],
         );
-        let extra = match &r.validation {
-            Some(v) => Some(Table::new(
-                crate::clv::validation_schema(),
-                vec![crate::clv::validation_batch(v)?],
-            )),
-            None => None,
-        };
-        Ok(Answer { table, extra })
+        let extra = Table::new(
+            crate::clv::summary_schema(),
+            vec![crate::clv::summary_batch(r)?],
+        );
+        Ok(Answer {
+            table,
+            extra: Some(extra),
+        })
     }
 }
 

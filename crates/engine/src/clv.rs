@@ -536,6 +536,64 @@ pub fn validation_batch(rows: &[ValidationRow]) -> DfResult<RecordBatch> {
     Ok(RecordBatch::try_new(validation_schema(), cols)?)
 }
 
+/// The report's summary: `view` (`p_alive`, `clv` or `holdout`), `bucket`,
+/// `customers`, `value`, `predicted`. Per tenth of p_alive (`0.0-0.1` ..
+/// `0.9-1.0`): customers and their share (`value`); per CLV decile (`1` =
+/// the tenth of customers with the lowest CLV .. `10`): customers and their
+/// mean CLV; per calibration frequency of the holdout check: customers, the
+/// actual mean and the prediction.
+pub fn summary_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("view", DataType::Utf8, false),
+        Field::new("bucket", DataType::Utf8, false),
+        Field::new("customers", DataType::UInt64, false),
+        Field::new("value", DataType::Float64, true),
+        Field::new("predicted", DataType::Float64, true),
+    ]))
+}
+
+/// The summary of [`summary_schema`].
+pub fn summary_batch(r: &ClvResult) -> DfResult<RecordBatch> {
+    let mut rows: Vec<(&str, String, u64, Option<f64>, Option<f64>)> = Vec::new();
+    let n = r.customers.len().max(1) as f64;
+    let mut tenths = [0u64; 10];
+    for p in &r.customers {
+        tenths[((p.p_alive * 10.0) as usize).min(9)] += 1;
+    }
+    for (i, &c) in tenths.iter().enumerate() {
+        let bucket = format!("{:.1}-{:.1}", i as f64 / 10.0, (i + 1) as f64 / 10.0);
+        rows.push(("p_alive", bucket, c, Some(c as f64 / n), None));
+    }
+    let mut clv: Vec<f64> = r.customers.iter().filter_map(|p| p.clv).collect();
+    clv.sort_by(f64::total_cmp);
+    if !clv.is_empty() {
+        for d in 0..10 {
+            let part = &clv[d * clv.len() / 10..(d + 1) * clv.len() / 10];
+            let mean = (!part.is_empty()).then(|| part.iter().sum::<f64>() / part.len() as f64);
+            rows.push(("clv", (d + 1).to_string(), part.len() as u64, mean, None));
+        }
+    }
+    for v in r.validation.iter().flatten() {
+        rows.push((
+            "holdout",
+            v.frequency.clone(),
+            v.customers,
+            Some(v.actual),
+            Some(v.predicted),
+        ));
+    }
+    let cols: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.0))),
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|r| r.1.as_str()),
+        )),
+        Arc::new(UInt64Array::from_iter_values(rows.iter().map(|r| r.2))),
+        Arc::new(Float64Array::from_iter(rows.iter().map(|r| r.3))),
+        Arc::new(Float64Array::from_iter(rows.iter().map(|r| r.4))),
+    ];
+    Ok(RecordBatch::try_new(summary_schema(), cols)?)
+}
+
 /// The per-customer table's schema: the customer's data in the model's unit
 /// (`frequency` = x, `recency` = t_x, `t` = T, `monetary_value` = average
 /// value of the repeat days), the predictions, and the holdout purchase days

@@ -492,8 +492,20 @@ async fn columns(
         }
         Arc::new(Int64Array::from(by_row))
     };
+    // The CLV models, fitted once if a prediction is asked for.
+    let mut clv: Option<crate::clv::ClvResult> = None;
     for f in features {
+        if matches!(
+            f,
+            Feature::PAlive | Feature::Clv | Feature::ExpectedPurchases(_)
+        ) && clv.is_none()
+        {
+            clv = Some(clv_predictions(events, spec).await?);
+        }
         let array: ArrayRef = match f {
+            Feature::PAlive | Feature::Clv | Feature::ExpectedPurchases(_) => {
+                prediction_column(f, clv.as_ref().expect("fitted above"), &rows.keys)
+            }
             // More recent is better: score the negated recency.
             Feature::RScore => score_col(&|u| -(recency(u).unwrap_or(i64::MAX) as i128)),
             Feature::FScore => score_col(&|u| stats.purchases[u] as i128),
@@ -518,6 +530,40 @@ async fn columns(
         cols.push(array);
     }
     Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), cols)?)
+}
+
+/// The CLV models over every buyer up to the as-of (weeks, UTC, as
+/// `tenure clv`; predictions over 52 weeks).
+async fn clv_predictions(events: &Events, spec: &FeatureSpec) -> Result<crate::clv::ClvResult> {
+    let request = crate::clv::ClvSpec {
+        purchase_event: spec.purchase.event.clone(),
+        tz: chrono_tz::Tz::UTC,
+        unit_days: 7,
+        calibration_end: None,
+        as_of: Some(spec.as_of.saturating_add(1)),
+        horizon: 52.0,
+        discount: 0.0,
+    };
+    crate::clv::clv(events, &request).await
+}
+
+/// A prediction per user of `keys`: NULL for users who are not customers
+/// (no purchase by the as-of).
+fn prediction_column(f: &Feature, r: &crate::clv::ClvResult, keys: &[u32]) -> ArrayRef {
+    let values = keys.iter().map(|&k| {
+        let at = r.customers.binary_search_by_key(&k, |p| p.key).ok()?;
+        let p = &r.customers[at];
+        match f {
+            Feature::PAlive => Some(p.p_alive),
+            Feature::Clv => p.clv,
+            Feature::ExpectedPurchases(d) => {
+                let weeks = d.micros() as f64 / (7.0 * 86_400_000_000.0);
+                Some(r.bgnbd.params.expected_purchases(&p.customer, weeks))
+            }
+            _ => None,
+        }
+    });
+    Arc::new(Float64Array::from_iter(values.collect::<Vec<_>>()))
 }
 
 /// Days since the last purchase, for buyers.

@@ -94,9 +94,17 @@ pub fn run(args: ClvArgs) -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    let answer = rt.block_on(args.opts.compute(&scope))?;
+    let (_, fit) = rt.block_on(args.opts.fit(&scope))?;
+    let answer = ClvOptions::answer(&fit)?;
     let model = output::rows_of(&answer.table)?;
-    let validation = answer.extra.as_ref().map(output::rows_of).transpose()?;
+    let summary = answer.extra.as_ref().map(output::rows_of).transpose()?;
+    let validation = match &fit.validation {
+        Some(v) => Some(output::rows_of(&tenure_engine::analysis::Table::new(
+            tenure_engine::clv::validation_schema(),
+            vec![tenure_engine::clv::validation_batch(v)?],
+        ))?),
+        None => None,
+    };
     let shown = match (&validation, args.validation) {
         (Some(v), true) => v,
         _ => &model,
@@ -105,13 +113,19 @@ pub fn run(args: ClvArgs) -> anyhow::Result<()> {
         output::write_out(shown, out)?;
     }
     let unit = args.opts.period.clone();
-    output::print_analysis(
-        Kind::Clv,
-        shown,
-        validation.clone(),
-        args.common.format,
-        || human(&model, validation.as_ref(), &unit),
-    )
+    // The page shows the models with their charts; other formats what was asked.
+    let printed = if args.common.format == output::OutputFormat::Html {
+        &model
+    } else {
+        shown
+    };
+    output::print_analysis(Kind::Clv, printed, summary, args.common.format, || {
+        if args.validation {
+            output::table(shown)
+        } else {
+            human(&model, validation.as_ref(), &unit)
+        }
+    })
 }
 
 /// The models in two lines, then the holdout check.

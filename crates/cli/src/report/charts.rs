@@ -508,25 +508,43 @@ pub(super) fn kpi(rows: &Frame<'_>) -> String {
 
 // ---- CLV: the models, and the holdout check ----
 
-pub(super) fn clv(rows: &Frame<'_>, holdout: Option<&Frame<'_>>) -> (String, String) {
-    let Some(h) = holdout else {
+pub(super) fn clv(rows: &Frame<'_>, summary: Option<&Frame<'_>>) -> (String, String) {
+    let Some(s) = summary else {
         return (String::new(), table(rows.json));
     };
-    let items: Vec<(String, f64)> = h
+    let view = |name: &str, value: &str, label: &dyn Fn(&str) -> String| -> Vec<(String, f64)> {
+        s.rows()
+            .filter(|r| r.text("view") == name)
+            .map(|r| (label(&r.text("bucket")), r.num(value).unwrap_or(0.0)))
+            .collect()
+    };
+    let mut charts = String::new();
+    let alive = view("p_alive", "customers", &|b| format!("p_alive {b}"));
+    if !alive.is_empty() {
+        charts.push_str(&bars(&alive, "customers by p_alive"));
+    }
+    let deciles = view("clv", "value", &|b| format!("decile {b}"));
+    if !deciles.is_empty() {
+        charts.push_str(&bars(&deciles, "mean CLV by decile"));
+    }
+    let holdout: Vec<(String, f64)> = s
         .rows()
+        .filter(|r| r.text("view") == "holdout")
         .flat_map(|r| {
-            let x = r.text("frequency");
+            let x = r.text("bucket");
             [
-                (format!("{x}: actual"), r.num("actual").unwrap_or(0.0)),
-                (format!("{x}: predicted"), r.num("predicted").unwrap_or(0.0)),
+                (format!("x={x} actual"), r.num("value").unwrap_or(0.0)),
+                (
+                    format!("x={x} predicted"),
+                    r.num("predicted").unwrap_or(0.0),
+                ),
             ]
         })
         .collect();
-    let numbers = format!("{}{}", table(rows.json), table(h.json));
-    (
-        bars(&items, "purchases per customer after calibration"),
-        numbers,
-    )
+    if !holdout.is_empty() {
+        charts.push_str(&bars(&holdout, "purchases per customer after calibration"));
+    }
+    (charts, format!("{}{}", table(rows.json), table(s.json)))
 }
 
 // ---- RFM: score grid and segment sizes ----
