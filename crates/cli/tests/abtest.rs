@@ -326,6 +326,60 @@ fn csv_and_out_files_carry_the_documented_columns() {
     assert_eq!(std::fs::read_to_string(&out_file).unwrap(), stdout);
 }
 
+/// GrowthBook's informative prior on the relative lift, N(0.1, 0.1)
+/// (`test_bayesian_gaussian_ab_test_informative`), through --from-summary:
+/// --prior-stddev is the square root of gbstats' prior variance.
+#[test]
+fn informative_prior_gives_growthbooks_posterior() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        dir.path(),
+        "m.csv",
+        "arm,users,sum,sum_squares\nA,10,100,1002.25\nB,10,105,1111.5\n",
+    );
+    let sd = 0.1f64.sqrt().to_string();
+    let rows = json_rows(&[
+        "--from-summary",
+        &file,
+        "--prior-mean",
+        "0.1",
+        "--prior-stddev",
+        &sd,
+    ]);
+    let b = row(&rows, &file, "B");
+    assert_eq!(fixed(&b["chance_to_win"], 5), "0.92315");
+    assert_eq!(fixed(&b["risk_control"], 5), "0.05186");
+    assert_eq!(fixed(&b["risk_treatment"], 5), "0.00123");
+    // The frequentist columns do not move; the flat prior gives gbstats'
+    // uninformative figures.
+    assert_eq!(fixed(&b["lift"], 5), "0.05000");
+    let flat = json_rows(&["--from-summary", &file, "--bayesian"]);
+    assert_eq!(
+        fixed(&row(&flat, &file, "B")["chance_to_win"], 5),
+        "0.91923"
+    );
+    assert_eq!(
+        flat[0].as_object().unwrap().keys().collect::<Vec<_>>(),
+        rows[0].as_object().unwrap().keys().collect::<Vec<_>>(),
+        "the same columns"
+    );
+    fails_with(
+        &["--from-summary", &file, "--prior-mean", "0"],
+        "--prior-stddev",
+    );
+    fails_with(
+        &[
+            "--from-summary",
+            &file,
+            "--prior-mean",
+            "0",
+            "--prior-stddev",
+            "0",
+        ],
+        "--prior-stddev 0: expected a positive number",
+    );
+}
+
 fn fails_with(args: &[&str], want: &str) {
     let out = run(args);
     let err = String::from_utf8_lossy(&out.stderr);

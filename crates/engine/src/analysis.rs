@@ -491,7 +491,8 @@ impl AbtestOptions {
                 .sequential
                 .map(tenure_stats::TuningParameter::new)
                 .transpose()?,
-            bayesian: self.bayesian,
+            bayesian: self.bayesian || self.prior_mean.is_some(),
+            prior: self.prior()?,
             correction: self.correction.parse::<Correction>()?,
             control: self.control.clone(),
             split: self
@@ -500,6 +501,28 @@ impl AbtestOptions {
                 .map(tenure_stats::parse_split)
                 .transpose()?,
         })
+    }
+
+    /// The informative prior of --prior-mean and --prior-stddev, if given.
+    pub fn prior(&self) -> Result<Option<tenure_stats::GaussianPrior>> {
+        match (self.prior_mean, self.prior_stddev) {
+            (None, None) => Ok(None),
+            (Some(mean), Some(sd)) if mean.is_finite() && sd.is_finite() && sd > 0.0 => {
+                Ok(Some(tenure_stats::GaussianPrior {
+                    mean,
+                    variance: sd * sd,
+                }))
+            }
+            (Some(_), Some(sd)) if !(sd.is_finite() && sd > 0.0) => Err(EngineError::BadRequest(
+                format!("--prior-stddev {sd}: expected a positive number"),
+            )),
+            (Some(m), Some(_)) => Err(EngineError::BadRequest(format!(
+                "--prior-mean {m}: expected a finite number"
+            ))),
+            _ => Err(EngineError::BadRequest(
+                "--prior-mean and --prior-stddev go together".into(),
+            )),
+        }
     }
 
     /// Assigns arms over the scope's range, computes every metric's per-arm

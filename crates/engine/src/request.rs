@@ -479,10 +479,26 @@ pub struct AbtestOptions {
     #[arg(long, value_name = "N*", num_args = 0..=1, default_missing_value = "5000")]
     #[serde(default)]
     pub sequential: Option<f64>,
-    /// Add the Bayesian chance to win and risk (flat prior).
+    /// Add the Bayesian chance to win and risk (flat prior, unless
+    /// --prior-mean/--prior-stddev give one).
     #[arg(long)]
     #[serde(default)]
     pub bayesian: bool,
+    /// Mean of a proper Gaussian prior on the effect (on the scale of
+    /// --difference: 0.02 = a 2% lift); implies --bayesian. GrowthBook's
+    /// informative prior.
+    #[arg(
+        long,
+        value_name = "M",
+        requires = "prior_stddev",
+        allow_negative_numbers = true
+    )]
+    #[serde(default)]
+    pub prior_mean: Option<f64>,
+    /// Standard deviation of that prior (> 0; 0.1 = most lifts within ±20%).
+    #[arg(long, value_name = "S", requires = "prior_mean")]
+    #[serde(default)]
+    pub prior_stddev: Option<f64>,
     /// Multiple-testing correction across metrics and arms: none, holm or bh.
     #[arg(long, value_name = "METHOD", default_value = CORRECTION)]
     #[serde(default = "default_correction")]
@@ -564,6 +580,7 @@ impl AbtestOptions {
         if let Some(split) = &self.split {
             tenure_stats::parse_split(split).map_err(at("split"))?;
         }
+        self.prior().map_err(|e| ("prior_stddev", e))?;
         Ok(())
     }
 }

@@ -40,8 +40,12 @@ pub struct ReadoutConfig {
     pub sided: Sided,
     /// Use confidence sequences tuned at this N* instead of the fixed-horizon test.
     pub sequential: Option<TuningParameter>,
-    /// Add chance to win and risk from the normal posterior (flat prior).
+    /// Add chance to win and risk from the normal posterior.
     pub bayesian: bool,
+    /// A proper Gaussian prior on the effect for the posterior (on the scale
+    /// of `difference`: the relative lift by default); `None`: GrowthBook's
+    /// flat prior.
+    pub prior: Option<crate::GaussianPrior>,
     /// Correction across all metrics and treatment arms.
     pub correction: Correction,
     /// Name of the control arm; the first arm of each metric when `None`.
@@ -323,8 +327,13 @@ fn treatment_row(
             row.p_value = Some(e.p_value);
             row.significant = Some(e.p_value < config.alpha.get());
             if config.bayesian {
-                let posterior: Result<BayesianEstimate, NoResult> =
-                    bayesian(control, &arm.data, config.difference, config.alpha, None);
+                let posterior: Result<BayesianEstimate, NoResult> = bayesian(
+                    control,
+                    &arm.data,
+                    config.difference,
+                    config.alpha,
+                    config.prior,
+                );
                 // Same checks as the frequentist moments, so this cannot fail here;
                 // if it ever did, the row simply lacks the Bayesian fields.
                 if let Ok(b) = posterior {
@@ -421,6 +430,7 @@ mod tests {
         let config = ReadoutConfig {
             difference: Difference::Absolute,
             bayesian: true,
+            prior: None,
             control: Some("A".to_string()),
             ..ReadoutConfig::default()
         };

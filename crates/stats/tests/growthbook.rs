@@ -216,3 +216,27 @@ fn bayesian_missing_data() {
         .is_err()
     );
 }
+
+/// An informative (proper) prior on the relative lift,
+/// `TestNorm.test_bayesian_gaussian_ab_test_informative`: N(0.1, 0.1).
+#[test]
+fn bayesian_means_informative_prior() {
+    let r = bayesian(
+        &mean(10, 100.0, 1002.25),
+        &mean(10, 105.0, 1111.5),
+        Difference::Relative,
+        Alpha::DEFAULT,
+        Some(tenure_stats::GaussianPrior {
+            mean: 0.1,
+            variance: 0.1,
+        }),
+    )
+    .unwrap();
+    assert_5(r.mean, 0.05063);
+    assert_5(r.std_dev, 0.03549);
+    assert_5(r.credible_interval.lower.unwrap(), -0.01893);
+    assert_5(r.credible_interval.upper.unwrap(), 0.12019);
+    assert_5(r.chance_to_win, 0.92315);
+    assert_5(r.risk_control, 0.05186);
+    assert_5(r.risk_treatment, 0.00123);
+}

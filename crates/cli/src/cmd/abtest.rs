@@ -64,7 +64,9 @@ use crate::report::Kind;
 /// difference; null on the control row), std_error, ci_lower and ci_upper (null
 /// when unbounded), p_value, p_value_adjusted (with --correction),
 /// significant, chance_to_win, risk_control and risk_treatment (with
-/// --bayesian), no_result (why a treatment has no result: empty_arm,
+/// --bayesian; --prior-mean M --prior-stddev S give the posterior an
+/// informative Gaussian prior N(M, S²) on the lift, GrowthBook's proper prior),
+/// no_result (why a treatment has no result: empty_arm,
 /// too_few_users, all_or_nothing, zero_variance, zero_control_mean, overflow),
 /// verdict, srm_status (ok|mismatch|not_enough_traffic), srm_p_value,
 /// srm_verdict, alpha, sided, sequential (N*, or null), correction,
@@ -80,6 +82,8 @@ use crate::report::Kind;
 ///   tenure abtest --data ./store --by variant --control A --split 50:50 --metric sum:revenue --difference absolute --format json
 ///
 ///   tenure abtest --from-summary signup.csv --sequential 10000
+///
+///   tenure abtest --from-summary signup.csv --prior-mean 0 --prior-stddev 0.1
 #[derive(Args)]
 #[command(verbatim_doc_comment)]
 pub struct AbtestArgs {
