@@ -176,8 +176,165 @@ fn arm_variance(arm: &ArmData, role: Role) -> Result<f64, NoResult> {
             role,
             all_converted: conversions == users,
         },
-        ArmData::Mean { .. } => NoResult::ZeroVariance { role },
+        ArmData::Adjusted { ref post, .. } => return arm_variance(post, role),
+        ArmData::Mean { .. } | ArmData::Ratio { .. } => NoResult::ZeroVariance { role },
     })
+}
+
+/// A CUPED arm's moments: n, the post mean, and the variances and
+/// covariance of the post and pre values (gbstats' `RegressionAdjustedStatistic`:
+/// a proportion's variance is p(1 - p) and its covariance `Σxy/n - ΣxΣy/n²`, a
+/// mean's are the n - 1 sample ones).
+struct Cuped {
+    n: f64,
+    post_sum: f64,
+    post_sum_squares: f64,
+    pre_sum: f64,
+    pre_sum_squares: f64,
+    products: f64,
+    proportion: bool,
+}
+
+impl Cuped {
+    fn of(arm: &ArmData) -> Option<Self> {
+        let ArmData::Adjusted {
+            post,
+            pre_sum,
+            pre_sum_squares,
+            post_pre_sum_products,
+        } = arm
+        else {
+            return None;
+        };
+        let (n, post_sum, post_sum_squares, proportion) = match **post {
+            ArmData::Proportion { users, conversions } => {
+                (users as f64, conversions as f64, conversions as f64, true)
+            }
+            ArmData::Mean {
+                n,
+                sum,
+                sum_squares,
+            } => (n as f64, sum, sum_squares, false),
+            _ => return None,
+        };
+        Some(Self {
+            n,
+            post_sum,
+            post_sum_squares,
+            pre_sum: *pre_sum,
+            pre_sum_squares: *pre_sum_squares,
+            products: *post_pre_sum_products,
+            proportion,
+        })
+    }
+
+    /// The pooled statistics of two arms.
+    fn joint(&self, o: &Self) -> Self {
+        Self {
+            n: self.n + o.n,
+            post_sum: self.post_sum + o.post_sum,
+            post_sum_squares: self.post_sum_squares + o.post_sum_squares,
+            pre_sum: self.pre_sum + o.pre_sum,
+            pre_sum_squares: self.pre_sum_squares + o.pre_sum_squares,
+            products: self.products + o.products,
+            proportion: self.proportion,
+        }
+    }
+
+    fn var(&self, sum: f64, sum_squares: f64) -> f64 {
+        if self.n <= 1.0 {
+            return 0.0;
+        }
+        if self.proportion {
+            let p = sum / self.n;
+            p * (1.0 - p)
+        } else {
+            (sum_squares - sum * sum / self.n) / (self.n - 1.0)
+        }
+    }
+
+    fn post_var(&self) -> f64 {
+        self.var(self.post_sum, self.post_sum_squares)
+    }
+
+    fn pre_var(&self) -> f64 {
+        self.var(self.pre_sum, self.pre_sum_squares)
+    }
+
+    fn cov(&self) -> f64 {
+        if self.n <= 1.0 {
+            return 0.0;
+        }
+        if self.proportion {
+            self.products / self.n - self.post_sum * self.pre_sum / (self.n * self.n)
+        } else {
+            (self.products - self.post_sum * self.pre_sum / self.n) / (self.n - 1.0)
+        }
+    }
+
+    fn post_mean(&self) -> f64 {
+        self.post_sum / self.n
+    }
+
+    fn pre_mean(&self) -> f64 {
+        self.pre_sum / self.n
+    }
+
+    /// The adjusted mean and per-user variance at `theta`.
+    fn adjusted(&self, theta: f64) -> (f64, f64) {
+        (
+            self.post_mean() - theta * self.pre_mean(),
+            self.post_var() + theta * theta * self.pre_var() - 2.0 * theta * self.cov(),
+        )
+    }
+}
+
+/// The effect of a CUPED pair, or `None` when the pooled θ is 0 (no variance
+/// before or after exposure), where gbstats reads the unadjusted metric.
+fn cuped_moments(
+    a: &Cuped,
+    b: &Cuped,
+    difference: Difference,
+) -> Option<Result<(f64, f64, f64, f64), NoResult>> {
+    let joint = a.joint(b);
+    let (jpre, jpost) = (joint.pre_var(), joint.post_var());
+    if jpre == 0.0 || jpost == 0.0 {
+        return None;
+    }
+    let theta = joint.cov() / jpre;
+    if theta == 0.0 {
+        return None;
+    }
+    let (mean_a, var_a) = a.adjusted(theta);
+    let (mean_b, var_b) = b.adjusted(theta);
+    if var_a <= 0.0 {
+        return Some(Err(NoResult::ZeroVariance {
+            role: Role::Control,
+        }));
+    }
+    if var_b <= 0.0 {
+        return Some(Err(NoResult::ZeroVariance {
+            role: Role::Treatment,
+        }));
+    }
+    let (effect, variance) = match difference {
+        Difference::Absolute => (mean_b - mean_a, var_b / b.n + var_a / a.n),
+        Difference::Relative => {
+            let base = a.post_mean();
+            if base == 0.0 || mean_a == 0.0 {
+                return Some(Err(NoResult::ZeroControlMean));
+            }
+            // gbstats' `frequentist_variance_relative_cuped`.
+            let v_trt = var_b / (b.n * base * base);
+            let c = -b.post_mean();
+            let num = a.post_var() * c * c / (base * base)
+                + 2.0 * theta * a.cov() * c / base
+                + theta * theta * a.pre_var();
+            let v_ctrl = num / (a.n * base * base);
+            ((mean_b - mean_a) / base.abs(), v_trt + v_ctrl)
+        }
+    };
+    Some(Ok((effect, variance, var_a, var_b)))
 }
 
 /// Computes the effect and its variance, or why there is none. The checks come in
@@ -194,6 +351,13 @@ pub(crate) fn moments(
     let mean_a = control.value().ok_or(NoResult::Overflow)?;
     let mean_b = treatment.value().ok_or(NoResult::Overflow)?;
 
+    if let (Some(a), Some(b)) = (Cuped::of(control), Cuped::of(treatment))
+        && let Some(adjusted) = cuped_moments(&a, &b, difference)
+    {
+        let (effect, variance, var_a, var_b) = adjusted?;
+        return finish(effect, variance, var_a, var_b, n_a, n_b);
+    }
+
     let (effect, variance) = match difference {
         Difference::Absolute => (mean_b - mean_a, var_b / n_b + var_a / n_a),
         Difference::Relative => {
@@ -207,8 +371,20 @@ pub(crate) fn moments(
         }
     };
 
-    // Welch–Satterthwaite on the per-arm variances of the means, as gbstats does
-    // for both kinds of difference.
+    finish(effect, variance, var_a, var_b, n_a, n_b)
+}
+
+/// The moments with the Welch–Satterthwaite degrees of freedom on the per-arm
+/// variances of the means (adjusted ones for CUPED), as gbstats does for both
+/// kinds of difference.
+fn finish(
+    effect: f64,
+    variance: f64,
+    var_a: f64,
+    var_b: f64,
+    n_a: f64,
+    n_b: f64,
+) -> Result<Moments, NoResult> {
     let (va, vb) = (var_a / n_a, var_b / n_b);
     let dof = (va + vb).powi(2) / (vb.powi(2) / (n_b - 1.0) + va.powi(2) / (n_a - 1.0));
 

@@ -259,6 +259,7 @@ fn kind_word(kind: MetricKind) -> &'static str {
     match kind {
         MetricKind::Proportion => "conversion",
         MetricKind::Mean => "mean",
+        MetricKind::Ratio => "ratio",
     }
 }
 

@@ -26,6 +26,35 @@ pub enum ArmData {
         /// Sum of the squared per-user values.
         sum_squares: f64,
     },
+    /// A ratio of two per-user sums (average order value = revenue / orders),
+    /// read with the delta method, as GrowthBook's ratio metrics.
+    Ratio {
+        /// Users exposed to the arm.
+        n: u64,
+        /// Sum of the per-user numerators.
+        num_sum: f64,
+        /// Sum of their squares.
+        num_sum_squares: f64,
+        /// Sum of the per-user denominators.
+        den_sum: f64,
+        /// Sum of their squares.
+        den_sum_squares: f64,
+        /// Sum over users of numerator x denominator.
+        num_den_sum_products: f64,
+    },
+    /// A proportion or mean adjusted by the same metric before exposure
+    /// (CUPED: regression adjustment with GrowthBook's pooled θ).
+    Adjusted {
+        /// The metric after exposure: a `Proportion` or a `Mean`.
+        post: Box<ArmData>,
+        /// Sum of the per-user values before exposure (conversions before
+        /// exposure, for a proportion).
+        pre_sum: f64,
+        /// Sum of their squares (equal to `pre_sum` for a proportion).
+        pre_sum_squares: f64,
+        /// Sum over users of the value after x the value before.
+        post_pre_sum_products: f64,
+    },
 }
 
 /// Which shape a metric has; every arm of one metric must have the same one.
@@ -35,6 +64,8 @@ pub enum MetricKind {
     Proportion,
     /// Sum and sum of squares over users.
     Mean,
+    /// A ratio of two sums over users.
+    Ratio,
 }
 
 /// One named arm with its statistics, as read from `--from-summary` or computed
@@ -53,6 +84,7 @@ impl MetricKind {
         match self {
             MetricKind::Proportion => "proportion",
             MetricKind::Mean => "mean",
+            MetricKind::Ratio => "ratio",
         }
     }
 }
@@ -63,14 +95,26 @@ impl ArmData {
         match self {
             ArmData::Proportion { .. } => MetricKind::Proportion,
             ArmData::Mean { .. } => MetricKind::Mean,
+            ArmData::Ratio { .. } => MetricKind::Ratio,
+            ArmData::Adjusted { post, .. } => post.kind(),
+        }
+    }
+
+    /// The statistics without an adjustment: the metric after exposure of a
+    /// CUPED arm, the arm itself otherwise.
+    pub fn base(&self) -> &ArmData {
+        match self {
+            ArmData::Adjusted { post, .. } => post.base(),
+            other => other,
         }
     }
 
     /// Number of users in the arm.
     pub fn users(&self) -> u64 {
-        match *self {
-            ArmData::Proportion { users, .. } => users,
-            ArmData::Mean { n, .. } => n,
+        match self {
+            ArmData::Proportion { users, .. } => *users,
+            ArmData::Mean { n, .. } | ArmData::Ratio { n, .. } => *n,
+            ArmData::Adjusted { post, .. } => post.users(),
         }
     }
 
@@ -86,9 +130,16 @@ impl ArmData {
         if n == 0 {
             return None;
         }
-        let v = match *self {
-            ArmData::Proportion { conversions, .. } => conversions as f64 / n as f64,
+        let v = match self {
+            ArmData::Proportion { conversions, .. } => *conversions as f64 / n as f64,
             ArmData::Mean { sum, .. } => sum / n as f64,
+            ArmData::Ratio { num_sum, den_sum, .. } => {
+                if *den_sum == 0.0 {
+                    return None;
+                }
+                num_sum / den_sum
+            }
+            ArmData::Adjusted { post, .. } => return post.value(),
         };
         v.is_finite().then_some(v)
     }
@@ -115,6 +166,31 @@ impl ArmData {
                 let nf = n as f64;
                 (sum_squares - sum * sum / nf) / (nf - 1.0)
             }
+            ArmData::Ratio {
+                num_sum,
+                num_sum_squares,
+                den_sum,
+                den_sum_squares,
+                num_den_sum_products,
+                ..
+            } => {
+                if n < 2 {
+                    return None;
+                }
+                // The per-user variance of the ratio by the delta method
+                // (gbstats' `variance_of_ratios` of the per-user moments).
+                let nf = n as f64;
+                let (mean_m, mean_d) = (num_sum / nf, den_sum / nf);
+                if mean_d == 0.0 {
+                    return None;
+                }
+                let var_m = (num_sum_squares - num_sum * num_sum / nf) / (nf - 1.0);
+                let var_d = (den_sum_squares - den_sum * den_sum / nf) / (nf - 1.0);
+                let cov = (num_den_sum_products - num_sum * den_sum / nf) / (nf - 1.0);
+                var_m / mean_d.powi(2) + var_d * mean_m.powi(2) / mean_d.powi(4)
+                    - 2.0 * cov * mean_m / mean_d.powi(3)
+            }
+            ArmData::Adjusted { ref post, .. } => return post.variance(),
         };
         v.is_finite().then_some(v.max(0.0))
     }
@@ -128,6 +204,48 @@ impl ArmData {
                 "{conversions} conversions out of {users} users; conversions cannot exceed users"
             )),
             ArmData::Proportion { .. } => None,
+            ArmData::Ratio {
+                num_sum,
+                num_sum_squares,
+                den_sum,
+                den_sum_squares,
+                num_den_sum_products,
+                ..
+            } => {
+                let all = [num_sum, num_sum_squares, den_sum, den_sum_squares, num_den_sum_products];
+                if all.iter().any(|v| !v.is_finite()) {
+                    Some("ratio sums must be finite numbers".to_string())
+                } else if num_sum_squares < 0.0 || den_sum_squares < 0.0 {
+                    Some("a sum of squares is negative".to_string())
+                } else {
+                    None
+                }
+            }
+            ArmData::Adjusted {
+                ref post,
+                pre_sum,
+                pre_sum_squares,
+                post_pre_sum_products,
+            } => {
+                post.validate(arm)?;
+                let n = post.users() as f64;
+                if !(pre_sum.is_finite() && pre_sum_squares.is_finite() && post_pre_sum_products.is_finite()) {
+                    Some("pre-exposure sums must be finite numbers".to_string())
+                } else if pre_sum_squares < 0.0 {
+                    Some(format!("pre-exposure sum of squares {pre_sum_squares} is negative"))
+                } else if n > 0.0 && pre_sum * pre_sum / n > pre_sum_squares * (1.0 + 1e-9) + 1e-12 {
+                    Some(format!(
+                        "pre-exposure sum of squares {pre_sum_squares} is smaller than sum²/users = {}",
+                        pre_sum * pre_sum / n
+                    ))
+                } else if matches!(**post, ArmData::Proportion { users, .. } if pre_sum > users as f64) {
+                    Some(format!(
+                        "{pre_sum} conversions before exposure out of {n} users"
+                    ))
+                } else {
+                    None
+                }
+            }
             ArmData::Mean {
                 n,
                 sum,

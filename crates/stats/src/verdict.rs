@@ -29,6 +29,10 @@ pub(crate) fn control_verdict(
             "Control {arm} (baseline): mean {}, {users}",
             significant_digits(v, false)
         ),
+        (Some(v), MetricKind::Ratio) => format!(
+            "Control {arm} (baseline): ratio {}, {users}",
+            significant_digits(v, false)
+        ),
     }
 }
 
@@ -198,7 +202,9 @@ fn format_effect(x: f64, difference: Difference, kind: MetricKind) -> String {
         (Difference::Absolute, MetricKind::Proportion) => {
             format!("{} pp", strip_negative_zero(format!("{:+.1}", x * 100.0)))
         }
-        (Difference::Absolute, MetricKind::Mean) => significant_digits(x, true),
+        (Difference::Absolute, MetricKind::Mean | MetricKind::Ratio) => {
+            significant_digits(x, true)
+        }
     }
 }
 

@@ -240,3 +240,95 @@ fn bayesian_means_informative_prior() {
     assert_5(r.risk_control, 0.05186);
     assert_5(r.risk_treatment, 0.00123);
 }
+
+#[track_caller]
+fn assert_9(actual: f64, expected: f64) {
+    let rounded = (actual * 1e9).round() / 1e9;
+    assert!(
+        (rounded - expected).abs() < 5e-10,
+        "got {actual} (rounded {rounded}), expected {expected}"
+    );
+}
+
+fn cuped(post: ArmData, pre_sum: f64, pre_sum_squares: f64, products: f64) -> ArmData {
+    ArmData::Adjusted {
+        post: Box::new(post),
+        pre_sum,
+        pre_sum_squares,
+        post_pre_sum_products: products,
+    }
+}
+
+/// CUPED on a mean, `TestAnalyzeMetricDfRegressionAdjustment.test_analyze_metric_df_ra`
+/// (frequentist, relative; gbstats rounds these to 9 decimals): the lift is
+/// on the adjusted means over the unadjusted control mean.
+#[test]
+fn cuped_mean_frequentist() {
+    let control = cuped(mean(3001, 300.0, 600.0), 210.0, 415.0, -20.0);
+    let treatment = cuped(mean(3000, 222.0, 555.0), 120.0, 405.0, -10.0);
+    assert_9(control.value().unwrap(), 0.099966678);
+    assert_9(treatment.value().unwrap(), 0.074);
+    let r = t_test(&control, &treatment, Difference::Relative, Sided::Two, Alpha::DEFAULT).unwrap();
+    assert_9(r.effect, -0.281707154);
+    assert_9(r.p_value, 0.003732549);
+}
+
+/// CUPED on a proportion, `test_analyze_metric_df_ra_proportion`.
+#[test]
+fn cuped_proportion_frequentist() {
+    let control = cuped(prop(3001, 300), 210.0, 210.0, -20.0);
+    let treatment = cuped(prop(3000, 222), 120.0, 120.0, -10.0);
+    let r = t_test(&control, &treatment, Difference::Relative, Sided::Two, Alpha::DEFAULT).unwrap();
+    assert_9(r.effect, -0.31620216);
+    assert_9(r.p_value, 0.000000353);
+}
+
+/// CUPED with the sequential test, `TestSequentialTTest.test_sequential_test_runs_ra`
+/// (default N* = 5000).
+#[test]
+fn cuped_mean_sequential() {
+    let control = cuped(mean(3000, 1396.87, 52377.9767), 16.87, 527.9767, 1.0);
+    let treatment = cuped(mean(3461, 2422.7, 134698.29), 22.7, 1348.29, 1.0);
+    let r = sequential_test(
+        &control,
+        &treatment,
+        Difference::Relative,
+        Sided::Two,
+        Alpha::DEFAULT,
+        TuningParameter::new(5000.0).unwrap(),
+    )
+    .unwrap();
+    assert_5(r.effect, 0.50338);
+    assert_5(r.std_error, 0.33341);
+    assert_5(r.ci.lower.unwrap(), -0.50969);
+    assert_5(r.ci.upper.unwrap(), 1.51646);
+    assert_5(r.p_value, 1.0);
+}
+
+fn ratio(n: u64, m: f64, mss: f64, d: f64, dss: f64, products: f64) -> ArmData {
+    ArmData::Ratio {
+        n,
+        num_sum: m,
+        num_sum_squares: mss,
+        den_sum: d,
+        den_sum_squares: dss,
+        num_den_sum_products: products,
+    }
+}
+
+/// A ratio metric with the delta method, `test_get_metric_dfs_frequentist_ratio`
+/// and `test_get_metric_dfs_bayesian_ratio` (9 decimals).
+#[test]
+fn ratio_frequentist_and_bayesian() {
+    let control = ratio(100, 270.0, 848.79, 510.0, 810.0, -900.0);
+    let treatment = ratio(120, 300.0, 869.0, 500.0, 800.0, -905.0);
+    assert_9(control.value().unwrap(), 0.529411765);
+    assert_9(treatment.value().unwrap(), 0.6);
+    let r = t_test(&control, &treatment, Difference::Relative, Sided::Two, Alpha::DEFAULT).unwrap();
+    assert_9(r.effect, 0.133333333);
+    assert_9(r.p_value, 0.610663339);
+    let b = bayesian(&control, &treatment, Difference::Relative, Alpha::DEFAULT, None).unwrap();
+    assert_9(b.mean, 0.133333333);
+    assert_9(b.chance_to_win, 0.694926359);
+    assert_9(b.risk_treatment, 0.050934045);
+}
