@@ -380,6 +380,65 @@ fn informative_prior_gives_growthbooks_posterior() {
     );
 }
 
+/// CUPED and ratio summaries through --from-summary give gbstats' published
+/// figures (`test_analyze_metric_df_ra`, `..._ra_proportion`,
+/// `test_get_metric_dfs_frequentist_ratio`; 9 decimals), in CSV and JSON.
+#[test]
+fn cuped_and_ratio_summaries_give_growthbooks_figures() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            "mean_cuped.csv",
+            "arm,users,sum,sum_squares,pre_sum,pre_sum_squares,post_pre_sum_products\n\
+             zero,3001,300,600,210,415,-20\none,3000,222,555,120,405,-10\n",
+            "mean",
+            "-0.281707154",
+            "0.003732549",
+        ),
+        (
+            "proportion_cuped.csv",
+            "arm,users,conversions,pre_conversions,post_pre_sum_products\n\
+             zero,3001,300,210,-20\none,3000,222,120,-10\n",
+            "proportion",
+            "-0.316202160",
+            "0.000000353",
+        ),
+        (
+            "ratio.csv",
+            "arm,users,num_sum,num_sum_squares,den_sum,den_sum_squares,num_den_sum_products\n\
+             zero,100,270,848.79,510,810,-900\none,120,300,869,500,800,-905\n",
+            "ratio",
+            "0.133333333",
+            "0.610663339",
+        ),
+        (
+            "ratio.json",
+            r#"[{"arm": "zero", "users": 100, "num_sum": 270, "num_sum_squares": 848.79,
+                 "den_sum": 510, "den_sum_squares": 810, "num_den_sum_products": -900},
+                {"arm": "one", "users": 120, "num_sum": 300, "num_sum_squares": 869,
+                 "den_sum": 500, "den_sum_squares": 800, "num_den_sum_products": -905}]"#,
+            "ratio",
+            "0.133333333",
+            "0.610663339",
+        ),
+    ];
+    for (name, text, kind, lift, p) in cases {
+        let file = write(dir.path(), name, text);
+        let rows = json_rows(&["--from-summary", &file]);
+        let b = row(&rows, &file, "one");
+        assert_eq!(b["kind"], kind, "{name}");
+        assert_eq!(fixed(&b["lift"], 9), lift, "{name}");
+        assert_eq!(fixed(&b["p_value"], 9), p, "{name}");
+    }
+    // A CUPED column set that is not complete is refused with the headers.
+    let bad = write(
+        dir.path(),
+        "bad.csv",
+        "arm,users,sum,sum_squares,pre_sum\nzero,3,1,1,1\none,3,1,1,1\n",
+    );
+    fails_with(&["--from-summary", &bad], "post_pre_sum_products");
+}
+
 fn fails_with(args: &[&str], want: &str) {
     let out = run(args);
     let err = String::from_utf8_lossy(&out.stderr);

@@ -1,7 +1,8 @@
 //! Reading per-arm statistics from `--from-summary` files, so a readout can be
 //! reproduced from the numbers printed in someone else's report.
 //!
-//! Two forms are accepted, each for proportions or means:
+//! Two forms are accepted, each for proportions or means, with CUPED's
+//! pre-exposure columns, or for ratio metrics:
 //!
 //! ```text
 //! arm,users,conversions          arm,users,sum,sum_squares
@@ -12,6 +13,12 @@
 //!  {"arm": "B", "users": 30, "conversions": 16}]
 //! ```
 //!
+//! ```text
+//! arm,users,sum,sum_squares,pre_sum,pre_sum_squares,post_pre_sum_products   (mean, CUPED)
+//! arm,users,conversions,pre_conversions,post_pre_sum_products                (proportion, CUPED)
+//! arm,users,num_sum,num_sum_squares,den_sum,den_sum_squares,num_den_sum_products  (ratio)
+//! ```
+//!
 //! Columns may come in any order; arm names may be quoted (`"A, old"`). Both parsers
 //! are hand-written (a few hundred lines instead of two dependencies) so that every
 //! error can name the exact line and column and suggest the intended column name.
@@ -19,10 +26,77 @@
 use crate::json::{Json, JsonReader, JsonValue, Members};
 use crate::{ArmData, ArmSummary, ParseError, StatsError};
 
-/// The known fields, and which metric shape each set describes.
-const PROPORTION_FIELDS: [&str; 3] = ["arm", "users", "conversions"];
-const MEAN_FIELDS: [&str; 4] = ["arm", "users", "sum", "sum_squares"];
-const ALL_FIELDS: [&str; 5] = ["arm", "users", "conversions", "sum", "sum_squares"];
+/// The metric shapes a summary can describe, by their sets of fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    Proportion,
+    Mean,
+    ProportionCuped,
+    MeanCuped,
+    Ratio,
+}
+
+const SHAPES: [(Shape, &[&str]); 5] = [
+    (Shape::Proportion, &["arm", "users", "conversions"]),
+    (Shape::Mean, &["arm", "users", "sum", "sum_squares"]),
+    (
+        Shape::ProportionCuped,
+        &[
+            "arm",
+            "users",
+            "conversions",
+            "pre_conversions",
+            "post_pre_sum_products",
+        ],
+    ),
+    (
+        Shape::MeanCuped,
+        &[
+            "arm",
+            "users",
+            "sum",
+            "sum_squares",
+            "pre_sum",
+            "pre_sum_squares",
+            "post_pre_sum_products",
+        ],
+    ),
+    (
+        Shape::Ratio,
+        &[
+            "arm",
+            "users",
+            "num_sum",
+            "num_sum_squares",
+            "den_sum",
+            "den_sum_squares",
+            "num_den_sum_products",
+        ],
+    ),
+];
+
+const ALL_FIELDS: [&str; 14] = [
+    "arm",
+    "users",
+    "conversions",
+    "sum",
+    "sum_squares",
+    "pre_conversions",
+    "pre_sum",
+    "pre_sum_squares",
+    "post_pre_sum_products",
+    "num_sum",
+    "num_sum_squares",
+    "den_sum",
+    "den_sum_squares",
+    "num_den_sum_products",
+];
+
+/// The headers accepted, for messages.
+const EXPECTED: &str = "`arm,users,conversions` or `arm,users,sum,sum_squares` \
+     (optionally with CUPED's `pre_conversions,post_pre_sum_products` or \
+     `pre_sum,pre_sum_squares,post_pre_sum_products`), or a ratio's \
+     `arm,users,num_sum,num_sum_squares,den_sum,den_sum_squares,num_den_sum_products`";
 
 /// Reads a summary in either form, telling them apart by the first non-blank
 /// character (`[` starts JSON).
@@ -67,38 +141,27 @@ fn unknown_field(line: usize, column: usize, name: &str) -> ParseError {
     ParseError::new(
         line,
         column,
-        format!(
-            "unknown column `{name}`{hint} (expected `arm,users,conversions` or \
-             `arm,users,sum,sum_squares`)"
-        ),
+        format!("unknown column `{name}`{hint} (expected {EXPECTED})"),
     )
 }
 
 /// Which metric shape a set of field names describes.
-fn kind_of(fields: &[&str]) -> Option<bool> {
+fn kind_of(fields: &[&str]) -> Option<Shape> {
     let mut sorted: Vec<&str> = fields.to_vec();
     sorted.sort_unstable();
-    let mut p = PROPORTION_FIELDS.to_vec();
-    p.sort_unstable();
-    let mut m = MEAN_FIELDS.to_vec();
-    m.sort_unstable();
-    if sorted == p {
-        Some(true)
-    } else if sorted == m {
-        Some(false)
-    } else {
-        None
-    }
+    SHAPES.iter().find_map(|(shape, names)| {
+        let mut want = names.to_vec();
+        want.sort_unstable();
+        (sorted == want).then_some(*shape)
+    })
 }
 
 /// Field values of one arm as read, with positions for error messages.
 struct RawArm {
     line: usize,
     arm: (usize, String),
-    users: Option<(usize, String)>,
-    conversions: Option<(usize, String)>,
-    sum: Option<(usize, String)>,
-    sum_squares: Option<(usize, String)>,
+    /// Every other field by name: (column, text).
+    values: std::collections::BTreeMap<&'static str, (usize, String)>,
 }
 
 fn parse_count(line: usize, (col, text): (usize, &str), field: &str) -> Result<u64, ParseError> {
@@ -127,7 +190,7 @@ fn field((col, text): &(usize, String)) -> (usize, &str) {
 }
 
 /// Turns raw fields into checked arms; shared by both forms.
-fn build_arms(raw: Vec<RawArm>, proportion: bool) -> Result<Vec<ArmSummary>, StatsError> {
+fn build_arms(raw: Vec<RawArm>, shape: Shape) -> Result<Vec<ArmSummary>, StatsError> {
     let mut arms: Vec<ArmSummary> = Vec::with_capacity(raw.len());
     for r in raw {
         let (arm_col, arm) = r.arm;
@@ -142,32 +205,66 @@ fn build_arms(raw: Vec<RawArm>, proportion: bool) -> Result<Vec<ArmSummary>, Sta
             )
             .into());
         }
-        let missing = |f: &str| ParseError::new(r.line, 1, format!("missing `{f}`"));
-        let users_field = r.users.as_ref().ok_or_else(|| missing("users"))?;
-        let users = parse_count(r.line, field(users_field), "users")?;
-        let (data, check_col) = if proportion {
-            let conv_field = r
-                .conversions
-                .as_ref()
-                .ok_or_else(|| missing("conversions"))?;
-            let conversions = parse_count(r.line, field(conv_field), "conversions")?;
-            (ArmData::Proportion { users, conversions }, conv_field.0)
-        } else {
-            let sum_field = r.sum.as_ref().ok_or_else(|| missing("sum"))?;
-            let sq_field = r
-                .sum_squares
-                .as_ref()
-                .ok_or_else(|| missing("sum_squares"))?;
-            let sum = parse_number(r.line, field(sum_field), "sum")?;
-            let sum_squares = parse_number(r.line, field(sq_field), "sum_squares")?;
-            (
-                ArmData::Mean {
+        let slot = |f: &str| {
+            r.values
+                .get(f)
+                .map(field)
+                .ok_or_else(|| ParseError::new(r.line, 1, format!("missing `{f}`")))
+        };
+        let count = |f: &str| parse_count(r.line, slot(f)?, f);
+        let number = |f: &str| parse_number(r.line, slot(f)?, f);
+        let users = count("users")?;
+        let last = |f: &str| slot(f).map(|(c, _)| c);
+        let (data, check_col) = match shape {
+            Shape::Proportion | Shape::ProportionCuped => {
+                let conversions = count("conversions")?;
+                let post = ArmData::Proportion { users, conversions };
+                if shape == Shape::Proportion {
+                    (post, last("conversions")?)
+                } else {
+                    let pre = count("pre_conversions")? as f64;
+                    (
+                        ArmData::Adjusted {
+                            post: Box::new(post),
+                            pre_sum: pre,
+                            pre_sum_squares: pre,
+                            post_pre_sum_products: number("post_pre_sum_products")?,
+                        },
+                        last("pre_conversions")?,
+                    )
+                }
+            }
+            Shape::Mean | Shape::MeanCuped => {
+                let post = ArmData::Mean {
                     n: users,
-                    sum,
-                    sum_squares,
+                    sum: number("sum")?,
+                    sum_squares: number("sum_squares")?,
+                };
+                if shape == Shape::Mean {
+                    (post, last("sum_squares")?)
+                } else {
+                    (
+                        ArmData::Adjusted {
+                            post: Box::new(post),
+                            pre_sum: number("pre_sum")?,
+                            pre_sum_squares: number("pre_sum_squares")?,
+                            post_pre_sum_products: number("post_pre_sum_products")?,
+                        },
+                        last("pre_sum_squares")?,
+                    )
+                }
+            }
+            Shape::Ratio => (
+                ArmData::Ratio {
+                    n: users,
+                    num_sum: number("num_sum")?,
+                    num_sum_squares: number("num_sum_squares")?,
+                    den_sum: number("den_sum")?,
+                    den_sum_squares: number("den_sum_squares")?,
+                    num_den_sum_products: number("num_den_sum_products")?,
                 },
-                sq_field.0,
-            )
+                last("num_den_sum_products")?,
+            ),
         };
         if let Err(StatsError::InvalidArm { arm, problem }) = data.validate(&arm) {
             return Err(
@@ -249,12 +346,9 @@ pub fn parse_summary_csv(text: &str) -> Result<Vec<ArmSummary>, StatsError> {
         .map(|(i, l)| (i + 1, l.strip_suffix('\r').unwrap_or(l)))
         .filter(|(_, l)| !l.trim().is_empty());
     let Some((header_line, header)) = lines.next() else {
-        return Err(ParseError::new(
-            1,
-            1,
-            "empty summary; expected a header `arm,users,conversions` or `arm,users,sum,sum_squares`",
-        )
-        .into());
+        return Err(
+            ParseError::new(1, 1, format!("empty summary; expected a header {EXPECTED}")).into(),
+        );
     };
     let header_fields = csv_fields(header_line, header)?;
     let mut names: Vec<&'static str> = Vec::new();
@@ -273,13 +367,12 @@ pub fn parse_summary_csv(text: &str) -> Result<Vec<ArmSummary>, StatsError> {
         }
         names.push(known);
     }
-    let Some(proportion) = kind_of(&names) else {
+    let Some(shape) = kind_of(&names) else {
         return Err(ParseError::new(
             header_line,
             1,
             format!(
-                "header `{}` mixes or lacks columns; expected `arm,users,conversions` \
-                 (proportions) or `arm,users,sum,sum_squares` (means)",
+                "header `{}` mixes or lacks columns; expected {EXPECTED}",
                 names.join(",")
             ),
         )
@@ -307,19 +400,13 @@ pub fn parse_summary_csv(text: &str) -> Result<Vec<ArmSummary>, StatsError> {
         let mut r = RawArm {
             line: line_no,
             arm: (1, String::new()),
-            users: None,
-            conversions: None,
-            sum: None,
-            sum_squares: None,
+            values: Default::default(),
         };
         for (name, (col, value)) in names.iter().zip(&fields) {
-            let slot = (*col, value.clone());
-            match *name {
-                "arm" => r.arm = (*col, value.clone()),
-                "users" => r.users = Some(slot),
-                "conversions" => r.conversions = Some(slot),
-                "sum" => r.sum = Some(slot),
-                _ => r.sum_squares = Some(slot),
+            if *name == "arm" {
+                r.arm = (*col, value.clone());
+            } else {
+                r.values.insert(name, (*col, value.clone()));
             }
         }
         raw.push(r);
@@ -327,7 +414,7 @@ pub fn parse_summary_csv(text: &str) -> Result<Vec<ArmSummary>, StatsError> {
     if raw.is_empty() {
         return Err(ParseError::new(header_line + 1, 1, "no arms after the header").into());
     }
-    build_arms(raw, proportion)
+    build_arms(raw, shape)
 }
 
 /// Reads the JSON form: an array of objects with the same keys as the CSV header.
@@ -361,17 +448,14 @@ pub fn parse_summary_json(text: &str) -> Result<Vec<ArmSummary>, StatsError> {
         };
         owned.push((item.line, item.column, members));
     }
-    let mut proportion: Option<bool> = None;
+    let mut shape: Option<Shape> = None;
     let mut raw = Vec::new();
     for (line, column, members) in &owned {
         let mut names: Vec<&'static str> = Vec::new();
         let mut r = RawArm {
             line: *line,
             arm: (*column, String::new()),
-            users: None,
-            conversions: None,
-            sum: None,
-            sum_squares: None,
+            values: Default::default(),
         };
         for (key, v) in members {
             let Some(known) = ALL_FIELDS.iter().find(|f| **f == key.as_str()) else {
@@ -389,13 +473,7 @@ pub fn parse_summary_json(text: &str) -> Result<Vec<ArmSummary>, StatsError> {
             match (&v.value, *known) {
                 (JsonValue::String(s), "arm") => r.arm = (v.column, s.clone()),
                 (JsonValue::Number(n), field) if field != "arm" => {
-                    let slot = Some((v.column, n.clone()));
-                    match field {
-                        "users" => r.users = slot,
-                        "conversions" => r.conversions = slot,
-                        "sum" => r.sum = slot,
-                        _ => r.sum_squares = slot,
-                    }
+                    r.values.insert(field, (v.column, n.clone()));
                 }
                 (other, field) => {
                     let want = if field == "arm" {
@@ -418,14 +496,11 @@ pub fn parse_summary_json(text: &str) -> Result<Vec<ArmSummary>, StatsError> {
             return Err(ParseError::new(
                 *line,
                 *column,
-                format!(
-                    "an arm has keys {names:?}; expected arm, users and conversions \
-                     (proportions) or arm, users, sum and sum_squares (means)"
-                ),
+                format!("an arm has keys {names:?}; expected {EXPECTED}"),
             )
             .into());
         };
-        if let Some(first) = proportion
+        if let Some(first) = shape
             && first != kind
         {
             return Err(ParseError::new(
@@ -435,10 +510,10 @@ pub fn parse_summary_json(text: &str) -> Result<Vec<ArmSummary>, StatsError> {
             )
             .into());
         }
-        proportion = Some(kind);
+        shape = Some(kind);
         raw.push(r);
     }
-    build_arms(raw, proportion.unwrap_or(true))
+    build_arms(raw, shape.unwrap_or(Shape::Proportion))
 }
 
 #[cfg(test)]

@@ -133,7 +133,9 @@ impl ArmData {
         let v = match self {
             ArmData::Proportion { conversions, .. } => *conversions as f64 / n as f64,
             ArmData::Mean { sum, .. } => sum / n as f64,
-            ArmData::Ratio { num_sum, den_sum, .. } => {
+            ArmData::Ratio {
+                num_sum, den_sum, ..
+            } => {
                 if *den_sum == 0.0 {
                     return None;
                 }
@@ -212,7 +214,13 @@ impl ArmData {
                 num_den_sum_products,
                 ..
             } => {
-                let all = [num_sum, num_sum_squares, den_sum, den_sum_squares, num_den_sum_products];
+                let all = [
+                    num_sum,
+                    num_sum_squares,
+                    den_sum,
+                    den_sum_squares,
+                    num_den_sum_products,
+                ];
                 if all.iter().any(|v| !v.is_finite()) {
                     Some("ratio sums must be finite numbers".to_string())
                 } else if num_sum_squares < 0.0 || den_sum_squares < 0.0 {
@@ -229,16 +237,23 @@ impl ArmData {
             } => {
                 post.validate(arm)?;
                 let n = post.users() as f64;
-                if !(pre_sum.is_finite() && pre_sum_squares.is_finite() && post_pre_sum_products.is_finite()) {
+                if !(pre_sum.is_finite()
+                    && pre_sum_squares.is_finite()
+                    && post_pre_sum_products.is_finite())
+                {
                     Some("pre-exposure sums must be finite numbers".to_string())
                 } else if pre_sum_squares < 0.0 {
-                    Some(format!("pre-exposure sum of squares {pre_sum_squares} is negative"))
-                } else if n > 0.0 && pre_sum * pre_sum / n > pre_sum_squares * (1.0 + 1e-9) + 1e-12 {
+                    Some(format!(
+                        "pre-exposure sum of squares {pre_sum_squares} is negative"
+                    ))
+                } else if n > 0.0 && pre_sum * pre_sum / n > pre_sum_squares * (1.0 + 1e-9) + 1e-12
+                {
                     Some(format!(
                         "pre-exposure sum of squares {pre_sum_squares} is smaller than sum²/users = {}",
                         pre_sum * pre_sum / n
                     ))
-                } else if matches!(**post, ArmData::Proportion { users, .. } if pre_sum > users as f64) {
+                } else if matches!(**post, ArmData::Proportion { users, .. } if pre_sum > users as f64)
+                {
                     Some(format!(
                         "{pre_sum} conversions before exposure out of {n} users"
                     ))

@@ -202,9 +202,7 @@ fn format_effect(x: f64, difference: Difference, kind: MetricKind) -> String {
         (Difference::Absolute, MetricKind::Proportion) => {
             format!("{} pp", strip_negative_zero(format!("{:+.1}", x * 100.0)))
         }
-        (Difference::Absolute, MetricKind::Mean | MetricKind::Ratio) => {
-            significant_digits(x, true)
-        }
+        (Difference::Absolute, MetricKind::Mean | MetricKind::Ratio) => significant_digits(x, true),
     }
 }
 

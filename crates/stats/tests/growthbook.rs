@@ -268,7 +268,14 @@ fn cuped_mean_frequentist() {
     let treatment = cuped(mean(3000, 222.0, 555.0), 120.0, 405.0, -10.0);
     assert_9(control.value().unwrap(), 0.099966678);
     assert_9(treatment.value().unwrap(), 0.074);
-    let r = t_test(&control, &treatment, Difference::Relative, Sided::Two, Alpha::DEFAULT).unwrap();
+    let r = t_test(
+        &control,
+        &treatment,
+        Difference::Relative,
+        Sided::Two,
+        Alpha::DEFAULT,
+    )
+    .unwrap();
     assert_9(r.effect, -0.281707154);
     assert_9(r.p_value, 0.003732549);
 }
@@ -278,7 +285,14 @@ fn cuped_mean_frequentist() {
 fn cuped_proportion_frequentist() {
     let control = cuped(prop(3001, 300), 210.0, 210.0, -20.0);
     let treatment = cuped(prop(3000, 222), 120.0, 120.0, -10.0);
-    let r = t_test(&control, &treatment, Difference::Relative, Sided::Two, Alpha::DEFAULT).unwrap();
+    let r = t_test(
+        &control,
+        &treatment,
+        Difference::Relative,
+        Sided::Two,
+        Alpha::DEFAULT,
+    )
+    .unwrap();
     assert_9(r.effect, -0.31620216);
     assert_9(r.p_value, 0.000000353);
 }
@@ -324,10 +338,24 @@ fn ratio_frequentist_and_bayesian() {
     let treatment = ratio(120, 300.0, 869.0, 500.0, 800.0, -905.0);
     assert_9(control.value().unwrap(), 0.529411765);
     assert_9(treatment.value().unwrap(), 0.6);
-    let r = t_test(&control, &treatment, Difference::Relative, Sided::Two, Alpha::DEFAULT).unwrap();
+    let r = t_test(
+        &control,
+        &treatment,
+        Difference::Relative,
+        Sided::Two,
+        Alpha::DEFAULT,
+    )
+    .unwrap();
     assert_9(r.effect, 0.133333333);
     assert_9(r.p_value, 0.610663339);
-    let b = bayesian(&control, &treatment, Difference::Relative, Alpha::DEFAULT, None).unwrap();
+    let b = bayesian(
+        &control,
+        &treatment,
+        Difference::Relative,
+        Alpha::DEFAULT,
+        None,
+    )
+    .unwrap();
     assert_9(b.mean, 0.133333333);
     assert_9(b.chance_to_win, 0.694926359);
     assert_9(b.risk_treatment, 0.050934045);

@@ -50,7 +50,12 @@ use crate::report::Kind;
 /// --from-summary FILE reads per-arm numbers instead of events, one metric per
 /// file (CSV with the header arm,users,conversions or arm,users,sum,sum_squares,
 /// or a JSON array of objects with those keys); the first arm is the control
-/// unless --control says otherwise. Use - for stdin.
+/// unless --control says otherwise. Use - for stdin. CUPED (regression
+/// adjustment on the same metric before exposure, GrowthBook's pooled theta):
+/// arm,users,sum,sum_squares,pre_sum,pre_sum_squares,post_pre_sum_products or
+/// arm,users,conversions,pre_conversions,post_pre_sum_products. A ratio metric
+/// (delta method, e.g. revenue per order):
+/// arm,users,num_sum,num_sum_squares,den_sum,den_sum_squares,num_den_sum_products.
 ///
 /// The default test is GrowthBook's: unpooled Welch t-test on the relative lift
 /// (delta method), two-sided, alpha 0.05. The sample-ratio check is a

@@ -191,7 +191,8 @@ async fn check_event_exists(events: &Events, event: &str) -> Result<()> {
     )))
 }
 
-/// An arm's raw numbers: conversions, or sum and sum of squares.
+/// An arm's raw numbers: conversions, or sum and sum of squares (of the
+/// numerator, for a ratio; after exposure, for CUPED).
 pub type Raw = (Option<u64>, Option<f64>, Option<f64>);
 
 /// An arm's [`Raw`] numbers.
@@ -201,6 +202,12 @@ pub fn raw_numbers(data: &ArmData) -> Raw {
         ArmData::Mean {
             sum, sum_squares, ..
         } => (None, Some(sum), Some(sum_squares)),
+        ArmData::Ratio {
+            num_sum,
+            num_sum_squares,
+            ..
+        } => (None, Some(num_sum), Some(num_sum_squares)),
+        ArmData::Adjusted { ref post, .. } => raw_numbers(post),
     }
 }
 

@@ -65,6 +65,7 @@ fn metric_block(m: &MetricReadout, summary: &MetricSummary) -> String {
     let value_head = match m.kind {
         MetricKind::Proportion => "conversion",
         MetricKind::Mean => "mean",
+        MetricKind::Ratio => "ratio",
     };
     let effect_head = match m.difference {
         Difference::Relative => "lift",
@@ -101,7 +102,7 @@ fn metric_block(m: &MetricReadout, summary: &MetricSummary) -> String {
                 let conv = raw.and_then(|(c, _, _)| c).unwrap_or(0);
                 format!("{:.2} % ({conv})", 100.0 * v)
             }
-            (MetricKind::Mean, Some(v)) => format!("{v:.4}"),
+            (MetricKind::Mean | MetricKind::Ratio, Some(v)) => format!("{v:.4}"),
         };
         let arm = if r.is_control {
             format!("{} (control)", r.arm)
@@ -145,6 +146,7 @@ fn metric_block(m: &MetricReadout, summary: &MetricSummary) -> String {
     let kind = match m.kind {
         MetricKind::Proportion => "conversion",
         MetricKind::Mean => "mean per user",
+        MetricKind::Ratio => "ratio",
     };
     let mut out = format!(
         "{}  ({kind}; {} {effect_head}, {test}, alpha {})\n",
@@ -200,7 +202,7 @@ fn effect_text(x: f64, difference: Difference, kind: MetricKind) -> String {
     match (difference, kind) {
         (Difference::Relative, _) => format!("{:+.2} %", 100.0 * x),
         (Difference::Absolute, MetricKind::Proportion) => format!("{:+.2} pp", 100.0 * x),
-        (Difference::Absolute, MetricKind::Mean) => format!("{x:+.4}"),
+        (Difference::Absolute, MetricKind::Mean | MetricKind::Ratio) => format!("{x:+.4}"),
     }
 }
 
