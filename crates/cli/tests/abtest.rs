@@ -273,6 +273,36 @@ fn fixture_statistics_match_the_hand_work() {
     assert!(text.contains("Treatment A is worse: -25.0 %"), "{text}");
 }
 
+/// A ratio metric from events (fixtures/abtest/README.md, "ratio"): revenue
+/// per purchase, A 18.75 / 3 = 6.25, B 15 / 4 = 3.75, lift -0.4, standard
+/// error 0.279907 by the delta method.
+#[test]
+fn ratio_metric_from_events_matches_the_hand_work() {
+    let store = fixture_store();
+    let data = store.path().to_str().unwrap();
+    let metric = "ratio:sum:revenue/count:purchase";
+    let rows = json_rows(&["--data", data, "--metric", metric]);
+    let (a, b) = (row(&rows, metric, "A"), row(&rows, metric, "B"));
+    assert_eq!(a["kind"], "ratio");
+    assert_eq!(fixed(&a["value"], 6), "6.250000");
+    assert_eq!(fixed(&b["value"], 6), "3.750000");
+    assert_eq!(a["users"], 3);
+    assert_eq!(fixed(&b["lift"], 6), "-0.400000");
+    assert_eq!(fixed(&b["std_error"], 6), "0.279907");
+    // The numerator's sums are reported as a mean metric's are.
+    assert_eq!(fixed(&a["sum"], 4), "18.7500");
+    assert_eq!(fixed(&a["sum_squares"], 4), "250.8125");
+    fails_with(
+        &[
+            "--data",
+            data,
+            "--metric",
+            "ratio:sum:revenue/segment:did view",
+        ],
+        "the denominator must be count:<event> or sum:<column>",
+    );
+}
+
 /// With --to 2026-04-01 only u1, u2, u7 (A, its B events come later) and u4,
 /// u5 (B) are exposed; u7's purchase 24h05m after its view misses a 1d window,
 /// u5's converts (fixtures/abtest/README.md).

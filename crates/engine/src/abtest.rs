@@ -219,6 +219,50 @@ impl Exposures {
             .collect())
     }
 
+    /// The arms' statistics of a ratio of per-user numerators and
+    /// denominators (indexed by user key; missing users count as 0).
+    pub fn ratio(&self, num: &[f64], den: &[f64]) -> Vec<ArmSummary> {
+        let k = self.arms.len();
+        let mut sums = vec![[0f64; 5]; k];
+        for (u, &a) in self.arm_of.iter().enumerate() {
+            let a = a as usize;
+            if a < k {
+                let (m, d) = (
+                    num.get(u).copied().unwrap_or(0.0),
+                    den.get(u).copied().unwrap_or(0.0),
+                );
+                let s = &mut sums[a];
+                s[0] += m;
+                s[1] += m * m;
+                s[2] += d;
+                s[3] += d * d;
+                s[4] += m * d;
+            }
+        }
+        (0..k)
+            .map(|a| {
+                let [
+                    num_sum,
+                    num_sum_squares,
+                    den_sum,
+                    den_sum_squares,
+                    num_den_sum_products,
+                ] = sums[a];
+                ArmSummary {
+                    arm: self.arms[a].clone(),
+                    data: ArmData::Ratio {
+                        n: self.users[a],
+                        num_sum,
+                        num_sum_squares,
+                        den_sum,
+                        den_sum_squares,
+                        num_den_sum_products,
+                    },
+                }
+            })
+            .collect()
+    }
+
     /// The arms' statistics of floating-point per-user values.
     pub fn float_mean(&self, values: &[f64]) -> Vec<ArmSummary> {
         let k = self.arms.len();

@@ -47,6 +47,12 @@ use crate::report::Kind;
 ///                        enter in range, from their exposure on; a step may
 ///                        carry a condition: purchase where (revenue > 100))
 ///
+///   ratio:<num>/<den>    a ratio of per-user sums, num and den each
+///                        count:<event> or sum:<column>, read with the delta
+///                        method: ratio:sum:revenue/count:purchase is the
+///                        average order value (sum and sum_squares are the
+///                        numerator's)
+///
 /// --from-summary FILE reads per-arm numbers instead of events, one metric per
 /// file (CSV with the header arm,users,conversions or arm,users,sum,sum_squares,
 /// or a JSON array of objects with those keys); the first arm is the control

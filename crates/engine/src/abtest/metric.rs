@@ -1,6 +1,7 @@
 //! The `--metric` specs of `tenure abtest`, parsed and checked before any data
 //! is read: `count:<event>`, `sum:<column>`, `segment:<expression>` and
-//! `funnel:<a>b>c> within <duration>`.
+//! `funnel:<a>b>c> within <duration>`, and `ratio:<count or sum>/<count or
+//! sum>` (e.g. `ratio:sum:revenue/count:purchase`, average order value).
 
 use crate::EngineError;
 
@@ -30,6 +31,14 @@ pub enum MetricSpec {
         /// Conversion window in microseconds.
         window_micros: i64,
     },
+    /// Sum over an arm's users of a per-user numerator over the sum of a
+    /// per-user denominator (a ratio metric, read with the delta method).
+    Ratio {
+        /// The numerator: a `Count` or a `Sum`.
+        num: Box<MetricSpec>,
+        /// The denominator: a `Count` or a `Sum`.
+        den: Box<MetricSpec>,
+    },
 }
 
 /// A parsed `--metric`, with the text it came from (its name in the readout).
@@ -41,10 +50,11 @@ pub struct Metric {
     pub spec: MetricSpec,
 }
 
-const KINDS: [&str; 4] = ["count", "sum", "segment", "funnel"];
+const KINDS: [&str; 5] = ["count", "sum", "segment", "funnel", "ratio"];
 
-const FORMS: &str = "count:<event>, sum:<column>, segment:<expression> or \
-                     funnel:<step>><step>... within <duration>";
+const FORMS: &str = "count:<event>, sum:<column>, segment:<expression>, \
+                     funnel:<step>><step>... within <duration> or \
+                     ratio:<count:event or sum:column>/<count:event or sum:column>";
 
 fn bad(text: &str, problem: impl std::fmt::Display) -> EngineError {
     EngineError::BadRequest(format!("--metric `{text}`: {problem}"))
@@ -81,6 +91,30 @@ pub fn parse_metric(text: &str) -> crate::Result<Metric> {
             expr: need("a segment expression, such as `did purchase`")?,
         },
         "funnel" => parse_funnel(text, rest)?,
+        "ratio" => {
+            let Some((num, den)) = rest.split_once('/') else {
+                return Err(bad(
+                    text,
+                    "a ratio is `ratio:<numerator>/<denominator>`, e.g. \
+                     `ratio:sum:revenue/count:purchase`",
+                ));
+            };
+            let part = |side: &str, which: &str| -> crate::Result<MetricSpec> {
+                let m = parse_metric(side.trim())
+                    .map_err(|e| bad(text, format!("the {which}: {e}")))?;
+                match m.spec {
+                    MetricSpec::Count { .. } | MetricSpec::Sum { .. } => Ok(m.spec),
+                    _ => Err(bad(
+                        text,
+                        format!("the {which} must be count:<event> or sum:<column>"),
+                    )),
+                }
+            };
+            MetricSpec::Ratio {
+                num: Box::new(part(num, "numerator")?),
+                den: Box::new(part(den, "denominator")?),
+            }
+        }
         _ => {
             let hint = KINDS
                 .iter()
@@ -191,6 +225,29 @@ mod tests {
             panic!("not a funnel")
         };
         assert_eq!(steps, ["view", "purchase where (revenue > 100)"]);
+    }
+
+    #[test]
+    fn ratios_parse() {
+        assert_eq!(
+            parse_metric("ratio:sum:revenue/count:purchase")
+                .unwrap()
+                .spec,
+            MetricSpec::Ratio {
+                num: Box::new(MetricSpec::Sum {
+                    column: "revenue".into()
+                }),
+                den: Box::new(MetricSpec::Count {
+                    event: "purchase".into()
+                }),
+            }
+        );
+        let e = parse_metric("ratio:sum:revenue").unwrap_err().to_string();
+        assert!(e.contains("ratio:<numerator>/<denominator>"), "{e}");
+        let e = parse_metric("ratio:segment:F>1/count:view")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("numerator must be count"), "{e}");
     }
 
     #[test]

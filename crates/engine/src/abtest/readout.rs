@@ -96,6 +96,11 @@ pub async fn summaries(
                 ColumnSums::Exact { values, scale } => exposures.exact_mean(&values, scale)?,
                 ColumnSums::Float(values) => exposures.float_mean(&values),
             },
+            MetricSpec::Ratio { num, den } => {
+                let num = per_user_values(events, &restricted, num).await?;
+                let den = per_user_values(events, &restricted, den).await?;
+                exposures.ratio(&num, &den)
+            }
             MetricSpec::Segment { .. } => {
                 let segment = segments.next().expect("one compiled segment per metric");
                 let matches = super::segment_matches(&restricted, &segment, &feature_spec).await?;
@@ -189,6 +194,36 @@ async fn check_event_exists(events: &Events, event: &str) -> Result<()> {
         "count:{event}: no `{event}` events in range; {hint}(events: {})",
         names.join(", ")
     )))
+}
+
+/// Per-user values of a count or sum metric (the parts of a ratio), as floats
+/// indexed by user key.
+async fn per_user_values(
+    events: &Events,
+    restricted: &Events,
+    spec: &MetricSpec,
+) -> Result<Vec<f64>> {
+    Ok(match spec {
+        MetricSpec::Count { event } => {
+            let counts = super::event_counts(restricted, event).await?;
+            if counts.iter().all(|&c| c == 0) {
+                check_event_exists(events, event).await?;
+            }
+            counts.into_iter().map(|c| c as f64).collect()
+        }
+        MetricSpec::Sum { column } => match super::column_sums(restricted, column).await? {
+            ColumnSums::Exact { values, scale } => values
+                .into_iter()
+                .map(|v| super::decimal_to_f64(v, scale))
+                .collect(),
+            ColumnSums::Float(values) => values,
+        },
+        _ => {
+            return Err(EngineError::Internal(
+                "a ratio's part is a count or a sum".into(),
+            ));
+        }
+    })
 }
 
 /// An arm's raw numbers: conversions, or sum and sum of squares (of the
