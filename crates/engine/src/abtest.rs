@@ -263,6 +263,39 @@ impl Exposures {
             .collect()
     }
 
+    /// `arms` (a count's or sum's means) adjusted by a per-user covariate
+    /// (CUPED): the post values again, to pair with the covariate per user.
+    pub fn adjusted(&self, arms: Vec<ArmSummary>, post: &[f64], pre: &[f64]) -> Vec<ArmSummary> {
+        let k = self.arms.len();
+        let mut sums = vec![[0f64; 3]; k];
+        for (u, &a) in self.arm_of.iter().enumerate() {
+            let a = a as usize;
+            if a < k {
+                let (y, x) = (
+                    post.get(u).copied().unwrap_or(0.0),
+                    pre.get(u).copied().unwrap_or(0.0),
+                );
+                sums[a][0] += x;
+                sums[a][1] += x * x;
+                sums[a][2] += x * y;
+            }
+        }
+        arms.into_iter()
+            .zip(sums)
+            .map(
+                |(arm, [pre_sum, pre_sum_squares, post_pre_sum_products])| ArmSummary {
+                    arm: arm.arm,
+                    data: ArmData::Adjusted {
+                        post: Box::new(arm.data),
+                        pre_sum,
+                        pre_sum_squares,
+                        post_pre_sum_products,
+                    },
+                },
+            )
+            .collect()
+    }
+
     /// The arms' statistics of floating-point per-user values.
     pub fn float_mean(&self, values: &[f64]) -> Vec<ArmSummary> {
         let k = self.arms.len();

@@ -483,6 +483,11 @@ impl Readout {
 impl AbtestOptions {
     /// The test settings, checked before any data is read.
     pub fn readout_config(&self) -> Result<ReadoutConfig> {
+        if self.cuped == Some(0) {
+            return Err(EngineError::BadRequest(
+                "--cuped 0: the pre-exposure window needs at least one day".into(),
+            ));
+        }
         Ok(ReadoutConfig {
             alpha: tenure_stats::Alpha::new(self.alpha)?,
             difference: self.difference.parse::<Difference>()?,
@@ -540,6 +545,7 @@ impl AbtestOptions {
             by: self.by.clone(),
             metrics,
             purchase_event: self.purchase_event.clone(),
+            cuped_days: self.cuped,
         };
         let (summaries, exposures) =
             crate::abtest::summaries(&events, &request, Some(&lib)).await?;

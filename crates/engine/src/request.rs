@@ -484,6 +484,12 @@ pub struct AbtestOptions {
     #[arg(long)]
     #[serde(default)]
     pub bayesian: bool,
+    /// CUPED: adjust count: and sum: metrics by the same metric over this many
+    /// days before each user's exposure (regression adjustment, GrowthBook's
+    /// pooled theta); other metrics are read unadjusted.
+    #[arg(long, value_name = "DAYS")]
+    #[serde(default)]
+    pub cuped: Option<u32>,
     /// Mean of a proper Gaussian prior on the effect (on the scale of
     /// --difference: 0.02 = a 2% lift); implies --bayesian. GrowthBook's
     /// informative prior.
@@ -581,6 +587,14 @@ impl AbtestOptions {
             tenure_stats::parse_split(split).map_err(at("split"))?;
         }
         self.prior().map_err(|e| ("prior_stddev", e))?;
+        if self.cuped == Some(0) {
+            return Err((
+                "cuped",
+                EngineError::BadRequest(
+                    "--cuped 0: the pre-exposure window needs at least one day".into(),
+                ),
+            ));
+        }
         Ok(())
     }
 }

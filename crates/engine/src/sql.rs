@@ -784,6 +784,7 @@ impl TableFunctionImpl for AbtestFunction {
             by: text_arg(exprs, 1, "by")?.unwrap_or_else(|| "variant".into()),
             metrics: vec![crate::abtest::parse_metric(&metric).map_err(df_error)?],
             purchase_event: "purchase".into(),
+            cuped_days: None,
         };
         let plan = FeatureRowsExec::try_new(&self.events, FeatureRequest::Abtest(request), None)?;
         Ok(Arc::new(FoldTable::new(Arc::new(plan))))

@@ -75,6 +75,10 @@ pub struct Events {
     /// do not exist for the analyses (an A/B readout's exposure; see
     /// `abtest::Exposures::restrict`). Folds apply it while scanning.
     pub since: Option<std::sync::Arc<Vec<i64>>>,
+    /// Per user key, the exclusive end of the events that exist for the
+    /// analyses (an A/B readout's pre-exposure window for CUPED); folds apply
+    /// it with [`Events::since`].
+    pub before: Option<std::sync::Arc<Vec<i64>>>,
     /// Each of `parts`' footer and page index, read when the store is opened
     /// (the folds' scans use them to split users into ranges of equal rows,
     /// and do not read them again).
@@ -229,6 +233,7 @@ impl Events {
             parts: Some(parts),
             options,
             since: None,
+            before: None,
             footers,
         })
     }
@@ -243,7 +248,7 @@ impl Events {
                 Some("UTC".into()),
             ))
         };
-        if self.since.is_some() {
+        if self.since.is_some() || self.before.is_some() {
             return Err(crate::EngineError::Internal(
                 "events restricted to an experiment's exposures are read through folds, not a DataFusion plan".into(),
             ));

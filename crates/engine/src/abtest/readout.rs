@@ -30,6 +30,10 @@ pub struct AbtestRequest {
     pub metrics: Vec<Metric>,
     /// The purchase event.
     pub purchase_event: String,
+    /// CUPED: adjust `count:` and `sum:` metrics by the same metric over
+    /// this many days before each user's exposure.
+    #[serde(default)]
+    pub cuped_days: Option<u32>,
 }
 
 /// Assigns arms over `events` (its range), then computes every metric's
@@ -81,10 +85,37 @@ pub async fn summaries(
         buyers_only: false,
     };
     let (from, to) = (events.options.from, events.options.to);
+    // CUPED's covariate: each user's events in the days before exposure
+    // (also before --from: the range limits exposures, not the history).
+    let before = match request.cuped_days {
+        None => None,
+        Some(days) => Some(pre_exposure(events, &exposures, days).await?),
+    };
     let mut segments = segments.into_iter();
     let mut out = Vec::new();
     for m in &request.metrics {
         let arms: Vec<ArmSummary> = match &m.spec {
+            MetricSpec::Count { .. } | MetricSpec::Sum { .. } if before.is_some() => {
+                let pre = before.as_ref().expect("checked");
+                let post = per_user_values(events, &restricted, &m.spec).await?;
+                let covariate = per_user_values(events, pre, &m.spec).await?;
+                let arms = match &m.spec {
+                    MetricSpec::Count { event } => {
+                        let counts = super::event_counts(&restricted, event).await?;
+                        exposures.exact_mean(&counts, 0)?
+                    }
+                    MetricSpec::Sum { column } => {
+                        match super::column_sums(&restricted, column).await? {
+                            ColumnSums::Exact { values, scale } => {
+                                exposures.exact_mean(&values, scale)?
+                            }
+                            ColumnSums::Float(values) => exposures.float_mean(&values),
+                        }
+                    }
+                    _ => unreachable!("a count or a sum"),
+                };
+                exposures.adjusted(arms, &post, &covariate)
+            }
             MetricSpec::Count { event } => {
                 let counts = super::event_counts(&restricted, event).await?;
                 if counts.iter().all(|&c| c == 0) {
@@ -194,6 +225,45 @@ async fn check_event_exists(events: &Events, event: &str) -> Result<()> {
         "count:{event}: no `{event}` events in range; {hint}(events: {})",
         names.join(", ")
     )))
+}
+
+/// The store limited to each exposed user's `days` before their exposure.
+async fn pre_exposure(events: &Events, exposures: &Exposures, days: u32) -> Result<Events> {
+    let wide = match events.options.from {
+        None => events.clone(),
+        Some(_) => {
+            Events::open_snapshot(
+                &events.store.url,
+                events.snapshot.clone(),
+                OpenOptions {
+                    from: None,
+                    ..events.options.clone()
+                },
+            )
+            .await?
+        }
+    };
+    let span = i64::from(days) * 86_400_000_000;
+    let end: Vec<i64> = exposures
+        .exposed_at
+        .iter()
+        .map(|&t| {
+            if t == crate::userstats::NEVER {
+                i64::MIN
+            } else {
+                t
+            }
+        })
+        .collect();
+    let start: Vec<i64> = end
+        .iter()
+        .map(|&t| if t == i64::MIN { i64::MAX } else { t - span })
+        .collect();
+    Ok(Events {
+        since: Some(Arc::new(start)),
+        before: Some(Arc::new(end)),
+        ..wide
+    })
 }
 
 /// Per-user values of a count or sum metric (the parts of a ratio), as floats

@@ -263,6 +263,8 @@ pub struct KeyScanExec {
     time: (i64, i64),
     /// Per user key, the earliest time kept (an A/B readout's exposure).
     since: Option<Arc<Vec<i64>>>,
+    /// Per user key, the end of the times kept (CUPED's pre-exposure window).
+    before: Option<Arc<Vec<i64>>>,
     /// The store's directory when it is on local disk (files are read
     /// from it directly); not part of the encoding.
     local_dir: Option<std::path::PathBuf>,
@@ -295,6 +297,9 @@ pub struct ScanSpec {
     concurrency: usize,
     time: (i64, i64),
     since: bool,
+    /// Per-user upper bounds apply (after the lower bounds in the tail).
+    #[serde(default)]
+    before: bool,
 }
 
 /// Columns a fold may not ask for: the scan always provides them.
@@ -350,10 +355,11 @@ impl KeyScanExec {
                     .min(input.until.unwrap_or(i64::MAX)),
             ),
             since: events.since.is_some(),
+            before: events.before.is_some(),
         };
         let mut scan = Self::build(
             spec,
-            events.since.clone(),
+            (events.since.clone(), events.before.clone()),
             events.store.inner.clone(),
             &events.ctx.state(),
             footers,
@@ -366,7 +372,7 @@ impl KeyScanExec {
     /// planned in `state`.
     fn build(
         spec: ScanSpec,
-        since: Option<Arc<Vec<i64>>>,
+        (since, before): (Option<Arc<Vec<i64>>>, Option<Arc<Vec<i64>>>),
         store: Arc<dyn ObjectStore>,
         state: &datafusion::execution::SessionState,
         footers: Vec<Option<parquet::arrow::arrow_reader::ArrowReaderMetadata>>,
@@ -468,7 +474,7 @@ impl KeyScanExec {
             }
         }
         let schema = Arc::new(Schema::new(out));
-        if spec.since != since.is_some() {
+        if spec.since != since.is_some() || spec.before != before.is_some() {
             return datafusion::common::internal_err!("a scan's exposure times are missing");
         }
         // The stream is a channel's receiver, which takes from tokio's
@@ -501,6 +507,7 @@ impl KeyScanExec {
             concurrency: spec.concurrency,
             time: spec.time,
             since,
+            before,
             ordered: input.ordered,
             grouped: input.ordered && input.grouped,
             any_flag: input.any_flag && !input.flags.is_empty(),
@@ -515,10 +522,11 @@ impl KeyScanExec {
     /// What the scan is made of, and the per-user lower bounds as raw bytes
     /// (see `crate::codec`).
     pub(crate) fn encode(&self) -> (ScanSpec, Vec<u8>) {
-        let tail = match &self.since {
-            Some(v) => v.iter().flat_map(|t| t.to_le_bytes()).collect(),
-            None => Vec::new(),
-        };
+        let tail = [&self.since, &self.before]
+            .into_iter()
+            .flatten()
+            .flat_map(|v| v.iter().flat_map(|t| t.to_le_bytes()))
+            .collect();
         (self.spec.as_ref().clone(), tail)
     }
 
@@ -532,17 +540,27 @@ impl KeyScanExec {
                 spec.store
             ))
         })?;
-        let since = match spec.since {
-            false => None,
-            true => {
-                if !tail.len().is_multiple_of(8) {
-                    return plan_err!("a scan's exposure times are truncated");
+        if !tail.len().is_multiple_of(8) {
+            return plan_err!("a scan's exposure times are truncated");
+        }
+        let times: Vec<i64> = tail
+            .chunks_exact(8)
+            .map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes")))
+            .collect();
+        // Lower bounds first, then upper bounds, one per user each.
+        let (since, before) = match (spec.since, spec.before) {
+            (false, false) => (None, None),
+            (true, false) => (Some(Arc::new(times)), None),
+            (false, true) => (None, Some(Arc::new(times))),
+            (true, true) => {
+                if !times.len().is_multiple_of(2) {
+                    return plan_err!("a scan's exposure windows are truncated");
                 }
-                let v: Vec<i64> = tail
-                    .chunks_exact(8)
-                    .map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes")))
-                    .collect();
-                Some(Arc::new(v))
+                let half = times.len() / 2;
+                (
+                    Some(Arc::new(times[..half].to_vec())),
+                    Some(Arc::new(times[half..].to_vec())),
+                )
             }
         };
         let state = datafusion::execution::SessionStateBuilder::new()
@@ -552,7 +570,7 @@ impl KeyScanExec {
             .with_aggregate_functions(ctx.aggregate_functions().values().cloned().collect())
             .with_window_functions(ctx.window_functions().values().cloned().collect())
             .build();
-        Self::build(spec, since, store, &state, Vec::new())
+        Self::build(spec, (since, before), store, &state, Vec::new())
     }
 
     /// The key range of each partition.
@@ -595,6 +613,9 @@ impl DisplayAs for KeyScanExec {
         }
         if self.since.is_some() {
             write!(f, ", since_exposure")?;
+        }
+        if self.before.is_some() {
+            write!(f, ", before_exposure")?;
         }
         if self.any_flag {
             write!(f, ", any_flag")?;
@@ -665,6 +686,7 @@ impl ExecutionPlan for KeyScanExec {
             last,
             time: self.time,
             since: self.since.clone(),
+            before: self.before.clone(),
             local_dir: self.local_dir.clone(),
             any_flag: self.any_flag,
             ordered: self.ordered,
@@ -705,6 +727,7 @@ struct Job {
     last: bool,
     time: (i64, i64),
     since: Option<Arc<Vec<i64>>>,
+    before: Option<Arc<Vec<i64>>>,
     /// The store's directory when it is on local disk.
     local_dir: Option<std::path::PathBuf>,
     any_flag: bool,
@@ -935,7 +958,7 @@ impl Job {
             filter_record_batch(batch, &keep)?
         };
         let (from, to) = self.time;
-        if from != i64::MIN || to != i64::MAX || self.since.is_some() {
+        if from != i64::MIN || to != i64::MAX || self.since.is_some() || self.before.is_some() {
             let t = batch
                 .column_by_name("ts")
                 .expect("checked")
@@ -947,11 +970,13 @@ impl Job {
                 .as_primitive::<UInt32Type>()
                 .values();
             let since = self.since.as_deref();
+            let before = self.before.as_deref();
             let keep = |i: usize| {
                 let x = t[i];
                 x >= from
                     && x < to
                     && since.is_none_or(|s| s.get(k[i] as usize).is_some_and(|&e| x >= e))
+                    && before.is_none_or(|s| s.get(k[i] as usize).is_some_and(|&e| x < e))
             };
             if (0..t.len()).any(|i| !keep(i)) {
                 let keep: BooleanArray = (0..t.len()).map(|i| Some(keep(i))).collect();
