@@ -524,6 +524,29 @@ mod tests {
         let decoded = plan_from_bytes(&bytes, &events.ctx.task_ctx()).unwrap();
         let got = collect(decoded, events.ctx.task_ctx()).await.unwrap();
         assert_eq!(text(&got), text(&restricted));
+        // And per-user windows (CUPED's days before exposure): lower and upper
+        // bounds together, and upper bounds alone.
+        let mid = (events.ts_range.unwrap().0 + max_ts) / 2;
+        let upper: Arc<Vec<i64>> = Arc::new(vec![mid; events.users()]);
+        for windowed in [
+            Events {
+                before: Some(upper.clone()),
+                ..exposed.clone()
+            },
+            Events {
+                before: Some(upper.clone()),
+                ..events.clone()
+            },
+        ] {
+            let want = collect(plan(&windowed, count()).unwrap(), events.ctx.task_ctx())
+                .await
+                .unwrap();
+            assert_ne!(text(&want), text(&all), "the upper bounds restrict nothing");
+            let bytes = plan_to_bytes(plan(&windowed, count()).unwrap()).unwrap();
+            let decoded = plan_from_bytes(&bytes, &events.ctx.task_ctx()).unwrap();
+            let got = collect(decoded, events.ctx.task_ctx()).await.unwrap();
+            assert_eq!(text(&got), text(&want));
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
