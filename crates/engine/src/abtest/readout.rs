@@ -97,23 +97,31 @@ pub async fn summaries(
         let arms: Vec<ArmSummary> = match &m.spec {
             MetricSpec::Count { .. } | MetricSpec::Sum { .. } if before.is_some() => {
                 let pre = before.as_ref().expect("checked");
-                let post = per_user_values(events, &restricted, &m.spec).await?;
-                let covariate = per_user_values(events, pre, &m.spec).await?;
-                let arms = match &m.spec {
+                // One pass for the post values: exact arms and per-user floats.
+                let (arms, post) = match &m.spec {
                     MetricSpec::Count { event } => {
                         let counts = super::event_counts(&restricted, event).await?;
-                        exposures.exact_mean(&counts, 0)?
+                        if counts.iter().all(|&c| c == 0) {
+                            check_event_exists(events, event).await?;
+                        }
+                        let post: Vec<f64> = counts.iter().map(|&c| c as f64).collect();
+                        (exposures.exact_mean(&counts, 0)?, post)
                     }
                     MetricSpec::Sum { column } => {
                         match super::column_sums(&restricted, column).await? {
                             ColumnSums::Exact { values, scale } => {
-                                exposures.exact_mean(&values, scale)?
+                                let post = values
+                                    .iter()
+                                    .map(|&v| super::decimal_to_f64(v, scale))
+                                    .collect();
+                                (exposures.exact_mean(&values, scale)?, post)
                             }
-                            ColumnSums::Float(values) => exposures.float_mean(&values),
+                            ColumnSums::Float(values) => (exposures.float_mean(&values), values),
                         }
                     }
                     _ => unreachable!("a count or a sum"),
                 };
+                let covariate = per_user_values(events, pre, &m.spec).await?;
                 exposures.adjusted(arms, &post, &covariate)
             }
             MetricSpec::Count { event } => {
