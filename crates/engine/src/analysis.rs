@@ -167,7 +167,7 @@ impl ClvOptions {
     /// the p_alive distribution, CLV deciles and the holdout check).
     pub async fn compute(&self, scope: &Scope) -> Result<Answer> {
         let (_, r) = self.fit(scope).await?;
-        Ok(Self::answer(&r)?)
+        Self::answer(&r)
     }
 
     /// The answer of [`Self::compute`] for a fit already made.

@@ -554,7 +554,9 @@ pub fn summary_schema() -> SchemaRef {
 
 /// The summary of [`summary_schema`].
 pub fn summary_batch(r: &ClvResult) -> DfResult<RecordBatch> {
-    let mut rows: Vec<(&str, String, u64, Option<f64>, Option<f64>)> = Vec::new();
+    /// view, bucket, customers, value, predicted
+    type Row<'a> = (&'a str, String, u64, Option<f64>, Option<f64>);
+    let mut rows: Vec<Row> = Vec::new();
     let n = r.customers.len().max(1) as f64;
     let mut tenths = [0u64; 10];
     for p in &r.customers {

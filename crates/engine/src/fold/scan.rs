@@ -282,6 +282,9 @@ pub struct KeyScanExec {
     spec: Arc<ScanSpec>,
 }
 
+/// Per-user time bounds (indexed by user key), if any.
+type Bounds = Option<Arc<Vec<i64>>>;
+
 /// What a [`KeyScanExec`] is made of: the object store URL its files are
 /// registered under, the files (path, size, earliest time), the declared
 /// properties (the table's schema), the fold's input, the key ranges, the
@@ -372,7 +375,7 @@ impl KeyScanExec {
     /// planned in `state`.
     fn build(
         spec: ScanSpec,
-        (since, before): (Option<Arc<Vec<i64>>>, Option<Arc<Vec<i64>>>),
+        (since, before): (Bounds, Bounds),
         store: Arc<dyn ObjectStore>,
         state: &datafusion::execution::SessionState,
         footers: Vec<Option<parquet::arrow::arrow_reader::ArrowReaderMetadata>>,
