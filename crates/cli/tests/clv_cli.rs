@@ -170,6 +170,7 @@ fn bad_input_is_refused_with_a_reason() {
             "before the first event",
         ),
         (vec!["--from", "2026-03-01"], "whole history"),
+        (vec!["--to", "2026-03-31"], "not --from/--to"),
         (vec!["--purchase-event", "order"], "no `order` event"),
         (vec!["--calibration-end", "yesterday"], "not a date"),
     ] {

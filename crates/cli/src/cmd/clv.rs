@@ -22,7 +22,7 @@ use crate::report::Kind;
 /// Prints the fitted parameters and log-likelihoods (columns: model,
 /// parameter, value). --users lists every customer instead (user_id,
 /// frequency, recency, t, monetary_value, p_alive, expected_purchases in
-/// --horizon, expected_value, clv). With --calibration-end the models see only
+/// --horizon, expected_value, clv, holdout_purchases). With --calibration-end the models see only
 /// purchases up to it, and --validation compares, per calibration frequency,
 /// the actual mean number of purchase days after it (up to --as-of) with the
 /// model's prediction (columns: frequency, customers, actual, predicted).
@@ -58,9 +58,9 @@ pub struct ClvArgs {
 pub fn run(args: ClvArgs) -> anyhow::Result<()> {
     let rt = args.common.runtime()?;
     let scope = args.common.scope(args.as_of.as_deref())?;
-    if args.common.from.is_some() {
+    if args.common.from.is_some() || args.common.to.is_some() {
         return Err(BadInput(
-            "tenure clv reads each customer's whole history: use --as-of and --calibration-end, not --from"
+            "tenure clv reads each customer's whole history: use --as-of and --calibration-end, not --from/--to"
                 .into(),
         )
         .into());
