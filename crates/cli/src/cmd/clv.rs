@@ -80,6 +80,7 @@ pub fn run(args: ClvArgs) -> anyhow::Result<()> {
         };
         let written = rt.block_on(async {
             let (events, result) = args.opts.fit(&scope).await?;
+            warn_unconverged(&result);
             let batches = tenure_engine::clv::customers_batches(&events, &result).await?;
             let schema = tenure_engine::clv::customers_schema();
             let stream = datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(
@@ -95,6 +96,7 @@ pub fn run(args: ClvArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let (_, fit) = rt.block_on(args.opts.fit(&scope))?;
+    warn_unconverged(&fit);
     let answer = ClvOptions::answer(&fit)?;
     let model = output::rows_of(&answer.table)?;
     let summary = answer.extra.as_ref().map(output::rows_of).transpose()?;
@@ -126,6 +128,24 @@ pub fn run(args: ClvArgs) -> anyhow::Result<()> {
             human(&model, validation.as_ref(), &unit)
         }
     })
+}
+
+/// A fit that stopped at the optimiser's limit is said on stderr: its
+/// parameters are the last ones reached (few customers can make the
+/// likelihood flat in some direction, e.g. the Poisson limit of BG/NBD).
+fn warn_unconverged(fit: &tenure_engine::clv::ClvResult) {
+    if !fit.bgnbd.converged {
+        eprintln!(
+            "warning: BG/NBD did not converge in {} iterations ({} customers); the parameters are the last reached",
+            fit.bgnbd.iterations, fit.bgnbd.customers
+        );
+    }
+    if let Some(g) = fit.gamma_gamma.as_ref().filter(|g| !g.converged) {
+        eprintln!(
+            "warning: Gamma-Gamma did not converge in {} iterations ({} repeat buyers); the parameters are the last reached",
+            g.iterations, g.customers
+        );
+    }
 }
 
 /// The models in two lines, then the holdout check.
