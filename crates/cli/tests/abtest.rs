@@ -395,7 +395,8 @@ fn csv_and_out_files_carry_the_documented_columns() {
     let header = "metric,kind,arm,is_control,users,conversions,sum,sum_squares,value,difference,\
                   lift,std_error,ci_lower,ci_upper,p_value,p_value_adjusted,significant,\
                   chance_to_win,risk_control,risk_treatment,no_result,verdict,srm_status,\
-                  srm_p_value,srm_verdict,alpha,sided,sequential,correction,multi_arm_users";
+                  srm_p_value,srm_verdict,alpha,sided,sequential,correction,multi_arm_users,\
+                  dimension";
     assert_eq!(stdout.lines().next(), Some(header));
     assert_eq!(stdout.lines().count(), 3);
     assert_eq!(std::fs::read_to_string(&out_file).unwrap(), stdout);
@@ -871,4 +872,95 @@ fn test_settings_reach_the_readout() {
     assert!((a["p_value_adjusted"].as_f64().unwrap() - pa.max(2.0 * pb)).abs() < 1e-12);
     assert_eq!(a["correction"], "holm");
     assert_eq!(row(&rows, &p, "A")["p_value_adjusted"], Value::Null);
+}
+
+/// `--by-dimension`: one readout per value of a column, each with its own
+/// sample-ratio check; the values' users and sums add up to the overall
+/// readout's, and each value's users per arm are the distinct users SQL
+/// counts for it (every generated user has one country and one variant).
+#[test]
+fn by_dimension_reads_each_value_with_its_own_srm() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let generated = tenure()
+        .args(["gen", "--users", "3000", "--days", "30", "--to"])
+        .arg(&store)
+        .output()
+        .unwrap();
+    assert!(
+        generated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&generated.stderr)
+    );
+    let data = store.to_str().unwrap();
+    let metric = "count:purchase";
+    let overall = json_rows(&["--data", data, "--metric", metric]);
+    let split = json_rows(&[
+        "--data",
+        data,
+        "--metric",
+        metric,
+        "--by-dimension",
+        "country",
+    ]);
+    assert!(overall.iter().all(|r| r["dimension"].is_null()));
+    let dims: std::collections::BTreeSet<String> = split
+        .iter()
+        .map(|r| r["dimension"].as_str().expect("a dimension").to_string())
+        .collect();
+    assert!(dims.len() >= 3, "{dims:?}");
+    assert!(!dims.contains("(several)"), "{dims:?}");
+    for arm in ["A", "B"] {
+        let mine: Vec<&Value> = split.iter().filter(|r| r["arm"] == arm).collect();
+        let users: u64 = mine.iter().map(|r| r["users"].as_u64().unwrap()).sum();
+        let sum: f64 = mine.iter().map(|r| r["sum"].as_f64().unwrap()).sum();
+        let all = row(&overall, metric, arm);
+        assert_eq!(users, all["users"].as_u64().unwrap(), "{arm}");
+        assert_eq!(sum, all["sum"].as_f64().unwrap(), "{arm}");
+    }
+    for r in &split {
+        assert!(r["srm_p_value"].as_f64().is_some(), "{r}");
+    }
+    // Users per value and arm, as SQL counts them.
+    let out = tenure()
+        .args(["sql", "--format", "json", "--data", data])
+        .arg("SELECT country, variant, count(DISTINCT user_id) AS users FROM events WHERE variant IS NOT NULL GROUP BY country, variant")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let counted: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    for c in &counted {
+        let dim = c["country"].as_str().unwrap_or("(none)");
+        let r = split
+            .iter()
+            .find(|r| r["dimension"] == dim && r["arm"] == c["variant"])
+            .unwrap_or_else(|| panic!("no row for {c}"));
+        assert_eq!(r["users"], c["users"], "{c}");
+    }
+    fails_with(
+        &[
+            "--data",
+            data,
+            "--metric",
+            metric,
+            "--by-dimension",
+            "variant",
+        ],
+        "that is the arm column",
+    );
+    fails_with(
+        &[
+            "--data",
+            data,
+            "--metric",
+            metric,
+            "--by-dimension",
+            "planet",
+        ],
+        "cannot split by `planet`",
+    );
 }

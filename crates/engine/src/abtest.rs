@@ -35,6 +35,10 @@ use crate::{EngineError, Result};
 pub use metric::{Metric, MetricSpec, parse_metric};
 pub use readout::{AbtestRequest, summaries};
 
+/// Dimension values read out one by one with `--by-dimension` (GrowthBook's
+/// default); the values with fewer users are read together as `(other)`.
+pub const MAX_DIMENSIONS: usize = 20;
+
 /// `arm_of` of a user without any value of the arm column.
 pub const UNASSIGNED: u32 = u32::MAX;
 /// `arm_of` of a user whose events carry more than one arm.
@@ -169,6 +173,104 @@ impl Exposures {
             )),
             ..events.clone()
         })
+    }
+
+    /// The same arms holding only the users `keep` says (by user key).
+    fn only(&self, keep: impl Fn(usize) -> bool) -> Exposures {
+        let k = self.arms.len();
+        let mut users = vec![0u64; k];
+        let arm_of: Vec<u32> = self
+            .arm_of
+            .iter()
+            .enumerate()
+            .map(|(u, &a)| {
+                if (a as usize) < k && keep(u) {
+                    users[a as usize] += 1;
+                    a
+                } else if (a as usize) < k {
+                    UNASSIGNED
+                } else {
+                    a
+                }
+            })
+            .collect();
+        Exposures {
+            arm_of,
+            users,
+            ..self.clone()
+        }
+    }
+
+    /// The test's users split by their value of `column` (read on their
+    /// events since exposure, `restricted`): one view of the arms per value,
+    /// the values with the most users first up to [`MAX_DIMENSIONS`] (the
+    /// rest together as `(other)`), then `(several)` for users whose events
+    /// carry more than one value and `(none)` for users with none. Each view
+    /// has every arm, so its sample-ratio check is its own.
+    pub async fn by_dimension(
+        &self,
+        restricted: &Events,
+        column: &str,
+    ) -> Result<Vec<(Option<String>, Exposures)>> {
+        if column == self.column {
+            return Err(EngineError::BadRequest(format!(
+                "--by-dimension {column}: that is the arm column (--by)"
+            )));
+        }
+        let dims = exposures(restricted, column).await.map_err(|e| match e {
+            EngineError::BadRequest(m) => {
+                EngineError::BadRequest(m.replace("cannot read arms from", "cannot split by"))
+            }
+            other => other,
+        })?;
+        let k = self.arms.len();
+        let n = dims.arms.len();
+        let mut counts = vec![0u64; n];
+        for (u, &a) in self.arm_of.iter().enumerate() {
+            if (a as usize) < k
+                && let Some(&d) = dims.arm_of.get(u)
+                && (d as usize) < n
+            {
+                counts[d as usize] += 1;
+            }
+        }
+        let mut order: Vec<usize> = (0..n).filter(|&i| counts[i] > 0).collect();
+        order.sort_by(|&a, &b| counts[b].cmp(&counts[a]).then(a.cmp(&b)));
+        let other = order.len() > MAX_DIMENSIONS;
+        order.truncate(MAX_DIMENSIONS);
+        order.sort_unstable(); // by name
+        const OTHER: usize = usize::MAX - 2;
+        const SEVERAL: usize = usize::MAX - 1;
+        const NONE: usize = usize::MAX;
+        let mut group = vec![OTHER; n];
+        for &i in &order {
+            group[i] = i;
+        }
+        let group_of = |u: usize| match dims.arm_of.get(u).copied() {
+            Some(MULTIPLE) => SEVERAL,
+            Some(d) if (d as usize) < n => group[d as usize],
+            _ => NONE,
+        };
+        let mut labels: Vec<(String, usize)> =
+            order.iter().map(|&i| (dims.arms[i].clone(), i)).collect();
+        let present = |g: usize| {
+            self.arm_of
+                .iter()
+                .enumerate()
+                .any(|(u, &a)| (a as usize) < k && group_of(u) == g)
+        };
+        if other {
+            labels.push(("(other)".into(), OTHER));
+        }
+        for (name, g) in [("(several)", SEVERAL), ("(none)", NONE)] {
+            if present(g) {
+                labels.push((name.into(), g));
+            }
+        }
+        Ok(labels
+            .into_iter()
+            .map(|(name, g)| (Some(name), self.only(|u| group_of(u) == g)))
+            .collect())
     }
 
     /// The arms' statistics of a per-user conversion flag (indexed by user key).

@@ -441,6 +441,9 @@ pub struct Readout {
     pub readouts: Vec<MetricReadout>,
     /// Arms and their users, from events.
     pub exposures: Option<Exposures>,
+    /// Per metric summary, the dimension value it is limited to
+    /// (`--by-dimension`; `None` without).
+    pub dimensions: Vec<Option<String>>,
 }
 
 impl Readout {
@@ -464,6 +467,7 @@ impl Readout {
     ) -> Result<Self> {
         let readouts = tenure_stats::readout(&summaries, config)?;
         Ok(Self {
+            dimensions: vec![None; summaries.len()],
             summaries,
             readouts,
             exposures,
@@ -476,6 +480,7 @@ impl Readout {
             &self.readouts,
             &self.summaries,
             self.exposures.as_ref(),
+            &self.dimensions,
         )?))
     }
 }
@@ -546,10 +551,26 @@ impl AbtestOptions {
             metrics,
             purchase_event: self.purchase_event.clone(),
             cuped_days: self.cuped,
+            dimension: self.by_dimension.clone(),
         };
-        let (summaries, exposures) =
-            crate::abtest::summaries(&events, &request, Some(&lib)).await?;
-        Readout::of(summaries, Some(exposures), &config)
+        let (summaries, exposures, dimensions) =
+            crate::abtest::readout::summaries_by(&events, &request, Some(&lib)).await?;
+        if request.dimension.is_none() {
+            return Readout::of(summaries, Some(exposures), &config);
+        }
+        // A dimension value may lack an arm: its rows say so (no_result)
+        // instead of failing the readout.
+        if let Some(c) = &config.control
+            && !exposures.arms.contains(c)
+        {
+            return Err(EngineError::BadRequest(format!(
+                "--control `{c}` is not an arm; the arms are {}",
+                exposures.arms.join(", ")
+            )));
+        }
+        let mut readout = Readout::unchecked(summaries, Some(exposures), &config)?;
+        readout.dimensions = dimensions;
+        Ok(readout)
     }
 
     /// The readout rows over `scope` (of [`crate::abtest::readout::schema`]).

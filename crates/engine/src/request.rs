@@ -484,6 +484,13 @@ pub struct AbtestOptions {
     #[arg(long)]
     #[serde(default)]
     pub bayesian: bool,
+    /// Read every metric per value of this column (a user's value on their
+    /// events since exposure): the 20 values with the most users, then
+    /// `(other)`, `(several)` (users with more than one value) and `(none)`;
+    /// each with its own sample-ratio check (column `dimension`).
+    #[arg(long, value_name = "COLUMN")]
+    #[serde(default)]
+    pub by_dimension: Option<String>,
     /// CUPED: adjust count: and sum: metrics by the same metric over this many
     /// days before each user's exposure (regression adjustment, GrowthBook's
     /// pooled theta); other metrics are read unadjusted.

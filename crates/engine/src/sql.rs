@@ -785,6 +785,7 @@ impl TableFunctionImpl for AbtestFunction {
             metrics: vec![crate::abtest::parse_metric(&metric).map_err(df_error)?],
             purchase_event: "purchase".into(),
             cuped_days: None,
+            dimension: None,
         };
         let plan = FeatureRowsExec::try_new(&self.events, FeatureRequest::Abtest(request), None)?;
         Ok(Arc::new(FoldTable::new(Arc::new(plan))))

@@ -309,6 +309,7 @@ fn engine_cuped(url: &str, threads: usize, days: u32) -> Covariates {
             metrics: vec![abtest::parse_metric("count:purchase").unwrap()],
             purchase_event: "purchase".into(),
             cuped_days: Some(days),
+            dimension: None,
         };
         let Ok((summaries, _)) = abtest::summaries(&events, &request, None).await else {
             return Covariates::new(); // fewer than two arms

@@ -82,7 +82,8 @@ use crate::report::Kind;
 /// verdict, srm_status (ok|mismatch|not_enough_traffic), srm_p_value,
 /// srm_verdict, alpha, sided, sequential (N*, or null), correction,
 /// multi_arm_users (users excluded for seeing several arms; null with
-/// --from-summary).
+/// --from-summary), dimension (the --by-dimension value of the row; null
+/// without).
 ///
 /// Examples:
 ///
@@ -154,6 +155,7 @@ pub fn run(args: AbtestArgs) -> anyhow::Result<()> {
             &readout.readouts,
             &readout.summaries,
             readout.exposures.as_ref(),
+            &readout.dimensions,
         )
     })
 }

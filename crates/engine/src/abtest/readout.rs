@@ -34,6 +34,10 @@ pub struct AbtestRequest {
     /// this many days before each user's exposure.
     #[serde(default)]
     pub cuped_days: Option<u32>,
+    /// Read every metric once per value of this column (the value on a
+    /// user's events since exposure; see [`Exposures::by_dimension`]).
+    #[serde(default)]
+    pub dimension: Option<String>,
 }
 
 /// Assigns arms over `events` (its range), then computes every metric's
@@ -44,6 +48,44 @@ pub async fn summaries(
     request: &AbtestRequest,
     library: Option<&SegmentLibrary>,
 ) -> Result<(Vec<MetricSummary>, Exposures)> {
+    let (metrics, exposures, _) = summaries_by(events, request, library).await?;
+    Ok((metrics, exposures))
+}
+
+/// A metric's per-user values, indexed by user key, before they are summed
+/// per arm (once per dimension value with `--by-dimension`).
+enum PerUser {
+    /// Exact values in units of 10^-scale.
+    Exact(Vec<i128>, u32),
+    /// Floating-point values.
+    Float(Vec<f64>),
+    /// Conversions.
+    Flags(Vec<bool>),
+    /// Numerators and denominators.
+    Ratio(Vec<f64>, Vec<f64>),
+    /// A metric with its pre-exposure covariate (CUPED).
+    Adjusted(Box<PerUser>, Vec<f64>, Vec<f64>),
+}
+
+impl PerUser {
+    fn arms(&self, x: &Exposures) -> Result<Vec<ArmSummary>> {
+        Ok(match self {
+            PerUser::Exact(v, scale) => x.exact_mean(v, *scale)?,
+            PerUser::Float(v) => x.float_mean(v),
+            PerUser::Flags(v) => x.proportion(v),
+            PerUser::Ratio(n, d) => x.ratio(n, d),
+            PerUser::Adjusted(base, post, pre) => x.adjusted(base.arms(x)?, post, pre),
+        })
+    }
+}
+
+/// Like [`summaries`], and with `request.dimension` one summary per metric
+/// and dimension value (metric-major), with the value of each.
+pub async fn summaries_by(
+    events: &Events,
+    request: &AbtestRequest,
+    library: Option<&SegmentLibrary>,
+) -> Result<(Vec<MetricSummary>, Exposures, Vec<Option<String>>)> {
     let (_, as_of) = events.ts_range.ok_or_else(|| events.empty_error())?;
     let by = &request.by;
     // Segment expressions are checked before the scans start.
@@ -91,21 +133,26 @@ pub async fn summaries(
         None => None,
         Some(days) => Some(pre_exposure(events, &exposures, days).await?),
     };
+    let views: Vec<(Option<String>, Exposures)> = match &request.dimension {
+        None => vec![(None, exposures.clone())],
+        Some(column) => exposures.by_dimension(&restricted, column).await?,
+    };
     let mut segments = segments.into_iter();
     let mut out = Vec::new();
+    let mut dimensions = Vec::new();
     for m in &request.metrics {
-        let arms: Vec<ArmSummary> = match &m.spec {
+        let values: PerUser = match &m.spec {
             MetricSpec::Count { .. } | MetricSpec::Sum { .. } if before.is_some() => {
                 let pre = before.as_ref().expect("checked");
                 // One pass for the post values: exact arms and per-user floats.
-                let (arms, post) = match &m.spec {
+                let (base, post) = match &m.spec {
                     MetricSpec::Count { event } => {
                         let counts = super::event_counts(&restricted, event).await?;
                         if counts.iter().all(|&c| c == 0) {
                             check_event_exists(events, event).await?;
                         }
                         let post: Vec<f64> = counts.iter().map(|&c| c as f64).collect();
-                        (exposures.exact_mean(&counts, 0)?, post)
+                        (PerUser::Exact(counts, 0), post)
                     }
                     MetricSpec::Sum { column } => {
                         match super::column_sums(&restricted, column).await? {
@@ -114,36 +161,39 @@ pub async fn summaries(
                                     .iter()
                                     .map(|&v| super::decimal_to_f64(v, scale))
                                     .collect();
-                                (exposures.exact_mean(&values, scale)?, post)
+                                (PerUser::Exact(values, scale), post)
                             }
-                            ColumnSums::Float(values) => (exposures.float_mean(&values), values),
+                            ColumnSums::Float(values) => {
+                                let post = values.clone();
+                                (PerUser::Float(values), post)
+                            }
                         }
                     }
                     _ => unreachable!("a count or a sum"),
                 };
                 let covariate = per_user_values(events, pre, &m.spec).await?;
-                exposures.adjusted(arms, &post, &covariate)
+                PerUser::Adjusted(Box::new(base), post, covariate)
             }
             MetricSpec::Count { event } => {
                 let counts = super::event_counts(&restricted, event).await?;
                 if counts.iter().all(|&c| c == 0) {
                     check_event_exists(events, event).await?;
                 }
-                exposures.exact_mean(&counts, 0)?
+                PerUser::Exact(counts, 0)
             }
             MetricSpec::Sum { column } => match super::column_sums(&restricted, column).await? {
-                ColumnSums::Exact { values, scale } => exposures.exact_mean(&values, scale)?,
-                ColumnSums::Float(values) => exposures.float_mean(&values),
+                ColumnSums::Exact { values, scale } => PerUser::Exact(values, scale),
+                ColumnSums::Float(values) => PerUser::Float(values),
             },
             MetricSpec::Ratio { num, den } => {
                 let num = per_user_values(events, &restricted, num).await?;
                 let den = per_user_values(events, &restricted, den).await?;
-                exposures.ratio(&num, &den)
+                PerUser::Ratio(num, den)
             }
             MetricSpec::Segment { .. } => {
                 let segment = segments.next().expect("one compiled segment per metric");
                 let matches = super::segment_matches(&restricted, &segment, &feature_spec).await?;
-                exposures.proportion(&matches)
+                PerUser::Flags(matches)
             }
             MetricSpec::Funnel {
                 steps,
@@ -186,15 +236,18 @@ pub async fn summaries(
                     .iter()
                     .map(|&l| usize::from(l) == steps.len())
                     .collect();
-                exposures.proportion(&converted)
+                PerUser::Flags(converted)
             }
         };
-        out.push(MetricSummary {
-            name: m.text.clone(),
-            arms,
-        });
+        for (dimension, view) in &views {
+            out.push(MetricSummary {
+                name: m.text.clone(),
+                arms: values.arms(view)?,
+            });
+            dimensions.push(dimension.clone());
+        }
     }
-    Ok((out, exposures))
+    Ok((out, exposures, dimensions))
 }
 
 /// An event name that never occurs in range is most likely a typo: say so,
@@ -361,6 +414,7 @@ pub fn schema() -> SchemaRef {
             f("sequential", Float64, true),
             f("correction", Utf8, false),
             f("multi_arm_users", UInt64, true),
+            f("dimension", Utf8, true),
         ]))
     });
     SCHEMA.clone()
@@ -372,7 +426,16 @@ pub fn batch(
     readouts: &[MetricReadout],
     summaries: &[MetricSummary],
     exposures: Option<&Exposures>,
+    dimensions: &[Option<String>],
 ) -> Result<RecordBatch> {
+    let dimension_of: Vec<Option<&str>> = readouts
+        .iter()
+        .enumerate()
+        .flat_map(|(i, m)| {
+            let d = dimensions.get(i).and_then(|d| d.as_deref());
+            m.arms.iter().map(move |_| d)
+        })
+        .collect();
     let rows: Vec<(&MetricReadout, &tenure_stats::ArmReadout, Raw)> = readouts
         .iter()
         .zip(summaries)
@@ -443,6 +506,7 @@ pub fn batch(
         Arc::new(UInt64Array::from_iter(
             rows.iter().map(|_| exposures.map(|e| e.multiple)),
         )),
+        Arc::new(StringArray::from_iter(dimension_of)),
     ];
     Ok(RecordBatch::try_new(schema(), columns)?)
 }

@@ -19,6 +19,7 @@ pub fn table(
     readouts: &[MetricReadout],
     summaries: &[MetricSummary],
     exposures: Option<&Exposures>,
+    dimensions: &[Option<String>],
 ) -> String {
     let mut out = String::new();
     if let Some(e) = exposures {
@@ -55,6 +56,9 @@ pub fn table(
     for (i, (m, summary)) in readouts.iter().zip(summaries).enumerate() {
         if i > 0 {
             out.push('\n');
+        }
+        if let Some(Some(d)) = dimensions.get(i) {
+            out.push_str(&format!("[{d}] "));
         }
         out.push_str(&metric_block(m, summary));
     }
