@@ -964,3 +964,55 @@ fn by_dimension_reads_each_value_with_its_own_srm() {
         "cannot split by `planet`",
     );
 }
+
+/// `--population`: the segment is read on each user's events before their
+/// exposure (fixtures/abtest/README.md): u3 bought on 03-31, before its
+/// exposure, so `not did purchase` leaves A with u1 and u2.
+#[test]
+fn population_is_read_as_of_each_exposure() {
+    let store = fixture_store();
+    let data = store.path().to_str().unwrap();
+    let metric = "count:purchase";
+    let rows = json_rows(&[
+        "--data",
+        data,
+        "--metric",
+        metric,
+        "--population",
+        "not did purchase",
+    ]);
+    let a = row(&rows, metric, "A");
+    assert_eq!(a["users"], 2);
+    assert_eq!(a["sum"], 2.0);
+    assert_eq!(a["sum_squares"], 4.0);
+    assert_eq!(row(&rows, metric, "B")["users"], 3);
+    let out = run(&[
+        "--data",
+        data,
+        "--metric",
+        metric,
+        "--population",
+        "not did purchase",
+    ]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("1 user outside the population (left out)"),
+        "{text}"
+    );
+    // Only u3 bought before its exposure: B is left without users.
+    fails_with(
+        &["--data", data, "--metric", metric, "--population", "F >= 1"],
+        "arm `B` has no users",
+    );
+    fails_with(
+        &[
+            "--data",
+            data,
+            "--metric",
+            metric,
+            "--population",
+            "R < 30d",
+        ],
+        "`recency` cannot be read as of each user's exposure",
+    );
+}

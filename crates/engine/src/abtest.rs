@@ -67,6 +67,8 @@ pub struct Exposures {
     /// Values seen only on users who saw more than one arm: arms without users
     /// of their own, left out of the readout.
     pub shared_only: Vec<String>,
+    /// Users of the arms outside the population (`--population`), left out.
+    pub outside: u64,
 }
 
 /// Reads every user's arm from `column` (see the module docs).
@@ -152,6 +154,7 @@ pub async fn exposures(events: &Events, column: &str) -> Result<Exposures> {
         multiple,
         unassigned,
         shared_only,
+        outside: 0,
     })
 }
 
@@ -173,6 +176,22 @@ impl Exposures {
             )),
             ..events.clone()
         })
+    }
+
+    /// The test limited to the users of a population (`matches`, by user
+    /// key): the others are out of every arm, as if never exposed.
+    pub fn population(&self, matches: &[bool]) -> Exposures {
+        let keep = |u: usize| matches.get(u).copied().unwrap_or(false);
+        let mut limited = self.only(keep);
+        limited.outside = self.users.iter().sum::<u64>() - limited.users.iter().sum::<u64>();
+        limited.exposed_at = Arc::new(
+            self.exposed_at
+                .iter()
+                .enumerate()
+                .map(|(u, &t)| if keep(u) { t } else { NEVER })
+                .collect(),
+        );
+        limited
     }
 
     /// The same arms holding only the users `keep` says (by user key).

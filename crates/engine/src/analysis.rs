@@ -552,6 +552,7 @@ impl AbtestOptions {
             purchase_event: self.purchase_event.clone(),
             cuped_days: self.cuped,
             dimension: self.by_dimension.clone(),
+            population: self.population.clone(),
         };
         let (summaries, exposures, dimensions) =
             crate::abtest::readout::summaries_by(&events, &request, Some(&lib)).await?;

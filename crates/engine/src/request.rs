@@ -484,6 +484,12 @@ pub struct AbtestOptions {
     #[arg(long)]
     #[serde(default)]
     pub bayesian: bool,
+    /// Only users matching this segment expression as of their exposure (F,
+    /// M, properties and `did <event>` counted on their events before it)
+    /// are in the test, e.g. 'F >= 1' for returning buyers.
+    #[arg(long, value_name = "EXPR")]
+    #[serde(default)]
+    pub population: Option<String>,
     /// Read every metric per value of this column (a user's value on their
     /// events since exposure): the 20 values with the most users, then
     /// `(other)`, `(several)` (users with more than one value) and `(none)`;

@@ -786,6 +786,7 @@ impl TableFunctionImpl for AbtestFunction {
             purchase_event: "purchase".into(),
             cuped_days: None,
             dimension: None,
+            population: None,
         };
         let plan = FeatureRowsExec::try_new(&self.events, FeatureRequest::Abtest(request), None)?;
         Ok(Arc::new(FoldTable::new(Arc::new(plan))))

@@ -310,6 +310,7 @@ fn engine_cuped(url: &str, threads: usize, days: u32) -> Covariates {
             purchase_event: "purchase".into(),
             cuped_days: Some(days),
             dimension: None,
+            population: None,
         };
         let Ok((summaries, _)) = abtest::summaries(&events, &request, None).await else {
             return Covariates::new(); // fewer than two arms

@@ -34,6 +34,10 @@ pub struct AbtestRequest {
     /// this many days before each user's exposure.
     #[serde(default)]
     pub cuped_days: Option<u32>,
+    /// Only users matching this segment expression as of their exposure
+    /// (on their events before it) are in the test.
+    #[serde(default)]
+    pub population: Option<String>,
     /// Read every metric once per value of this column (the value on a
     /// user's events since exposure; see [`Exposures::by_dimension`]).
     #[serde(default)]
@@ -103,7 +107,23 @@ pub async fn summaries_by(
             );
         }
     }
-    let exposures = super::exposures(events, by).await?;
+    let mut exposures = super::exposures(events, by).await?;
+    if let Some(expr) = &request.population {
+        let segment = Segment::new(expr, &resolver, &CompileContext::new(as_of))
+            .map_err(|e| EngineError::from_dsl(e, expr))?;
+        check_population(&segment, expr)?;
+        let history = pre_exposure(events, &exposures, None).await?;
+        let spec = FeatureSpec {
+            as_of,
+            purchase: PurchaseSpec {
+                event: request.purchase_event.clone(),
+            },
+            thresholds: Thresholds::default(),
+            buyers_only: false,
+        };
+        let matches = super::segment_matches(&history, &segment, &spec).await?;
+        exposures = exposures.population(&matches);
+    }
     if exposures.arms.len() < 2 {
         return Err(EngineError::BadRequest(match exposures.arms.as_slice() {
             [] => format!(
@@ -131,7 +151,7 @@ pub async fn summaries_by(
     // (also before --from: the range limits exposures, not the history).
     let before = match request.cuped_days {
         None => None,
-        Some(days) => Some(pre_exposure(events, &exposures, days).await?),
+        Some(days) => Some(pre_exposure(events, &exposures, Some(days)).await?),
     };
     let views: Vec<(Option<String>, Exposures)> = match &request.dimension {
         None => vec![(None, exposures.clone())],
@@ -288,8 +308,36 @@ async fn check_event_exists(events: &Events, event: &str) -> Result<()> {
     )))
 }
 
-/// The store limited to each exposed user's `days` before their exposure.
-async fn pre_exposure(events: &Events, exposures: &Exposures, days: u32) -> Result<Events> {
+/// A population's features are read on each user's events before their
+/// exposure with one as-of for everyone: counts, sums and properties mean
+/// "before exposure", but recency, first/last seen, windows, lifecycle stages,
+/// scores and means would be measured from the global as-of, so they are
+/// refused.
+fn check_population(segment: &Segment, expr: &str) -> Result<()> {
+    use tenure_dsl::Feature;
+    for f in &segment.features {
+        let ok = matches!(
+            f,
+            Feature::Frequency
+                | Feature::Monetary
+                | Feature::Property(_)
+                | Feature::EventCount { within: None, .. }
+        );
+        if !ok {
+            return Err(EngineError::BadRequest(format!(
+                "--population `{expr}`: `{}` cannot be read as of each user's exposure yet; \
+                 a population can use F, M, properties and `did <event>` (without `within`), \
+                 counted on each user's events before their exposure",
+                f.column_name()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The store limited to each exposed user's events before their exposure:
+/// the `days` before it, or all of them.
+async fn pre_exposure(events: &Events, exposures: &Exposures, days: Option<u32>) -> Result<Events> {
     let wide = match events.options.from {
         None => events.clone(),
         Some(_) => {
@@ -304,7 +352,7 @@ async fn pre_exposure(events: &Events, exposures: &Exposures, days: u32) -> Resu
             .await?
         }
     };
-    let span = i64::from(days) * 86_400_000_000;
+    let span = days.map_or(i64::MAX, |d| i64::from(d) * 86_400_000_000);
     let end: Vec<i64> = exposures
         .exposed_at
         .iter()
@@ -318,7 +366,13 @@ async fn pre_exposure(events: &Events, exposures: &Exposures, days: u32) -> Resu
         .collect();
     let start: Vec<i64> = end
         .iter()
-        .map(|&t| if t == i64::MIN { i64::MAX } else { t - span })
+        .map(|&t| {
+            if t == i64::MIN {
+                i64::MAX
+            } else {
+                t.saturating_sub(span)
+            }
+        })
         .collect();
     Ok(Events {
         since: Some(Arc::new(start)),

@@ -44,6 +44,12 @@ pub fn table(
                 names.join(", ")
             ));
         }
+        if e.outside > 0 {
+            out.push_str(&format!(
+                "; {} outside the population (left out)",
+                plural(e.outside, "user", "users")
+            ));
+        }
         if e.unassigned > 0 {
             out.push_str(&format!(
                 "; {} no `{}` (not in the test)",
