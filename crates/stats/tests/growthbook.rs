@@ -360,3 +360,29 @@ fn ratio_frequentist_and_bayesian() {
     assert_9(b.chance_to_win, 0.694926359);
     assert_9(b.risk_treatment, 0.050934045);
 }
+
+/// The Bayesian readout of a CUPED pair uses the same adjusted moments: with
+/// the flat prior its posterior is N(lift, std_error²) of the t-test, for the
+/// relative lift and the absolute difference (gbstats builds both from one
+/// `EffectMoments`).
+#[test]
+fn cuped_bayesian_uses_the_adjusted_moments() {
+    let control = cuped(mean(3001, 300.0, 600.0), 210.0, 415.0, -20.0);
+    let treatment = cuped(mean(3000, 222.0, 555.0), 120.0, 405.0, -10.0);
+    for difference in [Difference::Relative, Difference::Absolute] {
+        let t = t_test(&control, &treatment, difference, Sided::Two, Alpha::DEFAULT).unwrap();
+        let b = bayesian(&control, &treatment, difference, Alpha::DEFAULT, None).unwrap();
+        assert!((b.mean - t.effect).abs() < 1e-12, "{difference:?}");
+        assert!((b.std_dev - t.std_error).abs() < 1e-12, "{difference:?}");
+        // And the adjustment matters: the unadjusted lift differs.
+        let plain = t_test(
+            &mean(3001, 300.0, 600.0),
+            &mean(3000, 222.0, 555.0),
+            difference,
+            Sided::Two,
+            Alpha::DEFAULT,
+        )
+        .unwrap();
+        assert!((plain.effect - t.effect).abs() > 1e-4, "{difference:?}");
+    }
+}
