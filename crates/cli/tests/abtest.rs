@@ -1004,6 +1004,27 @@ fn population_is_read_as_of_each_exposure() {
         &["--data", data, "--metric", metric, "--population", "F >= 1"],
         "arm `B` has no users",
     );
+    // Windows end at each user's exposure: u3 bought exactly 2 days before its
+    // exposure (03-31 09:00, exposed 04-02 09:00).
+    let users_a = |population: &str| {
+        let rows = json_rows(&[
+            "--data",
+            data,
+            "--metric",
+            metric,
+            "--population",
+            population,
+        ]);
+        row(&rows, metric, "A")["users"].as_u64().unwrap()
+    };
+    assert_eq!(users_a("not did purchase within 2d"), 2);
+    assert_eq!(users_a("not did purchase within 1d"), 3);
+    // R at the exposure: 1 whole day for u3; nobody else has bought.
+    assert_eq!(users_a("R >= 1 or F = 0"), 3);
+    assert_eq!(users_a("R > 1 or F = 0"), 2);
+    // u3 was first seen 3 days before its exposure: `new`; the others have
+    // no history then.
+    assert_eq!(users_a("not lifecycle = new"), 2);
     fails_with(
         &[
             "--data",
@@ -1011,8 +1032,8 @@ fn population_is_read_as_of_each_exposure() {
             "--metric",
             metric,
             "--population",
-            "R < 30d",
+            "first_seen within 30d",
         ],
-        "`recency` cannot be read as of each user's exposure",
+        "`first_seen` cannot be read as of each user's own instant",
     );
 }

@@ -839,6 +839,110 @@ async fn event_counts(
     ))))
 }
 
+/// Which users of `keys` match `segment` as of their own instant `at[key]`
+/// (an experiment's exposure): `history` holds each user's events before it.
+/// R, F, M, lifecycle stages, properties and `did` counts are those of that
+/// history at that instant (a `within` window ends at it); features that
+/// compare with the compile context's single as-of (first/last seen, which
+/// `within` turns into dates), population-relative ones (scores, means) and
+/// predictions are refused. Indexed by user key.
+pub async fn matches_as_of_each(
+    history: &Events,
+    segment: &tenure_dsl::Segment,
+    at: &[i64],
+    keys: &[u32],
+    spec: &FeatureSpec,
+) -> Result<Vec<bool>> {
+    let stats = userstats::scan(history, &spec.purchase).await?;
+    let as_of = |k: u32| {
+        at.get(k as usize)
+            .copied()
+            .unwrap_or(i64::MIN)
+            .saturating_sub(1)
+    };
+    let mut fields = vec![Field::new("user_key", DataType::UInt32, false)];
+    let mut cols: Vec<ArrayRef> = vec![Arc::new(UInt32Array::from(keys.to_vec()))];
+    for f in &segment.features {
+        let array: ArrayRef = match f {
+            Feature::Recency => Arc::new(Int64Array::from_iter(
+                keys.iter().map(|&k| recency(&stats, k as usize, as_of(k))),
+            )),
+            Feature::Frequency => Arc::new(Int64Array::from_iter_values(
+                keys.iter().map(|&k| stats.purchases[k as usize] as i64),
+            )),
+            Feature::Monetary => Arc::new(
+                Decimal128Array::from_iter_values(keys.iter().map(|&k| stats.revenue[k as usize]))
+                    .with_precision_and_scale(18, 2)?,
+            ),
+            Feature::Lifecycle(LifecycleAxis::Tenure) => {
+                Arc::new(StringArray::from_iter(keys.iter().map(|&k| {
+                    lifecycle::tenure_stage(&stats, k as usize, as_of(k), &spec.thresholds)
+                        .map(|s| TENURE[s])
+                })))
+            }
+            Feature::Lifecycle(LifecycleAxis::Activity) => {
+                Arc::new(StringArray::from_iter(keys.iter().map(|&k| {
+                    lifecycle::activity_stage(&stats, k as usize, as_of(k), &spec.thresholds)
+                        .map(|s| ACTIVITY[s])
+                        .filter(|s| *s != "none")
+                })))
+            }
+            Feature::Property(name) => latest_property(history, name, keys, spec.as_of).await?,
+            Feature::EventCount {
+                event,
+                within: None,
+            } => event_counts(history, event, None, keys, spec.as_of).await?,
+            Feature::EventCount {
+                event,
+                within: Some(d),
+            } => {
+                // The window ends at each user's own instant.
+                let span = d.micros();
+                let window = Events {
+                    since: Some(Arc::new(
+                        at.iter().map(|&t| t.saturating_sub(span)).collect(),
+                    )),
+                    ..history.clone()
+                };
+                event_counts(&window, event, None, keys, spec.as_of).await?
+            }
+            other => {
+                return Err(EngineError::BadRequest(format!(
+                    "`{}` cannot be read as of each user's own instant: it is measured from one \
+                     as-of or over the whole population (use R, F, M, lifecycle, properties and \
+                     `did` counts)",
+                    other.column_name()
+                )));
+            }
+        };
+        fields.push(Field::new(f.column_name(), array.data_type().clone(), true));
+        cols.push(array);
+    }
+    let table = RecordBatch::try_new(Arc::new(Schema::new(fields)), cols)?;
+    let ctx = datafusion::prelude::SessionContext::new();
+    ctx.register_batch("features", table)?;
+    let matched = ctx
+        .table("features")
+        .await?
+        .filter(segment.expr.clone())?
+        .select(vec![col("user_key")])?
+        .collect()
+        .await?;
+    let mut out = vec![false; at.len()];
+    for batch in matched {
+        for &u in batch
+            .column(0)
+            .as_primitive::<datafusion::arrow::datatypes::UInt32Type>()
+            .values()
+        {
+            if let Some(m) = out.get_mut(u as usize) {
+                *m = true;
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// What segment expressions may name over this store: its declared
 /// properties and `variant` (events are not listed).
 pub fn catalog(events: &Events) -> tenure_dsl::Catalog {

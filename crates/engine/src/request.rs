@@ -484,9 +484,10 @@ pub struct AbtestOptions {
     #[arg(long)]
     #[serde(default)]
     pub bayesian: bool,
-    /// Only users matching this segment expression as of their exposure (F,
-    /// M, properties and `did <event>` counted on their events before it)
-    /// are in the test, e.g. 'F >= 1' for returning buyers.
+    /// Only users matching this segment expression as of their exposure (R,
+    /// F, M, lifecycle, properties and `did` counts on their events before
+    /// it, windows ending at it) are in the test, e.g. 'F >= 1' for returning
+    /// buyers.
     #[arg(long, value_name = "EXPR")]
     #[serde(default)]
     pub population: Option<String>,

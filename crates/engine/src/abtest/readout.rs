@@ -111,7 +111,6 @@ pub async fn summaries_by(
     if let Some(expr) = &request.population {
         let segment = Segment::new(expr, &resolver, &CompileContext::new(as_of))
             .map_err(|e| EngineError::from_dsl(e, expr))?;
-        check_population(&segment, expr)?;
         let history = pre_exposure(events, &exposures, None).await?;
         let spec = FeatureSpec {
             as_of,
@@ -121,7 +120,23 @@ pub async fn summaries_by(
             thresholds: Thresholds::default(),
             buyers_only: false,
         };
-        let matches = super::segment_matches(&history, &segment, &spec).await?;
+        let keys: Vec<u32> = (0..exposures.arm_of.len() as u32)
+            .filter(|&k| (exposures.arm_of[k as usize] as usize) < exposures.arms.len())
+            .collect();
+        let matches = crate::features::matches_as_of_each(
+            &history,
+            &segment,
+            &exposures.exposed_at,
+            &keys,
+            &spec,
+        )
+        .await
+        .map_err(|e| match e {
+            EngineError::BadRequest(m) => {
+                EngineError::BadRequest(format!("--population `{expr}`: {m}"))
+            }
+            other => other,
+        })?;
         exposures = exposures.population(&matches);
     }
     if exposures.arms.len() < 2 {
@@ -306,33 +321,6 @@ async fn check_event_exists(events: &Events, event: &str) -> Result<()> {
         "count:{event}: no `{event}` events in range; {hint}(events: {})",
         names.join(", ")
     )))
-}
-
-/// A population's features are read on each user's events before their
-/// exposure with one as-of for everyone: counts, sums and properties mean
-/// "before exposure", but recency, first/last seen, windows, lifecycle stages,
-/// scores and means would be measured from the global as-of, so they are
-/// refused.
-fn check_population(segment: &Segment, expr: &str) -> Result<()> {
-    use tenure_dsl::Feature;
-    for f in &segment.features {
-        let ok = matches!(
-            f,
-            Feature::Frequency
-                | Feature::Monetary
-                | Feature::Property(_)
-                | Feature::EventCount { within: None, .. }
-        );
-        if !ok {
-            return Err(EngineError::BadRequest(format!(
-                "--population `{expr}`: `{}` cannot be read as of each user's exposure yet; \
-                 a population can use F, M, properties and `did <event>` (without `within`), \
-                 counted on each user's events before their exposure",
-                f.column_name()
-            )));
-        }
-    }
-    Ok(())
 }
 
 /// The store limited to each exposed user's events before their exposure:
