@@ -1025,6 +1025,9 @@ fn population_is_read_as_of_each_exposure() {
     // u3 was first seen 3 days before its exposure: `new`; the others have
     // no history then.
     assert_eq!(users_a("not lifecycle = new"), 2);
+    // `within` ends at the exposure too: u3 was first seen 3 days before it.
+    assert_eq!(users_a("first_seen within 3d or F = 0"), 3);
+    assert_eq!(users_a("first_seen within 2d or F = 0"), 2);
     fails_with(
         &[
             "--data",
@@ -1032,8 +1035,19 @@ fn population_is_read_as_of_each_exposure() {
             "--metric",
             metric,
             "--population",
-            "first_seen within 30d",
+            "first_seen < \"2026-04-01\"",
         ],
-        "`first_seen` cannot be read as of each user's own instant",
+        "`first_seen` compared with a date cannot be read as of each user's own instant",
+    );
+    fails_with(
+        &[
+            "--data",
+            data,
+            "--metric",
+            metric,
+            "--population",
+            "r_score >= 4",
+        ],
+        "`r_score` cannot be read as of each user's own instant",
     );
 }

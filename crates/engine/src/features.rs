@@ -841,11 +841,10 @@ async fn event_counts(
 
 /// Which users of `keys` match `segment` as of their own instant `at[key]`
 /// (an experiment's exposure): `history` holds each user's events before it.
-/// R, F, M, lifecycle stages, properties and `did` counts are those of that
-/// history at that instant (a `within` window ends at it); features that
-/// compare with the compile context's single as-of (first/last seen, which
-/// `within` turns into dates), population-relative ones (scores, means) and
-/// predictions are refused. Indexed by user key.
+/// R, F, M, lifecycle stages, properties, `did` counts and first/last seen
+/// `within` a window are those of that history at that instant (windows end
+/// at it); first/last seen compared with a date, population-relative features
+/// (scores, means) and predictions are refused. Indexed by user key.
 pub async fn matches_as_of_each(
     history: &Events,
     segment: &tenure_dsl::Segment,
@@ -886,6 +885,32 @@ pub async fn matches_as_of_each(
                         .map(|s| ACTIVITY[s])
                         .filter(|s| *s != "none")
                 })))
+            }
+            Feature::FirstSeen | Feature::LastSeen => {
+                // `within` compiles against the one as-of: each user's time is
+                // moved by the distance from their own instant to it, which
+                // keeps every `within` window relative to that instant. A
+                // comparison with a date would move too, so it is refused.
+                if dated(&segment.resolved, f) {
+                    return Err(EngineError::BadRequest(format!(
+                        "`{}` compared with a date cannot be read as of each user's own \
+                         instant; use `within` (as of that instant) or a lifecycle stage",
+                        f.column_name()
+                    )));
+                }
+                let times = if *f == Feature::FirstSeen {
+                    &stats.first_seen
+                } else {
+                    &stats.last_seen
+                };
+                let values = keys.iter().map(|&k| {
+                    let t = times[k as usize];
+                    (t != NEVER).then(|| t + (spec.as_of - as_of(k)))
+                });
+                Arc::new(
+                    TimestampMicrosecondArray::from_iter(values.collect::<Vec<_>>())
+                        .with_timezone("UTC"),
+                )
             }
             Feature::Property(name) => latest_property(history, name, keys, spec.as_of).await?,
             Feature::EventCount {
@@ -941,6 +966,22 @@ pub async fn matches_as_of_each(
         }
     }
     Ok(out)
+}
+
+/// Whether `expr` compares `feature` (a time) with a value rather than only
+/// by `within`.
+fn dated(expr: &tenure_dsl::ResolvedExpr, feature: &Feature) -> bool {
+    use tenure_dsl::ResolvedExpr as E;
+    match expr {
+        E::And(items) | E::Or(items) => items.iter().any(|e| dated(e, feature)),
+        E::Not(inner) => dated(inner, feature),
+        E::Compare {
+            feature: f, rhs, ..
+        } => f == feature || matches!(rhs, tenure_dsl::Operand::Feature(o) if o == feature),
+        E::InList { feature: f, .. } | E::Between { feature: f, .. } => f == feature,
+        E::Within { .. } => false,
+        E::Segment { body, .. } => dated(body, feature),
+    }
 }
 
 /// What segment expressions may name over this store: its declared

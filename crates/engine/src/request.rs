@@ -485,9 +485,9 @@ pub struct AbtestOptions {
     #[serde(default)]
     pub bayesian: bool,
     /// Only users matching this segment expression as of their exposure (R,
-    /// F, M, lifecycle, properties and `did` counts on their events before
-    /// it, windows ending at it) are in the test, e.g. 'F >= 1' for returning
-    /// buyers.
+    /// F, M, lifecycle, properties, `did` counts and first/last seen `within`
+    /// on their events before it, windows ending at it) are in the test, e.g.
+    /// 'F >= 1' for returning buyers.
     #[arg(long, value_name = "EXPR")]
     #[serde(default)]
     pub population: Option<String>,

@@ -389,7 +389,9 @@ fn naive_population(rows: &[Row], expr: &str) -> BTreeMap<String, u64> {
             .iter()
             .filter(|x| x.1 == "view" && x.2 >= exposed - 2 * DAY)
             .count() as i64;
+        let first = before.iter().map(|x| x.2).min();
         let keep = match expr {
+            "first_seen within 2d" => first.is_some_and(|t| t >= exposed - 1 - 2 * DAY),
             "F >= 1" => f >= 1,
             "R < 3d" => r.is_some_and(|d| d < 3),
             "did view within 2d" => views_2d >= 1,
@@ -436,15 +438,15 @@ fn engine_population(url: &str, threads: usize, expr: &str) -> Option<BTreeMap<S
 proptest! {
     #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
 
-    /// A population's R, F and `within` windows are those of each user's
-    /// events before their own exposure.
+    /// A population's R, F, first seen and `within` windows are those of
+    /// each user's events before their own exposure.
     #[test]
     fn populations_match_naive(
         rows in rows(),
-        which in 0usize..3,
+        which in 0usize..4,
         threads in 1usize..4,
     ) {
-        let expr = ["F >= 1", "R < 3d", "did view within 2d"][which];
+        let expr = ["F >= 1", "R < 3d", "did view within 2d", "first_seen within 2d"][which];
         let url = store(&rows);
         let want = naive_population(&rows, expr);
         match engine_population(&url, threads, expr) {
