@@ -22,8 +22,7 @@ pub mod readout;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, AsArray, TimestampMicrosecondArray};
-use datafusion::arrow::datatypes::{DataType, TimeUnit, UInt32Type};
-use datafusion::execution::context::SessionContext;
+use datafusion::arrow::datatypes::{DataType, TimeUnit};
 use datafusion::logical_expr::{col, lit};
 use tenure_stats::{ArmData, ArmSummary};
 
@@ -538,24 +537,7 @@ pub async fn segment_matches(
     spec: &FeatureSpec,
 ) -> Result<Vec<bool>> {
     let table = feature_table(restricted, &segment.features, spec).await?;
-    let ctx = SessionContext::new();
-    ctx.register_batch("features", table)?;
-    let matched = ctx
-        .table("features")
-        .await?
-        .filter(segment.expr.clone())?
-        .select(vec![col("user_key")])?
-        .collect()
-        .await?;
-    let mut out = vec![false; restricted.users()];
-    for batch in matched {
-        for &u in batch.column(0).as_primitive::<UInt32Type>().values() {
-            if let Some(m) = out.get_mut(u as usize) {
-                *m = true;
-            }
-        }
-    }
-    Ok(out)
+    crate::features::keys_matching(table, &segment.expr, restricted.users()).await
 }
 
 /// Every user's arm value(s) and first time with one, per key range.

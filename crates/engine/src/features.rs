@@ -944,16 +944,22 @@ pub async fn matches_as_of_each(
         cols.push(array);
     }
     let table = RecordBatch::try_new(Arc::new(Schema::new(fields)), cols)?;
+    keys_matching(table, &segment.expr, at.len()).await
+}
+
+/// The users of a feature table (`user_key` first) for which `expr` holds,
+/// as flags indexed by user key (`users` entries).
+pub async fn keys_matching(table: RecordBatch, expr: &Expr, users: usize) -> Result<Vec<bool>> {
     let ctx = datafusion::prelude::SessionContext::new();
     ctx.register_batch("features", table)?;
     let matched = ctx
         .table("features")
         .await?
-        .filter(segment.expr.clone())?
+        .filter(expr.clone())?
         .select(vec![col("user_key")])?
         .collect()
         .await?;
-    let mut out = vec![false; at.len()];
+    let mut out = vec![false; users];
     for batch in matched {
         for &u in batch
             .column(0)
