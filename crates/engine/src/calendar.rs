@@ -251,6 +251,26 @@ pub fn parse_tz(name: &str) -> Result<Tz> {
     })
 }
 
+/// The end of an as-of or calibration argument: a date (through the end of
+/// that day in `tz`) or an RFC 3339 instant; the exclusive end, UTC µs.
+pub fn end_of(text: &str, tz: Tz) -> Result<i64> {
+    if let Ok(d) = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+        let next = d.succ_opt().expect("a representable date");
+        return tz
+            .from_local_datetime(&next.and_hms_opt(0, 0, 0).expect("midnight"))
+            .earliest()
+            .map(|t| t.timestamp_micros())
+            .ok_or_else(|| EngineError::BadRequest(format!("{text} has no end in {tz}")));
+    }
+    chrono::DateTime::parse_from_rfc3339(text)
+        .map(|t| t.timestamp_micros())
+        .map_err(|_| {
+            EngineError::BadRequest(format!(
+                "`{text}` is not a date (YYYY-MM-DD) or an RFC 3339 instant"
+            ))
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

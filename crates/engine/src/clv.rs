@@ -291,10 +291,6 @@ pub struct ClvResult {
     pub customers: Vec<Prediction>,
     /// The holdout check (with a calibration end).
     pub validation: Option<Vec<ValidationRow>>,
-    /// Units of time per day (1/7 for weeks).
-    pub unit_days: u32,
-    /// The horizon, in units.
-    pub horizon: f64,
 }
 
 /// One customer's data and predictions.
@@ -408,7 +404,7 @@ pub async fn clv(events: &Events, spec: &ClvSpec) -> Result<ClvResult> {
                 .as_ref()
                 .map(|g| g.params.expected_average_value(c.x, mean))
                 .filter(|v| v.is_finite());
-            let clv = value.map(|v| lifetime_value(&m, c, spec.horizon, spec.discount, v));
+            let clv = value.map(|v| lifetime_value(&m, c, spec, expected, v));
             Prediction {
                 key: f.key,
                 customer: *c,
@@ -427,15 +423,15 @@ pub async fn clv(events: &Events, spec: &ClvSpec) -> Result<ClvResult> {
         gamma_gamma,
         customers: predictions,
         validation,
-        unit_days: spec.unit_days,
-        horizon: spec.horizon,
     })
 }
 
-/// Expected value over `horizon` units, discounted per unit.
-fn lifetime_value(m: &BgNbd, c: &Customer, horizon: f64, discount: f64, value: f64) -> f64 {
+/// Expected value over the horizon, discounted per unit; `expected` is the
+/// customer's expected purchases over the whole horizon.
+fn lifetime_value(m: &BgNbd, c: &Customer, spec: &ClvSpec, expected: f64, value: f64) -> f64 {
+    let (horizon, discount) = (spec.horizon, spec.discount);
     if discount == 0.0 {
-        return m.expected_purchases(c, horizon) * value;
+        return expected * value;
     }
     let (mut total, mut before, mut k) = (0.0, 0.0, 1.0);
     while k - 1.0 < horizon {
@@ -664,23 +660,83 @@ pub async fn customers_batches(events: &Events, r: &ClvResult) -> Result<Vec<Rec
     Ok(out)
 }
 
-/// The end of a calibration or as-of argument: a date (through the end of
-/// that day in `tz`) or an RFC 3339 instant; the exclusive end, UTC µs.
-pub fn end_of(text: &str, tz: Tz) -> Result<i64> {
-    use chrono::TimeZone;
-    if let Ok(d) = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d") {
-        let next = d.succ_opt().expect("a representable date");
-        return tz
-            .from_local_datetime(&next.and_hms_opt(0, 0, 0).expect("midnight"))
-            .earliest()
-            .map(|t| t.timestamp_micros())
-            .ok_or_else(|| EngineError::BadRequest(format!("{text} has no end in {tz}")));
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::datatypes::{Float64Type, UInt64Type};
+
+    /// The report's summary, worked by hand: 20 customers with p_alive 0,
+    /// 0.05, ..., 0.95 (two per tenth) and CLV 0, 1, ..., 19 (deciles of two:
+    /// means 0.5, 2.5, ..., 18.5), and one holdout row.
+    #[test]
+    fn summary_buckets_and_deciles() {
+        let fit = |params| Fit {
+            params,
+            log_likelihood: 0.0,
+            customers: 20,
+            iterations: 1,
+            converged: true,
+        };
+        let customers = (0..20)
+            .map(|i| Prediction {
+                key: i,
+                customer: Customer {
+                    x: 0,
+                    t_x: 0.0,
+                    t: 1.0,
+                },
+                mean_value: 0.0,
+                holdout: 0,
+                p_alive: f64::from(i) / 20.0,
+                expected_purchases: 0.0,
+                expected_value: Some(1.0),
+                clv: Some(f64::from(19 - i)),
+            })
+            .collect();
+        let r = ClvResult {
+            bgnbd: fit(BgNbd {
+                r: 1.0,
+                alpha: 1.0,
+                a: 1.0,
+                b: 1.0,
+            }),
+            gamma_gamma: None,
+            customers,
+            validation: Some(vec![ValidationRow {
+                frequency: "7+".into(),
+                customers: 3,
+                actual: 6.5,
+                predicted: 6.25,
+            }]),
+        };
+        let b = summary_batch(&r).unwrap();
+        let view = b.column(0).as_string::<i32>();
+        let bucket = b.column(1).as_string::<i32>();
+        let users = b.column(2).as_primitive::<UInt64Type>();
+        let value = b.column(3).as_primitive::<Float64Type>();
+        let predicted = b.column(4).as_primitive::<Float64Type>();
+        assert_eq!(b.num_rows(), 21);
+        for t in 0..10 {
+            assert_eq!(view.value(t), "p_alive");
+            assert_eq!(
+                bucket.value(t),
+                format!("{:.1}-{:.1}", t as f64 / 10.0, (t + 1) as f64 / 10.0)
+            );
+            assert_eq!(users.value(t), 2);
+            assert_eq!(value.value(t), 0.1);
+        }
+        for d in 0..10 {
+            let row = 10 + d;
+            assert_eq!(view.value(row), "clv");
+            assert_eq!(bucket.value(row), (d + 1).to_string());
+            assert_eq!(users.value(row), 2);
+            assert_eq!(value.value(row), 2.0 * d as f64 + 0.5);
+        }
+        assert_eq!(
+            (view.value(20), bucket.value(20), users.value(20)),
+            ("holdout", "7+", 3)
+        );
+        assert_eq!((value.value(20), predicted.value(20)), (6.5, 6.25));
+        assert!(predicted.is_null(0));
     }
-    chrono::DateTime::parse_from_rfc3339(text)
-        .map(|t| t.timestamp_micros())
-        .map_err(|_| {
-            EngineError::BadRequest(format!(
-                "`{text}` is not a date (YYYY-MM-DD) or an RFC 3339 instant"
-            ))
-        })
 }

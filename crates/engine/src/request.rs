@@ -221,7 +221,7 @@ impl ClvOptions {
             calibration_end: self
                 .calibration_end
                 .as_deref()
-                .map(|t| crate::clv::end_of(t, tz))
+                .map(|t| crate::calendar::end_of(t, tz))
                 .transpose()?,
             as_of,
             horizon: self.horizon_days()? as f64 / unit_days as f64,

@@ -315,16 +315,8 @@ impl TableFunctionImpl for FunnelFunction {
 /// An `as_of` argument: a date (`2026-03-16`: through the end of that day,
 /// UTC) or an RFC 3339 instant; returns the exclusive end of the history.
 fn as_of_arg(text: &str) -> DfResult<i64> {
-    if let Ok(d) = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d") {
-        let next = d.succ_opt().expect("a representable date");
-        return Ok(next
-            .and_hms_opt(0, 0, 0)
-            .expect("midnight")
-            .and_utc()
-            .timestamp_micros());
-    }
-    match chrono::DateTime::parse_from_rfc3339(text) {
-        Ok(t) => Ok(t.timestamp_micros()),
+    match crate::calendar::end_of(text, chrono_tz::Tz::UTC) {
+        Ok(t) => Ok(t),
         Err(_) => plan_err!("as_of `{text}`: expected a date (2026-03-16) or an RFC 3339 instant"),
     }
 }

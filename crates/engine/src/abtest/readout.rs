@@ -72,6 +72,20 @@ enum PerUser {
 }
 
 impl PerUser {
+    /// The values as floats (a count's or a sum's).
+    fn floats(&self) -> Result<Vec<f64>> {
+        match self {
+            PerUser::Exact(v, scale) => Ok(v
+                .iter()
+                .map(|&x| super::decimal_to_f64(x, *scale))
+                .collect()),
+            PerUser::Float(v) => Ok(v.clone()),
+            _ => Err(EngineError::Internal(
+                "only counts and sums have per-user floats".into(),
+            )),
+        }
+    }
+
     fn arms(&self, x: &Exposures) -> Result<Vec<ArmSummary>> {
         Ok(match self {
             PerUser::Exact(v, scale) => x.exact_mean(v, *scale)?,
@@ -177,53 +191,23 @@ pub async fn summaries_by(
     let mut dimensions = Vec::new();
     for m in &request.metrics {
         let values: PerUser = match &m.spec {
-            MetricSpec::Count { .. } | MetricSpec::Sum { .. } if before.is_some() => {
-                let pre = before.as_ref().expect("checked");
-                // One pass for the post values: exact arms and per-user floats.
-                let (base, post) = match &m.spec {
-                    MetricSpec::Count { event } => {
-                        let counts = super::event_counts(&restricted, event).await?;
-                        if counts.iter().all(|&c| c == 0) {
-                            check_event_exists(events, event).await?;
-                        }
-                        let post: Vec<f64> = counts.iter().map(|&c| c as f64).collect();
-                        (PerUser::Exact(counts, 0), post)
+            MetricSpec::Count { .. } | MetricSpec::Sum { .. } => {
+                let base = count_or_sum(events, &restricted, &m.spec, true).await?;
+                match &before {
+                    None => base,
+                    Some(pre) => {
+                        // The event was checked on the post values: a
+                        // covariate of zeros is no typo.
+                        let covariate = count_or_sum(events, pre, &m.spec, false).await?;
+                        let post = base.floats()?;
+                        PerUser::Adjusted(Box::new(base), post, covariate.floats()?)
                     }
-                    MetricSpec::Sum { column } => {
-                        match super::column_sums(&restricted, column).await? {
-                            ColumnSums::Exact { values, scale } => {
-                                let post = values
-                                    .iter()
-                                    .map(|&v| super::decimal_to_f64(v, scale))
-                                    .collect();
-                                (PerUser::Exact(values, scale), post)
-                            }
-                            ColumnSums::Float(values) => {
-                                let post = values.clone();
-                                (PerUser::Float(values), post)
-                            }
-                        }
-                    }
-                    _ => unreachable!("a count or a sum"),
-                };
-                let covariate = per_user_values(events, pre, &m.spec).await?;
-                PerUser::Adjusted(Box::new(base), post, covariate)
-            }
-            MetricSpec::Count { event } => {
-                let counts = super::event_counts(&restricted, event).await?;
-                if counts.iter().all(|&c| c == 0) {
-                    check_event_exists(events, event).await?;
                 }
-                PerUser::Exact(counts, 0)
             }
-            MetricSpec::Sum { column } => match super::column_sums(&restricted, column).await? {
-                ColumnSums::Exact { values, scale } => PerUser::Exact(values, scale),
-                ColumnSums::Float(values) => PerUser::Float(values),
-            },
             MetricSpec::Ratio { num, den } => {
-                let num = per_user_values(events, &restricted, num).await?;
-                let den = per_user_values(events, &restricted, den).await?;
-                PerUser::Ratio(num, den)
+                let num = count_or_sum(events, &restricted, num, true).await?;
+                let den = count_or_sum(events, &restricted, den, true).await?;
+                PerUser::Ratio(num.floats()?, den.floats()?)
             }
             MetricSpec::Segment { .. } => {
                 let segment = segments.next().expect("one compiled segment per metric");
@@ -369,31 +353,30 @@ async fn pre_exposure(events: &Events, exposures: &Exposures, days: Option<u32>)
     })
 }
 
-/// Per-user values of a count or sum metric (the parts of a ratio), as floats
-/// indexed by user key.
-async fn per_user_values(
+/// Per-user values of a count or sum metric (also the parts of a ratio and
+/// CUPED's covariate); with `check`, a count that is zero for everyone makes
+/// sure the event exists at all (a typo is said, not read out as zeros).
+async fn count_or_sum(
     events: &Events,
     restricted: &Events,
     spec: &MetricSpec,
-) -> Result<Vec<f64>> {
+    check: bool,
+) -> Result<PerUser> {
     Ok(match spec {
         MetricSpec::Count { event } => {
             let counts = super::event_counts(restricted, event).await?;
-            if counts.iter().all(|&c| c == 0) {
+            if check && counts.iter().all(|&c| c == 0) {
                 check_event_exists(events, event).await?;
             }
-            counts.into_iter().map(|c| c as f64).collect()
+            PerUser::Exact(counts, 0)
         }
         MetricSpec::Sum { column } => match super::column_sums(restricted, column).await? {
-            ColumnSums::Exact { values, scale } => values
-                .into_iter()
-                .map(|v| super::decimal_to_f64(v, scale))
-                .collect(),
-            ColumnSums::Float(values) => values,
+            ColumnSums::Exact { values, scale } => PerUser::Exact(values, scale),
+            ColumnSums::Float(values) => PerUser::Float(values),
         },
         _ => {
             return Err(EngineError::Internal(
-                "a ratio's part is a count or a sum".into(),
+                "a ratio's part or a CUPED metric is a count or a sum".into(),
             ));
         }
     })
