@@ -179,7 +179,10 @@ impl Spec {
                 o.validate_mode().map_err(at("mode"))
             }
             Spec::Abtest(o) => o.validate().map_err(|(k, e)| (k, format!("{e:#}"))),
-            Spec::Rfm(o) => o.check().map_err(at("segments")),
+            Spec::Rfm(o) => {
+                o.validate().map_err(|(k, e)| (k, format!("{e:#}")))?;
+                o.check().map_err(at("segments"))
+            }
             // The expression is checked with its own spans (see `parse`).
             Spec::Segment(_) => Ok(()),
             Spec::Stickiness(o) => o.validate().map_err(at("period")),

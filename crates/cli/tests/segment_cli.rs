@@ -293,3 +293,116 @@ fn rfm_partitions_customers_into_the_english_set() {
         "each customer is in exactly one segment: {rows:?}"
     );
 }
+
+/// `tenure rfm` with these flags: users per segment, by name.
+fn rfm_users(store: &Path, flags: &[&str]) -> std::collections::BTreeMap<String, u64> {
+    let out = tenure()
+        .args(["rfm", "--data"])
+        .arg(store)
+        .args(["--format", "json"])
+        .args(flags)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{flags:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    rows.iter()
+        .map(|r| {
+            (
+                r["segment"].as_str().unwrap().to_string(),
+                r["users"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn rfm_fixed_thresholds_and_lookback_windows() {
+    let dir = store();
+    // Quintiles of three customers: R a 7 days, c 13, d 0 (cuts at ranks
+    // 1, 2, 2, 3: c 1, a 2, d 4); F is 1 for all (score 1).
+    let q = rfm_users(dir.path(), &[]);
+    assert_eq!((q["lost"], q["hibernating"], q["promising"]), (1, 1, 1));
+    // Fixed thresholds: d (R 0) scores 5, a (R 7) 4, c (R 13) 2; F 1 > 0
+    // scores 2: two potential loyalists and one hibernating.
+    let t = rfm_users(
+        dir.path(),
+        &[
+            "--r-thresholds",
+            "0,7,10,20",
+            "--f-thresholds",
+            "0,1,2,3",
+            "--m-thresholds",
+            "7,12.5,20,30",
+        ],
+    );
+    assert_eq!((t["potential_loyalist"], t["hibernating"]), (2, 1), "{t:?}");
+    assert_eq!(t["(customers)"], 3);
+    // A lookback of 10 days before 03-30 09:00: c's purchase (03-16) is out.
+    assert_eq!(
+        rfm_users(dir.path(), &["--lookback", "10d"])["(customers)"],
+        2
+    );
+    assert_eq!(
+        rfm_users(dir.path(), &["--from", "2026-03-20"])["(customers)"],
+        2
+    );
+    assert_eq!(
+        rfm_users(dir.path(), &["--from", "2026-03-23"])["(customers)"],
+        1
+    );
+    for (flags, says) in [
+        (&["--r-thresholds", "7,30,90"][..], "3 values"),
+        (&["--f-thresholds", "1,3,2,5"][..], "not strictly ascending"),
+        (
+            &["--m-thresholds", "1,2,3,4.005"][..],
+            "`4.005` is not a number",
+        ),
+        (
+            &["--lookback", "10d", "--from", "2026-03-01"][..],
+            "give one",
+        ),
+        (&["--lookback", "10"][..], "--lookback"),
+    ] {
+        let out = tenure()
+            .args(["rfm", "--data"])
+            .arg(dir.path())
+            .args(flags)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{flags:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(says), "{flags:?}: {err}");
+    }
+}
+
+#[test]
+fn every_rfm_segment_occurs_on_generated_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let st = tenure()
+        .args([
+            "gen", "--users", "5000", "--days", "90", "--seed", "7", "--to",
+        ])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    for set in ["queries/rfm_segments.seg", "queries/rfm_classic.seg"] {
+        let file = root().join(set);
+        let users = rfm_users(dir.path(), &["--segments", file.to_str().unwrap()]);
+        assert_eq!(
+            users.len(),
+            if set.ends_with("classic.seg") { 9 } else { 12 }
+        );
+        for (segment, n) in &users {
+            assert!(*n > 0, "{set}: {segment} is empty: {users:?}");
+        }
+    }
+}

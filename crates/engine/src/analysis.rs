@@ -341,6 +341,7 @@ impl SegmentOptions {
             },
             thresholds: Thresholds::default(),
             buyers_only: false,
+            scoring: Default::default(),
         };
         Ok((seg, spec))
     }
@@ -391,6 +392,7 @@ impl RfmOptions {
 
     /// Loads and parses the segment files (without data).
     pub fn check(&self) -> Result<()> {
+        self.scoring()?;
         library(&self.files()?, &catalog_of(None)).map(|_| ())
     }
 
@@ -399,11 +401,25 @@ impl RfmOptions {
     /// R x F score grid beside it (`r_score, f_score, users`).
     pub async fn compute(&self, scope: &Scope) -> Result<Answer> {
         let files = self.files()?;
+        let scoring = self.scoring()?;
+        let lookback = self.lookback_us()?;
+        if lookback.is_some() && scope.from.is_some() {
+            return Err(EngineError::BadRequest(
+                "--lookback and --from both set the window's start; give one".into(),
+            ));
+        }
         let (events, as_of) = scope.open_as_of().await?;
+        // The window: purchases from its start up to the as-of (inclusive).
+        let start = scope.from.or(lookback.map(|l| as_of + 1 - l));
+        let events = match start {
+            Some(from) => scope.open_range(Some(from), Some(as_of + 1)).await?,
+            None => events,
+        };
         let lib = library(&files, &catalog_of(Some(&events)))?;
         let request = crate::rfm::RfmRequest {
             as_of,
             purchase_event: self.purchase_event.clone(),
+            scoring,
         };
         let result = crate::rfm::rfm(&events, &request, &lib).await?;
         Ok(Answer {

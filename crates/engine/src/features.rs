@@ -33,12 +33,20 @@ pub struct FeatureSpec {
     pub thresholds: Thresholds,
     /// Only users with at least one purchase (RFM's population: customers).
     pub buyers_only: bool,
+    /// How R, F and M scores are given.
+    pub scoring: Scoring,
 }
 
-/// Quintile score (1-5) of each value among `values`, by value so ties share a
-/// score: a value scores 1 plus the number of quintile cut points (the values at
-/// 1-based ranks ceil(n/5), ceil(2n/5), ceil(3n/5), ceil(4n/5) of the sorted
-/// list) it exceeds.
+/// Quintile score (1-5) of each value among `values`, by rank with ties
+/// sharing a score. The sorted values form runs of equal values; cut k (k =
+/// 1..4, the top of score k) is first placed at the run holding the value of
+/// 1-based rank ceil(k n / 5). With at least five distinct values each cut is
+/// then moved, where needed, one run past the cut before it and no further
+/// than leaves a run for every higher score, so every score 1..5 occurs: a
+/// frequency that is 1 for 70 % of buyers and 2, 3, 4, 5+ for the rest scores
+/// 1, 2, 3, 4, 5 rather than 1, 4, 5 only. With fewer distinct values the
+/// cuts stay where placed (a value scores 1 plus the number of cut values it
+/// exceeds, so equal buyers always score alike).
 pub fn quintile_scores(values: &[i128]) -> Vec<i64> {
     let mut sorted = values.to_vec();
     sorted.sort_unstable();
@@ -46,11 +54,47 @@ pub fn quintile_scores(values: &[i128]) -> Vec<i64> {
     if n == 0 {
         return Vec::new();
     }
-    let cuts: Vec<i128> = (1..5).map(|k| sorted[(k * n).div_ceil(5) - 1]).collect();
+    let mut runs = sorted.clone();
+    runs.dedup();
+    let m = runs.len();
+    let run_of = |v: &i128| runs.binary_search(v).expect("every value is a run");
+    let mut cuts = [0usize; 4];
+    for k in 1..5 {
+        let placed = run_of(&sorted[(k * n).div_ceil(5) - 1]);
+        cuts[k - 1] = if m >= 5 {
+            let after_previous = if k == 1 { 0 } else { cuts[k - 2] + 1 };
+            placed.max(after_previous).min(m + k - 6)
+        } else {
+            placed
+        };
+    }
     values
         .iter()
-        .map(|v| 1 + cuts.iter().filter(|c| v > c).count() as i64)
+        .map(|v| {
+            let run = run_of(v);
+            1 + cuts.iter().filter(|&&c| run > c).count() as i64
+        })
         .collect()
+}
+
+/// How R, F and M scores are given: quintiles among the customers (the
+/// default, [`quintile_scores`]) or, per metric, four fixed ascending
+/// thresholds.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Scoring {
+    /// R thresholds in whole days: R <= t1 scores 5, <= t2 4, <= t3 3,
+    /// <= t4 2, else 1.
+    pub recency_days: Option<[i64; 4]>,
+    /// F thresholds in purchases: F <= t1 scores 1, <= t2 2, ..., > t4 5.
+    pub frequency: Option<[i64; 4]>,
+    /// M thresholds in cents: M <= t1 scores 1, ..., > t4 5.
+    pub monetary_cents: Option<[i128; 4]>,
+}
+
+/// The score of `v` against four ascending thresholds: 1 plus the number of
+/// thresholds it exceeds.
+fn threshold_score(v: i128, thresholds: &[i128; 4]) -> i64 {
+    1 + thresholds.iter().filter(|&&t| v > t).count() as i64
 }
 
 /// Builds the feature table (`user_key` plus one column per feature) for users
@@ -484,8 +528,12 @@ async fn columns(
     let buyers: Vec<usize> = (0..idx.len())
         .filter(|&r| stats.purchases[idx[r]] > 0)
         .collect();
-    let score_col = |metric: &dyn Fn(usize) -> i128| -> ArrayRef {
-        let scores = quintile_scores(&buyers.iter().map(|&r| metric(idx[r])).collect::<Vec<_>>());
+    let score_col = |metric: &dyn Fn(usize) -> i128, fixed: Option<[i128; 4]>| -> ArrayRef {
+        let values: Vec<i128> = buyers.iter().map(|&r| metric(idx[r])).collect();
+        let scores = match fixed {
+            Some(t) => values.iter().map(|&v| threshold_score(v, &t)).collect(),
+            None => quintile_scores(&values),
+        };
         let mut by_row = vec![None; idx.len()];
         for (&r, s) in buyers.iter().zip(scores) {
             by_row[r] = Some(s);
@@ -507,9 +555,20 @@ async fn columns(
                 prediction_column(f, clv.as_ref().expect("fitted above"), &rows.keys)
             }
             // More recent is better: score the negated recency.
-            Feature::RScore => score_col(&|u| -(recency(u).unwrap_or(i64::MAX) as i128)),
-            Feature::FScore => score_col(&|u| stats.purchases[u] as i128),
-            Feature::MScore => score_col(&|u| stats.revenue[u]),
+            Feature::RScore => score_col(
+                &|u| -(recency(u).unwrap_or(i64::MAX) as i128),
+                // Negated like the values: R <= t scores above R > t.
+                spec.scoring.recency_days.map(|t| {
+                    let mut n = t.map(|d| -(d as i128) - 1);
+                    n.reverse();
+                    n
+                }),
+            ),
+            Feature::FScore => score_col(
+                &|u| stats.purchases[u] as i128,
+                spec.scoring.frequency.map(|t| t.map(i128::from)),
+            ),
+            Feature::MScore => score_col(&|u| stats.revenue[u], spec.scoring.monetary_cents),
             Feature::Mean(m) => mean_col(m, stats, rows, &recency)?,
             Feature::Property(name) => {
                 latest_property(events, name, &rows.keys, spec.as_of).await?
@@ -1045,6 +1104,23 @@ mod tests {
             [1, 1, 1, 1, 1, 1, 1, 1, 5, 5]
         );
         assert_eq!(quintile_scores(&[30, 10, 20]), [4, 1, 2]);
+        // Mostly ones: with five distinct values every score occurs.
+        let mut f = vec![1; 70];
+        f.extend([2; 15].iter().chain(&[3; 8]).chain(&[4; 4]).chain(&[7; 3]));
+        let s = quintile_scores(&f);
+        for (v, want) in [(1, 1), (2, 2), (3, 3), (4, 4), (7, 5)] {
+            let at = f.iter().position(|&x| x == v).unwrap();
+            assert_eq!(s[at], want, "value {v}");
+        }
+        // Cut values 1, 1, 1, 3 by rank scored these 1, 4, 4, 5, 5 before.
+        assert_eq!(
+            quintile_scores(&[1, 1, 1, 1, 1, 1, 2, 3, 4, 5]),
+            [1, 1, 1, 1, 1, 1, 2, 3, 4, 5]
+        );
+        assert_eq!(
+            quintile_scores(&[5, 5, 5, 5, 5, 6, 7, 8, 9, 10]),
+            [1, 1, 1, 1, 1, 2, 3, 4, 5, 5]
+        );
         assert!(quintile_scores(&[]).is_empty());
     }
 }

@@ -438,6 +438,117 @@ pub struct RfmOptions {
     /// Name of the purchase event.
     #[arg(long, default_value = PURCHASE)]
     pub purchase_event: String,
+    /// Only purchases in this window before the as-of count (`365d`, `52w`):
+    /// R, F and M, the scores and the customers are those of the window.
+    /// `--from DATE` sets the window's start instead.
+    #[arg(long, value_name = "DURATION")]
+    pub lookback: Option<String>,
+    /// Fixed R scores instead of quintiles: four ascending day counts
+    /// `t1,t2,t3,t4`; R <= t1 scores 5, <= t2 4, <= t3 3, <= t4 2, else 1
+    /// (e.g. 7,30,90,180).
+    #[arg(long, value_name = "DAYS")]
+    pub r_thresholds: Option<String>,
+    /// Fixed F scores: four ascending purchase counts; F <= t1 scores 1,
+    /// <= t2 2, <= t3 3, <= t4 4, else 5 (e.g. 1,2,3,5).
+    #[arg(long, value_name = "COUNTS")]
+    pub f_thresholds: Option<String>,
+    /// Fixed M scores: four ascending amounts (up to two decimals); M <= t1
+    /// scores 1, ..., > t4 5 (e.g. 50,100,250,500).
+    #[arg(long, value_name = "AMOUNTS")]
+    pub m_thresholds: Option<String>,
+}
+
+impl RfmOptions {
+    /// The scoring rule: quintiles, or the thresholds given per metric.
+    pub fn scoring(&self) -> Result<crate::features::Scoring> {
+        self.validate().map_err(|(_, e)| e)?;
+        self.keyed_scoring().map_err(|(_, e)| e)
+    }
+
+    /// Checks the window and thresholds without data; an error names the
+    /// job file key at fault.
+    pub fn validate(&self) -> std::result::Result<(), (&'static str, EngineError)> {
+        self.lookback_us().map_err(|e| ("lookback", e))?;
+        self.keyed_scoring().map(|_| ())
+    }
+
+    fn keyed_scoring(
+        &self,
+    ) -> std::result::Result<crate::features::Scoring, (&'static str, EngineError)> {
+        let count = |v: &str| v.parse::<i64>().ok().filter(|&n| n >= 0);
+        let keyed = |key: &'static str| move |e| (key, e);
+        Ok(crate::features::Scoring {
+            recency_days: self
+                .r_thresholds
+                .as_deref()
+                .map(|t| thresholds("--r-thresholds", t, count))
+                .transpose()
+                .map_err(keyed("r_thresholds"))?,
+            frequency: self
+                .f_thresholds
+                .as_deref()
+                .map(|t| thresholds("--f-thresholds", t, count))
+                .transpose()
+                .map_err(keyed("f_thresholds"))?,
+            monetary_cents: self
+                .m_thresholds
+                .as_deref()
+                .map(|t| thresholds("--m-thresholds", t, cents))
+                .transpose()
+                .map_err(keyed("m_thresholds"))?,
+        })
+    }
+
+    /// The lookback window in microseconds, if given.
+    pub fn lookback_us(&self) -> Result<Option<i64>> {
+        self.lookback
+            .as_deref()
+            .map(|l| {
+                parse_window(l).map_err(|e| {
+                    EngineError::BadRequest(format!("--lookback: {}", e.to_string().trim()))
+                })
+            })
+            .transpose()
+    }
+}
+
+/// Four strictly ascending thresholds `t1,t2,t3,t4`, each parsed by `one`.
+fn thresholds<T: PartialOrd + Copy + Default>(
+    flag: &str,
+    text: &str,
+    one: impl Fn(&str) -> Option<T>,
+) -> Result<[T; 4]> {
+    let bad = |why: &str| {
+        EngineError::BadRequest(format!(
+            "{flag} {text}: {why}; expected four ascending numbers t1,t2,t3,t4 (e.g. 1,2,3,5)"
+        ))
+    };
+    let parts: Vec<&str> = text.split(',').map(str::trim).collect();
+    if parts.len() != 4 {
+        return Err(bad(&format!("{} values", parts.len())));
+    }
+    let mut out = [T::default(); 4];
+    for (slot, p) in out.iter_mut().zip(&parts) {
+        *slot = one(p).ok_or_else(|| bad(&format!("`{p}` is not a number of 0 or more")))?;
+    }
+    if out.windows(2).any(|w| w[0] >= w[1]) {
+        return Err(bad("not strictly ascending"));
+    }
+    Ok(out)
+}
+
+/// An amount of 0 or more with up to two decimals, in cents.
+fn cents(text: &str) -> Option<i128> {
+    let (whole, frac) = text.split_once('.').unwrap_or((text, ""));
+    if whole.is_empty()
+        || frac.len() > 2
+        || !(whole.bytes().chain(frac.bytes())).all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    let whole: i128 = whole.parse().ok()?;
+    let frac: i128 = format!("{frac:0<2}").parse().ok()?;
+    whole.checked_mul(100)?.checked_add(frac)
 }
 
 /// The readout asked for: the flags of `tenure abtest` that are not about

@@ -26,6 +26,8 @@ pub struct RfmRequest {
     pub as_of: i64,
     /// The purchase event.
     pub purchase_event: String,
+    /// Quintiles or fixed thresholds.
+    pub scoring: crate::features::Scoring,
 }
 
 /// The segment distribution and the score grid.
@@ -80,6 +82,7 @@ pub async fn rfm(
         },
         thresholds: Thresholds::default(),
         buyers_only: true,
+        scoring: request.scoring.clone(),
     };
     let table = feature_table(events, &features, &spec).await?;
     let total = table.num_rows() as u64;

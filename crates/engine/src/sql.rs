@@ -606,6 +606,7 @@ impl FeatureRowsExec {
             purchase: Default::default(),
             thresholds: Default::default(),
             buyers_only: compiled.buyers_only,
+            scoring: Default::default(),
         };
         let users = crate::features::matching_users(
             &events,

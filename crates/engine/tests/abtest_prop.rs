@@ -196,6 +196,7 @@ fn engine_features(
             purchase: Default::default(),
             thresholds: Default::default(),
             buyers_only: false,
+            scoring: Default::default(),
         };
         let table = tenure_engine::features::feature_table(&events, &features, &spec)
             .await

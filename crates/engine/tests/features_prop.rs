@@ -34,13 +34,31 @@ fn expressions() -> impl Strategy<Value = String> {
     })
 }
 
-/// 1 plus the number of quintile cut points (values at 1-based ranks
-/// ceil(k n / 5) of the sorted list) that `v` exceeds.
+/// The score of `v` among `all`: the distinct values in order are runs
+/// 0..m; cut k (k = 1..4) sits at the run of the value of 1-based rank
+/// ceil(k n / 5); with five or more runs, cut k is the greatest of
+/// `cut_j + k - j` over j <= k, capped at run m + k - 6 (each cut a run past the one
+/// before, a run left for every higher score). `v` scores 1 plus the number
+/// of cuts its run is past.
 fn naive_score(all: &[i128], v: i128) -> i64 {
     let mut s = all.to_vec();
     s.sort();
     let n = s.len();
-    1 + (1..5).filter(|k| v > s[(k * n).div_ceil(5) - 1]).count() as i64
+    let mut runs = s.clone();
+    runs.dedup();
+    let m = runs.len();
+    let run = |x: i128| runs.iter().position(|&r| r == x).unwrap();
+    let placed: Vec<usize> = (1..5).map(|k| run(s[(k * n).div_ceil(5) - 1])).collect();
+    let cuts: Vec<usize> = (0..4)
+        .map(|k| {
+            if m < 5 {
+                return placed[k];
+            }
+            let pushed = (0..=k).map(|j| placed[j] + k - j).max().unwrap();
+            pushed.min(m + k + 1 - 6)
+        })
+        .collect();
+    1 + cuts.iter().filter(|&&c| run(v) > c).count() as i64
 }
 
 fn naive_rows(evs: &[Ev], as_of: i64) -> Vec<FeatureRow> {
@@ -123,6 +141,7 @@ fn check_counts(
         purchase: PurchaseSpec::default(),
         thresholds: Thresholds::default(),
         buyers_only: false,
+        scoring: Default::default(),
     };
     let (got, total) = block(count_matching(&events, &seg.features, &seg.expr, &spec)).unwrap();
     // The same count with the rows split among threads (as big stores are).

@@ -200,10 +200,19 @@ async fn explain(
 ///
 /// R = whole days since the last purchase, F = purchases, M = purchase revenue,
 /// as of --as-of (default: the newest event); scores 1-5 by quintiles among
-/// buyers (R: more recent scores higher). Each segment of the set (one
-/// `segment name = ...` per line of the files) gets its user count and share.
+/// buyers (R: more recent scores higher), or by fixed thresholds
+/// (--r-thresholds, --f-thresholds, --m-thresholds). Each segment of the set
+/// (one `segment name = ...` per line of the files) gets its user count and
+/// share.
 ///
-/// The population is customers: users with at least one purchase by --as-of.
+/// Quintiles rank buyers with ties sharing a score: the top of score k is
+/// the value at rank ceil(k n / 5), moved past the score below where needed,
+/// so that with five or more distinct values every score 1-5 occurs (a
+/// frequency of 1 for most buyers does not leave scores 2 and 3 empty).
+///
+/// The population is customers: users with at least one purchase by --as-of,
+/// or within the window when --lookback 365d (or --from DATE) limits the
+/// purchases read.
 ///
 /// Columns: segment, users, share (of customers).
 ///
@@ -212,6 +221,8 @@ async fn explain(
 ///   tenure rfm --data ./store
 ///
 ///   tenure rfm --data ./store --segments queries/rfm_classic.seg --format csv
+///
+///   tenure rfm --data ./store --lookback 365d --r-thresholds 7,30,90,180
 #[derive(Args)]
 pub struct RfmArgs {
     #[command(flatten)]

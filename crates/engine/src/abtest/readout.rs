@@ -133,6 +133,7 @@ pub async fn summaries_by(
             },
             thresholds: Thresholds::default(),
             buyers_only: false,
+            scoring: Default::default(),
         };
         let keys: Vec<u32> = (0..exposures.arm_of.len() as u32)
             .filter(|&k| (exposures.arm_of[k as usize] as usize) < exposures.arms.len())
@@ -174,6 +175,7 @@ pub async fn summaries_by(
         },
         thresholds: Thresholds::default(),
         buyers_only: false,
+        scoring: Default::default(),
     };
     let (from, to) = (events.options.from, events.options.to);
     // CUPED's covariate: each user's events in the days before exposure
