@@ -447,6 +447,7 @@ mod tests {
             tz,
             purchase: Default::default(),
             conversion_days: 7,
+            signup: crate::request::SIGNUP.into(),
         };
         fold_trip(&events, crate::kpi::KpiFold::new(&events, &kpi).unwrap()).await;
         let sticky = crate::stickiness::StickinessSpec {

@@ -13,8 +13,9 @@
 //!
 //! Over the range: `repurchase_rate` (purchasers with two or more purchases /
 //! purchasers) and `first_order_conversion` (users whose first purchase came
-//! within N days of their first event / users first seen at least N days
-//! before the as-of time, so everyone counted had the full N days).
+//! within N days after their first signup event / users whose first signup
+//! came at least N days before the as-of time, so everyone counted had the
+//! full N days; a first purchase before the signup is not a conversion).
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -62,6 +63,8 @@ pub struct KpiSpec {
     pub purchase: PurchaseSpec,
     /// Window of first-order conversion, in days.
     pub conversion_days: i64,
+    /// The event first-order conversion counts from (`signup`).
+    pub signup: String,
 }
 
 fn row(metric: &str, period: &str, num: f64, den: f64, complete: bool) -> KpiRow {
@@ -116,7 +119,7 @@ pub fn rows_of_batch(b: &RecordBatch) -> Vec<KpiRow> {
 }
 
 /// Every KPI in one [`UserFold`]: per user, the days with any event and with a
-/// purchase, the number of purchases, first event and first purchase; per
+/// purchase, the number of purchases, first signup and first purchase; per
 /// range, the period counts those give, plus revenue and orders per period.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct KpiFold {
@@ -125,6 +128,7 @@ pub struct KpiFold {
     /// Reporting period of each day.
     day_rep: Vec<usize>,
     purchase: String,
+    signup: String,
     conversion_days: i64,
     max_ts: i64,
 }
@@ -143,6 +147,7 @@ impl KpiFold {
             rep,
             day_rep,
             purchase: spec.purchase.event.clone(),
+            signup: spec.signup.clone(),
             conversion_days: spec.conversion_days,
             max_ts,
         })
@@ -150,9 +155,9 @@ impl KpiFold {
 }
 
 /// [`KpiFold`]'s state for a range of users. Rows arrive file by file, and
-/// files earliest day first: a user active (or buying) on an earlier day than
-/// the batch's already has an earlier first event (or first purchase), so
-/// only the others' times are compared, and most rows touch bitmaps only.
+/// files earliest day first: a user buying on an earlier day than the
+/// batch's already has an earlier first purchase, so only the others' times
+/// are compared, and most rows touch bitmaps only.
 pub struct KpiState {
     lo: u32,
     /// The days each user was active on.
@@ -162,16 +167,13 @@ pub struct KpiState {
     /// Users with a purchase, and with two or more.
     once: Vec<u64>,
     twice: Vec<u64>,
-    first_seen: Vec<i64>,
+    first_signup: Vec<i64>,
     first_purchase: Vec<i64>,
     /// Every day before `day` is merged into `seen_before` and
     /// `bought_before`: users active (buying) on some day before it.
     day: usize,
     seen_before: Vec<u64>,
     bought_before: Vec<u64>,
-    /// Scratch: users new in a batch, and the runs of rows holding them.
-    fresh: Vec<u64>,
-    spans: Vec<(usize, usize, usize)>,
     revenue: Vec<i128>,
     orders: Vec<u64>,
 }
@@ -189,50 +191,28 @@ impl KpiState {
         }
     }
 
-    /// One day's rows (`d` not before `self.day`): marks the users active and
-    /// writes the first event of those not active on an earlier day.
-    fn one_day(&mut self, d: usize, keys: &[u32], ts: &[i64]) {
+    /// One day's rows (`d` not before `self.day`): marks the users active.
+    fn one_day(&mut self, d: usize, keys: &[u32]) {
         self.advance(d);
         let lo = self.lo;
-        let (seen, fresh, spans) = (&self.seen_before, &mut self.fresh, &mut self.spans);
         let today = self.active.period_mut(d);
-        spans.clear();
         // A word's bits are gathered over its run of rows (keys ascend
         // within a file), then written once.
-        let mut flush = |word: usize, bits: u64, start: usize, end: usize| {
+        let mut flush = |word: usize, bits: u64| {
             if let Some(w) = today.get_mut(word) {
                 *w |= bits;
-                let new = bits & !seen[word];
-                if new != 0 {
-                    fresh[word] |= new;
-                    spans.push((word, start, end));
-                }
             }
         };
-        let (mut word, mut bits, mut start) = (usize::MAX, 0u64, 0);
-        for (i, &k) in keys.iter().enumerate() {
+        let (mut word, mut bits) = (usize::MAX, 0u64);
+        for &k in keys {
             let u = (k - lo) as usize;
             if u / 64 != word {
-                flush(word, bits, start, i);
-                (word, bits, start) = (u / 64, 0, i);
+                flush(word, bits);
+                (word, bits) = (u / 64, 0);
             }
             bits |= 1u64 << (u % 64);
         }
-        flush(word, bits, start, keys.len());
-        for &(_, a, b) in self.spans.iter() {
-            for i in a..b {
-                let u = (keys[i] - lo) as usize;
-                if self.fresh[u / 64] & (1u64 << (u % 64)) != 0 {
-                    let f = &mut self.first_seen[u];
-                    if *f == NEVER || ts[i] < *f {
-                        *f = ts[i];
-                    }
-                }
-            }
-        }
-        for &(w, _, _) in self.spans.iter() {
-            self.fresh[w] = 0;
-        }
+        flush(word, bits);
     }
 }
 
@@ -265,7 +245,10 @@ impl UserFold for KpiFold {
     fn input(&self) -> FoldInput {
         FoldInput {
             columns: vec!["revenue".into()],
-            flags: vec![col("event").eq(lit(self.purchase.clone()))],
+            flags: vec![
+                col("event").eq(lit(self.purchase.clone())),
+                col("event").eq(lit(self.signup.clone())),
+            ],
             until: None,
             ..Default::default()
         }
@@ -284,13 +267,11 @@ impl UserFold for KpiFold {
             bought: PeriodBits::new(users, self.days.periods()),
             once: vec![0; words],
             twice: vec![0; words],
-            first_seen: crate::par::huge_vec(users, NEVER),
+            first_signup: crate::par::huge_vec(users, NEVER),
             first_purchase: crate::par::huge_vec(users, NEVER),
             day: 0,
             seen_before: vec![0; words],
             bought_before: vec![0; words],
-            fresh: vec![0; words],
-            spans: Vec::new(),
             revenue: vec![0; np],
             orders: vec![0; np],
         }
@@ -312,21 +293,22 @@ impl UserFold for KpiFold {
             .period_of(a)
             .filter(|&d| self.days.period_of(b) == Some(d) && d as usize >= st.day)
         {
-            Some(d) => st.one_day(d as usize, keys, ts),
-            // Every row: the day's activity bit and the first event.
+            Some(d) => st.one_day(d as usize, keys),
+            // Every row: the day's activity bit.
             None => {
                 for i in 0..rows.len() {
                     let u = (keys[i] - st.lo) as usize;
-                    let t = ts[i];
-                    let Some(d) = self.days.period_of(t) else {
-                        continue;
-                    };
-                    st.active.set(d as usize, u);
-                    let f = &mut st.first_seen[u];
-                    if *f == NEVER || t < *f {
-                        *f = t;
+                    if let Some(d) = self.days.period_of(ts[i]) {
+                        st.active.set(d as usize, u);
                     }
                 }
+            }
+        }
+        // Signups (about one row per user).
+        for i in rows.flag(1).values().set_indices() {
+            let f = &mut st.first_signup[(keys[i] - st.lo) as usize];
+            if *f == NEVER || ts[i] < *f {
+                *f = ts[i];
             }
         }
         // Purchases only (a few percent of the rows).
@@ -380,11 +362,11 @@ impl UserFold for KpiFold {
         let window = self.conversion_days * DAY_MICROS;
         c.buyers = st.once.iter().map(|w| w.count_ones() as u64).sum();
         c.repeat = st.twice.iter().map(|w| w.count_ones() as u64).sum();
-        for (u, &f) in st.first_seen.iter().enumerate() {
+        for (u, &f) in st.first_signup.iter().enumerate() {
             if f != NEVER && f + window <= self.max_ts {
                 c.eligible += 1;
                 let fp = st.first_purchase[u];
-                c.converted += (fp != NEVER && fp - f <= window) as u64;
+                c.converted += (fp != NEVER && fp >= f && fp - f <= window) as u64;
             }
         }
         for (d, dau) in c.dau.iter_mut().enumerate() {

@@ -283,12 +283,25 @@ pub struct KpiOptions {
     /// Reporting period: week or month (or day).
     #[arg(long, default_value = "month")]
     pub period: String,
-    /// Window of first-order conversion (first event to first purchase), in days.
+    /// Window of first-order conversion (first signup event to first
+    /// purchase), in days.
     #[arg(long, default_value_t = 7)]
     pub conversion_days: i64,
     /// Name of the purchase event.
     #[arg(long, default_value = "purchase")]
     pub purchase_event: String,
+    /// The event first-order conversion counts from: users who did it at
+    /// least --conversion-days before the data's end are the denominator.
+    #[arg(long, default_value = SIGNUP)]
+    #[serde(default = "default_signup")]
+    pub signup_event: String,
+}
+
+/// The default signup event of first-order conversion.
+pub const SIGNUP: &str = "signup";
+
+fn default_signup() -> String {
+    SIGNUP.into()
 }
 
 impl KpiOptions {
@@ -826,6 +839,7 @@ impl KpiOptions {
                 event: self.purchase_event.clone(),
             },
             conversion_days: self.conversion_days.max(0),
+            signup: self.signup_event.clone(),
         })
     }
 }

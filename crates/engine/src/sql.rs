@@ -247,6 +247,7 @@ impl TableFunctionImpl for KpiFunction {
             tz: chrono_tz::Tz::UTC,
             purchase: Default::default(),
             conversion_days: 7,
+            signup: crate::request::SIGNUP.into(),
         };
         let fold = crate::kpi::KpiFold::new(&self.events, &spec).map_err(df_error)?;
         fold_table(&self.events, fold)

@@ -38,6 +38,7 @@ proptest! {
             tz,
             purchase: Default::default(),
             conversion_days: 7,
+            signup: "a".into(),
         };
         let got: Table = block(async {
             let events = Events::open(&url, OpenOptions { threads, ..Default::default() }).await.unwrap();
@@ -138,10 +139,15 @@ fn naive(evs: &[Ev], period: Period, tz: chrono_tz::Tz) -> Table {
         if bought.len() >= 2 {
             repeat += 1.0;
         }
-        let seen = mine.iter().map(|e| e.ts).min().unwrap();
-        if seen + 7 * DAY <= max {
+        // First-order conversion counts from the first signup (event "a").
+        let signup = mine.iter().filter(|e| e.name == "a").map(|e| e.ts).min();
+        if let Some(s) = signup.filter(|&s| s + 7 * DAY <= max) {
             eligible += 1.0;
-            if bought.iter().min().is_some_and(|&f| f - seen <= 7 * DAY) {
+            if bought
+                .iter()
+                .min()
+                .is_some_and(|&f| f >= s && f - s <= 7 * DAY)
+            {
                 converted += 1.0;
             }
         }
@@ -154,9 +160,9 @@ fn naive(evs: &[Ev], period: Period, tz: chrono_tz::Tz) -> Table {
     t
 }
 
-/// A day's second file holds an earlier event of a user the first file
-/// already showed later that day, or an earlier purchase: the first event
-/// and the first purchase must still become the earlier ones (here they
+/// A day's second file holds an earlier signup (event `a`) of a user the
+/// first file already showed later that day, or an earlier purchase: the
+/// first signup and the first purchase must still become the earlier ones (here they
 /// decide whether the purchase came within 7 days). Both files are tried
 /// first: the events are split between the two ingests both ways.
 #[test]
@@ -192,6 +198,7 @@ fn earlier_rows_in_a_later_file_move_the_first_event_and_purchase_back() {
                 tz: chrono_tz::Tz::UTC,
                 purchase: Default::default(),
                 conversion_days: 7,
+                signup: "a".into(),
             };
             let got: Table = block(async {
                 let events = Events::open(

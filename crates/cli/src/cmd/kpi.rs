@@ -12,7 +12,9 @@ use crate::report::Kind;
 /// Per period: active_users (WAU or MAU), dau (mean daily active users),
 /// stickiness (dau / active_users), revenue, orders, purchasers, arpu, arppu,
 /// aov, churn_rate, reactivation_rate. Over the range: repurchase_rate and
-/// first_order_conversion_<N>d. Each row carries its numerator and denominator.
+/// first_order_conversion_<N>d (of users whose first --signup-event came at
+/// least N days before the data's end, the share whose first purchase came
+/// within N days after it). Each row carries its numerator and denominator.
 ///
 /// Columns: metric, period (ISO date or `all`), value, numerator, denominator, complete.
 ///
