@@ -406,3 +406,102 @@ fn every_rfm_segment_occurs_on_generated_data() {
         }
     }
 }
+
+#[test]
+fn did_where_and_property_totals_on_typed_and_json_properties() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("events.ndjson");
+    std::fs::write(
+        &events,
+        [
+            r#"{"event_id":"1","user_id":"u1","event":"view","ts":"2026-03-01T10:00:00Z","properties":{"page":"home","ms":120}}"#,
+            r#"{"event_id":"2","user_id":"u1","event":"view","ts":"2026-03-02T10:00:00Z","properties":{"page":"cart"}}"#,
+            r#"{"event_id":"3","user_id":"u1","event":"purchase","ts":"2026-03-03T10:00:00Z","revenue":150,"properties":{"coupon":"X"}}"#,
+            r#"{"event_id":"4","user_id":"u1","event":"purchase","ts":"2026-03-04T10:00:00Z","revenue":50}"#,
+            r#"{"event_id":"5","user_id":"u2","event":"view","ts":"2026-03-05T10:00:00Z","properties":{"page":"home","ms":80}}"#,
+            r#"{"event_id":"6","user_id":"u2","event":"purchase","ts":"2026-03-06T10:00:00Z","revenue":120}"#,
+            r#"{"event_id":"7","user_id":"u2","event":"purchase","ts":"2026-03-07T10:00:00Z","revenue":130}"#,
+            r#"{"event_id":"8","user_id":"u3","event":"view","ts":"2026-01-01T10:00:00Z"}"#,
+            r#"{"event_id":"9","user_id":"u3","event":"purchase","ts":"2026-01-02T10:00:00Z","revenue":20}"#,
+        ]
+        .join("\n"),
+    )
+    .unwrap();
+    let store = dir.path().join("store");
+    let st = tenure()
+        .arg("ingest")
+        .arg(&events)
+        .arg("--to")
+        .arg(&store)
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    for (expr, want) in [
+        // JSON keys: text, and numbers read as numbers.
+        (r#"did view where page = "home""#, "2"),
+        ("did view where ms > 100", "1"),
+        // u1's cart view has no `ms`: unknown, so it does not count, also
+        // under `not`; u2's home view has ms 80.
+        (
+            r#"did view where (page in ("home", "cart") and not ms < 100)"#,
+            "1",
+        ),
+        (r#"did purchase where coupon = "X""#, "1"),
+        // Typed revenue, exactly: u1 bought 150 and 50, u2 120 and 130.
+        ("did purchase where revenue > 100 >= 2 times", "1"),
+        (
+            "did purchase where revenue between 50 and 120 = 1 times",
+            "2",
+        ),
+        // Within 30 days of the newest event (03-07): u3's purchase is out.
+        ("did purchase where revenue < 100 within 30d", "1"),
+        ("sum(revenue) >= 200", "2"),
+        ("sum(revenue) within 30d < 100", "1"),
+        ("avg(revenue) > 100", "1"),
+        ("avg(revenue) within 4d >= 120", "1"),
+        // No purchase in the window: a sum of 0, a mean of nothing (NULL).
+        ("sum(revenue) within 2d = 0", "2"),
+        (
+            "avg(revenue) within 2d > 0 or avg(revenue) within 2d <= 0",
+            "1",
+        ),
+    ] {
+        assert_eq!(count(&store, expr), want, "{expr}");
+    }
+    // The same function in SQL.
+    let out = tenure()
+        .args(["sql", "--format", "csv", "--data"])
+        .arg(&store)
+        .arg("SELECT count(DISTINCT user_id) AS n FROM events WHERE prop(properties, 'page') = 'home'")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "n\n2");
+    // A misspelt event is an error with a suggestion, not a count of 0.
+    for (expr, says) in [
+        ("did purchse >= 1 times", "did you mean `purchase`?"),
+        (
+            r#"did purchase where revenue = "a lot""#,
+            "compare it with a number",
+        ),
+        ("sum(ms) >= 1", "not a numeric column"),
+    ] {
+        let out = tenure()
+            .args(["segment", "--data"])
+            .arg(&store)
+            .args([expr, "--count"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{expr}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(says), "{expr}: {err}");
+    }
+}

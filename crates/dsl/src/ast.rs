@@ -152,7 +152,7 @@ impl fmt::Display for Duration {
 ///
 /// Kept exact (not `f64`) because money compares to the cent and counts must be
 /// whole; the resolver decides what the number means once it knows the type.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Number {
     /// All digits of the literal, with its sign.
     pub mantissa: i128,
@@ -221,6 +221,16 @@ pub enum TermKind {
     Mean(Spanned<String>),
     /// `expected_purchases(90d)`: BG/NBD's expected purchases in a horizon.
     ExpectedPurchases(Duration),
+    /// `sum(revenue)`, `avg(revenue) within 30d`: a property summed or
+    /// averaged over the user's events (in the window before the as-of).
+    Total {
+        /// Sum or average.
+        aggregate: crate::features::Aggregate,
+        /// The property (an event column or a key of `properties`).
+        property: Spanned<String>,
+        /// The window, if any (checked to be a duration by the resolver).
+        within: Option<Box<Term>>,
+    },
 }
 
 /// A boolean expression node.
@@ -277,10 +287,12 @@ pub enum ExprKind {
         /// The window.
         window: Term,
     },
-    /// `did event [op N [times]] [within duration]`.
+    /// `did event [where condition] [op N [times]] [within duration]`.
     Did {
         /// The event name.
         event: Spanned<String>,
+        /// A condition on the event's properties (`where revenue > 100`).
+        filter: Option<Box<Expr>>,
         /// The count condition; `None` means "at least once".
         count: Option<(Spanned<CmpOp>, Term)>,
         /// The window; `None` means all history up to `as_of`.
@@ -313,6 +325,17 @@ impl fmt::Display for Term {
             TermKind::String(s) => write!(f, "{s:?}"),
             TermKind::Mean(metric) => write!(f, "(mean {})", metric.node),
             TermKind::ExpectedPurchases(d) => write!(f, "(expected_purchases {d})"),
+            TermKind::Total {
+                aggregate,
+                property,
+                within,
+            } => {
+                write!(f, "({aggregate} {:?}", property.node)?;
+                if let Some(w) = within {
+                    write!(f, " (within {w})")?;
+                }
+                f.write_str(")")
+            }
         }
     }
 }
@@ -366,10 +389,14 @@ impl fmt::Display for Expr {
             ExprKind::Within { term, window } => write!(f, "(within@{s} {term} {window})"),
             ExprKind::Did {
                 event,
+                filter,
                 count,
                 within,
             } => {
                 write!(f, "(did@{s} {:?}", event.node)?;
+                if let Some(w) = filter {
+                    write!(f, " (where {w})")?;
+                }
                 if let Some((op, n)) = count {
                     write!(f, " ({} {n})", op.node)?;
                 }

@@ -48,6 +48,11 @@ pub struct FeatureRow {
     /// Event counts by (event, window); absent means 0, as the engine fills
     /// counts for users without such events with 0.
     pub event_counts: BTreeMap<(String, Option<Duration>), i64>,
+    /// Counts of `did e where ...` features; absent means 0.
+    pub filtered_counts: BTreeMap<Feature, i64>,
+    /// Sums and averages of properties (`sum(revenue) within 30d`); absent
+    /// means NULL (a sum over no events is 0 in the engine: put it here).
+    pub totals: BTreeMap<Feature, f64>,
     /// BG/NBD's probability of being alive.
     pub p_alive: Option<f64>,
     /// Expected value over 52 weeks.
@@ -88,12 +93,20 @@ impl FeatureRow {
             Feature::Mean(Metric::Frequency) => self.mean_frequency.map(Cell::Float),
             Feature::Mean(Metric::Monetary) => self.mean_monetary.map(|m| Cell::Decimal(m, 6)),
             Feature::Property(name) => self.properties.get(name).map(|s| Cell::Text(s)),
-            Feature::EventCount { event, within } => Some(Cell::Int(
+            Feature::EventCount {
+                event,
+                within,
+                filter: None,
+            } => Some(Cell::Int(
                 self.event_counts
                     .get(&(event.clone(), *within))
                     .copied()
                     .unwrap_or(0),
             )),
+            Feature::EventCount { .. } => Some(Cell::Int(
+                self.filtered_counts.get(feature).copied().unwrap_or(0),
+            )),
+            Feature::Total { .. } => self.totals.get(feature).copied().map(Cell::Float),
             Feature::PAlive => self.p_alive.map(Cell::Float),
             Feature::Clv => self.clv.map(Cell::Float),
             Feature::ExpectedPurchases(d) => {

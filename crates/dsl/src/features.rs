@@ -23,6 +23,9 @@
 //! | `country` | `prop:country` | Utf8 | the user's latest value; NULL if never set |
 //! | `did e` | `count:e` | Int64 | events named `e`; 0 if none |
 //! | `did e within 30d` | `count_30d:e` | Int64 | events named `e` with `as_of - 30d <= ts <= as_of` |
+//! | `did e where revenue > 100` | `count[revenue > 100]:e` | Int64 | events named `e` whose properties meet the condition (a missing property fails it); 0 if none |
+//! | `sum(revenue) within 30d` | `sum_30d:revenue` | Float64 | the property summed over the user's events (of any name) in the window; 0 if none |
+//! | `avg(revenue) within 30d` | `avg_30d:revenue` | Float64 | its mean over the events that have it; NULL if none |
 //! | `p_alive` | `p_alive` | Float64 | BG/NBD probability of being alive at `as_of`; NULL if no purchase |
 //! | `clv` | `clv` | Float64 | expected value in the next 52 weeks (BG/NBD x Gamma-Gamma); NULL if no purchase or no revenue |
 //! | `expected_purchases(90d)` | `expected_purchases_90d` | Float64 | BG/NBD's expected purchase days in the next 90 days; NULL if no purchase |
@@ -55,6 +58,114 @@ impl Metric {
             Metric::Recency => Feature::Recency,
             Metric::Frequency => Feature::Frequency,
             Metric::Monetary => Feature::Monetary,
+        }
+    }
+}
+
+/// How a property is totalled over a user's events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Aggregate {
+    /// `sum(p)`: the sum of the values (0 over no values).
+    Sum,
+    /// `avg(p)` / `mean(p)`: their mean (NULL over no values).
+    Avg,
+}
+
+impl std::fmt::Display for Aggregate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Aggregate::Sum => "sum",
+            Aggregate::Avg => "avg",
+        })
+    }
+}
+
+/// A constant in a condition on an event's properties.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Literal {
+    /// A number, exact as written.
+    Number(crate::ast::Number),
+    /// Text.
+    Text(String),
+}
+
+impl std::fmt::Display for Literal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Literal::Number(n) => write!(f, "{n}"),
+            Literal::Text(s) => write!(f, "{s:?}"),
+        }
+    }
+}
+
+/// A condition on one event's properties (`did purchase where revenue >
+/// 100`): names are event columns (`revenue`, `variant`, declared
+/// properties) or keys of the `properties` JSON. A property the event lacks
+/// makes a comparison unknown, so the event does not count (SQL's NULL).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum EventFilter {
+    /// All hold.
+    And(Vec<EventFilter>),
+    /// One holds.
+    Or(Vec<EventFilter>),
+    /// Negation.
+    Not(Box<EventFilter>),
+    /// `property op value`.
+    Compare {
+        /// The property.
+        property: String,
+        /// The operator.
+        op: crate::ast::CmpOp,
+        /// The constant.
+        value: Literal,
+    },
+    /// `property [not] in (values)`.
+    In {
+        /// The property.
+        property: String,
+        /// The constants.
+        values: Vec<Literal>,
+        /// `not in`.
+        negated: bool,
+    },
+}
+
+impl std::fmt::Display for EventFilter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let list = |f: &mut std::fmt::Formatter<'_>, items: &[EventFilter], sep: &str| {
+            f.write_str("(")?;
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    write!(f, " {sep} ")?;
+                }
+                write!(f, "{item}")?;
+            }
+            f.write_str(")")
+        };
+        match self {
+            EventFilter::And(items) => list(f, items, "and"),
+            EventFilter::Or(items) => list(f, items, "or"),
+            EventFilter::Not(inner) => write!(f, "not {inner}"),
+            EventFilter::Compare {
+                property,
+                op,
+                value,
+            } => write!(f, "{property} {op} {value}"),
+            EventFilter::In {
+                property,
+                values,
+                negated,
+            } => {
+                let not = if *negated { "not " } else { "" };
+                write!(f, "{property} {not}in (")?;
+                for (i, v) in values.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(", ")?;
+                    }
+                    write!(f, "{v}")?;
+                }
+                f.write_str(")")
+            }
         }
     }
 }
@@ -127,6 +238,18 @@ pub enum Feature {
         event: String,
         /// The window, if any.
         within: Option<Duration>,
+        /// A condition the events must meet, if any.
+        filter: Option<EventFilter>,
+    },
+    /// A property summed or averaged over the user's events (of any name),
+    /// in the last `within` before `as_of` if given.
+    Total {
+        /// Sum or average.
+        aggregate: Aggregate,
+        /// The property.
+        property: String,
+        /// The window, if any.
+        within: Option<Duration>,
     },
     /// BG/NBD's probability that the customer is alive.
     PAlive,
@@ -160,12 +283,24 @@ impl Feature {
             Feature::Property(name) => format!("prop:{name}"),
             Feature::EventCount {
                 event,
-                within: None,
-            } => format!("count:{event}"),
-            Feature::EventCount {
-                event,
-                within: Some(d),
-            } => format!("count_{d}:{event}"),
+                within,
+                filter,
+            } => {
+                let window = within.map(|d| format!("_{d}")).unwrap_or_default();
+                let filter = filter
+                    .as_ref()
+                    .map(|f| format!("[{f}]"))
+                    .unwrap_or_default();
+                format!("count{window}{filter}:{event}")
+            }
+            Feature::Total {
+                aggregate,
+                property,
+                within,
+            } => {
+                let window = within.map(|d| format!("_{d}")).unwrap_or_default();
+                format!("{aggregate}{window}:{property}")
+            }
             Feature::PAlive => "p_alive".into(),
             Feature::Clv => "clv".into(),
             Feature::ExpectedPurchases(d) => format!("expected_purchases_{d}"),
@@ -187,9 +322,11 @@ impl Feature {
             | Feature::EventCount { .. } => DataType::Int64,
             Feature::Monetary => DataType::Decimal128(18, 2),
             Feature::Mean(Metric::Monetary) => DataType::Decimal128(22, 6),
-            Feature::Mean(_) | Feature::PAlive | Feature::Clv | Feature::ExpectedPurchases(_) => {
-                DataType::Float64
-            }
+            Feature::Mean(_)
+            | Feature::PAlive
+            | Feature::Clv
+            | Feature::ExpectedPurchases(_)
+            | Feature::Total { .. } => DataType::Float64,
             Feature::FirstSeen | Feature::LastSeen => {
                 DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
             }
@@ -271,6 +408,7 @@ mod tests {
         let count = Feature::EventCount {
             event: "purchase".into(),
             within: d,
+            filter: None,
         };
         assert_eq!(count.column_name(), "count_30d:purchase");
         assert_eq!(Feature::Property("a:b".into()).column_name(), "prop:a:b");

@@ -22,12 +22,26 @@
 //! ```text
 //! expr      := expr or expr | expr and expr | not expr | ( expr ) | condition
 //! condition := term op term | term [not] in (v, ...) | term [not] between v and v
-//!            | first_seen within 7d | did event [op N [times]] [within 30d] | @name
+//!            | first_seen within 7d | @name
+//!            | did event [where filter] [op N [times]] [within 30d]
+//! filter    := property op constant | property [not] in (c, ...)
+//!            | property [not] between c and c | ( filter and/or/not ... )
 //! op        := = | != | <> | < | <= | > | >=
 //! term      := R F M recency frequency monetary first_seen last_seen lifecycle
 //!            | r_score f_score m_score | mean(R) avg(F) ... | property | prop.name
+//!            | sum(property) [within 30d] | avg(property) [within 30d]
 //!            | prop."any name" | 30 | 19.99 | 30d 12h 2w | "text"
 //! ```
+//!
+//! `did purchase where revenue > 100 >= 2 times within 30d` counts only the
+//! events whose properties meet the filter: a name there is an event column
+//! (`revenue`, `variant`, declared properties) or a key of the `properties`
+//! JSON; a property an event lacks makes the filter unknown, so the event does
+//! not count (also under `not`). One condition follows `where` as is; several
+//! go in parentheses. `sum(revenue) within 30d >= 500` totals a numeric event
+//! column over the user's events (of any name) in the window (0 over none);
+//! `avg(...)` is their mean (NULL over none). An event name the store has
+//! never seen is an error with the nearest names.
 //!
 //! Keywords and built-in names are case-insensitive; property, event and
 //! segment names are not. `#` starts a comment. A bare name that is not a
@@ -56,7 +70,10 @@ mod timestamp;
 pub use compile::{CompileContext, MeanSource, compile};
 pub use error::{DslError, NameKind};
 pub use eval::{FeatureRow, eval, evaluate};
-pub use features::{Feature, LIFECYCLE_STAGES, LifecycleAxis, Metric, feature_schema, features};
+pub use features::{
+    Aggregate, EventFilter, Feature, LIFECYCLE_STAGES, LifecycleAxis, Literal, Metric,
+    feature_schema, features,
+};
 pub use library::{
     MAX_EXPANDED_NODES, MAX_SEGMENT_DEPTH, NamedSegment, SegmentLibrary, SegmentLibraryBuilder,
 };

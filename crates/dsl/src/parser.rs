@@ -71,6 +71,7 @@ fn is_keyword(rule: Rule) -> bool {
             | Rule::in_kw
             | Rule::within_kw
             | Rule::did_kw
+            | Rule::where_kw
             | Rule::times_kw
             | Rule::segment_kw
             | Rule::and_op
@@ -242,6 +243,7 @@ fn build_condition(pair: Pair<'_, Rule>) -> Result<Expr, DslError> {
 fn build_did(pair: Pair<'_, Rule>) -> Result<Expr, DslError> {
     let span = span_of(&pair);
     let mut event = None;
+    let mut filter = None;
     let mut count = None;
     let mut within = None;
     for part in content(pair) {
@@ -268,12 +270,17 @@ fn build_did(pair: Pair<'_, Rule>) -> Result<Expr, DslError> {
                 let term = content(part).next().ok_or_else(|| missing(part_span))?;
                 within = Some(build_term(term)?);
             }
+            Rule::did_where => {
+                let inner = content(part).next().ok_or_else(|| missing(part_span))?;
+                filter = Some(Box::new(build_primary(inner)?));
+            }
             _ => return Err(missing(part_span)),
         }
     }
     Ok(Expr {
         kind: ExprKind::Did {
             event: event.ok_or_else(|| missing(span))?,
+            filter,
             count,
             within,
         },
@@ -321,6 +328,41 @@ fn build_term(pair: Pair<'_, Rule>) -> Result<Term, DslError> {
                 node: metric.as_str().to_owned(),
                 span: span_of(&metric),
             })
+        }
+        Rule::total_call | Rule::sum_call => {
+            let mut aggregate = crate::features::Aggregate::Sum;
+            let (mut property, mut within) = (None, None);
+            for part in content(pair) {
+                match part.as_rule() {
+                    Rule::sum_fn => aggregate = crate::features::Aggregate::Sum,
+                    Rule::mean_fn => aggregate = crate::features::Aggregate::Avg,
+                    Rule::total_arg => {
+                        let arg_span = span_of(&part);
+                        let name = next(&mut part.into_inner(), arg_span)?;
+                        let node = match name.as_rule() {
+                            Rule::string => unescape(&name)?,
+                            Rule::prop_ref => {
+                                let inner = next(&mut name.into_inner(), arg_span)?;
+                                match inner.as_rule() {
+                                    Rule::string => unescape(&inner)?,
+                                    _ => inner.as_str().to_owned(),
+                                }
+                            }
+                            _ => name.as_str().to_owned(),
+                        };
+                        property = Some(Spanned {
+                            node,
+                            span: arg_span,
+                        });
+                    }
+                    _ => within = Some(Box::new(build_term(part)?)),
+                }
+            }
+            TermKind::Total {
+                aggregate,
+                property: property.ok_or_else(|| missing(span))?,
+                within,
+            }
         }
         Rule::expected_call => {
             let horizon = content(pair)
@@ -572,9 +614,13 @@ fn describe_expected(positives: &[Rule]) -> String {
             Rule::in_tail => "`in`",
             Rule::between_tail => "`between`",
             Rule::within_tail | Rule::did_within => "`within`",
+            Rule::did_where | Rule::where_kw => "`where`",
             Rule::did_count => "a count such as `>= 2`",
             Rule::mean_call
             | Rule::mean_fn
+            | Rule::sum_fn
+            | Rule::total_call
+            | Rule::sum_call
             | Rule::expected_call
             | Rule::expected_fn
             | Rule::prop_ref
@@ -588,6 +634,9 @@ fn describe_expected(positives: &[Rule]) -> String {
             }
             Rule::mean_call
             | Rule::mean_fn
+            | Rule::sum_fn
+            | Rule::total_call
+            | Rule::sum_call
             | Rule::expected_call
             | Rule::expected_fn
             | Rule::prop_ref

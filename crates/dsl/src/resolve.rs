@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use crate::ast::{self, CmpOp, Duration, ExprKind, Span, Spanned, Term, TermKind};
 use crate::error::{DslError, NameKind};
-use crate::features::{Feature, LIFECYCLE_STAGES, LifecycleAxis, Metric};
+use crate::features::{EventFilter, Feature, LIFECYCLE_STAGES, LifecycleAxis, Literal, Metric};
 use crate::library::{MAX_EXPANDED_NODES, SegmentLibrary};
 use crate::{parser, suggest, timestamp};
 
@@ -245,6 +245,8 @@ enum Ty {
     Stage,
     Text,
     Prediction,
+    /// A property's sum or mean over events.
+    Total,
 }
 
 impl Ty {
@@ -260,6 +262,7 @@ impl Ty {
             Feature::Lifecycle(_) => Ty::Stage,
             Feature::Property(_) => Ty::Text,
             Feature::PAlive | Feature::Clv | Feature::ExpectedPurchases(_) => Ty::Prediction,
+            Feature::Total { .. } => Ty::Total,
         }
     }
 
@@ -274,7 +277,7 @@ impl Ty {
                 "a lifecycle stage (new, growing, mature, veteran, active, cooling, silent, churned)"
             }
             Ty::Text => "a \"string\"",
-            Ty::Prediction => "a number (`0.3`, `200`)",
+            Ty::Prediction | Ty::Total => "a number (`0.3`, `200`)",
         }
     }
 
@@ -288,6 +291,7 @@ impl Ty {
             Ty::Stage => "a lifecycle stage",
             Ty::Text => "text",
             Ty::Prediction => "a prediction",
+            Ty::Total => "a sum or mean of a property",
         }
     }
 }
@@ -415,9 +419,16 @@ impl Ctx<'_, '_> {
             ExprKind::Within { term, window } => self.within(term, window, span),
             ExprKind::Did {
                 event,
+                filter,
                 count,
                 within,
-            } => self.did(event, count.as_ref(), within.as_ref(), span),
+            } => self.did(
+                event,
+                filter.as_deref(),
+                count.as_ref(),
+                within.as_ref(),
+                span,
+            ),
             ExprKind::SegmentRef(name) => {
                 let (body, size) = self.segments.lookup(name)?;
                 self.expanded = self.expanded.saturating_add(size);
@@ -449,13 +460,40 @@ impl Ctx<'_, '_> {
             }
             TermKind::Prop(name) => self.property(name, term.span, true),
             TermKind::ExpectedPurchases(d) => Ok(Subject::Feature(Feature::ExpectedPurchases(*d))),
+            TermKind::Total {
+                aggregate,
+                property,
+                within,
+            } => {
+                if builtin(&property.node).is_some() {
+                    return Err(type_error(
+                        property.span,
+                        format!("`{}` is a metric, not an event property", property.node),
+                        "an event property such as `revenue`",
+                        Some("`mean(R)` without a window is the mean over all users".into()),
+                    ));
+                }
+                Ok(Subject::Feature(Feature::Total {
+                    aggregate: *aggregate,
+                    property: property.node.clone(),
+                    within: within.as_deref().map(duration).transpose()?,
+                }))
+            }
             TermKind::Mean(metric) => {
+                let candidates = ["R", "F", "M", "recency", "frequency", "monetary"];
                 let feature = match builtin(&metric.node) {
                     Some(Subject::Feature(Feature::Recency)) => Metric::Recency,
                     Some(Subject::Feature(Feature::Frequency)) => Metric::Frequency,
                     Some(Subject::Feature(Feature::Monetary)) => Metric::Monetary,
+                    // `avg(revenue)`: a property's mean over the user's events.
+                    None if metric_suggestions(&metric.node, candidates).is_empty() => {
+                        return Ok(Subject::Feature(Feature::Total {
+                            aggregate: crate::features::Aggregate::Avg,
+                            property: metric.node.clone(),
+                            within: None,
+                        }));
+                    }
                     _ => {
-                        let candidates = ["R", "F", "M", "recency", "frequency", "monetary"];
                         return Err(DslError::UnknownName {
                             span: metric.span,
                             kind: NameKind::Metric,
@@ -658,15 +696,16 @@ impl Ctx<'_, '_> {
             (Ty::Count, TermKind::Number(n)) => {
                 n.as_i64().map(Value::Int).ok_or_else(|| mismatch(None))
             }
-            (Ty::Prediction, TermKind::Number(n)) => Ok(Value::Number(*n)),
-            (Ty::Count | Ty::Money | Ty::Score | Ty::Prediction, TermKind::Duration(_)) => {
-                Err(type_error(
-                    term.span,
-                    format!("`{subject}` is {}, not a duration", ty.noun()),
-                    ty.describe(),
-                    Some("durations apply to `R` (recency) and after `within`".into()),
-                ))
-            }
+            (Ty::Prediction | Ty::Total, TermKind::Number(n)) => Ok(Value::Number(*n)),
+            (
+                Ty::Count | Ty::Money | Ty::Score | Ty::Prediction | Ty::Total,
+                TermKind::Duration(_),
+            ) => Err(type_error(
+                term.span,
+                format!("`{subject}` is {}, not a duration", ty.noun()),
+                ty.describe(),
+                Some("durations apply to `R` (recency) and after `within`".into()),
+            )),
             (Ty::Money, TermKind::Number(n)) => n
                 .as_hundredths()
                 .filter(|c| c.unsigned_abs() < 10u128.pow(18))
@@ -848,6 +887,7 @@ impl Ctx<'_, '_> {
     fn did(
         &mut self,
         event: &Spanned<String>,
+        filter: Option<&ast::Expr>,
         count: Option<&(Spanned<CmpOp>, Term)>,
         within: Option<&Term>,
         span: Span,
@@ -897,6 +937,7 @@ impl Ctx<'_, '_> {
             feature: Feature::EventCount {
                 event: event.node.clone(),
                 within: within.map(duration).transpose()?,
+                filter: filter.map(event_filter).transpose()?,
             },
             op,
             rhs: Operand::Value(Value::Int(n)),
@@ -961,6 +1002,102 @@ fn stage_axis(value: &Value) -> LifecycleAxis {
     match value {
         Value::Text(s) => LifecycleAxis::of_stage(s).unwrap_or(LifecycleAxis::Tenure),
         _ => LifecycleAxis::Tenure,
+    }
+}
+
+/// A `where` condition on an event's properties: comparisons, `in` lists and
+/// `between` of a property name with constants, joined by `and`, `or`, `not`.
+fn event_filter(expr: &ast::Expr) -> Result<EventFilter, DslError> {
+    let name = |term: &Term| match &term.kind {
+        TermKind::Ident(n) | TermKind::Prop(n) => Ok(n.clone()),
+        _ => Err(type_error(
+            term.span,
+            format!("`{term}` is not an event property"),
+            "an event property such as `revenue` or `country`",
+            None,
+        )),
+    };
+    let literal = |term: &Term| match &term.kind {
+        TermKind::Number(n) => Ok(Literal::Number(*n)),
+        TermKind::String(s) => Ok(Literal::Text(s.clone())),
+        TermKind::Duration(d) => Err(type_error(
+            term.span,
+            format!("`{d}` is a duration; event properties compare with numbers or text"),
+            "a number or a \"string\"",
+            None,
+        )),
+        _ => Err(type_error(
+            term.span,
+            format!("`{term}` is not a constant"),
+            "a number or a \"string\"",
+            Some("inside `where`, a property is compared with a constant".into()),
+        )),
+    };
+    let all = |items: &[ast::Expr]| {
+        items
+            .iter()
+            .map(event_filter)
+            .collect::<Result<Vec<_>, _>>()
+    };
+    match &expr.kind {
+        ExprKind::And(items) => Ok(EventFilter::And(all(items)?)),
+        ExprKind::Or(items) => Ok(EventFilter::Or(all(items)?)),
+        ExprKind::Not(inner) => Ok(EventFilter::Not(Box::new(event_filter(inner)?))),
+        ExprKind::Compare { left, op, right } => {
+            // A constant on the left is turned around: `100 < revenue`.
+            let (property, op, value) = match name(left) {
+                Ok(p) => (p, op.node, literal(right)?),
+                Err(e) => match name(right) {
+                    Ok(p) => (p, op.node.flipped(), literal(left)?),
+                    Err(_) => return Err(e),
+                },
+            };
+            Ok(EventFilter::Compare {
+                property,
+                op,
+                value,
+            })
+        }
+        ExprKind::InList {
+            term,
+            negated,
+            items,
+        } => Ok(EventFilter::In {
+            property: name(term)?,
+            values: items.iter().map(literal).collect::<Result<_, _>>()?,
+            negated: *negated,
+        }),
+        ExprKind::Between {
+            term,
+            negated,
+            low,
+            high,
+        } => {
+            let property = name(term)?;
+            let range = EventFilter::And(vec![
+                EventFilter::Compare {
+                    property: property.clone(),
+                    op: CmpOp::Ge,
+                    value: literal(low)?,
+                },
+                EventFilter::Compare {
+                    property,
+                    op: CmpOp::Le,
+                    value: literal(high)?,
+                },
+            ]);
+            Ok(if *negated {
+                EventFilter::Not(Box::new(range))
+            } else {
+                range
+            })
+        }
+        _ => Err(type_error(
+            expr.span,
+            "inside `where`, a condition compares an event property with a constant".into(),
+            "a condition such as `revenue > 100` or `country in (\"JP\", \"CN\")`",
+            None,
+        )),
     }
 }
 

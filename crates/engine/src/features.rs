@@ -434,6 +434,7 @@ async fn population(
                 | Feature::Mean(Metric::Recency | Metric::Frequency)
                 | Feature::Property(_)
                 | Feature::EventCount { .. }
+                | Feature::Total { .. }
         )
     });
     let mut rows = Rows {
@@ -441,9 +442,12 @@ async fn population(
         idx: Vec::new(),
         weight: Vec::new(),
     };
-    let sparse = features
-        .iter()
-        .all(|f| !matches!(f, Feature::Property(_) | Feature::EventCount { .. }));
+    let sparse = features.iter().all(|f| {
+        !matches!(
+            f,
+            Feature::Property(_) | Feature::EventCount { .. } | Feature::Total { .. }
+        )
+    });
     // As of a past date (the store opened up to it, nothing before left
     // out), when users who never bought collapse into one row: the buyers'
     // pass, counting the users seen, instead of a row per user.
@@ -573,15 +577,28 @@ async fn columns(
             Feature::Property(name) => {
                 latest_property(events, name, &rows.keys, spec.as_of).await?
             }
-            Feature::EventCount { event, within } => {
+            Feature::EventCount {
+                event,
+                within,
+                filter,
+            } => {
                 event_counts(
                     events,
                     event,
                     within.map(|d| d.micros()),
+                    filter.as_ref(),
                     &rows.keys,
                     spec.as_of,
                 )
                 .await?
+            }
+            Feature::Total {
+                aggregate,
+                property,
+                within,
+            } => {
+                let window = within.map(|d| d.micros());
+                totals(events, *aggregate, property, window, &rows.keys, spec.as_of).await?
             }
             local => local_column(local, spec, stats, idx)?,
         };
@@ -880,22 +897,223 @@ async fn event_counts(
     events: &Events,
     event: &str,
     within: Option<i64>,
+    filter: Option<&tenure_dsl::EventFilter>,
     users: &[u32],
     as_of: i64,
 ) -> Result<ArrayRef> {
     let mut condition = col("event").eq(lit(event.to_string()));
     if let Some(w) = within {
-        let from = datafusion::scalar::ScalarValue::TimestampMicrosecond(
-            Some(as_of - w),
-            Some("UTC".into()),
-        );
-        condition = condition.and(col("ts").gt_eq(lit(from)));
+        condition = condition.and(since(as_of - w));
+    }
+    if let Some(f) = filter {
+        condition = condition.and(filter_expr(events, f)?);
     }
     let until = Some(as_of.saturating_add(1));
     let counts = crate::fold::totals::counts(events, "event_count", condition, until).await?;
     Ok(Arc::new(Int64Array::from_iter_values(users.iter().map(
         |&u| counts.get(u as usize).map_or(0, |&c| c as i64),
     ))))
+}
+
+/// `ts >= from`.
+fn since(from: i64) -> Expr {
+    let from =
+        datafusion::scalar::ScalarValue::TimestampMicrosecond(Some(from), Some("UTC".into()));
+    col("ts").gt_eq(lit(from))
+}
+
+/// The condition of a `did ... where` over the events table. A name is a
+/// typed column when the store has one (`revenue`, `variant`, declared
+/// properties), else a key of the `properties` JSON; a number compares as a
+/// number (exactly, against decimal and integer columns; text values are
+/// read as numbers, those that are not never match), text as text.
+pub fn filter_expr(events: &Events, filter: &tenure_dsl::EventFilter) -> Result<Expr> {
+    use tenure_dsl::EventFilter as F;
+    let all = |items: &[F]| -> Result<Vec<Expr>> {
+        items.iter().map(|i| filter_expr(events, i)).collect()
+    };
+    Ok(match filter {
+        F::And(items) => all(items)?
+            .into_iter()
+            .reduce(Expr::and)
+            .unwrap_or(lit(true)),
+        F::Or(items) => all(items)?
+            .into_iter()
+            .reduce(Expr::or)
+            .unwrap_or(lit(false)),
+        F::Not(inner) => !filter_expr(events, inner)?,
+        F::Compare {
+            property,
+            op,
+            value,
+        } => {
+            let (left, right) = operands(events, property, value)?;
+            use tenure_dsl::ast::CmpOp;
+            match op {
+                CmpOp::Eq => left.eq(right),
+                CmpOp::Ne => left.not_eq(right),
+                CmpOp::Lt => left.lt(right),
+                CmpOp::Le => left.lt_eq(right),
+                CmpOp::Gt => left.gt(right),
+                CmpOp::Ge => left.gt_eq(right),
+            }
+        }
+        F::In {
+            property,
+            values,
+            negated,
+        } => {
+            let mut left = None;
+            let mut list = Vec::new();
+            for v in values {
+                let (l, r) = operands(events, property, v)?;
+                // Every item must read the property the same way.
+                if left.as_ref().is_some_and(|x| *x != l) {
+                    return Err(EngineError::BadRequest(format!(
+                        "`{property} in (...)`: mix of numbers and text; use one kind"
+                    )));
+                }
+                left = Some(l);
+                list.push(r);
+            }
+            let left = left.ok_or_else(|| {
+                EngineError::BadRequest(format!("`{property} in ()` needs a value"))
+            })?;
+            left.in_list(list, *negated)
+        }
+    })
+}
+
+/// The two sides of `property op value` (see [`filter_expr`]).
+fn operands(events: &Events, property: &str, value: &tenure_dsl::Literal) -> Result<(Expr, Expr)> {
+    use datafusion::logical_expr::{TryCast, cast};
+    use datafusion::scalar::ScalarValue;
+    use tenure_dsl::Literal;
+    let internal = [
+        "user_key",
+        "ts",
+        "ingested_at",
+        "properties",
+        "event_id",
+        "user_id",
+    ];
+    let typed = (events.has_column(property) && !internal.contains(&property))
+        .then(|| {
+            tenure_schema::event_schema(&events.snapshot.properties)
+                .field_with_name(property)
+                .map(|f| f.data_type().clone())
+                .ok()
+        })
+        .flatten();
+    let column = match &typed {
+        Some(_) => col(property),
+        None => crate::json::prop(property),
+    };
+    let numeric = typed.as_ref().is_some_and(|t| t.is_numeric());
+    Ok(match value {
+        Literal::Number(n) if numeric => {
+            let digits = n.mantissa;
+            let decimal = ScalarValue::Decimal128(Some(digits), 38, n.scale as i8);
+            (column, lit(decimal))
+        }
+        Literal::Number(n) => {
+            let x = n.mantissa as f64 / 10f64.powi(n.scale as i32);
+            (
+                Expr::TryCast(TryCast::new(Box::new(column), DataType::Float64)),
+                lit(x),
+            )
+        }
+        Literal::Text(_) if numeric => {
+            return Err(EngineError::BadRequest(format!(
+                "`{property}` is a number in this store; compare it with a number"
+            )));
+        }
+        Literal::Text(t) => {
+            let text = match &typed {
+                Some(DataType::Utf8 | DataType::Dictionary(..)) | None => column,
+                Some(_) => cast(column, DataType::Utf8),
+            };
+            (text, lit(t.clone()))
+        }
+    })
+}
+
+/// A property summed or averaged over each user's events up to the as-of
+/// (in the window before it): `sum(revenue) within 30d`. Sums over no
+/// values are 0; means over no values are NULL. Exact for decimal and
+/// integer columns until the final division into a Float64.
+async fn totals(
+    events: &Events,
+    aggregate: tenure_dsl::Aggregate,
+    property: &str,
+    within: Option<i64>,
+    users: &[u32],
+    as_of: i64,
+) -> Result<ArrayRef> {
+    use crate::fold::totals::{PerUser, Sums, Value};
+    let schema = tenure_schema::event_schema(&events.snapshot.properties);
+    let field = schema
+        .field_with_name(property)
+        .ok()
+        .filter(|f| f.data_type().is_numeric() && f.name() != "user_key");
+    let Some(field) = field else {
+        return Err(EngineError::BadRequest(format!(
+            "{aggregate}({property}): not a numeric column of this store; sums and averages \
+             read revenue and numeric declared properties (declare `{property}` in the ingest \
+             config)"
+        )));
+    };
+    let (value, scale) = match field.data_type() {
+        DataType::Decimal128(_, s) if *s >= 0 => {
+            (Value::Exact(DataType::Decimal128(38, *s)), Some(*s as i32))
+        }
+        DataType::Float16 | DataType::Float32 | DataType::Float64 | DataType::Decimal128(..) => {
+            (Value::Float, None)
+        }
+        _ => (Value::Exact(DataType::Int64), Some(0)),
+    };
+    let present = col(property).is_not_null();
+    let condition = match within {
+        Some(w) => present.and(since(as_of - w)),
+        None => present,
+    };
+    let until = Some(as_of.saturating_add(1));
+    let fold = PerUser {
+        name: "property_total".into(),
+        input: crate::fold::FoldInput {
+            columns: vec![property.to_string()],
+            flags: vec![condition.clone()],
+            any_flag: true,
+            until,
+            ..Default::default()
+        },
+        value,
+    };
+    let sums: Vec<f64> = match (crate::fold::partial(events, fold).await?, scale) {
+        (Sums::Exact(v), Some(s)) => v.iter().map(|&x| x as f64 / 10f64.powi(s)).collect(),
+        (Sums::Float(v), None) => v,
+        _ => {
+            return Err(EngineError::Internal(
+                "property totals of the wrong kind".into(),
+            ));
+        }
+    };
+    let counts = match aggregate {
+        tenure_dsl::Aggregate::Sum => None,
+        tenure_dsl::Aggregate::Avg => {
+            Some(crate::fold::totals::counts(events, "property_count", condition, until).await?)
+        }
+    };
+    Ok(Arc::new(Float64Array::from_iter(users.iter().map(|&u| {
+        let sum = sums.get(u as usize).copied().unwrap_or(0.0);
+        match &counts {
+            None => Some(sum),
+            Some(c) => {
+                let n = c.get(u as usize).copied().unwrap_or(0);
+                (n > 0).then(|| sum / n as f64)
+            }
+        }
+    }))))
 }
 
 /// Which users of `keys` match `segment` as of their own instant `at[key]`
@@ -974,21 +1192,20 @@ pub async fn matches_as_of_each(
             Feature::Property(name) => latest_property(history, name, keys, spec.as_of).await?,
             Feature::EventCount {
                 event,
-                within: None,
-            } => event_counts(history, event, None, keys, spec.as_of).await?,
-            Feature::EventCount {
-                event,
-                within: Some(d),
+                within,
+                filter,
             } => {
                 // The window ends at each user's own instant.
-                let span = d.micros();
-                let window = Events {
-                    since: Some(Arc::new(
-                        at.iter().map(|&t| t.saturating_sub(span)).collect(),
-                    )),
-                    ..history.clone()
-                };
-                event_counts(&window, event, None, keys, spec.as_of).await?
+                let window = window_before_each(history, at, *within);
+                event_counts(&window, event, None, filter.as_ref(), keys, spec.as_of).await?
+            }
+            Feature::Total {
+                aggregate,
+                property,
+                within,
+            } => {
+                let window = window_before_each(history, at, *within);
+                totals(&window, *aggregate, property, None, keys, spec.as_of).await?
             }
             other => {
                 return Err(EngineError::BadRequest(format!(
@@ -1004,6 +1221,27 @@ pub async fn matches_as_of_each(
     }
     let table = RecordBatch::try_new(Arc::new(Schema::new(fields)), cols)?;
     keys_matching(table, &segment.expr, at.len()).await
+}
+
+/// `history` from `within` before each user's own instant (all of it
+/// without a window).
+fn window_before_each(
+    history: &Events,
+    at: &[i64],
+    within: Option<tenure_dsl::ast::Duration>,
+) -> Events {
+    match within {
+        None => history.clone(),
+        Some(d) => {
+            let span = d.micros();
+            Events {
+                since: Some(Arc::new(
+                    at.iter().map(|&t| t.saturating_sub(span)).collect(),
+                )),
+                ..history.clone()
+            }
+        }
+    }
 }
 
 /// The users of a feature table (`user_key` first) for which `expr` holds,
@@ -1062,8 +1300,19 @@ pub fn catalog(events: &Events) -> tenure_dsl::Catalog {
                 .chain(["variant".to_string()])
                 .collect(),
         ),
-        events: None,
+        events: event_names(events),
     }
+}
+
+/// Every event name in the store, from the manifest's per-file lists (the
+/// whole store, not only the files in range: a name misspelt is misspelt
+/// whatever the range); `None` when a file predates those lists.
+pub fn event_names(events: &Events) -> Option<BTreeSet<String>> {
+    let mut names = BTreeSet::new();
+    for file in &events.snapshot.files {
+        names.extend(file.events.as_ref()?.iter().cloned());
+    }
+    Some(names)
 }
 
 /// The store's users dictionary as a table (`user_key`, `user_id`), read with

@@ -175,6 +175,7 @@ impl Events {
         // Parquet filter pushdown (late materialization) was measured on the
         // purchases-only scan and the funnel: no gain in CPU time, so it stays off.
         let ctx = SessionContext::new_with_config(config);
+        ctx.register_udf(crate::json::prop_udf().as_ref().clone());
         // Files are addressed under a private scheme mapped to this store, so a
         // local directory, a memory store and a bucket prefix all look alike.
         let registered = store_url(&store.url);

@@ -188,6 +188,7 @@ fn engine_features(
             Feature::EventCount {
                 event: "purchase".into(),
                 within,
+                filter: None,
             },
         ]
         .into();

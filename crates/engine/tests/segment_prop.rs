@@ -145,7 +145,7 @@ fn row(u: &User, seg: &Segment) -> FeatureRow {
         r.properties.insert("country".into(), c.into());
     }
     for f in &seg.features {
-        if let Feature::EventCount { event, within } = f {
+        if let Feature::EventCount { event, within, .. } = f {
             r.event_counts
                 .insert((event.clone(), *within), u.purchases_30d);
         }

@@ -128,6 +128,7 @@ fn compact_files(
                 min_ts,
                 max_ts,
                 txn: txn.clone(),
+                events: Some(crate::parquet_out::event_names(&part)?),
             });
             off += len;
         }

@@ -51,6 +51,24 @@ pub fn writer_properties(cfg: &IngestConfig, schema: &Schema) -> WriterPropertie
         .build()
 }
 
+/// The distinct event names of a batch, sorted: recorded per file in the
+/// manifest.
+pub fn event_names(batch: &RecordBatch) -> Result<Vec<String>, IngestError> {
+    let Some(column) = batch.column_by_name(columns::EVENT) else {
+        return Ok(Vec::new());
+    };
+    let text = arrow_cast::cast(column, &arrow_schema::DataType::Utf8)?;
+    let mut names = std::collections::BTreeSet::new();
+    let mut last = None;
+    for name in text.as_string::<i32>().iter().flatten() {
+        if last != Some(name) {
+            names.insert(name);
+            last = Some(name);
+        }
+    }
+    Ok(names.into_iter().map(String::from).collect())
+}
+
 /// Sorts a batch by `(user_key, ts)`, the order per-user passes read in.
 pub fn sort_batch(batch: &RecordBatch) -> Result<RecordBatch, IngestError> {
     sort_batches(std::slice::from_ref(batch))

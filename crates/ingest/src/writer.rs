@@ -136,6 +136,7 @@ fn run(
             min_ts,
             max_ts,
             txn: txn.clone(),
+            events: Some(crate::parquet_out::event_names(&sorted)?),
         });
     }
     Ok(files)

@@ -299,6 +299,7 @@ fn tiny_file(v: u64) -> FileEntry {
         min_ts: v as i64,
         max_ts: v as i64,
         txn: format!("t{v}"),
+        events: None,
     }
 }
 

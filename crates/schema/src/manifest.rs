@@ -115,6 +115,11 @@ pub struct FileEntry {
     pub max_ts: i64,
     /// Transaction that wrote it.
     pub txn: String,
+    /// The distinct event names in the file, sorted (`None` for files
+    /// committed before they were recorded): the store's event names without
+    /// a scan, so a segment naming an unknown event gets a suggestion.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events: Option<Vec<String>>,
 }
 
 /// One ingested input, recorded so that ingesting it again adds nothing.
@@ -570,6 +575,7 @@ mod tests {
             min_ts: 0,
             max_ts: 1,
             txn: "t".into(),
+            events: None,
         }
     }
 

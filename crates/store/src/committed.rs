@@ -319,6 +319,7 @@ mod tests {
             min_ts: 0,
             max_ts: 0,
             txn: "t".into(),
+            events: None,
         }
     }
 
