@@ -179,7 +179,10 @@ fn conditions_json_and_table_views() {
 
 #[test]
 fn breakdown_by_segment() {
-    // Buyers (F >= 1) are everyone who entered but u15 and u16 (README).
+    // Read as of each user's entry, over the events before it: nobody in
+    // the fixture bought before viewing (README), so everyone who entered
+    // is "not in" (evaluated at the end of the range, as before, the
+    // buyers the funnel itself made were "in" and converted 100 %).
     let dir = store();
     let mut args = STEPS.to_vec();
     args.extend_from_slice(&["--by-segment", "F >= 1"]);
@@ -198,12 +201,9 @@ fn breakdown_by_segment() {
     assert_eq!(
         got,
         [
-            "in: F >= 1,1,view_item,13",
-            "in: F >= 1,2,add_to_cart,13",
-            "in: F >= 1,3,purchase,11",
-            "not in: F >= 1,1,view_item,2",
-            "not in: F >= 1,2,add_to_cart,2",
-            "not in: F >= 1,3,purchase,0",
+            "not in: F >= 1,1,view_item,15",
+            "not in: F >= 1,2,add_to_cart,15",
+            "not in: F >= 1,3,purchase,11",
         ]
     );
     let mut args = STEPS.to_vec();
@@ -211,6 +211,78 @@ fn breakdown_by_segment() {
     let out = funnel(dir.path(), &args);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains('^'));
+}
+
+#[test]
+fn segment_breakdown_never_looks_ahead() {
+    // a: first purchase right after entering (not a buyer at entry);
+    // b: bought before, enters, buys again; c: enters, never buys;
+    // d: bought before, enters, does not buy.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("events.ndjson");
+    let rows = [
+        ("a1", "a", "view_item", "2026-03-01T10:00:00Z"),
+        ("a2", "a", "purchase", "2026-03-01T11:00:00Z"),
+        ("b1", "b", "purchase", "2026-02-20T10:00:00Z"),
+        ("b2", "b", "view_item", "2026-03-02T10:00:00Z"),
+        ("b3", "b", "purchase", "2026-03-02T12:00:00Z"),
+        ("c1", "c", "view_item", "2026-03-03T10:00:00Z"),
+        ("d1", "d", "purchase", "2026-02-25T10:00:00Z"),
+        ("d2", "d", "view_item", "2026-03-04T10:00:00Z"),
+    ];
+    let text: Vec<String> = rows
+        .iter()
+        .map(|(id, u, e, ts)| {
+            format!(
+                r#"{{"event_id":"{id}","user_id":"{u}","event":"{e}","ts":"{ts}","revenue":1}}"#
+            )
+        })
+        .collect();
+    std::fs::write(&file, text.join("\n")).unwrap();
+    let store = dir.path().join("store");
+    let st = tenure()
+        .arg("ingest")
+        .arg(&file)
+        .arg("--to")
+        .arg(&store)
+        .output()
+        .unwrap();
+    assert!(st.status.success());
+    for range in [&[][..], &["--from", "2026-03-01"][..]] {
+        let mut args = vec![
+            "--steps",
+            "view_item,purchase",
+            "--window",
+            "1d",
+            "--format",
+            "csv",
+            "--by-segment",
+            "F >= 1",
+        ];
+        args.extend_from_slice(range);
+        let out = funnel(&store, &args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        let got: Vec<String> = text
+            .lines()
+            .skip(1)
+            .map(|l| l.split(',').take(4).collect::<Vec<_>>().join(","))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                "in: F >= 1,1,view_item,2",
+                "in: F >= 1,2,purchase,1",
+                "not in: F >= 1,1,view_item,2",
+                "not in: F >= 1,2,purchase,1",
+            ],
+            "{range:?}"
+        );
+    }
 }
 
 #[test]

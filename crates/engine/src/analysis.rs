@@ -256,7 +256,7 @@ impl FunnelOptions {
             .await?;
         let mut spec = self.spec(&events, scope.from, scope.to)?;
         if let Some(expr) = &self.by_segment {
-            spec.user_groups = Some(self.segment_groups(scope, expr, spec.entry_to).await?);
+            spec.user_groups = Some(self.segment_groups(scope, expr, &spec).await?);
         }
         let (rows, hist) = crate::funnel::funnel(&events, &spec).await?;
         Ok(if self.histogram {
@@ -268,31 +268,92 @@ impl FunnelOptions {
     }
 
     /// Each user's group for `--by-segment`: 0 in the segment, 1 not, as of
-    /// the end of the entry range.
+    /// the user's entry (their first step-1 event in the entry range), over
+    /// their events before it: a purchase at or after entry cannot put a
+    /// user in `@champions`. Users who never enter are in no group.
     async fn segment_groups(
         &self,
         scope: &Scope,
         expr: &str,
-        entry_to: Option<i64>,
+        spec: &crate::funnel::FunnelSpec,
     ) -> Result<(Vec<u32>, Vec<String>)> {
-        // The segment sees the whole history up to the end of the entry range.
-        let at = Scope {
-            as_of: entry_to,
-            ..scope.clone()
-        };
-        let (events, as_of) = at.open_as_of().await?;
         let segment = SegmentOptions {
             expr: expr.to_string(),
             segments: self.segments.clone(),
             purchase_event: PurchaseSpec::default().event,
         };
-        let (seg, spec) = segment.compile(&events, as_of)?;
-        let matches = crate::abtest::segment_matches(&events, &seg, &spec).await?;
+        let (entry, matches) =
+            segment_as_of_each(scope, &segment, entry_condition(spec), spec.entry_to).await?;
+        let groups = entry
+            .iter()
+            .zip(&matches)
+            .map(|(&t, &m)| {
+                if t == crate::userstats::NEVER {
+                    u32::MAX
+                } else {
+                    u32::from(!m)
+                }
+            })
+            .collect();
         Ok((
-            matches.iter().map(|&m| u32::from(!m)).collect(),
+            groups,
             vec![format!("in: {expr}"), format!("not in: {expr}")],
         ))
     }
+}
+
+/// The condition of a funnel's step-1 events (in the entry range).
+fn entry_condition(spec: &crate::funnel::FunnelSpec) -> datafusion::logical_expr::Expr {
+    use datafusion::logical_expr::{col, lit};
+    let step = &spec.steps[0];
+    let mut c = col("event").eq(lit(step.event.clone()));
+    if let Some(extra) = &step.condition {
+        c = c.and(extra.clone());
+    }
+    let at = |t: i64| {
+        lit(datafusion::scalar::ScalarValue::TimestampMicrosecond(
+            Some(t),
+            Some("UTC".into()),
+        ))
+    };
+    if let Some(from) = spec.entry_from {
+        c = c.and(col("ts").gt_eq(at(from)));
+    }
+    if let Some(to) = spec.entry_to {
+        c = c.and(col("ts").lt(at(to)));
+    }
+    c
+}
+
+/// Each user's first event meeting `start` (before `until`; NEVER for none),
+/// and whether the user matches `segment` as of that instant, over their
+/// events before it (the whole history, also before the scope's range; the
+/// match is false for users without such an event). Indexed by user key.
+pub(crate) async fn segment_as_of_each(
+    scope: &Scope,
+    segment: &SegmentOptions,
+    start: datafusion::logical_expr::Expr,
+    until: Option<i64>,
+) -> Result<(Vec<i64>, Vec<bool>)> {
+    use crate::userstats::NEVER;
+    let events = scope.open_range(None, until).await?;
+    let first = crate::fold::totals::first_times(&events, start, None).await?;
+    let (_, max_ts) = events.ts_range.ok_or_else(|| events.empty_error())?;
+    let (seg, spec) = segment.compile(&events, max_ts)?;
+    let before: Vec<i64> = first
+        .iter()
+        .map(|&t| if t == NEVER { i64::MIN } else { t })
+        .collect();
+    let history = Events {
+        before: Some(std::sync::Arc::new(before.clone())),
+        ..events.clone()
+    };
+    let keys: Vec<u32> = (0..first.len() as u32)
+        .filter(|&k| first[k as usize] != NEVER)
+        .collect();
+    let matches =
+        crate::features::matches_as_of_each(&history, &seg, &before, &keys, &spec).await?;
+    Ok((first, matches))
 }
 
 /// The segment files `files` (`@name = expr` definitions), parsed and

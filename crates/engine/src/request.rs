@@ -346,8 +346,9 @@ pub struct FunnelOptions {
     #[serde(default)]
     pub hold: Option<String>,
     /// Break down by a segment instead: users in it vs not (segment language,
-    /// see `tenure segment`), evaluated as of the end of the entry range
-    /// (--to, else the newest event).
+    /// see `tenure segment`), evaluated as of each user's entry (their first
+    /// step-1 event in range) over their events before it, so the funnel's
+    /// own purchases never put a user in `F >= 1`.
     #[arg(long, value_name = "EXPR", conflicts_with = "by")]
     #[serde(default)]
     pub by_segment: Option<String>,

@@ -35,11 +35,42 @@ pub(crate) async fn counts(
     }
 }
 
+/// Per user key, the time (UTC µs) of the first row (in range, before
+/// `until`) where `condition` holds; [`crate::userstats::NEVER`] for none.
+pub(crate) async fn first_times(
+    events: &Events,
+    condition: Expr,
+    until: Option<i64>,
+) -> Result<Vec<i64>> {
+    let fold = PerUser {
+        name: "first_time".into(),
+        input: super::FoldInput {
+            flags: vec![condition],
+            any_flag: true,
+            until,
+            ..Default::default()
+        },
+        value: Value::First,
+    };
+    match super::partial(events, fold).await? {
+        Sums::Exact(v) => Ok(v
+            .into_iter()
+            .map(|t| i64::try_from(t).unwrap_or(crate::userstats::NEVER))
+            .collect()),
+        Sums::Float(_) => Err(EngineError::Internal(
+            "first times came out as floats".into(),
+        )),
+    }
+}
+
 /// What [`PerUser`] adds up per user.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub(crate) enum Value {
     /// Rows (those with the flag).
     Count,
+    /// The earliest `ts` of the rows (those with the flag); `i128::MAX` for
+    /// none.
+    First,
     /// The column (cast to this type: `Decimal128(38, s)`, `Int64` or `Float64`).
     Exact(#[serde(with = "data_type")] DataType),
     Float,
@@ -88,6 +119,7 @@ impl super::UserFold for PerUser {
         let n = (keys.end - keys.start) as usize;
         let sums = match self.value {
             Value::Float => Sums::Float(vec![0.0; n]),
+            Value::First => Sums::Exact(vec![i128::MAX; n]),
             _ => Sums::Exact(vec![0; n]),
         };
         (keys.start, sums)
@@ -109,6 +141,12 @@ impl super::UserFold for PerUser {
             (Value::Count, Sums::Exact(c)) => {
                 for &k in keys {
                     c[(k - *lo) as usize] += 1;
+                }
+            }
+            (Value::First, Sums::Exact(c)) => {
+                for (&k, &t) in keys.iter().zip(rows.ts()) {
+                    let first = &mut c[(k - *lo) as usize];
+                    *first = (*first).min(i128::from(t));
                 }
             }
             (Value::Exact(t), Sums::Exact(s)) => {
