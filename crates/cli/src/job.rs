@@ -197,6 +197,7 @@ impl Spec {
             Spec::Funnel(o) => &mut o.segments,
             Spec::Rfm(o) => &mut o.segments,
             Spec::Segment(o) => &mut o.segments,
+            Spec::Retention(o) => &mut o.segment_files,
             _ => return,
         };
         for f in files.iter_mut() {
@@ -218,7 +219,16 @@ impl Spec {
             Spec::Segment(o) => o.compute(scope).await?,
             Spec::Stickiness(o) => o.compute(scope).await?,
             Spec::Clv(o) => o.compute(scope).await?,
-            Spec::Rfm(o) => o.compute(scope).await?,
+            // RFM reads each customer's whole history up to the as-of
+            // whatever the job's range (queries/rfm_refresh.toml); its
+            // window is the `lookback` key.
+            Spec::Rfm(o) => {
+                let whole = Scope {
+                    from: None,
+                    ..scope.clone()
+                };
+                o.compute(&whole).await?
+            }
         };
         Ok(Computed {
             rows: output::rows_of(&answer.table)?,

@@ -298,3 +298,46 @@ fn stickiness_matches_the_hand_worked_table_in_the_cli_sql_and_jobs() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Week-0 cohort sizes (`cohort,size`) of a retention run.
+fn cohort_sizes(store: &Path, args: &[&str]) -> Vec<String> {
+    run(store, args)
+        .lines()
+        .filter(|l| l.starts_with("cohort,"))
+        .map(|l| l.split(',').collect::<Vec<_>>())
+        .filter(|c| c[3] == "0")
+        .map(|c| format!("{},{}", c[2], c[5]))
+        .collect()
+}
+
+#[test]
+fn segment_filter_reads_each_cohort_start_without_looking_ahead() {
+    let dir = store();
+    // Cohorts by first purchase: a and c in the week of 03-16, d in the week
+    // of 03-30 (fixtures/retention/README.md).
+    let all = ["2026-03-16,2", "2026-03-30,1"];
+    let sizes = |segment: &str| {
+        cohort_sizes(
+            dir.path(),
+            &["--start-event", "purchase", "--segment", segment],
+        )
+        .into_iter()
+        .filter(|c| !c.ends_with(",0"))
+        .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        cohort_sizes(dir.path(), &["--start-event", "purchase"])
+            .into_iter()
+            .filter(|c| !c.ends_with(",0"))
+            .collect::<Vec<_>>(),
+        all
+    );
+    // Before 03-16 00:00, a had viewed (03-09) and c had not; before 03-30
+    // 00:00, d had only signed up.
+    assert_eq!(sizes("did view"), ["2026-03-16,1"]);
+    assert_eq!(sizes("did signup"), all);
+    // Nobody had bought before their first purchase's week began: read at
+    // the end of the data, everyone would be a buyer.
+    assert!(sizes("F >= 1").is_empty());
+    assert_eq!(sizes("not F >= 1"), all);
+}

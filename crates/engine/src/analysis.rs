@@ -134,6 +134,10 @@ impl RetentionOptions {
     pub async fn compute(&self, scope: &Scope) -> Result<Answer> {
         let events = scope.open().await?;
         let spec = self.spec(&events, scope.tz, scope.as_of).await?;
+        let events = match &self.segment {
+            Some(expr) => self.members_only(scope, events, &spec, expr).await?,
+            None => events,
+        };
         let fold = crate::retention::RetentionFold::new(&events, &spec)?;
         let batches = crate::fold::run(&events, fold).await?;
         Ok(Table::new(crate::retention::schema(), batches).into())
@@ -283,7 +287,8 @@ impl FunnelOptions {
             purchase_event: PurchaseSpec::default().event,
         };
         let (entry, matches) =
-            segment_as_of_each(scope, &segment, entry_condition(spec), spec.entry_to).await?;
+            segment_as_of_each(scope, &segment, entry_condition(spec), spec.entry_to, |t| t)
+                .await?;
         let groups = entry
             .iter()
             .zip(&matches)
@@ -326,7 +331,7 @@ fn entry_condition(spec: &crate::funnel::FunnelSpec) -> datafusion::logical_expr
 }
 
 /// Each user's first event meeting `start` (before `until`; NEVER for none),
-/// and whether the user matches `segment` as of that instant, over their
+/// and whether the user matches `segment` as of `instant(first)`, over their
 /// events before it (the whole history, also before the scope's range; the
 /// match is false for users without such an event). Indexed by user key.
 pub(crate) async fn segment_as_of_each(
@@ -334,6 +339,7 @@ pub(crate) async fn segment_as_of_each(
     segment: &SegmentOptions,
     start: datafusion::logical_expr::Expr,
     until: Option<i64>,
+    instant: impl Fn(i64) -> i64,
 ) -> Result<(Vec<i64>, Vec<bool>)> {
     use crate::userstats::NEVER;
     let events = scope.open_range(None, until).await?;
@@ -342,7 +348,7 @@ pub(crate) async fn segment_as_of_each(
     let (seg, spec) = segment.compile(&events, max_ts)?;
     let before: Vec<i64> = first
         .iter()
-        .map(|&t| if t == NEVER { i64::MIN } else { t })
+        .map(|&t| if t == NEVER { i64::MIN } else { instant(t) })
         .collect();
     let history = Events {
         before: Some(std::sync::Arc::new(before.clone())),
@@ -354,6 +360,54 @@ pub(crate) async fn segment_as_of_each(
     let matches =
         crate::features::matches_as_of_each(&history, &seg, &before, &keys, &spec).await?;
     Ok((first, matches))
+}
+
+impl RetentionOptions {
+    /// `events` with only the users who match `expr` as of their cohort's
+    /// start (the start of the period of their first start event in range)
+    /// over their events before it; the others' rows are dropped by the scan
+    /// (a per-user bound before every event).
+    async fn members_only(
+        &self,
+        scope: &Scope,
+        events: Events,
+        spec: &crate::retention::RetentionSpec,
+        expr: &str,
+    ) -> Result<Events> {
+        use datafusion::logical_expr::{col, lit};
+        let (min_ts, max_ts) = events.ts_range.ok_or_else(|| events.empty_error())?;
+        let cal = crate::calendar::Calendar::new(spec.period, spec.tz, min_ts, max_ts)?;
+        let at = |t: i64| {
+            lit(datafusion::scalar::ScalarValue::TimestampMicrosecond(
+                Some(t),
+                Some("UTC".into()),
+            ))
+        };
+        let mut start = spec.start.clone().unwrap_or(lit(true));
+        if let Some(from) = scope.from {
+            start = start.and(col("ts").gt_eq(at(from)));
+        }
+        let segment = SegmentOptions {
+            expr: expr.to_string(),
+            segments: self.segment_files.clone(),
+            purchase_event: PurchaseSpec::default().event,
+        };
+        let cohort_start = |t: i64| {
+            cal.period_of(t)
+                .map_or(t, |p| cal.day_start_of_period(p as usize))
+        };
+        let (first, matches) =
+            segment_as_of_each(scope, &segment, start, scope.to, cohort_start).await?;
+        let bounds: Vec<i64> = first
+            .iter()
+            .zip(&matches)
+            .map(|(_, &m)| if m { i64::MAX } else { i64::MIN })
+            .collect();
+        Ok(Events {
+            before: Some(Arc::new(bounds)),
+            ..events
+        })
+    }
 }
 
 /// The segment files `files` (`@name = expr` definitions), parsed and

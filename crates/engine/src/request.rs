@@ -72,6 +72,16 @@ pub struct RetentionOptions {
     /// (e.g. variant, country).
     #[arg(long, value_name = "COLUMN")]
     pub by: Option<String>,
+    /// Only users matching this segment expression (see `tenure segment`)
+    /// as of their cohort's start, over their events before it (never
+    /// looking ahead: `F >= 1` keeps users who had bought before their
+    /// cohort's period began).
+    #[arg(long, value_name = "EXPR")]
+    pub segment: Option<String>,
+    /// Segment files defining @names for --segment (repeatable).
+    #[arg(long = "segments", value_name = "FILE")]
+    #[serde(rename = "segments")]
+    pub segment_files: Vec<String>,
 }
 
 impl RetentionOptions {
