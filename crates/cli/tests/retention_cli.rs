@@ -341,3 +341,44 @@ fn segment_filter_reads_each_cohort_start_without_looking_ahead() {
     assert!(sizes("F >= 1").is_empty());
     assert_eq!(sizes("not F >= 1"), all);
 }
+
+#[test]
+fn weekly_cohorts_read_by_day() {
+    let dir = store();
+    let csv = run(dir.path(), &["--period", "week", "--read", "day"]);
+    let cell = |cohort: &str, k: u32| -> String {
+        csv.lines()
+            .find(|l| l.starts_with(&format!("cohort,,{cohort},{k},")))
+            .map(|l| l.split(',').skip(5).take(3).collect::<Vec<_>>().join(","))
+            .unwrap_or_default()
+    };
+    // Week of 03-02: a (03-02), b (03-03), c (03-08); a returns on day 7
+    // (03-09) and day 20 (03-22), c on day 8 (03-16), each from their own
+    // first day.
+    assert_eq!(cell("2026-03-02", 0), "3,3,1.0");
+    assert_eq!(cell("2026-03-02", 1), "3,0,0.0");
+    assert_eq!(cell("2026-03-02", 7), "3,1,0.3333333333333333");
+    assert_eq!(cell("2026-03-02", 8), "3,1,0.3333333333333333");
+    assert_eq!(cell("2026-03-02", 20), "3,1,0.3333333333333333");
+    // Week of 03-23: d and e (both 03-23); e is back on day 1. Day 2 of a
+    // member who started on the week's last day (03-29) is 03-31, after the
+    // data's end: incomplete, never a low number.
+    assert_eq!(cell("2026-03-23", 1), "2,1,0.5");
+    assert_eq!(cell("2026-03-23", 2), "2,,");
+    let table = tenure()
+        .args(["retention", "--data"])
+        .arg(dir.path())
+        .args(["--period", "week", "--read", "day"])
+        .output()
+        .unwrap();
+    let head = String::from_utf8_lossy(&table.stdout);
+    assert!(head.lines().next().unwrap().contains("D7"), "{head}");
+    let bad = tenure()
+        .args(["retention", "--data"])
+        .arg(dir.path())
+        .args(["--period", "week", "--read", "month"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("finer than the cohorts'"));
+}

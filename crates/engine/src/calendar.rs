@@ -10,7 +10,9 @@ use crate::{EngineError, Result};
 pub const DAY_MICROS: i64 = 86_400_000_000;
 
 /// A calendar period.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Period {
     /// A calendar day.

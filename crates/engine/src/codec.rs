@@ -421,6 +421,7 @@ mod tests {
             mode: Mode::Bracket(vec![(0, 0), (1, 3)]),
             as_of: Some(max_ts),
             by: None,
+            read: None,
         };
         fold_trip(
             &events,

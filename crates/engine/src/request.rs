@@ -72,6 +72,11 @@ pub struct RetentionOptions {
     /// (e.g. variant, country).
     #[arg(long, value_name = "COLUMN")]
     pub by: Option<String>,
+    /// Read returns at a finer period than the cohorts (`--period week
+    /// --read day`): column k is the k-th day after each user's own first
+    /// start day, so weekly cohorts show D1, D7, ... retention.
+    #[arg(long, value_name = "PERIOD")]
+    pub read: Option<String>,
     /// Only users matching this segment expression (see `tenure segment`)
     /// as of their cohort's start, over their events before it (never
     /// looking ahead: `F >= 1` keeps users who had bought before their
@@ -798,6 +803,7 @@ impl RetentionOptions {
             mode: crate::retention::Mode::parse(&self.mode, self.brackets.as_deref())?,
             as_of,
             by: self.by.clone(),
+            read: self.read.as_deref().map(str::parse).transpose()?,
         })
     }
 }

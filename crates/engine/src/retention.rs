@@ -103,6 +103,10 @@ pub struct RetentionSpec {
     pub as_of: Option<i64>,
     /// Split cohorts by this column's value at each user's first start event.
     pub by: Option<String>,
+    /// Read returns at this finer period (`--period week --read day`):
+    /// cohorts stay weeks or months, and column k is the k-th day (or week)
+    /// after each user's own first start day. `None`: the cohort period.
+    pub read: Option<Period>,
 }
 
 /// One row of the result.
@@ -214,15 +218,25 @@ impl Counts {
         }
     }
 
-    /// Counts one user with these start and return bits.
+    /// Counts one user with these start and return bits (`n` periods of
+    /// bits); `cohort_of` maps the first start period to the user's cohort
+    /// when cohorts are coarser than the bits (`--read`).
     #[inline]
-    fn user(&mut self, start: &[u64], ret: &[u64], n: usize, mode: &Mode) {
+    fn user(
+        &mut self,
+        start: &[u64],
+        ret: &[u64],
+        n: usize,
+        mode: &Mode,
+        cohort_of: Option<&[usize]>,
+    ) {
         let Some(c) = first_bit(start) else {
             return;
         };
-        let w = self.cells.len() / n.max(1);
-        self.sizes[c] += 1;
-        let row = &mut self.cells[c * w..(c + 1) * w];
+        let cohort = cohort_of.map_or(c, |m| m[c]);
+        let w = self.cells.len() / self.sizes.len().max(1);
+        self.sizes[cohort] += 1;
+        let row = &mut self.cells[cohort * w..(cohort + 1) * w];
         match mode {
             Mode::NDay => {
                 for (k, cell) in row.iter_mut().enumerate().take(n - c) {
@@ -258,21 +272,45 @@ impl Counts {
 
     /// Cohort rows then average rows.
     fn rows(&self, cal: &Calendar, mode: &Mode, as_of: i64) -> Vec<RetentionRow> {
-        let n = cal.periods();
+        self.rows_read(cal, None, mode, as_of)
+    }
+
+    /// Cohort rows then average rows; with `read` (the finer calendar of the
+    /// bits and the cohort of each of its periods), columns count read
+    /// periods from each user's own start, and a cell is complete when the
+    /// cohort's last member has had its column.
+    fn rows_read(
+        &self,
+        cal: &Calendar,
+        read: Option<(&Calendar, &[usize])>,
+        mode: &Mode,
+        as_of: i64,
+    ) -> Vec<RetentionRow> {
+        let n = read.map_or(cal.periods(), |(r, _)| r.periods());
         let columns = columns_of(mode, n);
         let w = columns.len();
         let mut rows = Vec::new();
         let mut avg_size = vec![0u64; w];
         let mut avg_users = vec![0u64; w];
-        for c in 0..n {
+        for c in 0..cal.periods() {
             let size = self.sizes[c];
+            // The cohort's first and last periods of bits.
+            let (first, last_start) = match read {
+                None => (c, c),
+                Some((_, of)) => {
+                    let mut mine = (0..n).filter(|&p| of[p] == c);
+                    let Some(first) = mine.next() else { continue };
+                    (first, mine.last().unwrap_or(first))
+                }
+            };
+            let end_cal = read.map_or(cal, |(r, _)| r);
             for (j, &(lo, hi)) in columns.iter().enumerate() {
-                let last = c + hi as usize;
-                if c + lo as usize >= n {
+                let last = last_start + hi as usize;
+                if first + lo as usize >= n {
                     break;
                 }
                 // A cell is complete when its last period has ended by `as_of`.
-                let complete = last < n && cal.end_utc(last) <= as_of;
+                let complete = last < n && end_cal.end_utc(last) <= as_of;
                 let users = self.cells[c * w + j];
                 if complete {
                     avg_size[j] += size;
@@ -326,7 +364,7 @@ pub fn grouped(
     let mut counts = vec![Counts::new(n, w); groups];
     for u in 0..act.users {
         let Some(g) = group_of(u) else { continue };
-        counts[g].user(act.start_of(u), act.return_of(u), n, mode);
+        counts[g].user(act.start_of(u), act.return_of(u), n, mode, None);
     }
     counts.iter().map(|c| c.rows(cal, mode, as_of)).collect()
 }
@@ -337,6 +375,9 @@ pub fn grouped(
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct RetentionFold {
     cal: Calendar,
+    /// With `--read`: the finer calendar of the bits, and the cohort of each
+    /// of its periods.
+    read: Option<(Calendar, Vec<usize>)>,
     mode: Mode,
     as_of: i64,
     #[serde(with = "crate::codec::opt_expr")]
@@ -358,8 +399,30 @@ impl RetentionFold {
                 "cannot break down by `{by}`: not a column of the events table (try variant, event or a declared property)"
             )));
         }
+        let read = match spec.read {
+            Some(p) if p == spec.period => None,
+            Some(p) if p < spec.period => {
+                let r = Calendar::new(p, spec.tz, min_ts, max_ts)?;
+                let of = (0..r.periods())
+                    .map(|q| {
+                        cal.period_of(r.day_start_of_period(q))
+                            .map_or(0, |c| c as usize)
+                    })
+                    .collect();
+                Some((r, of))
+            }
+            Some(p) => {
+                return Err(EngineError::BadRequest(format!(
+                    "--read {}: returns are read at a period finer than the cohorts' ({})",
+                    period_name(p),
+                    period_name(spec.period)
+                )));
+            }
+            None => None,
+        };
         Ok(Self {
             as_of: spec.as_of.unwrap_or_else(|| cal.end_of_day(max_ts)),
+            read,
             cal,
             mode: spec.mode.clone(),
             start: spec.start.clone(),
@@ -370,6 +433,12 @@ impl RetentionFold {
 
     fn separate(&self) -> bool {
         self.start.is_some() || self.ret.is_some()
+    }
+
+    /// The calendar of the per-user bits: the read period's, else the
+    /// cohorts'.
+    fn bits(&self) -> &Calendar {
+        self.read.as_ref().map_or(&self.cal, |(r, _)| r)
     }
 }
 
@@ -414,7 +483,7 @@ impl crate::fold::UserFold for RetentionFold {
 
     fn start(&self, keys: std::ops::Range<u32>) -> RetentionState {
         let users = (keys.end - keys.start) as usize;
-        let n = self.cal.periods();
+        let n = self.bits().periods();
         RetentionState {
             lo: keys.start,
             start: PeriodBits::new(users, n),
@@ -436,7 +505,7 @@ impl crate::fold::UserFold for RetentionFold {
     fn update(&self, st: &mut RetentionState, rows: &crate::fold::Rows<'_>) -> DfResult<()> {
         let (keys, ts) = (rows.keys(), rows.ts());
         let lo = st.lo as usize;
-        let cal = &self.cal;
+        let cal = self.bits();
         // Flags: the start condition, then the return condition, if given.
         let s = self.start.is_some().then(|| rows.flag(0));
         let r = self
@@ -506,8 +575,10 @@ impl crate::fold::UserFold for RetentionFold {
     }
 
     fn finish(&self, st: RetentionState) -> DfResult<RetentionCounts> {
-        let n = self.cal.periods();
+        let n = self.bits().periods();
         let w = columns_of(&self.mode, n).len();
+        let cohorts = self.cal.periods();
+        let cohort_of = self.read.as_ref().map(|(_, of)| of.as_slice());
         let users = st.start.users();
         let labels: Vec<String> = st
             .values
@@ -515,7 +586,7 @@ impl crate::fold::UserFold for RetentionFold {
             .iter()
             .map(|v| v.clone().unwrap_or_else(|| NONE_LABEL.to_string()))
             .collect();
-        let mut per: Vec<Counts> = vec![Counts::new(n, w); labels.len().max(1)];
+        let mut per: Vec<Counts> = vec![Counts::new(cohorts, w); labels.len().max(1)];
         // 64 users at a time, their bits turned user-major.
         let words = st.start.words();
         let mut starts = vec![0u64; 64 * words];
@@ -539,7 +610,7 @@ impl crate::fold::UserFold for RetentionFold {
                 } else {
                     0
                 };
-                per[g].user(start, ret, n, &self.mode);
+                per[g].user(start, ret, n, &self.mode, cohort_of);
             }
         }
         let mut groups = std::collections::BTreeMap::new();
@@ -571,7 +642,8 @@ impl crate::fold::UserFold for RetentionFold {
     fn emit(&self, result: RetentionCounts) -> DfResult<RecordBatch> {
         let mut rows = Vec::new();
         for (label, c) in &result.groups {
-            let mut part = c.rows(&self.cal, &self.mode, self.as_of);
+            let read = self.read.as_ref().map(|(r, of)| (r, of.as_slice()));
+            let mut part = c.rows_read(&self.cal, read, &self.mode, self.as_of);
             if self.by.is_some() {
                 for r in &mut part {
                     r.group = Some(label.clone());

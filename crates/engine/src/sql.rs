@@ -66,6 +66,7 @@ impl TableFunctionImpl for RetentionFunction {
                 .map_err(|e| datafusion::error::DataFusionError::Plan(e.to_string()))?,
             as_of: None,
             by: None,
+            read: None,
         };
         let fold = RetentionFold::new(&self.events, &spec).map_err(df_error)?;
         fold_table(&self.events, fold)
@@ -273,6 +274,7 @@ impl TableFunctionImpl for LtvFunction {
             mode: Mode::NDay,
             as_of: None,
             by: None,
+            read: None,
         };
         let fold = crate::ltv::LtvFold::new(&self.events, &spec).map_err(df_error)?;
         fold_table(&self.events, fold)

@@ -50,11 +50,16 @@ pub fn run(args: RetentionArgs) -> anyhow::Result<()> {
         result.extend(tenure_engine::retention::rows_of_batch(b)?);
     }
     let period = tenure_engine::retention::period_name(args.opts.period.parse()?);
+    // Columns are read periods (`D3` with --read day).
+    let read = match &args.opts.read {
+        Some(r) => tenure_engine::retention::period_name(r.parse()?),
+        None => period,
+    };
     if let Some(out) = &args.common.out {
         output::write_out(&rows, out)?;
     }
     output::print_analysis(Kind::Retention, &rows, None, args.common.format, || {
-        triangle(&result, period)
+        triangle(&result, period, read)
     })?;
     if args.common.format == OutputFormat::Table && result.iter().all(|r| r.cohort_size == 0) {
         eprintln!(
@@ -66,7 +71,7 @@ pub fn run(args: RetentionArgs) -> anyhow::Result<()> {
 
 /// The familiar retention triangle: one line per cohort, one column per
 /// period; one triangle per group with --by.
-fn triangle(rows: &[RetentionRow], period: &str) -> String {
+fn triangle(rows: &[RetentionRow], period: &str, read: &str) -> String {
     let mut groups: Vec<Option<&str>> = Vec::new();
     for row in rows {
         if !groups.contains(&row.group.as_deref()) {
@@ -82,13 +87,13 @@ fn triangle(rows: &[RetentionRow], period: &str) -> String {
         if let Some(g) = g {
             let _ = writeln!(out, "== {g}");
         }
-        one_triangle(&in_group, period, &mut out);
+        one_triangle(&in_group, period, read, &mut out);
     }
     out.push_str("(… = period not complete yet)\n");
     out
 }
 
-fn one_triangle(rows: &[&RetentionRow], period: &str, out: &mut String) {
+fn one_triangle(rows: &[&RetentionRow], period: &str, read: &str, out: &mut String) {
     let labels: Vec<&str> = rows
         .iter()
         .filter(|r| r.kind == "average")
@@ -96,7 +101,7 @@ fn one_triangle(rows: &[&RetentionRow], period: &str, out: &mut String) {
         .collect();
     let _ = write!(out, "{:<12} {:>9}", format!("{period} of"), "users");
     for l in &labels {
-        let _ = write!(out, " {:>7}", format!("{}{l}", &period[..1].to_uppercase()));
+        let _ = write!(out, " {:>7}", format!("{}{l}", &read[..1].to_uppercase()));
     }
     out.push('\n');
     let mut current: Option<&str> = None;
