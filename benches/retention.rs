@@ -57,6 +57,7 @@ fn end_to_end(c: &mut Criterion) {
         mode: Mode::NDay,
         as_of: None,
         by: None,
+        read: None,
     };
     let mut g = c.benchmark_group("retention");
     g.sample_size(20);

@@ -300,7 +300,7 @@ impl Counts {
                 Some((_, of)) => {
                     let mut mine = (0..n).filter(|&p| of[p] == c);
                     let Some(first) = mine.next() else { continue };
-                    (first, mine.last().unwrap_or(first))
+                    (first, mine.next_back().unwrap_or(first))
                 }
             };
             let end_cal = read.map_or(cal, |(r, _)| r);
