@@ -58,6 +58,7 @@ fn end_to_end(c: &mut Criterion) {
         as_of: None,
         by: None,
         read: None,
+        revenue: false,
     };
     let mut g = c.benchmark_group("retention");
     g.sample_size(20);

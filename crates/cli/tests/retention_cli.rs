@@ -382,3 +382,72 @@ fn weekly_cohorts_read_by_day() {
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("finer than the cohorts'"));
 }
+
+#[test]
+fn revenue_per_cell_per_cohort_user_and_per_retained_user() {
+    let dir = store();
+    let csv = run(
+        dir.path(),
+        &["--start-event", "signup", "--value", "revenue"],
+    );
+    let header = csv.lines().next().unwrap();
+    assert!(
+        header.ends_with("complete,revenue,revenue_per_user,revenue_per_retained_user"),
+        "{header}"
+    );
+    let cell = |cohort: &str, k: u32| -> String {
+        csv.lines()
+            .find(|l| l.starts_with(&format!("cohort,,{cohort},{k},")))
+            .map(|l| l.split(',').skip(5).collect::<Vec<_>>().join(","))
+            .unwrap_or_default()
+    };
+    // Signup week of 03-02 (a, b, c): in week 2 a paid 30.00 (03-22) and c
+    // 12.50 (03-16); both came back then.
+    assert_eq!(
+        cell("2026-03-02", 2),
+        "3,2,0.6666666666666666,true,42.50,14.166666666666666,21.25"
+    );
+    assert_eq!(
+        cell("2026-03-02", 1),
+        "3,1,0.3333333333333333,true,0.00,0.0,0.0"
+    );
+    // Nobody retained: no revenue per retained user.
+    assert_eq!(cell("2026-03-02", 3), "3,0,0.0,true,0.00,0.0,");
+    // d (03-23) paid 7.00 in week 1 (03-30), not over at the as-of.
+    assert_eq!(cell("2026-03-23", 1), "1,,,false,,,");
+    // The same numbers as a SQL reference over the events table.
+    let reference = tenure()
+        .args(["sql", "--format", "csv", "--data"])
+        .arg(dir.path())
+        .arg(
+            "WITH c AS (SELECT user_id, date_trunc('week', min(ts)) AS w FROM events \
+             WHERE event = 'signup' GROUP BY user_id) \
+             SELECT sum(e.revenue) AS r FROM events e JOIN c ON e.user_id = c.user_id \
+             WHERE c.w = TIMESTAMP '2026-03-02' AND date_trunc('week', e.ts) = c.w + INTERVAL '14 days'",
+        )
+        .output()
+        .unwrap();
+    assert!(
+        reference.status.success(),
+        "{}",
+        String::from_utf8_lossy(&reference.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&reference.stdout).trim(),
+        "r\n42.50"
+    );
+    let bad = tenure()
+        .args(["retention", "--data"])
+        .arg(dir.path())
+        .args(["--value", "revenue", "--mode", "unbounded"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    let bad = tenure()
+        .args(["retention", "--data"])
+        .arg(dir.path())
+        .args(["--value", "money"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+}

@@ -130,7 +130,7 @@ impl From<Table> for Answer {
 }
 
 impl RetentionOptions {
-    /// Retention over `scope`: rows of [`crate::retention::schema`].
+    /// Retention over `scope`: rows of [`crate::retention::schema_of`].
     pub async fn compute(&self, scope: &Scope) -> Result<Answer> {
         let events = scope.open().await?;
         let spec = self.spec(&events, scope.tz, scope.as_of).await?;
@@ -140,7 +140,7 @@ impl RetentionOptions {
         };
         let fold = crate::retention::RetentionFold::new(&events, &spec)?;
         let batches = crate::fold::run(&events, fold).await?;
-        Ok(Table::new(crate::retention::schema(), batches).into())
+        Ok(Table::new(crate::retention::schema_of(spec.revenue), batches).into())
     }
 }
 

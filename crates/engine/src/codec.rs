@@ -422,6 +422,7 @@ mod tests {
             as_of: Some(max_ts),
             by: None,
             read: None,
+            revenue: false,
         };
         fold_trip(
             &events,

@@ -77,6 +77,11 @@ pub struct RetentionOptions {
     /// start day, so weekly cohorts show D1, D7, ... retention.
     #[arg(long, value_name = "PERIOD")]
     pub read: Option<String>,
+    /// `revenue`: also the revenue of each cell (the cohort's return events
+    /// in the cell's period), per cohort user and per retained user
+    /// (columns revenue, revenue_per_user, revenue_per_retained_user).
+    #[arg(long, value_name = "users|revenue")]
+    pub value: Option<String>,
     /// Only users matching this segment expression (see `tenure segment`)
     /// as of their cohort's start, over their events before it (never
     /// looking ahead: `F >= 1` keeps users who had bought before their
@@ -804,6 +809,15 @@ impl RetentionOptions {
             as_of,
             by: self.by.clone(),
             read: self.read.as_deref().map(str::parse).transpose()?,
+            revenue: match self.value.as_deref() {
+                None | Some("users") => false,
+                Some("revenue") => true,
+                Some(other) => {
+                    return Err(EngineError::BadRequest(format!(
+                        "--value {other}: expected users (the default) or revenue"
+                    )));
+                }
+            },
         })
     }
 }

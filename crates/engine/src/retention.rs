@@ -107,6 +107,9 @@ pub struct RetentionSpec {
     /// cohorts stay weeks or months, and column k is the k-th day (or week)
     /// after each user's own first start day. `None`: the cohort period.
     pub read: Option<Period>,
+    /// Also sum the revenue of the cohort's return events per cell
+    /// (`--value revenue`; n-day and bracket modes).
+    pub revenue: bool,
 }
 
 /// One row of the result.
@@ -130,6 +133,10 @@ pub struct RetentionRow {
     pub rate: Option<f64>,
     /// Has the cell fully elapsed?
     pub complete: bool,
+    /// With `--value revenue`: the revenue of the cohort's return events in
+    /// the cell's period(s), in cents; `None` when incomplete or not asked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revenue_cents: Option<i128>,
 }
 
 /// The whole result.
@@ -199,6 +206,8 @@ pub struct Counts {
     sizes: Vec<u64>,
     /// Retained users per cohort and column (`periods * columns`).
     cells: Vec<u64>,
+    /// Revenue (cents) per cohort and column, with `--value revenue`.
+    revenue: Vec<i128>,
 }
 
 impl Counts {
@@ -206,6 +215,7 @@ impl Counts {
         Self {
             sizes: vec![0; periods],
             cells: vec![0; periods * columns],
+            revenue: vec![0; periods * columns],
         }
     }
 
@@ -215,6 +225,41 @@ impl Counts {
         }
         for (a, b) in self.cells.iter_mut().zip(&other.cells) {
             *a += b;
+        }
+        for (a, b) in self.revenue.iter_mut().zip(&other.revenue) {
+            *a += b;
+        }
+    }
+
+    /// Adds one user's revenue (`(period of bits, cents)` of their return
+    /// events) to the cells of their cohort: the column whose period(s)
+    /// hold it, counted from the user's first start period.
+    fn user_revenue(
+        &mut self,
+        start: &[u64],
+        paid: &[(u32, i128)],
+        mode: &Mode,
+        cohort_of: Option<&[usize]>,
+    ) {
+        let Some(c) = first_bit(start) else {
+            return;
+        };
+        let cohort = cohort_of.map_or(c, |m| m[c]);
+        let w = self.revenue.len() / self.sizes.len().max(1);
+        let row = &mut self.revenue[cohort * w..(cohort + 1) * w];
+        for &(p, cents) in paid {
+            let Some(k) = (p as usize).checked_sub(c) else {
+                continue;
+            };
+            let column = match mode {
+                Mode::Bracket(b) => b
+                    .iter()
+                    .position(|&(lo, hi)| (lo as usize..=hi as usize).contains(&k)),
+                _ => (k < w).then_some(k),
+            };
+            if let Some(j) = column {
+                row[j] += cents;
+            }
         }
     }
 
@@ -272,7 +317,7 @@ impl Counts {
 
     /// Cohort rows then average rows.
     fn rows(&self, cal: &Calendar, mode: &Mode, as_of: i64) -> Vec<RetentionRow> {
-        self.rows_read(cal, None, mode, as_of)
+        self.rows_read(cal, None, mode, as_of, false)
     }
 
     /// Cohort rows then average rows; with `read` (the finer calendar of the
@@ -285,6 +330,7 @@ impl Counts {
         read: Option<(&Calendar, &[usize])>,
         mode: &Mode,
         as_of: i64,
+        revenue: bool,
     ) -> Vec<RetentionRow> {
         let n = read.map_or(cal.periods(), |(r, _)| r.periods());
         let columns = columns_of(mode, n);
@@ -292,6 +338,7 @@ impl Counts {
         let mut rows = Vec::new();
         let mut avg_size = vec![0u64; w];
         let mut avg_users = vec![0u64; w];
+        let mut avg_revenue = vec![0i128; w];
         for c in 0..cal.periods() {
             let size = self.sizes[c];
             // The cohort's first and last periods of bits.
@@ -312,9 +359,11 @@ impl Counts {
                 // A cell is complete when its last period has ended by `as_of`.
                 let complete = last < n && end_cal.end_utc(last) <= as_of;
                 let users = self.cells[c * w + j];
+                let cents = self.revenue[c * w + j];
                 if complete {
                     avg_size[j] += size;
                     avg_users[j] += users;
+                    avg_revenue[j] += cents;
                 }
                 rows.push(RetentionRow {
                     kind: "cohort",
@@ -326,6 +375,7 @@ impl Counts {
                     users: complete.then_some(users),
                     rate: (complete && size > 0).then(|| users as f64 / size as f64),
                     complete,
+                    revenue_cents: (revenue && complete).then_some(cents),
                 });
             }
         }
@@ -343,6 +393,7 @@ impl Counts {
                 users: (avg_size[j] > 0).then_some(avg_users[j]),
                 rate: (avg_size[j] > 0).then(|| avg_users[j] as f64 / avg_size[j] as f64),
                 complete: avg_size[j] > 0,
+                revenue_cents: (revenue && avg_size[j] > 0).then_some(avg_revenue[j]),
             });
         }
         rows
@@ -385,6 +436,9 @@ pub struct RetentionFold {
     #[serde(with = "crate::codec::opt_expr")]
     ret: Option<Expr>,
     by: Option<String>,
+    /// Sum the revenue of return events per cell.
+    #[serde(default)]
+    revenue: bool,
 }
 
 impl RetentionFold {
@@ -420,8 +474,14 @@ impl RetentionFold {
             }
             None => None,
         };
+        if spec.revenue && spec.mode == Mode::Unbounded {
+            return Err(EngineError::BadRequest(
+                "--value revenue sums a cell's own period(s): use --mode n-day or bracket".into(),
+            ));
+        }
         Ok(Self {
             as_of: spec.as_of.unwrap_or_else(|| cal.end_of_day(max_ts)),
+            revenue: spec.revenue,
             read,
             cal,
             mode: spec.mode.clone(),
@@ -453,6 +513,9 @@ pub struct RetentionState {
     first: Vec<i64>,
     value: Vec<u32>,
     values: crate::fold::Interner,
+    /// With `--value revenue`: (user, period of bits, cents) of every
+    /// return event with revenue (purchases: a few percent of the rows).
+    paid: Vec<(u32, u32, i128)>,
 }
 
 /// The counts of every group (label order; one unnamed group without a breakdown).
@@ -470,7 +533,12 @@ impl crate::fold::UserFold for RetentionFold {
 
     fn input(&self) -> crate::fold::FoldInput {
         crate::fold::FoldInput {
-            columns: self.by.iter().cloned().collect(),
+            columns: self
+                .by
+                .iter()
+                .cloned()
+                .chain(self.revenue.then(|| "revenue".to_string()))
+                .collect(),
             flags: self.start.iter().chain(&self.ret).cloned().collect(),
             until: None,
             ..Default::default()
@@ -478,7 +546,7 @@ impl crate::fold::UserFold for RetentionFold {
     }
 
     fn schema(&self) -> datafusion::arrow::datatypes::SchemaRef {
-        schema()
+        schema_of(self.revenue)
     }
 
     fn start(&self, keys: std::ops::Range<u32>) -> RetentionState {
@@ -499,6 +567,7 @@ impl crate::fold::UserFold for RetentionFold {
                 Vec::new()
             },
             values: Default::default(),
+            paid: Vec::new(),
         }
     }
 
@@ -530,6 +599,22 @@ impl crate::fold::UserFold for RetentionFold {
                 if better {
                     st.first[u] = t;
                     st.value[u] = st.values.id(val);
+                }
+            }
+        }
+        if self.revenue {
+            let at = usize::from(self.by.is_some());
+            let cents = datafusion::arrow::compute::cast(
+                rows.column(at),
+                &DataType::Decimal128(38, tenure_schema::REVENUE_SCALE),
+            )?;
+            let cents = cents.as_primitive::<datafusion::arrow::datatypes::Decimal128Type>();
+            for i in 0..rows.len() {
+                if !cents.is_valid(i) || r.is_some_and(|r| !r.value(i)) {
+                    continue;
+                }
+                if let Some(p) = cal.period_of(ts[i]) {
+                    st.paid.push((keys[i] - st.lo, p, cents.value(i)));
                 }
             }
         }
@@ -587,6 +672,10 @@ impl crate::fold::UserFold for RetentionFold {
             .map(|v| v.clone().unwrap_or_else(|| NONE_LABEL.to_string()))
             .collect();
         let mut per: Vec<Counts> = vec![Counts::new(cohorts, w); labels.len().max(1)];
+        let mut paid = st.paid;
+        paid.sort_unstable_by_key(|&(u, _, _)| u);
+        let mut next_paid = 0;
+        let mut mine: Vec<(u32, i128)> = Vec::new();
         // 64 users at a time, their bits turned user-major.
         let words = st.start.words();
         let mut starts = vec![0u64; 64 * words];
@@ -611,6 +700,18 @@ impl crate::fold::UserFold for RetentionFold {
                     0
                 };
                 per[g].user(start, ret, n, &self.mode, cohort_of);
+                if self.revenue {
+                    let u = (b * 64 + i) as u32;
+                    while next_paid < paid.len() && paid[next_paid].0 < u {
+                        next_paid += 1;
+                    }
+                    mine.clear();
+                    while next_paid < paid.len() && paid[next_paid].0 == u {
+                        mine.push((paid[next_paid].1, paid[next_paid].2));
+                        next_paid += 1;
+                    }
+                    per[g].user_revenue(start, &mine, &self.mode, cohort_of);
+                }
             }
         }
         let mut groups = std::collections::BTreeMap::new();
@@ -643,7 +744,7 @@ impl crate::fold::UserFold for RetentionFold {
         let mut rows = Vec::new();
         for (label, c) in &result.groups {
             let read = self.read.as_ref().map(|(r, of)| (r, of.as_slice()));
-            let mut part = c.rows_read(&self.cal, read, &self.mode, self.as_of);
+            let mut part = c.rows_read(&self.cal, read, &self.mode, self.as_of, self.revenue);
             if self.by.is_some() {
                 for r in &mut part {
                     r.group = Some(label.clone());
@@ -651,14 +752,21 @@ impl crate::fold::UserFold for RetentionFold {
             }
             rows.extend(part);
         }
-        batch_of_rows(&rows)
+        batch_of_rows(&rows, self.revenue)
     }
 }
 
 /// The schema of retention results (as the rows of `tenure retention`).
 pub fn schema() -> datafusion::arrow::datatypes::SchemaRef {
+    schema_of(false)
+}
+
+/// The schema of retention results; with `revenue` (`--value revenue`)
+/// three more columns: `revenue` (the cell's revenue, exact),
+/// `revenue_per_user` (per cohort user) and `revenue_per_retained_user`.
+pub fn schema_of(revenue: bool) -> datafusion::arrow::datatypes::SchemaRef {
     use datafusion::arrow::datatypes::{Field, Schema};
-    std::sync::Arc::new(Schema::new(vec![
+    let mut fields = vec![
         Field::new("kind", DataType::Utf8, false),
         Field::new("group", DataType::Utf8, true),
         Field::new("cohort", DataType::Utf8, true),
@@ -668,14 +776,26 @@ pub fn schema() -> datafusion::arrow::datatypes::SchemaRef {
         Field::new("users", DataType::UInt64, true),
         Field::new("rate", DataType::Float64, true),
         Field::new("complete", DataType::Boolean, false),
-    ]))
+    ];
+    if revenue {
+        fields.extend([
+            Field::new(
+                "revenue",
+                DataType::Decimal128(38, tenure_schema::REVENUE_SCALE),
+                true,
+            ),
+            Field::new("revenue_per_user", DataType::Float64, true),
+            Field::new("revenue_per_retained_user", DataType::Float64, true),
+        ]);
+    }
+    std::sync::Arc::new(Schema::new(fields))
 }
 
-fn batch_of_rows(rows: &[RetentionRow]) -> DfResult<RecordBatch> {
+fn batch_of_rows(rows: &[RetentionRow], revenue: bool) -> DfResult<RecordBatch> {
     use datafusion::arrow::array::{
         ArrayRef, BooleanArray, Float64Array, StringArray, UInt32Array, UInt64Array,
     };
-    let cols: Vec<ArrayRef> = vec![
+    let mut cols: Vec<ArrayRef> = vec![
         std::sync::Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.kind))),
         std::sync::Arc::new(StringArray::from_iter(rows.iter().map(|r| r.group.clone()))),
         std::sync::Arc::new(StringArray::from_iter(
@@ -694,7 +814,24 @@ fn batch_of_rows(rows: &[RetentionRow]) -> DfResult<RecordBatch> {
             rows.iter().map(|r| Some(r.complete)),
         )),
     ];
-    Ok(RecordBatch::try_new(schema(), cols)?)
+    if revenue {
+        let per =
+            |n: u64, c: Option<i128>| c.filter(|_| n > 0).map(|c| c as f64 / 100.0 / n as f64);
+        cols.push(std::sync::Arc::new(
+            datafusion::arrow::array::Decimal128Array::from_iter(
+                rows.iter().map(|r| r.revenue_cents),
+            )
+            .with_precision_and_scale(38, tenure_schema::REVENUE_SCALE)?,
+        ));
+        cols.push(std::sync::Arc::new(Float64Array::from_iter(
+            rows.iter().map(|r| per(r.cohort_size, r.revenue_cents)),
+        )));
+        cols.push(std::sync::Arc::new(Float64Array::from_iter(
+            rows.iter()
+                .map(|r| per(r.users.unwrap_or(0), r.revenue_cents)),
+        )));
+    }
+    Ok(RecordBatch::try_new(schema_of(revenue), cols)?)
 }
 
 /// Rows of a batch of [`schema`].
@@ -707,6 +844,9 @@ pub fn rows_of_batch(b: &RecordBatch) -> Result<Vec<RetentionRow>> {
     let users = b.column(6).as_primitive::<UInt64Type>();
     let rate = b.column(7).as_primitive::<Float64Type>();
     let complete = b.column(8).as_boolean();
+    let revenue = b
+        .column_by_name("revenue")
+        .map(|c| c.as_primitive::<datafusion::arrow::datatypes::Decimal128Type>());
     let opt = |a: &datafusion::arrow::array::StringArray, i: usize| {
         a.is_valid(i).then(|| a.value(i).to_string())
     };
@@ -725,6 +865,7 @@ pub fn rows_of_batch(b: &RecordBatch) -> Result<Vec<RetentionRow>> {
             users: users.is_valid(i).then(|| users.value(i)),
             rate: rate.is_valid(i).then(|| rate.value(i)),
             complete: complete.value(i),
+            revenue_cents: revenue.and_then(|r| r.is_valid(i).then(|| r.value(i))),
         })
         .collect())
 }

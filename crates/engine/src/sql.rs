@@ -67,6 +67,7 @@ impl TableFunctionImpl for RetentionFunction {
             as_of: None,
             by: None,
             read: None,
+            revenue: false,
         };
         let fold = RetentionFold::new(&self.events, &spec).map_err(df_error)?;
         fold_table(&self.events, fold)
@@ -275,6 +276,7 @@ impl TableFunctionImpl for LtvFunction {
             as_of: None,
             by: None,
             read: None,
+            revenue: false,
         };
         let fold = crate::ltv::LtvFold::new(&self.events, &spec).map_err(df_error)?;
         fold_table(&self.events, fold)

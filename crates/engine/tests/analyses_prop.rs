@@ -36,7 +36,7 @@ proptest! {
         let url = fresh_store(&evs, "ltv-prop");
         // With a start condition, revenue may come before the cohort is known.
         let on = on_a.then(|| datafusion::logical_expr::col("event").eq(datafusion::logical_expr::lit("a")));
-        let spec = RetentionSpec { period, tz: chrono_tz::Tz::UTC, start: on, ret: None, mode: Mode::NDay, as_of: None, by: None, read: None };
+        let spec = RetentionSpec { period, tz: chrono_tz::Tz::UTC, start: on, ret: None, mode: Mode::NDay, as_of: None, by: None, read: None, revenue: false };
         let got: BTreeMap<(String, u32), (u64, Option<String>)> = block(async {
             let events = Events::open(&url, OpenOptions { threads, ..Default::default() }).await.unwrap();
             tenure_engine::ltv::ltv(&events, &spec).await.unwrap()

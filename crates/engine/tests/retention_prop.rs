@@ -69,6 +69,48 @@ fn naive(
     out
 }
 
+/// `(cohort, k) -> revenue in cents` of complete cells (`--value revenue`):
+/// the members' return events with revenue in the cell's period(s).
+fn naive_revenue(
+    evs: &[Ev],
+    period: Period,
+    mode: &Mode,
+    start_ev: Option<&str>,
+    ret_ev: Option<&str>,
+) -> BTreeMap<(String, u32), i128> {
+    let cells = naive(evs, period, mode, start_ev, ret_ev);
+    let min = evs.iter().map(|e| e.ts).min().unwrap();
+    let first = start(period, date(min));
+    let mut cohort_of = BTreeMap::new();
+    for e in evs.iter().filter(|e| start_ev.is_none_or(|s| s == e.name)) {
+        let c = index(period, first, date(e.ts));
+        let entry = cohort_of.entry(e.user).or_insert(c);
+        *entry = (*entry).min(c);
+    }
+    let mut out = BTreeMap::new();
+    for ((cohort, j), (_, users)) in &cells {
+        if users.is_none() {
+            continue;
+        }
+        let (lo, hi) = match mode {
+            Mode::Bracket(b) => (b[*j as usize].0 as i64, b[*j as usize].1 as i64),
+            _ => (*j as i64, *j as i64),
+        };
+        let sum: i128 = evs
+            .iter()
+            .filter(|e| ret_ev.is_none_or(|r| r == e.name))
+            .filter_map(|e| {
+                let c = *cohort_of.get(&e.user)?;
+                let k = index(period, first, date(e.ts)) - c;
+                (nth_start(period, first, c).to_string() == *cohort && k >= lo && k <= hi)
+                    .then_some(e.revenue? as i128)
+            })
+            .sum();
+        out.insert((cohort.clone(), *j), sum);
+    }
+    out
+}
+
 /// With `--read day`: cohorts by `period`, columns by days from each
 /// user's own first start day; a cell is complete once the cohort's last
 /// day (within the data) plus the column has ended.
@@ -182,14 +224,24 @@ proptest! {
             as_of: None,
             by: None,
             read: None,
+            revenue: mode != Mode::Unbounded,
         };
-        let got: BTreeMap<(String, u32), (u64, Option<u64>)> = engine(&url, &spec)
-            .into_iter()
+        let rows = engine(&url, &spec);
+        let got: BTreeMap<(String, u32), (u64, Option<u64>)> = rows
+            .iter()
             .filter(|r| r.kind == "cohort")
-            .map(|r| ((r.cohort.unwrap(), r.period), (r.cohort_size, r.users)))
+            .map(|r| ((r.cohort.clone().unwrap(), r.period), (r.cohort_size, r.users)))
             .collect();
         let want = naive(&evs, period, &mode, start_ev, ret_ev);
         prop_assert_eq!(got, want);
+        if spec.revenue {
+            let got: BTreeMap<(String, u32), i128> = rows
+                .iter()
+                .filter(|r| r.kind == "cohort" && r.complete)
+                .map(|r| ((r.cohort.clone().unwrap(), r.period), r.revenue_cents.unwrap()))
+                .collect();
+            prop_assert_eq!(got, naive_revenue(&evs, period, &mode, start_ev, ret_ev));
+        }
     }
 }
 
@@ -220,6 +272,7 @@ proptest! {
             as_of: None,
             by: None,
             read: Some(Period::Day),
+            revenue: false,
         };
         let got: BTreeMap<(String, u32), (u64, Option<u64>)> = engine(&url, &spec)
             .into_iter()

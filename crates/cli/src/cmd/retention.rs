@@ -89,6 +89,9 @@ fn triangle(rows: &[RetentionRow], period: &str, read: &str) -> String {
         }
         one_triangle(&in_group, period, read, &mut out);
     }
+    if rows.iter().any(|r| r.revenue_cents.is_some()) {
+        out.push_str("(cells: revenue per cohort user; --format csv adds per retained user)\n");
+    }
     out.push_str("(… = period not complete yet)\n");
     out
 }
@@ -120,6 +123,11 @@ fn one_triangle(rows: &[&RetentionRow], period: &str, read: &str, out: &mut Stri
             let _ = write!(out, "{key:<12} {size:>9}");
         }
         let cell = match (row.complete, row.rate) {
+            // --value revenue: revenue per cohort user.
+            (true, Some(_)) if row.revenue_cents.is_some() => {
+                let cents = row.revenue_cents.unwrap_or(0) as f64;
+                format!("{:.2}", cents / 100.0 / row.cohort_size as f64)
+            }
             (true, Some(rate)) => format!("{:.1}%", rate * 100.0),
             (true, None) => "-".into(),
             (false, _) => "…".into(),
