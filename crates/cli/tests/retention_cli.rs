@@ -124,7 +124,15 @@ fn bad_requests_exit_2_with_a_reason() {
         (&["--tz", "Mars/Olympus"][..], "unknown time zone"),
         (&["--return-where", "revenue >"][..], "bad condition"),
         (&["--from", "last week"][..], "not a date"),
-        (&["--by", "nosuch"][..], "cannot break down by `nosuch`"),
+        (
+            &["--by", "nosuch"][..],
+            "no event in range has a value for it",
+        ),
+        (&["--by", "ts"][..], "cannot break down by `ts`"),
+        (
+            &["--by", "variant,"][..],
+            "property names separated by commas",
+        ),
     ] {
         let out = tenure()
             .args(["retention", "--data"])
@@ -450,4 +458,101 @@ fn revenue_per_cell_per_cohort_user_and_per_retained_user() {
         .output()
         .unwrap();
     assert_eq!(bad.status.code(), Some(2));
+}
+
+#[test]
+fn breakdowns_on_undeclared_properties_and_several_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("events.ndjson");
+    let rows = [
+        // u1 changes country later: the value at the first start counts.
+        r#"{"event_id":"1","user_id":"u1","event":"signup","ts":"2026-03-02T10:00:00Z","variant":"A","properties":{"country":"JP"}}"#,
+        r#"{"event_id":"2","user_id":"u1","event":"view","ts":"2026-03-09T09:00:00Z","properties":{"country":"CN"}}"#,
+        r#"{"event_id":"3","user_id":"u2","event":"signup","ts":"2026-03-03T10:00:00Z","variant":"B","properties":{"country":"US"}}"#,
+        r#"{"event_id":"4","user_id":"u3","event":"signup","ts":"2026-03-04T10:00:00Z","variant":"B","properties":{"country":"JP"}}"#,
+        r#"{"event_id":"5","user_id":"u3","event":"view","ts":"2026-03-10T10:00:00Z"}"#,
+        r#"{"event_id":"6","user_id":"u4","event":"signup","ts":"2026-03-05T10:00:00Z","variant":"A"}"#,
+        r#"{"event_id":"7","user_id":"u4","event":"view","ts":"2026-03-20T10:00:00Z"}"#,
+    ];
+    std::fs::write(&file, rows.join("\n")).unwrap();
+    let store = dir.path().join("store");
+    let st = tenure()
+        .arg("ingest")
+        .arg(&file)
+        .arg("--to")
+        .arg(&store)
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    // Week 1 (03-02) cohort per group: size and users back in week 1.
+    let week1 = |by: &str| -> Vec<String> {
+        run(&store, &["--by", by])
+            .lines()
+            .filter(|l| l.starts_with("cohort,") && l.contains(",2026-03-02,1,"))
+            .map(|l| {
+                let c: Vec<&str> = l.split(',').collect();
+                format!("{}:{}/{}", c[1], c[6], c[5])
+            })
+            .collect()
+    };
+    assert_eq!(week1("country"), ["(none):0/1", "JP:2/2", "US:0/1"]);
+    assert_eq!(
+        week1("country,variant"),
+        ["(none) / A:0/1", "JP / A:1/1", "JP / B:1/1", "US / B:0/1"]
+    );
+    // The same groups from SQL, with prop() on the first event.
+    let sql = tenure()
+        .args(["sql", "--format", "csv", "--data"])
+        .arg(&store)
+        .arg(
+            "SELECT coalesce(prop(properties, 'country'), '(none)') AS g, count(*) AS n FROM events \
+             WHERE event = 'signup' GROUP BY g ORDER BY g",
+        )
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&sql.stdout).trim(),
+        "g,n\n(none),1\nJP,2\nUS,1"
+    );
+    // Funnels break down the same way (value at step 1).
+    let out = tenure()
+        .args(["funnel", "--data"])
+        .arg(&store)
+        .args([
+            "--steps",
+            "signup,view",
+            "--window",
+            "7d",
+            "--by",
+            "country",
+            "--format",
+            "csv",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').take(4).collect::<Vec<_>>().join(","))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            "(none),1,signup,1",
+            "(none),2,view,0",
+            "JP,1,signup,2",
+            "JP,2,view,2",
+            "US,1,signup,1",
+            "US,2,view,0",
+        ]
+    );
 }

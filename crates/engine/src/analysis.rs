@@ -140,6 +140,17 @@ impl RetentionOptions {
         };
         let fold = crate::retention::RetentionFold::new(&events, &spec)?;
         let batches = crate::fold::run(&events, fold).await?;
+        if let Some(by) = &self.by {
+            let mut groups = Vec::new();
+            for b in &batches {
+                groups.extend(
+                    crate::retention::rows_of_batch(b)?
+                        .into_iter()
+                        .map(|r| r.group),
+                );
+            }
+            crate::breakdown::check_found(by, groups)?;
+        }
         Ok(Table::new(crate::retention::schema_of(spec.revenue), batches).into())
     }
 }
@@ -263,6 +274,9 @@ impl FunnelOptions {
             spec.user_groups = Some(self.segment_groups(scope, expr, &spec).await?);
         }
         let (rows, hist) = crate::funnel::funnel(&events, &spec).await?;
+        if let Some(by) = &self.by {
+            crate::breakdown::check_found(by, rows.iter().map(|r| Some(r.group.clone())))?;
+        }
         Ok(if self.histogram {
             Table::of(crate::funnel::histogram_batch(&hist)?)
         } else {

@@ -264,24 +264,28 @@ impl PhysicalExtensionCodec for TenureCodec {
         ctx: &TaskContext,
         _proto_converter: &dyn PhysicalProtoConverterExtension,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        let (node, tail) = read_node(buf)?;
-        decoding(ctx, || match node {
-            Node::KeyScan(spec) => Ok(Arc::new(KeyScanExec::decode(spec, tail, ctx)?) as _),
-            Node::Fold {
-                fold,
-                params,
-                layout,
-            } => {
-                let [input] = inputs else {
-                    return plan_err!("a Tenure fold has one input, not {}", inputs.len());
-                };
-                if input.output_partitioning().partition_count() != layout.ranges.len() {
-                    return plan_err!("a Tenure fold's input does not have its key ranges");
+        // The node's expressions are decoded with the session's functions
+        // (`prop()` among them), so the header is read inside too.
+        decoding(ctx, || {
+            let (node, tail) = read_node(buf)?;
+            match node {
+                Node::KeyScan(spec) => Ok(Arc::new(KeyScanExec::decode(spec, tail, ctx)?) as _),
+                Node::Fold {
+                    fold,
+                    params,
+                    layout,
+                } => {
+                    let [input] = inputs else {
+                        return plan_err!("a Tenure fold has one input, not {}", inputs.len());
+                    };
+                    if input.output_partitioning().partition_count() != layout.ranges.len() {
+                        return plan_err!("a Tenure fold's input does not have its key ranges");
+                    }
+                    decode_fold(&fold, params, input.clone(), layout)
                 }
-                decode_fold(&fold, params, input.clone(), layout)
-            }
-            Node::FeatureRows(spec) => {
-                Ok(Arc::new(crate::sql::FeatureRowsExec::decode(spec)?) as _)
+                Node::FeatureRows(spec) => {
+                    Ok(Arc::new(crate::sql::FeatureRowsExec::decode(spec)?) as _)
+                }
             }
         })
     }
@@ -427,6 +431,20 @@ mod tests {
         fold_trip(
             &events,
             crate::retention::RetentionFold::new(&events, &spec).unwrap(),
+        )
+        .await;
+        // A breakdown on a key of `properties` and a column (computed with
+        // `prop()`), read by day, with revenue per cell.
+        let by_day = RetentionSpec {
+            by: Some("event,country".into()),
+            read: Some(Period::Day),
+            revenue: true,
+            mode: Mode::NDay,
+            ..spec.clone()
+        };
+        fold_trip(
+            &events,
+            crate::retention::RetentionFold::new(&events, &by_day).unwrap(),
         )
         .await;
         fold_trip(&events, crate::ltv::LtvFold::new(&events, &spec).unwrap()).await;

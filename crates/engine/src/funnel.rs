@@ -262,12 +262,15 @@ impl FunnelSpec {
                 )));
             }
         }
-        for c in self.by.iter().chain(&self.hold) {
-            if !events.has_column(c) || ["user_key", "ts", "ingested_at"].contains(&c.as_str()) {
-                return Err(EngineError::BadRequest(format!(
-                    "`{c}` is not a column of the events table (try variant, event or a declared property)"
-                )));
-            }
+        if let Some(by) = &self.by {
+            crate::breakdown::by_expr(events, by)?;
+        }
+        if let Some(c) = &self.hold
+            && (!events.has_column(c) || ["user_key", "ts", "ingested_at"].contains(&c.as_str()))
+        {
+            return Err(EngineError::BadRequest(format!(
+                "`{c}` is not a column of the events table (try variant, event or a declared property)"
+            )));
         }
         if self.by.is_some() && self.user_groups.is_some() {
             return Err(EngineError::BadRequest(
@@ -306,23 +309,27 @@ pub struct FunnelFold {
     /// Indexes of the breakdown and held columns among the fold's columns.
     by_at: Option<usize>,
     hold_at: Option<usize>,
+    /// The breakdown's value per event (a computed column after the held one).
+    #[serde(with = "crate::codec::opt_expr")]
+    by: Option<Expr>,
 }
 
 impl FunnelFold {
     /// The fold of `spec` over `events` (checked against its columns).
     pub fn new(events: &Events, spec: &FunnelSpec) -> Result<Self> {
         spec.validate(events)?;
-        let by_at = spec.by.as_ref().map(|_| 0);
-        let hold_at = match (&spec.by, &spec.hold) {
-            (_, None) => None,
-            (Some(b), Some(h)) if b == h => Some(0),
-            (by, Some(_)) => Some(usize::from(by.is_some())),
-        };
+        let hold_at = spec.hold.as_ref().map(|_| 0);
+        let by_at = spec.by.as_ref().map(|_| usize::from(spec.hold.is_some()));
         Ok(Self {
             spec: spec.clone(),
             params: Params::of(spec),
             by_at,
             hold_at,
+            by: spec
+                .by
+                .as_deref()
+                .map(|b| crate::breakdown::by_expr(events, b))
+                .transpose()?,
         })
     }
 }
@@ -569,11 +576,7 @@ impl crate::fold::UserFold for FunnelFold {
     }
 
     fn input(&self) -> crate::fold::FoldInput {
-        let mut columns = Vec::new();
-        columns.extend(self.spec.by.clone());
-        if self.hold_at == Some(columns.len()) {
-            columns.extend(self.spec.hold.clone());
-        }
+        let columns: Vec<String> = self.spec.hold.iter().cloned().collect();
         let flags = self
             .spec
             .steps
@@ -583,6 +586,7 @@ impl crate::fold::UserFold for FunnelFold {
             .collect();
         crate::fold::FoldInput {
             columns,
+            values: self.by.iter().cloned().collect(),
             flags,
             until: None,
             ordered: true,

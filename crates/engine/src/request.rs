@@ -68,9 +68,10 @@ pub struct RetentionOptions {
     /// Period ranges for --mode bracket, e.g. 0,1-3,4-7.
     #[arg(long)]
     pub brackets: Option<String>,
-    /// Split cohorts by a column's value at each user's first start event
-    /// (e.g. variant, country).
-    #[arg(long, value_name = "COLUMN")]
+    /// Split cohorts by a property's value at each user's first start event:
+    /// a column (variant, event, a declared property) or any key of the
+    /// events' properties; several give nested groups (country,variant).
+    #[arg(long, value_name = "PROPERTY[,PROPERTY...]")]
     pub by: Option<String>,
     /// Read returns at a finer period than the cohorts (`--period week
     /// --read day`): column k is the k-th day after each user's own first
@@ -350,8 +351,10 @@ pub struct FunnelOptions {
     #[arg(long, default_value = MODE)]
     #[serde(default = "default_mode")]
     pub mode: String,
-    /// Break down by a column's value at the step-1 event (e.g. variant).
-    #[arg(long, value_name = "COLUMN")]
+    /// Break down by a property's value at the step-1 event: a column
+    /// (variant, a declared property) or any key of the events' properties;
+    /// several give nested groups (country,variant).
+    #[arg(long, value_name = "PROPERTY[,PROPERTY...]")]
     #[serde(default)]
     pub by: Option<String>,
     /// An event that must not happen between two steps: `event[:FROM-TO]`

@@ -435,7 +435,9 @@ pub struct RetentionFold {
     start: Option<Expr>,
     #[serde(with = "crate::codec::opt_expr")]
     ret: Option<Expr>,
-    by: Option<String>,
+    /// The breakdown's value per event ([`crate::breakdown::by_expr`]).
+    #[serde(with = "crate::codec::opt_expr")]
+    by: Option<Expr>,
     /// Sum the revenue of return events per cell.
     #[serde(default)]
     revenue: bool,
@@ -446,13 +448,6 @@ impl RetentionFold {
     pub fn new(events: &Events, spec: &RetentionSpec) -> Result<Self> {
         let (min_ts, max_ts) = events.ts_range.ok_or_else(|| events.empty_error())?;
         let cal = Calendar::new(spec.period, spec.tz, min_ts, max_ts)?;
-        if let Some(by) = &spec.by
-            && (!events.has_column(by) || ["user_key", "ts", "ingested_at"].contains(&by.as_str()))
-        {
-            return Err(EngineError::BadRequest(format!(
-                "cannot break down by `{by}`: not a column of the events table (try variant, event or a declared property)"
-            )));
-        }
         let read = match spec.read {
             Some(p) if p == spec.period => None,
             Some(p) if p < spec.period => {
@@ -487,7 +482,11 @@ impl RetentionFold {
             mode: spec.mode.clone(),
             start: spec.start.clone(),
             ret: spec.ret.clone(),
-            by: spec.by.clone(),
+            by: spec
+                .by
+                .as_deref()
+                .map(|b| crate::breakdown::by_expr(events, b))
+                .transpose()?,
         })
     }
 
@@ -534,11 +533,11 @@ impl crate::fold::UserFold for RetentionFold {
     fn input(&self) -> crate::fold::FoldInput {
         crate::fold::FoldInput {
             columns: self
-                .by
-                .iter()
-                .cloned()
-                .chain(self.revenue.then(|| "revenue".to_string()))
+                .revenue
+                .then(|| "revenue".to_string())
+                .into_iter()
                 .collect(),
+            values: self.by.iter().cloned().collect(),
             flags: self.start.iter().chain(&self.ret).cloned().collect(),
             until: None,
             ..Default::default()
@@ -582,7 +581,9 @@ impl crate::fold::UserFold for RetentionFold {
             .is_some()
             .then(|| rows.flag(usize::from(self.start.is_some())));
         if self.by.is_some() {
-            let values = datafusion::arrow::compute::cast(rows.column(0), &DataType::Utf8)?;
+            // After the revenue column, if read.
+            let at = usize::from(self.revenue);
+            let values = datafusion::arrow::compute::cast(rows.column(at), &DataType::Utf8)?;
             let v = values.as_string::<i32>();
             for i in 0..rows.len() {
                 if s.is_some_and(|s| !s.value(i)) {
@@ -603,9 +604,8 @@ impl crate::fold::UserFold for RetentionFold {
             }
         }
         if self.revenue {
-            let at = usize::from(self.by.is_some());
             let cents = datafusion::arrow::compute::cast(
-                rows.column(at),
+                rows.column(0),
                 &DataType::Decimal128(38, tenure_schema::REVENUE_SCALE),
             )?;
             let cents = cents.as_primitive::<datafusion::arrow::datatypes::Decimal128Type>();

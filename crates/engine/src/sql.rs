@@ -49,8 +49,8 @@ impl TableFunctionImpl for RetentionFunction {
         let exprs = args.exprs();
         at_most(
             exprs,
-            4,
-            "retention(period [, start_event [, return_event [, mode]]])",
+            5,
+            "retention(period [, start_event [, return_event [, mode [, by]]]])",
         )?;
         let period = text_arg(exprs, 0, "period")?.unwrap_or_else(|| "week".into());
         let event = |name: Option<String>| name.map(|n| col("event").eq(lit(n)));
@@ -65,7 +65,7 @@ impl TableFunctionImpl for RetentionFunction {
             mode: Mode::parse(&mode, None)
                 .map_err(|e| datafusion::error::DataFusionError::Plan(e.to_string()))?,
             as_of: None,
-            by: None,
+            by: text_arg(exprs, 4, "by")?,
             read: None,
             revenue: false,
         };

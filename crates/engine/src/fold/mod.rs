@@ -77,6 +77,11 @@ pub(crate) fn file_min_ts_of(batch: &RecordBatch) -> i64 {
 pub struct FoldInput {
     /// Columns of the events table to read, in this order after `user_key`, `ts`.
     pub columns: Vec<String>,
+    /// Computed columns (SQL expressions over the events table, e.g. a
+    /// breakdown on a key of `properties`), after `columns`: the fold reads
+    /// value `j` as column `columns.len() + j`.
+    #[serde(default, with = "crate::codec::vec_expr")]
+    pub values: Vec<Expr>,
     /// Conditions; row `i` of flag `j` is `flags[j]` evaluated on the row.
     #[serde(with = "crate::codec::vec_expr")]
     pub flags: Vec<Expr>,

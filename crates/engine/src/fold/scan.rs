@@ -250,6 +250,8 @@ pub struct KeyScanExec {
     read: SchemaRef,
     flag_exprs: Vec<Expr>,
     flags: Vec<Arc<dyn PhysicalExpr>>,
+    /// Computed columns, passed on after the kept ones.
+    values: Vec<Arc<dyn PhysicalExpr>>,
     /// Flags of the form `text_column = 'literal'`: (column in `read`,
     /// literal), tested once per dictionary value instead of per row.
     eq_flags: Vec<Option<EqFlag>>,
@@ -414,7 +416,7 @@ impl KeyScanExec {
             }
             add(c)?;
         }
-        for e in &input.flags {
+        for e in input.flags.iter().chain(&input.values) {
             for c in e.column_refs() {
                 add(&c.name)?;
             }
@@ -429,6 +431,11 @@ impl KeyScanExec {
             .flags
             .iter()
             .map(|e| state.create_physical_expr(e.clone().is_true(), &df_schema))
+            .collect::<DfResult<Vec<_>>>()?;
+        let values = input
+            .values
+            .iter()
+            .map(|e| state.create_physical_expr(e.clone(), &df_schema))
             .collect::<DfResult<Vec<_>>>()?;
         let eq_flags = input
             .flags
@@ -463,6 +470,9 @@ impl KeyScanExec {
             .iter()
             .map(|f| f.as_ref().clone())
             .collect();
+        for (j, v) in values.iter().enumerate() {
+            out.push(Field::new(format!("__value{j}"), v.data_type(&read)?, true));
+        }
         if input.packed {
             if flags.len() > 32 {
                 return datafusion::common::internal_err!(
@@ -504,6 +514,7 @@ impl KeyScanExec {
             read,
             flag_exprs: input.flags.clone(),
             flags,
+            values,
             eq_flags,
             kept,
             ranges: spec.ranges.clone(),
@@ -588,7 +599,7 @@ impl KeyScanExec {
 
     /// Index of the first condition column.
     pub fn flags_at(&self) -> usize {
-        self.kept
+        self.kept + self.values.len()
     }
 }
 
@@ -683,6 +694,7 @@ impl ExecutionPlan for KeyScanExec {
             read: self.read.clone(),
             schema: self.schema.clone(),
             flags: self.flags.clone(),
+            values: self.values.clone(),
             eq_flags: self.eq_flags.clone(),
             kept: self.kept,
             range,
@@ -723,6 +735,7 @@ struct Job {
     read: SchemaRef,
     schema: SchemaRef,
     flags: Vec<Arc<dyn PhysicalExpr>>,
+    values: Vec<Arc<dyn PhysicalExpr>>,
     eq_flags: Vec<Option<EqFlag>>,
     kept: usize,
     range: (u32, u32),
@@ -887,7 +900,9 @@ impl Job {
                     }
                 }
             } else if !pieces.is_empty() {
-                let any = self.any_flag.then_some((self.kept, self.packed));
+                let any = self
+                    .any_flag
+                    .then_some((self.kept + self.values.len(), self.packed));
                 let block = sort_pieces(&pieces, Some((first, end)), any, &mut scratch)?;
                 if block.num_rows() > 0 && tx.send(Ok(block)).await.is_err() {
                     return Ok(());
@@ -1001,6 +1016,9 @@ impl Job {
         }
         let read = RecordBatch::try_new(self.read.clone(), columns)?;
         let mut columns: Vec<ArrayRef> = read.columns()[..self.kept].to_vec();
+        for v in &self.values {
+            columns.push(v.evaluate(&read)?.into_array(n)?);
+        }
         if self.packed {
             columns.push(Arc::new(datafusion::arrow::array::UInt32Array::from(
                 self.flag_bits(&read)?,
@@ -1015,7 +1033,11 @@ impl Job {
             // An ordered reading drops the rows while sorting its blocks.
             return Ok(Some(out));
         }
-        let any = any_flag(&out.columns()[self.kept..], n, self.packed);
+        let any = any_flag(
+            &out.columns()[self.kept + self.values.len()..],
+            n,
+            self.packed,
+        );
         match any.count_set_bits() {
             0 => Ok(None),
             c if c == n => Ok(Some(out)),
