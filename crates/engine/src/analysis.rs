@@ -9,7 +9,9 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, Float64Array, RecordBatch, StringArray, UInt64Array};
+use datafusion::arrow::array::{
+    ArrayRef, AsArray, Float64Array, RecordBatch, StringArray, UInt64Array,
+};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use tenure_dsl::SegmentLibraryBuilder;
 use tenure_dsl::{Catalog, CompileContext, Resolver, Segment, SegmentLibrary};
@@ -374,6 +376,25 @@ pub(crate) async fn segment_as_of_each(
     let matches =
         crate::features::matches_as_of_each(&history, &seg, &before, &keys, &spec).await?;
     Ok((first, matches))
+}
+
+impl crate::request::PathsOptions {
+    /// The paths over `scope` (anchors in range): rows of
+    /// [`crate::paths::schema`].
+    pub async fn compute(&self, scope: &Scope) -> Result<Answer> {
+        let spec = self.spec()?;
+        let events = scope.open().await?;
+        let batches = crate::paths::paths(&events, &spec).await?;
+        if let Some(by) = &spec.by {
+            let mut groups = Vec::new();
+            for b in &batches {
+                let g = b.column(0).as_string::<i32>();
+                groups.extend(g.iter().map(|v| v.map(str::to_string)));
+            }
+            crate::breakdown::check_found(by, groups)?;
+        }
+        Ok(Table::new(crate::paths::schema(), batches).into())
+    }
 }
 
 impl RetentionOptions {

@@ -254,6 +254,7 @@ folds! {
     "latest" => crate::features::LatestFold,
     "per_user" => crate::fold::totals::PerUser,
     "assign" => crate::abtest::AssignFold,
+    "paths" => crate::paths::PathsFold,
 }
 
 impl PhysicalExtensionCodec for TenureCodec {

@@ -79,6 +79,7 @@ pub mod kpi;
 pub mod lifecycle;
 pub mod ltv;
 mod par;
+pub mod paths;
 pub mod request;
 pub mod retention;
 pub mod rfm;

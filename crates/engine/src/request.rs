@@ -251,6 +251,66 @@ impl ClvOptions {
     }
 }
 
+/// What to compute: the flags of `tenure paths`.
+#[derive(clap::Args, Debug, Clone, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PathsOptions {
+    /// Paths of the events after each user's first occurrence of this event.
+    #[arg(
+        long,
+        value_name = "EVENT",
+        conflicts_with = "before",
+        required_unless_present = "before"
+    )]
+    pub after: Option<String>,
+    /// Paths of the events before each user's first occurrence of this event.
+    #[arg(long, value_name = "EVENT")]
+    pub before: Option<String>,
+    /// Events per path.
+    #[arg(long, default_value_t = 5)]
+    pub depth: usize,
+    /// Paths kept per depth (those with the most users, under kept parents).
+    #[arg(long, default_value_t = 20)]
+    pub top: usize,
+    /// A path stops at a gap longer than this between two events (30m, 1h).
+    #[arg(long, value_name = "DURATION")]
+    pub session: Option<String>,
+    /// Break down by properties at the anchor event (country, variant, ...).
+    #[arg(long, value_name = "PROPERTY[,PROPERTY...]")]
+    pub by: Option<String>,
+}
+
+impl PathsOptions {
+    /// The request, checked without data.
+    pub fn spec(&self) -> Result<crate::paths::PathsSpec> {
+        let (anchor, after) = match (&self.after, &self.before) {
+            (Some(a), None) => (a.clone(), true),
+            (None, Some(b)) => (b.clone(), false),
+            _ => {
+                return Err(EngineError::BadRequest(
+                    "give one of --after EVENT or --before EVENT".into(),
+                ));
+            }
+        };
+        Ok(crate::paths::PathsSpec {
+            anchor,
+            after,
+            depth: self.depth,
+            top: self.top,
+            session_us: self
+                .session
+                .as_deref()
+                .map(|s| {
+                    parse_window(s).map_err(|e| {
+                        EngineError::BadRequest(format!("--session: {}", e.to_string().trim()))
+                    })
+                })
+                .transpose()?,
+            by: self.by.clone(),
+        })
+    }
+}
+
 /// What to compute: the flags of `tenure lifecycle`, and the keys of a
 /// `kind = "lifecycle"` analysis in a job file.
 #[derive(clap::Args, Debug, Clone, serde::Deserialize, serde::Serialize)]

@@ -283,6 +283,59 @@ impl TableFunctionImpl for LtvFunction {
     }
 }
 
+/// `paths(anchor [, depth [, direction [, session [, top]]]])`: rows as
+/// `tenure paths --format json` (direction `after`, the default, or
+/// `before`; depth 5, no session, top 20 by default).
+#[derive(Debug)]
+struct PathsFunction {
+    events: Events,
+}
+
+impl TableFunctionImpl for PathsFunction {
+    fn call_with_args(&self, args: TableFunctionArgs) -> DfResult<Arc<dyn TableProvider>> {
+        let exprs = args.exprs();
+        let usage = "paths(anchor [, depth [, direction [, session [, top]]]])";
+        at_most(exprs, 5, usage)?;
+        let Some(anchor) = text_arg(exprs, 0, "anchor")? else {
+            return plan_err!("{usage}: `anchor` is required");
+        };
+        let number = |i: usize, name: &str, default: usize| -> DfResult<usize> {
+            match exprs.get(i) {
+                None | Some(Expr::Literal(ScalarValue::Null, _)) => Ok(default),
+                Some(Expr::Literal(v, _)) => match v
+                    .cast_to(&datafusion::arrow::datatypes::DataType::Int64)
+                {
+                    Ok(ScalarValue::Int64(Some(n))) if n > 0 => Ok(n as usize),
+                    _ => plan_err!("argument `{name}` must be a positive whole number, got {v}"),
+                },
+                Some(other) => plan_err!("argument `{name}` must be a number literal, got {other}"),
+            }
+        };
+        let options = crate::request::PathsOptions {
+            after: None,
+            before: None,
+            depth: number(1, "depth", 5)?,
+            top: number(4, "top", 20)?,
+            session: text_arg(exprs, 3, "session")?,
+            by: None,
+        };
+        let options = match text_arg(exprs, 2, "direction")?.as_deref() {
+            None | Some("after") => crate::request::PathsOptions {
+                after: Some(anchor),
+                ..options
+            },
+            Some("before") => crate::request::PathsOptions {
+                before: Some(anchor),
+                ..options
+            },
+            Some(other) => return plan_err!("direction `{other}`: expected after or before"),
+        };
+        let spec = options.spec().map_err(df_error)?;
+        let fold = crate::paths::PathsFold::new(&self.events, &spec).map_err(df_error)?;
+        fold_table(&self.events, fold)
+    }
+}
+
 /// `funnel(steps, window [, by [, mode]])`: rows as `tenure funnel --format json`.
 #[derive(Debug)]
 struct FunnelFunction {
@@ -827,7 +880,7 @@ impl TableFunctionImpl for ClvFunction {
     }
 }
 
-/// Registers Tenure's table functions (`retention`, `funnel`, `segment`, `rfm`, `ltv`, `lifecycle`, `lifecycle_stages`, `kpi`, `stickiness`, `abtest`, `clv`) in the events' session.
+/// Registers Tenure's table functions (`retention`, `funnel`, `paths`, `segment`, `rfm`, `ltv`, `lifecycle`, `lifecycle_stages`, `kpi`, `stickiness`, `abtest`, `clv`) in the events' session.
 pub fn register_functions(events: &Events) {
     events.ctx.register_udtf(
         "clv",
@@ -850,6 +903,12 @@ pub fn register_functions(events: &Events) {
     events.ctx.register_udtf(
         "funnel",
         Arc::new(FunnelFunction {
+            events: events.clone(),
+        }),
+    );
+    events.ctx.register_udtf(
+        "paths",
+        Arc::new(PathsFunction {
             events: events.clone(),
         }),
     );

@@ -12,6 +12,7 @@ pub mod ingest;
 pub mod kpi;
 pub mod lifecycle;
 pub mod ltv;
+pub mod paths;
 pub mod repair;
 pub mod retention;
 pub mod run;

@@ -812,3 +812,132 @@ pub(super) fn abtest(rows: &Frame<'_>) -> (String, String) {
         .collect();
     (out, grid_table(&head, &body))
 }
+
+// ---- paths: a Sankey diagram of the path tree ----
+
+/// One Sankey per group: a column per depth, a node per kept path (its
+/// height the users on it), a band from each path to its parent.
+pub(super) fn paths(rows: &Frame<'_>) -> (String, String) {
+    let groups = rows.distinct("group", |_| true);
+    let depth = rows
+        .rows()
+        .filter_map(|r| r.num("depth"))
+        .fold(0.0f64, f64::max) as usize;
+    let (col_w, node_w, h, gap, top) = (170.0, 12.0, 300.0, 6.0, 24.0);
+    let w = 20.0 + col_w * (depth as f64 + 1.0) + 80.0;
+    let total_h = groups.len() as f64 * (h + top + 20.0);
+    let mut out = String::new();
+    svg_open(&mut out, w, total_h, "paths from the anchor event");
+    for (gi, g) in groups.iter().enumerate() {
+        let y0 = gi as f64 * (h + top + 20.0) + top;
+        if !g.is_empty() {
+            svg_text(&mut out, 4.0, y0 - 8.0, "start", "#1b1f24", g);
+        }
+        let mine: Vec<Row<'_, '_>> = rows.rows().filter(|r| r.text("group") == *g).collect();
+        let anchored = mine
+            .iter()
+            .find(|r| r.num("depth") == Some(0.0))
+            .and_then(|r| r.num("users"))
+            .unwrap_or(0.0);
+        if anchored <= 0.0 {
+            continue;
+        }
+        // The parent of a path: one event fewer on the side away from the
+        // anchor (the last for paths after it, the first for paths before).
+        let after = mine.iter().any(|r| {
+            let p = r.text("path");
+            mine.iter().any(|q| {
+                q.num("depth") == r.num("depth").map(|d| d + 1.0)
+                    && q.text("path").starts_with(&format!("{p} > "))
+            })
+        }) || depth <= 1;
+        let parent = |p: &str| -> String {
+            let parts: Vec<&str> = p.split(" > ").collect();
+            match parts.len() {
+                0 | 1 => String::new(),
+                n if after => parts[..n - 1].join(" > "),
+                _ => parts[1..].join(" > "),
+            }
+        };
+        let scale = (h - gap * 8.0) / anchored;
+        // Node positions: (x, y, height), per path.
+        let mut at: BTreeMap<String, (f64, f64, f64)> = BTreeMap::new();
+        // The next free offset on each node's right side, for its bands.
+        let mut out_offset: BTreeMap<String, f64> = BTreeMap::new();
+        for d in 0..=depth {
+            let x = 10.0 + col_w * d as f64;
+            let mut level: Vec<&Row<'_, '_>> = mine
+                .iter()
+                .filter(|r| r.num("depth") == Some(d as f64))
+                .collect();
+            // Children in their parents' order, then by users.
+            level.sort_by(|a, b| {
+                let pa = at.get(&parent(&a.text("path"))).map_or(0.0, |n| n.1);
+                let pb = at.get(&parent(&b.text("path"))).map_or(0.0, |n| n.1);
+                pa.total_cmp(&pb).then(
+                    b.num("users")
+                        .unwrap_or(0.0)
+                        .total_cmp(&a.num("users").unwrap_or(0.0)),
+                )
+            });
+            let mut y = y0;
+            for r in level {
+                let path = r.text("path");
+                let users = r.num("users").unwrap_or(0.0);
+                let nh = (users * scale).max(1.0);
+                let color = PALETTE[d % PALETTE.len()];
+                let name = if d == 0 {
+                    "anchor".to_string()
+                } else if after {
+                    path.rsplit(" > ").next().unwrap_or("").to_string()
+                } else {
+                    path.split(" > ").next().unwrap_or("").to_string()
+                };
+                let tip = esc(&format!(
+                    "{}: {} users ({}), {} end here",
+                    if path.is_empty() { "anchor" } else { &path },
+                    short(users),
+                    pct(users / anchored),
+                    short(r.num("drop_off").unwrap_or(0.0))
+                ));
+                if d > 0
+                    && let Some(&(px, py, _)) = at.get(&parent(&path))
+                {
+                    let off = out_offset.entry(parent(&path)).or_insert(0.0);
+                    let (sx, sy) = (px + node_w, py + *off);
+                    *off += nh;
+                    let mid = (sx + x) / 2.0;
+                    let _ = write!(
+                        out,
+                        "<path d=\"M{sx:.1},{sy:.1} C{mid:.1},{sy:.1} {mid:.1},{y:.1} {x:.1},{y:.1} \
+                         L{x:.1},{:.1} C{mid:.1},{:.1} {mid:.1},{:.1} {sx:.1},{:.1} Z\" \
+                         fill=\"{color}\" fill-opacity=\"0.25\"><title>{tip}</title></path>",
+                        y + nh,
+                        y + nh,
+                        sy + nh,
+                        sy + nh
+                    );
+                }
+                let _ = write!(
+                    out,
+                    "<rect x=\"{x:.1}\" y=\"{y:.1}\" width=\"{node_w}\" height=\"{nh:.1}\" \
+                     fill=\"{color}\"><title>{tip}</title></rect>"
+                );
+                if nh >= 9.0 {
+                    svg_text(
+                        &mut out,
+                        x + node_w + 3.0,
+                        y + nh.min(14.0) - 3.0,
+                        "start",
+                        "#1b1f24",
+                        &clip(&format!("{name} {}", short(users)), 22),
+                    );
+                }
+                at.insert(path, (x, y, nh));
+                y += nh + gap;
+            }
+        }
+    }
+    out.push_str("</svg>");
+    (out, table(rows.json))
+}

@@ -43,6 +43,8 @@ pub enum Kind {
     /// Predictive CLV: the fitted models, and the holdout check's actual
     /// purchases per calibration frequency when there is one.
     Clv,
+    /// Paths from an event: a Sankey diagram of the path tree.
+    Paths,
 }
 
 impl Kind {
@@ -59,6 +61,7 @@ impl Kind {
             Kind::Segment => "segment",
             Kind::Stickiness => "stickiness",
             Kind::Clv => "clv",
+            Kind::Paths => "paths",
         }
     }
 }
@@ -239,6 +242,7 @@ fn section(out: &mut String, s: &Section) {
                 Kind::Segment => charts::segment(rows),
                 Kind::Stickiness => charts::bars_section(rows, "days", "users", Some("period")),
                 Kind::Clv => charts::clv(rows, extra.as_ref()),
+                Kind::Paths => charts::paths(rows),
             };
             out.push_str("<div class=\"pair\">");
             if !chart.is_empty() {
