@@ -234,6 +234,63 @@ FROM (SELECT max(toUnixTimestamp64Micro(ts)) AS l, count() AS f
 }
 
 
+# Paths: per user, the 5 events after the first view_item in (ts, event) order, joined
+# by ' > '; users per full path (the empty path: nothing after the anchor).
+PATH_ANCHOR, PATH_DEPTH = "view_item", 5
+PATHS_DUCKDB = {
+    # One ordered list per user, sliced after the anchor's position.
+    "lists": f"""
+WITH u AS (SELECT list(event ORDER BY ts, event) AS evs FROM {{ev}} GROUP BY user_key),
+v AS (SELECT evs, list_position(evs, '{PATH_ANCHOR}') AS p FROM u
+      WHERE list_contains(evs, '{PATH_ANCHOR}'))
+SELECT array_to_string(evs[p + 1:p + {PATH_DEPTH}], ' > ') AS path, count(*) AS users
+FROM v GROUP BY ALL""",
+    # Row numbers per user, the anchor's, and an ordered string_agg of the next rows.
+    "window": f"""
+WITH r AS (SELECT user_key, event, row_number() OVER (PARTITION BY user_key ORDER BY ts, event) AS k
+           FROM {{ev}}),
+a AS (SELECT user_key, min(k) AS k0 FROM r WHERE event = '{PATH_ANCHOR}' GROUP BY user_key),
+p AS (SELECT a.user_key, string_agg(r.event, ' > ' ORDER BY r.k) AS path
+      FROM a LEFT JOIN r ON r.user_key = a.user_key AND r.k > a.k0 AND r.k <= a.k0 + {PATH_DEPTH}
+      GROUP BY a.user_key)
+SELECT coalesce(path, '') AS path, count(*) AS users FROM p GROUP BY ALL""",
+}
+PATHS_CHDB = {
+    # One array of (ts, event) per user, sorted, sliced after the anchor.
+    "arrays": f"""
+SELECT arrayStringConcat(arraySlice(evs, p + 1, {PATH_DEPTH}), ' > ') AS path, count() AS users
+FROM (SELECT arrayMap(x -> x.2, arraySort(groupArray((ts, toString(event))))) AS evs,
+             indexOf(evs, '{PATH_ANCHOR}') AS p
+      FROM {{ev}} GROUP BY user_key)
+WHERE p > 0 GROUP BY path""",
+}
+
+
+def paths_tree(full):
+    """{full path: users} -> {(depth, prefix): (users, drop_off)} as `tenure paths`
+    reports it (every prefix up to PATH_DEPTH; drop_off: paths ending there early)."""
+    out = {}
+    for path, n in full.items():
+        parts = path.split(" > ") if path else []
+        for d in range(len(parts) + 1):
+            u, x = out.get((d, " > ".join(parts[:d])), (0, 0))
+            ends = d == len(parts) and d < PATH_DEPTH
+            out[(d, " > ".join(parts[:d]))] = (u + n, x + (n if ends else 0))
+    return out
+
+
+def paths_from_sql(rows):
+    full = {}
+    for path, n in rows:
+        full[path or ""] = full.get(path or "", 0) + int(n)
+    return paths_tree(full)
+
+
+def paths_from_tenure(doc):
+    return {(int(r["depth"]), r["path"]): (int(r["users"]), int(r["drop_off"]))
+            for r in _rows_of(doc, "paths")}
+
+
 # ------------------------------------------------------------ normalisers -------------
 def week_monday(w):
     return (dt.date(1970, 1, 1) + dt.timedelta(days=7 * int(w) - 3)).isoformat()
@@ -350,6 +407,13 @@ ANALYSES = [
         lambda data, t: ["segment", "--data", data, "R<30d and F>=3", "--count",
                          "--format", "json", "--threads", str(t)],
         count_from_sql, count_from_tenure),
+    Analysis(
+        "paths", f"paths: {PATH_DEPTH} events after the first {PATH_ANCHOR}",
+        PATHS_DUCKDB, PATHS_CHDB,
+        lambda data, t: ["paths", "--data", data, "--after", PATH_ANCHOR, "--depth",
+                         str(PATH_DEPTH), "--top", "100000000", "--format", "json",
+                         "--threads", str(t)],
+        paths_from_sql, paths_from_tenure),
 ]
 BY_NAME = {a.name: a for a in ANALYSES}
 
