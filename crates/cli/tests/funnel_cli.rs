@@ -283,6 +283,43 @@ fn segment_breakdown_never_looks_ahead() {
             "{range:?}"
         );
     }
+    // Scores rank the whole population at one instant: read as of --from
+    // (03-01, before every entry: b and d had bought), refused without it.
+    let scores = [
+        "--steps",
+        "view_item,purchase",
+        "--window",
+        "1d",
+        "--format",
+        "csv",
+        "--by-segment",
+        "f_score >= 1",
+    ];
+    let mut args = scores.to_vec();
+    args.extend_from_slice(&["--from", "2026-03-01"]);
+    let out = funnel(&store, &args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').take(4).collect::<Vec<_>>().join(","))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            "in: f_score >= 1,1,view_item,2",
+            "in: f_score >= 1,2,purchase,1",
+            "not in: f_score >= 1,1,view_item,2",
+            "not in: f_score >= 1,2,purchase,1",
+        ]
+    );
+    let out = funnel(&store, &scores);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--from"));
 }
 
 #[test]

@@ -103,6 +103,12 @@ fn hand_worked_paths() {
         paths(&store, &["--before", "cart", "--depth", "2"]),
         ["|0||2|0", "|1|view|2|1", "|2|view > view|1|0"]
     );
+    let csv = ok(tenure()
+        .args(["paths", "--data"])
+        .arg(&store)
+        .args(["--before", "cart", "--format", "csv"]));
+    assert!(csv.lines().next().unwrap().ends_with(",direction"), "{csv}");
+    assert!(csv.lines().skip(1).all(|l| l.ends_with(",before")), "{csv}");
     // --top keeps the paths with the most users, under kept parents.
     assert_eq!(
         paths(&store, &["--after", "view", "--depth", "3", "--top", "1"]),

@@ -368,9 +368,10 @@ fn weekly_cohorts_read_by_day() {
     assert_eq!(cell("2026-03-02", 7), "3,1,0.3333333333333333");
     assert_eq!(cell("2026-03-02", 8), "3,1,0.3333333333333333");
     assert_eq!(cell("2026-03-02", 20), "3,1,0.3333333333333333");
-    // Week of 03-23: d and e (both 03-23); e is back on day 1. Day 2 of a
-    // member who started on the week's last day (03-29) is 03-31, after the
-    // data's end: incomplete, never a low number.
+    // Week of 03-23: d and e (both 03-23); e is back on day 1. Day 2 is
+    // complete once the week's last day plus 2 days (03-31) has ended,
+    // after the data's end (a member starting 03-29 would not have had it):
+    // incomplete, never a low number.
     assert_eq!(cell("2026-03-23", 1), "2,1,0.5");
     assert_eq!(cell("2026-03-23", 2), "2,,");
     let table = tenure()
@@ -388,7 +389,14 @@ fn weekly_cohorts_read_by_day() {
         .output()
         .unwrap();
     assert_eq!(bad.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&bad.stderr).contains("finer than the cohorts'"));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("read by day"));
+    let bad = tenure()
+        .args(["retention", "--data"])
+        .arg(dir.path())
+        .args(["--period", "month", "--read", "week"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
 }
 
 #[test]

@@ -226,7 +226,7 @@ pub enum TermKind {
     Total {
         /// Sum or average.
         aggregate: crate::features::Aggregate,
-        /// The property (an event column or a key of `properties`).
+        /// The property (a numeric event column).
         property: Spanned<String>,
         /// The window, if any (checked to be a duration by the resolver).
         within: Option<Box<Term>>,

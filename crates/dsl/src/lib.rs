@@ -41,7 +41,8 @@
 //! go in parentheses. `sum(revenue) within 30d >= 500` totals a numeric event
 //! column over the user's events (of any name) in the window (0 over none);
 //! `avg(...)` is their mean (NULL over none). An event name the store has
-//! never seen is an error with the nearest names.
+//! never seen but close to one it has (`purchse`) is an error naming it; a
+//! name unlike every known one counts 0 (an event yet to happen).
 //!
 //! Keywords and built-in names are case-insensitive; property, event and
 //! segment names are not. `#` starts a comment. A bare name that is not a

@@ -892,17 +892,23 @@ impl Ctx<'_, '_> {
         within: Option<&Term>,
         span: Span,
     ) -> Result<ResolvedExpr, DslError> {
+        // A name close to a known one is a typo (`did purchse`); a name
+        // unlike every known one may be an event that has not happened yet
+        // (a trigger written before launch) and counts 0.
         if let Some(events) = &self.catalog.events
             && !events.contains(&event.node)
         {
-            return Err(DslError::UnknownName {
-                span: event.span,
-                kind: NameKind::Event,
-                name: event.node.clone(),
-                expected: "an event name seen in the data".into(),
-                suggestions: suggest::similar(&event.node, events.iter().map(String::as_str)),
-                hint: None,
-            });
+            let suggestions = suggest::similar(&event.node, events.iter().map(String::as_str));
+            if !suggestions.is_empty() {
+                return Err(DslError::UnknownName {
+                    span: event.span,
+                    kind: NameKind::Event,
+                    name: event.node.clone(),
+                    expected: "an event name seen in the data".into(),
+                    suggestions,
+                    hint: None,
+                });
+            }
         }
         let (op, n) = match count {
             None => (CmpOp::Ge, 1),

@@ -302,9 +302,31 @@ impl FunnelOptions {
             segments: self.segments.clone(),
             purchase_event: PurchaseSpec::default().event,
         };
-        let (entry, matches) =
-            segment_as_of_each(scope, &segment, entry_condition(spec), spec.entry_to, |t| t)
-                .await?;
+        let each =
+            segment_as_of_each(scope, &segment, entry_condition(spec), spec.entry_to, |t| t).await;
+        let (entry, matches) = match each {
+            Ok(v) => v,
+            // Scores, means and predictions rank the whole population at one
+            // instant: read them as of the start of the entry range, before
+            // every entry (never looking ahead).
+            Err(EngineError::BadRequest(m)) if m.contains("own instant") => {
+                let Some(from) = spec.entry_from else {
+                    return Err(EngineError::BadRequest(format!(
+                        "--by-segment `{expr}`: {m}; or give --from DATE, and the segment \
+                         is read as of it, before any entry"
+                    )));
+                };
+                let at = Scope {
+                    as_of: Some(from),
+                    ..scope.clone()
+                };
+                let (events, as_of) = at.open_as_of().await?;
+                let (seg, fspec) = segment.compile(&events, as_of)?;
+                let matches = crate::abtest::segment_matches(&events, &seg, &fspec).await?;
+                (vec![0; matches.len()], matches)
+            }
+            Err(e) => return Err(e),
+        };
         let groups = entry
             .iter()
             .zip(&matches)

@@ -989,14 +989,7 @@ fn operands(events: &Events, property: &str, value: &tenure_dsl::Literal) -> Res
     use datafusion::logical_expr::{TryCast, cast};
     use datafusion::scalar::ScalarValue;
     use tenure_dsl::Literal;
-    let internal = [
-        "user_key",
-        "ts",
-        "ingested_at",
-        "properties",
-        "event_id",
-        "user_id",
-    ];
+    let internal = ["user_key", "ts", "ingested_at", "properties"];
     let typed = (events.has_column(property) && !internal.contains(&property))
         .then(|| {
             tenure_schema::event_schema(&events.snapshot.properties)

@@ -8,8 +8,9 @@
 //! itself at depth 0 (`path` empty, every anchored user), then every path of
 //! 1 to `depth` events kept (the `top` with the most users per depth, each
 //! under a kept parent): `users` (whose path starts with it), `share` (of
-//! the group's anchored users) and `drop_off` (users whose path ends there,
-//! before `depth`: no further event, or a gap longer than the session).
+//! the group's anchored users), `drop_off` (users whose path ends there,
+//! before `depth`: no further event, or a gap longer than the session) and
+//! `direction` (`after` or `before` the anchor).
 //! Paths after the anchor read forwards (`view > cart > buy`); paths before
 //! it read in time order too, ending next to the anchor (depth 1 is the
 //! event just before it).
@@ -65,6 +66,7 @@ pub fn schema() -> SchemaRef {
         Field::new("users", DataType::UInt64, false),
         Field::new("share", DataType::Float64, false),
         Field::new("drop_off", DataType::UInt64, false),
+        Field::new("direction", DataType::Utf8, false),
     ]))
 }
 
@@ -379,6 +381,9 @@ fn tree_batch(
         }))),
         Arc::new(UInt64Array::from_iter_values(
             rows.iter().map(|r| r.drop_off),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|_| if after { "after" } else { "before" }),
         )),
     ];
     RecordBatch::try_new(schema(), cols)

@@ -73,9 +73,10 @@ pub struct RetentionOptions {
     /// events' properties; several give nested groups (country,variant).
     #[arg(long, value_name = "PROPERTY[,PROPERTY...]")]
     pub by: Option<String>,
-    /// Read returns at a finer period than the cohorts (`--period week
+    /// Read returns by day within weekly or monthly cohorts (`--period week
     /// --read day`): column k is the k-th day after each user's own first
-    /// start day, so weekly cohorts show D1, D7, ... retention.
+    /// start day, so weekly cohorts show D1, D7, ... retention; a cell is
+    /// complete once the cohort period's last day plus k days has ended.
     #[arg(long, value_name = "PERIOD")]
     pub read: Option<String>,
     /// `revenue`: also the revenue of each cell (the cohort's return events
@@ -102,9 +103,35 @@ impl RetentionOptions {
         Ok(())
     }
 
-    /// Checks the mode and brackets without data.
+    /// Checks the mode and brackets (and what reads them: --read, --value)
+    /// without data.
     pub fn validate_mode(&self) -> Result<()> {
-        crate::retention::Mode::parse(&self.mode, self.brackets.as_deref())?;
+        let mode = crate::retention::Mode::parse(&self.mode, self.brackets.as_deref())?;
+        if let Some(read) = &self.read {
+            let read: crate::calendar::Period = read.parse()?;
+            let period: crate::calendar::Period = self.period.parse()?;
+            if read != period && read != crate::calendar::Period::Day {
+                return Err(EngineError::BadRequest(format!(
+                    "--read {}: returns are read by day within weekly or monthly cohorts (--read day)",
+                    crate::retention::period_name(read)
+                )));
+            }
+        }
+        match self.value.as_deref() {
+            None | Some("users") => {}
+            Some("revenue") if mode == crate::retention::Mode::Unbounded => {
+                return Err(EngineError::BadRequest(
+                    "--value revenue sums a cell's own period(s): use --mode n-day or bracket"
+                        .into(),
+                ));
+            }
+            Some("revenue") => {}
+            Some(other) => {
+                return Err(EngineError::BadRequest(format!(
+                    "--value {other}: expected users (the default) or revenue"
+                )));
+            }
+        }
         Ok(())
     }
 }
@@ -431,7 +458,9 @@ pub struct FunnelOptions {
     /// Break down by a segment instead: users in it vs not (segment language,
     /// see `tenure segment`), evaluated as of each user's entry (their first
     /// step-1 event in range) over their events before it, so the funnel's
-    /// own purchases never put a user in `F >= 1`.
+    /// own purchases never put a user in `F >= 1`. Scores, means and
+    /// predictions (`@champions`) rank the whole population at one instant:
+    /// they are read as of --from, before every entry (--from is then needed).
     #[arg(long, value_name = "EXPR", conflicts_with = "by")]
     #[serde(default)]
     pub by_segment: Option<String>,

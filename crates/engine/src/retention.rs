@@ -103,9 +103,11 @@ pub struct RetentionSpec {
     pub as_of: Option<i64>,
     /// Split cohorts by this column's value at each user's first start event.
     pub by: Option<String>,
-    /// Read returns at this finer period (`--period week --read day`):
-    /// cohorts stay weeks or months, and column k is the k-th day (or week)
-    /// after each user's own first start day. `None`: the cohort period.
+    /// Read returns by day within weekly or monthly cohorts (`--period week
+    /// --read day`): column k is the k-th day after each user's own first
+    /// start day; a cell is complete once the cohort period's last day plus
+    /// k days has ended (every possible member has had it). `None`: the
+    /// cohort period.
     pub read: Option<Period>,
     /// Also sum the revenue of the cohort's return events per cell
     /// (`--value revenue`; n-day and bracket modes).
@@ -450,7 +452,8 @@ impl RetentionFold {
         let cal = Calendar::new(spec.period, spec.tz, min_ts, max_ts)?;
         let read = match spec.read {
             Some(p) if p == spec.period => None,
-            Some(p) if p < spec.period => {
+            // Days nest in weeks and months; weeks do not nest in months.
+            Some(p) if p == Period::Day => {
                 let r = Calendar::new(p, spec.tz, min_ts, max_ts)?;
                 let of = (0..r.periods())
                     .map(|q| {
@@ -462,7 +465,8 @@ impl RetentionFold {
             }
             Some(p) => {
                 return Err(EngineError::BadRequest(format!(
-                    "--read {}: returns are read at a period finer than the cohorts' ({})",
+                    "--read {}: returns are read by day within weekly or monthly cohorts \
+                     (--read day); cohorts here are by {}",
                     period_name(p),
                     period_name(spec.period)
                 )));

@@ -42,7 +42,9 @@ fn expressions() -> impl Strategy<Value = String> {
                 "not did purchase where (revenue between {} and {x} or revenue < 10) or F = {b}",
                 s * 5
             ),
-            10 => format!("sum(revenue) within {a}d >= {x} and did a where revenue > 0 = 0"),
+            10 => {
+                format!("sum(revenue) within {a}d >= {x} and did purchase where revenue > {x} = 0")
+            }
             11 => format!(
                 "avg(revenue) < {x} or avg(revenue) within {a}d > {}",
                 s * 10

@@ -19,7 +19,8 @@ use crate::report::Kind;
 /// Columns (csv/json): group, depth, path (events joined by ` > `, the
 /// anchor not repeated; paths before the anchor read in time order and end
 /// next to it), users (whose path starts with it), share (of the anchored
-/// users), drop_off (users whose path ends there before --depth).
+/// users), drop_off (users whose path ends there before --depth), direction
+/// (after or before).
 ///
 /// Examples:
 ///

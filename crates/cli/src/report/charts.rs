@@ -844,13 +844,7 @@ pub(super) fn paths(rows: &Frame<'_>) -> (String, String) {
         }
         // The parent of a path: one event fewer on the side away from the
         // anchor (the last for paths after it, the first for paths before).
-        let after = mine.iter().any(|r| {
-            let p = r.text("path");
-            mine.iter().any(|q| {
-                q.num("depth") == r.num("depth").map(|d| d + 1.0)
-                    && q.text("path").starts_with(&format!("{p} > "))
-            })
-        }) || depth <= 1;
+        let after = mine.first().is_none_or(|r| r.text("direction") != "before");
         let parent = |p: &str| -> String {
             let parts: Vec<&str> = p.split(" > ").collect();
             match parts.len() {

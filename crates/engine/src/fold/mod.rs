@@ -79,7 +79,8 @@ pub struct FoldInput {
     pub columns: Vec<String>,
     /// Computed columns (SQL expressions over the events table, e.g. a
     /// breakdown on a key of `properties`), after `columns`: the fold reads
-    /// value `j` as column `columns.len() + j`.
+    /// value `j` as column `columns.len() + j` (`columns` must be distinct;
+    /// a repeated column is read once).
     #[serde(default, with = "crate::codec::vec_expr")]
     pub values: Vec<Expr>,
     /// Conditions; row `i` of flag `j` is `flags[j]` evaluated on the row.
