@@ -53,6 +53,7 @@ pub const KINDS: &[&str] = &[
     "segment",
     "stickiness",
     "clv",
+    "paths",
 ];
 
 /// One analysis of a job: the options of the subcommand of the same name.
@@ -78,6 +79,8 @@ pub enum Spec {
     Stickiness(StickinessOptions),
     /// `tenure clv`.
     Clv(ClvOptions),
+    /// `tenure paths`.
+    Paths(crate::cmd::paths::PathsOptions),
 }
 
 /// What an analysis produced: its rows, and extra rows a chart uses.
@@ -102,6 +105,7 @@ impl Spec {
             "segment" => Spec::Segment(Deserialize::deserialize(de)?),
             "stickiness" => Spec::Stickiness(Deserialize::deserialize(de)?),
             "clv" => Spec::Clv(Deserialize::deserialize(de)?),
+            "paths" => Spec::Paths(Deserialize::deserialize(de)?),
             other => unreachable!("kind `{other}` is checked against KINDS first"),
         })
     }
@@ -125,6 +129,7 @@ impl Spec {
             Spec::Segment(_) => Kind::Segment,
             Spec::Stickiness(_) => Kind::Stickiness,
             Spec::Clv(_) => Kind::Clv,
+            Spec::Paths(_) => Kind::Paths,
         }
     }
 
@@ -142,6 +147,7 @@ impl Spec {
             Spec::Segment(o) => serde_json::to_value(o),
             Spec::Stickiness(o) => serde_json::to_value(o),
             Spec::Clv(o) => serde_json::to_value(o),
+            Spec::Paths(o) => serde_json::to_value(o),
         };
         let Ok(serde_json::Value::Object(map)) = value else {
             return String::new();
@@ -187,6 +193,14 @@ impl Spec {
             Spec::Segment(_) => Ok(()),
             Spec::Stickiness(o) => o.validate().map_err(at("period")),
             Spec::Clv(o) => o.validate().map_err(at("horizon")),
+            Spec::Paths(o) => o.spec().map(|_| ()).map_err(|e| {
+                let m = e.to_string();
+                let key = ["depth", "top", "session"]
+                    .into_iter()
+                    .find(|k| m.contains(&format!("--{k}")))
+                    .unwrap_or("after");
+                (key, m)
+            }),
         }
     }
 
@@ -219,6 +233,7 @@ impl Spec {
             Spec::Segment(o) => o.compute(scope).await?,
             Spec::Stickiness(o) => o.compute(scope).await?,
             Spec::Clv(o) => o.compute(scope).await?,
+            Spec::Paths(o) => o.compute(scope).await?,
             // RFM reads each customer's whole history up to the as-of
             // whatever the job's range (queries/rfm_refresh.toml); its
             // window is the `lookback` key.

@@ -593,6 +593,13 @@ kind = "segment"
 expr = 'country = "<img src=x onerror=alert(1)>"'
 
 [[analysis]]
+name = "paths"
+kind = "paths"
+after = "signup"
+depth = 3
+by = "country"
+
+[[analysis]]
 name = "broken"
 kind = "segment"
 expr = 'plan = "<b>pro</b>"'
@@ -673,9 +680,15 @@ expr = 'plan = "<b>pro</b>"'
         .output()
         .unwrap();
     let dom = String::from_utf8_lossy(&dom.stdout);
-    assert_eq!(dom.matches("<section").count(), 12, "{dom}");
-    assert!(dom.matches("<svg").count() >= 11, "charts rendered");
-    assert!(dom.matches("<table").count() >= 12, "numbers rendered");
+    assert_eq!(dom.matches("<section").count(), 13, "{dom}");
+    assert!(dom.matches("<svg").count() >= 12, "charts rendered");
+    assert!(dom.matches("<table").count() >= 13, "numbers rendered");
+    // The paths section draws its Sankey: nodes and bands.
+    let paths = &dom[dom.find("paths from the anchor event").expect("the Sankey")..];
+    assert!(
+        paths.contains("<path d=\"M") && paths.contains("<rect"),
+        "{paths}"
+    );
     assert!(!dom.contains("<img"), "data became markup");
     assert!(dom.contains("failed: "), "the failed analysis is shown");
 }

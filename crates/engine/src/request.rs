@@ -295,9 +295,11 @@ pub struct PathsOptions {
     pub before: Option<String>,
     /// Events per path.
     #[arg(long, default_value_t = 5)]
+    #[serde(default = "default_path_depth")]
     pub depth: usize,
     /// Paths kept per depth (those with the most users, under kept parents).
     #[arg(long, default_value_t = 20)]
+    #[serde(default = "default_path_top")]
     pub top: usize,
     /// A path stops at a gap longer than this between two events (30m, 1h).
     #[arg(long, value_name = "DURATION")]
@@ -307,9 +309,29 @@ pub struct PathsOptions {
     pub by: Option<String>,
 }
 
+fn default_path_depth() -> usize {
+    5
+}
+
+fn default_path_top() -> usize {
+    20
+}
+
 impl PathsOptions {
     /// The request, checked without data.
     pub fn spec(&self) -> Result<crate::paths::PathsSpec> {
+        if self.depth == 0 || self.depth > crate::paths::MAX_DEPTH {
+            return Err(EngineError::BadRequest(format!(
+                "--depth {}: expected 1 to {} events",
+                self.depth,
+                crate::paths::MAX_DEPTH
+            )));
+        }
+        if self.top == 0 {
+            return Err(EngineError::BadRequest(
+                "--top 0: keep at least one path per depth".into(),
+            ));
+        }
         let (anchor, after) = match (&self.after, &self.before) {
             (Some(a), None) => (a.clone(), true),
             (None, Some(b)) => (b.clone(), false),
