@@ -564,3 +564,51 @@ fn breakdowns_on_undeclared_properties_and_several_at_once() {
         ]
     );
 }
+
+#[test]
+fn ltv_by_a_property_splits_cohorts_and_sums_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let made = tenure()
+        .args([
+            "gen", "--users", "3000", "--days", "40", "--seed", "5", "--to",
+        ])
+        .arg(&store)
+        .output()
+        .unwrap();
+    assert!(made.status.success());
+    // (cohort, period) -> (cohort size, cumulative revenue in cents).
+    let cells = |args: &[&str]| -> std::collections::BTreeMap<(String, String), (u64, i64)> {
+        let csv = run_cmd("ltv", &store, args);
+        let mut lines = csv.lines();
+        let head: Vec<&str> = lines.next().unwrap().split(',').collect();
+        let at = |name: &str| head.iter().position(|h| *h == name).unwrap();
+        let mut out = std::collections::BTreeMap::new();
+        for l in lines {
+            let c: Vec<&str> = l.split(',').collect();
+            if c[at("kind")] != "cohort" || c[at("revenue")].is_empty() {
+                continue;
+            }
+            let cents = (c[at("revenue")].parse::<f64>().unwrap() * 100.0).round() as i64;
+            let e = out
+                .entry((c[at("cohort")].to_string(), c[at("period")].to_string()))
+                .or_insert((0, 0));
+            e.0 += c[at("cohort_size")].parse::<u64>().unwrap();
+            e.1 += cents;
+        }
+        out
+    };
+    let all = cells(&["--start-event", "signup"]);
+    let split = cells(&["--start-event", "signup", "--by", "variant"]);
+    assert!(all.len() > 20, "{all:?}");
+    // Every user is in exactly one group: sizes and revenue add up.
+    assert_eq!(split, all);
+    let csv = run_cmd("ltv", &store, &["--by", "variant"]);
+    assert!(csv.starts_with("kind,group,cohort,"), "{csv}");
+    let groups: std::collections::BTreeSet<&str> = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').nth(1).unwrap())
+        .collect();
+    assert_eq!(groups.into_iter().collect::<Vec<_>>(), ["A", "B"]);
+}

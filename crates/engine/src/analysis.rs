@@ -165,7 +165,14 @@ impl LtvOptions {
         let spec = self.spec(&events, scope.tz, scope.as_of).await?;
         let fold = crate::ltv::LtvFold::new(&events, &spec)?;
         let batches = crate::fold::run(&events, fold).await?;
-        Ok(Table::new(crate::ltv::schema(), batches).into())
+        if let Some(by) = &self.by {
+            let groups = batches
+                .iter()
+                .flat_map(crate::ltv::rows_of_batch)
+                .map(|r| r.group);
+            crate::breakdown::check_found(by, groups)?;
+        }
+        Ok(Table::new(crate::ltv::schema_of(self.by.is_some()), batches).into())
     }
 }
 

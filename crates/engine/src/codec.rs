@@ -449,6 +449,7 @@ mod tests {
         )
         .await;
         fold_trip(&events, crate::ltv::LtvFold::new(&events, &spec).unwrap()).await;
+        fold_trip(&events, crate::ltv::LtvFold::new(&events, &by_day).unwrap()).await;
         fold_trip(
             &events,
             crate::lifecycle::LifecycleFold::new(&events, Period::Week, tz, None).unwrap(),

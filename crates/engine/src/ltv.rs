@@ -28,6 +28,9 @@ use crate::userstats::cents;
 pub struct LtvRow {
     /// `cohort` or `average`.
     pub kind: &'static str,
+    /// Breakdown value (with `by`), else `None`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
     /// Cohort period start (ISO date); `None` on average rows.
     pub cohort: Option<String>,
     /// Period k.
@@ -51,26 +54,37 @@ pub async fn ltv(events: &Events, spec: &RetentionSpec) -> Result<Vec<LtvRow>> {
 
 /// The output schema (the columns of [`LtvRow`]).
 pub fn schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![
-        Field::new("kind", DataType::Utf8, false),
+    schema_of(false)
+}
+
+/// The output schema; with a breakdown a `group` column after `kind`.
+pub fn schema_of(by: bool) -> SchemaRef {
+    let mut fields = vec![Field::new("kind", DataType::Utf8, false)];
+    if by {
+        fields.push(Field::new("group", DataType::Utf8, true));
+    }
+    fields.extend([
         Field::new("cohort", DataType::Utf8, true),
         Field::new("period", DataType::UInt32, false),
         Field::new("cohort_size", DataType::UInt64, false),
         Field::new("revenue", DataType::Utf8, true),
         Field::new("ltv", DataType::Float64, true),
         Field::new("complete", DataType::Boolean, false),
-    ]))
+    ]);
+    Arc::new(Schema::new(fields))
 }
 
 /// Rows of a batch of [`schema`].
 pub fn rows_of_batch(b: &RecordBatch) -> Vec<LtvRow> {
     use datafusion::arrow::datatypes::{Float64Type, UInt32Type, UInt64Type};
-    let text = |i: usize| b.column(i).as_string::<i32>();
-    let (kind, cohort, revenue) = (text(0), text(1), text(4));
-    let period = b.column(2).as_primitive::<UInt32Type>();
-    let size = b.column(3).as_primitive::<UInt64Type>();
-    let ltv = b.column(5).as_primitive::<Float64Type>();
-    let complete = b.column(6).as_boolean();
+    let column = |name: &str| b.column_by_name(name).expect("an LTV column");
+    let text = |name: &str| column(name).as_string::<i32>();
+    let (kind, cohort, revenue) = (text("kind"), text("cohort"), text("revenue"));
+    let group = b.column_by_name("group").map(|g| g.as_string::<i32>());
+    let period = column("period").as_primitive::<UInt32Type>();
+    let size = column("cohort_size").as_primitive::<UInt64Type>();
+    let ltv = column("ltv").as_primitive::<Float64Type>();
+    let complete = column("complete").as_boolean();
     (0..b.num_rows())
         .map(|i| LtvRow {
             kind: if kind.value(i) == "cohort" {
@@ -78,6 +92,7 @@ pub fn rows_of_batch(b: &RecordBatch) -> Vec<LtvRow> {
             } else {
                 "average"
             },
+            group: group.and_then(|g| g.is_valid(i).then(|| g.value(i).to_string())),
             cohort: cohort.is_valid(i).then(|| cohort.value(i).to_string()),
             period: period.value(i),
             cohort_size: size.value(i),
@@ -100,6 +115,10 @@ pub struct LtvFold {
     #[serde(with = "crate::codec::opt_expr")]
     start: Option<Expr>,
     as_of: i64,
+    /// Break down by this value at each user's first start event: users are
+    /// then read whole and in time order.
+    #[serde(default, with = "crate::codec::opt_expr")]
+    by: Option<Expr>,
 }
 
 impl LtvFold {
@@ -111,7 +130,101 @@ impl LtvFold {
             as_of: spec.as_of.unwrap_or_else(|| cal.end_of_day(max_ts)),
             cal,
             start: spec.start.clone(),
+            by: spec
+                .by
+                .as_deref()
+                .map(|b| crate::breakdown::by_expr(events, b))
+                .transpose()?,
         })
+    }
+
+    /// With a breakdown: each user whole and in time order; the cohort is
+    /// the period of the first start event, the group its value (at equal
+    /// times the smallest), revenue from the cohort period on.
+    fn update_by(&self, st: &mut LtvState, rows: &Rows<'_>) -> DfResult<()> {
+        let ts = rows.ts();
+        let Some(rev) = rows.column(0).as_primitive_opt::<Decimal128Type>() else {
+            return exec_err!("column `revenue` is not a decimal");
+        };
+        let values = datafusion::arrow::compute::cast(rows.column(1), &DataType::Utf8)?;
+        let values = values.as_string::<i32>();
+        let is_start = self.start.is_some().then(|| rows.flag(0));
+        let n = self.cal.periods();
+        for (_, range) in rows.users() {
+            let mut first: Option<(i64, Option<&str>)> = None;
+            for i in range.clone() {
+                if is_start.is_some_and(|s| !s.value(i)) || self.cal.period_of(ts[i]).is_none() {
+                    continue;
+                }
+                let v = values.is_valid(i).then(|| values.value(i));
+                match first {
+                    Some((t, _)) if t < ts[i] => break,
+                    Some((_, w)) if w <= v => {}
+                    _ => first = Some((ts[i], v)),
+                }
+            }
+            let Some((t, v)) = first else { continue };
+            let c = self.cal.period_of(t).expect("in range") as usize;
+            let label = v.map_or_else(|| crate::breakdown::NONE_LABEL.to_string(), str::to_string);
+            let cells = st
+                .groups
+                .entry(label)
+                .or_insert_with(|| (vec![0; n], vec![0; n * n]));
+            cells.0[c] += 1;
+            for i in range {
+                if !rev.is_valid(i) {
+                    continue;
+                }
+                if let Some(p) = self.cal.period_of(ts[i])
+                    && p as usize >= c
+                {
+                    cells.1[c * n + p as usize - c] += rev.value(i);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Cohort and average rows of one group's sizes and cells.
+    fn rows(&self, group: Option<&str>, sizes: &[u64], cells: &[i128]) -> Vec<LtvRow> {
+        let (cal, n, as_of) = (&self.cal, self.cal.periods(), self.as_of);
+        let mut rows = Vec::new();
+        let mut avg_rev = vec![0i128; n];
+        let mut avg_size = vec![0u64; n];
+        for c in 0..n {
+            let mut cum = 0i128;
+            for k in 0..n - c {
+                cum += cells[c * n + k];
+                let complete = cal.end_utc(c + k) <= as_of;
+                if complete {
+                    avg_rev[k] += cum;
+                    avg_size[k] += sizes[c];
+                }
+                rows.push(LtvRow {
+                    kind: "cohort",
+                    group: group.map(str::to_string),
+                    cohort: Some(cal.start_date(c).to_string()),
+                    period: k as u32,
+                    cohort_size: sizes[c],
+                    revenue: complete.then(|| cents(cum)),
+                    ltv: (complete && sizes[c] > 0).then(|| cum as f64 / 100.0 / sizes[c] as f64),
+                    complete,
+                });
+            }
+        }
+        for k in 0..n {
+            rows.push(LtvRow {
+                kind: "average",
+                group: group.map(str::to_string),
+                cohort: None,
+                period: k as u32,
+                cohort_size: avg_size[k],
+                revenue: (avg_size[k] > 0).then(|| cents(avg_rev[k])),
+                ltv: (avg_size[k] > 0).then(|| avg_rev[k] as f64 / 100.0 / avg_size[k] as f64),
+                complete: avg_size[k] > 0,
+            });
+        }
+        rows
     }
 
     fn words(&self) -> usize {
@@ -128,12 +241,16 @@ pub struct LtvState {
     revenue: hashbrown::HashMap<u64, i128, foldhash::fast::FixedState>,
     /// Revenue already attributed, by cohort and offset (`periods * periods`).
     cells: Vec<i128>,
+    /// With a breakdown: sizes and cells per group.
+    groups: std::collections::BTreeMap<String, (Vec<u64>, Vec<i128>)>,
 }
 
-/// Cohort sizes (`n`) and revenue by cohort and offset (`n * n`).
+/// Cohort sizes (`n`) and revenue by cohort and offset (`n * n`); with a
+/// breakdown, per group.
 pub struct LtvCells {
     sizes: Vec<u64>,
     cells: Vec<i128>,
+    groups: std::collections::BTreeMap<String, (Vec<u64>, Vec<i128>)>,
 }
 
 impl UserFold for LtvFold {
@@ -147,26 +264,37 @@ impl UserFold for LtvFold {
     fn input(&self) -> FoldInput {
         FoldInput {
             columns: vec!["revenue".into()],
+            values: self.by.iter().cloned().collect(),
             flags: self.start.iter().cloned().collect(),
             until: None,
+            ordered: self.by.is_some(),
             ..Default::default()
         }
     }
 
     fn schema(&self) -> SchemaRef {
-        schema()
+        schema_of(self.by.is_some())
     }
 
     fn start(&self, keys: Range<u32>) -> LtvState {
+        let by = self.by.is_some();
         LtvState {
             lo: keys.start,
-            start: vec![0; (keys.end - keys.start) as usize * self.words()],
+            start: if by {
+                Vec::new()
+            } else {
+                vec![0; (keys.end - keys.start) as usize * self.words()]
+            },
             revenue: hashbrown::HashMap::with_hasher(foldhash::fast::FixedState::default()),
             cells: vec![0; self.cal.periods() * self.cal.periods()],
+            groups: Default::default(),
         }
     }
 
     fn update(&self, st: &mut LtvState, rows: &Rows<'_>) -> DfResult<()> {
+        if self.by.is_some() {
+            return self.update_by(st, rows);
+        }
         let (keys, ts) = (rows.keys(), rows.ts());
         let Some(rev) = rows.column(0).as_primitive_opt::<Decimal128Type>() else {
             return exec_err!("column `revenue` is not a decimal");
@@ -218,6 +346,7 @@ impl UserFold for LtvFold {
         let mut out = LtvCells {
             sizes: vec![0; n],
             cells: st.cells,
+            groups: st.groups,
         };
         for &c in &cohort {
             if c != u32::MAX {
@@ -237,48 +366,38 @@ impl UserFold for LtvFold {
     fn merge(&self, a: &mut LtvCells, b: LtvCells) -> DfResult<()> {
         a.sizes.iter_mut().zip(b.sizes).for_each(|(x, y)| *x += y);
         a.cells.iter_mut().zip(b.cells).for_each(|(x, y)| *x += y);
+        for (g, (sizes, cells)) in b.groups {
+            match a.groups.get_mut(&g) {
+                Some((s, c)) => {
+                    s.iter_mut().zip(sizes).for_each(|(x, y)| *x += y);
+                    c.iter_mut().zip(cells).for_each(|(x, y)| *x += y);
+                }
+                None => {
+                    a.groups.insert(g, (sizes, cells));
+                }
+            }
+        }
         Ok(())
     }
 
     fn emit(&self, r: LtvCells) -> DfResult<RecordBatch> {
-        let (cal, n, as_of) = (&self.cal, self.cal.periods(), self.as_of);
-        let (sizes, cells) = (&r.sizes, &r.cells);
-        let mut rows = Vec::new();
-        let mut avg_rev = vec![0i128; n];
-        let mut avg_size = vec![0u64; n];
-        for c in 0..n {
-            let mut cum = 0i128;
-            for k in 0..n - c {
-                cum += cells[c * n + k];
-                let complete = cal.end_utc(c + k) <= as_of;
-                if complete {
-                    avg_rev[k] += cum;
-                    avg_size[k] += sizes[c];
-                }
-                rows.push(LtvRow {
-                    kind: "cohort",
-                    cohort: Some(cal.start_date(c).to_string()),
-                    period: k as u32,
-                    cohort_size: sizes[c],
-                    revenue: complete.then(|| cents(cum)),
-                    ltv: (complete && sizes[c] > 0).then(|| cum as f64 / 100.0 / sizes[c] as f64),
-                    complete,
-                });
-            }
+        let rows: Vec<LtvRow> = match self.by {
+            None => self.rows(None, &r.sizes, &r.cells),
+            Some(_) => r
+                .groups
+                .iter()
+                .flat_map(|(g, (sizes, cells))| self.rows(Some(g), sizes, cells))
+                .collect(),
+        };
+        let mut cols: Vec<ArrayRef> = vec![Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|r| r.kind),
+        ))];
+        if self.by.is_some() {
+            cols.push(Arc::new(StringArray::from_iter(
+                rows.iter().map(|r| r.group.clone()),
+            )));
         }
-        for k in 0..n {
-            rows.push(LtvRow {
-                kind: "average",
-                cohort: None,
-                period: k as u32,
-                cohort_size: avg_size[k],
-                revenue: (avg_size[k] > 0).then(|| cents(avg_rev[k])),
-                ltv: (avg_size[k] > 0).then(|| avg_rev[k] as f64 / 100.0 / avg_size[k] as f64),
-                complete: avg_size[k] > 0,
-            });
-        }
-        let cols: Vec<ArrayRef> = vec![
-            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.kind))),
+        cols.extend::<[ArrayRef; 6]>([
             Arc::new(StringArray::from_iter(
                 rows.iter().map(|r| r.cohort.clone()),
             )),
@@ -293,7 +412,7 @@ impl UserFold for LtvFold {
             Arc::new(BooleanArray::from_iter(
                 rows.iter().map(|r| Some(r.complete)),
             )),
-        ];
-        Ok(RecordBatch::try_new(schema(), cols)?)
+        ]);
+        Ok(RecordBatch::try_new(schema_of(self.by.is_some()), cols)?)
     }
 }

@@ -150,6 +150,10 @@ pub struct LtvOptions {
     /// Extra SQL condition on start events.
     #[arg(long, value_name = "SQL")]
     pub start_where: Option<String>,
+    /// Split cohorts by properties at each user's first start event: columns
+    /// or keys of the events' properties; several nest (country,variant).
+    #[arg(long, value_name = "PROPERTY[,PROPERTY...]")]
+    pub by: Option<String>,
 }
 
 impl LtvOptions {
@@ -950,6 +954,7 @@ impl LtvOptions {
             period: self.period.clone(),
             start_event: self.start_event.clone(),
             start_where: self.start_where.clone(),
+            by: self.by.clone(),
             ..Default::default()
         };
         cohorts.spec(events, tz, as_of).await

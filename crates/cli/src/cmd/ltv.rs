@@ -14,8 +14,9 @@ use crate::report::Kind;
 /// Cohorts are as in `tenure retention` (the period of each user's first start
 /// event); every event with revenue counts. Sums are exact to the cent.
 ///
-/// Columns (csv/json): kind (cohort|average), cohort, period, cohort_size,
-/// revenue (cumulative, exact decimal), ltv (revenue per cohort user), complete.
+/// Columns (csv/json): kind (cohort|average), group (with --by), cohort,
+/// period, cohort_size, revenue (cumulative, exact decimal), ltv (revenue per
+/// cohort user), complete.
 ///
 /// Examples:
 ///
@@ -51,7 +52,16 @@ pub fn run(args: LtvArgs) -> anyhow::Result<()> {
     output::print_analysis(Kind::Ltv, &table, None, args.common.format, || {
         let mut s = String::new();
         let mut current = None;
+        let mut group = None;
         for r in &rows {
+            if r.group.is_some() && r.group != group {
+                if current.is_some() {
+                    s.push('\n');
+                }
+                s.push_str(&format!("== {}\n", r.group.as_deref().unwrap_or("")));
+                group = r.group.clone();
+                current = None;
+            }
             let key = r.cohort.clone().unwrap_or_else(|| "average".into());
             if current.as_ref() != Some(&key) {
                 if current.is_some() {
