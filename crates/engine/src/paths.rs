@@ -37,6 +37,18 @@ use crate::{EngineError, Result};
 /// Separator of a path's events.
 pub const ARROW: &str = " > ";
 
+/// The parent of a path as the `path` column writes it: one event fewer on
+/// the side away from the anchor (the last for paths after it, the first for
+/// paths before); the anchor (`""`) for a one-event path.
+pub fn parent(path: &str, after: bool) -> String {
+    let parts: Vec<&str> = path.split(ARROW).collect();
+    match parts.len() {
+        0 | 1 => String::new(),
+        n if after => parts[..n - 1].join(ARROW),
+        _ => parts[1..].join(ARROW),
+    }
+}
+
 /// Most events in a path.
 pub const MAX_DEPTH: usize = 20;
 

@@ -73,14 +73,7 @@ fn human(table: &Rows, anchor: &str, after: bool) -> String {
         return output::table(table);
     };
     // Depth first: each path under its parent (rows come by depth).
-    let parent = |path: &str| -> String {
-        let parts: Vec<&str> = path.split(" > ").collect();
-        match parts.len() {
-            0 | 1 => String::new(),
-            n if after => parts[..n - 1].join(" > "),
-            _ => parts[1..].join(" > "),
-        }
-    };
+    let parent = |path: &str| tenure_engine::paths::parent(path, after);
     let mut children: std::collections::HashMap<(String, String), Vec<usize>> = Default::default();
     let mut roots = Vec::new();
     for (i, row) in table.rows.iter().enumerate() {

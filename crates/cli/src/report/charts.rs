@@ -842,17 +842,8 @@ pub(super) fn paths(rows: &Frame<'_>) -> (String, String) {
         if anchored <= 0.0 {
             continue;
         }
-        // The parent of a path: one event fewer on the side away from the
-        // anchor (the last for paths after it, the first for paths before).
         let after = mine.first().is_none_or(|r| r.text("direction") != "before");
-        let parent = |p: &str| -> String {
-            let parts: Vec<&str> = p.split(" > ").collect();
-            match parts.len() {
-                0 | 1 => String::new(),
-                n if after => parts[..n - 1].join(" > "),
-                _ => parts[1..].join(" > "),
-            }
-        };
+        let parent = |p: &str| tenure_engine::paths::parent(p, after);
         let scale = (h - gap * 8.0) / anchored;
         // Node positions: (x, y, height), per path.
         let mut at: BTreeMap<String, (f64, f64, f64)> = BTreeMap::new();
