@@ -612,3 +612,58 @@ fn ltv_by_a_property_splits_cohorts_and_sums_back() {
         .collect();
     assert_eq!(groups.into_iter().collect::<Vec<_>>(), ["A", "B"]);
 }
+
+#[test]
+fn kpis_by_a_property_add_up_to_the_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let made = tenure()
+        .args([
+            "gen", "--users", "3000", "--days", "40", "--seed", "9", "--to",
+        ])
+        .arg(&store)
+        .output()
+        .unwrap();
+    assert!(made.status.success());
+    type Cells = std::collections::BTreeMap<(String, String), (f64, f64)>;
+    // (metric, period) -> (numerator, denominator), summed over groups.
+    let kpis = |args: &[&str]| -> (Cells, std::collections::BTreeSet<String>) {
+        let csv = run_cmd("kpi", &store, args);
+        let mut lines = csv.lines();
+        let head: Vec<&str> = lines.next().unwrap().split(',').collect();
+        let at = |name: &str| head.iter().position(|h| *h == name).unwrap();
+        let (mut out, mut groups) = (Cells::new(), std::collections::BTreeSet::new());
+        for l in lines {
+            let c: Vec<&str> = l.split(',').collect();
+            if let Some(g) = head.iter().position(|h| *h == "group") {
+                groups.insert(c[g].to_string());
+            }
+            let e = out
+                .entry((c[at("metric")].to_string(), c[at("period")].to_string()))
+                .or_insert((0.0, 0.0));
+            e.0 += c[at("numerator")].parse::<f64>().unwrap();
+            let den: f64 = c[at("denominator")].parse().unwrap();
+            // Plain counts divide by 1 and `dau` by the period's days: the
+            // same in every group, not sums.
+            if ["dau", "active_users", "revenue", "orders", "purchasers"].contains(&c[at("metric")])
+            {
+                e.1 = den;
+            } else {
+                e.1 += den;
+            }
+        }
+        (out, groups)
+    };
+    let (all, _) = kpis(&["--period", "week"]);
+    let (split, groups) = kpis(&["--period", "week", "--by", "variant"]);
+    assert_eq!(groups.into_iter().collect::<Vec<_>>(), ["A", "B"]);
+    assert_eq!(all.len(), split.len());
+    assert!(all.len() > 40, "{all:?}");
+    for (key, (n, d)) in &all {
+        let (sn, sd) = split[key];
+        assert!(
+            (n - sn).abs() < 1e-6 * n.abs().max(1.0) && (d - sd).abs() < 1e-6 * d.abs().max(1.0),
+            "{key:?}: whole {n}/{d}, groups {sn}/{sd}"
+        );
+    }
+}

@@ -226,9 +226,21 @@ impl KpiOptions {
     /// The KPIs over `scope` in one pass: rows of [`crate::kpi::schema`].
     pub async fn compute(&self, scope: &Scope) -> Result<Answer> {
         let events = scope.open().await?;
-        let fold = crate::kpi::KpiFold::new(&events, &self.spec(scope.tz)?)?;
+        let spec = self.spec(scope.tz)?;
+        let Some(by) = &self.by else {
+            let fold = crate::kpi::KpiFold::new(&events, &spec)?;
+            let batches = crate::fold::run(&events, fold).await?;
+            return Ok(Table::new(crate::kpi::schema(), batches).into());
+        };
+        let fold = crate::kpi::KpiByFold::new(&events, &spec, by)?;
         let batches = crate::fold::run(&events, fold).await?;
-        Ok(Table::new(crate::kpi::schema(), batches).into())
+        let mut groups = Vec::new();
+        for b in &batches {
+            let g = b.column(0).as_string::<i32>();
+            groups.extend(g.iter().map(|v| v.map(str::to_string)));
+        }
+        crate::breakdown::check_found(by, groups)?;
+        Ok(Table::new(crate::kpi::schema_of(true), batches).into())
     }
 }
 

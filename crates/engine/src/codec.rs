@@ -255,6 +255,7 @@ folds! {
     "per_user" => crate::fold::totals::PerUser,
     "assign" => crate::abtest::AssignFold,
     "paths" => crate::paths::PathsFold,
+    "kpi_by" => crate::kpi::KpiByFold,
 }
 
 impl PhysicalExtensionCodec for TenureCodec {
@@ -472,6 +473,11 @@ mod tests {
             signup: crate::request::SIGNUP.into(),
         };
         fold_trip(&events, crate::kpi::KpiFold::new(&events, &kpi).unwrap()).await;
+        fold_trip(
+            &events,
+            crate::kpi::KpiByFold::new(&events, &kpi, "event,country").unwrap(),
+        )
+        .await;
         let sticky = crate::stickiness::StickinessSpec {
             period: Period::Week,
             tz,

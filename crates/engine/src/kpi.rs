@@ -26,7 +26,7 @@ use datafusion::arrow::array::{
 use datafusion::arrow::datatypes::{DataType, Decimal128Type, Field, Schema, SchemaRef};
 use datafusion::common::exec_err;
 use datafusion::error::Result as DfResult;
-use datafusion::logical_expr::{col, lit};
+use datafusion::logical_expr::{Expr, col, lit};
 
 use crate::Result;
 use crate::calendar::{Calendar, DAY_MICROS, Period};
@@ -87,25 +87,37 @@ pub async fn kpis(events: &Events, spec: &KpiSpec) -> Result<Vec<KpiRow>> {
 
 /// The output schema (the columns of [`KpiRow`]).
 pub fn schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![
+    schema_of(false)
+}
+
+/// The output schema; with a breakdown a `group` column first.
+pub fn schema_of(by: bool) -> SchemaRef {
+    let mut fields = Vec::new();
+    if by {
+        fields.push(Field::new("group", DataType::Utf8, false));
+    }
+    fields.extend([
         Field::new("metric", DataType::Utf8, false),
         Field::new("period", DataType::Utf8, false),
         Field::new("value", DataType::Float64, true),
         Field::new("numerator", DataType::Float64, false),
         Field::new("denominator", DataType::Float64, false),
         Field::new("complete", DataType::Boolean, false),
-    ]))
+    ]);
+    Arc::new(Schema::new(fields))
 }
 
-/// Rows of a batch of [`schema`].
+/// Rows of a batch of [`schema`] (or [`schema_of`] with a group, which is
+/// not kept).
 pub fn rows_of_batch(b: &RecordBatch) -> Vec<KpiRow> {
     use datafusion::arrow::datatypes::Float64Type;
-    let metric = b.column(0).as_string::<i32>();
-    let period = b.column(1).as_string::<i32>();
-    let value = b.column(2).as_primitive::<Float64Type>();
-    let num = b.column(3).as_primitive::<Float64Type>();
-    let den = b.column(4).as_primitive::<Float64Type>();
-    let complete = b.column(5).as_boolean();
+    let at = usize::from(b.schema().field(0).name() == "group");
+    let metric = b.column(at).as_string::<i32>();
+    let period = b.column(at + 1).as_string::<i32>();
+    let value = b.column(at + 2).as_primitive::<Float64Type>();
+    let num = b.column(at + 3).as_primitive::<Float64Type>();
+    let den = b.column(at + 4).as_primitive::<Float64Type>();
+    let complete = b.column(at + 5).as_boolean();
     (0..b.num_rows())
         .map(|i| KpiRow {
             metric: metric.value(i).to_string(),
@@ -424,6 +436,14 @@ impl UserFold for KpiFold {
     }
 
     fn emit(&self, c: KpiCounts) -> DfResult<RecordBatch> {
+        let rows = self.rows_of_counts(&c);
+        batch_of(&rows, None)
+    }
+}
+
+impl KpiFold {
+    /// The KPI rows of one population's counts.
+    fn rows_of_counts(&self, c: &KpiCounts) -> Vec<KpiRow> {
         let (nd, np) = (self.days.periods(), self.rep.periods());
         let as_of = self.days.end_of_day(self.max_ts);
         let mut rows = Vec::new();
@@ -481,24 +501,234 @@ impl UserFold for KpiFold {
             c.eligible as f64,
             true,
         ));
-        let cols: Vec<ArrayRef> = vec![
-            Arc::new(StringArray::from_iter_values(
-                rows.iter().map(|r| r.metric.as_str()),
-            )),
-            Arc::new(StringArray::from_iter_values(
-                rows.iter().map(|r| r.period.as_str()),
-            )),
-            Arc::new(Float64Array::from_iter(rows.iter().map(|r| r.value))),
-            Arc::new(Float64Array::from_iter_values(
-                rows.iter().map(|r| r.numerator),
-            )),
-            Arc::new(Float64Array::from_iter_values(
-                rows.iter().map(|r| r.denominator),
-            )),
-            Arc::new(BooleanArray::from_iter(
-                rows.iter().map(|r| Some(r.complete)),
-            )),
-        ];
-        Ok(RecordBatch::try_new(schema(), cols)?)
+        rows
+    }
+}
+
+/// Rows as a batch of [`schema_of`] (with `group` first when given).
+fn batch_of(rows: &[KpiRow], group: Option<&[String]>) -> DfResult<RecordBatch> {
+    let mut cols: Vec<ArrayRef> = Vec::new();
+    if let Some(g) = group {
+        cols.push(Arc::new(StringArray::from_iter_values(g.iter())));
+    }
+    cols.extend::<[ArrayRef; 6]>([
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|r| r.metric.as_str()),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|r| r.period.as_str()),
+        )),
+        Arc::new(Float64Array::from_iter(rows.iter().map(|r| r.value))),
+        Arc::new(Float64Array::from_iter_values(
+            rows.iter().map(|r| r.numerator),
+        )),
+        Arc::new(Float64Array::from_iter_values(
+            rows.iter().map(|r| r.denominator),
+        )),
+        Arc::new(BooleanArray::from_iter(
+            rows.iter().map(|r| Some(r.complete)),
+        )),
+    ]);
+    Ok(RecordBatch::try_new(schema_of(group.is_some()), cols)?)
+}
+
+/// The KPIs broken down by a value at each user's first event in range
+/// (`tenure kpi --by`): the same numbers as [`KpiFold`] per group (they add
+/// up to its counts), computed per user from their rows read whole and in
+/// time order, so [`KpiFold`]'s unordered path stays as it is.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct KpiByFold {
+    kpi: KpiFold,
+    #[serde(with = "crate::codec::opt_expr")]
+    by: Option<Expr>,
+}
+
+impl KpiByFold {
+    /// The fold of `spec` broken down by `by` (`country` or `country,variant`).
+    pub fn new(events: &Events, spec: &KpiSpec, by: &str) -> Result<Self> {
+        Ok(Self {
+            kpi: KpiFold::new(events, spec)?,
+            by: Some(crate::breakdown::by_expr(events, by)?),
+        })
+    }
+}
+
+impl KpiCounts {
+    fn zero(nd: usize, np: usize) -> Self {
+        Self {
+            dau: vec![0; nd],
+            active: vec![0; np],
+            purchasers: vec![0; np],
+            churn_base: vec![0; np],
+            churned: vec![0; np],
+            pool: vec![0; np],
+            reactivated: vec![0; np],
+            revenue: vec![0; np],
+            orders: vec![0; np],
+            buyers: 0,
+            repeat: 0,
+            eligible: 0,
+            converted: 0,
+        }
+    }
+
+    fn add(&mut self, b: KpiCounts) {
+        let add = |x: &mut Vec<u64>, y: Vec<u64>| x.iter_mut().zip(y).for_each(|(x, y)| *x += y);
+        add(&mut self.dau, b.dau);
+        add(&mut self.active, b.active);
+        add(&mut self.purchasers, b.purchasers);
+        add(&mut self.churn_base, b.churn_base);
+        add(&mut self.churned, b.churned);
+        add(&mut self.pool, b.pool);
+        add(&mut self.reactivated, b.reactivated);
+        add(&mut self.orders, b.orders);
+        self.revenue
+            .iter_mut()
+            .zip(b.revenue)
+            .for_each(|(x, y)| *x += y);
+        self.buyers += b.buyers;
+        self.repeat += b.repeat;
+        self.eligible += b.eligible;
+        self.converted += b.converted;
+    }
+}
+
+/// Counts per group label.
+pub type KpiGroups = std::collections::BTreeMap<String, KpiCounts>;
+
+impl UserFold for KpiByFold {
+    type State = KpiGroups;
+    type Partial = KpiGroups;
+
+    fn name(&self) -> &'static str {
+        "kpi_by"
+    }
+
+    fn input(&self) -> FoldInput {
+        FoldInput {
+            values: self.by.iter().cloned().collect(),
+            ordered: true,
+            ..self.kpi.input()
+        }
+    }
+
+    fn schema(&self) -> SchemaRef {
+        schema_of(true)
+    }
+
+    fn start(&self, _keys: Range<u32>) -> KpiGroups {
+        KpiGroups::new()
+    }
+
+    fn update(&self, st: &mut KpiGroups, rows: &Rows<'_>) -> DfResult<()> {
+        let f = &self.kpi;
+        let (nd, np) = (f.days.periods(), f.rep.periods());
+        let ts = rows.ts();
+        let Some(rev) = rows.column(0).as_primitive_opt::<Decimal128Type>() else {
+            return exec_err!("column `revenue` is not a decimal");
+        };
+        let values = datafusion::arrow::compute::cast(rows.column(1), &DataType::Utf8)?;
+        let values = values.as_string::<i32>();
+        let (purchase, signup) = (rows.flag(0), rows.flag(1));
+        let window = f.conversion_days * DAY_MICROS;
+        let (mut act, mut bought) = (vec![false; np], vec![false; np]);
+        for (_, range) in rows.users() {
+            // The group: the value at the first event (at equal times the
+            // smallest value).
+            let mut first: Option<(i64, Option<&str>)> = None;
+            for i in range.clone() {
+                let v = values.is_valid(i).then(|| values.value(i));
+                match first {
+                    Some((t, _)) if t < ts[i] => break,
+                    Some((_, w)) if w <= v => {}
+                    _ => first = Some((ts[i], v)),
+                }
+            }
+            let Some((_, label)) = first else { continue };
+            let label =
+                label.map_or_else(|| crate::breakdown::NONE_LABEL.to_string(), str::to_string);
+            let c = st.entry(label).or_insert_with(|| KpiCounts::zero(nd, np));
+            act.fill(false);
+            bought.fill(false);
+            let (mut last_day, mut purchases) = (usize::MAX, 0u64);
+            let (mut first_signup, mut first_purchase) = (NEVER, NEVER);
+            for i in range {
+                let Some(d) = f.days.period_of(ts[i]) else {
+                    continue;
+                };
+                let d = d as usize;
+                if d != last_day {
+                    c.dau[d] += 1;
+                    last_day = d;
+                }
+                let p = f.day_rep[d];
+                act[p] = true;
+                if signup.value(i) && first_signup == NEVER {
+                    first_signup = ts[i];
+                }
+                if purchase.value(i) {
+                    purchases += 1;
+                    bought[p] = true;
+                    c.orders[p] += 1;
+                    if rev.is_valid(i) {
+                        c.revenue[p] += rev.value(i);
+                    }
+                    if first_purchase == NEVER {
+                        first_purchase = ts[i];
+                    }
+                }
+            }
+            let mut seen_before_prev = false;
+            for p in 0..np {
+                c.active[p] += u64::from(act[p]);
+                c.purchasers[p] += u64::from(bought[p]);
+                if p > 0 {
+                    let prev = act[p - 1];
+                    c.churn_base[p] += u64::from(prev);
+                    c.churned[p] += u64::from(prev && !act[p]);
+                    let pool = !prev && seen_before_prev;
+                    c.pool[p] += u64::from(pool);
+                    c.reactivated[p] += u64::from(pool && act[p]);
+                    seen_before_prev |= prev;
+                }
+            }
+            c.buyers += u64::from(purchases > 0);
+            c.repeat += u64::from(purchases > 1);
+            if first_signup != NEVER && first_signup + window <= f.max_ts {
+                c.eligible += 1;
+                c.converted += u64::from(
+                    first_purchase != NEVER
+                        && first_purchase >= first_signup
+                        && first_purchase - first_signup <= window,
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(&self, st: KpiGroups) -> DfResult<KpiGroups> {
+        Ok(st)
+    }
+
+    fn merge(&self, into: &mut KpiGroups, other: KpiGroups) -> DfResult<()> {
+        for (g, c) in other {
+            match into.get_mut(&g) {
+                Some(a) => a.add(c),
+                None => {
+                    into.insert(g, c);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn emit(&self, groups: KpiGroups) -> DfResult<RecordBatch> {
+        let (mut rows, mut labels) = (Vec::new(), Vec::new());
+        for (g, c) in &groups {
+            let mine = self.kpi.rows_of_counts(c);
+            labels.extend(std::iter::repeat_n(g.clone(), mine.len()));
+            rows.extend(mine);
+        }
+        batch_of(&rows, Some(&labels))
     }
 }

@@ -429,6 +429,11 @@ pub struct KpiOptions {
     #[arg(long, default_value = SIGNUP)]
     #[serde(default = "default_signup")]
     pub signup_event: String,
+    /// Every KPI per group: the value of these properties at each user's
+    /// first event in range (columns or keys of the events' properties;
+    /// several nest: country,variant).
+    #[arg(long, value_name = "PROPERTY[,PROPERTY...]")]
+    pub by: Option<String>,
 }
 
 /// The default signup event of first-order conversion.
