@@ -242,7 +242,7 @@ struct KpiFunction {
 impl TableFunctionImpl for KpiFunction {
     fn call_with_args(&self, args: TableFunctionArgs) -> DfResult<Arc<dyn TableProvider>> {
         let exprs = args.exprs();
-        at_most(exprs, 1, "kpi(period)")?;
+        at_most(exprs, 2, "kpi(period [, by])")?;
         let period = text_arg(exprs, 0, "period")?.unwrap_or_else(|| "month".into());
         let spec = crate::kpi::KpiSpec {
             period: period.parse().map_err(df_error)?,
@@ -251,6 +251,10 @@ impl TableFunctionImpl for KpiFunction {
             conversion_days: 7,
             signup: crate::request::SIGNUP.into(),
         };
+        if let Some(by) = text_arg(exprs, 1, "by")? {
+            let fold = crate::kpi::KpiByFold::new(&self.events, &spec, &by).map_err(df_error)?;
+            return fold_table(&self.events, fold);
+        }
         let fold = crate::kpi::KpiFold::new(&self.events, &spec).map_err(df_error)?;
         fold_table(&self.events, fold)
     }
@@ -265,7 +269,7 @@ struct LtvFunction {
 impl TableFunctionImpl for LtvFunction {
     fn call_with_args(&self, args: TableFunctionArgs) -> DfResult<Arc<dyn TableProvider>> {
         let exprs = args.exprs();
-        at_most(exprs, 2, "ltv(period [, start_event])")?;
+        at_most(exprs, 3, "ltv(period [, start_event [, by]])")?;
         let period = text_arg(exprs, 0, "period")?.unwrap_or_else(|| "week".into());
         let spec = RetentionSpec {
             period: period.parse().map_err(df_error)?,
@@ -274,7 +278,7 @@ impl TableFunctionImpl for LtvFunction {
             ret: None,
             mode: Mode::NDay,
             as_of: None,
-            by: None,
+            by: text_arg(exprs, 2, "by")?,
             read: None,
             revenue: false,
         };
