@@ -232,7 +232,7 @@ impl TableFunctionImpl for StagesFunction {
     }
 }
 
-/// `kpi(period)`: every KPI of `tenure kpi` (purchases are `purchase` events,
+/// `kpi(period [, by])`: every KPI of `tenure kpi` (purchases are `purchase` events,
 /// first-order conversion over 7 days).
 #[derive(Debug)]
 struct KpiFunction {
@@ -260,7 +260,7 @@ impl TableFunctionImpl for KpiFunction {
     }
 }
 
-/// `ltv(period [, start_event])`: cumulative revenue per cohort user.
+/// `ltv(period [, start_event [, by]])`: cumulative revenue per cohort user.
 #[derive(Debug)]
 struct LtvFunction {
     events: Events,
