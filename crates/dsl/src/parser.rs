@@ -336,7 +336,7 @@ fn build_term(pair: Pair<'_, Rule>) -> Result<Term, DslError> {
                 match part.as_rule() {
                     Rule::sum_fn => aggregate = crate::features::Aggregate::Sum,
                     Rule::mean_fn => aggregate = crate::features::Aggregate::Avg,
-                    Rule::total_arg => {
+                    Rule::total_arg | Rule::explicit_arg => {
                         let arg_span = span_of(&part);
                         let name = next(&mut part.into_inner(), arg_span)?;
                         let node = match name.as_rule() {

@@ -500,7 +500,10 @@ impl Ctx<'_, '_> {
                             name: metric.node.clone(),
                             expected: "`R`, `F` or `M`: means exist for the RFM metrics".into(),
                             suggestions: metric_suggestions(&metric.node, candidates),
-                            hint: None,
+                            hint: Some(format!(
+                                "or `avg(prop.{})` for a property's mean over each user's events",
+                                metric.node
+                            )),
                         });
                     }
                 };
