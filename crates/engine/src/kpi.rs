@@ -357,19 +357,9 @@ impl UserFold for KpiFold {
     fn finish(&self, st: KpiState) -> DfResult<KpiCounts> {
         let (nd, np) = (self.days.periods(), self.rep.periods());
         let mut c = KpiCounts {
-            dau: vec![0; nd],
-            active: vec![0; np],
-            purchasers: vec![0; np],
-            churn_base: vec![0; np],
-            churned: vec![0; np],
-            pool: vec![0; np],
-            reactivated: vec![0; np],
             revenue: st.revenue,
             orders: st.orders,
-            buyers: 0,
-            repeat: 0,
-            eligible: 0,
-            converted: 0,
+            ..KpiCounts::zero(nd, np)
         };
         let window = self.conversion_days * DAY_MICROS;
         c.buyers = st.once.iter().map(|w| w.count_ones() as u64).sum();
@@ -415,23 +405,7 @@ impl UserFold for KpiFold {
     }
 
     fn merge(&self, a: &mut KpiCounts, b: KpiCounts) -> DfResult<()> {
-        let add = |x: &mut Vec<u64>, y: Vec<u64>| x.iter_mut().zip(y).for_each(|(x, y)| *x += y);
-        add(&mut a.dau, b.dau);
-        add(&mut a.active, b.active);
-        add(&mut a.purchasers, b.purchasers);
-        add(&mut a.churn_base, b.churn_base);
-        add(&mut a.churned, b.churned);
-        add(&mut a.pool, b.pool);
-        add(&mut a.reactivated, b.reactivated);
-        add(&mut a.orders, b.orders);
-        a.revenue
-            .iter_mut()
-            .zip(b.revenue)
-            .for_each(|(x, y)| *x += y);
-        a.buyers += b.buyers;
-        a.repeat += b.repeat;
-        a.eligible += b.eligible;
-        a.converted += b.converted;
+        a.add(b);
         Ok(())
     }
 

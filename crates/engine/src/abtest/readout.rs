@@ -122,19 +122,19 @@ pub async fn summaries_by(
         }
     }
     let mut exposures = super::exposures(events, by).await?;
+    let feature_spec = FeatureSpec {
+        as_of,
+        purchase: PurchaseSpec {
+            event: request.purchase_event.clone(),
+        },
+        thresholds: Thresholds::default(),
+        buyers_only: false,
+        scoring: Default::default(),
+    };
     if let Some(expr) = &request.population {
         let segment = Segment::new(expr, &resolver, &CompileContext::new(as_of))
             .map_err(|e| EngineError::from_dsl(e, expr))?;
         let history = pre_exposure(events, &exposures, None).await?;
-        let spec = FeatureSpec {
-            as_of,
-            purchase: PurchaseSpec {
-                event: request.purchase_event.clone(),
-            },
-            thresholds: Thresholds::default(),
-            buyers_only: false,
-            scoring: Default::default(),
-        };
         let keys: Vec<u32> = (0..exposures.arm_of.len() as u32)
             .filter(|&k| (exposures.arm_of[k as usize] as usize) < exposures.arms.len())
             .collect();
@@ -143,7 +143,7 @@ pub async fn summaries_by(
             &segment,
             &exposures.exposed_at,
             &keys,
-            &spec,
+            &feature_spec,
         )
         .await
         .map_err(|e| match e {
@@ -168,15 +168,6 @@ pub async fn summaries_by(
         }));
     }
     let restricted = exposures.restrict(events).await?;
-    let feature_spec = FeatureSpec {
-        as_of,
-        purchase: PurchaseSpec {
-            event: request.purchase_event.clone(),
-        },
-        thresholds: Thresholds::default(),
-        buyers_only: false,
-        scoring: Default::default(),
-    };
     let (from, to) = (events.options.from, events.options.to);
     // CUPED's covariate: each user's events in the days before exposure
     // (also before --from: the range limits exposures, not the history).
