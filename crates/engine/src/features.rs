@@ -289,11 +289,13 @@ pub async fn matching_users_by(
     let schema = Arc::new(Schema::new(fields));
     let ids = crate::user_ids::UserIds::open(events).await?;
     let out = schema.clone();
+    let identity = events.identity.clone();
     // Each batch takes its ids before the next one starts (the reader only
     // moves forward).
     let stream =
         futures::stream::try_unfold((ids, rows.into_iter()), move |(mut ids, mut rest)| {
             let out = out.clone();
+            let identity = identity.clone();
             async move {
                 let Some(batch) = rest.next() else {
                     return Ok(None);
@@ -302,7 +304,16 @@ pub async fn matching_users_by(
                     .column(0)
                     .as_primitive::<datafusion::arrow::datatypes::UInt32Type>();
                 let id = ids.of(keys).await.map_err(crate::sql::df_error)?;
-                let mut columns = vec![batch.column(0).clone(), Arc::new(id) as ArrayRef];
+                // A merged person read under a virtual key shows its own key.
+                let key: ArrayRef = match &identity {
+                    Some(i) if keys.values().last().is_some_and(|&k| k >= i.base) => {
+                        Arc::new(datafusion::arrow::array::UInt32Array::from_iter_values(
+                            keys.values().iter().map(|&k| i.dictionary_key(k)),
+                        ))
+                    }
+                    _ => batch.column(0).clone(),
+                };
+                let mut columns = vec![key, Arc::new(id) as ArrayRef];
                 columns.extend(batch.columns().iter().skip(1).cloned());
                 Ok(Some((RecordBatch::try_new(out, columns)?, (ids, rest))))
             }
@@ -472,22 +483,23 @@ async fn population(
             keys, mut stats, ..
         } = userstats::scan_buyers(events, &spec.purchase, needs_revenue).await?;
         let users = events.users();
+        // Every user in the dictionary was seen by `as_of`, but for keys
+        // that joined another person (see `crate::identity`).
+        let is_user = |k: u32| events.identity.as_ref().is_none_or(|i| i.is_user(k));
+        let persons = events.persons();
         if spec.buyers_only || (collapse && sparse) {
-            // Everyone in the dictionary was seen by `as_of`; the extra last
-            // entry is every user who never bought.
+            // The extra last entry is every user who never bought.
             let blank = rows.buyers(&keys, &mut stats);
-            if !spec.buyers_only && users > keys.len() {
-                // The first key that did not buy stands for all who did not.
+            if !spec.buyers_only && persons > keys.len() {
+                // The first user who did not buy stands for all who did not.
+                let mut bought = keys.iter().copied().peekable();
                 let first = (0..users as u32)
-                    .zip(
-                        keys.iter()
-                            .copied()
-                            .map(Some)
-                            .chain(std::iter::repeat(None)),
-                    )
-                    .find(|(k, b)| Some(*k) != *b)
-                    .map_or(0, |(k, _)| k);
-                rows.push(first, blank, (users - keys.len()) as u64);
+                    .find(|&k| {
+                        while bought.next_if(|&b| b < k).is_some() {}
+                        is_user(k) && bought.peek() != Some(&k)
+                    })
+                    .unwrap_or(0);
+                rows.push(first, blank, (persons - keys.len()) as u64);
             }
         } else {
             let blank = never_bought(&mut stats);
@@ -495,7 +507,8 @@ async fn population(
             for k in 0..users as u32 {
                 match next.next_if(|&(_, b)| b == k) {
                     Some((i, _)) => rows.push(k, i, 1),
-                    None => rows.push(k, blank, 1),
+                    None if is_user(k) => rows.push(k, blank, 1),
+                    None => {}
                 }
             }
         }

@@ -74,6 +74,7 @@ mod error;
 pub mod features;
 pub mod fold;
 pub mod funnel;
+pub mod identity;
 pub mod json;
 pub mod kpi;
 pub mod lifecycle;

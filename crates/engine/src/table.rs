@@ -79,6 +79,8 @@ pub struct Events {
     /// analyses (an A/B readout's pre-exposure window for CUPED); folds apply
     /// it with [`Events::since`].
     pub before: Option<std::sync::Arc<Vec<i64>>>,
+    /// Identity merges not folded into the files (read under virtual keys).
+    pub identity: Option<std::sync::Arc<crate::identity::Identity>>,
     /// Each of `parts`' footer and page index, read when the store is opened
     /// (the folds' scans use them to split users into ranges of equal rows,
     /// and do not read them again).
@@ -183,6 +185,7 @@ impl Events {
         ctx.register_object_store(&base, store.inner.clone());
         let mut urls = Vec::new();
         let mut parts = Vec::new();
+        let mut read = Vec::new();
         let mut range: Option<(i64, i64)> = None;
         for f in &snapshot.files {
             if options.to.is_some_and(|t| f.min_ts >= t)
@@ -190,6 +193,7 @@ impl Events {
             {
                 continue;
             }
+            read.push(f);
             // Addressed by its committed path wherever it is (see above).
             let full = store.path(&f.path);
             urls.push(ListingTableUrl::parse(format!("{registered}/{full}"))?);
@@ -225,6 +229,7 @@ impl Events {
             ctx.register_table("events", Arc::new(ListingTable::try_new(config)?))?;
         }
         let footers = read_footers(&store.inner, &parts, store.local_dir.as_deref(), threads).await;
+        let identity = crate::identity::Identity::load(&store, &snapshot, &read).await?;
         Ok(Self {
             store,
             snapshot,
@@ -235,6 +240,7 @@ impl Events {
             options,
             since: None,
             before: None,
+            identity,
             footers,
         })
     }
@@ -271,9 +277,22 @@ impl Events {
             .is_ok()
     }
 
-    /// Number of user keys (users dictionary size).
+    /// Number of user keys the folds see: the users dictionary's, and one
+    /// more per merged person read under a virtual key (see
+    /// [`crate::identity`]).
     pub fn users(&self) -> usize {
-        self.snapshot.users.count as usize
+        match &self.identity {
+            Some(i) => i.key_space() as usize,
+            None => self.snapshot.users.count as usize,
+        }
+    }
+
+    /// Number of people: users, with every merged person counted once.
+    pub fn persons(&self) -> usize {
+        match &self.identity {
+            Some(i) => self.users() - i.gone as usize,
+            None => self.users(),
+        }
     }
 
     /// An error for an empty selection.

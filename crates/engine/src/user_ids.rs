@@ -25,6 +25,10 @@ pub struct UserIds {
     stream: Option<ParquetRecordBatchStream<StoreFile>>,
     /// The ids of keys `first..first + ids.len()` read last.
     current: Option<(u32, StringArray)>,
+    /// Merged persons read under virtual keys, and a second reader for
+    /// their persons' ids (virtual keys ascend with their persons' keys).
+    identity: Option<Arc<crate::identity::Identity>>,
+    persons: Option<Box<UserIds>>,
 }
 
 impl UserIds {
@@ -72,12 +76,25 @@ impl UserIds {
             }
         }
         segments.sort_by_key(|(first, _)| *first);
+        let persons = events.identity.as_ref().map(|_| {
+            Box::new(Self {
+                segments: segments.clone().into(),
+                store: store.clone(),
+                local_dir: local_dir.clone(),
+                stream: None,
+                current: None,
+                identity: None,
+                persons: None,
+            })
+        });
         Ok(Self {
             segments: segments.into(),
             store,
             local_dir,
             stream: None,
             current: None,
+            identity: events.identity.clone(),
+            persons,
         })
     }
 
@@ -86,6 +103,22 @@ impl UserIds {
     pub async fn of(&mut self, keys: &UInt32Array) -> Result<StringArray> {
         if keys.is_empty() {
             return Ok(StringArray::new_null(0));
+        }
+        if let (Some(id), Some(persons)) = (&self.identity, self.persons.as_mut()) {
+            let cut = keys.values().partition_point(|&k| k < id.base);
+            if cut < keys.len() {
+                // A merged person's id is its person's (the name's) id.
+                let theirs = UInt32Array::from_iter_values(
+                    keys.values()[cut..].iter().map(|&k| id.dictionary_key(k)),
+                );
+                let theirs = Box::pin(persons.of(&theirs)).await?;
+                if cut == 0 {
+                    return Ok(theirs);
+                }
+                let mine = Box::pin(self.of(&keys.slice(0, cut))).await?;
+                let all = datafusion::arrow::compute::concat(&[&mine, &theirs])?;
+                return Ok(all.as_string::<i32>().clone());
+            }
         }
         let mut taken: Vec<StringArray> = Vec::new();
         let values = keys.values();

@@ -71,7 +71,7 @@ impl Ingest {
             elapsed_secs: 0.0,
         };
         summary.counters.files = files.len() as u64;
-        if self.discard || (files.is_empty() && self.sources.is_empty()) {
+        if self.discard || (files.is_empty() && self.sources.is_empty() && self.merges.is_empty()) {
             self.abandon();
             summary.counters.files = 0;
             summary.counters.written = 0;
@@ -108,6 +108,11 @@ impl Ingest {
             self.io
                 .put(&rel, encode_segment(self.users.base(), self.users.added())?)?;
             segment = Some(rel);
+        }
+        let identity = StoreLayout::identity(&self.txn);
+        if !self.merges.is_empty() {
+            self.io
+                .put(&identity, tenure_schema::identity::encode(&self.merges))?;
         }
         // Nothing that the manifest will list may be missing (had recovery
         // elsewhere taken this run for abandoned, its lease expired).
@@ -146,6 +151,13 @@ impl Ingest {
                 next.users.segments.push(seg.clone());
                 next.users.count += pending.ids.len() as u64;
             }
+            if !self.merges.is_empty() {
+                next.identity.push(tenure_schema::IdentityEntry {
+                    path: identity.clone(),
+                    merges: self.merges.len() as u64,
+                    txn: self.txn.clone(),
+                });
+            }
             next.txn = self.txn.clone();
             next.operation = "ingest".into();
             next.committed_at = chrono::Utc::now().to_rfc3339();
@@ -176,6 +188,19 @@ impl Ingest {
             } else {
                 None
             };
+            if let Some(r) = &remap
+                && !self.merges.is_empty()
+            {
+                for m in &mut self.merges {
+                    for k in [&mut m.from, &mut m.to] {
+                        if *k >= r.first {
+                            *k = r.keys[(*k - r.first) as usize];
+                        }
+                    }
+                }
+                self.io
+                    .put(&identity, tenure_schema::identity::encode(&self.merges))?;
+            }
             let dups = self.their_ids(&base, &theirs, &files)?;
             if remap.is_some() || !dups.is_empty() {
                 files = self.rewrite_staged(files, remap.as_ref(), &dups)?;

@@ -2,6 +2,11 @@
 //! them in with one manifest commit, so a reader of the manifest sees either the
 //! old files or the new ones, never both and never neither.
 //!
+//! It also folds the identity log in (see `tenure_schema::identity`): rows
+//! of a user who joined another person get that person's key (`user_id`
+//! keeps the id the event was sent with), so readers no longer apply those
+//! merges. A file none of whose users joined anyone is only marked folded.
+//!
 //! The replaced files are not deleted: they move to
 //! [`StoreLayout::retired_file`] (so `events/` holds exactly the committed files)
 //! and stay readable there for a retention period ([`DEFAULT_RETAIN`], or
@@ -9,7 +14,7 @@
 //! version finds them ([`tenure_store::file_locations`]). A later compaction (or
 //! `tenure repair`) deletes them once the period has passed.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use arrow_array::RecordBatch;
@@ -33,6 +38,8 @@ pub struct CompactSummary {
     pub files_after: u64,
     /// Rows rewritten.
     pub rows: u64,
+    /// Rows whose user joined another person, given that person's key.
+    pub merged_rows: u64,
     /// Manifest version committed, if any.
     pub version: Option<u64>,
     /// Notes (recovery).
@@ -83,14 +90,50 @@ fn compact_files(
     let schema = event_schema(&base.properties);
     let stored = stored_schema(&base.properties);
     let props = writer_properties(cfg, &schema);
+    // The identity log: each key that joined another person, and its person.
+    let folded = base.identity.len() as u64;
+    let mut log = Vec::new();
+    for e in &base.identity {
+        log.extend(
+            tenure_schema::identity::decode(&io.get(&e.path)?)
+                .map_err(|m| IngestError::BadInput(format!("identity log {}: {m}", e.path)))?,
+        );
+    }
+    let joined: HashMap<u32, u32> = tenure_schema::identity::resolve(&log)
+        .members()
+        .into_iter()
+        .filter(|(k, p)| k != p)
+        .collect();
     let mut by_date: BTreeMap<&str, Vec<&FileEntry>> = BTreeMap::new();
     for f in &base.files {
         by_date.entry(&f.date).or_default().push(f);
     }
     by_date.retain(|date, files| {
-        files.len() > 1 && only_dates.is_none_or(|d| d.iter().any(|x| x == date))
+        only_dates.is_none_or(|d| d.iter().any(|x| x == date))
+            && (files.len() > 1 || files.iter().any(|f| f.identity < folded))
     });
-    if by_date.is_empty() {
+    // Single files not folded through the log: rewritten when a user of
+    // theirs joined someone, else only marked.
+    let mut marked: Vec<String> = Vec::new();
+    let mut single: HashMap<String, RecordBatch> = HashMap::new();
+    let mut unchanged = Vec::new();
+    for (date, files) in &by_date {
+        if files.len() != 1 {
+            continue;
+        }
+        let data = io.get(&files[0].path)?;
+        let batch = arrow_select::concat::concat_batches(&stored, &decode_stored(data)?)?;
+        let (batch, merged) = to_persons(&batch, &joined)?;
+        if merged == 0 {
+            marked.push(files[0].path.clone());
+            unchanged.push(*date);
+        } else {
+            summary.merged_rows += merged;
+            single.insert(date.to_string(), batch);
+        }
+    }
+    by_date.retain(|date, _| !unchanged.contains(date));
+    if by_date.is_empty() && marked.is_empty() {
         return Ok(summary);
     }
     let txn = uuid::Uuid::now_v7().simple().to_string();
@@ -99,13 +142,21 @@ fn compact_files(
     let total = by_date.len() as u64;
     let mut seq = 0;
     for (i, (date, files)) in by_date.iter().enumerate() {
-        let mut batches: Vec<RecordBatch> = Vec::new();
-        for f in files {
-            let data = io.get(&f.path)?;
-            batches.extend(decode_stored(data)?);
-        }
-        let merged = arrow_select::concat::concat_batches(&stored, &batches)?;
-        drop(batches);
+        let merged = match single.remove(*date) {
+            Some(b) => b,
+            None => {
+                let mut batches: Vec<RecordBatch> = Vec::new();
+                for f in files {
+                    let data = io.get(&f.path)?;
+                    batches.extend(decode_stored(data)?);
+                }
+                let all = arrow_select::concat::concat_batches(&stored, &batches)?;
+                drop(batches);
+                let (all, n) = to_persons(&all, &joined)?;
+                summary.merged_rows += n;
+                all
+            }
+        };
         let sorted = sort_batch(&merged)?;
         drop(merged);
         let mut off = 0;
@@ -129,6 +180,7 @@ fn compact_files(
                 max_ts,
                 txn: txn.clone(),
                 events: Some(crate::parquet_out::event_names(&part)?),
+                identity: folded,
             });
             off += len;
         }
@@ -140,6 +192,7 @@ fn compact_files(
     }
     summary.files_after = new.len() as u64;
     let old_paths: HashSet<&str> = old.iter().map(|f| f.path.as_str()).collect();
+    let base_identity = base.identity.clone();
     let mut current = base;
     loop {
         if !old_paths
@@ -153,9 +206,20 @@ fn compact_files(
                 "another compaction changed these partitions concurrently; nothing was committed, rerun to compact what is left".into(),
             ));
         }
+        // The log only grows; merges added since are applied at read.
+        if current.identity.get(..folded as usize) != Some(&base_identity[..]) {
+            return Err(IngestError::Conflict(
+                "the identity log changed under compaction; nothing was committed, rerun it".into(),
+            ));
+        }
         let mut next = current.clone();
         next.version = current.version + 1;
         next.files.retain(|f| !old_paths.contains(f.path.as_str()));
+        for f in next.files.iter_mut() {
+            if marked.contains(&f.path) {
+                f.identity = f.identity.max(folded);
+            }
+        }
         next.files.extend(new.iter().cloned());
         next.files.sort_by(|a, b| a.path.cmp(&b.path));
         let now = chrono::Utc::now();
@@ -180,6 +244,42 @@ fn compact_files(
         retire(&io, p)?;
     }
     Ok(summary)
+}
+
+/// `batch` with each user who joined another person given that person's
+/// key, and how many rows changed.
+fn to_persons(
+    batch: &RecordBatch,
+    joined: &HashMap<u32, u32>,
+) -> Result<(RecordBatch, u64), IngestError> {
+    if joined.is_empty() {
+        return Ok((batch.clone(), 0));
+    }
+    let idx = batch.schema().index_of(tenure_schema::columns::USER_KEY)?;
+    let keys = batch
+        .column(idx)
+        .as_any()
+        .downcast_ref::<arrow_array::UInt32Array>()
+        .ok_or_else(|| IngestError::BadInput("user_key is not UInt32".into()))?;
+    let mut changed = 0;
+    let new: arrow_array::UInt32Array = keys
+        .values()
+        .iter()
+        .map(|k| match joined.get(k) {
+            Some(&p) => {
+                changed += 1;
+                p
+            }
+            None => *k,
+        })
+        .collect::<Vec<_>>()
+        .into();
+    if changed == 0 {
+        return Ok((batch.clone(), 0));
+    }
+    let mut cols = batch.columns().to_vec();
+    cols[idx] = std::sync::Arc::new(new);
+    Ok((RecordBatch::try_new(batch.schema(), cols)?, changed))
 }
 
 /// Moves a file that left the table to its retired path (a rename on local disk;

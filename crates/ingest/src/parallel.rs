@@ -55,7 +55,12 @@ pub(crate) struct Decoded {
     pub ids: Vec<Option<u128>>,
     /// Rejected lines, in line order.
     pub rejects: Vec<Reject>,
+    /// Identity merges, in line order (keys are given by the ingest thread).
+    pub merges: Vec<PendingMerge>,
 }
+
+/// A merge met while decoding: `(kind, from, to, ts)` by user id.
+pub(crate) type PendingMerge = (tenure_schema::identity::MergeKind, String, String, i64);
 
 struct PieceSink<'c, 'a> {
     cx: &'c DecodeContext<'a>,
@@ -64,6 +69,7 @@ struct PieceSink<'c, 'a> {
     order: Vec<u32>,
     ids: Vec<Option<u128>>,
     rejects: Vec<Reject>,
+    merges: Vec<PendingMerge>,
     first_line: u64,
 }
 
@@ -73,6 +79,10 @@ impl Sink for PieceSink<'_, '_> {
             Ok(ev) => ev,
             Err(reason) => return self.reject(loc, &reason, line),
         };
+        if let Some((kind, from)) = &ev.merge {
+            self.merges
+                .push((*kind, from.to_string(), ev.user_id.to_string(), ev.ts));
+        }
         let (event_id, hash) = event_id(&ev);
         let day = ev.ts.div_euclid(DAY_MICROS);
         let part = match self.days.get(self.last) {
@@ -135,6 +145,7 @@ fn decode_piece(cx: &DecodeContext<'_>, piece: &Piece) -> Decoded {
         order: Vec::new(),
         ids: Vec::new(),
         rejects: Vec::new(),
+        merges: Vec::new(),
         first_line: 1,
     };
     match piece {
@@ -169,6 +180,7 @@ fn decode_piece(cx: &DecodeContext<'_>, piece: &Piece) -> Decoded {
         order: sink.order,
         ids: sink.ids,
         rejects: sink.rejects,
+        merges: sink.merges,
     }
 }
 

@@ -129,6 +129,8 @@ pub struct Ingest {
     max_bad: Option<u64>,
     default_format: Option<Format>,
     pub(crate) users: UserDict,
+    /// Identity merges met, by key, in input order.
+    pub(crate) merges: Vec<tenure_schema::identity::Merge>,
     seen: SeenIds,
     /// Ids the store already holds, by date partition.
     committed: CommittedIds,
@@ -200,6 +202,7 @@ impl Ingest {
             max_bad: opts.max_bad,
             default_format: opts.format,
             users,
+            merges: Vec::new(),
             seen: SeenIds::with_limit(opts.config.ingest.seen_ids_in_memory),
             committed: CommittedIds::new(
                 io.clone(),
@@ -649,6 +652,9 @@ impl Ingest {
             }
         }
         std::hint::black_box(touched);
+        for (kind, from, to, ts) in d.merges {
+            self.merge(kind, &from, &to, ts);
+        }
         for (((day, batch), keys), dropped) in d.parts.into_iter().zip(keys).zip(dropped) {
             let mut columns = batch.columns().to_vec();
             columns[user_key_column] = Arc::new(UInt32Array::from(keys));
@@ -664,6 +670,15 @@ impl Ingest {
             }
             self.buffer_batch(day, batch);
         }
+    }
+
+    /// Records that `from` joins `to` (both get keys: a merge may name a user
+    /// with no event yet).
+    fn merge(&mut self, kind: tenure_schema::identity::MergeKind, from: &str, to: &str, ts: i64) {
+        let from = self.users.key(from);
+        let to = self.users.key(to);
+        self.merges
+            .push(tenure_schema::identity::Merge { ts, kind, from, to });
     }
 
     /// Records `event_id` hash `h`; false when it was seen before in this
@@ -788,6 +803,9 @@ impl Sink for Ingest {
             return;
         }
         let key = self.users.key(&ev.user_id);
+        if let Some((kind, from)) = &ev.merge {
+            self.merge(*kind, from, &ev.user_id, ev.ts);
+        }
         let buf = self.bufs.entry(day).or_default();
         let cols = buf.cols.get_or_insert_with(|| {
             EventColumns::new(self.schema.clone(), &self.declared, self.ingested_at)

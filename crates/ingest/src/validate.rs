@@ -83,6 +83,10 @@ pub struct ValidEvent<'a> {
     pub declared: Vec<Typed<'a>>,
     /// Other properties as a JSON object (empty when there are none).
     pub properties: String,
+    /// The user an `identify` (its `anonymousId`) or `alias` (its
+    /// `previousId`) merges into `user_id`, if any (`user_id` itself for an
+    /// `identify` without another id: it marks the user identified).
+    pub merge: Option<(tenure_schema::identity::MergeKind, Cow<'a, str>)>,
 }
 
 /// The accepted time range: from 1970-01-01 (or `[ingest] accept_from`) to one
@@ -366,6 +370,7 @@ fn validate_with<'a>(
         }
         properties.push('}');
     }
+    let merge = merge_of(raw, kind.as_deref(), &user_id)?;
     Ok(ValidEvent {
         event_id,
         user_id,
@@ -375,7 +380,49 @@ fn validate_with<'a>(
         variant,
         declared: typed_values,
         properties,
+        merge,
     })
+}
+
+/// The merge an `identify` (`userId` with its `anonymousId`, or alone) or an
+/// `alias` (`previousId` into `userId`) records; an `alias` without a
+/// `previousId` is rejected.
+fn merge_of<'a>(
+    raw: &RawEvent<'a>,
+    kind: Option<&str>,
+    user_id: &Cow<'a, str>,
+) -> Result<Option<(tenure_schema::identity::MergeKind, Cow<'a, str>)>, String> {
+    use tenure_schema::identity::MergeKind;
+    let other = |field: &'static str, v: &Option<Scalar<'a>>| -> Result<Cow<'a, str>, String> {
+        let t = v.as_ref().map(|v| text(field, v)).transpose()?.flatten();
+        match t {
+            Some(t) if t.contains('\0') => Err(nul(field)),
+            Some(t) if !t.is_empty() => Ok(t),
+            _ => Ok(user_id.clone()),
+        }
+    };
+    match kind {
+        Some("identify") => {
+            if raw.user_id.as_ref().is_none_or(Scalar::is_null) {
+                // Only an anonymous id: nobody is identified.
+                return Ok(None);
+            }
+            Ok(Some((
+                MergeKind::Identify,
+                other("anonymousId", &raw.anonymous_id)?,
+            )))
+        }
+        Some("alias") => {
+            if raw.previous_id.as_ref().is_none_or(Scalar::is_null) {
+                return Err("an `alias` needs `previousId` (the id that joins `userId`)".into());
+            }
+            Ok(Some((
+                MergeKind::Alias,
+                other("previousId", &raw.previous_id)?,
+            )))
+        }
+        _ => Ok(None),
+    }
 }
 
 #[cfg(test)]

@@ -137,6 +137,7 @@ fn run(
             max_ts,
             txn: txn.clone(),
             events: Some(crate::parquet_out::event_names(&sorted)?),
+            identity: 0,
         });
     }
     Ok(files)

@@ -300,6 +300,7 @@ fn tiny_file(v: u64) -> FileEntry {
         max_ts: v as i64,
         txn: format!("t{v}"),
         events: None,
+        identity: 0,
     }
 }
 

@@ -7,6 +7,7 @@
 
 mod config;
 mod event;
+pub mod identity;
 mod manifest;
 
 pub use config::{Config, ConfigError, IngestConfig, Moment, PropertyType};
@@ -15,7 +16,7 @@ pub use event::{
     dictionary_type, event_schema, stored_schema,
 };
 pub use manifest::{
-    CHECKPOINT_INTERVAL, CheckpointHint, Delta, FileEntry, IdsEntry, LogEntry, MANIFEST_PREFIX,
-    RETIRED_PREFIX, RetiredFile, STAGING_PREFIX, Snapshot, SourceEntry, StoreLayout, USERS_PREFIX,
-    UsersEntry, apply_deltas, apply_patch,
+    CHECKPOINT_INTERVAL, CheckpointHint, Delta, FileEntry, IdentityEntry, IdsEntry, LogEntry,
+    MANIFEST_PREFIX, RETIRED_PREFIX, RetiredFile, STAGING_PREFIX, Snapshot, SourceEntry,
+    StoreLayout, USERS_PREFIX, UsersEntry, apply_deltas, apply_patch,
 };

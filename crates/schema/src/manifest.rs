@@ -89,6 +89,11 @@ impl StoreLayout {
         format!("{USERS_PREFIX}/{txn}.parquet")
     }
 
+    /// Identity merges (`identify`, `alias`) recorded by a transaction.
+    pub fn identity(txn: &str) -> String {
+        format!("identity/{txn}.parquet")
+    }
+
     /// Dead-letter file of a transaction.
     pub fn dead_letter(txn: &str) -> String {
         format!("dead_letter/{txn}.ndjson")
@@ -120,6 +125,30 @@ pub struct FileEntry {
     /// a scan, so a segment naming an unknown event gets a suggestion.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub events: Option<Vec<String>>,
+    /// How many entries of [`Snapshot::identity`] the file's keys are folded
+    /// through: every row's `user_key` is its person's key under the merges
+    /// of those entries (compaction folds merges in; ingest writes keys as
+    /// sent, 0). Merges of later entries are applied when the file is read.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub identity: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// One file of identity merges: Parquet rows `(ts, kind, from_key, to_key)`
+/// in the order they were ingested (`kind` 1 = identify: the anonymous
+/// `from_key` joins the identified `to_key`; 2 = alias: `from_key`, the
+/// previous id, joins `to_key`). The log is the entries in commit order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdentityEntry {
+    /// Root-relative path of the file.
+    pub path: String,
+    /// Merges in it.
+    pub merges: u64,
+    /// Transaction that wrote it.
+    pub txn: String,
 }
 
 /// One ingested input, recorded so that ingesting it again adds nothing.
@@ -206,6 +235,9 @@ pub struct Snapshot {
     /// they existed).
     #[serde(default)]
     pub ids: Vec<IdsEntry>,
+    /// The identity merge log (see [`IdentityEntry`]), in commit order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub identity: Vec<IdentityEntry>,
     /// Set by the loader when the newest commit file (this version) could not be
     /// read (truncated or not JSON): the state is then that of the last complete
     /// version before it, and the next commit writes the whole state so that the
@@ -265,6 +297,13 @@ impl Snapshot {
             &mut append,
         );
         list_diff("ids", &base.ids, &self.ids, &mut set, &mut append);
+        list_diff(
+            "identity",
+            &base.identity,
+            &self.identity,
+            &mut set,
+            &mut append,
+        );
         for (part, more) in [("set", set), ("append", append)] {
             if more.is_empty() {
                 continue;
@@ -299,6 +338,7 @@ impl Snapshot {
         s.retired = Vec::new();
         s.removed = Vec::new();
         s.ids = Vec::new();
+        s.identity = Vec::new();
         s
     }
 }
@@ -423,7 +463,7 @@ fn diff(a: &Map<String, Value>, b: &Map<String, Value>) -> Map<String, Value> {
 /// deltas to them as typed lists, and everything else through the generic patch
 /// on the small rest of the snapshot, so opening a store costs one typed parse of
 /// its checkpoint plus the deltas, not a JSON tree of the whole state.
-const LISTS: [&str; 5] = ["files", "sources", "retired", "removed", "ids"];
+const LISTS: [&str; 6] = ["files", "sources", "retired", "removed", "ids", "identity"];
 
 fn list_op<T: serde::de::DeserializeOwned>(
     list: &mut Vec<T>,
@@ -450,6 +490,7 @@ pub fn apply_deltas<'a>(
     let mut retired = std::mem::take(&mut snap.retired);
     let mut removed = std::mem::take(&mut snap.removed);
     let mut ids = std::mem::take(&mut snap.ids);
+    let mut identity = std::mem::take(&mut snap.identity);
     let unreadable = snap.unreadable;
     let mut rest = serde_json::to_value(&snap).map_err(|e| e.to_string())?;
     for patch in patches {
@@ -476,6 +517,7 @@ pub fn apply_deltas<'a>(
                     "retired" => list_op(&mut retired, op, v)?,
                     "removed" => list_op(&mut removed, op, v)?,
                     "ids" => list_op(&mut ids, op, v)?,
+                    "identity" => list_op(&mut identity, op, v)?,
                     _ if body.is_array() => other_keys.push(Value::String(k.to_string())),
                     _ => {
                         other.insert(k.to_string(), v.clone());
@@ -497,6 +539,7 @@ pub fn apply_deltas<'a>(
     snap.retired = retired;
     snap.removed = removed;
     snap.ids = ids;
+    snap.identity = identity;
     snap.unreadable = unreadable;
     Ok(snap)
 }
@@ -576,6 +619,7 @@ mod tests {
             max_ts: 1,
             txn: "t".into(),
             events: None,
+            identity: 0,
         }
     }
 

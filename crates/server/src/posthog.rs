@@ -7,7 +7,8 @@
 //! | --- | --- |
 //! | `api_key` (or `token`, also in `properties`) | `writeKey` |
 //! | `event` | `event` of a `track` |
-//! | `$identify`, `$set` events | an `identify` whose `traits` are `$set` (and `$set_once`) |
+//! | `$identify`, `$set` events | an `identify` whose `traits` are `$set` (and `$set_once`); `$anon_distinct_id` is its `anonymousId` (merged into the user) |
+//! | `$create_alias` | an `alias` whose `previousId` is `properties.alias` |
 //! | `distinct_id` (or `properties.distinct_id`) | `userId` |
 //! | `uuid` | `messageId` |
 //! | `timestamp`, `sent_at` | `timestamp`, `sentAt` |
@@ -60,6 +61,14 @@ fn message(mut e: Map<String, Value>) -> Value {
     if identify {
         m.insert("type".into(), "identify".into());
         m.insert("traits".into(), Value::Object(traits));
+        if let Some(anon) = props.remove("$anon_distinct_id") {
+            m.insert("anonymousId".into(), anon);
+        }
+    } else if text(event.as_ref()) == Some("$create_alias") {
+        m.insert("type".into(), "alias".into());
+        if let Some(alias) = props.remove("alias") {
+            m.insert("previousId".into(), alias);
+        }
     } else {
         m.insert("type".into(), "track".into());
         if let Some(ev) = event {

@@ -320,6 +320,7 @@ mod tests {
             max_ts: 0,
             txn: "t".into(),
             events: None,
+            identity: 0,
         }
     }
 

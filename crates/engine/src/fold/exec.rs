@@ -27,6 +27,9 @@ pub(crate) struct Layout {
     pub(crate) ranges: Vec<(u32, u32)>,
     pub(crate) flags_at: usize,
     pub(crate) concurrency: usize,
+    /// The last range is merged persons', read once the others are done.
+    #[serde(default)]
+    pub(crate) deferred: bool,
 }
 
 /// A fold over the key ranges of a [`KeyScanExec`].
@@ -38,6 +41,7 @@ pub struct FoldExec<F: UserFold> {
     flags_at: usize,
     /// Ranges folded at once.
     concurrency: usize,
+    deferred: bool,
     props: Arc<PlanProperties>,
 }
 
@@ -48,6 +52,7 @@ impl<F: UserFold> FoldExec<F> {
             ranges: scan.ranges().to_vec(),
             flags_at: scan.flags_at(),
             concurrency: scan.concurrency(),
+            deferred: scan.deferred(),
         };
         Self::with_input(fold, scan, layout)
     }
@@ -65,6 +70,7 @@ impl<F: UserFold> FoldExec<F> {
             ranges: layout.ranges,
             flags_at: layout.flags_at,
             concurrency: layout.concurrency,
+            deferred: layout.deferred,
             input,
             fold,
             props,
@@ -77,6 +83,7 @@ impl<F: UserFold> FoldExec<F> {
             ranges: self.ranges.clone(),
             flags_at: self.flags_at,
             concurrency: self.concurrency,
+            deferred: self.deferred,
         }
     }
 
@@ -138,6 +145,7 @@ impl<F: UserFold> ExecutionPlan for FoldExec<F> {
             ranges: self.ranges.clone(),
             flags_at: self.flags_at,
             concurrency: self.concurrency,
+            deferred: self.deferred,
             props: self.props.clone(),
         }))
     }
@@ -155,9 +163,18 @@ impl<F: UserFold> ExecutionPlan for FoldExec<F> {
         }
         let (input, ranges, flags_at) = (self.input.clone(), self.ranges.clone(), self.flags_at);
         let (fold, concurrency) = (self.fold.clone(), self.concurrency);
+        let deferred = self.deferred;
         // Nothing starts before the result is polled.
         let result = async move {
-            let all = fold_all(fold.clone(), input, ranges, flags_at, concurrency, context).await?;
+            let all = fold_all(
+                fold.clone(),
+                input,
+                (ranges, deferred),
+                flags_at,
+                concurrency,
+                context,
+            )
+            .await?;
             fold.emit(all)
         };
         Ok(Box::pin(RecordBatchStreamAdapter::new(
@@ -168,11 +185,12 @@ impl<F: UserFold> ExecutionPlan for FoldExec<F> {
 }
 
 /// Folds every key range of `input` (one task each) and merges the partial
-/// results in key order.
+/// results in key order. With `deferred`, the last range (merged persons',
+/// gathered by the others' readings) starts once the others are done.
 pub(super) async fn fold_all<F: UserFold>(
     fold: Arc<F>,
     input: Arc<dyn ExecutionPlan>,
-    ranges: Vec<(u32, u32)>,
+    (ranges, deferred): (Vec<(u32, u32)>, bool),
     flags_at: usize,
     concurrency: usize,
     context: Arc<TaskContext>,
@@ -180,11 +198,10 @@ pub(super) async fn fold_all<F: UserFold>(
     // Ranges start as others finish, `concurrency` at a time, so a range
     // with more rows than the others does not leave a thread idle.
     let permits = Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
-    let mut tasks = Vec::with_capacity(ranges.len());
-    for (p, &(lo, hi)) in ranges.iter().enumerate() {
+    let spawn = |p: usize, (lo, hi): (u32, u32)| {
         let (fold, input, context) = (fold.clone(), input.clone(), context.clone());
         let permits = permits.clone();
-        tasks.push(tokio::spawn(async move {
+        tokio::spawn(async move {
             let _permit = permits
                 .acquire_owned()
                 .await
@@ -196,17 +213,27 @@ pub(super) async fn fold_all<F: UserFold>(
                 fold.update(&mut state, &Rows::new(&batch, flags_at))?;
             }
             fold.finish(state)
-        }));
-    }
+        })
+    };
+    let now = ranges.len() - usize::from(deferred && !ranges.is_empty());
+    let tasks: Vec<_> = (0..now).map(|p| spawn(p, ranges[p])).collect();
     let mut acc: Option<F::Partial> = None;
-    for t in tasks {
-        let part = t
-            .await
-            .map_err(|e| DataFusionError::Internal(format!("a fold task failed: {e}")))??;
+    let mut add = |part: F::Partial| -> DfResult<()> {
         match acc.as_mut() {
             None => acc = Some(part),
             Some(a) => fold.merge(a, part)?,
         }
+        Ok(())
+    };
+    for t in tasks {
+        add(t
+            .await
+            .map_err(|e| DataFusionError::Internal(format!("a fold task failed: {e}")))??)?;
+    }
+    if now < ranges.len() {
+        add(spawn(now, ranges[now])
+            .await
+            .map_err(|e| DataFusionError::Internal(format!("a fold task failed: {e}")))??)?;
     }
     match acc {
         Some(a) => Ok(a),

@@ -253,8 +253,16 @@ pub async fn partial<F: UserFold>(events: &Events, fold: F) -> crate::Result<F::
     let scan = Arc::new(KeyScanExec::try_new(events, &fold.input())?);
     let ctx = events.ctx.task_ctx();
     let (ranges, flags_at) = (scan.ranges().to_vec(), scan.flags_at());
-    let concurrency = scan.concurrency();
-    Ok(exec::fold_all(Arc::new(fold), scan, ranges, flags_at, concurrency, ctx).await?)
+    let (concurrency, deferred) = (scan.concurrency(), scan.deferred());
+    Ok(exec::fold_all(
+        Arc::new(fold),
+        scan,
+        (ranges, deferred),
+        flags_at,
+        concurrency,
+        ctx,
+    )
+    .await?)
 }
 
 /// Runs `fold` over `events` and returns its result batches.

@@ -278,6 +278,11 @@ pub struct KeyScanExec {
     any_flag: bool,
     /// Flags as one column of bits.
     packed: bool,
+    /// Merged persons read under virtual keys: their rows are taken out of
+    /// the ranges they are read in and delivered by the last partition
+    /// (see [`crate::identity`]).
+    identity: Option<Arc<crate::identity::Identity>>,
+    side: Arc<Side>,
     schema: SchemaRef,
     props: Arc<PlanProperties>,
     /// What it is made of (its encoding).
@@ -305,6 +310,19 @@ pub struct ScanSpec {
     /// Per-user upper bounds apply (after the lower bounds in the tail).
     #[serde(default)]
     before: bool,
+    /// Merged persons read under virtual keys (the last range is theirs).
+    #[serde(default)]
+    identity: Option<Arc<crate::identity::Identity>>,
+}
+
+/// The rows of merged persons, gathered from every range's reading for the
+/// last partition (one execution of the plan at a time).
+#[derive(Debug, Default)]
+struct Side {
+    rows: std::sync::Mutex<Vec<RecordBatch>>,
+    /// Ranges whose reading is over.
+    done: std::sync::atomic::AtomicUsize,
+    notify: tokio::sync::Notify,
 }
 
 /// Columns a fold may not ask for: the scan always provides them.
@@ -327,7 +345,7 @@ impl KeyScanExec {
             .map(|&i| events.footers.get(i).and_then(|f| f.get().cloned()))
             .collect();
         let parts: Vec<Part> = chosen.iter().map(|&i| parts[i].clone()).collect();
-        let users = u32::try_from(events.users())
+        let users = u32::try_from(events.snapshot.users.count)
             .map_err(|_| crate::EngineError::Unreadable("more than 4 billion users".into()))?;
         let threads = crate::table::thread_count(events.options.threads) as u32;
         // One range per thread, of about equal rows: more ranges balance
@@ -335,12 +353,16 @@ impl KeyScanExec {
         // the pages at its edges and merges its own blocks; measured with 2
         // to 8 per thread).
         let n = threads.clamp(1, users.max(1));
-        let ranges = balanced_ranges(&footers, users, n).unwrap_or_else(|| {
+        let mut ranges = balanced_ranges(&footers, users, n).unwrap_or_else(|| {
             let per = users.div_ceil(n).max(1);
             (0..n)
                 .map(|i| ((i * per).min(users), ((i + 1) * per).min(users)))
                 .collect()
         });
+        let identity = events.identity.clone().filter(|i| i.diverts());
+        if let Some(id) = &identity {
+            ranges.push((id.base, id.key_space()));
+        }
         let spec = ScanSpec {
             store: crate::table::store_url(&events.store.url),
             parts: parts
@@ -361,6 +383,7 @@ impl KeyScanExec {
             ),
             since: events.since.is_some(),
             before: events.before.is_some(),
+            identity,
         };
         let mut scan = Self::build(
             spec,
@@ -526,6 +549,8 @@ impl KeyScanExec {
             grouped: input.ordered && input.grouped,
             any_flag: input.any_flag && !input.flags.is_empty(),
             packed: input.packed,
+            identity: spec.identity.clone(),
+            side: Default::default(),
             schema,
             props,
             spec: Arc::new(spec),
@@ -590,6 +615,11 @@ impl KeyScanExec {
     /// The key range of each partition.
     pub fn ranges(&self) -> &[(u32, u32)] {
         &self.ranges
+    }
+
+    /// Whether the last partition is merged persons' (read after the others).
+    pub fn deferred(&self) -> bool {
+        self.identity.is_some()
     }
 
     /// How many ranges to read at once.
@@ -683,7 +713,11 @@ impl ExecutionPlan for KeyScanExec {
         let Some(&range) = self.ranges.get(partition) else {
             return exec_err!("KeyScanExec has no partition {partition}");
         };
-        let last = partition + 1 == self.ranges.len();
+        let real = self.ranges.len() - usize::from(self.identity.is_some());
+        if partition == real {
+            return Ok(self.merged_persons());
+        }
+        let last = partition + 1 == real;
         // A grouped reading sends a block as many small batches.
         let depth = if self.grouped { 64 } else { 2 };
         let (tx, rx) = tokio::sync::mpsc::channel::<DfResult<RecordBatch>>(depth);
@@ -707,8 +741,11 @@ impl ExecutionPlan for KeyScanExec {
             ordered: self.ordered,
             grouped: self.grouped,
             packed: self.packed,
+            identity: self.identity.clone(),
+            side: self.side.clone(),
         };
         let ordered = self.ordered;
+        let side = self.side.clone();
         tokio::spawn(async move {
             let done = match ordered {
                 true => job.run_ordered(&tx).await,
@@ -717,6 +754,8 @@ impl ExecutionPlan for KeyScanExec {
             if let Err(e) = done {
                 let _ = tx.send(Err(e)).await;
             }
+            side.done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            side.notify.notify_waiters();
         });
         let stream =
             futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) });
@@ -724,6 +763,62 @@ impl ExecutionPlan for KeyScanExec {
             self.schema.clone(),
             stream,
         )))
+    }
+}
+
+impl KeyScanExec {
+    /// The last partition's stream: once every other range has been read,
+    /// the merged persons' rows they set aside, sorted by (virtual key, ts),
+    /// in batches of complete persons.
+    fn merged_persons(&self) -> SendableRecordBatchStream {
+        let side = self.side.clone();
+        let real = self.ranges.len() - 1;
+        let range = self.ranges[real];
+        let schema = with_file_min_ts(&self.schema, i64::MIN);
+        let any = self
+            .any_flag
+            .then_some((self.kept + self.values.len(), self.packed));
+        let out = schema.clone();
+        let rows = async move {
+            use std::sync::atomic::Ordering;
+            loop {
+                let wait = side.notify.notified();
+                if side.done.load(Ordering::SeqCst) >= real {
+                    break;
+                }
+                wait.await;
+            }
+            side.done.store(0, Ordering::SeqCst);
+            let pieces: Vec<RecordBatch> =
+                std::mem::take(&mut *side.rows.lock().expect("side rows"))
+                    .into_iter()
+                    .map(|b| b.with_schema(schema.clone()))
+                    .collect::<Result<_, _>>()?;
+            if pieces.is_empty() {
+                return Ok(Vec::new());
+            }
+            let all = sort_pieces(&pieces, Some(range), any, &mut SortScratch::default())?;
+            // Batches of complete persons.
+            let keys = all.column(0).as_primitive::<UInt32Type>().values().to_vec();
+            let mut out = Vec::new();
+            let mut start = 0;
+            while start < keys.len() {
+                let mut end = (start + BATCH_ROWS).min(keys.len());
+                while end < keys.len() && keys[end] == keys[end - 1] {
+                    end += 1;
+                }
+                out.push(all.slice(start, end - start));
+                start = end;
+            }
+            Ok::<_, DataFusionError>(out)
+        };
+        let stream = futures::stream::once(rows).flat_map(|r| {
+            futures::stream::iter(match r {
+                Ok(v) => v.into_iter().map(Ok).collect::<Vec<_>>(),
+                Err(e) => vec![Err(e)],
+            })
+        });
+        Box::pin(RecordBatchStreamAdapter::new(out, stream))
     }
 }
 
@@ -750,6 +845,8 @@ struct Job {
     ordered: bool,
     grouped: bool,
     packed: bool,
+    identity: Option<Arc<crate::identity::Identity>>,
+    side: Arc<Side>,
 }
 
 type Sender = tokio::sync::mpsc::Sender<DfResult<RecordBatch>>;
@@ -975,6 +1072,29 @@ impl Job {
             let keep: BooleanArray = k.iter().map(|&x| Some(x >= lo && x < hi)).collect();
             filter_record_batch(batch, &keep)?
         };
+        if let Some(id) = &self.identity
+            && let Some((rest, merged)) = split_merged(&batch, id)?
+        {
+            // Merged persons' rows go to the last partition, shaped there
+            // under their virtual keys.
+            if let Some(m) = self.shape_rows(merged, &self.schema)? {
+                self.side.rows.lock().expect("side rows").push(m);
+            }
+            batch = rest;
+            if batch.num_rows() == 0 {
+                return Ok(None);
+            }
+        }
+        self.shape_rows(batch, schema)
+    }
+
+    /// Rows of the range: the time range and per-user bounds kept, the
+    /// columns read, values and flags computed.
+    fn shape_rows(
+        &self,
+        mut batch: RecordBatch,
+        schema: &SchemaRef,
+    ) -> DfResult<Option<RecordBatch>> {
         let (from, to) = self.time;
         if from != i64::MIN || to != i64::MAX || self.since.is_some() || self.before.is_some() {
             let t = batch
@@ -1118,6 +1238,48 @@ impl Job {
         }
         Ok(bits)
     }
+}
+
+/// `batch` split into the rows of users read under no virtual key and the
+/// others, their `user_key` (column 0) set to the virtual one; `None` when
+/// no row is a merged person's.
+fn split_merged(
+    batch: &RecordBatch,
+    id: &crate::identity::Identity,
+) -> DfResult<Option<(RecordBatch, RecordBatch)>> {
+    let at = batch.schema().index_of("user_key")?;
+    let keys = batch.column(at).as_primitive::<UInt32Type>().values();
+    let (Some(&first), Some(&last)) = (keys.first(), keys.last()) else {
+        return Ok(None);
+    };
+    if keys.is_sorted() && !id.any_in(first, last + 1) {
+        return Ok(None);
+    }
+    let mut virt: Vec<u32> = Vec::new();
+    let mut mine = Vec::with_capacity(keys.len());
+    let mut prev = (u32::MAX, None);
+    for &k in keys {
+        if k != prev.0 {
+            prev = (k, id.virtual_of(k));
+        }
+        mine.push(prev.1.is_none());
+        if let Some(v) = prev.1 {
+            virt.push(v);
+        }
+    }
+    if virt.is_empty() {
+        return Ok(None);
+    }
+    let mine = BooleanArray::from(mine);
+    let rest = filter_record_batch(batch, &mine)?;
+    let theirs = datafusion::arrow::compute::not(&mine)?;
+    let merged = filter_record_batch(batch, &theirs)?;
+    let mut columns = merged.columns().to_vec();
+    columns[at] = Arc::new(datafusion::arrow::array::UInt32Array::from(virt));
+    Ok(Some((
+        rest,
+        RecordBatch::try_new(merged.schema(), columns)?,
+    )))
 }
 
 /// Rows where some flag is true, from the flag columns (or the one column of

@@ -157,6 +157,7 @@ pub fn read_parquet<R: Read>(
                     "event_id" | "messageId" | "message_id" => ev.event_id = Some(v),
                     "user_id" | "userId" => ev.user_id = Some(v),
                     "anonymousId" | "anonymous_id" => ev.anonymous_id = Some(v),
+                    "previousId" | "previous_id" => ev.previous_id = Some(v),
                     "event" => ev.event = Some(v),
                     "type" => ev.kind = Some(v),
                     "ts" | "timestamp" => ev.ts = Some(v),

@@ -108,6 +108,8 @@ pub struct RawEvent<'a> {
     pub user_id: Option<Scalar<'a>>,
     /// `anonymousId`, used when there is no user id.
     pub anonymous_id: Option<Scalar<'a>>,
+    /// `previousId` of an `alias` message.
+    pub previous_id: Option<Scalar<'a>>,
     /// `event`.
     pub event: Option<Scalar<'a>>,
     /// Segment message `type` (track, page, screen, identify, group, alias).
@@ -146,6 +148,7 @@ impl<'a> RawEvent<'a> {
             "event_id" | "messageId" | "message_id" => self.event_id = Some(value),
             "user_id" | "userId" => self.user_id = Some(value),
             "anonymousId" | "anonymous_id" => self.anonymous_id = Some(value),
+            "previousId" | "previous_id" => self.previous_id = Some(value),
             "event" => self.event = Some(value),
             "type" => self.kind = Some(value),
             "ts" | "timestamp" => self.ts = Some(value),

@@ -1,0 +1,179 @@
+//! Identity merges applied when folds read keys (the rules are in
+//! `tenure_schema::identity`).
+//!
+//! A person whose users' rows are not all under one key yet (merges that
+//! `tenure compact` has not folded into the files) is read under a *virtual*
+//! key `users + i` (i = 0, 1, ... in order of the person's key): the scan
+//! takes those rows out of the key ranges they were read in and delivers them
+//! as one more range, after all the others, each person's rows together and
+//! in time order (see `fold::scan`). Every fold then sees one user per
+//! person without knowing about merges, and its per-user arrays simply cover
+//! the virtual keys too ([`Identity::key_space`]). Persons whose merges are
+//! all folded into the files read as they are.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tenure_schema::identity::{Merge, Persons, resolve};
+use tenure_schema::{FileEntry, Snapshot};
+
+use crate::{EngineError, Result};
+
+/// Keys read as another (virtual) key.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct Identity {
+    /// Keys in the users dictionary; virtual keys start here.
+    pub base: u32,
+    /// Bit per dictionary key: its rows are a merged person's.
+    member: Vec<u64>,
+    /// Bit per dictionary key: it joined another person (its rows, if any,
+    /// are read under that person's key) or is read under a virtual key, so
+    /// it stands for no user of its own.
+    absorbed: Vec<u64>,
+    /// Member key -> virtual key.
+    virt: HashMap<u32, u32>,
+    /// Per virtual key (from `base`), the person's key (its name's key).
+    pub person: Vec<u32>,
+    /// Keys whose rows are read under a virtual key.
+    pub diverted: u64,
+    /// Dictionary keys that stand for no user of their own (see `absorbed`).
+    pub gone: u64,
+    /// Merges in the log, and identifies refused (both sides identified).
+    pub merges: u64,
+    /// See `merges`.
+    pub conflicts: u64,
+}
+
+impl Identity {
+    /// The keys to divert for `log` (entries' merges, in order) over files
+    /// folded through `folded` entries at least; `None` when nothing is.
+    pub fn of_log(base: u32, log: &[Vec<Merge>], folded: usize) -> Option<Self> {
+        let all: Vec<Merge> = log.iter().flatten().copied().collect();
+        if all.is_empty() {
+            return None;
+        }
+        let mut full = resolve(&all);
+        let mut before: Persons = resolve(log[..folded.min(log.len())].iter().flatten());
+        let members = full.members();
+        // Persons by key, each with its members.
+        let mut by_person: std::collections::BTreeMap<u32, Vec<u32>> = Default::default();
+        for &(k, p) in &members {
+            by_person.entry(p).or_default().push(k);
+        }
+        let mut out = Identity {
+            base,
+            member: vec![0; (base as usize).div_ceil(64)],
+            absorbed: vec![0; (base as usize).div_ceil(64)],
+            merges: all.len() as u64,
+            conflicts: full.conflicts,
+            ..Default::default()
+        };
+        for (person, keys) in by_person {
+            // Folded into the files: every row is under one key already.
+            let first = before.person(keys[0]);
+            if keys.iter().all(|&k| before.person(k) == first) {
+                for &k in keys.iter().filter(|&&k| k != person && k < base) {
+                    out.absorbed[k as usize / 64] |= 1 << (k % 64);
+                    out.gone += 1;
+                }
+                continue;
+            }
+            let v = base + out.person.len() as u32;
+            out.person.push(person);
+            for k in keys {
+                if k < base {
+                    out.member[k as usize / 64] |= 1 << (k % 64);
+                    out.absorbed[k as usize / 64] |= 1 << (k % 64);
+                    out.virt.insert(k, v);
+                    out.diverted += 1;
+                    out.gone += 1;
+                }
+            }
+        }
+        Some(out)
+    }
+
+    /// Reads the identity log of `snapshot` for `files` (those read).
+    pub async fn load(
+        store: &tenure_store::Store,
+        snapshot: &Snapshot,
+        files: &[&FileEntry],
+    ) -> Result<Option<Arc<Self>>> {
+        if snapshot.identity.is_empty() {
+            return Ok(None);
+        }
+        let mut log = Vec::with_capacity(snapshot.identity.len());
+        for e in &snapshot.identity {
+            use object_store::ObjectStoreExt;
+            let unreadable = |err: object_store::Error| {
+                EngineError::Unreadable(format!("identity log {}: {err}", e.path))
+            };
+            let data = store
+                .inner
+                .get(&store.path(&e.path))
+                .await
+                .map_err(unreadable)?
+                .bytes()
+                .await
+                .map_err(unreadable)?;
+            log.push(
+                tenure_schema::identity::decode(&data).map_err(|m| {
+                    EngineError::Unreadable(format!("identity log {}: {m}", e.path))
+                })?,
+            );
+        }
+        let folded = files
+            .iter()
+            .map(|f| f.identity as usize)
+            .min()
+            .unwrap_or(log.len());
+        let base = u32::try_from(snapshot.users.count)
+            .map_err(|_| EngineError::Unreadable("more than 4 billion users".into()))?;
+        Ok(Self::of_log(base, &log, folded)
+            .filter(|i| i.gone > 0)
+            .map(Arc::new))
+    }
+
+    /// The virtual key `k`'s rows are read under, if any.
+    #[inline]
+    pub fn virtual_of(&self, k: u32) -> Option<u32> {
+        let w = self.member.get(k as usize / 64)?;
+        if w & (1 << (k % 64)) == 0 {
+            return None;
+        }
+        self.virt.get(&k).copied()
+    }
+
+    /// Whether dictionary key `k` stands for a user of its own (it did not
+    /// join another person, and is not read under a virtual key). Virtual
+    /// keys are users.
+    #[inline]
+    pub fn is_user(&self, k: u32) -> bool {
+        self.absorbed
+            .get(k as usize / 64)
+            .is_none_or(|w| w & (1 << (k % 64)) == 0)
+    }
+
+    /// Whether some persons are read under virtual keys.
+    pub fn diverts(&self) -> bool {
+        !self.person.is_empty()
+    }
+
+    /// Whether any key of `lo..hi` is diverted.
+    pub fn any_in(&self, lo: u32, hi: u32) -> bool {
+        (lo..hi.min(self.base)).any(|k| self.member[k as usize / 64] & (1 << (k % 64)) != 0)
+    }
+
+    /// Keys the folds see: the dictionary's and the virtual ones.
+    pub fn key_space(&self) -> u32 {
+        self.base + self.person.len() as u32
+    }
+
+    /// The dictionary key standing for key `k` (its person's for a virtual key).
+    pub fn dictionary_key(&self, k: u32) -> u32 {
+        match k.checked_sub(self.base) {
+            Some(v) => self.person.get(v as usize).copied().unwrap_or(k),
+            None => k,
+        }
+    }
+}
