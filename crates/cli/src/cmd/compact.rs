@@ -1,4 +1,4 @@
-//! `tenure compact`: merge small files per partition.
+//! `tenure compact`: merge small files per partition, fold identity merges in.
 
 use clap::Args;
 use tenure_ingest::{Store, compact_retaining};
@@ -15,9 +15,12 @@ use crate::progress::count_bar;
 /// Replaced files move to `_tenure/retired/` (so `events/` holds exactly the
 /// committed files) and stay readable there for `--retain` seconds, for readers
 /// still working from the previous version; a later compaction deletes them.
-/// Compaction also maintains the metadata: it rewrites an unreadable newest
-/// manifest version, merges the users dictionary into one segment and
-/// checkpoints the manifest log.
+/// Compaction also folds identity merges into the files: the rows of a user
+/// who joined another person through `identify` or `alias` get that person's
+/// `user_key` (their `user_id` stays the id they were sent with), so readers
+/// no longer apply those merges as they read. It also maintains the
+/// metadata: it rewrites an unreadable newest manifest version, merges the
+/// users dictionary into one segment and checkpoints the manifest log.
 ///
 /// Example:
 ///
@@ -58,8 +61,8 @@ pub fn run(args: CompactArgs) -> anyhow::Result<()> {
     }
     match s.version {
         Some(v) => eprintln!(
-            "compacted {} partition(s): {} files -> {} files, {} rows; committed manifest version {v}",
-            s.partitions, s.files_before, s.files_after, s.rows
+            "compacted {} partition(s): {} files -> {} files, {} rows ({} of merged users); committed manifest version {v}",
+            s.partitions, s.files_before, s.files_after, s.rows, s.merged_rows
         ),
         None => eprintln!("nothing to compact"),
     }
