@@ -360,3 +360,90 @@ fn concurrent_writers_with_overlapping_ids_store_each_id_once() {
     assert_eq!(stored_ids(&url).len(), 410);
     assert_eq!(check_users(&url), 410);
 }
+
+/// Identity merges name users by key: a writer that rebases on concurrent
+/// commits (which give its new users other keys, twice) records its merges
+/// under the keys its users end up with, and every writer's merges are in
+/// the log in commit order.
+#[test]
+fn merges_keep_their_users_through_rebases() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = dir.path().join("store").to_str().unwrap().to_string();
+    let identify = |path: &Path, pairs: &[(&str, &str)]| {
+        let mut f = std::fs::File::create(path).unwrap();
+        for (i, (anon, user)) in pairs.iter().enumerate() {
+            writeln!(
+                f,
+                r#"{{"type":"track","anonymousId":"{anon}","event":"view","timestamp":"2026-02-01T00:00:{i:02}Z"}}"#
+            )
+            .unwrap();
+            writeln!(
+                f,
+                r#"{{"type":"identify","userId":"{user}","anonymousId":"{anon}","timestamp":"2026-02-01T00:01:{i:02}Z"}}"#
+            )
+            .unwrap();
+        }
+    };
+    let (x, a, b) = (
+        dir.path().join("x.ndjson"),
+        dir.path().join("a.ndjson"),
+        dir.path().join("b.ndjson"),
+    );
+    identify(&x, &[("xa1", "xu1"), ("shared-anon", "xu2")]);
+    identify(&a, &[("aa1", "au1"), ("shared-anon", "au2")]);
+    identify(&b, &[("ba1", "xu1")]);
+    let mut ix = Ingest::begin(Store::open(&url).unwrap(), IngestOptions::default()).unwrap();
+    ix.add_file(&x).unwrap();
+    let mut ia = Ingest::begin(Store::open(&url).unwrap(), IngestOptions::default()).unwrap();
+    ia.add_file(&a).unwrap();
+    assert_eq!(ia.commit().unwrap().version, Some(1));
+    let mut once = Some((url.clone(), b.clone()));
+    ix.set_rebase_hook(Box::new(move || {
+        if let Some((url, b)) = once.take() {
+            let mut ib =
+                Ingest::begin(Store::open(&url).unwrap(), IngestOptions::default()).unwrap();
+            ib.add_file(&b).unwrap();
+            assert_eq!(ib.commit().unwrap().version, Some(2));
+        }
+    }));
+    assert_eq!(ix.commit().unwrap().version, Some(3));
+    check_users(&url);
+    let io = Io::new(Store::open(&url).unwrap());
+    let snap = snapshot(&url);
+    let mut id_of: HashMap<u32, String> = HashMap::new();
+    for seg in &snap.users.segments {
+        id_of.extend(decode_segment(io.get(seg).unwrap()).unwrap());
+    }
+    let mut log = Vec::new();
+    let mut merges = Vec::new();
+    for e in &snap.identity {
+        let m = tenure_schema::identity::decode(&io.get(&e.path).unwrap()).unwrap();
+        assert_eq!(m.len() as u64, e.merges);
+        merges.extend(
+            m.iter()
+                .map(|m| (id_of[&m.from].as_str().to_string(), id_of[&m.to].clone())),
+        );
+        log.extend(m);
+    }
+    let pairs = |v: &[(&str, &str)]| -> Vec<(String, String)> {
+        v.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+    };
+    assert_eq!(
+        merges,
+        pairs(&[
+            ("aa1", "au1"),
+            ("shared-anon", "au2"),
+            ("ba1", "xu1"),
+            ("xa1", "xu1"),
+            ("shared-anon", "xu2"),
+        ])
+    );
+    // In commit order, the shared anonymous id went to au2 first; xu2's
+    // identify of it is refused.
+    let key = |id: &str| *id_of.iter().find(|(_, v)| *v == id).unwrap().0;
+    let mut persons = tenure_schema::identity::resolve(&log);
+    assert_eq!(persons.person(key("shared-anon")), key("au2"));
+    assert_eq!(persons.person(key("ba1")), key("xu1"));
+    assert_eq!(persons.person(key("xa1")), key("xu1"));
+    assert_eq!(persons.conflicts, 1);
+}
