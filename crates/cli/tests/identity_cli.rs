@@ -253,10 +253,12 @@ fn the_http_service_records_merges_from_segment_and_posthog_clients() {
         .collect();
     let batch = format!("{{\"batch\":[{}]}}", messages.join(","));
     assert_eq!(post(&addr, "/v1/batch", &batch), 200);
-    // A PostHog client: an anonymous view, `$identify` with the anonymous
-    // id, a purchase by the identified user.
+    // A PostHog client: an anonymous view, `$set` on the anonymous user
+    // (which identifies nobody), `$identify` with the anonymous id, a
+    // purchase by the identified user.
     let posthog = r#"{"api_key":"key","batch":[
         {"event":"view_item","distinct_id":"ph-anon","timestamp":"2026-01-05T15:00:00Z","uuid":"p1"},
+        {"event":"$set","distinct_id":"ph-anon","timestamp":"2026-01-05T15:01:00Z","uuid":"p0","properties":{"$set":{"plan":"free"}}},
         {"event":"$identify","distinct_id":"ph-user","timestamp":"2026-01-05T15:10:00Z","uuid":"p2","properties":{"$anon_distinct_id":"ph-anon"}},
         {"event":"purchase","distinct_id":"ph-user","timestamp":"2026-01-06T15:00:00Z","uuid":"p3","properties":{"revenue":"4.00"}}]}"#;
     assert_eq!(post(&addr, "/batch/", posthog), 200);

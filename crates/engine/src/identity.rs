@@ -14,8 +14,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use tenure_schema::Snapshot;
 use tenure_schema::identity::{Merge, Persons, resolve};
-use tenure_schema::{FileEntry, Snapshot};
 
 use crate::{EngineError, Result};
 
@@ -24,12 +24,12 @@ use crate::{EngineError, Result};
 pub struct Identity {
     /// Keys in the users dictionary; virtual keys start here.
     pub base: u32,
-    /// Bit per dictionary key: its rows are a merged person's.
-    member: Vec<u64>,
-    /// Bit per dictionary key: it joined another person (its rows, if any,
-    /// are read under that person's key) or is read under a virtual key, so
-    /// it stands for no user of its own.
-    absorbed: Vec<u64>,
+    /// Dictionary keys whose rows are a merged person's, ascending.
+    member: Vec<u32>,
+    /// Dictionary keys that joined another person (their rows, if any, are
+    /// read under that person's key) or are read under a virtual key, so
+    /// stand for no user of their own; ascending.
+    absorbed: Vec<u32>,
     /// Member key -> virtual key.
     virt: HashMap<u32, u32>,
     /// Per virtual key (from `base`), the person's key (its name's key).
@@ -38,7 +38,8 @@ pub struct Identity {
     pub diverted: u64,
     /// Dictionary keys that stand for no user of their own (see `absorbed`).
     pub gone: u64,
-    /// Merges in the log, and identifies refused (both sides identified).
+    /// Merges in the log, and identifies refused (the anonymous side was
+    /// already identified).
     pub merges: u64,
     /// See `merges`.
     pub conflicts: u64,
@@ -62,8 +63,7 @@ impl Identity {
         }
         let mut out = Identity {
             base,
-            member: vec![0; (base as usize).div_ceil(64)],
-            absorbed: vec![0; (base as usize).div_ceil(64)],
+
             merges: all.len() as u64,
             conflicts: full.conflicts,
             ..Default::default()
@@ -73,7 +73,7 @@ impl Identity {
             let first = before.person(keys[0]);
             if keys.iter().all(|&k| before.person(k) == first) {
                 for &k in keys.iter().filter(|&&k| k != person && k < base) {
-                    out.absorbed[k as usize / 64] |= 1 << (k % 64);
+                    out.absorbed.push(k);
                     out.gone += 1;
                 }
                 continue;
@@ -82,22 +82,26 @@ impl Identity {
             out.person.push(person);
             for k in keys {
                 if k < base {
-                    out.member[k as usize / 64] |= 1 << (k % 64);
-                    out.absorbed[k as usize / 64] |= 1 << (k % 64);
+                    out.member.push(k);
+                    out.absorbed.push(k);
                     out.virt.insert(k, v);
                     out.diverted += 1;
                     out.gone += 1;
                 }
             }
         }
+        out.member.sort_unstable();
+        out.absorbed.sort_unstable();
         Some(out)
     }
 
-    /// Reads the identity log of `snapshot` for `files` (those read).
+    /// Reads the identity log of `snapshot`. What is folded is judged over
+    /// every committed file, not only those a time range reads, so stores
+    /// opened over different ranges of one snapshot number virtual keys
+    /// alike (analyses line per-user vectors up across them).
     pub async fn load(
         store: &tenure_store::Store,
         snapshot: &Snapshot,
-        files: &[&FileEntry],
     ) -> Result<Option<Arc<Self>>> {
         if snapshot.identity.is_empty() {
             return Ok(None);
@@ -122,7 +126,8 @@ impl Identity {
                 })?,
             );
         }
-        let folded = files
+        let folded = snapshot
+            .files
             .iter()
             .map(|f| f.identity as usize)
             .min()
@@ -137,10 +142,6 @@ impl Identity {
     /// The virtual key `k`'s rows are read under, if any.
     #[inline]
     pub fn virtual_of(&self, k: u32) -> Option<u32> {
-        let w = self.member.get(k as usize / 64)?;
-        if w & (1 << (k % 64)) == 0 {
-            return None;
-        }
         self.virt.get(&k).copied()
     }
 
@@ -149,9 +150,7 @@ impl Identity {
     /// keys are users.
     #[inline]
     pub fn is_user(&self, k: u32) -> bool {
-        self.absorbed
-            .get(k as usize / 64)
-            .is_none_or(|w| w & (1 << (k % 64)) == 0)
+        self.absorbed.binary_search(&k).is_err()
     }
 
     /// Whether some persons are read under virtual keys.
@@ -161,7 +160,8 @@ impl Identity {
 
     /// Whether any key of `lo..hi` is diverted.
     pub fn any_in(&self, lo: u32, hi: u32) -> bool {
-        (lo..hi.min(self.base)).any(|k| self.member[k as usize / 64] & (1 << (k % 64)) != 0)
+        let at = self.member.partition_point(|&k| k < lo);
+        self.member.get(at).is_some_and(|&k| k < hi)
     }
 
     /// Keys the folds see: the dictionary's and the virtual ones.

@@ -185,7 +185,6 @@ impl Events {
         ctx.register_object_store(&base, store.inner.clone());
         let mut urls = Vec::new();
         let mut parts = Vec::new();
-        let mut read = Vec::new();
         let mut range: Option<(i64, i64)> = None;
         for f in &snapshot.files {
             if options.to.is_some_and(|t| f.min_ts >= t)
@@ -193,7 +192,6 @@ impl Events {
             {
                 continue;
             }
-            read.push(f);
             // Addressed by its committed path wherever it is (see above).
             let full = store.path(&f.path);
             urls.push(ListingTableUrl::parse(format!("{registered}/{full}"))?);
@@ -229,7 +227,7 @@ impl Events {
             ctx.register_table("events", Arc::new(ListingTable::try_new(config)?))?;
         }
         let footers = read_footers(&store.inner, &parts, store.local_dir.as_deref(), threads).await;
-        let identity = crate::identity::Identity::load(&store, &snapshot, &read).await?;
+        let identity = crate::identity::Identity::load(&store, &snapshot).await?;
         Ok(Self {
             store,
             snapshot,

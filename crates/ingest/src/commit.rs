@@ -91,6 +91,10 @@ impl Ingest {
     /// Deletes everything this transaction staged.
     fn abandon(&mut self) {
         self.lease.release();
+        if !self.merges.is_empty() {
+            // Written before the commit (like the users segment), never listed.
+            let _ = self.io.delete(&StoreLayout::identity(&self.txn));
+        }
         let staging = format!("{}/{}", tenure_schema::STAGING_PREFIX, self.txn);
         if let Ok(list) = self.io.list(&staging) {
             for (rel, _) in list {

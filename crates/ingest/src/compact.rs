@@ -121,6 +121,12 @@ fn compact_files(
         if files.len() != 1 {
             continue;
         }
+        if joined.is_empty() {
+            // Nobody joined anyone (only identifies): nothing to read.
+            marked.push(files[0].path.clone());
+            unchanged.push(*date);
+            continue;
+        }
         let data = io.get(&files[0].path)?;
         let batch = arrow_select::concat::concat_batches(&stored, &decode_stored(data)?)?;
         let (batch, merged) = to_persons(&batch, &joined)?;
@@ -208,6 +214,9 @@ fn compact_files(
         }
         // The log only grows; merges added since are applied at read.
         if current.identity.get(..folded as usize) != Some(&base_identity[..]) {
+            for f in &new {
+                io.delete(&f.staged)?;
+            }
             return Err(IngestError::Conflict(
                 "the identity log changed under compaction; nothing was committed, rerun it".into(),
             ));

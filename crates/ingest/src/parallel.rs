@@ -59,8 +59,12 @@ pub(crate) struct Decoded {
     pub merges: Vec<PendingMerge>,
 }
 
-/// A merge met while decoding: `(kind, from, to, ts)` by user id.
-pub(crate) type PendingMerge = (tenure_schema::identity::MergeKind, String, String, i64);
+/// A merge met while decoding: its row (index in [`Decoded::order`]), and
+/// `(kind, from, to, ts)` by user id.
+pub(crate) type PendingMerge = (
+    usize,
+    (tenure_schema::identity::MergeKind, String, String, i64),
+);
 
 struct PieceSink<'c, 'a> {
     cx: &'c DecodeContext<'a>,
@@ -80,8 +84,10 @@ impl Sink for PieceSink<'_, '_> {
             Err(reason) => return self.reject(loc, &reason, line),
         };
         if let Some((kind, from)) = &ev.merge {
-            self.merges
-                .push((*kind, from.to_string(), ev.user_id.to_string(), ev.ts));
+            self.merges.push((
+                self.order.len(),
+                (*kind, from.to_string(), ev.user_id.to_string(), ev.ts),
+            ));
         }
         let (event_id, hash) = event_id(&ev);
         let day = ev.ts.div_euclid(DAY_MICROS);

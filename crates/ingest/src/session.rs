@@ -633,6 +633,10 @@ impl Ingest {
         // (see SeenIds).
         const BLOCK: usize = 64;
         let mut touched = 0u128;
+        // A merge's users get their keys right after its row's, as
+        // `Sink::accept` gives them; a duplicate row's merge is dropped too.
+        let mut merges = d.merges.into_iter().peekable();
+        let mut line = 0;
         for (order, ids) in d.order.chunks(BLOCK).zip(d.ids.chunks(BLOCK)) {
             for h in ids.iter().flatten() {
                 touched ^= self.seen.touch(*h);
@@ -640,21 +644,24 @@ impl Ingest {
             for (&p, id) in order.iter().zip(ids) {
                 let p = p as usize;
                 let row = keys[p].len();
+                let at = line;
+                line += 1;
                 if let Some(h) = id
                     && (!self.seen_insert(*h) || self.committed_has(d.parts[p].0, *h))
                 {
                     self.counters.duplicates += 1;
                     dropped[p].push(row);
                     keys[p].push(0);
+                    while merges.next_if(|(r, _)| *r == at).is_some() {}
                     continue;
                 }
                 keys[p].push(self.users.key(user_ids[p].value(row)));
+                while let Some((_, (kind, from, to, ts))) = merges.next_if(|(r, _)| *r == at) {
+                    self.merge(kind, &from, &to, ts);
+                }
             }
         }
         std::hint::black_box(touched);
-        for (kind, from, to, ts) in d.merges {
-            self.merge(kind, &from, &to, ts);
-        }
         for (((day, batch), keys), dropped) in d.parts.into_iter().zip(keys).zip(dropped) {
             let mut columns = batch.columns().to_vec();
             columns[user_key_column] = Arc::new(UInt32Array::from(keys));

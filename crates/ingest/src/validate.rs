@@ -84,8 +84,7 @@ pub struct ValidEvent<'a> {
     /// Other properties as a JSON object (empty when there are none).
     pub properties: String,
     /// The user an `identify` (its `anonymousId`) or `alias` (its
-    /// `previousId`) merges into `user_id`, if any (`user_id` itself for an
-    /// `identify` without another id: it marks the user identified).
+    /// `previousId`) merges into `user_id`, if any.
     pub merge: Option<(tenure_schema::identity::MergeKind, Cow<'a, str>)>,
 }
 
@@ -384,42 +383,38 @@ fn validate_with<'a>(
     })
 }
 
-/// The merge an `identify` (`userId` with its `anonymousId`, or alone) or an
+/// The merge an `identify` (`userId` with another `anonymousId`) or an
 /// `alias` (`previousId` into `userId`) records; an `alias` without a
-/// `previousId` is rejected.
+/// `previousId` is rejected. An `identify` of the user alone (a server-side
+/// library's, PostHog's `$set`) merges nothing and identifies nobody.
 fn merge_of<'a>(
     raw: &RawEvent<'a>,
     kind: Option<&str>,
     user_id: &Cow<'a, str>,
 ) -> Result<Option<(tenure_schema::identity::MergeKind, Cow<'a, str>)>, String> {
     use tenure_schema::identity::MergeKind;
-    let other = |field: &'static str, v: &Option<Scalar<'a>>| -> Result<Cow<'a, str>, String> {
-        let t = v.as_ref().map(|v| text(field, v)).transpose()?.flatten();
-        match t {
-            Some(t) if t.contains('\0') => Err(nul(field)),
-            Some(t) if !t.is_empty() => Ok(t),
-            _ => Ok(user_id.clone()),
-        }
-    };
+    let other =
+        |field: &'static str, v: &Option<Scalar<'a>>| -> Result<Option<Cow<'a, str>>, String> {
+            let t = v.as_ref().map(|v| text(field, v)).transpose()?.flatten();
+            match t {
+                Some(t) if t.contains('\0') => Err(nul(field)),
+                Some(t) if !t.is_empty() && t != *user_id => Ok(Some(t)),
+                _ => Ok(None),
+            }
+        };
     match kind {
         Some("identify") => {
             if raw.user_id.as_ref().is_none_or(Scalar::is_null) {
-                // Only an anonymous id: nobody is identified.
+                // Only an anonymous id: nothing to merge it with.
                 return Ok(None);
             }
-            Ok(Some((
-                MergeKind::Identify,
-                other("anonymousId", &raw.anonymous_id)?,
-            )))
+            Ok(other("anonymousId", &raw.anonymous_id)?.map(|a| (MergeKind::Identify, a)))
         }
         Some("alias") => {
             if raw.previous_id.as_ref().is_none_or(Scalar::is_null) {
                 return Err("an `alias` needs `previousId` (the id that joins `userId`)".into());
             }
-            Ok(Some((
-                MergeKind::Alias,
-                other("previousId", &raw.previous_id)?,
-            )))
+            Ok(other("previousId", &raw.previous_id)?.map(|p| (MergeKind::Alias, p)))
         }
         _ => Ok(None),
     }

@@ -17,16 +17,18 @@
 //!   U's person, unless A's person is already *identified* (A was itself
 //!   identified, or already joined an identified person): then the two stay
 //!   apart (a conflict, counted). Either way U's person is identified from
-//!   then on. An `identify` without an `anonymousId` (or with A = U) only
-//!   identifies U.
+//!   then on. An `identify` without an `anonymousId` (or with A = U)
+//!   records nothing: identifying a user alone (a server-side library's
+//!   `identify`, PostHog's `$set`) does not make it identified.
 //! - `alias` with `previousId` P and `userId` U: P's person joins U's person
 //!   whatever either is: the explicit way to merge two identified users. U's
 //!   person is identified from then on.
 //! - Chains resolve transitively (a union-find): if A joined B and B later
 //!   joins C, A's events are C's.
-//! - A person is named by the id of its first identified user: U for a
-//!   person formed by `identify`/`alias` into U, and that name stays when
-//!   more users join it. Persons never split.
+//! - A person is named by the user it was identified as: U, when a merge
+//!   into U identifies U's person; the name stays while more users join
+//!   it. An identified person that joins another by `alias` takes the name
+//!   of the person it joins. Persons never split.
 
 use std::collections::HashMap;
 
@@ -106,7 +108,7 @@ pub struct Persons {
     parent: HashMap<u32, u32>,
     /// Per root: the person's name (canonical key) and whether identified.
     root: HashMap<u32, (u32, bool)>,
-    /// Identifies that were refused because both sides were identified.
+    /// Identifies refused because the anonymous side was already identified.
     pub conflicts: u64,
 }
 

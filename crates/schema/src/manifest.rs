@@ -91,7 +91,7 @@ impl StoreLayout {
 
     /// Identity merges (`identify`, `alias`) recorded by a transaction.
     pub fn identity(txn: &str) -> String {
-        format!("identity/{txn}.parquet")
+        format!("_tenure/identity/{txn}.merges")
     }
 
     /// Dead-letter file of a transaction.
@@ -137,7 +137,7 @@ fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
-/// One file of identity merges: Parquet rows `(ts, kind, from_key, to_key)`
+/// One file of identity merges (see `identity::encode`): `(ts, kind, from_key, to_key)`
 /// in the order they were ingested (`kind` 1 = identify: the anonymous
 /// `from_key` joins the identified `to_key`; 2 = alias: `from_key`, the
 /// previous id, joins `to_key`). The log is the entries in commit order.

@@ -184,6 +184,25 @@ impl<F: UserFold> ExecutionPlan for FoldExec<F> {
     }
 }
 
+/// `plan` (a key scan, possibly wrapped) with a fresh buffer for merged
+/// persons' rows, so that concurrent or repeated runs of one plan do not
+/// share one.
+fn fresh_side(plan: Arc<dyn ExecutionPlan>) -> DfResult<Arc<dyn ExecutionPlan>> {
+    if let Some(scan) = plan.as_ref().downcast_ref::<KeyScanExec>() {
+        return Ok(Arc::new(scan.with_fresh_side()));
+    }
+    let children: Vec<Arc<dyn ExecutionPlan>> = plan.children().into_iter().cloned().collect();
+    match children.as_slice() {
+        [child] => {
+            let child = fresh_side(child.clone())?;
+            // A wrapper of one child (the optimizer's), rebuilt around it.
+            #[allow(deprecated)]
+            plan.with_new_children(vec![child])
+        }
+        _ => internal_err!("a fold's input is not a key scan: {}", plan.name()),
+    }
+}
+
 /// Folds every key range of `input` (one task each) and merges the partial
 /// results in key order. With `deferred`, the last range (merged persons',
 /// gathered by the others' readings) starts once the others are done.
@@ -195,6 +214,8 @@ pub(super) async fn fold_all<F: UserFold>(
     concurrency: usize,
     context: Arc<TaskContext>,
 ) -> DfResult<F::Partial> {
+    // Merged persons' rows are gathered per run.
+    let input = if deferred { fresh_side(input)? } else { input };
     // Ranges start as others finish, `concurrency` at a time, so a range
     // with more rows than the others does not leave a thread idle.
     let permits = Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));

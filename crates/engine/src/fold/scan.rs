@@ -238,7 +238,7 @@ fn sorted_by_key(
 }
 
 /// Reads the rows of ranges of user keys; see the module docs.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct KeyScanExec {
     store: Arc<dyn ObjectStore>,
     /// Committed files in range, earliest first.
@@ -316,13 +316,29 @@ pub struct ScanSpec {
 }
 
 /// The rows of merged persons, gathered from every range's reading for the
-/// last partition (one execution of the plan at a time).
+/// last partition. One per run of the plan: [`KeyScanExec::with_fresh_side`]
+/// (`fold_all` takes one before it runs the ranges).
 #[derive(Debug, Default)]
 struct Side {
-    rows: std::sync::Mutex<Vec<RecordBatch>>,
+    /// Pieces, each tagged with its range's first key and its place in the
+    /// range's reading, so that their order does not depend on threads.
+    rows: std::sync::Mutex<Vec<((u32, u64), RecordBatch)>>,
     /// Ranges whose reading is over.
     done: std::sync::atomic::AtomicUsize,
     notify: tokio::sync::Notify,
+}
+
+/// Counts a range's reading as over when dropped (also on an error or a
+/// panic), waking the last partition.
+struct Done(Arc<Side>);
+
+impl Drop for Done {
+    fn drop(&mut self) {
+        self.0
+            .done
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.0.notify.notify_waiters();
+    }
 }
 
 /// Columns a fold may not ask for: the scan always provides them.
@@ -622,6 +638,14 @@ impl KeyScanExec {
         self.identity.is_some()
     }
 
+    /// The same scan with an empty buffer of merged persons' rows: one run.
+    pub fn with_fresh_side(&self) -> Self {
+        Self {
+            side: Default::default(),
+            ..self.clone()
+        }
+    }
+
     /// How many ranges to read at once.
     pub fn concurrency(&self) -> usize {
         self.concurrency
@@ -743,10 +767,12 @@ impl ExecutionPlan for KeyScanExec {
             packed: self.packed,
             identity: self.identity.clone(),
             side: self.side.clone(),
+            pieces: Default::default(),
         };
         let ordered = self.ordered;
-        let side = self.side.clone();
+        let over = Done(self.side.clone());
         tokio::spawn(async move {
+            let _over = over;
             let done = match ordered {
                 true => job.run_ordered(&tx).await,
                 false => job.run(&tx).await,
@@ -754,8 +780,6 @@ impl ExecutionPlan for KeyScanExec {
             if let Err(e) = done {
                 let _ = tx.send(Err(e)).await;
             }
-            side.done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            side.notify.notify_waiters();
         });
         let stream =
             futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) });
@@ -788,12 +812,12 @@ impl KeyScanExec {
                 }
                 wait.await;
             }
-            side.done.store(0, Ordering::SeqCst);
-            let pieces: Vec<RecordBatch> =
-                std::mem::take(&mut *side.rows.lock().expect("side rows"))
-                    .into_iter()
-                    .map(|b| b.with_schema(schema.clone()))
-                    .collect::<Result<_, _>>()?;
+            let mut tagged = std::mem::take(&mut *side.rows.lock().expect("side rows"));
+            tagged.sort_by_key(|(tag, _)| *tag);
+            let pieces: Vec<RecordBatch> = tagged
+                .into_iter()
+                .map(|(_, b)| b.with_schema(schema.clone()))
+                .collect::<Result<_, _>>()?;
             if pieces.is_empty() {
                 return Ok(Vec::new());
             }
@@ -847,6 +871,8 @@ struct Job {
     packed: bool,
     identity: Option<Arc<crate::identity::Identity>>,
     side: Arc<Side>,
+    /// Pieces of merged persons' rows set aside so far.
+    pieces: std::sync::atomic::AtomicU64,
 }
 
 type Sender = tokio::sync::mpsc::Sender<DfResult<RecordBatch>>;
@@ -1078,7 +1104,14 @@ impl Job {
             // Merged persons' rows go to the last partition, shaped there
             // under their virtual keys.
             if let Some(m) = self.shape_rows(merged, &self.schema)? {
-                self.side.rows.lock().expect("side rows").push(m);
+                let seq = self
+                    .pieces
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.side
+                    .rows
+                    .lock()
+                    .expect("side rows")
+                    .push(((self.range.0, seq), m));
             }
             batch = rest;
             if batch.num_rows() == 0 {
