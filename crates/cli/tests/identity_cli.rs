@@ -203,9 +203,8 @@ fn post(addr: &str, path: &str, body: &str) -> u16 {
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     write!(
         s,
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Basic {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        // base64("key:")
-        "a2V5Og==",
+        // The write key `key`: base64("key:").
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Basic a2V5Og==\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )
     .unwrap();
