@@ -14,7 +14,11 @@ use crate::progress::bytes_bar;
 ///
 /// Accepts flat events (`user_id`, `event`, `ts`, ...) and Segment-style messages
 /// (`userId`/`anonymousId`, `messageId`, `event`, `timestamp`, `properties`).
-/// Declared properties (from --config) get typed columns; the rest are kept as
+/// An `identify` with a `userId` and another `anonymousId` merges the
+/// anonymous visitor into the user, an `alias` its `previousId` into its
+/// `userId`: every analysis then counts them as one person, retroactively
+/// (rules in the README, "Identity"; `tenure compact` folds merges into the
+/// files). Declared properties (from --config) get typed columns; the rest are kept as
 /// JSON in `properties`. Rejected records go to `dead_letter/` under the store
 /// with their input, line, reason and whole text, ready to fix and re-ingest.
 /// Re-ingesting the same input adds nothing. Inputs may be objects in a bucket
