@@ -11,7 +11,6 @@
 //! the virtual keys too ([`Identity::key_space`]). Persons whose merges are
 //! all folded into the files read as they are.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use tenure_schema::Snapshot;
@@ -31,7 +30,10 @@ pub struct Identity {
     /// stand for no user of their own; ascending.
     absorbed: Vec<u32>,
     /// Member key -> virtual key.
-    virt: HashMap<u32, u32>,
+    virt: tenure_schema::identity::KeyMap<u32>,
+    /// `member` as a bit per dictionary key (made on first use, not encoded).
+    #[serde(skip)]
+    bits: std::sync::OnceLock<Vec<u64>>,
     /// Per virtual key (from `base`), the person's key (its name's key).
     pub person: Vec<u32>,
     /// Keys whose rows are read under a virtual key.
@@ -55,43 +57,37 @@ impl Identity {
         }
         let mut full = resolve(&all);
         let mut before: Persons = resolve(log[..folded.min(log.len())].iter().flatten());
-        let members = full.members();
-        // Persons by key, each with its members.
-        let mut by_person: std::collections::BTreeMap<u32, Vec<u32>> = Default::default();
-        for &(k, p) in &members {
-            by_person.entry(p).or_default().push(k);
-        }
+        // Persons by key, each with its members: (person, key) ascending.
+        let mut members: Vec<(u32, u32)> =
+            full.members().into_iter().map(|(k, p)| (p, k)).collect();
+        members.sort_unstable();
         let mut out = Identity {
             base,
-
             merges: all.len() as u64,
             conflicts: full.conflicts,
             ..Default::default()
         };
-        for (person, keys) in by_person {
+        for group in members.chunk_by(|a, b| a.0 == b.0) {
+            let person = group[0].0;
+            let keys = group.iter().map(|&(_, k)| k).filter(|&k| k < base);
             // Folded into the files: every row is under one key already.
-            let first = before.person(keys[0]);
-            if keys.iter().all(|&k| before.person(k) == first) {
-                for &k in keys.iter().filter(|&&k| k != person && k < base) {
-                    out.absorbed.push(k);
-                    out.gone += 1;
-                }
+            let first = before.person(group[0].1);
+            if group.iter().all(|&(_, k)| before.person(k) == first) {
+                out.absorbed.extend(keys.filter(|&k| k != person));
                 continue;
             }
             let v = base + out.person.len() as u32;
             out.person.push(person);
             for k in keys {
-                if k < base {
-                    out.member.push(k);
-                    out.absorbed.push(k);
-                    out.virt.insert(k, v);
-                    out.diverted += 1;
-                    out.gone += 1;
-                }
+                out.member.push(k);
+                out.absorbed.push(k);
+                out.virt.insert(k, v);
             }
         }
         out.member.sort_unstable();
         out.absorbed.sort_unstable();
+        out.diverted = out.member.len() as u64;
+        out.gone = out.absorbed.len() as u64;
         Some(out)
     }
 
@@ -158,10 +154,22 @@ impl Identity {
         !self.person.is_empty()
     }
 
-    /// Whether any key of `lo..hi` is diverted.
-    pub fn any_in(&self, lo: u32, hi: u32) -> bool {
-        let at = self.member.partition_point(|&k| k < lo);
-        self.member.get(at).is_some_and(|&k| k < hi)
+    /// A bit per dictionary key: set for the diverted ones.
+    pub fn member_bits(&self) -> &[u64] {
+        self.bits.get_or_init(|| {
+            let mut bits = vec![0u64; (self.base as usize).div_ceil(64)];
+            for &k in &self.member {
+                bits[k as usize / 64] |= 1 << (k % 64);
+            }
+            bits
+        })
+    }
+
+    /// The diverted keys in `lo..hi`, ascending.
+    pub fn members_in(&self, lo: u32, hi: u32) -> &[u32] {
+        let a = self.member.partition_point(|&k| k < lo);
+        let b = self.member.partition_point(|&k| k < hi);
+        &self.member[a..b]
     }
 
     /// Keys the folds see: the dictionary's and the virtual ones.

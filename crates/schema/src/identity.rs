@@ -102,63 +102,107 @@ pub fn decode(data: &[u8]) -> Result<Vec<Merge>, String> {
         .collect()
 }
 
+/// A hasher for user keys (one multiply; keys are dense integers).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct KeyHasher(u64);
+
+impl std::hash::Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(b as u64);
+        }
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(n as u64);
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0 ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+/// A map keyed by user key.
+pub type KeyMap<V> = HashMap<u32, V, std::hash::BuildHasherDefault<KeyHasher>>;
+
 /// Persons after applying merges in order (see the module docs).
 #[derive(Debug, Clone, Default)]
 pub struct Persons {
-    parent: HashMap<u32, u32>,
-    /// Per root: the person's name (canonical key) and whether identified.
-    root: HashMap<u32, (u32, bool)>,
+    /// Per key: its parent in the union-find ([`NONE`]: never merged; a
+    /// root is its own parent).
+    parent: Vec<u32>,
+    /// Per root: the person's name (canonical key, [`NONE`] for none yet)
+    /// and whether identified.
+    root: Vec<(u32, bool)>,
     /// Identifies refused because the anonymous side was already identified.
     pub conflicts: u64,
 }
 
+/// No parent: a key never merged.
+const NONE: u32 = u32::MAX;
+
 impl Persons {
+    fn grow(&mut self, k: u32) {
+        let n = k as usize + 1;
+        if self.parent.len() < n {
+            self.parent.resize(n, NONE);
+            self.root.resize(n, (NONE, false));
+        }
+    }
+
     fn find(&mut self, k: u32) -> u32 {
-        let mut r = k;
-        while let Some(&p) = self.parent.get(&r) {
-            if p == r {
-                break;
-            }
-            r = p;
+        let Some(&p) = self.parent.get(k as usize) else {
+            return k;
+        };
+        if p == NONE || p == k {
+            return k;
+        }
+        let mut r = p;
+        while self.parent[r as usize] != r {
+            r = self.parent[r as usize];
         }
         // Path compression.
         let mut x = k;
-        while let Some(&p) = self.parent.get(&x) {
-            if p == r {
-                break;
-            }
-            self.parent.insert(x, r);
-            x = p;
+        while self.parent[x as usize] != r {
+            let next = self.parent[x as usize];
+            self.parent[x as usize] = r;
+            x = next;
         }
         r
     }
 
     /// The person's (name, identified) of root `r`.
     fn info(&self, r: u32) -> (u32, bool) {
-        self.root.get(&r).copied().unwrap_or((r, false))
+        match self.root.get(r as usize) {
+            Some(&(name, identified)) if name != NONE => (name, identified),
+            _ => (r, false),
+        }
     }
 
     /// Applies one merge.
     pub fn apply(&mut self, m: &Merge) {
+        self.grow(m.to.max(m.from));
         let to = self.find(m.to);
         let (name_to, identified_to) = self.info(to);
         let name = if identified_to { name_to } else { m.to };
-        if m.from == m.to {
-            self.root.insert(to, (name, true));
-            return;
-        }
-        let from = self.find(m.from);
-        if from != to {
-            let (_, identified_from) = self.info(from);
-            if m.kind == MergeKind::Identify && identified_from {
-                self.conflicts += 1;
-            } else {
-                self.parent.insert(from, to);
-                self.parent.entry(to).or_insert(to);
-                self.root.remove(&from);
+        if m.from != m.to {
+            let from = self.find(m.from);
+            if from != to {
+                let (_, identified_from) = self.info(from);
+                if m.kind == MergeKind::Identify && identified_from {
+                    self.conflicts += 1;
+                } else {
+                    self.parent[from as usize] = to;
+                    self.parent[to as usize] = to;
+                    self.root[from as usize] = (NONE, false);
+                }
             }
         }
-        self.root.insert(to, (name, true));
+        self.root[to as usize] = (name, true);
     }
 
     /// The name (canonical key) of `k`'s person: `k` for a user never merged.
@@ -170,10 +214,12 @@ impl Persons {
     /// Every key that belongs to a person of more than one key, with its
     /// person's name, sorted by key.
     pub fn members(&mut self) -> Vec<(u32, u32)> {
-        let keys: Vec<u32> = self.parent.keys().copied().collect();
-        let mut out: Vec<(u32, u32)> = keys.into_iter().map(|k| (k, self.person(k))).collect();
-        out.sort_unstable();
-        out
+        (0..self.parent.len() as u32)
+            .filter(|&k| self.parent[k as usize] != NONE)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|k| (k, self.person(k)))
+            .collect()
     }
 }
 

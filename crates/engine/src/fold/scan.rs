@@ -1280,32 +1280,57 @@ fn split_merged(
     batch: &RecordBatch,
     id: &crate::identity::Identity,
 ) -> DfResult<Option<(RecordBatch, RecordBatch)>> {
+    use datafusion::arrow::array::BooleanBufferBuilder;
+    use datafusion::arrow::buffer::BooleanBuffer;
     let at = batch.schema().index_of("user_key")?;
     let keys = batch.column(at).as_primitive::<UInt32Type>().values();
     let (Some(&first), Some(&last)) = (keys.first(), keys.last()) else {
         return Ok(None);
     };
-    if keys.is_sorted() && !id.any_in(first, last + 1) {
-        return Ok(None);
-    }
     let mut virt: Vec<u32> = Vec::new();
-    let mut mine = Vec::with_capacity(keys.len());
-    let mut prev = (u32::MAX, None);
-    for &k in keys {
-        if k != prev.0 {
-            prev = (k, id.virtual_of(k));
+    let mut mine = BooleanBufferBuilder::new(keys.len());
+    if keys.is_sorted() {
+        // Nothing to do when no merged user falls in the batch's key span.
+        let members = id.members_in(first, last.saturating_add(1));
+        if members.is_empty() {
+            return Ok(None);
         }
-        mine.push(prev.1.is_none());
-        if let Some(v) = prev.1 {
-            virt.push(v);
+        // A bit per key, read without branching; then the virtual key of
+        // each run of merged rows.
+        let bits = id.member_bits();
+        let bit = |k: u32| bits.get(k as usize / 64).map_or(0, |w| (w >> (k % 64)) & 1);
+        let theirs = keys.iter().fold(0u64, |a, &k| a + bit(k));
+        if theirs == 0 {
+            return Ok(None);
+        }
+        let keep: Vec<bool> = keys.iter().map(|&k| bit(k) == 0).collect();
+        virt.reserve(theirs as usize);
+        let mut prev = (u32::MAX, 0);
+        for (&k, _) in keys.iter().zip(&keep).filter(|(_, keep)| !**keep) {
+            if k != prev.0 {
+                prev = (k, id.virtual_of(k).expect("a member has a virtual key"));
+            }
+            virt.push(prev.1);
+        }
+        mine.append_slice(&keep);
+    } else {
+        let mut prev = (u32::MAX, None);
+        for &k in keys {
+            if k != prev.0 {
+                prev = (k, id.virtual_of(k));
+            }
+            mine.append(prev.1.is_none());
+            if let Some(v) = prev.1 {
+                virt.push(v);
+            }
         }
     }
     if virt.is_empty() {
         return Ok(None);
     }
-    let mine = BooleanArray::from(mine);
-    let rest = filter_record_batch(batch, &mine)?;
-    let theirs = datafusion::arrow::compute::not(&mine)?;
+    let mine: BooleanBuffer = mine.finish();
+    let theirs = BooleanArray::new(!&mine, None);
+    let rest = filter_record_batch(batch, &BooleanArray::new(mine, None))?;
     let merged = filter_record_batch(batch, &theirs)?;
     let mut columns = merged.columns().to_vec();
     columns[at] = Arc::new(datafusion::arrow::array::UInt32Array::from(virt));
