@@ -30,21 +30,12 @@ pub struct Identity {
     /// stand for no user of their own; ascending.
     absorbed: Vec<u32>,
     /// Member key -> virtual key.
-    virt: tenure_schema::identity::KeyMap<u32>,
+    virt: std::collections::HashMap<u32, u32, foldhash::fast::FixedState>,
     /// `member` as a bit per dictionary key (made on first use, not encoded).
     #[serde(skip)]
     bits: std::sync::OnceLock<Vec<u64>>,
     /// Per virtual key (from `base`), the person's key (its name's key).
     pub person: Vec<u32>,
-    /// Keys whose rows are read under a virtual key.
-    pub diverted: u64,
-    /// Dictionary keys that stand for no user of their own (see `absorbed`).
-    pub gone: u64,
-    /// Merges in the log, and identifies refused (the anonymous side was
-    /// already identified).
-    pub merges: u64,
-    /// See `merges`.
-    pub conflicts: u64,
 }
 
 impl Identity {
@@ -63,8 +54,6 @@ impl Identity {
         members.sort_unstable();
         let mut out = Identity {
             base,
-            merges: all.len() as u64,
-            conflicts: full.conflicts,
             ..Default::default()
         };
         for group in members.chunk_by(|a, b| a.0 == b.0) {
@@ -86,8 +75,6 @@ impl Identity {
         }
         out.member.sort_unstable();
         out.absorbed.sort_unstable();
-        out.diverted = out.member.len() as u64;
-        out.gone = out.absorbed.len() as u64;
         Some(out)
     }
 
@@ -131,7 +118,7 @@ impl Identity {
         let base = u32::try_from(snapshot.users.count)
             .map_err(|_| EngineError::Unreadable("more than 4 billion users".into()))?;
         Ok(Self::of_log(base, &log, folded)
-            .filter(|i| i.gone > 0)
+            .filter(|i| i.gone() > 0)
             .map(Arc::new))
     }
 
@@ -139,6 +126,11 @@ impl Identity {
     #[inline]
     pub fn virtual_of(&self, k: u32) -> Option<u32> {
         self.virt.get(&k).copied()
+    }
+
+    /// Dictionary keys that stand for no user of their own (see `absorbed`).
+    pub fn gone(&self) -> usize {
+        self.absorbed.len()
     }
 
     /// Whether dictionary key `k` stands for a user of its own (it did not

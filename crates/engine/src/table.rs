@@ -288,7 +288,7 @@ impl Events {
     /// Number of people: users, with every merged person counted once.
     pub fn persons(&self) -> usize {
         match &self.identity {
-            Some(i) => self.users() - i.gone as usize,
+            Some(i) => self.users() - i.gone(),
             None => self.users(),
         }
     }

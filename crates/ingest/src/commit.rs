@@ -196,11 +196,7 @@ impl Ingest {
                 && !self.merges.is_empty()
             {
                 for m in &mut self.merges {
-                    for k in [&mut m.from, &mut m.to] {
-                        if *k >= r.first {
-                            *k = r.keys[(*k - r.first) as usize];
-                        }
-                    }
+                    (m.from, m.to) = (r.key(m.from), r.key(m.to));
                 }
                 self.io
                     .put(&identity, tenure_schema::identity::encode(&self.merges))?;
@@ -336,7 +332,7 @@ impl Ingest {
                 continue;
             }
             if let Some(r) = remap {
-                batch = remap_keys(&batch, r.first, &r.keys)?;
+                batch = map_user_keys(&batch, |k| r.key(k))?.0;
             }
             let sorted = sort_batch(&batch)?;
             (f.min_ts, f.max_ts) = ts_range(&sorted);
@@ -369,29 +365,45 @@ struct PendingUsers {
     ids: Vec<String>,
 }
 
-fn remap_keys(batch: &RecordBatch, first: u32, remap: &[u32]) -> Result<RecordBatch, IngestError> {
+impl Remap {
+    /// The key that `k` (a staged key) has now.
+    fn key(&self, k: u32) -> u32 {
+        match k.checked_sub(self.first) {
+            Some(i) => self.keys[i as usize],
+            None => k,
+        }
+    }
+}
+
+/// `batch` with every `user_key` replaced by `f(key)`, and how many rows
+/// changed (the batch itself when none did). Rebases re-key staged files with
+/// it, compaction folds identity merges into the files.
+pub(crate) fn map_user_keys(
+    batch: &RecordBatch,
+    mut f: impl FnMut(u32) -> u32,
+) -> Result<(RecordBatch, u64), IngestError> {
     let idx = batch.schema().index_of(columns::USER_KEY)?;
     let keys = batch
         .column(idx)
         .as_any()
         .downcast_ref::<UInt32Array>()
-        .expect("user_key is UInt32");
-    let new: UInt32Array = keys
+        .ok_or_else(|| IngestError::BadInput("user_key is not UInt32".into()))?;
+    let mut changed = 0;
+    let new: Vec<u32> = keys
         .values()
         .iter()
         .map(|&k| {
-            if k >= first {
-                remap[(k - first) as usize]
-            } else {
-                k
-            }
+            let n = f(k);
+            changed += u64::from(n != k);
+            n
         })
-        .collect::<Vec<_>>()
-        .into();
+        .collect();
+    if changed == 0 {
+        return Ok((batch.clone(), 0));
+    }
     let mut cols = batch.columns().to_vec();
-    cols[idx] = Arc::new(new);
-    debug_assert_eq!(cols[idx].len(), batch.num_rows());
-    Ok(RecordBatch::try_new(batch.schema(), cols)?)
+    cols[idx] = Arc::new(UInt32Array::from(new));
+    Ok((RecordBatch::try_new(batch.schema(), cols)?, changed))
 }
 
 /// Moves committed files from staging to their final place under `events/`, then

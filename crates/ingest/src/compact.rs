@@ -264,31 +264,7 @@ fn to_persons(
     if joined.is_empty() {
         return Ok((batch.clone(), 0));
     }
-    let idx = batch.schema().index_of(tenure_schema::columns::USER_KEY)?;
-    let keys = batch
-        .column(idx)
-        .as_any()
-        .downcast_ref::<arrow_array::UInt32Array>()
-        .ok_or_else(|| IngestError::BadInput("user_key is not UInt32".into()))?;
-    let mut changed = 0;
-    let new: arrow_array::UInt32Array = keys
-        .values()
-        .iter()
-        .map(|k| match joined.get(k) {
-            Some(&p) => {
-                changed += 1;
-                p
-            }
-            None => *k,
-        })
-        .collect::<Vec<_>>()
-        .into();
-    if changed == 0 {
-        return Ok((batch.clone(), 0));
-    }
-    let mut cols = batch.columns().to_vec();
-    cols[idx] = std::sync::Arc::new(new);
-    Ok((RecordBatch::try_new(batch.schema(), cols)?, changed))
+    crate::commit::map_user_keys(batch, |k| joined.get(&k).copied().unwrap_or(k))
 }
 
 /// Moves a file that left the table to its retired path (a rename on local disk;

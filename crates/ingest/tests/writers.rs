@@ -72,6 +72,27 @@ fn users(range: std::ops::Range<u32>) -> Vec<(Option<String>, String, u32)> {
     range.map(|u| (None, format!("u{u}"), 1)).collect()
 }
 
+/// Ingests `x` into `url` so that its commit rebases twice: `a` commits
+/// version 1 before X tries, and `b` commits version 2 while X rebases on
+/// A's; X commits version 3.
+fn commit_rebasing_twice(url: &str, x: &Path, a: &Path, b: &Path) {
+    let mut ix = Ingest::begin(Store::open(url).unwrap(), IngestOptions::default()).unwrap();
+    ix.add_file(x).unwrap();
+    let mut ia = Ingest::begin(Store::open(url).unwrap(), IngestOptions::default()).unwrap();
+    ia.add_file(a).unwrap();
+    assert_eq!(ia.commit().unwrap().version, Some(1));
+    let mut once = Some((url.to_string(), b.to_path_buf()));
+    ix.set_rebase_hook(Box::new(move || {
+        if let Some((url, b)) = once.take() {
+            let mut ib =
+                Ingest::begin(Store::open(&url).unwrap(), IngestOptions::default()).unwrap();
+            ib.add_file(&b).unwrap();
+            assert_eq!(ib.commit().unwrap().version, Some(2));
+        }
+    }));
+    assert_eq!(ix.commit().unwrap().version, Some(3));
+}
+
 #[test]
 fn two_successive_rebases_keep_the_users_dictionary_exact() {
     let dir = tempfile::tempdir().unwrap();
@@ -85,23 +106,7 @@ fn two_successive_rebases_keep_the_users_dictionary_exact() {
     write_events(&x, &users(0..10));
     write_events(&a, &users(5..15));
     write_events(&b, &[users(8..9), users(20..26), users(2..3)].concat());
-    let mut ix = Ingest::begin(Store::open(&url).unwrap(), IngestOptions::default()).unwrap();
-    ix.add_file(&x).unwrap();
-    // A commits version 1 before X tries; B commits version 2 while X rebases
-    // on A's: X rebases twice.
-    let mut ia = Ingest::begin(Store::open(&url).unwrap(), IngestOptions::default()).unwrap();
-    ia.add_file(&a).unwrap();
-    assert_eq!(ia.commit().unwrap().version, Some(1));
-    let mut once = Some((url.clone(), b.clone()));
-    ix.set_rebase_hook(Box::new(move || {
-        if let Some((url, b)) = once.take() {
-            let mut ib =
-                Ingest::begin(Store::open(&url).unwrap(), IngestOptions::default()).unwrap();
-            ib.add_file(&b).unwrap();
-            assert_eq!(ib.commit().unwrap().version, Some(2));
-        }
-    }));
-    assert_eq!(ix.commit().unwrap().version, Some(3));
+    commit_rebasing_twice(&url, &x, &a, &b);
     assert_eq!(check_users(&url), 10 + 10 + 8);
     // u0..u26 but not u15..u19: 21 users.
     assert_eq!(snapshot(&url).users.count, 21);
@@ -392,21 +397,7 @@ fn merges_keep_their_users_through_rebases() {
     identify(&x, &[("xa1", "xu1"), ("shared-anon", "xu2")]);
     identify(&a, &[("aa1", "au1"), ("shared-anon", "au2")]);
     identify(&b, &[("ba1", "xu1")]);
-    let mut ix = Ingest::begin(Store::open(&url).unwrap(), IngestOptions::default()).unwrap();
-    ix.add_file(&x).unwrap();
-    let mut ia = Ingest::begin(Store::open(&url).unwrap(), IngestOptions::default()).unwrap();
-    ia.add_file(&a).unwrap();
-    assert_eq!(ia.commit().unwrap().version, Some(1));
-    let mut once = Some((url.clone(), b.clone()));
-    ix.set_rebase_hook(Box::new(move || {
-        if let Some((url, b)) = once.take() {
-            let mut ib =
-                Ingest::begin(Store::open(&url).unwrap(), IngestOptions::default()).unwrap();
-            ib.add_file(&b).unwrap();
-            assert_eq!(ib.commit().unwrap().version, Some(2));
-        }
-    }));
-    assert_eq!(ix.commit().unwrap().version, Some(3));
+    commit_rebasing_twice(&url, &x, &a, &b);
     check_users(&url);
     let io = Io::new(Store::open(&url).unwrap());
     let snap = snapshot(&url);

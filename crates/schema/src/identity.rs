@@ -30,8 +30,6 @@
 //!   it. An identified person that joins another by `alias` takes the name
 //!   of the person it joins. Persons never split.
 
-use std::collections::HashMap;
-
 /// What made a merge.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum MergeKind {
@@ -101,33 +99,6 @@ pub fn decode(data: &[u8]) -> Result<Vec<Merge>, String> {
         })
         .collect()
 }
-
-/// A hasher for user keys (one multiply; keys are dense integers).
-#[derive(Debug, Default, Clone, Copy)]
-pub struct KeyHasher(u64);
-
-impl std::hash::Hasher for KeyHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.write_u64(b as u64);
-        }
-    }
-
-    fn write_u32(&mut self, n: u32) {
-        self.write_u64(n as u64);
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = (self.0 ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
-}
-
-/// A map keyed by user key.
-pub type KeyMap<V> = HashMap<u32, V, std::hash::BuildHasherDefault<KeyHasher>>;
 
 /// Persons after applying merges in order (see the module docs).
 #[derive(Debug, Clone, Default)]
