@@ -43,7 +43,14 @@
 //! Breakdown: a user counts once, in the group of the property value at the
 //! step-1 event of the chain that first reached the user's deepest step.
 //! Time to convert: that chain's seconds from step `i - 1` to step `i`.
+//!
+//! Per-step windows and minimum gaps (`add_to_cart within 1h`, `checkout
+//! after 1m within 30m`, counted from the previous step), optional steps
+//! (`add_to_wishlist?`) and any-order groups (`{add_to_cart,
+//! add_to_wishlist}`) are folded exactly by [`exact`] (its docs define them
+//! and work examples); the loop above stays for funnels without them.
 
+pub mod exact;
 pub mod syntax;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray};
@@ -70,6 +77,20 @@ pub struct Step {
     pub condition: Option<Expr>,
     /// How the step is shown (the name, with the condition's text if any).
     pub label: String,
+    /// An any-order group: the step is reached when every member has
+    /// happened, in any order, since the previous step (`event` and
+    /// `condition` are then unused). Empty for a single event.
+    #[serde(default)]
+    pub any_of: Vec<Step>,
+    /// A chain may skip this step (`?`; never the first or the last step).
+    #[serde(default)]
+    pub optional: bool,
+    /// Least time since the previous step of the chain, µs (`after`; 0: none).
+    #[serde(default)]
+    pub after_us: i64,
+    /// Most time since the previous step of the chain, µs (`within`).
+    #[serde(default)]
+    pub within_us: Option<i64>,
 }
 
 impl Step {
@@ -79,7 +100,22 @@ impl Step {
             event: event.to_string(),
             condition: None,
             label: event.to_string(),
+            any_of: Vec::new(),
+            optional: false,
+            after_us: 0,
+            within_us: None,
         }
+    }
+
+    /// Whether the step needs the exact fold (a gap, a group or `?`).
+    pub fn is_rich(&self) -> bool {
+        self.optional || self.after_us > 0 || self.within_us.is_some() || !self.any_of.is_empty()
+    }
+
+    /// The matchers of the step: its members, or itself.
+    fn matchers(&self) -> impl Iterator<Item = &Step> {
+        let own = self.any_of.is_empty().then_some(self);
+        own.into_iter().chain(self.any_of.iter())
     }
 }
 
@@ -162,11 +198,26 @@ pub struct UserLevels {
     pub group: Vec<u32>,
     /// Group labels, sorted (one label, `all`, without a breakdown).
     pub labels: Vec<String>,
-    /// Per user key with level >= 2: seconds from step i-1 to step i (µs), for
+    /// Per user key with level >= 2: time from the previous step to step i
+    /// (µs, [`exact::SKIPPED`] for a step the user's chain skipped), for
     /// i = 2..=level; stored flat, `conv_offsets[key]..conv_offsets[key + 1]`.
     pub conv_us: Vec<i64>,
     /// Offsets into `conv_us` (users + 1 entries).
     pub conv_offsets: Vec<u32>,
+    /// With optional steps (the exact fold), per user key: bit `k` when
+    /// step `k + 1` was reached by some chain; empty otherwise (every step
+    /// up to the level is reached).
+    pub reached: Vec<u32>,
+}
+
+impl UserLevels {
+    /// Whether user `u` reached step `k` (0-based).
+    pub fn reached(&self, u: usize, k: usize) -> bool {
+        match self.reached.get(u) {
+            Some(r) => r >> k & 1 == 1,
+            None => k < self.level[u] as usize,
+        }
+    }
 }
 
 /// One output row per group and step.
@@ -180,9 +231,11 @@ pub struct FunnelRow {
     pub event: String,
     /// Users who reached this step.
     pub users: u64,
-    /// Users of the previous step who did not reach this one.
+    /// Users of the previous step who did not reach this one (the previous
+    /// required step: optional steps are skipped).
     pub drop_off: u64,
-    /// users / users at the previous step (None for step 1 or an empty group).
+    /// users / users at the previous (required) step (None for step 1 or an
+    /// empty group).
     pub conversion_from_previous: Option<f64>,
     /// users / users at step 1.
     pub conversion_from_first: Option<f64>,
@@ -246,10 +299,36 @@ impl FunnelSpec {
                 "the funnel window must be positive".into(),
             ));
         }
-        if self.steps.len() + self.exclusions.len() > MAX_STEPS_AND_EXCLUSIONS {
+        let matchers: usize = self.steps.iter().map(|s| s.matchers().count()).sum();
+        if matchers + self.exclusions.len() > MAX_STEPS_AND_EXCLUSIONS {
             return Err(EngineError::BadRequest(format!(
-                "at most {MAX_STEPS_AND_EXCLUSIONS} steps and exclusions together"
+                "at most {MAX_STEPS_AND_EXCLUSIONS} steps, group members and exclusions together"
             )));
+        }
+        let first = &self.steps[0];
+        if first.optional || first.after_us > 0 || first.within_us.is_some() {
+            return Err(EngineError::BadRequest(format!(
+                "step 1 `{}` starts the funnel: it cannot be optional or take `after`/`within` (they count from the previous step)",
+                first.label
+            )));
+        }
+        if !first.any_of.is_empty() {
+            return Err(EngineError::BadRequest(format!(
+                "step 1 `{}` starts the funnel: it cannot be an any-order group (the group's events count from the previous step)",
+                first.label
+            )));
+        }
+        let last = self.steps.last().expect("non-empty");
+        if last.optional && self.steps.len() > 1 {
+            return Err(EngineError::BadRequest(format!(
+                "the last step `{}` cannot be optional: it is what the funnel converts to",
+                last.label
+            )));
+        }
+        if self.is_rich() && (self.modes.strict_order || self.modes.strict_deduplication) {
+            return Err(EngineError::BadRequest(
+                "strict_order and strict_deduplication follow ClickHouse's windowFunnel, which has no per-step windows, optional steps or groups: drop the mode or those steps' `after`/`within`/`?`/braces".into(),
+            ));
         }
         for x in &self.exclusions {
             if x.from_step < 1 || x.to_step <= x.from_step || x.to_step > self.steps.len() {
@@ -278,6 +357,13 @@ impl FunnelSpec {
             ));
         }
         Ok(())
+    }
+}
+
+impl FunnelSpec {
+    /// Whether any step has a gap, a group or `?` (then the exact fold runs).
+    pub fn is_rich(&self) -> bool {
+        self.steps.iter().any(Step::is_rich)
     }
 }
 
@@ -412,8 +498,20 @@ impl FunnelFold {
             if o.level > 0 {
                 st.group[at] = label_of_rank.get(o.group as usize).copied().unwrap_or(0);
                 let path = &st.scratch.best_path[..o.level as usize];
-                st.conv_us.extend(path.windows(2).map(|w| w[1] - w[0]));
+                // Time from the chain's previous step; none for a skipped one.
+                let mut prev = path[0];
+                st.conv_us.extend(path[1..].iter().map(|&t| {
+                    if t == exact::SKIPPED {
+                        return exact::SKIPPED;
+                    }
+                    let d = t - prev;
+                    prev = t;
+                    d
+                }));
                 st.conv_len[at] = o.level as u32 - 1;
+                if let Some(r) = st.reached.get_mut(at) {
+                    *r = st.scratch.reached;
+                }
             }
             start = end;
         }
@@ -432,6 +530,8 @@ pub struct Levels {
     conv_us: Vec<i64>,
     /// `conv_us` of user `i`: `conv_offsets[i]..conv_offsets[i + 1]`.
     conv_offsets: Vec<u32>,
+    /// Per user, the steps reached (the exact fold only; else empty).
+    reached: Vec<u32>,
 }
 
 impl Levels {
@@ -443,6 +543,7 @@ impl Levels {
             labels,
             conv_us,
             mut conv_offsets,
+            mut reached,
         } = self;
         if conv_offsets.is_empty() {
             conv_offsets.push(0);
@@ -459,6 +560,9 @@ impl Levels {
                     *g = of_user.get(u).copied().unwrap_or(u32::MAX);
                     if *g == u32::MAX {
                         level[u] = 0;
+                        if let Some(r) = reached.get_mut(u) {
+                            *r = 0;
+                        }
                     }
                 }
             }
@@ -477,6 +581,7 @@ impl Levels {
             labels,
             conv_us,
             conv_offsets,
+            reached,
         }
     }
 }
@@ -489,6 +594,7 @@ pub struct FunnelState {
     labels: crate::fold::Interner,
     conv_us: Vec<i64>,
     conv_len: Vec<u32>,
+    reached: Vec<u32>,
     scratch: Scratch,
     /// The block of users being gathered ([`crate::fold::Rows::block`]).
     block: Option<u32>,
@@ -581,6 +687,7 @@ impl crate::fold::UserFold for FunnelFold {
             .spec
             .steps
             .iter()
+            .flat_map(Step::matchers)
             .chain(self.spec.exclusions.iter().map(|x| &x.step))
             .map(matcher)
             .collect();
@@ -610,6 +717,11 @@ impl crate::fold::UserFold for FunnelFold {
             labels: Default::default(),
             conv_us: Vec::new(),
             conv_len: vec![0; n],
+            reached: if self.params.exact.is_some() {
+                vec![0; n]
+            } else {
+                Vec::new()
+            },
             scratch: Scratch::default(),
             block: None,
             buf: Gathered::default(),
@@ -668,12 +780,14 @@ impl crate::fold::UserFold for FunnelFold {
             labels: st.labels,
             conv_us: st.conv_us,
             conv_offsets,
+            reached: st.reached,
         })
     }
 
     fn merge(&self, into: &mut Levels, other: Levels) -> datafusion::error::Result<()> {
         let remap = into.labels.absorb(&other.labels);
         into.level.extend_from_slice(&other.level);
+        into.reached.extend_from_slice(&other.reached);
         into.group.extend(
             other
                 .group
@@ -728,12 +842,45 @@ pub struct Params {
     pub entry_from: i64,
     /// Entry range end (exclusive).
     pub entry_to: i64,
+    /// Per step, its gaps, group and `?`, when any step has one (the exact
+    /// fold of [`exact`] runs instead of the windowFunnel loop).
+    #[serde(default)]
+    pub exact: Option<exact::Rules>,
 }
 
 impl Params {
     /// Flattens a spec.
     pub fn of(spec: &FunnelSpec) -> Self {
+        let mut bit = 0u32;
+        let rules: Vec<exact::StepRule> = spec
+            .steps
+            .iter()
+            .map(|s| {
+                let members: Vec<u32> = s
+                    .matchers()
+                    .map(|_| {
+                        bit += 1;
+                        1u32 << (bit - 1)
+                    })
+                    .collect();
+                exact::StepRule {
+                    bits: members.iter().fold(0, |a, b| a | b),
+                    members: if s.any_of.is_empty() {
+                        Vec::new()
+                    } else {
+                        members
+                    },
+                    optional: s.optional,
+                    after: s.after_us,
+                    within: s.within_us.unwrap_or(i64::MAX),
+                }
+            })
+            .collect();
         Self {
+            exact: spec.is_rich().then_some(exact::Rules {
+                steps: rules,
+                exclusions_at: bit,
+            }),
             steps: spec.steps.len(),
             window: spec.window_us,
             modes: spec.modes,
@@ -765,8 +912,14 @@ pub struct Entry {
 #[derive(Default)]
 struct Scratch {
     entries: Vec<Entry>,
+    /// The user's attributed chain: a time per step up to its level
+    /// ([`exact::SKIPPED`] for a skipped optional step).
     best_path: Vec<i64>,
+    /// Bit `k`: step `k + 1` reached (the exact fold; else every step up
+    /// to the level).
+    reached: u32,
     fold: FoldState,
+    exact: exact::Scratch,
 }
 
 /// The result of one user's fold.
@@ -784,6 +937,17 @@ fn fold_user(
     p: &Params,
     scratch: &mut Scratch,
 ) -> Outcome {
+    if let Some(rules) = &p.exact {
+        exact::fold_rows(rows, range, p, rules, &mut scratch.exact);
+        let f = &scratch.exact.found;
+        scratch.best_path.clear();
+        scratch.best_path.extend_from_slice(&f.path);
+        scratch.reached = f.reached;
+        return Outcome {
+            level: f.level,
+            group: f.group,
+        };
+    }
     let entries = &mut scratch.entries;
     entries.clear();
     let step_bits = if p.steps >= 32 {
@@ -1112,14 +1276,23 @@ pub fn summarize(ul: &UserLevels, spec: &FunnelSpec) -> (Vec<FunnelRow>, Vec<His
             continue;
         }
         let g = g as usize;
-        for r in reached[g].iter_mut().take(l as usize) {
-            *r += 1;
+        for (k, r) in reached[g].iter_mut().take(l as usize).enumerate() {
+            if ul.reached(u, k) {
+                *r += 1;
+            }
         }
         let conv = &ul.conv_us[ul.conv_offsets[u] as usize..ul.conv_offsets[u + 1] as usize];
         for (k, &c) in conv.iter().enumerate() {
-            times[g][k + 1].push(c);
+            if c != exact::SKIPPED {
+                times[g][k + 1].push(c);
+            }
         }
     }
+    // Conversion from the previous step counts from the previous required
+    // one, so an optional step never shrinks the funnel after it.
+    let previous: Vec<Option<usize>> = (0..n)
+        .map(|k| (0..k).rev().find(|&j| !spec.steps[j].optional))
+        .collect();
     // Groups in label order.
     let mut order: Vec<usize> = (0..groups).collect();
     order.sort_by(|&a, &b| ul.labels[a].cmp(&ul.labels[b]));
@@ -1132,11 +1305,7 @@ pub fn summarize(ul: &UserLevels, spec: &FunnelSpec) -> (Vec<FunnelRow>, Vec<His
         for k in 0..n {
             let users = reached[g][k];
             let first = reached[g][0];
-            let prev = if k == 0 {
-                None
-            } else {
-                Some(reached[g][k - 1])
-            };
+            let prev = previous[k].map(|j| reached[g][j]);
             let t = &mut times[g][k];
             let mut secs = |q: f64| quantile_cont(t, q).map(|v| v / 1e6);
             rows.push(FunnelRow {

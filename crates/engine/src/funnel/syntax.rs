@@ -1,6 +1,15 @@
 //! The funnel request syntax shared by `tenure funnel`, job files and the
 //! `funnel()` table function: windows (`7d`), steps (`view_item, purchase
 //! where revenue > 100`) and exclusions (`remove_from_cart:2-3`).
+//!
+//! A step is `event`, `event where <SQL condition>` or an any-order group
+//! `{event, event where ..., ...}`, then optionally (in any order, at the
+//! end) `after <duration>` (least time since the previous step) and
+//! `within <duration>` (most time since the previous step), and `?` for an
+//! optional step, written right after the event name or group
+//! (`add_to_wishlist?`) or at the very end:
+//! `view_item, add_to_wishlist?, {add_to_cart, checkout} within 1h, purchase
+//! after 1m within 30m`.
 
 use datafusion::common::DFSchema;
 
@@ -50,8 +59,9 @@ pub fn split_steps(s: &str) -> Vec<String> {
     split_outside(s, ',')
 }
 
-/// Splits on `sep` outside quotes and parentheses (so a step's condition may
-/// hold the separator: `purchase where (revenue > 100)`), trimming each part.
+/// Splits on `sep` outside quotes, parentheses and braces (so a step's
+/// condition may hold the separator, `purchase where (revenue > 100)`, and so
+/// may a group, `{a, b}`), trimming each part.
 pub fn split_outside(s: &str, sep: char) -> Vec<String> {
     let mut out = Vec::new();
     let mut cur = String::new();
@@ -61,8 +71,8 @@ pub fn split_outside(s: &str, sep: char) -> Vec<String> {
             (Some(q), _) if c == q => quote = None,
             (Some(_), _) => {}
             (None, '\'' | '"') => quote = Some(c),
-            (None, '(') => depth += 1,
-            (None, ')') => depth -= 1,
+            (None, '(' | '{') => depth += 1,
+            (None, ')' | '}') => depth -= 1,
             (None, c) if c == sep && depth == 0 => {
                 out.push(std::mem::take(&mut cur));
                 continue;
@@ -91,21 +101,82 @@ pub fn check_steps(steps: &str) -> Result<Vec<String>> {
     Ok(texts)
 }
 
-/// Parses `event [where <SQL>]` into a step, the condition checked against
-/// the events table.
+/// Parses a step: `event [where <SQL>]` or `{member, member, ...}`, then
+/// `after D`, `within D` and `?` (see the module docs); conditions are
+/// checked against the events table.
 pub fn parse_step(events: &Events, text: &str) -> Result<Step> {
     let text = text.trim();
     if text.is_empty() {
         return Err(bad("empty funnel step (two commas in a row?)".into()));
     }
+    let (core, mods) = split_modifiers(text)?;
+    let (core, optional) = match core.strip_suffix('?') {
+        Some(c) => (c.trim_end(), true),
+        None => (core, mods.optional),
+    };
+    let mut step = if let Some(inner) = core.strip_prefix('{') {
+        let Some(inner) = inner.strip_suffix('}') else {
+            return Err(bad(format!(
+                "funnel step `{text}`: an any-order group is `{{event, event, ...}}` (a closing brace is missing, or something follows it)"
+            )));
+        };
+        let members = split_outside(inner, ',')
+            .iter()
+            .map(|m| {
+                if m.starts_with('{') {
+                    return Err(bad(format!(
+                        "funnel step `{text}`: groups do not nest; list the events of `{m}` in the outer group"
+                    )));
+                }
+                let (_, inner_mods) = split_modifiers(m)?;
+                if inner_mods.any() || m.ends_with('?') {
+                    return Err(bad(format!(
+                        "funnel step `{text}`: `{m}`: `after`, `within` and `?` apply to the whole group; write them after the closing brace"
+                    )));
+                }
+                parse_plain(events, m, text)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        if members.len() < 2 {
+            return Err(bad(format!(
+                "funnel step `{text}`: an any-order group needs two or more events (a single event needs no braces)"
+            )));
+        }
+        Step {
+            event: String::new(),
+            condition: None,
+            label: String::new(),
+            any_of: members,
+            ..Step::named("")
+        }
+    } else {
+        parse_plain(events, core, text)?
+    };
+    step.label = text.to_string();
+    step.optional = optional;
+    step.after_us = mods.after.unwrap_or(0);
+    step.within_us = mods.within;
+    if let (Some(a), Some(w)) = (mods.after, mods.within)
+        && a > w
+    {
+        return Err(bad(format!(
+            "funnel step `{text}`: `after` is longer than `within`, so no event can match"
+        )));
+    }
+    Ok(step)
+}
+
+/// `event [where <SQL>]`, the condition checked against the events table.
+fn parse_plain(events: &Events, text: &str, whole: &str) -> Result<Step> {
+    let text = text.trim();
     let lower = text.to_ascii_lowercase();
     let (name, cond) = match lower.find(" where ") {
         Some(at) => (text[..at].trim(), Some(text[at + 7..].trim())),
         None => (text, None),
     };
-    if name.is_empty() || name.contains(char::is_whitespace) {
+    if name.is_empty() || name.contains(char::is_whitespace) || name.contains(['{', '}']) {
         return Err(bad(format!(
-            "funnel step `{text}`: expected `event` or `event where <condition>`"
+            "funnel step `{whole}`: expected `event`, `event where <condition>` or `{{event, event}}`, optionally followed by `after 1m`, `within 1h` or `?`"
         )));
     }
     let condition =
@@ -115,7 +186,7 @@ pub fn parse_step(events: &Events, text: &str) -> Result<Step> {
                 let table = tenure_schema::stored_schema(&events.snapshot.properties);
                 let schema = DFSchema::try_from_qualified_schema("events", table.as_ref())?;
                 Some(events.ctx.parse_sql_expr(sql, &schema).map_err(|e| {
-                    bad(format!("funnel step `{text}`: bad condition `{sql}`: {e}"))
+                    bad(format!("funnel step `{whole}`: bad condition `{sql}`: {e}"))
                 })?)
             }
         };
@@ -123,7 +194,68 @@ pub fn parse_step(events: &Events, text: &str) -> Result<Step> {
         event: name.to_string(),
         condition,
         label: text.to_string(),
+        ..Step::named(name)
     })
+}
+
+/// A step's trailing modifiers.
+#[derive(Debug, Default, PartialEq)]
+struct Modifiers {
+    after: Option<i64>,
+    within: Option<i64>,
+    /// A `?` at the very end.
+    optional: bool,
+}
+
+impl Modifiers {
+    fn any(&self) -> bool {
+        self.after.is_some() || self.within.is_some() || self.optional
+    }
+}
+
+/// Splits `core [after D] [within D] [?]` (the two in either order) into the
+/// core and its modifiers. A trailing `after`/`within` whose duration does
+/// not parse is an error, not part of the condition.
+fn split_modifiers(text: &str) -> Result<(&str, Modifiers)> {
+    let mut m = Modifiers::default();
+    let mut rest = text.trim_end();
+    if let Some(r) = rest.strip_suffix('?') {
+        m.optional = true;
+        rest = r.trim_end();
+    }
+    loop {
+        let Some((head, last)) = rest.rsplit_once(char::is_whitespace) else {
+            break;
+        };
+        let head = head.trim_end();
+        let Some((core, word)) = head
+            .rsplit_once(char::is_whitespace)
+            .map(|(c, w)| (c.trim_end(), w))
+            .or(Some(("", head)))
+        else {
+            break;
+        };
+        let slot = match word.to_ascii_lowercase().as_str() {
+            "after" => &mut m.after,
+            "within" => &mut m.within,
+            _ => break,
+        };
+        if slot.is_some() {
+            return Err(bad(format!(
+                "funnel step `{text}`: `{word}` is given twice"
+            )));
+        }
+        let d = parse_window(last)
+            .map_err(|e| bad(format!("funnel step `{text}`: `{word} {last}`: {e}")))?;
+        *slot = Some(d);
+        if core.is_empty() {
+            return Err(bad(format!(
+                "funnel step `{text}`: `{word}` needs an event before it"
+            )));
+        }
+        rest = core;
+    }
+    Ok((rest, m))
 }
 
 /// Parses every step of `steps`.
@@ -155,8 +287,14 @@ pub fn parse_exclusion(events: &Events, x: &str, steps: usize) -> Result<Exclusi
             (p(a)?, p(b)?)
         }
     };
+    let (_, mods) = split_modifiers(ev)?;
+    if mods.any() || ev.trim_start().starts_with('{') || ev.trim_end().ends_with('?') {
+        return Err(bad(format!(
+            "--exclude `{x}`: an exclusion is one event, optionally with a condition (no groups, `after`, `within` or `?`)"
+        )));
+    }
     Ok(Exclusion {
-        step: parse_step(events, ev)?,
+        step: parse_plain(events, ev, ev)?,
         from_step,
         to_step,
     })
@@ -178,5 +316,65 @@ mod tests {
             ["view", "purchase where (revenue > 1, 2)", "'a,b'"]
         );
         assert!(check_steps("a,,b").is_err());
+    }
+}
+
+#[cfg(test)]
+mod modifier_tests {
+    use super::*;
+
+    const MIN: i64 = 60_000_000;
+
+    #[test]
+    fn modifiers_come_off_the_end_in_either_order() {
+        let m = |a: Option<i64>, w: Option<i64>, o: bool| Modifiers {
+            after: a.map(|x| x * MIN),
+            within: w.map(|x| x * MIN),
+            optional: o,
+        };
+        let cases = [
+            ("view_item", "view_item", m(None, None, false)),
+            ("add_to_cart within 1h", "add_to_cart", m(None, Some(60), false)),
+            (
+                "checkout after 1m within 30m",
+                "checkout",
+                m(Some(1), Some(30), false),
+            ),
+            (
+                "checkout within 30m after 1m",
+                "checkout",
+                m(Some(1), Some(30), false),
+            ),
+            ("wish? within 2h", "wish?", m(None, Some(120), false)),
+            ("wish within 2h?", "wish", m(None, Some(120), true)),
+            (
+                "purchase where revenue > 100 after 5m",
+                "purchase where revenue > 100",
+                m(Some(5), None, false),
+            ),
+            ("{a, b} within 1h", "{a, b}", m(None, Some(60), false)),
+            // Not a duration keyword: stays in the condition.
+            (
+                "purchase where note = 'within 1h'",
+                "purchase where note = 'within 1h'",
+                m(None, None, false),
+            ),
+        ];
+        for (text, core, mods) in cases {
+            let (c, got) = split_modifiers(text).unwrap();
+            assert_eq!((c, got), (core, mods), "{text}");
+        }
+        for (text, err) in [
+            ("checkout within 1y", "unknown unit"),
+            ("checkout within 1h within 2h", "given twice"),
+            ("within 1h", "needs an event"),
+        ] {
+            let e = split_modifiers(text).unwrap_err().to_string();
+            assert!(e.contains(err), "{text}: {e}");
+        }
+        assert_eq!(
+            split_steps("view, {cart, wish} within 1h, purchase"),
+            ["view", "{cart, wish} within 1h", "purchase"]
+        );
     }
 }
