@@ -37,9 +37,15 @@
 //! through it. The breakdown value and the times to convert come from one
 //! chain: among the chains ending at the earliest event that reaches the
 //! user's deepest step, the one with the latest step-1 event, then the
-//! latest previous step, and so on back (as the `windowFunnel` loop picks);
+//! latest previous step, and so on back (as the `windowFunnel` loop picks;
+//! at equal times, the largest breakdown value starts the chain, but a user
+//! who reaches step 1 alone takes the first step-1 event, the smallest);
 //! a step it skips has no time to convert. Without gaps, groups and `?`,
-//! these are exactly ClickHouse's levels, which the property test checks.
+//! these are exactly ClickHouse's levels, which the property test checks;
+//! except with `strict_increase`, where ClickHouse's loop is greedy and can
+//! miss a chain (`a@0 c@1 c@2` through `a > c > c` gives 2, as ClickHouse
+//! does, where the definition gives 3): a funnel without the options above
+//! keeps ClickHouse's answer.
 //!
 //! # Worked examples
 //!
