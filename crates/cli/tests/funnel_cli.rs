@@ -462,3 +462,182 @@ fn breakdown_and_held_values_do_not_depend_on_files_batches_or_threads() {
         }
     }
 }
+
+/// Per-step windows and gaps, an optional step and an any-order group on
+/// their hand-worked fixture (fixtures/funnel_steps/README.md), through the
+/// CLI, a job-file list of steps and the SQL table function; and their
+/// errors.
+#[test]
+fn step_windows_optional_steps_and_groups_match_the_hand_worked_fixture() {
+    let dir = tempfile::tempdir().unwrap();
+    let here = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/funnel_steps");
+    let st = tenure()
+        .arg("ingest")
+        .arg(here.join("events.ndjson"))
+        .arg("--to")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    let cases = [
+        (
+            "expected_gaps.csv",
+            "view_item, add_to_cart within 1h, checkout after 1m within 30m, purchase",
+        ),
+        (
+            "expected_optional.csv",
+            "search, add_to_wishlist?, purchase within 10m",
+        ),
+        (
+            "expected_group.csv",
+            "page_view, {add_to_cart, add_to_wishlist} within 1h, purchase",
+        ),
+    ];
+    for (file, steps) in cases {
+        let out = funnel(
+            dir.path(),
+            &["--steps", steps, "--window", "1d", "--format", "csv"],
+        );
+        assert!(
+            out.status.success(),
+            "{file}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let want = std::fs::read_to_string(here.join(file)).unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), want, "{steps}");
+    }
+    // `?` at the end and the modifiers in the other order mean the same.
+    let out = funnel(
+        dir.path(),
+        &[
+            "--steps",
+            "view_item, add_to_cart within 1h, checkout within 30m after 1m, purchase",
+            "--window",
+            "1d",
+            "--format",
+            "csv",
+        ],
+    );
+    let gaps = std::fs::read_to_string(here.join("expected_gaps.csv")).unwrap();
+    let users = |csv: &str| -> Vec<String> {
+        csv.lines()
+            .skip(1)
+            .map(|l| l.split(',').nth(3).unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(users(&String::from_utf8_lossy(&out.stdout)), users(&gaps));
+
+    // A job file lists the steps, braces and all.
+    let job = dir.path().join("job.toml");
+    let outdir = dir.path().join("out");
+    std::fs::write(
+        &job,
+        format!(
+            "name = \"steps\"\ndata = {:?}\nout = {:?}\nformats = [\"csv\"]\n\n[[analysis]]\nname = \"group\"\nkind = \"funnel\"\nsteps = [\"page_view\", \"{{add_to_cart, add_to_wishlist}} within 1h\", \"purchase\"]\nwindow = \"1d\"\n",
+            dir.path().to_str().unwrap(),
+            outdir.to_str().unwrap(),
+        ),
+    )
+    .unwrap();
+    let out = tenure().arg("run").arg(&job).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let part = std::fs::read_dir(outdir.join("steps/group"))
+        .unwrap()
+        .next()
+        .expect("an as_of= folder")
+        .unwrap()
+        .path()
+        .join("part.csv");
+    let got = std::fs::read_to_string(part).unwrap();
+    assert_eq!(
+        users(&got),
+        users(&std::fs::read_to_string(here.join("expected_group.csv")).unwrap())
+    );
+
+    // The SQL table function takes the same steps.
+    let out = tenure()
+        .args(["sql", "--data"])
+        .arg(dir.path())
+        .arg("select step, users from funnel('search, add_to_wishlist?, purchase within 10m', '1d') order by step")
+        .args(["--format", "csv"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "step,users\n1,4\n2,2\n3,2\n"
+    );
+
+    for (steps, mode, why) in [
+        (
+            "view_item?, purchase",
+            "default",
+            "step 1 `view_item?` starts the funnel",
+        ),
+        (
+            "view_item, purchase?",
+            "default",
+            "the last step `purchase?` cannot be optional",
+        ),
+        (
+            "view_item, {purchase}",
+            "default",
+            "needs two or more events",
+        ),
+        ("view_item, {a, {b, c}}", "default", "groups do not nest"),
+        (
+            "view_item, {a within 1h, b}",
+            "default",
+            "apply to the whole group",
+        ),
+        ("view_item, {a, b", "default", "a closing brace is missing"),
+        (
+            "view_item, purchase after 2h within 1h",
+            "default",
+            "`after` is longer than `within`",
+        ),
+        (
+            "view_item, purchase within 1y",
+            "default",
+            "unknown unit `y`",
+        ),
+        (
+            "view_item, purchase within 1h within 2h",
+            "default",
+            "given twice",
+        ),
+        (
+            "view_item, purchase within 1h",
+            "strict_order",
+            "no per-step windows",
+        ),
+        (
+            "view_item, {a, b}",
+            "strict_deduplication",
+            "no per-step windows",
+        ),
+    ] {
+        let out = funnel(dir.path(), &["--steps", steps, "--mode", mode]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{steps}: {err}");
+        assert!(err.contains(why), "{steps}: {err}");
+    }
+    let out = funnel(
+        dir.path(),
+        &["--steps", "view_item, purchase", "--exclude", "x within 1h"],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("an exclusion is one event"));
+}

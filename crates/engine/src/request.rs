@@ -456,7 +456,11 @@ impl KpiOptions {
 #[derive(clap::Args, Debug, Clone, serde::Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FunnelOptions {
-    /// Steps, comma-separated, each `event` or `event where <SQL condition>`.
+    /// Steps, comma-separated, each `event`, `event where <SQL condition>` or
+    /// an any-order group `{event, event, ...}`, then optionally `within D`
+    /// and `after D` (most / least time since the previous step) and `?`
+    /// (an optional step): "view_item, add_to_cart within 1h, checkout after
+    /// 1m within 30m, purchase".
     #[arg(long, value_name = "STEPS")]
     #[serde(deserialize_with = "steps_text")]
     pub steps: String,

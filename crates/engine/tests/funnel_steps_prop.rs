@@ -218,7 +218,11 @@ fn brute(c: &Case, evs: &[&Ev]) -> Outcome {
                     evs.iter().any(|f| {
                         f.name == *m
                             && f.ts <= t
-                            && if c.strict_increase { f.ts > tp } else { f.ts >= tp }
+                            && if c.strict_increase {
+                                f.ts > tp
+                            } else {
+                                f.ts >= tp
+                            }
                     })
                 });
                 let excluded = c.exclusion.is_some_and(|(a, b)| {
@@ -240,10 +244,7 @@ fn brute(c: &Case, evs: &[&Ev]) -> Outcome {
             }
         }
     }
-    let reached = chains
-        .iter()
-        .flatten()
-        .fold(0u32, |r, &(k, _)| r | 1 << k);
+    let reached = chains.iter().flatten().fold(0u32, |r, &(k, _)| r | 1 << k);
     let Some(deepest) = chains.iter().map(|ch| ch.last().unwrap().0).max() else {
         return Outcome {
             reached: 0,
@@ -288,11 +289,7 @@ fn brute(c: &Case, evs: &[&Ev]) -> Outcome {
     }
     Outcome {
         reached,
-        group: Some(if c.by {
-            evs[best[0].1].revenue
-        } else {
-            None
-        }),
+        group: Some(if c.by { evs[best[0].1].revenue } else { None }),
         conv,
     }
 }
@@ -311,7 +308,9 @@ fn engine(url: &str, spec: &FunnelSpec) -> Vec<(String, Outcome)> {
         .unwrap();
         let ul = funnel::user_levels(&events, spec).await.unwrap();
         let keys = UInt32Array::from_iter_values(0..ul.level.len() as u32);
-        let mut ids = tenure_engine::user_ids::UserIds::open(&events).await.unwrap();
+        let mut ids = tenure_engine::user_ids::UserIds::open(&events)
+            .await
+            .unwrap();
         let ids = ids.of(&keys).await.unwrap();
         (0..ul.level.len())
             .map(|u| {
@@ -326,8 +325,8 @@ fn engine(url: &str, spec: &FunnelSpec) -> Vec<(String, Outcome)> {
                         (true, l) => Some((l.parse::<f64>().unwrap() * 100.0).round() as i64),
                     }
                 });
-                let conv =
-                    ul.conv_us[ul.conv_offsets[u] as usize..ul.conv_offsets[u + 1] as usize].to_vec();
+                let conv = ul.conv_us[ul.conv_offsets[u] as usize..ul.conv_offsets[u + 1] as usize]
+                    .to_vec();
                 (
                     ids.value(u).to_string(),
                     Outcome {

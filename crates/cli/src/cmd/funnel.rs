@@ -25,6 +25,15 @@ use crate::report::Kind;
 ///
 /// Steps are event names, each optionally with a condition, a SQL boolean
 /// expression over the event's columns: `purchase where revenue > 100`.
+/// A step may add its own limits from the previous step of the chain:
+/// `add_to_cart within 1h`, `checkout after 1m within 30m` (both bounds
+/// inclusive; --window still bounds the chain from step 1). `wishlist?` is
+/// optional: chains may skip it, its row counts users of a chain through it,
+/// and the next step converts from the previous required step.
+/// `{add_to_cart, add_to_wishlist}` is an any-order group: every member after
+/// the previous step, in any order; reached when the last one happens.
+/// Funnels with these are solved exactly per user (every valid chain counts);
+/// strict_order and strict_deduplication do not combine with them.
 /// --from/--to limit when users enter (their step-1 event); later steps count
 /// up to the window past --to.
 ///
@@ -46,6 +55,10 @@ use crate::report::Kind;
 ///   tenure funnel --data ./store --steps view_item,add_to_cart,purchase --window 7d --exclude remove_from_cart:2-3 --hold item_id
 ///
 ///   tenure funnel --data ./store --steps view_item,purchase --window 7d --by-segment 'F >= 2'
+///
+///   tenure funnel --data ./store --window 1d --steps "view_item, add_to_cart within 1h, checkout after 1m within 30m, purchase"
+///
+///   tenure funnel --data ./store --steps "view_item, add_to_wishlist?, {add_to_cart, checkout}, purchase within 10m"
 
 #[derive(Args)]
 pub struct FunnelArgs {

@@ -555,7 +555,10 @@ mod tests {
                 ("purchase", 45),
             ],
         );
-        assert_eq!((f.level, minutes(&f)), (3, vec![Some(0), Some(40), Some(45)]));
+        assert_eq!(
+            (f.level, minutes(&f)),
+            (3, vec![Some(0), Some(40), Some(45)])
+        );
         let f = run(
             &group,
             &[
@@ -583,6 +586,9 @@ mod tests {
             &steps,
             &[("view", 0), ("cart", 2), ("cart", 9), ("checkout", 10)],
         );
-        assert_eq!((f.level, minutes(&f)), (3, vec![Some(0), Some(2), Some(10)]));
+        assert_eq!(
+            (f.level, minutes(&f)),
+            (3, vec![Some(0), Some(2), Some(10)])
+        );
     }
 }

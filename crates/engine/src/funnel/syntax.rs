@@ -223,17 +223,11 @@ fn split_modifiers(text: &str) -> Result<(&str, Modifiers)> {
         m.optional = true;
         rest = r.trim_end();
     }
-    loop {
-        let Some((head, last)) = rest.rsplit_once(char::is_whitespace) else {
-            break;
-        };
+    while let Some((head, last)) = rest.rsplit_once(char::is_whitespace) {
         let head = head.trim_end();
-        let Some((core, word)) = head
-            .rsplit_once(char::is_whitespace)
-            .map(|(c, w)| (c.trim_end(), w))
-            .or(Some(("", head)))
-        else {
-            break;
+        let (core, word) = match head.rsplit_once(char::is_whitespace) {
+            Some((c, w)) => (c.trim_end(), w),
+            None => ("", head),
         };
         let slot = match word.to_ascii_lowercase().as_str() {
             "after" => &mut m.after,
@@ -334,7 +328,11 @@ mod modifier_tests {
         };
         let cases = [
             ("view_item", "view_item", m(None, None, false)),
-            ("add_to_cart within 1h", "add_to_cart", m(None, Some(60), false)),
+            (
+                "add_to_cart within 1h",
+                "add_to_cart",
+                m(None, Some(60), false),
+            ),
             (
                 "checkout after 1m within 30m",
                 "checkout",
