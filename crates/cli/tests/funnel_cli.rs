@@ -510,7 +510,28 @@ fn step_windows_optional_steps_and_groups_match_the_hand_worked_fixture() {
         let want = std::fs::read_to_string(here.join(file)).unwrap();
         assert_eq!(String::from_utf8_lossy(&out.stdout), want, "{steps}");
     }
-    // `?` at the end and the modifiers in the other order mean the same.
+    // `?` after a condition or at the very end, and no-op limits, change
+    // nothing.
+    for steps in [
+        "search, add_to_wishlist? where true, purchase within 10m",
+        "search, add_to_wishlist within 1d?, purchase within 10m",
+    ] {
+        let out = funnel(
+            dir.path(),
+            &["--steps", steps, "--window", "1d", "--format", "csv"],
+        );
+        let got = String::from_utf8_lossy(&out.stdout).to_string();
+        let want = std::fs::read_to_string(here.join("expected_optional.csv")).unwrap();
+        // Every column but the step's label.
+        let numbers = |csv: &str| -> Vec<String> {
+            csv.lines()
+                .skip(1)
+                .map(|l| l.rsplitn(7, ',').take(6).collect::<Vec<_>>().join(","))
+                .collect()
+        };
+        assert_eq!(numbers(&got), numbers(&want), "{steps}");
+    }
+    // The modifiers in the other order mean the same.
     let out = funnel(
         dir.path(),
         &[
@@ -617,6 +638,21 @@ fn step_windows_optional_steps_and_groups_match_the_hand_worked_fixture() {
             "view_item, purchase within 1h within 2h",
             "default",
             "given twice",
+        ),
+        (
+            "view_item, wish??, purchase",
+            "default",
+            "`?` is given twice",
+        ),
+        (
+            "view_item, {a, a}, purchase",
+            "default",
+            "listed twice in the group",
+        ),
+        (
+            "view_item, {a, b within 1h}",
+            "default",
+            "apply to the whole group",
         ),
         (
             "view_item, purchase within 1h",

@@ -291,6 +291,8 @@ impl FunnelOptions {
             )
             .await?;
         let mut spec = self.spec(&events, scope.from, scope.to)?;
+        // Checked before a segment breakdown is worked out for it.
+        spec.validate(&events)?;
         if let Some(expr) = &self.by_segment {
             spec.user_groups = Some(self.segment_groups(scope, expr, &spec).await?);
         }

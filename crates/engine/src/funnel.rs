@@ -305,6 +305,30 @@ impl FunnelSpec {
                 "at most {MAX_STEPS_AND_EXCLUSIONS} steps, group members and exclusions together"
             )));
         }
+        for s in &self.steps {
+            let bad = |why: &str| {
+                Err(EngineError::BadRequest(format!(
+                    "funnel step `{}`: {why}",
+                    s.label
+                )))
+            };
+            if s.after_us < 0 || s.within_us.is_some_and(|w| w <= 0) {
+                return bad("`after` and `within` must be positive");
+            }
+            if s.within_us.is_some_and(|w| s.after_us > w) {
+                return bad("`after` is longer than `within`, so no event can match");
+            }
+            if !s.any_of.is_empty() {
+                if s.any_of.len() < 2 {
+                    return bad("an any-order group needs two or more events");
+                }
+                if s.any_of.iter().any(Step::is_rich) {
+                    return bad(
+                        "a group's members are single events; `after`, `within` and `?` apply to the whole group",
+                    );
+                }
+            }
+        }
         let first = &self.steps[0];
         if first.optional || first.after_us > 0 || first.within_us.is_some() {
             return Err(EngineError::BadRequest(format!(

@@ -480,7 +480,8 @@ pub struct FunnelOptions {
     #[serde(default)]
     pub by: Option<String>,
     /// An event that must not happen between two steps: `event[:FROM-TO]`
-    /// (steps 1-based; default between the first and the last step).
+    /// (steps 1-based; default between the first and the last step; a chain
+    /// that skips an optional step inside FROM-TO is blocked too).
     /// Repeatable.
     #[arg(long, value_name = "EVENT[:FROM-TO]")]
     #[serde(default)]

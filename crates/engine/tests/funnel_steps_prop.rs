@@ -56,8 +56,8 @@ struct Case {
     window: i64,
     first_touch: bool,
     strict_increase: bool,
-    /// `x` excluded between these steps (1-based).
-    exclusion: Option<(usize, usize)>,
+    /// Events excluded between these steps (1-based).
+    exclusions: Vec<(&'static str, usize, usize)>,
     range: Option<(i64, i64)>,
     by: bool,
 }
@@ -74,11 +74,18 @@ fn case() -> impl Strategy<Value = Case> {
         prop::collection::vec(step, 1..=3),
         prop::sample::select(vec![30, 90, 240]),
         (any::<bool>(), any::<bool>(), any::<bool>(), 0u8..10),
-        prop::option::of((1usize..4, 1usize..4)),
+        prop::collection::vec(
+            (
+                prop::sample::select(vec!["x", "x", "c"]),
+                1usize..4,
+                1usize..4,
+            ),
+            0..=2,
+        ),
         prop::option::of((0i64..100, 10i64..100)),
     )
         .prop_map(
-            |(first, rest, window, (first_touch, strict, by, plain), excl, range)| {
+            |(first, rest, window, (first_touch, strict, by, plain), excls, range)| {
                 // One case in three keeps to windowFunnel's options (and then
                 // without strict_increase, where ClickHouse's loop is greedy).
                 let plain = plain < 3;
@@ -110,9 +117,11 @@ fn case() -> impl Strategy<Value = Case> {
                     }
                     steps.push(s);
                 }
-                let exclusion = excl
-                    .map(|(a, b)| (a.min(b), a.max(b) + 1))
-                    .filter(|&(_, b)| b <= n);
+                let exclusions = excls
+                    .into_iter()
+                    .map(|(x, a, b)| (x, a.min(b), a.max(b) + 1))
+                    .filter(|&(_, _, b)| b <= n)
+                    .collect();
                 // ClickHouse's strict_increase loop is greedy (it misses
                 // `a@0 c@1 c@2` through a > c > c): only the exact fold, for
                 // steps with the new options, meets the definition.
@@ -124,7 +133,7 @@ fn case() -> impl Strategy<Value = Case> {
                     window: window * MIN,
                     first_touch,
                     strict_increase: strict && rich,
-                    exclusion,
+                    exclusions,
                     range: range.map(|(a, len)| (BASE + a * MIN, BASE + (a + len) * MIN)),
                     by,
                 }
@@ -159,13 +168,13 @@ fn spec_of(c: &Case) -> FunnelSpec {
             ..Default::default()
         },
         exclusions: c
-            .exclusion
-            .map(|(from, to)| funnel::Exclusion {
-                step: Step::named("x"),
+            .exclusions
+            .iter()
+            .map(|&(x, from, to)| funnel::Exclusion {
+                step: Step::named(x),
                 from_step: from,
                 to_step: to,
             })
-            .into_iter()
             .collect(),
         by: c.by.then(|| "revenue".to_string()),
         user_groups: None,
@@ -225,10 +234,11 @@ fn brute(c: &Case, evs: &[&Ev]) -> Outcome {
                             }
                     })
                 });
-                let excluded = c.exclusion.is_some_and(|(a, b)| {
-                    a <= last + 1
-                        && last + 1 < b
-                        && evs.iter().any(|f| f.name == "x" && tp < f.ts && f.ts < t)
+                // An exclusion FROM-TO blocks the gap from step last+1 to
+                // step j+1 (1-based) when FROM..TO-1 meets last+1..j.
+                let excluded = c.exclusions.iter().any(|&(name, a, b)| {
+                    (last + 1..=j).any(|l| a <= l && l < b)
+                        && evs.iter().any(|f| f.name == name && tp < f.ts && f.ts < t)
                 });
                 if matches(j, e)
                     && in_order
@@ -375,6 +385,19 @@ proptest! {
         for r in &rows {
             got[r.step as usize - 1] += r.users;
         }
-        prop_assert_eq!(got, per_step);
+        prop_assert_eq!(&got, &per_step);
+        // Without a breakdown: drop-off and conversion from the previous
+        // required step.
+        if !c.by && per_step[0] > 0 {
+            for r in &rows {
+                let k = r.step as usize - 1;
+                let Some(prev) = (0..k).rev().find(|&j| !c.steps[j].optional) else {
+                    continue;
+                };
+                prop_assert_eq!(r.drop_off, per_step[prev] - per_step[k]);
+                let conv = (per_step[prev] > 0).then(|| per_step[k] as f64 / per_step[prev] as f64);
+                prop_assert_eq!(r.conversion_from_previous, conv);
+            }
+        }
     }
 }

@@ -40,8 +40,9 @@ use crate::report::Kind;
 /// Columns (csv/json): group (the --by value; `all` without --by; `(none)` for
 /// null), step (1-based), event, users, drop_off, conversion_from_previous,
 /// conversion_from_first, median_seconds_to_convert, p90_seconds_to_convert
-/// (from the previous step, over the users who reached the step; quantiles
-/// interpolate linearly). With --histogram: group, step, event, bucket,
+/// (from the previous step of each user's chain, over the users whose chain
+/// took the step: after a skipped optional step, from the step before it;
+/// quantiles interpolate linearly). With --histogram: group, step, event, bucket,
 /// from_seconds, to_seconds, users.
 ///
 /// Examples:

@@ -10,7 +10,8 @@
 //! step and every event that can complete it, the latest step-1 time of any
 //! valid chain ending there (a later start leaves the most room in the
 //! funnel's window), found with a sliding-window maximum over the previous
-//! step's events. It costs O(events x steps) per user.
+//! step's events. It costs O(events x steps x (1 + optional steps skipped))
+//! per user, plus O(events x members) for a group.
 //!
 //! # Definitions
 //!
@@ -24,10 +25,13 @@
 //!   count), and `t <= start + window` (the funnel's window from step 1);
 //! * an any-order group completes at `t`, the time of one of its members'
 //!   events, when every member has an event in `[p, t]` (`(p, t]` with
-//!   `strict_increase`), in any order; the next step counts from `t`;
-//! * no exclusion event that applies after the previous step (`--exclude
-//!   x:FROM-TO` applies after steps FROM..TO-1) happens strictly between `p`
-//!   and `t`;
+//!   `strict_increase`), in any order (one event may serve the previous step
+//!   and a member, or two members whose conditions it meets); the next step
+//!   counts from `t`;
+//! * no exclusion event that applies to the gap happens strictly between
+//!   `p` and `t`: `--exclude x:FROM-TO` applies to a gap from step `i` to
+//!   step `j` (steps between skipped) when FROM..TO-1 meets `i..j-1`, so an
+//!   exclusion after an optional step also blocks the chains that skip it;
 //! * step 1 is in the entry range (with `first_touch`, only the user's first
 //!   step-1 event in range).
 //!
@@ -37,10 +41,15 @@
 //! through it. The breakdown value and the times to convert come from one
 //! chain: among the chains ending at the earliest event that reaches the
 //! user's deepest step, the one with the latest step-1 event, then the
-//! latest previous step, and so on back (as the `windowFunnel` loop picks;
+//! latest previous step (by time, then the later step: through an optional
+//! step rather than around it), and so on back (as the `windowFunnel` loop
+//! picks;
 //! at equal times, the largest breakdown value starts the chain, but a user
 //! who reaches step 1 alone takes the first step-1 event, the smallest);
-//! a step it skips has no time to convert. Without gaps, groups and `?`,
+//! a step it skips has no time to convert, and the step after a skipped one
+//! counts from the step before it (so an optional step's time covers the
+//! users whose chain took it, and the next step's times mix both paths).
+//! Without gaps, groups and `?`,
 //! these are exactly ClickHouse's levels, which the property test checks;
 //! except with `strict_increase`, where ClickHouse's loop is greedy and can
 //! miss a chain (`a@0 c@1 c@2` through `a > c > c` gives 2, as ClickHouse
@@ -153,6 +162,9 @@ struct Lane {
     next: usize,
     /// Nodes in the window with decreasing starts (ties: the later kept).
     deque: VecDeque<u32>,
+    /// The exclusions that block a gap from `step` (those applying after it
+    /// or after a step skipped on the way), in time order.
+    excl: Vec<i64>,
     /// Exclusions before the current time.
     excl_at: usize,
 }
@@ -278,6 +290,13 @@ fn fold_segment(evs: &[Event], p: &Params, r: &Rules, sc: &mut Scratch, out: &mu
             lane.next = 0;
             lane.deque.clear();
             lane.excl_at = 0;
+            lane.excl.clear();
+            for l in j + 1..=k {
+                lane.excl.extend_from_slice(&sc.excl[l]);
+            }
+            if j + 1 < k {
+                lane.excl.sort_unstable();
+            }
             lanes += 1;
             if j == 0 || !r.steps[j].optional {
                 break;
@@ -341,13 +360,12 @@ fn fold_segment(evs: &[Event], p: &Params, r: &Rules, sc: &mut Scratch, out: &mu
                     lane.deque.push_back(lane.next as u32);
                     lane.next += 1;
                 }
-                let excl = &sc.excl[lane.step + 1];
-                while lane.excl_at < excl.len() && excl[lane.excl_at] < t {
+                while lane.excl_at < lane.excl.len() && lane.excl[lane.excl_at] < t {
                     lane.excl_at += 1;
                 }
                 let lo = match lane.excl_at {
                     0 => lo,
-                    a => lo.max(excl[a - 1]),
+                    a => lo.max(lane.excl[a - 1]),
                 };
                 while lane
                     .deque

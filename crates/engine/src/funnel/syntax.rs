@@ -110,10 +110,14 @@ pub fn parse_step(events: &Events, text: &str) -> Result<Step> {
         return Err(bad("empty funnel step (two commas in a row?)".into()));
     }
     let (core, mods) = split_modifiers(text)?;
-    let (core, optional) = match core.strip_suffix('?') {
-        Some(c) => (c.trim_end(), true),
-        None => (core, mods.optional),
-    };
+    // `?` right after the event name or the group: `wish?`, `wish? where
+    // ...`, `{a, b}?`; or at the very end (taken by `split_modifiers`).
+    let (core, marked) = take_mark(core);
+    if marked && mods.optional {
+        return Err(bad(format!("funnel step `{text}`: `?` is given twice")));
+    }
+    let optional = marked || mods.optional;
+    let core = core.as_str();
     let mut step = if let Some(inner) = core.strip_prefix('{') {
         let Some(inner) = inner.strip_suffix('}') else {
             return Err(bad(format!(
@@ -129,7 +133,7 @@ pub fn parse_step(events: &Events, text: &str) -> Result<Step> {
                     )));
                 }
                 let (_, inner_mods) = split_modifiers(m)?;
-                if inner_mods.any() || m.ends_with('?') {
+                if inner_mods.any() || take_mark(m).1 {
                     return Err(bad(format!(
                         "funnel step `{text}`: `{m}`: `after`, `within` and `?` apply to the whole group; write them after the closing brace"
                     )));
@@ -137,6 +141,17 @@ pub fn parse_step(events: &Events, text: &str) -> Result<Step> {
                 parse_plain(events, m, text)
             })
             .collect::<Result<Vec<_>>>()?;
+        if let Some(m) = members
+            .iter()
+            .enumerate()
+            .find(|(i, m)| members[..*i].iter().any(|o| o.label == m.label))
+            .map(|(_, m)| m)
+        {
+            return Err(bad(format!(
+                "funnel step `{text}`: `{}` is listed twice in the group",
+                m.label
+            )));
+        }
         if members.len() < 2 {
             return Err(bad(format!(
                 "funnel step `{text}`: an any-order group needs two or more events (a single event needs no braces)"
@@ -166,6 +181,40 @@ pub fn parse_step(events: &Events, text: &str) -> Result<Step> {
     Ok(step)
 }
 
+/// Removes the `?` that follows a step's event name or group.
+fn take_mark(core: &str) -> (String, bool) {
+    if core.starts_with('{') {
+        return match core.strip_suffix('?') {
+            Some(c) => (c.trim_end().to_string(), true),
+            None => (core.to_string(), false),
+        };
+    }
+    let (name, rest) = core.split_at(core.find(char::is_whitespace).unwrap_or(core.len()));
+    match name.strip_suffix('?') {
+        Some(n) => (format!("{n}{rest}"), true),
+        None => (core.to_string(), false),
+    }
+}
+
+/// Whether byte `at` of `s` is outside quotes, parentheses and braces.
+fn top_level(s: &str, at: usize) -> bool {
+    let (mut depth, mut quote) = (0i32, None::<char>);
+    for (i, c) in s.char_indices() {
+        if i >= at {
+            break;
+        }
+        match (quote, c) {
+            (Some(q), _) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, '\'' | '"') => quote = Some(c),
+            (None, '(' | '{') => depth += 1,
+            (None, ')' | '}') => depth -= 1,
+            _ => {}
+        }
+    }
+    depth == 0 && quote.is_none()
+}
+
 /// `event [where <SQL>]`, the condition checked against the events table.
 fn parse_plain(events: &Events, text: &str, whole: &str) -> Result<Step> {
     let text = text.trim();
@@ -174,7 +223,7 @@ fn parse_plain(events: &Events, text: &str, whole: &str) -> Result<Step> {
         Some(at) => (text[..at].trim(), Some(text[at + 7..].trim())),
         None => (text, None),
     };
-    if name.is_empty() || name.contains(char::is_whitespace) || name.contains(['{', '}']) {
+    if name.is_empty() || name.contains(char::is_whitespace) || name.contains(['{', '}', '?']) {
         return Err(bad(format!(
             "funnel step `{whole}`: expected `event`, `event where <condition>` or `{{event, event}}`, optionally followed by `after 1m`, `within 1h` or `?`"
         )));
@@ -214,8 +263,9 @@ impl Modifiers {
 }
 
 /// Splits `core [after D] [within D] [?]` (the two in either order) into the
-/// core and its modifiers. A trailing `after`/`within` whose duration does
-/// not parse is an error, not part of the condition.
+/// core and its modifiers. A trailing `after`/`within` (outside quotes,
+/// parentheses and braces) whose duration does not parse is an error, not
+/// part of the condition.
 fn split_modifiers(text: &str) -> Result<(&str, Modifiers)> {
     let mut m = Modifiers::default();
     let mut rest = text.trim_end();
@@ -229,6 +279,10 @@ fn split_modifiers(text: &str) -> Result<(&str, Modifiers)> {
             Some((c, w)) => (c.trim_end(), w),
             None => ("", head),
         };
+        // Inside a quoted string, parentheses or a group it belongs to them.
+        if !top_level(text, word.as_ptr() as usize - text.as_ptr() as usize) {
+            break;
+        }
         let slot = match word.to_ascii_lowercase().as_str() {
             "after" => &mut m.after,
             "within" => &mut m.within,
@@ -351,6 +405,13 @@ mod modifier_tests {
                 m(Some(5), None, false),
             ),
             ("{a, b} within 1h", "{a, b}", m(None, Some(60), false)),
+            // Inside a group or a quoted string: not a modifier.
+            ("{a, b within 1h}", "{a, b within 1h}", m(None, None, false)),
+            (
+                "purchase where note = 'ships within 2d'",
+                "purchase where note = 'ships within 2d'",
+                m(None, None, false),
+            ),
             // Not a duration keyword: stays in the condition.
             (
                 "purchase where note = 'within 1h'",
@@ -369,6 +430,14 @@ mod modifier_tests {
         ] {
             let e = split_modifiers(text).unwrap_err().to_string();
             assert!(e.contains(err), "{text}: {e}");
+        }
+        for (core, want, marked) in [
+            ("wish?", "wish", true),
+            ("wish? where x > 1", "wish where x > 1", true),
+            ("{a, b}?", "{a, b}", true),
+            ("wish where x = 'a?'", "wish where x = 'a?'", false),
+        ] {
+            assert_eq!(take_mark(core), (want.to_string(), marked), "{core}");
         }
         assert_eq!(
             split_steps("view, {cart, wish} within 1h, purchase"),
