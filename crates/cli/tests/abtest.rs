@@ -178,8 +178,12 @@ fn fixture_statistics_match_the_hand_work() {
         "funnel:view>purchase within 1d",
         "--metric",
         "funnel:view > purchase where (revenue > 5) within 3d",
+        "--metric",
+        "funnel:view > purchase within 20m within 1d",
+        "--metric",
+        "funnel:view > purchase after 20m within 1d",
     ]);
-    assert_eq!(rows.len(), 12);
+    assert_eq!(rows.len(), 16);
     let stats = |metric: &str, arm: &str| {
         let r = row(&rows, metric, arm);
         (
@@ -215,6 +219,13 @@ fn fixture_statistics_match_the_hand_work() {
     let big = "funnel:view > purchase where (revenue > 5) within 3d";
     assert_eq!(stats(big, "A"), (3, None, None, Some(1)));
     assert_eq!(stats(big, "B"), (3, None, None, Some(1)));
+    // A step's own limit; the last `within` is the window.
+    let quick = "funnel:view > purchase within 20m within 1d";
+    assert_eq!(stats(quick, "A"), (3, None, None, Some(1)));
+    assert_eq!(stats(quick, "B"), (3, None, None, Some(1)));
+    let slow = "funnel:view > purchase after 20m within 1d";
+    assert_eq!(stats(slow, "A"), (3, None, None, Some(1)));
+    assert_eq!(stats(slow, "B"), (3, None, None, Some(0)));
     let b = row(&rows, funnel, "B");
     assert_eq!(fixed(&b["lift"], 5), "-0.50000");
     assert_eq!(fixed(&b["std_error"], 6), "0.456435");

@@ -480,7 +480,11 @@ impl FunnelFold {
         out.ts.resize(n, 0);
         out.mask.resize(n, 0);
         out.grp.resize(if grp_rank.is_empty() { 0 } else { n }, 0);
-        out.hold.resize(if hold_rank.is_empty() { 0 } else { n }, 0);
+        // With a held column every row has a held value, null (`u32::MAX`)
+        // included: a block whose rows are all null has no ranks, yet its
+        // rows must not form chains.
+        let held = self.hold_at.is_some();
+        out.hold.resize(if held { n } else { 0 }, 0);
         for (i, &k) in buf.keys.iter().enumerate() {
             let slot = &mut at[(k - lo) as usize];
             let j = *slot as usize;
@@ -490,7 +494,7 @@ impl FunnelFold {
             if !grp_rank.is_empty() {
                 out.grp[j] = grp_rank[buf.grp[i] as usize];
             }
-            if !hold_rank.is_empty() {
+            if held {
                 let h = buf.hold[i];
                 out.hold[j] = if h == u32::MAX {
                     h

@@ -60,6 +60,8 @@ struct Case {
     exclusions: Vec<(&'static str, usize, usize)>,
     range: Option<(i64, i64)>,
     by: bool,
+    /// Every step of a chain has the same revenue (`--hold revenue`).
+    hold: bool,
 }
 
 fn case() -> impl Strategy<Value = Case> {
@@ -73,7 +75,7 @@ fn case() -> impl Strategy<Value = Case> {
         prop::sample::select(vec!["a", "b", "c"]),
         prop::collection::vec(step, 1..=3),
         prop::sample::select(vec![30, 90, 240]),
-        (any::<bool>(), any::<bool>(), any::<bool>(), 0u8..10),
+        (any::<bool>(), any::<bool>(), 0u8..4, 0u8..10),
         prop::collection::vec(
             (
                 prop::sample::select(vec!["x", "x", "c"]),
@@ -85,7 +87,7 @@ fn case() -> impl Strategy<Value = Case> {
         prop::option::of((0i64..100, 10i64..100)),
     )
         .prop_map(
-            |(first, rest, window, (first_touch, strict, by, plain), excls, range)| {
+            |(first, rest, window, (first_touch, strict, by_or_hold, plain), excls, range)| {
                 // One case in three keeps to windowFunnel's options (and then
                 // without strict_increase, where ClickHouse's loop is greedy).
                 let plain = plain < 3;
@@ -135,7 +137,8 @@ fn case() -> impl Strategy<Value = Case> {
                     strict_increase: strict && rich,
                     exclusions,
                     range: range.map(|(a, len)| (BASE + a * MIN, BASE + (a + len) * MIN)),
-                    by,
+                    by: by_or_hold == 1,
+                    hold: by_or_hold == 2,
                 }
             },
         )
@@ -178,7 +181,7 @@ fn spec_of(c: &Case) -> FunnelSpec {
             .collect(),
         by: c.by.then(|| "revenue".to_string()),
         user_groups: None,
-        hold: None,
+        hold: c.hold.then(|| "revenue".to_string()),
         entry_from: c.range.map(|r| r.0),
         entry_to: c.range.map(|r| r.1),
     }
@@ -194,8 +197,40 @@ struct Outcome {
     conv: Vec<i64>,
 }
 
-/// The reference: every chain, by the definitions.
+/// The reference: every chain, by the definitions; with `hold`, each
+/// revenue value is a funnel of its own (rows without one in none), the steps
+/// reached add up and the deepest (the smallest value on ties) is reported.
 fn brute(c: &Case, evs: &[&Ev]) -> Outcome {
+    if !c.hold {
+        return brute_one(c, evs);
+    }
+    let mut values: Vec<i64> = evs.iter().filter_map(|e| e.revenue).collect();
+    values.sort();
+    values.dedup();
+    let mut best = Outcome {
+        reached: 0,
+        group: None,
+        conv: vec![],
+    };
+    let mut reached = 0;
+    for v in values {
+        let mine: Vec<&Ev> = evs
+            .iter()
+            .copied()
+            .filter(|e| e.revenue == Some(v))
+            .collect();
+        let o = brute_one(c, &mine);
+        reached |= o.reached;
+        if o.reached.checked_ilog2() > best.reached.checked_ilog2() {
+            best = o;
+        }
+    }
+    best.reached = reached;
+    best
+}
+
+/// One funnel over `evs`.
+fn brute_one(c: &Case, evs: &[&Ev]) -> Outcome {
     let n = c.steps.len();
     let matches = |k: usize, e: &Ev| c.steps[k].names.contains(&e.name);
     let (from, to) = c.range.unwrap_or((i64::MIN, i64::MAX));

@@ -45,7 +45,10 @@ use crate::report::Kind;
 ///   funnel:a>b>c within 7d   share of the arm's users who complete the funnel
 ///                        (tenure funnel's default windowFunnel mode; users
 ///                        enter in range, from their exposure on; a step may
-///                        carry a condition: purchase where (revenue > 100))
+///                        carry a condition: purchase where (revenue > 100),
+///                        and tenure funnel's step limits, `?` and groups:
+///                        a>b within 1h>c within 7d; the last `within` is the
+///                        metric's window)
 ///
 ///   ratio:<num>/<den>    a ratio of per-user sums, num and den each
 ///                        count:<event> or sum:<column>, read with the delta

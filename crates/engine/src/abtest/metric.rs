@@ -26,7 +26,9 @@ pub enum MetricSpec {
     /// Share of users completing every step within the window (a conversion
     /// metric).
     Funnel {
-        /// Steps in order, each `event` or `event where (<SQL condition>)`.
+        /// Steps in order, each as in `tenure funnel --steps` (`event`,
+        /// `event where (<SQL condition>)`, a group `{a, b}`, `within` /
+        /// `after` limits, `?`); the text's last ` within D` is the window.
         steps: Vec<String>,
         /// Conversion window in microseconds.
         window_micros: i64,
