@@ -471,18 +471,7 @@ fn breakdown_and_held_values_do_not_depend_on_files_batches_or_threads() {
 fn step_windows_optional_steps_and_groups_match_the_hand_worked_fixture() {
     let dir = tempfile::tempdir().unwrap();
     let here = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/funnel_steps");
-    let st = tenure()
-        .arg("ingest")
-        .arg(here.join("events.ndjson"))
-        .arg("--to")
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert!(
-        st.status.success(),
-        "{}",
-        String::from_utf8_lossy(&st.stderr)
-    );
+    ingest(&here.join("events.ndjson"), dir.path());
     let cases = [
         (
             "expected_gaps.csv",

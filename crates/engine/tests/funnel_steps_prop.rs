@@ -436,3 +436,47 @@ proptest! {
         }
     }
 }
+
+/// `--hold revenue` where no event has a revenue: no row has a held value,
+/// so no chain forms (the fold once took a block without any held value for
+/// a funnel without a held column and counted everyone).
+#[test]
+fn rows_without_a_held_value_form_no_chain() {
+    let evs: Vec<Ev> = (0..3u8)
+        .flat_map(|u| {
+            [("a", 0), ("b", 5)].map(|(name, m)| Ev {
+                user: u,
+                name,
+                revenue: None,
+                ts: BASE + m * MIN,
+            })
+        })
+        .collect();
+    let url = fresh_store(&evs, "funnel-hold-null");
+    for within in [None, Some(10)] {
+        let c = Case {
+            steps: ["a", "b"]
+                .map(|n| S {
+                    names: vec![n],
+                    optional: false,
+                    after: 0,
+                    within: None,
+                })
+                .to_vec(),
+            window: 60 * MIN,
+            first_touch: false,
+            strict_increase: false,
+            exclusions: vec![],
+            range: None,
+            by: false,
+            hold: true,
+        };
+        let mut spec = spec_of(&c);
+        spec.steps[1].within_us = within.map(|w| w * MIN);
+        let ul = block(async {
+            let events = Events::open(&url, OpenOptions::default()).await.unwrap();
+            funnel::user_levels(&events, &spec).await.unwrap()
+        });
+        assert_eq!(ul.level, [0, 0, 0], "within {within:?}");
+    }
+}
