@@ -89,26 +89,35 @@ impl Identity {
         if snapshot.identity.is_empty() {
             return Ok(None);
         }
-        let mut log = Vec::with_capacity(snapshot.identity.len());
-        for e in &snapshot.identity {
-            use object_store::ObjectStoreExt;
-            let unreadable = |err: object_store::Error| {
-                EngineError::Unreadable(format!("identity log {}: {err}", e.path))
-            };
-            let data = store
-                .inner
-                .get(&store.path(&e.path))
-                .await
-                .map_err(unreadable)?
-                .bytes()
-                .await
-                .map_err(unreadable)?;
-            log.push(
-                tenure_schema::identity::decode(&data).map_err(|m| {
-                    EngineError::Unreadable(format!("identity log {}: {m}", e.path))
-                })?,
-            );
-        }
+        // One GET per log entry, several in flight (an object store answers
+        // each in tens of milliseconds, and a server commits often), kept in
+        // log order.
+        use futures::StreamExt;
+        let gets = snapshot.identity.iter().map(|e| {
+            let (inner, location, path) =
+                (store.inner.clone(), store.path(&e.path), e.path.clone());
+            async move {
+                use object_store::ObjectStoreExt;
+                let unreadable = |err: object_store::Error| {
+                    EngineError::Unreadable(format!("identity log {path}: {err}"))
+                };
+                let data = inner
+                    .get(&location)
+                    .await
+                    .map_err(unreadable)?
+                    .bytes()
+                    .await
+                    .map_err(unreadable)?;
+                tenure_schema::identity::decode(&data)
+                    .map_err(|m| EngineError::Unreadable(format!("identity log {path}: {m}")))
+            }
+        });
+        let log: Vec<Vec<Merge>> = futures::stream::iter(gets.collect::<Vec<_>>())
+            .buffered(16)
+            .collect::<Vec<Result<_>>>()
+            .await
+            .into_iter()
+            .collect::<Result<_>>()?;
         let folded = snapshot
             .files
             .iter()
