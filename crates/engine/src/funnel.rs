@@ -113,7 +113,7 @@ impl Step {
     }
 
     /// The matchers of the step: its members, or itself.
-    fn matchers(&self) -> impl Iterator<Item = &Step> {
+    pub(crate) fn matchers(&self) -> impl Iterator<Item = &Step> {
         let own = self.any_of.is_empty().then_some(self);
         own.into_iter().chain(self.any_of.iter())
     }
@@ -320,7 +320,9 @@ impl FunnelSpec {
             }
             if !s.any_of.is_empty() {
                 if s.any_of.len() < 2 {
-                    return bad("an any-order group needs two or more events");
+                    return bad(
+                        "an any-order group needs two or more events (a single event needs no braces)",
+                    );
                 }
                 if s.any_of.iter().any(Step::is_rich) {
                     return bad(
@@ -879,36 +881,8 @@ pub struct Params {
 impl Params {
     /// Flattens a spec.
     pub fn of(spec: &FunnelSpec) -> Self {
-        let mut bit = 0u32;
-        let rules: Vec<exact::StepRule> = spec
-            .steps
-            .iter()
-            .map(|s| {
-                let members: Vec<u32> = s
-                    .matchers()
-                    .map(|_| {
-                        bit += 1;
-                        1u32 << (bit - 1)
-                    })
-                    .collect();
-                exact::StepRule {
-                    bits: members.iter().fold(0, |a, b| a | b),
-                    members: if s.any_of.is_empty() {
-                        Vec::new()
-                    } else {
-                        members
-                    },
-                    optional: s.optional,
-                    after: s.after_us,
-                    within: s.within_us.unwrap_or(i64::MAX),
-                }
-            })
-            .collect();
         Self {
-            exact: spec.is_rich().then_some(exact::Rules {
-                steps: rules,
-                exclusions_at: bit,
-            }),
+            exact: spec.is_rich().then(|| exact::Rules::of(&spec.steps)),
             steps: spec.steps.len(),
             window: spec.window_us,
             modes: spec.modes,

@@ -6,7 +6,7 @@
 //! same message.
 
 use crate::funnel::Modes;
-use crate::funnel::syntax::{parse_window, split_steps};
+use crate::funnel::syntax::parse_window;
 use crate::lifecycle::Thresholds;
 use crate::{EngineError, Result};
 
@@ -549,20 +549,7 @@ impl FunnelOptions {
 
     /// Checks the step list's shape without data.
     pub fn validate_steps(&self) -> Result<()> {
-        let texts = split_steps(&self.steps);
-        if texts.iter().any(|t| t.is_empty()) {
-            return Err(EngineError::BadRequest(
-                "empty funnel step (two commas in a row?)".into(),
-            ));
-        }
-        if texts.len() > crate::funnel::MAX_STEPS {
-            return Err(EngineError::BadRequest(format!(
-                "{} steps: a funnel has at most {}",
-                texts.len(),
-                crate::funnel::MAX_STEPS
-            )));
-        }
-        Ok(())
+        crate::funnel::syntax::check_steps(&self.steps).map(|_| ())
     }
 }
 
@@ -1014,11 +1001,7 @@ impl FunnelOptions {
         to: Option<i64>,
     ) -> Result<crate::funnel::FunnelSpec> {
         use crate::funnel::syntax;
-        self.validate_steps()?;
-        let steps = split_steps(&self.steps)
-            .iter()
-            .map(|t| syntax::parse_step(events, t))
-            .collect::<Result<Vec<_>>>()?;
+        let steps = syntax::parse_steps(events, &self.steps)?;
         let exclusions = self
             .exclude
             .iter()

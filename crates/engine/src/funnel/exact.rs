@@ -111,6 +111,41 @@ pub struct Rules {
     pub exclusions_at: u32,
 }
 
+impl Rules {
+    /// The rules of `steps`, their matchers numbered in the fold's flag
+    /// order (each step's members, or itself), exclusions after them.
+    pub fn of(steps: &[super::Step]) -> Self {
+        let mut bit = 0u32;
+        let steps = steps
+            .iter()
+            .map(|s| {
+                let members: Vec<u32> = s
+                    .matchers()
+                    .map(|_| {
+                        bit += 1;
+                        1u32 << (bit - 1)
+                    })
+                    .collect();
+                StepRule {
+                    bits: members.iter().fold(0, |a, b| a | b),
+                    members: if s.any_of.is_empty() {
+                        Vec::new()
+                    } else {
+                        members
+                    },
+                    optional: s.optional,
+                    after: s.after_us,
+                    within: s.within_us.unwrap_or(i64::MAX),
+                }
+            })
+            .collect();
+        Rules {
+            steps,
+            exclusions_at: bit,
+        }
+    }
+}
+
 /// One event of a user, as the fold reads it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Event {
