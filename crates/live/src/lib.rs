@@ -1,0 +1,453 @@
+//! Live segments: per-user state kept from every acknowledged event, the
+//! named segments of a file evaluated on each change and whenever time moves
+//! a user across a threshold, and the transitions that makes.
+//!
+//! ## The model
+//! Membership of a user in a segment at instant T is what `tenure segment
+//! --as-of T` says over the events received by then: the features (R, F, M,
+//! first and last seen, lifecycle stages, latest properties, `did` counts in
+//! windows, sums and means) are those of the user's events with `ts <= T`.
+//! The state changes at *evaluation points*, each stamped with its instant:
+//! - an event received at `now` is applied and the user evaluated at `now`
+//!   (an event dated later than `now`, within the store's one-day tolerance,
+//!   waits and is applied at its own time);
+//! - every time-driven change is due at an exact instant computed from the
+//!   state: a `did e within w` count loses an event at `ts + w + 1µs`, R and
+//!   the lifecycle stages move at whole days after the last purchase or the
+//!   first event, `first_seen within w` ends at `first_seen + w + 1µs`. Each
+//!   user has one timer, at the earliest of these; [`Live::advance`] fires
+//!   those due and evaluates the user at the due instant itself, however late
+//!   the call comes.
+//!
+//! Between evaluation points no feature changes, so membership read at any
+//! instant equals the definition at that instant. A transition's `at` is its
+//! evaluation point; its `id` hashes (user, segment, type, at), so the same
+//! transition always has the same id.
+//!
+//! Population-relative features (quintile scores, means) and predictions
+//! change for everyone with anyone's event; they are refused (see
+//! [`Plan::new`]).
+#![deny(missing_docs)]
+
+mod filter;
+mod plan;
+mod state;
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+
+pub use plan::{LiveConfig, LiveSegment, MAX_SEGMENTS, Plan, PropKind};
+use state::User;
+use tenure_dsl::{CompileContext, FeatureRow};
+
+/// A property value carried by an event, typed as the store types it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Prop {
+    /// A text column.
+    Text(String),
+    /// An exact number: mantissa and decimal places (`revenue` in cents is
+    /// `Exact(cents, 2)`).
+    Exact(i128, u32),
+    /// A float column.
+    Float(f64),
+    /// A boolean column.
+    Bool(bool),
+    /// A timestamp column (UTC microseconds).
+    Time(i64),
+    /// A value of the `properties` JSON, as text (strings unquoted, other
+    /// values as written; `null` is absent).
+    Json(String),
+}
+
+impl Prop {
+    /// The value as text, as a cast to Utf8 writes it.
+    pub fn text(&self) -> String {
+        match self {
+            Prop::Text(t) | Prop::Json(t) => t.clone(),
+            Prop::Exact(m, 0) => m.to_string(),
+            Prop::Exact(m, s) => {
+                let p = 10i128.pow(*s);
+                let sign = if *m < 0 { "-" } else { "" };
+                let a = m.unsigned_abs();
+                let p = p as u128;
+                format!("{sign}{}.{:0w$}", a / p, a % p, w = *s as usize)
+            }
+            Prop::Float(x) => format!("{x:?}"),
+            Prop::Bool(b) => b.to_string(),
+            Prop::Time(t) => rfc3339(*t),
+        }
+    }
+}
+
+/// One acknowledged event, with the properties the plan wants
+/// ([`Plan::wanted_properties`]) that it has.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LiveEvent {
+    /// The user.
+    pub user_id: String,
+    /// Event name.
+    pub event: String,
+    /// When it happened, UTC microseconds.
+    pub ts: i64,
+    /// Property values by name (`revenue` among them for purchases).
+    pub props: Vec<(String, Prop)>,
+}
+
+/// Entered or exited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransitionType {
+    /// The condition became true.
+    Entered,
+    /// The condition stopped being true.
+    Exited,
+}
+
+impl TransitionType {
+    /// `segment_entered` / `segment_exited`.
+    pub fn name(self) -> &'static str {
+        match self {
+            TransitionType::Entered => "segment_entered",
+            TransitionType::Exited => "segment_exited",
+        }
+    }
+}
+
+/// A user entering or leaving a segment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transition {
+    /// Stable idempotency key: a hash of (user, segment, type, at).
+    pub id: String,
+    /// Entered or exited.
+    pub kind: TransitionType,
+    /// The segment's name.
+    pub segment: String,
+    /// The user.
+    pub user_id: String,
+    /// When the condition became true or false, UTC microseconds.
+    pub at: i64,
+    /// The segment's features for the user at `at`, by column name.
+    pub features: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Transition {
+    /// The idempotency key of a transition.
+    pub fn id_of(user_id: &str, segment: &str, kind: TransitionType, at: i64) -> String {
+        let mut h = xxhash_rust::xxh3::Xxh3::new();
+        for part in [
+            user_id.as_bytes(),
+            segment.as_bytes(),
+            kind.name().as_bytes(),
+        ] {
+            h.update(&(part.len() as u64).to_le_bytes());
+            h.update(part);
+        }
+        h.update(&at.to_le_bytes());
+        format!("{:032x}", h.digest128())
+    }
+
+    /// The record sinks write: `{"id", "type", "segment", "user_id", "at",
+    /// "features"}`, `at` in RFC 3339 with microseconds.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "id": self.id,
+            "type": self.kind.name(),
+            "segment": self.segment,
+            "user_id": self.user_id,
+            "at": rfc3339(self.at),
+            "features": self.features,
+        })
+    }
+}
+
+/// UTC microseconds as RFC 3339 with six decimals.
+pub fn rfc3339(t: i64) -> String {
+    chrono::DateTime::from_timestamp_micros(t)
+        .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+        .unwrap_or_else(|| t.to_string())
+}
+
+/// A user's profile: features now and current segments.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Profile {
+    /// The user.
+    pub user_id: String,
+    /// Every feature the segments read, by column name.
+    pub features: serde_json::Map<String, serde_json::Value>,
+    /// Segments the user is in, in definition order.
+    pub segments: Vec<String>,
+}
+
+/// The live state of every user.
+pub struct Live {
+    plan: Plan,
+    users: Vec<User>,
+    index: HashMap<Box<str>, u32>,
+    /// (due, user): one current entry per user (`User::scheduled`); others
+    /// are stale and skipped.
+    timers: BinaryHeap<Reverse<(i64, u32)>>,
+    /// Members per segment.
+    counts: Vec<u64>,
+    /// Every feature any segment reads, for profiles.
+    all_features: Vec<tenure_dsl::Feature>,
+}
+
+impl Live {
+    /// Empty state for a plan.
+    pub fn new(plan: Plan) -> Live {
+        let mut all: Vec<tenure_dsl::Feature> = plan
+            .segments
+            .iter()
+            .flat_map(|s| s.features.iter().cloned())
+            .collect();
+        all.sort();
+        all.dedup();
+        Live {
+            counts: vec![0; plan.segments.len()],
+            plan,
+            users: Vec::new(),
+            index: HashMap::new(),
+            timers: BinaryHeap::new(),
+            all_features: all,
+        }
+    }
+
+    /// The plan.
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
+    /// Users with state.
+    pub fn users(&self) -> usize {
+        self.users.len()
+    }
+
+    /// Applies an event received at `now`: first whatever was due for its
+    /// user up to `now`, then the event; appends the transitions made.
+    pub fn apply(&mut self, ev: LiveEvent, now: i64, out: &mut Vec<Transition>) {
+        let u = match self.index.get(ev.user_id.as_str()) {
+            Some(&u) => u,
+            None => {
+                let u = self.users.len() as u32;
+                self.users
+                    .push(User::new(ev.user_id.as_str().into(), &self.plan));
+                self.index.insert(ev.user_id.as_str().into(), u);
+                u
+            }
+        };
+        self.advance_user(u, now, out);
+        let user = &mut self.users[u as usize];
+        if ev.ts > now {
+            user.pending.push(ev);
+        } else {
+            user.add(&self.plan, &ev, now);
+            self.evaluate(u, now, out);
+        }
+        self.reschedule(u);
+    }
+
+    /// Fires every timer due by `now`, each at its own instant.
+    pub fn advance(&mut self, now: i64, out: &mut Vec<Transition>) {
+        while let Some(&Reverse((due, u))) = self.timers.peek() {
+            if due > now {
+                break;
+            }
+            self.timers.pop();
+            let user = &mut self.users[u as usize];
+            if user.scheduled != due {
+                continue;
+            }
+            user.scheduled = i64::MAX;
+            self.advance_user(u, now, out);
+            self.reschedule(u);
+        }
+    }
+
+    /// The earliest timer (possibly one that turns out to have nothing to
+    /// do): when [`Live::advance`] should next be called.
+    pub fn next_due(&self) -> Option<i64> {
+        self.timers.peek().map(|r| r.0.0)
+    }
+
+    /// A user's features and segments as of `now` (firing their timers due
+    /// by then first, whose transitions are appended to `out`).
+    pub fn profile(
+        &mut self,
+        user_id: &str,
+        now: i64,
+        out: &mut Vec<Transition>,
+    ) -> Option<Profile> {
+        let u = *self.index.get(user_id)?;
+        self.advance_user(u, now, out);
+        self.reschedule(u);
+        let user = &self.users[u as usize];
+        if !user.seen() {
+            return None;
+        }
+        let row = user.row(&self.plan, now);
+        Some(Profile {
+            user_id: user_id.to_string(),
+            features: features_json(&self.all_features, &row),
+            segments: self
+                .plan
+                .segments
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| user.members >> i & 1 == 1)
+                .map(|(_, s)| s.name.clone())
+                .collect(),
+        })
+    }
+
+    /// Whether `user_id` is in the segment at index `segment` now (as of
+    /// their last evaluation; call [`Live::advance`] first).
+    pub fn is_member(&self, user_id: &str, segment: usize) -> bool {
+        self.index
+            .get(user_id)
+            .is_some_and(|&u| self.users[u as usize].members >> segment & 1 == 1)
+    }
+
+    /// The segment's index by name.
+    pub fn segment_index(&self, name: &str) -> Option<usize> {
+        self.plan.segments.iter().position(|s| s.name == name)
+    }
+
+    /// Members of a segment: their number, and up to `limit` of their ids
+    /// after skipping `offset`, in the order users were first seen.
+    pub fn members(&self, segment: usize, offset: usize, limit: usize) -> (u64, Vec<String>) {
+        let ids = self
+            .users
+            .iter()
+            .filter(|u| u.members >> segment & 1 == 1)
+            .skip(offset)
+            .take(limit)
+            .map(|u| u.id.to_string())
+            .collect();
+        (self.counts[segment], ids)
+    }
+
+    /// Processes a user's due changes up to `now`, each at its instant.
+    fn advance_user(&mut self, u: u32, now: i64, out: &mut Vec<Transition>) {
+        loop {
+            let user = &self.users[u as usize];
+            let due = user.next_change(&self.plan);
+            if due > now {
+                break;
+            }
+            let user = &mut self.users[u as usize];
+            user.apply_pending(&self.plan, due);
+            user.clock = due;
+            self.evaluate(u, due, out);
+        }
+        let user = &mut self.users[u as usize];
+        user.clock = user.clock.max(now);
+        user.prune(&self.plan, user.clock);
+    }
+
+    fn reschedule(&mut self, u: u32) {
+        let user = &mut self.users[u as usize];
+        let due = user.next_change(&self.plan);
+        if due < user.scheduled {
+            user.scheduled = due;
+            self.timers.push(Reverse((due, u)));
+        }
+    }
+
+    /// Evaluates every segment for a user at `at`; appends transitions.
+    fn evaluate(&mut self, u: u32, at: i64, out: &mut Vec<Transition>) {
+        let user = &self.users[u as usize];
+        let bits = if user.seen() {
+            let row = user.row(&self.plan, at);
+            let ctx = CompileContext::new(at);
+            let mut bits = 0u64;
+            for (i, s) in self.plan.segments.iter().enumerate() {
+                if tenure_dsl::eval(&s.expr, &row, &ctx) {
+                    bits |= 1 << i;
+                }
+            }
+            let changed = bits ^ user.members;
+            for (i, s) in self.plan.segments.iter().enumerate() {
+                if changed >> i & 1 == 0 {
+                    continue;
+                }
+                let kind = if bits >> i & 1 == 1 {
+                    TransitionType::Entered
+                } else {
+                    TransitionType::Exited
+                };
+                out.push(Transition {
+                    id: Transition::id_of(&user.id, &s.name, kind, at),
+                    kind,
+                    segment: s.name.clone(),
+                    user_id: user.id.to_string(),
+                    at,
+                    features: features_json(&s.features, &row),
+                });
+            }
+            bits
+        } else {
+            0
+        };
+        let user = &mut self.users[u as usize];
+        let changed = bits ^ user.members;
+        for i in 0..self.plan.segments.len() {
+            if changed >> i & 1 == 1 {
+                if bits >> i & 1 == 1 {
+                    self.counts[i] += 1;
+                } else {
+                    self.counts[i] -= 1;
+                }
+            }
+        }
+        user.members = bits;
+    }
+}
+
+/// Feature values of a row as JSON, by column name.
+fn features_json(
+    features: &[tenure_dsl::Feature],
+    row: &FeatureRow,
+) -> serde_json::Map<String, serde_json::Value> {
+    use serde_json::Value;
+    use tenure_dsl::{Feature, LifecycleAxis};
+    let mut m = serde_json::Map::new();
+    let time = |t: Option<i64>| t.map_or(Value::Null, |t| Value::String(rfc3339(t)));
+    let text = |t: &Option<String>| t.clone().map_or(Value::Null, Value::String);
+    let float = |x: Option<f64>| {
+        x.and_then(serde_json::Number::from_f64)
+            .map_or(Value::Null, Value::Number)
+    };
+    for f in features {
+        let v = match f {
+            Feature::Recency => row.recency.map_or(Value::Null, Value::from),
+            Feature::Frequency => row.frequency.map_or(Value::Null, Value::from),
+            Feature::Monetary => row
+                .monetary
+                .map_or(Value::Null, |c| Value::String(Prop::Exact(c, 2).text())),
+            Feature::FirstSeen => time(row.first_seen),
+            Feature::LastSeen => time(row.last_seen),
+            Feature::Lifecycle(LifecycleAxis::Tenure) => text(&row.lifecycle_tenure),
+            Feature::Lifecycle(LifecycleAxis::Activity) => text(&row.lifecycle_activity),
+            Feature::Property(name) => row
+                .properties
+                .get(name)
+                .map_or(Value::Null, |s| Value::String(s.clone())),
+            Feature::EventCount {
+                event,
+                within,
+                filter: None,
+            } => Value::from(
+                row.event_counts
+                    .get(&(event.clone(), *within))
+                    .copied()
+                    .unwrap_or(0),
+            ),
+            Feature::EventCount { .. } => {
+                Value::from(row.filtered_counts.get(f).copied().unwrap_or(0))
+            }
+            Feature::Total { .. } => float(row.totals.get(f).copied()),
+            _ => Value::Null,
+        };
+        m.insert(f.column_name(), v);
+    }
+    m
+}

@@ -1,0 +1,373 @@
+//! One user's state: what their features need, and when they next change.
+
+use std::collections::VecDeque;
+
+use tenure_dsl::{Feature, FeatureRow};
+
+use crate::plan::{Plan, is_avg};
+use crate::{LiveEvent, Prop};
+
+const DAY: i64 = 86_400_000_000;
+const NONE_MIN: i64 = i64::MIN;
+const NONE_MAX: i64 = i64::MAX;
+
+/// Whole days from `t` to `as_of` (as the engine's lifecycle counts them).
+fn days_between(t: i64, as_of: i64) -> i64 {
+    (as_of - t).div_euclid(DAY)
+}
+
+fn bucket(days: i64, bounds: &[i64; 3]) -> usize {
+    bounds.iter().position(|b| days <= *b).unwrap_or(3)
+}
+
+const TENURE: [&str; 4] = ["new", "growing", "mature", "veteran"];
+const ACTIVITY: [&str; 4] = ["active", "cooling", "silent", "churned"];
+
+/// A `did` count: a running total, or the times of the events still inside
+/// its window (sorted).
+#[derive(Debug, Clone)]
+enum Count {
+    All(i64),
+    Window(VecDeque<i64>),
+}
+
+/// A sum / mean: running totals, or the (time, value) pairs in the window.
+#[derive(Debug, Clone)]
+struct Total {
+    n: i64,
+    exact: i128,
+    float: f64,
+    recent: VecDeque<(i64, Value)>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Value {
+    Exact(i128),
+    Float(f64),
+}
+
+/// A property's latest value and its time.
+type Latest = (i64, Box<str>);
+
+#[derive(Debug, Clone)]
+pub(crate) struct User {
+    pub id: Box<str>,
+    /// The instant the state is as of.
+    pub clock: i64,
+    /// The due time of this user's current timer (`i64::MAX`: none).
+    pub scheduled: i64,
+    /// One bit per segment.
+    pub members: u64,
+    first: i64,
+    last: i64,
+    last_purchase: i64,
+    purchases: i64,
+    revenue: i128,
+    counts: Box<[Count]>,
+    totals: Box<[Total]>,
+    /// Latest (time, value) per property of the plan.
+    props: Box<[Option<Latest>]>,
+    /// Events dated after the instant they were received at.
+    pub pending: Vec<LiveEvent>,
+}
+
+impl User {
+    pub fn new(id: Box<str>, plan: &Plan) -> User {
+        User {
+            id,
+            clock: NONE_MIN,
+            scheduled: NONE_MAX,
+            members: 0,
+            first: NONE_MAX,
+            last: NONE_MIN,
+            last_purchase: NONE_MIN,
+            purchases: 0,
+            revenue: 0,
+            counts: plan
+                .counts
+                .iter()
+                .map(|c| match c.within {
+                    None => Count::All(0),
+                    Some(_) => Count::Window(VecDeque::new()),
+                })
+                .collect(),
+            totals: plan
+                .totals
+                .iter()
+                .map(|_| Total {
+                    n: 0,
+                    exact: 0,
+                    float: 0.0,
+                    recent: VecDeque::new(),
+                })
+                .collect(),
+            props: vec![None; plan.props.len()].into_boxed_slice(),
+            pending: Vec::new(),
+        }
+    }
+
+    /// Has an event been applied (is the user in the feature table)?
+    pub fn seen(&self) -> bool {
+        self.first != NONE_MAX
+    }
+
+    /// Adds an event dated at or before `now` (the state's instant).
+    pub fn add(&mut self, plan: &Plan, ev: &LiveEvent, now: i64) {
+        let ts = ev.ts;
+        self.first = self.first.min(ts);
+        self.last = self.last.max(ts);
+        if plan.purchases && ev.event == plan.config.purchase_event {
+            self.purchases += 1;
+            self.last_purchase = self.last_purchase.max(ts);
+            if let Some((_, Prop::Exact(m, s))) = ev.props.iter().find(|(n, _)| n == "revenue") {
+                // Revenue is stored in cents; a value of another scale is rescaled.
+                self.revenue += match s {
+                    2 => *m,
+                    s if *s < 2 => m * 10i128.pow(2 - s),
+                    s => m / 10i128.pow(s - 2),
+                };
+            }
+        }
+        for (spec, count) in plan.counts.iter().zip(self.counts.iter_mut()) {
+            if ev.event != spec.event {
+                continue;
+            }
+            if let Some(f) = &spec.filter
+                && crate::filter::eval(f, &ev.props) != Some(true)
+            {
+                continue;
+            }
+            match count {
+                Count::All(n) => *n += 1,
+                Count::Window(times) => {
+                    let w = spec.within.unwrap_or(0);
+                    if ts >= now.saturating_sub(w) {
+                        let at = times.partition_point(|&t| t <= ts);
+                        times.insert(at, ts);
+                    }
+                }
+            }
+        }
+        for (spec, total) in plan.totals.iter().zip(self.totals.iter_mut()) {
+            let Some((_, v)) = ev.props.iter().find(|(n, _)| *n == spec.property) else {
+                continue;
+            };
+            let value = match (v, spec.scale) {
+                (Prop::Exact(m, s), Some(scale)) => Value::Exact(if *s <= scale {
+                    m * 10i128.pow(scale - s)
+                } else {
+                    m / 10i128.pow(s - scale)
+                }),
+                (Prop::Float(x), None) => Value::Float(*x),
+                (Prop::Exact(m, s), None) => Value::Float(*m as f64 / 10f64.powi(*s as i32)),
+                _ => continue,
+            };
+            match spec.within {
+                None => {
+                    total.n += 1;
+                    match value {
+                        Value::Exact(x) => total.exact += x,
+                        Value::Float(x) => total.float += x,
+                    }
+                }
+                Some(w) => {
+                    if ts >= now.saturating_sub(w) {
+                        let at = total.recent.partition_point(|&(t, _)| t <= ts);
+                        total.recent.insert(at, (ts, value));
+                    }
+                }
+            }
+        }
+        for (name, slot) in plan.props.iter().zip(self.props.iter_mut()) {
+            let Some((_, v)) = ev.props.iter().find(|(n, _)| n == name) else {
+                continue;
+            };
+            let text = v.text();
+            // The latest value; at equal times the greatest.
+            let newer = match slot {
+                None => true,
+                Some((t, old)) => ts > *t || (ts == *t && *text > **old),
+            };
+            if newer {
+                *slot = Some((ts, text.into_boxed_str()));
+            }
+        }
+    }
+
+    /// Applies the pending events dated at or before `at`.
+    pub fn apply_pending(&mut self, plan: &Plan, at: i64) {
+        if self.pending.iter().all(|e| e.ts > at) {
+            return;
+        }
+        let pending = std::mem::take(&mut self.pending);
+        let (now, later): (Vec<_>, Vec<_>) = pending.into_iter().partition(|e| e.ts <= at);
+        self.pending = later;
+        for ev in &now {
+            self.add(plan, ev, at);
+        }
+    }
+
+    /// Drops window entries that have left their windows at `at`.
+    pub fn prune(&mut self, plan: &Plan, at: i64) {
+        for (spec, count) in plan.counts.iter().zip(self.counts.iter_mut()) {
+            if let (Count::Window(times), Some(w)) = (count, spec.within) {
+                let start = at.saturating_sub(w);
+                while times.front().is_some_and(|&t| t < start) {
+                    times.pop_front();
+                }
+            }
+        }
+        for (spec, total) in plan.totals.iter().zip(self.totals.iter_mut()) {
+            if let Some(w) = spec.within {
+                let start = at.saturating_sub(w);
+                while total.recent.front().is_some_and(|&(t, _)| t < start) {
+                    total.recent.pop_front();
+                }
+            }
+        }
+    }
+
+    /// The next instant after the state's clock at which a feature the plan
+    /// reads changes (`i64::MAX`: never, unless an event comes).
+    pub fn next_change(&self, plan: &Plan) -> i64 {
+        let after = self.clock;
+        let mut next = NONE_MAX;
+        let mut consider = |t: i64| {
+            if t > after && t < next {
+                next = t;
+            }
+        };
+        for e in &self.pending {
+            consider(e.ts);
+        }
+        for (spec, count) in plan.counts.iter().zip(self.counts.iter()) {
+            if let (Count::Window(times), Some(w)) = (count, spec.within) {
+                // The first time past the window of an event still inside it.
+                if let Some(&t) = times.iter().find(|&&t| t.saturating_add(w) >= after) {
+                    consider(t.saturating_add(w).saturating_add(1));
+                }
+            }
+        }
+        for (spec, total) in plan.totals.iter().zip(self.totals.iter()) {
+            if let Some(w) = spec.within
+                && let Some(&(t, _)) = total
+                    .recent
+                    .iter()
+                    .find(|&&(t, _)| t.saturating_add(w) >= after)
+            {
+                consider(t.saturating_add(w).saturating_add(1));
+            }
+        }
+        if !self.seen() {
+            return next;
+        }
+        let next_day = |t: i64| t + (days_between(t, after) + 1) * DAY;
+        if self.last_purchase != NONE_MIN {
+            let days = days_between(self.last_purchase, after);
+            if plan.recency || (plan.activity && days <= plan.config.activity_days[2]) {
+                consider(next_day(self.last_purchase));
+            }
+        }
+        if plan.tenure && days_between(self.first, after) <= plan.config.tenure_days[2] {
+            consider(next_day(self.first));
+        }
+        for &w in &plan.first_within {
+            consider(self.first.saturating_add(w).saturating_add(1));
+        }
+        for &w in &plan.last_within {
+            consider(self.last.saturating_add(w).saturating_add(1));
+        }
+        next
+    }
+
+    /// The user's feature row as of `at` (the state's instant or later,
+    /// before the next change).
+    pub fn row(&self, plan: &Plan, at: i64) -> FeatureRow {
+        let mut row = FeatureRow::default();
+        if plan.purchases {
+            let bought = self.last_purchase != NONE_MIN;
+            row.recency = bought.then(|| days_between(self.last_purchase, at));
+            row.frequency = Some(self.purchases);
+            row.monetary = Some(self.revenue);
+            if plan.activity {
+                row.lifecycle_activity = bought.then(|| {
+                    ACTIVITY[bucket(
+                        days_between(self.last_purchase, at),
+                        &plan.config.activity_days,
+                    )]
+                    .to_string()
+                });
+            }
+        }
+        row.first_seen = Some(self.first);
+        row.last_seen = Some(self.last);
+        if plan.tenure {
+            row.lifecycle_tenure = Some(
+                TENURE[bucket(days_between(self.first, at), &plan.config.tenure_days)].to_string(),
+            );
+        }
+        for (name, slot) in plan.props.iter().zip(self.props.iter()) {
+            if let Some((_, v)) = slot {
+                row.properties.insert(name.clone(), v.to_string());
+            }
+        }
+        for (spec, count) in plan.counts.iter().zip(self.counts.iter()) {
+            let n = match count {
+                Count::All(n) => *n,
+                Count::Window(times) => {
+                    let start = at.saturating_sub(spec.within.unwrap_or(0));
+                    (times.len() - times.partition_point(|&t| t < start)) as i64
+                }
+            };
+            match &spec.feature {
+                Feature::EventCount {
+                    event,
+                    within,
+                    filter: None,
+                } => {
+                    row.event_counts.insert((event.clone(), *within), n);
+                }
+                f => {
+                    row.filtered_counts.insert(f.clone(), n);
+                }
+            }
+        }
+        for (spec, total) in plan.totals.iter().zip(self.totals.iter()) {
+            let (n, sum) = match spec.within {
+                None => (
+                    total.n,
+                    match spec.scale {
+                        Some(s) => total.exact as f64 / 10f64.powi(s as i32),
+                        None => total.float,
+                    },
+                ),
+                Some(w) => {
+                    let start = at.saturating_sub(w);
+                    let from = total.recent.partition_point(|&(t, _)| t < start);
+                    let mut exact = 0i128;
+                    let mut float = 0f64;
+                    for (_, v) in total.recent.range(from..) {
+                        match v {
+                            Value::Exact(x) => exact += x,
+                            Value::Float(x) => float += x,
+                        }
+                    }
+                    let sum = match spec.scale {
+                        Some(s) => exact as f64 / 10f64.powi(s as i32),
+                        None => float,
+                    };
+                    ((total.recent.len() - from) as i64, sum)
+                }
+            };
+            let value = if is_avg(&spec.feature) {
+                (n > 0).then(|| sum / n as f64)
+            } else {
+                Some(sum)
+            };
+            if let Some(v) = value {
+                row.totals.insert(spec.feature.clone(), v);
+            }
+        }
+        row
+    }
+}
