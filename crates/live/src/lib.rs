@@ -224,16 +224,7 @@ impl Live {
     /// Applies an event received at `now`: first whatever was due for its
     /// user up to `now`, then the event; appends the transitions made.
     pub fn apply(&mut self, ev: LiveEvent, now: i64, out: &mut Vec<Transition>) {
-        let u = match self.index.get(ev.user_id.as_str()) {
-            Some(&u) => u,
-            None => {
-                let u = self.users.len() as u32;
-                self.users
-                    .push(User::new(ev.user_id.as_str().into(), &self.plan));
-                self.index.insert(ev.user_id.as_str().into(), u);
-                u
-            }
-        };
+        let u = self.user(&ev.user_id);
         self.advance_user(u, now, out);
         let user = &mut self.users[u as usize];
         if ev.ts > now {
@@ -243,6 +234,62 @@ impl Live {
             self.evaluate(u, now, out);
         }
         self.reschedule(u);
+    }
+
+    /// Adds an event of history (received before `now`) without evaluating:
+    /// a start-up rebuild calls this for every stored event, then
+    /// [`Live::settle`].
+    pub fn load(&mut self, ev: LiveEvent, now: i64) {
+        let u = self.user(&ev.user_id);
+        let user = &mut self.users[u as usize];
+        user.clock = now;
+        if ev.ts > now {
+            user.pending.push(ev);
+        } else {
+            user.add(&self.plan, &ev, now);
+        }
+    }
+
+    /// Evaluates every user at `now` after a rebuild. `before(user, i)` is
+    /// the membership sinks last heard of (from the transition journal); a
+    /// difference is a transition at `now` (what changed while the server
+    /// was down), appended to `out`.
+    pub fn settle(
+        &mut self,
+        now: i64,
+        before: impl Fn(&str, usize) -> bool,
+        out: &mut Vec<Transition>,
+    ) {
+        for u in 0..self.users.len() as u32 {
+            let user = &mut self.users[u as usize];
+            user.prune(&self.plan, now);
+            let mut known = 0u64;
+            for i in 0..self.plan.segments.len() {
+                if before(&user.id, i) {
+                    known |= 1 << i;
+                }
+            }
+            for i in 0..self.plan.segments.len() {
+                if known >> i & 1 == 1 {
+                    self.counts[i] += 1;
+                }
+            }
+            user.members = known;
+            self.evaluate(u, now, out);
+            self.reschedule(u);
+        }
+    }
+
+    fn user(&mut self, id: &str) -> u32 {
+        match self.index.get(id) {
+            Some(&u) => u,
+            None => {
+                let u = self.users.len() as u32;
+                self.users.push(User::new(id.into(), &self.plan));
+                self.index.insert(id.into(), u);
+                u
+            }
+        }
     }
 
     /// Fires every timer due by `now`, each at its own instant.

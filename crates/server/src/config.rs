@@ -67,6 +67,14 @@ pub struct ServerConfig {
     /// Web origins (`https://shop.example`, or `*`) whose pages may send
     /// events from the browser (CORS); none by default.
     pub cors_origins: Vec<String>,
+    /// Segment files whose named segments are kept live (`--segments`).
+    pub segments: Vec<PathBuf>,
+    /// Where live transitions go (`--emit`).
+    pub emit: Vec<crate::SinkSpec>,
+    /// Keys that may read the profile API (`--read-key`).
+    pub read_keys: Vec<String>,
+    /// The longest the live timer thread sleeps between looks.
+    pub live_tick: Duration,
 }
 
 impl ServerConfig {
@@ -95,6 +103,10 @@ impl ServerConfig {
             request_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(30),
             cors_origins: Vec::new(),
+            segments: Vec::new(),
+            emit: Vec::new(),
+            read_keys: Vec::new(),
+            live_tick: Duration::from_millis(100),
         }
     }
 
@@ -110,6 +122,20 @@ impl ServerConfig {
             .any(|k| k.is_empty() || k.contains(':'))
         {
             return bad("a write key must be non-empty and must not contain ':'");
+        }
+        if self.segments.is_empty() && (!self.emit.is_empty() || !self.read_keys.is_empty()) {
+            return bad(
+                "--emit and --read-key need --segments <file.seg>: they serve live segments",
+            );
+        }
+        if self
+            .read_keys
+            .iter()
+            .any(|k| k.is_empty() || k.contains(':') || self.write_keys.contains(k))
+        {
+            return bad(
+                "a read key must be non-empty, must not contain ':' and must differ from every write key",
+            );
         }
         if self.max_event_bytes == 0 || self.max_body_bytes < self.max_event_bytes {
             return bad("max_body_bytes must be at least max_event_bytes, which must be positive");

@@ -279,6 +279,7 @@ mod tests {
                 dedup: None,
                 kind: 1,
                 json: r#"{"userId":"u","event":"e"}"#,
+                live: None,
             };
             let (mut buf, ranges) = encode_records(&[ev], None);
             seal(&mut buf[ranges[0].clone()], seq);

@@ -163,6 +163,9 @@ async fn route(app: &App, req: Request<Incoming>, started: Instant) -> Resp {
         (&Method::GET, _, _) if settings_key.is_some() => {
             settings(app, &req, settings_key.as_deref().expect("some"))
         }
+        (&Method::GET, p, _) if p.starts_with("/v1/users/") || p.starts_with("/v1/segments/") => {
+            profile(app, &req)
+        }
         (&Method::GET, "/metrics", _) => Response::builder()
             .header(CONTENT_TYPE, "text/plain; version=0.0.4")
             .body(Full::new(Bytes::from(app.metrics.render())))
@@ -179,6 +182,142 @@ async fn route(app: &App, req: Request<Incoming>, started: Instant) -> Resp {
             "no such endpoint; use POST /v1/batch, /v1/track, /v1/identify or /v1/page (Segment), or /batch/ or /capture/ (PostHog)",
         ),
     }
+}
+
+/// The profile API: `GET /v1/users/{user_id}` (features and current
+/// segments) and `GET /v1/segments/{name}?offset=&limit=` (member count and a
+/// page of members, in the order users were first seen), from the live state.
+/// Authenticated with a read key as the HTTP Basic user; a write key does not
+/// read.
+fn profile(app: &App, req: &Request<Incoming>) -> Resp {
+    let Some(live) = &app.live else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "live segments are off; start the server with --segments <file.seg> --read-key <key>",
+        );
+    };
+    match basic_key(req.headers()) {
+        Some(k) if known(&live.read_keys, &k) => {}
+        _ => {
+            let mut r = error(
+                StatusCode::UNAUTHORIZED,
+                "a read key is required (HTTP Basic user, as the write key is sent; write keys do not read)",
+            );
+            r.headers_mut().insert(
+                http::header::WWW_AUTHENTICATE,
+                http::HeaderValue::from_static("Basic realm=\"tenure\""),
+            );
+            return r;
+        }
+    }
+    let path = req.uri().path();
+    let now = crate::live::now_micros();
+    if let Some(user) = path.strip_prefix("/v1/users/") {
+        let Some(user) = percent_decode(user) else {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "the user id is not valid percent-encoded UTF-8",
+            );
+        };
+        let mut out = Vec::new();
+        let found = live
+            .live
+            .lock()
+            .expect("live state")
+            .profile(&user, now, &mut out);
+        live.send(out);
+        return match found {
+            Some(p) => json(
+                StatusCode::OK,
+                serde_json::json!({
+                    "user_id": p.user_id,
+                    "as_of": tenure_live::rfc3339(now),
+                    "features": p.features,
+                    "segments": p.segments,
+                })
+                .to_string(),
+            ),
+            None => error(
+                StatusCode::NOT_FOUND,
+                &format!("no events of user {user:?}"),
+            ),
+        };
+    }
+    let name = path.strip_prefix("/v1/segments/").unwrap_or_default();
+    let query = req.uri().query().unwrap_or_default();
+    let param = |key: &str| {
+        query
+            .split('&')
+            .filter_map(|kv| kv.split_once('='))
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v.parse::<usize>())
+    };
+    let (offset, limit) = match (param("offset"), param("limit")) {
+        (Some(Err(_)), _) | (_, Some(Err(_))) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "offset and limit must be whole numbers",
+            );
+        }
+        (o, l) => (
+            o.and_then(Result::ok).unwrap_or(0),
+            l.and_then(Result::ok).unwrap_or(100).min(10_000),
+        ),
+    };
+    let mut out = Vec::new();
+    let answer = {
+        let mut state = live.live.lock().expect("live state");
+        state.advance(now, &mut out);
+        match state.segment_index(name) {
+            Some(i) => Ok(state.members(i, offset, limit)),
+            None => Err(state
+                .plan()
+                .segments()
+                .iter()
+                .map(|s| s.name.clone())
+                .collect::<Vec<_>>()),
+        }
+    };
+    live.send(out);
+    match answer {
+        Ok((count, users)) => json(
+            StatusCode::OK,
+            serde_json::json!({
+                "segment": name,
+                "as_of": tenure_live::rfc3339(now),
+                "members": count,
+                "offset": offset,
+                "limit": limit,
+                "users": users,
+            })
+            .to_string(),
+        ),
+        Err(names) => error(
+            StatusCode::NOT_FOUND,
+            &format!(
+                "no live segment `{name}`; the segments are: {}",
+                names.join(", ")
+            ),
+        ),
+    }
+}
+
+/// `%XX` escapes decoded (a path segment); `None` if not UTF-8.
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            let hex = std::str::from_utf8(&b[i + 1..i + 3]).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 /// Commits failed this many times in a row make the server unhealthy (with
@@ -335,8 +474,9 @@ async fn track(
         bounds: tenure_ingest::validate::TimeBounds::new(&app.cfg.ingest.ingest),
         max_event_bytes: app.cfg.max_event_bytes,
         received_at: received_at.timestamp_micros(),
+        live: app.live.as_deref(),
     };
-    let decoded = match message::decode(text, ep, &cx) {
+    let mut decoded = match message::decode(text, ep, &cx) {
         Ok(d) => d,
         Err(BodyError::Malformed(m)) => return error(StatusCode::BAD_REQUEST, &m),
         Err(BodyError::EventTooLarge { index, bytes }) => {
@@ -389,6 +529,7 @@ async fn track(
             }
         };
         let dups = ticket.duplicates;
+        let keep = ticket.keep.clone();
         if let Err(f) = ticket.durable().await {
             let status = if f.storage_full {
                 StatusCode::INSUFFICIENT_STORAGE
@@ -398,6 +539,17 @@ async fn track(
             return busy(status, &f.message);
         }
         stored = decoded.accepted.len() - dups;
+        if let Some(live) = &app.live {
+            // Acknowledged: into the live state (duplicates were applied with
+            // their first copy).
+            let events = decoded
+                .accepted
+                .iter_mut()
+                .enumerate()
+                .filter(|(i, _)| keep.as_ref().is_none_or(|k| k[*i]))
+                .filter_map(|(_, a)| a.live.take());
+            live.apply(events, crate::live::now_micros());
+        }
         m.acked.fetch_add(decoded.accepted.len() as u64, Relaxed);
         m.duplicates.fetch_add(dups as u64, Relaxed);
         m.ack_latency.observe(started.elapsed().as_secs_f64());

@@ -29,6 +29,7 @@ mod dedup;
 mod error;
 mod flush;
 mod http;
+mod live;
 pub mod logs;
 mod message;
 mod metrics;
@@ -52,6 +53,7 @@ use tokio::net::TcpListener;
 
 pub use config::{BadEventPolicy, ServerConfig};
 pub use error::ServerError;
+pub use live::SinkSpec;
 
 use dedup::{Dedup, DedupFiles};
 use flush::{FlushEnd, Flusher};
@@ -70,6 +72,8 @@ pub(crate) struct App {
     /// Places for requests read before their write key is known (no key in
     /// their headers), apart from `inflight`.
     pub unauthenticated: Arc<tokio::sync::Semaphore>,
+    /// Live segments, when `--segments` is given.
+    pub live: Option<Arc<live::LiveApp>>,
 }
 
 /// What a server did, reported when it stops.
@@ -96,6 +100,8 @@ pub struct Server {
     writer: JoinHandle<()>,
     flusher: JoinHandle<FlushEnd>,
     recovery: Vec<String>,
+    /// The live timer and sink threads.
+    live_threads: Vec<JoinHandle<()>>,
     // Held for the server's life: a second server on the same WAL would corrupt it.
     _lock: std::fs::File,
 }
@@ -107,6 +113,126 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<ServeReport, ServerError> {
     Server::bind(config).await?.run(shutdown).await
+}
+
+/// Builds the live state (plan, store history, uncommitted WAL events),
+/// settles it against the transition journal, opens the sinks and starts the
+/// timer and sink threads.
+async fn start_live(
+    config: &ServerConfig,
+    store: &tenure_ingest::Store,
+    base: &tenure_schema::Snapshot,
+    declared: &[DeclaredProperty],
+    recovered: &[wal::segment::Segment],
+    wal: &Arc<Wal>,
+    max_record: usize,
+) -> Result<(Arc<live::LiveApp>, Vec<JoinHandle<()>>), ServerError> {
+    let cfg_err = |m: String| ServerError::Config(m);
+    let mut files = Vec::new();
+    for p in &config.segments {
+        let text = std::fs::read_to_string(p)
+            .map_err(|e| cfg_err(format!("cannot read segment file {}: {e}", p.display())))?;
+        files.push((p.display().to_string(), text));
+    }
+    let mut lc = tenure_live::LiveConfig::default();
+    for d in declared {
+        use tenure_schema::PropertyType as T;
+        let kind = match d.ty {
+            T::String => tenure_live::PropKind::Text,
+            T::Int => tenure_live::PropKind::Exact(0),
+            T::Float => tenure_live::PropKind::Float,
+            T::Bool => tenure_live::PropKind::Bool,
+            T::Timestamp => tenure_live::PropKind::Time,
+            T::Decimal => tenure_live::PropKind::Exact(2),
+        };
+        lc.typed.insert(d.name.clone(), kind);
+    }
+    let plan = tenure_live::Plan::new(&files, lc).map_err(cfg_err)?;
+    let read_keys = config
+        .read_keys
+        .iter()
+        .map(|k| k.as_bytes().to_vec())
+        .collect();
+    let now = live::now_micros();
+    let mut state = tenure_live::Live::new(plan);
+    live::load_store(store, base, &mut state, declared, now)
+        .await
+        .map_err(|e| cfg_err(format!("live segments: cannot read the store: {e}")))?;
+    let app = Arc::new(live::LiveApp::new(state, read_keys, declared));
+    live::load_wal(
+        &app,
+        recovered,
+        base,
+        declared,
+        &config.ingest.ingest,
+        max_record,
+        now,
+    )
+    .map_err(|e| cfg_err(format!("live segments: cannot read the WAL: {e}")))?;
+    let dir = config.wal_dir.join("live");
+    let known = live::Sinks::journal_membership(&dir).map_err(cfg_err)?;
+    let mut out = Vec::new();
+    {
+        let mut state = app.live.lock().expect("live state");
+        let names: Vec<String> = state
+            .plan()
+            .segments()
+            .iter()
+            .map(|s| s.name.clone())
+            .collect();
+        state.settle(
+            now,
+            |user, i| {
+                known
+                    .get(&(user.to_string(), names[i].clone()))
+                    .copied()
+                    .unwrap_or(false)
+            },
+            &mut out,
+        );
+    }
+    // The first start takes the current membership as known (recorded as
+    // the baseline the journal continues): no backlog of history's
+    // transitions. Later starts emit what changed while the server was down.
+    if !live::Sinks::has_baseline(&dir) {
+        out.clear();
+        let state = app.live.lock().expect("live state");
+        live::Sinks::write_baseline(&dir, &state).map_err(cfg_err)?;
+    }
+    let rt = tokio::runtime::Handle::current();
+    let mut sinks: Vec<Box<dyn live::Sink>> = Vec::new();
+    for spec in &config.emit {
+        sinks.push(match spec {
+            SinkSpec::Ndjson(p) => Box::new(live::NdjsonSink::open(p).map_err(cfg_err)?),
+            SinkSpec::Store => Box::new(live::StoreSink::new(wal.clone(), rt.clone())),
+            SinkSpec::Webhook(u) => {
+                Box::new(live::WebhookSink::new(u, &dir, rt.clone()).map_err(cfg_err)?)
+            }
+        });
+    }
+    let sinks = {
+        let dir = dir.clone();
+        tokio::task::spawn_blocking(move || live::Sinks::open(&dir, sinks))
+            .await
+            .expect("sink task")
+            .map_err(cfg_err)?
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    app.connect(tx);
+    app.send(out);
+    let sink_thread = std::thread::Builder::new()
+        .name("tenure-live-sinks".into())
+        .spawn(move || live::run_sinks(sinks, rx))
+        .map_err(|e| cfg_err(e.to_string()))?;
+    let timer_thread = {
+        let app = app.clone();
+        let tick = config.live_tick;
+        std::thread::Builder::new()
+            .name("tenure-live-timers".into())
+            .spawn(move || live::run_timers(app, tick))
+            .map_err(|e| cfg_err(e.to_string()))?
+    };
+    Ok((app, vec![timer_thread, sink_thread]))
 }
 
 fn wal_err(path: &Path) -> impl FnOnce(std::io::Error) -> ServerError + '_ {
@@ -198,6 +324,12 @@ impl Server {
                     source,
                 })?;
 
+        let recovered_segments: Vec<wal::segment::Segment> = if config.segments.is_empty() {
+            Vec::new()
+        } else {
+            recovered.segments.clone()
+        };
+        let store_for_live = store.clone();
         let (seg_tx, seg_rx) = std::sync::mpsc::channel();
         for s in recovered.segments {
             seg_tx.send(s).expect("receiver alive");
@@ -226,7 +358,29 @@ impl Server {
                 .spawn(move || wal.run_writer(seg_tx))
                 .map_err(wal_err(&dir))?
         };
+        let (live, live_threads) = if config.segments.is_empty() {
+            (None, Vec::new())
+        } else {
+            let started = std::time::Instant::now();
+            let app = start_live(
+                &config,
+                &store_for_live,
+                &base,
+                &declared,
+                &recovered_segments,
+                &wal,
+                max_record,
+            )
+            .await?;
+            notes.push(format!(
+                "live segments: {} user(s) rebuilt from the store and the WAL in {:.1} s",
+                app.0.live.lock().expect("live state").users(),
+                started.elapsed().as_secs_f64()
+            ));
+            (Some(app.0), app.1)
+        };
         let app = Arc::new(App {
+            live,
             keys: config
                 .write_keys
                 .iter()
@@ -248,6 +402,7 @@ impl Server {
             writer,
             flusher,
             recovery: notes,
+            live_threads,
             _lock: lock,
         })
     }
@@ -272,6 +427,7 @@ impl Server {
             writer,
             flusher,
             recovery,
+            live_threads,
             _lock,
         } = self;
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
@@ -312,6 +468,18 @@ impl Server {
             eprintln!(
                 "tenure-server: some requests were still open after the shutdown grace period"
             );
+        }
+        if let Some(live) = &app.live {
+            // Timers stop; the sinks deliver what was sent (the store sink
+            // through the WAL, so before it closes).
+            live.close();
+            tokio::task::spawn_blocking(move || {
+                for t in live_threads {
+                    let _ = t.join();
+                }
+            })
+            .await
+            .expect("join task");
         }
         app.wal.close();
         let end = tokio::task::spawn_blocking(move || {

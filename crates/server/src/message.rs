@@ -81,6 +81,8 @@ pub(crate) struct Accepted<'a> {
     pub kind: u8,
     /// The message as the client sent it.
     pub json: &'a str,
+    /// The event for live segments (only when the server keeps them).
+    pub live: Option<tenure_live::LiveEvent>,
 }
 
 /// One invalid message: its index in the batch (0 for single messages) and why.
@@ -128,6 +130,8 @@ pub(crate) struct Context<'c> {
     pub max_event_bytes: usize,
     /// When the request arrived, UTC microseconds (Segment's `receivedAt`).
     pub received_at: i64,
+    /// Live segments, when kept: accepted events carry their live event.
+    pub live: Option<&'c crate::live::LiveApp>,
 }
 
 /// Splits and checks a request body.
@@ -221,13 +225,23 @@ fn check<'a>(
         .map(|id| xxhash_rust::xxh3::xxh3_64(id.as_bytes()));
     let id = client_id.unwrap_or_else(|| Cow::Owned(uuid::Uuid::now_v7().hyphenated().to_string()));
     raw.event_id = Some(Scalar::Str(id.clone()));
-    check_event(&raw, cx.declared, cx.bounds)?;
+    let live = match cx.live {
+        None => {
+            check_event(&raw, cx.declared, cx.bounds)?;
+            None
+        }
+        Some(app) => {
+            let valid = tenure_ingest::validate::validate(&raw, cx.declared, cx.bounds)?;
+            Some(app.event_of(&valid))
+        }
+    };
     Ok(Accepted {
         ts,
         id,
         dedup,
         kind,
         json: text,
+        live,
     })
 }
 
@@ -277,6 +291,7 @@ mod tests {
             bounds: TimeBounds::now(),
             max_event_bytes: 1000,
             received_at: RECEIVED,
+            live: None,
         }
     }
 

@@ -79,6 +79,29 @@ pub struct ServeArgs {
     /// answered and responses carry the CORS headers for it.
     #[arg(long = "cors-origin", value_name = "ORIGIN")]
     pub cors_origins: Vec<String>,
+    /// Keep the named segments of this file live (repeatable): per-user state
+    /// updated from every acknowledged event, each segment evaluated on every
+    /// change and when time moves a user across a threshold (`R >= 30d`
+    /// entering on the 30th day, a `did ... within 24h` count losing an
+    /// event). Membership at any instant equals `tenure segment --as-of` at
+    /// it over the events received by then. Scores, means and predictions
+    /// (population-relative) are refused. See queries/triggers.seg.
+    #[arg(long = "segments", value_name = "FILE.seg")]
+    pub segments: Vec<PathBuf>,
+    /// Where live transitions go (repeatable): `ndjson:<path>` (appended,
+    /// fsynced; each transition once, also after a crash), `webhook:<url>`
+    /// (a POST per transition with an `Idempotency-Key` header, retried with
+    /// backoff, dead letters after 6 failures; at least once) or `store`
+    /// (`segment_entered` / `segment_exited` events of the store, so
+    /// `tenure retention --start-event segment_entered` works). A transition
+    /// is `{"id", "type", "segment", "user_id", "at", "features"}`.
+    #[arg(long = "emit", value_name = "SINK")]
+    pub emit: Vec<crate::SinkSpec>,
+    /// Key that may read the profile API (repeatable): `GET /v1/users/{id}`
+    /// and `GET /v1/segments/{name}?offset=&limit=`, sent as the HTTP Basic
+    /// user like a write key (a write key does not read).
+    #[arg(long = "read-key", value_name = "KEY")]
+    pub read_keys: Vec<String>,
 }
 
 /// The environment variable of accepted write keys.
@@ -132,6 +155,9 @@ pub fn config(a: ServeArgs) -> Result<ServerConfig, String> {
     c.listen = a.listen;
     c.write_keys = keys;
     c.cors_origins = a.cors_origins;
+    c.segments = a.segments;
+    c.emit = a.emit;
+    c.read_keys = a.read_keys;
     if let Some(p) = a.config {
         c.ingest = tenure_schema::Config::load(&p).map_err(|e| e.to_string())?;
     }

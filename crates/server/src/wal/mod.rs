@@ -57,6 +57,8 @@ pub(crate) struct Ticket {
     earlier: Vec<watch::Receiver<Outcome>>,
     /// Messages dropped as duplicates.
     pub duplicates: usize,
+    /// Which messages were kept (`None`: all of them).
+    pub keep: Option<Vec<bool>>,
 }
 
 impl Ticket {
@@ -281,6 +283,7 @@ impl Wal {
             own: rx,
             earlier,
             duplicates,
+            keep,
         })
     }
 
@@ -510,6 +513,7 @@ mod tests {
             dedup: Some(xxhash_rust::xxh3::xxh3_64(id.as_bytes())),
             kind: 1,
             json: "{}",
+            live: None,
         }
     }
 
@@ -602,6 +606,7 @@ mod tests {
                 dedup: None,
                 kind: 1,
                 json: tiny,
+                live: None,
             })
             .collect();
         events.insert(
@@ -612,6 +617,7 @@ mod tests {
                 dedup: None,
                 kind: 1,
                 json: &big,
+                live: None,
             },
         );
         let bound = record::max_record_len(1 << 20, 32 << 10);

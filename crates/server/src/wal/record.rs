@@ -341,6 +341,7 @@ mod tests {
                     dedup: None,
                     kind: 1,
                     json: j,
+                    live: None,
                 },
                 &mut buf,
             );

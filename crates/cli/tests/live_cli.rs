@@ -1,0 +1,430 @@
+//! `tenure serve --segments`: live membership from history and from events
+//! as they arrive, time-driven transitions at their exact instant, the
+//! profile API and its read key, the NDJSON and store sinks, a restart and a
+//! SIGKILL without losing or repeating a transition, and membership equal to
+//! `tenure segment --as-of` at the same instant over the same events.
+
+use std::collections::{BTreeSet, HashMap};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const DAY: i64 = 86_400_000_000;
+const WRITE: &str = "wk";
+const READ: &str = "rk";
+
+fn tenure() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_tenure"))
+}
+
+fn triggers() -> String {
+    format!("{}/../../queries/triggers.seg", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn rfc3339(t: i64) -> String {
+    chrono_free(t)
+}
+
+/// RFC 3339 (UTC, microseconds) without a date library: days from the epoch
+/// by the civil-from-days algorithm.
+fn chrono_free(t: i64) -> String {
+    let secs = t.div_euclid(1_000_000);
+    let micros = t.rem_euclid(1_000_000);
+    let days = secs.div_euclid(86_400);
+    let sod = secs.rem_euclid(86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{micros:06}Z",
+        sod / 3600,
+        sod / 60 % 60,
+        sod % 60
+    )
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as i64
+}
+
+/// One HTTP/1.1 request; the status and the body.
+fn http(addr: &str, method: &str, path: &str, key: &str, body: Option<&str>) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    let auth = {
+        // base64 of "key:" for the short ASCII keys used here.
+        const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let raw = format!("{key}:").into_bytes();
+        let mut out = String::new();
+        for c in raw.chunks(3) {
+            let n = (c[0] as u32) << 16
+                | (*c.get(1).unwrap_or(&0) as u32) << 8
+                | *c.get(2).unwrap_or(&0) as u32;
+            for i in 0..4 {
+                if i <= c.len() {
+                    out.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
+                } else {
+                    out.push('=');
+                }
+            }
+        }
+        out
+    };
+    let body = body.unwrap_or("");
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {auth}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let status = resp[9..12].parse().unwrap();
+    let body = resp.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    (status, body.to_string())
+}
+
+fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+fn serve(dir: &Path, log: &str) -> (Child, String) {
+    let mut child = tenure()
+        .arg("serve")
+        .arg("--to")
+        .arg(dir.join("store"))
+        .arg("--wal")
+        .arg(dir.join("wal"))
+        .args(["--write-key", WRITE, "--read-key", READ])
+        .args(["--listen", "127.0.0.1:0", "--flush-age-ms", "200"])
+        .arg("--segments")
+        .arg(triggers())
+        .arg("--segments")
+        .arg(dir.join("extra.seg"))
+        .arg("--emit")
+        .arg(format!("ndjson:{}", dir.join("out.ndjson").display()))
+        .args(["--emit", "store"])
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(dir.join(log)).unwrap())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("listening on http://")
+        .unwrap_or_else(|| {
+            panic!(
+                "unexpected {line:?}: {}",
+                std::fs::read_to_string(dir.join(log)).unwrap_or_default()
+            )
+        })
+        .to_string();
+    (child, addr)
+}
+
+fn transitions(dir: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(dir.join("out.ndjson"))
+        .unwrap_or_default()
+        .lines()
+        .map(json)
+        .collect()
+}
+
+/// Waits (up to 20 s) until the NDJSON sink holds a transition.
+fn wait_for(dir: &Path, user: &str, segment: &str, kind: &str) -> serde_json::Value {
+    let start = Instant::now();
+    loop {
+        if let Some(t) = transitions(dir)
+            .into_iter()
+            .find(|t| t["user_id"] == user && t["segment"] == segment && t["type"] == kind)
+        {
+            return t;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "no {kind} of {user} in {segment}: {:#?}",
+            transitions(dir)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn members(addr: &str, segment: &str) -> (String, BTreeSet<String>) {
+    let (status, body) = http(addr, "GET", &format!("/v1/segments/{segment}"), READ, None);
+    assert_eq!(status, 200, "{body}");
+    let v = json(&body);
+    let users = v["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u.as_str().unwrap().to_string())
+        .collect();
+    (v["as_of"].as_str().unwrap().to_string(), users)
+}
+
+/// `tenure segment --as-of at --users` over the store.
+fn batch_members(dir: &Path, expr: &str, at: &str) -> BTreeSet<String> {
+    let out = tenure()
+        .args(["segment", "--data"])
+        .arg(dir.join("store"))
+        .args([expr, "--as-of", at, "--users", "--format", "json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let rows: serde_json::Value = json(&text);
+    rows.as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["user_id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn stop(mut child: Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let st = child.wait().unwrap();
+    assert!(st.success(), "{st:?}");
+}
+
+#[test]
+fn live_segments_from_history_events_and_time_match_the_batch_definition() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let t0 = now();
+    // History, ingested before the server starts: a buyer whose 30th day
+    // without a purchase comes 4 s after now, a champion, a first buyer.
+    let lapse_at = t0 + 4_000_000;
+    let mut history = vec![serde_json::json!({
+        "user_id": "lapsing", "event": "purchase", "ts": rfc3339(lapse_at - 30 * DAY), "revenue": 20
+    })];
+    for k in 0..5 {
+        history.push(serde_json::json!({
+            "user_id": "champ", "event": "purchase", "ts": rfc3339(t0 - (k * 3 + 1) * DAY), "revenue": 120
+        }));
+    }
+    history.push(serde_json::json!({
+        "user_id": "once", "event": "purchase", "ts": rfc3339(t0 - 2 * DAY), "revenue": 15.5
+    }));
+    let text: String = history.iter().map(|h| format!("{h}\n")).collect();
+    std::fs::write(d.join("history.ndjson"), text).unwrap();
+    let st = tenure()
+        .arg("ingest")
+        .arg(d.join("history.ndjson"))
+        .arg("--to")
+        .arg(d.join("store"))
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    // A segment whose membership ends by time within the test: two views
+    // dated so that the older leaves its hour 3 s from now.
+    std::fs::write(
+        d.join("extra.seg"),
+        "segment two_views = did view_item >= 2 times within 1h\n",
+    )
+    .unwrap();
+
+    let (child, addr) = serve(d, "serve-1.log");
+    // The read key reads; a write key does not; no key does not.
+    assert_eq!(
+        http(&addr, "GET", "/v1/segments/champions", WRITE, None).0,
+        401
+    );
+    assert_eq!(http(&addr, "GET", "/v1/users/champ", "nope", None).0, 401);
+    let (_, champions) = members(&addr, "champions");
+    assert_eq!(champions, BTreeSet::from(["champ".to_string()]));
+    let (status, body) = http(&addr, "GET", "/v1/users/once", READ, None);
+    assert_eq!(status, 200, "{body}");
+    let once = json(&body);
+    assert_eq!(once["segments"], serde_json::json!(["first_purchase"]));
+    assert_eq!(once["features"]["frequency"], 1);
+    assert_eq!(http(&addr, "GET", "/v1/segments/nope", READ, None).0, 404);
+    assert_eq!(http(&addr, "GET", "/v1/users/nobody", READ, None).0, 404);
+
+    // Events as they arrive.
+    let t1 = now();
+    let view_old = t1 - 3_600_000_000 + 3_000_000;
+    let msgs = serde_json::json!({"batch": [
+        {"type": "track", "userId": "browser", "event": "view_item", "timestamp": rfc3339(t1 - 2_000_000), "messageId": "m1"},
+        {"type": "track", "userId": "browser", "event": "view_item", "timestamp": rfc3339(t1 - 1_000_000), "messageId": "m2"},
+        {"type": "track", "userId": "browser", "event": "view_item", "timestamp": rfc3339(t1), "messageId": "m3"},
+        {"type": "track", "userId": "once", "event": "purchase", "timestamp": rfc3339(t1), "messageId": "m4", "properties": {"revenue": 9.99}},
+        {"type": "track", "userId": "viewer", "event": "view_item", "timestamp": rfc3339(view_old), "messageId": "m5"},
+        {"type": "track", "userId": "viewer", "event": "view_item", "timestamp": rfc3339(t1), "messageId": "m6"},
+    ]});
+    let (status, body) = http(&addr, "POST", "/v1/batch", WRITE, Some(&msgs.to_string()));
+    assert_eq!(status, 200, "{body}");
+    // A retried batch (same messageIds) changes nothing.
+    assert_eq!(
+        http(&addr, "POST", "/v1/batch", WRITE, Some(&msgs.to_string())).0,
+        200
+    );
+
+    let browsed = wait_for(d, "browser", "browsed_without_buying", "segment_entered");
+    assert_eq!(browsed["features"]["count_1d:view_item"], 3);
+    wait_for(d, "once", "first_purchase", "segment_exited");
+    wait_for(d, "viewer", "two_views", "segment_entered");
+    // Time-driven: stamped at the exact instant, with no event.
+    let lapsed = wait_for(d, "lapsing", "lapsed_buyer", "segment_entered");
+    assert_eq!(lapsed["at"], rfc3339(lapse_at));
+    assert_eq!(lapsed["features"]["recency"], 30);
+    let left = wait_for(d, "viewer", "two_views", "segment_exited");
+    assert_eq!(left["at"], rfc3339(view_old + 3_600_000_000 + 1));
+
+    // Live membership equals `tenure segment --as-of` at the same instant.
+    let mut live = HashMap::new();
+    let mut as_of = String::new();
+    for seg in [
+        "browsed_without_buying",
+        "lapsed_buyer",
+        "first_purchase",
+        "champions",
+        "two_views",
+    ] {
+        let (at, users) = members(&addr, seg);
+        as_of = at;
+        live.insert(seg, users);
+    }
+    stop(child);
+    let defs = [
+        (
+            "browsed_without_buying",
+            "did view_item >= 3 times within 24h and not did purchase within 24h",
+        ),
+        ("lapsed_buyer", "R >= 30d"),
+        ("first_purchase", "F = 1"),
+        ("champions", "R <= 30d and F >= 5 and M >= 500"),
+        ("two_views", "did view_item >= 2 times within 1h"),
+    ];
+    for (seg, expr) in defs {
+        assert_eq!(
+            batch_members(d, expr, &as_of),
+            live[seg],
+            "{seg} as of {as_of}"
+        );
+    }
+    // The store sink: transitions are events of the store.
+    let entered = batch_members(d, "did segment_entered", &rfc3339(now() + DAY));
+    assert!(
+        entered.contains("lapsing") && entered.contains("browser"),
+        "{entered:?}"
+    );
+
+    // A restart repeats nothing; a SIGKILL and a restart neither lose nor
+    // repeat a transition, and what changed while down comes out at start.
+    let before = transitions(d);
+    let (child, addr) = serve(d, "serve-2.log");
+    std::thread::sleep(Duration::from_millis(300));
+    let msg = serde_json::json!({"batch": [
+        {"type": "track", "userId": "browser", "event": "purchase", "timestamp": rfc3339(now()), "messageId": "m7", "properties": {"revenue": 5}},
+    ]});
+    assert_eq!(
+        http(&addr, "POST", "/v1/batch", WRITE, Some(&msg.to_string())).0,
+        200
+    );
+    wait_for(d, "browser", "browsed_without_buying", "segment_exited");
+    let mut child = child;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let (child, addr) = serve(d, "serve-3.log");
+    std::thread::sleep(Duration::from_millis(500));
+    let (_, browsing) = members(&addr, "browsed_without_buying");
+    assert!(browsing.is_empty(), "{browsing:?}");
+    stop(child);
+    let after = transitions(d);
+    assert!(after.len() > before.len());
+    assert_eq!(
+        &after[..before.len()],
+        &before[..],
+        "earlier lines are kept as written"
+    );
+    let ids: Vec<&str> = after.iter().map(|t| t["id"].as_str().unwrap()).collect();
+    let unique: BTreeSet<&str> = ids.iter().copied().collect();
+    assert_eq!(
+        unique.len(),
+        ids.len(),
+        "a transition id repeated: {after:#?}"
+    );
+    // Replayed in order from the first start's membership (taken as known,
+    // not emitted), the sink's transitions alternate per user and segment.
+    let mut state: HashMap<(String, String), bool> = HashMap::new();
+    for (user, seg) in [("champ", "champions"), ("once", "first_purchase")] {
+        state.insert((format!("{user:?}"), format!("{seg:?}")), true);
+    }
+    for t in &after {
+        let key = (t["user_id"].to_string(), t["segment"].to_string());
+        let entered = t["type"] == "segment_entered";
+        assert_ne!(state.get(&key).copied().unwrap_or(false), entered, "{t}");
+        state.insert(key, entered);
+    }
+}
+
+#[test]
+fn bad_live_segments_are_refused_before_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("bad.seg"), "segment top = r_score = 5\n").unwrap();
+    let out = tenure()
+        .arg("serve")
+        .arg("--to")
+        .arg(d.join("store"))
+        .arg("--wal")
+        .arg(d.join("wal"))
+        .args(["--write-key", WRITE, "--listen", "127.0.0.1:0"])
+        .arg("--segments")
+        .arg(d.join("bad.seg"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("`r_score` cannot be kept live"), "{err}");
+    let out = tenure()
+        .arg("serve")
+        .arg("--to")
+        .arg(d.join("store"))
+        .arg("--wal")
+        .arg(d.join("wal"))
+        .args([
+            "--write-key",
+            WRITE,
+            "--emit",
+            "ndjson:x",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("need --segments"));
+    let out = tenure()
+        .arg("serve")
+        .args(["--to", "s", "--wal", "w", "--write-key", WRITE])
+        .args(["--segments", "x.seg", "--emit", "kafka:topic"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown sink"));
+}

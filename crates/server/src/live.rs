@@ -1,0 +1,897 @@
+//! Live segments in the server (`--segments`): the per-user state of
+//! `tenure-live`, updated from every acknowledged event; a timer thread that
+//! fires time-driven changes; the transition journal and the sinks; the
+//! profile API's answers.
+//!
+//! Durability of transitions: every batch of transitions is first appended
+//! to the journal (`<wal>/live/journal.ndjson`) and fsynced, then handed to
+//! the sinks. Each sink records how far into the journal it has delivered
+//! (`<wal>/live/<sink>.progress`, with the NDJSON sink's own file length
+//! beside it), so after a crash it resumes from there: the NDJSON sink first
+//! truncates its file to the recorded length (dropping lines written after
+//! the last record) and so holds each transition once; the store sink's
+//! records carry the transition id as `messageId`/`event_id`, which the store
+//! keeps once; a webhook may see an id again, never miss one.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tenure_ingest::validate::{Typed, ValidEvent};
+use tenure_live::{Live, LiveEvent, Prop, Transition};
+use tenure_schema::DeclaredProperty;
+
+/// Where transitions go (`--emit`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SinkSpec {
+    /// `ndjson:<path>`: one JSON line per transition, appended and fsynced.
+    Ndjson(PathBuf),
+    /// `webhook:<url>`: a POST per transition, retried with backoff.
+    Webhook(String),
+    /// `store`: transitions become events (`segment_entered` /
+    /// `segment_exited`) of the store, through the WAL.
+    Store,
+}
+
+impl std::str::FromStr for SinkSpec {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s == "store" {
+            return Ok(SinkSpec::Store);
+        }
+        if let Some(p) = s.strip_prefix("ndjson:").filter(|p| !p.is_empty()) {
+            return Ok(SinkSpec::Ndjson(PathBuf::from(p)));
+        }
+        if let Some(u) = s.strip_prefix("webhook:") {
+            if u.starts_with("http://") || u.starts_with("https://") {
+                return Ok(SinkSpec::Webhook(u.to_string()));
+            }
+            return Err(format!(
+                "webhook sink `{s}`: the URL must start with http:// or https://"
+            ));
+        }
+        Err(format!(
+            "unknown sink `{s}`; use ndjson:<path>, webhook:<url> or store"
+        ))
+    }
+}
+
+impl SinkSpec {
+    /// A file-name-safe name for the sink's progress record.
+    fn key(&self) -> String {
+        let text = match self {
+            SinkSpec::Ndjson(p) => format!("ndjson:{}", p.display()),
+            SinkSpec::Webhook(u) => format!("webhook:{u}"),
+            SinkSpec::Store => "store".into(),
+        };
+        format!("{:016x}", xxhash_rust::xxh3::xxh3_64(text.as_bytes()))
+    }
+}
+
+/// How an event property the plan wants is found on a validated event.
+#[derive(Debug, Clone)]
+enum Want {
+    Revenue,
+    Variant,
+    Declared(usize),
+    Json(String),
+}
+
+/// The live part of the server.
+pub(crate) struct LiveApp {
+    pub live: Mutex<Live>,
+    pub read_keys: Vec<Vec<u8>>,
+    wanted: Vec<(String, Want)>,
+    tx: Mutex<Option<mpsc::Sender<Vec<Transition>>>>,
+    /// Wakes the timer thread (shutdown).
+    stop: Arc<(Mutex<bool>, std::sync::Condvar)>,
+}
+
+/// The current time, UTC microseconds.
+pub(crate) fn now_micros() -> i64 {
+    chrono::Utc::now().timestamp_micros()
+}
+
+impl LiveApp {
+    pub fn new(live: Live, read_keys: Vec<Vec<u8>>, declared: &[DeclaredProperty]) -> LiveApp {
+        let wanted = live
+            .plan()
+            .wanted_properties()
+            .map(|name| {
+                let want = match name {
+                    "revenue" => Want::Revenue,
+                    "variant" => Want::Variant,
+                    n => match declared.iter().position(|d| d.name == n) {
+                        Some(i) => Want::Declared(i),
+                        None => Want::Json(n.to_string()),
+                    },
+                };
+                (name.to_string(), want)
+            })
+            .collect();
+        LiveApp {
+            live: Mutex::new(live),
+            read_keys,
+            wanted,
+            tx: Mutex::new(None),
+            stop: Arc::new((Mutex::new(false), std::sync::Condvar::new())),
+        }
+    }
+
+    /// The live event of a validated event.
+    pub fn event_of(&self, ev: &ValidEvent<'_>) -> LiveEvent {
+        let mut props = Vec::new();
+        let mut json: Option<HashMap<String, Box<serde_json::value::RawValue>>> = None;
+        for (name, want) in &self.wanted {
+            let value = match want {
+                Want::Revenue => ev.revenue.map(|c| Prop::Exact(c, 2)),
+                Want::Variant => ev.variant.as_ref().map(|v| Prop::Text(v.to_string())),
+                Want::Declared(i) => match ev.declared.get(*i) {
+                    Some(Typed::Str(s)) => Some(Prop::Text(s.to_string())),
+                    Some(Typed::Int(n)) => Some(Prop::Exact(*n as i128, 0)),
+                    Some(Typed::Float(x)) => Some(Prop::Float(*x)),
+                    Some(Typed::Bool(b)) => Some(Prop::Bool(*b)),
+                    Some(Typed::Micros(t)) => Some(Prop::Time(*t)),
+                    Some(Typed::Decimal(d)) => Some(Prop::Exact(*d, 2)),
+                    Some(Typed::Null) | None => None,
+                },
+                Want::Json(key) => {
+                    let map = json.get_or_insert_with(|| {
+                        serde_json::from_str(&ev.properties).unwrap_or_default()
+                    });
+                    map.get(key).and_then(|raw| {
+                        let raw = raw.get();
+                        match raw.as_bytes().first()? {
+                            b'n' => None,
+                            b'"' => serde_json::from_str::<String>(raw).ok().map(Prop::Json),
+                            _ => Some(Prop::Json(raw.to_string())),
+                        }
+                    })
+                }
+            };
+            if let Some(v) = value {
+                props.push((name.clone(), v));
+            }
+        }
+        LiveEvent {
+            user_id: ev.user_id.to_string(),
+            event: ev.event.to_string(),
+            ts: ev.ts,
+            props,
+        }
+    }
+
+    /// Applies acknowledged events received at `now`.
+    pub fn apply(&self, events: impl IntoIterator<Item = LiveEvent>, now: i64) {
+        let mut out = Vec::new();
+        {
+            let mut live = self.live.lock().expect("live state");
+            for ev in events {
+                live.apply(ev, now, &mut out);
+            }
+        }
+        self.send(out);
+    }
+
+    /// Hands transitions to the sink thread.
+    pub fn send(&self, out: Vec<Transition>) {
+        if out.is_empty() {
+            return;
+        }
+        if let Some(tx) = self.tx.lock().expect("sink channel").as_ref() {
+            let _ = tx.send(out);
+        }
+    }
+
+    /// Stops the timer thread and the sinks (after what was sent).
+    pub fn close(&self) {
+        *self.stop.0.lock().expect("stop flag") = true;
+        self.stop.1.notify_all();
+        self.tx.lock().expect("sink channel").take();
+    }
+}
+
+/// Fires due timers until stopped; sleeps at most `tick` between looks.
+pub(crate) fn run_timers(app: Arc<LiveApp>, tick: Duration) {
+    loop {
+        let mut out = Vec::new();
+        let next = {
+            let mut live = app.live.lock().expect("live state");
+            live.advance(now_micros(), &mut out);
+            live.next_due()
+        };
+        app.send(out);
+        let wait = next
+            .map(|d| Duration::from_micros(d.saturating_sub(now_micros()).max(0) as u64))
+            .unwrap_or(tick)
+            .min(tick);
+        let (lock, cv) = &*app.stop;
+        let stopped = lock.lock().expect("stop flag");
+        if *stopped {
+            return;
+        }
+        let (stopped, _) = cv.wait_timeout(stopped, wait).expect("stop flag");
+        if *stopped {
+            return;
+        }
+    }
+}
+
+/// The transition journal and the sinks fed from it.
+pub(crate) struct Sinks {
+    dir: PathBuf,
+    journal: File,
+    journal_len: u64,
+    sinks: Vec<Box<dyn Sink>>,
+}
+
+/// A place transitions are delivered to, in journal order.
+pub(crate) trait Sink: Send {
+    /// The sink as given on the command line.
+    fn spec(&self) -> &SinkSpec;
+    /// Delivers lines (one transition JSON each). Returns once they are
+    /// delivered as far as the sink can promise (fsynced, durable in the WAL,
+    /// queued for the webhook).
+    fn deliver(&mut self, lines: &[String]) -> Result<(), String>;
+    /// What to record beside the journal offset (the NDJSON file's length).
+    fn mark(&self) -> u64 {
+        0
+    }
+    /// Called at start with the recorded mark, before any delivery.
+    fn restore(&mut self, _mark: Option<u64>) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> String + '_ {
+    move |e| format!("{}: {e}", path.display())
+}
+
+impl Sinks {
+    /// Opens the journal under `dir`, restores every sink and delivers what
+    /// the journal holds past each sink's progress.
+    pub fn open(dir: &Path, mut sinks: Vec<Box<dyn Sink>>) -> Result<Sinks, String> {
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        let path = dir.join("journal.ndjson");
+        let mut journal = OpenOptions::new()
+            .create(true)
+            .read(true)
+            .append(true)
+            .open(&path)
+            .map_err(io(&path))?;
+        // A torn last line (a crash mid-append) is dropped: it was never
+        // fsynced, so no sink has it.
+        let mut text = Vec::new();
+        journal.read_to_end(&mut text).map_err(io(&path))?;
+        let good = text.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        if good < text.len() {
+            journal.set_len(good as u64).map_err(io(&path))?;
+        }
+        let journal_len = good as u64;
+        for sink in &mut sinks {
+            let (offset, mark) = read_progress(dir, sink.spec());
+            sink.restore(mark)?;
+            let offset = offset.unwrap_or(journal_len).min(journal_len);
+            let lines: Vec<String> = text[offset as usize..good]
+                .split(|&b| b == b'\n')
+                .filter(|l| !l.is_empty())
+                .map(|l| String::from_utf8_lossy(l).into_owned())
+                .collect();
+            if !lines.is_empty() {
+                sink.deliver(&lines)?;
+            }
+            write_progress(dir, sink.spec(), journal_len, sink.mark())?;
+        }
+        Ok(Sinks {
+            dir: dir.to_path_buf(),
+            journal,
+            journal_len,
+            sinks,
+        })
+    }
+
+    /// Is there a baseline (has a server with live segments started here)?
+    pub fn has_baseline(dir: &Path) -> bool {
+        dir.join("baseline.ndjson").exists()
+    }
+
+    /// Records the membership of a first start (`{"user_id", "segment"}` per
+    /// member), which the journal's transitions then continue.
+    pub fn write_baseline(dir: &Path, live: &Live) -> Result<(), String> {
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        let path = dir.join("baseline.ndjson");
+        let tmp = dir.join("baseline.tmp");
+        let mut f = std::io::BufWriter::new(File::create(&tmp).map_err(io(&tmp))?);
+        for (i, s) in live.plan().segments().iter().enumerate() {
+            let (_, users) = live.members(i, 0, usize::MAX);
+            for u in users {
+                let line = serde_json::json!({"user_id": u, "segment": s.name});
+                writeln!(f, "{line}").map_err(io(&tmp))?;
+            }
+        }
+        let f = f.into_inner().map_err(|e| io(&tmp)(e.into_error()))?;
+        f.sync_all().map_err(io(&tmp))?;
+        std::fs::rename(&tmp, &path).map_err(io(&path))?;
+        File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
+    }
+
+    /// The last membership sinks were told of, per (user, segment): the
+    /// baseline, then the journal's transitions.
+    pub fn journal_membership(dir: &Path) -> Result<HashMap<(String, String), bool>, String> {
+        let mut out = HashMap::new();
+        let base = dir.join("baseline.ndjson");
+        if let Ok(f) = File::open(&base) {
+            for line in BufReader::new(f).lines() {
+                let line = line.map_err(io(&base))?;
+                let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
+                    continue;
+                };
+                if let (Some(u), Some(s)) = (v["user_id"].as_str(), v["segment"].as_str()) {
+                    out.insert((u.to_string(), s.to_string()), true);
+                }
+            }
+        }
+        let path = dir.join("journal.ndjson");
+        let Ok(f) = File::open(&path) else {
+            return Ok(out);
+        };
+        for line in BufReader::new(f).lines() {
+            let line = line.map_err(io(&path))?;
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
+                continue;
+            };
+            let (Some(user), Some(seg), Some(kind)) = (
+                v["user_id"].as_str(),
+                v["segment"].as_str(),
+                v["type"].as_str(),
+            ) else {
+                continue;
+            };
+            out.insert(
+                (user.to_string(), seg.to_string()),
+                kind == "segment_entered",
+            );
+        }
+        Ok(out)
+    }
+
+    /// Journals a batch (appended and fsynced).
+    pub fn journal(&mut self, lines: &[String]) -> Result<(), String> {
+        let mut buf = String::new();
+        for l in lines {
+            buf.push_str(l);
+            buf.push('\n');
+        }
+        let path = self.dir.join("journal.ndjson");
+        if let Err(e) = self
+            .journal
+            .write_all(buf.as_bytes())
+            .and_then(|()| self.journal.sync_data())
+        {
+            // Nothing of a failed append may stay: a retry appends it again.
+            let _ = self.journal.set_len(self.journal_len);
+            return Err(io(&path)(e));
+        }
+        self.journal_len += buf.len() as u64;
+        Ok(())
+    }
+
+    /// Delivers journaled lines to sink `i` and records its progress.
+    pub fn deliver(&mut self, i: usize, lines: &[String]) -> Result<(), String> {
+        let sink = &mut self.sinks[i];
+        sink.deliver(lines)?;
+        write_progress(&self.dir, sink.spec(), self.journal_len, sink.mark())
+    }
+}
+
+fn progress_path(dir: &Path, spec: &SinkSpec) -> PathBuf {
+    dir.join(format!("{}.progress", spec.key()))
+}
+
+fn read_progress(dir: &Path, spec: &SinkSpec) -> (Option<u64>, Option<u64>) {
+    let Ok(text) = std::fs::read_to_string(progress_path(dir, spec)) else {
+        return (None, None);
+    };
+    let mut it = text.split_whitespace().map(|s| s.parse::<u64>().ok());
+    (it.next().flatten(), it.next().flatten())
+}
+
+/// Records a sink's progress atomically (write, fsync, rename).
+fn write_progress(dir: &Path, spec: &SinkSpec, offset: u64, mark: u64) -> Result<(), String> {
+    let path = progress_path(dir, spec);
+    let tmp = path.with_extension("tmp");
+    let mut f = File::create(&tmp).map_err(io(&tmp))?;
+    f.write_all(format!("{offset} {mark}\n").as_bytes())
+        .map_err(io(&tmp))?;
+    f.sync_data().map_err(io(&tmp))?;
+    std::fs::rename(&tmp, &path).map_err(io(&path))
+}
+
+/// `ndjson:<path>`.
+pub(crate) struct NdjsonSink {
+    spec: SinkSpec,
+    path: PathBuf,
+    file: File,
+    len: u64,
+}
+
+impl NdjsonSink {
+    pub fn open(path: &Path) -> Result<NdjsonSink, String> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(io(parent))?;
+        }
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(io(path))?;
+        let len = file.metadata().map_err(io(path))?.len();
+        Ok(NdjsonSink {
+            spec: SinkSpec::Ndjson(path.to_path_buf()),
+            path: path.to_path_buf(),
+            file,
+            len,
+        })
+    }
+}
+
+impl Sink for NdjsonSink {
+    fn spec(&self) -> &SinkSpec {
+        &self.spec
+    }
+
+    fn deliver(&mut self, lines: &[String]) -> Result<(), String> {
+        let mut buf = String::new();
+        for l in lines {
+            buf.push_str(l);
+            buf.push('\n');
+        }
+        self.file
+            .write_all(buf.as_bytes())
+            .map_err(io(&self.path))?;
+        self.file.sync_data().map_err(io(&self.path))?;
+        self.len += buf.len() as u64;
+        Ok(())
+    }
+
+    fn mark(&self) -> u64 {
+        self.len
+    }
+
+    fn restore(&mut self, mark: Option<u64>) -> Result<(), String> {
+        // Lines appended after the last recorded progress are written again
+        // from the journal: cut them (a crash between the two).
+        if let Some(m) = mark
+            && m < self.len
+        {
+            self.file.set_len(m).map_err(io(&self.path))?;
+            self.file.sync_data().map_err(io(&self.path))?;
+            self.file.seek(SeekFrom::End(0)).map_err(io(&self.path))?;
+            self.len = m;
+        }
+        Ok(())
+    }
+}
+
+/// Runs the sink thread: journals and delivers batches until the channel
+/// closes. A failing journal or sink is retried with backoff (the batch
+/// stays where it is; later ones wait behind it).
+pub(crate) fn run_sinks(mut sinks: Sinks, rx: mpsc::Receiver<Vec<Transition>>) {
+    let retry = |what: &mut dyn FnMut() -> Result<(), String>| {
+        let mut delay = Duration::from_millis(50);
+        while let Err(e) = what() {
+            eprintln!("tenure-server: live transitions: {e}; retrying");
+            std::thread::sleep(delay);
+            delay = (delay * 2).min(Duration::from_secs(5));
+        }
+    };
+    while let Ok(mut batch) = rx.recv() {
+        // Group what is already waiting: one fsync for all of it.
+        while let Ok(more) = rx.try_recv() {
+            batch.extend(more);
+        }
+        let lines: Vec<String> = batch.iter().map(|t| t.to_json().to_string()).collect();
+        retry(&mut || sinks.journal(&lines));
+        for i in 0..sinks.sinks.len() {
+            retry(&mut || sinks.deliver(i, &lines));
+        }
+    }
+}
+
+impl LiveApp {
+    /// Connects the sink thread's channel.
+    pub fn connect(&self, tx: mpsc::Sender<Vec<Transition>>) {
+        *self.tx.lock().expect("sink channel") = Some(tx);
+    }
+}
+
+/// `store`: each transition becomes a `segment_entered` / `segment_exited`
+/// track event of the user, dated at `at`, with the transition id as its
+/// `messageId` (so the store keeps it once), written through the WAL like any
+/// acknowledged event. Its properties: `segment`, `transition_id` and the
+/// features.
+pub(crate) struct StoreSink {
+    spec: SinkSpec,
+    wal: Arc<crate::wal::Wal>,
+    rt: tokio::runtime::Handle,
+}
+
+impl StoreSink {
+    pub fn new(wal: Arc<crate::wal::Wal>, rt: tokio::runtime::Handle) -> StoreSink {
+        StoreSink {
+            spec: SinkSpec::Store,
+            wal,
+            rt,
+        }
+    }
+}
+
+/// The Segment track message of a transition line.
+fn store_message(line: &str) -> Option<(String, i64, String)> {
+    let v: serde_json::Value = serde_json::from_str(line).ok()?;
+    let id = v["id"].as_str()?.to_string();
+    let at = chrono::DateTime::parse_from_rfc3339(v["at"].as_str()?)
+        .ok()?
+        .timestamp_micros();
+    let msg = serde_json::json!({
+        "type": "track",
+        "event": v["type"],
+        "userId": v["user_id"],
+        "messageId": id,
+        "timestamp": v["at"],
+        "properties": {
+            "segment": v["segment"],
+            "transition_id": id,
+            "features": v["features"],
+        },
+    });
+    Some((id, at, msg.to_string()))
+}
+
+impl Sink for StoreSink {
+    fn spec(&self) -> &SinkSpec {
+        &self.spec
+    }
+
+    fn deliver(&mut self, lines: &[String]) -> Result<(), String> {
+        let msgs: Vec<(String, i64, String)> =
+            lines.iter().filter_map(|l| store_message(l)).collect();
+        let events: Vec<crate::message::Accepted<'_>> = msgs
+            .iter()
+            .map(|(id, at, json)| crate::message::Accepted {
+                ts: *at,
+                id: std::borrow::Cow::Borrowed(id),
+                dedup: Some(xxhash_rust::xxh3::xxh3_64(id.as_bytes())),
+                kind: 0,
+                json,
+                live: None,
+            })
+            .collect();
+        for chunk in events.chunks(1000) {
+            let ticket = self
+                .wal
+                .submit(chunk, chrono::Utc::now().timestamp())
+                .map_err(|e| format!("store sink: the WAL refused transitions: {e:?}"))?;
+            self.rt
+                .block_on(ticket.durable())
+                .map_err(|f| format!("store sink: {}", f.message))?;
+        }
+        Ok(())
+    }
+}
+
+/// `webhook:<url>`: one POST per transition (the JSON record as body, its id
+/// in an `Idempotency-Key` header), retried with exponential backoff; after
+/// `attempts` failures the transition goes to `dead-letters.ndjson` beside
+/// the journal with the last error, and delivery moves on.
+pub(crate) struct WebhookSink {
+    spec: SinkSpec,
+    url: String,
+    client: reqwest::Client,
+    rt: tokio::runtime::Handle,
+    attempts: u32,
+    backoff: Duration,
+    dead: PathBuf,
+}
+
+impl WebhookSink {
+    pub fn new(url: &str, dir: &Path, rt: tokio::runtime::Handle) -> Result<WebhookSink, String> {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| format!("webhook sink: {e}"))?;
+        Ok(WebhookSink {
+            spec: SinkSpec::Webhook(url.to_string()),
+            url: url.to_string(),
+            client,
+            rt,
+            attempts: 6,
+            backoff: Duration::from_millis(100),
+            dead: dir.join("dead-letters.ndjson"),
+        })
+    }
+
+    async fn post(&self, line: &str, id: &str) -> Result<(), String> {
+        let resp = self
+            .client
+            .post(&self.url)
+            .header("content-type", "application/json")
+            .header("idempotency-key", id)
+            .body(line.to_string())
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = resp.status();
+        if status.is_success() {
+            Ok(())
+        } else {
+            Err(format!("HTTP {status}"))
+        }
+    }
+}
+
+impl Sink for WebhookSink {
+    fn spec(&self) -> &SinkSpec {
+        &self.spec
+    }
+
+    fn deliver(&mut self, lines: &[String]) -> Result<(), String> {
+        for line in lines {
+            let id = serde_json::from_str::<serde_json::Value>(line)
+                .ok()
+                .and_then(|v| v["id"].as_str().map(str::to_string))
+                .unwrap_or_default();
+            let mut delay = self.backoff;
+            let mut last = String::new();
+            let mut delivered = false;
+            for attempt in 0..self.attempts {
+                if attempt > 0 {
+                    std::thread::sleep(delay);
+                    delay = (delay * 2).min(Duration::from_secs(30));
+                }
+                match self.rt.block_on(self.post(line, &id)) {
+                    Ok(()) => {
+                        delivered = true;
+                        break;
+                    }
+                    Err(e) => last = e,
+                }
+            }
+            if !delivered {
+                let record = serde_json::json!({
+                    "sink": self.url,
+                    "error": last,
+                    "attempts": self.attempts,
+                    "transition": serde_json::from_str::<serde_json::Value>(line).unwrap_or_default(),
+                });
+                let mut f = OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&self.dead)
+                    .map_err(io(&self.dead))?;
+                f.write_all(format!("{record}\n").as_bytes())
+                    .and_then(|()| f.sync_data())
+                    .map_err(io(&self.dead))?;
+                eprintln!(
+                    "tenure-server: webhook {}: transition {id} failed {} times ({last}); written to {}",
+                    self.url,
+                    self.attempts,
+                    self.dead.display()
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Reads the store's committed events into the live state (start-up), the
+/// columns the plan needs only. Returns the number of events read.
+pub(crate) async fn load_store(
+    store: &tenure_ingest::Store,
+    snapshot: &tenure_schema::Snapshot,
+    live: &mut Live,
+    declared: &[DeclaredProperty],
+    now: i64,
+) -> Result<u64, String> {
+    use arrow_array::Array;
+    use arrow_array::cast::AsArray;
+    use parquet::arrow::ProjectionMask;
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+    let paths = tenure_store::readable_paths(store, snapshot)
+        .await
+        .map_err(|e| e.to_string())?;
+    let wanted: Vec<String> = live
+        .plan()
+        .wanted_properties()
+        .map(str::to_string)
+        .collect();
+    let needs_json = wanted
+        .iter()
+        .any(|w| w != "revenue" && w != "variant" && !declared.iter().any(|d| &d.name == w));
+    let mut read = 0u64;
+    for rel in paths {
+        let path = store.path(&rel);
+        let bytes = object_store::ObjectStoreExt::get(store.inner.as_ref(), &path)
+            .await
+            .map_err(|e| format!("{rel}: {e}"))?
+            .bytes()
+            .await
+            .map_err(|e| format!("{rel}: {e}"))?;
+        let builder =
+            ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| format!("{rel}: {e}"))?;
+        let schema = builder.parquet_schema();
+        let keep: Vec<usize> = (0..schema.num_columns())
+            .filter(|&i| {
+                let column = schema.column(i);
+                let name = column.name();
+                ["user_id", "event", "ts"].contains(&name)
+                    || wanted.iter().any(|w| w == name)
+                    || (needs_json && name == "properties")
+            })
+            .collect();
+        let mask = ProjectionMask::leaves(schema, keep);
+        let reader = builder
+            .with_projection(mask)
+            .with_batch_size(64 * 1024)
+            .build()
+            .map_err(|e| format!("{rel}: {e}"))?;
+        for batch in reader {
+            let batch = batch.map_err(|e| format!("{rel}: {e}"))?;
+            let text = |name: &str| -> Result<Option<arrow_array::ArrayRef>, String> {
+                batch
+                    .column_by_name(name)
+                    .map(|c| arrow_cast::cast(c, &arrow_schema::DataType::Utf8))
+                    .transpose()
+                    .map_err(|e| format!("{rel}: {e}"))
+            };
+            let users = text("user_id")?.ok_or_else(|| format!("{rel}: no user_id column"))?;
+            let events = text("event")?.ok_or_else(|| format!("{rel}: no event column"))?;
+            let ts = batch
+                .column_by_name("ts")
+                .ok_or_else(|| format!("{rel}: no ts column"))?
+                .as_primitive::<arrow_array::types::TimestampMicrosecondType>()
+                .clone();
+            let props = batch.column_by_name("properties").map(|c| {
+                arrow_cast::cast(c, &arrow_schema::DataType::Utf8).unwrap_or_else(|_| c.clone())
+            });
+            let users = users.as_string::<i32>();
+            let events = events.as_string::<i32>();
+            // Typed columns, text ones as plain Utf8 (dictionaries decoded once).
+            let typed: Vec<Option<arrow_array::ArrayRef>> = wanted
+                .iter()
+                .map(|w| {
+                    let c = batch.column_by_name(w).filter(|_| w != "properties")?;
+                    Some(match c.data_type() {
+                        arrow_schema::DataType::Dictionary(..)
+                        | arrow_schema::DataType::Utf8View
+                        | arrow_schema::DataType::LargeUtf8 => {
+                            arrow_cast::cast(c, &arrow_schema::DataType::Utf8).ok()?
+                        }
+                        _ => c.clone(),
+                    })
+                })
+                .collect();
+            for row in 0..batch.num_rows() {
+                let mut out = Vec::new();
+                for (w, col) in wanted.iter().zip(&typed) {
+                    let value = match col {
+                        Some(col) => prop_at(col, row),
+                        _ => props.as_ref().and_then(|p| {
+                            let p = p.as_string_opt::<i32>()?;
+                            if p.is_null(row) {
+                                return None;
+                            }
+                            json_value(p.value(row), w)
+                        }),
+                    };
+                    if let Some(v) = value {
+                        out.push((w.clone(), v));
+                    }
+                }
+                live.load(
+                    LiveEvent {
+                        user_id: users.value(row).to_string(),
+                        event: events.value(row).to_string(),
+                        ts: ts.value(row),
+                        props: out,
+                    },
+                    now,
+                );
+                read += 1;
+            }
+        }
+    }
+    Ok(read)
+}
+
+/// A JSON object's value at `key`, as `prop()` reads it.
+fn json_value(json: &str, key: &str) -> Option<Prop> {
+    let map: HashMap<String, Box<serde_json::value::RawValue>> = serde_json::from_str(json).ok()?;
+    let raw = map.get(key)?.get();
+    match raw.as_bytes().first()? {
+        b'n' => None,
+        b'"' => serde_json::from_str::<String>(raw).ok().map(Prop::Json),
+        _ => Some(Prop::Json(raw.to_string())),
+    }
+}
+
+/// A typed column's value at a row.
+fn prop_at(col: &arrow_array::ArrayRef, row: usize) -> Option<Prop> {
+    use arrow_array::Array;
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::*;
+    use arrow_schema::DataType;
+    if col.is_null(row) {
+        return None;
+    }
+    Some(match col.data_type() {
+        DataType::Decimal128(_, s) => {
+            Prop::Exact(col.as_primitive::<Decimal128Type>().value(row), *s as u32)
+        }
+        DataType::Int64 => Prop::Exact(col.as_primitive::<Int64Type>().value(row) as i128, 0),
+        DataType::Float64 => Prop::Float(col.as_primitive::<Float64Type>().value(row)),
+        DataType::Boolean => Prop::Bool(col.as_boolean().value(row)),
+        DataType::Timestamp(..) => {
+            Prop::Time(col.as_primitive::<TimestampMicrosecondType>().value(row))
+        }
+        DataType::Utf8 => Prop::Text(col.as_string::<i32>().value(row).to_string()),
+        _ => {
+            let text = arrow_cast::cast(&col.slice(row, 1), &DataType::Utf8).ok()?;
+            Prop::Text(text.as_string::<i32>().value(0).to_string())
+        }
+    })
+}
+
+/// Reads acknowledged events of WAL segments not yet committed (start-up
+/// after a crash) into the live state.
+pub(crate) fn load_wal(
+    app: &LiveApp,
+    segments: &[crate::wal::segment::Segment],
+    snapshot: &tenure_schema::Snapshot,
+    declared: &[DeclaredProperty],
+    ingest: &tenure_schema::IngestConfig,
+    max_record: usize,
+    now: i64,
+) -> Result<u64, String> {
+    use crate::wal::record::{RecordChunks, SEGMENT_HEADER, events};
+    let names = &tenure_ingest::validate::PropertyNames::from_declared(declared);
+    let bounds = tenure_ingest::validate::TimeBounds::new(ingest);
+    let mut live = app.live.lock().expect("live state");
+    let mut read = 0;
+    for seg in segments {
+        if snapshot.sources.iter().any(|s| s.hash == seg.source_hash()) {
+            continue; // committed already: read from the store
+        }
+        let mut file = File::open(&seg.path).map_err(io(&seg.path))?;
+        file.seek(SeekFrom::Start(SEGMENT_HEADER as u64))
+            .map_err(io(&seg.path))?;
+        let mut chunks = RecordChunks::new(file, 4 << 20, max_record);
+        while let Some(records) = chunks.next_records().map_err(io(&seg.path))? {
+            for rec in records.iter().filter(|r| r.seq <= seg.last_seq) {
+                for ev in events(rec.payload).map_err(|e| e.to_string())? {
+                    let Ok(mut raw) = tenure_ingest::decode::json::parse_event(ev.json, names)
+                    else {
+                        continue;
+                    };
+                    raw.ts = Some(tenure_ingest::decode::Scalar::Micros(ev.ts));
+                    if let Some(k) = crate::message::kind_name(ev.kind) {
+                        raw.kind = Some(tenure_ingest::decode::Scalar::Str(
+                            std::borrow::Cow::Borrowed(k),
+                        ));
+                    }
+                    if let Ok(valid) = tenure_ingest::validate::validate(&raw, declared, bounds) {
+                        live.load(app.event_of(&valid), now);
+                        read += 1;
+                    }
+                }
+            }
+        }
+    }
+    Ok(read)
+}
