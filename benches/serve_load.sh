@@ -14,6 +14,12 @@
 # TENURE_WAIT_IDLE=MINUTES each run first waits, up to that long, for a
 # 3-second stretch with the CPUs at least 90% idle.
 #
+# Live segments (issue 18's figures: throughput against a run without, and the
+# delay from an event's acknowledgement to its transition in the NDJSON sink at
+# 50,000 events/s; the server prints the delays when it stops):
+#   benches/serve_load.sh 3 20 -- --segments queries/triggers.seg \
+#       --emit ndjson:/tmp/live-load.ndjson -- --rate 50000
+#
 # Overload (memory must stay bounded; the excess gets 429/503):
 #   benches/serve_load.sh 3 30 -- --max-inflight 64 --max-wal-bytes 268435456 \
 #       --flush-bytes 67108864 -- --clients 512
@@ -93,6 +99,8 @@ print(f'{max(0.0, busy - srv - lg) / ($t1 - $t0):.2f} server_cores={srv / ($t1 -
     exit 1
   fi
   echo "run $r: ${result#RESULT } others_cores=$others committed=$committed"
+  # With --segments: the live transitions' delivery delays and the state size.
+  grep -h 'tenure-server: live' "$work/server.err" | sed 's/^/    /' || true
   echo "$result others_cores=$others" >>"$work/results.txt"
   [ -n "${TENURE_LOAD_TICKS:-}" ] && sed 's/^/    /' "$work/ticks.txt"
 done

@@ -34,7 +34,7 @@ mod plan;
 mod state;
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
 
 pub use plan::{LiveConfig, LiveSegment, MAX_SEGMENTS, Plan, PropKind};
 use state::User;
@@ -177,11 +177,65 @@ pub struct Profile {
     pub segments: Vec<String>,
 }
 
+/// User ids in one buffer, with an index from id to position: about 16
+/// bytes per user besides the id's text (a `String` each would be 40 or more).
+#[derive(Default)]
+struct Ids {
+    text: String,
+    /// Start of each id in `text`; one more entry than ids.
+    starts: Vec<u64>,
+    index: hashbrown::HashTable<u32>,
+    hasher: foldhash::fast::FixedState,
+}
+
+impl Ids {
+    fn get(&self, u: u32) -> &str {
+        let (a, b) = (self.starts[u as usize], self.starts[u as usize + 1]);
+        &self.text[a as usize..b as usize]
+    }
+
+    fn hash(&self, id: &str) -> u64 {
+        use std::hash::BuildHasher;
+        self.hasher.hash_one(id)
+    }
+
+    fn find(&self, id: &str) -> Option<u32> {
+        let h = self.hash(id);
+        self.index.find(h, |&u| self.get(u) == id).copied()
+    }
+
+    /// The position of `id`, added if new (`true`).
+    fn insert(&mut self, id: &str) -> (u32, bool) {
+        if let Some(u) = self.find(id) {
+            return (u, false);
+        }
+        if self.starts.is_empty() {
+            self.starts.push(0);
+        }
+        let u = (self.starts.len() - 1) as u32;
+        self.text.push_str(id);
+        self.starts.push(self.text.len() as u64);
+        let h = self.hash(id);
+        let Ids {
+            index,
+            text,
+            starts,
+            hasher,
+        } = self;
+        index.insert_unique(h, u, |&v| {
+            use std::hash::BuildHasher;
+            let (a, b) = (starts[v as usize], starts[v as usize + 1]);
+            hasher.hash_one(&text[a as usize..b as usize])
+        });
+        (u, true)
+    }
+}
+
 /// The live state of every user.
 pub struct Live {
     plan: Plan,
     users: Vec<User>,
-    index: HashMap<Box<str>, u32>,
+    ids: Ids,
     /// (due, user): one current entry per user (`User::scheduled`); others
     /// are stale and skipped.
     timers: BinaryHeap<Reverse<(i64, u32)>>,
@@ -189,6 +243,8 @@ pub struct Live {
     counts: Vec<u64>,
     /// Every feature any segment reads, for profiles.
     all_features: Vec<tenure_dsl::Feature>,
+    /// The user of the last loaded row.
+    last_loaded: Option<u32>,
 }
 
 impl Live {
@@ -205,9 +261,10 @@ impl Live {
             counts: vec![0; plan.segments.len()],
             plan,
             users: Vec::new(),
-            index: HashMap::new(),
+            ids: Ids::default(),
             timers: BinaryHeap::new(),
             all_features: all,
+            last_loaded: None,
         }
     }
 
@@ -228,7 +285,7 @@ impl Live {
         self.advance_user(u, now, out);
         let user = &mut self.users[u as usize];
         if ev.ts > now {
-            user.pending.push(ev);
+            user.pending.get_or_insert_default().push(ev);
         } else {
             user.add(&self.plan, &ev, now);
             self.evaluate(u, now, out);
@@ -240,56 +297,117 @@ impl Live {
     /// a start-up rebuild calls this for every stored event, then
     /// [`Live::settle`].
     pub fn load(&mut self, ev: LiveEvent, now: i64) {
-        let u = self.user(&ev.user_id);
+        if ev.ts > now {
+            let u = self.user(&ev.user_id);
+            let user = &mut self.users[u as usize];
+            user.clock = now;
+            user.pending.get_or_insert_default().push(ev);
+        } else {
+            self.load_parts(&ev.user_id, &ev.event, ev.ts, &ev.props, now);
+        }
+    }
+
+    /// [`Live::load`] from borrowed parts, without allocating per event.
+    pub fn load_parts(
+        &mut self,
+        user_id: &str,
+        event: &str,
+        ts: i64,
+        props: &[(String, Prop)],
+        now: i64,
+    ) {
+        if ts > now {
+            return self.load(
+                LiveEvent {
+                    user_id: user_id.to_string(),
+                    event: event.to_string(),
+                    ts,
+                    props: props.to_vec(),
+                },
+                now,
+            );
+        }
+        // Rows come grouped by user: the previous row's user is looked up once.
+        let u = match self.last_loaded {
+            Some(u) if self.ids.get(u) == user_id => u,
+            _ => self.user(user_id),
+        };
+        self.last_loaded = Some(u);
         let user = &mut self.users[u as usize];
         user.clock = now;
-        if ev.ts > now {
-            user.pending.push(ev);
-        } else {
-            user.add(&self.plan, &ev, now);
-        }
+        user.add_parts(&self.plan, event, ts, props, now);
     }
 
     /// Evaluates every user at `now` after a rebuild. `before(user, i)` is
     /// the membership sinks last heard of (from the transition journal); a
     /// difference is a transition at `now` (what changed while the server
-    /// was down), appended to `out`.
+    /// was down), appended to `out`. Without `before` (a first start) the
+    /// membership is taken as it is, with no transitions.
     pub fn settle(
         &mut self,
         now: i64,
-        before: impl Fn(&str, usize) -> bool,
+        before: Option<&dyn Fn(&str, usize) -> bool>,
         out: &mut Vec<Transition>,
     ) {
+        self.users.shrink_to_fit();
+        self.last_loaded = None;
+        let mut silent = Vec::new();
         for u in 0..self.users.len() as u32 {
             let user = &mut self.users[u as usize];
             user.prune(&self.plan, now);
             let mut known = 0u64;
-            for i in 0..self.plan.segments.len() {
-                if before(&user.id, i) {
-                    known |= 1 << i;
-                }
-            }
-            for i in 0..self.plan.segments.len() {
-                if known >> i & 1 == 1 {
-                    self.counts[i] += 1;
+            if let Some(before) = before {
+                for i in 0..self.plan.segments.len() {
+                    if before(self.ids.get(u), i) {
+                        known |= 1 << i;
+                        self.counts[i] += 1;
+                    }
                 }
             }
             user.members = known;
-            self.evaluate(u, now, out);
+            match before {
+                Some(_) => self.evaluate(u, now, out),
+                None => {
+                    self.evaluate(u, now, &mut silent);
+                    silent.clear();
+                }
+            }
             self.reschedule(u);
         }
     }
 
-    fn user(&mut self, id: &str) -> u32 {
-        match self.index.get(id) {
-            Some(&u) => u,
-            None => {
-                let u = self.users.len() as u32;
-                self.users.push(User::new(id.into(), &self.plan));
-                self.index.insert(id.into(), u);
-                u
+    /// Calls `f` with the id of every member of a segment.
+    pub fn for_each_member(&self, segment: usize, mut f: impl FnMut(&str)) {
+        for (i, u) in self.users.iter().enumerate() {
+            if u.members >> segment & 1 == 1 {
+                f(self.ids.get(i as u32));
             }
         }
+    }
+
+    fn user(&mut self, id: &str) -> u32 {
+        let (u, new) = self.ids.insert(id);
+        if new {
+            self.users.push(User::new());
+        }
+        u
+    }
+
+    /// Makes room for `n` more users (a rebuild that knows the store's count).
+    pub fn reserve(&mut self, n: usize) {
+        self.users.reserve_exact(n);
+        self.ids.starts.reserve_exact(n + 1);
+        let Ids {
+            index,
+            text,
+            starts,
+            hasher,
+        } = &mut self.ids;
+        index.reserve(n, |&v| {
+            use std::hash::BuildHasher;
+            let (a, b) = (starts[v as usize], starts[v as usize + 1]);
+            hasher.hash_one(&text[a as usize..b as usize])
+        });
     }
 
     /// Fires every timer due by `now`, each at its own instant.
@@ -323,7 +441,7 @@ impl Live {
         now: i64,
         out: &mut Vec<Transition>,
     ) -> Option<Profile> {
-        let u = *self.index.get(user_id)?;
+        let u = self.ids.find(user_id)?;
         self.advance_user(u, now, out);
         self.reschedule(u);
         let user = &self.users[u as usize];
@@ -348,9 +466,9 @@ impl Live {
     /// Whether `user_id` is in the segment at index `segment` now (as of
     /// their last evaluation; call [`Live::advance`] first).
     pub fn is_member(&self, user_id: &str, segment: usize) -> bool {
-        self.index
-            .get(user_id)
-            .is_some_and(|&u| self.users[u as usize].members >> segment & 1 == 1)
+        self.ids
+            .find(user_id)
+            .is_some_and(|u| self.users[u as usize].members >> segment & 1 == 1)
     }
 
     /// The segment's index by name.
@@ -364,10 +482,11 @@ impl Live {
         let ids = self
             .users
             .iter()
-            .filter(|u| u.members >> segment & 1 == 1)
+            .enumerate()
+            .filter(|(_, u)| u.members >> segment & 1 == 1)
             .skip(offset)
             .take(limit)
-            .map(|u| u.id.to_string())
+            .map(|(i, _)| self.ids.get(i as u32).to_string())
             .collect();
         (self.counts[segment], ids)
     }
@@ -422,10 +541,10 @@ impl Live {
                     TransitionType::Exited
                 };
                 out.push(Transition {
-                    id: Transition::id_of(&user.id, &s.name, kind, at),
+                    id: Transition::id_of(self.ids.get(u), &s.name, kind, at),
                     kind,
                     segment: s.name.clone(),
-                    user_id: user.id.to_string(),
+                    user_id: self.ids.get(u).to_string(),
                     at,
                     features: features_json(&s.features, &row),
                 });

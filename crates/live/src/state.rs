@@ -49,9 +49,11 @@ enum Value {
 /// A property's latest value and its time.
 type Latest = (i64, Box<str>);
 
+/// One user's state (the id is kept apart, in [`crate::Ids`]). Small on
+/// purpose: a store has millions of users, most of them idle. Counts and
+/// totals are allocated at the first event they count.
 #[derive(Debug, Clone)]
 pub(crate) struct User {
-    pub id: Box<str>,
     /// The instant the state is as of.
     pub clock: i64,
     /// The due time of this user's current timer (`i64::MAX`: none).
@@ -62,19 +64,21 @@ pub(crate) struct User {
     last: i64,
     last_purchase: i64,
     purchases: i64,
-    revenue: i128,
+    /// Purchase revenue in cents.
+    revenue: i64,
+    /// Per count of the plan; empty until an event counts.
     counts: Box<[Count]>,
+    /// Per total of the plan; empty until an event has a value.
     totals: Box<[Total]>,
-    /// Latest (time, value) per property of the plan.
+    /// Latest (time, value) per property of the plan; empty until one is set.
     props: Box<[Option<Latest>]>,
     /// Events dated after the instant they were received at.
-    pub pending: Vec<LiveEvent>,
+    pub pending: Option<Box<Vec<LiveEvent>>>,
 }
 
 impl User {
-    pub fn new(id: Box<str>, plan: &Plan) -> User {
+    pub fn new() -> User {
         User {
-            id,
             clock: NONE_MIN,
             scheduled: NONE_MAX,
             members: 0,
@@ -83,26 +87,10 @@ impl User {
             last_purchase: NONE_MIN,
             purchases: 0,
             revenue: 0,
-            counts: plan
-                .counts
-                .iter()
-                .map(|c| match c.within {
-                    None => Count::All(0),
-                    Some(_) => Count::Window(VecDeque::new()),
-                })
-                .collect(),
-            totals: plan
-                .totals
-                .iter()
-                .map(|_| Total {
-                    n: 0,
-                    exact: 0,
-                    float: 0.0,
-                    recent: VecDeque::new(),
-                })
-                .collect(),
-            props: vec![None; plan.props.len()].into_boxed_slice(),
-            pending: Vec::new(),
+            counts: Box::new([]),
+            totals: Box::new([]),
+            props: Box::new([]),
+            pending: None,
         }
     }
 
@@ -113,27 +101,54 @@ impl User {
 
     /// Adds an event dated at or before `now` (the state's instant).
     pub fn add(&mut self, plan: &Plan, ev: &LiveEvent, now: i64) {
-        let ts = ev.ts;
+        self.add_parts(plan, &ev.event, ev.ts, &ev.props, now);
+    }
+
+    /// [`User::add`] from borrowed parts (a rebuild reads millions of rows).
+    pub fn add_parts(
+        &mut self,
+        plan: &Plan,
+        event: &str,
+        ts: i64,
+        props: &[(String, Prop)],
+        now: i64,
+    ) {
         self.first = self.first.min(ts);
         self.last = self.last.max(ts);
-        if plan.purchases && ev.event == plan.config.purchase_event {
+        if plan.purchases && event == plan.config.purchase_event {
             self.purchases += 1;
             self.last_purchase = self.last_purchase.max(ts);
-            if let Some((_, Prop::Exact(m, s))) = ev.props.iter().find(|(n, _)| n == "revenue") {
+            if let Some((_, Prop::Exact(m, s))) = props.iter().find(|(n, _)| n == "revenue") {
                 // Revenue is stored in cents; a value of another scale is rescaled.
-                self.revenue += match s {
+                let cents = match s {
                     2 => *m,
                     s if *s < 2 => m * 10i128.pow(2 - s),
                     s => m / 10i128.pow(s - 2),
                 };
+                self.revenue = self.revenue.saturating_add(cents as i64);
             }
         }
+        if self.counts.is_empty()
+            && plan
+                .counts
+                .iter()
+                .any(|c| c.event == event && c.within.is_none_or(|w| ts >= now.saturating_sub(w)))
+        {
+            self.counts = plan
+                .counts
+                .iter()
+                .map(|c| match c.within {
+                    None => Count::All(0),
+                    Some(_) => Count::Window(VecDeque::new()),
+                })
+                .collect();
+        }
         for (spec, count) in plan.counts.iter().zip(self.counts.iter_mut()) {
-            if ev.event != spec.event {
+            if event != spec.event {
                 continue;
             }
             if let Some(f) = &spec.filter
-                && crate::filter::eval(f, &ev.props) != Some(true)
+                && crate::filter::eval(f, props) != Some(true)
             {
                 continue;
             }
@@ -148,8 +163,25 @@ impl User {
                 }
             }
         }
+        if self.totals.is_empty()
+            && plan
+                .totals
+                .iter()
+                .any(|t| props.iter().any(|(n, _)| *n == t.property))
+        {
+            self.totals = plan
+                .totals
+                .iter()
+                .map(|_| Total {
+                    n: 0,
+                    exact: 0,
+                    float: 0.0,
+                    recent: VecDeque::new(),
+                })
+                .collect();
+        }
         for (spec, total) in plan.totals.iter().zip(self.totals.iter_mut()) {
-            let Some((_, v)) = ev.props.iter().find(|(n, _)| *n == spec.property) else {
+            let Some((_, v)) = props.iter().find(|(n, _)| *n == spec.property) else {
                 continue;
             };
             let value = match (v, spec.scale) {
@@ -178,8 +210,11 @@ impl User {
                 }
             }
         }
+        if self.props.is_empty() && plan.props.iter().any(|p| props.iter().any(|(n, _)| n == p)) {
+            self.props = vec![None; plan.props.len()].into_boxed_slice();
+        }
         for (name, slot) in plan.props.iter().zip(self.props.iter_mut()) {
-            let Some((_, v)) = ev.props.iter().find(|(n, _)| n == name) else {
+            let Some((_, v)) = props.iter().find(|(n, _)| n == name) else {
                 continue;
             };
             let text = v.text();
@@ -196,12 +231,11 @@ impl User {
 
     /// Applies the pending events dated at or before `at`.
     pub fn apply_pending(&mut self, plan: &Plan, at: i64) {
-        if self.pending.iter().all(|e| e.ts > at) {
+        let Some(pending) = self.pending.take() else {
             return;
-        }
-        let pending = std::mem::take(&mut self.pending);
+        };
         let (now, later): (Vec<_>, Vec<_>) = pending.into_iter().partition(|e| e.ts <= at);
-        self.pending = later;
+        self.pending = (!later.is_empty()).then(|| Box::new(later));
         for ev in &now {
             self.add(plan, ev, at);
         }
@@ -237,7 +271,7 @@ impl User {
                 next = t;
             }
         };
-        for e in &self.pending {
+        for e in self.pending.iter().flat_map(|p| p.iter()) {
             consider(e.ts);
         }
         for (spec, count) in plan.counts.iter().zip(self.counts.iter()) {
@@ -288,7 +322,7 @@ impl User {
             let bought = self.last_purchase != NONE_MIN;
             row.recency = bought.then(|| days_between(self.last_purchase, at));
             row.frequency = Some(self.purchases);
-            row.monetary = Some(self.revenue);
+            row.monetary = Some(self.revenue as i128);
             if plan.activity {
                 row.lifecycle_activity = bought.then(|| {
                     ACTIVITY[bucket(
@@ -311,7 +345,13 @@ impl User {
                 row.properties.insert(name.clone(), v.to_string());
             }
         }
-        for (spec, count) in plan.counts.iter().zip(self.counts.iter()) {
+        let zero = [Count::All(0)];
+        let counts = plan
+            .counts
+            .iter()
+            .enumerate()
+            .map(|(i, _)| self.counts.get(i).unwrap_or(&zero[0]));
+        for (spec, count) in plan.counts.iter().zip(counts) {
             let n = match count {
                 Count::All(n) => *n,
                 Count::Window(times) => {
@@ -332,7 +372,14 @@ impl User {
                 }
             }
         }
-        for (spec, total) in plan.totals.iter().zip(self.totals.iter()) {
+        let empty = Total {
+            n: 0,
+            exact: 0,
+            float: 0.0,
+            recent: VecDeque::new(),
+        };
+        let totals = (0..plan.totals.len()).map(|i| self.totals.get(i).unwrap_or(&empty));
+        for (spec, total) in plan.totals.iter().zip(totals) {
             let (n, sum) = match spec.within {
                 None => (
                     total.n,

@@ -72,6 +72,9 @@ struct Args {
     /// In-process server: worker threads of its runtime (shared with the clients).
     #[arg(long)]
     threads: Option<usize>,
+    /// Send at most this many events per second in all (0: as fast as acknowledged).
+    #[arg(long, default_value_t = 0)]
+    rate: u64,
 }
 
 #[derive(Default)]
@@ -221,6 +224,7 @@ async fn run(args: Args) {
             args.gzip,
             Duration::from_millis(args.backoff_ms),
         );
+        let (rate, paced_from) = (args.rate, started);
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::with_capacity(4096);
             let mut body = String::with_capacity(per_batch * 260 + 64);
@@ -231,6 +235,14 @@ async fn run(args: Args) {
                 let b = next.fetch_add(1, Relaxed);
                 if b >= batches {
                     return lat;
+                }
+                if rate > 0 {
+                    // Paced: batch b leaves no earlier than its share of the rate.
+                    let due =
+                        paced_from + Duration::from_secs_f64((b * per_batch) as f64 / rate as f64);
+                    if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                        tokio::time::sleep(wait).await;
+                    }
                 }
                 body.clear();
                 body.push_str(r#"{"batch":["#);

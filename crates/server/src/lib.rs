@@ -37,6 +37,7 @@ mod posthog;
 pub mod serve_cmd;
 mod wal;
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -155,6 +156,7 @@ async fn start_live(
         .collect();
     let now = live::now_micros();
     let mut state = tenure_live::Live::new(plan);
+    state.reserve(base.users.count as usize);
     live::load_store(store, base, &mut state, declared, now)
         .await
         .map_err(|e| cfg_err(format!("live segments: cannot read the store: {e}")))?;
@@ -170,7 +172,10 @@ async fn start_live(
     )
     .map_err(|e| cfg_err(format!("live segments: cannot read the WAL: {e}")))?;
     let dir = config.wal_dir.join("live");
-    let known = live::Sinks::journal_membership(&dir).map_err(cfg_err)?;
+    // The first start takes the current membership as known (recorded as
+    // the baseline the journal continues): no backlog of history's
+    // transitions. Later starts emit what changed while the server was down.
+    let first_start = !live::Sinks::has_baseline(&dir);
     let mut out = Vec::new();
     {
         let mut state = app.live.lock().expect("live state");
@@ -180,24 +185,18 @@ async fn start_live(
             .iter()
             .map(|s| s.name.clone())
             .collect();
-        state.settle(
-            now,
-            |user, i| {
-                known
-                    .get(&(user.to_string(), names[i].clone()))
-                    .copied()
-                    .unwrap_or(false)
-            },
-            &mut out,
-        );
-    }
-    // The first start takes the current membership as known (recorded as
-    // the baseline the journal continues): no backlog of history's
-    // transitions. Later starts emit what changed while the server was down.
-    if !live::Sinks::has_baseline(&dir) {
-        out.clear();
-        let state = app.live.lock().expect("live state");
-        live::Sinks::write_baseline(&dir, &state).map_err(cfg_err)?;
+        let known = if first_start {
+            HashMap::new()
+        } else {
+            live::Sinks::journal_membership(&dir, &names).map_err(cfg_err)?
+        };
+        let before = |user: &str, i: usize| known.get(user).is_some_and(|b| b >> i & 1 == 1);
+        if first_start {
+            state.settle(now, None, &mut out);
+            live::Sinks::write_baseline(&dir, &state).map_err(cfg_err)?;
+        } else {
+            state.settle(now, Some(&before), &mut out);
+        }
     }
     let rt = tokio::runtime::Handle::current();
     let mut sinks: Vec<Box<dyn live::Sink>> = Vec::new();

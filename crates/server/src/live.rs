@@ -308,10 +308,16 @@ impl Sinks {
         let tmp = dir.join("baseline.tmp");
         let mut f = std::io::BufWriter::new(File::create(&tmp).map_err(io(&tmp))?);
         for (i, s) in live.plan().segments().iter().enumerate() {
-            let (_, users) = live.members(i, 0, usize::MAX);
-            for u in users {
-                let line = serde_json::json!({"user_id": u, "segment": s.name});
-                writeln!(f, "{line}").map_err(io(&tmp))?;
+            let segment = serde_json::to_string(&s.name).unwrap_or_default();
+            let mut failed = None;
+            live.for_each_member(i, |u| {
+                let user = serde_json::to_string(u).unwrap_or_default();
+                if let Err(e) = writeln!(f, r#"{{"user_id":{user},"segment":{segment}}}"#) {
+                    failed.get_or_insert(e);
+                }
+            });
+            if let Some(e) = failed {
+                return Err(io(&tmp)(e));
             }
         }
         let f = f.into_inner().map_err(|e| io(&tmp)(e.into_error()))?;
@@ -322,8 +328,24 @@ impl Sinks {
 
     /// The last membership sinks were told of, per (user, segment): the
     /// baseline, then the journal's transitions.
-    pub fn journal_membership(dir: &Path) -> Result<HashMap<(String, String), bool>, String> {
-        let mut out = HashMap::new();
+    pub fn journal_membership(
+        dir: &Path,
+        segments: &[String],
+    ) -> Result<HashMap<String, u64>, String> {
+        let mut out: HashMap<String, u64> = HashMap::new();
+        let mut set = |user: &str, segment: &str, member: bool| {
+            if let Some(i) = segments.iter().position(|s| s == segment) {
+                let bits = match out.get_mut(user) {
+                    Some(b) => b,
+                    None => out.entry(user.to_string()).or_default(),
+                };
+                if member {
+                    *bits |= 1 << i;
+                } else {
+                    *bits &= !(1 << i);
+                }
+            }
+        };
         let base = dir.join("baseline.ndjson");
         if let Ok(f) = File::open(&base) {
             for line in BufReader::new(f).lines() {
@@ -332,12 +354,13 @@ impl Sinks {
                     continue;
                 };
                 if let (Some(u), Some(s)) = (v["user_id"].as_str(), v["segment"].as_str()) {
-                    out.insert((u.to_string(), s.to_string()), true);
+                    set(u, s, true);
                 }
             }
         }
         let path = dir.join("journal.ndjson");
         let Ok(f) = File::open(&path) else {
+            drop(set);
             return Ok(out);
         };
         for line in BufReader::new(f).lines() {
@@ -352,10 +375,7 @@ impl Sinks {
             ) else {
                 continue;
             };
-            out.insert(
-                (user.to_string(), seg.to_string()),
-                kind == "segment_entered",
-            );
+            set(user, seg, kind == "segment_entered");
         }
         Ok(out)
     }
@@ -490,6 +510,9 @@ pub(crate) fn run_sinks(mut sinks: Sinks, rx: mpsc::Receiver<Vec<Transition>>) {
             delay = (delay * 2).min(Duration::from_secs(5));
         }
     };
+    // Delay from each transition's instant (the acknowledgement of its event,
+    // or its due time) to its delivery by every sink: reported at the end.
+    let mut delays: Vec<i64> = Vec::new();
     while let Ok(mut batch) = rx.recv() {
         // Group what is already waiting: one fsync for all of it.
         while let Ok(more) = rx.try_recv() {
@@ -500,6 +523,21 @@ pub(crate) fn run_sinks(mut sinks: Sinks, rx: mpsc::Receiver<Vec<Transition>>) {
         for i in 0..sinks.sinks.len() {
             retry(&mut || sinks.deliver(i, &lines));
         }
+        let done = now_micros();
+        if delays.len() < 10_000_000 {
+            delays.extend(batch.iter().map(|t| done - t.at));
+        }
+    }
+    if !delays.is_empty() {
+        delays.sort_unstable();
+        let q = |p: f64| delays[((delays.len() - 1) as f64 * p).round() as usize] as f64 / 1000.0;
+        eprintln!(
+            "tenure-server: live: {} transition(s) delivered; from the event's acknowledgement or the due time to delivery: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+            delays.len(),
+            q(0.5),
+            q(0.99),
+            q(1.0)
+        );
     }
 }
 
@@ -777,8 +815,9 @@ pub(crate) async fn load_store(
                     })
                 })
                 .collect();
+            let mut out = Vec::new();
             for row in 0..batch.num_rows() {
-                let mut out = Vec::new();
+                out.clear();
                 for (w, col) in wanted.iter().zip(&typed) {
                     let value = match col {
                         Some(col) => prop_at(col, row),
@@ -794,13 +833,11 @@ pub(crate) async fn load_store(
                         out.push((w.clone(), v));
                     }
                 }
-                live.load(
-                    LiveEvent {
-                        user_id: users.value(row).to_string(),
-                        event: events.value(row).to_string(),
-                        ts: ts.value(row),
-                        props: out,
-                    },
+                live.load_parts(
+                    users.value(row),
+                    events.value(row),
+                    ts.value(row),
+                    &out,
                     now,
                 );
                 read += 1;
