@@ -231,6 +231,9 @@ impl Ids {
     }
 }
 
+/// Membership sinks last heard of: `(user, segment index) -> member`.
+pub type Known<'a> = &'a dyn Fn(&str, usize) -> bool;
+
 /// The live state of every user.
 pub struct Live {
     plan: Plan,
@@ -285,7 +288,7 @@ impl Live {
         self.advance_user(u, now, out);
         let user = &mut self.users[u as usize];
         if ev.ts > now {
-            user.pending.get_or_insert_default().push(ev);
+            user.defer(ev);
         } else {
             user.add(&self.plan, &ev, now);
             self.evaluate(u, now, out);
@@ -301,7 +304,7 @@ impl Live {
             let u = self.user(&ev.user_id);
             let user = &mut self.users[u as usize];
             user.clock = now;
-            user.pending.get_or_insert_default().push(ev);
+            user.defer(ev);
         } else {
             self.load_parts(&ev.user_id, &ev.event, ev.ts, &ev.props, now);
         }
@@ -343,12 +346,7 @@ impl Live {
     /// difference is a transition at `now` (what changed while the server
     /// was down), appended to `out`. Without `before` (a first start) the
     /// membership is taken as it is, with no transitions.
-    pub fn settle(
-        &mut self,
-        now: i64,
-        before: Option<&dyn Fn(&str, usize) -> bool>,
-        out: &mut Vec<Transition>,
-    ) {
+    pub fn settle(&mut self, now: i64, before: Option<Known<'_>>, out: &mut Vec<Transition>) {
         self.users.shrink_to_fit();
         self.last_loaded = None;
         let mut silent = Vec::new();

@@ -73,7 +73,7 @@ pub(crate) struct User {
     /// Latest (time, value) per property of the plan; empty until one is set.
     props: Box<[Option<Latest>]>,
     /// Events dated after the instant they were received at.
-    pub pending: Option<Box<Vec<LiveEvent>>>,
+    pub pending: Box<[LiveEvent]>,
 }
 
 impl User {
@@ -90,7 +90,7 @@ impl User {
             counts: Box::new([]),
             totals: Box::new([]),
             props: Box::new([]),
-            pending: None,
+            pending: Box::new([]),
         }
     }
 
@@ -229,13 +229,21 @@ impl User {
         }
     }
 
+    /// Keeps an event dated after the state's instant for its time.
+    pub fn defer(&mut self, ev: LiveEvent) {
+        let mut pending = std::mem::take(&mut self.pending).into_vec();
+        pending.push(ev);
+        self.pending = pending.into_boxed_slice();
+    }
+
     /// Applies the pending events dated at or before `at`.
     pub fn apply_pending(&mut self, plan: &Plan, at: i64) {
-        let Some(pending) = self.pending.take() else {
+        if self.pending.iter().all(|e| e.ts > at) {
             return;
-        };
+        }
+        let pending = std::mem::take(&mut self.pending).into_vec();
         let (now, later): (Vec<_>, Vec<_>) = pending.into_iter().partition(|e| e.ts <= at);
-        self.pending = (!later.is_empty()).then(|| Box::new(later));
+        self.pending = later.into_boxed_slice();
         for ev in &now {
             self.add(plan, ev, at);
         }
@@ -271,7 +279,7 @@ impl User {
                 next = t;
             }
         };
-        for e in self.pending.iter().flat_map(|p| p.iter()) {
+        for e in self.pending.iter() {
             consider(e.ts);
         }
         for (spec, count) in plan.counts.iter().zip(self.counts.iter()) {

@@ -360,7 +360,6 @@ impl Sinks {
         }
         let path = dir.join("journal.ndjson");
         let Ok(f) = File::open(&path) else {
-            drop(set);
             return Ok(out);
         };
         for line in BufReader::new(f).lines() {
