@@ -271,6 +271,16 @@ pub fn check(
     validate_with(raw, declared, bounds, false).map(drop)
 }
 
+/// [`validate`] without building the other properties' JSON (`properties`
+/// is left empty): for a reader that needs the typed fields only.
+pub fn validate_typed<'a>(
+    raw: &RawEvent<'a>,
+    declared: &[DeclaredProperty],
+    bounds: TimeBounds,
+) -> Result<ValidEvent<'a>, String> {
+    validate_with(raw, declared, bounds, false)
+}
+
 fn validate_with<'a>(
     raw: &RawEvent<'a>,
     declared: &[DeclaredProperty],

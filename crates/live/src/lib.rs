@@ -289,8 +289,7 @@ impl Live {
         let user = &mut self.users[u as usize];
         if ev.ts > now {
             user.defer(ev);
-        } else {
-            user.add(&self.plan, &ev, now);
+        } else if user.add(&self.plan, &ev, now) {
             self.evaluate(u, now, out);
         }
         self.reschedule(u);
@@ -338,7 +337,7 @@ impl Live {
         self.last_loaded = Some(u);
         let user = &mut self.users[u as usize];
         user.clock = now;
-        user.add_parts(&self.plan, event, ts, props, now);
+        let _ = user.add_parts(&self.plan, event, ts, props, now);
     }
 
     /// Evaluates every user at `now` after a rebuild. `before(user, i)` is

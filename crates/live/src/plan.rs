@@ -115,6 +115,10 @@ pub struct Plan {
     pub(crate) activity: bool,
     /// The tenure stage is read.
     pub(crate) tenure: bool,
+    /// The first event's time is read (`first_seen`, the tenure stage).
+    pub(crate) reads_first: bool,
+    /// The last event's time is read (`last_seen`).
+    pub(crate) reads_last: bool,
     /// `first_seen within w` windows (microseconds).
     pub(crate) first_within: Vec<i64>,
     /// `last_seen within w` windows.
@@ -162,6 +166,8 @@ impl Plan {
             recency: false,
             activity: false,
             tenure: false,
+            reads_first: false,
+            reads_last: false,
             first_within: Vec::new(),
             last_within: Vec::new(),
             wanted: BTreeSet::new(),
@@ -195,7 +201,12 @@ impl Plan {
                     plan.purchases = true;
                     plan.activity = true;
                 }
-                Feature::Lifecycle(LifecycleAxis::Tenure) => plan.tenure = true,
+                Feature::Lifecycle(LifecycleAxis::Tenure) => {
+                    plan.tenure = true;
+                    plan.reads_first = true;
+                }
+                Feature::FirstSeen => plan.reads_first = true,
+                Feature::LastSeen => plan.reads_last = true,
                 Feature::Property(name) => {
                     plan.wanted.insert(name.clone());
                     plan.props.push(name.clone());

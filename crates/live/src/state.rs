@@ -100,11 +100,13 @@ impl User {
     }
 
     /// Adds an event dated at or before `now` (the state's instant).
-    pub fn add(&mut self, plan: &Plan, ev: &LiveEvent, now: i64) {
-        self.add_parts(plan, &ev.event, ev.ts, &ev.props, now);
+    pub fn add(&mut self, plan: &Plan, ev: &LiveEvent, now: i64) -> bool {
+        self.add_parts(plan, &ev.event, ev.ts, &ev.props, now)
     }
 
     /// [`User::add`] from borrowed parts (a rebuild reads millions of rows).
+    /// Whether a value the segments read changed (if not, membership cannot
+    /// have: the caller need not evaluate).
     pub fn add_parts(
         &mut self,
         plan: &Plan,
@@ -112,10 +114,14 @@ impl User {
         ts: i64,
         props: &[(String, Prop)],
         now: i64,
-    ) {
+    ) -> bool {
+        let mut changed = !self.seen()
+            || (plan.reads_first && ts < self.first)
+            || (plan.reads_last && ts > self.last);
         self.first = self.first.min(ts);
         self.last = self.last.max(ts);
         if plan.purchases && event == plan.config.purchase_event {
+            changed = true;
             self.purchases += 1;
             self.last_purchase = self.last_purchase.max(ts);
             if let Some((_, Prop::Exact(m, s))) = props.iter().find(|(n, _)| n == "revenue") {
@@ -153,12 +159,16 @@ impl User {
                 continue;
             }
             match count {
-                Count::All(n) => *n += 1,
+                Count::All(n) => {
+                    *n += 1;
+                    changed = true;
+                }
                 Count::Window(times) => {
                     let w = spec.within.unwrap_or(0);
                     if ts >= now.saturating_sub(w) {
                         let at = times.partition_point(|&t| t <= ts);
                         times.insert(at, ts);
+                        changed = true;
                     }
                 }
             }
@@ -196,6 +206,7 @@ impl User {
             };
             match spec.within {
                 None => {
+                    changed = true;
                     total.n += 1;
                     match value {
                         Value::Exact(x) => total.exact += x,
@@ -206,6 +217,7 @@ impl User {
                     if ts >= now.saturating_sub(w) {
                         let at = total.recent.partition_point(|&(t, _)| t <= ts);
                         total.recent.insert(at, (ts, value));
+                        changed = true;
                     }
                 }
             }
@@ -224,9 +236,11 @@ impl User {
                 Some((t, old)) => ts > *t || (ts == *t && *text > **old),
             };
             if newer {
+                changed |= slot.as_ref().is_none_or(|(_, old)| **old != *text);
                 *slot = Some((ts, text.into_boxed_str()));
             }
         }
+        changed
     }
 
     /// Keeps an event dated after the state's instant for its time.
@@ -245,7 +259,7 @@ impl User {
         let (now, later): (Vec<_>, Vec<_>) = pending.into_iter().partition(|e| e.ts <= at);
         self.pending = later.into_boxed_slice();
         for ev in &now {
-            self.add(plan, ev, at);
+            let _ = self.add(plan, ev, at);
         }
     }
 

@@ -157,9 +157,16 @@ async fn start_live(
     let now = live::now_micros();
     let mut state = tenure_live::Live::new(plan);
     state.reserve(base.users.count as usize);
-    live::load_store(store, base, &mut state, declared, now)
+    let state = {
+        let (store, base, declared) = (store.clone(), base.clone(), declared.to_vec());
+        let rt = tokio::runtime::Handle::current();
+        tokio::task::spawn_blocking(move || {
+            live::load_store(&store, &base, &mut state, &declared, now, &rt).map(|_| state)
+        })
         .await
-        .map_err(|e| cfg_err(format!("live segments: cannot read the store: {e}")))?;
+        .expect("live load task")
+        .map_err(|e| cfg_err(format!("live segments: cannot read the store: {e}")))?
+    };
     let app = Arc::new(live::LiveApp::new(state, read_keys, declared));
     live::load_wal(
         &app,

@@ -85,6 +85,8 @@ enum Want {
 /// The live part of the server.
 pub(crate) struct LiveApp {
     pub live: Mutex<Live>,
+    /// Some wanted property is a key of the `properties` JSON.
+    pub needs_json: bool,
     pub read_keys: Vec<Vec<u8>>,
     wanted: Vec<(String, Want)>,
     tx: Mutex<Option<mpsc::Sender<Vec<Transition>>>>,
@@ -99,7 +101,7 @@ pub(crate) fn now_micros() -> i64 {
 
 impl LiveApp {
     pub fn new(live: Live, read_keys: Vec<Vec<u8>>, declared: &[DeclaredProperty]) -> LiveApp {
-        let wanted = live
+        let wanted: Vec<(String, Want)> = live
             .plan()
             .wanted_properties()
             .map(|name| {
@@ -114,7 +116,9 @@ impl LiveApp {
                 (name.to_string(), want)
             })
             .collect();
+        let needs_json = wanted.iter().any(|(_, w)| matches!(w, Want::Json(_)));
         LiveApp {
+            needs_json,
             live: Mutex::new(live),
             read_keys,
             wanted,
@@ -726,124 +730,162 @@ impl Sink for WebhookSink {
     }
 }
 
+/// A batch of stored events with the columns the live state reads, text
+/// columns already plain Utf8 (decoded by the reading thread).
+struct Prepared {
+    users: arrow_array::ArrayRef,
+    events: arrow_array::ArrayRef,
+    ts: arrow_array::ArrayRef,
+    /// Per wanted property: its typed column, if the store has one.
+    typed: Vec<Option<arrow_array::ArrayRef>>,
+    properties: Option<arrow_array::ArrayRef>,
+}
+
 /// Reads the store's committed events into the live state (start-up), the
-/// columns the plan needs only. Returns the number of events read.
-pub(crate) async fn load_store(
+/// columns the plan needs only: one thread fetches and decodes files while
+/// the caller's applies their rows. Returns the number of events read.
+pub(crate) fn load_store(
     store: &tenure_ingest::Store,
     snapshot: &tenure_schema::Snapshot,
     live: &mut Live,
     declared: &[DeclaredProperty],
     now: i64,
+    rt: &tokio::runtime::Handle,
 ) -> Result<u64, String> {
     use arrow_array::Array;
     use arrow_array::cast::AsArray;
-    use parquet::arrow::ProjectionMask;
-    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
-    let paths = tenure_store::readable_paths(store, snapshot)
-        .await
+    let paths = rt
+        .block_on(tenure_store::readable_paths(store, snapshot))
         .map_err(|e| e.to_string())?;
-    let wanted: Vec<String> = live
-        .plan()
-        .wanted_properties()
-        .map(str::to_string)
-        .collect();
+    let wanted: Vec<String> = live.plan().wanted_properties().map(str::to_string).collect();
     let needs_json = wanted
         .iter()
         .any(|w| w != "revenue" && w != "variant" && !declared.iter().any(|d| &d.name == w));
-    let mut read = 0u64;
-    for rel in paths {
-        let path = store.path(&rel);
-        let bytes = object_store::ObjectStoreExt::get(store.inner.as_ref(), &path)
-            .await
-            .map_err(|e| format!("{rel}: {e}"))?
-            .bytes()
-            .await
-            .map_err(|e| format!("{rel}: {e}"))?;
-        let builder =
-            ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| format!("{rel}: {e}"))?;
-        let schema = builder.parquet_schema();
-        let keep: Vec<usize> = (0..schema.num_columns())
-            .filter(|&i| {
-                let column = schema.column(i);
-                let name = column.name();
-                ["user_id", "event", "ts"].contains(&name)
-                    || wanted.iter().any(|w| w == name)
-                    || (needs_json && name == "properties")
-            })
-            .collect();
-        let mask = ProjectionMask::leaves(schema, keep);
-        let reader = builder
-            .with_projection(mask)
-            .with_batch_size(64 * 1024)
-            .build()
-            .map_err(|e| format!("{rel}: {e}"))?;
-        for batch in reader {
-            let batch = batch.map_err(|e| format!("{rel}: {e}"))?;
-            let text = |name: &str| -> Result<Option<arrow_array::ArrayRef>, String> {
-                batch
-                    .column_by_name(name)
-                    .map(|c| arrow_cast::cast(c, &arrow_schema::DataType::Utf8))
-                    .transpose()
-                    .map_err(|e| format!("{rel}: {e}"))
-            };
-            let users = text("user_id")?.ok_or_else(|| format!("{rel}: no user_id column"))?;
-            let events = text("event")?.ok_or_else(|| format!("{rel}: no event column"))?;
-            let ts = batch
-                .column_by_name("ts")
-                .ok_or_else(|| format!("{rel}: no ts column"))?
-                .as_primitive::<arrow_array::types::TimestampMicrosecondType>()
-                .clone();
-            let props = batch.column_by_name("properties").map(|c| {
-                arrow_cast::cast(c, &arrow_schema::DataType::Utf8).unwrap_or_else(|_| c.clone())
-            });
-            let users = users.as_string::<i32>();
-            let events = events.as_string::<i32>();
-            // Typed columns, text ones as plain Utf8 (dictionaries decoded once).
-            let typed: Vec<Option<arrow_array::ArrayRef>> = wanted
-                .iter()
-                .map(|w| {
-                    let c = batch.column_by_name(w).filter(|_| w != "properties")?;
-                    Some(match c.data_type() {
-                        arrow_schema::DataType::Dictionary(..)
-                        | arrow_schema::DataType::Utf8View
-                        | arrow_schema::DataType::LargeUtf8 => {
-                            arrow_cast::cast(c, &arrow_schema::DataType::Utf8).ok()?
-                        }
-                        _ => c.clone(),
-                    })
-                })
-                .collect();
-            let mut out = Vec::new();
-            for row in 0..batch.num_rows() {
-                out.clear();
-                for (w, col) in wanted.iter().zip(&typed) {
-                    let value = match col {
-                        Some(col) => prop_at(col, row),
-                        _ => props.as_ref().and_then(|p| {
-                            let p = p.as_string_opt::<i32>()?;
-                            if p.is_null(row) {
-                                return None;
-                            }
-                            json_value(p.value(row), w)
-                        }),
-                    };
-                    if let Some(v) = value {
-                        out.push((w.clone(), v));
+    let (tx, rx) = mpsc::sync_channel::<Result<Prepared, String>>(4);
+    let reader = {
+        let (store, wanted, rt) = (store.clone(), wanted.clone(), rt.clone());
+        std::thread::Builder::new()
+            .name("tenure-live-load".into())
+            .spawn(move || {
+                for rel in paths {
+                    if let Err(e) = read_file(&store, &rel, &wanted, needs_json, &rt, &tx) {
+                        let _ = tx.send(Err(e));
+                        return;
                     }
                 }
-                live.load_parts(
-                    users.value(row),
-                    events.value(row),
-                    ts.value(row),
-                    &out,
-                    now,
-                );
-                read += 1;
+            })
+            .map_err(|e| e.to_string())?
+    };
+    let mut read = 0u64;
+    let mut out = Vec::new();
+    for prepared in rx {
+        let b = prepared?;
+        let users = b.users.as_string::<i32>();
+        let events = b.events.as_string::<i32>();
+        let ts = b
+            .ts
+            .as_primitive::<arrow_array::types::TimestampMicrosecondType>();
+        let props = b.properties.as_ref().and_then(|p| p.as_string_opt::<i32>());
+        for row in 0..users.len() {
+            out.clear();
+            for (w, col) in wanted.iter().zip(&b.typed) {
+                let value = match col {
+                    Some(col) => prop_at(col, row),
+                    None => props
+                        .filter(|p| !p.is_null(row))
+                        .and_then(|p| json_value(p.value(row), w)),
+                };
+                if let Some(v) = value {
+                    out.push((w.clone(), v));
+                }
             }
+            live.load_parts(users.value(row), events.value(row), ts.value(row), &out, now);
+            read += 1;
         }
     }
+    reader.join().map_err(|_| "the store reader panicked".to_string())?;
     Ok(read)
+}
+
+/// Fetches and decodes one events file into prepared batches.
+fn read_file(
+    store: &tenure_ingest::Store,
+    rel: &str,
+    wanted: &[String],
+    needs_json: bool,
+    rt: &tokio::runtime::Handle,
+    tx: &mpsc::SyncSender<Result<Prepared, String>>,
+) -> Result<(), String> {
+    use arrow_schema::DataType;
+    use parquet::arrow::ProjectionMask;
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+    let err = |e: &dyn std::fmt::Display| format!("{rel}: {e}");
+    let path = store.path(rel);
+    let bytes = rt
+        .block_on(async {
+            object_store::ObjectStoreExt::get(store.inner.as_ref(), &path)
+                .await?
+                .bytes()
+                .await
+        })
+        .map_err(|e| err(&e))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| err(&e))?;
+    let schema = builder.parquet_schema();
+    let keep: Vec<usize> = (0..schema.num_columns())
+        .filter(|&i| {
+            let column = schema.column(i);
+            let name = column.name();
+            ["user_id", "event", "ts"].contains(&name)
+                || wanted.iter().any(|w| w == name)
+                || (needs_json && name == "properties")
+        })
+        .collect();
+    let mask = ProjectionMask::leaves(schema, keep);
+    let reader = builder
+        .with_projection(mask)
+        .with_batch_size(64 * 1024)
+        .build()
+        .map_err(|e| err(&e))?;
+    let utf8 = |c: &arrow_array::ArrayRef| -> Result<arrow_array::ArrayRef, String> {
+        match c.data_type() {
+            DataType::Utf8 => Ok(c.clone()),
+            _ => arrow_cast::cast(c, &DataType::Utf8).map_err(|e| err(&e)),
+        }
+    };
+    for batch in reader {
+        let batch = batch.map_err(|e| err(&e))?;
+        let column = |name: &str| {
+            batch
+                .column_by_name(name)
+                .cloned()
+                .ok_or_else(|| format!("{rel}: no {name} column"))
+        };
+        let typed = wanted
+            .iter()
+            .map(|w| match batch.column_by_name(w).filter(|_| w != "properties") {
+                None => Ok(None),
+                Some(c) => match c.data_type() {
+                    DataType::Dictionary(..) | DataType::Utf8View | DataType::LargeUtf8 => {
+                        utf8(c).map(Some)
+                    }
+                    _ => Ok(Some(c.clone())),
+                },
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        let prepared = Prepared {
+            users: utf8(&column("user_id")?)?,
+            events: utf8(&column("event")?)?,
+            ts: column("ts")?,
+            typed,
+            properties: batch.column_by_name("properties").map(&utf8).transpose()?,
+        };
+        if tx.send(Ok(prepared)).is_err() {
+            return Ok(());
+        }
+    }
+    Ok(())
 }
 
 /// A JSON object's value at `key`, as `prop()` reads it.

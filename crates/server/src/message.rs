@@ -231,7 +231,11 @@ fn check<'a>(
             None
         }
         Some(app) => {
-            let valid = tenure_ingest::validate::validate(&raw, cx.declared, cx.bounds)?;
+            let valid = if app.needs_json {
+                tenure_ingest::validate::validate(&raw, cx.declared, cx.bounds)?
+            } else {
+                tenure_ingest::validate::validate_typed(&raw, cx.declared, cx.bounds)?
+            };
             Some(app.event_of(&valid))
         }
     };
