@@ -285,14 +285,29 @@ impl Live {
     /// user up to `now`, then the event; appends the transitions made.
     pub fn apply(&mut self, ev: LiveEvent, now: i64, out: &mut Vec<Transition>) {
         let u = self.user(&ev.user_id);
-        self.advance_user(u, now, out);
+        // `scheduled` is never later than the user's next change: past it,
+        // nothing is due (and no window holds an event to drop).
+        let due = self.users[u as usize].scheduled <= now;
+        if due {
+            self.advance_user(u, now, out);
+        } else {
+            let user = &mut self.users[u as usize];
+            user.clock = user.clock.max(now);
+        }
         let user = &mut self.users[u as usize];
-        if ev.ts > now {
+        let changed = if ev.ts > now {
             user.defer(ev);
+            true
         } else if user.add(&self.plan, &ev, now) {
             self.evaluate(u, now, out);
+            true
+        } else {
+            false
+        };
+        // An event that changed nothing read cannot move the next change.
+        if changed || due {
+            self.reschedule(u);
         }
-        self.reschedule(u);
     }
 
     /// Adds an event of history (received before `now`) without evaluating:

@@ -224,7 +224,11 @@ proptest! {
         for &t in &checks {
             while next < events.len() && events[next].received <= t {
                 let e = &events[next];
-                live.advance(e.received, &mut out);
+                // Timers fired before some events only: an event also finds
+                // what is due for its user by itself.
+                if next % 2 == 0 {
+                    live.advance(e.received, &mut out);
+                }
                 live.apply(e.live(), e.received, &mut out);
                 next += 1;
             }
