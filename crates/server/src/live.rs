@@ -758,7 +758,11 @@ pub(crate) fn load_store(
     let paths = rt
         .block_on(tenure_store::readable_paths(store, snapshot))
         .map_err(|e| e.to_string())?;
-    let wanted: Vec<String> = live.plan().wanted_properties().map(str::to_string).collect();
+    let wanted: Vec<String> = live
+        .plan()
+        .wanted_properties()
+        .map(str::to_string)
+        .collect();
     let needs_json = wanted
         .iter()
         .any(|w| w != "revenue" && w != "variant" && !declared.iter().any(|d| &d.name == w));
@@ -783,9 +787,8 @@ pub(crate) fn load_store(
         let b = prepared?;
         let users = b.users.as_string::<i32>();
         let events = b.events.as_string::<i32>();
-        let ts = b
-            .ts
-            .as_primitive::<arrow_array::types::TimestampMicrosecondType>();
+        let ts =
+            b.ts.as_primitive::<arrow_array::types::TimestampMicrosecondType>();
         let props = b.properties.as_ref().and_then(|p| p.as_string_opt::<i32>());
         for row in 0..users.len() {
             out.clear();
@@ -800,11 +803,19 @@ pub(crate) fn load_store(
                     out.push((w.clone(), v));
                 }
             }
-            live.load_parts(users.value(row), events.value(row), ts.value(row), &out, now);
+            live.load_parts(
+                users.value(row),
+                events.value(row),
+                ts.value(row),
+                &out,
+                now,
+            );
             read += 1;
         }
     }
-    reader.join().map_err(|_| "the store reader panicked".to_string())?;
+    reader
+        .join()
+        .map_err(|_| "the store reader panicked".to_string())?;
     Ok(read)
 }
 
@@ -864,15 +875,17 @@ fn read_file(
         };
         let typed = wanted
             .iter()
-            .map(|w| match batch.column_by_name(w).filter(|_| w != "properties") {
-                None => Ok(None),
-                Some(c) => match c.data_type() {
-                    DataType::Dictionary(..) | DataType::Utf8View | DataType::LargeUtf8 => {
-                        utf8(c).map(Some)
-                    }
-                    _ => Ok(Some(c.clone())),
+            .map(
+                |w| match batch.column_by_name(w).filter(|_| w != "properties") {
+                    None => Ok(None),
+                    Some(c) => match c.data_type() {
+                        DataType::Dictionary(..) | DataType::Utf8View | DataType::LargeUtf8 => {
+                            utf8(c).map(Some)
+                        }
+                        _ => Ok(Some(c.clone())),
+                    },
                 },
-            })
+            )
             .collect::<Result<Vec<_>, String>>()?;
         let prepared = Prepared {
             users: utf8(&column("user_id")?)?,
