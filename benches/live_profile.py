@@ -3,7 +3,7 @@
 `GET /v1/segments/{name}?limit=100`; prints p50/p99/max in ms.
 
     python3 benches/live_profile.py --url http://127.0.0.1:8080 --read-key K \\
-        --users 10000000 [--prefix u] [--n 20000] [--segment lapsed_buyer]
+        --users 10000000 [--prefix u --width 7] [--n 20000] [--segment lapsed_buyer]
 """
 import argparse, base64, http.client, random, statistics, time, urllib.parse
 
@@ -12,6 +12,7 @@ p.add_argument("--url", required=True)
 p.add_argument("--read-key", required=True)
 p.add_argument("--users", type=int, required=True)
 p.add_argument("--prefix", default="u")
+p.add_argument("--width", type=int, default=0, help="zero-pad ids to this many digits (tenure gen: 7)")
 p.add_argument("--n", type=int, default=20000)
 p.add_argument("--segment", default="lapsed_buyer")
 a = p.parse_args()
@@ -37,7 +38,7 @@ def report(name, xs):
 rnd = random.Random(7)
 lat, found = [], 0
 for _ in range(a.n):
-    ms, st = timed(f"/v1/users/{a.prefix}{rnd.randrange(a.users)}")
+    ms, st = timed(f"/v1/users/{a.prefix}{rnd.randrange(a.users):0{a.width}d}")
     lat.append(ms)
     found += st == 200
 report(f"GET /v1/users/{{id}} ({found} found)", lat)

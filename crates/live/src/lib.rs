@@ -244,6 +244,9 @@ pub struct Live {
     timers: BinaryHeap<Reverse<(i64, u32)>>,
     /// Members per segment.
     counts: Vec<u64>,
+    /// Per segment, a bit per user: pages of members without a walk over
+    /// every user's state.
+    bitmaps: Vec<Vec<u64>>,
     /// Every feature any segment reads, for profiles.
     all_features: Vec<tenure_dsl::Feature>,
     /// The user of the last loaded row.
@@ -262,6 +265,7 @@ impl Live {
         all.dedup();
         Live {
             counts: vec![0; plan.segments.len()],
+            bitmaps: vec![Vec::new(); plan.segments.len()],
             plan,
             users: Vec::new(),
             ids: Ids::default(),
@@ -365,18 +369,17 @@ impl Live {
         self.last_loaded = None;
         let mut silent = Vec::new();
         for u in 0..self.users.len() as u32 {
-            let user = &mut self.users[u as usize];
-            user.prune(&self.plan, now);
+            self.users[u as usize].prune(&self.plan, now);
             let mut known = 0u64;
             if let Some(before) = before {
                 for i in 0..self.plan.segments.len() {
                     if before(self.ids.get(u), i) {
                         known |= 1 << i;
-                        self.counts[i] += 1;
+                        self.mark(i, u, true);
                     }
                 }
             }
-            user.members = known;
+            self.users[u as usize].members = known;
             match before {
                 Some(_) => self.evaluate(u, now, out),
                 None => {
@@ -390,10 +393,29 @@ impl Live {
 
     /// Calls `f` with the id of every member of a segment.
     pub fn for_each_member(&self, segment: usize, mut f: impl FnMut(&str)) {
-        for (i, u) in self.users.iter().enumerate() {
-            if u.members >> segment & 1 == 1 {
-                f(self.ids.get(i as u32));
+        for (w, &word) in self.bitmaps[segment].iter().enumerate() {
+            let mut bits = word;
+            while bits != 0 {
+                let b = bits.trailing_zeros();
+                bits &= bits - 1;
+                f(self.ids.get(w as u32 * 64 + b));
             }
+        }
+    }
+
+    /// Records a user's membership of a segment in its count and bitmap.
+    fn mark(&mut self, segment: usize, u: u32, member: bool) {
+        let words = &mut self.bitmaps[segment];
+        let w = u as usize / 64;
+        if words.len() <= w {
+            words.resize(w + 1, 0);
+        }
+        if member {
+            words[w] |= 1 << (u % 64);
+            self.counts[segment] += 1;
+        } else {
+            words[w] &= !(1 << (u % 64));
+            self.counts[segment] -= 1;
         }
     }
 
@@ -491,15 +513,28 @@ impl Live {
     /// Members of a segment: their number, and up to `limit` of their ids
     /// after skipping `offset`, in the order users were first seen.
     pub fn members(&self, segment: usize, offset: usize, limit: usize) -> (u64, Vec<String>) {
-        let ids = self
-            .users
-            .iter()
-            .enumerate()
-            .filter(|(_, u)| u.members >> segment & 1 == 1)
-            .skip(offset)
-            .take(limit)
-            .map(|(i, _)| self.ids.get(i as u32).to_string())
-            .collect();
+        let mut ids = Vec::new();
+        let mut skip = offset;
+        for (w, &word) in self.bitmaps[segment].iter().enumerate() {
+            if ids.len() >= limit {
+                break;
+            }
+            let n = word.count_ones() as usize;
+            if skip >= n {
+                skip -= n;
+                continue;
+            }
+            let mut bits = word;
+            while bits != 0 && ids.len() < limit {
+                let b = bits.trailing_zeros();
+                bits &= bits - 1;
+                if skip > 0 {
+                    skip -= 1;
+                    continue;
+                }
+                ids.push(self.ids.get(w as u32 * 64 + b).to_string());
+            }
+        }
         (self.counts[segment], ids)
     }
 
@@ -565,18 +600,13 @@ impl Live {
         } else {
             0
         };
-        let user = &mut self.users[u as usize];
-        let changed = bits ^ user.members;
+        let changed = bits ^ self.users[u as usize].members;
         for i in 0..self.plan.segments.len() {
             if changed >> i & 1 == 1 {
-                if bits >> i & 1 == 1 {
-                    self.counts[i] += 1;
-                } else {
-                    self.counts[i] -= 1;
-                }
+                self.mark(i, u, bits >> i & 1 == 1);
             }
         }
-        user.members = bits;
+        self.users[u as usize].members = bits;
     }
 }
 

@@ -206,30 +206,34 @@ async fn start_live(
         }
     }
     let rt = tokio::runtime::Handle::current();
-    let mut sinks: Vec<Box<dyn live::Sink>> = Vec::new();
-    for spec in &config.emit {
-        sinks.push(match spec {
-            SinkSpec::Ndjson(p) => Box::new(live::NdjsonSink::open(p).map_err(cfg_err)?),
-            SinkSpec::Store => Box::new(live::StoreSink::new(wal.clone(), rt.clone())),
-            SinkSpec::Webhook(u) => {
-                Box::new(live::WebhookSink::new(u, &dir, rt.clone()).map_err(cfg_err)?)
-            }
-        });
-    }
-    let sinks = {
+    let journal = {
         let dir = dir.clone();
-        tokio::task::spawn_blocking(move || live::Sinks::open(&dir, sinks))
+        tokio::task::spawn_blocking(move || live::Sinks::open(&dir))
             .await
-            .expect("sink task")
+            .expect("journal task")
             .map_err(cfg_err)?
     };
+    let shared = journal.shared();
+    let mut threads = Vec::new();
+    for spec in &config.emit {
+        let sink: Box<dyn live::Sink> = match spec {
+            SinkSpec::Ndjson(p) => Box::new(live::NdjsonSink::open(p).map_err(cfg_err)?),
+            SinkSpec::Store => Box::new(live::StoreSink::new(wal.clone(), rt.clone())),
+            SinkSpec::Webhook(u) => Box::new(
+                live::WebhookSink::new(u, &dir, rt.clone(), shared.clone()).map_err(cfg_err)?,
+            ),
+        };
+        threads.push(journal.start_sink(sink).map_err(cfg_err)?);
+    }
     let (tx, rx) = std::sync::mpsc::channel();
-    app.connect(tx);
+    app.connect(tx, shared);
     app.send(out);
-    let sink_thread = std::thread::Builder::new()
-        .name("tenure-live-sinks".into())
-        .spawn(move || live::run_sinks(sinks, rx))
-        .map_err(|e| cfg_err(e.to_string()))?;
+    threads.push(
+        std::thread::Builder::new()
+            .name("tenure-live-journal".into())
+            .spawn(move || live::run_journal(journal, rx))
+            .map_err(|e| cfg_err(e.to_string()))?,
+    );
     let timer_thread = {
         let app = app.clone();
         let tick = config.live_tick;
@@ -238,7 +242,8 @@ async fn start_live(
             .spawn(move || live::run_timers(app, tick))
             .map_err(|e| cfg_err(e.to_string()))?
     };
-    Ok((app, vec![timer_thread, sink_thread]))
+    threads.push(timer_thread);
+    Ok((app, threads))
 }
 
 fn wal_err(path: &Path) -> impl FnOnce(std::io::Error) -> ServerError + '_ {

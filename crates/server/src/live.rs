@@ -90,6 +90,8 @@ pub(crate) struct LiveApp {
     pub read_keys: Vec<Vec<u8>>,
     wanted: Vec<(String, Want)>,
     tx: Mutex<Option<mpsc::Sender<Vec<Transition>>>>,
+    /// The journal's state, once the sinks run (shutdown tells them).
+    sinks: Mutex<Option<Arc<Shared>>>,
     /// Wakes the timer thread (shutdown).
     stop: Arc<(Mutex<bool>, std::sync::Condvar)>,
 }
@@ -123,6 +125,7 @@ impl LiveApp {
             read_keys,
             wanted,
             tx: Mutex::new(None),
+            sinks: Mutex::new(None),
             stop: Arc::new((Mutex::new(false), std::sync::Condvar::new())),
         }
     }
@@ -197,6 +200,11 @@ impl LiveApp {
         *self.stop.0.lock().expect("stop flag") = true;
         self.stop.1.notify_all();
         self.tx.lock().expect("sink channel").take();
+        if let Some(shared) = self.sinks.lock().expect("sinks").as_ref() {
+            shared
+                .stopping
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 }
 
@@ -226,12 +234,23 @@ pub(crate) fn run_timers(app: Arc<LiveApp>, tick: Duration) {
     }
 }
 
-/// The transition journal and the sinks fed from it.
+/// The transition journal: appended and fsynced by the journal thread,
+/// read by one thread per sink from that sink's recorded progress. A sink
+/// that falls behind (a webhook that is down) keeps its backlog on disk, not
+/// in memory, and holds up no other sink.
 pub(crate) struct Sinks {
     dir: PathBuf,
     journal: File,
     journal_len: u64,
-    sinks: Vec<Box<dyn Sink>>,
+    shared: Arc<Shared>,
+}
+
+/// The journal's length as fsynced, and whether it is closed (shutdown).
+pub(crate) struct Shared {
+    state: Mutex<(u64, bool)>,
+    grown: std::sync::Condvar,
+    /// The server is stopping: a failing sink gives up (its progress stays).
+    pub stopping: std::sync::atomic::AtomicBool,
 }
 
 /// A place transitions are delivered to, in journal order.
@@ -240,7 +259,7 @@ pub(crate) trait Sink: Send {
     fn spec(&self) -> &SinkSpec;
     /// Delivers lines (one transition JSON each). Returns once they are
     /// delivered as far as the sink can promise (fsynced, durable in the WAL,
-    /// queued for the webhook).
+    /// accepted by the webhook or dead-lettered).
     fn deliver(&mut self, lines: &[String]) -> Result<(), String>;
     /// What to record beside the journal offset (the NDJSON file's length).
     fn mark(&self) -> u64 {
@@ -256,47 +275,127 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> String + '_ {
     move |e| format!("{}: {e}", path.display())
 }
 
+/// Lines of the journal read at a time by a sink.
+const SINK_READ: usize = 4 << 20;
+
 impl Sinks {
-    /// Opens the journal under `dir`, restores every sink and delivers what
-    /// the journal holds past each sink's progress.
-    pub fn open(dir: &Path, mut sinks: Vec<Box<dyn Sink>>) -> Result<Sinks, String> {
+    /// Opens the journal under `dir` (dropping a torn last line: it was never
+    /// fsynced, so no sink has it).
+    pub fn open(dir: &Path) -> Result<Sinks, String> {
         std::fs::create_dir_all(dir).map_err(io(dir))?;
         let path = dir.join("journal.ndjson");
-        let mut journal = OpenOptions::new()
+        let journal = OpenOptions::new()
             .create(true)
             .read(true)
             .append(true)
             .open(&path)
             .map_err(io(&path))?;
-        // A torn last line (a crash mid-append) is dropped: it was never
-        // fsynced, so no sink has it.
-        let mut text = Vec::new();
-        journal.read_to_end(&mut text).map_err(io(&path))?;
-        let good = text.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-        if good < text.len() {
-            journal.set_len(good as u64).map_err(io(&path))?;
-        }
-        let journal_len = good as u64;
-        for sink in &mut sinks {
-            let (offset, mark) = read_progress(dir, sink.spec());
-            sink.restore(mark)?;
-            let offset = offset.unwrap_or(journal_len).min(journal_len);
-            let lines: Vec<String> = text[offset as usize..good]
-                .split(|&b| b == b'\n')
-                .filter(|l| !l.is_empty())
-                .map(|l| String::from_utf8_lossy(l).into_owned())
-                .collect();
-            if !lines.is_empty() {
-                sink.deliver(&lines)?;
-            }
-            write_progress(dir, sink.spec(), journal_len, sink.mark())?;
+        let len = journal.metadata().map_err(io(&path))?.len();
+        let good = last_newline(&path, len)?;
+        if good < len {
+            journal.set_len(good).map_err(io(&path))?;
         }
         Ok(Sinks {
             dir: dir.to_path_buf(),
             journal,
-            journal_len,
-            sinks,
+            journal_len: good,
+            shared: Arc::new(Shared {
+                state: Mutex::new((good, false)),
+                grown: std::sync::Condvar::new(),
+                stopping: std::sync::atomic::AtomicBool::new(false),
+            }),
         })
+    }
+
+    /// What the sink threads share with the journal thread.
+    pub fn shared(&self) -> Arc<Shared> {
+        self.shared.clone()
+    }
+
+    /// Starts a sink's thread: from its recorded progress (a new sink from
+    /// the journal's current end) to the end of the journal, then as it
+    /// grows, until the journal closes and everything in it is delivered.
+    pub fn start_sink(
+        &self,
+        mut sink: Box<dyn Sink>,
+    ) -> Result<std::thread::JoinHandle<()>, String> {
+        let dir = self.dir.clone();
+        let shared = self.shared.clone();
+        let (offset, mark) = read_progress(&dir, sink.spec());
+        sink.restore(mark)?;
+        let mut offset = offset.unwrap_or(self.journal_len).min(self.journal_len);
+        write_progress(&dir, sink.spec(), offset, sink.mark())?;
+        let path = dir.join("journal.ndjson");
+        let mut file = File::open(&path).map_err(io(&path))?;
+        std::thread::Builder::new()
+            .name("tenure-live-sink".into())
+            .spawn(move || {
+                let mut delays = Vec::new();
+                let mut buf = Vec::new();
+                let mut read_size = SINK_READ;
+                loop {
+                    let (len, closed) = {
+                        let mut st = shared.state.lock().expect("journal state");
+                        while st.0 <= offset && !st.1 {
+                            st = shared.grown.wait(st).expect("journal state");
+                        }
+                        *st
+                    };
+                    if len <= offset && closed {
+                        break;
+                    }
+                    let want = ((len - offset) as usize).min(read_size);
+                    buf.resize(want, 0);
+                    let read = file
+                        .seek(SeekFrom::Start(offset))
+                        .and_then(|_| file.read_exact(&mut buf));
+                    if let Err(e) = read {
+                        eprintln!("tenure-server: live sink {:?}: {}", sink.spec(), io(&path)(e));
+                        std::thread::sleep(Duration::from_millis(200));
+                        continue;
+                    }
+                    // Whole lines only (a read may end inside a long one).
+                    let Some(end) = buf.iter().rposition(|&b| b == b'\n') else {
+                        // A line longer than the read: read more at once.
+                        read_size *= 2;
+                        continue;
+                    };
+                    read_size = SINK_READ;
+                    let lines: Vec<String> = buf[..end]
+                        .split(|&b| b == b'\n')
+                        .map(|l| String::from_utf8_lossy(l).into_owned())
+                        .collect();
+                    let mut delay = Duration::from_millis(50);
+                    loop {
+                        let done = sink.deliver(&lines).and_then(|()| {
+                            write_progress(&dir, sink.spec(), offset + end as u64 + 1, sink.mark())
+                        });
+                        match done {
+                            Ok(()) => break,
+                            Err(e) if shared.stopping.load(std::sync::atomic::Ordering::Relaxed) => {
+                                eprintln!(
+                                    "tenure-server: live sink {:?}: {e}; stopping with transitions left, delivered at the next start",
+                                    sink.spec()
+                                );
+                                report_delays(sink.spec(), &mut delays);
+                                return;
+                            }
+                            Err(e) => {
+                                eprintln!("tenure-server: live sink {:?}: {e}; retrying", sink.spec());
+                                std::thread::sleep(delay);
+                                delay = (delay * 2).min(Duration::from_secs(5));
+                            }
+                        }
+                    }
+                    let now = now_micros();
+                    if delays.len() < 10_000_000 {
+                        delays.extend(lines.iter().filter_map(|l| line_at(l)).map(|at| now - at));
+                    }
+                    offset += end as u64 + 1;
+                }
+                report_delays(sink.spec(), &mut delays);
+            })
+            .map_err(|e| e.to_string())
     }
 
     /// Is there a baseline (has a server with live segments started here)?
@@ -401,15 +500,61 @@ impl Sinks {
             return Err(io(&path)(e));
         }
         self.journal_len += buf.len() as u64;
+        self.shared.state.lock().expect("journal state").0 = self.journal_len;
+        self.shared.grown.notify_all();
         Ok(())
     }
 
-    /// Delivers journaled lines to sink `i` and records its progress.
-    pub fn deliver(&mut self, i: usize, lines: &[String]) -> Result<(), String> {
-        let sink = &mut self.sinks[i];
-        sink.deliver(lines)?;
-        write_progress(&self.dir, sink.spec(), self.journal_len, sink.mark())
+    /// Closes the journal: sink threads deliver what it holds, then stop.
+    fn close(&self) {
+        self.shared.state.lock().expect("journal state").1 = true;
+        self.shared.grown.notify_all();
     }
+}
+
+/// The offset just past the journal's last newline (its whole lines).
+fn last_newline(path: &Path, len: u64) -> Result<u64, String> {
+    let mut f = File::open(path).map_err(io(path))?;
+    let mut end = len;
+    let mut buf = vec![0u8; 64 << 10];
+    while end > 0 {
+        let start = end.saturating_sub(buf.len() as u64);
+        let chunk = &mut buf[..(end - start) as usize];
+        f.seek(SeekFrom::Start(start))
+            .and_then(|_| f.read_exact(chunk))
+            .map_err(io(path))?;
+        if let Some(i) = chunk.iter().rposition(|&b| b == b'\n') {
+            return Ok(start + i as u64 + 1);
+        }
+        end = start;
+    }
+    Ok(0)
+}
+
+/// A transition line's `at`, UTC microseconds.
+fn line_at(line: &str) -> Option<i64> {
+    let i = line.find(r#""at":""#)? + 6;
+    let end = i + line[i..].find('"')?;
+    chrono::DateTime::parse_from_rfc3339(&line[i..end])
+        .ok()
+        .map(|d| d.timestamp_micros())
+}
+
+/// Prints a sink's delays from each transition's instant (the event's
+/// acknowledgement or the due time) to its delivery.
+fn report_delays(spec: &SinkSpec, delays: &mut [i64]) {
+    if delays.is_empty() {
+        return;
+    }
+    delays.sort_unstable();
+    let q = |p: f64| delays[((delays.len() - 1) as f64 * p).round() as usize] as f64 / 1000.0;
+    eprintln!(
+        "tenure-server: live: {} transition(s) delivered to {spec:?}; from the event's acknowledgement or the due time to delivery: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        delays.len(),
+        q(0.5),
+        q(0.99),
+        q(1.0)
+    );
 }
 
 fn progress_path(dir: &Path, spec: &SinkSpec) -> PathBuf {
@@ -501,53 +646,31 @@ impl Sink for NdjsonSink {
     }
 }
 
-/// Runs the sink thread: journals and delivers batches until the channel
-/// closes. A failing journal or sink is retried with backoff (the batch
-/// stays where it is; later ones wait behind it).
-pub(crate) fn run_sinks(mut sinks: Sinks, rx: mpsc::Receiver<Vec<Transition>>) {
-    let retry = |what: &mut dyn FnMut() -> Result<(), String>| {
-        let mut delay = Duration::from_millis(50);
-        while let Err(e) = what() {
-            eprintln!("tenure-server: live transitions: {e}; retrying");
-            std::thread::sleep(delay);
-            delay = (delay * 2).min(Duration::from_secs(5));
-        }
-    };
-    // Delay from each transition's instant (the acknowledgement of its event,
-    // or its due time) to its delivery by every sink: reported at the end.
-    let mut delays: Vec<i64> = Vec::new();
+/// Runs the journal thread: appends each batch of transitions (retried with
+/// backoff on failure: later batches wait behind it), then closes the
+/// journal once the channel closes, so that the sink threads finish.
+pub(crate) fn run_journal(mut sinks: Sinks, rx: mpsc::Receiver<Vec<Transition>>) {
     while let Ok(mut batch) = rx.recv() {
         // Group what is already waiting: one fsync for all of it.
         while let Ok(more) = rx.try_recv() {
             batch.extend(more);
         }
         let lines: Vec<String> = batch.iter().map(|t| t.to_json().to_string()).collect();
-        retry(&mut || sinks.journal(&lines));
-        for i in 0..sinks.sinks.len() {
-            retry(&mut || sinks.deliver(i, &lines));
-        }
-        let done = now_micros();
-        if delays.len() < 10_000_000 {
-            delays.extend(batch.iter().map(|t| done - t.at));
+        let mut delay = Duration::from_millis(50);
+        while let Err(e) = sinks.journal(&lines) {
+            eprintln!("tenure-server: live transitions: {e}; retrying");
+            std::thread::sleep(delay);
+            delay = (delay * 2).min(Duration::from_secs(5));
         }
     }
-    if !delays.is_empty() {
-        delays.sort_unstable();
-        let q = |p: f64| delays[((delays.len() - 1) as f64 * p).round() as usize] as f64 / 1000.0;
-        eprintln!(
-            "tenure-server: live: {} transition(s) delivered; from the event's acknowledgement or the due time to delivery: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
-            delays.len(),
-            q(0.5),
-            q(0.99),
-            q(1.0)
-        );
-    }
+    sinks.close();
 }
 
 impl LiveApp {
-    /// Connects the sink thread's channel.
-    pub fn connect(&self, tx: mpsc::Sender<Vec<Transition>>) {
+    /// Connects the journal thread's channel and the sinks' shared state.
+    pub fn connect(&self, tx: mpsc::Sender<Vec<Transition>>, sinks: Arc<Shared>) {
         *self.tx.lock().expect("sink channel") = Some(tx);
+        *self.sinks.lock().expect("sinks") = Some(sinks);
     }
 }
 
@@ -638,10 +761,16 @@ pub(crate) struct WebhookSink {
     attempts: u32,
     backoff: Duration,
     dead: PathBuf,
+    shared: Arc<Shared>,
 }
 
 impl WebhookSink {
-    pub fn new(url: &str, dir: &Path, rt: tokio::runtime::Handle) -> Result<WebhookSink, String> {
+    pub fn new(
+        url: &str,
+        dir: &Path,
+        rt: tokio::runtime::Handle,
+        shared: Arc<Shared>,
+    ) -> Result<WebhookSink, String> {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .build()
@@ -654,6 +783,7 @@ impl WebhookSink {
             attempts: 6,
             backoff: Duration::from_millis(100),
             dead: dir.join("dead-letters.ndjson"),
+            shared,
         })
     }
 
@@ -690,7 +820,16 @@ impl Sink for WebhookSink {
             let mut delay = self.backoff;
             let mut last = String::new();
             let mut delivered = false;
+            let stopping = || {
+                self.shared
+                    .stopping
+                    .load(std::sync::atomic::Ordering::Relaxed)
+            };
             for attempt in 0..self.attempts {
+                if attempt > 0 && stopping() {
+                    // Not given up on: delivered from the journal at the next start.
+                    return Err(format!("{last} (server stopping)"));
+                }
                 if attempt > 0 {
                     std::thread::sleep(delay);
                     delay = (delay * 2).min(Duration::from_secs(30));
