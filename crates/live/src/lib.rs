@@ -74,7 +74,10 @@ impl Prop {
             }
             Prop::Float(x) => format!("{x:?}"),
             Prop::Bool(b) => b.to_string(),
-            Prop::Time(t) => rfc3339(*t),
+            // As Arrow casts a timestamp to text (`tenure segment` reads it so).
+            Prop::Time(t) => chrono::DateTime::from_timestamp_micros(*t)
+                .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
+                .unwrap_or_else(|| t.to_string()),
         }
     }
 }
@@ -288,29 +291,55 @@ impl Live {
     /// Applies an event received at `now`: first whatever was due for its
     /// user up to `now`, then the event; appends the transitions made.
     pub fn apply(&mut self, ev: LiveEvent, now: i64, out: &mut Vec<Transition>) {
-        let u = self.user(&ev.user_id);
-        // `scheduled` is never later than the user's next change: past it,
-        // nothing is due (and no window holds an event to drop).
-        let due = self.users[u as usize].scheduled <= now;
-        if due {
-            self.advance_user(u, now, out);
-        } else {
-            let user = &mut self.users[u as usize];
-            user.clock = user.clock.max(now);
-        }
-        let user = &mut self.users[u as usize];
-        let changed = if ev.ts > now {
-            user.defer(ev);
-            true
-        } else if user.add(&self.plan, &ev, now) {
-            self.evaluate(u, now, out);
-            true
-        } else {
-            false
-        };
-        // An event that changed nothing read cannot move the next change.
-        if changed || due {
-            self.reschedule(u);
+        self.apply_all(vec![ev], now, out);
+    }
+
+    /// Applies events received together at `now` (one request): per user,
+    /// whatever was due up to `now`, then all of their events, then one
+    /// evaluation. All arrived at the same instant, so no membership in
+    /// between them ever held: a batch `[purchase, purchase]` of a new user
+    /// does not enter and leave `F = 1`. An instant earlier than a user's
+    /// state (a clock read before another thread moved it) counts as the
+    /// state's instant.
+    pub fn apply_all(&mut self, events: Vec<LiveEvent>, now: i64, out: &mut Vec<Transition>) {
+        let mut order: Vec<(u32, LiveEvent)> = events
+            .into_iter()
+            .map(|ev| (self.user(&ev.user_id), ev))
+            .collect();
+        // By user, keeping each user's events in the order received.
+        order.sort_by_key(|(u, _)| *u);
+        let mut rest = order.into_iter().peekable();
+        while let Some((u, ev)) = rest.next() {
+            let mut mine = vec![ev];
+            while let Some((_, ev)) = rest.next_if(|(v, _)| *v == u) {
+                mine.push(ev);
+            }
+            let now = now.max(self.users[u as usize].clock);
+            // `scheduled` is never later than the user's next change: before
+            // it, nothing is due (and no window holds an event to drop).
+            let due = self.users[u as usize].scheduled <= now;
+            if due {
+                self.advance_user(u, now, out);
+            } else {
+                self.users[u as usize].clock = now;
+            }
+            let mut changed = false;
+            for ev in mine {
+                let user = &mut self.users[u as usize];
+                if ev.ts > now {
+                    user.defer(ev);
+                    changed = true;
+                } else {
+                    changed |= user.add(&self.plan, &ev, now);
+                }
+            }
+            if changed {
+                self.evaluate(u, now, out);
+            }
+            // Events that changed nothing read cannot move the next change.
+            if changed || due {
+                self.reschedule(u);
+            }
         }
     }
 
@@ -476,6 +505,7 @@ impl Live {
         out: &mut Vec<Transition>,
     ) -> Option<Profile> {
         let u = self.ids.find(user_id)?;
+        let now = now.max(self.users[u as usize].clock);
         self.advance_user(u, now, out);
         self.reschedule(u);
         let user = &self.users[u as usize];

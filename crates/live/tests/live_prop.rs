@@ -329,3 +329,77 @@ fn population_features_are_refused_with_the_reason() {
     assert!(err.contains("country"), "{err}");
     let _ = BTreeMap::<i32, i32>::new();
 }
+
+fn purchase(user: &str, ts: i64) -> LiveEvent {
+    LiveEvent {
+        user_id: user.into(),
+        event: "purchase".into(),
+        ts,
+        props: vec![("revenue".into(), Prop::Exact(500, 2))],
+    }
+}
+
+/// One request's events arrive at one instant: no membership held between
+/// them, so none is reported (the first version entered and left `F = 1`
+/// for a new user's `[purchase, purchase]`).
+#[test]
+fn events_received_together_are_evaluated_once() {
+    let plan = Plan::new(
+        &[("t.seg".into(), "segment first = F = 1".into())],
+        LiveConfig::default(),
+    )
+    .unwrap();
+    let mut live = Live::new(plan);
+    let mut out = Vec::new();
+    let t0 = 1_700_000_000_000_000;
+    live.apply_all(
+        vec![
+            purchase("ann", t0),
+            purchase("bo", t0),
+            purchase("ann", t0 + 1),
+        ],
+        t0 + 2,
+        &mut out,
+    );
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(
+        (out[0].user_id.as_str(), out[0].kind),
+        ("bo", TransitionType::Entered)
+    );
+    assert!(!live.is_member("ann", 0));
+}
+
+/// An instant read before another thread moved the user's state on does not
+/// date an evaluation before it: it counts as the state's instant.
+#[test]
+fn a_stale_instant_does_not_go_back_in_time() {
+    let plan = Plan::new(
+        // The view count makes a view evaluate the user.
+        &[(
+            "t.seg".into(),
+            "segment lapsed = R >= 30d and did view >= 0 times".into(),
+        )],
+        LiveConfig::default(),
+    )
+    .unwrap();
+    let mut live = Live::new(plan);
+    let mut out = Vec::new();
+    let t0 = 1_700_000_000_000_000;
+    live.apply(purchase("ann", t0), t0, &mut out);
+    live.advance(t0 + 30 * DAY, &mut out);
+    assert_eq!(out.len(), 1);
+    // A view read its clock just before the 30th day; it is evaluated at the
+    // state's instant, where R is 30: still in.
+    live.apply(
+        LiveEvent {
+            user_id: "ann".into(),
+            event: "view".into(),
+            ts: t0 + 30 * DAY - 5,
+            props: vec![],
+        },
+        t0 + 30 * DAY - 1,
+        &mut out,
+    );
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert!(live.is_member("ann", 0));
+}

@@ -308,9 +308,11 @@ fn percent_decode(s: &str) -> Option<String> {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            let hex = std::str::from_utf8(&b[i + 1..i + 3]).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
+        if b[i] == b'%' {
+            let digit = |j: usize| (b.get(j)? as &u8).is_ascii_hexdigit().then(|| b[j]);
+            let (hi, lo) = (digit(i + 1)?, digit(i + 2)?);
+            let hex = [hi, lo];
+            out.push(u8::from_str_radix(std::str::from_utf8(&hex).ok()?, 16).ok()?);
             i += 3;
         } else {
             out.push(b[i]);
@@ -529,8 +531,34 @@ async fn track(
             }
         };
         let dups = ticket.duplicates;
-        let keep = ticket.keep.clone();
-        if let Err(f) = ticket.durable().await {
+        let durable = match &app.live {
+            None => ticket.durable().await,
+            Some(live) => {
+                // Once durable, into the live state (duplicates were applied
+                // with their first copy), by a task of its own: a client that
+                // hangs up while waiting does not leave its acknowledged
+                // events out of the live state.
+                let keep = ticket.keep.clone();
+                let events: Vec<tenure_live::LiveEvent> = decoded
+                    .accepted
+                    .iter_mut()
+                    .enumerate()
+                    .filter(|(i, _)| keep.as_ref().is_none_or(|k| k[*i]))
+                    .filter_map(|(_, a)| a.live.take())
+                    .collect();
+                let live = live.clone();
+                tokio::spawn(async move {
+                    let r = ticket.durable().await;
+                    if r.is_ok() {
+                        live.apply(events);
+                    }
+                    r
+                })
+                .await
+                .expect("live apply task")
+            }
+        };
+        if let Err(f) = durable {
             let status = if f.storage_full {
                 StatusCode::INSUFFICIENT_STORAGE
             } else {
@@ -539,17 +567,6 @@ async fn track(
             return busy(status, &f.message);
         }
         stored = decoded.accepted.len() - dups;
-        if let Some(live) = &app.live {
-            // Acknowledged: into the live state (duplicates were applied with
-            // their first copy).
-            let events = decoded
-                .accepted
-                .iter_mut()
-                .enumerate()
-                .filter(|(i, _)| keep.as_ref().is_none_or(|k| k[*i]))
-                .filter_map(|(_, a)| a.live.take());
-            live.apply(events, crate::live::now_micros());
-        }
         m.acked.fetch_add(decoded.accepted.len() as u64, Relaxed);
         m.duplicates.fetch_add(dups as u64, Relaxed);
         m.ack_latency.observe(started.elapsed().as_secs_f64());

@@ -179,6 +179,14 @@ async fn start_live(
     )
     .map_err(|e| cfg_err(format!("live segments: cannot read the WAL: {e}")))?;
     let dir = config.wal_dir.join("live");
+    // Opened first: a torn last line is cut before the journal is read.
+    let journal = {
+        let dir = dir.clone();
+        tokio::task::spawn_blocking(move || live::Sinks::open(&dir))
+            .await
+            .expect("journal task")
+            .map_err(cfg_err)?
+    };
     // The first start takes the current membership as known (recorded as
     // the baseline the journal continues): no backlog of history's
     // transitions. Later starts emit what changed while the server was down.
@@ -206,13 +214,6 @@ async fn start_live(
         }
     }
     let rt = tokio::runtime::Handle::current();
-    let journal = {
-        let dir = dir.clone();
-        tokio::task::spawn_blocking(move || live::Sinks::open(&dir))
-            .await
-            .expect("journal task")
-            .map_err(cfg_err)?
-    };
     let shared = journal.shared();
     let mut threads = Vec::new();
     for spec in &config.emit {
@@ -484,8 +485,16 @@ impl Server {
             // Timers stop; the sinks deliver what was sent (the store sink
             // through the WAL, so before it closes).
             live.close();
+            let live = live.clone();
             tokio::task::spawn_blocking(move || {
-                for t in live_threads {
+                // The timer thread (last) first: what it evaluated last is
+                // sent before the journal's channel closes.
+                let mut threads = live_threads;
+                if let Some(timer) = threads.pop() {
+                    let _ = timer.join();
+                }
+                live.finish();
+                for t in threads {
                     let _ = t.join();
                 }
             })

@@ -173,14 +173,14 @@ impl LiveApp {
         }
     }
 
-    /// Applies acknowledged events received at `now`.
-    pub fn apply(&self, events: impl IntoIterator<Item = LiveEvent>, now: i64) {
+    /// Applies the acknowledged events of one request, received now (the
+    /// clock read under the lock, so no evaluation is dated before one that
+    /// another thread already made).
+    pub fn apply(&self, events: Vec<LiveEvent>) {
         let mut out = Vec::new();
         {
             let mut live = self.live.lock().expect("live state");
-            for ev in events {
-                live.apply(ev, now, &mut out);
-            }
+            live.apply_all(events, now_micros(), &mut out);
         }
         self.send(out);
     }
@@ -195,16 +195,23 @@ impl LiveApp {
         }
     }
 
-    /// Stops the timer thread and the sinks (after what was sent).
+    /// Stops the timer thread (join it before [`LiveApp::finish`], so that
+    /// what it evaluated last reaches the journal).
     pub fn close(&self) {
         *self.stop.0.lock().expect("stop flag") = true;
         self.stop.1.notify_all();
-        self.tx.lock().expect("sink channel").take();
+    }
+
+    /// Closes the journal's channel: the journal thread writes what was
+    /// sent, then the sinks deliver it (a failing one gives up, to resume
+    /// at the next start).
+    pub fn finish(&self) {
         if let Some(shared) = self.sinks.lock().expect("sinks").as_ref() {
             shared
                 .stopping
                 .store(true, std::sync::atomic::Ordering::Relaxed);
         }
+        self.tx.lock().expect("sink channel").take();
     }
 }
 
@@ -366,8 +373,16 @@ impl Sinks {
                         .map(|l| String::from_utf8_lossy(l).into_owned())
                         .collect();
                     let mut delay = Duration::from_millis(50);
+                    let mut delivered = false;
                     loop {
-                        let done = sink.deliver(&lines).and_then(|()| {
+                        // Delivered once; then its progress, retried alone.
+                        let done = if delivered {
+                            Ok(())
+                        } else {
+                            sink.deliver(&lines)
+                        }
+                        .and_then(|()| {
+                            delivered = true;
                             write_progress(&dir, sink.spec(), offset + end as u64 + 1, sink.mark())
                         });
                         match done {
@@ -619,10 +634,15 @@ impl Sink for NdjsonSink {
             buf.push_str(l);
             buf.push('\n');
         }
-        self.file
+        if let Err(e) = self
+            .file
             .write_all(buf.as_bytes())
-            .map_err(io(&self.path))?;
-        self.file.sync_data().map_err(io(&self.path))?;
+            .and_then(|()| self.file.sync_data())
+        {
+            // Nothing of a failed append may stay: the retry writes it again.
+            let _ = self.file.set_len(self.len);
+            return Err(io(&self.path)(e));
+        }
         self.len += buf.len() as u64;
         Ok(())
     }
@@ -658,6 +678,19 @@ pub(crate) fn run_journal(mut sinks: Sinks, rx: mpsc::Receiver<Vec<Transition>>)
         let lines: Vec<String> = batch.iter().map(|t| t.to_json().to_string()).collect();
         let mut delay = Duration::from_millis(50);
         while let Err(e) = sinks.journal(&lines) {
+            if sinks
+                .shared
+                .stopping
+                .load(std::sync::atomic::Ordering::Relaxed)
+            {
+                // What changed is found again at the next start (against the
+                // journal) and emitted then.
+                eprintln!(
+                    "tenure-server: live transitions: {e}; stopping without journaling {} of them",
+                    lines.len()
+                );
+                break;
+            }
             eprintln!("tenure-server: live transitions: {e}; retrying");
             std::thread::sleep(delay);
             delay = (delay * 2).min(Duration::from_secs(5));
@@ -1040,6 +1073,13 @@ fn read_file(
     Ok(())
 }
 
+/// The store sink's own events (`segment_entered` / `segment_exited`): not
+/// fed back into live state, at start as while serving (live features would
+/// otherwise move with their own transitions).
+fn is_transition_event(event: &str) -> bool {
+    event == "segment_entered" || event == "segment_exited"
+}
+
 /// A JSON object's value at `key`, as `prop()` reads it.
 fn json_value(json: &str, key: &str) -> Option<Prop> {
     let map: HashMap<String, Box<serde_json::value::RawValue>> = serde_json::from_str(json).ok()?;
@@ -1115,7 +1155,9 @@ pub(crate) fn load_wal(
                             std::borrow::Cow::Borrowed(k),
                         ));
                     }
-                    if let Ok(valid) = tenure_ingest::validate::validate(&raw, declared, bounds) {
+                    if let Ok(valid) = tenure_ingest::validate::validate(&raw, declared, bounds)
+                        && !is_transition_event(&valid.event)
+                    {
                         live.load(app.event_of(&valid), now);
                         read += 1;
                     }
