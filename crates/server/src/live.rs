@@ -927,9 +927,13 @@ pub(crate) fn load_store(
     use arrow_array::Array;
     use arrow_array::cast::AsArray;
 
-    let paths = rt
-        .block_on(tenure_store::readable_paths(store, snapshot))
-        .map_err(|e| e.to_string())?;
+    // Each file's places (its path, its staged path, its retired path): a
+    // commit or compaction running meanwhile may move it from one to another.
+    let paths: Vec<Vec<String>> = snapshot
+        .files
+        .iter()
+        .map(tenure_store::file_locations)
+        .collect();
     let wanted: Vec<String> = live
         .plan()
         .wanted_properties()
@@ -944,8 +948,8 @@ pub(crate) fn load_store(
         std::thread::Builder::new()
             .name("tenure-live-load".into())
             .spawn(move || {
-                for rel in paths {
-                    if let Err(e) = read_file(&store, &rel, &wanted, needs_json, &rt, &tx) {
+                for places in paths {
+                    if let Err(e) = read_file(&store, &places, &wanted, needs_json, &rt, &tx) {
                         let _ = tx.send(Err(e));
                         return;
                     }
@@ -994,7 +998,7 @@ pub(crate) fn load_store(
 /// Fetches and decodes one events file into prepared batches.
 fn read_file(
     store: &tenure_ingest::Store,
-    rel: &str,
+    places: &[String],
     wanted: &[String],
     needs_json: bool,
     rt: &tokio::runtime::Handle,
@@ -1004,16 +1008,33 @@ fn read_file(
     use parquet::arrow::ProjectionMask;
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
+    let rel = &places[0];
     let err = |e: &dyn std::fmt::Display| format!("{rel}: {e}");
-    let path = store.path(rel);
-    let bytes = rt
-        .block_on(async {
+    let mut found = None;
+    // Each place twice over: a file moved between two looks is at the next.
+    for place in places.iter().chain(places) {
+        let path = store.path(place);
+        let got = rt.block_on(async {
             object_store::ObjectStoreExt::get(store.inner.as_ref(), &path)
                 .await?
                 .bytes()
                 .await
-        })
-        .map_err(|e| err(&e))?;
+        });
+        match got {
+            Ok(b) => {
+                found = Some(b);
+                break;
+            }
+            Err(object_store::Error::NotFound { .. }) => continue,
+            Err(e) => return Err(err(&e)),
+        }
+    }
+    let bytes = found.ok_or_else(|| {
+        format!(
+            "{rel}: a committed file is missing from the store (looked at {})",
+            places.join(", ")
+        )
+    })?;
     let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| err(&e))?;
     let schema = builder.parquet_schema();
     let keep: Vec<usize> = (0..schema.num_columns())
