@@ -154,6 +154,28 @@ async fn start_live(
         .iter()
         .map(|k| k.as_bytes().to_vec())
         .collect();
+    let dir = config.wal_dir.join("live");
+    // Opened first: a torn last line is cut before the journal is read.
+    let journal = {
+        let dir = dir.clone();
+        tokio::task::spawn_blocking(move || live::Sinks::open(&dir))
+            .await
+            .expect("journal task")
+            .map_err(cfg_err)?
+    };
+    // The membership sinks last heard of is read while the store loads.
+    let first_start = !live::Sinks::has_baseline(&dir);
+    let names: Vec<String> = plan.segments().iter().map(|s| s.name.clone()).collect();
+    let membership = {
+        let (dir, names) = (dir.clone(), names.clone());
+        std::thread::spawn(move || {
+            if first_start {
+                Ok(HashMap::new())
+            } else {
+                live::Sinks::journal_membership(&dir, &names)
+            }
+        })
+    };
     let now = live::now_micros();
     let mut state = tenure_live::Live::new(plan);
     state.reserve(base.users.count as usize);
@@ -178,33 +200,17 @@ async fn start_live(
         now,
     )
     .map_err(|e| cfg_err(format!("live segments: cannot read the WAL: {e}")))?;
-    let dir = config.wal_dir.join("live");
-    // Opened first: a torn last line is cut before the journal is read.
-    let journal = {
-        let dir = dir.clone();
-        tokio::task::spawn_blocking(move || live::Sinks::open(&dir))
-            .await
-            .expect("journal task")
-            .map_err(cfg_err)?
-    };
     // The first start takes the current membership as known (recorded as
     // the baseline the journal continues): no backlog of history's
     // transitions. Later starts emit what changed while the server was down.
-    let first_start = !live::Sinks::has_baseline(&dir);
+    let known = tokio::task::spawn_blocking(move || membership.join())
+        .await
+        .expect("membership task")
+        .map_err(|_| cfg_err("reading the transition journal panicked".into()))?
+        .map_err(cfg_err)?;
     let mut out = Vec::new();
     {
         let mut state = app.live.lock().expect("live state");
-        let names: Vec<String> = state
-            .plan()
-            .segments()
-            .iter()
-            .map(|s| s.name.clone())
-            .collect();
-        let known = if first_start {
-            HashMap::new()
-        } else {
-            live::Sinks::journal_membership(&dir, &names).map_err(cfg_err)?
-        };
         let before = |user: &str, i: usize| known.get(user).is_some_and(|b| b >> i & 1 == 1);
         if first_start {
             state.settle(now, None, &mut out);

@@ -464,15 +464,21 @@ impl Sinks {
                 }
             }
         };
+        #[derive(serde::Deserialize)]
+        struct Line<'a> {
+            #[serde(borrow)]
+            user_id: std::borrow::Cow<'a, str>,
+            #[serde(borrow)]
+            segment: std::borrow::Cow<'a, str>,
+            #[serde(rename = "type", default)]
+            kind: Option<std::borrow::Cow<'a, str>>,
+        }
         let base = dir.join("baseline.ndjson");
         if let Ok(f) = File::open(&base) {
             for line in BufReader::new(f).lines() {
                 let line = line.map_err(io(&base))?;
-                let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
-                    continue;
-                };
-                if let (Some(u), Some(s)) = (v["user_id"].as_str(), v["segment"].as_str()) {
-                    set(u, s, true);
+                if let Ok(v) = serde_json::from_str::<Line<'_>>(&line) {
+                    set(&v.user_id, &v.segment, true);
                 }
             }
         }
@@ -482,17 +488,14 @@ impl Sinks {
         };
         for line in BufReader::new(f).lines() {
             let line = line.map_err(io(&path))?;
-            let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
-                continue;
-            };
-            let (Some(user), Some(seg), Some(kind)) = (
-                v["user_id"].as_str(),
-                v["segment"].as_str(),
-                v["type"].as_str(),
-            ) else {
-                continue;
-            };
-            set(user, seg, kind == "segment_entered");
+            if let Ok(Line {
+                user_id,
+                segment,
+                kind: Some(kind),
+            }) = serde_json::from_str::<Line<'_>>(&line)
+            {
+                set(&user_id, &segment, kind == "segment_entered");
+            }
         }
         Ok(out)
     }
