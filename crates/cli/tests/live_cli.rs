@@ -23,33 +23,11 @@ fn triggers() -> String {
     format!("{}/../../queries/triggers.seg", env!("CARGO_MANIFEST_DIR"))
 }
 
+/// RFC 3339 with microseconds, as the server writes `at`.
 fn rfc3339(t: i64) -> String {
-    chrono_free(t)
-}
-
-/// RFC 3339 (UTC, microseconds) without a date library: days from the epoch
-/// by the civil-from-days algorithm.
-fn chrono_free(t: i64) -> String {
-    let secs = t.div_euclid(1_000_000);
-    let micros = t.rem_euclid(1_000_000);
-    let days = secs.div_euclid(86_400);
-    let sod = secs.rem_euclid(86_400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = if m <= 2 { y + 1 } else { y };
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{micros:06}Z",
-        sod / 3600,
-        sod / 60 % 60,
-        sod % 60
-    )
+    chrono::DateTime::from_timestamp_micros(t)
+        .unwrap()
+        .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 
 fn now() -> i64 {
