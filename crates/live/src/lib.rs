@@ -254,6 +254,8 @@ pub struct Live {
     all_features: Vec<tenure_dsl::Feature>,
     /// The user of the last loaded row.
     last_loaded: Option<u32>,
+    /// The feature row evaluations reuse.
+    scratch: FeatureRow,
 }
 
 impl Live {
@@ -275,6 +277,7 @@ impl Live {
             timers: BinaryHeap::new(),
             all_features: all,
             last_loaded: None,
+            scratch: FeatureRow::default(),
         }
     }
 
@@ -598,8 +601,9 @@ impl Live {
     /// Evaluates every segment for a user at `at`; appends transitions.
     fn evaluate(&mut self, u: u32, at: i64, out: &mut Vec<Transition>) {
         let user = &self.users[u as usize];
+        let mut row = std::mem::take(&mut self.scratch);
         let bits = if user.seen() {
-            let row = user.row(&self.plan, at);
+            user.row_into(&self.plan, at, &mut row);
             let ctx = CompileContext::new(at);
             let mut bits = 0u64;
             for (i, s) in self.plan.segments.iter().enumerate() {
@@ -630,6 +634,7 @@ impl Live {
         } else {
             0
         };
+        self.scratch = row;
         let changed = bits ^ self.users[u as usize].members;
         for i in 0..self.plan.segments.len() {
             if changed >> i & 1 == 1 {

@@ -83,6 +83,8 @@ pub struct LiveSegment {
 #[derive(Debug, Clone)]
 pub(crate) struct CountSpec {
     pub feature: Feature,
+    /// The feature row's key of an unfiltered count.
+    pub key: (String, Option<tenure_dsl::ast::Duration>),
     pub event: String,
     pub within: Option<i64>,
     pub filter: Option<EventFilter>,
@@ -220,6 +222,7 @@ impl Plan {
                         filter_names(f, &mut plan.wanted);
                     }
                     plan.counts.push(CountSpec {
+                        key: (event.clone(), *within),
                         feature: f.clone(),
                         event: event.clone(),
                         within: within.map(|d| d.micros()),

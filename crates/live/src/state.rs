@@ -340,27 +340,46 @@ impl User {
     /// before the next change).
     pub fn row(&self, plan: &Plan, at: i64) -> FeatureRow {
         let mut row = FeatureRow::default();
+        self.row_into(plan, at, &mut row);
+        row
+    }
+
+    /// [`User::row`] into a row reused from one evaluation to the next (its
+    /// keys stay; only values are written: no allocation per evaluation).
+    pub fn row_into(&self, plan: &Plan, at: i64, row: &mut FeatureRow) {
+        fn set(slot: &mut Option<String>, value: Option<&str>) {
+            match (slot.as_mut(), value) {
+                (Some(s), Some(v)) => {
+                    s.clear();
+                    s.push_str(v);
+                }
+                (None, Some(v)) => *slot = Some(v.to_string()),
+                (_, None) => *slot = None,
+            }
+        }
         if plan.purchases {
             let bought = self.last_purchase != NONE_MIN;
             row.recency = bought.then(|| days_between(self.last_purchase, at));
             row.frequency = Some(self.purchases);
             row.monetary = Some(self.revenue as i128);
             if plan.activity {
-                row.lifecycle_activity = bought.then(|| {
+                let stage = bought.then(|| {
                     ACTIVITY[bucket(
                         days_between(self.last_purchase, at),
                         &plan.config.activity_days,
                     )]
-                    .to_string()
                 });
+                set(&mut row.lifecycle_activity, stage);
             }
         }
         row.first_seen = Some(self.first);
         row.last_seen = Some(self.last);
         if plan.tenure {
-            row.lifecycle_tenure = Some(
-                TENURE[bucket(days_between(self.first, at), &plan.config.tenure_days)].to_string(),
-            );
+            let stage = TENURE[bucket(days_between(self.first, at), &plan.config.tenure_days)];
+            set(&mut row.lifecycle_tenure, Some(stage));
+        }
+        if !plan.props.is_empty() {
+            row.properties.clear();
         }
         for (name, slot) in plan.props.iter().zip(self.props.iter()) {
             if let Some((_, v)) = slot {
@@ -382,17 +401,24 @@ impl User {
                 }
             };
             match &spec.feature {
-                Feature::EventCount {
-                    event,
-                    within,
-                    filter: None,
-                } => {
-                    row.event_counts.insert((event.clone(), *within), n);
+                Feature::EventCount { filter: None, .. } => {
+                    match row.event_counts.get_mut(&spec.key) {
+                        Some(v) => *v = n,
+                        None => {
+                            row.event_counts.insert(spec.key.clone(), n);
+                        }
+                    }
                 }
-                f => {
-                    row.filtered_counts.insert(f.clone(), n);
-                }
+                f => match row.filtered_counts.get_mut(f) {
+                    Some(v) => *v = n,
+                    None => {
+                        row.filtered_counts.insert(f.clone(), n);
+                    }
+                },
             }
+        }
+        if !plan.totals.is_empty() {
+            row.totals.clear();
         }
         let empty = Total {
             n: 0,
@@ -437,6 +463,5 @@ impl User {
                 row.totals.insert(spec.feature.clone(), v);
             }
         }
-        row
     }
 }
