@@ -77,7 +77,27 @@ fn json(text: &str) -> serde_json::Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"))
 }
 
-fn serve(dir: &Path, log: &str) -> (Child, String) {
+/// A server child process, killed if a test fails before stopping it.
+struct Served(Child);
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+impl Served {
+    /// SIGKILL.
+    fn kill(mut self) {
+        self.0.kill().unwrap();
+        self.0.wait().unwrap();
+    }
+}
+
+fn serve(dir: &Path, log: &str) -> (Served, String) {
     let mut child = tenure()
         .arg("serve")
         .arg("--to")
@@ -111,7 +131,7 @@ fn serve(dir: &Path, log: &str) -> (Child, String) {
             )
         })
         .to_string();
-    (child, addr)
+    (Served(child), addr)
 }
 
 fn transitions(dir: &Path) -> Vec<serde_json::Value> {
@@ -176,7 +196,8 @@ fn batch_members(dir: &Path, expr: &str, at: &str) -> BTreeSet<String> {
         .collect()
 }
 
-fn stop(mut child: Child) {
+fn stop(mut served: Served) {
+    let child = &mut served.0;
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();
@@ -324,9 +345,7 @@ fn live_segments_from_history_events_and_time_match_the_batch_definition() {
         200
     );
     wait_for(d, "browser", "browsed_without_buying", "segment_exited");
-    let mut child = child;
-    child.kill().unwrap();
-    child.wait().unwrap();
+    child.kill();
     let (child, addr) = serve(d, "serve-3.log");
     std::thread::sleep(Duration::from_millis(500));
     let (_, browsing) = members(&addr, "browsed_without_buying");
@@ -429,7 +448,7 @@ fn sigkill_while_transitions_flow_loses_and_repeats_none() {
     };
     let mut msg = 0;
     for round in 0..6 {
-        let (mut child, addr) = serve(d, &format!("kill-{round}.log"));
+        let (child, addr) = serve(d, &format!("kill-{round}.log"));
         // Bursts of views and purchases for a few users; some in flight when killed.
         for _ in 0..(3 + rnd(5)) {
             let batch: Vec<serde_json::Value> = (0..(1 + rnd(20)))
@@ -448,8 +467,7 @@ fn sigkill_while_transitions_flow_loses_and_repeats_none() {
             assert_eq!(status, 200, "{text}");
         }
         std::thread::sleep(Duration::from_millis(rnd(40)));
-        child.kill().unwrap();
-        child.wait().unwrap();
+        child.kill();
     }
     // A last start settles what changed while the server was down.
     let (child, addr) = serve(d, "kill-last.log");
