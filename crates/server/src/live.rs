@@ -151,14 +151,7 @@ impl LiveApp {
                     let map = json.get_or_insert_with(|| {
                         serde_json::from_str(&ev.properties).unwrap_or_default()
                     });
-                    map.get(key).and_then(|raw| {
-                        let raw = raw.get();
-                        match raw.as_bytes().first()? {
-                            b'n' => None,
-                            b'"' => serde_json::from_str::<String>(raw).ok().map(Prop::Json),
-                            _ => Some(Prop::Json(raw.to_string())),
-                        }
-                    })
+                    map.get(key).and_then(|raw| raw_prop(raw))
                 }
             };
             if let Some(v) = value {
@@ -1107,7 +1100,13 @@ fn is_transition_event(event: &str) -> bool {
 /// A JSON object's value at `key`, as `prop()` reads it.
 fn json_value(json: &str, key: &str) -> Option<Prop> {
     let map: HashMap<String, Box<serde_json::value::RawValue>> = serde_json::from_str(json).ok()?;
-    let raw = map.get(key)?.get();
+    raw_prop(map.get(key)?)
+}
+
+/// A `properties` value as the engine's `prop()` reads it: strings unquoted,
+/// other values as written, `null` absent.
+fn raw_prop(raw: &serde_json::value::RawValue) -> Option<Prop> {
+    let raw = raw.get();
     match raw.as_bytes().first()? {
         b'n' => None,
         b'"' => serde_json::from_str::<String>(raw).ok().map(Prop::Json),
