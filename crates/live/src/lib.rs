@@ -29,6 +29,7 @@
 //! [`Plan::new`]).
 #![deny(missing_docs)]
 
+mod checkpoint;
 mod filter;
 mod plan;
 mod state;
@@ -237,6 +238,18 @@ impl Ids {
 /// Membership sinks last heard of: `(user, segment index) -> member`.
 pub type Known<'a> = &'a dyn Fn(&str, usize) -> bool;
 
+/// What [`Live::settle`] compares the evaluated membership with.
+#[derive(Clone, Copy)]
+pub enum Before<'a> {
+    /// Nothing (a first start): membership is taken as it is, silently.
+    Nothing,
+    /// The membership sinks last heard of, by user and segment.
+    Journal(Known<'a>),
+    /// Each user's segment bits as they are (read back with the state by
+    /// [`Live::read_state`], then moved by [`Live::set_known`]).
+    Kept,
+}
+
 /// The live state of every user.
 pub struct Live {
     plan: Plan,
@@ -391,35 +404,61 @@ impl Live {
         let _ = user.add_parts(&self.plan, event, ts, props, now);
     }
 
-    /// Evaluates every user at `now` after a rebuild. `before(user, i)` is
-    /// the membership sinks last heard of (from the transition journal); a
-    /// difference is a transition at `now` (what changed while the server
-    /// was down), appended to `out`. Without `before` (a first start) the
-    /// membership is taken as it is, with no transitions.
-    pub fn settle(&mut self, now: i64, before: Option<Known<'_>>, out: &mut Vec<Transition>) {
+    /// Evaluates every user at `now` after a rebuild (first applying the
+    /// pending events that are due, so a state read back from before the
+    /// restart catches up). `before` is the membership sinks last heard of;
+    /// a difference is a transition at `now` (what changed while the server
+    /// was down), appended to `out`. With [`Before::Nothing`] (a first
+    /// start) the membership is taken as it is, with no transitions.
+    pub fn settle(&mut self, now: i64, before: Before<'_>, out: &mut Vec<Transition>) {
         self.users.shrink_to_fit();
         self.last_loaded = None;
         let mut silent = Vec::new();
         for u in 0..self.users.len() as u32 {
-            self.users[u as usize].prune(&self.plan, now);
-            let mut known = 0u64;
-            if let Some(before) = before {
+            let user = &mut self.users[u as usize];
+            user.apply_pending(&self.plan, now);
+            user.clock = user.clock.max(now);
+            user.scheduled = i64::MAX;
+            user.prune(&self.plan, now);
+            if let Before::Journal(before) = before {
+                let mut known = 0u64;
                 for i in 0..self.plan.segments.len() {
-                    if before(self.ids.get(u), i) {
+                    let was = self.users[u as usize].members >> i & 1 == 1;
+                    let is = before(self.ids.get(u), i);
+                    if is {
                         known |= 1 << i;
-                        self.mark(i, u, true);
+                    }
+                    if is != was {
+                        self.mark(i, u, is);
                     }
                 }
+                self.users[u as usize].members = known;
             }
-            self.users[u as usize].members = known;
             match before {
-                Some(_) => self.evaluate(u, now, out),
-                None => {
+                Before::Journal(_) | Before::Kept => self.evaluate(u, now, out),
+                Before::Nothing => {
                     self.evaluate(u, now, &mut silent);
                     silent.clear();
                 }
             }
             self.reschedule(u);
+        }
+    }
+
+    /// Records that sinks last heard `user_id` enter (`member`) or leave a
+    /// segment, before [`Live::settle`] with [`Before::Kept`] (the journal's
+    /// transitions after a state was written). An unknown user is ignored.
+    pub fn set_known(&mut self, user_id: &str, segment: usize, member: bool) {
+        let Some(u) = self.ids.find(user_id) else {
+            return;
+        };
+        if segment >= self.plan.segments.len() {
+            return;
+        }
+        let bits = &mut self.users[u as usize].members;
+        if (*bits >> segment & 1 == 1) != member {
+            *bits ^= 1 << segment;
+            self.mark(segment, u, member);
         }
     }
 

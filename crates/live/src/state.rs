@@ -465,3 +465,182 @@ impl User {
         }
     }
 }
+
+impl User {
+    /// Appends the state (not the clock nor the timer: a restore sets them).
+    pub fn encode(&self, plan: &Plan, out: &mut Vec<u8>) {
+        use crate::checkpoint::{put_event, put_i64, put_i128, put_str, put_u64};
+        let bought = self.last_purchase != NONE_MIN || self.purchases != 0 || self.revenue != 0;
+        let flags = u8::from(self.seen())
+            | u8::from(bought) << 1
+            | u8::from(!self.counts.is_empty()) << 2
+            | u8::from(!self.totals.is_empty()) << 3
+            | u8::from(!self.props.is_empty()) << 4
+            | u8::from(!self.pending.is_empty()) << 5;
+        out.push(flags);
+        put_u64(out, self.members);
+        if self.seen() {
+            put_i64(out, self.first);
+            put_i64(out, self.last.wrapping_sub(self.first));
+        }
+        if bought {
+            put_i64(out, self.last_purchase);
+            put_i64(out, self.purchases);
+            put_i64(out, self.revenue);
+        }
+        debug_assert!(self.counts.is_empty() || self.counts.len() == plan.counts.len());
+        for c in self.counts.iter() {
+            match c {
+                Count::All(n) => {
+                    out.push(0);
+                    put_i64(out, *n);
+                }
+                Count::Window(times) => {
+                    out.push(1);
+                    put_u64(out, times.len() as u64);
+                    let mut prev = 0i64;
+                    for &t in times {
+                        put_i64(out, t.wrapping_sub(prev));
+                        prev = t;
+                    }
+                }
+            }
+        }
+        let value = |out: &mut Vec<u8>, v: &Value| match v {
+            Value::Exact(x) => {
+                out.push(0);
+                put_i128(out, *x);
+            }
+            Value::Float(x) => {
+                out.push(1);
+                out.extend_from_slice(&x.to_le_bytes());
+            }
+        };
+        for t in self.totals.iter() {
+            put_i64(out, t.n);
+            put_i128(out, t.exact);
+            out.extend_from_slice(&t.float.to_le_bytes());
+            put_u64(out, t.recent.len() as u64);
+            let mut prev = 0i64;
+            for (at, v) in &t.recent {
+                put_i64(out, at.wrapping_sub(prev));
+                prev = *at;
+                value(out, v);
+            }
+        }
+        for p in self.props.iter() {
+            match p {
+                None => out.push(0),
+                Some((t, v)) => {
+                    out.push(1);
+                    put_i64(out, *t);
+                    put_str(out, v);
+                }
+            }
+        }
+        if !self.pending.is_empty() {
+            put_u64(out, self.pending.len() as u64);
+            for ev in self.pending.iter() {
+                put_event(out, ev);
+            }
+        }
+    }
+
+    /// Reads what [`User::encode`] wrote for the same plan.
+    pub fn decode(
+        plan: &Plan,
+        user_id: &str,
+        r: &mut crate::checkpoint::Reader<'_>,
+    ) -> Result<User, String> {
+        let bad = |what: &str| Err(format!("malformed live state of user {user_id:?}: {what}"));
+        let flags = r.u8()?;
+        if flags >> 6 != 0 {
+            return bad("unknown flags");
+        }
+        let mut u = User::new();
+        u.members = r.u64()?;
+        if flags & 1 != 0 {
+            u.first = r.i64()?;
+            u.last = u.first.wrapping_add(r.i64()?);
+            if u.first == NONE_MAX || u.last < u.first {
+                return bad("first seen after last seen");
+            }
+        }
+        if flags & 2 != 0 {
+            u.last_purchase = r.i64()?;
+            u.purchases = r.i64()?;
+            u.revenue = r.i64()?;
+        }
+        if flags & 4 != 0 {
+            let mut counts = Vec::with_capacity(plan.counts.len());
+            for spec in &plan.counts {
+                let c = match (r.u8()?, spec.within) {
+                    (0, None) => Count::All(r.i64()?),
+                    (1, Some(_)) => {
+                        let n = r.len()?;
+                        let mut times = VecDeque::with_capacity(n);
+                        let mut prev = 0i64;
+                        for _ in 0..n {
+                            prev = prev.wrapping_add(r.i64()?);
+                            times.push_back(prev);
+                        }
+                        Count::Window(times)
+                    }
+                    _ => return bad("a count of another plan"),
+                };
+                counts.push(c);
+            }
+            u.counts = counts.into_boxed_slice();
+        }
+        if flags & 8 != 0 {
+            let mut totals = Vec::with_capacity(plan.totals.len());
+            for _ in &plan.totals {
+                let n = r.i64()?;
+                let exact = r.i128()?;
+                let float = r.f64()?;
+                let k = r.len()?;
+                let mut recent = VecDeque::with_capacity(k);
+                let mut prev = 0i64;
+                for _ in 0..k {
+                    prev = prev.wrapping_add(r.i64()?);
+                    let v = match r.u8()? {
+                        0 => Value::Exact(r.i128()?),
+                        1 => Value::Float(r.f64()?),
+                        _ => return bad("a value of unknown kind"),
+                    };
+                    recent.push_back((prev, v));
+                }
+                totals.push(Total {
+                    n,
+                    exact,
+                    float,
+                    recent,
+                });
+            }
+            u.totals = totals.into_boxed_slice();
+        }
+        if flags & 16 != 0 {
+            let mut props = Vec::with_capacity(plan.props.len());
+            for _ in &plan.props {
+                props.push(match r.u8()? {
+                    0 => None,
+                    1 => {
+                        let t = r.i64()?;
+                        Some((t, r.str()?.into()))
+                    }
+                    _ => return bad("a property slot of unknown kind"),
+                });
+            }
+            u.props = props.into_boxed_slice();
+        }
+        if flags & 32 != 0 {
+            let n = r.len()?;
+            let mut pending = Vec::with_capacity(n);
+            for _ in 0..n {
+                pending.push(crate::checkpoint::get_event(r, user_id)?);
+            }
+            u.pending = pending.into_boxed_slice();
+        }
+        Ok(u)
+    }
+}

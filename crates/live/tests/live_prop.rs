@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use proptest::prelude::*;
 use tenure_dsl::{CompileContext, Feature, FeatureRow, LifecycleAxis};
-use tenure_live::{Live, LiveConfig, LiveEvent, Plan, Prop, Transition, TransitionType};
+use tenure_live::{Before, Live, LiveConfig, LiveEvent, Plan, Prop, Transition, TransitionType};
 
 const HOUR: i64 = 3_600_000_000;
 const DAY: i64 = 24 * HOUR;
@@ -211,6 +211,7 @@ proptest! {
     fn live_membership_is_the_definition_at_every_instant(
         mut events in event_strategy(),
         checks in prop::collection::vec(0i64..(16 * DAY), 1..12),
+        restart in prop::option::of(0usize..12),
     ) {
         let plan = Plan::new(&[("t.seg".into(), SEGMENTS.into())], config()).unwrap();
         let segments: Vec<_> = plan.segments().to_vec();
@@ -221,7 +222,23 @@ proptest! {
         let mut out: Vec<Transition> = Vec::new();
         let mut next = 0;
         let mut replayed: HashMap<(String, String), bool> = HashMap::new();
-        for &t in &checks {
+        for (k, &t) in checks.iter().enumerate() {
+            if restart == Some(k) {
+                // A restart from the written state (as of the last check):
+                // settling finds nothing changed, and what follows goes on
+                // exactly as without the restart.
+                let mut bytes = Vec::new();
+                live.write_state(&mut bytes).unwrap();
+                let plan = Plan::new(&[("t.seg".into(), SEGMENTS.into())], config()).unwrap();
+                let (mut back, read) = Live::read_state(plan, &bytes).unwrap();
+                prop_assert_eq!(read, bytes.len());
+                let plan = Plan::new(&[("t.seg".into(), SEGMENTS.into())], config()).unwrap();
+                prop_assert!(Live::read_state(plan, &bytes[..bytes.len() - 1]).is_err());
+                let at = if k == 0 { 0 } else { checks[k - 1] };
+                back.settle(at, Before::Kept, &mut out);
+                prop_assert!(out.is_empty(), "{:?}", out);
+                live = back;
+            }
             while next < events.len() && events[next].received <= t {
                 let e = &events[next];
                 // Timers fired before some events only: an event also finds

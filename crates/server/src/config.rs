@@ -75,6 +75,8 @@ pub struct ServerConfig {
     pub read_keys: Vec<String>,
     /// The longest the live timer thread sleeps between looks.
     pub live_tick: Duration,
+    /// How often the live state is checkpointed (zero: at shutdown only).
+    pub live_checkpoint: Duration,
 }
 
 impl ServerConfig {
@@ -107,6 +109,7 @@ impl ServerConfig {
             emit: Vec::new(),
             read_keys: Vec::new(),
             live_tick: Duration::from_millis(100),
+            live_checkpoint: Duration::from_secs(600),
         }
     }
 

@@ -43,6 +43,11 @@ pub(crate) struct Flusher {
     /// A commit takes segments up to about this many bytes.
     pub group_bytes: u64,
     pub max_record: usize,
+    /// With live segments: committed segments are moved here, not deleted,
+    /// until a live checkpoint holds their events (a restart from the
+    /// checkpoint reads the events it lacks from them, not the store's
+    /// files, whose rows do not say which record they came from).
+    pub retain: Option<std::path::PathBuf>,
 }
 
 /// What the flusher left behind when it stopped.
@@ -236,16 +241,29 @@ impl Flusher {
         Ok(())
     }
 
-    /// Deletes committed segments.
+    /// Deletes committed segments (or moves them to [`Flusher::retain`]).
     fn delete(&self, group: &[Segment]) -> Result<(), String> {
+        if let Some(dir) = &self.retain {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        }
         for seg in group {
+            let gone = match &self.retain {
+                None => std::fs::remove_file(&seg.path),
+                Some(dir) => {
+                    std::fs::rename(&seg.path, dir.join(crate::checkpoint::retained_name(seg)))
+                }
+            };
             // Released only by the attempt that deletes it, so a retry after a
             // partial deletion does not count a segment twice.
-            match std::fs::remove_file(&seg.path) {
+            match gone {
                 Ok(()) => self.wal.release(seg.bytes),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(format!("cannot delete {}: {e}", seg.path.display())),
             }
+        }
+        if let Some(dir) = &self.retain {
+            let _ = sync_dir(dir);
         }
         if let Some(dir) = group[0].path.parent() {
             let _ = sync_dir(dir);
@@ -318,6 +336,7 @@ mod tests {
             dedup_files,
             group_bytes: 1 << 20,
             max_record,
+            retain: None,
         };
         let seg = |last_seq| Segment {
             path: path.clone(),

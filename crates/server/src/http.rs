@@ -219,13 +219,7 @@ fn profile(app: &App, req: &Request<Incoming>) -> Resp {
                 "the user id is not valid percent-encoded UTF-8",
             );
         };
-        let mut out = Vec::new();
-        let found = live
-            .live
-            .lock()
-            .expect("live state")
-            .profile(&user, now, &mut out);
-        live.send(out);
+        let found = live.locked(|state, out| state.profile(&user, now, out));
         return match found {
             Some(p) => json(
                 StatusCode::OK,
@@ -264,10 +258,8 @@ fn profile(app: &App, req: &Request<Incoming>) -> Resp {
             l.and_then(Result::ok).unwrap_or(100).min(10_000),
         ),
     };
-    let mut out = Vec::new();
-    let answer = {
-        let mut state = live.live.lock().expect("live state");
-        state.advance(now, &mut out);
+    let answer = live.locked(|state, out| {
+        state.advance(now, out);
         match state.segment_index(name) {
             Some(i) => Ok(state.members(i, offset, limit)),
             None => Err(state
@@ -277,8 +269,7 @@ fn profile(app: &App, req: &Request<Incoming>) -> Resp {
                 .map(|s| s.name.clone())
                 .collect::<Vec<_>>()),
         }
-    };
-    live.send(out);
+    });
     match answer {
         Ok((count, users)) => json(
             StatusCode::OK,
@@ -547,10 +538,11 @@ async fn track(
                     .filter_map(|(_, a)| a.live.take())
                     .collect();
                 let live = live.clone();
+                let seqs = ticket.seqs;
                 tokio::spawn(async move {
                     let r = ticket.durable().await;
                     if r.is_ok() {
-                        live.apply(events);
+                        live.apply(events, seqs);
                     }
                     r
                 })

@@ -24,6 +24,7 @@
 //! needs the bound address first).
 #![deny(missing_docs)]
 
+mod checkpoint;
 mod config;
 mod dedup;
 mod error;
@@ -127,7 +128,7 @@ async fn start_live(
     recovered: &[wal::segment::Segment],
     wal: &Arc<Wal>,
     max_record: usize,
-) -> Result<(Arc<live::LiveApp>, Vec<JoinHandle<()>>), ServerError> {
+) -> Result<(Arc<live::LiveApp>, Vec<JoinHandle<()>>, String), ServerError> {
     let cfg_err = |m: String| ServerError::Config(m);
     let mut files = Vec::new();
     for p in &config.segments {
@@ -163,69 +164,170 @@ async fn start_live(
             .expect("journal task")
             .map_err(cfg_err)?
     };
-    // The membership sinks last heard of is read while the store loads.
     let first_start = !live::Sinks::has_baseline(&dir);
     let names: Vec<String> = plan.segments().iter().map(|s| s.name.clone()).collect();
-    let membership = {
-        let (dir, names) = (dir.clone(), names.clone());
-        std::thread::spawn(move || {
-            if first_start {
-                Ok(HashMap::new())
-            } else {
-                live::Sinks::journal_membership(&dir, &names)
-            }
-        })
-    };
+    let fingerprint = checkpoint::fingerprint(&files, declared);
     let now = live::now_micros();
-    let mut state = tenure_live::Live::new(plan);
-    state.reserve(base.users.count as usize);
-    let state = {
-        let (store, base, declared) = (store.clone(), base.clone(), declared.to_vec());
-        let rt = tokio::runtime::Handle::current();
+    let rt = tokio::runtime::Handle::current();
+    // The last checkpoint, and what it lacks of the store.
+    let restored = {
+        let (dir, plan, base) = (dir.clone(), plan.clone(), base.clone());
+        let kept = checkpoint::retained_dir(&config.wal_dir);
         tokio::task::spawn_blocking(move || {
-            live::load_store(&store, &base, &mut state, &declared, now, &rt).map(|_| state)
+            let Some(r) = checkpoint::read(&dir, &fingerprint, plan)? else {
+                return Ok(None);
+            };
+            let journal = std::fs::metadata(dir.join("journal.ndjson")).map_or(0, |m| m.len());
+            if journal < r.journal_offset {
+                return Err(format!(
+                    "the transition journal is {journal} bytes, shorter than the {} the checkpoint recorded",
+                    r.journal_offset
+                ));
+            }
+            let d = checkpoint::delta(&base, &r, &checkpoint::retained(&kept)?)?;
+            Ok(Some((r, d)))
         })
         .await
-        .expect("live load task")
-        .map_err(|e| cfg_err(format!("live segments: cannot read the store: {e}")))?
+        .expect("checkpoint task")
     };
-    let app = Arc::new(live::LiveApp::new(state, read_keys, declared));
+    let (restored, mut how) = match restored {
+        Ok(Some(r)) => (Some(r), String::new()),
+        Ok(None) => (None, "no checkpoint yet: ".to_string()),
+        Err(why) => (None, format!("checkpoint not used ({why}): ")),
+    };
+    let (state, kept) = match restored {
+        Some((r, delta)) => {
+            let checkpoint::Restored {
+                mut live,
+                coverage,
+                journal_offset,
+                written_at,
+                ..
+            } = r;
+            let (store, declared2, files) = (store.clone(), declared.to_vec(), delta.files);
+            let rt2 = rt.clone();
+            let n_files = files.len();
+            let (live, read) = tokio::task::spawn_blocking(move || {
+                live::load_store(&store, &files, &mut live, &declared2, now, &rt2)
+                    .map(|read| (live, read))
+            })
+            .await
+            .expect("live load task")
+            .map_err(|e| cfg_err(format!("live segments: cannot read the store: {e}")))?;
+            how = format!(
+                "from the checkpoint of {} plus {read} event(s) of {n_files} store file(s) and {} kept WAL segment(s) since",
+                tenure_live::rfc3339(written_at),
+                delta.segments.len()
+            );
+            (live, Some((coverage, journal_offset, delta.segments)))
+        }
+        None => {
+            let mut state = tenure_live::Live::new(plan);
+            state.reserve(base.users.count as usize);
+            let (store, base2, declared2) = (store.clone(), base.clone(), declared.to_vec());
+            let rt2 = rt.clone();
+            let (state, read) = tokio::task::spawn_blocking(move || {
+                live::load_store(&store, &base2.files, &mut state, &declared2, now, &rt2)
+                    .map(|read| (state, read))
+            })
+            .await
+            .expect("live load task")
+            .map_err(|e| cfg_err(format!("live segments: cannot read the store: {e}")))?;
+            how.push_str(&format!("folded {read} event(s) of the store"));
+            (state, None)
+        }
+    };
+    let app = Arc::new(live::LiveApp::new(state, read_keys, declared, wal.writer()));
+    let skip = kept.as_ref().map(|k| &k.0);
+    if let Some((coverage, _, segments)) = &kept {
+        live::load_wal(
+            &app,
+            segments,
+            None,
+            Some(coverage),
+            declared,
+            &config.ingest.ingest,
+            max_record,
+            now,
+        )
+        .map_err(|e| {
+            cfg_err(format!(
+                "live segments: cannot read a kept WAL segment: {e}"
+            ))
+        })?;
+    }
     live::load_wal(
         &app,
         recovered,
-        base,
+        Some(base),
+        skip,
         declared,
         &config.ingest.ingest,
         max_record,
         now,
     )
     .map_err(|e| cfg_err(format!("live segments: cannot read the WAL: {e}")))?;
-    // The first start takes the current membership as known (recorded as
-    // the baseline the journal continues): no backlog of history's
-    // transitions. Later starts emit what changed while the server was down.
-    let known = tokio::task::spawn_blocking(move || membership.join())
-        .await
-        .expect("membership task")
-        .map_err(|_| cfg_err("reading the transition journal panicked".into()))?
-        .map_err(cfg_err)?;
-    let mut out = Vec::new();
     {
-        let mut state = app.live.lock().expect("live state");
-        let before = |user: &str, i: usize| known.get(user).is_some_and(|b| b >> i & 1 == 1);
-        if first_start {
-            state.settle(now, None, &mut out);
-            live::Sinks::write_baseline(&dir, &state).map_err(cfg_err)?;
-        } else {
-            state.settle(now, Some(&before), &mut out);
+        // The new state holds every record of the segments not committed
+        // yet (those committed are in the store files it folded).
+        let mut c = app.coverage.lock().expect("coverage");
+        for seg in recovered {
+            if !base.sources.iter().any(|s| s.hash == seg.source_hash()) {
+                c.add(seg.writer, seg.first_seq, seg.last_seq);
+            }
         }
     }
-    let rt = tokio::runtime::Handle::current();
+    // The membership sinks last heard of: what the checkpoint recorded and
+    // the journal after it; or the baseline and the whole journal. The first
+    // start takes the current membership as known (recorded as the baseline
+    // the journal continues): no backlog of history's transitions. Later
+    // starts emit what changed while the server was down.
+    let mut out = Vec::new();
+    {
+        let journal_from = kept.as_ref().map(|k| k.1);
+        let known = if first_start && kept.is_none() {
+            HashMap::new()
+        } else {
+            let (dir, names) = (dir.clone(), names.clone());
+            tokio::task::spawn_blocking(move || {
+                live::Sinks::journal_membership(&dir, &names, journal_from)
+            })
+            .await
+            .expect("membership task")
+            .map_err(cfg_err)?
+        };
+        let mut state = app.live.lock().expect("live state");
+        if kept.is_some() {
+            for (user, (mask, bits)) in &known {
+                for i in 0..names.len() {
+                    if mask >> i & 1 == 1 {
+                        state.set_known(user, i, bits >> i & 1 == 1);
+                    }
+                }
+            }
+            state.settle(now, tenure_live::Before::Kept, &mut out);
+        } else if first_start {
+            state.settle(now, tenure_live::Before::Nothing, &mut out);
+            live::Sinks::write_baseline(&dir, &state).map_err(cfg_err)?;
+        } else {
+            let before = |user: &str, i: usize| known.get(user).is_some_and(|b| b.1 >> i & 1 == 1);
+            state.settle(now, tenure_live::Before::Journal(&before), &mut out);
+        }
+    }
+    let refolded = kept.is_none();
+    let _ = app.checkpoints.set(checkpoint::Context {
+        dir: dir.clone(),
+        fingerprint,
+        files: base.files.iter().map(|f| f.path.clone()).collect(),
+        sources: base.sources.iter().map(|s| s.hash.clone()).collect(),
+        every: (!config.live_checkpoint.is_zero()).then_some(config.live_checkpoint),
+    });
     let shared = journal.shared();
     let mut threads = Vec::new();
     for spec in &config.emit {
         let sink: Box<dyn live::Sink> = match spec {
             SinkSpec::Ndjson(p) => Box::new(live::NdjsonSink::open(p).map_err(cfg_err)?),
-            SinkSpec::Store => Box::new(live::StoreSink::new(wal.clone(), rt.clone())),
+            SinkSpec::Store => Box::new(live::StoreSink::new(wal.clone(), rt.clone(), app.clone())),
             SinkSpec::Webhook(u) => Box::new(
                 live::WebhookSink::new(u, &dir, rt.clone(), shared.clone()).map_err(cfg_err)?,
             ),
@@ -234,7 +336,7 @@ async fn start_live(
     }
     let (tx, rx) = std::sync::mpsc::channel();
     app.connect(tx, shared);
-    app.send(out);
+    app.locked(|_, o| *o = out);
     threads.push(
         std::thread::Builder::new()
             .name("tenure-live-journal".into())
@@ -249,8 +351,16 @@ async fn start_live(
             .spawn(move || live::run_timers(app, tick))
             .map_err(|e| cfg_err(e.to_string()))?
     };
+    let checkpoint_thread = {
+        let app = app.clone();
+        std::thread::Builder::new()
+            .name("tenure-live-checkpoint".into())
+            .spawn(move || live::run_checkpoints(app, refolded))
+            .map_err(|e| cfg_err(e.to_string()))?
+    };
+    threads.push(checkpoint_thread);
     threads.push(timer_thread);
-    Ok((app, threads))
+    Ok((app, threads, how))
 }
 
 fn wal_err(path: &Path) -> impl FnOnce(std::io::Error) -> ServerError + '_ {
@@ -364,6 +474,8 @@ impl Server {
             dedup_files,
             group_bytes: config.flush_bytes,
             max_record,
+            retain: (!config.segments.is_empty())
+                .then(|| checkpoint::retained_dir(&config.wal_dir)),
         };
         let flusher = std::thread::Builder::new()
             .name("tenure-flush".into())
@@ -391,9 +503,10 @@ impl Server {
             )
             .await?;
             notes.push(format!(
-                "live segments: {} user(s) rebuilt from the store and the WAL in {:.1} s",
+                "live segments: {} user(s) rebuilt in {:.1} s, {}",
                 app.0.live.lock().expect("live state").users(),
-                started.elapsed().as_secs_f64()
+                started.elapsed().as_secs_f64(),
+                app.2
             ));
             (Some(app.0), app.1)
         };
@@ -496,9 +609,14 @@ impl Server {
                 // The timer thread (last) first: what it evaluated last is
                 // sent before the journal's channel closes.
                 let mut threads = live_threads;
-                if let Some(timer) = threads.pop() {
-                    let _ = timer.join();
+                for _timer_then_checkpoints in 0..2 {
+                    if let Some(t) = threads.pop() {
+                        let _ = t.join();
+                    }
                 }
+                // The last checkpoint: the next start reads it back instead
+                // of folding the store.
+                live::checkpoint_now(&live);
                 live.finish();
                 for t in threads {
                     let _ = t.join();

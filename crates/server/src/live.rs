@@ -89,7 +89,14 @@ pub(crate) struct LiveApp {
     pub needs_json: bool,
     pub read_keys: Vec<Vec<u8>>,
     wanted: Vec<(String, Want)>,
-    tx: Mutex<Option<mpsc::Sender<Vec<Transition>>>>,
+    tx: Mutex<Option<mpsc::Sender<ToJournal>>>,
+    /// The WAL records applied (locked while the live state is, so that a
+    /// checkpoint's coverage is its state's).
+    pub coverage: Mutex<crate::checkpoint::Coverage>,
+    /// This process's WAL writer id.
+    pub writer: u128,
+    /// Set once the live state is built: what checkpoints record.
+    pub checkpoints: std::sync::OnceLock<crate::checkpoint::Context>,
     /// The journal's state, once the sinks run (shutdown tells them).
     sinks: Mutex<Option<Arc<Shared>>>,
     /// Wakes the timer thread (shutdown).
@@ -102,7 +109,12 @@ pub(crate) fn now_micros() -> i64 {
 }
 
 impl LiveApp {
-    pub fn new(live: Live, read_keys: Vec<Vec<u8>>, declared: &[DeclaredProperty]) -> LiveApp {
+    pub fn new(
+        live: Live,
+        read_keys: Vec<Vec<u8>>,
+        declared: &[DeclaredProperty],
+        writer: u128,
+    ) -> LiveApp {
         let wanted: Vec<(String, Want)> = live
             .plan()
             .wanted_properties()
@@ -125,6 +137,9 @@ impl LiveApp {
             read_keys,
             wanted,
             tx: Mutex::new(None),
+            coverage: Mutex::new(Default::default()),
+            writer,
+            checkpoints: std::sync::OnceLock::new(),
             sinks: Mutex::new(None),
             stop: Arc::new((Mutex::new(false), std::sync::Condvar::new())),
         }
@@ -166,25 +181,46 @@ impl LiveApp {
         }
     }
 
-    /// Applies the acknowledged events of one request, received now (the
-    /// clock read under the lock, so no evaluation is dated before one that
-    /// another thread already made).
-    pub fn apply(&self, events: Vec<LiveEvent>) {
-        let mut out = Vec::new();
-        {
-            let mut live = self.live.lock().expect("live state");
-            live.apply_all(events, now_micros(), &mut out);
-        }
-        self.send(out);
+    /// Applies the acknowledged events of one request (WAL records
+    /// `seqs.0..=seqs.1`), received now (the clock read under the lock, so
+    /// no evaluation is dated before one that another thread already made).
+    pub fn apply(&self, events: Vec<LiveEvent>, seqs: (u64, u64)) {
+        self.locked(|live, out| {
+            live.apply_all(events, now_micros(), out);
+            self.covered(seqs);
+        });
     }
 
-    /// Hands transitions to the sink thread.
-    pub fn send(&self, out: Vec<Transition>) {
-        if out.is_empty() {
-            return;
+    /// Records WAL records as applied (or as holding nothing to apply).
+    pub fn covered(&self, seqs: (u64, u64)) {
+        self.coverage
+            .lock()
+            .expect("coverage")
+            .add(self.writer, seqs.0, seqs.1);
+    }
+
+    /// Runs `f` on the locked live state and hands the transitions it made
+    /// to the journal before unlocking: the journal's order is the order
+    /// they were made in, whichever thread made them.
+    pub fn locked<R>(&self, f: impl FnOnce(&mut Live, &mut Vec<Transition>) -> R) -> R {
+        let mut out = Vec::new();
+        let mut live = self.live.lock().expect("live state");
+        let r = f(&mut live, &mut out);
+        if !out.is_empty()
+            && let Some(tx) = self.tx.lock().expect("sink channel").as_ref()
+        {
+            let _ = tx.send(ToJournal::Batch(out));
         }
-        if let Some(tx) = self.tx.lock().expect("sink channel").as_ref() {
-            let _ = tx.send(out);
+        drop(live);
+        r
+    }
+
+    /// Sends a checkpoint's mark to the journal thread (call with the live
+    /// state locked). `false`: the journal is closed.
+    pub fn mark(&self, m: ToJournal) -> bool {
+        match self.tx.lock().expect("sink channel").as_ref() {
+            Some(tx) => tx.send(m).is_ok(),
+            None => false,
         }
     }
 
@@ -208,16 +244,55 @@ impl LiveApp {
     }
 }
 
+/// Writes a checkpoint now (if the live state has its context), saying what
+/// it did or why it could not.
+pub(crate) fn checkpoint_now(app: &LiveApp) {
+    let Some(ctx) = app.checkpoints.get() else {
+        return;
+    };
+    match crate::checkpoint::write(app, ctx) {
+        Ok(w) => eprintln!(
+            "tenure-server: live checkpoint: {} user(s), {:.1} MB in {:.2} s (live evaluation paused {:.2} s)",
+            w.users,
+            w.bytes as f64 / 1e6,
+            w.total.as_secs_f64(),
+            w.locked.as_secs_f64()
+        ),
+        Err(e) => eprintln!("tenure-server: live checkpoint failed (the previous one stays): {e}"),
+    }
+}
+
+/// Writes checkpoints every [`crate::checkpoint::Context::every`] until
+/// stopped; one at once when the state was folded from the store (so the
+/// next start need not fold it again).
+pub(crate) fn run_checkpoints(app: Arc<LiveApp>, at_once: bool) {
+    let Some(every) = app.checkpoints.get().and_then(|c| c.every) else {
+        return;
+    };
+    let mut wait = if at_once { Duration::ZERO } else { every };
+    loop {
+        {
+            let (lock, cv) = &*app.stop;
+            let stopped = lock.lock().expect("stop flag");
+            let (stopped, _) = cv
+                .wait_timeout_while(stopped, wait, |s| !*s)
+                .expect("stop flag");
+            if *stopped {
+                return;
+            }
+        }
+        checkpoint_now(&app);
+        wait = every;
+    }
+}
+
 /// Fires due timers until stopped; sleeps at most `tick` between looks.
 pub(crate) fn run_timers(app: Arc<LiveApp>, tick: Duration) {
     loop {
-        let mut out = Vec::new();
-        let next = {
-            let mut live = app.live.lock().expect("live state");
-            live.advance(now_micros(), &mut out);
+        let next = app.locked(|live, out| {
+            live.advance(now_micros(), out);
             live.next_due()
-        };
-        app.send(out);
+        });
         let wait = next
             .map(|d| Duration::from_micros(d.saturating_sub(now_micros()).max(0) as u64))
             .unwrap_or(tick)
@@ -437,19 +512,23 @@ impl Sinks {
         File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
     }
 
-    /// The last membership sinks were told of, per (user, segment): the
-    /// baseline, then the journal's transitions.
+    /// The last membership sinks were told of, per user: which segments
+    /// lines were read for (mask) and the membership they last said (bits).
+    /// `from: None` reads the baseline, then the whole journal; `Some(n)`
+    /// the journal from byte `n` (a checkpoint's), which must exist.
     pub fn journal_membership(
         dir: &Path,
         segments: &[String],
-    ) -> Result<HashMap<String, u64>, String> {
-        let mut out: HashMap<String, u64> = HashMap::new();
+        from: Option<u64>,
+    ) -> Result<HashMap<String, (u64, u64)>, String> {
+        let mut out: HashMap<String, (u64, u64)> = HashMap::new();
         let mut set = |user: &str, segment: &str, member: bool| {
             if let Some(i) = segments.iter().position(|s| s == segment) {
-                let bits = match out.get_mut(user) {
+                let (mask, bits) = match out.get_mut(user) {
                     Some(b) => b,
                     None => out.entry(user.to_string()).or_default(),
                 };
+                *mask |= 1 << i;
                 if member {
                     *bits |= 1 << i;
                 } else {
@@ -467,7 +546,9 @@ impl Sinks {
             kind: Option<std::borrow::Cow<'a, str>>,
         }
         let base = dir.join("baseline.ndjson");
-        if let Ok(f) = File::open(&base) {
+        if from.is_none()
+            && let Ok(f) = File::open(&base)
+        {
             for line in BufReader::new(f).lines() {
                 let line = line.map_err(io(&base))?;
                 if let Ok(v) = serde_json::from_str::<Line<'_>>(&line) {
@@ -476,9 +557,21 @@ impl Sinks {
             }
         }
         let path = dir.join("journal.ndjson");
-        let Ok(f) = File::open(&path) else {
-            return Ok(out);
+        let mut f = match File::open(&path) {
+            Ok(f) => f,
+            Err(_) if from.is_none() => return Ok(out),
+            Err(e) => return Err(io(&path)(e)),
         };
+        if let Some(n) = from {
+            let len = f.metadata().map_err(io(&path))?.len();
+            if len < n {
+                return Err(format!(
+                    "{} is {len} bytes, shorter than the {n} the checkpoint recorded",
+                    path.display()
+                ));
+            }
+            f.seek(SeekFrom::Start(n)).map_err(io(&path))?;
+        }
         for line in BufReader::new(f).lines() {
             let line = line.map_err(io(&path))?;
             if let Ok(Line {
@@ -665,11 +758,30 @@ impl Sink for NdjsonSink {
 /// Runs the journal thread: appends each batch of transitions (retried with
 /// backoff on failure: later batches wait behind it), then closes the
 /// journal once the channel closes, so that the sink threads finish.
-pub(crate) fn run_journal(mut sinks: Sinks, rx: mpsc::Receiver<Vec<Transition>>) {
-    while let Ok(mut batch) = rx.recv() {
-        // Group what is already waiting: one fsync for all of it.
-        while let Ok(more) = rx.try_recv() {
-            batch.extend(more);
+pub(crate) fn run_journal(mut sinks: Sinks, rx: mpsc::Receiver<ToJournal>) {
+    // A batch given up on (at shutdown): no later mark may vouch for the
+    // journal holding every transition made before it.
+    let mut gave_up = false;
+    let mut next = rx.recv().ok();
+    while let Some(first) = next.take() {
+        let mut batch = match first {
+            ToJournal::Batch(b) => b,
+            ToJournal::Mark(reply) => {
+                let _ = reply.send((!gave_up).then_some(sinks.journal_len));
+                next = rx.recv().ok();
+                continue;
+            }
+        };
+        // Group what is already waiting, up to a mark: one fsync for all.
+        loop {
+            match rx.try_recv() {
+                Ok(ToJournal::Batch(more)) => batch.extend(more),
+                Ok(mark) => {
+                    next = Some(mark);
+                    break;
+                }
+                Err(_) => break,
+            }
         }
         let lines: Vec<String> = batch.iter().map(|t| t.to_json().to_string()).collect();
         let mut delay = Duration::from_millis(50);
@@ -685,19 +797,31 @@ pub(crate) fn run_journal(mut sinks: Sinks, rx: mpsc::Receiver<Vec<Transition>>)
                     "tenure-server: live transitions: {e}; stopping without journaling {} of them",
                     lines.len()
                 );
+                gave_up = true;
                 break;
             }
             eprintln!("tenure-server: live transitions: {e}; retrying");
             std::thread::sleep(delay);
             delay = (delay * 2).min(Duration::from_secs(5));
         }
+        if next.is_none() {
+            next = rx.recv().ok();
+        }
     }
     sinks.close();
 }
 
+/// What the journal thread receives: transitions in the order they were
+/// made, and checkpoints' marks (answered with the journal's length once
+/// everything before the mark is in it, `None` if some of that was lost).
+pub(crate) enum ToJournal {
+    Batch(Vec<Transition>),
+    Mark(mpsc::SyncSender<Option<u64>>),
+}
+
 impl LiveApp {
     /// Connects the journal thread's channel and the sinks' shared state.
-    pub fn connect(&self, tx: mpsc::Sender<Vec<Transition>>, sinks: Arc<Shared>) {
+    pub fn connect(&self, tx: mpsc::Sender<ToJournal>, sinks: Arc<Shared>) {
         *self.tx.lock().expect("sink channel") = Some(tx);
         *self.sinks.lock().expect("sinks") = Some(sinks);
     }
@@ -712,14 +836,22 @@ pub(crate) struct StoreSink {
     spec: SinkSpec,
     wal: Arc<crate::wal::Wal>,
     rt: tokio::runtime::Handle,
+    /// Its records hold nothing the live state applies: marked applied, so
+    /// that the checkpoints' coverage has no gaps for them.
+    app: Arc<LiveApp>,
 }
 
 impl StoreSink {
-    pub fn new(wal: Arc<crate::wal::Wal>, rt: tokio::runtime::Handle) -> StoreSink {
+    pub fn new(
+        wal: Arc<crate::wal::Wal>,
+        rt: tokio::runtime::Handle,
+        app: Arc<LiveApp>,
+    ) -> StoreSink {
         StoreSink {
             spec: SinkSpec::Store,
             wal,
             rt,
+            app,
         }
     }
 }
@@ -770,9 +902,11 @@ impl Sink for StoreSink {
                 .wal
                 .submit(chunk, chrono::Utc::now().timestamp())
                 .map_err(|e| format!("store sink: the WAL refused transitions: {e:?}"))?;
+            let seqs = ticket.seqs;
             self.rt
                 .block_on(ticket.durable())
                 .map_err(|f| format!("store sink: {}", f.message))?;
+            self.app.covered(seqs);
         }
         Ok(())
     }
@@ -914,7 +1048,7 @@ struct Prepared {
 /// the caller's applies their rows. Returns the number of events read.
 pub(crate) fn load_store(
     store: &tenure_ingest::Store,
-    snapshot: &tenure_schema::Snapshot,
+    files: &[tenure_schema::FileEntry],
     live: &mut Live,
     declared: &[DeclaredProperty],
     now: i64,
@@ -925,11 +1059,7 @@ pub(crate) fn load_store(
 
     // Each file's places (its path, its staged path, its retired path): a
     // commit or compaction running meanwhile may move it from one to another.
-    let paths: Vec<Vec<String>> = snapshot
-        .files
-        .iter()
-        .map(tenure_store::file_locations)
-        .collect();
+    let paths: Vec<Vec<String>> = files.iter().map(tenure_store::file_locations).collect();
     let wanted: Vec<String> = live
         .plan()
         .wanted_properties()
@@ -1141,12 +1271,17 @@ fn prop_at(col: &arrow_array::ArrayRef, row: usize) -> Option<Prop> {
     })
 }
 
-/// Reads acknowledged events of WAL segments not yet committed (start-up
-/// after a crash) into the live state.
+/// Reads acknowledged events of WAL segments into the live state at
+/// start-up: segments not yet committed (those the snapshot's sources name
+/// are skipped: read from the store), or committed ones kept for a
+/// checkpoint (`snapshot` `None`). Records `skip` covers (held by the
+/// checkpoint the state was read from) are skipped.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn load_wal(
     app: &LiveApp,
     segments: &[crate::wal::segment::Segment],
-    snapshot: &tenure_schema::Snapshot,
+    snapshot: Option<&tenure_schema::Snapshot>,
+    skip: Option<&crate::checkpoint::Coverage>,
     declared: &[DeclaredProperty],
     ingest: &tenure_schema::IngestConfig,
     max_record: usize,
@@ -1158,7 +1293,7 @@ pub(crate) fn load_wal(
     let mut live = app.live.lock().expect("live state");
     let mut read = 0;
     for seg in segments {
-        if snapshot.sources.iter().any(|s| s.hash == seg.source_hash()) {
+        if snapshot.is_some_and(|snap| snap.sources.iter().any(|s| s.hash == seg.source_hash())) {
             continue; // committed already: read from the store
         }
         let mut file = File::open(&seg.path).map_err(io(&seg.path))?;
@@ -1167,6 +1302,9 @@ pub(crate) fn load_wal(
         let mut chunks = RecordChunks::new(file, 4 << 20, max_record);
         while let Some(records) = chunks.next_records().map_err(io(&seg.path))? {
             for rec in records.iter().filter(|r| r.seq <= seg.last_seq) {
+                if skip.is_some_and(|c| c.contains(seg.writer, rec.seq)) {
+                    continue;
+                }
                 for ev in events(rec.payload).map_err(|e| e.to_string())? {
                     let Ok(mut raw) = tenure_ingest::decode::json::parse_event(ev.json, names)
                     else {

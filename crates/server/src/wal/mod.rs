@@ -59,6 +59,9 @@ pub(crate) struct Ticket {
     pub duplicates: usize,
     /// Which messages were kept (`None`: all of them).
     pub keep: Option<Vec<bool>>,
+    /// The sequence numbers of its records (`first > last`: none, every
+    /// message was a duplicate).
+    pub seqs: (u64, u64),
 }
 
 impl Ticket {
@@ -197,6 +200,11 @@ impl Wal {
         }
     }
 
+    /// This process's writer id (segments and their sources are named by it).
+    pub(crate) fn writer(&self) -> u128 {
+        self.writer
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock cannot leave the queue half-updated in a
         // way that loses acknowledged data (acks follow fsyncs), so go on.
@@ -284,6 +292,7 @@ impl Wal {
             earlier,
             duplicates,
             keep,
+            seqs: (first_seq, last_seq),
         })
     }
 
