@@ -502,12 +502,14 @@ impl Server {
                 max_record,
             )
             .await?;
-            notes.push(format!(
+            let note = format!(
                 "live segments: {} user(s) rebuilt in {:.1} s, {}",
                 app.0.live.lock().expect("live state").users(),
                 started.elapsed().as_secs_f64(),
                 app.2
-            ));
+            );
+            eprintln!("tenure-server: {note}");
+            notes.push(note);
             (Some(app.0), app.1)
         };
         let app = Arc::new(App {

@@ -107,8 +107,8 @@ pub struct ServeArgs {
     /// folds only the events committed after it instead of the whole store.
     /// Writing it pauses live evaluation (not acknowledgements) for about a
     /// second per 10M users. 0: at shutdown only.
-    #[arg(long, value_name = "SECONDS", default_value_t = 600)]
-    pub live_checkpoint_secs: u64,
+    #[arg(long, value_name = "SECONDS", default_value_t = 600.0)]
+    pub live_checkpoint_secs: f64,
 }
 
 /// The environment variable of accepted write keys.
@@ -165,7 +165,8 @@ pub fn config(a: ServeArgs) -> Result<ServerConfig, String> {
     c.segments = a.segments;
     c.emit = a.emit;
     c.read_keys = a.read_keys;
-    c.live_checkpoint = Duration::from_secs(a.live_checkpoint_secs);
+    c.live_checkpoint = Duration::try_from_secs_f64(a.live_checkpoint_secs)
+        .map_err(|_| "--live-checkpoint-secs: a number of seconds, 0 or more".to_string())?;
     if let Some(p) = a.config {
         c.ingest = tenure_schema::Config::load(&p).map_err(|e| e.to_string())?;
     }
