@@ -81,8 +81,27 @@ impl<'a> Reader<'a> {
     }
 
     pub(crate) fn u64(&mut self) -> Result<u64, String> {
-        let v = self.u128()?;
-        u64::try_from(v).or_else(|_| self.fail("a number out of range"))
+        // The common case (a small number, whole in the buffer) without the
+        // general loop: a restart reads hundreds of millions of these.
+        if let Some(&b) = self.bytes.get(self.at)
+            && b < 0x80
+        {
+            self.at += 1;
+            return Ok(u64::from(b));
+        }
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let b = self.u8()?;
+            let part = u64::from(b & 0x7f);
+            if shift == 63 && part > 1 {
+                return self.fail("a number out of range");
+            }
+            v |= part << shift;
+            if b & 0x80 == 0 {
+                return Ok(v);
+            }
+        }
+        self.fail("a number too long")
     }
 
     pub(crate) fn i64(&mut self) -> Result<i64, String> {
@@ -224,10 +243,9 @@ impl Live {
         live.reserve(n as usize);
         for _ in 0..n {
             let id = r.str()?;
-            let (u, new) = live.ids.insert(id);
-            if !new {
-                return Err(format!("malformed live state: user {id:?} twice"));
-            }
+            // Written from a table of distinct ids (and checksummed by the
+            // caller): added without a lookup first.
+            let u = live.ids.push_new(id);
             let user = User::decode(&live.plan, id, &mut r)?;
             let bits = user.members;
             live.users.push(user);

@@ -213,6 +213,11 @@ impl Ids {
         if let Some(u) = self.find(id) {
             return (u, false);
         }
+        (self.push_new(id), true)
+    }
+
+    /// Adds an id known not to be here yet.
+    fn push_new(&mut self, id: &str) -> u32 {
         if self.starts.is_empty() {
             self.starts.push(0);
         }
@@ -231,7 +236,7 @@ impl Ids {
             let (a, b) = (starts[v as usize], starts[v as usize + 1]);
             hasher.hash_one(&text[a as usize..b as usize])
         });
-        (u, true)
+        u
     }
 }
 
