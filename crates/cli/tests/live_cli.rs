@@ -109,7 +109,12 @@ fn serve_with(dir: &Path, log: &str, extra: &[&str]) -> (Served, String) {
         .arg("--wal")
         .arg(dir.join("wal"))
         .args(["--write-key", WRITE, "--read-key", READ])
-        .args(["--listen", "127.0.0.1:0", "--flush-age-ms", "200"])
+        .args(["--listen", "127.0.0.1:0"])
+        .args(if extra.contains(&"--flush-age-ms") {
+            &[][..]
+        } else {
+            &["--flush-age-ms", "200"][..]
+        })
         .arg("--segments")
         .arg(triggers())
         .arg("--segments")
@@ -576,4 +581,52 @@ fn sigkill_while_transitions_flow_loses_and_repeats_none() {
         all.len(),
         "a full fold changes nothing"
     );
+}
+
+/// After a crash the WAL holds segments not committed yet. The restart reads
+/// them into the live state before the flusher commits (and moves) them:
+/// with a history that takes a while to fold, the flusher used to win the
+/// race and the server refused to start ("cannot read the WAL").
+#[test]
+fn a_restart_reads_uncommitted_wal_segments_before_they_are_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("extra.seg"), "segment any = did view_item\n").unwrap();
+    let st = tenure()
+        .args(["gen", "--users", "20000", "--days", "30", "--to"])
+        .arg(d.join("store"))
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    // Nothing is committed before the kill (a long flush age), and no
+    // checkpoint but the first start's.
+    let slow = ["--flush-age-ms", "600000", "--live-checkpoint-secs", "0"];
+    for round in 0..2 {
+        let (child, addr) = serve_with(d, &format!("crash-{round}.log"), &slow);
+        let msg = serde_json::json!({"batch": [
+            {"type": "track", "userId": format!("late{round}"), "event": "view_item",
+             "timestamp": rfc3339(now()), "messageId": format!("late-{round}")},
+        ]});
+        assert_eq!(
+            http(&addr, "POST", "/v1/batch", WRITE, Some(&msg.to_string())).0,
+            200
+        );
+        child.kill();
+    }
+    let (child, addr) = serve_with(d, "crash-last.log", &slow);
+    for round in 0..2 {
+        let (status, text) = http(&addr, "GET", &format!("/v1/users/late{round}"), READ, None);
+        assert_eq!(status, 200, "{text}");
+        assert!(
+            json(&text)["segments"]
+                .as_array()
+                .unwrap()
+                .contains(&serde_json::json!("any"))
+        );
+    }
+    stop(child);
 }

@@ -459,9 +459,9 @@ impl Server {
         };
         let store_for_live = store.clone();
         let (seg_tx, seg_rx) = std::sync::mpsc::channel();
-        for s in recovered.segments {
-            seg_tx.send(s).expect("receiver alive");
-        }
+        // Recovered segments go to the flusher once the live state has read
+        // them: committed, they are moved away (or deleted).
+        let for_flusher = seg_tx.clone();
         let flusher = Flusher {
             store,
             opts: IngestOptions {
@@ -512,6 +512,10 @@ impl Server {
             notes.push(note);
             (Some(app.0), app.1)
         };
+        for s in recovered.segments {
+            for_flusher.send(s).expect("the flusher runs");
+        }
+        drop(for_flusher);
         let app = Arc::new(App {
             live,
             keys: config
