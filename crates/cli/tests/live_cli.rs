@@ -603,7 +603,7 @@ fn a_restart_reads_uncommitted_wal_segments_before_they_are_committed() {
         String::from_utf8_lossy(&st.stderr)
     );
     // Nothing is committed before the kill (a long flush age), and no
-    // checkpoint but the first start's.
+    // checkpoint while serving.
     let slow = ["--flush-age-ms", "600000", "--live-checkpoint-secs", "0"];
     for round in 0..2 {
         let (child, addr) = serve_with(d, &format!("crash-{round}.log"), &slow);
@@ -628,5 +628,58 @@ fn a_restart_reads_uncommitted_wal_segments_before_they_are_committed() {
                 .contains(&serde_json::json!("any"))
         );
     }
+    stop(child);
+}
+
+/// An event the live state applied but the store's commit dropped (its
+/// `event_id` was already stored, by another writer): a checkpoint holding it
+/// is not used, the restart folds the store and counts the event once.
+#[test]
+fn a_commit_that_drops_applied_events_voids_the_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("extra.seg"), "segment viewer = did view_item\n").unwrap();
+    let ts = rfc3339(now() - 5_000_000);
+    let line = serde_json::json!({
+        "user_id": "dup", "event": "view_item", "ts": ts, "event_id": "same-id"
+    });
+    std::fs::write(d.join("batch.ndjson"), format!("{line}\n")).unwrap();
+    let st = tenure()
+        .arg("ingest")
+        .arg(d.join("batch.ndjson"))
+        .arg("--to")
+        .arg(d.join("store"))
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    let views = |addr: &str| {
+        let (status, text) = http(addr, "GET", "/v1/users/dup", READ, None);
+        assert_eq!(status, 200, "{text}");
+        json(&text)["features"]["count_1d:view_item"].clone()
+    };
+    let often = ["--live-checkpoint-secs", "0.1"];
+    let (child, addr) = serve_with(d, "first.log", &often);
+    assert_eq!(views(&addr), 1);
+    let msg = serde_json::json!({"batch": [
+        {"type": "track", "userId": "dup", "event": "view_item", "timestamp": ts, "messageId": "same-id"},
+    ]});
+    assert_eq!(
+        http(&addr, "POST", "/v1/batch", WRITE, Some(&msg.to_string())).0,
+        200
+    );
+    // Committed (and dropped as a duplicate) and checkpointed meanwhile.
+    std::thread::sleep(Duration::from_millis(800));
+    stop(child);
+    let (child, addr) = serve_with(d, "second.log", &often);
+    let log = std::fs::read_to_string(d.join("second.log")).unwrap();
+    assert!(
+        log.contains("checkpoint not used (a commit of WAL segments wrote 0 of the 1"),
+        "{log}"
+    );
+    assert_eq!(views(&addr), 1, "the store holds the event once");
     stop(child);
 }

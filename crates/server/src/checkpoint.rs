@@ -3,8 +3,9 @@
 //! came after it, instead of the whole store.
 //!
 //! A checkpoint says exactly which events its state holds:
-//! - the store's files of the running server's start (every one of them was
-//!   folded, from the store or from the previous checkpoint);
+//! - the store's files and recorded inputs of the running server's start
+//!   (every one of those files was folded, from the store or from the
+//!   previous checkpoint);
 //! - the WAL records applied since (*coverage*: per WAL writer, ranges of
 //!   sequence numbers; records are applied once durable, so the ranges may
 //!   have gaps at the instant of the checkpoint);
@@ -20,9 +21,11 @@
 //!   from);
 //! - WAL segments not committed yet are read except for covered records;
 //! - anything else (a checkpoint file gone from the store after a
-//!   compaction, a kept segment missing, a corrupt or unreadable checkpoint)
-//!   falls back to folding the whole store, with the reason in the start-up
-//!   notes. Never a state with an event missing or counted twice.
+//!   compaction, a kept segment missing or unreadable, a commit of WAL
+//!   segments that wrote fewer events than it read, so dropped some the live
+//!   state had applied, a corrupt checkpoint) falls back to folding the
+//!   whole store, with the reason in the start-up notes. Never a state with
+//!   an event missing or counted twice.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
@@ -36,7 +39,7 @@ use tenure_live::{Live, Plan};
 use crate::live::{LiveApp, ToJournal};
 use crate::wal::segment::Segment;
 
-const MAGIC: &[u8; 24] = b"TENURE LIVE CHECKPOINT 1";
+const MAGIC: &[u8; 24] = b"TENURE LIVE CHECKPOINT 2";
 
 /// How long a checkpoint waits for the journal thread to reach its mark.
 const MARK_WAIT: Duration = Duration::from_secs(120);
@@ -143,6 +146,14 @@ pub(crate) struct Context {
     pub sources: HashSet<String>,
     /// Checkpoint every this often (`None`: at shutdown only).
     pub every: Option<Duration>,
+    /// Checkpoint early once the kept WAL segments grow by this many bytes
+    /// (they wait for a checkpoint on the WAL's disk).
+    pub kept_limit: u64,
+}
+
+/// Bytes of the kept segments in `dir`.
+pub(crate) fn kept_bytes(dir: &Path) -> u64 {
+    retained(dir).map_or(0, |v| v.iter().map(|s| s.bytes).sum())
 }
 
 /// Where committed WAL segments wait for a checkpoint.
@@ -263,6 +274,13 @@ pub(crate) fn write(app: &LiveApp, ctx: &Context) -> Result<Written, String> {
             w.write_all(&(f.len() as u64).to_le_bytes())?;
             w.write_all(f.as_bytes())?;
         }
+        let mut sources: Vec<&String> = ctx.sources.iter().collect();
+        sources.sort();
+        w.write_all(&(sources.len() as u64).to_le_bytes())?;
+        for h in sources {
+            w.write_all(&(h.len() as u64).to_le_bytes())?;
+            w.write_all(h.as_bytes())?;
+        }
         Ok(())
     };
     header(&mut w).map_err(io_err(&tmp))?;
@@ -305,16 +323,25 @@ pub(crate) fn write(app: &LiveApp, ctx: &Context) -> Result<Written, String> {
     crate::wal::segment::sync_dir(&ctx.dir).map_err(io_err(&ctx.dir))?;
     // Kept segments the checkpoint holds (or that were in the store's files
     // at start) are no longer needed.
+    // A failure here leaves segments for the next checkpoint to delete: the
+    // checkpoint itself is in place.
     let kept = retained_dir(ctx.dir.parent().unwrap_or(&ctx.dir));
-    for seg in retained(&kept)? {
-        let committed_before = ctx.sources.contains(&seg.source_hash());
-        if committed_before
-            || coverage.check(seg.writer, seg.first_seq, seg.last_seq) == Covered::All
-        {
-            std::fs::remove_file(&seg.path).map_err(io_err(&seg.path))?;
+    let prune = || -> Result<(), String> {
+        for seg in retained(&kept)? {
+            let committed_before = ctx.sources.contains(&seg.source_hash());
+            if committed_before
+                || coverage.check(seg.writer, seg.first_seq, seg.last_seq) == Covered::All
+            {
+                std::fs::remove_file(&seg.path).map_err(io_err(&seg.path))?;
+            }
         }
+        crate::wal::segment::sync_dir(&kept).map_err(io_err(&kept))
+    };
+    if let Err(e) = prune() {
+        eprintln!(
+            "tenure-server: live checkpoint written; deleting the WAL segments it holds failed: {e}"
+        );
     }
-    let _ = crate::wal::segment::sync_dir(&kept);
     Ok(Written {
         users,
         bytes,
@@ -327,6 +354,8 @@ pub(crate) fn write(app: &LiveApp, ctx: &Context) -> Result<Written, String> {
 pub(crate) struct Restored {
     pub live: Live,
     pub files: HashSet<String>,
+    /// The manifest's inputs (hashes) at the checkpoint's start.
+    pub sources: HashSet<String>,
     pub coverage: Coverage,
     pub journal_offset: u64,
     /// When it was written (UTC microseconds).
@@ -374,6 +403,15 @@ pub(crate) fn read(
         at += len;
         files.insert(String::from_utf8(b.to_vec()).map_err(|_| bad("a file name is not UTF-8"))?);
     }
+    let n = u64_at(&mut at)?;
+    let mut sources = HashSet::new();
+    for _ in 0..n {
+        let len = u64_at(&mut at)? as usize;
+        let b = body.get(at..at.saturating_add(len)).ok_or_else(short)?;
+        at += len;
+        sources
+            .insert(String::from_utf8(b.to_vec()).map_err(|_| bad("an input hash is not UTF-8"))?);
+    }
     let mut coverage = Coverage::default();
     let writers = u64_at(&mut at)?;
     for _ in 0..writers {
@@ -397,6 +435,7 @@ pub(crate) fn read(
     Ok(Some(Restored {
         live,
         files,
+        sources,
         coverage,
         journal_offset,
         written_at,
@@ -413,7 +452,9 @@ pub(crate) struct Delta {
 }
 
 /// Which files and kept segments hold the events of `snapshot` that the
-/// checkpoint lacks; `Err` (why) when that cannot be told exactly.
+/// checkpoint lacks; `Err` (why) when that cannot be told exactly. `kept`:
+/// the segments kept for checkpoints, and those still in the WAL directory
+/// (a crash between a commit and the move).
 pub(crate) fn delta(
     snapshot: &tenure_schema::Snapshot,
     restored: &Restored,
@@ -425,30 +466,53 @@ pub(crate) fn delta(
             "{gone} of the checkpoint left the store (compacted since?)"
         ));
     }
-    let mut by_txn: HashMap<&str, Vec<&tenure_schema::SourceEntry>> = HashMap::new();
+    // The transactions committed since the checkpoint's start: those of the
+    // inputs it had not seen (every commit records its inputs, even one
+    // that wrote nothing).
+    let mut new_txns: HashMap<&str, Vec<&tenure_schema::SourceEntry>> = HashMap::new();
     for s in &snapshot.sources {
-        by_txn.entry(s.txn.as_str()).or_default().push(s);
+        if !restored.sources.contains(&s.hash) {
+            new_txns.entry(s.txn.as_str()).or_default().push(s);
+        }
+    }
+    let mut files_of: HashMap<&str, Vec<&tenure_schema::FileEntry>> = HashMap::new();
+    for f in &snapshot.files {
+        if !restored.files.contains(&f.path) {
+            if !new_txns.contains_key(f.txn.as_str()) {
+                return Err(format!(
+                    "{} was written by a transaction with no new input (a compaction?)",
+                    f.path
+                ));
+            }
+            files_of.entry(f.txn.as_str()).or_default().push(f);
+        }
     }
     let mut out = Delta::default();
     let mut wanted: HashSet<(u128, u64, u64)> = HashSet::new();
-    for f in &snapshot.files {
-        if restored.files.contains(&f.path) {
-            continue;
-        }
-        let sources = by_txn.get(f.txn.as_str()).map(Vec::as_slice).unwrap_or(&[]);
+    let mut txns: Vec<_> = new_txns.into_iter().collect();
+    txns.sort_by_key(|(t, _)| *t);
+    for (txn, sources) in txns {
+        let files = files_of.remove(txn).unwrap_or_default();
         let wal: Vec<_> = sources.iter().filter_map(|s| wal_source(&s.name)).collect();
-        if sources.is_empty() {
-            return Err(format!(
-                "{} was written by a transaction with no recorded input (a compaction?)",
-                f.path
-            ));
-        }
         if wal.is_empty() {
-            out.files.push(f.clone());
+            out.files.extend(files.into_iter().cloned());
             continue;
         }
         if wal.len() != sources.len() {
-            return Err(format!("{} mixes WAL segments and other inputs", f.path));
+            return Err(format!(
+                "transaction {txn} mixes WAL segments and other inputs"
+            ));
+        }
+        // A commit of WAL segments that wrote fewer rows than it read
+        // dropped some (an `event_id` the store already held, an event
+        // refused at commit) that the live state applied when they were
+        // acknowledged. Which ones is not recorded: fold the store.
+        let read: u64 = sources.iter().map(|s| s.rows).sum();
+        let wrote: u64 = files.iter().map(|f| f.rows).sum();
+        if wrote != read {
+            return Err(format!(
+                "a commit of WAL segments wrote {wrote} of the {read} event(s) it read (duplicates of stored events or refused ones, which the live state had applied)"
+            ));
         }
         for (w, a, b) in wal {
             if restored.coverage.check(w, a, b) != Covered::All {

@@ -164,7 +164,7 @@ async fn route(app: &App, req: Request<Incoming>, started: Instant) -> Resp {
             settings(app, &req, settings_key.as_deref().expect("some"))
         }
         (&Method::GET, p, _) if p.starts_with("/v1/users/") || p.starts_with("/v1/segments/") => {
-            profile(app, &req)
+            profile(app, &req).await
         }
         (&Method::GET, "/metrics", _) => Response::builder()
             .header(CONTENT_TYPE, "text/plain; version=0.0.4")
@@ -189,7 +189,7 @@ async fn route(app: &App, req: Request<Incoming>, started: Instant) -> Resp {
 /// page of members, in the order users were first seen), from the live state.
 /// Authenticated with a read key as the HTTP Basic user; a write key does not
 /// read.
-fn profile(app: &App, req: &Request<Incoming>) -> Resp {
+async fn profile(app: &App, req: &Request<Incoming>) -> Resp {
     let Some(live) = &app.live else {
         return error(
             StatusCode::NOT_FOUND,
@@ -219,7 +219,14 @@ fn profile(app: &App, req: &Request<Incoming>) -> Resp {
                 "the user id is not valid percent-encoded UTF-8",
             );
         };
-        let found = live.locked(|state, out| state.profile(&user, now, out));
+        let found = {
+            let (live, user) = (live.clone(), user.clone());
+            tokio::task::spawn_blocking(move || {
+                live.locked(|state, out| state.profile(&user, now, out))
+            })
+            .await
+            .expect("live profile")
+        };
         return match found {
             Some(p) => json(
                 StatusCode::OK,
@@ -258,18 +265,25 @@ fn profile(app: &App, req: &Request<Incoming>) -> Resp {
             l.and_then(Result::ok).unwrap_or(100).min(10_000),
         ),
     };
-    let answer = live.locked(|state, out| {
-        state.advance(now, out);
-        match state.segment_index(name) {
-            Some(i) => Ok(state.members(i, offset, limit)),
-            None => Err(state
-                .plan()
-                .segments()
-                .iter()
-                .map(|s| s.name.clone())
-                .collect::<Vec<_>>()),
-        }
-    });
+    let answer = {
+        let (live, name) = (live.clone(), name.to_string());
+        tokio::task::spawn_blocking(move || {
+            live.locked(|state, out| {
+                state.advance(now, out);
+                match state.segment_index(&name) {
+                    Some(i) => Ok(state.members(i, offset, limit)),
+                    None => Err(state
+                        .plan()
+                        .segments()
+                        .iter()
+                        .map(|s| s.name.clone())
+                        .collect::<Vec<_>>()),
+                }
+            })
+        })
+        .await
+        .expect("live members")
+    };
     match answer {
         Ok((count, users)) => json(
             StatusCode::OK,
@@ -542,7 +556,12 @@ async fn track(
                 tokio::spawn(async move {
                     let r = ticket.durable().await;
                     if r.is_ok() {
-                        live.apply(events, seqs);
+                        // On a blocking thread: the live lock may be held a
+                        // while (a checkpoint), and the runtime's workers
+                        // serve every other request meanwhile.
+                        tokio::task::spawn_blocking(move || live.apply(events, seqs))
+                            .await
+                            .expect("live apply");
                     }
                     r
                 })

@@ -169,10 +169,14 @@ async fn start_live(
     let fingerprint = checkpoint::fingerprint(&files, declared);
     let now = live::now_micros();
     let rt = tokio::runtime::Handle::current();
-    // The last checkpoint, and what it lacks of the store.
-    let restored = {
+    // The last checkpoint, and what it lacks of the store (not at a first
+    // start: its membership would continue a journal with no baseline).
+    let restored = if first_start {
+        Ok(None)
+    } else {
         let (dir, plan, base) = (dir.clone(), plan.clone(), base.clone());
         let kept = checkpoint::retained_dir(&config.wal_dir);
+        let recovered = recovered.to_vec();
         tokio::task::spawn_blocking(move || {
             let Some(r) = checkpoint::read(&dir, &fingerprint, plan)? else {
                 return Ok(None);
@@ -184,19 +188,26 @@ async fn start_live(
                     r.journal_offset
                 ));
             }
-            let d = checkpoint::delta(&base, &r, &checkpoint::retained(&kept)?)?;
+            let mut candidates = checkpoint::retained(&kept)?;
+            candidates.extend(recovered);
+            let d = checkpoint::delta(&base, &r, &candidates)?;
             Ok(Some((r, d)))
         })
         .await
         .expect("checkpoint task")
     };
-    let (restored, mut how) = match restored {
-        Ok(Some(r)) => (Some(r), String::new()),
-        Ok(None) => (None, "no checkpoint yet: ".to_string()),
-        Err(why) => (None, format!("checkpoint not used ({why}): ")),
-    };
-    let (state, kept) = match restored {
-        Some((r, delta)) => {
+    let app = Arc::new(live::LiveApp::new(
+        tenure_live::Live::new(plan.clone()),
+        read_keys,
+        declared,
+        wal.writer(),
+    ));
+    let mut how: String;
+    // With a checkpoint: the coverage it records (records it holds) and its
+    // journal offset.
+    let mut from_checkpoint: Option<(checkpoint::Coverage, u64)> = None;
+    match restored {
+        Ok(Some((r, delta))) => {
             let checkpoint::Restored {
                 mut live,
                 coverage,
@@ -204,63 +215,64 @@ async fn start_live(
                 written_at,
                 ..
             } = r;
-            let (store, declared2, files) = (store.clone(), declared.to_vec(), delta.files);
+            let (store2, declared2, files) = (store.clone(), declared.to_vec(), delta.files);
             let rt2 = rt.clone();
             let n_files = files.len();
-            let (live, read) = tokio::task::spawn_blocking(move || {
-                live::load_store(&store, &files, &mut live, &declared2, now, &rt2)
+            let loaded = tokio::task::spawn_blocking(move || {
+                live::load_store(&store2, &files, &mut live, &declared2, now, &rt2)
                     .map(|read| (live, read))
             })
             .await
             .expect("live load task")
-            .map_err(|e| cfg_err(format!("live segments: cannot read the store: {e}")))?;
-            how = format!(
-                "from the checkpoint of {} plus {read} event(s) of {n_files} store file(s) and {} kept WAL segment(s) since",
-                tenure_live::rfc3339(written_at),
-                delta.segments.len()
-            );
-            (live, Some((coverage, journal_offset, delta.segments)))
+            .and_then(|(live, read)| {
+                *app.live.lock().expect("live state") = live;
+                live::load_wal(
+                    &app,
+                    &delta.segments,
+                    None,
+                    Some(&coverage),
+                    declared,
+                    &config.ingest.ingest,
+                    max_record,
+                    now,
+                )
+                .map(|_| read)
+            });
+            match loaded {
+                Ok(read) => {
+                    how = format!(
+                        "from the checkpoint of {} plus {read} event(s) of {n_files} store file(s) and {} committed WAL segment(s) since",
+                        tenure_live::rfc3339(written_at),
+                        delta.segments.len()
+                    );
+                    from_checkpoint = Some((coverage, journal_offset));
+                }
+                Err(e) => how = format!("checkpoint not used (reading what it lacks: {e}): "),
+            }
         }
-        None => {
-            let mut state = tenure_live::Live::new(plan);
-            state.reserve(base.users.count as usize);
-            let (store, base2, declared2) = (store.clone(), base.clone(), declared.to_vec());
-            let rt2 = rt.clone();
-            let (state, read) = tokio::task::spawn_blocking(move || {
-                live::load_store(&store, &base2.files, &mut state, &declared2, now, &rt2)
-                    .map(|read| (state, read))
-            })
-            .await
-            .expect("live load task")
-            .map_err(|e| cfg_err(format!("live segments: cannot read the store: {e}")))?;
-            how.push_str(&format!("folded {read} event(s) of the store"));
-            (state, None)
-        }
-    };
-    let app = Arc::new(live::LiveApp::new(state, read_keys, declared, wal.writer()));
-    let skip = kept.as_ref().map(|k| &k.0);
-    if let Some((coverage, _, segments)) = &kept {
-        live::load_wal(
-            &app,
-            segments,
-            None,
-            Some(coverage),
-            declared,
-            &config.ingest.ingest,
-            max_record,
-            now,
-        )
-        .map_err(|e| {
-            cfg_err(format!(
-                "live segments: cannot read a kept WAL segment: {e}"
-            ))
-        })?;
+        Ok(None) => how = "no checkpoint yet: ".to_string(),
+        Err(why) => how = format!("checkpoint not used ({why}): "),
+    }
+    if from_checkpoint.is_none() {
+        let mut state = tenure_live::Live::new(plan);
+        state.reserve(base.users.count as usize);
+        let (store, base2, declared2) = (store.clone(), base.clone(), declared.to_vec());
+        let rt2 = rt.clone();
+        let (state, read) = tokio::task::spawn_blocking(move || {
+            live::load_store(&store, &base2.files, &mut state, &declared2, now, &rt2)
+                .map(|read| (state, read))
+        })
+        .await
+        .expect("live load task")
+        .map_err(|e| cfg_err(format!("live segments: cannot read the store: {e}")))?;
+        how.push_str(&format!("folded {read} event(s) of the store"));
+        *app.live.lock().expect("live state") = state;
     }
     live::load_wal(
         &app,
         recovered,
         Some(base),
-        skip,
+        from_checkpoint.as_ref().map(|c| &c.0),
         declared,
         &config.ingest.ingest,
         max_record,
@@ -284,8 +296,8 @@ async fn start_live(
     // starts emit what changed while the server was down.
     let mut out = Vec::new();
     {
-        let journal_from = kept.as_ref().map(|k| k.1);
-        let known = if first_start && kept.is_none() {
+        let journal_from = from_checkpoint.as_ref().map(|k| k.1);
+        let known = if first_start {
             HashMap::new()
         } else {
             let (dir, names) = (dir.clone(), names.clone());
@@ -297,7 +309,7 @@ async fn start_live(
             .map_err(cfg_err)?
         };
         let mut state = app.live.lock().expect("live state");
-        if kept.is_some() {
+        if from_checkpoint.is_some() {
             for (user, (mask, bits)) in &known {
                 for i in 0..names.len() {
                     if mask >> i & 1 == 1 {
@@ -314,13 +326,14 @@ async fn start_live(
             state.settle(now, tenure_live::Before::Journal(&before), &mut out);
         }
     }
-    let refolded = kept.is_none();
+    let refolded = from_checkpoint.is_none();
     let _ = app.checkpoints.set(checkpoint::Context {
         dir: dir.clone(),
         fingerprint,
         files: base.files.iter().map(|f| f.path.clone()).collect(),
         sources: base.sources.iter().map(|s| s.hash.clone()).collect(),
         every: (!config.live_checkpoint.is_zero()).then_some(config.live_checkpoint),
+        kept_limit: config.max_wal_bytes,
     });
     let shared = journal.shared();
     let mut threads = Vec::new();
@@ -353,9 +366,10 @@ async fn start_live(
     };
     let checkpoint_thread = {
         let app = app.clone();
+        let wal_dir = config.wal_dir.clone();
         std::thread::Builder::new()
             .name("tenure-live-checkpoint".into())
-            .spawn(move || live::run_checkpoints(app, refolded))
+            .spawn(move || live::run_checkpoints(app, refolded, wal_dir))
             .map_err(|e| cfg_err(e.to_string()))?
     };
     threads.push(checkpoint_thread);
@@ -474,7 +488,8 @@ impl Server {
             dedup_files,
             group_bytes: config.flush_bytes,
             max_record,
-            retain: (!config.segments.is_empty())
+            // Kept for checkpoints only if they are taken while serving.
+            retain: (!config.segments.is_empty() && !config.live_checkpoint.is_zero())
                 .then(|| checkpoint::retained_dir(&config.wal_dir)),
         };
         let flusher = std::thread::Builder::new()
@@ -621,7 +636,9 @@ impl Server {
                     }
                 }
                 // The last checkpoint: the next start reads it back instead
-                // of folding the store.
+                // of folding the store. (A journal that cannot write gives
+                // up now rather than hold the mark.)
+                live.stopping();
                 live::checkpoint_now(&live);
                 live.finish();
                 for t in threads {

@@ -99,7 +99,7 @@ pub(crate) struct LiveApp {
     pub checkpoints: std::sync::OnceLock<crate::checkpoint::Context>,
     /// The journal's state, once the sinks run (shutdown tells them).
     sinks: Mutex<Option<Arc<Shared>>>,
-    /// Wakes the timer thread (shutdown).
+    /// Wakes the timer and checkpoint threads (shutdown).
     stop: Arc<(Mutex<bool>, std::sync::Condvar)>,
 }
 
@@ -231,15 +231,21 @@ impl LiveApp {
         self.stop.1.notify_all();
     }
 
-    /// Closes the journal's channel: the journal thread writes what was
-    /// sent, then the sinks deliver it (a failing one gives up, to resume
-    /// at the next start).
-    pub fn finish(&self) {
+    /// Tells the journal and the sinks that the server is stopping: a
+    /// failing one gives up (its progress stays) instead of retrying.
+    pub fn stopping(&self) {
         if let Some(shared) = self.sinks.lock().expect("sinks").as_ref() {
             shared
                 .stopping
                 .store(true, std::sync::atomic::Ordering::Relaxed);
         }
+    }
+
+    /// Closes the journal's channel: the journal thread writes what was
+    /// sent, then the sinks deliver it (a failing one gives up, to resume
+    /// at the next start).
+    pub fn finish(&self) {
+        self.stopping();
         self.tx.lock().expect("sink channel").take();
     }
 }
@@ -263,26 +269,43 @@ pub(crate) fn checkpoint_now(app: &LiveApp) {
 }
 
 /// Writes checkpoints every [`crate::checkpoint::Context::every`] until
-/// stopped; one at once when the state was folded from the store (so the
-/// next start need not fold it again).
-pub(crate) fn run_checkpoints(app: Arc<LiveApp>, at_once: bool) {
-    let Some(every) = app.checkpoints.get().and_then(|c| c.every) else {
+/// stopped, and sooner when the kept WAL segments have grown by
+/// [`crate::checkpoint::Context::kept_limit`]; one at once when the state was
+/// folded from the store (so the next start need not fold it again).
+pub(crate) fn run_checkpoints(app: Arc<LiveApp>, at_once: bool, wal_dir: PathBuf) {
+    let Some(ctx) = app.checkpoints.get() else {
         return;
     };
-    let mut wait = if at_once { Duration::ZERO } else { every };
+    let Some(every) = ctx.every else {
+        return;
+    };
+    let kept = crate::checkpoint::retained_dir(&wal_dir);
+    let tick = every.min(Duration::from_secs(1));
+    let mut last = std::time::Instant::now();
+    // What a checkpoint could not delete (segments with records it lacks)
+    // does not count towards the next one.
+    let mut left = crate::checkpoint::kept_bytes(&kept);
+    let mut due = at_once;
     loop {
-        {
+        if !due {
             let (lock, cv) = &*app.stop;
             let stopped = lock.lock().expect("stop flag");
             let (stopped, _) = cv
-                .wait_timeout_while(stopped, wait, |s| !*s)
+                .wait_timeout_while(stopped, tick, |s| !*s)
                 .expect("stop flag");
             if *stopped {
                 return;
             }
+            due = last.elapsed() >= every
+                || crate::checkpoint::kept_bytes(&kept).saturating_sub(left) > ctx.kept_limit;
+            if !due {
+                continue;
+            }
         }
         checkpoint_now(&app);
-        wait = every;
+        last = std::time::Instant::now();
+        left = crate::checkpoint::kept_bytes(&kept);
+        due = false;
     }
 }
 
