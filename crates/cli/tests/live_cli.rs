@@ -565,6 +565,11 @@ fn sigkill_while_transitions_flow_loses_and_repeats_none() {
         .map(|r| std::fs::read_to_string(d.join(format!("kill-{r}.log"))).unwrap())
         .collect();
     assert!(logs.contains("from the checkpoint of"), "{logs}");
+    assert!(logs.contains("tenure-server: live checkpoint: "), "{logs}");
+    assert!(
+        !logs.contains("live checkpoint failed") && !logs.contains("deleting the WAL segments"),
+        "{logs}"
+    );
     assert!(
         logs.lines()
             .any(|l| l.contains("from the checkpoint") && !l.contains(" of 0 store file(s)")),

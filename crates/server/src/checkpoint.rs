@@ -327,15 +327,20 @@ pub(crate) fn write(app: &LiveApp, ctx: &Context) -> Result<Written, String> {
     // checkpoint itself is in place.
     let kept = retained_dir(ctx.dir.parent().unwrap_or(&ctx.dir));
     let prune = || -> Result<(), String> {
+        let mut deleted = false;
         for seg in retained(&kept)? {
             let committed_before = ctx.sources.contains(&seg.source_hash());
             if committed_before
                 || coverage.check(seg.writer, seg.first_seq, seg.last_seq) == Covered::All
             {
                 std::fs::remove_file(&seg.path).map_err(io_err(&seg.path))?;
+                deleted = true;
             }
         }
-        crate::wal::segment::sync_dir(&kept).map_err(io_err(&kept))
+        if deleted {
+            crate::wal::segment::sync_dir(&kept).map_err(io_err(&kept))?;
+        }
+        Ok(())
     };
     if let Err(e) = prune() {
         eprintln!(
