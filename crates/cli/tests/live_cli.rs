@@ -73,6 +73,22 @@ fn http(addr: &str, method: &str, path: &str, key: &str, body: Option<&str>) -> 
     (status, body.to_string())
 }
 
+/// `tenure ingest <dir>/<file> --to <dir>/store`, which must succeed.
+fn ingest(d: &Path, file: &str) {
+    let st = tenure()
+        .arg("ingest")
+        .arg(d.join(file))
+        .arg("--to")
+        .arg(d.join("store"))
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+}
+
 fn json(text: &str) -> serde_json::Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"))
 }
@@ -236,18 +252,7 @@ fn live_segments_from_history_events_and_time_match_the_batch_definition() {
     }));
     let text: String = history.iter().map(|h| format!("{h}\n")).collect();
     std::fs::write(d.join("history.ndjson"), text).unwrap();
-    let st = tenure()
-        .arg("ingest")
-        .arg(d.join("history.ndjson"))
-        .arg("--to")
-        .arg(d.join("store"))
-        .output()
-        .unwrap();
-    assert!(
-        st.status.success(),
-        "{}",
-        String::from_utf8_lossy(&st.stderr)
-    );
+    ingest(d, "history.ndjson");
     // A segment whose membership ends by time within the test: two views
     // dated so that the older leaves its hour 3 s from now.
     std::fs::write(
@@ -475,18 +480,7 @@ fn sigkill_while_transitions_flow_loses_and_repeats_none() {
                 })
                 .collect();
             std::fs::write(d.join("other.ndjson"), lines).unwrap();
-            let st = tenure()
-                .arg("ingest")
-                .arg(d.join("other.ndjson"))
-                .arg("--to")
-                .arg(d.join("store"))
-                .output()
-                .unwrap();
-            assert!(
-                st.status.success(),
-                "{}",
-                String::from_utf8_lossy(&st.stderr)
-            );
+            ingest(d, "other.ndjson");
         }
         let (child, addr) = serve_with(d, &format!("kill-{round}.log"), &often);
         // Bursts of views and purchases for a few users, spread over a few
@@ -575,10 +569,18 @@ fn sigkill_while_transitions_flow_loses_and_repeats_none() {
             .any(|l| l.contains("from the checkpoint") && !l.contains(" of 0 store file(s)")),
         "the other writer's file is read: {logs}"
     );
-    std::fs::remove_file(d.join("wal/live/checkpoint.bin")).unwrap();
+    // A damaged checkpoint (one byte flipped) is not used.
+    let path = d.join("wal/live/checkpoint.bin");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    std::fs::write(&path, bytes).unwrap();
     let (child, addr) = serve(d, "refold.log");
     let log = std::fs::read_to_string(d.join("refold.log")).unwrap();
-    assert!(log.contains("no checkpoint yet"), "{log}");
+    assert!(
+        log.contains("checkpoint not used (") && log.contains("checksum does not match"),
+        "{log}"
+    );
     assert_eq!(profiles(&addr), restored);
     stop(child);
     assert_eq!(
@@ -649,18 +651,7 @@ fn a_commit_that_drops_applied_events_voids_the_checkpoint() {
         "user_id": "dup", "event": "view_item", "ts": ts, "event_id": "same-id"
     });
     std::fs::write(d.join("batch.ndjson"), format!("{line}\n")).unwrap();
-    let st = tenure()
-        .arg("ingest")
-        .arg(d.join("batch.ndjson"))
-        .arg("--to")
-        .arg(d.join("store"))
-        .output()
-        .unwrap();
-    assert!(
-        st.status.success(),
-        "{}",
-        String::from_utf8_lossy(&st.stderr)
-    );
+    ingest(d, "batch.ndjson");
     let views = |addr: &str| {
         let (status, text) = http(addr, "GET", "/v1/users/dup", READ, None);
         assert_eq!(status, 200, "{text}");

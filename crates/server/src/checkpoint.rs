@@ -400,23 +400,19 @@ pub(crate) fn read(
         Ok(u64::from_le_bytes(b.try_into().expect("8 bytes")))
     };
     let written_at = u64_at(&mut at)? as i64;
-    let n = u64_at(&mut at)?;
-    let mut files = HashSet::new();
-    for _ in 0..n {
-        let len = u64_at(&mut at)? as usize;
-        let b = body.get(at..at.saturating_add(len)).ok_or_else(short)?;
-        at += len;
-        files.insert(String::from_utf8(b.to_vec()).map_err(|_| bad("a file name is not UTF-8"))?);
-    }
-    let n = u64_at(&mut at)?;
-    let mut sources = HashSet::new();
-    for _ in 0..n {
-        let len = u64_at(&mut at)? as usize;
-        let b = body.get(at..at.saturating_add(len)).ok_or_else(short)?;
-        at += len;
-        sources
-            .insert(String::from_utf8(b.to_vec()).map_err(|_| bad("an input hash is not UTF-8"))?);
-    }
+    let strings = |at: &mut usize, what: &str| -> Result<HashSet<String>, String> {
+        let n = u64_at(at)?;
+        let mut out = HashSet::new();
+        for _ in 0..n {
+            let len = u64_at(at)? as usize;
+            let b = body.get(*at..at.saturating_add(len)).ok_or_else(short)?;
+            *at += len;
+            out.insert(String::from_utf8(b.to_vec()).map_err(|_| bad(what))?);
+        }
+        Ok(out)
+    };
+    let files = strings(&mut at, "a file name is not UTF-8")?;
+    let sources = strings(&mut at, "an input hash is not UTF-8")?;
     let mut coverage = Coverage::default();
     let writers = u64_at(&mut at)?;
     for _ in 0..writers {
