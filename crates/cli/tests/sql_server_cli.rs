@@ -182,6 +182,14 @@ fn psql_queries_the_store_and_its_table_functions_read_only() {
         assert_eq!(got, tenure_sql(&store, sql), "{sql}");
         assert!(!got.is_empty(), "{sql}");
     }
+    // Timestamps in Postgres' text form, as chrono writes it.
+    let got = run("SELECT ts FROM events ORDER BY ts, user_id LIMIT 40").unwrap();
+    let want = tenure_sql(
+        &store,
+        "SELECT to_char(ts, '%Y-%m-%d %H:%M:%S%.6f') || '+00' FROM events ORDER BY ts, user_id LIMIT 40",
+    );
+    assert_eq!(got, want);
+    assert!(got.lines().count() >= 5, "{got}");
     // The catalog BI tools read at connect: psql's \dt lists `events`.
     let tables = run("\\dt").unwrap();
     assert!(tables.contains("events"), "{tables}");
