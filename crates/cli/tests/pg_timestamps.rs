@@ -26,8 +26,8 @@ fn utc_timestamps_are_written_as_chrono_writes_them() {
         1,
         min,
         max,
-        951_782_400_000_000,   // 2000-02-29
-        1_709_164_800_000_000, // 2024-02-29
+        951_782_400_000_000,    // 2000-02-29
+        1_709_164_800_000_000,  // 2024-02-29
         -2_208_988_800_000_000, // 1900-01-01
     ];
     let mut seed = 0x2545_f491_4f6c_dd1du64;
@@ -52,6 +52,10 @@ fn utc_timestamps_are_written_as_chrono_writes_them() {
         let mut opts = FormatOptions::default();
         opts.date_style = style.into();
         let reference = UtcMicros(m).chrono().unwrap();
-        assert_eq!(text(&UtcMicros(m), &opts), text(&reference, &opts), "{m} {style}");
+        assert_eq!(
+            text(&UtcMicros(m), &opts),
+            text(&reference, &opts),
+            "{m} {style}"
+        );
     }
 }
