@@ -493,8 +493,7 @@ impl RetentionOptions {
 pub fn library(files: &[String], catalog: &Catalog) -> Result<SegmentLibrary> {
     let mut b = SegmentLibraryBuilder::default();
     for f in files {
-        let text = std::fs::read_to_string(f)
-            .map_err(|e| EngineError::BadRequest(format!("cannot read segment file {f}: {e}")))?;
+        let text = read_segment_file(f)?;
         b.add_source(f, &text)
             .map_err(|e| EngineError::from_dsl(e, &text))?;
     }
@@ -622,8 +621,16 @@ impl RfmOptions {
     }
 }
 
+/// The segment files shipped in `queries/`, built into the binary: a `tenure`
+/// installed elsewhere (or built under another path) still has its default.
+const SHIPPED: &[(&str, &str)] = &[(
+    "rfm_segments.seg",
+    include_str!("../../../queries/rfm_segments.seg"),
+)];
+
 /// Finds a shipped segment file: in `queries/` of the current directory, or
-/// of the repository the binary was built from.
+/// of the repository the binary was built from; else `queries/<name>`, which
+/// [`library`] reads from the copy built into the binary.
 fn shipped_segment_file(name: &str) -> Result<String> {
     let candidates = [
         std::path::PathBuf::from("queries").join(name),
@@ -631,13 +638,30 @@ fn shipped_segment_file(name: &str) -> Result<String> {
             .join("../../queries")
             .join(name),
     ];
-    candidates
-        .iter()
-        .find(|p| p.exists())
-        .map(|p| p.display().to_string())
-        .ok_or_else(|| {
-            EngineError::BadRequest(format!("cannot find queries/{name}; pass --segments FILE"))
-        })
+    if let Some(p) = candidates.iter().find(|p| p.exists()) {
+        return Ok(p.display().to_string());
+    }
+    if SHIPPED.iter().any(|(n, _)| *n == name) {
+        return Ok(format!("queries/{name}"));
+    }
+    Err(EngineError::BadRequest(format!(
+        "cannot find queries/{name}; pass --segments FILE"
+    )))
+}
+
+/// A segment file's text; a shipped one missing on disk from the binary.
+fn read_segment_file(f: &str) -> Result<String> {
+    std::fs::read_to_string(f).or_else(|e| {
+        let shipped = f
+            .strip_prefix("queries/")
+            .and_then(|n| SHIPPED.iter().find(|(s, _)| *s == n));
+        match shipped {
+            Some((_, text)) if e.kind() == std::io::ErrorKind::NotFound => Ok(text.to_string()),
+            _ => Err(EngineError::BadRequest(format!(
+                "cannot read segment file {f}: {e}"
+            ))),
+        }
+    })
 }
 
 /// An A/B readout: per metric the arms' numbers and the statistics, and who
@@ -977,5 +1001,22 @@ mod tests {
             err.to_string().contains("--control `Z` is not an arm"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn the_shipped_rfm_set_is_built_in() {
+        // Tests run in crates/engine: no `queries/` here, so the built-in
+        // copy answers, and it is the repository's file.
+        assert!(!std::path::Path::new("queries/rfm_segments.seg").exists());
+        let on_disk = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../queries/rfm_segments.seg"),
+        )
+        .unwrap();
+        assert_eq!(
+            read_segment_file("queries/rfm_segments.seg").unwrap(),
+            on_disk
+        );
+        assert!(read_segment_file("queries/nope.seg").is_err());
+        assert!(read_segment_file("elsewhere/rfm_segments.seg").is_err());
     }
 }
