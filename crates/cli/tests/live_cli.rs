@@ -73,19 +73,24 @@ fn http(addr: &str, method: &str, path: &str, key: &str, body: Option<&str>) -> 
     (status, body.to_string())
 }
 
-/// `tenure ingest <dir>/<file> --to <dir>/store`, which must succeed.
-fn ingest(d: &Path, file: &str) {
-    let st = tenure()
-        .arg("ingest")
-        .arg(d.join(file))
-        .arg("--to")
-        .arg(d.join("store"))
-        .output()
-        .unwrap();
+/// Runs a command that must succeed.
+fn succeed(cmd: &mut Command) {
+    let st = cmd.output().unwrap();
     assert!(
         st.status.success(),
         "{}",
         String::from_utf8_lossy(&st.stderr)
+    );
+}
+
+/// `tenure ingest <dir>/<file> --to <dir>/store`, which must succeed.
+fn ingest(d: &Path, file: &str) {
+    succeed(
+        tenure()
+            .arg("ingest")
+            .arg(d.join(file))
+            .arg("--to")
+            .arg(d.join("store")),
     );
 }
 
@@ -599,15 +604,10 @@ fn a_restart_reads_uncommitted_wal_segments_before_they_are_committed() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     std::fs::write(d.join("extra.seg"), "segment any = did view_item\n").unwrap();
-    let st = tenure()
-        .args(["gen", "--users", "20000", "--days", "30", "--to"])
-        .arg(d.join("store"))
-        .output()
-        .unwrap();
-    assert!(
-        st.status.success(),
-        "{}",
-        String::from_utf8_lossy(&st.stderr)
+    succeed(
+        tenure()
+            .args(["gen", "--users", "20000", "--days", "30", "--to"])
+            .arg(d.join("store")),
     );
     // Nothing is committed before the kill (a long flush age), and no
     // checkpoint while serving.

@@ -13,15 +13,11 @@ use datafusion::arrow::datatypes::{DataType, UInt32Type};
 use datafusion::prelude::SessionContext;
 use proptest::prelude::*;
 use tenure_dsl::ast::CmpOp;
-use tenure_dsl::{
-    Aggregate, Catalog, CompileContext, EventFilter, Feature, FeatureRow, Literal, Resolver,
-    Segment, evaluate,
-};
+use tenure_dsl::{Aggregate, CompileContext, EventFilter, Feature, FeatureRow, Literal, evaluate};
 use tenure_engine::features::{
-    FeatureSpec, count_matching, count_matching_split, feature_table, matching_users_by,
+    count_matching, count_matching_split, feature_table, matching_users_by,
 };
 use tenure_engine::lifecycle::Thresholds;
-use tenure_engine::userstats::PurchaseSpec;
 use tenure_engine::{Events, OpenOptions};
 
 fn expressions() -> impl Strategy<Value = String> {
@@ -248,19 +244,8 @@ fn check_counts(
         ..Default::default()
     };
     let events = block(Events::open(url, options)).unwrap();
-    let catalog = Catalog {
-        properties: None,
-        events: None,
-    };
     let ctx = CompileContext::new(as_of);
-    let seg = Segment::new(src, &Resolver::new(&catalog), &ctx).unwrap();
-    let spec = FeatureSpec {
-        as_of,
-        purchase: PurchaseSpec::default(),
-        thresholds: Thresholds::default(),
-        buyers_only: false,
-        scoring: Default::default(),
-    };
+    let (seg, spec) = segment_and_spec(src, as_of);
     let (got, total) = block(count_matching(&events, &seg.features, &seg.expr, &spec)).unwrap();
     // The same count with the rows split among threads (as big stores are).
     let split = block(count_matching_split(

@@ -11,10 +11,7 @@ use std::collections::BTreeSet;
 use common::*;
 use datafusion::arrow::array::{Array, AsArray};
 use proptest::prelude::*;
-use tenure_dsl::{Catalog, CompileContext, Resolver, Segment};
-use tenure_engine::features::{FeatureSpec, matching_users_by};
-use tenure_engine::lifecycle::Thresholds;
-use tenure_engine::userstats::PurchaseSpec;
+use tenure_engine::features::matching_users_by;
 use tenure_engine::{Events, OpenOptions};
 use tenure_live::{Live, LiveConfig, LiveEvent, Plan, Prop};
 
@@ -46,18 +43,7 @@ fn engine_members(url: &str, src: &str, as_of: i64) -> BTreeSet<String> {
     let Ok(events) = block(Events::open(url, options)) else {
         return BTreeSet::new(); // nothing stored by then
     };
-    let catalog = Catalog {
-        properties: None,
-        events: None,
-    };
-    let seg = Segment::new(src, &Resolver::new(&catalog), &CompileContext::new(as_of)).unwrap();
-    let spec = FeatureSpec {
-        as_of,
-        purchase: PurchaseSpec::default(),
-        thresholds: Thresholds::default(),
-        buyers_only: false,
-        scoring: Default::default(),
-    };
+    let (seg, spec) = segment_and_spec(src, as_of);
     let batches = block(async {
         let stream = matching_users_by(&events, &seg.features, Some(&seg.expr), &spec, 1)
             .await

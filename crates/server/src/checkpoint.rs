@@ -151,6 +151,13 @@ pub(crate) struct Context {
     pub kept_limit: u64,
 }
 
+impl Context {
+    /// Where committed WAL segments wait for a checkpoint (beside `dir`).
+    pub fn kept_dir(&self) -> PathBuf {
+        self.dir.join(KEPT)
+    }
+}
+
 /// Bytes of the kept segments in `dir`.
 pub(crate) fn kept_bytes(dir: &Path) -> u64 {
     retained(dir).map_or(0, |v| v.iter().map(|s| s.bytes).sum())
@@ -158,8 +165,11 @@ pub(crate) fn kept_bytes(dir: &Path) -> u64 {
 
 /// Where committed WAL segments wait for a checkpoint.
 pub(crate) fn retained_dir(wal_dir: &Path) -> PathBuf {
-    wal_dir.join("live").join("committed")
+    wal_dir.join("live").join(KEPT)
 }
+
+/// The kept segments' directory, in `<wal>/live`.
+const KEPT: &str = "committed";
 
 /// A kept segment's file name: writer, first and last sequence number.
 pub(crate) fn retained_name(seg: &Segment) -> String {
@@ -325,7 +335,7 @@ pub(crate) fn write(app: &LiveApp, ctx: &Context) -> Result<Written, String> {
     // at start) are no longer needed.
     // A failure here leaves segments for the next checkpoint to delete: the
     // checkpoint itself is in place.
-    let kept = retained_dir(ctx.dir.parent().unwrap_or(&ctx.dir));
+    let kept = ctx.kept_dir();
     let prune = || -> Result<(), String> {
         let mut deleted = false;
         for seg in retained(&kept)? {

@@ -15,12 +15,11 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::mpsc::{self, RecvTimeoutError, TryRecvError};
 use std::time::{Duration, Instant};
 
-use tenure_ingest::decode::{Location, Scalar, json::parse_event};
+use tenure_ingest::decode::{Location, Scalar};
 use tenure_ingest::validate::PropertyNames;
 use tenure_ingest::{Ingest, IngestOptions, Store};
 
 use crate::dedup::DedupFiles;
-use crate::message::kind_name;
 use crate::metrics::Metrics;
 use crate::wal::Wal;
 use crate::wal::record::{RecordChunks, SEGMENT_HEADER, events};
@@ -161,7 +160,7 @@ impl Flusher {
                         }
                         // Checked when received; a failure here means the store's
                         // declared properties changed under a running server.
-                        let mut raw = match parse_event(ev.json, &names) {
+                        let mut raw = match ev.raw(&names) {
                             Ok(r) => r,
                             Err(reason) => {
                                 eprintln!("tenure-server: {name} seq {}: {reason}", rec.seq);
@@ -169,11 +168,7 @@ impl Flusher {
                                 continue;
                             }
                         };
-                        raw.ts = Some(Scalar::Micros(ev.ts));
                         raw.event_id = Some(Scalar::Str(Cow::Borrowed(ev.id)));
-                        if let Some(k) = kind_name(ev.kind) {
-                            raw.kind = Some(Scalar::Str(Cow::Borrowed(k)));
-                        }
                         ingest.push(
                             &raw,
                             Location {

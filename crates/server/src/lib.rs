@@ -366,10 +366,9 @@ async fn start_live(
     };
     let checkpoint_thread = {
         let app = app.clone();
-        let wal_dir = config.wal_dir.clone();
         std::thread::Builder::new()
             .name("tenure-live-checkpoint".into())
-            .spawn(move || live::run_checkpoints(app, refolded, wal_dir))
+            .spawn(move || live::run_checkpoints(app, refolded))
             .map_err(|e| cfg_err(e.to_string()))?
     };
     threads.push(checkpoint_thread);

@@ -272,14 +272,14 @@ pub(crate) fn checkpoint_now(app: &LiveApp) {
 /// stopped, and sooner when the kept WAL segments have grown by
 /// [`crate::checkpoint::Context::kept_limit`]; one at once when the state was
 /// folded from the store (so the next start need not fold it again).
-pub(crate) fn run_checkpoints(app: Arc<LiveApp>, at_once: bool, wal_dir: PathBuf) {
+pub(crate) fn run_checkpoints(app: Arc<LiveApp>, at_once: bool) {
     let Some(ctx) = app.checkpoints.get() else {
         return;
     };
     let Some(every) = ctx.every else {
         return;
     };
-    let kept = crate::checkpoint::retained_dir(&wal_dir);
+    let kept = ctx.kept_dir();
     let tick = every.min(Duration::from_secs(1));
     let mut last = std::time::Instant::now();
     // What a checkpoint could not delete (segments with records it lacks)
@@ -1329,16 +1329,9 @@ pub(crate) fn load_wal(
                     continue;
                 }
                 for ev in events(rec.payload).map_err(|e| e.to_string())? {
-                    let Ok(mut raw) = tenure_ingest::decode::json::parse_event(ev.json, names)
-                    else {
+                    let Ok(raw) = ev.raw(names) else {
                         continue;
                     };
-                    raw.ts = Some(tenure_ingest::decode::Scalar::Micros(ev.ts));
-                    if let Some(k) = crate::message::kind_name(ev.kind) {
-                        raw.kind = Some(tenure_ingest::decode::Scalar::Str(
-                            std::borrow::Cow::Borrowed(k),
-                        ));
-                    }
                     if let Ok(valid) = tenure_ingest::validate::validate(&raw, declared, bounds)
                         && !is_transition_event(&valid.event)
                     {

@@ -152,3 +152,25 @@ pub fn block<T>(f: impl std::future::Future<Output = T>) -> T {
         .unwrap()
         .block_on(f)
 }
+
+/// A segment compiled as of `as_of` without a catalog (no property or event
+/// checks), with the default feature spec for that instant.
+pub fn segment_and_spec(
+    src: &str,
+    as_of: i64,
+) -> (tenure_dsl::Segment, tenure_engine::features::FeatureSpec) {
+    let catalog = tenure_dsl::Catalog {
+        properties: None,
+        events: None,
+    };
+    let ctx = tenure_dsl::CompileContext::new(as_of);
+    let seg = tenure_dsl::Segment::new(src, &tenure_dsl::Resolver::new(&catalog), &ctx).unwrap();
+    let spec = tenure_engine::features::FeatureSpec {
+        as_of,
+        purchase: tenure_engine::userstats::PurchaseSpec::default(),
+        thresholds: tenure_engine::lifecycle::Thresholds::default(),
+        buyers_only: false,
+        scoring: Default::default(),
+    };
+    (seg, spec)
+}

@@ -289,6 +289,24 @@ pub(crate) struct WalEvent<'a> {
     pub json: &'a str,
 }
 
+impl<'a> WalEvent<'a> {
+    /// The ingest record of the event: its JSON parsed as at receipt, with
+    /// the time and message kind the server stamped on it (the flusher adds
+    /// the id; the live state does not need it).
+    pub(crate) fn raw(
+        &self,
+        names: &tenure_ingest::validate::PropertyNames,
+    ) -> Result<tenure_ingest::decode::RawEvent<'a>, String> {
+        use tenure_ingest::decode::Scalar;
+        let mut raw = tenure_ingest::decode::json::parse_event(self.json, names)?;
+        raw.ts = Some(Scalar::Micros(self.ts));
+        if let Some(k) = crate::message::kind_name(self.kind) {
+            raw.kind = Some(Scalar::Str(std::borrow::Cow::Borrowed(k)));
+        }
+        Ok(raw)
+    }
+}
+
 /// Splits a record payload into its events. A payload that passed its checksum
 /// but does not parse is a bug (or a foreign file), reported as an error.
 pub(crate) fn events(payload: &[u8]) -> Result<Vec<WalEvent<'_>>, String> {
