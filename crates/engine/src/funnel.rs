@@ -731,6 +731,7 @@ impl crate::fold::UserFold for FunnelFold {
             // Other events only matter to strict order.
             any_flag: !self.spec.modes.strict_order,
             packed: true,
+            narrow: false,
         }
     }
 

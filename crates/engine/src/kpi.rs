@@ -21,9 +21,9 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, Float64Array, RecordBatch, StringArray,
+    Array, ArrayRef, AsArray, BooleanArray, Float64Array, PrimitiveArray, RecordBatch, StringArray,
 };
-use datafusion::arrow::datatypes::{DataType, Decimal128Type, Field, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Decimal64Type, Field, Schema, SchemaRef};
 use datafusion::common::exec_err;
 use datafusion::error::Result as DfResult;
 use datafusion::logical_expr::{Expr, col, lit};
@@ -166,50 +166,105 @@ impl KpiFold {
     }
 }
 
-/// [`KpiFold`]'s state for a range of users. Rows arrive file by file, and
-/// files earliest day first: a user buying on an earlier day than the
-/// batch's already has an earlier first purchase, so only the others' times
-/// are compared, and most rows touch bitmaps only.
+/// [`KpiFold`]'s state for a range of users. Rows arrive file by file,
+/// files earliest first ([`Rows::file_min_ts`]): a day that ended before the
+/// current file's earliest event gets no more rows, so it is settled (its
+/// users counted, and merged into their reporting period) and its bitmap
+/// reused. Only the days still open hold a bitmap of their own (one or two
+/// with a file per day), so the state is a few bits per user and period,
+/// not per day: at 10M users, per-day bitmaps for 91 days were 113 MB to
+/// allocate and fault in, more than the reading took.
 pub struct KpiState {
     lo: u32,
-    /// The days each user was active on.
+    /// Words of a bitmap of the range's users.
+    words: usize,
+    /// The users active on each open day (`None`: none yet, or settled).
+    open: Vec<Option<Vec<u64>>>,
+    /// Zeroed bitmaps of settled days, to reuse.
+    spare: Vec<Vec<u64>>,
+    /// Days before this one are settled.
+    settled: usize,
+    /// Users active per day (settled days).
+    dau: Vec<u64>,
+    /// The reporting periods each user was active in, and bought in.
     active: PeriodBits,
-    /// The days each user bought on.
     bought: PeriodBits,
     /// Users with a purchase, and with two or more.
     once: Vec<u64>,
     twice: Vec<u64>,
-    first_signup: Vec<i64>,
-    first_purchase: Vec<i64>,
-    /// Every day before `day` is merged into `seen_before` and
-    /// `bought_before`: users active (buying) on some day before it.
-    day: usize,
-    seen_before: Vec<u64>,
-    bought_before: Vec<u64>,
+    /// First signup and first purchase per user, as [`earliest_key`]s.
+    first_signup: Vec<u64>,
+    first_purchase: Vec<u64>,
     revenue: Vec<i128>,
     orders: Vec<u64>,
 }
 
+/// The revenue column (the first read), in cents: read at its stored
+/// 64-bit width ([`FoldInput::narrow`]).
+fn cents<'a>(rows: &Rows<'a>) -> DfResult<&'a PrimitiveArray<Decimal64Type>> {
+    match rows.column(0).as_primitive_opt::<Decimal64Type>() {
+        Some(c) => Ok(c),
+        None => exec_err!(
+            "column `revenue` is {}, not a 64-bit decimal",
+            rows.column(0).data_type()
+        ),
+    }
+}
+
+/// A time as a key where a larger key is an earlier time and 0 is none, so
+/// that the earliest of several is a `max` (no branch on the value loaded:
+/// the misses of consecutive rows overlap) kept in zeroed memory.
+fn earliest_key(t: i64) -> u64 {
+    !((t as u64) ^ (1 << 63))
+}
+
+/// The time of an [`earliest_key`], `None` for none.
+fn time_of_key(k: u64) -> Option<i64> {
+    (k != 0).then(|| (!k ^ (1 << 63)) as i64)
+}
+
 impl KpiState {
-    /// Merges the days before `d` into `seen_before` and `bought_before`.
-    fn advance(&mut self, d: usize) {
-        while self.day < d {
-            let (a, b) = (self.active.period(self.day), self.bought.period(self.day));
-            for (w, (&x, &y)) in a.iter().zip(b).enumerate() {
-                self.seen_before[w] |= x;
-                self.bought_before[w] |= y;
+    /// Settles every day before `d`: counts its users and merges them into
+    /// the day's reporting period.
+    fn settle(&mut self, d: usize, day_rep: &[usize]) {
+        let d = d.min(self.open.len());
+        while self.settled < d {
+            let day = self.settled;
+            if let Some(mut bits) = self.open[day].take() {
+                let period = self.active.period_mut(day_rep[day]);
+                let mut n = 0u64;
+                for (p, &w) in period.iter_mut().zip(&bits) {
+                    *p |= w;
+                    n += w.count_ones() as u64;
+                }
+                self.dau[day] = n;
+                bits.fill(0);
+                self.spare.push(bits);
             }
-            self.day += 1;
+            self.settled += 1;
         }
     }
 
-    /// One day's rows (`d` not before `self.day`): marks the users active.
-    fn one_day(&mut self, d: usize, keys: &[u32]) {
-        self.advance(d);
+    /// The bitmap of open day `d`.
+    fn day(&mut self, d: usize) -> DfResult<&mut [u64]> {
+        if d < self.settled {
+            // Files come earliest first (`Rows::file_min_ts`); a row of a
+            // settled day would be counted twice or not at all.
+            return datafusion::common::internal_err!(
+                "kpi: a row of day {d} after the days before {} were settled",
+                self.settled
+            );
+        }
+        let words = self.words;
+        let spare = &mut self.spare;
+        Ok(self.open[d].get_or_insert_with(|| spare.pop().unwrap_or_else(|| vec![0; words])))
+    }
+
+    /// Marks the users of `keys` (ascending within a file) active on day `d`.
+    fn one_day(&mut self, d: usize, keys: &[u32]) -> DfResult<()> {
         let lo = self.lo;
-        let today = self.active.period_mut(d);
-        // A word's bits are gathered over its run of rows (keys ascend
-        // within a file), then written once.
+        let today = self.day(d)?;
+        // A word's bits are gathered over its run of rows, then written once.
         let mut flush = |word: usize, bits: u64| {
             if let Some(w) = today.get_mut(word) {
                 *w |= bits;
@@ -225,6 +280,7 @@ impl KpiState {
             bits |= 1u64 << (u % 64);
         }
         flush(word, bits);
+        Ok(())
     }
 }
 
@@ -262,6 +318,7 @@ impl UserFold for KpiFold {
                 col("event").eq(lit(self.signup.clone())),
             ],
             until: None,
+            narrow: true,
             ..Default::default()
         }
     }
@@ -272,18 +329,20 @@ impl UserFold for KpiFold {
 
     fn start(&self, keys: Range<u32>) -> KpiState {
         let users = (keys.end - keys.start) as usize;
-        let (np, words) = (self.rep.periods(), users.div_ceil(64));
+        let (nd, np, words) = (self.days.periods(), self.rep.periods(), users.div_ceil(64));
         KpiState {
             lo: keys.start,
-            active: PeriodBits::new(users, self.days.periods()),
-            bought: PeriodBits::new(users, self.days.periods()),
+            words,
+            open: vec![None; nd],
+            spare: Vec::new(),
+            settled: 0,
+            dau: vec![0; nd],
+            active: PeriodBits::new(users, np),
+            bought: PeriodBits::new(users, np),
             once: vec![0; words],
             twice: vec![0; words],
-            first_signup: crate::par::huge_vec(users, NEVER),
-            first_purchase: crate::par::huge_vec(users, NEVER),
-            day: 0,
-            seen_before: vec![0; words],
-            bought_before: vec![0; words],
+            first_signup: crate::par::huge_zeroed(users),
+            first_purchase: crate::par::huge_zeroed(users),
             revenue: vec![0; np],
             orders: vec![0; np],
         }
@@ -291,27 +350,28 @@ impl UserFold for KpiFold {
 
     fn update(&self, st: &mut KpiState, rows: &Rows<'_>) -> DfResult<()> {
         let (keys, ts) = (rows.keys(), rows.ts());
-        let Some(rev) = rows.column(0).as_primitive_opt::<Decimal128Type>() else {
-            return exec_err!("column `revenue` is not a decimal");
-        };
+        let rev = cents(rows)?;
         let purchase = rows.flag(0);
         let Some((a, b)) = crate::fold::bits::min_max(ts) else {
             return Ok(());
         };
-        // A batch's rows usually come from one day's file, and files come
-        // earliest first.
+        // No row still to come is earlier than this file's earliest event.
+        if let Some(d) = self.days.period_of(rows.file_min_ts()) {
+            st.settle(d as usize, &self.day_rep);
+        }
+        // A batch's rows usually come from one day's file.
         match self
             .days
             .period_of(a)
-            .filter(|&d| self.days.period_of(b) == Some(d) && d as usize >= st.day)
+            .filter(|&d| self.days.period_of(b) == Some(d))
         {
-            Some(d) => st.one_day(d as usize, keys),
+            Some(d) => st.one_day(d as usize, keys)?,
             // Every row: the day's activity bit.
             None => {
                 for i in 0..rows.len() {
                     let u = (keys[i] - st.lo) as usize;
                     if let Some(d) = self.days.period_of(ts[i]) {
-                        st.active.set(d as usize, u);
+                        st.day(d as usize)?[u / 64] |= 1u64 << (u % 64);
                     }
                 }
             }
@@ -319,84 +379,80 @@ impl UserFold for KpiFold {
         // Signups (about one row per user).
         for i in rows.flag(1).values().set_indices() {
             let f = &mut st.first_signup[(keys[i] - st.lo) as usize];
-            if *f == NEVER || ts[i] < *f {
-                *f = ts[i];
-            }
+            *f = (*f).max(earliest_key(ts[i]));
         }
-        // Purchases only (a few percent of the rows).
-        for i in purchase.values().set_indices() {
+        // Purchases only (a few percent of the rows). Their users' first
+        // purchases are loaded before any is written: loads that do not wait
+        // on each other overlap their cache misses (about one per purchase
+        // at 10M users).
+        let hits: Vec<usize> = purchase.values().set_indices().collect();
+        let warm: u64 = hits
+            .iter()
+            .map(|&i| st.first_purchase[(keys[i] - st.lo) as usize])
+            .fold(0, |a, b| a ^ b);
+        std::hint::black_box(warm);
+        for i in hits {
             let u = (keys[i] - st.lo) as usize;
             let t = ts[i];
             let Some(d) = self.days.period_of(t) else {
                 continue;
             };
-            let d = d as usize;
-            st.bought.set(d, u);
+            let p = self.day_rep[d as usize];
+            st.bought.set(p, u);
             let (w, m) = (u / 64, 1u64 << (u % 64));
             if st.once[w] & m != 0 {
                 st.twice[w] |= m;
             } else {
                 st.once[w] |= m;
             }
-            // Bought on an earlier day: that purchase came first.
-            if d < st.day || st.bought_before[w] & m == 0 {
-                let f = &mut st.first_purchase[u];
-                if *f == NEVER || t < *f {
-                    *f = t;
-                }
-            }
-            let p = self.day_rep[d];
+            let f = &mut st.first_purchase[u];
+            *f = (*f).max(earliest_key(t));
             st.orders[p] += 1;
             if rev.is_valid(i) {
-                st.revenue[p] += rev.value(i);
+                st.revenue[p] += i128::from(rev.value(i));
             }
         }
         Ok(())
     }
 
-    fn finish(&self, st: KpiState) -> DfResult<KpiCounts> {
-        let (nd, np) = (self.days.periods(), self.rep.periods());
+    fn finish(&self, mut st: KpiState) -> DfResult<KpiCounts> {
+        let np = self.rep.periods();
+        st.settle(st.open.len(), &self.day_rep);
         let mut c = KpiCounts {
             revenue: st.revenue,
             orders: st.orders,
-            ..KpiCounts::zero(nd, np)
+            dau: st.dau,
+            ..KpiCounts::zero(0, np)
         };
         let window = self.conversion_days * DAY_MICROS;
         c.buyers = st.once.iter().map(|w| w.count_ones() as u64).sum();
         c.repeat = st.twice.iter().map(|w| w.count_ones() as u64).sum();
-        for (u, &f) in st.first_signup.iter().enumerate() {
-            if f != NEVER && f + window <= self.max_ts {
+        for (&f, &fp) in st.first_signup.iter().zip(&st.first_purchase) {
+            if let Some(f) = time_of_key(f)
+                && f + window <= self.max_ts
+            {
                 c.eligible += 1;
-                let fp = st.first_purchase[u];
-                c.converted += (fp != NEVER && fp >= f && fp - f <= window) as u64;
+                let fp = time_of_key(fp);
+                c.converted += fp.is_some_and(|fp| fp >= f && fp - f <= window) as u64;
             }
-        }
-        for (d, dau) in c.dau.iter_mut().enumerate() {
-            *dau = st.active.count(d);
         }
         // 64 users at a time: bit i of `act[p]` is user i's activity in
         // reporting period p, so every count below is a population count.
-        let (mut act, mut bgt) = (vec![0u64; np], vec![0u64; np]);
         for b in 0..st.active.blocks() {
-            act.fill(0);
-            bgt.fill(0);
-            for d in 0..nd {
-                act[self.day_rep[d]] |= st.active.word(d, b);
-                bgt[self.day_rep[d]] |= st.bought.word(d, b);
-            }
+            let act = |p: usize| st.active.word(p, b);
             let pop = |w: u64| w.count_ones() as u64;
             // Users active in some period before the previous one.
             let mut seen_before_prev = 0u64;
             for p in 0..np {
-                c.active[p] += pop(act[p]);
-                c.purchasers[p] += pop(bgt[p]);
+                c.active[p] += pop(act(p));
+                c.purchasers[p] += pop(st.bought.word(p, b));
                 if p > 0 {
-                    let prev = act[p - 1];
+                    let prev = act(p - 1);
                     c.churn_base[p] += pop(prev);
-                    c.churned[p] += pop(prev & !act[p]);
+                    c.churned[p] += pop(prev & !act(p));
                     let pool = !prev & seen_before_prev;
                     c.pool[p] += pop(pool);
-                    c.reactivated[p] += pop(pool & act[p]);
+                    c.reactivated[p] += pop(pool & act(p));
                     seen_before_prev |= prev;
                 }
             }
@@ -598,9 +654,7 @@ impl UserFold for KpiByFold {
         let f = &self.kpi;
         let (nd, np) = (f.days.periods(), f.rep.periods());
         let ts = rows.ts();
-        let Some(rev) = rows.column(0).as_primitive_opt::<Decimal128Type>() else {
-            return exec_err!("column `revenue` is not a decimal");
-        };
+        let rev = cents(rows)?;
         let values = datafusion::arrow::compute::cast(rows.column(1), &DataType::Utf8)?;
         let values = values.as_string::<i32>();
         let (purchase, signup) = (rows.flag(0), rows.flag(1));
@@ -645,7 +699,7 @@ impl UserFold for KpiByFold {
                     bought[p] = true;
                     c.orders[p] += 1;
                     if rev.is_valid(i) {
-                        c.revenue[p] += rev.value(i);
+                        c.revenue[p] += i128::from(rev.value(i));
                     }
                     if first_purchase == NEVER {
                         first_purchase = ts[i];
@@ -704,5 +758,23 @@ impl UserFold for KpiByFold {
             rows.extend(mine);
         }
         batch_of(&rows, Some(&labels))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn earliest_keys_order_times_backwards_and_zero_is_none() {
+        let times = [i64::MIN, -5, -1, 0, 1, 1_700_000_000_000_000, i64::MAX - 1];
+        for w in times.windows(2) {
+            assert!(earliest_key(w[0]) > earliest_key(w[1]));
+        }
+        for t in times {
+            assert_ne!(earliest_key(t), 0);
+            assert_eq!(time_of_key(earliest_key(t)), Some(t));
+        }
+        assert_eq!(time_of_key(0), None);
     }
 }

@@ -22,7 +22,7 @@ impl PeriodBits {
             users,
             blocks,
             periods,
-            bits: vec![0; blocks * periods],
+            bits: crate::par::huge_zeroed(blocks * periods),
         }
     }
 
@@ -48,24 +48,10 @@ impl PeriodBits {
         self.bits[p * self.blocks + block]
     }
 
-    /// The bitmap of period `p` (word `u / 64`, bit `u % 64`: user `u`).
-    #[inline]
-    pub fn period(&self, p: usize) -> &[u64] {
-        &self.bits[p * self.blocks..(p + 1) * self.blocks]
-    }
-
     /// The bitmap of period `p`, to write.
     #[inline]
     pub fn period_mut(&mut self, p: usize) -> &mut [u64] {
         &mut self.bits[p * self.blocks..(p + 1) * self.blocks]
-    }
-
-    /// Number of users in period `p`.
-    pub fn count(&self, p: usize) -> u64 {
-        self.bits[p * self.blocks..(p + 1) * self.blocks]
-            .iter()
-            .map(|w| w.count_ones() as u64)
-            .sum()
     }
 
     /// Marks user `u` in period `p`.

@@ -108,6 +108,12 @@ pub struct FoldInput {
     /// carry instead of one per flag, and flags on the same text column
     /// (`event = 'a'`, `event = 'b'`, ...) computed in one pass.
     pub packed: bool,
+    /// Read the decimal columns of [`Self::columns`] that no flag or value
+    /// uses at their stored width, `Decimal64` (revenue is stored as 64-bit
+    /// cents), instead of widening every row to `Decimal128`: for folds
+    /// that read the values themselves.
+    #[serde(default)]
+    pub narrow: bool,
 }
 
 /// A batch of one key range's rows as a fold sees it.

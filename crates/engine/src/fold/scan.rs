@@ -460,9 +460,29 @@ impl KeyScanExec {
                 add(&c.name)?;
             }
         }
+        let used: Vec<String> = input
+            .flags
+            .iter()
+            .chain(&input.values)
+            .flat_map(|e| e.column_refs().into_iter().map(|c| c.name.clone()))
+            .collect();
         let fields: Vec<Field> = names
             .iter()
-            .map(|n| table.field_with_name(n).expect("checked").clone())
+            .map(|n| {
+                let f = table.field_with_name(n).expect("checked").clone();
+                match f.data_type() {
+                    DataType::Decimal128(p, s)
+                        if input.narrow
+                            && *p <= 18
+                            && input.columns.contains(n)
+                            && !used.contains(n) =>
+                    {
+                        let t = DataType::Decimal64(*p, *s);
+                        f.with_data_type(t)
+                    }
+                    _ => f,
+                }
+            })
             .collect();
         let read = Arc::new(Schema::new(fields));
         let df_schema = DFSchema::try_from_qualified_schema("events", read.as_ref())?;
@@ -918,6 +938,7 @@ impl Job {
             .await
             .map_err(|e| in_file(part, &e))?
             .clone();
+        let footer = narrowed(footer, &self.read).map_err(|e| in_file(part, &e))?;
         let builder = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, footer);
         let (lo, hi) = self.range;
         let Some((groups, selection)) = select(
@@ -1271,6 +1292,42 @@ impl Job {
         }
         Ok(bits)
     }
+}
+
+/// `footer` reading as `Decimal64` the decimal columns `read` wants so
+/// ([`FoldInput::narrow`]): a file's 64-bit decimals are then taken as they
+/// are instead of widened row by row.
+fn narrowed(
+    footer: parquet::arrow::arrow_reader::ArrowReaderMetadata,
+    read: &Schema,
+) -> parquet::errors::Result<parquet::arrow::arrow_reader::ArrowReaderMetadata> {
+    use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
+    let file = footer.schema();
+    let mut changed = false;
+    let fields: Vec<Field> = file
+        .fields()
+        .iter()
+        .map(|f| {
+            let want = read.field_with_name(f.name()).map(|w| w.data_type());
+            match (f.data_type(), want) {
+                (DataType::Decimal128(p, s), Ok(DataType::Decimal64(..))) if *p <= 18 => {
+                    changed = true;
+                    f.as_ref()
+                        .clone()
+                        .with_data_type(DataType::Decimal64(*p, *s))
+                }
+                _ => f.as_ref().clone(),
+            }
+        })
+        .collect();
+    if !changed {
+        return Ok(footer);
+    }
+    let hint = Arc::new(Schema::new_with_metadata(fields, file.metadata().clone()));
+    ArrowReaderMetadata::try_new(
+        footer.metadata().clone(),
+        ArrowReaderOptions::new().with_schema(hint),
+    )
 }
 
 /// `batch` split into the rows of users read under no virtual key and the
