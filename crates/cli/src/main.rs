@@ -56,6 +56,7 @@ enum Command {
     Abtest(Box<cmd::abtest::AbtestArgs>),
     Serve(Box<tenure_server::serve_cmd::ServeArgs>),
     Run(Box<cmd::run::RunArgs>),
+    Cluster(cmd::cluster::ClusterArgs),
     Completions(cmd::completions::CompletionsArgs),
     Man(cmd::completions::ManArgs),
 }
@@ -88,11 +89,14 @@ fn keep_heap_tops() {
 
 fn main() {
     let cli = Cli::parse();
-    if !matches!(cli.command, Command::Serve(_) | Command::SqlServer(_)) {
+    if !matches!(
+        cli.command,
+        Command::Serve(_) | Command::SqlServer(_) | Command::Cluster(_)
+    ) {
         keep_heap_tops();
     }
     let default_logs = match cli.command {
-        Command::Run(_) | Command::Serve(_) | Command::SqlServer(_) => "info",
+        Command::Run(_) | Command::Serve(_) | Command::SqlServer(_) | Command::Cluster(_) => "info",
         _ => "warn",
     };
     tenure_server::logs::init(cli.log_format, default_logs);
@@ -115,6 +119,7 @@ fn main() {
         Command::Rfm(a) => cmd::segment::run_rfm(*a),
         Command::Abtest(a) => cmd::abtest::run(*a),
         Command::Run(a) => cmd::run::run(*a),
+        Command::Cluster(a) => cmd::cluster::run(a),
         Command::Completions(a) => cmd::completions::run(a, Cli::command()),
         Command::Man(a) => cmd::completions::man(a, Cli::command()),
         Command::Serve(a) => tenure_server::serve_cmd::run(*a)

@@ -46,6 +46,8 @@ pub struct Scope {
     /// after it are incomplete, R and stages are measured at it. `None`: the
     /// end of the data.
     pub as_of: Option<i64>,
+    /// Run the plans elsewhere (a cluster; see [`crate::remote`]).
+    pub remote: Option<crate::remote::Remote>,
 }
 
 impl Scope {
@@ -63,6 +65,7 @@ impl Scope {
                 threads: self.threads,
                 from,
                 to,
+                remote: self.remote.clone(),
             },
         )
         .await
@@ -871,6 +874,7 @@ mod tests {
             to: None,
             tz: chrono_tz::Tz::UTC,
             as_of: None,
+            remote: None,
         }
     }
 

@@ -220,7 +220,7 @@ fn earliest_key(t: i64) -> u64 {
 
 /// The time of an [`earliest_key`], `None` for none.
 fn time_of_key(k: u64) -> Option<i64> {
-    (k != 0).then(|| (!k ^ (1 << 63)) as i64)
+    (k != 0).then_some((!k ^ (1 << 63)) as i64)
 }
 
 impl KpiState {

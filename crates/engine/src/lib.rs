@@ -81,6 +81,7 @@ pub mod lifecycle;
 pub mod ltv;
 mod par;
 pub mod paths;
+pub mod remote;
 pub mod request;
 pub mod retention;
 pub mod rfm;

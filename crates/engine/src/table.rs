@@ -38,6 +38,9 @@ pub struct OpenOptions {
     pub from: Option<i64>,
     /// Only events before this instant (UTC µs).
     pub to: Option<i64>,
+    /// Run the session's plans elsewhere (a cluster; see [`crate::remote`]).
+    #[serde(skip)]
+    pub remote: Option<crate::remote::Remote>,
 }
 
 /// A stored file of the table.
@@ -226,6 +229,21 @@ impl Events {
                 .with_schema(schema);
             ctx.register_table("events", Arc::new(ListingTable::try_new(config)?))?;
         }
+        let ctx = match &options.remote {
+            None => ctx,
+            Some(remote) => {
+                // The store travels by its URL; the plans' files name it by
+                // its private one (see `crate::remote`).
+                let mut state = ctx.state();
+                let config = crate::remote::with_tenure_options(state.config().clone());
+                *state.config_mut() = config;
+                state
+                    .config_mut()
+                    .options_mut()
+                    .set("tenure.store", &store.url)?;
+                SessionContext::new_with_state((remote.0)(state)?)
+            }
+        };
         let footers = read_footers(&store.inner, &parts, store.local_dir.as_deref(), threads).await;
         let identity = crate::identity::Identity::load(&store, &snapshot).await?;
         Ok(Self {

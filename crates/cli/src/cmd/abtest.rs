@@ -142,6 +142,7 @@ pub fn run(args: AbtestArgs) -> anyhow::Result<()> {
             to: args.to.clone(),
             tz: args.tz.clone(),
             threads: args.threads,
+            cluster: None,
         };
         let scope = common.scope(None)?;
         common.runtime()?.block_on(args.opts.readout(&scope))?

@@ -32,6 +32,11 @@ pub struct AnalysisArgs {
     /// Worker threads (default: TENURE_THREADS, else all cores).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
+    /// Run on a Ballista cluster: its scheduler's address (df://host:port,
+    /// see `tenure cluster`). The store must be reachable by the same --data
+    /// URL from the scheduler and every executor.
+    #[arg(long, value_name = "df://HOST:PORT", env = "TENURE_CLUSTER")]
+    pub cluster: Option<String>,
 }
 
 /// Parses a date (local midnight in `tz`, or the next midnight when `end_of_day`)
@@ -72,6 +77,7 @@ impl AnalysisArgs {
             to,
             tz,
             as_of: as_of.map(|s| parse_when(s, tz, true)).transpose()?,
+            remote: self.remote()?,
         })
     }
 
@@ -92,6 +98,14 @@ impl AnalysisArgs {
             return Err(BadInput("--to is not after --from".into()).into());
         }
         Ok((from, to))
+    }
+
+    /// The cluster the plans run on (`--cluster`), if any.
+    pub fn remote(&self) -> anyhow::Result<Option<tenure_engine::remote::Remote>> {
+        self.cluster
+            .as_deref()
+            .map(|c| tenure_cluster::remote(c).map_err(|e| BadInput(e.to_string()).into()))
+            .transpose()
     }
 
     /// The time zone.

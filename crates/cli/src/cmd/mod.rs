@@ -2,6 +2,7 @@
 //! the help text) and a `run` function.
 
 pub mod abtest;
+pub mod cluster;
 pub mod clv;
 pub mod common;
 pub mod compact;

@@ -151,6 +151,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         to,
         tz: job.tz,
         as_of: Some(as_of),
+        remote: None,
     };
     let date = job::local_date(as_of - 1, job.tz).to_string();
     info!(

@@ -122,6 +122,7 @@ pub fn run(args: SegmentArgs) -> anyhow::Result<()> {
         to: None,
         tz,
         as_of,
+        remote: None,
     };
     if !args.users && !args.explain {
         let rows = output::rows_of(&rt.block_on(opts.compute(&scope))?.table)?;

@@ -256,6 +256,13 @@ pub fn plan<F: UserFold>(
 /// callers that need more than the emitted batch, such as per-user funnel
 /// levels for an A/B readout).
 pub async fn partial<F: UserFold>(events: &Events, fold: F) -> crate::Result<F::Partial> {
+    if events.options.remote.is_some() {
+        // A partial result is not a batch a cluster can send back.
+        return Err(crate::EngineError::BadRequest(format!(
+            "this analysis (its `{}` step) does not run on a cluster yet; run it without --cluster",
+            fold.name()
+        )));
+    }
     let scan = Arc::new(KeyScanExec::try_new(events, &fold.input())?);
     let ctx = events.ctx.task_ctx();
     let (ranges, flags_at) = (scan.ranges().to_vec(), scan.flags_at());
@@ -274,6 +281,12 @@ pub async fn partial<F: UserFold>(events: &Events, fold: F) -> crate::Result<F::
 /// Runs `fold` over `events` and returns its result batches.
 pub async fn run<F: UserFold>(events: &Events, fold: F) -> crate::Result<Vec<RecordBatch>> {
     let plan = plan(events, fold)?;
+    if events.options.remote.is_some() {
+        // Elsewhere: as a table function's result is, a table of the plan
+        // in a logical plan, which the session's planner sends away.
+        let table = crate::sql::FoldTable::new(plan);
+        return Ok(events.ctx.read_table(Arc::new(table))?.collect().await?);
+    }
     let ctx = events.ctx.task_ctx();
     Ok(datafusion::physical_plan::collect(plan, ctx).await?)
 }
