@@ -274,6 +274,11 @@ pub fn remote(cluster: &str) -> anyhow::Result<Remote> {
             .config()
             .clone()
             .with_create_default_catalog_and_schema(false)
+            // Ballista 55's adaptive planner loses track of a job whose
+            // executor dies after a stage has finished ("Can't find active
+            // stage to update stage outputs": the query never ends); the
+            // static planner runs the lost stages again.
+            .with_ballista_adaptive_query_planner(false)
             .with_ballista_logical_extension_codec(Arc::new(LogicalCodec::default()))
             .with_ballista_physical_extension_codec(Arc::new(PhysicalCodec::default()));
         let state = SessionStateBuilder::new_from_existing(state)
@@ -288,11 +293,24 @@ pub fn remote(cluster: &str) -> anyhow::Result<Remote> {
     })))
 }
 
+/// How often an executor tells the scheduler it is alive.
+pub const HEARTBEAT_SECS: u64 = 2;
+
+/// How long the scheduler waits for an executor's heartbeat before it
+/// drops the executor and runs its tasks elsewhere.
+pub const EXECUTOR_TIMEOUT_SECS: u64 = 10;
+
 /// Runs a scheduler listening on `bind` until the process ends.
 pub async fn scheduler(bind: SocketAddr) -> anyhow::Result<()> {
     use ballista_scheduler::cluster::BallistaCluster;
     use ballista_scheduler::config::SchedulerConfig;
     let config = SchedulerConfig {
+        // An executor that stops answering (killed, its machine gone) is
+        // dropped and its tasks run again elsewhere after seconds, not the
+        // default three minutes; executors beat every HEARTBEAT_SECS.
+        executor_timeout_seconds: EXECUTOR_TIMEOUT_SECS,
+        expire_dead_executor_interval_seconds: 2,
+        no_executors_grace_period_seconds: EXECUTOR_TIMEOUT_SECS,
         bind_host: bind.ip().to_string(),
         bind_port: bind.port(),
         external_host: bind.ip().to_string(),
@@ -339,6 +357,7 @@ pub async fn executor(opts: ExecutorOptions) -> anyhow::Result<()> {
         scheduler_port: opts.scheduler.1,
         scheduler_connect_timeout_seconds: 30,
         vcores: opts.tasks.max(1),
+        executor_heartbeat_interval_seconds: HEARTBEAT_SECS,
         work_dir: opts.work_dir.clone(),
         override_config_producer: Some(Arc::new(config)),
         override_runtime_producer: Some(Arc::new(|c: &SessionConfig| runtime(c))),

@@ -1,0 +1,296 @@
+//! `tenure cluster`: a Ballista scheduler and two executors started as
+//! separate processes on loopback. Analyses and SQL given `--cluster` print
+//! exactly what they print locally, over a local store and over the
+//! S3-compatible test server; an executor killed in the middle of a query
+//! leaves a correct answer or a clear error, never another number; analyses
+//! that cannot run on a cluster yet say so.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn tenure() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_tenure"))
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A port free now, with the next one free too (an executor listens on both).
+fn free_ports() -> u16 {
+    loop {
+        let a = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = a.local_addr().unwrap().port();
+        if port < u16::MAX && TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// The processes of a cluster, killed when dropped.
+struct Cluster {
+    url: String,
+    scheduler: Child,
+    executors: Vec<Child>,
+    _work: tempfile::TempDir,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for c in self.executors.iter_mut().chain([&mut self.scheduler]) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Cluster {
+    fn start(executors: usize) -> Self {
+        let work = tempfile::tempdir().unwrap();
+        let port = free_ports();
+        let scheduler = tenure()
+            .args(["cluster", "scheduler", "--bind"])
+            .arg(format!("127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut cluster = Self {
+            url: format!("df://127.0.0.1:{port}"),
+            scheduler,
+            executors: Vec::new(),
+            _work: work,
+        };
+        for i in 0..executors {
+            let dir = cluster._work.path().join(format!("executor-{i}"));
+            std::fs::create_dir_all(&dir).unwrap();
+            let bind = free_ports();
+            let child = tenure()
+                .args(["cluster", "executor", "--tasks", "2", "--scheduler"])
+                .arg(format!("127.0.0.1:{port}"))
+                .arg("--bind")
+                .arg(format!("127.0.0.1:{bind}"))
+                .arg("--work-dir")
+                .arg(&dir)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            cluster.executors.push(child);
+        }
+        cluster
+    }
+
+    /// Waits until a query over `data` runs on the cluster.
+    fn ready(&self, data: &str) {
+        let start = Instant::now();
+        loop {
+            let out = timed(
+                tenure()
+                    .args(["sql", "--format", "csv", "--data", data, "--cluster"])
+                    .arg(&self.url)
+                    .arg("SELECT count(*) AS n FROM events"),
+                Duration::from_secs(60),
+            );
+            if out.as_ref().is_some_and(|o| o.status.success()) {
+                return;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(90),
+                "the cluster did not answer: {}",
+                out.map(|o| stderr(&o)).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+}
+
+/// Runs `cmd`, killing it after `limit` (`None` then).
+fn timed(cmd: &mut Command, limit: Duration) -> Option<Output> {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return Some(child.wait_with_output().unwrap());
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn generate(store: &str, users: u32, days: u32) {
+    let out = tenure()
+        .args(["gen", "--users", &users.to_string(), "--days", &days.to_string()])
+        .args(["--seed", "3", "--to", store])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+/// What the cluster is compared on: folds, breakdowns and SQL over the
+/// events, Tenure's function and the table functions (joined).
+const CASES: &[&[&str]] = &[
+    &["retention", "--period", "week"],
+    &["retention", "--period", "week", "--by", "country"],
+    &[
+        "retention",
+        "--period",
+        "week",
+        "--start-event",
+        "view_item",
+        "--return-event",
+        "purchase",
+        "--return-where",
+        "revenue > 50",
+    ],
+    &["kpi", "--period", "month"],
+    &["stickiness", "--period", "week"],
+    &["ltv", "--period", "week"],
+    &["lifecycle", "--period", "week"],
+    &["paths", "--after", "view_item", "--depth", "3"],
+    &["sql", "SELECT count(*) AS n FROM events"],
+    &[
+        "sql",
+        "SELECT variant, count(DISTINCT user_id) AS users, count(prop(properties, 'x')) AS x \
+         FROM events GROUP BY variant ORDER BY variant",
+    ],
+    &[
+        "sql",
+        "SELECT r.cohort, r.period, r.users FROM retention('week') r \
+         JOIN (SELECT cohort FROM retention('week') GROUP BY cohort HAVING max(users) > 10) c \
+         ON r.cohort = c.cohort ORDER BY 1, 2",
+    ],
+    &[
+        "sql",
+        "SELECT * FROM funnel('view_item,add_to_cart,purchase', '7d', 'variant') ORDER BY 1, 2",
+    ],
+];
+
+fn run(args: &[&str], data: &str, cluster: Option<&str>) -> Output {
+    let mut cmd = tenure();
+    cmd.args(args).args(["--format", "json", "--data", data]);
+    if let Some(c) = cluster {
+        cmd.arg("--cluster").arg(c);
+    }
+    timed(&mut cmd, Duration::from_secs(120)).expect("a command took over two minutes")
+}
+
+fn same_on_the_cluster(data: &str, cluster: &Cluster) {
+    for args in CASES {
+        let local = run(args, data, None);
+        assert!(local.status.success(), "{args:?}: {}", stderr(&local));
+        let remote = run(args, data, Some(&cluster.url));
+        assert!(
+            remote.status.success(),
+            "{args:?} on the cluster: {}",
+            stderr(&remote)
+        );
+        assert!(!local.stdout.is_empty());
+        assert_eq!(
+            String::from_utf8_lossy(&remote.stdout),
+            String::from_utf8_lossy(&local.stdout),
+            "{args:?}"
+        );
+    }
+}
+
+#[test]
+fn analyses_and_sql_on_a_cluster_print_what_they_print_locally() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let data = store.to_str().unwrap();
+    generate(data, 3000, 45);
+    let cluster = Cluster::start(2);
+    cluster.ready(data);
+    same_on_the_cluster(data, &cluster);
+
+    // Not on a cluster yet: a clear refusal (bad input), not a local run.
+    let funnel = run(
+        &["funnel", "--steps", "view_item,purchase", "--window", "7d"],
+        data,
+        Some(&cluster.url),
+    );
+    assert_eq!(funnel.status.code(), Some(2), "{}", stderr(&funnel));
+    assert!(stderr(&funnel).contains("does not run on a cluster yet"));
+    // A cluster address that is not one.
+    let bad = run(&["kpi", "--period", "week"], data, Some("df://nowhere"));
+    assert_eq!(bad.status.code(), Some(2), "{}", stderr(&bad));
+    assert!(stderr(&bad).contains("df://host:port"), "{}", stderr(&bad));
+}
+
+#[test]
+fn analyses_on_a_cluster_read_a_store_in_a_bucket() {
+    let Some((_endpoint, bucket)) = tenure_testkit::s3_test_server() else {
+        return;
+    };
+    let data = format!(
+        "s3://{bucket}/{}",
+        tenure_testkit::unique_prefix("cluster")
+    );
+    generate(&data, 1500, 30);
+    // The executors find the bucket through the environment they inherit.
+    let cluster = Cluster::start(2);
+    cluster.ready(&data);
+    same_on_the_cluster(&data, &cluster);
+}
+
+/// An executor killed while a query that needs both runs (a self-join,
+/// shuffled between stages): the answer is the local one or an error;
+/// repeated, so that the kill lands at different points.
+#[test]
+fn an_executor_killed_mid_query_leaves_a_correct_answer_or_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let data = store.to_str().unwrap();
+    generate(data, 20000, 30);
+    let query = "SELECT count(*) AS n, sum(CASE WHEN a.ts = b.ts THEN 1 ELSE 0 END) AS same \
+                 FROM events a JOIN events b ON a.user_id = b.user_id";
+    let local = run(&["sql", query], data, None);
+    assert!(local.status.success(), "{}", stderr(&local));
+    // The kill lands at fractions of the time the query takes on a cluster.
+    let took = {
+        let cluster = Cluster::start(2);
+        cluster.ready(data);
+        let start = Instant::now();
+        let out = run(&["sql", query], data, Some(&cluster.url));
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert_eq!(out.stdout, local.stdout);
+        start.elapsed()
+    };
+    for (round, share) in [0.2, 0.5, 0.7, 0.9].into_iter().enumerate() {
+        let delay_ms = (took.as_millis() as f64 * share) as u64;
+        let mut cluster = Cluster::start(2);
+        cluster.ready(data);
+        let mut cmd = tenure();
+        cmd.args(["sql", query, "--format", "json", "--data", data, "--cluster"])
+            .arg(&cluster.url);
+        let query_run = std::thread::spawn(move || timed(&mut cmd, Duration::from_secs(120)));
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let victim = &mut cluster.executors[round % 2];
+        victim.kill().unwrap();
+        victim.wait().unwrap();
+        let out = query_run
+            .join()
+            .unwrap()
+            .expect("the query neither finished nor failed within two minutes");
+        if out.status.success() {
+            assert_eq!(
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&local.stdout),
+                "round {round}: another answer after an executor was killed"
+            );
+        } else {
+            assert!(!stderr(&out).trim().is_empty(), "round {round}: no error");
+            assert!(out.stdout.is_empty(), "round {round}: rows and an error");
+        }
+    }
+}
