@@ -129,7 +129,13 @@ fn timed(cmd: &mut Command, limit: Duration) -> Option<Output> {
 
 fn generate(store: &str, users: u32, days: u32) {
     let out = tenure()
-        .args(["gen", "--users", &users.to_string(), "--days", &days.to_string()])
+        .args([
+            "gen",
+            "--users",
+            &users.to_string(),
+            "--days",
+            &days.to_string(),
+        ])
         .args(["--seed", "3", "--to", store])
         .output()
         .unwrap();
@@ -232,10 +238,7 @@ fn analyses_on_a_cluster_read_a_store_in_a_bucket() {
     let Some((_endpoint, bucket)) = tenure_testkit::s3_test_server() else {
         return;
     };
-    let data = format!(
-        "s3://{bucket}/{}",
-        tenure_testkit::unique_prefix("cluster")
-    );
+    let data = format!("s3://{bucket}/{}", tenure_testkit::unique_prefix("cluster"));
     generate(&data, 1500, 30);
     // The executors find the bucket through the environment they inherit.
     let cluster = Cluster::start(2);
@@ -271,8 +274,16 @@ fn an_executor_killed_mid_query_leaves_a_correct_answer_or_an_error() {
         let mut cluster = Cluster::start(2);
         cluster.ready(data);
         let mut cmd = tenure();
-        cmd.args(["sql", query, "--format", "json", "--data", data, "--cluster"])
-            .arg(&cluster.url);
+        cmd.args([
+            "sql",
+            query,
+            "--format",
+            "json",
+            "--data",
+            data,
+            "--cluster",
+        ])
+        .arg(&cluster.url);
         let query_run = std::thread::spawn(move || timed(&mut cmd, Duration::from_secs(120)));
         std::thread::sleep(Duration::from_millis(delay_ms));
         let victim = &mut cluster.executors[round % 2];

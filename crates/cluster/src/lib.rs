@@ -281,6 +281,16 @@ pub fn remote(cluster: &str) -> anyhow::Result<Remote> {
             .with_ballista_adaptive_query_planner(false)
             .with_ballista_logical_extension_codec(Arc::new(LogicalCodec::default()))
             .with_ballista_physical_extension_codec(Arc::new(PhysicalCodec::default()));
+        let mut config = config;
+        // With the static planner, a join whose build side got a dynamic
+        // filter cannot be swapped when Ballista splits it into stages
+        // ("Cannot swap HashJoinExec inputs after dynamic filters have been
+        // constructed", and the job never ends): no dynamic join filters.
+        let optimizer = &mut config.options_mut().optimizer;
+        optimizer.enable_dynamic_filter_pushdown = false;
+        optimizer.enable_join_dynamic_filter_pushdown = false;
+        optimizer.enable_topk_dynamic_filter_pushdown = false;
+        optimizer.enable_aggregate_dynamic_filter_pushdown = false;
         let state = SessionStateBuilder::new_from_existing(state)
             .with_config(config)
             .build();
