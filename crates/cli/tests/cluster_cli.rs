@@ -49,11 +49,12 @@ impl Cluster {
     fn start(executors: usize) -> Self {
         let work = tempfile::tempdir().unwrap();
         let port = free_ports();
+        let log = std::fs::File::create(work.path().join("scheduler.log")).unwrap();
         let scheduler = tenure()
             .args(["cluster", "scheduler", "--bind"])
             .arg(format!("127.0.0.1:{port}"))
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .unwrap();
         let mut cluster = Self {
@@ -80,6 +81,14 @@ impl Cluster {
             cluster.executors.push(child);
         }
         cluster
+    }
+
+    /// Jobs the scheduler reports finished (its log).
+    fn jobs_done(&self) -> usize {
+        std::fs::read_to_string(self._work.path().join("scheduler.log"))
+            .unwrap_or_default()
+            .matches("Job finished successfully")
+            .count()
     }
 
     /// Waits until a query over `data` runs on the cluster.
@@ -191,6 +200,7 @@ fn run(args: &[&str], data: &str, cluster: Option<&str>) -> Output {
 }
 
 fn same_on_the_cluster(data: &str, cluster: &Cluster) {
+    let before = cluster.jobs_done();
     for args in CASES {
         let local = run(args, data, None);
         assert!(local.status.success(), "{args:?}: {}", stderr(&local));
@@ -207,6 +217,13 @@ fn same_on_the_cluster(data: &str, cluster: &Cluster) {
             "{args:?}"
         );
     }
+    // Every case ran there (one job each at least), not in this process.
+    let ran = cluster.jobs_done() - before;
+    assert!(
+        ran >= CASES.len(),
+        "the scheduler finished {ran} jobs for {} cases",
+        CASES.len()
+    );
 }
 
 #[test]
@@ -231,6 +248,39 @@ fn analyses_and_sql_on_a_cluster_print_what_they_print_locally() {
     let bad = run(&["kpi", "--period", "week"], data, Some("df://nowhere"));
     assert_eq!(bad.status.code(), Some(2), "{}", stderr(&bad));
     assert!(stderr(&bad).contains("df://host:port"), "{}", stderr(&bad));
+    // A store only this process can read.
+    let memory = run(
+        &["kpi", "--period", "week"],
+        "memory://cluster-test",
+        Some(&cluster.url),
+    );
+    assert_ne!(memory.status.code(), Some(0), "{}", stderr(&memory));
+    // A relative directory is sent as an absolute one.
+    let relative = {
+        let mut cmd = tenure();
+        cmd.current_dir(dir.path())
+            .args(["kpi", "--period", "month", "--format", "json"])
+            .args(["--data", "store", "--cluster"])
+            .arg(&cluster.url);
+        timed(&mut cmd, Duration::from_secs(120)).unwrap()
+    };
+    assert!(relative.status.success(), "{}", stderr(&relative));
+    assert_eq!(
+        relative.stdout,
+        run(&["kpi", "--period", "month"], data, None).stdout
+    );
+    // An executor cannot announce 0.0.0.0 to the others.
+    let unspecified = tenure()
+        .args(["cluster", "executor", "--scheduler", "127.0.0.1:1"])
+        .args(["--bind", "0.0.0.0:50051"])
+        .output()
+        .unwrap();
+    assert_ne!(unspecified.status.code(), Some(0));
+    assert!(
+        stderr(&unspecified).contains("machine's address"),
+        "{}",
+        stderr(&unspecified)
+    );
 }
 
 #[test]

@@ -175,11 +175,15 @@ impl PhysicalExtensionCodec for PhysicalCodec {
         converter: &dyn PhysicalProtoConverterExtension,
     ) -> DfResult<()> {
         let mut mine = vec![TENURE];
-        if PhysicalExtensionCodec::try_encode(&TenureCodec, node.clone(), &mut mine, converter)
-            .is_ok()
-        {
-            buf.extend_from_slice(&mine);
-            return Ok(());
+        match PhysicalExtensionCodec::try_encode(&TenureCodec, node.clone(), &mut mine, converter) {
+            Ok(()) => {
+                buf.extend_from_slice(&mine);
+                return Ok(());
+            }
+            // Not Tenure's node: Ballista's, or an error of its own.
+            Err(e) if e.to_string().contains("is not a Tenure plan node") => {}
+            // Tenure's node that failed to encode: its own error.
+            Err(e) => return Err(e),
         }
         buf.push(BALLISTA);
         self.ballista.try_encode(node, buf, converter)
@@ -303,6 +307,19 @@ pub fn remote(cluster: &str) -> anyhow::Result<Remote> {
     })))
 }
 
+/// A process announces the address it binds to (executors call the
+/// scheduler back there, clients fetch results there): not 0.0.0.0 or ::.
+fn announced(bind: SocketAddr) -> anyhow::Result<()> {
+    if bind.ip().is_unspecified() {
+        anyhow::bail!(
+            "--bind {bind}: the address is also the one other processes connect to; give this \
+             machine's address (for example 10.0.0.5:{})",
+            bind.port()
+        );
+    }
+    Ok(())
+}
+
 /// How often an executor tells the scheduler it is alive.
 pub const HEARTBEAT_SECS: u64 = 2;
 
@@ -312,6 +329,7 @@ pub const EXECUTOR_TIMEOUT_SECS: u64 = 10;
 
 /// Runs a scheduler listening on `bind` until the process ends.
 pub async fn scheduler(bind: SocketAddr) -> anyhow::Result<()> {
+    announced(bind)?;
     use ballista_scheduler::cluster::BallistaCluster;
     use ballista_scheduler::config::SchedulerConfig;
     let config = SchedulerConfig {
@@ -352,6 +370,7 @@ pub struct ExecutorOptions {
 
 /// Runs an executor registered with the scheduler until the process ends.
 pub async fn executor(opts: ExecutorOptions) -> anyhow::Result<()> {
+    announced(opts.bind)?;
     use ballista_core::registry::BallistaFunctionRegistry;
     use ballista_executor::executor_process::{ExecutorProcessConfig, start_executor_process};
     let mut registry = BallistaFunctionRegistry::default();

@@ -99,10 +99,33 @@ pub fn register_store(config: &SessionConfig, runtime: &RuntimeEnv) -> DfResult<
             "cannot open the store {url} named by the session: {e}"
         ))
     })?;
-    let base = url::Url::parse(&crate::table::store_url(&store.url))
+    // Derived from the URL as sent, as the session that sent it did.
+    let base = url::Url::parse(&crate::table::store_url(url))
         .map_err(|e| DataFusionError::Internal(format!("the store's private URL: {e}")))?;
     runtime.register_object_store(&base, store.inner.clone());
     Ok(())
+}
+
+/// The URL the store opened from `given` is sent to a cluster by: a local
+/// directory as an absolute path (each process resolves a relative one in
+/// its own directory), a bucket as given (with its `?options`, which the
+/// store's shown URL leaves out). A `memory://` store lives in this process
+/// only and cannot be read elsewhere.
+pub fn travelling_url(store: &tenure_store::Store, given: &str) -> crate::Result<String> {
+    if given.starts_with("memory://") {
+        return Err(crate::EngineError::BadRequest(format!(
+            "{given} is a memory store, which only this process can read: a cluster needs a \
+             store every process reaches (a bucket, or a directory on a shared disk)"
+        )));
+    }
+    match &store.local_dir {
+        Some(dir) => {
+            let abs = std::fs::canonicalize(dir)
+                .map_err(|e| crate::EngineError::BadRequest(format!("{}: {e}", dir.display())))?;
+            Ok(abs.to_string_lossy().into_owned())
+        }
+        None => Ok(given.to_string()),
+    }
 }
 
 /// The scalar functions Tenure's plans and SQL may call (`prop`).

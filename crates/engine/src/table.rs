@@ -148,7 +148,7 @@ impl Events {
         // Reading never creates a store: a misspelt directory is an error.
         let store = Store::open_existing(url)?;
         let snapshot = tenure_store::load_latest(&store).await?;
-        Self::with_snapshot(store, snapshot, options).await
+        Self::with_snapshot(store, snapshot, options, url).await
     }
 
     /// Opens the store at `url` at a snapshot read before (a plan's, decoded
@@ -160,10 +160,15 @@ impl Events {
         options: OpenOptions,
     ) -> Result<Self> {
         let store = Store::open_existing(url)?;
-        Self::with_snapshot(store, snapshot, options).await
+        Self::with_snapshot(store, snapshot, options, url).await
     }
 
-    async fn with_snapshot(store: Store, snapshot: Snapshot, options: OpenOptions) -> Result<Self> {
+    async fn with_snapshot(
+        store: Store,
+        snapshot: Snapshot,
+        options: OpenOptions,
+        url: &str,
+    ) -> Result<Self> {
         // Every committed file is looked for now (a missing one fails here,
         // naming it), and every read finds it wherever it is then: at its
         // path, staged, or retired by a concurrent compaction.
@@ -183,6 +188,18 @@ impl Events {
         ctx.register_udf(crate::json::prop_udf().as_ref().clone());
         // Files are addressed under a private scheme mapped to this store, so a
         // local directory, a memory store and a bucket prefix all look alike.
+        // On a cluster the store travels by a URL every process resolves
+        // alike, and its private URL is derived from that one on every side.
+        // (Plans name the store by `store_url(&store.url)`; on a cluster
+        // that URL is the travelling one, options included.)
+        let mut store = store;
+        let travels = match &options.remote {
+            Some(_) => Some(crate::remote::travelling_url(&store, url)?),
+            None => None,
+        };
+        if let Some(t) = &travels {
+            store.url = t.clone();
+        }
         let registered = store_url(&store.url);
         let base = url::Url::parse(&registered).expect("a valid URL");
         ctx.register_object_store(&base, store.inner.clone());
@@ -234,13 +251,14 @@ impl Events {
             Some(remote) => {
                 // The store travels by its URL; the plans' files name it by
                 // its private one (see `crate::remote`).
+                let travels = travels.as_deref().unwrap_or(&store.url);
                 let mut state = ctx.state();
                 let config = crate::remote::with_tenure_options(state.config().clone());
                 *state.config_mut() = config;
                 state
                     .config_mut()
                     .options_mut()
-                    .set("tenure.store", &store.url)?;
+                    .set("tenure.store", travels)?;
                 SessionContext::new_with_state((remote.0)(state)?)
             }
         };

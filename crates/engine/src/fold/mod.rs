@@ -259,7 +259,7 @@ pub async fn partial<F: UserFold>(events: &Events, fold: F) -> crate::Result<F::
     if events.options.remote.is_some() {
         // A partial result is not a batch a cluster can send back.
         return Err(crate::EngineError::BadRequest(format!(
-            "this analysis (its `{}` step) does not run on a cluster yet; run it without --cluster",
+            "this analysis (its `{}` step) does not run on a cluster yet; run it without --cluster (or TENURE_CLUSTER)",
             fold.name()
         )));
     }
