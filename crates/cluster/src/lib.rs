@@ -250,21 +250,24 @@ fn scheduler_session(config: SessionConfig) -> DfResult<SessionState> {
 /// The scheduler URL of `--cluster` (`df://host:port`, or `host:port`) as
 /// Ballista's client takes it.
 pub fn scheduler_url(cluster: &str) -> anyhow::Result<String> {
-    let rest = cluster
-        .strip_prefix("df://")
-        .or_else(|| cluster.strip_prefix("http://"))
-        .unwrap_or(cluster);
-    let (host, port) = rest.rsplit_once(':').ok_or_else(|| {
+    let (host, port) = scheduler_address(cluster).ok_or_else(|| {
         anyhow::anyhow!(
             "--cluster `{cluster}` is not df://host:port (for example df://127.0.0.1:50050)"
         )
     })?;
-    if host.is_empty() || port.parse::<u16>().is_err() {
-        anyhow::bail!(
-            "--cluster `{cluster}` is not df://host:port (for example df://127.0.0.1:50050)"
-        );
-    }
     Ok(format!("http://{host}:{port}"))
+}
+
+/// The host and port of a scheduler's address (`df://host:port`,
+/// `http://host:port` or `host:port`); `None` when it is not one.
+pub fn scheduler_address(address: &str) -> Option<(String, u16)> {
+    let rest = address
+        .strip_prefix("df://")
+        .or_else(|| address.strip_prefix("http://"))
+        .unwrap_or(address);
+    let (host, port) = rest.rsplit_once(':')?;
+    (!host.is_empty()).then_some(())?;
+    Some((host.to_string(), port.parse().ok()?))
 }
 
 /// Makes an opened store's session run its plans on the cluster whose

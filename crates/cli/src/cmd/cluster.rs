@@ -71,11 +71,7 @@ pub fn run(args: ClusterArgs) -> anyhow::Result<()> {
             tasks,
             work_dir,
         } => {
-            let (host, port) = scheduler
-                .strip_prefix("df://")
-                .unwrap_or(&scheduler)
-                .rsplit_once(':')
-                .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))
+            let (host, port) = tenure_cluster::scheduler_address(&scheduler)
                 .ok_or_else(|| BadInput(format!("--scheduler `{scheduler}` is not host:port")))?;
             let grpc_port = bind
                 .port()
