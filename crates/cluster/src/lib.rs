@@ -174,16 +174,9 @@ impl PhysicalExtensionCodec for PhysicalCodec {
         buf: &mut Vec<u8>,
         converter: &dyn PhysicalProtoConverterExtension,
     ) -> DfResult<()> {
-        let mut mine = vec![TENURE];
-        match PhysicalExtensionCodec::try_encode(&TenureCodec, node.clone(), &mut mine, converter) {
-            Ok(()) => {
-                buf.extend_from_slice(&mine);
-                return Ok(());
-            }
-            // Not Tenure's node: Ballista's, or an error of its own.
-            Err(e) if e.to_string().contains("is not a Tenure plan node") => {}
-            // Tenure's node that failed to encode: its own error.
-            Err(e) => return Err(e),
+        if tenure_engine::codec::is_tenure_node(node.as_ref()) {
+            buf.push(TENURE);
+            return PhysicalExtensionCodec::try_encode(&TenureCodec, node, buf, converter);
         }
         buf.push(BALLISTA);
         self.ballista.try_encode(node, buf, converter)

@@ -49,6 +49,14 @@ use crate::fold::{FoldExec, KeyScanExec};
 #[derive(Debug, Default, Clone, Copy)]
 pub struct TenureCodec;
 
+/// Whether `node` is one of Tenure's plan nodes (what [`TenureCodec`]
+/// encodes; other nodes are another codec's to encode).
+pub fn is_tenure_node(node: &dyn ExecutionPlan) -> bool {
+    node.downcast_ref::<KeyScanExec>().is_some()
+        || node.downcast_ref::<crate::sql::FeatureRowsExec>().is_some()
+        || is_fold(node)
+}
+
 /// `plan` as bytes (DataFusion's protobuf plan with Tenure's nodes).
 pub fn plan_to_bytes(plan: Arc<dyn ExecutionPlan>) -> DfResult<bytes::Bytes> {
     datafusion_proto::bytes::physical_plan_to_bytes_with_extension_codec(plan, &TenureCodec)
@@ -199,6 +207,10 @@ fn read_node(buf: &[u8]) -> DfResult<(Node, &[u8])> {
 /// Every fold type, by the name its [`FoldExec`] is encoded with.
 macro_rules! folds {
     ($($name:literal => $t:ty),* $(,)?) => {
+        fn is_fold(node: &dyn ExecutionPlan) -> bool {
+            false $(|| node.downcast_ref::<FoldExec<$t>>().is_some())*
+        }
+
         fn encode_fold(node: &dyn ExecutionPlan) -> Option<DfResult<Node>> {
             $(
                 if let Some(f) = node.downcast_ref::<FoldExec<$t>>() {
