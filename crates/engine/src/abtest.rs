@@ -541,7 +541,7 @@ pub async fn segment_matches(
 }
 
 /// Every user's arm value(s) and first time with one, per key range.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Assigned {
     lo: u32,
     seen: Vec<bool>,

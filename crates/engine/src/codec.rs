@@ -234,6 +234,7 @@ macro_rules! folds {
             name: &str,
             params: serde_json::Value,
             input: Arc<dyn ExecutionPlan>,
+            ids: Option<Arc<dyn ExecutionPlan>>,
             layout: crate::fold::Layout,
         ) -> DfResult<Arc<dyn ExecutionPlan>> {
             let bad = |e: serde_json::Error| {
@@ -241,9 +242,10 @@ macro_rules! folds {
             };
             match name {
                 $(
-                    $name => Ok(Arc::new(FoldExec::with_input(
+                    $name => Ok(Arc::new(FoldExec::with_children(
                         Arc::new(serde_json::from_value::<$t>(params).map_err(bad)?),
                         input,
+                        ids,
                         layout,
                     ))),
                 )*
@@ -268,6 +270,7 @@ folds! {
     "assign" => crate::abtest::AssignFold,
     "paths" => crate::paths::PathsFold,
     "kpi_by" => crate::kpi::KpiByFold,
+    "clv" => crate::clv::ClvFold,
 }
 
 impl PhysicalExtensionCodec for TenureCodec {
@@ -289,13 +292,24 @@ impl PhysicalExtensionCodec for TenureCodec {
                     params,
                     layout,
                 } => {
-                    let [input] = inputs else {
-                        return plan_err!("a Tenure fold has one input, not {}", inputs.len());
+                    let parts = layout.stage == crate::fold::Stage::Parts;
+                    let (input, ids) = match inputs {
+                        [input] if !parts => (input, None),
+                        [input, ids] if parts => (input, Some(ids.clone())),
+                        _ => {
+                            return plan_err!(
+                                "a Tenure fold has {} inputs, not {}",
+                                1 + usize::from(parts),
+                                inputs.len()
+                            );
+                        }
                     };
-                    if input.output_partitioning().partition_count() != layout.ranges.len() {
+                    if layout.stage != crate::fold::Stage::Merge
+                        && input.output_partitioning().partition_count() != layout.ranges.len()
+                    {
                         return plan_err!("a Tenure fold's input does not have its key ranges");
                     }
-                    decode_fold(&fold, params, input.clone(), layout)
+                    decode_fold(&fold, params, input.clone(), ids, layout)
                 }
                 Node::FeatureRows(spec) => {
                     Ok(Arc::new(crate::sql::FeatureRowsExec::decode(spec)?) as _)
@@ -372,6 +386,7 @@ mod tests {
     //! through bytes: decoded in a fresh session of the same store, they give
     //! the same batches.
 
+    use datafusion::arrow::array::AsArray;
     use datafusion::arrow::util::pretty::pretty_format_batches;
     use datafusion::logical_expr::{col, lit};
     use datafusion::physical_plan::collect;
@@ -415,8 +430,82 @@ mod tests {
         want
     }
 
+    /// `fold` whole, then as a cluster runs it (a part per key range, then a
+    /// merge; and the merged partial result as bytes, emitted here), each
+    /// through bytes: the same rows every way.
     async fn fold_trip<F: UserFold>(events: &Events, fold: F) -> String {
-        round_trip(events, plan(events, fold).unwrap()).await
+        let json = serde_json::to_value(&fold).unwrap();
+        let copy: F = decoding(&events.ctx.task_ctx(), || serde_json::from_value(json)).unwrap();
+        let whole = round_trip(events, plan(events, fold).unwrap()).await;
+        let scan = Arc::new(KeyScanExec::try_new(events, &copy.input()).unwrap());
+        assert!(scan.ranges().len() > 1, "one key range: nothing to merge");
+        let copy = Arc::new(copy);
+        let split = FoldExec::distributed(copy.clone(), scan.clone(), false);
+        assert_eq!(round_trip(events, Arc::new(split)).await, whole);
+        // As a cluster's scheduler cuts the parts stage for its tasks: one
+        // range each, found through the in-memory leaf of range ids; the
+        // rows of all of them merged give the same result.
+        let layout = FoldExec::new(copy.clone(), scan.clone()).layout();
+        let mut rows = Vec::new();
+        for r in (0..layout.ranges.len()).rev() {
+            let ids = crate::fold::exec::range_ids(layout.ranges.len()).unwrap();
+            let ids = ids
+                .as_ref()
+                .downcast_ref::<datafusion::datasource::source::DataSourceExec>()
+                .unwrap();
+            let mem = ids
+                .data_source()
+                .as_ref()
+                .downcast_ref::<datafusion::datasource::memory::MemorySourceConfig>()
+                .unwrap();
+            let one = datafusion::datasource::memory::MemorySourceConfig::try_new_exec(
+                &[mem.partitions()[r].clone()],
+                mem.original_schema(),
+                None,
+            )
+            .unwrap();
+            let parts = crate::fold::Layout {
+                stage: crate::fold::Stage::Parts,
+                ..layout.clone()
+            };
+            let task = FoldExec::with_children(copy.clone(), scan.clone(), Some(one), parts);
+            assert_eq!(task.properties().output_partitioning().partition_count(), 1);
+            let got = collect(Arc::new(task), events.ctx.task_ctx())
+                .await
+                .unwrap();
+            let range = got[0]
+                .column(0)
+                .as_primitive::<datafusion::arrow::datatypes::UInt32Type>();
+            assert_eq!(range.value(0) as usize, r);
+            rows.extend(got);
+        }
+        let shuffled = datafusion::datasource::memory::MemorySourceConfig::try_new_exec(
+            &[rows],
+            crate::fold::exec::part_schema(),
+            None,
+        )
+        .unwrap();
+        let merge = FoldExec::with_input(
+            copy.clone(),
+            shuffled,
+            crate::fold::Layout {
+                stage: crate::fold::Stage::Merge,
+                ..layout.clone()
+            },
+        );
+        let got = collect(Arc::new(merge), events.ctx.task_ctx())
+            .await
+            .unwrap();
+        assert_eq!(text(&got), whole);
+        let merged = FoldExec::distributed(copy.clone(), scan, true);
+        let rows = collect(Arc::new(merged), events.ctx.task_ctx())
+            .await
+            .unwrap();
+        assert_eq!(rows.iter().map(|b| b.num_rows()).sum::<usize>(), 1);
+        let bytes = rows[0].column(1).as_binary::<i64>().value(0);
+        let part = crate::fold::exec::decode_part::<F::Partial>(bytes).unwrap();
+        assert_eq!(text(&[copy.emit(part).unwrap()]), whole);
+        whole
     }
 
     fn event(name: &str) -> Expr {

@@ -807,7 +807,7 @@ pub(crate) struct LatestFold {
 }
 
 /// Latest values of a key range (ranges appended in key order).
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Latest {
     lo: u32,
     ts: Vec<i64>,

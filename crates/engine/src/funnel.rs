@@ -551,7 +551,7 @@ impl FunnelFold {
 }
 
 /// Per-user outcomes of a range of users; ranges merge in key order.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct Levels {
     level: Vec<u8>,
     /// Per user with a level: its group's id in `labels`, else `u32::MAX`.

@@ -285,7 +285,7 @@ impl KpiState {
 }
 
 /// Sums over users (per day, per reporting period, over the range).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct KpiCounts {
     dau: Vec<u64>,
     active: Vec<u64>,

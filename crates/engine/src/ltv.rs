@@ -247,6 +247,7 @@ pub struct LtvState {
 
 /// Cohort sizes (`n`) and revenue by cohort and offset (`n * n`); with a
 /// breakdown, per group.
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct LtvCells {
     sizes: Vec<u64>,
     cells: Vec<i128>,

@@ -202,7 +202,7 @@ fn columns_of(mode: &Mode, periods: usize) -> Vec<(u32, u32)> {
 }
 
 /// Cohort sizes and retained users of one group.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Counts {
     /// Users per cohort (`periods`).
     sizes: Vec<u64>,
@@ -522,6 +522,7 @@ pub struct RetentionState {
 }
 
 /// The counts of every group (label order; one unnamed group without a breakdown).
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct RetentionCounts {
     groups: std::collections::BTreeMap<String, Counts>,
 }

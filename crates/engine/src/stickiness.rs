@@ -143,6 +143,7 @@ pub struct DaysState {
 }
 
 /// Users per period and number of active days (`periods x (longest + 1)`).
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct Histogram {
     counts: Vec<u64>,
 }

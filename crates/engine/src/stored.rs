@@ -26,6 +26,8 @@ pub(crate) struct StoreFile {
     /// looks for it where it went.
     local: Option<std::path::PathBuf>,
     file: Option<std::fs::File>,
+    /// Bytes read, if counted.
+    read: Option<datafusion::physical_plan::metrics::Count>,
 }
 
 impl StoreFile {
@@ -42,6 +44,19 @@ impl StoreFile {
             size: part.size,
             local: local_dir.map(|d| d.join(part.path.as_ref())),
             file: None,
+            read: None,
+        }
+    }
+
+    /// Counting the bytes it reads into `read`.
+    pub(crate) fn counting(mut self, read: datafusion::physical_plan::metrics::Count) -> Self {
+        self.read = Some(read);
+        self
+    }
+
+    fn count(&self, got: &[bytes::Bytes]) {
+        if let Some(c) = &self.read {
+            c.add(got.iter().map(|b| b.len()).sum());
         }
     }
 
@@ -100,6 +115,7 @@ impl AsyncFileReader for StoreFile {
     ) -> BoxFuture<'_, parquet::errors::Result<bytes::Bytes>> {
         async move {
             if let Some(mut got) = self.read_local(std::slice::from_ref(&range))? {
+                self.count(&got);
                 return Ok(got.pop().unwrap_or_default());
             }
             let mut got = self
@@ -107,6 +123,7 @@ impl AsyncFileReader for StoreFile {
                 .get_ranges(&self.path, &[range])
                 .await
                 .map_err(parquet_error)?;
+            self.count(&got);
             Ok(got.pop().unwrap_or_default())
         }
         .boxed()
@@ -118,12 +135,16 @@ impl AsyncFileReader for StoreFile {
     ) -> BoxFuture<'_, parquet::errors::Result<Vec<bytes::Bytes>>> {
         async move {
             if let Some(got) = self.read_local(&ranges)? {
+                self.count(&got);
                 return Ok(got);
             }
-            self.store
+            let got = self
+                .store
                 .get_ranges(&self.path, &ranges)
                 .await
-                .map_err(parquet_error)
+                .map_err(parquet_error)?;
+            self.count(&got);
+            Ok(got)
         }
         .boxed()
     }

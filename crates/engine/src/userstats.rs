@@ -39,7 +39,7 @@ impl Default for PurchaseSpec {
 
 /// Facts about every user key (`users` entries; users without events in range
 /// have `first_seen == NEVER`).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct UserStats {
     /// First event time.
     pub first_seen: Vec<i64>,
@@ -272,7 +272,7 @@ impl UserFold for StatsFold {
 
 /// The users who bought, with their purchase facts: `stats` entry `i` is the
 /// user with key `keys[i]` (ascending).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Buyers {
     /// Keys of the users with at least one purchase in range, ascending.
     pub keys: Vec<u32>,

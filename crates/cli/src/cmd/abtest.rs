@@ -129,6 +129,12 @@ pub struct AbtestArgs {
     /// Worker threads (default: TENURE_THREADS, else all cores).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
+    /// Run on a Ballista cluster: its scheduler's address (df://host:port,
+    /// see `tenure cluster`). The store must be reachable by the same --data
+    /// URL from the scheduler and every executor (not used with
+    /// --from-summary).
+    #[arg(long, value_name = "df://HOST:PORT", env = "TENURE_CLUSTER")]
+    pub cluster: Option<String>,
 }
 
 /// Runs `tenure abtest`.
@@ -142,7 +148,7 @@ pub fn run(args: AbtestArgs) -> anyhow::Result<()> {
             to: args.to.clone(),
             tz: args.tz.clone(),
             threads: args.threads,
-            cluster: None,
+            cluster: args.cluster.clone(),
         };
         let scope = common.scope(None)?;
         common.runtime()?.block_on(args.opts.readout(&scope))?

@@ -64,6 +64,14 @@ pub fn parse_when(s: &str, tz: Tz, end_of_day: bool) -> anyhow::Result<i64> {
 
 pub use tenure_engine::analysis::Scope;
 
+/// The cluster at `cluster` (a `--cluster` address), if any; a malformed
+/// address is bad input.
+pub fn remote_of(cluster: Option<&str>) -> anyhow::Result<Option<tenure_engine::remote::Remote>> {
+    cluster
+        .map(|c| tenure_cluster::remote(c).map_err(|e| BadInput(e.to_string()).into()))
+        .transpose()
+}
+
 impl AnalysisArgs {
     /// The scope of these arguments, with an `--as-of` (a date, inclusive, or
     /// an instant).
@@ -102,10 +110,7 @@ impl AnalysisArgs {
 
     /// The cluster the plans run on (`--cluster`), if any.
     pub fn remote(&self) -> anyhow::Result<Option<tenure_engine::remote::Remote>> {
-        self.cluster
-            .as_deref()
-            .map(|c| tenure_cluster::remote(c).map_err(|e| BadInput(e.to_string()).into()))
-            .transpose()
+        remote_of(self.cluster.as_deref())
     }
 
     /// The time zone.

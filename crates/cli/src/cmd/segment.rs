@@ -62,6 +62,11 @@ pub struct SegmentArgs {
     /// Worker threads.
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
+    /// Run on a Ballista cluster: its scheduler's address (df://host:port,
+    /// see `tenure cluster`). The store must be reachable by the same --data
+    /// URL from the scheduler and every executor.
+    #[arg(long, value_name = "df://HOST:PORT", env = "TENURE_CLUSTER")]
+    pub cluster: Option<String>,
 }
 
 /// Why a segment expression or its files were rejected before any data was read.
@@ -122,7 +127,7 @@ pub fn run(args: SegmentArgs) -> anyhow::Result<()> {
         to: None,
         tz,
         as_of,
-        remote: None,
+        remote: crate::cmd::common::remote_of(args.cluster.as_deref())?,
     };
     if !args.users && !args.explain {
         let rows = output::rows_of(&rt.block_on(opts.compute(&scope))?.table)?;

@@ -1,20 +1,30 @@
 //! [`FoldExec`]: runs a [`UserFold`] over every key range of its input
 //! [`KeyScanExec`] concurrently, merges the ranges' partial results in key
 //! order and emits the fold's batch (one output partition).
+//!
+//! On a cluster the same fold is two stages ([`Stage`]): `Parts`, one task
+//! per key range, each reading only its range's pages and sending its partial
+//! result as one row of bytes; and `Merge`, one task, which merges those rows
+//! in key order and emits. Between them the plan has a
+//! `CoalescePartitionsExec`, where Ballista's planner cuts the stages.
 
 use std::fmt;
 use std::sync::Arc;
 
+use datafusion::arrow::array::{AsArray, LargeBinaryArray, RecordBatch, UInt32Array};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, UInt32Type};
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{exec_err, internal_err};
+use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
-    DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, Partitioning,
-    PlanProperties,
+    DisplayAs, DisplayFormatType, Distribution, ExecutionPlan, ExecutionPlanProperties,
+    Partitioning, PlanProperties,
 };
 use futures::StreamExt;
 
@@ -30,6 +40,68 @@ pub(crate) struct Layout {
     /// The last range is merged persons', read once the others are done.
     #[serde(default)]
     pub(crate) deferred: bool,
+    /// Which part of the fold the node runs.
+    #[serde(default)]
+    pub(crate) stage: Stage,
+    /// Send the merged partial result as one row of bytes ([`part_schema`])
+    /// instead of the fold's batch (`Whole` and `Merge`), for callers that
+    /// need the partial result itself ([`super::partial`]).
+    #[serde(default)]
+    pub(crate) partial_out: bool,
+}
+
+/// Which part of a fold a [`FoldExec`] runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Stage {
+    /// Every key range, merged and emitted: one partition (a local run).
+    #[default]
+    Whole,
+    /// One partition per key range: the range's partial result as one row
+    /// `(range, part)` of [`part_schema`].
+    Parts,
+    /// One partition: the `(range, part)` rows of every partition of its
+    /// input, merged in key order (every range exactly once) and emitted.
+    Merge,
+}
+
+/// The rows of partial results: the key range's index and the partial
+/// result's bytes ([`encode_part`]).
+pub(crate) fn part_schema() -> SchemaRef {
+    static SCHEMA: std::sync::OnceLock<SchemaRef> = std::sync::OnceLock::new();
+    SCHEMA
+        .get_or_init(|| {
+            Arc::new(Schema::new(vec![
+                Field::new("range", DataType::UInt32, false),
+                Field::new("part", DataType::LargeBinary, false),
+            ]))
+        })
+        .clone()
+}
+
+/// A partial result as bytes (CBOR).
+pub(crate) fn encode_part<T: serde::Serialize>(part: &T) -> DfResult<Vec<u8>> {
+    let mut out = Vec::new();
+    ciborium::into_writer(part, &mut out)
+        .map_err(|e| DataFusionError::Internal(format!("encoding a fold's partial result: {e}")))?;
+    Ok(out)
+}
+
+/// A partial result from [`encode_part`]'s bytes.
+pub(crate) fn decode_part<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> DfResult<T> {
+    ciborium::from_reader(bytes)
+        .map_err(|e| DataFusionError::Execution(format!("decoding a fold's partial result: {e}")))
+}
+
+/// One row of [`part_schema`].
+fn part_batch(range: usize, bytes: &[u8]) -> DfResult<RecordBatch> {
+    Ok(RecordBatch::try_new(
+        part_schema(),
+        vec![
+            Arc::new(UInt32Array::from(vec![range as u32])),
+            Arc::new(LargeBinaryArray::from_vec(vec![bytes])),
+        ],
+    )?)
 }
 
 /// A fold over the key ranges of a [`KeyScanExec`].
@@ -42,7 +114,32 @@ pub struct FoldExec<F: UserFold> {
     /// Ranges folded at once.
     concurrency: usize,
     deferred: bool,
+    stage: Stage,
+    partial_out: bool,
+    /// `Parts`: which key ranges it folds, partition `p` holding one row,
+    /// the index of the range it folds ([`range_ids`]). A cluster's
+    /// scheduler gives each task some partitions of a stage and cuts the
+    /// stage's leaves to them; it knows how to cut this in-memory leaf, not
+    /// a key scan, so a task's partition `p` finds its range here.
+    ids: Option<Arc<dyn ExecutionPlan>>,
     props: Arc<PlanProperties>,
+}
+
+/// One partition per key range, partition `i` holding one row `i`: the
+/// ranges a `Parts` stage folds.
+pub(crate) fn range_ids(ranges: usize) -> DfResult<Arc<dyn ExecutionPlan>> {
+    let schema = Arc::new(Schema::new(vec![Field::new(
+        "range",
+        DataType::UInt32,
+        false,
+    )]));
+    let partitions = (0..ranges as u32)
+        .map(|i| {
+            let ids = Arc::new(UInt32Array::from(vec![i]));
+            Ok(vec![RecordBatch::try_new(schema.clone(), vec![ids])?])
+        })
+        .collect::<DfResult<Vec<_>>>()?;
+    Ok(MemorySourceConfig::try_new_exec(&partitions, schema, None)?)
 }
 
 impl<F: UserFold> FoldExec<F> {
@@ -53,16 +150,73 @@ impl<F: UserFold> FoldExec<F> {
             flags_at: scan.flags_at(),
             concurrency: scan.concurrency(),
             deferred: scan.deferred(),
+            stage: Stage::Whole,
+            partial_out: false,
         };
         Self::with_input(fold, scan, layout)
+    }
+
+    /// `fold` over `scan` as two stages a cluster runs apart: a `Merge` over
+    /// the `Parts` of every key range, `CoalescePartitionsExec` between them
+    /// (where Ballista cuts a stage). With `partial_out`, the merged partial
+    /// result comes out as one row of bytes. Merged persons' range (read
+    /// after the others, from rows they set aside in this process) cannot
+    /// run apart: a scan with one is folded whole.
+    pub fn distributed(fold: Arc<F>, scan: Arc<KeyScanExec>, partial_out: bool) -> Self {
+        let mut layout = Layout {
+            ranges: scan.ranges().to_vec(),
+            flags_at: scan.flags_at(),
+            concurrency: scan.concurrency(),
+            deferred: scan.deferred(),
+            stage: Stage::Whole,
+            partial_out,
+        };
+        if layout.deferred {
+            return Self::with_input(fold, scan, layout);
+        }
+        let parts = Layout {
+            stage: Stage::Parts,
+            partial_out: false,
+            ..layout.clone()
+        };
+        let ids = range_ids(parts.ranges.len()).expect("one row per range");
+        let parts = Arc::new(Self::with_children(fold.clone(), scan, Some(ids), parts));
+        let one = Arc::new(CoalescePartitionsExec::new(parts));
+        layout.stage = Stage::Merge;
+        Self::with_input(fold, one, layout)
     }
 
     /// `fold` over `input`, a key scan (possibly wrapped by the optimizer)
     /// with this layout.
     pub(crate) fn with_input(fold: Arc<F>, input: Arc<dyn ExecutionPlan>, layout: Layout) -> Self {
+        Self::with_children(fold, input, None, layout)
+    }
+
+    /// `fold` over `input`, and for `Parts` the ranges it folds (`ids`,
+    /// every range when `None`).
+    pub(crate) fn with_children(
+        fold: Arc<F>,
+        input: Arc<dyn ExecutionPlan>,
+        ids: Option<Arc<dyn ExecutionPlan>>,
+        layout: Layout,
+    ) -> Self {
+        let ids = match layout.stage {
+            Stage::Parts => {
+                Some(ids.unwrap_or_else(|| range_ids(layout.ranges.len()).expect("ranges")))
+            }
+            _ => None,
+        };
+        let schema = match (layout.stage, layout.partial_out) {
+            (Stage::Parts, _) | (_, true) => part_schema(),
+            _ => fold.schema(),
+        };
+        let partitions = match &ids {
+            Some(ids) => ids.output_partitioning().partition_count(),
+            None => 1,
+        };
         let props = Arc::new(PlanProperties::new(
-            EquivalenceProperties::new(fold.schema()),
-            Partitioning::UnknownPartitioning(1),
+            EquivalenceProperties::new(schema),
+            Partitioning::UnknownPartitioning(partitions),
             EmissionType::Final,
             Boundedness::Bounded,
         ));
@@ -71,10 +225,19 @@ impl<F: UserFold> FoldExec<F> {
             flags_at: layout.flags_at,
             concurrency: layout.concurrency,
             deferred: layout.deferred,
+            stage: layout.stage,
+            partial_out: layout.partial_out,
             input,
+            ids,
             fold,
             props,
         }
+    }
+
+    /// Whether the node reads key ranges (its input is a key scan, one
+    /// partition per range), rather than partial results.
+    pub(crate) fn reads_ranges(&self) -> bool {
+        self.stage != Stage::Merge
     }
 
     /// How its input is laid out.
@@ -84,6 +247,8 @@ impl<F: UserFold> FoldExec<F> {
             flags_at: self.flags_at,
             concurrency: self.concurrency,
             deferred: self.deferred,
+            stage: self.stage,
+            partial_out: self.partial_out,
         }
     }
 
@@ -100,7 +265,18 @@ impl<F: UserFold> DisplayAs for FoldExec<F> {
             "FoldExec: fold={}, key_ranges={}",
             self.fold.name(),
             self.ranges.len()
-        )
+        )?;
+        if self.stage != Stage::Whole {
+            let stage = match self.stage {
+                Stage::Parts => "parts",
+                _ => "merge",
+            };
+            write!(f, ", stage={stage}")?;
+        }
+        if self.partial_out {
+            write!(f, ", partial_out")?;
+        }
+        Ok(())
     }
 }
 
@@ -114,12 +290,19 @@ impl<F: UserFold> ExecutionPlan for FoldExec<F> {
     }
 
     fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
-        vec![&self.input]
+        std::iter::once(&self.input).chain(&self.ids).collect()
     }
 
     fn benefits_from_input_partitioning(&self) -> Vec<bool> {
         // The input's partitions are key ranges: never repartition them.
-        vec![false]
+        vec![false; self.children().len()]
+    }
+
+    fn required_input_distribution(&self) -> Vec<Distribution> {
+        match self.stage {
+            Stage::Merge => vec![Distribution::SinglePartition],
+            _ => vec![Distribution::UnspecifiedDistribution; self.children().len()],
+        }
     }
 
     fn apply_expressions(
@@ -131,23 +314,27 @@ impl<F: UserFold> ExecutionPlan for FoldExec<F> {
 
     fn with_new_children(
         self: Arc<Self>,
-        mut children: Vec<Arc<dyn ExecutionPlan>>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        let Some(input) = children.pop() else {
-            return internal_err!("FoldExec needs its input");
-        };
-        if input.output_partitioning().partition_count() != self.ranges.len() {
+        if children.len() != self.children().len() {
+            return internal_err!(
+                "FoldExec has {} children, not {}",
+                self.children().len(),
+                children.len()
+            );
+        }
+        let mut children = children.into_iter();
+        let input = children.next().expect("counted");
+        if self.reads_ranges() && input.output_partitioning().partition_count() != self.ranges.len()
+        {
             return internal_err!("FoldExec's input must keep its key ranges");
         }
-        Ok(Arc::new(Self {
-            fold: self.fold.clone(),
+        Ok(Arc::new(Self::with_children(
+            self.fold.clone(),
             input,
-            ranges: self.ranges.clone(),
-            flags_at: self.flags_at,
-            concurrency: self.concurrency,
-            deferred: self.deferred,
-            props: self.props.clone(),
-        }))
+            children.next(),
+            self.layout(),
+        )))
     }
 
     fn execute(
@@ -155,32 +342,164 @@ impl<F: UserFold> ExecutionPlan for FoldExec<F> {
         partition: usize,
         context: Arc<TaskContext>,
     ) -> DfResult<SendableRecordBatchStream> {
-        if partition != 0 {
-            return exec_err!("FoldExec has one partition, not {partition}");
+        let partitions = self.props.output_partitioning().partition_count();
+        if partition >= partitions {
+            return exec_err!("FoldExec has {partitions} partitions, not {partition}");
         }
-        if self.input.output_partitioning().partition_count() != self.ranges.len() {
+        if self.reads_ranges()
+            && self.input.output_partitioning().partition_count() != self.ranges.len()
+        {
             return internal_err!("FoldExec's input does not have its key ranges");
         }
         let (input, ranges, flags_at) = (self.input.clone(), self.ranges.clone(), self.flags_at);
         let (fold, concurrency) = (self.fold.clone(), self.concurrency);
-        let deferred = self.deferred;
+        let (deferred, partial_out) = (self.deferred, self.partial_out);
+        let schema = self.schema();
+        let out = move |all: F::Partial| match partial_out {
+            true => part_batch(0, &encode_part(&all)?),
+            false => fold.emit(all),
+        };
+        let fold = self.fold.clone();
         // Nothing starts before the result is polled.
-        let result = async move {
-            let all = fold_all(
-                fold.clone(),
-                input,
-                (ranges, deferred),
-                flags_at,
-                concurrency,
-                context,
-            )
-            .await?;
-            fold.emit(all)
+        let result: futures::future::BoxFuture<'static, DfResult<RecordBatch>> = match self.stage {
+            Stage::Whole => Box::pin(async move {
+                let all = fold_all(
+                    fold,
+                    input,
+                    (ranges, deferred),
+                    flags_at,
+                    concurrency,
+                    context,
+                )
+                .await?;
+                out(all)
+            }),
+            Stage::Parts => {
+                let ids = self.ids.clone().expect("a Parts stage has its ranges");
+                Box::pin(async move {
+                    let r = range_of(&ids, partition, ranges.len(), context.clone()).await?;
+                    let part = fold_range(&fold, &input, r, ranges[r], flags_at, context).await?;
+                    let bytes = encode_part(&part)?;
+                    tracing::debug!(
+                        "fold {}: key range {r} ({}..{}) sends {} bytes",
+                        fold.name(),
+                        ranges[r].0,
+                        ranges[r].1,
+                        bytes.len()
+                    );
+                    part_batch(r, &bytes)
+                })
+            }
+            Stage::Merge => Box::pin(async move {
+                let all = merge_parts(&fold, &input, ranges.len(), context).await?;
+                out(all)
+            }),
         };
         Ok(Box::pin(RecordBatchStreamAdapter::new(
-            self.fold.schema(),
+            schema,
             futures::stream::once(result),
         )))
+    }
+}
+
+/// The key range partition `p` of a `Parts` stage folds: the one row of
+/// partition `p` of its `ids`.
+async fn range_of(
+    ids: &Arc<dyn ExecutionPlan>,
+    p: usize,
+    ranges: usize,
+    context: Arc<TaskContext>,
+) -> DfResult<usize> {
+    let mut stream = ids.execute(p, context)?;
+    let mut found = Vec::new();
+    while let Some(batch) = stream.next().await {
+        let batch = batch?;
+        if let Some(c) = batch.column(0).as_primitive_opt::<UInt32Type>() {
+            found.extend(c.values().iter().map(|&r| r as usize));
+        }
+    }
+    match found.as_slice() {
+        [r] if *r < ranges => Ok(*r),
+        _ => internal_err!(
+            "partition {p} of a fold's parts names key ranges {found:?}, not one of {ranges}"
+        ),
+    }
+}
+
+/// Folds key range `p` of `input`.
+async fn fold_range<F: UserFold>(
+    fold: &Arc<F>,
+    input: &Arc<dyn ExecutionPlan>,
+    p: usize,
+    (lo, hi): (u32, u32),
+    flags_at: usize,
+    context: Arc<TaskContext>,
+) -> DfResult<F::Partial> {
+    let mut stream = input.execute(p, context)?;
+    let mut state = fold.start(lo..hi);
+    while let Some(batch) = stream.next().await {
+        let batch = batch?;
+        fold.update(&mut state, &Rows::new(&batch, flags_at))?;
+    }
+    fold.finish(state)
+}
+
+/// Merges in key order the partial results of `ranges` key ranges, read as
+/// rows of [`part_schema`] from every partition of `input`. A range missing
+/// or sent twice (a task lost or run again) is an error, never a count.
+async fn merge_parts<F: UserFold>(
+    fold: &Arc<F>,
+    input: &Arc<dyn ExecutionPlan>,
+    ranges: usize,
+    context: Arc<TaskContext>,
+) -> DfResult<F::Partial> {
+    let mut parts: Vec<Option<Vec<u8>>> = vec![None; ranges];
+    for p in 0..input.output_partitioning().partition_count() {
+        let mut stream = input.execute(p, context.clone())?;
+        while let Some(batch) = stream.next().await {
+            let batch = batch?;
+            if batch.schema().fields() != part_schema().fields() {
+                return internal_err!("a fold's merge got rows that are not partial results");
+            }
+            let range = batch.column(0).as_primitive::<UInt32Type>();
+            let part = batch.column(1).as_binary::<i64>();
+            for i in 0..batch.num_rows() {
+                let r = range.value(i) as usize;
+                match parts.get_mut(r) {
+                    Some(slot @ None) => *slot = Some(part.value(i).to_vec()),
+                    Some(Some(_)) => {
+                        return internal_err!(
+                            "fold {}: key range {r} sent its partial result twice",
+                            fold.name()
+                        );
+                    }
+                    None => {
+                        return internal_err!(
+                            "fold {}: a partial result of key range {r}, of {ranges}",
+                            fold.name()
+                        );
+                    }
+                }
+            }
+        }
+    }
+    let mut acc: Option<F::Partial> = None;
+    for (r, bytes) in parts.into_iter().enumerate() {
+        let Some(bytes) = bytes else {
+            return internal_err!(
+                "fold {}: the partial result of key range {r} is missing",
+                fold.name()
+            );
+        };
+        let part = decode_part::<F::Partial>(&bytes)?;
+        match acc.as_mut() {
+            None => acc = Some(part),
+            Some(a) => fold.merge(a, part)?,
+        }
+    }
+    match acc {
+        Some(a) => Ok(a),
+        None => fold.finish(fold.start(0..0)),
     }
 }
 
@@ -227,13 +546,7 @@ pub(super) async fn fold_all<F: UserFold>(
                 .acquire_owned()
                 .await
                 .map_err(|e| DataFusionError::Internal(format!("fold permits: {e}")))?;
-            let mut stream = input.execute(p, context)?;
-            let mut state = fold.start(lo..hi);
-            while let Some(batch) = stream.next().await {
-                let batch = batch?;
-                fold.update(&mut state, &Rows::new(&batch, flags_at))?;
-            }
-            fold.finish(state)
+            fold_range(&fold, &input, p, (lo, hi), flags_at, context).await
         })
     };
     let now = ranges.len() - usize::from(deferred && !ranges.is_empty());
@@ -260,5 +573,69 @@ pub(super) async fn fold_all<F: UserFold>(
         Some(a) => Ok(a),
         // No key range (a store without users): an empty state.
         None => fold.finish(fold.start(0..0)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::datasource::memory::MemorySourceConfig;
+    use datafusion::prelude::SessionContext;
+
+    use super::*;
+    use crate::fold::totals::{PerUser, Sums, Value};
+
+    fn count() -> Arc<PerUser> {
+        Arc::new(PerUser {
+            name: "count".into(),
+            input: Default::default(),
+            value: Value::Count,
+        })
+    }
+
+    /// A merge over partial results of `ranges` (range index, counts).
+    async fn merge(ranges: usize, parts: &[(usize, Vec<i128>)]) -> DfResult<Vec<i128>> {
+        let rows: Vec<RecordBatch> = parts
+            .iter()
+            .map(|(r, v)| part_batch(*r, &encode_part(&Sums::Exact(v.clone())).unwrap()).unwrap())
+            .collect();
+        // Two partitions, as a shuffle delivers them.
+        let (a, b) = rows.split_at(rows.len() / 2);
+        let input =
+            MemorySourceConfig::try_new_exec(&[a.to_vec(), b.to_vec()], part_schema(), None)?;
+        let layout = Layout {
+            ranges: (0..ranges as u32).map(|i| (i, i + 1)).collect(),
+            flags_at: 0,
+            concurrency: 1,
+            deferred: false,
+            stage: Stage::Merge,
+            partial_out: true,
+        };
+        let exec = FoldExec::with_input(count(), input, layout);
+        let ctx = SessionContext::new().task_ctx();
+        let out = datafusion::physical_plan::collect(Arc::new(exec), ctx).await?;
+        let bytes = out[0].column(1).as_binary::<i64>().value(0);
+        match decode_part::<Sums>(bytes)? {
+            Sums::Exact(v) => Ok(v),
+            Sums::Float(_) => unreachable!(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_merge_takes_every_range_once_in_key_order() {
+        let parts = [(2, vec![5]), (0, vec![1, 2]), (1, vec![3])];
+        assert_eq!(merge(3, &parts).await.unwrap(), [1, 2, 3, 5]);
+        // A range lost (a task's output missing) or sent twice (a task run
+        // again whose first output was kept) is an error, not a count.
+        let missing = merge(3, &[(0, vec![1]), (2, vec![5])]).await.unwrap_err();
+        assert!(
+            missing.to_string().contains("range 1 is missing"),
+            "{missing}"
+        );
+        let twice = merge(2, &[(0, vec![1]), (1, vec![2]), (1, vec![2])])
+            .await
+            .unwrap_err();
+        assert!(twice.to_string().contains("range 1 sent"), "{twice}");
+        let beyond = merge(1, &[(0, vec![1]), (1, vec![2])]).await.unwrap_err();
+        assert!(beyond.to_string().contains("of 1"), "{beyond}");
     }
 }

@@ -33,7 +33,7 @@
 //! order, as funnels need.
 
 pub(crate) mod bits;
-mod exec;
+pub(crate) mod exec;
 mod scan;
 pub(crate) mod totals;
 
@@ -47,7 +47,7 @@ use datafusion::error::Result as DfResult;
 use datafusion::logical_expr::Expr;
 
 pub use exec::FoldExec;
-pub(crate) use exec::Layout;
+pub(crate) use exec::{Layout, Stage};
 pub use scan::{KeyScanExec, ScanSpec};
 
 use crate::table::Events;
@@ -221,8 +221,9 @@ pub trait UserFold:
 {
     /// State of one key range.
     type State: Send + 'static;
-    /// Partial result of one or more ranges.
-    type Partial: Send + 'static;
+    /// Partial result of one or more ranges (serialisable: on a cluster,
+    /// ranges are folded by tasks apart and merged by another).
+    type Partial: Send + serde::Serialize + serde::de::DeserializeOwned + 'static;
 
     /// Name shown in plans (`EXPLAIN`).
     fn name(&self) -> &str;
@@ -243,27 +244,45 @@ pub trait UserFold:
 }
 
 /// The physical plan of `fold` over `events`: a [`FoldExec`] over a
-/// [`KeyScanExec`] with one key range per thread.
+/// [`KeyScanExec`] with one key range per thread; for a cluster, the fold's
+/// two stages ([`FoldExec::distributed`]).
 pub fn plan<F: UserFold>(
     events: &Events,
     fold: F,
 ) -> crate::Result<Arc<dyn datafusion::physical_plan::ExecutionPlan>> {
-    let scan = KeyScanExec::try_new(events, &fold.input())?;
-    Ok(Arc::new(FoldExec::new(Arc::new(fold), Arc::new(scan))))
+    let scan = Arc::new(KeyScanExec::try_new(events, &fold.input())?);
+    Ok(match events.options.remote.is_some() {
+        true => Arc::new(FoldExec::distributed(Arc::new(fold), scan, false)),
+        false => Arc::new(FoldExec::new(Arc::new(fold), scan)),
+    })
 }
 
 /// Runs `fold` over `events` and returns its merged partial result (for
 /// callers that need more than the emitted batch, such as per-user funnel
 /// levels for an A/B readout).
 pub async fn partial<F: UserFold>(events: &Events, fold: F) -> crate::Result<F::Partial> {
-    if events.options.remote.is_some() {
-        // A partial result is not a batch a cluster can send back.
-        return Err(crate::EngineError::BadRequest(format!(
-            "this analysis (its `{}` step) does not run on a cluster yet; run it without --cluster (or TENURE_CLUSTER)",
-            fold.name()
-        )));
-    }
     let scan = Arc::new(KeyScanExec::try_new(events, &fold.input())?);
+    if events.options.remote.is_some() {
+        // Elsewhere, the merged partial result comes back as bytes.
+        let name = fold.name().to_string();
+        let plan = Arc::new(FoldExec::distributed(Arc::new(fold), scan, true));
+        let table = crate::sql::FoldTable::new(plan);
+        let batches = events.ctx.read_table(Arc::new(table))?.collect().await?;
+        let rows: Vec<&[u8]> = batches
+            .iter()
+            .flat_map(|b| {
+                let part = b.column(1).as_binary::<i64>();
+                (0..b.num_rows()).map(move |i| part.value(i))
+            })
+            .collect();
+        let [bytes] = rows.as_slice() else {
+            return Err(crate::EngineError::Internal(format!(
+                "fold {name}: the cluster sent {} merged results, not one",
+                rows.len()
+            )));
+        };
+        return Ok(exec::decode_part(bytes)?);
+    }
     let ctx = events.ctx.task_ctx();
     let (ranges, flags_at) = (scan.ranges().to_vec(), scan.flags_at());
     let (concurrency, deferred) = (scan.concurrency(), scan.deferred());
@@ -293,7 +312,7 @@ pub async fn run<F: UserFold>(events: &Events, fold: F) -> crate::Result<Vec<Rec
 
 /// Numbers distinct text values (null included) in the order met, for folds
 /// that keep a value per user.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct Interner {
     ids: std::collections::HashMap<String, u32>,
     null: Option<u32>,

@@ -22,6 +22,9 @@ use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::Expr;
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::metrics::{
+    Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet,
+};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
@@ -287,6 +290,9 @@ pub struct KeyScanExec {
     props: Arc<PlanProperties>,
     /// What it is made of (its encoding).
     spec: Arc<ScanSpec>,
+    /// Bytes read, files opened and rows sent per partition (`EXPLAIN
+    /// ANALYZE`; on a cluster, per task).
+    metrics: ExecutionPlanMetricsSet,
 }
 
 /// Per-user time bounds (indexed by user key), if any.
@@ -591,6 +597,7 @@ impl KeyScanExec {
             props,
             spec: Arc::new(spec),
             local_dir: None,
+            metrics: ExecutionPlanMetricsSet::new(),
         })
     }
 
@@ -749,6 +756,10 @@ impl ExecutionPlan for KeyScanExec {
         Ok(self)
     }
 
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
+
     fn execute(
         &self,
         partition: usize,
@@ -788,7 +799,10 @@ impl ExecutionPlan for KeyScanExec {
             identity: self.identity.clone(),
             side: self.side.clone(),
             pieces: Default::default(),
+            read_bytes: MetricBuilder::new(&self.metrics).counter("bytes_scanned", partition),
+            files: MetricBuilder::new(&self.metrics).counter("files_opened", partition),
         };
+        let sent = MetricBuilder::new(&self.metrics).output_rows(partition);
         let ordered = self.ordered;
         let over = Done(self.side.clone());
         tokio::spawn(async move {
@@ -797,12 +811,24 @@ impl ExecutionPlan for KeyScanExec {
                 true => job.run_ordered(&tx).await,
                 false => job.run(&tx).await,
             };
+            tracing::debug!(
+                "key scan: range {}..{} read {} bytes of {} files",
+                range.0,
+                range.1,
+                job.read_bytes.value(),
+                job.files.value()
+            );
             if let Err(e) = done {
                 let _ = tx.send(Err(e)).await;
             }
         });
-        let stream =
-            futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) });
+        let stream = futures::stream::unfold((rx, sent), |(mut rx, sent)| async move {
+            let b = rx.recv().await?;
+            if let Ok(b) = &b {
+                sent.add(b.num_rows());
+            }
+            Some((b, (rx, sent)))
+        });
         Ok(Box::pin(RecordBatchStreamAdapter::new(
             self.schema.clone(),
             stream,
@@ -893,6 +919,9 @@ struct Job {
     side: Arc<Side>,
     /// Pieces of merged persons' rows set aside so far.
     pieces: std::sync::atomic::AtomicU64,
+    /// Bytes read from the store, and files opened.
+    read_bytes: Count,
+    files: Count,
 }
 
 type Sender = tokio::sync::mpsc::Sender<DfResult<RecordBatch>>;
@@ -932,7 +961,7 @@ impl Job {
     async fn open(&self, i: usize) -> DfResult<Option<(FileStream, bool)>> {
         let part = &self.parts[i];
         let local = self.local_dir.as_deref();
-        let reader = StoreFile::new(&self.store, part, local);
+        let reader = StoreFile::new(&self.store, part, local).counting(self.read_bytes.clone());
         let footer = self.footers[i]
             .get_or_try_init(|| crate::stored::read_footer(&self.store, part, local))
             .await
@@ -952,6 +981,7 @@ impl Job {
         else {
             return Ok(None);
         };
+        self.files.add(1);
         let sorted = sorted_by_key(
             builder.metadata(),
             builder.schema(),

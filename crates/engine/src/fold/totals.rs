@@ -77,7 +77,7 @@ pub(crate) enum Value {
 }
 
 /// Per-user totals, dense by user key.
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub(crate) enum Sums {
     Exact(Vec<i128>),
     Float(Vec<f64>),
