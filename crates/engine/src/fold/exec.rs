@@ -65,43 +65,163 @@ pub(crate) enum Stage {
     Merge,
 }
 
-/// The rows of partial results: the key range's index and the partial
-/// result's bytes ([`encode_part`]).
+/// The rows of partial results: the key range's index, the chunk's number,
+/// how many chunks the range sent, and the chunk's bytes. A partial result
+/// ([`encode_part`]) is cut into chunks of at most [`CHUNK`] bytes: a
+/// cluster sends a row as one gRPC message, and its limit (16 MiB by
+/// default) is far below a per-user partial result of millions of users.
 pub(crate) fn part_schema() -> SchemaRef {
     static SCHEMA: std::sync::OnceLock<SchemaRef> = std::sync::OnceLock::new();
     SCHEMA
         .get_or_init(|| {
             Arc::new(Schema::new(vec![
                 Field::new("range", DataType::UInt32, false),
+                Field::new("chunk", DataType::UInt32, false),
+                Field::new("chunks", DataType::UInt32, false),
                 Field::new("part", DataType::LargeBinary, false),
             ]))
         })
         .clone()
 }
 
-/// A partial result as bytes (CBOR).
+/// The largest chunk of a partial result in one row.
+pub(crate) const CHUNK: usize = 1 << 20;
+
+/// The rows of [`part_schema`] of key range `range`'s partial result
+/// `bytes`, in chunks of at most `chunk` bytes (one empty chunk for none).
+pub(crate) fn part_batch_chunked(
+    range: usize,
+    bytes: &[u8],
+    chunk: usize,
+) -> DfResult<RecordBatch> {
+    let pieces: Vec<&[u8]> = match bytes.is_empty() {
+        true => vec![bytes],
+        false => bytes.chunks(chunk.max(1)).collect(),
+    };
+    let n = pieces.len() as u32;
+    Ok(RecordBatch::try_new(
+        part_schema(),
+        vec![
+            Arc::new(UInt32Array::from(vec![range as u32; pieces.len()])),
+            Arc::new(UInt32Array::from_iter_values(0..n)),
+            Arc::new(UInt32Array::from(vec![n; pieces.len()])),
+            Arc::new(LargeBinaryArray::from_vec(pieces)),
+        ],
+    )?)
+}
+
+fn part_batch(range: usize, bytes: &[u8]) -> DfResult<RecordBatch> {
+    part_batch_chunked(range, bytes, chunk_size())
+}
+
+/// [`CHUNK`], or `TENURE_FOLD_CHUNK` bytes when set (the cluster tests cut
+/// partial results small to send many chunks).
+fn chunk_size() -> usize {
+    static SIZE: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *SIZE.get_or_init(|| {
+        std::env::var("TENURE_FOLD_CHUNK")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .filter(|&n| n > 0)
+            .unwrap_or(CHUNK)
+    })
+}
+
+/// The partial results of `ranges` key ranges put back together from rows of
+/// [`part_schema`], in key order. A range or a chunk missing, sent twice (a
+/// task lost, or run again) or out of bounds is an error, never a count.
+pub(crate) fn assemble_parts(
+    name: &str,
+    batches: &[RecordBatch],
+    ranges: usize,
+) -> DfResult<Vec<Vec<u8>>> {
+    // Per range: its chunk count and chunks.
+    type Chunks<'a> = (u32, Vec<Option<&'a [u8]>>);
+    let mut got: Vec<Option<Chunks>> = vec![None; ranges];
+    for batch in batches {
+        if batch.schema().fields() != part_schema().fields() {
+            return internal_err!("fold {name}: a merge got rows that are not partial results");
+        }
+        let range = batch.column(0).as_primitive::<UInt32Type>();
+        let chunk = batch.column(1).as_primitive::<UInt32Type>();
+        let chunks = batch.column(2).as_primitive::<UInt32Type>();
+        let part = batch.column(3).as_binary::<i64>();
+        for i in 0..batch.num_rows() {
+            let (r, c, n) = (range.value(i) as usize, chunk.value(i), chunks.value(i));
+            let Some(slot) = got.get_mut(r) else {
+                return internal_err!(
+                    "fold {name}: a partial result of key range {r}, beyond the fold's {ranges} ranges"
+                );
+            };
+            let (count, pieces) = slot.get_or_insert_with(|| (n, vec![None; n as usize]));
+            if *count != n {
+                return internal_err!(
+                    "fold {name}: key range {r} sent its partial result twice ({count} and {n} chunks)"
+                );
+            }
+            match pieces.get_mut(c as usize) {
+                Some(p @ None) => *p = Some(part.value(i)),
+                Some(Some(_)) => {
+                    return internal_err!(
+                        "fold {name}: key range {r} sent chunk {c} of its partial result twice"
+                    );
+                }
+                None => {
+                    return internal_err!("fold {name}: key range {r} sent chunk {c} of {n}");
+                }
+            }
+        }
+    }
+    got.into_iter()
+        .enumerate()
+        .map(|(r, slot)| {
+            let Some((_, pieces)) = slot else {
+                return internal_err!(
+                    "fold {name}: the partial result of key range {r} is missing"
+                );
+            };
+            let mut bytes = Vec::with_capacity(pieces.iter().flatten().map(|p| p.len()).sum());
+            for (c, p) in pieces.iter().enumerate() {
+                let Some(p) = p else {
+                    return internal_err!(
+                        "fold {name}: chunk {c} of key range {r}'s partial result is missing"
+                    );
+                };
+                bytes.extend_from_slice(p);
+            }
+            Ok(bytes)
+        })
+        .collect()
+}
+
+/// A partial result as bytes (bincode: fixed-width little-endian numbers,
+/// so the per-user vectors of a partial result are copied rather than
+/// encoded number by number).
 pub(crate) fn encode_part<T: serde::Serialize>(part: &T) -> DfResult<Vec<u8>> {
-    let mut out = Vec::new();
-    ciborium::into_writer(part, &mut out)
-        .map_err(|e| DataFusionError::Internal(format!("encoding a fold's partial result: {e}")))?;
-    Ok(out)
+    bincode::serialize(part)
+        .map_err(|e| DataFusionError::Internal(format!("encoding a fold's partial result: {e}")))
 }
 
 /// A partial result from [`encode_part`]'s bytes.
 pub(crate) fn decode_part<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> DfResult<T> {
-    ciborium::from_reader(bytes)
+    bincode::deserialize(bytes)
         .map_err(|e| DataFusionError::Execution(format!("decoding a fold's partial result: {e}")))
 }
 
-/// One row of [`part_schema`].
-fn part_batch(range: usize, bytes: &[u8]) -> DfResult<RecordBatch> {
-    Ok(RecordBatch::try_new(
-        part_schema(),
-        vec![
-            Arc::new(UInt32Array::from(vec![range as u32])),
-            Arc::new(LargeBinaryArray::from_vec(vec![bytes])),
-        ],
-    )?)
+/// Decodes partial results and merges them in order.
+pub(crate) fn merge_decoded<F: UserFold>(fold: &F, parts: Vec<Vec<u8>>) -> DfResult<F::Partial> {
+    let mut acc: Option<F::Partial> = None;
+    for bytes in parts {
+        let part = decode_part::<F::Partial>(&bytes)?;
+        match acc.as_mut() {
+            None => acc = Some(part),
+            Some(a) => fold.merge(a, part)?,
+        }
+    }
+    match acc {
+        Some(a) => Ok(a),
+        None => fold.finish(fold.start(0..0)),
+    }
 }
 
 /// A fold over the key ranges of a [`KeyScanExec`].
@@ -174,16 +294,40 @@ impl<F: UserFold> FoldExec<F> {
         if layout.deferred {
             return Self::with_input(fold, scan, layout);
         }
-        let parts = Layout {
-            stage: Stage::Parts,
-            partial_out: false,
-            ..layout.clone()
-        };
-        let ids = range_ids(parts.ranges.len()).expect("one row per range");
-        let parts = Arc::new(Self::with_children(fold.clone(), scan, Some(ids), parts));
-        let one = Arc::new(CoalescePartitionsExec::new(parts));
+        let (one, _) = Self::parts(fold.clone(), scan);
         layout.stage = Stage::Merge;
         Self::with_input(fold, one, layout)
+    }
+
+    /// The rows ([`part_schema`]) of the partial results of `fold` over
+    /// `scan`, and how many ranges they are of: a `CoalescePartitionsExec`
+    /// over the `Parts` of every key range (each range a task of its own on
+    /// a cluster), or for a scan with merged persons the whole fold's
+    /// partial result as range 0 of 1. A caller that wants the partial
+    /// result merges them ([`assemble_parts`], [`decode_part`],
+    /// [`UserFold::merge`] in key order) without a merge stage sending it
+    /// once more.
+    pub fn parts(fold: Arc<F>, scan: Arc<KeyScanExec>) -> (Arc<dyn ExecutionPlan>, usize) {
+        let layout = Layout {
+            ranges: scan.ranges().to_vec(),
+            flags_at: scan.flags_at(),
+            concurrency: scan.concurrency(),
+            deferred: scan.deferred(),
+            stage: Stage::Parts,
+            partial_out: false,
+        };
+        if layout.deferred {
+            let whole = Layout {
+                stage: Stage::Whole,
+                partial_out: true,
+                ..layout
+            };
+            return (Arc::new(Self::with_input(fold, scan, whole)), 1);
+        }
+        let n = layout.ranges.len();
+        let ids = range_ids(n).expect("one row per range");
+        let parts = Arc::new(Self::with_children(fold, scan, Some(ids), layout));
+        (Arc::new(CoalescePartitionsExec::new(parts)), n)
     }
 
     /// `fold` over `input`, a key scan (possibly wrapped by the optimizer)
@@ -344,7 +488,7 @@ impl<F: UserFold> ExecutionPlan for FoldExec<F> {
     ) -> DfResult<SendableRecordBatchStream> {
         let partitions = self.props.output_partitioning().partition_count();
         if partition >= partitions {
-            return exec_err!("FoldExec has {partitions} partitions, not {partition}");
+            return exec_err!("FoldExec has no partition {partition} (it has {partitions})");
         }
         if self.reads_ranges()
             && self.input.output_partitioning().partition_count() != self.ranges.len()
@@ -377,15 +521,18 @@ impl<F: UserFold> ExecutionPlan for FoldExec<F> {
             Stage::Parts => {
                 let ids = self.ids.clone().expect("a Parts stage has its ranges");
                 Box::pin(async move {
+                    let start = std::time::Instant::now();
                     let r = range_of(&ids, partition, ranges.len(), context.clone()).await?;
-                    let part = fold_range(&fold, &input, r, ranges[r], flags_at, context).await?;
+                    let (part, rows) =
+                        fold_range(&fold, &input, r, ranges[r], flags_at, context).await?;
                     let bytes = encode_part(&part)?;
                     tracing::debug!(
-                        "fold {}: key range {r} ({}..{}) sends {} bytes",
+                        "fold {}: key range {r} ({}..{}) folded {rows} rows, sends {} bytes after {} ms",
                         fold.name(),
                         ranges[r].0,
                         ranges[r].1,
-                        bytes.len()
+                        bytes.len(),
+                        start.elapsed().as_millis()
                     );
                     part_batch(r, &bytes)
                 })
@@ -426,7 +573,7 @@ async fn range_of(
     }
 }
 
-/// Folds key range `p` of `input`.
+/// Folds key range `p` of `input`: its partial result and the rows folded.
 async fn fold_range<F: UserFold>(
     fold: &Arc<F>,
     input: &Arc<dyn ExecutionPlan>,
@@ -434,14 +581,16 @@ async fn fold_range<F: UserFold>(
     (lo, hi): (u32, u32),
     flags_at: usize,
     context: Arc<TaskContext>,
-) -> DfResult<F::Partial> {
+) -> DfResult<(F::Partial, usize)> {
     let mut stream = input.execute(p, context)?;
     let mut state = fold.start(lo..hi);
+    let mut rows = 0usize;
     while let Some(batch) = stream.next().await {
         let batch = batch?;
+        rows += batch.num_rows();
         fold.update(&mut state, &Rows::new(&batch, flags_at))?;
     }
-    fold.finish(state)
+    Ok((fold.finish(state)?, rows))
 }
 
 /// Merges in key order the partial results of `ranges` key ranges, read as
@@ -453,54 +602,16 @@ async fn merge_parts<F: UserFold>(
     ranges: usize,
     context: Arc<TaskContext>,
 ) -> DfResult<F::Partial> {
-    let mut parts: Vec<Option<Vec<u8>>> = vec![None; ranges];
+    let mut batches = Vec::new();
     for p in 0..input.output_partitioning().partition_count() {
         let mut stream = input.execute(p, context.clone())?;
         while let Some(batch) = stream.next().await {
-            let batch = batch?;
-            if batch.schema().fields() != part_schema().fields() {
-                return internal_err!("a fold's merge got rows that are not partial results");
-            }
-            let range = batch.column(0).as_primitive::<UInt32Type>();
-            let part = batch.column(1).as_binary::<i64>();
-            for i in 0..batch.num_rows() {
-                let r = range.value(i) as usize;
-                match parts.get_mut(r) {
-                    Some(slot @ None) => *slot = Some(part.value(i).to_vec()),
-                    Some(Some(_)) => {
-                        return internal_err!(
-                            "fold {}: key range {r} sent its partial result twice",
-                            fold.name()
-                        );
-                    }
-                    None => {
-                        return internal_err!(
-                            "fold {}: a partial result of key range {r}, of {ranges}",
-                            fold.name()
-                        );
-                    }
-                }
-            }
+            batches.push(batch?);
         }
     }
-    let mut acc: Option<F::Partial> = None;
-    for (r, bytes) in parts.into_iter().enumerate() {
-        let Some(bytes) = bytes else {
-            return internal_err!(
-                "fold {}: the partial result of key range {r} is missing",
-                fold.name()
-            );
-        };
-        let part = decode_part::<F::Partial>(&bytes)?;
-        match acc.as_mut() {
-            None => acc = Some(part),
-            Some(a) => fold.merge(a, part)?,
-        }
-    }
-    match acc {
-        Some(a) => Ok(a),
-        None => fold.finish(fold.start(0..0)),
-    }
+    let parts = assemble_parts(fold.name(), &batches, ranges)?;
+    drop(batches);
+    merge_decoded(fold.as_ref(), parts)
 }
 
 /// `plan` (a key scan, possibly wrapped) with a fresh buffer for merged
@@ -546,7 +657,9 @@ pub(super) async fn fold_all<F: UserFold>(
                 .acquire_owned()
                 .await
                 .map_err(|e| DataFusionError::Internal(format!("fold permits: {e}")))?;
-            fold_range(&fold, &input, p, (lo, hi), flags_at, context).await
+            fold_range(&fold, &input, p, (lo, hi), flags_at, context)
+                .await
+                .map(|(part, _)| part)
         })
     };
     let now = ranges.len() - usize::from(deferred && !ranges.is_empty());
@@ -594,9 +707,13 @@ mod tests {
 
     /// A merge over partial results of `ranges` (range index, counts).
     async fn merge(ranges: usize, parts: &[(usize, Vec<i128>)]) -> DfResult<Vec<i128>> {
+        // Chunks of 3 bytes: every partial result is several rows.
         let rows: Vec<RecordBatch> = parts
             .iter()
-            .map(|(r, v)| part_batch(*r, &encode_part(&Sums::Exact(v.clone())).unwrap()).unwrap())
+            .map(|(r, v)| {
+                let bytes = encode_part(&Sums::Exact(v.clone())).unwrap();
+                part_batch_chunked(*r, &bytes, 3).unwrap()
+            })
             .collect();
         // Two partitions, as a shuffle delivers them.
         let (a, b) = rows.split_at(rows.len() / 2);
@@ -613,8 +730,8 @@ mod tests {
         let exec = FoldExec::with_input(count(), input, layout);
         let ctx = SessionContext::new().task_ctx();
         let out = datafusion::physical_plan::collect(Arc::new(exec), ctx).await?;
-        let bytes = out[0].column(1).as_binary::<i64>().value(0);
-        match decode_part::<Sums>(bytes)? {
+        let bytes = assemble_parts("count", &out, 1)?;
+        match decode_part::<Sums>(&bytes[0])? {
             Sums::Exact(v) => Ok(v),
             Sums::Float(_) => unreachable!(),
         }
@@ -636,6 +753,37 @@ mod tests {
             .unwrap_err();
         assert!(twice.to_string().contains("range 1 sent"), "{twice}");
         let beyond = merge(1, &[(0, vec![1]), (1, vec![2])]).await.unwrap_err();
-        assert!(beyond.to_string().contains("of 1"), "{beyond}");
+        assert!(
+            beyond.to_string().contains("beyond the fold's 1"),
+            "{beyond}"
+        );
+    }
+
+    #[test]
+    fn chunks_are_put_back_in_order_and_a_lost_chunk_is_an_error() {
+        let bytes: Vec<u8> = (0..=255).collect();
+        let rows = part_batch_chunked(1, &bytes, 10).unwrap();
+        assert_eq!(rows.num_rows(), 26);
+        // Chunks in any order, ranges in any order.
+        let reversed: Vec<RecordBatch> = (0..rows.num_rows())
+            .rev()
+            .map(|i| rows.slice(i, 1))
+            .chain([part_batch_chunked(0, &[], 10).unwrap()])
+            .collect();
+        let got = assemble_parts("t", &reversed, 2).unwrap();
+        assert_eq!(got, vec![vec![], bytes.clone()]);
+        let lost: Vec<RecordBatch> = [rows.slice(0, 5), rows.slice(6, 20)]
+            .into_iter()
+            .chain([part_batch_chunked(0, &[], 10).unwrap()])
+            .collect();
+        let err = assemble_parts("t", &lost, 2).unwrap_err().to_string();
+        assert!(err.contains("chunk 5 of key range 1"), "{err}");
+        // The same range sent again, cut otherwise.
+        let again = [rows.clone(), part_batch_chunked(1, &bytes, 100).unwrap()];
+        let err = assemble_parts("t", &again, 2).unwrap_err().to_string();
+        assert!(err.contains("twice"), "{err}");
+        // A full-size partial result is cut at CHUNK.
+        let big = vec![7u8; CHUNK * 2 + 1];
+        assert_eq!(part_batch_chunked(0, &big, CHUNK).unwrap().num_rows(), 3);
     }
 }

@@ -263,25 +263,15 @@ pub fn plan<F: UserFold>(
 pub async fn partial<F: UserFold>(events: &Events, fold: F) -> crate::Result<F::Partial> {
     let scan = Arc::new(KeyScanExec::try_new(events, &fold.input())?);
     if events.options.remote.is_some() {
-        // Elsewhere, the merged partial result comes back as bytes.
-        let name = fold.name().to_string();
-        let plan = Arc::new(FoldExec::distributed(Arc::new(fold), scan, true));
+        // Elsewhere, each key range's partial result comes back as bytes
+        // and they are merged here.
+        let fold = Arc::new(fold);
+        let (plan, ranges) = FoldExec::parts(fold.clone(), scan);
         let table = crate::sql::FoldTable::new(plan);
         let batches = events.ctx.read_table(Arc::new(table))?.collect().await?;
-        let rows: Vec<&[u8]> = batches
-            .iter()
-            .flat_map(|b| {
-                let part = b.column(1).as_binary::<i64>();
-                (0..b.num_rows()).map(move |i| part.value(i))
-            })
-            .collect();
-        let [bytes] = rows.as_slice() else {
-            return Err(crate::EngineError::Internal(format!(
-                "fold {name}: the cluster sent {} merged results, not one",
-                rows.len()
-            )));
-        };
-        return Ok(exec::decode_part(bytes)?);
+        let parts = exec::assemble_parts(fold.name(), &batches, ranges)?;
+        drop(batches);
+        return Ok(exec::merge_decoded(fold.as_ref(), parts)?);
     }
     let ctx = events.ctx.task_ctx();
     let (ranges, flags_at) = (scan.ranges().to_vec(), scan.flags_at());
