@@ -445,7 +445,7 @@ mod tests {
         let scan = Arc::new(KeyScanExec::try_new(events, &copy.input()).unwrap());
         assert!(scan.ranges().len() > 1, "one key range: nothing to merge");
         let copy = Arc::new(copy);
-        let split = FoldExec::distributed(copy.clone(), scan.clone(), false);
+        let split = FoldExec::distributed(copy.clone(), scan.clone());
         assert_eq!(round_trip(events, Arc::new(split)).await, whole);
         // As a cluster's scheduler cuts the parts stage for its tasks: one
         // range each, found through the in-memory leaf of range ids; the
@@ -502,13 +502,31 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(text(&got), whole);
-        let merged = FoldExec::distributed(copy.clone(), scan, true);
-        let rows = collect(Arc::new(merged), events.ctx.task_ctx())
+        // The partial result as a cluster's client gets it: each range's
+        // rows, merged here.
+        let (parts, n) = FoldExec::parts(copy.clone(), scan.clone());
+        let rows = collect(parts, events.ctx.task_ctx()).await.unwrap();
+        let bytes = crate::fold::exec::assemble_parts("t", &rows, n).unwrap();
+        let part = crate::fold::exec::merge_decoded(copy.as_ref(), bytes).unwrap();
+        assert_eq!(text(&[copy.emit(part).unwrap()]), whole);
+        // A scan counts what it reads: some bytes, but no range more than
+        // the files hold (a page at a range's edge is read by both ranges).
+        let counted = Arc::new(KeyScanExec::try_new(events, &copy.input()).unwrap());
+        let once = FoldExec::new(copy.clone(), counted.clone());
+        collect(Arc::new(once), events.ctx.task_ctx())
             .await
             .unwrap();
-        let bytes = crate::fold::exec::assemble_parts("t", &rows, 1).unwrap();
-        let part = crate::fold::exec::decode_part::<F::Partial>(&bytes[0]).unwrap();
-        assert_eq!(text(&[copy.emit(part).unwrap()]), whole);
+        let metrics = counted.metrics().unwrap();
+        let total: u64 = counted.file_sizes().sum();
+        let read = metrics.sum_by_name("bytes_scanned").unwrap().as_usize() as u64;
+        let ranges = counted.ranges().len() as u64;
+        assert!(
+            read > 0 && read <= total * ranges,
+            "{read} bytes of {total}"
+        );
+        let files = metrics.sum_by_name("files_opened").unwrap().as_usize();
+        assert!(files > 0 && files as u64 <= counted.file_sizes().count() as u64 * ranges);
+        assert!(metrics.output_rows().unwrap() > 0);
         whole
     }
 

@@ -50,6 +50,20 @@ pub(crate) struct Layout {
     pub(crate) partial_out: bool,
 }
 
+impl Layout {
+    /// The layout of `scan`'s key ranges for `stage`.
+    fn of(scan: &KeyScanExec, stage: Stage) -> Self {
+        Self {
+            ranges: scan.ranges().to_vec(),
+            flags_at: scan.flags_at(),
+            concurrency: scan.concurrency(),
+            deferred: scan.deferred(),
+            stage,
+            partial_out: false,
+        }
+    }
+}
+
 /// Which part of a fold a [`FoldExec`] runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -265,57 +279,33 @@ pub(crate) fn range_ids(ranges: usize) -> DfResult<Arc<dyn ExecutionPlan>> {
 impl<F: UserFold> FoldExec<F> {
     /// `fold` over `scan`.
     pub fn new(fold: Arc<F>, scan: Arc<KeyScanExec>) -> Self {
-        let layout = Layout {
-            ranges: scan.ranges().to_vec(),
-            flags_at: scan.flags_at(),
-            concurrency: scan.concurrency(),
-            deferred: scan.deferred(),
-            stage: Stage::Whole,
-            partial_out: false,
-        };
+        let layout = Layout::of(&scan, Stage::Whole);
         Self::with_input(fold, scan, layout)
     }
 
     /// `fold` over `scan` as two stages a cluster runs apart: a `Merge` over
-    /// the `Parts` of every key range, `CoalescePartitionsExec` between them
-    /// (where Ballista cuts a stage). With `partial_out`, the merged partial
-    /// result comes out as one row of bytes. Merged persons' range (read
-    /// after the others, from rows they set aside in this process) cannot
-    /// run apart: a scan with one is folded whole.
-    pub fn distributed(fold: Arc<F>, scan: Arc<KeyScanExec>, partial_out: bool) -> Self {
-        let mut layout = Layout {
-            ranges: scan.ranges().to_vec(),
-            flags_at: scan.flags_at(),
-            concurrency: scan.concurrency(),
-            deferred: scan.deferred(),
-            stage: Stage::Whole,
-            partial_out,
-        };
-        if layout.deferred {
-            return Self::with_input(fold, scan, layout);
+    /// the `Parts` of every key range ([`Self::parts`]). Merged persons'
+    /// range (read after the others, from rows they set aside in this
+    /// process) cannot run apart: a scan with one is folded whole.
+    pub fn distributed(fold: Arc<F>, scan: Arc<KeyScanExec>) -> Self {
+        if scan.deferred() {
+            return Self::new(fold, scan);
         }
+        let layout = Layout::of(&scan, Stage::Merge);
         let (one, _) = Self::parts(fold.clone(), scan);
-        layout.stage = Stage::Merge;
         Self::with_input(fold, one, layout)
     }
 
     /// The rows ([`part_schema`]) of the partial results of `fold` over
     /// `scan`, and how many ranges they are of: a `CoalescePartitionsExec`
-    /// over the `Parts` of every key range (each range a task of its own on
-    /// a cluster), or for a scan with merged persons the whole fold's
-    /// partial result as range 0 of 1. A caller that wants the partial
-    /// result merges them ([`assemble_parts`], [`decode_part`],
-    /// [`UserFold::merge`] in key order) without a merge stage sending it
-    /// once more.
+    /// (where Ballista cuts a stage) over the `Parts` of every key range
+    /// (each range a task of its own on a cluster), or for a scan with
+    /// merged persons the whole fold's partial result as range 0 of 1. A
+    /// caller that wants the partial result merges them
+    /// ([`assemble_parts`], [`merge_decoded`]) without a merge stage sending
+    /// it once more.
     pub fn parts(fold: Arc<F>, scan: Arc<KeyScanExec>) -> (Arc<dyn ExecutionPlan>, usize) {
-        let layout = Layout {
-            ranges: scan.ranges().to_vec(),
-            flags_at: scan.flags_at(),
-            concurrency: scan.concurrency(),
-            deferred: scan.deferred(),
-            stage: Stage::Parts,
-            partial_out: false,
-        };
+        let layout = Layout::of(&scan, Stage::Parts);
         if layout.deferred {
             let whole = Layout {
                 stage: Stage::Whole,

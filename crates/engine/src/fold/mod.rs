@@ -252,7 +252,7 @@ pub fn plan<F: UserFold>(
 ) -> crate::Result<Arc<dyn datafusion::physical_plan::ExecutionPlan>> {
     let scan = Arc::new(KeyScanExec::try_new(events, &fold.input())?);
     Ok(match events.options.remote.is_some() {
-        true => Arc::new(FoldExec::distributed(Arc::new(fold), scan, false)),
+        true => Arc::new(FoldExec::distributed(Arc::new(fold), scan)),
         false => Arc::new(FoldExec::new(Arc::new(fold), scan)),
     })
 }

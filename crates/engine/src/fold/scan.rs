@@ -655,6 +655,11 @@ impl KeyScanExec {
         Self::build(spec, (since, before), store, &state, Vec::new())
     }
 
+    /// The size of each file it reads.
+    pub fn file_sizes(&self) -> impl Iterator<Item = u64> + '_ {
+        self.parts.iter().map(|p| p.size)
+    }
+
     /// The key range of each partition.
     pub fn ranges(&self) -> &[(u32, u32)] {
         &self.ranges
