@@ -436,7 +436,10 @@ fn an_executor_killed_mid_query_leaves_a_correct_answer_or_an_error() {
             data,
             "--cluster",
         ])
-        .arg(&cluster.url);
+        .arg(&cluster.url)
+        // Ballista may keep a job whose executor died waiting; the client's
+        // deadline turns that into an error.
+        .env("TENURE_CLUSTER_TIMEOUT", "60s");
         let query_run = std::thread::spawn(move || timed(&mut cmd, Duration::from_secs(120)));
         std::thread::sleep(Duration::from_millis(delay_ms));
         let victim = &mut cluster.executors[round % 2];
@@ -457,4 +460,47 @@ fn an_executor_killed_mid_query_leaves_a_correct_answer_or_an_error() {
             assert!(out.stdout.is_empty(), "round {round}: rows and an error");
         }
     }
+}
+
+/// A cluster that takes connections and never answers: with
+/// TENURE_CLUSTER_TIMEOUT the command stops with an error once the limit
+/// has passed, not hangs; a limit that is not a duration is a bad request.
+#[test]
+fn a_silent_cluster_ends_in_an_error_at_the_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let data = store.to_str().unwrap();
+    generate(data, 200, 10);
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("df://{}", silent.local_addr().unwrap());
+    // Connections are taken and held open, unanswered.
+    let held = std::thread::spawn(move || {
+        let mut open = Vec::new();
+        for c in silent.incoming().take(16) {
+            open.push(c);
+        }
+    });
+    let start = Instant::now();
+    let mut cmd = tenure();
+    cmd.args(["retention", "--data", data, "--cluster", &url])
+        .env("TENURE_CLUSTER_TIMEOUT", "3s");
+    let out = timed(&mut cmd, Duration::from_secs(60)).expect("no deadline: still waiting");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("did not answer within 3s"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(start.elapsed() >= Duration::from_secs(3));
+    let mut cmd = tenure();
+    cmd.args(["retention", "--data", data, "--cluster", &url])
+        .env("TENURE_CLUSTER_TIMEOUT", "soon");
+    let out = timed(&mut cmd, Duration::from_secs(60)).unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("TENURE_CLUSTER_TIMEOUT=soon"),
+        "{}",
+        stderr(&out)
+    );
+    drop(held);
 }

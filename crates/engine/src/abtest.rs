@@ -545,8 +545,10 @@ pub async fn segment_matches(
 pub(crate) struct Assigned {
     lo: u32,
     seen: Vec<bool>,
+    #[serde(with = "crate::fold::compact")]
     first_ts: Vec<i64>,
     /// Id in `names`, or [`UNASSIGNED`] / [`MULTIPLE`].
+    #[serde(with = "crate::fold::compact")]
     arm: Vec<u32>,
     names: crate::fold::Interner,
 }
@@ -633,12 +635,13 @@ impl crate::fold::UserFold for AssignFold {
 
     fn merge(&self, into: &mut Assigned, other: Assigned) -> datafusion::error::Result<()> {
         let remap = into.names.absorb(&other.names);
-        into.seen.extend(other.seen);
-        into.first_ts.extend(other.first_ts);
-        into.arm.extend(other.arm.into_iter().map(|a| match a {
+        crate::fold::append_exact(&mut into.seen, other.seen);
+        crate::fold::append_exact(&mut into.first_ts, other.first_ts);
+        let arm = other.arm.into_iter().map(|a| match a {
             UNASSIGNED | MULTIPLE => a,
             a => remap[a as usize],
-        }));
+        });
+        crate::fold::append_exact(&mut into.arm, arm.collect());
         Ok(())
     }
 

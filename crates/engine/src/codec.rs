@@ -142,6 +142,23 @@ pub(crate) mod opt_expr {
     }
 }
 
+/// Serde of an [`Expr`].
+pub(crate) mod expr {
+    use super::*;
+    use serde::{
+        Deserialize, Deserializer, Serialize, Serializer, de::Error as _, ser::Error as _,
+    };
+
+    pub(crate) fn serialize<S: Serializer>(e: &Expr, s: S) -> Result<S::Ok, S::Error> {
+        to_bytes(e).map_err(S::Error::custom)?.serialize(s)
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Expr, D::Error> {
+        let b: Vec<u8> = Deserialize::deserialize(d)?;
+        from_bytes(&b).map_err(D::Error::custom)
+    }
+}
+
 /// Serde of a list of [`Expr`]s.
 pub(crate) mod vec_expr {
     use super::*;
@@ -263,8 +280,11 @@ folds! {
     "kpi" => crate::kpi::KpiFold,
     "stickiness" => crate::stickiness::StickinessFold,
     "funnel" => crate::funnel::FunnelFold,
+    "funnel_tally" => crate::funnel::FunnelTally,
+    "funnel_converted" => crate::funnel::FunnelConverted,
     "user_stats" => crate::userstats::StatsFold,
     "buyers" => crate::userstats::BuyersFold,
+    "segment_count" => crate::features::CountFold,
     "latest" => crate::features::LatestFold,
     "per_user" => crate::fold::totals::PerUser,
     "assign" => crate::abtest::AssignFold,
@@ -632,6 +652,34 @@ mod tests {
                 fold_trip(&events, fold).await;
             }
         }
+        // A segment counted per key range, on facts of each user alone.
+        let catalog = crate::features::catalog(&events);
+        let resolver = tenure_dsl::Resolver::new(&catalog);
+        let segment = tenure_dsl::Segment::new(
+            "M >= 10 or first_seen within 7d",
+            &resolver,
+            &tenure_dsl::CompileContext::new(max_ts),
+        )
+        .unwrap();
+        let spec = crate::features::FeatureSpec {
+            as_of: max_ts,
+            purchase: Default::default(),
+            thresholds: Default::default(),
+            buyers_only: false,
+            scoring: Default::default(),
+        };
+        let fold =
+            crate::features::CountFold::new(&segment.features, &segment.expr, &spec, true).unwrap();
+        let counted = fold_trip(&events, fold).await;
+        let (matched, users) =
+            crate::features::count_matching(&events, &segment.features, &segment.expr, &spec)
+                .await
+                .unwrap();
+        assert!(matched > 0 && matched < users, "{matched} of {users}");
+        assert!(
+            counted.contains(&format!(" {matched} ")) && counted.contains(&format!(" {users} ")),
+            "{counted}"
+        );
         use crate::fold::totals::{PerUser, Value};
         let count = || PerUser {
             name: "count".into(),
@@ -703,7 +751,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn funnel_and_arms_round_trip() {
-        use crate::funnel::{FunnelFold, FunnelSpec, Modes, syntax};
+        use crate::funnel::{FunnelConverted, FunnelFold, FunnelSpec, FunnelTally, Modes, syntax};
         let url = store("funnel", "funnel/events.ndjson");
         let events = Events::open(&url, OpenOptions::default()).await.unwrap();
         let spec = FunnelSpec {
@@ -725,6 +773,11 @@ mod tests {
             entry_to: None,
         };
         let rows = fold_trip(&events, FunnelFold::new(&events, &spec).unwrap()).await;
+        // Its tally per key range gives the same rows.
+        let tally = FunnelTally(FunnelFold::new(&events, &spec).unwrap());
+        assert_eq!(fold_trip(&events, tally).await, rows);
+        let converted = FunnelConverted(FunnelFold::new(&events, &spec).unwrap());
+        assert!(fold_trip(&events, converted).await.contains("true"));
         // abtest(): its request travels.
         crate::sql::register_functions(&events);
         let df = events

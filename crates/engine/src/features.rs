@@ -132,6 +132,15 @@ pub async fn count_matching_split(
     spec: &FeatureSpec,
     min_rows: usize,
 ) -> Result<(u64, u64)> {
+    if features.iter().all(is_local) && pass(events, features, spec, true) == Pass::Everyone {
+        // Every user's facts, each a function of that user's rows alone:
+        // each key range counts its own matches (nothing per user leaves
+        // the range, so memory is one range's facts, and on a cluster only
+        // two numbers come back per range).
+        let fold = CountFold::new(features, segment, spec, false)?;
+        let m = crate::fold::partial(events, fold).await?;
+        return Ok((m.matched, m.users));
+    }
     let (stats, rows) = population(events, features, spec, true).await?;
     let total = rows.weight.iter().sum();
     if !features.iter().all(is_local) {
@@ -203,6 +212,30 @@ async fn matching_rows_by(
     spec: &FeatureSpec,
     slice: usize,
 ) -> Result<Vec<RecordBatch>> {
+    if let Some(filter) = filter
+        && features.iter().all(is_local)
+        && pass(events, features, spec, false) == Pass::Everyone
+    {
+        // Each key range keeps only its matching users' facts.
+        let fold = CountFold::new(features, filter, spec, true)?;
+        let m = crate::fold::partial(events, fold).await?;
+        let idx: Vec<usize> = (0..m.keys.len()).collect();
+        let mut kept = Vec::new();
+        for at in (0..m.keys.len()).step_by(slice) {
+            let end = (at + slice).min(m.keys.len());
+            kept.push(local_table(
+                features,
+                spec,
+                &m.stats,
+                &m.keys[at..end],
+                &idx[at..end],
+            )?);
+        }
+        if kept.is_empty() {
+            kept.push(local_table(features, spec, &m.stats, &[], &[])?);
+        }
+        return Ok(kept);
+    }
     let (stats, rows) = population(events, features, spec, false).await?;
     let keep = |table: RecordBatch| -> Result<RecordBatch> {
         Ok(match filter {
@@ -325,10 +358,17 @@ pub async fn matching_users_by(
 
 /// Which rows of `table` `segment` matches (null: no).
 fn matches(events: &Events, segment: &Expr, table: &RecordBatch) -> Result<BooleanArray> {
+    matches_in(&events.ctx, segment, table)
+}
+
+/// [`matches`] in a session (coercing the segment's types to the table's).
+fn matches_in(
+    ctx: &datafusion::prelude::SessionContext,
+    segment: &Expr,
+    table: &RecordBatch,
+) -> Result<BooleanArray> {
     let df_schema = DFSchema::try_from(table.schema())?;
-    let predicate = events
-        .ctx
-        .create_physical_expr(segment.clone(), &df_schema)?;
+    let predicate = ctx.create_physical_expr(segment.clone(), &df_schema)?;
     let matched = predicate.evaluate(table)?.into_array(table.num_rows())?;
     let matched = matched.as_boolean_opt().ok_or_else(|| {
         EngineError::BadRequest(format!(
@@ -419,52 +459,14 @@ async fn population(
     spec: &FeatureSpec,
     collapse: bool,
 ) -> Result<(UserStats, Rows)> {
-    // When nothing needs first/last seen and the whole history up to the newest
-    // event is in range, every user key is in the population (each was assigned
-    // from a committed event), so only purchase rows need to be read.
-    let whole_history = events.options.from.is_none()
-        && events.options.to.is_none()
-        && events.ts_range.is_some_and(|(_, max)| spec.as_of >= max);
-    let needs_seen = features.iter().any(|f| {
-        matches!(
-            f,
-            Feature::FirstSeen | Feature::LastSeen | Feature::Lifecycle(LifecycleAxis::Tenure)
-        )
-    });
-    // Revenue is read only for features built on it.
-    let needs_revenue = features.iter().any(|f| {
-        !matches!(
-            f,
-            Feature::Recency
-                | Feature::Frequency
-                | Feature::FirstSeen
-                | Feature::LastSeen
-                | Feature::Lifecycle(_)
-                | Feature::RScore
-                | Feature::FScore
-                | Feature::Mean(Metric::Recency | Metric::Frequency)
-                | Feature::Property(_)
-                | Feature::EventCount { .. }
-                | Feature::Total { .. }
-        )
-    });
+    let needs_revenue = needs_revenue(features);
     let mut rows = Rows {
         keys: Vec::new(),
         idx: Vec::new(),
         weight: Vec::new(),
     };
-    let sparse = features.iter().all(|f| {
-        !matches!(
-            f,
-            Feature::Property(_) | Feature::EventCount { .. } | Feature::Total { .. }
-        )
-    });
-    // As of a past date (the store opened up to it, nothing before left
-    // out), when users who never bought collapse into one row: the buyers'
-    // pass, counting the users seen, instead of a row per user.
-    let up_to_as_of =
-        events.options.from.is_none() && events.ts_range.is_some_and(|(_, max)| max <= spec.as_of);
-    if up_to_as_of && !whole_history && !needs_seen && collapse && sparse && !spec.buyers_only {
+    let how = pass(events, features, spec, collapse);
+    if how == Pass::BuyersAndSeen {
         let userstats::Buyers {
             keys,
             mut stats,
@@ -478,7 +480,7 @@ async fn population(
         }
         return Ok((stats, rows));
     }
-    let stats = if whole_history && !needs_seen {
+    let stats = if how == Pass::Buyers {
         let userstats::Buyers {
             keys, mut stats, ..
         } = userstats::scan_buyers(events, &spec.purchase, needs_revenue).await?;
@@ -487,7 +489,7 @@ async fn population(
         // that joined another person (see `crate::identity`).
         let is_user = |k: u32| events.identity.as_ref().is_none_or(|i| i.is_user(k));
         let persons = events.persons();
-        if spec.buyers_only || (collapse && sparse) {
+        if spec.buyers_only || (collapse && sparse(features)) {
             // The extra last entry is every user who never bought.
             let blank = rows.buyers(&keys, &mut stats);
             if !spec.buyers_only && persons > keys.len() {
@@ -526,6 +528,79 @@ async fn population(
         stats
     };
     Ok((stats, rows))
+}
+
+/// How [`population`] reads the users' facts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    /// As of a past date (the store opened up to it, nothing before left
+    /// out), when users who never bought collapse into one row: the buyers'
+    /// pass, counting the users seen, instead of a row per user.
+    BuyersAndSeen,
+    /// When nothing needs first/last seen and the whole history up to the
+    /// newest event is in range, every user key is in the population (each
+    /// was assigned from a committed event), so only purchase rows need to
+    /// be read.
+    Buyers,
+    /// Every user's facts, from every row.
+    Everyone,
+}
+
+fn pass(events: &Events, features: &BTreeSet<Feature>, spec: &FeatureSpec, collapse: bool) -> Pass {
+    let whole_history = events.options.from.is_none()
+        && events.options.to.is_none()
+        && events.ts_range.is_some_and(|(_, max)| spec.as_of >= max);
+    let needs_seen = features.iter().any(|f| {
+        matches!(
+            f,
+            Feature::FirstSeen | Feature::LastSeen | Feature::Lifecycle(LifecycleAxis::Tenure)
+        )
+    });
+    let up_to_as_of =
+        events.options.from.is_none() && events.ts_range.is_some_and(|(_, max)| max <= spec.as_of);
+    if up_to_as_of
+        && !whole_history
+        && !needs_seen
+        && collapse
+        && sparse(features)
+        && !spec.buyers_only
+    {
+        Pass::BuyersAndSeen
+    } else if whole_history && !needs_seen {
+        Pass::Buyers
+    } else {
+        Pass::Everyone
+    }
+}
+
+/// No feature needs a scan of its own (event counts, totals or properties).
+fn sparse(features: &BTreeSet<Feature>) -> bool {
+    features.iter().all(|f| {
+        !matches!(
+            f,
+            Feature::Property(_) | Feature::EventCount { .. } | Feature::Total { .. }
+        )
+    })
+}
+
+/// Revenue is read only for features built on it.
+fn needs_revenue(features: &BTreeSet<Feature>) -> bool {
+    features.iter().any(|f| {
+        !matches!(
+            f,
+            Feature::Recency
+                | Feature::Frequency
+                | Feature::FirstSeen
+                | Feature::LastSeen
+                | Feature::Lifecycle(_)
+                | Feature::RScore
+                | Feature::FScore
+                | Feature::Mean(Metric::Recency | Metric::Frequency)
+                | Feature::Property(_)
+                | Feature::EventCount { .. }
+                | Feature::Total { .. }
+        )
+    })
 }
 
 /// The feature columns of `rows`, computed from `stats`.
@@ -733,6 +808,211 @@ fn local_table(
         cols.push(array);
     }
     Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), cols)?)
+}
+
+/// A feature of one user's facts (see [`is_local`]), as [`CountFold`]
+/// carries it to the key ranges.
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+enum Local {
+    Recency,
+    Frequency,
+    Monetary,
+    FirstSeen,
+    LastSeen,
+    Tenure,
+    Activity,
+}
+
+impl Local {
+    fn of(f: &Feature) -> Option<Self> {
+        Some(match f {
+            Feature::Recency => Self::Recency,
+            Feature::Frequency => Self::Frequency,
+            Feature::Monetary => Self::Monetary,
+            Feature::FirstSeen => Self::FirstSeen,
+            Feature::LastSeen => Self::LastSeen,
+            Feature::Lifecycle(LifecycleAxis::Tenure) => Self::Tenure,
+            Feature::Lifecycle(LifecycleAxis::Activity) => Self::Activity,
+            _ => return None,
+        })
+    }
+
+    fn feature(self) -> Feature {
+        match self {
+            Self::Recency => Feature::Recency,
+            Self::Frequency => Feature::Frequency,
+            Self::Monetary => Feature::Monetary,
+            Self::FirstSeen => Feature::FirstSeen,
+            Self::LastSeen => Feature::LastSeen,
+            Self::Tenure => Feature::Lifecycle(LifecycleAxis::Tenure),
+            Self::Activity => Feature::Lifecycle(LifecycleAxis::Activity),
+        }
+    }
+}
+
+/// A segment tested per key range, when every feature is a function of one
+/// user's facts: each range gathers its users' facts (as
+/// [`userstats::StatsFold`] does), builds their feature table slice by
+/// slice and tests the segment on it. It keeps two numbers, the users seen
+/// by the as-of that match and all of them, and with `keep` the matching
+/// users' facts: nothing about the users who do not match leaves a range.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub(crate) struct CountFold {
+    stats: userstats::StatsFold,
+    /// Keep the matching users' keys and facts.
+    keep: bool,
+    features: Vec<Local>,
+    #[serde(with = "crate::codec::expr")]
+    segment: Expr,
+    as_of: i64,
+    thresholds: Thresholds,
+    buyers_only: bool,
+}
+
+impl CountFold {
+    pub(crate) fn new(
+        features: &BTreeSet<Feature>,
+        segment: &Expr,
+        spec: &FeatureSpec,
+        keep: bool,
+    ) -> Result<Self> {
+        let features: Vec<Local> = features
+            .iter()
+            .map(|f| {
+                Local::of(f).ok_or_else(|| {
+                    EngineError::Internal(format!(
+                        "{} is not a feature of one user's facts",
+                        f.column_name()
+                    ))
+                })
+            })
+            .collect::<Result<_>>()?;
+        Ok(Self {
+            stats: userstats::StatsFold {
+                event: spec.purchase.event.clone(),
+                revenue: needs_revenue_local(&features),
+            },
+            keep,
+            features,
+            segment: segment.clone(),
+            as_of: spec.as_of,
+            thresholds: spec.thresholds.clone(),
+            buyers_only: spec.buyers_only,
+        })
+    }
+
+    fn spec(&self) -> FeatureSpec {
+        FeatureSpec {
+            as_of: self.as_of,
+            purchase: PurchaseSpec {
+                event: self.stats.event.clone(),
+            },
+            thresholds: self.thresholds.clone(),
+            buyers_only: self.buyers_only,
+            scoring: Scoring::default(),
+        }
+    }
+}
+
+/// What [`CountFold`] finds: how many users match among how many, and
+/// (with `keep`) the matching users' keys, ascending, and facts.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub(crate) struct Matches {
+    pub(crate) matched: u64,
+    pub(crate) users: u64,
+    pub(crate) keys: Vec<u32>,
+    pub(crate) stats: UserStats,
+}
+
+fn needs_revenue_local(features: &[Local]) -> bool {
+    features.iter().any(|f| matches!(f, Local::Monetary))
+}
+
+impl crate::fold::UserFold for CountFold {
+    type State = <userstats::StatsFold as crate::fold::UserFold>::State;
+    type Partial = Matches;
+
+    fn name(&self) -> &'static str {
+        "segment_count"
+    }
+
+    fn input(&self) -> crate::fold::FoldInput {
+        self.stats.input()
+    }
+
+    fn schema(&self) -> datafusion::arrow::datatypes::SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new("matched", DataType::UInt64, false),
+            Field::new("users", DataType::UInt64, false),
+        ]))
+    }
+
+    fn start(&self, keys: std::ops::Range<u32>) -> Self::State {
+        self.stats.start(keys)
+    }
+
+    fn update(
+        &self,
+        state: &mut Self::State,
+        rows: &crate::fold::Rows<'_>,
+    ) -> datafusion::error::Result<()> {
+        self.stats.update(state, rows)
+    }
+
+    fn finish(&self, (lo, stats): Self::State) -> datafusion::error::Result<Matches> {
+        let (mut keys, mut idx) = (Vec::new(), Vec::new());
+        for u in 0..stats.len() {
+            if stats.first_seen[u] != NEVER
+                && stats.first_seen[u] <= self.as_of
+                && (!self.buyers_only || stats.purchases[u] > 0)
+            {
+                keys.push(lo + u as u32);
+                idx.push(u);
+            }
+        }
+        let features: BTreeSet<Feature> = self.features.iter().map(|f| f.feature()).collect();
+        let spec = self.spec();
+        // For the types' coercion, as the client's session would.
+        let ctx = datafusion::prelude::SessionContext::new();
+        let mut out = Matches {
+            matched: 0,
+            users: keys.len() as u64,
+            keys: Vec::new(),
+            stats: UserStats::default(),
+        };
+        for at in (0..keys.len()).step_by(COUNT_ROWS) {
+            let end = (at + COUNT_ROWS).min(keys.len());
+            let table = local_table(&features, &spec, &stats, &keys[at..end], &idx[at..end])
+                .map_err(crate::sql::df_error)?;
+            let m = matches_in(&ctx, &self.segment, &table).map_err(crate::sql::df_error)?;
+            out.matched += m.true_count() as u64;
+            if self.keep {
+                for (i, _) in m.iter().enumerate().filter(|(_, v)| *v == Some(true)) {
+                    out.keys.push(keys[at + i]);
+                    out.stats.push_from(&stats, idx[at + i]);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn merge(&self, into: &mut Matches, other: Matches) -> datafusion::error::Result<()> {
+        into.matched += other.matched;
+        into.users += other.users;
+        into.keys.extend(other.keys);
+        into.stats.append(other.stats);
+        Ok(())
+    }
+
+    fn emit(&self, m: Matches) -> datafusion::error::Result<RecordBatch> {
+        Ok(RecordBatch::try_new(
+            self.schema(),
+            vec![
+                Arc::new(datafusion::arrow::array::UInt64Array::from(vec![m.matched])),
+                Arc::new(datafusion::arrow::array::UInt64Array::from(vec![m.users])),
+            ],
+        )?)
+    }
 }
 
 fn ts_col(values: impl Iterator<Item = Option<i64>>) -> ArrayRef {

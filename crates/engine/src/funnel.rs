@@ -567,6 +567,12 @@ pub struct Levels {
 impl Levels {
     /// The outcome as [`UserLevels`], with the spec's breakdown applied.
     pub fn into_user_levels(self, spec: &FunnelSpec) -> UserLevels {
+        self.into_user_levels_from(spec, 0)
+    }
+
+    /// [`Self::into_user_levels`] of levels whose entry 0 is user key `lo`
+    /// (one key range's).
+    fn into_user_levels_from(self, spec: &FunnelSpec, lo: usize) -> UserLevels {
         let Levels {
             mut level,
             mut group,
@@ -587,7 +593,7 @@ impl Levels {
         } else if let Some((of_user, labels)) = &spec.user_groups {
             for (u, g) in group.iter_mut().enumerate() {
                 if level[u] > 0 {
-                    *g = of_user.get(u).copied().unwrap_or(u32::MAX);
+                    *g = of_user.get(lo + u).copied().unwrap_or(u32::MAX);
                     if *g == u32::MAX {
                         level[u] = 0;
                         if let Some(r) = reached.get_mut(u) {
@@ -843,6 +849,131 @@ impl crate::fold::UserFold for FunnelFold {
         let ul = levels.into_user_levels(&self.spec);
         let (rows, _) = summarize(&ul, &self.spec);
         batch_of_rows(&rows).map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))
+    }
+}
+
+/// A [`FunnelFold`] whose key ranges each finish into their [`Tally`]: the
+/// funnel's own rows need counts and conversion times per group, not every
+/// user's levels (an A/B readout's metric needs those, from the funnel
+/// fold itself). A range's tally is all that leaves it.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct FunnelTally(pub FunnelFold);
+
+impl crate::fold::UserFold for FunnelTally {
+    type State = FunnelState;
+    type Partial = Tally;
+
+    fn name(&self) -> &'static str {
+        "funnel"
+    }
+
+    fn input(&self) -> crate::fold::FoldInput {
+        self.0.input()
+    }
+
+    fn schema(&self) -> datafusion::arrow::datatypes::SchemaRef {
+        self.0.schema()
+    }
+
+    fn start(&self, keys: std::ops::Range<u32>) -> FunnelState {
+        self.0.start(keys)
+    }
+
+    fn update(
+        &self,
+        st: &mut FunnelState,
+        rows: &crate::fold::Rows<'_>,
+    ) -> datafusion::error::Result<()> {
+        self.0.update(st, rows)
+    }
+
+    fn finish(&self, st: FunnelState) -> datafusion::error::Result<Tally> {
+        let lo = st.lo as usize;
+        let levels = self.0.finish(st)?;
+        let spec = &self.0.spec;
+        Ok(Tally::of(&levels.into_user_levels_from(spec, lo), spec))
+    }
+
+    fn merge(&self, into: &mut Tally, other: Tally) -> datafusion::error::Result<()> {
+        into.absorb(other);
+        Ok(())
+    }
+
+    fn emit(&self, tally: Tally) -> datafusion::error::Result<RecordBatch> {
+        let (rows, _) = tally.rows(&self.0.spec);
+        batch_of_rows(&rows).map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))
+    }
+}
+
+/// A [`FunnelFold`] whose key ranges each finish into one flag per user:
+/// reached the last step. What an A/B readout's funnel metric needs, a
+/// byte per user instead of the levels, groups and conversion times.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct FunnelConverted(pub FunnelFold);
+
+/// Whether each user (by key) reached the funnel's last step.
+pub async fn converted(events: &Events, spec: &FunnelSpec) -> Result<Vec<bool>> {
+    let fold = FunnelConverted(FunnelFold::new(events, spec)?);
+    crate::fold::partial(events, fold).await
+}
+
+impl crate::fold::UserFold for FunnelConverted {
+    type State = FunnelState;
+    type Partial = Vec<bool>;
+
+    fn name(&self) -> &'static str {
+        "funnel_converted"
+    }
+
+    fn input(&self) -> crate::fold::FoldInput {
+        self.0.input()
+    }
+
+    fn schema(&self) -> datafusion::arrow::datatypes::SchemaRef {
+        use datafusion::arrow::datatypes::{Field, Schema};
+        std::sync::Arc::new(Schema::new(vec![
+            Field::new("user_key", DataType::UInt32, false),
+            Field::new("converted", DataType::Boolean, false),
+        ]))
+    }
+
+    fn start(&self, keys: std::ops::Range<u32>) -> FunnelState {
+        self.0.start(keys)
+    }
+
+    fn update(
+        &self,
+        st: &mut FunnelState,
+        rows: &crate::fold::Rows<'_>,
+    ) -> datafusion::error::Result<()> {
+        self.0.update(st, rows)
+    }
+
+    fn finish(&self, st: FunnelState) -> datafusion::error::Result<Vec<bool>> {
+        let steps = self.0.spec.steps.len();
+        let levels = self.0.finish(st)?;
+        Ok(levels
+            .level
+            .iter()
+            .map(|&l| usize::from(l) == steps)
+            .collect())
+    }
+
+    fn merge(&self, into: &mut Vec<bool>, other: Vec<bool>) -> datafusion::error::Result<()> {
+        crate::fold::append_exact(into, other);
+        Ok(())
+    }
+
+    fn emit(&self, converted: Vec<bool>) -> datafusion::error::Result<RecordBatch> {
+        use datafusion::arrow::array::{BooleanArray, UInt32Array};
+        let n = converted.len() as u32;
+        Ok(RecordBatch::try_new(
+            self.schema(),
+            vec![
+                std::sync::Arc::new(UInt32Array::from_iter_values(0..n)),
+                std::sync::Arc::new(BooleanArray::from(converted)),
+            ],
+        )?)
     }
 }
 
@@ -1152,8 +1283,8 @@ pub async fn funnel(
     events: &Events,
     spec: &FunnelSpec,
 ) -> Result<(Vec<FunnelRow>, Vec<HistogramRow>)> {
-    let ul = user_levels(events, spec).await?;
-    Ok(summarize(&ul, spec))
+    let fold = FunnelTally(FunnelFold::new(events, spec)?);
+    Ok(crate::fold::partial(events, fold).await?.rows(spec))
 }
 
 /// The schema of funnel rows (the columns of [`FunnelRow`]).
@@ -1266,88 +1397,143 @@ pub fn rows_of_batch(b: &RecordBatch) -> Vec<FunnelRow> {
 
 /// Turns per-user levels into the report rows.
 pub fn summarize(ul: &UserLevels, spec: &FunnelSpec) -> (Vec<FunnelRow>, Vec<HistogramRow>) {
-    let n = spec.steps.len();
-    let groups = ul.labels.len();
-    let mut reached = vec![vec![0u64; n]; groups];
-    let mut times: Vec<Vec<Vec<i64>>> = vec![vec![Vec::new(); n]; groups];
-    for (u, &l) in ul.level.iter().enumerate() {
-        if l == 0 {
-            continue;
-        }
-        let g = ul.group[u];
-        if g == u32::MAX {
-            continue;
-        }
-        let g = g as usize;
-        for (k, r) in reached[g].iter_mut().take(l as usize).enumerate() {
-            if ul.reached(u, k) {
-                *r += 1;
+    Tally::of(ul, spec).rows(spec)
+}
+
+/// What a funnel's rows are made of, per group: the users who reached each
+/// step and the times to convert into each step. Nothing per user: a key
+/// range's tally is a few numbers per group plus its conversion times, and
+/// tallies merge by adding.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct Tally {
+    /// Per group label (every label met, reached or not): users per step
+    /// and conversion times per step (µs; none for step 1).
+    groups: std::collections::BTreeMap<String, (Vec<u64>, Vec<Vec<i64>>)>,
+}
+
+impl Tally {
+    /// The tally of `ul`.
+    pub fn of(ul: &UserLevels, spec: &FunnelSpec) -> Self {
+        let n = spec.steps.len();
+        let groups = ul.labels.len();
+        let mut reached = vec![vec![0u64; n]; groups];
+        let mut times: Vec<Vec<Vec<i64>>> = vec![vec![Vec::new(); n]; groups];
+        for (u, &l) in ul.level.iter().enumerate() {
+            if l == 0 {
+                continue;
             }
-        }
-        let conv = &ul.conv_us[ul.conv_offsets[u] as usize..ul.conv_offsets[u + 1] as usize];
-        for (k, &c) in conv.iter().enumerate() {
-            if c != exact::SKIPPED {
-                times[g][k + 1].push(c);
+            let g = ul.group[u];
+            if g == u32::MAX {
+                continue;
             }
-        }
-    }
-    // Conversion from the previous step counts from the previous required
-    // one, so an optional step never shrinks the funnel after it.
-    let previous: Vec<Option<usize>> = (0..n)
-        .map(|k| (0..k).rev().find(|&j| !spec.steps[j].optional))
-        .collect();
-    // Groups in label order.
-    let mut order: Vec<usize> = (0..groups).collect();
-    order.sort_by(|&a, &b| ul.labels[a].cmp(&ul.labels[b]));
-    let mut rows = Vec::new();
-    let mut hist = Vec::new();
-    for g in order {
-        if reached[g][0] == 0 && groups > 1 {
-            continue;
-        }
-        for k in 0..n {
-            let users = reached[g][k];
-            let first = reached[g][0];
-            let prev = previous[k].map(|j| reached[g][j]);
-            let t = &mut times[g][k];
-            let mut secs = |q: f64| quantile_cont(t, q).map(|v| v / 1e6);
-            rows.push(FunnelRow {
-                group: ul.labels[g].clone(),
-                step: k as u32 + 1,
-                event: spec.steps[k].label.clone(),
-                users,
-                drop_off: prev.map_or(0, |p| p - users),
-                conversion_from_previous: prev.filter(|&p| p > 0).map(|p| users as f64 / p as f64),
-                conversion_from_first: (first > 0).then(|| users as f64 / first as f64),
-                median_seconds_to_convert: if k == 0 { None } else { secs(0.5) },
-                p90_seconds_to_convert: if k == 0 { None } else { secs(0.9) },
-            });
-            if k > 0 {
-                let mut counts = vec![0u64; BUCKETS.len()];
-                for &us in t.iter() {
-                    let s = us.div_euclid(1_000_000);
-                    let b = BUCKETS.partition_point(|(lo, _)| *lo <= s) - 1;
-                    counts[b] += 1;
+            let g = g as usize;
+            for (k, r) in reached[g].iter_mut().take(l as usize).enumerate() {
+                if ul.reached(u, k) {
+                    *r += 1;
                 }
-                for (b, c) in counts.into_iter().enumerate() {
-                    let to = BUCKETS.get(b + 1);
-                    hist.push(HistogramRow {
-                        group: ul.labels[g].clone(),
-                        step: k as u32 + 1,
-                        event: spec.steps[k].label.clone(),
-                        bucket: match to {
-                            Some((_, t)) => format!("{}-{}", BUCKETS[b].1, t),
-                            None => format!("{}+", BUCKETS[b].1),
-                        },
-                        from_seconds: BUCKETS[b].0,
-                        to_seconds: to.map(|(s, _)| *s),
-                        users: c,
-                    });
+            }
+            let conv = &ul.conv_us[ul.conv_offsets[u] as usize..ul.conv_offsets[u + 1] as usize];
+            for (k, &c) in conv.iter().enumerate() {
+                if c != exact::SKIPPED {
+                    times[g][k + 1].push(c);
+                }
+            }
+        }
+        let mut t = Tally::default();
+        for (g, label) in ul.labels.iter().enumerate() {
+            let entry = t
+                .groups
+                .entry(label.clone())
+                .or_insert_with(|| (vec![0; n], vec![Vec::new(); n]));
+            for k in 0..n {
+                entry.0[k] += reached[g][k];
+                entry.1[k].append(&mut times[g][k]);
+            }
+        }
+        t
+    }
+
+    /// Adds `other` in.
+    pub fn absorb(&mut self, other: Tally) {
+        for (label, (reached, mut times)) in other.groups {
+            match self.groups.get_mut(&label) {
+                None => {
+                    self.groups.insert(label, (reached, times));
+                }
+                Some((r, t)) => {
+                    for (a, b) in r.iter_mut().zip(reached) {
+                        *a += b;
+                    }
+                    for (a, b) in t.iter_mut().zip(times.iter_mut()) {
+                        a.append(b);
+                    }
                 }
             }
         }
     }
-    (rows, hist)
+
+    /// The funnel's rows and time-to-convert histogram, groups in label
+    /// order.
+    pub fn rows(mut self, spec: &FunnelSpec) -> (Vec<FunnelRow>, Vec<HistogramRow>) {
+        let n = spec.steps.len();
+        let groups = self.groups.len();
+        // Conversion from the previous step counts from the previous required
+        // one, so an optional step never shrinks the funnel after it.
+        let previous: Vec<Option<usize>> = (0..n)
+            .map(|k| (0..k).rev().find(|&j| !spec.steps[j].optional))
+            .collect();
+        let mut rows = Vec::new();
+        let mut hist = Vec::new();
+        for (label, (reached, times)) in self.groups.iter_mut() {
+            if reached[0] == 0 && groups > 1 {
+                continue;
+            }
+            for k in 0..n {
+                let users = reached[k];
+                let first = reached[0];
+                let prev = previous[k].map(|j| reached[j]);
+                let t = &mut times[k];
+                let mut secs = |q: f64| quantile_cont(t, q).map(|v| v / 1e6);
+                rows.push(FunnelRow {
+                    group: label.clone(),
+                    step: k as u32 + 1,
+                    event: spec.steps[k].label.clone(),
+                    users,
+                    drop_off: prev.map_or(0, |p| p - users),
+                    conversion_from_previous: prev
+                        .filter(|&p| p > 0)
+                        .map(|p| users as f64 / p as f64),
+                    conversion_from_first: (first > 0).then(|| users as f64 / first as f64),
+                    median_seconds_to_convert: if k == 0 { None } else { secs(0.5) },
+                    p90_seconds_to_convert: if k == 0 { None } else { secs(0.9) },
+                });
+                if k > 0 {
+                    let mut counts = vec![0u64; BUCKETS.len()];
+                    for &us in t.iter() {
+                        let s = us.div_euclid(1_000_000);
+                        let b = BUCKETS.partition_point(|(lo, _)| *lo <= s) - 1;
+                        counts[b] += 1;
+                    }
+                    for (b, c) in counts.into_iter().enumerate() {
+                        let to = BUCKETS.get(b + 1);
+                        hist.push(HistogramRow {
+                            group: label.clone(),
+                            step: k as u32 + 1,
+                            event: spec.steps[k].label.clone(),
+                            bucket: match to {
+                                Some((_, t)) => format!("{}-{}", BUCKETS[b].1, t),
+                                None => format!("{}+", BUCKETS[b].1),
+                            },
+                            from_seconds: BUCKETS[b].0,
+                            to_seconds: to.map(|(s, _)| *s),
+                            users: c,
+                        });
+                    }
+                }
+            }
+        }
+        (rows, hist)
+    }
 }
 
 #[cfg(test)]

@@ -370,7 +370,7 @@ impl TableFunctionImpl for FunnelFunction {
             entry_to: None,
         };
         let fold = funnel::FunnelFold::new(&self.events, &spec).map_err(df_error)?;
-        fold_table(&self.events, fold)
+        fold_table(&self.events, funnel::FunnelTally(fold))
     }
 }
 

@@ -39,20 +39,26 @@ impl Default for PurchaseSpec {
 
 /// Facts about every user key (`users` entries; users without events in range
 /// have `first_seen == NEVER`).
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct UserStats {
     /// First event time.
+    #[serde(with = "crate::fold::compact")]
     pub first_seen: Vec<i64>,
     /// Last event time.
+    #[serde(with = "crate::fold::compact")]
     pub last_seen: Vec<i64>,
     /// First purchase time.
+    #[serde(with = "crate::fold::compact")]
     pub first_purchase: Vec<i64>,
     /// Last purchase time.
+    #[serde(with = "crate::fold::compact")]
     pub last_purchase: Vec<i64>,
     /// Number of purchase events.
+    #[serde(with = "crate::fold::compact")]
     pub purchases: Vec<u32>,
     /// Sum of purchase revenue, in cents; empty when revenue was not read
     /// (see [`scan_with`]).
+    #[serde(with = "crate::fold::compact")]
     pub revenue: Vec<i128>,
 }
 
@@ -91,14 +97,26 @@ impl UserStats {
         self.purchases.push(0);
     }
 
+    /// Appends entry `u` of `o` (with its revenue, if `o` has it).
+    pub(crate) fn push_from(&mut self, o: &UserStats, u: usize) {
+        self.first_seen.push(o.first_seen[u]);
+        self.last_seen.push(o.last_seen[u]);
+        self.first_purchase.push(o.first_purchase[u]);
+        self.last_purchase.push(o.last_purchase[u]);
+        self.purchases.push(o.purchases[u]);
+        if let Some(&r) = o.revenue.get(u) {
+            self.revenue.push(r);
+        }
+    }
+
     /// Appends `o` (the facts of the next users).
-    fn append(&mut self, o: UserStats) {
-        self.first_seen.extend(o.first_seen);
-        self.last_seen.extend(o.last_seen);
-        self.first_purchase.extend(o.first_purchase);
-        self.last_purchase.extend(o.last_purchase);
-        self.purchases.extend(o.purchases);
-        self.revenue.extend(o.revenue);
+    pub(crate) fn append(&mut self, o: UserStats) {
+        crate::fold::append_exact(&mut self.first_seen, o.first_seen);
+        crate::fold::append_exact(&mut self.last_seen, o.last_seen);
+        crate::fold::append_exact(&mut self.first_purchase, o.first_purchase);
+        crate::fold::append_exact(&mut self.last_purchase, o.last_purchase);
+        crate::fold::append_exact(&mut self.purchases, o.purchases);
+        crate::fold::append_exact(&mut self.revenue, o.revenue);
     }
 }
 
@@ -477,7 +495,7 @@ impl UserFold for BuyersFold {
     fn merge(&self, into: &mut Buyers, other: Buyers) -> DfResult<()> {
         into.seen += other.seen;
         into.unbought = into.unbought.or(other.unbought);
-        into.keys.extend(other.keys);
+        crate::fold::append_exact(&mut into.keys, other.keys);
         into.stats.append(other.stats);
         Ok(())
     }

@@ -67,9 +67,47 @@ pub use tenure_engine::analysis::Scope;
 /// The cluster at `cluster` (a `--cluster` address), if any; a malformed
 /// address is bad input.
 pub fn remote_of(cluster: Option<&str>) -> anyhow::Result<Option<tenure_engine::remote::Remote>> {
-    cluster
-        .map(|c| tenure_cluster::remote(c).map_err(|e| BadInput(e.to_string()).into()))
-        .transpose()
+    let Some(c) = cluster else {
+        return Ok(None);
+    };
+    let remote = tenure_cluster::remote(c).map_err(|e| BadInput(e.to_string()))?;
+    if let Ok(limit) = std::env::var(CLUSTER_TIMEOUT) {
+        deadline(c, &limit)?;
+    }
+    Ok(Some(remote))
+}
+
+/// The environment variable that bounds how long a command waits for its
+/// cluster: a duration (`90s`, `30m`, `2h`). A cluster that lost an
+/// executor can keep a job waiting; past the limit the command stops with
+/// an error (exit code 1) instead of waiting on.
+pub const CLUSTER_TIMEOUT: &str = "TENURE_CLUSTER_TIMEOUT";
+
+/// Starts the watch that ends the process once `limit` has passed (once per
+/// process, however many times a cluster is named).
+fn deadline(cluster: &str, limit: &str) -> anyhow::Result<()> {
+    let micros = tenure_engine::funnel::syntax::parse_window(limit)
+        .ok()
+        .filter(|&m| m > 0)
+        .ok_or_else(|| {
+            BadInput(format!(
+                "{CLUSTER_TIMEOUT}={limit}: expected a duration such as 90s, 30m or 2h"
+            ))
+        })?;
+    static STARTED: std::sync::Once = std::sync::Once::new();
+    let (cluster, limit) = (cluster.to_string(), limit.to_string());
+    STARTED.call_once(move || {
+        std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_micros(micros as u64));
+            eprintln!(
+                "error: the cluster at {cluster} did not answer within {limit} \
+                 ({CLUSTER_TIMEOUT}); an executor may have been lost: check the \
+                 scheduler's log, or raise the limit"
+            );
+            std::process::exit(1);
+        });
+    });
+    Ok(())
 }
 
 impl AnalysisArgs {

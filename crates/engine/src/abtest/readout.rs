@@ -242,13 +242,7 @@ pub async fn summaries_by(
                     entry_from: from,
                     entry_to: to,
                 };
-                let levels = crate::funnel::user_levels(&later, &spec).await?;
-                let converted: Vec<bool> = levels
-                    .level
-                    .iter()
-                    .map(|&l| usize::from(l) == steps.len())
-                    .collect();
-                PerUser::Flags(converted)
+                PerUser::Flags(crate::funnel::converted(&later, &spec).await?)
             }
         };
         for (dimension, view) in &views {

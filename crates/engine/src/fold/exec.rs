@@ -210,7 +210,8 @@ pub(crate) fn assemble_parts(
 
 /// A partial result as bytes (bincode: fixed-width little-endian numbers,
 /// so the per-user vectors of a partial result are copied rather than
-/// encoded number by number).
+/// encoded number by number, except those that are mostly one value, which
+/// are written as their exceptions: see [`super::compact`]).
 pub(crate) fn encode_part<T: serde::Serialize>(part: &T) -> DfResult<Vec<u8>> {
     bincode::serialize(part)
         .map_err(|e| DataFusionError::Internal(format!("encoding a fold's partial result: {e}")))

@@ -347,6 +347,12 @@ impl Drop for Done {
     }
 }
 
+/// Most users in one key range (about): a fold's per-user state is at most
+/// tens of bytes a user (user facts: 52), so the `concurrency` ranges in
+/// flight hold a few hundred MB at most, at 30M users as at 3M; more users
+/// make more ranges than threads, folded `concurrency` at a time.
+const RANGE_USERS: u32 = 1 << 22;
+
 /// Columns a fold may not ask for: the scan always provides them.
 const KEY_COLUMNS: [&str; 2] = ["user_key", "ts"];
 
@@ -374,7 +380,12 @@ impl KeyScanExec {
         // threads better but cost more than they gain (each range decodes
         // the pages at its edges and merges its own blocks; measured with 2
         // to 8 per thread).
-        let n = threads.clamp(1, users.max(1));
+        // And ranges of at most RANGE_USERS users (about, as ranges are
+        // balanced by rows), so that the per-user state of the ranges in
+        // flight stays bounded however many users there are.
+        let n = threads
+            .max(users.div_ceil(RANGE_USERS))
+            .clamp(1, users.max(1));
         let mut ranges = balanced_ranges(&footers, users, n).unwrap_or_else(|| {
             let per = users.div_ceil(n).max(1);
             (0..n)

@@ -79,7 +79,7 @@ pub(crate) enum Value {
 /// Per-user totals, dense by user key.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub(crate) enum Sums {
-    Exact(Vec<i128>),
+    Exact(#[serde(with = "super::compact")] Vec<i128>),
     Float(Vec<f64>),
 }
 
@@ -187,8 +187,8 @@ impl super::UserFold for PerUser {
 
     fn merge(&self, into: &mut Sums, other: Sums) -> datafusion::error::Result<()> {
         match (into, other) {
-            (Sums::Exact(a), Sums::Exact(b)) => a.extend(b),
-            (Sums::Float(a), Sums::Float(b)) => a.extend(b),
+            (Sums::Exact(a), Sums::Exact(b)) => super::append_exact(a, b),
+            (Sums::Float(a), Sums::Float(b)) => super::append_exact(a, b),
             _ => {
                 return Err(datafusion::error::DataFusionError::Internal(
                     "per-user totals of two kinds".into(),
