@@ -19,6 +19,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from fold_bench import cases, run  # noqa: E402
 
 GIB = 1024.0
+SEGMENTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "queries", "rfm_segments.seg")
 
 
 def extra(data, threads):
@@ -28,7 +29,7 @@ def extra(data, threads):
     return [
         ("rfm", ["rfm", *d, *t]),
         ("segment first_seen/last_seen rows", ["segment", *d, "first_seen within 60d and last_seen within 7d", *t]),
-        ("segment @champions --count", ["segment", *d, "@champions", "--count", *t]),
+        ("segment @champions --count", ["segment", *d, "@champions", "--count", "--segments", SEGMENTS, *t]),
         ("paths --after view_item", ["paths", *d, "--after", "view_item", "--depth", "5", *t]),
         ("clv", ["clv", *d, *t]),
         ("sql count(*) FROM rfm()", [*sql, "SELECT r_score, count(*) FROM rfm() GROUP BY 1 ORDER BY 1"]),
