@@ -487,7 +487,7 @@ fn a_silent_cluster_ends_in_an_error_at_the_deadline() {
     let out = timed(&mut cmd, Duration::from_secs(60)).expect("no deadline: still waiting");
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(
-        stderr(&out).contains("did not answer within 3s"),
+        stderr(&out).contains("did not finish within 3s"),
         "{}",
         stderr(&out)
     );

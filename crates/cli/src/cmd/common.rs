@@ -77,10 +77,11 @@ pub fn remote_of(cluster: Option<&str>) -> anyhow::Result<Option<tenure_engine::
     Ok(Some(remote))
 }
 
-/// The environment variable that bounds how long a command waits for its
-/// cluster: a duration (`90s`, `30m`, `2h`). A cluster that lost an
-/// executor can keep a job waiting; past the limit the command stops with
-/// an error (exit code 1) instead of waiting on.
+/// The environment variable that bounds how long a command that runs on a
+/// cluster may take in all: a duration (`90s`, `30m`, `2h`). A cluster that
+/// lost an executor can keep a job waiting; past the limit the command
+/// stops with an error (exit code 1) instead of waiting on. It bounds the
+/// whole command, so set it above the longest query expected.
 pub const CLUSTER_TIMEOUT: &str = "TENURE_CLUSTER_TIMEOUT";
 
 /// Starts the watch that ends the process once `limit` has passed (once per
@@ -100,9 +101,10 @@ fn deadline(cluster: &str, limit: &str) -> anyhow::Result<()> {
         std::thread::spawn(move || {
             std::thread::sleep(std::time::Duration::from_micros(micros as u64));
             eprintln!(
-                "error: the cluster at {cluster} did not answer within {limit} \
-                 ({CLUSTER_TIMEOUT}); an executor may have been lost: check the \
-                 scheduler's log, or raise the limit"
+                "error: the command on the cluster at {cluster} did not finish within \
+                 {limit} ({CLUSTER_TIMEOUT}; output so far is incomplete): a job may \
+                 be waiting on a lost executor (see the scheduler's log), or the query \
+                 needs a higher limit"
             );
             std::process::exit(1);
         });

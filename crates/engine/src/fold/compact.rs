@@ -144,7 +144,10 @@ pub(crate) fn decode<T: Int>(b: &[u8]) -> Result<Vec<T>, String> {
             }
             let value = |v: u128| T::narrow(unzigzag(v)).ok_or_else(bad);
             let base = value(get_varint(b, &mut at).ok_or_else(bad)?)?;
-            let mut v = vec![base; len];
+            // A length from malformed bytes must not abort the process.
+            let mut v = Vec::new();
+            v.try_reserve_exact(len).map_err(|_| bad())?;
+            v.resize(len, base);
             let mut i = 0usize;
             while at < b.len() {
                 let gap = get_varint(b, &mut at).ok_or_else(bad)?;

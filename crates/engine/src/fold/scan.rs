@@ -386,12 +386,15 @@ impl KeyScanExec {
         let n = threads
             .max(users.div_ceil(RANGE_USERS))
             .clamp(1, users.max(1));
-        let mut ranges = balanced_ranges(&footers, users, n).unwrap_or_else(|| {
+        let ranges = balanced_ranges(&footers, users, n).unwrap_or_else(|| {
             let per = users.div_ceil(n).max(1);
             (0..n)
                 .map(|i| ((i * per).min(users), ((i + 1) * per).min(users)))
                 .collect()
         });
+        // Balanced by rows, a range of users with few rows can be wide:
+        // cut it, so that none holds more than RANGE_USERS users' state.
+        let mut ranges = cap_users(ranges, RANGE_USERS);
         let identity = events.identity.clone().filter(|i| i.diverts());
         if let Some(id) = &identity {
             ranges.push((id.base, id.key_space()));
@@ -1471,6 +1474,24 @@ fn any_flag(
 /// first keys hold the most rows (half the keys held 59 % of the rows on the
 /// generated 9.6M events): equal key ranges leave a thread idle for the last
 /// third of the run. `None` when a file has no usable statistics.
+/// `ranges` with every range wider than `most` users cut into equal parts
+/// of at most `most`.
+fn cap_users(ranges: Vec<(u32, u32)>, most: u32) -> Vec<(u32, u32)> {
+    let most = most.max(1);
+    let mut out = Vec::with_capacity(ranges.len());
+    for (lo, hi) in ranges {
+        let parts = (hi - lo).div_ceil(most).max(1);
+        let per = (hi - lo).div_ceil(parts);
+        let mut at = lo;
+        for _ in 0..parts {
+            let end = (at + per).min(hi);
+            out.push((at, end));
+            at = end;
+        }
+    }
+    out
+}
+
 fn balanced_ranges(
     footers: &[Option<parquet::arrow::arrow_reader::ArrowReaderMetadata>],
     users: u32,
@@ -1698,6 +1719,26 @@ fn text_eq(e: &Expr, read: &Schema) -> Option<(usize, String)> {
 mod tests {
     use super::*;
     use datafusion::arrow::array::{TimestampMicrosecondArray, UInt32Array};
+
+    #[test]
+    fn wide_ranges_are_cut_to_the_most_users() {
+        // Balanced by rows: most rows in the first keys, one wide range.
+        let ranges = vec![(0, 100), (100, 250), (250, 3000)];
+        let cut = cap_users(ranges, 1000);
+        assert_eq!(
+            cut,
+            vec![
+                (0, 100),
+                (100, 250),
+                (250, 1167),
+                (1167, 2084),
+                (2084, 3000)
+            ]
+        );
+        assert!(cut.iter().all(|(lo, hi)| hi - lo <= 1000));
+        assert!(cut.windows(2).all(|w| w[0].1 == w[1].0));
+        assert_eq!(cap_users(vec![(5, 5)], 10), vec![(5, 5)]);
+    }
 
     fn batch(keys: &[u32], ts: &[i64]) -> RecordBatch {
         let schema = Arc::new(Schema::new(vec![
