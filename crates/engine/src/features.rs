@@ -739,15 +739,7 @@ fn recency(stats: &UserStats, u: usize, as_of: i64) -> Option<i64> {
 /// Whether a feature of a row is a function of that row's facts alone (not
 /// of the population, as scores and means are, nor of another scan).
 fn is_local(f: &Feature) -> bool {
-    matches!(
-        f,
-        Feature::Recency
-            | Feature::Frequency
-            | Feature::Monetary
-            | Feature::FirstSeen
-            | Feature::LastSeen
-            | Feature::Lifecycle(_)
-    )
+    Local::of(f).is_some()
 }
 
 /// The column of a local feature (see [`is_local`]) for the stats entries
@@ -876,6 +868,7 @@ impl CountFold {
         spec: &FeatureSpec,
         keep: bool,
     ) -> Result<Self> {
+        let revenue = needs_revenue(features);
         let features: Vec<Local> = features
             .iter()
             .map(|f| {
@@ -890,7 +883,7 @@ impl CountFold {
         Ok(Self {
             stats: userstats::StatsFold {
                 event: spec.purchase.event.clone(),
-                revenue: needs_revenue_local(&features),
+                revenue,
             },
             keep,
             features,
@@ -922,10 +915,6 @@ pub(crate) struct Matches {
     pub(crate) users: u64,
     pub(crate) keys: Vec<u32>,
     pub(crate) stats: UserStats,
-}
-
-fn needs_revenue_local(features: &[Local]) -> bool {
-    features.iter().any(|f| matches!(f, Local::Monetary))
 }
 
 impl crate::fold::UserFold for CountFold {
