@@ -217,9 +217,28 @@ pub fn config() -> SessionConfig {
 
 /// A runtime in which the store `config` names is registered.
 pub fn runtime(config: &SessionConfig) -> DfResult<Arc<RuntimeEnv>> {
-    let runtime = RuntimeEnvBuilder::new().build_arc()?;
+    runtime_in(config, None)
+}
+
+/// [`runtime`], with the files an operator spills to disk under
+/// `work_dir/spill` when given (an executor's `--work-dir`), else in the
+/// system's temporary directory.
+fn runtime_in(
+    config: &SessionConfig,
+    work_dir: Option<&std::path::Path>,
+) -> DfResult<Arc<RuntimeEnv>> {
+    let mut builder = RuntimeEnvBuilder::new();
+    if let Some(dir) = work_dir {
+        builder = builder.with_temp_file_path(spill_dir(dir));
+    }
+    let runtime = builder.build_arc()?;
     register_store(config, &runtime)?;
     Ok(runtime)
+}
+
+/// Where an executor with `work_dir` spills.
+fn spill_dir(work_dir: &std::path::Path) -> std::path::PathBuf {
+    work_dir.join("spill")
 }
 
 /// The scheduler's session for a client's settings: Ballista's, with
@@ -373,6 +392,12 @@ pub async fn executor(opts: ExecutorOptions) -> anyhow::Result<()> {
     for f in functions() {
         registry.scalar_functions.insert(f.name().to_string(), f);
     }
+    // Spill files go with the shuffle files, where the operator said.
+    let work_dir = opts.work_dir.as_ref().map(std::path::PathBuf::from);
+    if let Some(dir) = &work_dir {
+        std::fs::create_dir_all(spill_dir(dir))
+            .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", spill_dir(dir).display()))?;
+    }
     let config = ExecutorProcessConfig {
         bind_host: opts.bind.ip().to_string(),
         external_host: Some(opts.bind.ip().to_string()),
@@ -385,7 +410,9 @@ pub async fn executor(opts: ExecutorOptions) -> anyhow::Result<()> {
         executor_heartbeat_interval_seconds: HEARTBEAT_SECS,
         work_dir: opts.work_dir.clone(),
         override_config_producer: Some(Arc::new(config)),
-        override_runtime_producer: Some(Arc::new(|c: &SessionConfig| runtime(c))),
+        override_runtime_producer: Some(Arc::new(move |c: &SessionConfig| {
+            runtime_in(c, work_dir.as_deref())
+        })),
         override_function_registry: Some(Arc::new(registry)),
         override_logical_codec: Some(Arc::new(LogicalCodec::default())),
         override_physical_codec: Some(Arc::new(PhysicalCodec::default())),
@@ -393,4 +420,26 @@ pub async fn executor(opts: ExecutorOptions) -> anyhow::Result<()> {
     };
     start_executor_process(Arc::new(config)).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_executor_spills_under_its_work_dir() {
+        let dir = std::env::temp_dir().join(format!("tenure-spill-test-{}", std::process::id()));
+        std::fs::create_dir_all(spill_dir(&dir)).unwrap();
+        let spilling = runtime_in(&SessionConfig::new(), Some(&dir)).unwrap();
+        let file = spilling.disk_manager.create_tmp_file("test").unwrap();
+        let path = file.path().expect("a file on disk").to_path_buf();
+        assert!(path.starts_with(spill_dir(&dir)), "{}", path.display());
+        drop(file);
+        // Without a work directory: the system's temporary directory.
+        let default = runtime(&SessionConfig::new()).unwrap();
+        let file = default.disk_manager.create_tmp_file("test").unwrap();
+        assert!(!file.path().expect("a file on disk").starts_with(&dir));
+        drop(file);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

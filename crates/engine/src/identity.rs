@@ -5,11 +5,13 @@
 //! `tenure compact` has not folded into the files) is read under a *virtual*
 //! key `users + i` (i = 0, 1, ... in order of the person's key): the scan
 //! takes those rows out of the key ranges they were read in and delivers them
-//! as one more range, after all the others, each person's rows together and
-//! in time order (see `fold::scan`). Every fold then sees one user per
-//! person without knowing about merges, and its per-user arrays simply cover
-//! the virtual keys too ([`Identity::key_space`]). Persons whose merges are
-//! all folded into the files read as they are.
+//! as one more range, after all the others: to a fold that asks for order,
+//! each person's rows together and in time order; to the others, as they
+//! were set aside, each piece in virtual key order (see `fold::scan`).
+//! Every fold then sees one user per person without knowing about merges,
+//! and its per-user arrays simply cover the virtual keys too
+//! ([`Identity::key_space`]). Persons whose merges are all folded into the
+//! files read as they are.
 
 use std::sync::Arc;
 
@@ -25,12 +27,12 @@ pub struct Identity {
     pub base: u32,
     /// Dictionary keys whose rows are a merged person's, ascending.
     member: Vec<u32>,
+    /// The virtual key of each of `member`'s keys (same order).
+    virt: Vec<u32>,
     /// Dictionary keys that joined another person (their rows, if any, are
     /// read under that person's key) or are read under a virtual key, so
     /// stand for no user of their own; ascending.
     absorbed: Vec<u32>,
-    /// Member key -> virtual key.
-    virt: std::collections::HashMap<u32, u32, foldhash::fast::FixedState>,
     /// `member` as a bit per dictionary key (made on first use, not encoded).
     #[serde(skip)]
     bits: std::sync::OnceLock<Vec<u64>>,
@@ -46,34 +48,47 @@ impl Identity {
         if all.is_empty() {
             return None;
         }
+        let folded = folded.min(log.len());
         let mut full = resolve(&all);
-        let mut before: Persons = resolve(log[..folded.min(log.len())].iter().flatten());
-        // Persons by key, each with its members: (person, key) ascending.
-        let mut members: Vec<(u32, u32)> =
-            full.members().into_iter().map(|(k, p)| (p, k)).collect();
+        // Nothing folded into the files yet (the usual case between two
+        // compactions): no second resolution.
+        let mut before: Option<Persons> =
+            (folded > 0).then(|| resolve(log[..folded].iter().flatten()));
+        // Persons by key, each with its members: (person, key) ascending,
+        // as one sortable word each.
+        let mut members: Vec<u64> = full
+            .members()
+            .into_iter()
+            .map(|(k, p)| (u64::from(p) << 32) | u64::from(k))
+            .collect();
         members.sort_unstable();
         let mut out = Identity {
             base,
             ..Default::default()
         };
-        for group in members.chunk_by(|a, b| a.0 == b.0) {
-            let person = group[0].0;
-            let keys = group.iter().map(|&(_, k)| k).filter(|&k| k < base);
+        // (member key, virtual key), sorted by member key at the end.
+        let mut diverted: Vec<u64> = Vec::with_capacity(members.len());
+        for group in members.chunk_by(|a, b| a >> 32 == b >> 32) {
+            let person = (group[0] >> 32) as u32;
+            let keys = group.iter().map(|&w| w as u32).filter(|&k| k < base);
             // Folded into the files: every row is under one key already.
-            let first = before.person(group[0].1);
-            if group.iter().all(|&(_, k)| before.person(k) == first) {
-                out.absorbed.extend(keys.filter(|&k| k != person));
-                continue;
+            if let Some(before) = &mut before {
+                let first = before.person(group[0] as u32);
+                if group.iter().all(|&w| before.person(w as u32) == first) {
+                    out.absorbed.extend(keys.filter(|&k| k != person));
+                    continue;
+                }
             }
             let v = base + out.person.len() as u32;
             out.person.push(person);
             for k in keys {
-                out.member.push(k);
                 out.absorbed.push(k);
-                out.virt.insert(k, v);
+                diverted.push((u64::from(k) << 32) | u64::from(v));
             }
         }
-        out.member.sort_unstable();
+        diverted.sort_unstable();
+        out.member = diverted.iter().map(|&w| (w >> 32) as u32).collect();
+        out.virt = diverted.iter().map(|&w| w as u32).collect();
         out.absorbed.sort_unstable();
         Some(out)
     }
@@ -134,7 +149,8 @@ impl Identity {
     /// The virtual key `k`'s rows are read under, if any.
     #[inline]
     pub fn virtual_of(&self, k: u32) -> Option<u32> {
-        self.virt.get(&k).copied()
+        let i = self.member.binary_search(&k).ok()?;
+        Some(self.virt[i])
     }
 
     /// Dictionary keys that stand for no user of their own (see `absorbed`).
@@ -155,7 +171,8 @@ impl Identity {
         !self.person.is_empty()
     }
 
-    /// A bit per dictionary key: set for the diverted ones.
+    /// A bit per dictionary key, set for the diverted ones (made on first
+    /// use).
     pub fn member_bits(&self) -> &[u64] {
         self.bits.get_or_init(|| {
             let mut bits = vec![0u64; (self.base as usize).div_ceil(64)];
@@ -166,11 +183,11 @@ impl Identity {
         })
     }
 
-    /// The diverted keys in `lo..hi`, ascending.
-    pub fn members_in(&self, lo: u32, hi: u32) -> &[u32] {
+    /// The diverted keys in `lo..hi`, ascending, and their virtual keys.
+    pub fn members_in(&self, lo: u32, hi: u32) -> (&[u32], &[u32]) {
         let a = self.member.partition_point(|&k| k < lo);
         let b = self.member.partition_point(|&k| k < hi);
-        &self.member[a..b]
+        (&self.member[a..b], &self.virt[a..b])
     }
 
     /// Keys the folds see: the dictionary's and the virtual ones.

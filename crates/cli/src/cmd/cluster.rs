@@ -49,7 +49,8 @@ pub enum Role {
         /// Tasks run at once (default: the number of cores).
         #[arg(long, default_value_t = 0)]
         tasks: usize,
-        /// Directory for shuffle files (default: a temporary directory).
+        /// Directory for shuffle files, and for operators' spill files
+        /// (under DIR/spill) (default: the system's temporary directory).
         #[arg(long, value_name = "DIR")]
         work_dir: Option<String>,
     },

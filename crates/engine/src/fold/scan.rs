@@ -857,8 +857,10 @@ impl ExecutionPlan for KeyScanExec {
 
 impl KeyScanExec {
     /// The last partition's stream: once every other range has been read,
-    /// the merged persons' rows they set aside, sorted by (virtual key, ts),
-    /// in batches of complete persons.
+    /// the merged persons' rows they set aside, in the order of the ranges
+    /// and their reading. For an ordered reading they are sorted by
+    /// (virtual key, ts), in batches of complete persons; otherwise they go
+    /// as set aside, each piece in virtual key order.
     fn merged_persons(&self) -> SendableRecordBatchStream {
         let side = self.side.clone();
         let real = self.ranges.len() - 1;
@@ -868,6 +870,7 @@ impl KeyScanExec {
             .any_flag
             .then_some((self.kept + self.values.len(), self.packed));
         let out = schema.clone();
+        let ordered = self.ordered;
         let rows = async move {
             use std::sync::atomic::Ordering;
             loop {
@@ -883,8 +886,10 @@ impl KeyScanExec {
                 .into_iter()
                 .map(|(_, b)| b.with_schema(schema.clone()))
                 .collect::<Result<_, _>>()?;
-            if pieces.is_empty() {
-                return Ok(Vec::new());
+            if pieces.is_empty() || !ordered {
+                // A fold that does not ask for order takes the pieces as
+                // they are: each holds its rows by virtual key already.
+                return Ok(pieces);
             }
             let all = sort_pieces(&pieces, Some(range), any, &mut SortScratch::default())?;
             // Batches of complete persons.
@@ -1380,70 +1385,115 @@ fn narrowed(
 }
 
 /// `batch` split into the rows of users read under no virtual key and the
-/// others, their `user_key` (column 0) set to the virtual one; `None` when
-/// no row is a merged person's.
+/// others, their `user_key` (column 0) set to the virtual one and ordered
+/// by it (a person's rows keep their order); `None` when no row is a
+/// merged person's.
 fn split_merged(
     batch: &RecordBatch,
     id: &crate::identity::Identity,
 ) -> DfResult<Option<(RecordBatch, RecordBatch)>> {
-    use datafusion::arrow::array::BooleanBufferBuilder;
-    use datafusion::arrow::buffer::BooleanBuffer;
+    use datafusion::arrow::array::{BooleanBufferBuilder, UInt32Array};
     let at = batch.schema().index_of("user_key")?;
     let keys = batch.column(at).as_primitive::<UInt32Type>().values();
     let (Some(&first), Some(&last)) = (keys.first(), keys.last()) else {
         return Ok(None);
     };
-    let mut virt: Vec<u32> = Vec::new();
-    let mut mine = BooleanBufferBuilder::new(keys.len());
+    // The merged users' runs of rows: (start, end, virtual key).
+    let mut runs: Vec<(usize, usize, u32)> = Vec::new();
     if keys.is_sorted() {
-        // Nothing to do when no merged user falls in the batch's key span.
-        let members = id.members_in(first, last.saturating_add(1));
+        let (members, virts) = id.members_in(first, last.saturating_add(1));
         if members.is_empty() {
             return Ok(None);
         }
-        // A bit per key, read without branching; then the virtual key of
-        // each run of merged rows.
+        // A bit per key, tested row by row (the keys ascend, so the words
+        // read are few and cached, and the test is almost always false);
+        // a merged user's run and virtual key only where it is set.
         let bits = id.member_bits();
-        let bit = |k: u32| bits.get(k as usize / 64).map_or(0, |w| (w >> (k % 64)) & 1);
-        let theirs = keys.iter().fold(0u64, |a, &k| a + bit(k));
-        if theirs == 0 {
-            return Ok(None);
-        }
-        let keep: Vec<bool> = keys.iter().map(|&k| bit(k) == 0).collect();
-        virt.reserve(theirs as usize);
-        let mut prev = (u32::MAX, 0);
-        for (&k, _) in keys.iter().zip(&keep).filter(|(_, keep)| !**keep) {
-            if k != prev.0 {
-                prev = (k, id.virtual_of(k).expect("a member has a virtual key"));
+        let set = |k: u32| {
+            bits.get(k as usize / 64)
+                .is_some_and(|w| (w >> (k % 64)) & 1 == 1)
+        };
+        let (mut i, mut j) = (0, 0);
+        while i < keys.len() {
+            let k = keys[i];
+            if !set(k) {
+                i += 1;
+                continue;
             }
-            virt.push(prev.1);
+            let end = i + keys[i..].iter().take_while(|&&x| x == k).count();
+            j = gallop(members, j, |x| x < k);
+            if members.get(j) != Some(&k) {
+                return datafusion::common::internal_err!("merged key {k} has no virtual key");
+            }
+            runs.push((i, end, virts[j]));
+            i = end;
         }
-        mine.append_slice(&keep);
     } else {
-        let mut prev = (u32::MAX, None);
-        for &k in keys {
-            if k != prev.0 {
-                prev = (k, id.virtual_of(k));
-            }
-            mine.append(prev.1.is_none());
-            if let Some(v) = prev.1 {
-                virt.push(v);
+        for (k, range) in key_runs(keys) {
+            if let Some(v) = id.virtual_of(k) {
+                runs.push((range.start, range.end, v));
             }
         }
     }
-    if virt.is_empty() {
+    if runs.is_empty() {
         return Ok(None);
     }
-    let mine: BooleanBuffer = mine.finish();
-    let theirs = BooleanArray::new(!&mine, None);
-    let rest = filter_record_batch(batch, &BooleanArray::new(mine, None))?;
-    let merged = filter_record_batch(batch, &theirs)?;
+    let n = keys.len();
+    let mut keep = BooleanBufferBuilder::new(n);
+    let mut at_row = 0;
+    for &(a, b, _) in &runs {
+        keep.append_n(a - at_row, true);
+        keep.append_n(b - a, false);
+        at_row = b;
+    }
+    keep.append_n(n - at_row, true);
+    let rest = filter_record_batch(batch, &BooleanArray::new(keep.finish(), None))?;
+    // Stable: a person's runs (one per member key) keep the batch's order.
+    runs.sort_by_key(|r| r.2);
+    let rows: UInt32Array = runs
+        .iter()
+        .flat_map(|&(a, b, _)| a as u32..b as u32)
+        .collect();
+    let virt: UInt32Array = runs
+        .iter()
+        .flat_map(|&(a, b, v)| std::iter::repeat_n(v, b - a))
+        .collect();
+    let merged = datafusion::arrow::compute::take_record_batch(batch, &rows)?;
     let mut columns = merged.columns().to_vec();
-    columns[at] = Arc::new(datafusion::arrow::array::UInt32Array::from(virt));
+    columns[at] = Arc::new(virt);
     Ok(Some((
         rest,
         RecordBatch::try_new(merged.schema(), columns)?,
     )))
+}
+
+/// The first index from `from` on where `below` is false, `s[from..]` being
+/// partitioned by it (true, then false): an exponential search, so a step
+/// of `d` places costs `log d`.
+fn gallop(s: &[u32], from: usize, below: impl Fn(u32) -> bool) -> usize {
+    let (mut lo, mut step) = (from, 1);
+    loop {
+        let hi = lo + step;
+        if hi >= s.len() {
+            return lo + s[lo..].partition_point(|&x| below(x));
+        }
+        if !below(s[hi]) {
+            return lo + s[lo..=hi].partition_point(|&x| below(x));
+        }
+        lo = hi + 1;
+        step *= 2;
+    }
+}
+
+/// Runs of equal keys: `(key, rows)`.
+fn key_runs(keys: &[u32]) -> impl Iterator<Item = (u32, std::ops::Range<usize>)> + '_ {
+    let mut at = 0;
+    std::iter::from_fn(move || {
+        let k = *keys.get(at)?;
+        let start = at;
+        at += keys[at..].iter().take_while(|&&x| x == k).count();
+        Some((k, start..at))
+    })
 }
 
 /// Rows where some flag is true, from the flag columns (or the one column of
@@ -1719,6 +1769,63 @@ fn text_eq(e: &Expr, read: &Schema) -> Option<(usize, String)> {
 mod tests {
     use super::*;
     use datafusion::arrow::array::{TimestampMicrosecondArray, UInt32Array};
+
+    #[test]
+    fn merged_users_rows_are_set_aside_in_virtual_key_order() {
+        use datafusion::arrow::array::Int64Array;
+        use tenure_schema::identity::{Merge, MergeKind};
+        let m = |from, to| Merge {
+            ts: 0,
+            kind: MergeKind::Identify,
+            from,
+            to,
+        };
+        // Ten users; 7 joins 2 and 3 joins 8: persons 2 and 8, read under
+        // the virtual keys 10 and 11 (in order of the person's key).
+        let id = crate::identity::Identity::of_log(10, &[vec![m(7, 2), m(3, 8)]], 0).unwrap();
+        let batch = |keys: Vec<u32>| {
+            let rows: Vec<i64> = (0..keys.len() as i64).collect();
+            RecordBatch::try_from_iter([
+                ("user_key", Arc::new(UInt32Array::from(keys)) as ArrayRef),
+                ("row", Arc::new(Int64Array::from(rows)) as ArrayRef),
+            ])
+            .unwrap()
+        };
+        let columns = |b: &RecordBatch| {
+            let k = b.column(0).as_primitive::<UInt32Type>().values().to_vec();
+            let r = b
+                .column(1)
+                .as_primitive::<datafusion::arrow::datatypes::Int64Type>();
+            (k, r.values().to_vec())
+        };
+        // Sorted keys (every file Tenure writes).
+        let (rest, merged) = split_merged(&batch(vec![1, 2, 2, 3, 4, 7, 7, 8, 9]), &id)
+            .unwrap()
+            .unwrap();
+        assert_eq!(columns(&rest), (vec![1, 4, 9], vec![0, 4, 8]));
+        // Person 2's rows (keys 2 and 7) before person 8's (3 and 8), each
+        // in the batch's order.
+        assert_eq!(
+            columns(&merged),
+            (vec![10, 10, 10, 10, 11, 11], vec![1, 2, 5, 6, 3, 7])
+        );
+        // Unsorted keys (a file from elsewhere): the same rows.
+        let (rest, merged) = split_merged(&batch(vec![9, 7, 7, 1, 3, 2, 8]), &id)
+            .unwrap()
+            .unwrap();
+        assert_eq!(columns(&rest), (vec![9, 1], vec![0, 3]));
+        assert_eq!(
+            columns(&merged),
+            (vec![10, 10, 10, 11, 11], vec![1, 2, 5, 4, 6])
+        );
+        // No merged user in the batch, or in its key span.
+        assert!(split_merged(&batch(vec![0, 1, 1]), &id).unwrap().is_none());
+        assert!(
+            split_merged(&batch(vec![1, 4, 5, 6, 9]), &id)
+                .unwrap()
+                .is_none()
+        );
+    }
 
     #[test]
     fn wide_ranges_are_cut_to_the_most_users() {
