@@ -183,11 +183,11 @@ impl Identity {
         })
     }
 
-    /// The diverted keys in `lo..hi`, ascending, and their virtual keys.
-    pub fn members_in(&self, lo: u32, hi: u32) -> (&[u32], &[u32]) {
+    /// The diverted keys in `lo..hi`, ascending.
+    pub fn members_in(&self, lo: u32, hi: u32) -> &[u32] {
         let a = self.member.partition_point(|&k| k < lo);
         let b = self.member.partition_point(|&k| k < hi);
-        (&self.member[a..b], &self.virt[a..b])
+        &self.member[a..b]
     }
 
     /// Keys the folds see: the dictionary's and the virtual ones.

@@ -1398,42 +1398,26 @@ fn split_merged(
     let (Some(&first), Some(&last)) = (keys.first(), keys.last()) else {
         return Ok(None);
     };
-    // The merged users' runs of rows: (start, end, virtual key).
+    // Sorted keys (every file Tenure writes) with no merged user in their
+    // span: nothing to look at.
+    if keys.is_sorted() && id.members_in(first, last.saturating_add(1)).is_empty() {
+        return Ok(None);
+    }
+    // The merged users' runs of rows: (start, end, virtual key). A bit per
+    // key tested once per run (almost always false; with ascending keys
+    // the words read are few and cached), the virtual key looked up only
+    // where it is set.
+    let bits = id.member_bits();
+    let set = |k: u32| {
+        bits.get(k as usize / 64)
+            .is_some_and(|w| (w >> (k % 64)) & 1 == 1)
+    };
     let mut runs: Vec<(usize, usize, u32)> = Vec::new();
-    if keys.is_sorted() {
-        let (members, virts) = id.members_in(first, last.saturating_add(1));
-        if members.is_empty() {
-            return Ok(None);
-        }
-        // A bit per key, tested row by row (the keys ascend, so the words
-        // read are few and cached, and the test is almost always false);
-        // a merged user's run and virtual key only where it is set.
-        let bits = id.member_bits();
-        let set = |k: u32| {
-            bits.get(k as usize / 64)
-                .is_some_and(|w| (w >> (k % 64)) & 1 == 1)
+    for (k, rows) in super::key_runs(keys).filter(|(k, _)| set(*k)) {
+        let Some(v) = id.virtual_of(k) else {
+            return datafusion::common::internal_err!("merged key {k} has no virtual key");
         };
-        let (mut i, mut j) = (0, 0);
-        while i < keys.len() {
-            let k = keys[i];
-            if !set(k) {
-                i += 1;
-                continue;
-            }
-            let end = i + keys[i..].iter().take_while(|&&x| x == k).count();
-            j = gallop(members, j, |x| x < k);
-            if members.get(j) != Some(&k) {
-                return datafusion::common::internal_err!("merged key {k} has no virtual key");
-            }
-            runs.push((i, end, virts[j]));
-            i = end;
-        }
-    } else {
-        for (k, range) in key_runs(keys) {
-            if let Some(v) = id.virtual_of(k) {
-                runs.push((range.start, range.end, v));
-            }
-        }
+        runs.push((rows.start, rows.end, v));
     }
     if runs.is_empty() {
         return Ok(None);
@@ -1467,35 +1451,6 @@ fn split_merged(
     )))
 }
 
-/// The first index from `from` on where `below` is false, `s[from..]` being
-/// partitioned by it (true, then false): an exponential search, so a step
-/// of `d` places costs `log d`.
-fn gallop(s: &[u32], from: usize, below: impl Fn(u32) -> bool) -> usize {
-    let (mut lo, mut step) = (from, 1);
-    loop {
-        let hi = lo + step;
-        if hi >= s.len() {
-            return lo + s[lo..].partition_point(|&x| below(x));
-        }
-        if !below(s[hi]) {
-            return lo + s[lo..=hi].partition_point(|&x| below(x));
-        }
-        lo = hi + 1;
-        step *= 2;
-    }
-}
-
-/// Runs of equal keys: `(key, rows)`.
-fn key_runs(keys: &[u32]) -> impl Iterator<Item = (u32, std::ops::Range<usize>)> + '_ {
-    let mut at = 0;
-    std::iter::from_fn(move || {
-        let k = *keys.get(at)?;
-        let start = at;
-        at += keys[at..].iter().take_while(|&&x| x == k).count();
-        Some((k, start..at))
-    })
-}
-
 /// Rows where some flag is true, from the flag columns (or the one column of
 /// bits).
 fn any_flag(
@@ -1514,16 +1469,6 @@ fn any_flag(
     any
 }
 
-/// The row groups and rows of a file that may hold keys in `lo..hi`, from
-/// the `user_key` statistics (row groups, then pages when the page index is
-/// there); `None` when nothing can.
-/// Splits the keys `0..users` into `n` ranges holding about as many rows
-/// each, from the files' `user_key` statistics (per page where the page
-/// index has them, else per row group; a page's rows are taken as spread
-/// evenly over its keys). Users are numbered as they first appear, so the
-/// first keys hold the most rows (half the keys held 59 % of the rows on the
-/// generated 9.6M events): equal key ranges leave a thread idle for the last
-/// third of the run. `None` when a file has no usable statistics.
 /// `ranges` with every range wider than `most` users cut into equal parts
 /// of at most `most`.
 fn cap_users(ranges: Vec<(u32, u32)>, most: u32) -> Vec<(u32, u32)> {
@@ -1542,6 +1487,13 @@ fn cap_users(ranges: Vec<(u32, u32)>, most: u32) -> Vec<(u32, u32)> {
     out
 }
 
+/// Splits the keys `0..users` into `n` ranges holding about as many rows
+/// each, from the files' `user_key` statistics (per page where the page
+/// index has them, else per row group; a page's rows are taken as spread
+/// evenly over its keys). Users are numbered as they first appear, so the
+/// first keys hold the most rows (half the keys held 59 % of the rows on the
+/// generated 9.6M events): equal key ranges leave a thread idle for the last
+/// third of the run. `None` when a file has no usable statistics.
 fn balanced_ranges(
     footers: &[Option<parquet::arrow::arrow_reader::ArrowReaderMetadata>],
     users: u32,
@@ -1620,6 +1572,9 @@ fn balanced_ranges(
     Some(bounds.windows(2).map(|w| (w[0], w[1])).collect())
 }
 
+/// The row groups and rows of a file that may hold keys in `lo..hi`, from
+/// the `user_key` statistics (row groups, then pages when the page index is
+/// there); `None` when nothing can.
 fn select(
     meta: &ParquetMetaData,
     arrow: &SchemaRef,
