@@ -161,6 +161,76 @@ fn fixture_merges_persons_through_ingest_late_events_and_compaction() {
     check_fixture(&store);
 }
 
+/// The persons kept under `_tenure/cache`.
+fn kept_persons(store: &Path) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = std::fs::read_dir(store.join("_tenure/cache"))
+        .map(|d| d.map(|e| e.unwrap().path()).collect())
+        .unwrap_or_default();
+    out.retain(|p| {
+        p.file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("persons-")
+    });
+    out.sort();
+    out
+}
+
+/// Debug log of a retention run (says where the persons came from).
+fn persons_log(store: &Path) -> String {
+    let out = tenure()
+        .env("RUST_LOG", "tenure_engine=debug")
+        .args(["retention", "--period", "day", "--data"])
+        .arg(store)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn resolved_persons_are_kept_read_back_and_replaced_when_damaged() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    ingest(&fixture("events.ndjson"), &store);
+    assert_eq!(funnel(&store, "6d"), vec![4, 2]);
+    let first = kept_persons(&store);
+    assert_eq!(first.len(), 1, "{first:?}");
+    // The late file adds merges: the next reader resolves the longer log
+    // and drops what was kept for the shorter one.
+    ingest(&fixture("late.ndjson"), &store);
+    assert!(persons_log(&store).contains("resolved the log, kept the persons"));
+    let kept = kept_persons(&store);
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_ne!(kept, first);
+    let good = std::fs::read(&kept[0]).unwrap();
+    // Later readers read it, and count as the resolution does.
+    assert!(persons_log(&store).contains("read the kept persons"));
+    check_fixture(&store);
+    // A damaged copy is not believed: the log is resolved again, the
+    // numbers stay, and the copy is put back whole.
+    let mut bad = good.clone();
+    let at = bad.len() / 2;
+    bad[at] ^= 0x40;
+    std::fs::write(&kept[0], &bad).unwrap();
+    let log = persons_log(&store);
+    assert!(log.contains("ignoring the kept persons"), "{log}");
+    assert_eq!(std::fs::read(&kept[0]).unwrap(), good);
+    std::fs::write(&kept[0], b"junk").unwrap();
+    check_fixture(&store);
+    // Compaction folds the merges into the files: another resolution.
+    let out = tenure()
+        .args(["compact", "--data"])
+        .arg(&store)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    check_fixture(&store);
+    let after = kept_persons(&store);
+    assert_eq!(after.len(), 1, "{after:?}");
+    assert_ne!(after, kept);
+}
+
 #[test]
 fn an_alias_without_previous_id_is_rejected_with_a_reason() {
     let dir = tempfile::tempdir().unwrap();

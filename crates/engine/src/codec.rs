@@ -313,7 +313,7 @@ impl PhysicalExtensionCodec for TenureCodec {
                     layout,
                 } => {
                     let parts = layout.stage == crate::fold::Stage::Parts;
-                    if parts && layout.deferred {
+                    if parts && layout.deferred > 0 {
                         // Merged persons' range waits for the others in
                         // the same process: never a task of its own.
                         return plan_err!("a fold with merged persons cannot be split into parts");

@@ -15,8 +15,8 @@
 
 use std::sync::Arc;
 
-use tenure_schema::Snapshot;
 use tenure_schema::identity::{Merge, Persons, resolve};
+use tenure_schema::{Snapshot, StoreLayout};
 
 use crate::{EngineError, Result};
 
@@ -33,9 +33,10 @@ pub struct Identity {
     /// read under that person's key) or are read under a virtual key, so
     /// stand for no user of their own; ascending.
     absorbed: Vec<u32>,
-    /// `member` as a bit per dictionary key (made on first use, not encoded).
+    /// `member` as a bit per dictionary key, with ranks (made on first use,
+    /// not encoded).
     #[serde(skip)]
-    bits: std::sync::OnceLock<Vec<u64>>,
+    bits: std::sync::OnceLock<MemberBits>,
     /// Per virtual key (from `base`), the person's key (its name's key).
     pub person: Vec<u32>,
 }
@@ -97,6 +98,14 @@ impl Identity {
     /// every committed file, not only those a time range reads, so stores
     /// opened over different ranges of one snapshot number virtual keys
     /// alike (analyses line per-user vectors up across them).
+    ///
+    /// Resolving the log is single-threaded work that grows with the merges
+    /// (about 45 ms for 100K merged persons), so the result is kept in the
+    /// store ([`StoreLayout::identity_persons`], named by the log's files and
+    /// how many are folded): the first reader of a log resolves it and puts
+    /// the result there, later ones read it in one GET. A cached object that
+    /// is missing, unreadable or not for this log is resolved again; failing
+    /// to put one (a read-only store) only costs the next reader the work.
     pub async fn load(
         store: &tenure_store::Store,
         snapshot: &Snapshot,
@@ -104,52 +113,105 @@ impl Identity {
         if snapshot.identity.is_empty() {
             return Ok(None);
         }
-        // One GET per log entry, several in flight (an object store answers
-        // each in tens of milliseconds, and a server commits often), kept in
-        // log order.
-        use futures::StreamExt;
-        let gets = snapshot.identity.iter().map(|e| {
-            let (inner, location, path) =
-                (store.inner.clone(), store.path(&e.path), e.path.clone());
-            async move {
-                use object_store::ObjectStoreExt;
-                let unreadable = |err: object_store::Error| {
-                    EngineError::Unreadable(format!("identity log {path}: {err}"))
-                };
-                let data = inner
-                    .get(&location)
-                    .await
-                    .map_err(unreadable)?
-                    .bytes()
-                    .await
-                    .map_err(unreadable)?;
-                tenure_schema::identity::decode(&data)
-                    .map_err(|m| EngineError::Unreadable(format!("identity log {path}: {m}")))
-            }
-        });
-        let log: Vec<Vec<Merge>> = futures::stream::iter(gets.collect::<Vec<_>>())
-            .buffered(16)
-            .collect::<Vec<Result<_>>>()
-            .await
-            .into_iter()
-            .collect::<Result<_>>()?;
         let folded = snapshot
             .files
             .iter()
             .map(|f| f.identity as usize)
             .min()
-            .unwrap_or(log.len());
+            .unwrap_or(snapshot.identity.len())
+            .min(snapshot.identity.len());
         let base = u32::try_from(snapshot.users.count)
             .map_err(|_| EngineError::Unreadable("more than 4 billion users".into()))?;
-        Ok(Self::of_log(base, &log, folded)
-            .filter(|i| i.gone() > 0)
-            .map(Arc::new))
+        let cached = cache_path(snapshot, folded);
+        if let Some(id) = read_cached(store, &cached, base).await {
+            return Ok((id.gone() > 0).then(|| Arc::new(id)));
+        }
+        let log = read_log(store, snapshot).await?;
+        let id = Self::of_log(base, &log, folded).unwrap_or(Identity {
+            base,
+            ..Default::default()
+        });
+        keep(store, snapshot, folded, &cached, &id).await;
+        Ok((id.gone() > 0).then(|| Arc::new(id)))
+    }
+
+    /// The bytes [`Identity::decode`] reads back: a header, the lists as
+    /// little-endian `u32`s (virtual keys counted from `base`, so the bytes
+    /// do not change as the dictionary grows) and an xxh3 checksum.
+    pub fn encode(&self) -> Vec<u8> {
+        let lists: [&[u32]; 3] = [&self.member, &self.absorbed, &self.person];
+        let mut out = Vec::with_capacity(
+            24 + 4 * (2 * self.member.len() + self.absorbed.len() + self.person.len()) + 8,
+        );
+        out.extend_from_slice(PERSONS_MAGIC);
+        for l in lists {
+            out.extend_from_slice(&(l.len() as u32).to_le_bytes());
+        }
+        for &k in &self.member {
+            out.extend_from_slice(&k.to_le_bytes());
+        }
+        for &v in &self.virt {
+            out.extend_from_slice(&(v - self.base).to_le_bytes());
+        }
+        for l in &lists[1..] {
+            for &k in *l {
+                out.extend_from_slice(&k.to_le_bytes());
+            }
+        }
+        let sum = xxhash_rust::xxh3::xxh3_64(&out);
+        out.extend_from_slice(&sum.to_le_bytes());
+        out
+    }
+
+    /// Reads [`Identity::encode`]'s bytes for a dictionary of `base` keys;
+    /// an error says what is wrong with them.
+    pub fn decode(base: u32, data: &[u8]) -> std::result::Result<Self, String> {
+        let body_len = data
+            .len()
+            .checked_sub(8)
+            .filter(|&n| n >= 20 && data.starts_with(PERSONS_MAGIC))
+            .ok_or("not a persons file (bad header)")?;
+        let (body, sum) = data.split_at(body_len);
+        if xxhash_rust::xxh3::xxh3_64(body).to_le_bytes() != sum {
+            return Err("checksum mismatch".into());
+        }
+        let word = |i: usize| u32::from_le_bytes(body[i..i + 4].try_into().expect("4 bytes"));
+        let (m, a, p) = (word(8) as usize, word(12) as usize, word(16) as usize);
+        if body.len() != 20 + 4 * (2 * m + a + p) {
+            return Err(format!(
+                "{} bytes for {m} members, {a} absorbed, {p} persons",
+                body.len()
+            ));
+        }
+        let list = |at: usize, n: usize| -> Vec<u32> { (0..n).map(|i| word(at + 4 * i)).collect() };
+        let member = list(20, m);
+        let rel = list(20 + 4 * m, m);
+        let absorbed = list(20 + 8 * m, a);
+        let person = list(20 + 8 * m + 4 * a, p);
+        let keys_ok =
+            |l: &[u32]| l.is_sorted_by(|x, y| x < y) && l.last().is_none_or(|&k| k < base);
+        if !keys_ok(&member) || !keys_ok(&absorbed) || person.iter().any(|&k| k >= base) {
+            return Err(format!(
+                "keys out of order or beyond the dictionary's {base}"
+            ));
+        }
+        if rel.iter().any(|&v| v as usize >= p) || base.checked_add(p as u32).is_none() {
+            return Err("a virtual key beyond the persons".into());
+        }
+        Ok(Identity {
+            base,
+            member,
+            virt: rel.into_iter().map(|v| base + v).collect(),
+            absorbed,
+            bits: Default::default(),
+            person,
+        })
     }
 
     /// The virtual key `k`'s rows are read under, if any.
     #[inline]
     pub fn virtual_of(&self, k: u32) -> Option<u32> {
-        let i = self.member.binary_search(&k).ok()?;
+        let i = self.member_bits().rank(k)?;
         Some(self.virt[i])
     }
 
@@ -171,23 +233,17 @@ impl Identity {
         !self.person.is_empty()
     }
 
-    /// A bit per dictionary key, set for the diverted ones (made on first
-    /// use).
-    pub fn member_bits(&self) -> &[u64] {
-        self.bits.get_or_init(|| {
-            let mut bits = vec![0u64; (self.base as usize).div_ceil(64)];
-            for &k in &self.member {
-                bits[k as usize / 64] |= 1 << (k % 64);
-            }
-            bits
-        })
+    /// A bit per dictionary key, set for the diverted ones, with ranks
+    /// (made on first use).
+    pub fn member_bits(&self) -> &MemberBits {
+        self.bits
+            .get_or_init(|| MemberBits::new(self.base as usize, &self.member))
     }
 
-    /// The diverted keys in `lo..hi`, ascending.
-    pub fn members_in(&self, lo: u32, hi: u32) -> &[u32] {
-        let a = self.member.partition_point(|&k| k < lo);
-        let b = self.member.partition_point(|&k| k < hi);
-        &self.member[a..b]
+    /// The virtual keys of `member`'s keys, in `member`'s order: the key
+    /// whose [`MemberBits::rank`] is `i` is read under `virtuals()[i]`.
+    pub fn virtuals(&self) -> &[u32] {
+        &self.virt
     }
 
     /// Keys the folds see: the dictionary's and the virtual ones.
@@ -201,5 +257,250 @@ impl Identity {
             Some(v) => self.person.get(v as usize).copied().unwrap_or(k),
             None => k,
         }
+    }
+}
+
+/// Header of [`Identity::encode`]'s bytes.
+const PERSONS_MAGIC: &[u8; 8] = b"TNRPRS01";
+
+/// Where the resolution of `snapshot`'s log with `folded` entries folded is
+/// kept: named by the log's length, `folded`, and a digest of its files.
+fn cache_path(snapshot: &Snapshot, folded: usize) -> String {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    for e in &snapshot.identity {
+        h.update(e.path.as_bytes());
+        h.update(&e.merges.to_le_bytes());
+    }
+    StoreLayout::identity_persons(snapshot.identity.len(), folded, h.digest128())
+}
+
+/// The kept resolution at `path`, if there is a readable one.
+async fn read_cached(store: &tenure_store::Store, path: &str, base: u32) -> Option<Identity> {
+    use object_store::ObjectStoreExt;
+    let got = store.inner.get(&store.path(path)).await;
+    let data = match got {
+        Ok(r) => r.bytes().await,
+        Err(e) => Err(e),
+    };
+    match data {
+        Ok(data) => match Identity::decode(base, &data) {
+            Ok(id) => {
+                tracing::debug!("identity: read the kept persons {path}");
+                Some(id)
+            }
+            Err(m) => {
+                tracing::warn!(
+                    "identity: ignoring the kept persons {path} ({m}); resolving the log"
+                );
+                None
+            }
+        },
+        Err(object_store::Error::NotFound { .. }) => None,
+        Err(e) => {
+            tracing::debug!("identity: could not read {path} ({e}); resolving the log");
+            None
+        }
+    }
+}
+
+/// The identity log of `snapshot`, entry by entry.
+async fn read_log(store: &tenure_store::Store, snapshot: &Snapshot) -> Result<Vec<Vec<Merge>>> {
+    // One GET per log entry, several in flight (an object store answers
+    // each in tens of milliseconds, and a server commits often), kept in
+    // log order.
+    use futures::StreamExt;
+    let gets = snapshot.identity.iter().map(|e| {
+        let (inner, location, path) = (store.inner.clone(), store.path(&e.path), e.path.clone());
+        async move {
+            use object_store::ObjectStoreExt;
+            let unreadable = |err: object_store::Error| {
+                EngineError::Unreadable(format!("identity log {path}: {err}"))
+            };
+            let data = inner
+                .get(&location)
+                .await
+                .map_err(unreadable)?
+                .bytes()
+                .await
+                .map_err(unreadable)?;
+            tenure_schema::identity::decode(&data)
+                .map_err(|m| EngineError::Unreadable(format!("identity log {path}: {m}")))
+        }
+    });
+    futures::stream::iter(gets.collect::<Vec<_>>())
+        .buffered(16)
+        .collect::<Vec<Result<_>>>()
+        .await
+        .into_iter()
+        .collect()
+}
+
+/// Puts `id` at `path` for the next readers, and deletes what was kept for
+/// older logs: shorter ones, or this one with fewer entries folded (readers
+/// of older snapshots then resolve theirs again). Best effort: a store that
+/// refuses the writes is read all the same.
+async fn keep(
+    store: &tenure_store::Store,
+    snapshot: &Snapshot,
+    folded: usize,
+    path: &str,
+    id: &Identity,
+) {
+    use futures::StreamExt;
+    use object_store::ObjectStoreExt;
+    if let Err(e) = store.inner.put(&store.path(path), id.encode().into()).await {
+        tracing::debug!("identity: could not keep the persons at {path} ({e})");
+        return;
+    }
+    tracing::debug!("identity: resolved the log, kept the persons at {path}");
+    let prefix = store.path(tenure_schema::CACHE_PREFIX);
+    let ours = (snapshot.identity.len(), folded);
+    let stale: Vec<_> = store
+        .inner
+        .list(Some(&prefix))
+        .filter_map(|m| async move { m.ok() })
+        .filter(|m| {
+            let older = m
+                .location
+                .filename()
+                .and_then(|f| f.strip_prefix("persons-"))
+                .and_then(|f| {
+                    let mut it = f.split('-').map(|n| n.parse::<usize>().ok());
+                    Some((it.next()??, it.next()??))
+                })
+                .is_some_and(|theirs| theirs < ours);
+            std::future::ready(older)
+        })
+        .map(|m| m.location)
+        .collect()
+        .await;
+    for location in stale {
+        let _ = store.inner.delete(&location).await;
+    }
+}
+
+/// A set of dictionary keys as a bit per key, with the number of keys set
+/// before each 64-bit word: membership is one bit test, and a member's rank
+/// (its index in the ascending list) a popcount, both in a few hundred KB
+/// per million keys that stay in cache (a binary search of 200K members
+/// missed the cache on each of its 17 steps).
+#[derive(Debug, Clone)]
+pub struct MemberBits {
+    words: Vec<u64>,
+    before: Vec<u32>,
+}
+
+impl MemberBits {
+    /// The set of `keys` (ascending, each below `len`).
+    pub fn new(len: usize, keys: &[u32]) -> Self {
+        let mut words = vec![0u64; len.div_ceil(64)];
+        for &k in keys {
+            words[k as usize / 64] |= 1 << (k % 64);
+        }
+        let mut before = Vec::with_capacity(words.len());
+        let mut n = 0u32;
+        for w in &words {
+            before.push(n);
+            n += w.count_ones();
+        }
+        MemberBits { words, before }
+    }
+
+    /// Whether `k` is in the set.
+    #[inline]
+    pub fn contains(&self, k: u32) -> bool {
+        self.words
+            .get(k as usize / 64)
+            .is_some_and(|w| (w >> (k % 64)) & 1 == 1)
+    }
+
+    /// `k`'s index among the keys of the set (ascending), if it is one.
+    #[inline]
+    pub fn rank(&self, k: u32) -> Option<usize> {
+        let at = k as usize / 64;
+        let w = *self.words.get(at)?;
+        let bit = k % 64;
+        if (w >> bit) & 1 == 0 {
+            return None;
+        }
+        let below = (w & ((1u64 << bit) - 1)).count_ones();
+        Some((self.before[at] + below) as usize)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tenure_schema::identity::MergeKind;
+
+    fn merge(kind: MergeKind, from: u32, to: u32) -> Merge {
+        Merge {
+            ts: 0,
+            kind,
+            from,
+            to,
+        }
+    }
+
+    #[test]
+    fn kept_persons_read_back_under_a_larger_dictionary() {
+        let log = vec![
+            vec![
+                merge(MergeKind::Identify, 7, 2),
+                merge(MergeKind::Identify, 9, 4),
+            ],
+            vec![merge(MergeKind::Alias, 4, 2)],
+        ];
+        let id = Identity::of_log(12, &log, 0).unwrap();
+        let bytes = id.encode();
+        // The dictionary grew after the log was resolved: the same persons,
+        // their virtual keys after the new dictionary's keys.
+        let back = Identity::decode(20, &bytes).unwrap();
+        assert_eq!(back.member, id.member);
+        assert_eq!(back.absorbed, id.absorbed);
+        assert_eq!(back.person, id.person);
+        let shifted: Vec<u32> = id.virt.iter().map(|v| v - 12 + 20).collect();
+        assert_eq!(back.virt, shifted);
+        for k in 0..12 {
+            assert_eq!(
+                back.virtual_of(k),
+                id.virtual_of(k).map(|v| v - 12 + 20),
+                "key {k}"
+            );
+        }
+        assert_eq!(back.key_space(), 20 + id.person.len() as u32);
+    }
+
+    #[test]
+    fn damaged_or_foreign_kept_persons_are_refused() {
+        let log = vec![vec![merge(MergeKind::Identify, 3, 1)]];
+        let bytes = Identity::of_log(5, &log, 0).unwrap().encode();
+        let mut flipped = bytes.clone();
+        flipped[21] ^= 1;
+        assert_eq!(
+            Identity::decode(5, &flipped).unwrap_err(),
+            "checksum mismatch"
+        );
+        assert!(Identity::decode(5, &bytes[..bytes.len() - 3]).is_err());
+        assert!(Identity::decode(5, b"TNRPRS01").is_err());
+        assert!(
+            Identity::decode(5, &[0u8; 40])
+                .unwrap_err()
+                .contains("bad header")
+        );
+        // Keys beyond a (smaller) dictionary: not this store's log.
+        assert!(Identity::decode(3, &bytes).unwrap_err().contains("beyond"));
+    }
+
+    #[test]
+    fn member_ranks_follow_the_ascending_keys() {
+        let keys = [0u32, 5, 63, 64, 65, 200, 1000];
+        let bits = MemberBits::new(1001, &keys);
+        for k in 0..1001u32 {
+            let want = keys.iter().position(|&m| m == k);
+            assert_eq!(bits.rank(k), want, "key {k}");
+            assert_eq!(bits.contains(k), want.is_some());
+        }
+        assert_eq!(bits.rank(5000), None);
     }
 }

@@ -263,7 +263,16 @@ impl Events {
             }
         };
         let footers = read_footers(&store.inner, &parts, store.local_dir.as_deref(), threads).await;
+        let started = std::time::Instant::now();
         let identity = crate::identity::Identity::load(&store, &snapshot).await?;
+        if let Some(id) = &identity {
+            tracing::debug!(
+                "identity: {} persons read under virtual keys, {} keys absorbed ({:?})",
+                id.person.len(),
+                id.gone(),
+                started.elapsed()
+            );
+        }
         Ok(Self {
             store,
             snapshot,

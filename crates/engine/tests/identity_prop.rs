@@ -152,17 +152,21 @@ const QUERIES: &[&str] = &[
     "WITH f AS (SELECT * FROM funnel('a, b', '2d')) SELECT * FROM f UNION ALL SELECT * FROM f ORDER BY 1, 2",
 ];
 
+async fn open(url: &str) -> Events {
+    Events::open(
+        url,
+        OpenOptions {
+            threads: 2,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap()
+}
+
 fn answers(url: &str) -> Vec<String> {
     block(async {
-        let events = Events::open(
-            url,
-            OpenOptions {
-                threads: 2,
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+        let events = open(url).await;
         tenure_engine::sql::register_functions(&events);
         let mut out = Vec::new();
         for q in QUERIES {
@@ -240,6 +244,11 @@ proptest! {
             for (i, part) in [&early, &merges, &after].into_iter().enumerate() {
                 if !part.is_empty() {
                     commit(&merged, part, None, &format!("part{i}"));
+                    // Opened between commits: the persons resolved (and
+                    // kept) here are read back after late events added users.
+                    block(async {
+                        open(&merged).await;
+                    });
                 }
             }
         } else {
@@ -257,6 +266,11 @@ proptest! {
         let (want, got) = (answers(&reference), answers(&merged));
         for (w, g) in want.iter().zip(&got) {
             prop_assert_eq!(w, g, "persons {:?}", persons);
+        }
+        // Again, from the persons the first reading kept.
+        let again = answers(&merged);
+        for (w, g) in want.iter().zip(&again) {
+            prop_assert_eq!(w, g, "persons {:?} (kept)", persons);
         }
     }
 }

@@ -16,7 +16,7 @@ pub use event::{
     dictionary_type, event_schema, stored_schema,
 };
 pub use manifest::{
-    CHECKPOINT_INTERVAL, CheckpointHint, Delta, FileEntry, IdentityEntry, IdsEntry, LogEntry,
-    MANIFEST_PREFIX, RETIRED_PREFIX, RetiredFile, STAGING_PREFIX, Snapshot, SourceEntry,
+    CACHE_PREFIX, CHECKPOINT_INTERVAL, CheckpointHint, Delta, FileEntry, IdentityEntry, IdsEntry,
+    LogEntry, MANIFEST_PREFIX, RETIRED_PREFIX, RetiredFile, STAGING_PREFIX, Snapshot, SourceEntry,
     StoreLayout, USERS_PREFIX, UsersEntry, apply_deltas, apply_patch,
 };

@@ -27,6 +27,9 @@ pub const USERS_PREFIX: &str = "_tenure/users";
 /// period, for readers still working from an older snapshot, and are deleted
 /// after it; `events/` itself holds only the committed files.
 pub const RETIRED_PREFIX: &str = "_tenure/retired";
+/// Prefix of derived data kept to save readers work (each object named by
+/// what it was derived from; deleting any of it loses nothing).
+pub const CACHE_PREFIX: &str = "_tenure/cache";
 /// A checkpoint (the whole state) is written every this many versions.
 pub const CHECKPOINT_INTERVAL: u64 = 100;
 
@@ -92,6 +95,13 @@ impl StoreLayout {
     /// Identity merges (`identify`, `alias`) recorded by a transaction.
     pub fn identity(txn: &str) -> String {
         format!("_tenure/identity/{txn}.merges")
+    }
+
+    /// The resolved persons of an identity log of `entries` entries (with
+    /// `folded` of them folded into every file), `digest` naming the log's
+    /// files (see `tenure_engine::identity`).
+    pub fn identity_persons(entries: usize, folded: usize, digest: u128) -> String {
+        format!("{CACHE_PREFIX}/persons-{entries}-{folded}-{digest:032x}.bin")
     }
 
     /// Dead-letter file of a transaction.

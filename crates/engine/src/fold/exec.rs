@@ -37,9 +37,10 @@ pub(crate) struct Layout {
     pub(crate) ranges: Vec<(u32, u32)>,
     pub(crate) flags_at: usize,
     pub(crate) concurrency: usize,
-    /// The last range is merged persons', read once the others are done.
+    /// How many of the last ranges are merged persons', read once the
+    /// others are done.
     #[serde(default)]
-    pub(crate) deferred: bool,
+    pub(crate) deferred: usize,
     /// Which part of the fold the node runs.
     #[serde(default)]
     pub(crate) stage: Stage,
@@ -248,7 +249,8 @@ pub struct FoldExec<F: UserFold> {
     flags_at: usize,
     /// Ranges folded at once.
     concurrency: usize,
-    deferred: bool,
+    /// How many of the last ranges are merged persons'.
+    deferred: usize,
     stage: Stage,
     partial_out: bool,
     /// `Parts`: which key ranges it folds, partition `p` holding one row,
@@ -289,7 +291,7 @@ impl<F: UserFold> FoldExec<F> {
     /// range (read after the others, from rows they set aside in this
     /// process) cannot run apart: a scan with one is folded whole.
     pub fn distributed(fold: Arc<F>, scan: Arc<KeyScanExec>) -> Self {
-        if scan.deferred() {
+        if scan.deferred() > 0 {
             return Self::new(fold, scan);
         }
         let layout = Layout::of(&scan, Stage::Merge);
@@ -307,7 +309,7 @@ impl<F: UserFold> FoldExec<F> {
     /// it once more.
     pub fn parts(fold: Arc<F>, scan: Arc<KeyScanExec>) -> (Arc<dyn ExecutionPlan>, usize) {
         let layout = Layout::of(&scan, Stage::Parts);
-        if layout.deferred {
+        if layout.deferred > 0 {
             let whole = Layout {
                 stage: Stage::Whole,
                 partial_out: true,
@@ -625,18 +627,22 @@ fn fresh_side(plan: Arc<dyn ExecutionPlan>) -> DfResult<Arc<dyn ExecutionPlan>> 
 }
 
 /// Folds every key range of `input` (one task each) and merges the partial
-/// results in key order. With `deferred`, the last range (merged persons',
-/// gathered by the others' readings) starts once the others are done.
+/// results in key order. The last `deferred` ranges (merged persons',
+/// gathered by the others' readings) start once the others are done.
 pub(super) async fn fold_all<F: UserFold>(
     fold: Arc<F>,
     input: Arc<dyn ExecutionPlan>,
-    (ranges, deferred): (Vec<(u32, u32)>, bool),
+    (ranges, deferred): (Vec<(u32, u32)>, usize),
     flags_at: usize,
     concurrency: usize,
     context: Arc<TaskContext>,
 ) -> DfResult<F::Partial> {
     // Merged persons' rows are gathered per run.
-    let input = if deferred { fresh_side(input)? } else { input };
+    let input = if deferred > 0 {
+        fresh_side(input)?
+    } else {
+        input
+    };
     // Ranges start as others finish, `concurrency` at a time, so a range
     // with more rows than the others does not leave a thread idle.
     let permits = Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
@@ -653,7 +659,7 @@ pub(super) async fn fold_all<F: UserFold>(
                 .map(|(part, _)| part)
         })
     };
-    let now = ranges.len() - usize::from(deferred && !ranges.is_empty());
+    let now = ranges.len() - deferred.min(ranges.len());
     let tasks: Vec<_> = (0..now).map(|p| spawn(p, ranges[p])).collect();
     let mut acc: Option<F::Partial> = None;
     let mut add = |part: F::Partial| -> DfResult<()> {
@@ -668,8 +674,9 @@ pub(super) async fn fold_all<F: UserFold>(
             .await
             .map_err(|e| DataFusionError::Internal(format!("a fold task failed: {e}")))??)?;
     }
-    if now < ranges.len() {
-        add(spawn(now, ranges[now])
+    let later: Vec<_> = (now..ranges.len()).map(|p| spawn(p, ranges[p])).collect();
+    for t in later {
+        add(t
             .await
             .map_err(|e| DataFusionError::Internal(format!("a fold task failed: {e}")))??)?;
     }
@@ -714,7 +721,7 @@ mod tests {
             ranges: (0..ranges as u32).map(|i| (i, i + 1)).collect(),
             flags_at: 0,
             concurrency: 1,
-            deferred: false,
+            deferred: 0,
             stage: Stage::Merge,
             partial_out: true,
         };
