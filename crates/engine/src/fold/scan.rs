@@ -1430,22 +1430,20 @@ fn split_merged(
     use datafusion::arrow::array::UInt32Array;
     let at = batch.schema().index_of("user_key")?;
     let keys = batch.column(at).as_primitive::<UInt32Type>().values();
-    let n = keys.len();
     // A bit per row, tested from a bit per key (in cache: a few hundred KB
     // per million keys); most batches have no merged user's row.
     let bits = id.member_bits();
-    let keep =
-        datafusion::arrow::buffer::BooleanBuffer::collect_bool(n, |i| !bits.contains(keys[i]));
-    let kept = keep.count_set_bits();
-    if kept == n {
+    let (merged_rows, count) = bits.mask(keys);
+    if count == 0 {
         return Ok(None);
     }
+    let keep = !&merged_rows;
     // The merged rows as (virtual key, row) words: sorted, each person's
     // rows together and, within a person, in the batch's order.
     let virtuals = id.virtuals();
-    let mut order: Vec<u64> = Vec::with_capacity(n - kept);
+    let mut order: Vec<u64> = Vec::with_capacity(count);
     let (mut last, mut v) = (u32::MAX, 0u32);
-    for i in (!&keep).set_indices() {
+    for i in merged_rows.set_indices() {
         let k = keys[i];
         if k != last {
             let Some(r) = bits.rank(k) else {
