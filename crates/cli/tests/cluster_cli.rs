@@ -1,7 +1,8 @@
 //! `tenure cluster`: a Ballista scheduler and two executors started as
 //! separate processes on loopback. Analyses and SQL given `--cluster` print
 //! exactly what they print locally, over a local store and over the
-//! S3-compatible test server; an executor killed in the middle of a query
+//! S3-compatible test server, and over a store with identity merges read at
+//! query time; an executor killed in the middle of a query
 //! leaves a correct answer or a clear error, never another number.
 
 use std::net::TcpListener;
@@ -346,6 +347,44 @@ fn analyses_and_sql_on_a_cluster_print_what_they_print_locally() {
     let cluster = Cluster::start(2);
     cluster.ready(data);
     same_on_the_cluster(data, &cluster);
+
+    // A store with identity merges not folded into its files: merged
+    // persons are read under virtual keys, in key ranges of their own.
+    let people = dir.path().join("people");
+    let identity = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/identity");
+    for file in ["events.ndjson", "late.ndjson"] {
+        let out = tenure()
+            .arg("ingest")
+            .arg(identity.join(file))
+            .arg("--to")
+            .arg(&people)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let people = people.to_str().unwrap();
+    for args in [
+        &["retention", "--period", "day"][..],
+        &["funnel", "--steps", "view_item,purchase", "--window", "7d"],
+        &["segment", "F >= 1 and M > 0", "--users"],
+        &["paths", "--after", "view_item", "--depth", "3"],
+        &["kpi", "--period", "week"],
+    ] {
+        let local = run(args, people, None);
+        assert!(local.status.success(), "{args:?}: {}", stderr(&local));
+        let remote = run(args, people, Some(&cluster.url));
+        assert!(
+            remote.status.success(),
+            "{args:?} on the cluster: {}",
+            stderr(&remote)
+        );
+        assert!(!local.stdout.is_empty());
+        assert_eq!(
+            String::from_utf8_lossy(&remote.stdout),
+            String::from_utf8_lossy(&local.stdout),
+            "{args:?} over merged persons"
+        );
+    }
 
     // A cluster address that is not one.
     let bad = run(&["kpi", "--period", "week"], data, Some("df://nowhere"));
