@@ -290,6 +290,30 @@ fn run(args: &[&str], data: &str, cluster: Option<&str>) -> Output {
     })
 }
 
+/// `args` print on the cluster exactly what they print locally, and ran
+/// there (the scheduler finished a job), not in this process.
+fn same_output(args: &[&str], data: &str, cluster: &Cluster) {
+    let jobs = cluster.jobs_done();
+    let local = run(args, data, None);
+    assert!(local.status.success(), "{args:?}: {}", stderr(&local));
+    let remote = run(args, data, Some(&cluster.url));
+    assert!(
+        remote.status.success(),
+        "{args:?} on the cluster: {}",
+        stderr(&remote)
+    );
+    assert!(!local.stdout.is_empty());
+    assert_eq!(
+        String::from_utf8_lossy(&remote.stdout),
+        String::from_utf8_lossy(&local.stdout),
+        "{args:?} over {data}"
+    );
+    assert!(
+        cluster.wait_jobs(jobs + 1) > jobs,
+        "{args:?}: the scheduler finished no job"
+    );
+}
+
 fn same_on_the_cluster(data: &str, cluster: &Cluster) {
     // A fold's key ranges are tasks of their own: each of the five ranges
     // sends its partial result exactly once.
@@ -308,26 +332,7 @@ fn same_on_the_cluster(data: &str, cluster: &Cluster) {
         "the key ranges folded on the executors"
     );
     for args in CASES {
-        let jobs = cluster.jobs_done();
-        let local = run(args, data, None);
-        assert!(local.status.success(), "{args:?}: {}", stderr(&local));
-        let remote = run(args, data, Some(&cluster.url));
-        assert!(
-            remote.status.success(),
-            "{args:?} on the cluster: {}",
-            stderr(&remote)
-        );
-        assert!(!local.stdout.is_empty());
-        assert_eq!(
-            String::from_utf8_lossy(&remote.stdout),
-            String::from_utf8_lossy(&local.stdout),
-            "{args:?}"
-        );
-        // It ran there (one job at least), not in this process.
-        assert!(
-            cluster.wait_jobs(jobs + 1) > jobs,
-            "{args:?}: the scheduler finished no job"
-        );
+        same_output(args, data, cluster);
     }
     // Both executors folded key ranges.
     for i in 0..cluster.executors.len() {
@@ -370,20 +375,7 @@ fn analyses_and_sql_on_a_cluster_print_what_they_print_locally() {
         &["paths", "--after", "view_item", "--depth", "3"],
         &["kpi", "--period", "week"],
     ] {
-        let local = run(args, people, None);
-        assert!(local.status.success(), "{args:?}: {}", stderr(&local));
-        let remote = run(args, people, Some(&cluster.url));
-        assert!(
-            remote.status.success(),
-            "{args:?} on the cluster: {}",
-            stderr(&remote)
-        );
-        assert!(!local.stdout.is_empty());
-        assert_eq!(
-            String::from_utf8_lossy(&remote.stdout),
-            String::from_utf8_lossy(&local.stdout),
-            "{args:?} over merged persons"
-        );
+        same_output(args, people, &cluster);
     }
 
     // A cluster address that is not one.

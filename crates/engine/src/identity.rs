@@ -123,15 +123,18 @@ impl Identity {
         let base = u32::try_from(snapshot.users.count)
             .map_err(|_| EngineError::Unreadable("more than 4 billion users".into()))?;
         let cached = cache_path(snapshot, folded);
-        if let Some(id) = read_cached(store, &cached, base).await {
-            return Ok((id.gone() > 0).then(|| Arc::new(id)));
-        }
-        let log = read_log(store, snapshot).await?;
-        let id = Self::of_log(base, &log, folded).unwrap_or(Identity {
-            base,
-            ..Default::default()
-        });
-        keep(store, snapshot, folded, &cached, &id).await;
+        let id = match read_cached(store, &cached, base).await {
+            Some(id) => id,
+            None => {
+                let log = read_log(store, snapshot).await?;
+                let id = Self::of_log(base, &log, folded).unwrap_or(Identity {
+                    base,
+                    ..Default::default()
+                });
+                keep(store, snapshot, folded, &cached, &id).await;
+                id
+            }
+        };
         Ok((id.gone() > 0).then(|| Arc::new(id)))
     }
 
@@ -238,12 +241,6 @@ impl Identity {
     pub fn member_bits(&self) -> &MemberBits {
         self.bits
             .get_or_init(|| MemberBits::new(self.base as usize, &self.member))
-    }
-
-    /// The virtual keys of `member`'s keys, in `member`'s order: the key
-    /// whose [`MemberBits::rank`] is `i` is read under `virtuals()[i]`.
-    pub fn virtuals(&self) -> &[u32] {
-        &self.virt
     }
 
     /// Keys the folds see: the dictionary's and the virtual ones.
@@ -380,7 +377,8 @@ async fn keep(
 }
 
 /// A set of dictionary keys as a bit per key, with the number of keys set
-/// before each 64-bit word: membership is one bit test, and a member's rank
+/// before each 64-bit word: membership of a batch's rows is a bit test per
+/// row ([`MemberBits::mask`]), and a member's rank
 /// (its index in the ascending list) a popcount, both in a few hundred KB
 /// per million keys that stay in cache (a binary search of 200K members
 /// missed the cache on each of its 17 steps).
@@ -408,17 +406,9 @@ impl MemberBits {
         MemberBits { words, before }
     }
 
-    /// Whether `k` is in the set.
-    #[inline]
-    pub fn contains(&self, k: u32) -> bool {
-        self.words
-            .get(k as usize / 64)
-            .is_some_and(|w| (w >> (k % 64)) & 1 == 1)
-    }
-
     /// A bit per row of `keys`, set where the key is in the set, and how
     /// many are. Branch-free, 64 rows to a word (about 0.5 ns a row; the
-    /// same through `collect_bool` and [`MemberBits::contains`] took 3).
+    /// same through `collect_bool` and a bounds-checked test took 3).
     pub fn mask(&self, keys: &[u32]) -> (datafusion::arrow::buffer::BooleanBuffer, usize) {
         let mut out = Vec::with_capacity(keys.len().div_ceil(64));
         let mut count = 0;
@@ -524,7 +514,6 @@ mod tests {
         for k in 0..1001u32 {
             let want = keys.iter().position(|&m| m == k);
             assert_eq!(bits.rank(k), want, "key {k}");
-            assert_eq!(bits.contains(k), want.is_some());
         }
         assert_eq!(bits.rank(5000), None);
         // Rows of keys, some beyond the set's dictionary, over two words.

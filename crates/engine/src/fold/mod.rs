@@ -192,24 +192,20 @@ impl<'a> Rows<'a> {
     /// order. With [`FoldInput::ordered`] a run is all of the user's rows in
     /// range, sorted by time.
     pub fn users(&self) -> impl Iterator<Item = (u32, Range<usize>)> + 'a {
-        key_runs(self.keys())
+        let keys = self.keys();
+        let mut at = 0;
+        std::iter::from_fn(move || {
+            let k = *keys.get(at)?;
+            let start = at;
+            at += keys[at..].iter().take_while(|&&x| x == k).count();
+            Some((k, start..at))
+        })
     }
 
     /// Every column as read (for debugging and generic folds).
     pub fn batch(&self) -> &'a RecordBatch {
         self.batch
     }
-}
-
-/// Runs of equal keys: `(key, rows)` for each, in order.
-pub(crate) fn key_runs(keys: &[u32]) -> impl Iterator<Item = (u32, Range<usize>)> + '_ {
-    let mut at = 0;
-    std::iter::from_fn(move || {
-        let k = *keys.get(at)?;
-        let start = at;
-        at += keys[at..].iter().take_while(|&&x| x == k).count();
-        Some((k, start..at))
-    })
 }
 
 /// The per-user logic of one analysis.

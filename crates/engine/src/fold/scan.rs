@@ -409,13 +409,12 @@ impl KeyScanExec {
             let persons = id.key_space() - id.base;
             let n = threads.max(persons.div_ceil(RANGE_USERS)).clamp(1, persons);
             let per = persons.div_ceil(n);
-            ranges.extend((0..n).map(|i| {
-                (
-                    id.base + (i * per).min(persons),
-                    id.base + ((i + 1) * per).min(persons),
-                )
-            }));
-            ranges.retain(|r| r.0 < r.1 || r.1 <= id.base);
+            ranges.extend(
+                (0..n)
+                    .map(|i| (i * per, ((i + 1) * per).min(persons)))
+                    .filter(|(lo, hi)| lo < hi)
+                    .map(|(lo, hi)| (id.base + lo, id.base + hi)),
+            );
         }
         let persons_ranges = ranges.len() - real;
         let spec = ScanSpec {
@@ -1431,25 +1430,23 @@ fn split_merged(
     let at = batch.schema().index_of("user_key")?;
     let keys = batch.column(at).as_primitive::<UInt32Type>().values();
     // A bit per row, tested from a bit per key (in cache: a few hundred KB
-    // per million keys); most batches have no merged user's row.
-    let bits = id.member_bits();
-    let (merged_rows, count) = bits.mask(keys);
+    // per million keys).
+    let (merged_rows, count) = id.member_bits().mask(keys);
     if count == 0 {
         return Ok(None);
     }
     let keep = !&merged_rows;
     // The merged rows as (virtual key, row) words: sorted, each person's
     // rows together and, within a person, in the batch's order.
-    let virtuals = id.virtuals();
     let mut order: Vec<u64> = Vec::with_capacity(count);
     let (mut last, mut v) = (u32::MAX, 0u32);
     for i in merged_rows.set_indices() {
         let k = keys[i];
         if k != last {
-            let Some(r) = bits.rank(k) else {
+            let Some(virt) = id.virtual_of(k) else {
                 return datafusion::common::internal_err!("merged key {k} has no virtual key");
             };
-            (last, v) = (k, virtuals[r]);
+            (last, v) = (k, virt);
         }
         order.push((u64::from(v) << 32) | i as u64);
     }
