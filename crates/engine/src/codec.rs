@@ -648,6 +648,7 @@ mod tests {
                     event,
                     revenue,
                     seen,
+                    any_key: seen,
                 };
                 fold_trip(&events, fold).await;
             }

@@ -466,13 +466,18 @@ async fn population(
         weight: Vec::new(),
     };
     let how = pass(events, features, spec, collapse);
+    // A count over users whose facts are all their own, with users who
+    // never bought as one row: which key a buyer comes under does not
+    // matter (see `FoldInput::any_key`).
+    let any_key =
+        collapse && features.iter().all(is_local) && (spec.buyers_only || sparse(features));
     if how == Pass::BuyersAndSeen {
         let userstats::Buyers {
             keys,
             mut stats,
             seen,
             unbought,
-        } = userstats::scan_buyers_and_seen(events, &spec.purchase, needs_revenue).await?;
+        } = userstats::buyers_pass(events, &spec.purchase, needs_revenue, true, any_key).await?;
         let blank = rows.buyers(&keys, &mut stats);
         if let Some(first) = unbought {
             // One key that did not buy stands for all who did not.
@@ -483,7 +488,7 @@ async fn population(
     let stats = if how == Pass::Buyers {
         let userstats::Buyers {
             keys, mut stats, ..
-        } = userstats::scan_buyers(events, &spec.purchase, needs_revenue).await?;
+        } = userstats::buyers_pass(events, &spec.purchase, needs_revenue, false, any_key).await?;
         let users = events.users();
         // Every user in the dictionary was seen by `as_of`, but for keys
         // that joined another person (see `crate::identity`).
@@ -926,7 +931,11 @@ impl crate::fold::UserFold for CountFold {
     }
 
     fn input(&self) -> crate::fold::FoldInput {
-        self.stats.input()
+        crate::fold::FoldInput {
+            // Only counts leave the fold, unless it keeps the matches.
+            any_key: !self.keep,
+            ..self.stats.input()
+        }
     }
 
     fn schema(&self) -> datafusion::arrow::datatypes::SchemaRef {

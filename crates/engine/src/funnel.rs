@@ -738,6 +738,7 @@ impl crate::fold::UserFold for FunnelFold {
             any_flag: !self.spec.modes.strict_order,
             packed: true,
             narrow: false,
+            any_key: false,
         }
     }
 

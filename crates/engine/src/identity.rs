@@ -12,6 +12,14 @@
 //! and its per-user arrays simply cover the virtual keys too
 //! ([`Identity::key_space`]). Persons whose merges are all folded into the
 //! files read as they are.
+//!
+//! A fold whose result does not depend on which key a user comes under
+//! (counts and sums: [`crate::fold::FoldInput::any_key`]) reads a person
+//! whose keys all fall in one key range in that range, under the person's
+//! own key ([`Identity::targets`]): only persons across two ranges are set
+//! aside, and a person's own key keeps its rows where they are. Each range
+//! tests its rows' keys against a bit per key moved ([`Identity::moves`]):
+//! only the rows of keys read under another key are touched.
 
 use std::sync::Arc;
 
@@ -33,10 +41,6 @@ pub struct Identity {
     /// read under that person's key) or are read under a virtual key, so
     /// stand for no user of their own; ascending.
     absorbed: Vec<u32>,
-    /// `member` as a bit per dictionary key, with ranks (made on first use,
-    /// not encoded).
-    #[serde(skip)]
-    bits: std::sync::OnceLock<MemberBits>,
     /// Per virtual key (from `base`), the person's key (its name's key).
     pub person: Vec<u32>,
 }
@@ -186,7 +190,12 @@ impl Identity {
                 body.len()
             ));
         }
-        let list = |at: usize, n: usize| -> Vec<u32> { (0..n).map(|i| word(at + 4 * i)).collect() };
+        let list = |at: usize, n: usize| -> Vec<u32> {
+            body[at..at + 4 * n]
+                .chunks_exact(4)
+                .map(|w| u32::from_le_bytes(w.try_into().expect("4 bytes")))
+                .collect()
+        };
         let member = list(20, m);
         let rel = list(20 + 4 * m, m);
         let absorbed = list(20 + 8 * m, a);
@@ -206,7 +215,6 @@ impl Identity {
             member,
             virt: rel.into_iter().map(|v| base + v).collect(),
             absorbed,
-            bits: Default::default(),
             person,
         })
     }
@@ -214,8 +222,63 @@ impl Identity {
     /// The virtual key `k`'s rows are read under, if any.
     #[inline]
     pub fn virtual_of(&self, k: u32) -> Option<u32> {
-        let i = self.member_bits().rank(k)?;
+        let i = self.member.binary_search(&k).ok()?;
         Some(self.virt[i])
+    }
+
+    /// Per diverted key (ascending), the key a reading by the key `ranges`
+    /// (ascending, disjoint) may read its rows under: the person's own key
+    /// when every key of the person is in one of the ranges (the person is
+    /// then read whole by that range's reading, see
+    /// [`crate::fold::FoldInput::any_key`]), else the person's virtual key.
+    /// A person's own key is among its keys (its rows are the person's
+    /// too), and it is no other user's.
+    pub fn targets(&self, ranges: &[(u32, u32)]) -> Vec<u32> {
+        debug_assert!(ranges.is_sorted());
+        let n = self.person.len();
+        let (mut lo, mut hi) = (vec![u32::MAX; n], vec![0u32; n]);
+        let mut own = vec![false; n];
+        for (&k, &v) in self.member.iter().zip(&self.virt) {
+            let i = (v - self.base) as usize;
+            lo[i] = lo[i].min(k);
+            hi[i] = hi[i].max(k);
+            own[i] |= k == self.person[i];
+        }
+        let local: Vec<bool> = (0..n)
+            .map(|i| {
+                let r = ranges.partition_point(|&(_, end)| end <= lo[i]);
+                own[i] && ranges.get(r).is_some_and(|&(a, b)| a <= lo[i] && hi[i] < b)
+            })
+            .collect();
+        self.virt
+            .iter()
+            .map(|&v| {
+                let i = (v - self.base) as usize;
+                if local[i] { self.person[i] } else { v }
+            })
+            .collect()
+    }
+
+    /// The keys of `range` (dictionary keys `lo..hi`) whose rows are read
+    /// under another key, and that key: for a diverted key, its entry of
+    /// `targets` ([`Self::targets`]; without, its person's virtual key),
+    /// unless that is the key itself (a person read under its own key
+    /// keeps its own rows where they are).
+    pub fn moves(&self, (lo, hi): (u32, u32), targets: Option<&[u32]>) -> Moves {
+        let a = self.member.partition_point(|&k| k < lo);
+        let b = self.member.partition_point(|&k| k < hi);
+        let (mut keys, mut to) = (Vec::new(), Vec::new());
+        for r in a..b {
+            let (k, t) = (self.member[r], targets.map_or(self.virt[r], |t| t[r]));
+            if t != k {
+                keys.push(k);
+                to.push(t);
+            }
+        }
+        Moves {
+            bits: MemberBits::new(hi as usize, &keys),
+            to,
+        }
     }
 
     /// Dictionary keys that stand for no user of their own (see `absorbed`).
@@ -234,13 +297,6 @@ impl Identity {
     /// Whether some persons are read under virtual keys.
     pub fn diverts(&self) -> bool {
         !self.person.is_empty()
-    }
-
-    /// A bit per dictionary key, set for the diverted ones, with ranks
-    /// (made on first use).
-    pub fn member_bits(&self) -> &MemberBits {
-        self.bits
-            .get_or_init(|| MemberBits::new(self.base as usize, &self.member))
     }
 
     /// Keys the folds see: the dictionary's and the virtual ones.
@@ -376,6 +432,15 @@ async fn keep(
     }
 }
 
+/// The keys of a key range read under another key ([`Identity::moves`]).
+#[derive(Debug, Clone)]
+pub struct Moves {
+    /// The keys moved.
+    pub bits: MemberBits,
+    /// The key each is read under, in the order of [`MemberBits::rank`].
+    pub to: Vec<u32>,
+}
+
 /// A set of dictionary keys as a bit per key, with the number of keys set
 /// before each 64-bit word: membership of a batch's rows is a bit test per
 /// row ([`MemberBits::mask`]), and a member's rank
@@ -505,6 +570,45 @@ mod tests {
         );
         // Keys beyond a (smaller) dictionary: not this store's log.
         assert!(Identity::decode(3, &bytes).unwrap_err().contains("beyond"));
+    }
+
+    #[test]
+    fn persons_within_one_range_are_read_under_their_own_key() {
+        // Persons {1, 3}, {8, 9} and {2, 6}, named by the identified key.
+        let log = vec![vec![
+            merge(MergeKind::Identify, 3, 1),
+            merge(MergeKind::Identify, 9, 8),
+            merge(MergeKind::Identify, 6, 2),
+        ]];
+        let id = Identity::of_log(12, &log, 0).unwrap();
+        assert_eq!(id.person, vec![1, 2, 8]);
+        assert_eq!(id.member, vec![1, 2, 3, 6, 8, 9]);
+        // Two ranges: {2, 6} spans both and stays under its virtual key 13.
+        assert_eq!(id.targets(&[(0, 4), (4, 12)]), vec![1, 13, 1, 13, 8, 8]);
+        // One range: every person under its own key.
+        assert_eq!(id.targets(&[(0, 12)]), vec![1, 2, 1, 2, 8, 8]);
+        // A range boundary between a person's keys, or keys beyond the
+        // ranges: virtual keys.
+        assert_eq!(id.targets(&[(0, 9), (9, 12)]), vec![1, 2, 1, 2, 14, 14]);
+        assert_eq!(id.targets(&[(0, 6)]), vec![1, 13, 1, 13, 14, 14]);
+        assert_eq!(id.targets(&[]), id.virt);
+        // The keys of a range read under another key, with and without
+        // targets (persons 1, 2 and 8 are virtual keys 12, 13 and 14): a
+        // person's own key read in place does not move.
+        let moved = |range, targets: Option<&[u32]>| {
+            let m = id.moves(range, targets);
+            let keys: Vec<u32> = (0..12).filter(|&k| m.bits.rank(k).is_some()).collect();
+            let to: Vec<u32> = keys
+                .iter()
+                .map(|&k| m.to[m.bits.rank(k).unwrap()])
+                .collect();
+            (keys, to)
+        };
+        let two = id.targets(&[(0, 4), (4, 12)]);
+        assert_eq!(moved((0, 4), Some(&two)), (vec![2, 3], vec![13, 1]));
+        assert_eq!(moved((4, 12), Some(&two)), (vec![6, 9], vec![13, 8]));
+        assert_eq!(moved((0, 4), None), (vec![1, 2, 3], vec![12, 13, 12]));
+        assert_eq!(moved((9, 10), None), (vec![9], vec![14]));
     }
 
     #[test]

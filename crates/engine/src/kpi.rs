@@ -319,6 +319,8 @@ impl UserFold for KpiFold {
             ],
             until: None,
             narrow: true,
+            // Counts and sums per period; per-user state is by key only.
+            any_key: true,
             ..Default::default()
         }
     }

@@ -545,6 +545,8 @@ impl crate::fold::UserFold for RetentionFold {
             values: self.by.iter().cloned().collect(),
             flags: self.start.iter().chain(&self.ret).cloned().collect(),
             until: None,
+            // Counts and sums per cell; per-user state is by key only.
+            any_key: true,
             ..Default::default()
         }
     }

@@ -262,12 +262,17 @@ impl Events {
                 SessionContext::new_with_state((remote.0)(state)?)
             }
         };
-        let footers = read_footers(&store.inner, &parts, store.local_dir.as_deref(), threads).await;
+        // The persons are loaded while the footers are read: both before
+        // any fold can start.
         let started = std::time::Instant::now();
-        let identity = crate::identity::Identity::load(&store, &snapshot).await?;
+        let (footers, identity) = tokio::join!(
+            read_footers(&store.inner, &parts, store.local_dir.as_deref(), threads),
+            crate::identity::Identity::load(&store, &snapshot)
+        );
+        let identity = identity?;
         if let Some(id) = &identity {
             tracing::debug!(
-                "identity: {} persons read under virtual keys, {} keys absorbed ({:?})",
+                "identity: {} persons read under virtual keys, {} keys absorbed (with the footers, {:?})",
                 id.person.len(),
                 id.gone(),
                 started.elapsed()

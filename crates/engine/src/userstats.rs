@@ -318,7 +318,7 @@ pub async fn scan_buyers(
     purchase: &PurchaseSpec,
     revenue: bool,
 ) -> Result<Buyers> {
-    buyers_pass(events, purchase, revenue, false).await
+    buyers_pass(events, purchase, revenue, false, false).await
 }
 
 /// [`scan_buyers`] that also counts the users with any event in range (it
@@ -330,19 +330,25 @@ pub async fn scan_buyers_and_seen(
     purchase: &PurchaseSpec,
     revenue: bool,
 ) -> Result<Buyers> {
-    buyers_pass(events, purchase, revenue, true).await
+    buyers_pass(events, purchase, revenue, true, false).await
 }
 
-async fn buyers_pass(
+/// The buyers' pass of [`scan_buyers`] and [`scan_buyers_and_seen`]. With
+/// `any_key`, a merged person may come under one of its own keys
+/// rather than its virtual one (see [`crate::fold::FoldInput::any_key`]):
+/// for callers that count buyers, not name them.
+pub(crate) async fn buyers_pass(
     events: &Events,
     purchase: &PurchaseSpec,
     revenue: bool,
     seen: bool,
+    any_key: bool,
 ) -> Result<Buyers> {
     let fold = BuyersFold {
         event: purchase.event.clone(),
         revenue,
         seen,
+        any_key,
     };
     let mut buyers = crate::fold::partial(events, fold).await?;
     let n = buyers.keys.len();
@@ -370,6 +376,9 @@ pub(crate) struct BuyersFold {
     /// Read every row and keep a bit per user seen.
     #[serde(default)]
     pub(crate) seen: bool,
+    /// See [`buyers_pass`].
+    #[serde(default)]
+    pub(crate) any_key: bool,
 }
 
 /// A user's purchases so far: one cache line touched per purchase row.
@@ -402,7 +411,10 @@ impl UserFold for BuyersFold {
 
     fn input(&self) -> FoldInput {
         // Order does not matter to minima, maxima and sums.
-        purchase_input(&self.event, self.revenue, !self.seen)
+        FoldInput {
+            any_key: self.any_key,
+            ..purchase_input(&self.event, self.revenue, !self.seen)
+        }
     }
 
     fn schema(&self) -> SchemaRef {

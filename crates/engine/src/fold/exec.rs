@@ -628,7 +628,8 @@ fn fresh_side(plan: Arc<dyn ExecutionPlan>) -> DfResult<Arc<dyn ExecutionPlan>> 
 
 /// Folds every key range of `input` (one task each) and merges the partial
 /// results in key order. The last `deferred` ranges (merged persons',
-/// gathered by the others' readings) start once the others are done.
+/// gathered by the others' readings) start after the others, as threads
+/// free up, and read once every other range has been read.
 pub(super) async fn fold_all<F: UserFold>(
     fold: Arc<F>,
     input: Arc<dyn ExecutionPlan>,
@@ -644,41 +645,35 @@ pub(super) async fn fold_all<F: UserFold>(
         input
     };
     // Ranges start as others finish, `concurrency` at a time, so a range
-    // with more rows than the others does not leave a thread idle.
+    // with more rows than the others does not leave a thread idle. Permits
+    // are taken here, in range order: merged persons' ranges (the last)
+    // start as soon as a thread is free, while the others finish their
+    // state, and never hold a thread a range they wait for needs.
     let permits = Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
-    let spawn = |p: usize, (lo, hi): (u32, u32)| {
+    let mut tasks = Vec::with_capacity(ranges.len());
+    for (p, &(lo, hi)) in ranges.iter().enumerate() {
+        let permit = permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| DataFusionError::Internal(format!("fold permits: {e}")))?;
         let (fold, input, context) = (fold.clone(), input.clone(), context.clone());
-        let permits = permits.clone();
-        tokio::spawn(async move {
-            let _permit = permits
-                .acquire_owned()
-                .await
-                .map_err(|e| DataFusionError::Internal(format!("fold permits: {e}")))?;
+        tasks.push(tokio::spawn(async move {
+            let _permit = permit;
             fold_range(&fold, &input, p, (lo, hi), flags_at, context)
                 .await
                 .map(|(part, _)| part)
-        })
-    };
-    let now = ranges.len() - deferred.min(ranges.len());
-    let tasks: Vec<_> = (0..now).map(|p| spawn(p, ranges[p])).collect();
+        }));
+    }
     let mut acc: Option<F::Partial> = None;
-    let mut add = |part: F::Partial| -> DfResult<()> {
+    for t in tasks {
+        let part = t
+            .await
+            .map_err(|e| DataFusionError::Internal(format!("a fold task failed: {e}")))??;
         match acc.as_mut() {
             None => acc = Some(part),
             Some(a) => fold.merge(a, part)?,
         }
-        Ok(())
-    };
-    for t in tasks {
-        add(t
-            .await
-            .map_err(|e| DataFusionError::Internal(format!("a fold task failed: {e}")))??)?;
-    }
-    let later: Vec<_> = (now..ranges.len()).map(|p| spawn(p, ranges[p])).collect();
-    for t in later {
-        add(t
-            .await
-            .map_err(|e| DataFusionError::Internal(format!("a fold task failed: {e}")))??)?;
     }
     match acc {
         Some(a) => Ok(a),

@@ -115,6 +115,16 @@ pub struct FoldInput {
     /// that read the values themselves.
     #[serde(default)]
     pub narrow: bool,
+    /// The result does not depend on which key a user's rows come under,
+    /// only on all of them coming under one key: nothing per user leaves
+    /// the fold but counts and sums (no listing of keys), and it reads no
+    /// per-user input by key. The scan may then read a merged person (see
+    /// [`crate::identity`]) under one of its own keys, where the person's
+    /// keys all fall in one key range, instead of setting the person's rows
+    /// aside for a range of virtual keys read after the others. Ignored
+    /// with `ordered` (a person's rows would not be together).
+    #[serde(default)]
+    pub any_key: bool,
 }
 
 /// A batch of one key range's rows as a fold sees it.

@@ -285,6 +285,10 @@ pub struct KeyScanExec {
     /// the ranges they are read in and delivered by the last partitions
     /// (see [`crate::identity`]).
     identity: Option<Arc<crate::identity::Identity>>,
+    /// With [`FoldInput::any_key`]: per diverted key (ascending), the key its
+    /// rows are read under ([`crate::identity::Identity::targets`]); without,
+    /// every one goes under its virtual key.
+    targets: Option<Arc<Vec<u32>>>,
     side: Arc<Side>,
     schema: SchemaRef,
     props: Arc<PlanProperties>,
@@ -588,6 +592,17 @@ impl KeyScanExec {
         if spec.since != since.is_some() || spec.before != before.is_some() {
             return datafusion::common::internal_err!("a scan's exposure times are missing");
         }
+        // Persons whose keys all fall in one key range are read there, under
+        // their own key, by folds that allow it: per-user bounds are looked
+        // up by key, so not with those.
+        let targets = spec
+            .identity
+            .as_ref()
+            .filter(|_| input.any_key && !input.ordered && !spec.since && !spec.before)
+            .map(|id| {
+                let real = spec.ranges.len() - spec.persons_ranges.min(spec.ranges.len());
+                Arc::new(id.targets(&spec.ranges[..real]))
+            });
         // The stream is a channel's receiver, which takes from tokio's
         // task budget: no cooperative wrapper is needed around it.
         let props = Arc::new(
@@ -625,6 +640,7 @@ impl KeyScanExec {
             any_flag: input.any_flag && !input.flags.is_empty(),
             packed: input.packed,
             identity: spec.identity.clone(),
+            targets,
             side: Default::default(),
             schema,
             props,
@@ -838,7 +854,10 @@ impl ExecutionPlan for KeyScanExec {
             ordered: self.ordered,
             grouped: self.grouped,
             packed: self.packed,
-            identity: self.identity.clone(),
+            moves: self.identity.as_ref().map(|id| {
+                let targets = self.targets.as_ref().map(|t| t.as_slice());
+                (id.base, id.moves(range, targets))
+            }),
             side: self.side.clone(),
             pieces: Default::default(),
             read_bytes: MetricBuilder::new(&self.metrics).counter("bytes_scanned", partition),
@@ -973,7 +992,11 @@ struct Job {
     ordered: bool,
     grouped: bool,
     packed: bool,
-    identity: Option<Arc<crate::identity::Identity>>,
+    /// With merged persons: the dictionary's size (virtual keys start
+    /// there), and the range's keys read under another key, with that key
+    /// ([`crate::identity::Identity::moves`]; made per reading, one bit per
+    /// key up to the range's end).
+    moves: Option<(u32, crate::identity::Moves)>,
     side: Arc<Side>,
     /// Pieces of merged persons' rows set aside so far.
     pieces: std::sync::atomic::AtomicU64,
@@ -1207,12 +1230,14 @@ impl Job {
             let keep: BooleanArray = k.iter().map(|&x| Some(x >= lo && x < hi)).collect();
             filter_record_batch(batch, &keep)?
         };
-        if let Some(id) = &self.identity
-            && let Some((rest, merged)) = split_merged(&batch, id)?
+        if let Some((base, moves)) = &self.moves
+            && let Some((rest, merged)) = split_merged(&batch, *base, moves)?
         {
-            // Merged persons' rows go to the last partitions, shaped here
-            // under their virtual keys.
-            if let Some(m) = self.shape_rows(merged, &self.schema)? {
+            // Merged persons' rows read elsewhere go to the last
+            // partitions, shaped here under their virtual keys.
+            if let Some(merged) = merged
+                && let Some(m) = self.shape_rows(merged, &self.schema)?
+            {
                 let seq = self
                     .pieces
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -1418,48 +1443,77 @@ fn narrowed(
     )
 }
 
-/// `batch` split into the rows of users read under no virtual key and the
-/// others, their `user_key` (column 0) set to the virtual one and ordered
-/// by it (a person's rows keep their order); `None` when no row is a
-/// merged person's.
+/// `batch` with the rows of the keys `moves` moves read under the key it
+/// gives ([`crate::identity::Identity::moves`]): those below the
+/// dictionary's size `base` (a person read here under its own key) keep
+/// their place; the others (virtual keys) are returned apart, ordered by key
+/// (a person's rows keep their order). `None` when no row moves.
 fn split_merged(
     batch: &RecordBatch,
-    id: &crate::identity::Identity,
-) -> DfResult<Option<(RecordBatch, RecordBatch)>> {
+    base: u32,
+    moves: &crate::identity::Moves,
+) -> DfResult<Option<(RecordBatch, Option<RecordBatch>)>> {
     use datafusion::arrow::array::UInt32Array;
     let at = batch.schema().index_of("user_key")?;
     let keys = batch.column(at).as_primitive::<UInt32Type>().values();
     // A bit per row, tested from a bit per key (in cache: a few hundred KB
-    // per million keys).
-    let (merged_rows, count) = id.member_bits().mask(keys);
+    // per million keys); most rows of merged persons are their own key's,
+    // which does not move when the person is read in place.
+    let (moved, count) = moves.bits.mask(keys);
     if count == 0 {
         return Ok(None);
     }
-    let keep = !&merged_rows;
-    // The merged rows as (virtual key, row) words: sorted, each person's
+    // The rows set apart as (virtual key, row) words: sorted, each person's
     // rows together and, within a person, in the batch's order.
-    let mut order: Vec<u64> = Vec::with_capacity(count);
-    let (mut last, mut v) = (u32::MAX, 0u32);
-    for i in merged_rows.set_indices() {
+    let mut order: Vec<u64> = Vec::new();
+    // The keys, with those of persons read here replaced.
+    let mut here: Option<Vec<u32>> = None;
+    let (mut last, mut to) = (u32::MAX, 0u32);
+    for i in moved.set_indices() {
         let k = keys[i];
         if k != last {
-            let Some(virt) = id.virtual_of(k) else {
-                return datafusion::common::internal_err!("merged key {k} has no virtual key");
+            let Some(r) = moves.bits.rank(k) else {
+                return datafusion::common::internal_err!("moved key {k} has no rank");
             };
-            (last, v) = (k, virt);
+            (last, to) = (k, moves.to[r]);
         }
-        order.push((u64::from(v) << 32) | i as u64);
+        if to < base {
+            here.get_or_insert_with(|| keys.to_vec())[i] = to;
+        } else {
+            order.push((u64::from(to) << 32) | i as u64);
+        }
+    }
+    let batch = match here {
+        Some(keys) => {
+            let mut columns = batch.columns().to_vec();
+            columns[at] = Arc::new(UInt32Array::from(keys));
+            RecordBatch::try_new(batch.schema(), columns)?
+        }
+        None => batch.clone(),
+    };
+    if order.is_empty() {
+        return Ok(Some((batch, None)));
     }
     order.sort_unstable();
-    let rest = filter_record_batch(batch, &BooleanArray::new(keep, None))?;
+    let mut apart = vec![0u64; batch.num_rows().div_ceil(64)];
+    for &w in &order {
+        let i = w as u32 as usize;
+        apart[i / 64] |= 1 << (i % 64);
+    }
+    let apart = datafusion::arrow::buffer::BooleanBuffer::new(
+        datafusion::arrow::buffer::Buffer::from_vec(apart),
+        0,
+        batch.num_rows(),
+    );
+    let rest = filter_record_batch(&batch, &BooleanArray::new(!&apart, None))?;
     let rows: UInt32Array = order.iter().map(|&w| w as u32).collect();
     let virt: UInt32Array = order.iter().map(|&w| (w >> 32) as u32).collect();
-    let merged = datafusion::arrow::compute::take_record_batch(batch, &rows)?;
+    let merged = datafusion::arrow::compute::take_record_batch(&batch, &rows)?;
     let mut columns = merged.columns().to_vec();
     columns[at] = Arc::new(virt);
     Ok(Some((
         rest,
-        RecordBatch::try_new(merged.schema(), columns)?,
+        Some(RecordBatch::try_new(merged.schema(), columns)?),
     )))
 }
 
@@ -1766,32 +1820,46 @@ mod tests {
             (k, r.values().to_vec())
         };
         // Sorted keys (every file Tenure writes).
-        let (rest, merged) = split_merged(&batch(vec![1, 2, 2, 3, 4, 7, 7, 8, 9]), &id)
-            .unwrap()
-            .unwrap();
-        assert_eq!(columns(&rest), (vec![1, 4, 9], vec![0, 4, 8]));
+        let split = |keys: Vec<u32>, targets: Option<&[u32]>| {
+            split_merged(&batch(keys), 10, &id.moves((0, 10), targets))
+                .unwrap()
+                .map(|(rest, merged)| (columns(&rest), merged.map(|m| columns(&m))))
+        };
+        let (rest, merged) = split(vec![1, 2, 2, 3, 4, 7, 7, 8, 9], None).unwrap();
+        assert_eq!(rest, (vec![1, 4, 9], vec![0, 4, 8]));
         // Person 2's rows (keys 2 and 7) before person 8's (3 and 8), each
         // in the batch's order.
         assert_eq!(
-            columns(&merged),
-            (vec![10, 10, 10, 10, 11, 11], vec![1, 2, 5, 6, 3, 7])
+            merged,
+            Some((vec![10, 10, 10, 10, 11, 11], vec![1, 2, 5, 6, 3, 7]))
         );
         // Unsorted keys (a file from elsewhere): the same rows.
-        let (rest, merged) = split_merged(&batch(vec![9, 7, 7, 1, 3, 2, 8]), &id)
-            .unwrap()
-            .unwrap();
-        assert_eq!(columns(&rest), (vec![9, 1], vec![0, 3]));
+        let (rest, merged) = split(vec![9, 7, 7, 1, 3, 2, 8], None).unwrap();
+        assert_eq!(rest, (vec![9, 1], vec![0, 3]));
         assert_eq!(
-            columns(&merged),
-            (vec![10, 10, 10, 11, 11], vec![1, 2, 5, 4, 6])
+            merged,
+            Some((vec![10, 10, 10, 11, 11], vec![1, 2, 5, 4, 6]))
         );
         // No merged user in the batch, or in its key span.
-        assert!(split_merged(&batch(vec![0, 1, 1]), &id).unwrap().is_none());
-        assert!(
-            split_merged(&batch(vec![1, 4, 5, 6, 9]), &id)
-                .unwrap()
-                .is_none()
+        assert!(split(vec![0, 1, 1], None).is_none());
+        assert!(split(vec![1, 4, 5, 6, 9], None).is_none());
+        // Ranges 0..5 and 5..10: both persons span them and are set apart;
+        // with one range 0..10 both are read in place, under keys 2 and 8.
+        let two = id.targets(&[(0, 5), (5, 10)]);
+        assert_eq!(two, vec![10, 11, 10, 11]);
+        let one = id.targets(&[(0, 10)]);
+        let (rest, merged) = split(vec![1, 2, 2, 3, 4, 7, 7, 8, 9], Some(&one)).unwrap();
+        assert_eq!(
+            rest,
+            (vec![1, 2, 2, 8, 4, 2, 2, 8, 9], (0..9).collect::<Vec<_>>())
         );
+        assert_eq!(merged, None);
+        // Person 2 in place and person 8 apart (a table of targets made up
+        // for the test): the rest keeps its order, person 2 under key 2.
+        let mixed = [2, 11, 2, 11];
+        let (rest, merged) = split(vec![1, 2, 2, 3, 4, 7, 7, 8, 9], Some(&mixed)).unwrap();
+        assert_eq!(rest, (vec![1, 2, 2, 4, 2, 2, 9], vec![0, 1, 2, 4, 5, 6, 8]));
+        assert_eq!(merged, Some((vec![11, 11], vec![3, 7])));
     }
 
     #[test]
