@@ -5,12 +5,13 @@ wall and CPU (user + system) time, merged / plain, and whether every output is
 the same. The machine is shared and noisy: CPU time moves less than wall time.
 
 Usage: BINS="/tmp/tenure-a /tmp/tenure-b" [RUNS=15] [ONLY=retention]
-       [BENCH_DIR=/work/bench] python3 benches/identity_ab.py
+       [BENCH_DIR=/work/bench] [STORES="merged plain"] python3 benches/identity_ab.py
 """
 import os, sys, time, statistics
 runs = int(os.environ.get("RUNS", "15"))
 bins = os.environ.get("BINS", "/tmp/tenure-head /tmp/tenure-new").split()
 only = os.environ.get("ONLY", "")
+merged, plain = os.environ.get("STORES", "merged plain").split()
 analyses = ["retention --period week", "funnel --steps view_item,add_to_cart,purchase --window 7d", "segment F>=2 --count", "kpi --period month", "paths --after view_item --depth 5", "rfm", "retention --period week --as-of 2026-02-15T00:00:00Z"]
 os.chdir(os.environ.get("BENCH_DIR", "/work/bench"))
 def run(b, store, a):
@@ -26,16 +27,16 @@ def run(b, store, a):
     return time.perf_counter() - t0, ru.ru_utime + ru.ru_stime
 for a in analyses:
     if only and not a.startswith(only): continue
-    res = {(b, s): ([], []) for b in bins for s in ("merged", "plain")}
+    res = {(b, s): ([], []) for b in bins for s in (merged, plain)}
     for i in range(runs):
         for b in bins:
-            for s in ("merged", "plain"):
+            for s in (merged, plain):
                 w, c = run(b, s, a)
                 res[(b, s)][0].append(w); res[(b, s)][1].append(c)
-    outs = set(open(f"/tmp/o.{os.path.basename(b)}.{s}", "rb").read() for b in bins for s in ("merged", "plain"))
+    outs = set(open(f"/tmp/o.{os.path.basename(b)}.{s}", "rb").read() for b in bins for s in (merged, plain))
     line = f"{a[:40]:40}"
     for b in bins:
-        mw, pw = statistics.median(res[(b, 'merged')][0]), statistics.median(res[(b, 'plain')][0])
-        mc, pc = statistics.median(res[(b, 'merged')][1]), statistics.median(res[(b, 'plain')][1])
+        mw, pw = statistics.median(res[(b, merged)][0]), statistics.median(res[(b, plain)][0])
+        mc, pc = statistics.median(res[(b, merged)][1]), statistics.median(res[(b, plain)][1])
         line += f" | {os.path.basename(b)}: wall {mw:.3f}/{pw:.3f}={mw/pw:.2f} cpu {mc:.3f}/{pc:.3f}={mc/pc:.2f}"
     print(line + ("  same" if len(outs) == 1 else "  DIFFERENT"), flush=True)
