@@ -122,7 +122,8 @@ pub struct FoldInput {
     /// [`crate::identity`]) under one of its own keys, where the person's
     /// keys all fall in one key range, instead of setting the person's rows
     /// aside for a range of virtual keys read after the others. Ignored
-    /// with `ordered` (a person's rows would not be together).
+    /// with `ordered` (a person's rows would not be together) and with
+    /// per-user time bounds (looked up by key).
     #[serde(default)]
     pub any_key: bool,
 }
