@@ -334,6 +334,9 @@ pub struct Job {
     pub tz: chrono_tz::Tz,
     /// Worker threads (0: the default).
     pub threads: usize,
+    /// A Ballista cluster to run on (`df://host:port`; `--cluster` and
+    /// `TENURE_CLUSTER` override it).
+    pub cluster: Option<String>,
     /// The analyses, in file order.
     pub analyses: Vec<Analysis>,
 }
@@ -360,6 +363,8 @@ struct Header {
     tz: Option<Spanned<String>>,
     #[serde(default)]
     threads: usize,
+    #[serde(default)]
+    cluster: Option<String>,
 }
 
 /// A mistake in a job file, at a place in it.
@@ -571,6 +576,7 @@ fn parse_inner(path: &str, text: &str, errors: &mut Vec<JobError>) -> Option<Job
         as_of,
         tz,
         threads: header.threads,
+        cluster: header.cluster,
         analyses: analyses.into_iter().map(|(a, _)| a).collect(),
     })
 }

@@ -343,6 +343,106 @@ fn same_on_the_cluster(data: &str, cluster: &Cluster) {
     }
 }
 
+/// A scheduled job (`tenure run`) with a `cluster` writes exactly the files
+/// it writes locally, and its analyses ran on the cluster.
+fn same_job_output(dir: &std::path::Path, data: &str, cluster: &Cluster) {
+    let job = |cluster: Option<&str>| {
+        let path = dir.join(format!("job-{}.toml", cluster.is_some()));
+        let key = cluster.map_or(String::new(), |c| format!("cluster = \"{c}\""));
+        std::fs::write(&path, JOB.replace("# cluster", &key)).unwrap();
+        path
+    };
+    let run_job = |out: &std::path::Path, cluster: Option<&str>| {
+        let mut cmd = tenure();
+        cmd.arg("run")
+            .arg(job(cluster))
+            .args(["--data", data, "--out"])
+            .arg(out)
+            .env_remove("TENURE_CLUSTER");
+        let out = timed(&mut cmd, Duration::from_secs(300)).expect("the job took over 5 minutes");
+        assert!(out.status.success(), "tenure run: {}", stderr(&out));
+    };
+    let files = |root: &std::path::Path| -> Vec<(String, Vec<u8>)> {
+        let mut all = Vec::new();
+        let mut todo = vec![root.to_path_buf()];
+        while let Some(d) = todo.pop() {
+            for e in std::fs::read_dir(&d).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    todo.push(p);
+                } else {
+                    let name = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+                    all.push((name, std::fs::read(&p).unwrap()));
+                }
+            }
+        }
+        all.sort();
+        all
+    };
+    let (here, there) = (dir.join("job-local"), dir.join("job-cluster"));
+    run_job(&here, None);
+    let jobs = cluster.jobs_done();
+    run_job(&there, Some(&cluster.url));
+    let (want, got) = (files(&here), files(&there));
+    // Four analyses in two formats.
+    assert_eq!(
+        want.len(),
+        8,
+        "{:?}",
+        want.iter().map(|f| &f.0).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        want.iter().map(|f| &f.0).collect::<Vec<_>>(),
+        got.iter().map(|f| &f.0).collect::<Vec<_>>()
+    );
+    for ((name, w), (_, g)) in want.iter().zip(&got) {
+        assert!(w == g, "{name} differs on the cluster");
+    }
+    assert!(
+        cluster.wait_jobs(jobs + 4) >= jobs + 4,
+        "the job's analyses did not run on the cluster"
+    );
+    // --cluster overrides the job's; an address that is not one is bad
+    // input, and nothing runs.
+    let bad = tenure()
+        .arg("run")
+        .arg(job(Some(&cluster.url)))
+        .args(["--data", data, "--dry-run", "--cluster", "df://nowhere"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2), "{}", stderr(&bad));
+    assert!(stderr(&bad).contains("df://host:port"), "{}", stderr(&bad));
+}
+
+/// The job of [`same_job_output`]; `# cluster` is replaced by its key.
+const JOB: &str = r#"
+name = "on_cluster"
+formats = ["csv", "json"]
+range = "all"
+as_of = "latest"
+threads = 5
+# cluster
+
+[[analysis]]
+kind = "retention"
+period = "week"
+
+[[analysis]]
+kind = "funnel"
+steps = ["view_item", "add_to_cart", "purchase"]
+window = "7d"
+by = "variant"
+
+[[analysis]]
+kind = "kpi"
+period = "month"
+
+[[analysis]]
+name = "repeat_buyers"
+kind = "segment"
+expr = "F >= 2"
+"#;
+
 #[test]
 fn analyses_and_sql_on_a_cluster_print_what_they_print_locally() {
     let dir = tempfile::tempdir().unwrap();
@@ -352,6 +452,7 @@ fn analyses_and_sql_on_a_cluster_print_what_they_print_locally() {
     let cluster = Cluster::start(2);
     cluster.ready(data);
     same_on_the_cluster(data, &cluster);
+    same_job_output(dir.path(), data, &cluster);
 
     // A store with identity merges not folded into its files: merged
     // persons are read under virtual keys, in key ranges of their own.

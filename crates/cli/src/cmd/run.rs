@@ -29,7 +29,8 @@ use crate::report::{self, Section};
 /// Job file keys: name, data, out, formats (["parquet", "csv", "json"]),
 /// range ("last 12 weeks", "last 90 days", "last 3 months", "all") or
 /// from / to (dates), as_of ("now", the default; "latest", the end of the
-/// data; or a date), tz, threads; then one [[analysis]] table per analysis with
+/// data; or a date), tz, threads, cluster (a scheduler's df://host:port: every
+/// analysis runs there, see `tenure cluster`); then one [[analysis]] table per analysis with
 /// `kind` (retention, ltv, lifecycle, kpi, funnel, abtest, rfm, segment, stickiness, clv), an
 /// optional `name`
 /// and the options of the subcommand of that name (`start_event` for
@@ -60,6 +61,12 @@ pub struct RunArgs {
     /// Validate the job file and print the plan; read and write nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Run every analysis on a Ballista cluster: its scheduler's address
+    /// (df://host:port, see `tenure cluster`); overrides the job's
+    /// `cluster`. The store must be reachable by the same URL from the
+    /// scheduler and every executor; outputs are written from here.
+    #[arg(long, value_name = "df://HOST:PORT", env = "TENURE_CLUSTER")]
+    pub cluster: Option<String>,
     /// Also write an HTML report of every analysis to this file or URL.
     #[arg(long, value_name = "FILE")]
     pub report: Option<String>,
@@ -111,6 +118,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     if args.out.is_some() {
         job.out = args.out.clone();
     }
+    if args.cluster.is_some() {
+        job.cluster = args.cluster.clone();
+    }
     let data = job.data.clone().ok_or_else(|| {
         BadInput(format!(
             "job {} names no `data`: add `data = \"<url>\"` or pass --data",
@@ -126,6 +136,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
                 &job.range, &job.as_of, job.tz, now, None,
             )?),
         };
+        // A malformed cluster address is a mistake of the job, found here.
+        crate::cmd::common::remote_of(job.cluster.as_deref())?;
         print!("{}", plan(&job, &data, times));
         println!("dry run: the job file is valid; nothing was read or written");
         return Ok(());
@@ -151,7 +163,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         to,
         tz: job.tz,
         as_of: Some(as_of),
-        remote: None,
+        remote: crate::cmd::common::remote_of(job.cluster.as_deref())?,
     };
     let date = job::local_date(as_of - 1, job.tz).to_string();
     info!(
@@ -323,6 +335,9 @@ fn plan(job: &Job, data: &str, times: Option<(Option<i64>, Option<i64>, i64)>) -
     let mut s = String::new();
     let _ = writeln!(s, "job {}", job.name);
     let _ = writeln!(s, "  data     {data}");
+    if let Some(c) = &job.cluster {
+        let _ = writeln!(s, "  cluster  {c}");
+    }
     let date = match times {
         Some((from, to, as_of)) => {
             let _ = writeln!(s, "  range    {}", range_text(&job.range, from, to, job.tz));
