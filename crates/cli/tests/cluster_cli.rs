@@ -5,6 +5,9 @@
 //! query time; an executor killed in the middle of a query
 //! leaves a correct answer or a clear error, never another number.
 
+mod common;
+
+use common::files;
 use std::net::TcpListener;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -362,40 +365,18 @@ fn same_job_output(dir: &std::path::Path, data: &str, cluster: &Cluster) {
         let out = timed(&mut cmd, Duration::from_secs(300)).expect("the job took over 5 minutes");
         assert!(out.status.success(), "tenure run: {}", stderr(&out));
     };
-    let files = |root: &std::path::Path| -> Vec<(String, Vec<u8>)> {
-        let mut all = Vec::new();
-        let mut todo = vec![root.to_path_buf()];
-        while let Some(d) = todo.pop() {
-            for e in std::fs::read_dir(&d).unwrap() {
-                let p = e.unwrap().path();
-                if p.is_dir() {
-                    todo.push(p);
-                } else {
-                    let name = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
-                    all.push((name, std::fs::read(&p).unwrap()));
-                }
-            }
-        }
-        all.sort();
-        all
-    };
     let (here, there) = (dir.join("job-local"), dir.join("job-cluster"));
     run_job(&here, None);
     let jobs = cluster.jobs_done();
     run_job(&there, Some(&cluster.url));
     let (want, got) = (files(&here), files(&there));
     // Four analyses in two formats.
+    assert_eq!(want.len(), 8, "{:?}", want.keys().collect::<Vec<_>>());
     assert_eq!(
-        want.len(),
-        8,
-        "{:?}",
-        want.iter().map(|f| &f.0).collect::<Vec<_>>()
+        want.keys().collect::<Vec<_>>(),
+        got.keys().collect::<Vec<_>>()
     );
-    assert_eq!(
-        want.iter().map(|f| &f.0).collect::<Vec<_>>(),
-        got.iter().map(|f| &f.0).collect::<Vec<_>>()
-    );
-    for ((name, w), (_, g)) in want.iter().zip(&got) {
+    for ((name, w), g) in want.iter().zip(got.values()) {
         assert!(w == g, "{name} differs on the cluster");
     }
     assert!(

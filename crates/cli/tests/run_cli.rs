@@ -3,12 +3,11 @@
 //! that replace outputs, a failing analysis beside working ones, and the HTML
 //! report opened in headless Chromium.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 mod common;
-use common::{chromium, headless};
+use common::{chromium, files, headless};
 
 fn tenure() -> Command {
     Command::new(env!("CARGO_BIN_EXE_tenure"))
@@ -42,24 +41,6 @@ fn store(dir: &Path) -> PathBuf {
             .arg(&store),
     );
     store
-}
-
-/// Every file under `dir`, relative, with its bytes.
-fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                let rel = p.strip_prefix(dir).unwrap().display().to_string();
-                out.insert(rel, std::fs::read(&p).unwrap());
-            }
-        }
-    }
-    out
 }
 
 #[test]

@@ -1,4 +1,5 @@
-//! Helpers shared by the CLI test binaries.
+//! Helpers shared by the CLI test binaries (each uses some of them).
+#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -30,4 +31,22 @@ pub fn headless(chromium: &Path, profile: &Path) -> Command {
     ])
     .arg(format!("--user-data-dir={}", profile.display()));
     c
+}
+
+/// Every file under `dir`, relative, with its bytes.
+pub fn files(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                let rel = p.strip_prefix(dir).unwrap().display().to_string();
+                out.insert(rel, std::fs::read(&p).unwrap());
+            }
+        }
+    }
+    out
 }
