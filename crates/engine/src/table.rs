@@ -52,6 +52,22 @@ pub struct Part {
     pub size: u64,
     /// Its earliest event time (UTC µs, from the manifest).
     pub min_ts: i64,
+    /// How many distinct event names it holds (from the manifest; `None`
+    /// when not recorded): with at most [`Part::SMALL_DICTIONARY`], its
+    /// `event` column is read with one-byte dictionary keys.
+    pub event_names: Option<u32>,
+}
+
+impl Part {
+    /// The most distinct values a dictionary with one-byte keys can hold
+    /// (parquet refuses to read a larger one with `UInt8` keys).
+    pub const SMALL_DICTIONARY: u32 = u8::MAX as u32;
+
+    /// Is this file's `event` dictionary small enough for one-byte keys?
+    pub fn small_events(&self) -> bool {
+        self.event_names
+            .is_some_and(|n| n <= Self::SMALL_DICTIONARY)
+    }
 }
 
 /// An opened store: its committed snapshot and a DataFusion session with the
@@ -219,6 +235,7 @@ impl Events {
                 path: full,
                 size: f.bytes,
                 min_ts: f.min_ts,
+                event_names: f.events.as_ref().and_then(|e| u32::try_from(e.len()).ok()),
             });
             range = Some(match range {
                 None => (f.min_ts, f.max_ts),

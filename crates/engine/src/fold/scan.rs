@@ -310,7 +310,8 @@ type Bounds = Option<Arc<Vec<i64>>>;
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ScanSpec {
     store: String,
-    parts: Vec<(String, u64, i64)>,
+    /// Path, size, earliest time and distinct event names of each file.
+    parts: Vec<(String, u64, i64, Option<u32>)>,
     properties: Vec<tenure_schema::DeclaredProperty>,
     input: FoldInput,
     ranges: Vec<(u32, u32)>,
@@ -425,7 +426,7 @@ impl KeyScanExec {
             store: crate::table::store_url(&events.store.url),
             parts: parts
                 .iter()
-                .map(|p| (p.path.to_string(), p.size, p.min_ts))
+                .map(|p| (p.path.to_string(), p.size, p.min_ts, p.event_names))
                 .collect(),
             properties: events.snapshot.properties.clone(),
             input: input.clone(),
@@ -468,12 +469,13 @@ impl KeyScanExec {
         let parts: Vec<Part> = spec
             .parts
             .iter()
-            .map(|(path, size, min_ts)| {
+            .map(|(path, size, min_ts, event_names)| {
                 Ok(Part {
                     path: object_store::path::Path::parse(path)
                         .map_err(|e| DataFusionError::Plan(format!("file path `{path}`: {e}")))?,
                     size: *size,
                     min_ts: *min_ts,
+                    event_names: *event_names,
                 })
             })
             .collect::<DfResult<_>>()?;
@@ -1048,7 +1050,19 @@ impl Job {
             .await
             .map_err(|e| in_file(part, &e))?
             .clone();
-        let footer = narrowed(footer, &self.read).map_err(|e| in_file(part, &e))?;
+        // `event` read only for flags and computed values (not passed on to
+        // the fold, which expects four-byte keys) takes one-byte keys when
+        // the file has few enough names: a quarter of the keys' bytes to
+        // unpack, check and compare.
+        let small: &[&str] = match part.small_events()
+            && self.read.fields()[self.kept..]
+                .iter()
+                .any(|f| f.name() == tenure_schema::columns::EVENT)
+        {
+            true => &[tenure_schema::columns::EVENT],
+            false => &[],
+        };
+        let footer = narrowed(footer, &self.read, small).map_err(|e| in_file(part, &e))?;
         let builder = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, footer);
         let (lo, hi) = self.range;
         let Some((groups, selection)) = select(
@@ -1293,15 +1307,37 @@ impl Job {
         }
         let n = batch.num_rows();
         let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.schema.fields().len());
-        for f in self.read.fields() {
+        let mut narrow = false;
+        for (i, f) in self.read.fields().iter().enumerate() {
             columns.push(match batch.column_by_name(f.name()) {
                 Some(c) if c.data_type() == f.data_type() => c.clone(),
+                // A text column only flags and values read, with one-byte
+                // dictionary keys (see `narrowed`): taken as it is.
+                Some(c)
+                    if i >= self.kept
+                        && matches!(c.data_type(), DataType::Dictionary(k, _) if **k == DataType::UInt8) =>
+                {
+                    narrow = true;
+                    c.clone()
+                }
                 Some(c) => cast(c, f.data_type())?,
                 // A file written before the column was declared.
                 None => new_null_array(f.data_type(), n),
             });
         }
-        let read = RecordBatch::try_new(self.read.clone(), columns)?;
+        let read_schema = if narrow {
+            let fields: Vec<Field> = self
+                .read
+                .fields()
+                .iter()
+                .zip(&columns)
+                .map(|(f, c)| f.as_ref().clone().with_data_type(c.data_type().clone()))
+                .collect();
+            Arc::new(Schema::new(fields))
+        } else {
+            self.read.clone()
+        };
+        let read = RecordBatch::try_new(read_schema, columns)?;
         let mut columns: Vec<ArrayRef> = read.columns()[..self.kept].to_vec();
         for v in &self.values {
             columns.push(v.evaluate(&read)?.into_array(n)?);
@@ -1363,13 +1399,15 @@ impl Job {
             let Some((c, _, None)) = &self.eq_flags[j] else {
                 continue;
             };
-            let Some(d) = read
-                .column(*c)
-                .as_dictionary_opt::<datafusion::arrow::datatypes::Int32Type>()
-            else {
-                continue;
-            };
-            let Some(names) = d.values().as_string_opt::<i32>() else {
+            use datafusion::arrow::datatypes::{Int32Type, UInt8Type};
+            let column = read.column(*c);
+            let Some(names) = (match column.data_type() {
+                DataType::Dictionary(k, _) if **k == DataType::UInt8 => {
+                    column.as_dictionary_opt::<UInt8Type>().map(|d| d.values())
+                }
+                _ => column.as_dictionary_opt::<Int32Type>().map(|d| d.values()),
+            })
+            .and_then(|v| v.as_string_opt::<i32>()) else {
                 continue;
             };
             if done[j] {
@@ -1389,12 +1427,11 @@ impl Job {
                     }
                 }
             }
-            let keys = d.keys();
-            let valid = keys.nulls();
-            for (i, (&key, b)) in keys.values().iter().zip(bits.iter_mut()).enumerate() {
-                if valid.is_none_or(|v| v.is_valid(i)) {
-                    *b |= per.get(key as usize).copied().unwrap_or(0);
+            match column.data_type() {
+                DataType::Dictionary(k, _) if **k == DataType::UInt8 => {
+                    or_per_key(column.as_dictionary::<UInt8Type>(), &per, &mut bits)
                 }
+                _ => or_per_key(column.as_dictionary::<Int32Type>(), &per, &mut bits),
             }
         }
         for j in (0..self.flags.len()).filter(|&j| !done[j]) {
@@ -1407,12 +1444,32 @@ impl Job {
     }
 }
 
+/// Ors into each row's bits those of its dictionary key (`per`, by key);
+/// null keys add none.
+fn or_per_key<K: datafusion::arrow::datatypes::ArrowDictionaryKeyType>(
+    d: &datafusion::arrow::array::DictionaryArray<K>,
+    per: &[u32],
+    bits: &mut [u32],
+) {
+    use datafusion::arrow::datatypes::ArrowNativeType;
+    let keys = d.keys();
+    let valid = keys.nulls();
+    for (i, (&key, b)) in keys.values().iter().zip(bits.iter_mut()).enumerate() {
+        if valid.is_none_or(|v| v.is_valid(i)) {
+            *b |= per.get(key.as_usize()).copied().unwrap_or(0);
+        }
+    }
+}
+
 /// `footer` reading as `Decimal64` the decimal columns `read` wants so
 /// ([`FoldInput::narrow`]): a file's 64-bit decimals are then taken as they
-/// are instead of widened row by row.
+/// are instead of widened row by row. The text dictionaries of `small_keys`
+/// get one-byte keys (`Dictionary(UInt8, Utf8)`; the caller knows they hold
+/// at most 255 values), taken as they are by [`Job::shape_rows`].
 fn narrowed(
     footer: parquet::arrow::arrow_reader::ArrowReaderMetadata,
     read: &Schema,
+    small_keys: &[&str],
 ) -> parquet::errors::Result<parquet::arrow::arrow_reader::ArrowReaderMetadata> {
     use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
     let file = footer.schema();
@@ -1428,6 +1485,17 @@ fn narrowed(
                     f.as_ref()
                         .clone()
                         .with_data_type(DataType::Decimal64(*p, *s))
+                }
+                (DataType::Dictionary(k, v), Ok(_))
+                    if **k == DataType::Int32
+                        && **v == DataType::Utf8
+                        && small_keys.contains(&f.name().as_str()) =>
+                {
+                    changed = true;
+                    f.as_ref().clone().with_data_type(DataType::Dictionary(
+                        Box::new(DataType::UInt8),
+                        Box::new(DataType::Utf8),
+                    ))
                 }
                 _ => f.as_ref().clone(),
             }
@@ -1526,7 +1594,7 @@ fn any_flag(
 ) -> datafusion::arrow::buffer::BooleanBuffer {
     if packed {
         let bits = flags[0].as_primitive::<UInt32Type>().values();
-        return datafusion::arrow::buffer::BooleanBuffer::collect_bool(n, |i| bits[i] != 0);
+        return super::bits::pack_bits(&bits[..n], |b| b != 0);
     }
     let mut any = flags[0].as_boolean().values().clone();
     for f in &flags[1..] {
@@ -1711,35 +1779,47 @@ fn select(
 /// compared once per dictionary entry; `None` when the column is not text.
 fn text_flag(column: &dyn Array, value: &str) -> Option<BooleanArray> {
     use datafusion::arrow::buffer::BooleanBuffer;
-    let n = column.len();
-    let bits =
-        if let Some(d) = column.as_dictionary_opt::<datafusion::arrow::datatypes::Int32Type>() {
-            let names = d.values().as_string_opt::<i32>()?;
-            let hit: Vec<bool> = (0..names.len())
-                .map(|j| names.is_valid(j) && names.value(j) == value)
-                .collect();
-            let keys = d.keys().values();
-            let mut matching = hit.iter().enumerate().filter(|(_, h)| **h).map(|(j, _)| j);
-            let mut bits = match (matching.next(), matching.next()) {
-                // No value matches, or one: a comparison of keys (vectorised).
-                (None, _) => BooleanBuffer::new_unset(n),
-                (Some(j), None) => {
-                    let j = j as i32;
-                    BooleanBuffer::collect_bool(n, |i| keys[i] == j)
-                }
-                _ => BooleanBuffer::collect_bool(n, |i| {
-                    hit.get(keys[i] as usize).copied().unwrap_or(false)
-                }),
-            };
-            if let Some(valid) = d.keys().nulls() {
-                bits = &bits & valid.inner();
-            }
-            bits
-        } else {
+    use datafusion::arrow::datatypes::{Int32Type, UInt8Type};
+    let bits = match column.data_type() {
+        DataType::Dictionary(k, _) if **k == DataType::UInt8 => {
+            dict_flag(column.as_dictionary_opt::<UInt8Type>()?, value)?
+        }
+        DataType::Dictionary(..) => dict_flag(column.as_dictionary_opt::<Int32Type>()?, value)?,
+        _ => {
             let s = column.as_string_opt::<i32>()?;
-            BooleanBuffer::collect_bool(n, |i| s.is_valid(i) && s.value(i) == value)
-        };
+            BooleanBuffer::collect_bool(s.len(), |i| s.is_valid(i) && s.value(i) == value)
+        }
+    };
     Some(BooleanArray::new(bits, None))
+}
+
+/// [`text_flag`] of a dictionary of text; `None` when its values are not
+/// text.
+fn dict_flag<K: datafusion::arrow::datatypes::ArrowDictionaryKeyType>(
+    d: &datafusion::arrow::array::DictionaryArray<K>,
+    value: &str,
+) -> Option<datafusion::arrow::buffer::BooleanBuffer> {
+    use datafusion::arrow::buffer::BooleanBuffer;
+    use datafusion::arrow::datatypes::ArrowNativeType;
+    let names = d.values().as_string_opt::<i32>()?;
+    let hit: Vec<bool> = (0..names.len())
+        .map(|j| names.is_valid(j) && names.value(j) == value)
+        .collect();
+    let keys = d.keys().values();
+    let mut matching = hit.iter().enumerate().filter(|(_, h)| **h).map(|(j, _)| j);
+    let mut bits = match (matching.next(), matching.next()) {
+        // No value matches, or one: a comparison of keys (vectorised).
+        (None, _) => BooleanBuffer::new_unset(keys.len()),
+        (Some(j), None) => {
+            let j = K::Native::from_usize(j)?;
+            super::bits::pack_bits(keys, |k| k == j)
+        }
+        _ => super::bits::pack_bits(keys, |k| hit.get(k.as_usize()).copied().unwrap_or(false)),
+    };
+    if let Some(valid) = d.keys().nulls() {
+        bits = &bits & valid.inner();
+    }
+    Some(bits)
 }
 
 /// A flag `column = 'literal'` (column index in `read`, literal), tested once
