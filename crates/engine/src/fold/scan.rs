@@ -392,9 +392,11 @@ impl KeyScanExec {
         // And ranges of at most RANGE_USERS users (about, as ranges are
         // balanced by rows), so that the per-user state of the ranges in
         // flight stays bounded however many users there are.
-        let n = threads
-            .max(users.div_ceil(RANGE_USERS))
-            .clamp(1, users.max(1));
+        // As many ranges per thread: with 3 ranges on 2 threads the last
+        // ran alone, one thread idle for a third of the reading (10M users:
+        // retention 0.78 s of wall time for 1.19 s of CPU).
+        let per_thread = users.div_ceil(RANGE_USERS).div_ceil(threads.max(1)).max(1);
+        let n = (threads * per_thread).clamp(1, users.max(1));
         let ranges = balanced_ranges(&footers, users, n).unwrap_or_else(|| {
             let per = users.div_ceil(n).max(1);
             (0..n)
