@@ -131,8 +131,9 @@ pub fn rows_of_batch(b: &RecordBatch) -> Vec<KpiRow> {
 }
 
 /// Every KPI in one [`UserFold`]: per user, the days with any event and with a
-/// purchase, the number of purchases, first signup and first purchase; per
-/// range, the period counts those give, plus revenue and orders per period.
+/// purchase, the number of purchases and the first signup (a first purchase
+/// is judged when its day settles); per range, the period counts those give,
+/// plus revenue and orders per period.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct KpiFold {
     days: Calendar,
@@ -192,13 +193,27 @@ pub struct KpiState {
     /// Users with a purchase, and with two or more.
     once: Vec<u64>,
     twice: Vec<u64>,
-    /// First signup and first purchase per user, as [`earliest_key`]s, side
-    /// by side (user `u` at `2u` and `2u + 1`): a user who signs up and buys
-    /// on one day touches one cache line, and the two are one allocation,
-    /// which past glibc's mmap threshold (32 MiB, `keep_heap_tops`) comes
-    /// zeroed from the kernel instead of zeroed twice (calloc's memset
-    /// faulting in pages the kernel zeroes).
-    first: Vec<u64>,
+    /// First signup per user, as an [`earliest_key`]. The only per-user
+    /// time kept: memory never touched costs the kernel's zeroing when first
+    /// written (about 1.8 GB/s in this VM), and a first purchase time per
+    /// user doubled it (160 MB at 10M users).
+    first_signup: Vec<u64>,
+    /// Purchases `(user, time)` of each open day, judged for first-order
+    /// conversion when the day settles ([`KpiState::convert`]).
+    pending: Vec<Vec<(u32, i64)>>,
+    /// Users whose first purchase is in a settled day.
+    paid: Vec<u64>,
+    /// Per user, while a day's purchases are judged: one of them came
+    /// before the first signup (or with no signup yet), one within the
+    /// window after it.
+    early: Vec<u64>,
+    within: Vec<u64>,
+    /// Users whose first purchase came within the window after their first
+    /// signup, that signup at least the window before the as-of time.
+    converted: u64,
+    /// The conversion window (µs) and the newest event's time.
+    window: i64,
+    max_ts: i64,
     revenue: Vec<i128>,
     orders: Vec<u64>,
 }
@@ -234,6 +249,7 @@ impl KpiState {
         let d = d.min(self.open.len());
         while self.settled < d {
             let day = self.settled;
+            self.convert(day);
             if let Some(mut bits) = self.open[day].take() {
                 let period = self.active.period_mut(day_rep[day]);
                 let mut n = 0u64;
@@ -248,6 +264,45 @@ impl KpiState {
             }
             self.settled += 1;
         }
+    }
+
+    /// Judges the purchases of `day`, which is settling: every row up to its
+    /// end has been folded, so a user's first signup, if it is not later
+    /// than the day, is final, and a user without a settled day's purchase
+    /// (`paid`) has the first purchase among these. That purchase converts
+    /// when none of the day's purchases came before the first signup (or
+    /// before any signup) and one came within the window after it: the
+    /// earliest is then within it, whichever it is.
+    fn convert(&mut self, day: usize) {
+        let mut pending = std::mem::take(&mut self.pending[day]);
+        // Without a branch on the signup loaded, so that the loads (a cache
+        // miss each at 10M users) overlap. Users already `paid` get bits
+        // too, never read: the second pass skips them.
+        for &(u, t) in &pending {
+            let (w, m) = ((u / 64) as usize, 1u64 << (u % 64));
+            let k = self.first_signup[u as usize];
+            let s = (!k ^ (1 << 63)) as i64;
+            let after = k != 0 && t >= s;
+            let within = after && t.wrapping_sub(s) <= self.window;
+            self.within[w] |= m * u64::from(within);
+            self.early[w] |= m * u64::from(!after);
+        }
+        for &(u, _) in &pending {
+            let (w, m) = ((u / 64) as usize, 1u64 << (u % 64));
+            if self.paid[w] & m != 0 {
+                continue;
+            }
+            self.paid[w] |= m;
+            let eligible = time_of_key(self.first_signup[u as usize])
+                .is_some_and(|s| s + self.window <= self.max_ts);
+            if eligible && self.within[w] & m != 0 && self.early[w] & m == 0 {
+                self.converted += 1;
+            }
+            self.within[w] &= !m;
+            self.early[w] &= !m;
+        }
+        pending.clear();
+        self.pending[day] = pending;
     }
 
     /// The bitmap of open day `d`.
@@ -341,7 +396,14 @@ impl UserFold for KpiFold {
             bought: PeriodBits::new(users, np),
             once: vec![0; words],
             twice: vec![0; words],
-            first: crate::par::huge_zeroed(2 * users),
+            first_signup: crate::par::huge_zeroed(users),
+            pending: vec![Vec::new(); nd],
+            paid: vec![0; words],
+            early: vec![0; words],
+            within: vec![0; words],
+            converted: 0,
+            window: self.conversion_days * DAY_MICROS,
+            max_ts: self.max_ts,
             revenue: vec![0; np],
             orders: vec![0; np],
         }
@@ -377,20 +439,11 @@ impl UserFold for KpiFold {
         }
         // Signups (about one row per user).
         for i in rows.flag(1).values().set_indices() {
-            let f = &mut st.first[2 * (keys[i] - st.lo) as usize];
+            let f = &mut st.first_signup[(keys[i] - st.lo) as usize];
             *f = (*f).max(earliest_key(ts[i]));
         }
-        // Purchases only (a few percent of the rows). Their users' first
-        // purchases are loaded before any is written: loads that do not wait
-        // on each other overlap their cache misses (about one per purchase
-        // at 10M users).
-        let hits: Vec<usize> = purchase.values().set_indices().collect();
-        let warm: u64 = hits
-            .iter()
-            .map(|&i| st.first[2 * (keys[i] - st.lo) as usize + 1])
-            .fold(0, |a, b| a ^ b);
-        std::hint::black_box(warm);
-        for i in hits {
+        // Purchases only (a few percent of the rows).
+        for i in purchase.values().set_indices() {
             let u = (keys[i] - st.lo) as usize;
             let t = ts[i];
             let Some(d) = self.days.period_of(t) else {
@@ -404,8 +457,8 @@ impl UserFold for KpiFold {
             } else {
                 st.once[w] |= m;
             }
-            let f = &mut st.first[2 * u + 1];
-            *f = (*f).max(earliest_key(t));
+            // Judged for conversion when its day settles.
+            st.pending[d as usize].push((u as u32, t));
             st.orders[p] += 1;
             if rev.is_valid(i) {
                 st.revenue[p] += i128::from(rev.value(i));
@@ -423,19 +476,14 @@ impl UserFold for KpiFold {
             dau: st.dau,
             ..KpiCounts::zero(0, np)
         };
-        let window = self.conversion_days * DAY_MICROS;
         c.buyers = st.once.iter().map(|w| w.count_ones() as u64).sum();
         c.repeat = st.twice.iter().map(|w| w.count_ones() as u64).sum();
-        for pair in st.first.chunks_exact(2) {
-            let (f, fp) = (pair[0], pair[1]);
-            if let Some(f) = time_of_key(f)
-                && f + window <= self.max_ts
-            {
-                c.eligible += 1;
-                let fp = time_of_key(fp);
-                c.converted += fp.is_some_and(|fp| fp >= f && fp - f <= window) as u64;
-            }
-        }
+        c.eligible = st
+            .first_signup
+            .iter()
+            .filter(|&&f| time_of_key(f).is_some_and(|f| f + st.window <= self.max_ts))
+            .count() as u64;
+        c.converted = st.converted;
         // 64 users at a time: bit i of `act[p]` is user i's activity in
         // reporting period p, so every count below is a population count.
         for b in 0..st.active.blocks() {

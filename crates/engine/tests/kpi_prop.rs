@@ -225,3 +225,64 @@ fn earlier_rows_in_a_later_file_move_the_first_event_and_purchase_back() {
         }
     }
 }
+
+/// A first purchase before the first signup is not a conversion, even when
+/// another purchase comes within the window after the signup on the same day
+/// (the fold judges a day's purchases together when the day settles); a
+/// purchase at the very time of the signup is one.
+#[test]
+fn a_purchase_before_the_signup_spoils_a_later_one_the_same_day() {
+    let hour = DAY / 24;
+    let ev = |user, name, ts| Ev {
+        user,
+        name,
+        ts: BASE + ts,
+        revenue: (name == "purchase").then_some(300),
+    };
+    let evs = vec![
+        // User 0 buys, signs up, buys again, all on day 0.
+        ev(0, "purchase", 9 * hour),
+        ev(0, "a", 10 * hour),
+        ev(0, "purchase", 11 * hour),
+        // User 1 buys on day 0, signs up on day 1, buys on day 2.
+        ev(1, "purchase", 10 * hour),
+        ev(1, "a", DAY + 10 * hour),
+        ev(1, "purchase", 2 * DAY + 10 * hour),
+        // User 2 signs up on day 0 and buys on day 3: converts.
+        ev(2, "a", 8 * hour),
+        ev(2, "purchase", 3 * DAY),
+        // User 3 buys at the instant of the signup: converts.
+        ev(3, "a", 8 * hour),
+        ev(3, "purchase", 8 * hour),
+        // The data runs past the window.
+        ev(4, "a", 12 * DAY),
+    ];
+    let mut swapped = vec![ev(5, "b", 12 * DAY)];
+    swapped.extend(evs.iter().cloned());
+    for (i, evs) in [evs, swapped].iter().enumerate() {
+        let url = fresh_store_in_two(evs, &format!("kpi-before-signup-{i}"));
+        for threads in [1, 2] {
+            let spec = KpiSpec {
+                period: Period::Week,
+                tz: chrono_tz::Tz::UTC,
+                purchase: Default::default(),
+                conversion_days: 7,
+                signup: "a".into(),
+            };
+            let got: Table = block(async {
+                let options = OpenOptions {
+                    threads,
+                    ..Default::default()
+                };
+                let events = Events::open(&url, options).await.unwrap();
+                kpis(&events, &spec).await.unwrap()
+            })
+            .into_iter()
+            .map(|r| ((r.metric, r.period), (r.numerator, r.denominator)))
+            .collect();
+            let key = ("first_order_conversion_7d".to_string(), "all".to_string());
+            assert_eq!(got[&key], (2.0, 4.0), "split {i}, {threads} threads");
+            assert_eq!(got, naive(evs, Period::Week, chrono_tz::Tz::UTC));
+        }
+    }
+}
