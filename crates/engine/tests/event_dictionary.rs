@@ -89,3 +89,52 @@ fn one_and_four_byte_keys_give_the_same_kpis() {
         assert_eq!(many, few, "402 names, {threads} threads");
     }
 }
+
+/// `event` read with one-byte keys both for a flag and as a breakdown value
+/// (`retention --by event --return-event purchase`): every user's first event
+/// is `a`, so the one group holds exactly the rows of the reading without a
+/// breakdown. The value column is passed on with the keys the fold expects.
+#[test]
+fn a_breakdown_by_event_reads_one_byte_keys_as_declared() {
+    use datafusion::prelude::{col, lit};
+    use tenure_engine::retention::{Mode, RetentionSpec, retention};
+    let names: Vec<&'static str> = (0..10)
+        .map(|i| &*Box::leak(format!("other{i}").into_boxed_str()))
+        .collect();
+    let url = fresh_store(&events(|n| names[n % 10]), "event-dictionary-by");
+    let spec = |by: Option<&str>| RetentionSpec {
+        period: Period::Week,
+        tz: chrono_tz::Tz::UTC,
+        start: None,
+        ret: Some(col("event").eq(lit("purchase"))),
+        mode: Mode::NDay,
+        as_of: None,
+        by: by.map(String::from),
+        read: None,
+        revenue: false,
+    };
+    let (plain, by) = block(async {
+        let events = Events::open(
+            &url,
+            OpenOptions {
+                threads: 2,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        let plain = retention(&events, &spec(None)).await.unwrap().rows;
+        let by = retention(&events, &spec(Some("event"))).await.unwrap().rows;
+        (plain, by)
+    });
+    assert!(plain.iter().any(|r| r.users.unwrap_or(0) > 0));
+    assert!(by.iter().all(|r| r.group.as_deref() == Some("a")), "{by:?}");
+    let ungrouped: Vec<_> = by
+        .into_iter()
+        .map(|mut r| {
+            r.group = None;
+            r
+        })
+        .collect();
+    assert_eq!(ungrouped, plain);
+}

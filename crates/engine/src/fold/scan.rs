@@ -1341,8 +1341,15 @@ impl Job {
         };
         let read = RecordBatch::try_new(read_schema, columns)?;
         let mut columns: Vec<ArrayRef> = read.columns()[..self.kept].to_vec();
-        for v in &self.values {
-            columns.push(v.evaluate(&read)?.into_array(n)?);
+        for (j, v) in self.values.iter().enumerate() {
+            let value = v.evaluate(&read)?.into_array(n)?;
+            // A value of a column read with one-byte keys (`--by event`)
+            // has them too; passed on as declared.
+            let want = schema.field(self.kept + j).data_type();
+            columns.push(match value.data_type() == want {
+                true => value,
+                false => cast(&value, want)?,
+            });
         }
         if self.packed {
             columns.push(Arc::new(datafusion::arrow::array::UInt32Array::from(
