@@ -237,9 +237,14 @@ fn earliest_key(t: i64) -> u64 {
     !((t as u64) ^ (1 << 63))
 }
 
+/// The time of an [`earliest_key`] other than none (0).
+fn key_time(k: u64) -> i64 {
+    (!k ^ (1 << 63)) as i64
+}
+
 /// The time of an [`earliest_key`], `None` for none.
 fn time_of_key(k: u64) -> Option<i64> {
-    (k != 0).then_some((!k ^ (1 << 63)) as i64)
+    (k != 0).then(|| key_time(k))
 }
 
 impl KpiState {
@@ -281,7 +286,7 @@ impl KpiState {
         for &(u, t) in &pending {
             let (w, m) = ((u / 64) as usize, 1u64 << (u % 64));
             let k = self.first_signup[u as usize];
-            let s = (!k ^ (1 << 63)) as i64;
+            let s = key_time(k);
             let after = k != 0 && t >= s;
             let within = after && t.wrapping_sub(s) <= self.window;
             self.within[w] |= m * u64::from(within);
@@ -481,7 +486,7 @@ impl UserFold for KpiFold {
         c.eligible = st
             .first_signup
             .iter()
-            .filter(|&&f| time_of_key(f).is_some_and(|f| f + st.window <= self.max_ts))
+            .filter(|&&f| time_of_key(f).is_some_and(|f| f + st.window <= st.max_ts))
             .count() as u64;
         c.converted = st.converted;
         // 64 users at a time: bit i of `act[p]` is user i's activity in

@@ -33,22 +33,31 @@ proptest! {
         let period = if month { Period::Month } else { Period::Week };
         // Two ingests: a day's rows come in two files out of time order.
         let url = fresh_store_in_two(&evs, "kpi-prop");
-        let spec = KpiSpec {
-            period,
-            tz,
-            purchase: Default::default(),
-            conversion_days: 7,
-            signup: "a".into(),
-        };
-        let got: Table = block(async {
-            let events = Events::open(&url, OpenOptions { threads, ..Default::default() }).await.unwrap();
-            kpis(&events, &spec).await.unwrap()
-        })
-        .into_iter()
-        .map(|r| ((r.metric, r.period), (r.numerator, r.denominator)))
-        .collect();
-        prop_assert_eq!(got, naive(&evs, period, tz));
+        prop_assert_eq!(engine(&url, period, tz, threads), naive(&evs, period, tz));
     }
+}
+
+/// The engine's KPIs of the store at `url` (signup `a`, 7-day conversion),
+/// as numerators and denominators by metric and period.
+fn engine(url: &str, period: Period, tz: chrono_tz::Tz, threads: usize) -> Table {
+    let spec = KpiSpec {
+        period,
+        tz,
+        purchase: Default::default(),
+        conversion_days: 7,
+        signup: "a".into(),
+    };
+    block(async {
+        let options = OpenOptions {
+            threads,
+            ..Default::default()
+        };
+        let events = Events::open(url, options).await.unwrap();
+        kpis(&events, &spec).await.unwrap()
+    })
+    .into_iter()
+    .map(|r| ((r.metric, r.period), (r.numerator, r.denominator)))
+    .collect()
 }
 
 fn naive(evs: &[Ev], period: Period, tz: chrono_tz::Tz) -> Table {
@@ -193,28 +202,7 @@ fn earlier_rows_in_a_later_file_move_the_first_event_and_purchase_back() {
     for (i, evs) in [evs, swapped].iter().enumerate() {
         let url = fresh_store_in_two(evs, &format!("kpi-two-files-{i}"));
         for period in [Period::Week, Period::Month] {
-            let spec = KpiSpec {
-                period,
-                tz: chrono_tz::Tz::UTC,
-                purchase: Default::default(),
-                conversion_days: 7,
-                signup: "a".into(),
-            };
-            let got: Table = block(async {
-                let events = Events::open(
-                    &url,
-                    OpenOptions {
-                        threads: 1,
-                        ..Default::default()
-                    },
-                )
-                .await
-                .unwrap();
-                kpis(&events, &spec).await.unwrap()
-            })
-            .into_iter()
-            .map(|r| ((r.metric, r.period), (r.numerator, r.denominator)))
-            .collect();
+            let got = engine(&url, period, chrono_tz::Tz::UTC, 1);
             let want = naive(evs, period, chrono_tz::Tz::UTC);
             // User 0 did not convert within 7 days, user 2 did.
             assert_eq!(
@@ -262,24 +250,7 @@ fn a_purchase_before_the_signup_spoils_a_later_one_the_same_day() {
     for (i, evs) in [evs, swapped].iter().enumerate() {
         let url = fresh_store_in_two(evs, &format!("kpi-before-signup-{i}"));
         for threads in [1, 2] {
-            let spec = KpiSpec {
-                period: Period::Week,
-                tz: chrono_tz::Tz::UTC,
-                purchase: Default::default(),
-                conversion_days: 7,
-                signup: "a".into(),
-            };
-            let got: Table = block(async {
-                let options = OpenOptions {
-                    threads,
-                    ..Default::default()
-                };
-                let events = Events::open(&url, options).await.unwrap();
-                kpis(&events, &spec).await.unwrap()
-            })
-            .into_iter()
-            .map(|r| ((r.metric, r.period), (r.numerator, r.denominator)))
-            .collect();
+            let got = engine(&url, Period::Week, chrono_tz::Tz::UTC, threads);
             let key = ("first_order_conversion_7d".to_string(), "all".to_string());
             assert_eq!(got[&key], (2.0, 4.0), "split {i}, {threads} threads");
             assert_eq!(got, naive(evs, Period::Week, chrono_tz::Tz::UTC));
